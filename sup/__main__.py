@@ -1,0 +1,3 @@
+from sup.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Cross-request (and, with Redis, cross-process) coordination: rate limits, events."""

@@ -1,0 +1,312 @@
+"""Configuration: typed, frozen, one section per TOML table.
+
+Sources, later wins: built-in defaults, `sup.toml`, `SUP_<SECTION>_<KEY>` environment
+variables (a few have short aliases, e.g. `SUP_PORT`). Every setting is declared once
+below with its documentation; `sup.toml.example` is generated from these declarations
+(`sup init`), so the example cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+from msgspec import Meta
+
+
+class ConfigError(Exception):
+    """A setting is unknown or invalid. The message names the key."""
+
+
+def _doc(text: str, **constraints: Any) -> Meta:
+    return Meta(description=text, **constraints)
+
+
+Port = Annotated[int, _doc("TCP port to listen on.", ge=0, le=65535)]
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: Annotated[str, _doc("Address to listen on. Use 0.0.0.0 to listen on every interface.")] = (
+        "127.0.0.1"
+    )
+    port: Port = 8080
+    data_dir: Annotated[
+        str,
+        _doc("Directory for the SQLite database, stored files and generated secrets."),
+    ] = "./sup-data"
+    public_url: Annotated[
+        str, _doc("URL clients use to reach this server (empty: derived from host and port).")
+    ] = ""
+    max_body_bytes: Annotated[
+        int, _doc("Largest JSON request body accepted, in bytes (uploads have their own limits).", ge=1024)
+    ] = 1_048_576
+    shutdown_timeout: Annotated[
+        float, _doc("Seconds open requests get to finish on SIGTERM before they are cut.", ge=0)
+    ] = 10.0
+    trusted_proxies: Annotated[
+        list[str],
+        _doc("Reverse proxies (IPs or CIDRs) whose X-Forwarded-For is believed for the client IP."),
+    ] = []
+    cors_origins: Annotated[
+        list[str], _doc('Origins allowed to call the API from a browser, e.g. ["https://chat.example.org"].')
+    ] = []
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: Annotated[
+        str,
+        _doc(
+            "sqlite:///path/to/sup.db or postgresql://user:pass@host:5432/db. "
+            "Empty: SQLite at <data_dir>/sup.db."
+        ),
+    ] = ""
+    sqlite_synchronous: Annotated[
+        Literal["full", "normal"],
+        _doc("SQLite fsync policy: full survives power loss; normal only survives a crash of SUP."),
+    ] = "full"
+    sqlite_readers: Annotated[
+        int, _doc("SQLite read connections (reads never wait for the single writer).", ge=1, le=64)
+    ] = 2
+    pool_min: Annotated[int, _doc("Postgres: connections kept open.", ge=1)] = 2
+    pool_max: Annotated[int, _doc("Postgres: most connections opened.", ge=1)] = 10
+    auto_migrate: Annotated[bool, _doc("Apply pending migrations when `sup run` starts.")] = True
+
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    registration: Annotated[
+        Literal["open", "invite", "closed"],
+        _doc("Who may register: anyone, holders of an invite code (`sup admin invite`), or nobody."),
+    ] = "open"
+    access_token_ttl: Annotated[
+        int, _doc("Lifetime of an access token in seconds (at most 15 minutes).", ge=10, le=900)
+    ] = 900
+    refresh_token_ttl: Annotated[int, _doc("Lifetime of an unused refresh token in seconds.", ge=60)] = (
+        30 * 86400
+    )
+    argon2_memory_kib: Annotated[
+        int, _doc("argon2id memory cost in KiB (OWASP minimum: 19456).", ge=19456)
+    ] = 19456
+    argon2_time_cost: Annotated[int, _doc("argon2id iterations (OWASP minimum at 19 MiB: 2).", ge=2)] = 2
+    argon2_parallelism: Annotated[int, _doc("argon2id lanes.", ge=1, le=16)] = 1
+    hash_workers: Annotated[
+        int, _doc("Password hashes computed at once, off the event loop (0: one per CPU core).", ge=0)
+    ] = 0
+    totp_issuer: Annotated[str, _doc("Issuer name shown in authenticator apps.")] = "SUP"
+
+
+class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: Annotated[bool, _doc("Limit authentication attempts.")] = True
+    auth_per_ip: Annotated[int, _doc("Authentication requests per minute from one IP address.", ge=1)] = 30
+    auth_per_account: Annotated[int, _doc("Login attempts per minute against one account.", ge=1)] = 10
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log level.")] = "info"
+    access_log: Annotated[bool, _doc("Log one line per HTTP request (never tokens or query strings).")] = True
+
+
+class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    secret_key: Annotated[
+        str,
+        _doc(
+            "Master secret (at least 32 characters). Empty: generated on first start and kept in "
+            "<data_dir>/secrets.json. Set it when several processes share one database."
+        ),
+    ] = ""
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    auth: AuthConfig = AuthConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
+    logging: LoggingConfig = LoggingConfig()
+    security: SecurityConfig = SecurityConfig()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'sup.db'}"
+
+
+# Short names the issue tracker and the docs promise; everything else is SUP_<SECTION>_<KEY>.
+ENV_ALIASES = {
+    "SUP_HOST": ("server", "host"),
+    "SUP_PORT": ("server", "port"),
+    "SUP_DATA_DIR": ("server", "data_dir"),
+    "SUP_DATABASE_URL": ("database", "url"),
+    "SUP_SECRET_KEY": ("security", "secret_key"),
+}
+# SUP_* variables that are not settings.
+ENV_NOT_SETTINGS = {"SUP_CONFIG"}
+
+
+def sections() -> dict[str, type[msgspec.Struct]]:
+    hints = get_type_hints(Config)
+    return {name: hints[name] for name in Config.__struct_fields__}
+
+
+def _field_types(section: type[msgspec.Struct]) -> dict[str, Any]:
+    return get_type_hints(section, include_extras=True)
+
+
+def env_name(section: str, key: str) -> str:
+    return f"SUP_{section}_{key}".upper()
+
+
+def _from_env_string(raw: str, field_type: Any, name: str) -> Any:
+    base = get_args(field_type)[0] if get_origin(field_type) is Annotated else field_type
+    if get_origin(base) is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if base is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+    if base is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if base is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    return raw
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    known: dict[str, tuple[str, str]] = dict(ENV_ALIASES)
+    for section, struct in sections().items():
+        for key in struct.__struct_fields__:
+            known[env_name(section, key)] = (section, key)
+    for name, value in environ.items():
+        if not name.startswith("SUP_") or name in ENV_NOT_SETTINGS:
+            continue
+        if name not in known:
+            raise ConfigError(f"{name}: unknown setting (see sup.toml.example for the valid ones)")
+        section, key = known[name]
+        field_type = _field_types(sections()[section])[key]
+        raw.setdefault(section, {})[key] = _from_env_string(value, field_type, name)
+
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _explain(error: msgspec.ValidationError) -> str:
+    message = str(error)
+    match = _AT_PATH.search(message)
+    key = match.group(1) if match else ""
+    message = _AT_PATH.sub("", message)
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        full = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+        return f"{full}: unknown setting"
+    return f"{key or 'config'}: {message}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Build the Config from an optional TOML file and the environment; raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for section, value in raw.items():
+        if section in sections() and not isinstance(value, dict):
+            raise ConfigError(f"{section}: expected a [{section}] table")
+    _apply_env(raw, environ)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    url = config.database_url
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite:// or postgresql://"
+        )
+    if config.database.pool_min > config.database.pool_max:
+        raise ConfigError("database.pool_min: must not exceed database.pool_max")
+    if config.security.secret_key and len(config.security.secret_key) < 32:
+        raise ConfigError("security.secret_key: must be at least 32 characters")
+    for proxy in config.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies: {proxy!r} is not an IP address or network") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def example_toml() -> str:
+    """The commented sup.toml with every setting at its default (what `sup init` writes)."""
+    lines = [
+        "# SUP configuration. Every setting is shown with its default value, commented out.",
+        "# Any setting can also be given as an environment variable SUP_<SECTION>_<KEY>,",
+        "# e.g. SUP_DATABASE_URL; SUP_HOST, SUP_PORT and SUP_DATA_DIR are short forms.",
+        "",
+    ]
+    defaults = Config()
+    for section, struct in sections().items():
+        lines.append(f"[{section}]")
+        for name in struct.__struct_fields__:
+            doc = _description(struct, name)
+            for chunk in _wrap(doc):
+                lines.append(f"# {chunk}")
+            value = getattr(getattr(defaults, section), name)
+            lines.append(f"# {name} = {_toml_value(value)}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _description(struct: type[msgspec.Struct], name: str) -> str:
+    hint = _field_types(struct)[name]
+    for meta in getattr(hint, "__metadata__", ()):
+        if isinstance(meta, Meta) and meta.description:
+            return meta.description
+    return ""
+
+
+def _wrap(text: str, width: int = 88) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(line)
+    return lines

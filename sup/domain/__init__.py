@@ -1,0 +1,1 @@
+"""Domain services: the rules of SUP. No HTTP here; backends arrive as arguments."""

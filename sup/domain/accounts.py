@@ -1,0 +1,498 @@
+"""Accounts: registration, login (every login is a device), tokens, 2FA, devices.
+
+check_* functions validate, do_*/verbs mutate; every write happens in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+import msgspec
+
+from sup.bus.ratelimit import RateLimiter
+from sup.clock import Clock
+from sup.config import AuthConfig, RateLimitConfig
+from sup.domain import totp
+from sup.domain.passwords import PasswordHasher
+from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
+from sup.errors import Code, DomainError, RateLimited
+from sup.ids import is_uuid, uuid7
+from sup.storage.accounts import (
+    DeviceStore,
+    InviteStore,
+    RecoveryCodeStore,
+    SessionStore,
+    UserStore,
+)
+from sup.storage.database import Database, Row
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,30})[A-Za-z0-9_]$")
+USERNAME_PATTERN = USERNAME_RE.pattern
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+DEVICE_NAME_MAX = 64
+
+
+class User(msgspec.Struct, frozen=True):
+    """A user's public profile."""
+
+    id: str
+    username: str
+    display_name: str
+    bio: str
+    avatar_media_id: str | None
+    created_at: int
+
+
+class Device(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    created_at: int
+    last_seen_at: int
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an authenticated device of a user."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    device_id: str
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class TotpSetup:
+    secret: str
+    provisioning_uri: str
+
+
+def user_from_row(row: Row) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        bio=row["bio"],
+        avatar_media_id=row["avatar_media_id"],
+        created_at=row["created_at"],
+    )
+
+
+def check_username(username: str) -> None:
+    if not USERNAME_RE.match(username) or ".." in username:
+        raise DomainError(
+            Code.VALIDATION_FAILED,
+            "A username is 3 to 32 letters, digits, '_' or '.', not starting or ending with '.'.",
+            field="username",
+        )
+
+
+def check_password(password: str) -> None:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise DomainError(
+            Code.VALIDATION_FAILED,
+            f"A password is {PASSWORD_MIN} to {PASSWORD_MAX} characters long.",
+            field="password",
+        )
+
+
+def check_device_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > DEVICE_NAME_MAX:
+        raise DomainError(Code.VALIDATION_FAILED, f"A device name is 1 to {DEVICE_NAME_MAX} characters.")
+    return name
+
+
+_BAD_CREDENTIALS = "Wrong username or password."
+
+
+class AccountService:
+    def __init__(
+        self,
+        db: Database,
+        hasher: PasswordHasher,
+        tokens: AccessTokens,
+        totp_box: totp.TotpBox,
+        limiter: RateLimiter,
+        clock: Clock,
+        auth: AuthConfig,
+        limits: RateLimitConfig,
+    ) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._tokens = tokens
+        self._totp_box = totp_box
+        self._limiter = limiter
+        self._clock = clock
+        self._auth = auth
+        self._limits = limits
+        self.users = UserStore()
+        self.devices = DeviceStore()
+        self.sessions = SessionStore()
+        self.recovery = RecoveryCodeStore()
+        self.invites = InviteStore()
+
+    # -- rate limits -------------------------------------------------------------
+
+    async def check_rate(self, key: str, limit: int) -> None:
+        if not self._limits.enabled:
+            return
+        wait = await self._limiter.hit(key, limit)
+        if wait:
+            raise RateLimited(wait)
+
+    async def check_ip_rate(self, ip: str) -> None:
+        await self.check_rate(f"auth:ip:{ip}", self._limits.auth_per_ip)
+
+    async def _check_account_rate(self, username_or_id: str) -> None:
+        await self.check_rate(f"auth:account:{username_or_id.lower()}", self._limits.auth_per_account)
+
+    # -- registration and login --------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        username: str,
+        password: str,
+        display_name: str = "",
+        invite_code: str | None = None,
+        device_name: str = "",
+        ip: str,
+    ) -> IssuedSession:
+        await self.check_ip_rate(ip)
+        if self._auth.registration == "closed":
+            raise DomainError(Code.REGISTRATION_CLOSED, "Registration is closed on this server.")
+        if self._auth.registration == "invite" and not invite_code:
+            raise DomainError(Code.INVALID_INVITE, "An invite code is required to register here.")
+        check_username(username)
+        check_password(password)
+        password_hash = await self._hasher.hash(password)
+        now = self._clock.now_ms()
+        user_id = uuid7(now)
+        async with self._db.transaction() as tx:
+            if self._auth.registration == "invite" and not await self.invites.claim(
+                tx, hash_secret(invite_code or ""), now
+            ):
+                raise DomainError(Code.INVALID_INVITE, "The invite code is unknown, expired or used up.")
+            if not await self.users.insert(
+                tx,
+                id=user_id,
+                username=username,
+                password_hash=password_hash,
+                display_name=display_name.strip() or username,
+                is_admin=False,
+                now=now,
+            ):
+                raise DomainError(Code.USERNAME_TAKEN, "That username is taken.", field="username")
+            session = await self._open_device(tx, user_id, device_name, now)
+            user = user_from_row(await self.users.get(tx, user_id))
+        return self._issued(session, user)
+
+    async def login(
+        self,
+        *,
+        username: str,
+        password: str,
+        totp_code: str | None = None,
+        recovery_code: str | None = None,
+        device_name: str = "",
+        ip: str,
+    ) -> IssuedSession:
+        await self.check_ip_rate(ip)
+        await self._check_account_rate(username)
+        row = await self.users.get_by_username(self._db, username) if len(username) <= 64 else None
+        # Unknown user and wrong password take the same path, time and answer.
+        ok = await self._hasher.verify(row["password_hash"] if row else None, password)
+        if row is None or not ok:
+            raise DomainError(Code.INVALID_CREDENTIALS, _BAD_CREDENTIALS)
+        user_id = row["id"]
+        now = self._clock.now_ms()
+        new_hash = (
+            await self._hasher.hash(password) if self._hasher.needs_rehash(row["password_hash"]) else None
+        )
+        async with self._db.transaction() as tx:
+            if row["totp_enabled_at"] is not None:
+                await self._check_second_factor(tx, row, totp_code, recovery_code, now)
+            if new_hash:
+                await self.users.set_password_hash(tx, user_id, new_hash, now)
+            session = await self._open_device(tx, user_id, device_name, now)
+        await self._limiter.reset(f"auth:account:{username.lower()}")
+        return self._issued(session, user_from_row(row))
+
+    async def _check_second_factor(
+        self, tx, row: Row, totp_code: str | None, recovery_code: str | None, now: int
+    ) -> None:
+        if recovery_code:
+            if not await self.recovery.consume(
+                tx, row["id"], self._totp_box.hash_recovery_code(recovery_code), now
+            ):
+                raise DomainError(Code.INVALID_TOTP, "That recovery code is not valid or was used already.")
+            return
+        if not totp_code:
+            raise DomainError(
+                Code.TOTP_REQUIRED, "This account uses two-factor authentication: send totp_code."
+            )
+        await self._claim_totp_code(tx, row, totp_code)
+
+    async def _claim_totp_code(self, tx, row: Row, code: str) -> None:
+        secret = self._totp_box.open(row["id"], row["totp_secret"]) if row["totp_secret"] else None
+        step = totp.matching_step(secret, code, self._clock.now()) if secret else None
+        if step is None:
+            raise DomainError(Code.INVALID_TOTP, "The two-factor code is wrong.")
+        if not await self.users.claim_totp_step(tx, row["id"], step):
+            raise DomainError(
+                Code.INVALID_TOTP, "That two-factor code was used already; wait for the next one."
+            )
+
+    async def _open_device(self, tx, user_id: str, device_name: str, now: int) -> tuple[str, str, str]:
+        device_id = uuid7(now)
+        name = check_device_name(device_name) if device_name.strip() else "Unnamed device"
+        await self.devices.insert(tx, id=device_id, user_id=user_id, name=name, now=now)
+        refresh = await self._new_refresh(tx, device_id, now)
+        return user_id, device_id, refresh
+
+    async def _new_refresh(self, tx, device_id: str, now: int) -> str:
+        token = new_refresh_token()
+        await self.sessions.insert(
+            tx,
+            token_hash=hash_secret(token),
+            device_id=device_id,
+            now=now,
+            expires_at=now + self._auth.refresh_token_ttl * 1000,
+        )
+        return token
+
+    def _issued(self, session: tuple[str, str, str], user: User) -> IssuedSession:
+        user_id, device_id, refresh = session
+        ttl = self._auth.access_token_ttl
+        access = self._tokens.issue(
+            device_id=device_id, user_id=user_id, expires_at_ms=self._clock.now_ms() + ttl * 1000
+        )
+        return IssuedSession(access, refresh, ttl, device_id, user)
+
+    # -- tokens ------------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str) -> IssuedSession:
+        """Rotate a refresh token. A token presented twice revokes its device (RFC 9700)."""
+        token_hash = hash_secret(refresh_token)
+        now = self._clock.now_ms()
+        outcome: Code | None = None
+        async with self._db.transaction() as tx:
+            consumed = await self.sessions.consume(tx, token_hash, now)
+            if consumed is None:
+                known = await self.sessions.get(tx, token_hash)
+                if known is not None and known["used_at"] is not None:
+                    # Two parties hold this token; we cannot tell which is the thief.
+                    await self.devices.revoke(tx, known["device_id"], now)
+                    outcome = Code.REFRESH_TOKEN_REUSED
+                else:
+                    outcome = Code.INVALID_REFRESH_TOKEN
+            else:
+                device = await self.devices.get_active(tx, consumed["device_id"])
+                if device is None:
+                    outcome = Code.INVALID_REFRESH_TOKEN
+                else:
+                    await self.sessions.prune_expired(tx, device["id"], now)
+                    new_token = await self._new_refresh(tx, device["id"], now)
+                    await self.devices.touch(tx, device["id"], now)
+                    user = user_from_row(await self.users.get(tx, device["user_id"]))
+        if outcome is Code.REFRESH_TOKEN_REUSED:
+            raise DomainError(outcome, "This refresh token was already used; the session has been ended.")
+        if outcome is not None:
+            raise DomainError(Code.INVALID_REFRESH_TOKEN, "The refresh token is not valid or has expired.")
+        return self._issued((user.id, device["id"], new_token), user)
+
+    async def authenticate(self, access_token: str) -> Principal:
+        """The caller behind an access token; its device must still be active."""
+        claims = self._tokens.verify(access_token, self._clock.now_ms())
+        device = await self.devices.get_active(self._db, claims.device_id)
+        if device is None or device["user_id"] != claims.user_id:
+            raise DomainError(Code.INVALID_TOKEN, "This session has ended; log in again.")
+        return Principal(claims.user_id, claims.device_id)
+
+    async def logout(self, who: Principal) -> None:
+        async with self._db.transaction() as tx:
+            await self.devices.revoke(tx, who.device_id, self._clock.now_ms())
+
+    async def change_password(self, who: Principal, current: str, new: str) -> None:
+        """Change the password; every other device is logged out at once."""
+        await self._check_account_rate(who.user_id)
+        row = await self.users.get(self._db, who.user_id)
+        if row is None or not await self._hasher.verify(row["password_hash"], current):
+            raise DomainError(Code.INVALID_CREDENTIALS, "The current password is wrong.")
+        check_password(new)
+        new_hash = await self._hasher.hash(new)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self.users.set_password_hash(tx, who.user_id, new_hash, now)
+            await self.devices.revoke_all_except(tx, who.user_id, who.device_id, now)
+
+    # -- two-factor authentication -------------------------------------------------
+
+    async def begin_totp(self, who: Principal, password: str) -> TotpSetup:
+        row = await self._user_with_password(who, password)
+        if row["totp_enabled_at"] is not None:
+            raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
+        secret = totp.new_secret()
+        async with self._db.transaction() as tx:
+            await self.users.set_totp(
+                tx,
+                who.user_id,
+                secret=self._totp_box.seal(who.user_id, secret),
+                enabled_at=None,
+                now=self._clock.now_ms(),
+            )
+        return TotpSetup(secret, totp.provisioning_uri(secret, row["username"], self._auth.totp_issuer))
+
+    async def confirm_totp(self, who: Principal, code: str) -> list[str]:
+        """Turn 2FA on with a first valid code; return the one-time recovery codes."""
+        await self._check_account_rate(who.user_id)
+        row = await self.users.get(self._db, who.user_id)
+        if row["totp_enabled_at"] is not None:
+            raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
+        if row["totp_secret"] is None:
+            raise DomainError(Code.TOTP_NOT_PENDING, "Start with POST /api/v1/auth/2fa/enable.")
+        codes = totp.new_recovery_codes()
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self._claim_totp_code(tx, row, code)
+            await self.users.enable_totp(tx, who.user_id, now)
+            await self.recovery.replace(
+                tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes]
+            )
+        return codes
+
+    async def disable_totp(
+        self, who: Principal, password: str, totp_code: str | None, recovery_code: str | None
+    ) -> None:
+        row = await self._user_with_password(who, password)
+        if row["totp_enabled_at"] is None:
+            raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self._check_second_factor(tx, row, totp_code, recovery_code, now)
+            await self.users.set_totp(tx, who.user_id, secret=None, enabled_at=None, now=now)
+            await self.recovery.replace(tx, who.user_id, [])
+
+    async def regenerate_recovery_codes(self, who: Principal, totp_code: str) -> list[str]:
+        await self._check_account_rate(who.user_id)
+        row = await self.users.get(self._db, who.user_id)
+        if row["totp_enabled_at"] is None:
+            raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
+        codes = totp.new_recovery_codes()
+        async with self._db.transaction() as tx:
+            await self._claim_totp_code(tx, row, totp_code)
+            await self.recovery.replace(
+                tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes]
+            )
+        return codes
+
+    async def two_factor_status(self, who: Principal) -> tuple[bool, int]:
+        row = await self.users.get(self._db, who.user_id)
+        return row["totp_enabled_at"] is not None, await self.recovery.remaining(self._db, who.user_id)
+
+    async def _user_with_password(self, who: Principal, password: str) -> Row:
+        await self._check_account_rate(who.user_id)
+        row = await self.users.get(self._db, who.user_id)
+        if row is None or not await self._hasher.verify(row["password_hash"], password):
+            raise DomainError(Code.INVALID_CREDENTIALS, "The password is wrong.")
+        return row
+
+    # -- devices -------------------------------------------------------------------
+
+    async def list_devices(self, who: Principal) -> list[Device]:
+        return [
+            Device(
+                id=row["id"],
+                name=row["name"],
+                created_at=row["created_at"],
+                last_seen_at=row["last_seen_at"],
+                current=row["id"] == who.device_id,
+            )
+            for row in await self.devices.list_active(self._db, who.user_id)
+        ]
+
+    async def rename_device(self, who: Principal, device_id: str, name: str) -> Device:
+        name = check_device_name(name)
+        if not is_uuid(device_id):
+            raise _no_device()
+        async with self._db.transaction() as tx:
+            if not await self.devices.rename(tx, who.user_id, device_id, name):
+                raise _no_device()
+            row = await self.devices.get_active(tx, device_id)
+        return Device(
+            row["id"], row["name"], row["created_at"], row["last_seen_at"], row["id"] == who.device_id
+        )
+
+    async def revoke_device(self, who: Principal, device_id: str) -> None:
+        """Log one of my devices out; its tokens stop working at once."""
+        if not is_uuid(device_id):
+            raise _no_device()
+        async with self._db.transaction() as tx:
+            device = await self.devices.get_active(tx, device_id)
+            # Another user's device looks exactly like one that does not exist.
+            if device is None or device["user_id"] != who.user_id:
+                raise _no_device()
+            await self.devices.revoke(tx, device_id, self._clock.now_ms())
+
+    # -- administration (sup admin ...) ------------------------------------------------
+
+    async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> User:
+        check_username(username)
+        check_password(password)
+        password_hash = await self._hasher.hash(password)
+        now = self._clock.now_ms()
+        user_id = uuid7(now)
+        async with self._db.transaction() as tx:
+            if not await self.users.insert(
+                tx,
+                id=user_id,
+                username=username,
+                password_hash=password_hash,
+                display_name=username,
+                is_admin=is_admin,
+                now=now,
+            ):
+                raise DomainError(Code.USERNAME_TAKEN, f"The username {username!r} is taken.")
+            return user_from_row(await self.users.get(tx, user_id))
+
+    async def reset_password(self, username: str, password: str) -> None:
+        """Set a new password and log out every device of the user."""
+        check_password(password)
+        row = await self.users.get_by_username(self._db, username)
+        if row is None:
+            raise DomainError(Code.NOT_FOUND, f"No user named {username!r}.")
+        password_hash = await self._hasher.hash(password)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self.users.set_password_hash(tx, row["id"], password_hash, now)
+            await self.devices.revoke_all_except(tx, row["id"], None, now)
+
+    async def create_invite(
+        self, *, created_by: str | None = None, max_uses: int = 1, ttl_seconds: int | None = None
+    ) -> str:
+        code = "supi_" + secrets.token_urlsafe(12)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self.invites.insert(
+                tx,
+                code_hash=hash_secret(code),
+                created_by=created_by,
+                now=now,
+                expires_at=now + ttl_seconds * 1000 if ttl_seconds else None,
+                max_uses=max_uses,
+            )
+        return code
+
+
+def _no_device() -> DomainError:
+    return DomainError(Code.NOT_FOUND, "No such device.")

@@ -1,0 +1,162 @@
+"""Users: profiles, contacts and blocks."""
+
+from __future__ import annotations
+
+import msgspec
+
+from sup.clock import Clock
+from sup.domain.accounts import Principal, User, user_from_row
+from sup.errors import Code, DomainError
+from sup.ids import is_uuid
+from sup.storage.accounts import BlockStore, ContactStore, UserStore
+from sup.storage.database import Database
+
+DISPLAY_NAME_MAX = 64
+BIO_MAX = 500
+
+
+class Contact(msgspec.Struct, frozen=True):
+    user: User
+    added_at: int
+
+
+class BlockedUser(msgspec.Struct, frozen=True):
+    user_id: str
+    username: str
+    blocked_at: int
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list
+    next_cursor: str | None
+
+
+UNSET = msgspec.UNSET
+
+
+def _same_user(who: Principal, user_id: str) -> None:
+    if who.user_id != user_id:
+        raise DomainError(Code.FORBIDDEN, "You can only do this for your own account.")
+
+
+def _check_text(value: str, field: str, limit: int) -> str:
+    value = value.strip()
+    if len(value) > limit or any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+        raise DomainError(
+            Code.VALIDATION_FAILED,
+            f"{field} is at most {limit} characters, without control characters.",
+            field=field,
+        )
+    return value
+
+
+class UserService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._users = UserStore()
+        self._contacts = ContactStore()
+        self._blocks = BlockStore()
+
+    async def get_user(self, user_id: str) -> User:
+        row = await self._users.get(self._db, user_id) if is_uuid(user_id) else None
+        if row is None:
+            raise DomainError(Code.NOT_FOUND, "No such user.")
+        return user_from_row(row)
+
+    async def get_by_username(self, username: str) -> User:
+        row = await self._users.get_by_username(self._db, username) if len(username) <= 64 else None
+        if row is None:
+            raise DomainError(Code.NOT_FOUND, "No such user.")
+        return user_from_row(row)
+
+    async def update_profile(
+        self,
+        who: Principal,
+        user_id: str,
+        *,
+        display_name: str | msgspec.UnsetType = UNSET,
+        bio: str | msgspec.UnsetType = UNSET,
+        avatar_media_id: str | msgspec.UnsetType | None = UNSET,
+    ) -> User:
+        _same_user(who, user_id)
+        changes: dict[str, object] = {}
+        if display_name is not UNSET:
+            changes["display_name"] = _check_text(display_name, "display_name", DISPLAY_NAME_MAX)
+        if bio is not UNSET:
+            changes["bio"] = _check_text(bio, "bio", BIO_MAX)
+        if avatar_media_id is not UNSET:
+            if avatar_media_id is not None and not is_uuid(avatar_media_id):
+                raise DomainError(
+                    Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id"
+                )
+            changes["avatar_media_id"] = avatar_media_id
+        async with self._db.transaction() as tx:
+            await self._users.update_profile(tx, user_id, changes, self._clock.now_ms())
+            return user_from_row(await self._users.get(tx, user_id))
+
+    # -- contacts -----------------------------------------------------------------
+
+    async def list_contacts(self, who: Principal, user_id: str, after: str | None, limit: int) -> Page:
+        _same_user(who, user_id)
+        rows = await self._contacts.page(self._db, user_id, after, limit + 1)
+        items = [
+            Contact(
+                user=User(
+                    id=r["contact_id"],
+                    username=r["username"],
+                    display_name=r["display_name"],
+                    bio=r["bio"],
+                    avatar_media_id=r["avatar_media_id"],
+                    created_at=r["user_created_at"],
+                ),
+                added_at=r["created_at"],
+            )
+            for r in rows[:limit]
+        ]
+        return Page(items, items[-1].user.id if len(rows) > limit else None)
+
+    async def add_contact(self, who: Principal, user_id: str, contact_id: str) -> Contact:
+        _same_user(who, user_id)
+        if contact_id == user_id:
+            raise DomainError(
+                Code.VALIDATION_FAILED, "You cannot add yourself as a contact.", field="user_id"
+            )
+        contact = await self.get_user(contact_id)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self._contacts.add(tx, user_id, contact_id, now)
+        return Contact(user=contact, added_at=now)
+
+    async def remove_contact(self, who: Principal, user_id: str, contact_id: str) -> None:
+        _same_user(who, user_id)
+        async with self._db.transaction() as tx:
+            if not is_uuid(contact_id) or not await self._contacts.remove(tx, user_id, contact_id):
+                raise DomainError(Code.NOT_FOUND, "That user is not in your contacts.")
+
+    # -- blocks -------------------------------------------------------------------
+
+    async def list_blocked(self, who: Principal, user_id: str, after: str | None, limit: int) -> Page:
+        _same_user(who, user_id)
+        rows = await self._blocks.page(self._db, user_id, after, limit + 1)
+        items = [BlockedUser(r["blocked_id"], r["username"], r["created_at"]) for r in rows[:limit]]
+        return Page(items, items[-1].user_id if len(rows) > limit else None)
+
+    async def block(self, who: Principal, user_id: str, blocked_id: str) -> BlockedUser:
+        _same_user(who, user_id)
+        if blocked_id == user_id:
+            raise DomainError(Code.VALIDATION_FAILED, "You cannot block yourself.", field="user_id")
+        target = await self.get_user(blocked_id)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            await self._blocks.add(tx, user_id, blocked_id, now)
+        return BlockedUser(target.id, target.username, now)
+
+    async def unblock(self, who: Principal, user_id: str, blocked_id: str) -> None:
+        _same_user(who, user_id)
+        async with self._db.transaction() as tx:
+            if not is_uuid(blocked_id) or not await self._blocks.remove(tx, user_id, blocked_id):
+                raise DomainError(Code.NOT_FOUND, "That user is not blocked.")
+
+    async def is_blocked(self, blocker_id: str, blocked_id: str) -> bool:
+        return await self._blocks.is_blocked(self._db, blocker_id, blocked_id)

@@ -1,0 +1,1 @@
+"""HTTP transport: parse, authenticate, call one domain service, serialise."""

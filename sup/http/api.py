@@ -1,0 +1,223 @@
+"""Declared endpoints: one `Route` per endpoint, with the types of its body, query and answer.
+
+The same declarations validate requests (msgspec, strict: unknown fields and wrong types
+are refused) and generate the OpenAPI document, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from sup.domain.accounts import Principal
+from sup.errors import Code, DomainError
+from sup.http.problems import Problem
+from sup.http.services import SERVICES, Services
+
+JSON_TYPE = "application/json"
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[..., Awaitable[Any]]
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    auth: bool = True
+    tag: str = "misc"
+
+    @property
+    def summary(self) -> str:
+        doc = (self.handler.__doc__ or "").strip().splitlines()[0] if self.handler.__doc__ else ""
+        return doc.split(": ", 1)[1] if ": " in doc else doc
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, the services, the caller, the parsed query."""
+
+    request: web.Request
+    services: Services
+    principal: Principal | None = None
+    query: Any = None
+    _ip: str | None = field(default=None, repr=False)
+
+    @property
+    def who(self) -> Principal:
+        assert self.principal is not None, "route declared auth=False"
+        return self.principal
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+    @property
+    def ip(self) -> str:
+        if self._ip is None:
+            self._ip = client_ip(self.request, self.services.trusted_proxies)
+        return self._ip
+
+
+def client_ip(
+    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str:
+    """The peer address, or the first untrusted hop of X-Forwarded-For behind trusted proxies."""
+    peer = request.remote or "unknown"
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return peer
+
+
+def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=encode(value), status=status, content_type=JSON_TYPE)
+
+
+async def read_json(request: web.Request, body_type: type, max_bytes: int) -> Any:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise DomainError(Code.BODY_TOO_LARGE, f"The request body is larger than {max_bytes} bytes.")
+    content_type = request.headers.get("Content-Type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if content_type and not (media_type == JSON_TYPE or media_type.endswith("+json")):
+        raise DomainError(Code.UNSUPPORTED_MEDIA_TYPE, "Send the body as application/json.")
+    raw = await request.read()  # aiohttp stops at client_max_size with 413
+    if not raw.strip():
+        raise DomainError(Code.INVALID_REQUEST, "A JSON body is required.")
+    try:
+        return msgspec.json.decode(raw, type=body_type)
+    except msgspec.ValidationError as exc:
+        raise DomainError(Code.VALIDATION_FAILED, _describe(exc), **_field(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise DomainError(Code.MALFORMED_JSON, f"The body is not valid JSON: {exc}") from None
+
+
+def read_query(request: web.Request, query_type: type) -> Any:
+    values = {key: request.query.getone(key) for key in request.query}
+    try:
+        return msgspec.convert(values, query_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise DomainError(Code.VALIDATION_FAILED, _describe(exc, "query"), **_field(exc)) from None
+
+
+_AT = re.compile(r" - at `\$(?:\.([\w.\[\]]+))?`$")
+
+
+def _describe(exc: msgspec.ValidationError, where: str = "body") -> str:
+    message = str(exc)
+    match = _AT.search(message)
+    if match and match.group(1):
+        return f"{match.group(1)}: {_AT.sub('', message)}"
+    return f"{where}: {_AT.sub('', message)}"
+
+
+def _field(exc: msgspec.ValidationError) -> dict[str, str]:
+    match = _AT.search(str(exc))
+    return {"field": match.group(1)} if match and match.group(1) else {}
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise DomainError(Code.UNAUTHENTICATED, "Send an access token: Authorization: Bearer <token>.")
+    return token.strip()
+
+
+def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        call = Call(request, services)
+        if route.auth:
+            call.principal = await services.accounts.authenticate(bearer_token(request))
+        if route.query is not None:
+            call.query = read_query(request, route.query)
+        if route.body is not None:
+            body = await read_json(request, route.body, services.max_body_bytes)
+            result = await route.handler(call, body)
+        else:
+            result = await route.handler(call)
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204)
+        return json_response(result, route.status)
+
+    handle.__name__ = route.handler.__name__
+    handle.__doc__ = route.handler.__doc__
+    return handle
+
+
+def openapi(routes: list[Route], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for these routes."""
+    types: list[Any] = [Problem]
+    for route in routes:
+        types += [t for t in (route.body, route.response, route.query) if t is not None]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    schema_of = dict(zip(types, schemas, strict=True))
+    problem_ref = {"content": {"application/problem+json": {"schema": schema_of[Problem]}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        op: dict[str, Any] = {
+            "operationId": route.handler.__name__,
+            "summary": route.summary,
+            "tags": [route.tag],
+            "responses": {"default": {"description": "An error (problem+json)", **problem_ref}},
+        }
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAM.findall(route.path)
+        ]
+        if route.query is not None:
+            query_schema = components[route.query.__name__]
+            required = set(query_schema.get("required", []))
+            params += [
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+                for name, prop in query_schema["properties"].items()
+            ]
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            op["requestBody"] = {"required": True, "content": {JSON_TYPE: {"schema": schema_of[route.body]}}}
+        if route.response is not None:
+            op["responses"][str(route.status)] = {
+                "description": "OK",
+                "content": {JSON_TYPE: {"schema": schema_of[route.response]}},
+            }
+        else:
+            op["responses"]["204" if route.status == 200 else str(route.status)] = {"description": "Done"}
+        if route.auth:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "SUP", "version": version, "description": "SUP messenger server API"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,1 @@
+"""Thin handlers: parse (done by the Route), call one service method, serialise."""

@@ -1,0 +1,138 @@
+"""Errors as application/problem+json (RFC 9457): the one table from code to status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from http import HTTPStatus
+
+import msgspec
+from aiohttp import web
+
+from sup.errors import Code, DomainError, RateLimited
+
+log = logging.getLogger("sup.http")
+
+STATUS: dict[Code, int] = {
+    Code.INVALID_REQUEST: 400,
+    Code.MALFORMED_JSON: 400,
+    Code.VALIDATION_FAILED: 422,
+    Code.BODY_TOO_LARGE: 413,
+    Code.UNSUPPORTED_MEDIA_TYPE: 415,
+    Code.UNAUTHENTICATED: 401,
+    Code.INVALID_TOKEN: 401,
+    Code.TOKEN_EXPIRED: 401,
+    Code.INVALID_CREDENTIALS: 401,
+    Code.INVALID_REFRESH_TOKEN: 401,
+    Code.REFRESH_TOKEN_REUSED: 401,
+    Code.TOTP_REQUIRED: 401,
+    Code.INVALID_TOTP: 401,
+    Code.FORBIDDEN: 403,
+    Code.REGISTRATION_CLOSED: 403,
+    Code.INVALID_INVITE: 403,
+    Code.NOT_FOUND: 404,
+    Code.METHOD_NOT_ALLOWED: 405,
+    Code.USERNAME_TAKEN: 409,
+    Code.TOTP_ALREADY_ENABLED: 409,
+    Code.TOTP_NOT_ENABLED: 409,
+    Code.TOTP_NOT_PENDING: 409,
+    Code.CONFLICT: 409,
+    Code.RATE_LIMITED: 429,
+    Code.UNAVAILABLE: 503,
+    Code.INTERNAL: 500,
+}
+assert set(STATUS) == set(Code), set(Code) - set(STATUS)
+
+# Codes for errors aiohttp raises itself (routing, body limits).
+_FROM_HTTP_STATUS = {
+    400: Code.INVALID_REQUEST,
+    404: Code.NOT_FOUND,
+    405: Code.METHOD_NOT_ALLOWED,
+    413: Code.BODY_TOO_LARGE,
+    415: Code.UNSUPPORTED_MEDIA_TYPE,
+}
+
+_TOKEN_CODES = {Code.UNAUTHENTICATED, Code.INVALID_TOKEN, Code.TOKEN_EXPIRED}
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An error (RFC 9457). `code` is stable and meant for programs; `detail` for people."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    field: str | None = None
+
+
+def problem_response(
+    code: Code,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    field: str | None = None,
+) -> web.Response:
+    status = STATUS[code]
+    body = Problem(
+        type=f"urn:sup:problem:{code.value}",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        code=code.value,
+        instance=instance,
+        field=field,
+    )
+    return web.Response(
+        body=msgspec.json.encode(body),
+        status=status,
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def from_domain_error(error: DomainError, path: str) -> web.Response:
+    headers = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if error.code in _TOKEN_CODES:
+        headers["WWW-Authenticate"] = (
+            'Bearer error="invalid_token"' if error.code != Code.UNAUTHENTICATED else "Bearer"
+        )
+    field = error.extra.get("field")
+    return problem_response(
+        error.code,
+        error.detail,
+        instance=path,
+        headers=headers,
+        field=field if isinstance(field, str) else None,
+    )
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as error:
+        return from_domain_error(error, request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _FROM_HTTP_STATUS.get(exc.status)
+        if code is None:
+            code = Code.INTERNAL if exc.status >= 500 else Code.INVALID_REQUEST
+        detail = {
+            Code.NOT_FOUND: "There is nothing at this path.",
+            Code.METHOD_NOT_ALLOWED: f"{request.method} is not allowed here.",
+            Code.BODY_TOO_LARGE: "The request body is too large.",
+        }.get(code, exc.reason)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(code, detail, instance=request.path, headers=headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(Code.INTERNAL, "Something went wrong on the server.", instance=request.path)

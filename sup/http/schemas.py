@@ -1,0 +1,134 @@
+"""Request and response bodies. Each type is also a schema in /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from sup.domain.accounts import (
+    DEVICE_NAME_MAX,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    USERNAME_PATTERN,
+    Device,
+    User,
+)
+from sup.domain.users import BIO_MAX, DISPLAY_NAME_MAX, BlockedUser, Contact
+
+Username = Annotated[
+    str, Meta(min_length=3, max_length=32, pattern=USERNAME_PATTERN, description="Case-insensitively unique.")
+]
+NewPassword = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
+AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
+DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, description="Shown in the device list.")]
+TotpCode = Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6-digit code from the authenticator app.")]
+RecoveryCode = Annotated[
+    str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")
+]
+Id = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{36}$", description="A UUID.")]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: unknown fields are refused, not ignored."""
+
+
+class RegisterRequest(Body):
+    username: Username
+    password: NewPassword
+    display_name: Annotated[str, Meta(max_length=DISPLAY_NAME_MAX)] = ""
+    invite_code: Annotated[str, Meta(max_length=128)] | None = None
+    device_name: DeviceName = ""
+
+
+class LoginRequest(Body):
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    password: AnyPassword
+    totp_code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None
+    device_name: DeviceName = ""
+
+
+class RefreshRequest(Body):
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class SessionResponse(msgspec.Struct, kw_only=True):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: Annotated[int, Meta(description="Seconds until the access token expires.")]
+    device_id: str
+    user: User
+
+
+class PasswordChangeRequest(Body):
+    current_password: AnyPassword
+    new_password: NewPassword
+
+
+class TotpEnableRequest(Body):
+    password: AnyPassword
+
+
+class TotpEnableResponse(msgspec.Struct, kw_only=True):
+    secret: Annotated[str, Meta(description="Base32 secret, for typing into an authenticator app.")]
+    provisioning_uri: Annotated[str, Meta(description="otpauth:// URI, for a QR code.")]
+
+
+class TotpVerifyRequest(Body):
+    code: TotpCode
+
+
+class RecoveryCodesResponse(msgspec.Struct, kw_only=True):
+    recovery_codes: Annotated[list[str], Meta(description="Shown once; each works once in place of a code.")]
+
+
+class TotpDisableRequest(Body):
+    password: AnyPassword
+    totp_code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None
+
+
+class TwoFactorStatus(msgspec.Struct, kw_only=True):
+    enabled: bool
+    recovery_codes_remaining: int
+
+
+class ProfileUpdate(Body):
+    display_name: Annotated[str, Meta(max_length=DISPLAY_NAME_MAX)] | UnsetType = UNSET
+    bio: Annotated[str, Meta(max_length=BIO_MAX)] | UnsetType = UNSET
+    avatar_media_id: Id | UnsetType | None = UNSET
+
+
+class UserRef(Body):
+    user_id: Id
+
+
+class DeviceRename(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=DEVICE_NAME_MAX)]
+
+
+class DeviceList(msgspec.Struct, kw_only=True):
+    devices: list[Device]
+
+
+class PageQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    after: Id | None = None
+
+
+class ContactPage(msgspec.Struct, kw_only=True):
+    items: list[Contact]
+    next_cursor: str | None
+
+
+class BlockedPage(msgspec.Struct, kw_only=True):
+    items: list[BlockedUser]
+    next_cursor: str | None
+
+
+class HealthStatus(msgspec.Struct, kw_only=True):
+    status: str
+    version: str

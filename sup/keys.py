@@ -1,0 +1,62 @@
+"""The server's secrets: generated on first start, kept in <data_dir>/secrets.json (0600).
+
+Everything is derived (HKDF) from one master secret, so operators who run several
+processes only have to share that one value (`security.secret_key`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SECRETS_FILE = "secrets.json"
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    access_tokens: bytes
+    totp_encryption: bytes
+    recovery_codes: bytes
+
+    @classmethod
+    def derive(cls, master: bytes) -> ServerKeys:
+        def sub(label: str) -> bytes:
+            return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(master)
+
+        return cls(
+            access_tokens=sub("sup access tokens v1"),
+            totp_encryption=sub("sup totp secrets v1"),
+            recovery_codes=sub("sup recovery codes v1"),
+        )
+
+
+def load_or_create_master(data_dir: Path, configured: str = "") -> bytes:
+    """The configured secret, else the one in data_dir, else a new one written there."""
+    if configured:
+        return configured.encode()
+    path = data_dir / SECRETS_FILE
+    if not path.exists():
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = data_dir / f".{SECRETS_FILE}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"master": secrets.token_urlsafe(48)}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            # link() fails if another process created the file first: theirs wins, ours goes.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+    return json.loads(path.read_text())["master"].encode()

@@ -1,0 +1,72 @@
+"""`sup run`: serve the App until SIGINT/SIGTERM, then shut down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+from aiohttp import web
+
+from sup import __version__
+from sup.app import build_app
+from sup.config import Config
+from sup.http.access_log import AccessLogger
+
+log = logging.getLogger("sup")
+
+
+def setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: Config) -> None:
+    started = time.monotonic()
+    app = build_app(config)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("sup.access") if config.logging.access_log else None,
+        shutdown_timeout=config.server.shutdown_timeout,
+    )
+    await runner.setup()  # opens the database, migrates
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        log.info(
+            "SUP %s listening on http://%s:%d (database: %s, ready in %.0f ms)",
+            __version__,
+            shown,
+            port,
+            config.database_url.split(":", 1)[0],
+            (time.monotonic() - started) * 1000,
+        )
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        # Stops accepting, lets open requests finish (shutdown_timeout), then closes backends.
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def run(config: Config) -> None:
+    setup_logging(config)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))

@@ -1,0 +1,1 @@
+"""Backends for persistent state. Chosen by URL; see `open_database`."""

@@ -1,0 +1,332 @@
+"""SQL for accounts: users, devices, refresh-token sessions, recovery codes, invites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sup.storage.database import Queryable, Row
+
+_USER_COLUMNS = (
+    "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
+    "totp_secret, totp_enabled_at, totp_last_step, created_at, updated_at"
+)
+
+
+class UserStore:
+    async def insert(
+        self,
+        tx: Queryable,
+        *,
+        id: str,
+        username: str,
+        password_hash: str,
+        display_name: str,
+        is_admin: bool,
+        now: int,
+    ) -> bool:
+        """Insert a user; False when the username (in any case) is taken."""
+        row = await tx.fetchrow(
+            "INSERT INTO users (id, username, username_key, display_name, password_hash, is_admin,"
+            " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+            " ON CONFLICT (username_key) DO NOTHING RETURNING id",
+            id,
+            username,
+            username.lower(),
+            display_name,
+            password_hash,
+            is_admin,
+            now,
+        )
+        return row is not None
+
+    async def get(self, db: Queryable, user_id: str) -> Row | None:
+        return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+
+    async def get_by_username(self, db: Queryable, username: str) -> Row | None:
+        return await db.fetchrow(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE username_key = $1", username.lower()
+        )
+
+    async def get_many(self, db: Queryable, user_ids: list[str]) -> list[Row]:
+        if not user_ids:
+            return []
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
+        return list(
+            await db.fetch(f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({placeholders})", *user_ids)
+        )
+
+    async def update_profile(self, tx: Queryable, user_id: str, changes: dict[str, Any], now: int) -> None:
+        allowed = {"display_name", "bio", "avatar_media_id"}
+        assert set(changes) <= allowed, changes
+        if not changes:
+            return
+        sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
+        await tx.execute(
+            f"UPDATE users SET {sets}, updated_at = ${len(changes) + 2} WHERE id = $1",
+            user_id,
+            *changes.values(),
+            now,
+        )
+
+    async def set_password_hash(self, tx: Queryable, user_id: str, password_hash: str, now: int) -> None:
+        await tx.execute(
+            "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", user_id, password_hash, now
+        )
+
+    async def set_totp(
+        self, tx: Queryable, user_id: str, *, secret: bytes | None, enabled_at: int | None, now: int
+    ) -> None:
+        await tx.execute(
+            "UPDATE users SET totp_secret = $2, totp_enabled_at = $3, totp_last_step = 0,"
+            " updated_at = $4 WHERE id = $1",
+            user_id,
+            secret,
+            enabled_at,
+            now,
+        )
+
+    async def enable_totp(self, tx: Queryable, user_id: str, now: int) -> None:
+        await tx.execute("UPDATE users SET totp_enabled_at = $2, updated_at = $2 WHERE id = $1", user_id, now)
+
+    async def claim_totp_step(self, tx: Queryable, user_id: str, step: int) -> bool:
+        """Record a TOTP time step as used; False if it (or a later one) was used already."""
+        return (
+            await tx.execute(
+                "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND totp_last_step < $2", user_id, step
+            )
+            == 1
+        )
+
+
+class DeviceStore:
+    async def insert(self, tx: Queryable, *, id: str, user_id: str, name: str, now: int) -> None:
+        await tx.execute(
+            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at)"
+            " VALUES ($1, $2, $3, $4, $4)",
+            id,
+            user_id,
+            name,
+            now,
+        )
+
+    async def get_active(self, db: Queryable, device_id: str) -> Row | None:
+        return await db.fetchrow(
+            "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
+            " WHERE id = $1 AND revoked_at IS NULL",
+            device_id,
+        )
+
+    async def list_active(self, db: Queryable, user_id: str) -> list[Row]:
+        return list(
+            await db.fetch(
+                "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
+                " WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+                user_id,
+            )
+        )
+
+    async def rename(self, tx: Queryable, user_id: str, device_id: str, name: str) -> bool:
+        return (
+            await tx.execute(
+                "UPDATE user_devices SET name = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL",
+                user_id,
+                device_id,
+                name,
+            )
+            == 1
+        )
+
+    async def touch(self, tx: Queryable, device_id: str, now: int) -> None:
+        await tx.execute("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1", device_id, now)
+
+    async def revoke(self, tx: Queryable, device_id: str, now: int) -> bool:
+        """Revoke one device and drop its refresh tokens; False if it was not active."""
+        await tx.execute("DELETE FROM sessions WHERE device_id = $1", device_id)
+        return (
+            await tx.execute(
+                "UPDATE user_devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", device_id, now
+            )
+            == 1
+        )
+
+    async def revoke_all_except(
+        self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int
+    ) -> None:
+        await tx.execute(
+            "DELETE FROM sessions WHERE device_id IN (SELECT id FROM user_devices"
+            " WHERE user_id = $1 AND id IS DISTINCT FROM $2)",
+            user_id,
+            keep_device_id,
+        )
+        await tx.execute(
+            "UPDATE user_devices SET revoked_at = $3 WHERE user_id = $1 AND revoked_at IS NULL"
+            " AND id IS DISTINCT FROM $2",
+            user_id,
+            keep_device_id,
+            now,
+        )
+
+
+class SessionStore:
+    """Refresh tokens, stored as SHA-256 hashes; one chain of rotations per device."""
+
+    async def insert(
+        self, tx: Queryable, *, token_hash: bytes, device_id: str, now: int, expires_at: int
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO sessions (token_hash, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            token_hash,
+            device_id,
+            now,
+            expires_at,
+        )
+
+    async def consume(self, tx: Queryable, token_hash: bytes, now: int) -> Row | None:
+        """Mark an unused, unexpired token used and return its device; None otherwise.
+
+        A single conditional UPDATE, so two concurrent refreshes cannot both win.
+        """
+        return await tx.fetchrow(
+            "UPDATE sessions SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL"
+            " AND expires_at > $2 RETURNING device_id",
+            token_hash,
+            now,
+        )
+
+    async def get(self, db: Queryable, token_hash: bytes) -> Row | None:
+        return await db.fetchrow(
+            "SELECT device_id, used_at, expires_at FROM sessions WHERE token_hash = $1", token_hash
+        )
+
+    async def prune_expired(self, tx: Queryable, device_id: str, now: int) -> None:
+        # Used tokens stay until they expire, only so that their reuse is recognised.
+        await tx.execute("DELETE FROM sessions WHERE device_id = $1 AND expires_at <= $2", device_id, now)
+
+
+class RecoveryCodeStore:
+    async def replace(self, tx: Queryable, user_id: str, code_hashes: list[bytes]) -> None:
+        await tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
+        for code_hash in code_hashes:
+            await tx.execute(
+                "INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)", user_id, code_hash
+            )
+
+    async def consume(self, tx: Queryable, user_id: str, code_hash: bytes, now: int) -> bool:
+        return (
+            await tx.execute(
+                "UPDATE recovery_codes SET used_at = $3"
+                " WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+                user_id,
+                code_hash,
+                now,
+            )
+            == 1
+        )
+
+    async def remaining(self, db: Queryable, user_id: str) -> int:
+        return await db.fetchval(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL", user_id
+        )
+
+
+class InviteStore:
+    async def insert(
+        self,
+        tx: Queryable,
+        *,
+        code_hash: bytes,
+        created_by: str | None,
+        now: int,
+        expires_at: int | None,
+        max_uses: int,
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO invites (code_hash, created_by, created_at, expires_at, max_uses)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            code_hash,
+            created_by,
+            now,
+            expires_at,
+            max_uses,
+        )
+
+    async def claim(self, tx: Queryable, code_hash: bytes, now: int) -> bool:
+        """Use one of the invite's uses; False if unknown, expired or used up."""
+        return (
+            await tx.execute(
+                "UPDATE invites SET uses = uses + 1 WHERE code_hash = $1 AND uses < max_uses"
+                " AND (expires_at IS NULL OR expires_at > $2)",
+                code_hash,
+                now,
+            )
+            == 1
+        )
+
+
+class ContactStore:
+    async def add(self, tx: Queryable, user_id: str, contact_id: str, now: int) -> None:
+        await tx.execute(
+            "INSERT INTO contacts (user_id, contact_id, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, contact_id) DO NOTHING",
+            user_id,
+            contact_id,
+            now,
+        )
+
+    async def remove(self, tx: Queryable, user_id: str, contact_id: str) -> bool:
+        return (
+            await tx.execute(
+                "DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
+            )
+            == 1
+        )
+
+    async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
+        return list(
+            await db.fetch(
+                "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
+                " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
+                " WHERE c.user_id = $1 AND ($2 IS NULL OR c.contact_id > $2) ORDER BY c.contact_id LIMIT $3",
+                user_id,
+                after,
+                limit,
+            )
+        )
+
+
+class BlockStore:
+    async def add(self, tx: Queryable, user_id: str, blocked_id: str, now: int) -> None:
+        await tx.execute(
+            "INSERT INTO blocked_users (user_id, blocked_id, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, blocked_id) DO NOTHING",
+            user_id,
+            blocked_id,
+            now,
+        )
+
+    async def remove(self, tx: Queryable, user_id: str, blocked_id: str) -> bool:
+        return (
+            await tx.execute(
+                "DELETE FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", user_id, blocked_id
+            )
+            == 1
+        )
+
+    async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
+        return list(
+            await db.fetch(
+                "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
+                " JOIN users u ON u.id = b.blocked_id"
+                " WHERE b.user_id = $1 AND ($2 IS NULL OR b.blocked_id > $2) ORDER BY b.blocked_id LIMIT $3",
+                user_id,
+                after,
+                limit,
+            )
+        )
+
+    async def is_blocked(self, db: Queryable, blocker_id: str, blocked_id: str) -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT 1 FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", blocker_id, blocked_id
+            )
+        )

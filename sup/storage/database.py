@@ -1,0 +1,71 @@
+"""The database interface both backends implement.
+
+SQL is written once, in Postgres style (`$1` placeholders, `ON CONFLICT`, `RETURNING`);
+the SQLite backend rewrites placeholders. What truly differs between dialects lives in
+the `Dialect` of each backend, not in `if postgres:` branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+Row = Mapping[str, Any]
+
+
+class DatabaseError(Exception):
+    """The database could not be opened or used."""
+
+
+class IntegrityError(DatabaseError):
+    """A unique or foreign-key constraint refused a write."""
+
+
+class Queryable(Protocol):
+    """What runs SQL: the database itself (autocommit) or an open transaction."""
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        """Run a query; return every row."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        """Run a query; return the first row or None."""
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Run a query; return the first column of the first row, or None."""
+
+
+class Transaction(Queryable, Protocol):
+    async def execute_script(self, script: str) -> None:
+        """Run several `;`-separated statements (migrations)."""
+
+
+class Database(Queryable, Protocol):
+    dialect: str  # "sqlite" or "postgres"
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction: committed when the block exits, rolled back on an exception."""
+
+    async def lock_for_migrations(self, tx: Transaction) -> None:
+        """Keep other processes from migrating at the same time (held until tx ends)."""
+
+    async def close(self) -> None:
+        """Close every connection."""
+
+
+async def open_database(url: str, **options: Any) -> Database:
+    """Open the backend named by the URL scheme."""
+    if url.startswith("sqlite://"):
+        from sup.storage.sqlite import SQLiteDatabase
+
+        return await SQLiteDatabase.open(url, **options)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from sup.storage.postgres import PostgresDatabase
+        except ImportError as exc:  # pragma: no cover - asyncpg is a core dependency
+            raise DatabaseError("Postgres support needs asyncpg: pip install 'sup-messenger'") from exc
+        return await PostgresDatabase.open(url, **options)
+    raise DatabaseError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

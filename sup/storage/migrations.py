@@ -1,0 +1,152 @@
+"""Versioned SQL migrations.
+
+Files in `migrations/`: `NNNN_name.up.sql` and `NNNN_name.down.sql`, shared by both
+dialects; `NNNN_name.up.postgres.sql` (or `.sqlite.sql`) replaces the shared file for
+that dialect only where the two really differ. Each migration runs in its own
+transaction and is recorded in `schema_migrations`; a database that has migrations
+this binary does not know is refused (an older binary must not write a newer schema).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sup.storage.database import Database, DatabaseError
+
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)(?:\.(sqlite|postgres))?\.sql$")
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)
+"""
+
+
+class SchemaTooNew(DatabaseError):
+    """The database was migrated by a newer SUP."""
+
+
+@dataclass
+class Migration:
+    version: int
+    name: str
+    up: dict[str, str] = field(default_factory=dict)  # dialect ("" = shared) -> SQL
+    down: dict[str, str] = field(default_factory=dict)
+
+    def sql(self, direction: str, dialect: str) -> str:
+        scripts = self.up if direction == "up" else self.down
+        if dialect in scripts:
+            return scripts[dialect]
+        if "" in scripts:
+            return scripts[""]
+        raise DatabaseError(
+            f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}"
+        )
+
+
+def migrations_dir() -> Path:
+    packaged = Path(__file__).resolve().parent.parent / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    directory = directory or migrations_dir()
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE.match(path.name)
+        if not match:
+            raise DatabaseError(f"unexpected file in migrations: {path.name}")
+        version, name, direction, dialect = int(match[1]), match[2], match[3], match[4] or ""
+        migration = found.setdefault(version, Migration(version, name))
+        if migration.name != name:
+            raise DatabaseError(f"two names for migration {version:04d}: {migration.name}, {name}")
+        getattr(migration, direction)[dialect] = path.read_text()
+    return [found[v] for v in sorted(found)]
+
+
+@dataclass
+class Status:
+    applied: list[int]
+    pending: list[Migration]
+    unknown: list[int]  # applied by a newer binary
+
+
+async def applied_versions(db: Database) -> list[int]:
+    exists = await db.fetchval(
+        "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
+        if db.dialect == "postgres"
+        else "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    )
+    if not exists:
+        return []
+    return [
+        row["version"] for row in await db.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    ]
+
+
+async def status(db: Database, known: list[Migration] | None = None) -> Status:
+    known = discover() if known is None else known
+    applied = await applied_versions(db)
+    known_versions = {m.version for m in known}
+    return Status(
+        applied=applied,
+        pending=[m for m in known if m.version not in set(applied)],
+        unknown=[v for v in applied if v not in known_versions],
+    )
+
+
+def refuse_newer(state: Status) -> None:
+    if state.unknown:
+        raise SchemaTooNew(
+            f"the database has migrations this version of SUP does not know ({state.unknown}); "
+            "it was upgraded by a newer SUP. Run that version, or restore a backup."
+        )
+
+
+async def migrate_up(db: Database, clock_ms: int, known: list[Migration] | None = None) -> list[Migration]:
+    """Apply every pending migration in order; return the ones applied."""
+    known = discover() if known is None else known
+    refuse_newer(await status(db, known))
+    applied_now = []
+    for migration in known:
+        async with db.transaction() as tx:
+            await db.lock_for_migrations(tx)
+            await tx.execute(_CREATE_TABLE)
+            # Checked again under the lock: another process may have just applied it.
+            if await tx.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", migration.version):
+                continue
+            await tx.execute_script(migration.sql("up", db.dialect))
+            await tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                clock_ms,
+            )
+        applied_now.append(migration)
+    return applied_now
+
+
+async def migrate_down(db: Database, steps: int = 1, known: list[Migration] | None = None) -> list[Migration]:
+    """Revert the newest `steps` applied migrations; return the ones reverted."""
+    known = discover() if known is None else known
+    state = await status(db, known)
+    refuse_newer(state)
+    by_version = {m.version: m for m in known}
+    reverted = []
+    for version in sorted(state.applied, reverse=True)[:steps]:
+        migration = by_version[version]
+        async with db.transaction() as tx:
+            await db.lock_for_migrations(tx)
+            if not await tx.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", version):
+                continue
+            await tx.execute_script(migration.sql("down", db.dialect))
+            await tx.execute("DELETE FROM schema_migrations WHERE version = $1", version)
+        reverted.append(migration)
+    return reverted
