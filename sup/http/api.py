@@ -22,6 +22,12 @@ from sup.http.services import SERVICES, Services
 
 JSON_TYPE = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
+# A \u0000 escape not itself escaped: NUL has no place in any field, and Postgres refuses it.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _no_nul() -> DomainError:
+    return DomainError(Code.VALIDATION_FAILED, "Text must not contain NUL characters.")
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,10 @@ class Call:
         return self.principal
 
     def param(self, name: str) -> str:
-        return self.request.match_info[name]
+        value = self.request.match_info[name]
+        if "\x00" in value:
+            raise _no_nul()
+        return value
 
     @property
     def ip(self) -> str:
@@ -107,16 +116,30 @@ async def read_json(request: web.Request, body_type: type, max_bytes: int) -> An
     raw = await request.read()  # aiohttp stops at client_max_size with 413
     if not raw.strip():
         raise DomainError(Code.INVALID_REQUEST, "A JSON body is required.")
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise _no_nul()
     try:
         return msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as exc:
+        # Decoding validates as it parses, so a schema error can come before a syntax error
+        # further on; only on this (error) path, parse again untyped to report the right one.
+        try:
+            msgspec.json.decode(raw)
+        except msgspec.DecodeError as syntax:
+            raise _malformed(syntax) from None
         raise DomainError(Code.VALIDATION_FAILED, _describe(exc), **_field(exc)) from None
     except msgspec.DecodeError as exc:
-        raise DomainError(Code.MALFORMED_JSON, f"The body is not valid JSON: {exc}") from None
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: msgspec.DecodeError) -> DomainError:
+    return DomainError(Code.MALFORMED_JSON, f"The body is not valid JSON: {exc}")
 
 
 def read_query(request: web.Request, query_type: type) -> Any:
     values = {key: request.query.getone(key) for key in request.query}
+    if any("\x00" in key or "\x00" in value for key, value in values.items()):
+        raise _no_nul()
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:

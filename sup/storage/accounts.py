@@ -282,15 +282,15 @@ class ContactStore:
         )
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return list(
-            await db.fetch(
-                "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
-                " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
-                " WHERE c.user_id = $1 AND ($2 IS NULL OR c.contact_id > $2) ORDER BY c.contact_id LIMIT $3",
-                user_id,
-                after,
-                limit,
-            )
+        return await _page(
+            db,
+            "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
+            " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
+            " WHERE c.user_id = $1",
+            "c.contact_id",
+            user_id,
+            after,
+            limit,
         )
 
 
@@ -313,15 +313,14 @@ class BlockStore:
         )
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return list(
-            await db.fetch(
-                "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
-                " JOIN users u ON u.id = b.blocked_id"
-                " WHERE b.user_id = $1 AND ($2 IS NULL OR b.blocked_id > $2) ORDER BY b.blocked_id LIMIT $3",
-                user_id,
-                after,
-                limit,
-            )
+        return await _page(
+            db,
+            "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
+            " JOIN users u ON u.id = b.blocked_id WHERE b.user_id = $1",
+            "b.blocked_id",
+            user_id,
+            after,
+            limit,
         )
 
     async def is_blocked(self, db: Queryable, blocker_id: str, blocked_id: str) -> bool:
@@ -330,3 +329,10 @@ class BlockStore:
                 "SELECT 1 FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", blocker_id, blocked_id
             )
         )
+
+
+async def _page(db: Queryable, select: str, key: str, owner: str, after: str | None, limit: int) -> list[Row]:
+    """Keyset pagination over `key`, after an optional cursor (no OFFSET: stable and index-friendly)."""
+    if after is None:
+        return list(await db.fetch(f"{select} ORDER BY {key} LIMIT $2", owner, limit))
+    return list(await db.fetch(f"{select} AND {key} > $3 ORDER BY {key} LIMIT $2", owner, limit, after))

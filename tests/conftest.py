@@ -1,0 +1,269 @@
+"""Shared fixtures: a real SUP server on a loopback port, once per backend per module.
+
+The behavioural suite runs against SQLite and Postgres. Postgres is the server on
+127.0.0.1:5432 (override with SUP_TEST_POSTGRES); each module gets a fresh database.
+With CI=true a missing Postgres fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sup.app import build_app
+from sup.clock import Clock
+from sup.config import Config, load_config
+from sup.http.services import SERVICES
+from sup.storage.database import Database
+
+POSTGRES_ADMIN = os.environ.get("SUP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+_postgres_state: dict[str, Any] = {}
+
+
+async def _postgres_reachable() -> str | None:
+    """None if Postgres answers, else the reason it does not."""
+    if "reason" not in _postgres_state:
+        try:
+            conn = await asyncpg.connect(POSTGRES_ADMIN, timeout=3)
+            await conn.close()
+            _postgres_state["reason"] = None
+        except (OSError, asyncpg.PostgresError) as exc:
+            _postgres_state["reason"] = f"no Postgres at {POSTGRES_ADMIN}: {exc}"
+    return _postgres_state["reason"]
+
+
+async def require_postgres() -> None:
+    reason = await _postgres_reachable()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true requires Postgres: {reason}")
+        pytest.skip(reason)
+
+
+class FreshPostgres:
+    """Creates throwaway databases and drops them afterwards."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    async def create(self) -> str:
+        await require_postgres()
+        name = f"sup_test_{secrets.token_hex(6)}"
+        conn = await asyncpg.connect(POSTGRES_ADMIN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.names.append(name)
+        return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+    async def drop_all(self) -> None:
+        if not self.names:
+            return
+        conn = await asyncpg.connect(POSTGRES_ADMIN)
+        try:
+            for name in self.names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def fresh_postgres() -> AsyncIterator[FreshPostgres]:
+    pg = FreshPostgres()
+    yield pg
+    await pg.drop_all()
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def database_url(request, tmp_path_factory, fresh_postgres: FreshPostgres) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'sup.db'}"
+    return await fresh_postgres.create()
+
+
+class MovableClock(Clock):
+    """Real time plus an offset that tests can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def now_ms(self) -> int:
+        return int(self.now() * 1000)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def make_config(data_dir: str, database_url: str, **env: str) -> Config:
+    environ = {
+        "SUP_DATA_DIR": data_dir,
+        "SUP_DATABASE_URL": database_url,
+        "SUP_RATELIMIT_ENABLED": "false",
+        "SUP_LOGGING_ACCESS_LOG": "false",
+        **env,
+    }
+    return load_config(None, environ)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any
+
+    @property
+    def code(self) -> str | None:
+        return self.body.get("code") if isinstance(self.body, dict) else None
+
+
+class Api:
+    """A small HTTP client for tests, speaking to one server the way a client app would."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url
+        self.session = session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if json is not None:
+            data = msgspec.json.encode(json)
+            headers.setdefault("Content-Type", "application/json")
+        async with self.session.request(
+            method, self.base_url + path, data=data, headers=headers, params=params
+        ) as response:
+            raw = await response.read()
+            content_type = response.headers.get("Content-Type", "")
+            body = msgspec.json.decode(raw) if raw and "json" in content_type else raw
+            return Reply(response.status, body, response.headers)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Reply:
+        return await self.request("POST", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> Reply:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, **kw)
+
+    async def register(
+        self, username: str | None = None, password: str = "correct horse battery", **extra: Any
+    ):
+        username = username or new_username()
+        reply = await self.post(
+            "/api/v1/auth/register", json={"username": username, "password": password, **extra}
+        )
+        assert reply.status == 201, reply.body
+        return Account(username=username, password=password, **_session_fields(reply.body))
+
+    async def login(self, account: Account, **extra: Any) -> Reply:
+        return await self.post(
+            "/api/v1/auth/login", json={"username": account.username, "password": account.password, **extra}
+        )
+
+
+def _session_fields(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user_id": body["user"]["id"],
+        "device_id": body["device_id"],
+        "access_token": body["access_token"],
+        "refresh_token": body["refresh_token"],
+    }
+
+
+@dataclass
+class Account:
+    username: str
+    password: str
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str
+
+
+def new_username() -> str:
+    return f"u_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Server:
+    api: Api
+    clock: MovableClock
+    config: Config
+    url: str
+    app: web.Application
+
+    @property
+    def db(self) -> Database:
+        return self.app[SERVICES].db
+
+
+ServerFactory = Callable[..., Any]
+
+
+@pytest.fixture(scope="module")
+async def server_factory(database_url: str, tmp_path_factory) -> AsyncIterator[ServerFactory]:
+    """Start servers (on this module's database) with extra SUP_* settings."""
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(**env: str) -> Server:
+        data_dir = str(tmp_path_factory.mktemp("data"))
+        config = make_config(data_dir, database_url, **env)
+        clock = MovableClock()
+        app = build_app(config, clock=clock)
+        test_server = TestServer(app, host="127.0.0.1")
+        await test_server.start_server()
+        session = aiohttp.ClientSession()
+        started.append((test_server, session))
+        url = str(test_server.make_url("")).rstrip("/")
+        return Server(Api(url, session), clock, config, url, app)
+
+    yield start
+    for test_server, session in reversed(started):
+        await session.close()
+        await test_server.close()
+
+
+@pytest.fixture(scope="module")
+async def server(server_factory: ServerFactory) -> Server:
+    return await server_factory(SUP_SECRET_KEY="k" * 40)
+
+
+@pytest.fixture(scope="module")
+async def api(server: Server) -> Api:
+    return server.api
