@@ -104,7 +104,7 @@ async def test_regenerate_recovery_codes(server: Server):
 async def test_disable_needs_password_and_a_code(server: Server):
     api = server.api
     account = await api.register()
-    secret, codes = await enable_2fa(server, account)
+    _, codes = await enable_2fa(server, account)
     no_code = await api.post(
         "/api/v1/auth/2fa/disable", json={"password": account.password}, token=account.access_token
     )

@@ -1,0 +1,153 @@
+"""The database contract: the same behaviour from SQLite and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from sup.storage import migrations
+from sup.storage.database import Database, IntegrityError, open_database
+
+
+@pytest.fixture(scope="module")
+async def db(database_url: str):
+    database = await open_database(database_url)
+    await migrations.migrate_up(database, 0)
+    await database.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+    yield database
+    await database.close()
+
+
+@pytest.fixture(autouse=True)
+async def _empty_kv(request):
+    if "db" in request.fixturenames:
+        database = request.getfixturevalue("db")
+        await database.execute("DELETE FROM kv")
+
+
+async def test_commit_and_rollback(db: Database):
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "a", 1)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "b", 2)
+            raise RuntimeError("boom")
+    assert [tuple(r) for r in await db.fetch("SELECT k, v FROM kv ORDER BY k")] == [("a", 1)]
+
+
+async def test_rowcount_fetchval_fetchrow_and_reused_placeholders(db: Database):
+    async with db.transaction() as tx:
+        for i in range(3):
+            await tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", f"k{i}", i)
+        assert await tx.execute("UPDATE kv SET v = v + $1 WHERE v >= $1", 1) == 2
+    assert await db.fetchval("SELECT COUNT(*) FROM kv WHERE v > $1 OR v = $1", 1) == 2
+    assert await db.fetchrow("SELECT k FROM kv WHERE k = $1", "missing") is None
+    row = await db.fetchrow("SELECT k, v FROM kv WHERE k = $1", "k2")
+    assert (row["k"], row["v"]) == ("k2", 3)
+    assert await db.fetchval("SELECT v FROM kv WHERE k = $1", "none") is None
+
+
+async def test_upsert_and_returning(db: Database):
+    sql = "INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING RETURNING v"
+    async with db.transaction() as tx:
+        assert (await tx.fetchrow(sql, "x", 5))["v"] == 5
+        assert await tx.fetchrow(sql, "x", 6) is None
+        updated = await tx.fetchrow(
+            "INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = kv.v + $2 RETURNING v",
+            "x",
+            1,
+        )
+        assert updated["v"] == 6
+
+
+async def test_integrity_errors_are_one_type(db: Database):
+    await db.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "dup", 1)
+    with pytest.raises(IntegrityError):
+        await db.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "dup", 2)
+    with pytest.raises(IntegrityError):
+        await db.execute(
+            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at)"
+            " VALUES ($1, $2, 'x', 0, 0)",
+            "00000000-0000-7000-8000-000000000001",
+            "00000000-0000-7000-8000-000000000002",
+        )
+    assert await db.fetchval("SELECT v FROM kv WHERE k = $1", "dup") == 1
+
+
+async def test_bytes_round_trip(db: Database):
+    blob = bytes(range(256))
+    await db.execute("INSERT INTO invites (code_hash, created_at, max_uses) VALUES ($1, 0, 1)", blob)
+    assert bytes(await db.fetchval("SELECT code_hash FROM invites WHERE code_hash = $1", blob)) == blob
+
+
+async def test_concurrent_transactions_serialise_increments(db: Database):
+    await db.execute("INSERT INTO kv (k, v) VALUES ($1, 0)", "counter")
+
+    async def bump():
+        async with db.transaction() as tx:
+            await tx.execute("UPDATE kv SET v = v + 1 WHERE k = $1", "counter")
+
+    await asyncio.gather(*[bump() for _ in range(50)])
+    assert await db.fetchval("SELECT v FROM kv WHERE k = $1", "counter") == 50
+
+
+async def test_reads_see_committed_writes(db: Database):
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO kv (k, v) VALUES ($1, 1)", "seen")
+    assert await db.fetchval("SELECT v FROM kv WHERE k = $1", "seen") == 1
+
+
+async def test_migrations_down_and_up_again(database_url: str, tmp_path: Path):
+    # A separate database object so the module's schema stays as it is.
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{tmp_path / 'm.db'}"
+    db = await open_database(database_url)
+    try:
+        await migrations.migrate_up(db, 0)
+        state = await migrations.status(db)
+        assert state.pending == [] and state.applied == [m.version for m in migrations.discover()]
+        if not database_url.startswith("sqlite"):
+            return  # the module database holds the test table; down/up is covered on SQLite here
+        reverted = await migrations.migrate_down(db, steps=len(state.applied))
+        assert [m.version for m in reverted] == sorted(state.applied, reverse=True)
+        assert await db.fetchval("SELECT COUNT(*) FROM sqlite_master WHERE name = 'users'") == 0
+        assert len(await migrations.migrate_up(db, 0)) == len(state.applied)
+        assert await migrations.migrate_up(db, 0) == []
+    finally:
+        await db.close()
+
+
+async def test_a_newer_schema_is_refused(database_url: str, tmp_path: Path):
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{tmp_path / 'new.db'}"
+    db = await open_database(database_url)
+    try:
+        await migrations.migrate_up(db, 0)
+        await db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)"
+        )
+        with pytest.raises(migrations.SchemaTooNew):
+            await migrations.migrate_up(db, 0)
+        await db.execute("DELETE FROM schema_migrations WHERE version = 9999")
+    finally:
+        await db.close()
+
+
+async def test_concurrent_migrations_apply_once(fresh_postgres, tmp_path: Path):
+    url = await fresh_postgres.create()
+    dbs = [await open_database(url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*[migrations.migrate_up(db, 0) for db in dbs])
+        assert sum(len(r) for r in results) == len(migrations.discover())
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+def test_every_migration_has_up_and_down_for_both_dialects():
+    for migration in migrations.discover():
+        for dialect in ("sqlite", "postgres"):
+            assert migration.sql("up", dialect).strip()
+            assert migration.sql("down", dialect).strip()
