@@ -7,6 +7,8 @@ With CI=true a missing Postgres fails the run instead of skipping.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import secrets
 import time
@@ -267,3 +269,42 @@ async def server(server_factory: ServerFactory) -> Server:
 @pytest.fixture(scope="module")
 async def api(server: Server) -> Api:
     return server.api
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing") and " took " in message:
+            self.seen.append(message)
+
+
+@pytest.fixture(autouse=True)
+async def no_blocking_the_event_loop():
+    """Fail a test during which one callback held the event loop for too long.
+
+    asyncio's debug mode reports every callback slower than slow_callback_duration;
+    hashing, SQLite and file work must run elsewhere (threads, executors).
+    """
+    loop = asyncio.get_running_loop()
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    was_debug = loop.get_debug()
+    loop.set_debug(True)
+    loop.slow_callback_duration = BLOCKING_THRESHOLD
+    try:
+        yield
+    finally:
+        loop.set_debug(was_debug)
+        logger.removeHandler(handler)
+    assert not handler.seen, f"the event loop was blocked: {handler.seen}"
+
+
+# Generous, because a loaded 2-core machine stretches everything: this catches gross
+# blocking (a synchronous query over a table, a sleep). A single password hash on the
+# loop (~25 ms) is caught functionally instead, by test_parallel_logins_do_not_stall_the_server.
+BLOCKING_THRESHOLD = 0.5

@@ -248,3 +248,15 @@ async def test_parallel_logins_do_not_stall_the_server(api: Api):
     assert health.status == 200
     assert statuses == [200] * 50
     assert finished_before_health < 50
+
+
+async def test_weaker_hashes_are_upgraded_on_login(server: Server, server_factory):
+    account = await server.api.register()
+    before = await server.db.fetchval("SELECT password_hash FROM users WHERE id = $1", account.user_id)
+    assert before.startswith("$argon2id$") and ",t=2," in before
+    # The operator raised the cost: the next login stores a hash with the new parameters.
+    stronger = await server_factory(SUP_AUTH_ARGON2_TIME_COST="3", SUP_SECRET_KEY="k" * 40)
+    assert (await stronger.api.login(account)).status == 200
+    after = await server.db.fetchval("SELECT password_hash FROM users WHERE id = $1", account.user_id)
+    assert ",t=3," in after
+    assert (await stronger.api.login(account)).status == 200
