@@ -85,8 +85,7 @@ async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
         migrations.refuse_newer(state)
         if state.pending:
             raise migrations.DatabaseError(
-                f"{len(state.pending)} migration(s) pending and database.auto_migrate is off: "
-                "run `sup migrate up`"
+                f"{len(state.pending)} migration(s) pending and database.auto_migrate is off: run `sup migrate up`"
             )
 
 

@@ -146,9 +146,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--config", "-c", help="path to sup.toml (default: $SUP_CONFIG, else ./sup.toml if present)"
-        )
+        p.add_argument("--config", "-c", help="path to sup.toml (default: $SUP_CONFIG, else ./sup.toml if present)")
         p.add_argument("--data-dir", help="data directory (default ./sup-data)")
         return p
 
@@ -179,9 +177,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("username")
     create.add_argument("--admin", action="store_true", help="make the user a server administrator")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    reset = with_config(
-        admin_sub.add_parser("reset-password", help="set a user's password, log out its devices")
-    )
+    reset = with_config(admin_sub.add_parser("reset-password", help="set a user's password, log out its devices"))
     reset.add_argument("username")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     invite = with_config(admin_sub.add_parser("invite", help="issue invite codes"))

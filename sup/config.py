@@ -32,17 +32,13 @@ Port = Annotated[int, _doc("TCP port to listen on.", ge=0, le=65535)]
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    host: Annotated[str, _doc("Address to listen on. Use 0.0.0.0 to listen on every interface.")] = (
-        "127.0.0.1"
-    )
+    host: Annotated[str, _doc("Address to listen on. Use 0.0.0.0 to listen on every interface.")] = "127.0.0.1"
     port: Port = 8080
     data_dir: Annotated[
         str,
         _doc("Directory for the SQLite database, stored files and generated secrets."),
     ] = "./sup-data"
-    public_url: Annotated[
-        str, _doc("URL clients use to reach this server (empty: derived from host and port).")
-    ] = ""
+    public_url: Annotated[str, _doc("URL clients use to reach this server (empty: derived from host and port).")] = ""
     max_body_bytes: Annotated[
         int, _doc("Largest JSON request body accepted, in bytes (uploads have their own limits).", ge=1024)
     ] = 1_048_576
@@ -61,10 +57,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: Annotated[
         str,
-        _doc(
-            "sqlite:///path/to/sup.db or postgresql://user:pass@host:5432/db. "
-            "Empty: SQLite at <data_dir>/sup.db."
-        ),
+        _doc("sqlite:///path/to/sup.db or postgresql://user:pass@host:5432/db. Empty: SQLite at <data_dir>/sup.db."),
     ] = ""
     sqlite_synchronous: Annotated[
         Literal["full", "normal"],
@@ -86,12 +79,8 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_token_ttl: Annotated[
         int, _doc("Lifetime of an access token in seconds (at most 15 minutes).", ge=10, le=900)
     ] = 900
-    refresh_token_ttl: Annotated[int, _doc("Lifetime of an unused refresh token in seconds.", ge=60)] = (
-        30 * 86400
-    )
-    argon2_memory_kib: Annotated[
-        int, _doc("argon2id memory cost in KiB (OWASP minimum: 19456).", ge=19456)
-    ] = 19456
+    refresh_token_ttl: Annotated[int, _doc("Lifetime of an unused refresh token in seconds.", ge=60)] = 30 * 86400
+    argon2_memory_kib: Annotated[int, _doc("argon2id memory cost in KiB (OWASP minimum: 19456).", ge=19456)] = 19456
     argon2_time_cost: Annotated[int, _doc("argon2id iterations (OWASP minimum at 19 MiB: 2).", ge=2)] = 2
     argon2_parallelism: Annotated[int, _doc("argon2id lanes.", ge=1, le=16)] = 1
     hash_workers: Annotated[
@@ -143,7 +132,6 @@ ENV_ALIASES = {
     "SUP_HOST": ("server", "host"),
     "SUP_PORT": ("server", "port"),
     "SUP_DATA_DIR": ("server", "data_dir"),
-    "SUP_DATABASE_URL": ("database", "url"),
     "SUP_SECRET_KEY": ("security", "secret_key"),
 }
 # SUP_* variables that are not settings.
@@ -192,12 +180,16 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for section, struct in sections().items():
         for key in struct.__struct_fields__:
             known[env_name(section, key)] = (section, key)
-    for name, value in environ.items():
+    given: dict[tuple[str, str], str] = {}
+    for name, value in sorted(environ.items()):
         if not name.startswith("SUP_") or name in ENV_NOT_SETTINGS:
             continue
         if name not in known:
             raise ConfigError(f"{name}: unknown setting (see sup.toml.example for the valid ones)")
         section, key = known[name]
+        other = given.setdefault((section, key), name)
+        if other != name and environ[other] != value:
+            raise ConfigError(f"{name}: conflicts with {other}, which sets {section}.{key} too")
         field_type = _field_types(sections()[section])[key]
         raw.setdefault(section, {})[key] = _from_env_string(value, field_type, name)
 
@@ -217,9 +209,7 @@ def _explain(error: msgspec.ValidationError) -> str:
     return f"{key or 'config'}: {message}"
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Build the Config from an optional TOML file and the environment; raise ConfigError."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}

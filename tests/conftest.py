@@ -1,7 +1,7 @@
 """Shared fixtures: a real SUP server on a loopback port, once per backend per module.
 
 The behavioural suite runs against SQLite and Postgres. Postgres is the server on
-127.0.0.1:5432 (override with SUP_TEST_POSTGRES); each module gets a fresh database.
+127.0.0.1:5432 (override with TEST_POSTGRES_URL); each module gets a fresh database.
 With CI=true a missing Postgres fails the run instead of skipping.
 """
 
@@ -30,7 +30,7 @@ from sup.config import Config, load_config
 from sup.http.services import SERVICES
 from sup.storage.database import Database
 
-POSTGRES_ADMIN = os.environ.get("SUP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 _postgres_state: dict[str, Any] = {}
@@ -183,13 +183,9 @@ class Api:
     async def delete(self, path: str, **kw: Any) -> Reply:
         return await self.request("DELETE", path, **kw)
 
-    async def register(
-        self, username: str | None = None, password: str = "correct horse battery", **extra: Any
-    ):
+    async def register(self, username: str | None = None, password: str = "correct horse battery", **extra: Any):
         username = username or new_username()
-        reply = await self.post(
-            "/api/v1/auth/register", json={"username": username, "password": password, **extra}
-        )
+        reply = await self.post("/api/v1/auth/register", json={"username": username, "password": password, **extra})
         assert reply.status == 201, reply.body
         return Account(username=username, password=password, **_session_fields(reply.body))
 

@@ -9,9 +9,7 @@ from tests.conftest import Account, Api, Server
 
 async def enable_2fa(server: Server, account: Account) -> tuple[str, list[str]]:
     api = server.api
-    setup = await api.post(
-        "/api/v1/auth/2fa/enable", json={"password": account.password}, token=account.access_token
-    )
+    setup = await api.post("/api/v1/auth/2fa/enable", json={"password": account.password}, token=account.access_token)
     assert setup.status == 200, setup.body
     secret = setup.body["secret"]
     assert setup.body["provisioning_uri"].startswith("otpauth://totp/")
@@ -67,13 +65,9 @@ async def test_a_code_cannot_be_used_twice(server: Server):
 async def test_the_code_used_to_confirm_cannot_log_in(server: Server):
     api = server.api
     account = await api.register()
-    setup = await api.post(
-        "/api/v1/auth/2fa/enable", json={"password": account.password}, token=account.access_token
-    )
+    setup = await api.post("/api/v1/auth/2fa/enable", json={"password": account.password}, token=account.access_token)
     code = pyotp.TOTP(setup.body["secret"]).at(server.clock.now())
-    assert (
-        await api.post("/api/v1/auth/2fa/verify", json={"code": code}, token=account.access_token)
-    ).status == 200
+    assert (await api.post("/api/v1/auth/2fa/verify", json={"code": code}, token=account.access_token)).status == 200
     assert (await api.login(account, totp_code=code)).status == 401
 
 
@@ -136,14 +130,10 @@ async def test_2fa_state_errors(server: Server):
         token=account.access_token,
     )
     assert off.status == 409 and off.code == "totp_not_enabled"
-    wrong_pw = await api.post(
-        "/api/v1/auth/2fa/enable", json={"password": "wrong pw!"}, token=account.access_token
-    )
+    wrong_pw = await api.post("/api/v1/auth/2fa/enable", json={"password": "wrong pw!"}, token=account.access_token)
     assert wrong_pw.status == 401
     await enable_2fa(server, account)
-    twice = await api.post(
-        "/api/v1/auth/2fa/enable", json={"password": account.password}, token=account.access_token
-    )
+    twice = await api.post("/api/v1/auth/2fa/enable", json={"password": account.password}, token=account.access_token)
     assert twice.status == 409 and twice.code == "totp_already_enabled"
     bad_shape = await api.post("/api/v1/auth/2fa/verify", json={"code": "12345a"}, token=account.access_token)
     assert bad_shape.status == 422

@@ -169,9 +169,7 @@ async def test_token_from_another_servers_secret_is_refused(server_factory, api:
 async def test_revoking_a_device_kills_its_tokens_at_once(api: Api):
     account = await api.register()
     phone = (await api.login(account, device_name="phone")).body
-    assert (
-        await api.delete(f"/api/v1/devices/{phone['device_id']}", token=account.access_token)
-    ).status == 204
+    assert (await api.delete(f"/api/v1/devices/{phone['device_id']}", token=account.access_token)).status == 204
     assert (await api.get("/api/v1/users/me", token=phone["access_token"])).status == 401
     refresh = await api.post("/api/v1/auth/refresh", json={"refresh_token": phone["refresh_token"]})
     assert refresh.status == 401
@@ -200,9 +198,7 @@ async def test_rename_device(api: Api):
         f"/api/v1/devices/{account.device_id}", json={"name": "  work laptop "}, token=account.access_token
     )
     assert reply.status == 200 and reply.body["name"] == "work laptop" and reply.body["current"]
-    blank = await api.patch(
-        f"/api/v1/devices/{account.device_id}", json={"name": "   "}, token=account.access_token
-    )
+    blank = await api.patch(f"/api/v1/devices/{account.device_id}", json={"name": "   "}, token=account.access_token)
     assert blank.status == 422
 
 

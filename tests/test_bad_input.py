@@ -100,9 +100,7 @@ async def test_oversized_chunked_body_is_413(api: Api):
 
 
 async def test_huge_declared_content_length_is_refused_before_reading(api: Api):
-    reader, writer = await __import__("asyncio").open_connection(
-        *api.base_url.removeprefix("http://").split(":")
-    )
+    reader, writer = await __import__("asyncio").open_connection(*api.base_url.removeprefix("http://").split(":"))
     writer.write(
         b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 10000000000\r\n\r\n{"
@@ -138,12 +136,26 @@ async def test_odd_unicode_is_handled(api: Api):
     assert_problem(reply, 401, "invalid_credentials")
 
 
+async def test_control_characters_are_refused_in_names(api: Api):
+    reply = await api.post(
+        REGISTER, json={"username": new_username(), "password": "long enough pw", "display_name": "bell\u0007"}
+    )
+    assert_problem(reply, 422, "validation_failed")
+    reply = await api.post(
+        REGISTER, json={"username": new_username(), "password": "long enough pw", "device_name": "esc\u001b[31m"}
+    )
+    assert_problem(reply, 422, "validation_failed")
+
+
+async def test_head_is_answered_where_get_is(api: Api):
+    reply = await api.request("HEAD", "/health")
+    assert reply.status == 200
+
+
 async def test_another_users_token_cannot_change_my_profile(api: Api):
     me = await api.register()
     other = await api.register()
-    reply = await api.patch(
-        f"/api/v1/users/{me.user_id}", json={"display_name": "hacked"}, token=other.access_token
-    )
+    reply = await api.patch(f"/api/v1/users/{me.user_id}", json={"display_name": "hacked"}, token=other.access_token)
     assert_problem(reply, 403, "forbidden")
 
 

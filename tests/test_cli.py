@@ -94,9 +94,7 @@ async def test_run_serves_and_stops_cleanly(database_url: str, tmp_path: Path):
             assert (await api.get("/health/ready")).status == 200
             account = await api.register()
             login = await api.login(account)
-            refreshed = await api.post(
-                "/api/v1/auth/refresh", json={"refresh_token": login.body["refresh_token"]}
-            )
+            refreshed = await api.post("/api/v1/auth/refresh", json={"refresh_token": login.body["refresh_token"]})
             assert refreshed.status == 200
             await api.get("/api/v1/users/me", token=refreshed.body["access_token"])
             tokens = [
@@ -115,8 +113,12 @@ async def test_run_serves_and_stops_cleanly(database_url: str, tmp_path: Path):
         assert token not in running.log
     assert "Traceback" not in running.log
     assert "stopped" in running.log
-    secrets_file = data_dir / "secrets.json"
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "secrets.json").stat().st_mode) == 0o600
+    if database_url.startswith("sqlite"):
+        # The database holds password hashes: only SUP's user may read it.
+        db_file = Path(database_url.removeprefix("sqlite:///"))
+        assert stat.S_IMODE(db_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
 
 
 async def test_sigint_also_stops_cleanly(tmp_path: Path):
@@ -234,9 +236,7 @@ async def test_admin_users_and_invite_only_registration(database_url: str, tmp_p
     try:
         async with aiohttp.ClientSession() as session:
             api = Api(running.url, session)
-            login = await api.post(
-                "/api/v1/auth/login", json={"username": admin_name, "password": "admin password 1"}
-            )
+            login = await api.post("/api/v1/auth/login", json={"username": admin_name, "password": "admin password 1"})
             assert login.status == 200
             body = {"username": new_username(), "password": "long enough pw"}
             no_invite = await api.post("/api/v1/auth/register", json=body)
@@ -262,9 +262,7 @@ async def test_admin_users_and_invite_only_registration(database_url: str, tmp_p
         async with aiohttp.ClientSession() as session:
             api = Api(running.url, session)
             assert (await api.get("/api/v1/users/me", token=login.body["access_token"])).status == 401
-            relog = await api.post(
-                "/api/v1/auth/login", json={"username": admin_name, "password": "a brand new one"}
-            )
+            relog = await api.post("/api/v1/auth/login", json={"username": admin_name, "password": "a brand new one"})
             assert relog.status == 200
     finally:
         await running.stop()

@@ -23,9 +23,7 @@ def test_example_file_documents_every_setting_and_is_current():
 
 
 def test_example_uncommented_is_a_valid_config_equal_to_the_defaults(tmp_path: Path):
-    lines = [
-        line[2:] if line.startswith("# ") and " = " in line else line for line in example_toml().splitlines()
-    ]
+    lines = [line[2:] if line.startswith("# ") and " = " in line else line for line in example_toml().splitlines()]
     path = tmp_path / "sup.toml"
     path.write_text("\n".join(lines))
     assert load_config(path, {}) == Config()
@@ -66,6 +64,7 @@ def test_environment_overrides_the_file(tmp_path: Path):
         ("", {"SUP_PORT": "eighty"}, "SUP_PORT"),
         ("", {"SUP_SERVER_PROT": "1"}, "SUP_SERVER_PROT"),
         ("", {"SUP_RATELIMIT_ENABLED": "perhaps"}, "SUP_RATELIMIT_ENABLED"),
+        ("", {"SUP_PORT": "1", "SUP_SERVER_PORT": "2"}, "SUP_SERVER_PORT"),
         ("not = [toml", {}, "not valid TOML"),
     ],
 )

@@ -24,9 +24,7 @@ async def test_openapi_lists_every_route_with_its_schemas(api: Api):
     assert set(login["required"]) == {"username", "password"}
     assert login["properties"]["totp_code"]
     register = doc["components"]["schemas"]["RegisterRequest"]
-    assert register["properties"]["username"][
-        "anyOf" if "anyOf" in register["properties"]["username"] else "pattern"
-    ]
+    assert register["properties"]["username"]["anyOf" if "anyOf" in register["properties"]["username"] else "pattern"]
 
 
 def test_each_handler_docstring_starts_with_its_method_and_path():

@@ -20,9 +20,7 @@ async def test_per_account_limit_on_failed_logins(limited):
     account = await api.register()
     statuses = []
     for _ in range(4):
-        reply = await api.post(
-            "/api/v1/auth/login", json={"username": account.username, "password": "wrong pw!"}
-        )
+        reply = await api.post("/api/v1/auth/login", json={"username": account.username, "password": "wrong pw!"})
         statuses.append(reply.status)
     assert statuses[:3] == [401, 401, 401]
     assert statuses[3] == 429
@@ -37,9 +35,7 @@ async def test_per_ip_limit(limited):
     api = limited.api
     seen = set()
     for _ in range(12):
-        reply = await api.post(
-            "/api/v1/auth/login", json={"username": new_username(), "password": "wrong pw!"}
-        )
+        reply = await api.post("/api/v1/auth/login", json={"username": new_username(), "password": "wrong pw!"})
         seen.add(reply.status)
     assert 429 in seen
 

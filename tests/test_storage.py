@@ -68,8 +68,7 @@ async def test_integrity_errors_are_one_type(db: Database):
         await db.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "dup", 2)
     with pytest.raises(IntegrityError):
         await db.execute(
-            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at)"
-            " VALUES ($1, $2, 'x', 0, 0)",
+            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at) VALUES ($1, $2, 'x', 0, 0)",
             "00000000-0000-7000-8000-000000000001",
             "00000000-0000-7000-8000-000000000002",
         )
@@ -125,9 +124,7 @@ async def test_a_newer_schema_is_refused(database_url: str, tmp_path: Path):
     db = await open_database(database_url)
     try:
         await migrations.migrate_up(db, 0)
-        await db.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)"
-        )
+        await db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)")
         with pytest.raises(migrations.SchemaTooNew):
             await migrations.migrate_up(db, 0)
         await db.execute("DELETE FROM schema_migrations WHERE version = 9999")

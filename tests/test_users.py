@@ -83,9 +83,7 @@ async def test_contacts_add_list_paginate_remove(api: Api):
         )
         assert added.status == 201 and added.body["user"]["id"] == friend.user_id
     # adding twice is harmless
-    again = await api.post(
-        "/api/v1/users/me/contacts", json={"user_id": friends[0].user_id}, token=me.access_token
-    )
+    again = await api.post("/api/v1/users/me/contacts", json={"user_id": friends[0].user_id}, token=me.access_token)
     assert again.status == 201
 
     seen, cursor = [], None
@@ -117,18 +115,14 @@ async def test_contacts_of_others_are_private(api: Api):
         ),
         await api.delete(f"/api/v1/users/{bob.user_id}/contacts/{alice.user_id}", token=alice.access_token),
         await api.get(f"/api/v1/users/{bob.user_id}/blocks", token=alice.access_token),
-        await api.post(
-            f"/api/v1/users/{bob.user_id}/block", json={"user_id": alice.user_id}, token=alice.access_token
-        ),
+        await api.post(f"/api/v1/users/{bob.user_id}/block", json={"user_id": alice.user_id}, token=alice.access_token),
     ]:
         assert reply.status == 403
 
 
 async def test_contact_must_exist_and_not_be_me(api: Api):
     me = await api.register()
-    unknown = await api.post(
-        "/api/v1/users/me/contacts", json={"user_id": str(uuid.uuid4())}, token=me.access_token
-    )
+    unknown = await api.post("/api/v1/users/me/contacts", json={"user_id": str(uuid.uuid4())}, token=me.access_token)
     assert unknown.status == 404
     myself = await api.post("/api/v1/users/me/contacts", json={"user_id": me.user_id}, token=me.access_token)
     assert myself.status == 422
@@ -141,9 +135,7 @@ async def test_block_and_unblock(api: Api):
     assert blocked.status == 201 and blocked.body["user_id"] == pest.user_id
     listed = await api.get("/api/v1/users/me/blocks", token=me.access_token)
     assert [b["user_id"] for b in listed.body["items"]] == [pest.user_id]
-    assert (
-        await api.post("/api/v1/users/me/block", json={"user_id": me.user_id}, token=me.access_token)
-    ).status == 422
+    assert (await api.post("/api/v1/users/me/block", json={"user_id": me.user_id}, token=me.access_token)).status == 422
     assert (await api.delete(f"/api/v1/users/me/block/{pest.user_id}", token=me.access_token)).status == 204
     assert (await api.delete(f"/api/v1/users/me/block/{pest.user_id}", token=me.access_token)).status == 404
     assert (await api.get("/api/v1/users/me/blocks", token=me.access_token)).body["items"] == []

@@ -32,6 +32,8 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,30})[A-Za-z0-9_]$")
 USERNAME_PATTERN = USERNAME_RE.pattern
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 DEVICE_NAME_MAX = 64
+DISPLAY_NAME_MAX = 64
+BIO_MAX = 500
 
 
 class User(msgspec.Struct, frozen=True):
@@ -105,9 +107,21 @@ def check_password(password: str) -> None:
         )
 
 
+def check_text(value: str, field: str, limit: int) -> str:
+    """Trimmed text of at most `limit` characters, without control characters (newline and tab aside)."""
+    value = value.strip()
+    if len(value) > limit or any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+        raise DomainError(
+            Code.VALIDATION_FAILED,
+            f"{field} is at most {limit} characters, without control characters.",
+            field=field,
+        )
+    return value
+
+
 def check_device_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > DEVICE_NAME_MAX:
+    name = check_text(name, "device_name", DEVICE_NAME_MAX).replace("\n", " ").replace("\t", " ")
+    if not name:
         raise DomainError(Code.VALIDATION_FAILED, f"A device name is 1 to {DEVICE_NAME_MAX} characters.")
     return name
 
@@ -175,6 +189,7 @@ class AccountService:
             raise DomainError(Code.INVALID_INVITE, "An invite code is required to register here.")
         check_username(username)
         check_password(password)
+        display_name = check_text(display_name, "display_name", DISPLAY_NAME_MAX)
         password_hash = await self._hasher.hash(password)
         now = self._clock.now_ms()
         user_id = uuid7(now)
@@ -216,9 +231,7 @@ class AccountService:
             raise DomainError(Code.INVALID_CREDENTIALS, _BAD_CREDENTIALS)
         user_id = row["id"]
         now = self._clock.now_ms()
-        new_hash = (
-            await self._hasher.hash(password) if self._hasher.needs_rehash(row["password_hash"]) else None
-        )
+        new_hash = await self._hasher.hash(password) if self._hasher.needs_rehash(row["password_hash"]) else None
         async with self._db.transaction() as tx:
             if row["totp_enabled_at"] is not None:
                 await self._check_second_factor(tx, row, totp_code, recovery_code, now)
@@ -232,15 +245,11 @@ class AccountService:
         self, tx, row: Row, totp_code: str | None, recovery_code: str | None, now: int
     ) -> None:
         if recovery_code:
-            if not await self.recovery.consume(
-                tx, row["id"], self._totp_box.hash_recovery_code(recovery_code), now
-            ):
+            if not await self.recovery.consume(tx, row["id"], self._totp_box.hash_recovery_code(recovery_code), now):
                 raise DomainError(Code.INVALID_TOTP, "That recovery code is not valid or was used already.")
             return
         if not totp_code:
-            raise DomainError(
-                Code.TOTP_REQUIRED, "This account uses two-factor authentication: send totp_code."
-            )
+            raise DomainError(Code.TOTP_REQUIRED, "This account uses two-factor authentication: send totp_code.")
         await self._claim_totp_code(tx, row, totp_code)
 
     async def _claim_totp_code(self, tx, row: Row, code: str) -> None:
@@ -249,9 +258,7 @@ class AccountService:
         if step is None:
             raise DomainError(Code.INVALID_TOTP, "The two-factor code is wrong.")
         if not await self.users.claim_totp_step(tx, row["id"], step):
-            raise DomainError(
-                Code.INVALID_TOTP, "That two-factor code was used already; wait for the next one."
-            )
+            raise DomainError(Code.INVALID_TOTP, "That two-factor code was used already; wait for the next one.")
 
     async def _open_device(self, tx, user_id: str, device_name: str, now: int) -> tuple[str, str, str]:
         device_id = uuid7(now)
@@ -366,9 +373,7 @@ class AccountService:
         async with self._db.transaction() as tx:
             await self._claim_totp_code(tx, row, code)
             await self.users.enable_totp(tx, who.user_id, now)
-            await self.recovery.replace(
-                tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes]
-            )
+            await self.recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
         return codes
 
     async def disable_totp(
@@ -391,9 +396,7 @@ class AccountService:
         codes = totp.new_recovery_codes()
         async with self._db.transaction() as tx:
             await self._claim_totp_code(tx, row, totp_code)
-            await self.recovery.replace(
-                tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes]
-            )
+            await self.recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
         return codes
 
     async def two_factor_status(self, who: Principal) -> tuple[bool, int]:
@@ -429,9 +432,7 @@ class AccountService:
             if not await self.devices.rename(tx, who.user_id, device_id, name):
                 raise _no_device()
             row = await self.devices.get_active(tx, device_id)
-        return Device(
-            row["id"], row["name"], row["created_at"], row["last_seen_at"], row["id"] == who.device_id
-        )
+        return Device(row["id"], row["name"], row["created_at"], row["last_seen_at"], row["id"] == who.device_id)
 
     async def revoke_device(self, who: Principal, device_id: str) -> None:
         """Log one of my devices out; its tokens stop working at once."""

@@ -18,12 +18,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 class PasswordHasher:
     def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, workers: int = 0) -> None:
-        self._argon2 = _Argon2(
-            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
-        )
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers or os.cpu_count() or 1, thread_name_prefix="argon2"
-        )
+        self._argon2 = _Argon2(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
+        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="argon2")
         # Verified when a username is unknown, so that case costs what a wrong password costs.
         self._dummy_hash = self._argon2.hash(os.urandom(16).hex())
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from sup.clock import Clock
-from sup.domain.accounts import Principal, User, user_from_row
+from sup.domain.accounts import BIO_MAX, DISPLAY_NAME_MAX, Principal, User, check_text, user_from_row
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
 from sup.storage.accounts import BlockStore, ContactStore, UserStore
 from sup.storage.database import Database
-
-DISPLAY_NAME_MAX = 64
-BIO_MAX = 500
 
 
 class Contact(msgspec.Struct, frozen=True):
@@ -37,17 +34,6 @@ UNSET = msgspec.UNSET
 def _same_user(who: Principal, user_id: str) -> None:
     if who.user_id != user_id:
         raise DomainError(Code.FORBIDDEN, "You can only do this for your own account.")
-
-
-def _check_text(value: str, field: str, limit: int) -> str:
-    value = value.strip()
-    if len(value) > limit or any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
-        raise DomainError(
-            Code.VALIDATION_FAILED,
-            f"{field} is at most {limit} characters, without control characters.",
-            field=field,
-        )
-    return value
 
 
 class UserService:
@@ -82,14 +68,12 @@ class UserService:
         _same_user(who, user_id)
         changes: dict[str, object] = {}
         if display_name is not UNSET:
-            changes["display_name"] = _check_text(display_name, "display_name", DISPLAY_NAME_MAX)
+            changes["display_name"] = check_text(display_name, "display_name", DISPLAY_NAME_MAX)
         if bio is not UNSET:
-            changes["bio"] = _check_text(bio, "bio", BIO_MAX)
+            changes["bio"] = check_text(bio, "bio", BIO_MAX)
         if avatar_media_id is not UNSET:
             if avatar_media_id is not None and not is_uuid(avatar_media_id):
-                raise DomainError(
-                    Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id"
-                )
+                raise DomainError(Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id")
             changes["avatar_media_id"] = avatar_media_id
         async with self._db.transaction() as tx:
             await self._users.update_profile(tx, user_id, changes, self._clock.now_ms())
@@ -119,14 +103,11 @@ class UserService:
     async def add_contact(self, who: Principal, user_id: str, contact_id: str) -> Contact:
         _same_user(who, user_id)
         if contact_id == user_id:
-            raise DomainError(
-                Code.VALIDATION_FAILED, "You cannot add yourself as a contact.", field="user_id"
-            )
+            raise DomainError(Code.VALIDATION_FAILED, "You cannot add yourself as a contact.", field="user_id")
         contact = await self.get_user(contact_id)
-        now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self._contacts.add(tx, user_id, contact_id, now)
-        return Contact(user=contact, added_at=now)
+            added_at = await self._contacts.add(tx, user_id, contact_id, self._clock.now_ms())
+        return Contact(user=contact, added_at=added_at)
 
     async def remove_contact(self, who: Principal, user_id: str, contact_id: str) -> None:
         _same_user(who, user_id)

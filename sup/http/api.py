@@ -76,9 +76,7 @@ class Call:
         return self._ip
 
 
-def client_ip(
-    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> str:
+def client_ip(request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
     """The peer address, or the first untrusted hop of X-Forwarded-For behind trusted proxies."""
     peer = request.remote or "unknown"
     if not trusted or not _in(peer, trusted):

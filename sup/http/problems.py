@@ -99,9 +99,7 @@ def from_domain_error(error: DomainError, path: str) -> web.Response:
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     if error.code in _TOKEN_CODES:
-        headers["WWW-Authenticate"] = (
-            'Bearer error="invalid_token"' if error.code != Code.UNAUTHENTICATED else "Bearer"
-        )
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if error.code != Code.UNAUTHENTICATED else "Bearer"
     field = error.extra.get("field")
     return problem_response(
         error.code,

@@ -85,9 +85,7 @@ ROUTES: list[Route] = [
     ),
     Route("DELETE", f"{API}/devices/{{device_id}}", devices.revoke_device, tag="devices"),
     # users
-    Route(
-        "GET", f"{API}/users/by-username/{{username}}", users.get_user_by_username, response=User, tag="users"
-    ),
+    Route("GET", f"{API}/users/by-username/{{username}}", users.get_user_by_username, response=User, tag="users"),
     Route("GET", f"{API}/users/{{user_id}}", users.get_user, response=User, tag="users"),
     Route(
         "PATCH",
@@ -145,4 +143,7 @@ def add_routes(app: web.Application) -> None:
 
     all_routes = [*ROUTES, Route("GET", f"{API}/openapi.json", get_openapi, auth=False, tag="meta")]
     for route in all_routes:
-        app.router.add_route(route.method, route.path, endpoint(route))
+        handler = endpoint(route)
+        app.router.add_route(route.method, route.path, handler)
+        if route.method == "GET":  # monitors and caches probe with HEAD
+            app.router.add_route("HEAD", route.path, handler)

@@ -8,14 +8,16 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from sup.domain.accounts import (
+    BIO_MAX,
     DEVICE_NAME_MAX,
+    DISPLAY_NAME_MAX,
     PASSWORD_MAX,
     PASSWORD_MIN,
     USERNAME_PATTERN,
     Device,
     User,
 )
-from sup.domain.users import BIO_MAX, DISPLAY_NAME_MAX, BlockedUser, Contact
+from sup.domain.users import BlockedUser, Contact
 
 Username = Annotated[
     str, Meta(min_length=3, max_length=32, pattern=USERNAME_PATTERN, description="Case-insensitively unique.")
@@ -24,9 +26,7 @@ NewPassword = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_M
 AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
 DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, description="Shown in the device list.")]
 TotpCode = Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6-digit code from the authenticator app.")]
-RecoveryCode = Annotated[
-    str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")
-]
+RecoveryCode = Annotated[str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")]
 Id = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{36}$", description="A UUID.")]
 
 

@@ -43,17 +43,13 @@ class UserStore:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
 
     async def get_by_username(self, db: Queryable, username: str) -> Row | None:
-        return await db.fetchrow(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE username_key = $1", username.lower()
-        )
+        return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE username_key = $1", username.lower())
 
     async def get_many(self, db: Queryable, user_ids: list[str]) -> list[Row]:
         if not user_ids:
             return []
         placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
-        return list(
-            await db.fetch(f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({placeholders})", *user_ids)
-        )
+        return list(await db.fetch(f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({placeholders})", *user_ids))
 
     async def update_profile(self, tx: Queryable, user_id: str, changes: dict[str, Any], now: int) -> None:
         allowed = {"display_name", "bio", "avatar_media_id"}
@@ -101,8 +97,7 @@ class UserStore:
 class DeviceStore:
     async def insert(self, tx: Queryable, *, id: str, user_id: str, name: str, now: int) -> None:
         await tx.execute(
-            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at)"
-            " VALUES ($1, $2, $3, $4, $4)",
+            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
             id,
             user_id,
             name,
@@ -111,8 +106,7 @@ class DeviceStore:
 
     async def get_active(self, db: Queryable, device_id: str) -> Row | None:
         return await db.fetchrow(
-            "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
-            " WHERE id = $1 AND revoked_at IS NULL",
+            "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices WHERE id = $1 AND revoked_at IS NULL",
             device_id,
         )
 
@@ -149,9 +143,7 @@ class DeviceStore:
             == 1
         )
 
-    async def revoke_all_except(
-        self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int
-    ) -> None:
+    async def revoke_all_except(self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int) -> None:
         await tx.execute(
             "DELETE FROM sessions WHERE device_id IN (SELECT id FROM user_devices"
             " WHERE user_id = $1 AND id IS DISTINCT FROM $2)",
@@ -170,9 +162,7 @@ class DeviceStore:
 class SessionStore:
     """Refresh tokens, stored as SHA-256 hashes; one chain of rotations per device."""
 
-    async def insert(
-        self, tx: Queryable, *, token_hash: bytes, device_id: str, now: int, expires_at: int
-    ) -> None:
+    async def insert(self, tx: Queryable, *, token_hash: bytes, device_id: str, now: int, expires_at: int) -> None:
         await tx.execute(
             "INSERT INTO sessions (token_hash, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
             token_hash,
@@ -207,15 +197,12 @@ class RecoveryCodeStore:
     async def replace(self, tx: Queryable, user_id: str, code_hashes: list[bytes]) -> None:
         await tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
         for code_hash in code_hashes:
-            await tx.execute(
-                "INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)", user_id, code_hash
-            )
+            await tx.execute("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)", user_id, code_hash)
 
     async def consume(self, tx: Queryable, user_id: str, code_hash: bytes, now: int) -> bool:
         return (
             await tx.execute(
-                "UPDATE recovery_codes SET used_at = $3"
-                " WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+                "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
                 user_id,
                 code_hash,
                 now,
@@ -224,9 +211,7 @@ class RecoveryCodeStore:
         )
 
     async def remaining(self, db: Queryable, user_id: str) -> int:
-        return await db.fetchval(
-            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL", user_id
-        )
+        return await db.fetchval("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL", user_id)
 
 
 class InviteStore:
@@ -241,8 +226,7 @@ class InviteStore:
         max_uses: int,
     ) -> None:
         await tx.execute(
-            "INSERT INTO invites (code_hash, created_by, created_at, expires_at, max_uses)"
-            " VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO invites (code_hash, created_by, created_at, expires_at, max_uses) VALUES ($1, $2, $3, $4, $5)",
             code_hash,
             created_by,
             now,
@@ -264,7 +248,8 @@ class InviteStore:
 
 
 class ContactStore:
-    async def add(self, tx: Queryable, user_id: str, contact_id: str, now: int) -> None:
+    async def add(self, tx: Queryable, user_id: str, contact_id: str, now: int) -> int:
+        """Add a contact (again is harmless); return when it was first added."""
         await tx.execute(
             "INSERT INTO contacts (user_id, contact_id, created_at) VALUES ($1, $2, $3)"
             " ON CONFLICT (user_id, contact_id) DO NOTHING",
@@ -272,14 +257,12 @@ class ContactStore:
             contact_id,
             now,
         )
+        return await tx.fetchval(
+            "SELECT created_at FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
+        )
 
     async def remove(self, tx: Queryable, user_id: str, contact_id: str) -> bool:
-        return (
-            await tx.execute(
-                "DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
-            )
-            == 1
-        )
+        return await tx.execute("DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id) == 1
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
         return await _page(
@@ -306,9 +289,7 @@ class BlockStore:
 
     async def remove(self, tx: Queryable, user_id: str, blocked_id: str) -> bool:
         return (
-            await tx.execute(
-                "DELETE FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", user_id, blocked_id
-            )
+            await tx.execute("DELETE FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", user_id, blocked_id)
             == 1
         )
 

@@ -43,9 +43,7 @@ class Migration:
             return scripts[dialect]
         if "" in scripts:
             return scripts[""]
-        raise DatabaseError(
-            f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}"
-        )
+        raise DatabaseError(f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}")
 
 
 def migrations_dir() -> Path:
@@ -86,9 +84,7 @@ async def applied_versions(db: Database) -> list[int]:
     )
     if not exists:
         return []
-    return [
-        row["version"] for row in await db.fetch("SELECT version FROM schema_migrations ORDER BY version")
-    ]
+    return [row["version"] for row in await db.fetch("SELECT version FROM schema_migrations ORDER BY version")]
 
 
 async def status(db: Database, known: list[Migration] | None = None) -> Status:

@@ -101,7 +101,11 @@ class SQLiteDatabase:
     @classmethod
     async def open(cls, url: str, *, synchronous: str = "full", readers: int = 2, **_: Any) -> SQLiteDatabase:
         path = path_from_url(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            # Password hashes live here: readable by SUP's user only. SQLite gives its -wal and
+            # -shm files the database file's permissions.
+            path.touch(mode=0o600)
         try:
             writer = await _connect(path)
             await writer.execute("PRAGMA journal_mode = WAL")

@@ -69,9 +69,7 @@ async def enable_2fa(call: Call, body: s.TotpEnableRequest) -> s.TotpEnableRespo
 
 async def verify_2fa(call: Call, body: s.TotpVerifyRequest) -> s.RecoveryCodesResponse:
     """POST /api/v1/auth/2fa/verify: confirm 2FA with a first code; returns recovery codes."""
-    return s.RecoveryCodesResponse(
-        recovery_codes=await call.services.accounts.confirm_totp(call.who, body.code)
-    )
+    return s.RecoveryCodesResponse(recovery_codes=await call.services.accounts.confirm_totp(call.who, body.code))
 
 
 async def disable_2fa(call: Call, body: s.TotpDisableRequest) -> None:

@@ -36,9 +36,7 @@ async def update_user(call: Call, body: s.ProfileUpdate) -> User:
 
 async def list_contacts(call: Call) -> s.ContactPage:
     """GET /api/v1/users/{user_id}/contacts: my contacts, by id, cursor-paginated."""
-    page = await call.services.users.list_contacts(
-        call.who, _user_id(call), call.query.after, call.query.limit
-    )
+    page = await call.services.users.list_contacts(call.who, _user_id(call), call.query.after, call.query.limit)
     return s.ContactPage(items=page.items, next_cursor=page.next_cursor)
 
 
@@ -54,9 +52,7 @@ async def remove_contact(call: Call) -> None:
 
 async def list_blocked(call: Call) -> s.BlockedPage:
     """GET /api/v1/users/{user_id}/blocks: the users I block, cursor-paginated."""
-    page = await call.services.users.list_blocked(
-        call.who, _user_id(call), call.query.after, call.query.limit
-    )
+    page = await call.services.users.list_blocked(call.who, _user_id(call), call.query.after, call.query.limit)
     return s.BlockedPage(items=page.items, next_cursor=page.next_cursor)
 
 
