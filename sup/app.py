@@ -6,17 +6,28 @@ even when a later step of startup fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from sup.bus.events import EventBus, open_bus
+from sup.bus.presence import PresenceTracker, open_presence
 from sup.bus.ratelimit import MemoryRateLimiter
 from sup.clock import Clock
 from sup.config import Config
+from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
+from sup.domain.chats import ChatService
+from sup.domain.events import EventWriter
+from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
+from sup.domain.presence import PresenceService
+from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
 from sup.domain.totp import TotpBox
 from sup.domain.users import UserService
@@ -26,7 +37,11 @@ from sup.http.routes import add_routes
 from sup.http.services import SERVICES, Services
 from sup.keys import ServerKeys, load_or_create_master
 from sup.storage import migrations
+from sup.storage.batching import WriteBatcher
 from sup.storage.database import Database, open_database
+from sup.storage.events import EventStore
+from sup.ws.gateway import websocket
+from sup.ws.hub import HUB, Hub
 
 log = logging.getLogger("sup")
 
@@ -54,9 +69,9 @@ def build_hasher(config: Config) -> PasswordHasher:
     )
 
 
-def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: Clock) -> Services:
+def build_accounts(config: Config, db: Database, hasher: PasswordHasher, clock: Clock) -> AccountService:
     keys = ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
-    accounts = AccountService(
+    return AccountService(
         db,
         hasher,
         AccessTokens(keys.access_tokens),
@@ -66,13 +81,66 @@ def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: 
         config.auth,
         config.ratelimit,
     )
+
+
+@dataclass
+class Realtime:
+    """The parts that move events: bus, presence, group commit, WebSocket hub."""
+
+    bus: EventBus
+    tracker: PresenceTracker
+    batcher: WriteBatcher
+    hub: Hub
+    events: EventStore
+
+    @classmethod
+    def build(cls, config: Config, db: Database) -> Realtime:
+        bus = open_bus(config.bus.url)
+        events = EventStore()
+        hub = Hub(db, events, config.websocket.catch_up_seconds)
+        bus.subscribe(hub)
+        return cls(bus, open_presence(config.bus.url), WriteBatcher(db, bus.announce), hub, events)
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.tracker.start()
+        await self.batcher.start()
+        await self.hub.start()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.tracker.close()
+        await self.bus.close()
+
+
+def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime) -> Services:
+    access = ChatAccess()
+    timeline = Timeline(EventWriter(rt.events))
     return Services(
-        accounts=accounts,
+        accounts=build_accounts(config, db, hasher, clock),
         users=UserService(db, clock),
+        chats=ChatService(db, access, timeline, rt.bus, clock),
+        messages=MessageService(db, access, timeline, rt.bus, rt.batcher, clock),
+        presence=PresenceService(db, access, rt.tracker, rt.bus, clock),
+        events=rt.events,
         db=db,
         max_body_bytes=config.server.max_body_bytes,
         trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies),
+        ws=config.websocket,
     )
+
+
+async def _prune_events(db: Database, events: EventStore, clock: Clock, retention_days: int) -> None:
+    """Hourly: drop acknowledged events older than the retention period."""
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            async with db.transaction() as tx:
+                removed = await events.prune(tx, clock.now_ms() - retention_days * 86_400_000)
+            if removed:
+                log.info("pruned %d acknowledged events", removed)
+        except Exception:  # retried next hour
+            log.warning("pruning events failed", exc_info=True)
 
 
 async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
@@ -92,16 +160,35 @@ async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
     db = await open_configured_database(config)
-    hasher = None
+    hasher = realtime = pruner = None
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
-        app[SERVICES] = build_services(config, db, hasher, clock)
+        realtime = Realtime.build(config, db)
+        await realtime.start()
+        app[SERVICES] = build_services(config, db, hasher, clock, realtime)
+        app[HUB] = realtime.hub
+        pruner = asyncio.create_task(
+            _prune_events(db, realtime.events, clock, config.websocket.event_retention_days), name="prune-events"
+        )
         yield
     finally:
+        if pruner is not None:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+        if realtime is not None:
+            await realtime.hub.close()  # normally done already, at on_shutdown
+            await realtime.close()
         if hasher is not None:
             hasher.close()
         await db.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    # Before the runner waits for open requests: a WebSocket would otherwise hold it open.
+    if HUB in app:
+        await app[HUB].close()
 
 
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
@@ -112,6 +199,8 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()
     app.cleanup_ctx.append(_backends)
+    app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(add_security_headers)
     add_routes(app)
+    app.router.add_get("/api/v1/ws", websocket)
     return app

@@ -95,6 +95,31 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auth_per_account: Annotated[int, _doc("Login attempts per minute against one account.", ge=1)] = 10
 
 
+class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: Annotated[
+        str,
+        _doc(
+            "memory:// for one process; redis://host:6379/0 when several processes serve one database "
+            "(needs the redis extra)."
+        ),
+    ] = "memory://"
+
+
+class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    heartbeat_seconds: Annotated[
+        float, _doc("Ping interval; a connection that misses a pong is closed (detects dead peers).", gt=0)
+    ] = 30.0
+    queue_limit: Annotated[
+        int, _doc("Live events a slow connection may fall behind before it is closed to resume (code 4008).", ge=16)
+    ] = 2000
+    catch_up_seconds: Annotated[
+        float, _doc("How often connections are checked against the database for missed events.", gt=0)
+    ] = 2.0
+    event_retention_days: Annotated[
+        int, _doc("Acknowledged events are kept this long for devices that resume from old cursors.", ge=1)
+    ] = 30
+
+
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log level.")] = "info"
     access_log: Annotated[bool, _doc("Log one line per HTTP request (never tokens or query strings).")] = True
@@ -115,6 +140,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig = AuthConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
+    bus: BusConfig = BusConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
     logging: LoggingConfig = LoggingConfig()
     security: SecurityConfig = SecurityConfig()
 
@@ -235,6 +262,8 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
 
 def _check_consistency(config: Config) -> None:
     url = config.database_url
+    if not config.bus.url.startswith(("memory://", "redis://", "rediss://")):
+        raise ConfigError("bus.url: use memory:// or redis://host:port/db")
     if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError(
             f"database.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite:// or postgresql://"

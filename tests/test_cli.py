@@ -192,11 +192,14 @@ async def test_init_then_config_check(tmp_path: Path):
 async def test_migrate_status_down_up(tmp_path: Path):
     env = sup_env(tmp_path)
     code, out, _ = await sup("migrate", "status", env=env)
-    assert code == 0 and "pending  0001_accounts" in out
-    assert (await sup("migrate", "up", env=env))[1].startswith("applied 0001_accounts")
+    assert code == 0 and "pending  0001_accounts" in out and "pending  0002_messaging" in out
+    out = (await sup("migrate", "up", env=env))[1]
+    assert out.splitlines()[:2] == ["applied 0001_accounts", "applied 0002_messaging"]
     code, out, _ = await sup("migrate", "status", env=env)
-    assert "applied  0001_accounts" in out
-    assert "reverted 0001_accounts" in (await sup("migrate", "down", env=env))[1]
+    assert "applied  0001_accounts" in out and "applied  0002_messaging" in out
+    assert (await sup("migrate", "down", env=env))[1].strip() == "reverted 0002_messaging"
+    assert "pending  0002_messaging" in (await sup("migrate", "status", env=env))[1]
+    assert (await sup("migrate", "down", "--steps", "5", env=env))[1].strip() == "reverted 0001_accounts"
     assert "pending  0001_accounts" in (await sup("migrate", "status", env=env))[1]
 
 

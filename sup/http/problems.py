@@ -38,6 +38,12 @@ STATUS: dict[Code, int] = {
     Code.TOTP_NOT_ENABLED: 409,
     Code.TOTP_NOT_PENDING: 409,
     Code.CONFLICT: 409,
+    Code.BLOCKED: 403,
+    Code.CLIENT_ID_REUSED: 409,
+    Code.DEVICE_MISMATCH: 409,
+    Code.STALE_DEVICES: 410,
+    Code.NOT_ENCRYPTED: 422,
+    Code.ENCRYPTION_REQUIRED: 422,
     Code.RATE_LIMITED: 429,
     Code.UNAVAILABLE: 503,
     Code.INTERNAL: 500,
@@ -75,6 +81,7 @@ def problem_response(
     instance: str | None = None,
     headers: dict[str, str] | None = None,
     field: str | None = None,
+    extra: dict[str, object] | None = None,
 ) -> web.Response:
     status = STATUS[code]
     body = Problem(
@@ -86,8 +93,12 @@ def problem_response(
         instance=instance,
         field=field,
     )
+    encoded = msgspec.json.encode(body)
+    if extra:
+        # Extension members (RFC 9457 section 3.2), e.g. the device lists of a device mismatch.
+        encoded = msgspec.json.encode({**msgspec.json.decode(encoded), **extra})
     return web.Response(
-        body=msgspec.json.encode(body),
+        body=encoded,
         status=status,
         content_type="application/problem+json",
         headers=headers,
@@ -100,13 +111,15 @@ def from_domain_error(error: DomainError, path: str) -> web.Response:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     if error.code in _TOKEN_CODES:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if error.code != Code.UNAUTHENTICATED else "Bearer"
-    field = error.extra.get("field")
+    extra = dict(error.extra)
+    field = extra.pop("field", None)
     return problem_response(
         error.code,
         error.detail,
         instance=path,
         headers=headers,
         field=field if isinstance(field, str) else None,
+        extra=extra,
     )
 
 

@@ -6,10 +6,14 @@ from aiohttp import web
 
 from sup import __version__
 from sup.domain.accounts import Device, User
+from sup.domain.chats import Chat, ChatPage, MemberPage, Role
+from sup.domain.messages import MessagePage
+from sup.domain.presence import PresenceStatus
+from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi
-from sup.http.handlers import auth, devices, health, users
+from sup.http.handlers import auth, chats, devices, health, messages, users
 
 API = "/api/v1"
 
@@ -131,6 +135,124 @@ ROUTES: list[Route] = [
         tag="users",
     ),
     Route("DELETE", f"{API}/users/{{user_id}}/block/{{blocked_id}}", users.unblock_user, tag="users"),
+    Route("GET", f"{API}/users/{{user_id}}/presence", users.get_presence, response=PresenceStatus, tag="users"),
+    Route(
+        "PUT",
+        f"{API}/users/{{user_id}}/presence",
+        users.set_presence_visibility,
+        body=s.PresenceVisibility,
+        tag="users",
+    ),
+    # chats
+    Route("GET", f"{API}/chats", chats.list_chats, query=s.ChatListQuery, response=ChatPage, tag="chats"),
+    Route("POST", f"{API}/chats", chats.create_chat, body=s.ChatCreate, response=Chat, status=201, tag="chats"),
+    Route("GET", f"{API}/chats/{{chat_id}}", chats.get_chat, response=Chat, tag="chats"),
+    Route("PATCH", f"{API}/chats/{{chat_id}}", chats.update_chat, body=s.ChatUpdate, response=Chat, tag="chats"),
+    Route("DELETE", f"{API}/chats/{{chat_id}}", chats.delete_chat, tag="chats"),
+    Route("POST", f"{API}/chats/{{chat_id}}/leave", chats.leave_chat, tag="chats"),
+    Route(
+        "GET",
+        f"{API}/chats/{{chat_id}}/members",
+        chats.list_members,
+        query=s.PageQuery,
+        response=MemberPage,
+        tag="chats",
+    ),
+    Route(
+        "POST",
+        f"{API}/chats/{{chat_id}}/members",
+        chats.add_members,
+        body=s.MembersAdd,
+        response=s.MembersAdded,
+        tag="chats",
+    ),
+    Route("DELETE", f"{API}/chats/{{chat_id}}/members/{{user_id}}", chats.remove_member, tag="chats"),
+    Route(
+        "PATCH", f"{API}/chats/{{chat_id}}/members/{{user_id}}", chats.set_member_role, body=s.MemberRole, tag="chats"
+    ),
+    Route("GET", f"{API}/chats/{{chat_id}}/roles", chats.list_roles, response=s.RoleList, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chats/{{chat_id}}/roles",
+        chats.create_role,
+        body=s.RoleCreate,
+        response=Role,
+        status=201,
+        tag="chats",
+    ),
+    Route(
+        "PATCH",
+        f"{API}/chats/{{chat_id}}/roles/{{role_id}}",
+        chats.update_role,
+        body=s.RoleUpdate,
+        response=Role,
+        tag="chats",
+    ),
+    Route("GET", f"{API}/chats/{{chat_id}}/pins", chats.list_pins, response=s.PinList, tag="chats"),
+    Route("POST", f"{API}/chats/{{chat_id}}/typing", chats.typing, body=s.TypingRequest, tag="chats"),
+    # messages
+    Route(
+        "POST",
+        f"{API}/messages",
+        messages.send_message,
+        body=s.MessageSend,
+        response=Message,
+        status=201,
+        tag="messages",
+    ),
+    Route(
+        "GET",
+        f"{API}/messages/chat/{{chat_id}}",
+        messages.history,
+        query=s.HistoryQuery,
+        response=MessagePage,
+        tag="messages",
+    ),
+    Route(
+        "POST",
+        f"{API}/messages/chat/{{chat_id}}/read",
+        messages.mark_read,
+        body=s.ReadMarker,
+        response=s.ReadState,
+        tag="messages",
+    ),
+    Route("GET", f"{API}/messages/{{message_id}}", messages.get_message, response=Message, tag="messages"),
+    Route(
+        "PATCH",
+        f"{API}/messages/{{message_id}}",
+        messages.edit_message,
+        body=s.MessageEdit,
+        response=Message,
+        tag="messages",
+    ),
+    Route("DELETE", f"{API}/messages/{{message_id}}", messages.delete_message, query=s.DeleteQuery, tag="messages"),
+    Route(
+        "POST",
+        f"{API}/messages/{{message_id}}/reactions",
+        messages.add_reaction,
+        body=s.ReactionBody,
+        response=s.ReactionList,
+        tag="messages",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/messages/{{message_id}}/reactions",
+        messages.remove_reaction,
+        query=s.ReactionQuery,
+        response=s.ReactionList,
+        tag="messages",
+    ),
+    Route(
+        "POST",
+        f"{API}/messages/{{message_id}}/forward",
+        messages.forward_message,
+        body=s.Forward,
+        response=Message,
+        status=201,
+        tag="messages",
+    ),
+    Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
+    Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -17,6 +17,9 @@ from sup.domain.accounts import (
     Device,
     User,
 )
+from sup.domain.chats import Role
+from sup.domain.messages import Pin
+from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
 
 Username = Annotated[
@@ -132,3 +135,132 @@ class BlockedPage(msgspec.Struct, kw_only=True):
 class HealthStatus(msgspec.Struct, kw_only=True):
     status: str
     version: str
+
+
+# -- chats and messages ---------------------------------------------------------------------
+
+PermissionName = Literal[
+    "send_messages", "send_media", "add_members", "remove_members", "pin", "delete_others", "edit_info", "manage_roles"
+]
+Title = Annotated[str, Meta(max_length=128)]
+Description = Annotated[str, Meta(max_length=2000)]
+
+
+class ChatCreate(Body):
+    type: Literal["direct", "group", "channel"]
+    member_ids: Annotated[list[Id], Meta(max_length=1000)] = []
+    title: Title = ""
+    description: Description = ""
+    encrypted: bool | None = None
+
+
+class ChatUpdate(Body):
+    title: Title | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    avatar_media_id: Id | UnsetType | None = UNSET
+
+
+class ChatListQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    before: Annotated[str, Meta(max_length=80)] | None = None
+
+
+class MembersAdd(Body):
+    user_ids: Annotated[list[Id], Meta(min_length=1, max_length=1000)]
+
+
+class MembersAdded(msgspec.Struct, kw_only=True):
+    added: list[str]
+
+
+class MemberRole(Body):
+    role_id: Id
+
+
+class RoleCreate(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    permissions: list[PermissionName] = []
+
+
+class RoleUpdate(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    permissions: list[PermissionName] | None = None
+
+
+class RoleList(msgspec.Struct, kw_only=True):
+    roles: list[Role]
+
+
+class TypingRequest(Body):
+    active: bool = True
+
+
+class Recipient(Body):
+    device_id: Id
+    ciphertext: Annotated[bytes, Meta(description="Base64: this device's ciphertext, opaque to the server.")]
+
+
+class MessageSend(Body):
+    chat_id: Id
+    client_id: Annotated[
+        str, Meta(min_length=1, max_length=64, description="Yours, unique per message: retries reuse it.")
+    ]
+    kind: Literal["text", "media", "sticker"] = "text"
+    body: (
+        Annotated[str, Meta(max_length=16384, description="Plaintext: channels and unencrypted groups only.")] | None
+    ) = None
+    ciphertext: Annotated[bytes, Meta(description="Base64: one group (sender-key) ciphertext.")] | None = None
+    recipients: Annotated[list[Recipient], Meta(max_length=5000)] = []
+    media_id: Id | None = None
+    sticker_id: Id | None = None
+    reply_to: Id | None = None
+
+
+class MessageEdit(Body):
+    body: Annotated[str, Meta(max_length=16384)] | None = None
+    ciphertext: bytes | None = None
+    recipients: Annotated[list[Recipient], Meta(max_length=5000)] = []
+
+
+class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    before: Annotated[int, Meta(ge=0)] | None = None
+    after: Annotated[int, Meta(ge=0)] | None = None
+
+
+class DeleteQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    scope: Literal["everyone", "me"] = "everyone"
+
+
+class ReactionBody(Body):
+    emoji: Annotated[str, Meta(min_length=1, max_length=32)]
+
+
+class ReactionQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    emoji: Annotated[str, Meta(min_length=1, max_length=32)]
+
+
+class ReactionList(msgspec.Struct, kw_only=True):
+    reactions: list[Reaction]
+
+
+class Forward(Body):
+    chat_id: Id
+    client_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class ReadMarker(Body):
+    seq: Annotated[int, Meta(ge=0)]
+
+
+class ReadState(msgspec.Struct, kw_only=True):
+    chat_id: str
+    last_read_seq: int
+
+
+class PinList(msgspec.Struct, kw_only=True):
+    pins: list[Pin]
+
+
+class PresenceVisibility(Body):
+    visibility: Literal["everyone", "contacts", "nobody"]

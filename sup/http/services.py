@@ -7,18 +7,28 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
+from sup.domain.chats import ChatService
+from sup.domain.messages import MessageService
+from sup.domain.presence import PresenceService
 from sup.domain.users import UserService
 from sup.storage.database import Database
+from sup.storage.events import EventStore
 
 
 @dataclass(frozen=True)
 class Services:
     accounts: AccountService
     users: UserService
+    chats: ChatService
+    messages: MessageService
+    presence: PresenceService
+    events: EventStore
     db: Database
     max_body_bytes: int
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    ws: WebSocketConfig
 
 
 SERVICES = web.AppKey("services", Services)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sup.storage.database import Queryable, Row
@@ -81,6 +82,15 @@ class UserStore:
             now,
         )
 
+    async def presence(self, db: Queryable, user_id: str) -> Row | None:
+        return await db.fetchrow("SELECT presence_visibility, last_seen_at FROM users WHERE id = $1", user_id)
+
+    async def set_presence_visibility(self, tx: Queryable, user_id: str, visibility: str) -> None:
+        await tx.execute("UPDATE users SET presence_visibility = $2 WHERE id = $1", user_id, visibility)
+
+    async def set_last_seen(self, tx: Queryable, user_id: str, now: int) -> None:
+        await tx.execute("UPDATE users SET last_seen_at = $2 WHERE id = $1", user_id, now)
+
     async def enable_totp(self, tx: Queryable, user_id: str, now: int) -> None:
         await tx.execute("UPDATE users SET totp_enabled_at = $2, updated_at = $2 WHERE id = $1", user_id, now)
 
@@ -118,6 +128,23 @@ class DeviceStore:
                 user_id,
             )
         )
+
+    async def active_ids_of(self, db: Queryable, user_ids: Sequence[str]) -> list[str]:
+        if not user_ids:
+            return []
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
+        rows = await db.fetch(
+            f"SELECT id FROM user_devices WHERE user_id IN ({placeholders}) AND revoked_at IS NULL", *user_ids
+        )
+        return [r["id"] for r in rows]
+
+    async def known_ids(self, db: Queryable, device_ids: Sequence[str]) -> list[str]:
+        """Which of these ids are devices at all (active or revoked)."""
+        if not device_ids:
+            return []
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(device_ids)))
+        rows = await db.fetch(f"SELECT id FROM user_devices WHERE id IN ({placeholders})", *device_ids)
+        return [r["id"] for r in rows]
 
     async def rename(self, tx: Queryable, user_id: str, device_id: str, name: str) -> bool:
         return (
@@ -260,6 +287,9 @@ class ContactStore:
         return await tx.fetchval(
             "SELECT created_at FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
         )
+
+    async def ids(self, db: Queryable, user_id: str) -> set[str]:
+        return {r["contact_id"] for r in await db.fetch("SELECT contact_id FROM contacts WHERE user_id = $1", user_id)}
 
     async def remove(self, tx: Queryable, user_id: str, contact_id: str) -> bool:
         return await tx.execute("DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id) == 1

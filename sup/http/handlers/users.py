@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from sup.domain.accounts import User
+from sup.domain.presence import PresenceStatus
 from sup.domain.users import BlockedUser, Contact
+from sup.errors import Code, DomainError
 from sup.http import schemas as s
 from sup.http.api import Call
 
@@ -64,3 +66,16 @@ async def block_user(call: Call, body: s.UserRef) -> BlockedUser:
 async def unblock_user(call: Call) -> None:
     """DELETE /api/v1/users/{user_id}/block/{blocked_id}: unblock a user."""
     await call.services.users.unblock(call.who, _user_id(call), call.param("blocked_id"))
+
+
+async def get_presence(call: Call) -> PresenceStatus:
+    """GET /api/v1/users/{user_id}/presence: online and last seen, if that user lets me see it."""
+    return await call.services.presence.status(call.who.user_id, _user_id(call))
+
+
+async def set_presence_visibility(call: Call, body: s.PresenceVisibility) -> None:
+    """PUT /api/v1/users/{user_id}/presence: who may see my presence (everyone, contacts, nobody)."""
+    user_id = _user_id(call)
+    if user_id != call.who.user_id:
+        raise DomainError(Code.FORBIDDEN, "You can only do this for your own account.")
+    await call.services.presence.set_visibility(user_id, body.visibility)

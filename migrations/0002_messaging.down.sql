@@ -1,0 +1,13 @@
+DROP TABLE device_events;
+DROP TABLE chat_pins;
+DROP TABLE message_hidden;
+DROP TABLE message_reactions;
+DROP TABLE message_recipients;
+DROP TABLE messages;
+DROP TABLE chat_members;
+DROP TABLE chat_roles;
+DROP TABLE chats;
+ALTER TABLE user_devices DROP COLUMN last_event_seq;
+ALTER TABLE user_devices DROP COLUMN acked_event_seq;
+ALTER TABLE users DROP COLUMN presence_visibility;
+ALTER TABLE users DROP COLUMN last_seen_at;

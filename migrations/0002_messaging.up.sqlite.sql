@@ -1,0 +1,103 @@
+-- Messaging (SQLite variant: ids are TEXT, bytes are BLOB, booleans are INTEGER).
+
+CREATE TABLE chats (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL CHECK (type IN ('direct', 'group', 'channel')),
+    title TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    avatar_media_id TEXT,
+    encrypted INTEGER NOT NULL,
+    direct_key TEXT UNIQUE,                      -- "<lower user id>:<higher user id>": one direct chat per pair
+    created_by TEXT REFERENCES users (id) ON DELETE SET NULL,
+    last_seq BIGINT NOT NULL DEFAULT 0,          -- per-chat message counter, bumped under the row lock
+    last_message_at BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE chat_roles (
+    id TEXT PRIMARY KEY,
+    chat_id TEXT NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('owner', 'admin', 'member', 'custom')),
+    name TEXT NOT NULL,
+    permissions INTEGER NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX chat_roles_chat ON chat_roles (chat_id);
+
+CREATE TABLE chat_members (
+    chat_id TEXT NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    role_id TEXT NOT NULL REFERENCES chat_roles (id),
+    joined_at BIGINT NOT NULL,
+    last_read_seq BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (chat_id, user_id)
+);
+CREATE INDEX chat_members_user ON chat_members (user_id);
+
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    chat_id TEXT NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    sender_id TEXT REFERENCES users (id) ON DELETE SET NULL,
+    sender_device_id TEXT,
+    client_id TEXT NOT NULL,
+    content_hash BLOB NOT NULL,                 -- what the client sent: a retry must match it
+    kind TEXT NOT NULL,
+    body TEXT,                                   -- plaintext (channels, system messages)
+    ciphertext BLOB,                            -- one group ciphertext (sender keys), opaque
+    media_id TEXT,
+    sticker_id TEXT,
+    reply_to TEXT,
+    forwarded_from TEXT,                         -- JSON: where a forward came from
+    edited_at BIGINT,
+    deleted_at BIGINT,                           -- deleted for everyone: a tombstone remains
+    created_at BIGINT NOT NULL,
+    UNIQUE (chat_id, seq),
+    UNIQUE (sender_id, client_id)
+);
+
+CREATE TABLE message_recipients (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL,
+    ciphertext BLOB NOT NULL,
+    PRIMARY KEY (message_id, device_id)
+);
+
+CREATE TABLE message_reactions (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    emoji TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (message_id, user_id, emoji)
+);
+
+CREATE TABLE message_hidden (                    -- "delete for me"
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, message_id)
+);
+
+CREATE TABLE chat_pins (
+    chat_id TEXT NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    pinned_by TEXT REFERENCES users (id) ON DELETE SET NULL,
+    pinned_at BIGINT NOT NULL,
+    PRIMARY KEY (chat_id, message_id)
+);
+
+-- Each device's stream: seq is gap-free per device and assigned under the device row's
+-- lock, so a reader never sees seq N+1 before N has committed.
+ALTER TABLE user_devices ADD COLUMN last_event_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE user_devices ADD COLUMN acked_event_seq BIGINT NOT NULL DEFAULT 0;
+
+CREATE TABLE device_events (
+    device_id TEXT NOT NULL REFERENCES user_devices (id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    payload BLOB NOT NULL,                      -- the event as sent on the WebSocket (JSON)
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (device_id, seq)
+);
+
+ALTER TABLE users ADD COLUMN presence_visibility TEXT NOT NULL DEFAULT 'everyone';
+ALTER TABLE users ADD COLUMN last_seen_at BIGINT;

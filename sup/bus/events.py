@@ -1,0 +1,159 @@
+"""The event bus: tells every process's WebSocket hub about committed events.
+
+It is a wake-up hint, never the source of truth: an event announced here has already
+been committed to the device's stream, and a hub that misses a hint (Redis restarting,
+a dropped subscription) finds the event in the database on its periodic catch-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from sup.storage.events import Delivery
+
+log = logging.getLogger("sup.bus")
+
+
+class Listener(Protocol):
+    def on_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Committed events for device streams (called on the event loop, must not block)."""
+
+    def on_ephemeral(self, user_ids: Sequence[str], payload: bytes) -> None:
+        """A frame for every connection of these users, not stored (typing, presence)."""
+
+
+class EventBus(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def subscribe(self, listener: Listener) -> None: ...
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None: ...
+
+
+class MemoryBus:
+    """One process: listeners are called directly."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._listeners.clear()
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None:
+        for listener in self._listeners:
+            listener.on_deliveries(deliveries)
+
+    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        users = list(user_ids)
+        for listener in self._listeners:
+            listener.on_ephemeral(users, payload)
+
+
+class _Wire(msgspec.Struct, array_like=True):
+    origin: str
+    deliveries: list[tuple[str, int, bytes]] = []
+    user_ids: list[str] = []
+    payload: bytes = b""
+
+
+class RedisBus(MemoryBus):
+    """Several processes: local listeners directly, the others through Redis pub/sub."""
+
+    CHANNEL = "sup:events"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url
+        self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._redis = None
+        self._reader: asyncio.Task[None] | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(_Wire)
+
+    async def start(self) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError("the redis:// bus needs the redis extra: pip install 'sup-messenger[redis]'") from exc
+        self._redis = aioredis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+        self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._redis is not None:
+            await self._redis.aclose()
+        await super().close()
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None:
+        await super().announce(deliveries)
+        await self._publish(_Wire(self._origin, deliveries=[(d.device_id, d.seq, d.payload) for d in deliveries]))
+
+    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        users = list(user_ids)
+        await super().announce_ephemeral(users, payload)
+        await self._publish(_Wire(self._origin, user_ids=users, payload=payload))
+
+    async def _publish(self, wire: _Wire) -> None:
+        try:
+            await self._redis.publish(self.CHANNEL, self._encoder.encode(wire))
+        except Exception as exc:  # Redis down: other processes catch up from the database
+            log.warning("redis publish failed (%s); other processes will catch up from the database", exc)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.CHANNEL)
+                log.info("subscribed to %s", self.CHANNEL)
+                async for message in pubsub.listen():
+                    self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("redis subscription lost (%s); retrying", exc)
+                await asyncio.sleep(1)
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            wire = self._decoder.decode(data)
+        except msgspec.DecodeError:
+            log.warning("ignoring a malformed bus message")
+            return
+        if wire.origin == self._origin:
+            return
+        if wire.deliveries:
+            deliveries = [Delivery(d, s, p) for d, s, p in wire.deliveries]
+            for listener in self._listeners:
+                listener.on_deliveries(deliveries)
+        if wire.user_ids:
+            for listener in self._listeners:
+                listener.on_ephemeral(wire.user_ids, wire.payload)
+
+
+def open_bus(url: str) -> EventBus:
+    if url.startswith("memory://"):
+        return MemoryBus()
+    if url.startswith(("redis://", "rediss://")):
+        return RedisBus(url)
+    raise ValueError(f"unsupported bus URL scheme: {url.split(':', 1)[0]!r}; use memory:// or redis://")

@@ -1,0 +1,74 @@
+"""Access checks shared by chats and messages: fetch with permission, or refuse.
+
+A chat I am not in does not exist for me (404, the same as an unknown id); a chat I am
+in but whose rule I lack answers 403. Never data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sup.domain.permissions import RANK, Permission
+from sup.errors import Code, DomainError
+from sup.ids import is_uuid
+from sup.storage.accounts import BlockStore
+from sup.storage.chats import ChatStore, MemberStore
+from sup.storage.database import Queryable, Row
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    chat: Row
+    member: Row
+
+    @property
+    def permissions(self) -> Permission:
+        if self.member["kind"] == "owner":
+            return Permission(sum(Permission))
+        return Permission(self.member["permissions"])
+
+    @property
+    def rank(self) -> int:
+        return RANK[self.member["kind"]]
+
+    def require(self, permission: Permission, what: str) -> None:
+        if not self.permissions & permission:
+            raise DomainError(Code.FORBIDDEN, f"Your role in this chat does not allow you to {what}.")
+
+
+def no_chat() -> DomainError:
+    return DomainError(Code.NOT_FOUND, "No such chat.")
+
+
+class ChatAccess:
+    def __init__(self) -> None:
+        self.chats = ChatStore()
+        self.members = MemberStore()
+        self.blocks = BlockStore()
+
+    async def access_chat(self, db: Queryable, user_id: str, chat_id: str) -> Membership:
+        """The chat and my membership in it; 404 if it does not exist or I am not a member."""
+        if not is_uuid(chat_id):
+            raise no_chat()
+        member = await self.members.get(db, chat_id, user_id)
+        if member is None:
+            raise no_chat()
+        chat = await self.chats.get(db, chat_id)
+        if chat is None:
+            raise no_chat()
+        return Membership(chat, member)
+
+    async def check_not_blocked(self, db: Queryable, actor_id: str, target_id: str) -> None:
+        """Refuse when the target blocks the actor (the actor may not reach them)."""
+        if await self.blocks.is_blocked(db, target_id, actor_id):
+            raise DomainError(Code.BLOCKED, "This user does not accept that from you.")
+
+    async def check_direct_open(self, db: Queryable, membership: Membership, user_id: str) -> None:
+        """In a direct chat, a block either way stops new messages."""
+        if membership.chat["type"] != "direct":
+            return
+        for other in await self.members.user_ids(db, membership.chat["id"]):
+            if other != user_id and (
+                await self.blocks.is_blocked(db, other, user_id) or await self.blocks.is_blocked(db, user_id, other)
+            ):
+                raise DomainError(Code.BLOCKED, "Messages between you and this user are blocked.")

@@ -1,0 +1,470 @@
+"""Chats: direct (one per pair), groups and channels; members and roles.
+
+Every change is one transaction that also appends its events (and, where people would
+expect one, a system message); the events are announced after the commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from sup.clock import Clock
+from sup.domain.access import ChatAccess, Membership, no_chat
+from sup.domain.accounts import check_text
+from sup.domain.events import Announcer
+from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
+from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
+from sup.errors import Code, DomainError
+from sup.ids import is_uuid, uuid7
+from sup.storage.accounts import UserStore
+from sup.storage.chats import RoleStore
+from sup.storage.database import Database, Queryable, Row
+from sup.storage.events import Delivery
+
+TITLE_MAX = 128
+DESCRIPTION_MAX = 2000
+MAX_MEMBERS_AT_CREATION = 1000
+ROLE_NAME_MAX = 64
+
+
+class Role(msgspec.Struct, frozen=True):
+    id: str
+    kind: str
+    name: str
+    permissions: list[str]
+
+
+class Chat(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str
+    title: str
+    description: str
+    avatar_media_id: str | None
+    encrypted: bool
+    created_by: str | None
+    created_at: int
+    updated_at: int
+    last_seq: int
+    my_role: Role | None = None
+    last_read_seq: int = 0
+    unread_count: int = 0
+    last_message: Message | None = None
+
+
+class Member(msgspec.Struct, frozen=True):
+    user_id: str
+    username: str
+    display_name: str
+    role: Role
+    joined_at: int
+    last_read_seq: int
+
+
+def _role(row: Row) -> Role:
+    flags = sum(Permission) if row["kind"] == "owner" else row["permissions"]
+    return Role(id=row["id"], kind=row["kind"], name=row["name"], permissions=to_names(flags))
+
+
+def chat_from_row(row: Row, membership: Row | None = None) -> Chat:
+    my_role = None
+    if membership is not None:
+        flags = sum(Permission) if membership["kind"] == "owner" else membership["permissions"]
+        my_role = Role(membership["role_id"], membership["kind"], membership["role_name"], to_names(flags))
+    return Chat(
+        id=row["id"],
+        type=row["type"],
+        title=row["title"],
+        description=row["description"],
+        avatar_media_id=row["avatar_media_id"],
+        encrypted=bool(row["encrypted"]),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_seq=row["last_seq"],
+        my_role=my_role,
+        last_read_seq=membership["last_read_seq"] if membership else 0,
+    )
+
+
+class ChatPage(msgspec.Struct, frozen=True):
+    items: list[Chat]
+    next_cursor: str | None
+
+
+class MemberPage(msgspec.Struct, frozen=True):
+    items: list[Member]
+    next_cursor: str | None
+
+
+class ChatService:
+    def __init__(
+        self, db: Database, access: ChatAccess, timeline: Timeline, announcer: Announcer, clock: Clock
+    ) -> None:
+        self._db = db
+        self._access = access
+        self._timeline = timeline
+        self._announcer = announcer
+        self._clock = clock
+        self._roles = RoleStore()
+        self._users = UserStore()
+
+    # -- create, read ------------------------------------------------------------------
+
+    async def create(
+        self,
+        who_id: str,
+        *,
+        type: str,
+        member_ids: list[str],
+        title: str = "",
+        description: str = "",
+        encrypted: bool | None = None,
+    ) -> tuple[Chat, bool]:
+        """Create a chat; (chat, created). A direct chat that exists already is returned as it is."""
+        others = sorted({m for m in member_ids if m != who_id})
+        if any(not is_uuid(m) for m in others):
+            raise DomainError(Code.VALIDATION_FAILED, "member_ids are user ids.", field="member_ids")
+        title = check_text(title, "title", TITLE_MAX)
+        description = check_text(description, "description", DESCRIPTION_MAX)
+        if type == "direct":
+            if len(others) != 1:
+                raise DomainError(
+                    Code.VALIDATION_FAILED, "A direct chat has exactly one other member.", field="member_ids"
+                )
+            if encrypted is False:
+                raise DomainError(Code.VALIDATION_FAILED, "Direct chats are always end-to-end encrypted.")
+            encrypted = True
+        elif type == "channel":
+            if encrypted:
+                raise DomainError(Code.VALIDATION_FAILED, "Channels are public broadcasts and not encrypted.")
+            encrypted = False
+        else:
+            encrypted = True if encrypted is None else encrypted
+        if type != "direct" and not title:
+            raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
+        if len(others) > MAX_MEMBERS_AT_CREATION:
+            raise DomainError(Code.VALIDATION_FAILED, f"At most {MAX_MEMBERS_AT_CREATION} members at creation.")
+        found = {row["id"] for row in await self._users.get_many(self._db, others)}
+        if missing := [m for m in others if m not in found]:
+            raise DomainError(Code.NOT_FOUND, "Some members do not exist.", missing_user_ids=missing)
+        for other in others:
+            await self._access.check_not_blocked(self._db, who_id, other)
+            if type == "direct":
+                await self._access.check_not_blocked(self._db, other, who_id)
+
+        now = self._clock.now_ms()
+        direct_key = ":".join(sorted([who_id, others[0]])) if type == "direct" else None
+        if direct_key:
+            existing = await self._access.chats.get_direct(self._db, direct_key)
+            if existing is not None:
+                return await self._view(existing["id"], who_id), False
+        chat_id = uuid7(now)
+        async with self._db.transaction() as tx:
+            if not await self._access.chats.insert(
+                tx,
+                id=chat_id,
+                type=type,
+                title=title,
+                description=description,
+                encrypted=encrypted,
+                direct_key=direct_key,
+                created_by=who_id,
+                now=now,
+            ):  # another request created this direct chat a moment ago
+                existing = await self._access.chats.get_direct(tx, direct_key)
+                created = False
+                chat_id = existing["id"]
+                deliveries: list[Delivery] = []
+            else:
+                created = True
+                roles = {}
+                for kind, flags in DEFAULTS[type].items():
+                    roles[kind] = uuid7(now)
+                    await self._roles.insert(
+                        tx,
+                        id=roles[kind],
+                        chat_id=chat_id,
+                        kind=kind,
+                        name=kind.capitalize(),
+                        permissions=int(flags),
+                        now=now,
+                    )
+                creator_role = roles["member"] if type == "direct" else roles["owner"]
+                await self._access.members.add(tx, chat_id, who_id, creator_role, now)
+                for other in others:
+                    await self._access.members.add(tx, chat_id, other, roles["member"], now)
+                chat = chat_from_row(await self._access.chats.get(tx, chat_id))
+                deliveries = await self._timeline.to_chat(tx, chat_id, "chat.created", {"chat": chat}, now)
+        await self._announcer.announce(deliveries)
+        return await self._view(chat_id, who_id), created
+
+    async def get(self, who_id: str, chat_id: str) -> Chat:
+        await self._access.access_chat(self._db, who_id, chat_id)
+        return await self._view(chat_id, who_id)
+
+    async def _view(self, chat_id: str, who_id: str) -> Chat:
+        chat = await self._access.chats.get(self._db, chat_id)
+        member = await self._access.members.get(self._db, chat_id, who_id)
+        if chat is None or member is None:
+            raise no_chat()
+        return await self._decorate(chat, member, who_id)
+
+    async def _decorate(self, chat: Row, member: Row, who_id: str) -> Chat:
+        view = chat_from_row(chat, member)
+        last = await self._timeline.messages.last_visible(self._db, chat["id"], who_id)
+        unread = await self._timeline.messages.unread(self._db, chat["id"], who_id, member["last_read_seq"])
+        return msgspec.structs.replace(view, unread_count=unread, last_message=message_from_row(last) if last else None)
+
+    async def list_mine(self, who_id: str, before: str | None, limit: int) -> ChatPage:
+        cursor = _parse_chat_cursor(before) if before else None
+        rows = await self._access.chats.page_for_user(self._db, who_id, cursor, limit + 1)
+        items = []
+        for row in rows[:limit]:
+            member = await self._access.members.get(self._db, row["id"], who_id)
+            if member is not None:
+                items.append(await self._decorate(row, member, who_id))
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = f"{last['activity']}_{last['id']}"
+        return ChatPage(items, next_cursor)
+
+    # -- change --------------------------------------------------------------------------
+
+    async def update(self, who_id: str, chat_id: str, changes: dict[str, Any]) -> Chat:
+        now = self._clock.now_ms()
+        clean: dict[str, Any] = {}
+        if "title" in changes:
+            clean["title"] = check_text(changes["title"], "title", TITLE_MAX)
+        if "description" in changes:
+            clean["description"] = check_text(changes["description"], "description", DESCRIPTION_MAX)
+        if "avatar_media_id" in changes:
+            media = changes["avatar_media_id"]
+            if media is not None and not is_uuid(media):
+                raise DomainError(Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id")
+            clean["avatar_media_id"] = media
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            if membership.chat["type"] == "direct":
+                raise DomainError(Code.FORBIDDEN, "A direct chat has no title or description to edit.")
+            membership.require(Permission.EDIT_INFO, "edit the chat's info")
+            if "title" in clean and not clean["title"]:
+                raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
+            await self._access.chats.update(tx, chat_id, clean, now)
+            chat = chat_from_row(await self._access.chats.get(tx, chat_id))
+            deliveries = await self._timeline.to_chat(tx, chat_id, "chat.updated", {"chat": chat}, now)
+            if "title" in clean and clean["title"] != membership.chat["title"]:
+                _, more = await self._timeline.system(
+                    tx, chat_id, who_id, {"action": "title_changed", "title": clean["title"]}, now
+                )
+                deliveries += more
+        await self._announcer.announce(deliveries)
+        return await self._view(chat_id, who_id)
+
+    async def delete(self, who_id: str, chat_id: str) -> None:
+        """Delete a chat for everyone: the owner of a group or channel, either member of a direct chat."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            if membership.chat["type"] != "direct" and membership.member["kind"] != "owner":
+                raise DomainError(Code.FORBIDDEN, "Only the owner can delete this chat.")
+            deliveries = await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+            await self._access.chats.delete(tx, chat_id)
+        await self._announcer.announce(deliveries)
+
+    async def leave(self, who_id: str, chat_id: str) -> None:
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            if membership.chat["type"] == "direct":
+                raise DomainError(Code.CONFLICT, "You cannot leave a direct chat; delete it instead.")
+            deliveries = await self._remove_member(tx, membership, who_id, who_id, now)
+        await self._announcer.announce(deliveries)
+
+    async def _remove_member(self, tx: Queryable, membership: Membership, actor_id: str, user_id: str, now: int):
+        chat_id = membership.chat["id"]
+        leaving = await self._access.members.get(tx, chat_id, user_id)
+        deliveries = []
+        if leaving["kind"] == "owner":
+            successor = await self._access.members.successor(tx, chat_id, user_id)
+            if successor is None:  # the last one out: nothing is left to keep
+                deliveries += await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+                await self._access.chats.delete(tx, chat_id)
+                return deliveries
+            owner_role = await self._roles.by_kind(tx, chat_id, "owner")
+            await self._access.members.set_role(tx, chat_id, successor["user_id"], owner_role["id"])
+        _, system = await self._timeline.system(
+            tx,
+            chat_id,
+            actor_id,
+            {"action": "member_removed" if actor_id != user_id else "member_left", "user_id": user_id},
+            now,
+        )
+        deliveries += system
+        # The leaving member's devices hear it too, then stop hearing anything.
+        deliveries += await self._timeline.to_chat(
+            tx, chat_id, "chat.member.removed", {"chat_id": chat_id, "user_id": user_id}, now
+        )
+        await self._access.members.remove(tx, chat_id, user_id)
+        return deliveries
+
+    # -- members -------------------------------------------------------------------------
+
+    async def members(self, who_id: str, chat_id: str, after: str | None, limit: int) -> MemberPage:
+        await self._access.access_chat(self._db, who_id, chat_id)
+        rows = await self._access.members.list(self._db, chat_id, after, limit + 1)
+        items = [
+            Member(
+                user_id=r["user_id"],
+                username=r["username"],
+                display_name=r["display_name"],
+                role=Role(r["role_id"], r["kind"], r["role_name"], []),
+                joined_at=r["joined_at"],
+                last_read_seq=r["last_read_seq"],
+            )
+            for r in rows[:limit]
+        ]
+        return MemberPage(items, items[-1].user_id if len(rows) > limit else None)
+
+    async def add_members(self, who_id: str, chat_id: str, user_ids: list[str]) -> list[str]:
+        """Add users; return the ones that were not members yet."""
+        targets = sorted(set(user_ids))
+        if not targets or any(not is_uuid(u) for u in targets):
+            raise DomainError(Code.VALIDATION_FAILED, "user_ids are user ids.", field="user_ids")
+        found = {row["id"] for row in await self._users.get_many(self._db, targets)}
+        if missing := [u for u in targets if u not in found]:
+            raise DomainError(Code.NOT_FOUND, "Some users do not exist.", missing_user_ids=missing)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            if membership.chat["type"] == "direct":
+                raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
+            membership.require(Permission.ADD_MEMBERS, "add members")
+            for target in targets:
+                await self._access.check_not_blocked(tx, who_id, target)
+            member_role = await self._roles.by_kind(tx, chat_id, "member")
+            added = [
+                t
+                for t in targets
+                if await self._access.members.add(tx, chat_id, t, member_role["id"], now, membership.chat["last_seq"])
+            ]
+            deliveries = []
+            if added:
+                _, deliveries = await self._timeline.system(
+                    tx, chat_id, who_id, {"action": "members_added", "user_ids": added}, now
+                )
+                chat = chat_from_row(await self._access.chats.get(tx, chat_id))
+                deliveries += await self._timeline.to_chat(
+                    tx, chat_id, "chat.member.added", {"chat": chat, "user_ids": added}, now
+                )
+        await self._announcer.announce(deliveries)
+        return added
+
+    async def remove_member(self, who_id: str, chat_id: str, user_id: str) -> None:
+        if user_id == who_id:
+            return await self.leave(who_id, chat_id)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            target = await self._access.members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+            if target is None:
+                raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
+            if membership.chat["type"] == "direct":
+                raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
+            membership.require(Permission.REMOVE_MEMBERS, "remove members")
+            if RANK[target["kind"]] >= membership.rank and membership.member["kind"] != "owner":
+                raise DomainError(Code.FORBIDDEN, "You cannot remove someone whose role is not below yours.")
+            deliveries = await self._remove_member(tx, membership, who_id, user_id, now)
+        await self._announcer.announce(deliveries)
+
+    async def set_member_role(self, who_id: str, chat_id: str, user_id: str, role_id: str) -> None:
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            membership.require(Permission.MANAGE_ROLES, "manage roles")
+            target = await self._access.members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+            if target is None:
+                raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
+            role = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
+            if role is None:
+                raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
+            if role["kind"] == "owner" or target["kind"] == "owner":
+                raise DomainError(Code.FORBIDDEN, "Ownership is not handed out by changing roles.")
+            if membership.member["kind"] != "owner" and (
+                RANK[role["kind"]] >= membership.rank or RANK[target["kind"]] >= membership.rank
+            ):
+                raise DomainError(Code.FORBIDDEN, "You can only manage roles below your own.")
+            await self._access.members.set_role(tx, chat_id, user_id, role_id)
+            deliveries = await self._timeline.to_chat(
+                tx, chat_id, "chat.member.updated", {"chat_id": chat_id, "user_id": user_id, "role_id": role_id}, now
+            )
+        await self._announcer.announce(deliveries)
+
+    # -- roles ---------------------------------------------------------------------------
+
+    async def roles(self, who_id: str, chat_id: str) -> list[Role]:
+        await self._access.access_chat(self._db, who_id, chat_id)
+        return [_role(r) for r in await self._roles.for_chat(self._db, chat_id)]
+
+    async def create_role(self, who_id: str, chat_id: str, name: str, permissions: list[str]) -> Role:
+        name = check_text(name, "name", ROLE_NAME_MAX)
+        if not name:
+            raise DomainError(Code.VALIDATION_FAILED, "A role needs a name.", field="name")
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            membership.require(Permission.MANAGE_ROLES, "manage roles")
+            role_id = uuid7(now)
+            await self._roles.insert(
+                tx,
+                id=role_id,
+                chat_id=chat_id,
+                kind="custom",
+                name=name,
+                permissions=int(from_names(permissions)),
+                now=now,
+            )
+            role = _role(await self._roles.get(tx, chat_id, role_id))
+            deliveries = await self._timeline.to_chat(
+                tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now
+            )
+        await self._announcer.announce(deliveries)
+        return role
+
+    async def update_role(
+        self, who_id: str, chat_id: str, role_id: str, name: str | None, permissions: list[str] | None
+    ) -> Role:
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, who_id, chat_id)
+            membership.require(Permission.MANAGE_ROLES, "manage roles")
+            row = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
+            if row is None:
+                raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
+            if row["kind"] == "owner":
+                raise DomainError(Code.FORBIDDEN, "The owner role always holds every permission.")
+            if row["kind"] == "admin" and membership.member["kind"] != "owner":
+                raise DomainError(Code.FORBIDDEN, "Only the owner changes the admin role.")
+            new_name = check_text(name, "name", ROLE_NAME_MAX) if name is not None else row["name"]
+            if not new_name:
+                raise DomainError(Code.VALIDATION_FAILED, "A role needs a name.", field="name")
+            flags = int(from_names(permissions)) if permissions is not None else row["permissions"]
+            await self._roles.update(tx, role_id, new_name, flags)
+            role = _role(await self._roles.get(tx, chat_id, role_id))
+            deliveries = await self._timeline.to_chat(
+                tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now
+            )
+        await self._announcer.announce(deliveries)
+        return role
+
+
+def _parse_chat_cursor(cursor: str) -> tuple[int, str]:
+    activity, _, chat_id = cursor.partition("_")
+    if not activity.isdigit() or not is_uuid(chat_id):
+        raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
+    return int(activity), chat_id
+
+
+__all__ = ["Chat", "ChatService", "Member", "Reaction", "Role"]

@@ -1,0 +1,61 @@
+"""Durable events: appended to device streams in the writer's transaction, announced after commit.
+
+An event is stored exactly as the WebSocket sends it (JSON with `type` and `cursor` first),
+so delivering it, live or on replay, is a copy of bytes, not a re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from sup.storage.database import Queryable
+from sup.storage.events import Delivery, EventStore
+
+_encode = msgspec.json.Encoder().encode
+
+
+def frame(event_type: str, cursor: int | None, body: bytes) -> bytes:
+    """`{"type": ..., "cursor": ..., <the fields of body>}`; body is an encoded JSON object."""
+    head = b'{"type":"%s","cursor":%s' % (event_type.encode(), b"null" if cursor is None else str(cursor).encode())
+    return head + (b"," + body[1:] if len(body) > 2 else b"}")
+
+
+def encode(value: Any) -> bytes:
+    return _encode(value)
+
+
+class Announcer(Protocol):
+    """Tells connected clients (in this process and others) about committed events."""
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None: ...
+
+
+class EventWriter:
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    async def append(
+        self,
+        tx: Queryable,
+        event_type: str,
+        device_ids: Sequence[str],
+        body: bytes,
+        now: int,
+        *,
+        per_device: dict[str, bytes] | None = None,
+    ) -> list[Delivery]:
+        """Append one event to each device's stream; `per_device` replaces the body for some devices."""
+        if not device_ids:
+            return []
+        seqs = await self._store.next_seqs(tx, device_ids)
+        deliveries = []
+        for device_id, seq in seqs.items():
+            own = per_device.get(device_id, body) if per_device else body
+            deliveries.append(Delivery(device_id, seq, frame(event_type, seq, own)))
+        await self._store.insert(tx, deliveries, now)
+        return deliveries

@@ -1,0 +1,487 @@
+"""Messages: send (idempotent by client_id, group-committed), edit, delete, react, pin, read.
+
+check_* validates what a client asked for; the do_* operations run inside a transaction
+and return the events they appended, which are announced once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from sup.clock import Clock
+from sup.domain.access import ChatAccess, Membership
+from sup.domain.events import Announcer, encode
+from sup.domain.permissions import Permission
+from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
+from sup.errors import Code, DomainError
+from sup.ids import is_uuid
+from sup.storage.batching import WriteBatcher
+from sup.storage.database import Database, Queryable, Row
+from sup.storage.events import Delivery
+from sup.storage.messages import PinStore, ReactionStore
+
+BODY_MAX = 16_384
+CIPHERTEXT_MAX = 65_536
+EMOJI_MAX = 32
+KINDS = ("text", "media", "sticker")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What a client asks to send."""
+
+    chat_id: str
+    client_id: str
+    kind: str = "text"
+    body: str | None = None
+    ciphertext: bytes | None = None
+    recipients: list[tuple[str, bytes]] = field(default_factory=list)
+    media_id: str | None = None
+    sticker_id: str | None = None
+    reply_to: str | None = None
+
+    def content_hash(self) -> bytes:
+        canonical = encode(
+            [
+                self.chat_id,
+                self.kind,
+                self.body,
+                self.ciphertext,
+                sorted(self.recipients),
+                self.media_id,
+                self.sticker_id,
+                self.reply_to,
+            ]
+        )
+        return hashlib.sha256(canonical).digest()
+
+
+class Sent(msgspec.Struct, frozen=True):
+    message: Message
+    created: bool
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    items: list[Message]
+    next_before: int | None
+    next_after: int | None
+
+
+class Pin(msgspec.Struct, frozen=True):
+    message_id: str
+    pinned_by: str | None
+    pinned_at: int
+
+
+def check_outgoing(out: Outgoing) -> None:
+    def bad(detail: str, field_name: str | None = None) -> DomainError:
+        return DomainError(Code.VALIDATION_FAILED, detail, **({"field": field_name} if field_name else {}))
+
+    if not is_uuid(out.chat_id):
+        raise DomainError(Code.NOT_FOUND, "No such chat.")
+    if not 1 <= len(out.client_id) <= 64:
+        raise bad("client_id is 1 to 64 characters (a UUID is a good choice).", "client_id")
+    if out.kind not in KINDS:
+        raise bad(f"kind is one of {', '.join(KINDS)}.", "kind")
+    if out.body is not None and len(out.body) > BODY_MAX:
+        raise bad(f"body is at most {BODY_MAX} characters.", "body")
+    if out.ciphertext is not None and not 0 < len(out.ciphertext) <= CIPHERTEXT_MAX:
+        raise bad(f"ciphertext is 1 to {CIPHERTEXT_MAX} bytes.", "ciphertext")
+    seen = set()
+    for device_id, ciphertext in out.recipients:
+        if not is_uuid(device_id) or device_id in seen:
+            raise bad("recipients name each device once, by id.", "recipients")
+        if not 0 < len(ciphertext) <= CIPHERTEXT_MAX:
+            raise bad(f"each recipient ciphertext is 1 to {CIPHERTEXT_MAX} bytes.", "recipients")
+        seen.add(device_id)
+    if out.ciphertext is not None and out.recipients:
+        raise bad("Send either one group ciphertext or per-device recipients, not both.")
+    for name in ("media_id", "sticker_id", "reply_to"):
+        value = getattr(out, name)
+        if value is not None and not is_uuid(value):
+            raise bad(f"{name} is an id.", name)
+    if out.kind == "media" and out.media_id is None:
+        raise bad("A media message names its media_id.", "media_id")
+    if out.kind == "sticker" and out.sticker_id is None:
+        raise bad("A sticker message names its sticker_id.", "sticker_id")
+
+
+def check_reaction(emoji: str) -> str:
+    emoji = emoji.strip()
+    if not emoji or len(emoji) > EMOJI_MAX or any(ch.isspace() or ord(ch) < 32 for ch in emoji):
+        raise DomainError(Code.VALIDATION_FAILED, "emoji is one emoji (or a short code), no spaces.", field="emoji")
+    return emoji
+
+
+class MessageService:
+    def __init__(
+        self,
+        db: Database,
+        access: ChatAccess,
+        timeline: Timeline,
+        announcer: Announcer,
+        batcher: WriteBatcher,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._access = access
+        self._timeline = timeline
+        self._announcer = announcer
+        self._batcher = batcher
+        self._clock = clock
+        self._reactions = ReactionStore()
+        self._pins = PinStore()
+
+    @property
+    def _messages(self):
+        return self._timeline.messages
+
+    # -- send ------------------------------------------------------------------------------
+
+    async def send(self, user_id: str, device_id: str, out: Outgoing) -> Sent:
+        """Send a message; the same client_id again returns the original (created=False)."""
+        check_outgoing(out)
+        digest = out.content_hash()
+
+        # No read before queueing: sends queue in the order they arrived, so one client's
+        # pipelined messages get their seqs in that order. A retry is recognised inside.
+        async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
+            return await self._do_send(tx, user_id, device_id, out, digest)
+
+        return await self._batcher.submit(operation)
+
+    def _retried(self, row: Row, digest: bytes, user_id: str, device_id: str, out: Outgoing) -> Message:
+        if bytes(row["content_hash"]) != digest:
+            raise DomainError(
+                Code.CLIENT_ID_REUSED, "This client_id was used for a different message.", message_id=row["id"]
+            )
+        return message_from_row(row)
+
+    async def _do_send(
+        self, tx: Queryable, user_id: str, device_id: str, out: Outgoing, digest: bytes
+    ) -> tuple[Sent, list[Delivery]]:
+        existing = await self._messages.by_client_id(tx, user_id, out.client_id)
+        if existing is not None:  # a retry, even one in the same batch or from another process
+            return Sent(self._retried(existing, digest, user_id, device_id, out), False), []
+        membership = await self._access.access_chat(tx, user_id, out.chat_id)
+        membership.require(Permission.SEND_MESSAGES, "send messages here")
+        if out.kind in ("media", "sticker"):
+            membership.require(Permission.SEND_MEDIA, "send media here")
+        await self._access.check_direct_open(tx, membership, user_id)
+        await self._check_content(tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients)
+        if out.reply_to is not None:
+            target = await self._messages.get(tx, out.reply_to)
+            if target is None or target["chat_id"] != out.chat_id:
+                raise DomainError(Code.VALIDATION_FAILED, "reply_to is a message of this chat.", field="reply_to")
+        message, deliveries = await self._timeline.append(
+            tx,
+            out.chat_id,
+            sender_id=user_id,
+            sender_device_id=device_id,
+            client_id=out.client_id,
+            content_hash=digest,
+            kind=out.kind,
+            body=out.body,
+            ciphertext=out.ciphertext,
+            recipients=out.recipients,
+            media_id=out.media_id,
+            sticker_id=out.sticker_id,
+            reply_to=out.reply_to,
+            now=self._clock.now_ms(),
+        )
+        return Sent(message, True), deliveries
+
+    async def _check_content(
+        self,
+        tx: Queryable,
+        membership: Membership,
+        user_id: str,
+        device_id: str,
+        body: str | None,
+        ciphertext: bytes | None,
+        recipients: list[tuple[str, bytes]],
+    ) -> None:
+        chat = membership.chat
+        if not chat["encrypted"]:
+            if ciphertext is not None or recipients:
+                raise DomainError(Code.NOT_ENCRYPTED, "This chat is not end-to-end encrypted: send a plaintext body.")
+            return
+        if body is not None:
+            raise DomainError(
+                Code.ENCRYPTION_REQUIRED, "This chat is end-to-end encrypted: send ciphertext, never a plaintext body."
+            )
+        if ciphertext is not None:
+            if chat["type"] != "group":
+                raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")
+            return
+        if not recipients:
+            raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
+        await self._check_devices(tx, chat["id"], user_id, device_id, [d for d, _ in recipients])
+
+    async def _check_devices(self, tx: Queryable, chat_id: str, user_id: str, device_id: str, named: list[str]) -> None:
+        """Signal's rule: an encrypted send names exactly the current devices, or nothing is stored."""
+        current = {row["id"]: row["user_id"] for row in await self._access.members.devices(tx, chat_id)}
+        current.pop(device_id, None)  # the sending device already knows what it wrote
+        named_set = set(named)
+        missing = sorted(set(current) - named_set)
+        unknown = sorted(named_set - set(current))
+        if not missing and not unknown:
+            return
+        devices: dict[str, list[str]] = {}
+        for d, owner in sorted(current.items()):
+            devices.setdefault(owner, []).append(d)
+        listing = [{"user_id": owner, "device_ids": ids} for owner, ids in sorted(devices.items())]
+        # Devices that exist (revoked, or of a former member) are stale; others are simply wrong.
+        stale = sorted(await self._timeline.devices.known_ids(tx, unknown))
+        if stale and not missing and len(stale) == len(unknown):
+            raise DomainError(
+                Code.STALE_DEVICES,
+                "Some devices are no longer in this chat; re-encrypt for the current ones.",
+                stale_devices=stale,
+                devices=listing,
+            )
+        raise DomainError(
+            Code.DEVICE_MISMATCH,
+            "The recipients do not match the chat's current devices.",
+            missing_devices=missing,
+            extra_devices=unknown,
+            devices=listing,
+        )
+
+    # -- read ------------------------------------------------------------------------------
+
+    async def history(
+        self, user_id: str, device_id: str, chat_id: str, *, before: int | None, after: int | None, limit: int
+    ) -> MessagePage:
+        await self._access.access_chat(self._db, user_id, chat_id)
+        rows = await self._messages.page(self._db, chat_id, user_id, before=before, after=after, limit=limit + 1)
+        more = len(rows) > limit
+        if more:  # drop the extra row, at the end away from the cursor
+            rows = rows[:limit] if after is not None else rows[-limit:]
+        items = await self._present(rows, user_id, device_id)
+        next_before = items[0].seq if items and more and after is None else None
+        next_after = items[-1].seq if items and more and after is not None else None
+        return MessagePage(items, next_before, next_after)
+
+    async def _present(self, rows: list[Row], user_id: str, device_id: str) -> list[Message]:
+        ids = [r["id"] for r in rows]
+        mine = await self._timeline.recipients.for_device(self._db, ids, device_id)
+        reactions = await self._reactions.summary(self._db, ids, user_id)
+        return [
+            message_from_row(
+                r,
+                ciphertext=mine.get(r["id"]),
+                reactions=[Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in reactions.get(r["id"], [])],
+            )
+            for r in rows
+        ]
+
+    async def get(self, user_id: str, device_id: str, message_id: str) -> Message:
+        _, row = await self._access_message(self._db, user_id, message_id)
+        return (await self._present([row], user_id, device_id))[0]
+
+    async def _access_message(self, db: Queryable, user_id: str, message_id: str) -> tuple[Membership, Row]:
+        row = await self._messages.get(db, message_id) if is_uuid(message_id) else None
+        if row is None:
+            raise DomainError(Code.NOT_FOUND, "No such message.")
+        try:
+            membership = await self._access.access_chat(db, user_id, row["chat_id"])
+        except DomainError:
+            raise DomainError(Code.NOT_FOUND, "No such message.") from None
+        return membership, row
+
+    # -- change ----------------------------------------------------------------------------
+
+    async def edit(
+        self,
+        user_id: str,
+        device_id: str,
+        message_id: str,
+        *,
+        body: str | None,
+        ciphertext: bytes | None,
+        recipients: list[tuple[str, bytes]],
+    ) -> Message:
+        if body is not None and len(body) > BODY_MAX:
+            raise DomainError(Code.VALIDATION_FAILED, f"body is at most {BODY_MAX} characters.", field="body")
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership, row = await self._access_message(tx, user_id, message_id)
+            if row["sender_id"] != user_id:
+                raise DomainError(Code.FORBIDDEN, "Only the sender can edit a message.")
+            if row["deleted_at"] is not None or row["kind"] == "system":
+                raise DomainError(Code.CONFLICT, "This message cannot be edited.")
+            membership.require(Permission.SEND_MESSAGES, "send messages here")
+            await self._check_content(tx, membership, user_id, device_id, body, ciphertext, recipients)
+            if not membership.chat["encrypted"] and body is None:
+                raise DomainError(Code.VALIDATION_FAILED, "An edit carries the new body.", field="body")
+            await self._messages.edit(tx, message_id, body, ciphertext, now)
+            if recipients:
+                await self._timeline.recipients.replace(tx, message_id, recipients)
+            message = message_from_row(await self._messages.get(tx, message_id))
+            per_device = {
+                d: encode({"message": msgspec.structs.replace(message, ciphertext=ct)}) for d, ct in recipients
+            } or None
+            deliveries = await self._timeline.to_chat(
+                tx, message.chat_id, "message.edited", {"message": message}, now, per_device=per_device
+            )
+        await self._announcer.announce(deliveries)
+        return message
+
+    async def delete(self, user_id: str, message_id: str, *, for_everyone: bool) -> None:
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership, row = await self._access_message(tx, user_id, message_id)
+            event = {"chat_id": row["chat_id"], "message_id": message_id, "seq": row["seq"]}
+            if not for_everyone:
+                await self._messages.hide(tx, user_id, message_id)
+                deliveries = await self._timeline.to_user_devices(
+                    tx, [user_id], "message.deleted", {**event, "for_everyone": False}, now
+                )
+            else:
+                if row["sender_id"] != user_id:
+                    membership.require(Permission.DELETE_OTHERS, "delete other people's messages")
+                if row["deleted_at"] is not None:
+                    return
+                await self._messages.tombstone(tx, message_id, now)
+                deliveries = await self._timeline.to_chat(
+                    tx, row["chat_id"], "message.deleted", {**event, "for_everyone": True}, now
+                )
+        await self._announcer.announce(deliveries)
+
+    async def react(self, user_id: str, message_id: str, emoji: str, *, add: bool) -> list[Reaction]:
+        emoji = check_reaction(emoji)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            _, row = await self._access_message(tx, user_id, message_id)
+            if row["deleted_at"] is not None:
+                raise DomainError(Code.CONFLICT, "This message was deleted.")
+            changed = (
+                await self._reactions.add(tx, message_id, user_id, emoji, now)
+                if add
+                else await self._reactions.remove(tx, message_id, user_id, emoji)
+            )
+            summary = (await self._reactions.summary(tx, [message_id], user_id)).get(message_id, [])
+            reactions = [Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in summary]
+            deliveries: list[Delivery] = []
+            if changed:
+                counts = {x.emoji: x.count for x in reactions}
+                deliveries = await self._timeline.to_chat(
+                    tx,
+                    row["chat_id"],
+                    "reaction.updated",
+                    {
+                        "chat_id": row["chat_id"],
+                        "message_id": message_id,
+                        "user_id": user_id,
+                        "emoji": emoji,
+                        "added": add,
+                        "count": counts.get(emoji, 0),
+                    },
+                    now,
+                )
+        await self._announcer.announce(deliveries)
+        return reactions
+
+    async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
+        _, row = await self._access_message(self._db, user_id, message_id)
+        if row["deleted_at"] is not None or row["kind"] == "system":
+            raise DomainError(Code.CONFLICT, "This message cannot be forwarded.")
+        source_chat = await self._access.chats.get(self._db, row["chat_id"])
+        if source_chat["encrypted"]:
+            raise DomainError(
+                Code.ENCRYPTION_REQUIRED,
+                "The server cannot read end-to-end encrypted messages; forward by re-encrypting on the client.",
+            )
+        out = Outgoing(
+            chat_id=chat_id,
+            client_id=client_id,
+            kind=row["kind"],
+            body=row["body"],
+            media_id=row["media_id"],
+            sticker_id=row["sticker_id"],
+        )
+        check_outgoing(out)
+        origin = {"chat_id": row["chat_id"], "message_id": row["id"], "sender_id": row["sender_id"]}
+        digest = hashlib.sha256(out.content_hash() + encode(origin)).digest()
+        existing = await self._messages.by_client_id(self._db, user_id, client_id)
+        if existing is not None:
+            return Sent(self._retried(existing, digest, user_id, device_id, out), False)
+
+        async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
+            again = await self._messages.by_client_id(tx, user_id, client_id)
+            if again is not None:
+                return Sent(self._retried(again, digest, user_id, device_id, out), False), []
+            membership = await self._access.access_chat(tx, user_id, chat_id)
+            membership.require(Permission.SEND_MESSAGES, "send messages here")
+            await self._access.check_direct_open(tx, membership, user_id)
+            if membership.chat["encrypted"]:
+                raise DomainError(
+                    Code.ENCRYPTION_REQUIRED, "The target chat is end-to-end encrypted: re-encrypt on the client."
+                )
+            message, deliveries = await self._timeline.append(
+                tx,
+                chat_id,
+                sender_id=user_id,
+                sender_device_id=device_id,
+                client_id=client_id,
+                content_hash=digest,
+                kind=out.kind,
+                body=out.body,
+                media_id=out.media_id,
+                sticker_id=out.sticker_id,
+                forwarded_from=origin,
+                now=self._clock.now_ms(),
+            )
+            return Sent(message, True), deliveries
+
+        return await self._batcher.submit(operation)
+
+    async def pin(self, user_id: str, message_id: str, *, pinned: bool) -> None:
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership, row = await self._access_message(tx, user_id, message_id)
+            membership.require(Permission.PIN, "pin messages")
+            changed = (
+                await self._pins.pin(tx, row["chat_id"], message_id, user_id, now)
+                if pinned
+                else await self._pins.unpin(tx, row["chat_id"], message_id)
+            )
+            deliveries = []
+            if changed:
+                deliveries = await self._timeline.to_chat(
+                    tx,
+                    row["chat_id"],
+                    "message.pinned" if pinned else "message.unpinned",
+                    {"chat_id": row["chat_id"], "message_id": message_id, "user_id": user_id},
+                    now,
+                )
+        await self._announcer.announce(deliveries)
+
+    async def pins(self, user_id: str, chat_id: str) -> list[Pin]:
+        await self._access.access_chat(self._db, user_id, chat_id)
+        return [
+            Pin(r["message_id"], r["pinned_by"], r["pinned_at"]) for r in await self._pins.for_chat(self._db, chat_id)
+        ]
+
+    async def mark_read(self, user_id: str, chat_id: str, seq: int) -> int:
+        """Move my read marker forward (never back); return where it stands."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as tx:
+            membership = await self._access.access_chat(tx, user_id, chat_id)
+            seq = min(seq, membership.chat["last_seq"])
+            deliveries: list[Delivery] = []
+            if await self._access.members.mark_read(tx, chat_id, user_id, seq):
+                event: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "seq": seq}
+                if membership.chat["type"] == "channel":  # subscribers do not see each other
+                    deliveries = await self._timeline.to_user_devices(tx, [user_id], "receipt.read", event, now)
+                else:
+                    deliveries = await self._timeline.to_chat(tx, chat_id, "receipt.read", event, now)
+            else:
+                seq = membership.member["last_read_seq"]
+        await self._announcer.announce(deliveries)
+        return seq

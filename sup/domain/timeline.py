@@ -1,0 +1,181 @@
+"""A chat's timeline: appending a message assigns its seq and writes its event for every
+member device, all in the caller's transaction, so events arrive in seq order."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from sup.domain.events import EventWriter, encode
+from sup.ids import uuid7
+from sup.storage.accounts import DeviceStore
+from sup.storage.chats import ChatStore, MemberStore
+from sup.storage.database import Queryable, Row
+from sup.storage.events import Delivery
+from sup.storage.messages import MessageStore, RecipientStore
+
+
+class Reaction(msgspec.Struct, frozen=True):
+    emoji: str
+    count: int
+    me: bool
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A message as clients see it. `ciphertext` is opaque (base64 in JSON): for a per-device
+    encrypted message it is the ciphertext for the device that reads it."""
+
+    id: str
+    chat_id: str
+    seq: int
+    sender_id: str | None
+    sender_device_id: str | None
+    client_id: str
+    kind: str
+    body: str | None = None
+    ciphertext: bytes | None = None
+    media_id: str | None = None
+    sticker_id: str | None = None
+    reply_to: str | None = None
+    forwarded_from: dict[str, Any] | None = None
+    edited_at: int | None = None
+    deleted: bool = False
+    created_at: int
+    reactions: list[Reaction] = []
+
+
+def message_from_row(row: Row, *, ciphertext: bytes | None = None, reactions: list[Reaction] | None = None) -> Message:
+    forwarded = row["forwarded_from"]
+    return Message(
+        id=row["id"],
+        chat_id=row["chat_id"],
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        sender_device_id=row["sender_device_id"],
+        client_id=row["client_id"],
+        kind=row["kind"],
+        body=row["body"],
+        ciphertext=ciphertext if ciphertext is not None else (bytes(row["ciphertext"]) if row["ciphertext"] else None),
+        media_id=row["media_id"],
+        sticker_id=row["sticker_id"],
+        reply_to=row["reply_to"],
+        forwarded_from=msgspec.json.decode(forwarded) if forwarded else None,
+        edited_at=row["edited_at"],
+        deleted=row["deleted_at"] is not None,
+        created_at=row["created_at"],
+        reactions=reactions or [],
+    )
+
+
+class Timeline:
+    def __init__(self, events: EventWriter) -> None:
+        self.events = events
+        self.chats = ChatStore()
+        self.members = MemberStore()
+        self.messages = MessageStore()
+        self.recipients = RecipientStore()
+        self.devices = DeviceStore()
+
+    async def append(
+        self,
+        tx: Queryable,
+        chat_id: str,
+        *,
+        sender_id: str | None,
+        sender_device_id: str | None,
+        client_id: str,
+        content_hash: bytes,
+        kind: str,
+        now: int,
+        body: str | None = None,
+        ciphertext: bytes | None = None,
+        recipients: Sequence[tuple[str, bytes]] = (),
+        media_id: str | None = None,
+        sticker_id: str | None = None,
+        reply_to: str | None = None,
+        forwarded_from: dict[str, Any] | None = None,
+    ) -> tuple[Message, list[Delivery]]:
+        seq = await self.chats.next_seq(tx, chat_id, now)
+        message = Message(
+            id=uuid7(now),
+            chat_id=chat_id,
+            seq=seq,
+            sender_id=sender_id,
+            sender_device_id=sender_device_id,
+            client_id=client_id,
+            kind=kind,
+            body=body,
+            ciphertext=ciphertext,
+            media_id=media_id,
+            sticker_id=sticker_id,
+            reply_to=reply_to,
+            forwarded_from=forwarded_from,
+            created_at=now,
+        )
+        await self.messages.insert(
+            tx,
+            id=message.id,
+            chat_id=chat_id,
+            seq=seq,
+            sender_id=sender_id,
+            sender_device_id=sender_device_id,
+            client_id=client_id,
+            content_hash=content_hash,
+            kind=kind,
+            body=body,
+            ciphertext=ciphertext,
+            media_id=media_id,
+            sticker_id=sticker_id,
+            reply_to=reply_to,
+            forwarded_from=encode(forwarded_from).decode() if forwarded_from else None,
+            now=now,
+        )
+        per_device = None
+        if recipients:
+            await self.recipients.insert(tx, message.id, recipients)
+            per_device = {
+                device_id: encode({"message": msgspec.structs.replace(message, ciphertext=ct)})
+                for device_id, ct in recipients
+            }
+        deliveries = await self.to_chat(tx, chat_id, "message.new", {"message": message}, now, per_device=per_device)
+        return message, deliveries
+
+    async def system(self, tx: Queryable, chat_id: str, actor_id: str | None, action: dict[str, Any], now: int):
+        """A system message (member joined, title changed...): plaintext metadata, sent by the server."""
+        return await self.append(
+            tx,
+            chat_id,
+            sender_id=actor_id,
+            sender_device_id=None,
+            client_id=f"system:{uuid.uuid4()}",
+            content_hash=b"",
+            kind="system",
+            body=encode(action).decode(),
+            now=now,
+        )
+
+    async def to_chat(
+        self,
+        tx: Queryable,
+        chat_id: str,
+        event_type: str,
+        body: Any,
+        now: int,
+        *,
+        per_device: dict[str, bytes] | None = None,
+        extra_devices: Sequence[str] = (),
+    ) -> list[Delivery]:
+        """Append an event for every active device of every member (and any extra devices)."""
+        devices = [row["id"] for row in await self.members.devices(tx, chat_id)]
+        devices += [d for d in extra_devices if d not in set(devices)]
+        encoded = body if isinstance(body, bytes) else encode(body)
+        return await self.events.append(tx, event_type, devices, encoded, now, per_device=per_device)
+
+    async def to_user_devices(self, tx: Queryable, user_ids: Sequence[str], event_type: str, body: Any, now: int):
+        """Append an event for every active device of some users (e.g. read receipts to myself)."""
+        devices = await self.devices.active_ids_of(tx, user_ids)
+        encoded = body if isinstance(body, bytes) else encode(body)
+        return await self.events.append(tx, event_type, devices, encoded, now)

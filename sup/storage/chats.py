@@ -1,0 +1,224 @@
+"""SQL for chats, their roles and their members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sup.storage.database import Queryable, Row
+
+_CHAT_COLUMNS = (
+    "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
+    " c.last_message_at, c.created_at, c.updated_at"
+)
+
+
+class ChatStore:
+    async def insert(
+        self,
+        tx: Queryable,
+        *,
+        id: str,
+        type: str,
+        title: str,
+        description: str,
+        encrypted: bool,
+        direct_key: str | None,
+        created_by: str,
+        now: int,
+    ) -> bool:
+        """Insert a chat; False when a direct chat for this pair already exists."""
+        row = await tx.fetchrow(
+            "INSERT INTO chats (id, type, title, description, encrypted, direct_key, created_by, created_at,"
+            " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (direct_key) DO NOTHING"
+            " RETURNING id",
+            id,
+            type,
+            title,
+            description,
+            encrypted,
+            direct_key,
+            created_by,
+            now,
+        )
+        return row is not None
+
+    async def get(self, db: Queryable, chat_id: str) -> Row | None:
+        return await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", chat_id)
+
+    async def get_direct(self, db: Queryable, direct_key: str) -> Row | None:
+        return await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.direct_key = $1", direct_key)
+
+    async def update(self, tx: Queryable, chat_id: str, changes: dict[str, Any], now: int) -> None:
+        assert set(changes) <= {"title", "description", "avatar_media_id"}, changes
+        if not changes:
+            return
+        sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
+        await tx.execute(
+            f"UPDATE chats SET {sets}, updated_at = ${len(changes) + 2} WHERE id = $1",
+            chat_id,
+            *changes.values(),
+            now,
+        )
+
+    async def delete(self, tx: Queryable, chat_id: str) -> None:
+        await tx.execute("DELETE FROM chats WHERE id = $1", chat_id)
+
+    async def next_seq(self, tx: Queryable, chat_id: str, now: int) -> int:
+        """The chat's next message seq; the row lock makes it gap-free under concurrent senders."""
+        return await tx.fetchval(
+            "UPDATE chats SET last_seq = last_seq + 1, last_message_at = $2 WHERE id = $1 RETURNING last_seq",
+            chat_id,
+            now,
+        )
+
+    async def page_for_user(self, db: Queryable, user_id: str, before: tuple[int, str] | None, limit: int) -> list[Row]:
+        """My chats, most recently active first; the cursor is (activity time, chat id)."""
+        select = (
+            f"SELECT {_CHAT_COLUMNS}, m.last_read_seq, COALESCE(c.last_message_at, c.created_at) AS activity"
+            " FROM chat_members m JOIN chats c ON c.id = m.chat_id WHERE m.user_id = $1"
+        )
+        order = " ORDER BY activity DESC, c.id DESC LIMIT $2"
+        if before is None:
+            return list(await db.fetch(select + order, user_id, limit))
+        return list(
+            await db.fetch(
+                select + " AND (COALESCE(c.last_message_at, c.created_at) < $3"
+                " OR (COALESCE(c.last_message_at, c.created_at) = $3 AND c.id < $4))" + order,
+                user_id,
+                limit,
+                before[0],
+                before[1],
+            )
+        )
+
+
+class RoleStore:
+    async def insert(
+        self, tx: Queryable, *, id: str, chat_id: str, kind: str, name: str, permissions: int, now: int
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO chat_roles (id, chat_id, kind, name, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            id,
+            chat_id,
+            kind,
+            name,
+            permissions,
+            now,
+        )
+
+    async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:
+        return list(
+            await db.fetch(
+                "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles WHERE chat_id = $1"
+                " ORDER BY created_at, id",
+                chat_id,
+            )
+        )
+
+    async def get(self, db: Queryable, chat_id: str, role_id: str) -> Row | None:
+        return await db.fetchrow(
+            "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles WHERE chat_id = $1 AND id = $2",
+            chat_id,
+            role_id,
+        )
+
+    async def by_kind(self, db: Queryable, chat_id: str, kind: str) -> Row:
+        return await db.fetchrow(
+            "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles"
+            " WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1",
+            chat_id,
+            kind,
+        )
+
+    async def update(self, tx: Queryable, role_id: str, name: str, permissions: int) -> None:
+        await tx.execute("UPDATE chat_roles SET name = $2, permissions = $3 WHERE id = $1", role_id, name, permissions)
+
+
+class MemberStore:
+    async def add(self, tx: Queryable, chat_id: str, user_id: str, role_id: str, now: int, read_seq: int = 0) -> bool:
+        row = await tx.fetchrow(
+            "INSERT INTO chat_members (chat_id, user_id, role_id, joined_at, last_read_seq) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id",
+            chat_id,
+            user_id,
+            role_id,
+            now,
+            read_seq,
+        )
+        return row is not None
+
+    async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
+        return await tx.execute("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id) == 1
+
+    async def get(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
+        """The membership with its role's kind and permissions, or None."""
+        return await db.fetchrow(
+            "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
+            " FROM chat_members m JOIN chat_roles r ON r.id = m.role_id WHERE m.chat_id = $1 AND m.user_id = $2",
+            chat_id,
+            user_id,
+        )
+
+    async def list(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[Row]:
+        select = (
+            "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.name AS role_name, u.username,"
+            " u.display_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id JOIN users u ON u.id = m.user_id"
+            " WHERE m.chat_id = $1"
+        )
+        if after is None:
+            return list(await db.fetch(select + " ORDER BY m.user_id LIMIT $2", chat_id, limit))
+        return list(await db.fetch(select + " AND m.user_id > $3 ORDER BY m.user_id LIMIT $2", chat_id, limit, after))
+
+    async def user_ids(self, db: Queryable, chat_id: str) -> list[str]:
+        return [r["user_id"] for r in await db.fetch("SELECT user_id FROM chat_members WHERE chat_id = $1", chat_id)]
+
+    async def devices(self, db: Queryable, chat_id: str) -> list[Row]:
+        """Every active device of every member: who receives the chat's events."""
+        return list(
+            await db.fetch(
+                "SELECT d.id, d.user_id FROM chat_members m JOIN user_devices d ON d.user_id = m.user_id"
+                " WHERE m.chat_id = $1 AND d.revoked_at IS NULL",
+                chat_id,
+            )
+        )
+
+    async def set_role(self, tx: Queryable, chat_id: str, user_id: str, role_id: str) -> None:
+        await tx.execute(
+            "UPDATE chat_members SET role_id = $3 WHERE chat_id = $1 AND user_id = $2",
+            chat_id,
+            user_id,
+            role_id,
+        )
+
+    async def mark_read(self, tx: Queryable, chat_id: str, user_id: str, seq: int) -> bool:
+        return (
+            await tx.execute(
+                "UPDATE chat_members SET last_read_seq = $3 WHERE chat_id = $1 AND user_id = $2 AND last_read_seq < $3",
+                chat_id,
+                user_id,
+                seq,
+            )
+            == 1
+        )
+
+    async def count(self, db: Queryable, chat_id: str) -> int:
+        return await db.fetchval("SELECT COUNT(*) FROM chat_members WHERE chat_id = $1", chat_id)
+
+    async def successor(self, db: Queryable, chat_id: str, leaving_user: str) -> Row | None:
+        """Who inherits ownership: the longest-standing admin, else the longest-standing member."""
+        return await db.fetchrow(
+            "SELECT m.user_id FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+            " WHERE m.chat_id = $1 AND m.user_id <> $2"
+            " ORDER BY CASE r.kind WHEN 'admin' THEN 0 ELSE 1 END, m.joined_at, m.user_id LIMIT 1",
+            chat_id,
+            leaving_user,
+        )
+
+    async def peers(self, db: Queryable, user_id: str) -> list[str]:
+        """Everyone who shares at least one chat with the user (for presence)."""
+        rows = await db.fetch(
+            "SELECT DISTINCT o.user_id FROM chat_members m JOIN chat_members o ON o.chat_id = m.chat_id"
+            " WHERE m.user_id = $1 AND o.user_id <> $1",
+            user_id,
+        )
+        return [r["user_id"] for r in rows]

@@ -1,0 +1,230 @@
+"""SQL for messages, their per-device ciphertexts, reactions, pins and hidden flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sup.storage.database import Queryable, Row
+
+MESSAGE_COLUMNS = (
+    "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
+    " sticker_id, reply_to, forwarded_from, edited_at, deleted_at, created_at"
+)
+
+
+class MessageStore:
+    async def insert(
+        self,
+        tx: Queryable,
+        *,
+        id: str,
+        chat_id: str,
+        seq: int,
+        sender_id: str | None,
+        sender_device_id: str | None,
+        client_id: str,
+        content_hash: bytes,
+        kind: str,
+        body: str | None,
+        ciphertext: bytes | None,
+        media_id: str | None,
+        sticker_id: str | None,
+        reply_to: str | None,
+        forwarded_from: str | None,
+        now: int,
+    ) -> None:
+        await tx.execute(
+            f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, $15)",
+            id,
+            chat_id,
+            seq,
+            sender_id,
+            sender_device_id,
+            client_id,
+            content_hash,
+            kind,
+            body,
+            ciphertext,
+            media_id,
+            sticker_id,
+            reply_to,
+            forwarded_from,
+            now,
+        )
+
+    async def by_client_id(self, db: Queryable, sender_id: str, client_id: str) -> Row | None:
+        return await db.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_id = $2",
+            sender_id,
+            client_id,
+        )
+
+    async def get(self, db: Queryable, message_id: str) -> Row | None:
+        return await db.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+
+    async def page(
+        self,
+        db: Queryable,
+        chat_id: str,
+        viewer_id: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> list[Row]:
+        """Messages by seq: the newest `limit` below `before`, or the oldest above `after` (ascending)."""
+        hidden = " AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $2 AND h.message_id = messages.id)"
+        select = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1{hidden}"
+        if after is not None:
+            return list(
+                await db.fetch(f"{select} AND seq > $3 ORDER BY seq LIMIT $4", chat_id, viewer_id, after, limit)
+            )
+        if before is not None:
+            rows = await db.fetch(
+                f"{select} AND seq < $3 ORDER BY seq DESC LIMIT $4", chat_id, viewer_id, before, limit
+            )
+        else:
+            rows = await db.fetch(f"{select} ORDER BY seq DESC LIMIT $3", chat_id, viewer_id, limit)
+        return list(reversed(rows))
+
+    async def last_visible(self, db: Queryable, chat_id: str, viewer_id: str) -> Row | None:
+        rows = await self.page(db, chat_id, viewer_id, before=None, after=None, limit=1)
+        return rows[0] if rows else None
+
+    async def unread(self, db: Queryable, chat_id: str, viewer_id: str, after_seq: int) -> int:
+        return await db.fetchval(
+            "SELECT COUNT(*) FROM messages WHERE chat_id = $1 AND seq > $3 AND deleted_at IS NULL"
+            " AND (sender_id IS NULL OR sender_id <> $2)",
+            chat_id,
+            viewer_id,
+            after_seq,
+        )
+
+    async def edit(self, tx: Queryable, message_id: str, body: str | None, ciphertext: bytes | None, now: int) -> None:
+        await tx.execute(
+            "UPDATE messages SET body = $2, ciphertext = $3, edited_at = $4 WHERE id = $1",
+            message_id,
+            body,
+            ciphertext,
+            now,
+        )
+
+    async def tombstone(self, tx: Queryable, message_id: str, now: int) -> None:
+        """Delete for everyone: the content goes, the row (id, seq, sender) stays so clients converge."""
+        await tx.execute(
+            "UPDATE messages SET body = NULL, ciphertext = NULL, media_id = NULL, sticker_id = NULL,"
+            " deleted_at = $2 WHERE id = $1",
+            message_id,
+            now,
+        )
+        await tx.execute("DELETE FROM message_recipients WHERE message_id = $1", message_id)
+        await tx.execute("DELETE FROM message_reactions WHERE message_id = $1", message_id)
+
+    async def hide(self, tx: Queryable, user_id: str, message_id: str) -> None:
+        await tx.execute(
+            "INSERT INTO message_hidden (user_id, message_id) VALUES ($1, $2) ON CONFLICT (user_id, message_id)"
+            " DO NOTHING",
+            user_id,
+            message_id,
+        )
+
+
+class RecipientStore:
+    async def insert(self, tx: Queryable, message_id: str, ciphertexts: Sequence[tuple[str, bytes]]) -> None:
+        for start in range(0, len(ciphertexts), 500):
+            chunk = ciphertexts[start : start + 500]
+            values = ", ".join(f"($1, ${i * 2 + 2}, ${i * 2 + 3})" for i in range(len(chunk)))
+            args: list[object] = [message_id]
+            for device_id, ciphertext in chunk:
+                args += [device_id, ciphertext]
+            await tx.execute(
+                f"INSERT INTO message_recipients (message_id, device_id, ciphertext) VALUES {values}", *args
+            )
+
+    async def replace(self, tx: Queryable, message_id: str, ciphertexts: Sequence[tuple[str, bytes]]) -> None:
+        await tx.execute("DELETE FROM message_recipients WHERE message_id = $1", message_id)
+        await self.insert(tx, message_id, ciphertexts)
+
+    async def for_device(self, db: Queryable, message_ids: Sequence[str], device_id: str) -> dict[str, bytes]:
+        if not message_ids:
+            return {}
+        placeholders = ", ".join(f"${i + 2}" for i in range(len(message_ids)))
+        rows = await db.fetch(
+            f"SELECT message_id, ciphertext FROM message_recipients WHERE device_id = $1"
+            f" AND message_id IN ({placeholders})",
+            device_id,
+            *message_ids,
+        )
+        return {r["message_id"]: bytes(r["ciphertext"]) for r in rows}
+
+    async def device_ids(self, db: Queryable, message_id: str) -> list[str]:
+        rows = await db.fetch("SELECT device_id FROM message_recipients WHERE message_id = $1", message_id)
+        return [r["device_id"] for r in rows]
+
+
+class ReactionStore:
+    async def add(self, tx: Queryable, message_id: str, user_id: str, emoji: str, now: int) -> bool:
+        row = await tx.fetchrow(
+            "INSERT INTO message_reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (message_id, user_id, emoji) DO NOTHING RETURNING emoji",
+            message_id,
+            user_id,
+            emoji,
+            now,
+        )
+        return row is not None
+
+    async def remove(self, tx: Queryable, message_id: str, user_id: str, emoji: str) -> bool:
+        return (
+            await tx.execute(
+                "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+                message_id,
+                user_id,
+                emoji,
+            )
+            == 1
+        )
+
+    async def summary(self, db: Queryable, message_ids: Sequence[str], viewer_id: str) -> dict[str, list[Row]]:
+        """Per message: each emoji with its count and whether the viewer used it."""
+        if not message_ids:
+            return {}
+        placeholders = ", ".join(f"${i + 2}" for i in range(len(message_ids)))
+        rows = await db.fetch(
+            "SELECT message_id, emoji, COUNT(*) AS count,"
+            " SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS mine FROM message_reactions"
+            f" WHERE message_id IN ({placeholders}) GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at)",
+            viewer_id,
+            *message_ids,
+        )
+        result: dict[str, list[Row]] = {}
+        for row in rows:
+            result.setdefault(row["message_id"], []).append(row)
+        return result
+
+
+class PinStore:
+    async def pin(self, tx: Queryable, chat_id: str, message_id: str, user_id: str, now: int) -> bool:
+        row = await tx.fetchrow(
+            "INSERT INTO chat_pins (chat_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (chat_id, message_id) DO NOTHING RETURNING message_id",
+            chat_id,
+            message_id,
+            user_id,
+            now,
+        )
+        return row is not None
+
+    async def unpin(self, tx: Queryable, chat_id: str, message_id: str) -> bool:
+        return (
+            await tx.execute("DELETE FROM chat_pins WHERE chat_id = $1 AND message_id = $2", chat_id, message_id) == 1
+        )
+
+    async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:
+        return list(
+            await db.fetch(
+                "SELECT message_id, pinned_by, pinned_at FROM chat_pins WHERE chat_id = $1 ORDER BY pinned_at DESC",
+                chat_id,
+            )
+        )

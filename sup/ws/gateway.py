@@ -1,0 +1,270 @@
+"""GET /api/v1/ws: the WebSocket gateway (protocol in docs/protocol.md).
+
+The first frame authenticates and names the cursor to resume from; the server answers
+`ready`, replays what was missed, then streams live events. The client acknowledges
+with `ack`, sends with `message.send` (answered by `message.sent` after the commit),
+and may send `typing` and `ping`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+from msgspec import Meta
+
+from sup.domain.messages import Outgoing
+from sup.errors import Code, DomainError
+from sup.http.problems import STATUS
+from sup.http.services import SERVICES, Services
+from sup.ws.connection import CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, Codec, Connection
+from sup.ws.hub import HUB, Hub
+
+log = logging.getLogger("sup.ws")
+
+AUTH_TIMEOUT = 10.0
+MAX_IN_FLIGHT = 64  # sends per connection awaiting their commit; more waits (TCP backpressure)
+SUBPROTOCOL = "sup.msgpack"
+
+
+class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Authenticate(_Frame, tag="authenticate", kw_only=True):
+    token: Annotated[str, Meta(max_length=512)]
+    cursor: Annotated[int, Meta(ge=0)] | None = None
+
+
+class Ack(_Frame, tag="ack", kw_only=True):
+    cursor: Annotated[int, Meta(ge=0)]
+
+
+class Recipient(msgspec.Struct, forbid_unknown_fields=True):
+    device_id: str
+    ciphertext: bytes
+
+
+class Send(_Frame, tag="message.send", kw_only=True):
+    request_id: Annotated[str, Meta(max_length=64)] | None = None
+    chat_id: str
+    client_id: str
+    kind: str = "text"
+    body: str | None = None
+    ciphertext: bytes | None = None
+    recipients: list[Recipient] = []
+    media_id: str | None = None
+    sticker_id: str | None = None
+    reply_to: str | None = None
+
+
+class Typing(_Frame, tag="typing", kw_only=True):
+    chat_id: str
+    active: bool = True
+
+
+class Ping(_Frame, tag="ping", kw_only=True):
+    request_id: Annotated[str, Meta(max_length=64)] | None = None
+
+
+ClientFrame = Authenticate | Ack | Send | Typing | Ping
+
+_json_frames = msgspec.json.Decoder(ClientFrame)
+_msgpack_frames = msgspec.msgpack.Decoder(ClientFrame)
+
+
+def decode_frame(codec: Codec, message: Any) -> ClientFrame:
+    if message.type == WSMsgType.BINARY and codec.msgpack:
+        return _msgpack_frames.decode(message.data)
+    return _json_frames.decode(message.data)
+
+
+def error_frame(error: DomainError, request_id: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "cursor": None,
+        "request_id": request_id,
+        "status": STATUS[error.code],
+        "code": error.code.value,
+        "detail": error.detail,
+        **error.extra,
+    }
+
+
+def to_outgoing(frame: Send) -> Outgoing:
+    return Outgoing(
+        chat_id=frame.chat_id,
+        client_id=frame.client_id,
+        kind=frame.kind,
+        body=frame.body,
+        ciphertext=frame.ciphertext,
+        recipients=[(r.device_id, r.ciphertext) for r in frame.recipients],
+        media_id=frame.media_id,
+        sticker_id=frame.sticker_id,
+        reply_to=frame.reply_to,
+    )
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """GET /api/v1/ws: the real-time gateway."""
+    services = request.app[SERVICES]
+    hub = request.app[HUB]
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        heartbeat=services.ws.heartbeat_seconds,
+        max_msg_size=services.max_body_bytes,
+    )
+    await ws.prepare(request)
+    hub.sockets.add(ws)
+    try:
+        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub)
+    finally:
+        hub.sockets.discard(ws)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _authenticate(ws: web.WebSocketResponse, codec: Codec, services: Services) -> Connection | None:
+    try:
+        first = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
+    except TimeoutError:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"authenticate first")
+        return None
+    if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return None
+    try:
+        frame = decode_frame(codec, first)
+    except msgspec.DecodeError as exc:
+        await _refuse(ws, codec, DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}"), CLOSE_BAD_REQUEST)
+        return None
+    if not isinstance(frame, Authenticate):
+        await _refuse(ws, codec, DomainError(Code.UNAUTHENTICATED, "The first frame is authenticate."))
+        return None
+    try:
+        principal = await services.accounts.authenticate(frame.token)
+    except DomainError as error:
+        await _refuse(ws, codec, error)
+        return None
+    last, acked = await services.events.positions(services.db, principal.device_id)
+    cursor = acked if frame.cursor is None else frame.cursor
+    if cursor > last:
+        await _refuse(
+            ws,
+            codec,
+            DomainError(Code.VALIDATION_FAILED, f"cursor {cursor} is beyond this device's stream ({last})."),
+            CLOSE_BAD_REQUEST,
+        )
+        return None
+    resync = False
+    first_kept = await services.events.first_seq(services.db, principal.device_id)
+    if (first_kept is not None and cursor < first_kept - 1) or (first_kept is None and cursor < last):
+        resync = True  # events this old were pruned: the client must refetch state over REST
+        cursor = (first_kept - 1) if first_kept is not None else last
+    connection = Connection(
+        ws,
+        principal,
+        codec,
+        cursor=cursor,
+        db=services.db,
+        events=services.events,
+        queue_limit=services.ws.queue_limit,
+    )
+    connection.reply(
+        {
+            "type": "ready",
+            "cursor": None,
+            "user_id": principal.user_id,
+            "device_id": principal.device_id,
+            "resume_from": cursor,
+            "stream_end": last,
+            "resync": resync,
+            "heartbeat": services.ws.heartbeat_seconds,
+        }
+    )
+    return connection
+
+
+async def _refuse(ws: web.WebSocketResponse, codec: Codec, error: DomainError, code: int = CLOSE_UNAUTHORIZED) -> None:
+    with contextlib.suppress(Exception):
+        await codec.send_json_bytes(ws, codec.encode(error_frame(error)))
+    await ws.close(code=code, message=error.code.value.encode())
+
+
+async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, hub: Hub) -> None:
+    connection = await _authenticate(ws, codec, services)
+    if connection is None:
+        return
+    hub.add(connection)
+    pump = asyncio.create_task(connection.pump(), name=f"pump-{connection.device_id}")
+    hub.tasks.add(pump)
+    pump.add_done_callback(hub.tasks.discard)
+    in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+    requests: set[asyncio.Task[None]] = set()
+    await services.presence.connected(connection.user_id)
+    try:
+        async for message in ws:
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            try:
+                frame = decode_frame(codec, message)
+            except msgspec.DecodeError as exc:
+                connection.reply(error_frame(DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}")))
+                continue
+            if isinstance(frame, Ack):
+                hub.acks.ack(connection.device_id, min(frame.cursor, connection.last_sent))
+            elif isinstance(frame, Send):
+                await in_flight.acquire()
+                task = asyncio.create_task(_send(connection, services, frame))
+                requests.add(task)
+                task.add_done_callback(lambda t: (requests.discard(t), in_flight.release()))
+            elif isinstance(frame, Typing):
+                task = asyncio.create_task(_typing(connection, services, frame))
+                requests.add(task)
+                task.add_done_callback(requests.discard)
+            elif isinstance(frame, Ping):
+                connection.reply({"type": "pong", "cursor": None, "request_id": frame.request_id})
+            else:
+                connection.reply(error_frame(DomainError(Code.INVALID_REQUEST, "Already authenticated.")))
+            if pump.done():
+                break
+    finally:
+        hub.remove(connection)
+        if requests:  # sends already queued still commit; their answers have nowhere to go
+            await asyncio.wait(requests, timeout=10)
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        await services.presence.disconnected(connection.user_id)
+
+
+async def _send(connection: Connection, services: Services, frame: Send) -> None:
+    try:
+        sent = await services.messages.send(connection.user_id, connection.device_id, to_outgoing(frame))
+    except DomainError as error:
+        connection.reply(error_frame(error, frame.request_id))
+        return
+    except Exception:
+        log.exception("send over WebSocket failed")
+        connection.reply(error_frame(DomainError(Code.INTERNAL, "The message was not stored."), frame.request_id))
+        return
+    connection.reply(
+        {
+            "type": "message.sent",
+            "cursor": None,
+            "request_id": frame.request_id,
+            "created": sent.created,
+            "message": sent.message,
+        }
+    )
+
+
+async def _typing(connection: Connection, services: Services, frame: Typing) -> None:
+    try:
+        await services.presence.typing(connection.user_id, frame.chat_id, frame.active)
+    except DomainError as error:
+        connection.reply(error_frame(error))

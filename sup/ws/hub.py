@@ -1,0 +1,115 @@
+"""The WebSocket hub: which connections this process holds, and what reaches them.
+
+It listens to the event bus and routes each delivery to the connections of its device.
+A periodic check against the database (one query for all connected devices) catches up
+connections whose hint was lost and closes those whose device was revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from sup.storage.database import Database
+from sup.storage.events import Delivery, EventStore
+from sup.ws.connection import CLOSE_GOING_AWAY, CLOSE_REVOKED, AckWriter, Connection
+
+log = logging.getLogger("sup.ws")
+
+_CHECK_CHUNK = 500
+
+
+class Hub:
+    """Owned by the App; reached by the gateway through HUB."""
+
+    def __init__(self, db: Database, events: EventStore, catch_up_seconds: float) -> None:
+        self._db = db
+        self._events = events
+        self._interval = catch_up_seconds
+        self._by_device: dict[str, set[Connection]] = {}
+        self._by_user: dict[str, set[Connection]] = {}
+        self.sockets: set[web.WebSocketResponse] = set()
+        self._checker: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.acks = AckWriter(self._store_ack)
+
+    async def _store_ack(self, device_id: str, seq: int) -> None:
+        async with self._db.transaction() as tx:
+            await self._events.ack(tx, device_id, seq)
+
+    # -- bus listener ----------------------------------------------------------------------
+
+    def on_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            for connection in self._by_device.get(delivery.device_id, ()):
+                connection.push(delivery)
+
+    def on_ephemeral(self, user_ids: Sequence[str], payload: bytes) -> None:
+        for user_id in user_ids:
+            for connection in self._by_user.get(user_id, ()):
+                connection.push_ephemeral(payload)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def add(self, connection: Connection) -> None:
+        self._by_device.setdefault(connection.device_id, set()).add(connection)
+        self._by_user.setdefault(connection.user_id, set()).add(connection)
+
+    def remove(self, connection: Connection) -> None:
+        for index, key in ((self._by_device, connection.device_id), (self._by_user, connection.user_id)):
+            group = index.get(key)
+            if group is not None:
+                group.discard(connection)
+                if not group:
+                    del index[key]
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(group) for group in self._by_device.values())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._checker = asyncio.create_task(self._check_forever(), name="ws-catch-up")
+
+    async def close(self) -> None:
+        """Going away: every socket is told so (1001) and closed; clients resume elsewhere."""
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=5)
+        await self.acks.close()
+
+    async def _check_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check()
+            except Exception:  # a failed check is retried next round
+                log.warning("catch-up check failed", exc_info=True)
+
+    async def check(self) -> None:
+        devices = list(self._by_device)
+        for start in range(0, len(devices), _CHECK_CHUNK):
+            chunk = devices[start : start + _CHECK_CHUNK]
+            active = await self._events.last_seqs_active(self._db, chunk)
+            for device_id in chunk:
+                connections = self._by_device.get(device_id, ())
+                if device_id not in active:
+                    for connection in connections:
+                        connection.close_soon(CLOSE_REVOKED)
+                    continue
+                for connection in connections:
+                    connection.behind(active[device_id])
+
+
+HUB = web.AppKey("hub", Hub)
