@@ -110,8 +110,13 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         float, _doc("Ping interval; a connection that misses a pong is closed (detects dead peers).", gt=0)
     ] = 30.0
     queue_limit: Annotated[
-        int, _doc("Live events a slow connection may fall behind before it is closed to resume (code 4008).", ge=16)
+        int,
+        _doc("Live events held in memory per connection; beyond that it reads them from the database.", ge=16),
     ] = 2000
+    send_timeout_seconds: Annotated[
+        float,
+        _doc("A client that accepts nothing for this long is closed with code 4008 and resumes from its cursor.", gt=0),
+    ] = 20.0
     catch_up_seconds: Annotated[
         float, _doc("How often connections are checked against the database for missed events.", gt=0)
     ] = 2.0

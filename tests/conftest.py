@@ -304,3 +304,93 @@ async def no_blocking_the_event_loop():
 # blocking (a synchronous query over a table, a sleep). A single password hash on the
 # loop (~25 ms) is caught functionally instead, by test_parallel_logins_do_not_stall_the_server.
 BLOCKING_THRESHOLD = 0.5
+
+
+class Socket:
+    """A WebSocket client speaking SUP's protocol (JSON, or msgpack under `sup.msgpack`)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, use_msgpack: bool) -> None:
+        self.ws = ws
+        self.msgpack = use_msgpack
+        self.ready: dict[str, Any] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        token: str,
+        *,
+        cursor: int | None = None,
+        use_msgpack: bool = False,
+    ) -> Socket:
+        ws = await session.ws_connect(
+            base_url + "/api/v1/ws", protocols=("sup.msgpack",) if use_msgpack else (), heartbeat=None
+        )
+        sock = cls(ws, use_msgpack)
+        frame: dict[str, Any] = {"type": "authenticate", "token": token}
+        if cursor is not None:
+            frame["cursor"] = cursor
+        await sock.send(frame)
+        sock.ready = await sock.recv()
+        assert sock.ready["type"] == "ready", sock.ready
+        return sock
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if self.msgpack:
+            await self.ws.send_bytes(msgspec.msgpack.encode(frame))
+        else:
+            await self.ws.send_str(msgspec.json.encode(frame).decode())
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        message = await self.ws.receive(timeout=timeout)
+        if message.type == aiohttp.WSMsgType.TEXT:
+            return msgspec.json.decode(message.data)
+        if message.type == aiohttp.WSMsgType.BINARY:
+            return msgspec.msgpack.decode(message.data)
+        raise ConnectionError(f"socket closed: {message.type} {self.ws.close_code} {message.extra}")
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        """The first frame that matches, skipping the others."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError("no matching frame")
+            frame = await self.recv(timeout=left)
+            if predicate(frame):
+                return frame
+
+    async def events(self, count: int, event_type: str | None = None, timeout: float = 10) -> list[dict[str, Any]]:
+        """The next `count` durable events (of one type, if given), in arrival order."""
+        found = []
+        while len(found) < count:
+            frame = await self.until(lambda f: f.get("cursor") is not None, timeout)
+            if event_type is None or frame["type"] == event_type:
+                found.append(frame)
+        return found
+
+    async def ack(self, cursor: int) -> None:
+        await self.send({"type": "ack", "cursor": cursor})
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def plain_group(api: Api, owner: Account, *members: Account, title: str = "group") -> str:
+    """An unencrypted group (messages carry plaintext bodies): the chat id."""
+    reply = await api.post(
+        "/api/v1/chats",
+        json={"type": "group", "member_ids": [m.user_id for m in members], "title": title, "encrypted": False},
+        token=owner.access_token,
+    )
+    assert reply.status == 201, reply.body
+    return reply.body["id"]
+
+
+async def say(api: Api, who: Account, chat_id: str, body: str, client_id: str | None = None) -> Reply:
+    return await api.post(
+        "/api/v1/messages",
+        json={"chat_id": chat_id, "client_id": client_id or str(uuid.uuid4()), "body": body},
+        token=who.access_token,
+    )

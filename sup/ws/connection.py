@@ -1,10 +1,11 @@
 """One WebSocket connection of one device: a single writer that keeps the stream in order.
 
 Live events arrive as hints (`push`); the pump sends them if they continue the stream
-exactly, and otherwise reads what is missing from the database. While it catches up it
-keeps no copies of pushed events (it will read them anyway), so memory stays flat; a
-consumer that falls too far behind live is closed with CLOSE_RESUME and resumes from
-its cursor.
+exactly, and otherwise reads what is missing from the database. While it catches up, or
+when more than `queue_limit` live events wait, it keeps no copies (it reads them from the
+database instead), so memory stays flat under any burst. A client that stops reading
+blocks the pump on the socket; when one send has waited `send_timeout` seconds the
+connection is closed with CLOSE_RESUME and the client resumes from its cursor.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -89,6 +91,8 @@ class Connection:
         self._catching_up = True
         self._need_catch_up = True
         self._close_code: int | None = None
+        self._sending_since: float | None = None
+        self.pump_task: asyncio.Task[None] | None = None
 
     @property
     def device_id(self) -> str:
@@ -105,8 +109,9 @@ class Connection:
             return
         if self._catching_up:
             self._need_catch_up = True
-        elif len(self._pending) >= self._queue_limit:
-            self.close_soon(CLOSE_RESUME)
+        elif len(self._pending) >= self._queue_limit:  # too much to hold: read it from the database
+            self._pending.clear()
+            self._need_catch_up = True
         else:
             self._pending.append(delivery)
         self._wake.set()
@@ -130,6 +135,22 @@ class Connection:
             self._close_code = code
         self._wake.set()
 
+    def stalled(self, send_timeout: float) -> bool:
+        """True when one send has waited on the socket longer than send_timeout."""
+        return self._sending_since is not None and time.monotonic() - self._sending_since > send_timeout
+
+    async def abort(self, code: int) -> None:
+        """Close now, even with the pump stuck on a socket that accepts nothing."""
+        if self.pump_task is not None:
+            self.pump_task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=b"resume from your cursor"), 5)
+
+    async def _send(self, payload: bytes) -> None:
+        self._sending_since = time.monotonic()
+        await self.codec.send_json_bytes(self.ws, payload)
+        self._sending_since = None
+
     # -- the single writer ------------------------------------------------------------------
 
     async def pump(self) -> None:
@@ -139,9 +160,9 @@ class Connection:
                     await self.ws.close(code=self._close_code, message=b"resume from your cursor")
                     return
                 while self._control:
-                    await self.codec.send_json_bytes(self.ws, self._control.popleft())
+                    await self._send(self._control.popleft())
                 while self._ephemeral:
-                    await self.codec.send_json_bytes(self.ws, self._ephemeral.popleft())
+                    await self._send(self._ephemeral.popleft())
                 if self._need_catch_up:
                     await self._catch_up()
                     continue
@@ -153,7 +174,7 @@ class Connection:
                         self._pending.clear()
                         self._need_catch_up = True
                         continue
-                    await self.codec.send_json_bytes(self.ws, delivery.payload)
+                    await self._send(delivery.payload)
                     self.last_sent = delivery.seq
                     continue
                 self._wake.clear()
@@ -171,7 +192,7 @@ class Connection:
             while True:
                 rows = await self._events.read(self._db, self.device_id, self.last_sent, _READ_PAGE)
                 for seq, payload in rows:
-                    await self.codec.send_json_bytes(self.ws, payload)
+                    await self._send(payload)
                     self.last_sent = seq
                 if len(rows) < _READ_PAGE:
                     break

@@ -201,6 +201,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
         return
     hub.add(connection)
     pump = asyncio.create_task(connection.pump(), name=f"pump-{connection.device_id}")
+    connection.pump_task = pump
     hub.tasks.add(pump)
     pump.add_done_callback(hub.tasks.discard)
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from sup.storage.database import Database
 from sup.storage.events import Delivery, EventStore
-from sup.ws.connection import CLOSE_GOING_AWAY, CLOSE_REVOKED, AckWriter, Connection
+from sup.ws.connection import CLOSE_GOING_AWAY, CLOSE_RESUME, CLOSE_REVOKED, AckWriter, Connection
 
 log = logging.getLogger("sup.ws")
 
@@ -26,10 +26,11 @@ _CHECK_CHUNK = 500
 class Hub:
     """Owned by the App; reached by the gateway through HUB."""
 
-    def __init__(self, db: Database, events: EventStore, catch_up_seconds: float) -> None:
+    def __init__(self, db: Database, events: EventStore, catch_up_seconds: float, send_timeout: float) -> None:
         self._db = db
         self._events = events
         self._interval = catch_up_seconds
+        self._send_timeout = send_timeout
         self._by_device: dict[str, set[Connection]] = {}
         self._by_user: dict[str, set[Connection]] = {}
         self.sockets: set[web.WebSocketResponse] = set()
@@ -67,6 +68,11 @@ class Hub:
                 if not group:
                     del index[key]
 
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     @property
     def connection_count(self) -> int:
         return sum(len(group) for group in self._by_device.values())
@@ -98,6 +104,10 @@ class Hub:
                 log.warning("catch-up check failed", exc_info=True)
 
     async def check(self) -> None:
+        for connections in list(self._by_device.values()):
+            for connection in list(connections):
+                if connection.stalled(self._send_timeout):  # the client stopped reading
+                    self._spawn(connection.abort(CLOSE_RESUME))
         devices = list(self._by_device)
         for start in range(0, len(devices), _CHECK_CHUNK):
             chunk = devices[start : start + _CHECK_CHUNK]

@@ -1,0 +1,294 @@
+"""The WebSocket gateway: authenticate, resume from a cursor, live events, acks, sends,
+typing and presence, msgpack, slow consumers, revoked devices and lost hints."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+import pytest
+
+from sup.ws.hub import HUB
+from tests.conftest import Account, Api, Server, Socket, plain_group, say
+
+
+@pytest.fixture(scope="module")
+async def rt(server_factory) -> Server:
+    """A server that checks sockets against the database often, and lets slow consumers fall behind little."""
+    return await server_factory(
+        SUP_WEBSOCKET_CATCH_UP_SECONDS="0.2", SUP_WEBSOCKET_QUEUE_LIMIT="16", SUP_WEBSOCKET_SEND_TIMEOUT_SECONDS="1"
+    )
+
+
+async def connect(server: Server, account: Account | dict, **kw) -> Socket:
+    token = account.access_token if isinstance(account, Account) else account["access_token"]
+    return await Socket.connect(server.url, server.api.session, token, **kw)
+
+
+async def test_authenticate_first(rt: Server):
+    session = rt.api.session
+    ws = await session.ws_connect(rt.url + "/api/v1/ws")
+    await ws.send_str('{"type": "ack", "cursor": 1}')
+    error = await ws.receive_json(timeout=5)
+    assert error["type"] == "error" and error["code"] == "unauthenticated"
+    assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4001
+
+    ws = await session.ws_connect(rt.url + "/api/v1/ws")
+    await ws.send_str('{"type": "authenticate", "token": "sup1.forged.token"}')
+    error = await ws.receive_json(timeout=5)
+    assert error["code"] == "invalid_token" and error["status"] == 401
+    await ws.receive(timeout=5)
+    assert ws.close_code == 4001
+
+    ws = await session.ws_connect(rt.url + "/api/v1/ws")
+    await ws.send_str("{not json")
+    assert (await ws.receive_json(timeout=5))["code"] == "validation_failed"
+    await ws.receive(timeout=5)
+    assert ws.close_code == 4400
+
+
+async def test_live_events_in_seq_order(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sock = await connect(rt, bob)
+    created = await sock.events(1, "chat.created")
+    assert created[0]["chat"]["id"] == chat
+    await asyncio.gather(*[say(api, alice, chat, f"m{i}") for i in range(20)])
+    events = await sock.events(20, "message.new")
+    assert [e["message"]["seq"] for e in events] == list(range(1, 21))
+    cursors = [e["cursor"] for e in events]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 20
+    await sock.close()
+
+
+async def test_resume_from_cursor_gets_everything_missed_in_order(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sock = await connect(rt, bob)
+    first = (await sock.events(1, "chat.created"))[0]
+    await sock.close()
+    for i in range(30):
+        await say(api, alice, chat, f"while away {i}")
+    back = await connect(rt, bob, cursor=first["cursor"])
+    assert back.ready["resume_from"] == first["cursor"] and back.ready["resync"] is False
+    missed = await back.events(30, "message.new")
+    assert [e["message"]["body"] for e in missed] == [f"while away {i}" for i in range(30)]
+    await say(api, alice, chat, "live again")
+    live = await back.events(1, "message.new")
+    assert live[0]["message"]["body"] == "live again"
+    await back.close()
+
+
+async def test_without_a_cursor_the_stream_starts_after_the_last_ack(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sock = await connect(rt, bob)
+    await say(api, alice, chat, "one")
+    events = await sock.events(2)
+    await sock.ack(events[-1]["cursor"])
+    await sock.send({"type": "ping", "request_id": "p"})
+    await sock.until(lambda f: f["type"] == "pong")
+    await sock.close()
+    await asyncio.sleep(1.2)  # acks are written at most once a second
+    await say(api, alice, chat, "two")
+    again = await connect(rt, bob)
+    assert again.ready["resume_from"] == events[-1]["cursor"]
+    (event,) = await again.events(1)
+    assert event["message"]["body"] == "two"
+    await again.close()
+
+
+async def test_a_new_device_starts_at_its_creation(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    await say(api, alice, chat, "before the phone")
+    phone = (await api.login(bob, device_name="phone")).body
+    await say(api, alice, chat, "after the phone")
+    sock = await connect(rt, phone)
+    (event,) = await sock.events(1)
+    assert event["type"] == "message.new" and event["message"]["body"] == "after the phone"
+    assert event["cursor"] == 1
+    await sock.close()
+
+
+async def test_every_connection_of_a_device_gets_every_event(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    tabs = [await connect(rt, bob) for _ in range(3)]
+    await say(api, alice, chat, "to all tabs")
+    for tab in tabs:
+        events = await tab.events(2)
+        assert events[-1]["message"]["body"] == "to all tabs"
+        await tab.close()
+
+
+async def test_send_over_websocket_is_acknowledged_with_id_and_seq(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sender, receiver = await connect(rt, alice), await connect(rt, bob)
+    for i in range(10):
+        await sender.send(
+            {"type": "message.send", "request_id": f"r{i}", "chat_id": chat, "client_id": f"c{i}", "body": f"ws {i}"}
+        )
+    acks = {}
+    while len(acks) < 10:
+        frame = await sender.until(lambda f: f["type"] == "message.sent")
+        acks[frame["request_id"]] = frame["message"]
+    assert [acks[f"r{i}"]["seq"] for i in range(10)] == list(range(1, 11))  # pipelined sends keep their order
+    received = await receiver.events(10, "message.new")
+    assert [e["message"]["id"] for e in received] == [acks[f"r{i}"]["id"] for i in range(10)]
+
+    await sender.send(
+        {"type": "message.send", "request_id": "again", "chat_id": chat, "client_id": "c0", "body": "ws 0"}
+    )
+    again = await sender.until(lambda f: f.get("request_id") == "again")
+    assert again["type"] == "message.sent" and again["created"] is False and again["message"]["id"] == acks["r0"]["id"]
+
+    await sender.send(
+        {"type": "message.send", "request_id": "bad", "chat_id": str(uuid.uuid4()), "client_id": "z", "body": "nowhere"}
+    )
+    error = await sender.until(lambda f: f.get("request_id") == "bad")
+    assert error["type"] == "error" and error["status"] == 404 and error["code"] == "not_found"
+    await sender.send({"type": "message.send", "chat_id": chat})  # missing client_id
+    assert (await sender.until(lambda f: f["type"] == "error"))["code"] == "validation_failed"
+    await sender.close()
+    await receiver.close()
+
+
+async def test_msgpack_subprotocol_carries_the_same_events(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sock = await connect(rt, bob, use_msgpack=True)
+    assert sock.ws.protocol == "sup.msgpack"
+    await say(api, alice, chat, "packed")
+    events = await sock.events(2)
+    assert events[-1]["message"]["body"] == "packed"
+    await sock.send({"type": "message.send", "request_id": "m", "chat_id": chat, "client_id": "mp", "body": "back"})
+    sent = await sock.until(lambda f: f["type"] == "message.sent")
+    assert sent["message"]["seq"] == 2
+    await sock.close()
+
+
+async def test_typing_and_presence_are_ephemeral(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    bob_sock = await connect(rt, bob)
+    alice_sock = await connect(rt, alice)
+    online = await bob_sock.until(lambda f: f["type"] == "presence")
+    assert online == {
+        "type": "presence",
+        "cursor": None,
+        "user_id": alice.user_id,
+        "online": True,
+        "last_seen_at": None,
+    }
+    await alice_sock.send({"type": "typing", "chat_id": chat})
+    typing = await bob_sock.until(lambda f: f["type"] == "typing")
+    assert typing["cursor"] is None and typing["user_id"] == alice.user_id and typing["expires_in"] > 0
+    status = await api.get(f"/api/v1/users/{alice.user_id}/presence", token=bob.access_token)
+    assert status.body["online"] is True
+    await alice_sock.close()
+    offline = await bob_sock.until(lambda f: f["type"] == "presence")
+    assert offline["online"] is False and offline["last_seen_at"]
+
+    hidden = await api.request(
+        "PUT", "/api/v1/users/me/presence", json={"visibility": "nobody"}, token=alice.access_token
+    )
+    assert hidden.status == 204
+    alice_sock = await connect(rt, alice)
+    status = await api.get(f"/api/v1/users/{alice.user_id}/presence", token=bob.access_token)
+    assert status.body == {"user_id": alice.user_id, "online": False, "last_seen_at": None}
+    await alice_sock.close()
+    await bob_sock.close()
+
+
+async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    slow = await connect(rt, bob)  # reads nothing for now
+    big = "x" * 16_000
+    total = 600
+    sender = await connect(rt, alice)
+    for i in range(total):
+        await sender.send({"type": "message.send", "chat_id": chat, "client_id": f"s{i}", "body": f"{i} {big}"})
+    for _ in range(total):
+        await sender.until(lambda f: f["type"] == "message.sent", timeout=30)
+    seen = []
+    try:
+        while True:
+            frame = await slow.recv(timeout=10)
+            if frame["type"] == "message.new":
+                seen.append(frame)
+    except ConnectionError:
+        pass
+    assert slow.ws.close_code == 4008
+    resumed = await connect(rt, bob, cursor=seen[-1]["cursor"])
+    rest = await resumed.events(total - len(seen), "message.new", timeout=30)
+    bodies = [int(e["message"]["body"].split()[0]) for e in seen + rest]
+    assert bodies == list(range(total))
+    await resumed.close()
+    await sender.close()
+
+
+async def test_revoked_device_socket_is_closed(rt: Server):
+    api = rt.api
+    bob = await api.register()
+    phone = (await api.login(bob, device_name="phone")).body
+    sock = await connect(rt, phone)
+    await api.delete(f"/api/v1/devices/{phone['device_id']}", token=bob.access_token)
+    with pytest.raises(ConnectionError):
+        await sock.recv(timeout=10)
+    assert sock.ws.close_code == 4003
+
+
+async def test_a_lost_hint_is_covered_by_the_database_catch_up(rt: Server):
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sock = await connect(rt, bob)
+    await sock.events(1)
+    hub = rt.app[HUB]
+    original = hub.on_deliveries
+    hub.on_deliveries = lambda deliveries: None  # the bus loses every hint
+    try:
+        await say(api, alice, chat, "hint lost")
+        (event,) = await sock.events(1, "message.new", timeout=5)
+        assert event["message"]["body"] == "hint lost"
+    finally:
+        hub.on_deliveries = original
+    await sock.close()
+
+
+async def test_cursor_beyond_the_stream_is_refused(rt: Server):
+    bob = await rt.api.register()
+    ws = await rt.api.session.ws_connect(rt.url + "/api/v1/ws")
+    await ws.send_json({"type": "authenticate", "token": bob.access_token, "cursor": 999})
+    assert (await ws.receive_json(timeout=5))["code"] == "validation_failed"
+    await ws.receive(timeout=5)
+    assert ws.close_code == 4400
+
+
+async def test_removed_member_hears_the_removal_then_nothing(rt: Server):
+    api: Api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    sock = await connect(rt, bob)
+    await sock.events(1, "chat.created")
+    assert (await api.delete(f"/api/v1/chats/{chat}/members/{bob.user_id}", token=alice.access_token)).status == 204
+    removed = await sock.until(lambda f: f["type"] == "chat.member.removed")
+    assert removed["user_id"] == bob.user_id
+    await say(api, alice, chat, "after bob left")
+    await sock.send({"type": "ping"})
+    pong = await sock.until(lambda f: f["type"] in ("pong", "message.new"))
+    assert pong["type"] == "pong"
+    await sock.close()
