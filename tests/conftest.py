@@ -56,6 +56,26 @@ async def require_postgres() -> None:
         pytest.skip(reason)
 
 
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def require_redis() -> str:
+    """The Redis URL for bus tests; skip (or, with CI=true, fail) when none answers."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception as exc:
+        reason = f"no Redis at {REDIS_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(f"CI=true requires Redis: {reason}")
+        pytest.skip(reason)
+    finally:
+        await client.aclose()
+    return REDIS_URL
+
+
 class FreshPostgres:
     """Creates throwaway databases and drops them afterwards."""
 

@@ -3,84 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import sqlite3
 import stat
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.conftest import Api, new_username
-
-LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
-
-
-def sup_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUP_")}
-    env.update({"SUP_DATA_DIR": str(data_dir), "SUP_RATELIMIT_ENABLED": "false", **extra})
-    if database_url:
-        env["SUP_DATABASE_URL"] = database_url
-    return env
-
-
-async def sup(*args: str, env: dict[str, str], stdin: bytes | None = None, cwd: Path | None = None):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sup",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
-    return proc.returncode, out.decode(), err.decode()
-
-
-class Running:
-    """A `sup run` process; its stderr (the log) is collected as it comes."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.log = ""
-        self.url = ""
-
-    @classmethod
-    async def start(cls, env: dict[str, str], *args: str) -> Running:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sup",
-            "run",
-            "--port",
-            "0",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        running = cls(proc)
-        while not running.url:
-            line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
-            if not line:
-                raise AssertionError(f"sup run exited early:\n{running.log}")
-            running.log += line.decode()
-            match = LISTENING.search(line.decode())
-            if match:
-                running.url = match.group(1)
-        return running
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        rest = await asyncio.wait_for(self.proc.stderr.read(), timeout=30)
-        self.log += rest.decode()
-        return await asyncio.wait_for(self.proc.wait(), timeout=30)
+from tests.conftest import Api, Socket, new_username
+from tests.processes import Running, sup, sup_env
 
 
 async def test_run_serves_and_stops_cleanly(database_url: str, tmp_path: Path):
@@ -132,8 +64,10 @@ async def test_open_requests_finish_on_sigterm(tmp_path: Path):
     async with aiohttp.ClientSession() as session:
         api = Api(running.url, session)
         account = await api.register()
+        # Open the connections first, so the logins below travel on connections the server holds.
+        await asyncio.gather(*[api.get("/health") for _ in range(20)])
         logins = [asyncio.ensure_future(api.login(account)) for _ in range(20)]
-        await asyncio.sleep(0.05)  # let them reach the server
+        await asyncio.sleep(0.2)  # let them reach the server (hashing takes far longer)
         running.proc.send_signal(signal.SIGTERM)
         replies = await asyncio.gather(*logins)
     assert [r.status for r in replies] == [200] * 20
@@ -292,3 +226,16 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path):
         assert "address" in err.lower() or "in use" in err.lower()
     finally:
         await first.stop()
+
+
+async def test_shutdown_closes_websockets_with_going_away(tmp_path: Path):
+    running = await Running.start(sup_env(tmp_path))
+    async with aiohttp.ClientSession() as session:
+        account = await Api(running.url, session).register()
+        sock = await Socket.connect(running.url, session, account.access_token)
+        running.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionError):
+            while True:
+                await sock.recv(timeout=10)
+        assert sock.ws.close_code == 1001
+    assert await running.stop() == 0

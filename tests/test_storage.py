@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,23 @@ def test_every_migration_has_up_and_down_for_both_dialects():
         for dialect in ("sqlite", "postgres"):
             assert migration.sql("up", dialect).strip()
             assert migration.sql("down", dialect).strip()
+
+
+async def test_a_cancelled_transaction_leaves_the_database_usable(db: Database):
+    """Cancellation at any point (a client gone, a shutdown) must not leave a transaction open."""
+
+    async def write(i: int) -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", f"c{i}", i)
+            await asyncio.sleep(0)
+
+    for delay_steps in range(8):
+        task = asyncio.create_task(write(delay_steps))
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "after", 1)
+    assert await db.fetchval("SELECT v FROM kv WHERE k = $1", "after") == 1

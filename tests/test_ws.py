@@ -10,14 +10,19 @@ import aiohttp
 import pytest
 
 from sup.ws.hub import HUB
-from tests.conftest import Account, Api, Server, Socket, plain_group, say
+from tests.conftest import Account, Api, Server, Socket, plain_group, require_redis, say
 
 
-@pytest.fixture(scope="module")
-async def rt(server_factory) -> Server:
-    """A server that checks sockets against the database often, and lets slow consumers fall behind little."""
+@pytest.fixture(scope="module", params=["memory", "redis"])
+async def rt(request, server_factory) -> Server:
+    """A server that checks sockets against the database often, and lets slow consumers fall behind little;
+    on the in-process bus, and on Redis (the machine's server, or TEST_REDIS_URL)."""
+    bus = "memory://" if request.param == "memory" else await require_redis()
     return await server_factory(
-        SUP_WEBSOCKET_CATCH_UP_SECONDS="0.2", SUP_WEBSOCKET_QUEUE_LIMIT="16", SUP_WEBSOCKET_SEND_TIMEOUT_SECONDS="1"
+        SUP_BUS_URL=bus,
+        SUP_WEBSOCKET_CATCH_UP_SECONDS="0.2",
+        SUP_WEBSOCKET_QUEUE_LIMIT="16",
+        SUP_WEBSOCKET_SEND_TIMEOUT_SECONDS="1",
     )
 
 

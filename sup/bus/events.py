@@ -85,6 +85,9 @@ class RedisBus(MemoryBus):
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis = None
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        # Publishing happens off the commit path: a slow or absent Redis must not hold sends.
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(_Wire)
 
@@ -95,12 +98,14 @@ class RedisBus(MemoryBus):
             raise RuntimeError("the redis:// bus needs the redis extra: pip install 'sup-messenger[redis]'") from exc
         self._redis = aioredis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
         self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+        self._writer = asyncio.create_task(self._write(), name="redis-bus-writer")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._redis is not None:
             await self._redis.aclose()
         await super().close()
@@ -116,9 +121,25 @@ class RedisBus(MemoryBus):
 
     async def _publish(self, wire: _Wire) -> None:
         try:
-            await self._redis.publish(self.CHANNEL, self._encoder.encode(wire))
-        except Exception as exc:  # Redis down: other processes catch up from the database
-            log.warning("redis publish failed (%s); other processes will catch up from the database", exc)
+            self._outbox.put_nowait(self._encoder.encode(wire))
+        except asyncio.QueueFull:  # Redis is far behind: the others catch up from the database
+            log.warning("bus outbox full; dropping a hint")
+
+    async def _write(self) -> None:
+        failing = False
+        while True:
+            data = await self._outbox.get()
+            try:
+                await self._redis.publish(self.CHANNEL, data)
+                if failing:
+                    log.info("redis publish works again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: other processes catch up from the database
+                if not failing:
+                    log.warning("redis publish failed (%s); other processes catch up from the database", exc)
+                failing = True
 
     async def _read(self) -> None:
         while True:

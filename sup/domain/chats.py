@@ -320,7 +320,9 @@ class ChatService:
                 user_id=r["user_id"],
                 username=r["username"],
                 display_name=r["display_name"],
-                role=Role(r["role_id"], r["kind"], r["role_name"], []),
+                role=_role(
+                    {"id": r["role_id"], "kind": r["kind"], "name": r["role_name"], "permissions": r["permissions"]}
+                ),
                 joined_at=r["joined_at"],
                 last_read_seq=r["last_read_seq"],
             )

@@ -164,10 +164,10 @@ class MessageService:
     async def _do_send(
         self, tx: Queryable, user_id: str, device_id: str, out: Outgoing, digest: bytes
     ) -> tuple[Sent, list[Delivery]]:
+        membership = await self._access.access_chat(tx, user_id, out.chat_id)
         existing = await self._messages.by_client_id(tx, user_id, out.client_id)
         if existing is not None:  # a retry, even one in the same batch or from another process
             return Sent(self._retried(existing, digest, user_id, device_id, out), False), []
-        membership = await self._access.access_chat(tx, user_id, out.chat_id)
         membership.require(Permission.SEND_MESSAGES, "send messages here")
         if out.kind in ("media", "sticker"):
             membership.require(Permission.SEND_MEDIA, "send media here")

@@ -161,7 +161,8 @@ class MemberStore:
 
     async def list(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[Row]:
         select = (
-            "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.name AS role_name, u.username,"
+            "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.name AS role_name, r.permissions,"
+            " u.username,"
             " u.display_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id JOIN users u ON u.id = m.user_id"
             " WHERE m.chat_id = $1"
         )

@@ -95,7 +95,8 @@ class MessageStore:
     async def unread(self, db: Queryable, chat_id: str, viewer_id: str, after_seq: int) -> int:
         return await db.fetchval(
             "SELECT COUNT(*) FROM messages WHERE chat_id = $1 AND seq > $3 AND deleted_at IS NULL"
-            " AND (sender_id IS NULL OR sender_id <> $2)",
+            " AND kind <> 'system' AND (sender_id IS NULL OR sender_id <> $2)"
+            " AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $2 AND h.message_id = messages.id)",
             chat_id,
             viewer_id,
             after_seq,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -122,13 +122,22 @@ class SQLiteDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Conn]:
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                await _to_completion(self._writer.execute("BEGIN IMMEDIATE"))
+            except asyncio.CancelledError:
+                # BEGIN ran anyway (in SQLite's thread): end it before the lock is released.
+                await _to_completion(self._writer.execute("ROLLBACK"))
+                raise
             try:
                 yield _Conn(self._writer)
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                await _to_completion(self._writer.execute("ROLLBACK"))
                 raise
-            await self._writer.execute("COMMIT")
+            try:
+                await _to_completion(self._writer.execute("COMMIT"))
+            except sqlite3.Error:
+                await _to_completion(self._writer.execute("ROLLBACK"))
+                raise
 
     async def lock_for_migrations(self, tx: Any) -> None:
         # BEGIN IMMEDIATE already holds SQLite's write lock for the whole transaction.
@@ -161,6 +170,21 @@ class SQLiteDatabase:
     async def close(self) -> None:
         for conn in [*self._all_readers, self._writer]:
             await conn.close()
+
+
+async def _to_completion(operation: Awaitable[Any]) -> Any:
+    """Await an operation that must finish even if the caller is cancelled meanwhile.
+
+    aiosqlite runs statements in its own thread: a cancelled await does not stop BEGIN,
+    COMMIT or ROLLBACK, it only stops us from knowing when they are done. Waiting for
+    them keeps the writer's transaction state in step with the lock.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

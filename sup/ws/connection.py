@@ -92,6 +92,7 @@ class Connection:
         self._need_catch_up = True
         self._close_code: int | None = None
         self._sending_since: float | None = None
+        self._aborting = False
         self.pump_task: asyncio.Task[None] | None = None
 
     @property
@@ -141,10 +142,15 @@ class Connection:
 
     async def abort(self, code: int) -> None:
         """Close now, even with the pump stuck on a socket that accepts nothing."""
+        if self._aborting:
+            return
+        self._aborting = True
         if self.pump_task is not None:
             self.pump_task.cancel()
+        # The close frame goes behind what is buffered, without waiting for the client to read
+        # it all; if the client does not answer in time, the transport is closed regardless.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=code, message=b"resume from your cursor"), 5)
+            await asyncio.wait_for(self.ws.close(code=code, message=b"resume from your cursor", drain=False), 10)
 
     async def _send(self, payload: bytes) -> None:
         self._sending_since = time.monotonic()
