@@ -79,3 +79,11 @@ def test_bad_settings_name_the_key(tmp_path: Path, toml: str, env: dict, key: st
 def test_missing_file_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config(tmp_path / "absent.toml", {})
+
+
+def test_configuration_doc_lists_every_setting():
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    for section, struct in sections().items():
+        assert f"### `[{section}]`" in text, section
+        for key in struct.__struct_fields__:
+            assert f"| `{key}` |" in text, f"{section}.{key} is missing from docs/configuration.md"
