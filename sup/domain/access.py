@@ -50,13 +50,10 @@ class ChatAccess:
         """The chat and my membership in it; 404 if it does not exist or I am not a member."""
         if not is_uuid(chat_id):
             raise no_chat()
-        member = await self.members.get(db, chat_id, user_id)
-        if member is None:
+        row = await self.members.with_chat(db, chat_id, user_id)
+        if row is None:
             raise no_chat()
-        chat = await self.chats.get(db, chat_id)
-        if chat is None:
-            raise no_chat()
-        return Membership(chat, member)
+        return Membership(row, row)  # one row holds both the chat's and the membership's columns
 
     async def check_not_blocked(self, db: Queryable, actor_id: str, target_id: str) -> None:
         """Refuse when the target blocks the actor (the actor may not reach them)."""
@@ -67,8 +64,5 @@ class ChatAccess:
         """In a direct chat, a block either way stops new messages."""
         if membership.chat["type"] != "direct":
             return
-        for other in await self.members.user_ids(db, membership.chat["id"]):
-            if other != user_id and (
-                await self.blocks.is_blocked(db, other, user_id) or await self.blocks.is_blocked(db, user_id, other)
-            ):
-                raise DomainError(Code.BLOCKED, "Messages between you and this user are blocked.")
+        if await self.members.blocked_between(db, membership.chat["id"], user_id):
+            raise DomainError(Code.BLOCKED, "Messages between you and this user are blocked.")

@@ -7,6 +7,7 @@ and return the events they appended, which are announced once the transaction co
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,7 +173,8 @@ class MessageService:
         if out.kind in ("media", "sticker"):
             membership.require(Permission.SEND_MEDIA, "send media here")
         await self._access.check_direct_open(tx, membership, user_id)
-        await self._check_content(tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients)
+        devices = await self._access.members.devices(tx, out.chat_id)
+        await self._check_content(tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients, devices)
         if out.reply_to is not None:
             target = await self._messages.get(tx, out.reply_to)
             if target is None or target["chat_id"] != out.chat_id:
@@ -192,6 +194,7 @@ class MessageService:
             sticker_id=out.sticker_id,
             reply_to=out.reply_to,
             now=self._clock.now_ms(),
+            devices=[row["id"] for row in devices],
         )
         return Sent(message, True), deliveries
 
@@ -204,6 +207,7 @@ class MessageService:
         body: str | None,
         ciphertext: bytes | None,
         recipients: list[tuple[str, bytes]],
+        devices: Sequence[Row] | None = None,
     ) -> None:
         chat = membership.chat
         if not chat["encrypted"]:
@@ -220,11 +224,13 @@ class MessageService:
             return
         if not recipients:
             raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
-        await self._check_devices(tx, chat["id"], user_id, device_id, [d for d, _ in recipients])
+        if devices is None:
+            devices = await self._access.members.devices(tx, chat["id"])
+        await self._check_devices(tx, device_id, [d for d, _ in recipients], devices)
 
-    async def _check_devices(self, tx: Queryable, chat_id: str, user_id: str, device_id: str, named: list[str]) -> None:
+    async def _check_devices(self, tx: Queryable, device_id: str, named: list[str], devices: Sequence[Row]) -> None:
         """Signal's rule: an encrypted send names exactly the current devices, or nothing is stored."""
-        current = {row["id"]: row["user_id"] for row in await self._access.members.devices(tx, chat_id)}
+        current = {row["id"]: row["user_id"] for row in devices}
         current.pop(device_id, None)  # the sending device already knows what it wrote
         named_set = set(named)
         missing = sorted(set(current) - named_set)

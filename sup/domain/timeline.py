@@ -97,7 +97,9 @@ class Timeline:
         sticker_id: str | None = None,
         reply_to: str | None = None,
         forwarded_from: dict[str, Any] | None = None,
+        devices: Sequence[str] | None = None,
     ) -> tuple[Message, list[Delivery]]:
+        """Append a message; `devices` (the chat's member devices) saves a query if the caller has them."""
         seq = await self.chats.next_seq(tx, chat_id, now)
         message = Message(
             id=uuid7(now),
@@ -140,7 +142,9 @@ class Timeline:
                 device_id: encode({"message": msgspec.structs.replace(message, ciphertext=ct)})
                 for device_id, ct in recipients
             }
-        deliveries = await self.to_chat(tx, chat_id, "message.new", {"message": message}, now, per_device=per_device)
+        deliveries = await self.to_chat(
+            tx, chat_id, "message.new", {"message": message}, now, per_device=per_device, devices=devices
+        )
         return message, deliveries
 
     async def system(self, tx: Queryable, chat_id: str, actor_id: str | None, action: dict[str, Any], now: int):
@@ -166,11 +170,11 @@ class Timeline:
         now: int,
         *,
         per_device: dict[str, bytes] | None = None,
-        extra_devices: Sequence[str] = (),
+        devices: Sequence[str] | None = None,
     ) -> list[Delivery]:
-        """Append an event for every active device of every member (and any extra devices)."""
-        devices = [row["id"] for row in await self.members.devices(tx, chat_id)]
-        devices += [d for d in extra_devices if d not in set(devices)]
+        """Append an event for every active device of every member."""
+        if devices is None:
+            devices = [row["id"] for row in await self.members.devices(tx, chat_id)]
         encoded = body if isinstance(body, bytes) else encode(body)
         return await self.events.append(tx, event_type, devices, encoded, now, per_device=per_device)
 

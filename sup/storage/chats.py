@@ -150,6 +150,27 @@ class MemberStore:
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
         return await tx.execute("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id) == 1
 
+    async def with_chat(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
+        """One query for the hot path: the chat's columns and my membership in it, or None."""
+        return await db.fetchrow(
+            f"SELECT {_CHAT_COLUMNS}, m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions,"
+            " r.name AS role_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+            " JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = $1 AND m.user_id = $2",
+            chat_id,
+            user_id,
+        )
+
+    async def blocked_between(self, db: Queryable, chat_id: str, user_id: str) -> bool:
+        """Whether a block stands between the user and any other member, in either direction."""
+        return bool(
+            await db.fetchval(
+                "SELECT 1 FROM chat_members o JOIN blocked_users b ON (b.user_id = o.user_id AND b.blocked_id = $2)"
+                " OR (b.user_id = $2 AND b.blocked_id = o.user_id) WHERE o.chat_id = $1 AND o.user_id <> $2 LIMIT 1",
+                chat_id,
+                user_id,
+            )
+        )
+
     async def get(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
         """The membership with its role's kind and permissions, or None."""
         return await db.fetchrow(
