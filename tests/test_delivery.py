@@ -1,9 +1,9 @@
 """Nothing acknowledged is lost: across kill -9, across processes, across a Redis outage,
 and across a lost response.
 
-These tests run real `sup run` processes. The multi-process ones use Postgres and a
-Redis server of their own (started on a free loopback port), so stopping it for a while
-disturbs nobody else.
+These tests run real `sup run` processes on the running Postgres and Redis; the Redis
+outage test starts a redis-server of its own on a free loopback port, so stopping it for
+ten seconds disturbs nobody else.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import IN_CI, Api, Server, Socket, plain_group, say
+from tests.conftest import IN_CI, Api, Server, Socket, plain_group, require_redis, say
 from tests.processes import Running, sup_env
 
 SECRET = "delivery-tests-shared-secret-0123456789"
@@ -170,9 +170,10 @@ async def two_processes(database_url: str, tmp_path: Path, bus_url: str, **extra
     return first, second
 
 
-async def test_two_processes_share_events_and_survive_one_being_killed(fresh_postgres, redis_server, tmp_path: Path):
+async def test_two_processes_share_events_and_survive_one_being_killed(fresh_postgres, tmp_path: Path):
+    # The machine's running Postgres and Redis, as an operator would deploy it.
     database_url = await fresh_postgres.create()
-    a, b = await two_processes(database_url, tmp_path, redis_server.url)
+    a, b = await two_processes(database_url, tmp_path, await require_redis())
     try:
         async with aiohttp.ClientSession() as session:
             api_a, api_b = Api(a.url, session), Api(b.url, session)
