@@ -228,6 +228,7 @@ async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server)
         await sender.send({"type": "message.send", "chat_id": chat, "client_id": f"s{i}", "body": f"{i} {big}"})
     for _ in range(total):
         await sender.until(lambda f: f["type"] == "message.sent", timeout=30)
+    await asyncio.sleep(2.5)  # still not reading: longer than the 1 s send timeout (checked every 0.2 s)
     seen = []
     try:
         while True:

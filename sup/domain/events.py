@@ -14,8 +14,6 @@ import msgspec
 from sup.storage.database import Queryable
 from sup.storage.events import Delivery, EventStore
 
-_encode = msgspec.json.Encoder().encode
-
 
 def frame(event_type: str, cursor: int | None, body: bytes) -> bytes:
     """`{"type": ..., "cursor": ..., <the fields of body>}`; body is an encoded JSON object."""
@@ -24,7 +22,8 @@ def frame(event_type: str, cursor: int | None, body: bytes) -> bytes:
 
 
 def encode(value: Any) -> bytes:
-    return _encode(value)
+    # The module function, not a shared Encoder: this also runs in SQLite's writer thread.
+    return msgspec.json.encode(value)
 
 
 class Announcer(Protocol):

@@ -1,6 +1,7 @@
 """Group commit: many concurrent writes in one transaction, one fsync.
 
-Callers submit an operation (an async function of the transaction). A single worker
+Callers submit an operation (an async function of the transaction that awaits only the
+transaction: on SQLite the whole batch runs in the database's thread). A single worker
 takes everything queued, runs each operation inside its own SAVEPOINT (so one refused
 operation does not undo the others), commits once, hands the batch's deliveries to
 `on_commit`, then answers every caller. Nobody is answered before the commit, so an
@@ -76,20 +77,23 @@ class WriteBatcher:
     async def _commit(self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         deliveries: list[Delivery] = []
-        try:
-            async with self._db.transaction() as tx:
-                for operation, _ in batch:
-                    await tx.execute("SAVEPOINT op")
-                    try:
-                        value, produced = await operation(tx)
-                    except Exception as exc:  # refused or failed: undo this one only
-                        await tx.execute("ROLLBACK TO SAVEPOINT op")
-                        await tx.execute("RELEASE SAVEPOINT op")
-                        outcomes.append((False, exc))
-                        continue
+
+        async def run_all(tx: Queryable) -> None:
+            for operation, _ in batch:
+                await tx.execute("SAVEPOINT op")
+                try:
+                    value, produced = await operation(tx)
+                except Exception as exc:  # refused or failed: undo this one only
+                    await tx.execute("ROLLBACK TO SAVEPOINT op")
                     await tx.execute("RELEASE SAVEPOINT op")
-                    outcomes.append((True, value))
-                    deliveries.extend(produced)
+                    outcomes.append((False, exc))
+                    continue
+                await tx.execute("RELEASE SAVEPOINT op")
+                outcomes.append((True, value))
+                deliveries.extend(produced)
+
+        try:
+            await self._db.run_in_transaction(run_all)
         except Exception as exc:  # the commit itself failed: nobody's write is durable
             for _, future in batch:
                 if not future.done():

@@ -7,9 +7,11 @@ the `Dialect` of each backend, not in `if postgres:` branches.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 Row = Mapping[str, Any]
 
@@ -48,6 +50,13 @@ class Database(Queryable, Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction: committed when the block exits, rolled back on an exception."""
+
+    async def run_in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction and commit; roll back if it raises.
+
+        `work` may await only the transaction's own methods: on SQLite it runs inside the
+        writer's thread, every statement without a hop back to the event loop.
+        """
 
     async def lock_for_migrations(self, tx: Transaction) -> None:
         """Keep other processes from migrating at the same time (held until tx ends)."""

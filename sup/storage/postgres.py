@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from sup.storage.database import DatabaseError, IntegrityError, Row
+
+T = TypeVar("T")
 
 # One fixed key so concurrent `sup run`s on one database migrate one at a time.
 _MIGRATION_LOCK_KEY = 0x5355_5000
@@ -77,6 +79,10 @@ class PostgresDatabase(_Conn):
     async def transaction(self) -> AsyncIterator[_Conn]:
         async with self._pool.acquire() as conn, conn.transaction():
             yield _Conn(conn)
+
+    async def run_in_transaction(self, work: Callable[[_Conn], Awaitable[T]]) -> T:
+        async with self.transaction() as tx:
+            return await work(tx)
 
     async def lock_for_migrations(self, tx: _Conn) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
