@@ -8,7 +8,10 @@ parallel while the event loop keeps serving. The pool size bounds both CPU and m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher as _Argon2
@@ -16,8 +19,27 @@ from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 
+def _give_hash_buffers_back() -> None:
+    """Make glibc map every block of 16 MiB or more on its own, and unmap it when freed.
+
+    By default glibc raises its mmap threshold after the first big free, and from then on each
+    argon2 buffer (memory_kib, at least 19 MiB) lives in a per-thread arena that keeps it:
+    RSS stayed ~40 MiB higher after the first logins, for good. A fixed threshold returns the
+    memory after every hash. The price is fresh pages per hash: ~8 ms more CPU per login
+    (measured 27.5 -> 35.4 ms); logins are rare, memory on a small server is not.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 16 << 20)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
 class PasswordHasher:
     def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, workers: int = 0) -> None:
+        _give_hash_buffers_back()
         self._argon2 = _Argon2(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
         self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="argon2")
         # Verified when a username is unknown, so that case costs what a wrong password costs.
