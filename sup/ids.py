@@ -1,6 +1,7 @@
 """Time-ordered identifiers (UUIDv7, RFC 9562)."""
 
 import os
+import re
 import time
 import uuid
 
@@ -17,9 +18,9 @@ def uuid7(now_ms: int | None = None) -> str:
     return str(uuid.UUID(int=value))
 
 
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return len(value) == 36
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_uuid(value: object) -> bool:
+    """A UUID in its 36-character text form (checked on every send: a regex, not uuid.UUID)."""
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sup.domain.permissions import RANK, Permission
+from sup.domain.permissions import ALL, RANK, Permission
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
 from sup.storage.accounts import BlockStore
@@ -24,7 +24,7 @@ class Membership:
     @property
     def permissions(self) -> Permission:
         if self.member["kind"] == "owner":
-            return Permission(sum(Permission))
+            return ALL
         return Permission(self.member["permissions"])
 
     @property

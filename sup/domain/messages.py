@@ -6,6 +6,7 @@ and return the events they appended, which are announced once the transaction co
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,15 +146,21 @@ class MessageService:
 
     async def send(self, user_id: str, device_id: str, out: Outgoing) -> Sent:
         """Send a message; the same client_id again returns the original (created=False)."""
+        return await asyncio.shield(self.queue_send(user_id, device_id, out))
+
+    def queue_send(self, user_id: str, device_id: str, out: Outgoing) -> asyncio.Future[Sent]:
+        """Validate and queue a send for the next group commit; the future resolves after it.
+
+        No read before queueing: sends queue in the order they arrive, so one client's
+        pipelined messages get their seqs in that order. A retry is recognised inside.
+        """
         check_outgoing(out)
         digest = out.content_hash()
 
-        # No read before queueing: sends queue in the order they arrived, so one client's
-        # pipelined messages get their seqs in that order. A retry is recognised inside.
         async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
             return await self._do_send(tx, user_id, device_id, out, digest)
 
-        return await self._batcher.submit(operation)
+        return self._batcher.enqueue(operation)
 
     def _retried(self, row: Row, digest: bytes, user_id: str, device_id: str, out: Outgoing) -> Message:
         if bytes(row["content_hash"]) != digest:

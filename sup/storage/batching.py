@@ -53,13 +53,21 @@ class WriteBatcher:
         if self._task is not None:
             await self._task
 
-    async def submit(self, operation: Operation[T]) -> T:
+    def enqueue(self, operation: Operation[T]) -> asyncio.Future[T]:
+        """Queue an operation; the future resolves (or fails) after its batch's commit.
+
+        Synchronous, so a caller that queues several operations fixes their order.
+        """
         if self._closing:
             raise RuntimeError("the server is shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((operation, future))
         self._wakeup.set()
-        return await asyncio.shield(future)
+        return future
+
+    async def submit(self, operation: Operation[T]) -> T:
+        # Shielded: a caller that gives up does not stop the write; a retry finds it.
+        return await asyncio.shield(self.enqueue(operation))
 
     async def _run(self) -> None:
         while True:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 from msgspec import Meta
 
-from sup.domain.messages import Outgoing
+from sup.domain.messages import Outgoing, Sent
 from sup.errors import Code, DomainError
 from sup.http.problems import STATUS
 from sup.http.services import SERVICES, Services
@@ -206,6 +207,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
     pump.add_done_callback(hub.tasks.discard)
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
     requests: set[asyncio.Task[None]] = set()
+    sends: set[asyncio.Future[Sent]] = set()
     await services.presence.connected(connection.user_id)
     try:
         async for message in ws:
@@ -220,9 +222,15 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
                 hub.acks.ack(connection.device_id, min(frame.cursor, connection.last_sent))
             elif isinstance(frame, Send):
                 await in_flight.acquire()
-                task = asyncio.create_task(_send(connection, services, frame))
-                requests.add(task)
-                task.add_done_callback(lambda t: (requests.discard(t), in_flight.release()))
+                try:
+                    sending = services.messages.queue_send(connection.user_id, connection.device_id, to_outgoing(frame))
+                except DomainError as error:
+                    in_flight.release()
+                    connection.reply(error_frame(error, frame.request_id))
+                    continue
+                # A callback, not a task per send: at thousands of sends a second tasks cost.
+                sends.add(sending)
+                sending.add_done_callback(partial(_answer_send, connection, frame.request_id, in_flight, sends))
             elif isinstance(frame, Typing):
                 task = asyncio.create_task(_typing(connection, services, frame))
                 requests.add(task)
@@ -235,33 +243,44 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
                 break
     finally:
         hub.remove(connection)
-        if requests:  # sends already queued still commit; their answers have nowhere to go
-            await asyncio.wait(requests, timeout=10)
+        pending = requests | sends
+        if pending:  # sends already queued still commit; their answers have nowhere to go
+            await asyncio.wait(pending, timeout=10)
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
         await services.presence.disconnected(connection.user_id)
 
 
-async def _send(connection: Connection, services: Services, frame: Send) -> None:
-    try:
-        sent = await services.messages.send(connection.user_id, connection.device_id, to_outgoing(frame))
-    except DomainError as error:
-        connection.reply(error_frame(error, frame.request_id))
+def _answer_send(
+    connection: Connection,
+    request_id: str | None,
+    in_flight: asyncio.Semaphore,
+    sends: set[asyncio.Future[Sent]],
+    sending: asyncio.Future[Sent],
+) -> None:
+    sends.discard(sending)
+    in_flight.release()
+    if sending.cancelled():
+        connection.reply(error_frame(DomainError(Code.UNAVAILABLE, "The server is shutting down."), request_id))
         return
-    except Exception:
-        log.exception("send over WebSocket failed")
-        connection.reply(error_frame(DomainError(Code.INTERNAL, "The message was not stored."), frame.request_id))
-        return
-    connection.reply(
-        {
-            "type": "message.sent",
-            "cursor": None,
-            "request_id": frame.request_id,
-            "created": sent.created,
-            "message": sent.message,
-        }
-    )
+    error = sending.exception()
+    if isinstance(error, DomainError):
+        connection.reply(error_frame(error, request_id))
+    elif error is not None:
+        log.error("send over WebSocket failed", exc_info=error)
+        connection.reply(error_frame(DomainError(Code.INTERNAL, "The message was not stored."), request_id))
+    else:
+        sent = sending.result()
+        connection.reply(
+            {
+                "type": "message.sent",
+                "cursor": None,
+                "request_id": request_id,
+                "created": sent.created,
+                "message": sent.message,
+            }
+        )
 
 
 async def _typing(connection: Connection, services: Services, frame: Typing) -> None:
