@@ -4,6 +4,8 @@ typing and presence, msgpack, slow consumers, revoked devices and lost hints."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import uuid
 
 import aiohttp
@@ -298,3 +300,58 @@ async def test_removed_member_hears_the_removal_then_nothing(rt: Server):
     pong = await sock.until(lambda f: f["type"] in ("pong", "message.new"))
     assert pong["type"] == "pong"
     await sock.close()
+
+
+async def test_two_users_with_two_devices_each_in_an_encrypted_direct_chat(rt: Server):
+    """Every device of both users gets its own ciphertext; the sending device gets the metadata."""
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    alice_phone = (await api.login(alice, device_name="phone")).body
+    bob_phone = (await api.login(bob, device_name="phone")).body
+    chat = (
+        await api.post("/api/v1/chats", json={"type": "direct", "member_ids": [bob.user_id]}, token=alice.access_token)
+    ).body["id"]
+    sockets = {
+        alice.device_id: await connect(rt, alice),
+        alice_phone["device_id"]: await connect(rt, alice_phone),
+        bob.device_id: await connect(rt, bob),
+        bob_phone["device_id"]: await connect(rt, bob_phone),
+    }
+    others = [d for d in sockets if d != alice.device_id]
+    blobs = {d: os.urandom(32) for d in others}
+    await sockets[alice.device_id].send(
+        {
+            "type": "message.send",
+            "request_id": "e2e",
+            "chat_id": chat,
+            "client_id": "dm-1",
+            "recipients": [{"device_id": d, "ciphertext": base64.b64encode(b).decode()} for d, b in blobs.items()],
+        }
+    )
+    # The sender's socket gets the answer and its own device's copy, in either order.
+    frames = [
+        await sockets[alice.device_id].until(lambda f: f["type"] in ("message.sent", "message.new")) for _ in range(2)
+    ]
+    sent = next(f for f in frames if f["type"] == "message.sent")
+    own = next(f for f in frames if f["type"] == "message.new")
+    assert sent["request_id"] == "e2e" and sent["message"]["seq"] == 1
+    assert own["message"]["id"] == sent["message"]["id"] and own["message"]["ciphertext"] is None
+    for device in others:
+        event = await sockets[device].until(lambda f: f["type"] == "message.new")
+        assert event["message"]["id"] == sent["message"]["id"]
+        assert base64.b64decode(event["message"]["ciphertext"]) == blobs[device]
+    # a reply from bob's phone must name alice's two devices and bob's laptop
+    await sockets[bob_phone["device_id"]].send(
+        {
+            "type": "message.send",
+            "request_id": "short",
+            "chat_id": chat,
+            "client_id": "dm-2",
+            "recipients": [{"device_id": alice.device_id, "ciphertext": "AAAA"}],
+        }
+    )
+    refused = await sockets[bob_phone["device_id"]].until(lambda f: f.get("request_id") == "short")
+    assert refused["type"] == "error" and refused["status"] == 409
+    assert sorted(refused["missing_devices"]) == sorted([alice_phone["device_id"], bob.device_id])
+    for sock in sockets.values():
+        await sock.close()
