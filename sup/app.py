@@ -24,6 +24,7 @@ from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.events import EventWriter
+from sup.domain.keychanges import KeyChanges
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
@@ -69,7 +70,9 @@ def build_hasher(config: Config) -> PasswordHasher:
     )
 
 
-def build_accounts(config: Config, db: Database, hasher: PasswordHasher, clock: Clock) -> AccountService:
+def build_accounts(
+    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, key_changes: KeyChanges | None = None
+) -> AccountService:
     keys = ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
     return AccountService(
         db,
@@ -80,6 +83,7 @@ def build_accounts(config: Config, db: Database, hasher: PasswordHasher, clock: 
         clock,
         config.auth,
         config.ratelimit,
+        key_changes,
     )
 
 
@@ -115,9 +119,10 @@ class Realtime:
 
 def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime) -> Services:
     access = ChatAccess()
-    timeline = Timeline(EventWriter(rt.events))
+    writer = EventWriter(rt.events)
+    timeline = Timeline(writer)
     return Services(
-        accounts=build_accounts(config, db, hasher, clock),
+        accounts=build_accounts(config, db, hasher, clock, KeyChanges(access, writer, rt.bus)),
         users=UserService(db, clock),
         chats=ChatService(db, access, timeline, rt.bus, clock),
         messages=MessageService(db, access, timeline, rt.bus, rt.batcher, clock),

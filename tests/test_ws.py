@@ -355,3 +355,29 @@ async def test_two_users_with_two_devices_each_in_an_encrypted_direct_chat(rt: S
     assert sorted(refused["missing_devices"]) == sorted([alice_phone["device_id"], bob.device_id])
     for sock in sockets.values():
         await sock.close()
+
+
+async def test_key_change_events_reach_everyone_who_shares_a_chat(rt: Server):
+    api = rt.api
+    alice, bob, stranger = await api.register(), await api.register(), await api.register()
+    await plain_group(api, alice, bob)
+    bob_sock = await connect(rt, bob)
+    alice_sock = await connect(rt, alice)
+    stranger_sock = await connect(rt, stranger)
+    tablet = (await api.login(alice, device_name="tablet")).body
+    for sock in (bob_sock, alice_sock):  # the peer, and alice's own other device
+        added = await sock.until(lambda f: f["type"] == "keys.changed")
+        assert added == {
+            "type": "keys.changed",
+            "cursor": added["cursor"],
+            "user_id": alice.user_id,
+            "device_ids": [tablet["device_id"]],
+            "change": "added",
+        }
+    await api.delete(f"/api/v1/devices/{tablet['device_id']}", token=alice.access_token)
+    removed = await bob_sock.until(lambda f: f["type"] == "keys.changed")
+    assert removed["change"] == "removed" and removed["device_ids"] == [tablet["device_id"]]
+    await stranger_sock.send({"type": "ping", "request_id": "s"})
+    assert (await stranger_sock.until(lambda f: f["type"] in ("pong", "keys.changed")))["type"] == "pong"
+    for sock in (bob_sock, alice_sock, stranger_sock):
+        await sock.close()

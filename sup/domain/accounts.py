@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -26,7 +27,11 @@ from sup.storage.accounts import (
     SessionStore,
     UserStore,
 )
-from sup.storage.database import Database, Row
+from sup.storage.database import Database, Queryable, Row
+from sup.storage.events import Delivery
+
+if TYPE_CHECKING:
+    from sup.domain.keychanges import Change, KeyChanges
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,30})[A-Za-z0-9_]$")
 USERNAME_PATTERN = USERNAME_RE.pattern
@@ -140,7 +145,9 @@ class AccountService:
         clock: Clock,
         auth: AuthConfig,
         limits: RateLimitConfig,
+        key_changes: KeyChanges | None = None,
     ) -> None:
+        self._key_changes = key_changes
         self._db = db
         self._hasher = hasher
         self._tokens = tokens
@@ -210,6 +217,8 @@ class AccountService:
                 raise DomainError(Code.USERNAME_TAKEN, "That username is taken.", field="username")
             session = await self._open_device(tx, user_id, device_name, now)
             user = user_from_row(await self.users.get(tx, user_id))
+            changes = await self._devices_changed(tx, user_id, [session[1]], "added", now)
+        await self._announce(changes)
         return self._issued(session, user)
 
     async def login(
@@ -238,6 +247,8 @@ class AccountService:
             if new_hash:
                 await self.users.set_password_hash(tx, user_id, new_hash, now)
             session = await self._open_device(tx, user_id, device_name, now)
+            changes = await self._devices_changed(tx, user_id, [session[1]], "added", now)
+        await self._announce(changes)
         await self._limiter.reset(f"auth:account:{username.lower()}")
         return self._issued(session, user_from_row(row))
 
@@ -286,6 +297,17 @@ class AccountService:
         )
         return IssuedSession(access, refresh, ttl, device_id, user)
 
+    async def _devices_changed(
+        self, tx: Queryable, user_id: str, device_ids: list[str], change: Change, now: int
+    ) -> list[Delivery]:
+        if self._key_changes is None:  # e.g. `sup admin`, which runs no event delivery
+            return []
+        return await self._key_changes.record(tx, user_id, device_ids, change, now)
+
+    async def _announce(self, deliveries: list[Delivery]) -> None:
+        if deliveries and self._key_changes is not None:
+            await self._key_changes.announce(deliveries)
+
     # -- tokens ------------------------------------------------------------------
 
     async def refresh(self, refresh_token: str) -> IssuedSession:
@@ -293,13 +315,16 @@ class AccountService:
         token_hash = hash_secret(refresh_token)
         now = self._clock.now_ms()
         outcome: Code | None = None
+        changes: list[Delivery] = []
         async with self._db.transaction() as tx:
             consumed = await self.sessions.consume(tx, token_hash, now)
             if consumed is None:
                 known = await self.sessions.get(tx, token_hash)
                 if known is not None and known["used_at"] is not None:
                     # Two parties hold this token; we cannot tell which is the thief.
-                    await self.devices.revoke(tx, known["device_id"], now)
+                    device = await self.devices.get_active(tx, known["device_id"])
+                    if device is not None and await self.devices.revoke(tx, device["id"], now):
+                        changes = await self._devices_changed(tx, device["user_id"], [device["id"]], "removed", now)
                     outcome = Code.REFRESH_TOKEN_REUSED
                 else:
                     outcome = Code.INVALID_REFRESH_TOKEN
@@ -312,6 +337,7 @@ class AccountService:
                     new_token = await self._new_refresh(tx, device["id"], now)
                     await self.devices.touch(tx, device["id"], now)
                     user = user_from_row(await self.users.get(tx, device["user_id"]))
+        await self._announce(changes)
         if outcome is Code.REFRESH_TOKEN_REUSED:
             raise DomainError(outcome, "This refresh token was already used; the session has been ended.")
         if outcome is not None:
@@ -327,8 +353,11 @@ class AccountService:
         return Principal(claims.user_id, claims.device_id)
 
     async def logout(self, who: Principal) -> None:
+        now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self.devices.revoke(tx, who.device_id, self._clock.now_ms())
+            await self.devices.revoke(tx, who.device_id, now)
+            changes = await self._devices_changed(tx, who.user_id, [who.device_id], "removed", now)
+        await self._announce(changes)
 
     async def change_password(self, who: Principal, current: str, new: str) -> None:
         """Change the password; every other device is logged out at once."""
@@ -341,7 +370,9 @@ class AccountService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             await self.users.set_password_hash(tx, who.user_id, new_hash, now)
-            await self.devices.revoke_all_except(tx, who.user_id, who.device_id, now)
+            revoked = await self.devices.revoke_all_except(tx, who.user_id, who.device_id, now)
+            changes = await self._devices_changed(tx, who.user_id, revoked, "removed", now)
+        await self._announce(changes)
 
     # -- two-factor authentication -------------------------------------------------
 
@@ -443,7 +474,10 @@ class AccountService:
             # Another user's device looks exactly like one that does not exist.
             if device is None or device["user_id"] != who.user_id:
                 raise _no_device()
-            await self.devices.revoke(tx, device_id, self._clock.now_ms())
+            now = self._clock.now_ms()
+            await self.devices.revoke(tx, device_id, now)
+            changes = await self._devices_changed(tx, who.user_id, [device_id], "removed", now)
+        await self._announce(changes)
 
     # -- administration (sup admin ...) ------------------------------------------------
 
@@ -476,7 +510,9 @@ class AccountService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             await self.users.set_password_hash(tx, row["id"], password_hash, now)
-            await self.devices.revoke_all_except(tx, row["id"], None, now)
+            revoked = await self.devices.revoke_all_except(tx, row["id"], None, now)
+            changes = await self._devices_changed(tx, row["id"], revoked, "removed", now)
+        await self._announce(changes)
 
     async def create_invite(
         self, *, created_by: str | None = None, max_uses: int = 1, ttl_seconds: int | None = None

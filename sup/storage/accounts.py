@@ -170,20 +170,22 @@ class DeviceStore:
             == 1
         )
 
-    async def revoke_all_except(self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int) -> None:
+    async def revoke_all_except(self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int) -> list[str]:
+        """Revoke every active device of the user but one; return the ones revoked."""
         await tx.execute(
             "DELETE FROM sessions WHERE device_id IN (SELECT id FROM user_devices"
             " WHERE user_id = $1 AND id IS DISTINCT FROM $2)",
             user_id,
             keep_device_id,
         )
-        await tx.execute(
+        rows = await tx.fetch(
             "UPDATE user_devices SET revoked_at = $3 WHERE user_id = $1 AND revoked_at IS NULL"
-            " AND id IS DISTINCT FROM $2",
+            " AND id IS DISTINCT FROM $2 RETURNING id",
             user_id,
             keep_device_id,
             now,
         )
+        return [r["id"] for r in rows]
 
 
 class SessionStore:

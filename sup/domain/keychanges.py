@@ -1,0 +1,41 @@
+"""Key-change events: a device added or removed changes whom an encrypted message must name.
+
+Everyone who shares a chat with the user (and the user's other devices) gets a durable
+`keys.changed` event in the same transaction as the change, so clients re-fetch the
+device list (and, with the E2E key directory, re-verify identity keys) before encrypting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from sup.domain.access import ChatAccess
+from sup.domain.events import Announcer, EventWriter, encode
+from sup.storage.accounts import DeviceStore
+from sup.storage.database import Queryable
+from sup.storage.events import Delivery
+
+Change = Literal["added", "removed"]
+
+
+class KeyChanges:
+    def __init__(self, access: ChatAccess, events: EventWriter, announcer: Announcer) -> None:
+        self._access = access
+        self._events = events
+        self._announcer = announcer
+        self._devices = DeviceStore()
+
+    async def record(
+        self, tx: Queryable, user_id: str, device_ids: Sequence[str], change: Change, now: int
+    ) -> list[Delivery]:
+        """Append `keys.changed` for the user's peers and own devices (not the changed ones)."""
+        if not device_ids:
+            return []
+        audience = [*await self._access.members.peers(tx, user_id), user_id]
+        targets = [d for d in await self._devices.active_ids_of(tx, audience) if d not in set(device_ids)]
+        body = encode({"user_id": user_id, "device_ids": list(device_ids), "change": change})
+        return await self._events.append(tx, "keys.changed", targets, body, now)
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None:
+        await self._announcer.announce(deliveries)
