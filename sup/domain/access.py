@@ -46,11 +46,16 @@ class ChatAccess:
         self.members = MemberStore()
         self.blocks = BlockStore()
 
-    async def access_chat(self, db: Queryable, user_id: str, chat_id: str) -> Membership:
-        """The chat and my membership in it; 404 if it does not exist or I am not a member."""
+    async def access_chat(
+        self, db: Queryable, user_id: str, chat_id: str, *, client_id: str | None = None
+    ) -> Membership:
+        """The chat and my membership in it; 404 if it does not exist or I am not a member.
+
+        With a client_id, `membership.chat["retry_of"]` names my message already sent with it.
+        """
         if not is_uuid(chat_id):
             raise no_chat()
-        row = await self.members.with_chat(db, chat_id, user_id)
+        row = await self.members.with_chat(db, chat_id, user_id, client_id)
         if row is None:
             raise no_chat()
         return Membership(row, row)  # one row holds both the chat's and the membership's columns

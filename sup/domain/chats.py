@@ -15,7 +15,7 @@ from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.events import Announcer
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
-from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
+from sup.domain.timeline import Message, Timeline, message_from_row
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid, uuid7
 from sup.storage.accounts import UserStore
@@ -467,6 +467,3 @@ def _parse_chat_cursor(cursor: str) -> tuple[int, str]:
     if not activity.isdigit() or not is_uuid(chat_id):
         raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
     return int(activity), chat_id
-
-
-__all__ = ["Chat", "ChatService", "Member", "Reaction", "Role"]

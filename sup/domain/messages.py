@@ -162,7 +162,7 @@ class MessageService:
 
         return self._batcher.enqueue(operation)
 
-    def _retried(self, row: Row, digest: bytes, user_id: str, device_id: str, out: Outgoing) -> Message:
+    def _retried(self, row: Row, digest: bytes) -> Message:
         if bytes(row["content_hash"]) != digest:
             raise DomainError(
                 Code.CLIENT_ID_REUSED, "This client_id was used for a different message.", message_id=row["id"]
@@ -172,10 +172,10 @@ class MessageService:
     async def _do_send(
         self, tx: Queryable, user_id: str, device_id: str, out: Outgoing, digest: bytes
     ) -> tuple[Sent, list[Delivery]]:
-        membership = await self._access.access_chat(tx, user_id, out.chat_id)
-        existing = await self._messages.by_client_id(tx, user_id, out.client_id)
-        if existing is not None:  # a retry, even one in the same batch or from another process
-            return Sent(self._retried(existing, digest, user_id, device_id, out), False), []
+        membership = await self._access.access_chat(tx, user_id, out.chat_id, client_id=out.client_id)
+        if membership.chat["retry_of"] is not None:  # a retry, even in the same batch or from another process
+            existing = await self._messages.get(tx, membership.chat["retry_of"])
+            return Sent(self._retried(existing, digest), False), []
         membership.require(Permission.SEND_MESSAGES, "send messages here")
         if out.kind in ("media", "sticker"):
             membership.require(Permission.SEND_MEDIA, "send media here")
@@ -423,12 +423,12 @@ class MessageService:
         digest = hashlib.sha256(out.content_hash() + encode(origin)).digest()
         existing = await self._messages.by_client_id(self._db, user_id, client_id)
         if existing is not None:
-            return Sent(self._retried(existing, digest, user_id, device_id, out), False)
+            return Sent(self._retried(existing, digest), False)
 
         async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
             again = await self._messages.by_client_id(tx, user_id, client_id)
             if again is not None:
-                return Sent(self._retried(again, digest, user_id, device_id, out), False), []
+                return Sent(self._retried(again, digest), False), []
             membership = await self._access.access_chat(tx, user_id, chat_id)
             membership.require(Permission.SEND_MESSAGES, "send messages here")
             await self._access.check_direct_open(tx, membership, user_id)

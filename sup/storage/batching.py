@@ -87,16 +87,16 @@ class WriteBatcher:
         deliveries: list[Delivery] = []
 
         async def run_all(tx: Queryable) -> None:
-            for operation, _ in batch:
-                await tx.execute("SAVEPOINT op")
+            for index, (operation, _) in enumerate(batch):
+                # One statement group per operation: on Postgres every round trip counts. The
+                # commit releases the last savepoint.
+                await tx.execute_script("SAVEPOINT op" if index == 0 else "RELEASE SAVEPOINT op; SAVEPOINT op")
                 try:
                     value, produced = await operation(tx)
                 except Exception as exc:  # refused or failed: undo this one only
                     await tx.execute("ROLLBACK TO SAVEPOINT op")
-                    await tx.execute("RELEASE SAVEPOINT op")
                     outcomes.append((False, exc))
                     continue
-                await tx.execute("RELEASE SAVEPOINT op")
                 outcomes.append((True, value))
                 deliveries.extend(produced)
 

@@ -150,14 +150,19 @@ class MemberStore:
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
         return await tx.execute("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id) == 1
 
-    async def with_chat(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
-        """One query for the hot path: the chat's columns and my membership in it, or None."""
+    async def with_chat(self, db: Queryable, chat_id: str, user_id: str, client_id: str | None = None) -> Row | None:
+        """One query for the hot path: the chat's columns and my membership in it, or None.
+
+        With a client_id, `retry_of` is the id of my message already sent with it (a send's
+        idempotency check rides along instead of costing a round trip of its own).
+        """
+        retry = "(SELECT x.id FROM messages x WHERE x.sender_id = $2 AND x.client_id = $3)" if client_id else "NULL"
+        args = (chat_id, user_id, client_id) if client_id else (chat_id, user_id)
         return await db.fetchrow(
             f"SELECT {_CHAT_COLUMNS}, m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions,"
-            " r.name AS role_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+            f" r.name AS role_name, {retry} AS retry_of FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
             " JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = $1 AND m.user_id = $2",
-            chat_id,
-            user_id,
+            *args,
         )
 
     async def blocked_between(self, db: Queryable, chat_id: str, user_id: str) -> bool:

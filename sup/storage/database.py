@@ -42,7 +42,7 @@ class Queryable(Protocol):
 
 class Transaction(Queryable, Protocol):
     async def execute_script(self, script: str) -> None:
-        """Run several `;`-separated statements (migrations)."""
+        """Run several `;`-separated statements without arguments (migrations, savepoints)."""
 
 
 class Database(Queryable, Protocol):

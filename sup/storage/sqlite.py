@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -39,18 +40,21 @@ def path_from_url(url: str) -> Path:
 
 
 def split_script(script: str) -> list[str]:
-    statements, current = [], []
-    for line in script.splitlines(keepends=True):
-        current.append(line)
-        text = "".join(current)
-        if sqlite3.complete_statement(text):
-            if text.strip():
-                statements.append(text.strip())
-            current = []
-    tail = "".join(current).strip()
-    if tail and not all(line.strip().startswith("--") for line in tail.splitlines() if line.strip()):
-        statements.append(tail)
+    """Split at each `;` that ends a statement (not one inside a string, comment or trigger)."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if _has_code(current):
+                statements.append(current.strip())
+            current = ""
+    if _has_code(current.removesuffix(";")):
+        statements.append(current.removesuffix(";").strip())
     return statements
+
+
+def _has_code(sql: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in sql.replace(";", "\n").splitlines())
 
 
 def _execute_sync(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
@@ -69,7 +73,29 @@ def _fetch_sync(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> li
         cursor.close()
 
 
-class _Conn:
+class _Derived(ABC):
+    """What every SQLite queryable derives from its own `execute` and `fetch`."""
+
+    @abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int: ...
+
+    @abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+    async def execute_script(self, script: str) -> None:
+        for statement in split_script(script):
+            await self.execute(statement)
+
+
+class _Conn(_Derived):
     """Runs SQL on one aiosqlite connection, one thread hop per statement.
 
     aiosqlite's public cursor API costs two or three hops to its thread per statement
@@ -93,20 +119,8 @@ class _Conn:
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
 
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else row[0]
-
-    async def execute_script(self, script: str) -> None:
-        for statement in split_script(script):
-            await self.execute(statement)
-
-
-class _InThread:
+class _InThread(_Derived):
     """The Queryable for work that runs inside the writer's thread: plain sqlite3 calls.
 
     Its methods are coroutines that never suspend, so a coroutine awaiting only them runs
@@ -127,18 +141,6 @@ class _InThread:
             return _fetch_sync(self._conn, _adapt(sql), args)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else row[0]
-
-    async def execute_script(self, script: str) -> None:
-        for statement in split_script(script):
-            await self.execute(statement)
 
 
 def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
