@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -18,7 +18,7 @@ from sup.domain.accounts import (
     User,
 )
 from sup.domain.chats import Role
-from sup.domain.messages import Pin
+from sup.domain.messages import Outgoing, Pin
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
 
@@ -214,6 +214,21 @@ class MessageSend(Body):
     media_id: Id | None = None
     sticker_id: Id | None = None
     reply_to: Id | None = None
+
+
+def to_outgoing(send: MessageSend | Any) -> Outgoing:
+    """The domain's view of a send, from the REST body or the WebSocket frame (same fields)."""
+    return Outgoing(
+        chat_id=send.chat_id,
+        client_id=send.client_id,
+        kind=send.kind,
+        body=send.body,
+        ciphertext=send.ciphertext,
+        recipients=[(r.device_id, r.ciphertext) for r in send.recipients],
+        media_id=send.media_id,
+        sticker_id=send.sticker_id,
+        reply_to=send.reply_to,
+    )
 
 
 class MessageEdit(Body):

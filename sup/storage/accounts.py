@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.storage.database import Queryable, Row
+from sup.storage.database import Queryable, Row, keyset_page
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
@@ -297,7 +297,7 @@ class ContactStore:
         return await tx.execute("DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id) == 1
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return await _page(
+        return await keyset_page(
             db,
             "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
             " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
@@ -326,7 +326,7 @@ class BlockStore:
         )
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return await _page(
+        return await keyset_page(
             db,
             "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
             " JOIN users u ON u.id = b.blocked_id WHERE b.user_id = $1",
@@ -342,10 +342,3 @@ class BlockStore:
                 "SELECT 1 FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", blocker_id, blocked_id
             )
         )
-
-
-async def _page(db: Queryable, select: str, key: str, owner: str, after: str | None, limit: int) -> list[Row]:
-    """Keyset pagination over `key`, after an optional cursor (no OFFSET: stable and index-friendly)."""
-    if after is None:
-        return list(await db.fetch(f"{select} ORDER BY {key} LIMIT $2", owner, limit))
-    return list(await db.fetch(f"{select} AND {key} > $3 ORDER BY {key} LIMIT $2", owner, limit, after))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sup.storage.database import Queryable, Row
+from sup.storage.database import Queryable, Row, keyset_page
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
@@ -186,15 +186,16 @@ class MemberStore:
         )
 
     async def list(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[Row]:
-        select = (
+        return await keyset_page(
+            db,
             "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.name AS role_name, r.permissions,"
-            " u.username,"
-            " u.display_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id JOIN users u ON u.id = m.user_id"
-            " WHERE m.chat_id = $1"
+            " u.username, u.display_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+            " JOIN users u ON u.id = m.user_id WHERE m.chat_id = $1",
+            "m.user_id",
+            chat_id,
+            after,
+            limit,
         )
-        if after is None:
-            return list(await db.fetch(select + " ORDER BY m.user_id LIMIT $2", chat_id, limit))
-        return list(await db.fetch(select + " AND m.user_id > $3 ORDER BY m.user_id LIMIT $2", chat_id, limit, after))
 
     async def user_ids(self, db: Queryable, chat_id: str) -> list[str]:
         return [r["user_id"] for r in await db.fetch("SELECT user_id FROM chat_members WHERE chat_id = $1", chat_id)]
@@ -227,9 +228,6 @@ class MemberStore:
             )
             == 1
         )
-
-    async def count(self, db: Queryable, chat_id: str) -> int:
-        return await db.fetchval("SELECT COUNT(*) FROM chat_members WHERE chat_id = $1", chat_id)
 
     async def successor(self, db: Queryable, chat_id: str, leaving_user: str) -> Row | None:
         """Who inherits ownership: the longest-standing admin, else the longest-standing member."""

@@ -78,3 +78,13 @@ async def open_database(url: str, **options: Any) -> Database:
             raise DatabaseError("Postgres support needs asyncpg: pip install 'sup-messenger'") from exc
         return await PostgresDatabase.open(url, **options)
     raise DatabaseError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
+
+
+async def keyset_page(db: Queryable, select: str, key: str, owner: str, after: str | None, limit: int) -> list[Row]:
+    """Rows of `select` (filtered by `$1` = owner) ordered by `key`, after an optional cursor.
+
+    Keyset, not OFFSET: stable while rows come and go, and it walks an index.
+    """
+    if after is None:
+        return list(await db.fetch(f"{select} ORDER BY {key} LIMIT $2", owner, limit))
+    return list(await db.fetch(f"{select} AND {key} > $3 ORDER BY {key} LIMIT $2", owner, limit, after))

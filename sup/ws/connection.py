@@ -224,13 +224,22 @@ class AckWriter:
         await asyncio.sleep(self._interval)
         await self.flush()
 
+    async def flush_device(self, device_id: str) -> None:
+        """Store this device's last ack now (its socket closed: the next one resumes from it)."""
+        seq = self._due.pop(device_id, None)
+        if seq is not None:
+            await self._store(device_id, seq)
+
     async def flush(self) -> None:
         due, self._due = self._due, {}
         for device_id, seq in due.items():
-            try:
-                await self._write(device_id, seq)
-            except Exception:  # an unsaved ack only means some events are sent again
-                log.warning("could not store ack for device %s", device_id, exc_info=True)
+            await self._store(device_id, seq)
+
+    async def _store(self, device_id: str, seq: int) -> None:
+        try:
+            await self._write(device_id, seq)
+        except Exception:  # an unsaved ack only means some events are sent again
+            log.warning("could not store ack for device %s", device_id, exc_info=True)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

@@ -18,9 +18,10 @@ import msgspec
 from aiohttp import WSMsgType, web
 from msgspec import Meta
 
-from sup.domain.messages import Outgoing, Sent
+from sup.domain.messages import Sent
 from sup.errors import Code, DomainError
 from sup.http.problems import STATUS
+from sup.http.schemas import to_outgoing
 from sup.http.services import SERVICES, Services
 from sup.ws.connection import CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, Codec, Connection
 from sup.ws.hub import HUB, Hub
@@ -94,20 +95,6 @@ def error_frame(error: DomainError, request_id: str | None = None) -> dict[str, 
         "detail": error.detail,
         **error.extra,
     }
-
-
-def to_outgoing(frame: Send) -> Outgoing:
-    return Outgoing(
-        chat_id=frame.chat_id,
-        client_id=frame.client_id,
-        kind=frame.kind,
-        body=frame.body,
-        ciphertext=frame.ciphertext,
-        recipients=[(r.device_id, r.ciphertext) for r in frame.recipients],
-        media_id=frame.media_id,
-        sticker_id=frame.sticker_id,
-        reply_to=frame.reply_to,
-    )
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -249,6 +236,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
+        await hub.acks.flush_device(connection.device_id)
         await services.presence.disconnected(connection.user_id)
 
 

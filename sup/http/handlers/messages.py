@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sup.domain.messages import MessagePage, Outgoing
+from sup.domain.messages import MessagePage
 from sup.domain.timeline import Message
 from sup.http import schemas as s
 from sup.http.api import Call, json_response
@@ -12,21 +12,7 @@ from sup.http.api import Call, json_response
 
 async def send_message(call: Call, body: s.MessageSend) -> web.Response:
     """POST /api/v1/messages: send; 201 when stored, 200 with the original when client_id was seen already."""
-    sent = await call.services.messages.send(
-        call.who.user_id,
-        call.who.device_id,
-        Outgoing(
-            chat_id=body.chat_id,
-            client_id=body.client_id,
-            kind=body.kind,
-            body=body.body,
-            ciphertext=body.ciphertext,
-            recipients=[(r.device_id, r.ciphertext) for r in body.recipients],
-            media_id=body.media_id,
-            sticker_id=body.sticker_id,
-            reply_to=body.reply_to,
-        ),
-    )
+    sent = await call.services.messages.send(call.who.user_id, call.who.device_id, s.to_outgoing(body))
     return json_response(sent.message, 201 if sent.created else 200)
 
 
