@@ -385,3 +385,27 @@ async def test_key_change_events_reach_everyone_who_shares_a_chat(rt: Server):
     assert (await stranger_sock.until(lambda f: f["type"] in ("pong", "keys.changed")))["type"] == "pong"
     for sock in (bob_sock, alice_sock, stranger_sock):
         await sock.close()
+
+
+async def test_pruned_events_make_an_old_cursor_resync(rt: Server):
+    """Acknowledged events are pruned after the retention period; unacknowledged ones stay."""
+    from sup.storage.events import EventStore
+
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    for i in range(3):
+        await say(api, alice, chat, f"m{i}")
+    store = EventStore()
+    async with rt.db.transaction() as tx:
+        await store.ack(tx, bob.device_id, 2)  # chat.created and m0
+    async with rt.db.transaction() as tx:
+        removed = await store.prune(tx, rt.clock.now_ms() + 1)
+    assert removed >= 2
+    remaining = await store.read(rt.db, bob.device_id, 0, 100)
+    assert [seq for seq, _ in remaining] == [3, 4]  # the unacknowledged ones stay
+    old = await connect(rt, bob, cursor=0)
+    assert old.ready["resync"] is True and old.ready["resume_from"] == 2
+    events = await old.events(2, "message.new")
+    assert [e["message"]["body"] for e in events] == ["m1", "m2"]
+    await old.close()
