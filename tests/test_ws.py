@@ -228,12 +228,19 @@ async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server)
     chat = await plain_group(api, alice, bob)
     slow = await connect(rt, bob)  # reads nothing for now
     big = "x" * 16_000
-    total = 600
+    total = 1500  # ~24 MB: more than loopback socket buffers can absorb, so the server must stall
     sender = await connect(rt, alice)
+
+    async def read_acks() -> None:  # the sender reads as it goes (its own copies arrive too)
+        acked = 0
+        while acked < total:
+            if (await sender.recv(timeout=30))["type"] == "message.sent":
+                acked += 1
+
+    reading = asyncio.create_task(read_acks())
     for i in range(total):
         await sender.send({"type": "message.send", "chat_id": chat, "client_id": f"s{i}", "body": f"{i} {big}"})
-    for _ in range(total):
-        await sender.until(lambda f: f["type"] == "message.sent", timeout=30)
+    await reading
     await asyncio.sleep(2.5)  # still not reading: longer than the 1 s send timeout (checked every 0.2 s)
     seen = []
     try:
