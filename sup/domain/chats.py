@@ -220,11 +220,7 @@ class ChatService:
     async def list_mine(self, who_id: str, before: str | None, limit: int) -> ChatPage:
         cursor = _parse_chat_cursor(before) if before else None
         rows = await self._access.chats.page_for_user(self._db, who_id, cursor, limit + 1)
-        items = []
-        for row in rows[:limit]:
-            member = await self._access.members.get(self._db, row["id"], who_id)
-            if member is not None:
-                items.append(await self._decorate(row, member, who_id))
+        items = [await self._decorate(row, row, who_id) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]

@@ -170,7 +170,14 @@ class MessageService:
         return message_from_row(row)
 
     async def _do_send(
-        self, tx: Queryable, user_id: str, device_id: str, out: Outgoing, digest: bytes
+        self,
+        tx: Queryable,
+        user_id: str,
+        device_id: str,
+        out: Outgoing,
+        digest: bytes,
+        *,
+        forwarded_from: dict[str, Any] | None = None,
     ) -> tuple[Sent, list[Delivery]]:
         membership = await self._access.access_chat(tx, user_id, out.chat_id, client_id=out.client_id)
         if membership.chat["retry_of"] is not None:  # a retry, even in the same batch or from another process
@@ -200,6 +207,7 @@ class MessageService:
             media_id=out.media_id,
             sticker_id=out.sticker_id,
             reply_to=out.reply_to,
+            forwarded_from=forwarded_from,
             now=self._clock.now_ms(),
             devices=[row["id"] for row in devices],
         )
@@ -421,36 +429,10 @@ class MessageService:
         check_outgoing(out)
         origin = {"chat_id": row["chat_id"], "message_id": row["id"], "sender_id": row["sender_id"]}
         digest = hashlib.sha256(out.content_hash() + encode(origin)).digest()
-        existing = await self._messages.by_client_id(self._db, user_id, client_id)
-        if existing is not None:
-            return Sent(self._retried(existing, digest), False)
 
         async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
-            again = await self._messages.by_client_id(tx, user_id, client_id)
-            if again is not None:
-                return Sent(self._retried(again, digest), False), []
-            membership = await self._access.access_chat(tx, user_id, chat_id)
-            membership.require(Permission.SEND_MESSAGES, "send messages here")
-            await self._access.check_direct_open(tx, membership, user_id)
-            if membership.chat["encrypted"]:
-                raise DomainError(
-                    Code.ENCRYPTION_REQUIRED, "The target chat is end-to-end encrypted: re-encrypt on the client."
-                )
-            message, deliveries = await self._timeline.append(
-                tx,
-                chat_id,
-                sender_id=user_id,
-                sender_device_id=device_id,
-                client_id=client_id,
-                content_hash=digest,
-                kind=out.kind,
-                body=out.body,
-                media_id=out.media_id,
-                sticker_id=out.sticker_id,
-                forwarded_from=origin,
-                now=self._clock.now_ms(),
-            )
-            return Sent(message, True), deliveries
+            # The target's rules are a send's rules: membership, permissions, blocks, encryption.
+            return await self._do_send(tx, user_id, device_id, out, digest, forwarded_from=origin)
 
         return await self._batcher.submit(operation)
 

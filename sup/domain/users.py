@@ -138,6 +138,3 @@ class UserService:
         async with self._db.transaction() as tx:
             if not is_uuid(blocked_id) or not await self._blocks.remove(tx, user_id, blocked_id):
                 raise DomainError(Code.NOT_FOUND, "That user is not blocked.")
-
-    async def is_blocked(self, blocker_id: str, blocked_id: str) -> bool:
-        return await self._blocks.is_blocked(self._db, blocker_id, blocked_id)

@@ -40,8 +40,6 @@ class WriteBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.batches = 0
-        self.operations = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="write-batcher")
@@ -107,8 +105,6 @@ class WriteBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self.batches += 1
-        self.operations += len(batch)
         if deliveries:
             try:
                 await self._on_commit(deliveries)

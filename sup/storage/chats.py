@@ -72,10 +72,16 @@ class ChatStore:
         )
 
     async def page_for_user(self, db: Queryable, user_id: str, before: tuple[int, str] | None, limit: int) -> list[Row]:
-        """My chats, most recently active first; the cursor is (activity time, chat id)."""
+        """My chats with my membership in each, most recently active first.
+
+        The cursor is (activity time, chat id); each row holds the chat's and my membership's
+        columns, as `MemberStore.with_chat` does.
+        """
         select = (
-            f"SELECT {_CHAT_COLUMNS}, m.last_read_seq, COALESCE(c.last_message_at, c.created_at) AS activity"
-            " FROM chat_members m JOIN chats c ON c.id = m.chat_id WHERE m.user_id = $1"
+            f"SELECT {_CHAT_COLUMNS}, m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions,"
+            " r.name AS role_name, COALESCE(c.last_message_at, c.created_at) AS activity"
+            " FROM chat_members m JOIN chats c ON c.id = m.chat_id JOIN chat_roles r ON r.id = m.role_id"
+            " WHERE m.user_id = $1"
         )
         order = " ORDER BY activity DESC, c.id DESC LIMIT $2"
         if before is None:

@@ -53,13 +53,6 @@ class MessageStore:
             now,
         )
 
-    async def by_client_id(self, db: Queryable, sender_id: str, client_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_id = $2",
-            sender_id,
-            client_id,
-        )
-
     async def get(self, db: Queryable, message_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
 

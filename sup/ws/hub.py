@@ -73,10 +73,6 @@ class Hub:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    @property
-    def connection_count(self) -> int:
-        return sum(len(group) for group in self._by_device.values())
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
