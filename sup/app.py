@@ -25,6 +25,7 @@ from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.events import EventWriter
 from sup.domain.keychanges import KeyChanges
+from sup.domain.keydirectory import KeyDirectory
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
@@ -121,11 +122,24 @@ def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: 
     access = ChatAccess()
     writer = EventWriter(rt.events)
     timeline = Timeline(writer)
+    key_changes = KeyChanges(access, writer, rt.bus)
+    keys = KeyDirectory(
+        db,
+        access,
+        writer,
+        rt.bus,
+        key_changes,
+        clock,
+        low_threshold=config.crypto.prekey_low_threshold,
+        max_one_time=config.crypto.max_one_time_prekeys,
+        signed_prekey_grace_ms=config.crypto.signed_prekey_grace_days * 86_400_000,
+    )
     return Services(
-        accounts=build_accounts(config, db, hasher, clock, KeyChanges(access, writer, rt.bus)),
+        accounts=build_accounts(config, db, hasher, clock, key_changes),
         users=UserService(db, clock),
-        chats=ChatService(db, access, timeline, rt.bus, clock),
-        messages=MessageService(db, access, timeline, rt.bus, rt.batcher, clock),
+        chats=ChatService(db, access, timeline, rt.bus, keys, clock),
+        messages=MessageService(db, access, timeline, rt.bus, rt.batcher, keys, clock),
+        keys=keys,
         presence=PresenceService(db, access, rt.tracker, rt.bus, clock),
         events=rt.events,
         db=db,

@@ -140,6 +140,18 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = ""
 
 
+class CryptoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    prekey_low_threshold: Annotated[
+        int, _doc("A device gets a `prekeys.low` event when its one-time prekeys fall below this."), Meta(ge=1)
+    ] = 20
+    max_one_time_prekeys: Annotated[
+        int, _doc("One-time prekeys a device may keep stored on the server."), Meta(ge=1, le=100_000)
+    ] = 500
+    signed_prekey_grace_days: Annotated[
+        int, _doc("How long a superseded signed prekey is kept after rotation."), Meta(ge=0)
+    ] = 30
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -149,6 +161,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     websocket: WebSocketConfig = WebSocketConfig()
     logging: LoggingConfig = LoggingConfig()
     security: SecurityConfig = SecurityConfig()
+    crypto: CryptoConfig = CryptoConfig()
 
     @property
     def data_dir(self) -> Path:

@@ -304,6 +304,12 @@ async def test_encrypted_group_takes_one_sender_key_ciphertext(api: Api):
         )
     ).body
     assert chat["encrypted"] is True
+    key = await api.post(
+        f"/api/v1/crypto/sender-keys/{chat['id']}",
+        json={"distribution_id": "k1", "recipients": [{"device_id": bob.device_id, "ciphertext": b64(b"key")}]},
+        token=alice.access_token,
+    )
+    assert key.status == 204
     blob = os.urandom(300)
     sent = await api.post(
         "/api/v1/messages",

@@ -14,6 +14,7 @@ from sup.clock import Clock
 from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.events import Announcer
+from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
 from sup.domain.timeline import Message, Timeline, message_from_row
 from sup.errors import Code, DomainError
@@ -100,9 +101,16 @@ class MemberPage(msgspec.Struct, frozen=True):
 
 class ChatService:
     def __init__(
-        self, db: Database, access: ChatAccess, timeline: Timeline, announcer: Announcer, clock: Clock
+        self,
+        db: Database,
+        access: ChatAccess,
+        timeline: Timeline,
+        announcer: Announcer,
+        keys: KeyDirectory,
+        clock: Clock,
     ) -> None:
         self._db = db
+        self._keys = keys
         self._access = access
         self._timeline = timeline
         self._announcer = announcer
@@ -304,6 +312,8 @@ class ChatService:
             tx, chat_id, "chat.member.removed", {"chat_id": chat_id, "user_id": user_id}, now
         )
         await self._access.members.remove(tx, chat_id, user_id)
+        if membership.chat["encrypted"]:
+            await self._keys.member_left(tx, chat_id)
         return deliveries
 
     # -- members -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sup.storage.accounts import DeviceStore
 from sup.storage.database import Queryable
 from sup.storage.events import Delivery
 
-Change = Literal["added", "removed"]
+Change = Literal["added", "removed", "identity"]
 
 
 class KeyChanges:

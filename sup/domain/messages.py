@@ -17,6 +17,7 @@ import msgspec
 from sup.clock import Clock
 from sup.domain.access import ChatAccess, Membership
 from sup.domain.events import Announcer, encode
+from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
 from sup.errors import Code, DomainError
@@ -127,9 +128,11 @@ class MessageService:
         timeline: Timeline,
         announcer: Announcer,
         batcher: WriteBatcher,
+        keys: KeyDirectory,
         clock: Clock,
     ) -> None:
         self._db = db
+        self._keys = keys
         self._access = access
         self._timeline = timeline
         self._announcer = announcer
@@ -236,6 +239,9 @@ class MessageService:
         if ciphertext is not None:
             if chat["type"] != "group":
                 raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")
+            if devices is None:
+                devices = await self._access.members.devices(tx, chat["id"])
+            await self._keys.check_group_send(tx, chat["id"], device_id, devices)
             return
         if not recipients:
             raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")

@@ -7,13 +7,14 @@ from aiohttp import web
 from sup import __version__
 from sup.domain.accounts import Device, User
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
+from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi
-from sup.http.handlers import auth, chats, devices, health, messages, users
+from sup.http.handlers import auth, chats, crypto, devices, health, messages, users
 
 API = "/api/v1"
 
@@ -253,6 +254,32 @@ ROUTES: list[Route] = [
     ),
     Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
     Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
+    # E2E key directory
+    Route("POST", f"{API}/crypto/keys", crypto.publish_keys, body=s.KeysPublish, response=s.PrekeyCount, tag="crypto"),
+    # The `all` routes come first: the router tries routes in this order.
+    Route("GET", f"{API}/crypto/keys/{{user_id}}/all", crypto.get_all_keys, response=s.DeviceKeysList, tag="crypto"),
+    Route("GET", f"{API}/crypto/keys/{{user_id}}/{{device_id}}", crypto.get_keys, response=DeviceKeys, tag="crypto"),
+    Route("GET", f"{API}/crypto/prekeys", crypto.prekey_status, response=PrekeyStatus, tag="crypto"),
+    Route(
+        "POST",
+        f"{API}/crypto/prekeys",
+        crypto.upload_prekeys,
+        body=s.PrekeysUpload,
+        response=s.PrekeyCount,
+        tag="crypto",
+    ),
+    Route("GET", f"{API}/crypto/prekeys/{{user_id}}/all", crypto.get_all_bundles, response=s.BundleList, tag="crypto"),
+    Route("GET", f"{API}/crypto/prekeys/{{user_id}}/{{device_id}}", crypto.get_bundle, response=Bundle, tag="crypto"),
+    Route(
+        "POST",
+        f"{API}/crypto/sender-keys/{{chat_id}}",
+        crypto.distribute_sender_key,
+        body=s.SenderKeyPost,
+        tag="crypto",
+    ),
+    Route(
+        "GET", f"{API}/crypto/sender-keys/{{chat_id}}", crypto.my_sender_keys, response=s.SenderKeyList, tag="crypto"
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
+from sup.domain.keydirectory import KeyDirectory
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
 from sup.domain.users import UserService
@@ -23,6 +24,7 @@ class Services:
     users: UserService
     chats: ChatService
     messages: MessageService
+    keys: KeyDirectory
     presence: PresenceService
     events: EventStore
     db: Database
