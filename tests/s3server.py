@@ -1,0 +1,28 @@
+"""moto's S3 server on a free loopback port, in a thread of the test process."""
+
+from __future__ import annotations
+
+import logging
+
+from moto.server import ThreadedMotoServer
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"  # moto accepts any credentials
+REGION = "us-east-1"
+
+
+class MotoS3:
+    def __init__(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint_url = ""
+
+    def start(self) -> MotoS3:
+        # werkzeug logs every request at INFO; a 40 MiB upload would flood the test output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
