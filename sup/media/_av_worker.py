@@ -1,0 +1,368 @@
+"""The child process in which FFmpeg (through PyAV) reads untrusted audio and video.
+
+Started by `sup.media.av_probe` as `python -B -s -P -m sup.media._av_worker '<json params>'`
+with the media file as its stdin; it prints one JSON object on stdout and exits 0, also when
+the media is refused. Resource limits are set here, first thing, before FFmpeg is even
+imported: `preexec_fn` in the parent would do the same but is unsafe in a threaded server.
+
+Defences, outermost first: the container type comes from our own sniffing and FFmpeg is told
+to use exactly that demuxer (no probing); `format_whitelist` refuses any other demuxer (HLS,
+concat, DASH, image sequences...) before it reads a header; input is read through a file object,
+so `protocol_whitelist` can be "none": a demuxer that tries to open a second file or URL fails,
+whether it goes through a nested context (which inherits the whitelist) or through `io_open`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+from sup.media import MediaError
+from sup.media.sniff import id3_size, sniff
+
+# Sniffed type → the one demuxer allowed to read it.
+DEMUXERS = {
+    "video/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/3gpp": "mov",
+    "audio/mp4": "mov",
+    "video/webm": "matroska",
+    "audio/webm": "matroska",
+    "video/x-matroska": "matroska",
+    "audio/x-matroska": "matroska",
+    "video/ogg": "ogg",
+    "audio/ogg": "ogg",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/flac": "flac",
+    "audio/aac": "aac",
+}
+# FFmpeg's names for those demuxers (mov and matroska answer to several).
+FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,ogg,mp3,wav,flac,aac"
+_ALLOWED_NAMES = frozenset(FORMAT_WHITELIST.split(","))
+
+_CONTAINER_OPTIONS = {
+    "format_whitelist": FORMAT_WHITELIST,
+    # Input is a file object; nothing may be opened by protocol name.
+    "protocol_whitelist": "none",
+    "max_streams": "32",
+}
+_WAVEFORM_RATE = 8000
+# Peaks kept per second of audio before they are folded into the requested number of points.
+_PEAKS_PER_SECOND = 100
+_MAX_BAD_PACKETS = 64
+
+
+def apply_limits(*, memory: int, cpu_seconds: int, max_files: int, max_write: int) -> None:
+    """Limits for this process: address space, CPU time, open files, file writes, no core dumps."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # The soft limit sends SIGXCPU, the hard one a SIGKILL a second later.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    # Python ignores SIGXFSZ, so an oversized write fails with EFBIG instead of killing us.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_write, max_write))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill us if the server dies, so no worker outlives it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig, sigkill = 1, 9
+        libc.prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        sys.exit(1)
+
+
+def choose_demuxer(fd: int) -> str:
+    """The demuxer for this file, from its own bytes; MediaError if it is not an allowed container."""
+    head = os.pread(fd, 4096, 0)
+    if not head:
+        raise MediaError("the media file is empty")
+    sniffed = sniff(head)
+    skip = id3_size(head)
+    if skip:
+        # FLAC or AAC may hide behind an ID3 tag longer than the head (album art): look past it.
+        behind = sniff(os.pread(fd, 4096, skip))
+        if behind.mime in ("audio/flac", "audio/aac"):
+            sniffed = behind
+    demuxer = DEMUXERS.get(sniffed.mime)
+    if demuxer is None:
+        raise MediaError(f"not an allowed audio or video container (the file looks like {sniffed.mime})")
+    return demuxer
+
+
+def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> Any:
+    raise MediaError("the media file refers to other files or URLs, which is not allowed")
+
+
+def open_container(file: io.BufferedIOBase, demuxer: str | None) -> Any:
+    """Open untrusted media with FFmpeg, refusing any demuxer outside the allow-list."""
+    import av
+
+    try:
+        container = av.open(
+            file, mode="r", format=demuxer, container_options=dict(_CONTAINER_OPTIONS), io_open=_refuse_nested_open
+        )
+    except MediaError:
+        raise
+    except av.error.FFmpegError as exc:
+        raise MediaError(
+            f"the file is not a readable audio or video file of an allowed type ({_describe(exc)})"
+        ) from None
+    names = set(container.format.name.split(","))
+    if not names & _ALLOWED_NAMES:
+        container.close()
+        raise MediaError(f"container format {container.format.name} is not allowed")
+    return container
+
+
+def _describe(exc: BaseException) -> str:
+    # FFmpeg messages carry the input's repr; strerror is the part worth showing.
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _codec_name(stream: Any) -> str:
+    # The format's name ("mp3"), not the decoder's ("mp3float").
+    return stream.codec_context.codec.canonical_name
+
+
+def _durations(container: Any, streams: list[Any]) -> list[float]:
+    found = []
+    if container.duration is not None and container.duration > 0:
+        found.append(container.duration / 1_000_000)
+    for stream in streams:
+        if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+            found.append(float(stream.duration * stream.time_base))
+    return found
+
+
+def _check_duration(container: Any, streams: list[Any], max_duration: float) -> float | None:
+    durations = _durations(container, streams)
+    # Every claim is checked: a crafted file may lie in one header and not another.
+    if durations and max(durations) > max_duration:
+        raise MediaError(
+            f"the file claims a duration of {max(durations):.0f} s, over the limit of {max_duration:.0f} s"
+        )
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000
+    return max(durations) if durations else None
+
+
+def probe_video(container: Any, params: dict[str, Any]) -> dict[str, Any]:
+    if not container.streams.video:
+        raise MediaError("the file has no video stream")
+    video = container.streams.video[0]
+    audio = container.streams.audio[0] if container.streams.audio else None
+    width, height = video.codec_context.width, video.codec_context.height
+    max_dimension = params["max_dimension"]
+    if width <= 0 or height <= 0:
+        raise MediaError("the video stream has no picture size")
+    if width > max_dimension or height > max_dimension:
+        raise MediaError(f"the video is {width}x{height}, over the limit of {max_dimension} pixels on a side")
+    duration = _check_duration(container, [s for s in (video, audio) if s is not None], params["max_duration"])
+    frame = _first_frame(container, video, params["poster_max_packets"])
+    # FFmpeg's display matrix angle is counter-clockwise; viewers want the clockwise turn.
+    rotation = round(-(frame.rotation or 0) / 90) % 4 * 90
+    poster, poster_width, poster_height = _poster(frame, rotation, params["poster_max"])
+    if rotation in (90, 270):
+        width, height = height, width
+    return {
+        "ok": True,
+        "kind": "video",
+        "container": container.format.name,
+        "duration": duration,
+        "width": width,
+        "height": height,
+        "rotation": rotation,
+        "video_codec": _codec_name(video),
+        "audio_codec": _codec_name(audio) if audio is not None else None,
+        "sample_rate": audio.codec_context.sample_rate if audio is not None else None,
+        "channels": audio.codec_context.channels if audio is not None else None,
+        "poster": base64.b64encode(poster).decode("ascii"),
+        "poster_mime": "image/jpeg",
+        "poster_width": poster_width,
+        "poster_height": poster_height,
+    }
+
+
+def _first_frame(container: Any, video: Any, max_packets: int) -> Any:
+    import av
+
+    video.codec_context.thread_count = 1
+    packets = 0
+    try:
+        for packet in container.demux(video):
+            packets += 1
+            if packets > max_packets:
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue
+            if frames:
+                return frames[0]
+    except av.error.FFmpegError:
+        pass
+    raise MediaError("no video frame could be decoded")
+
+
+def _poster(frame: Any, rotation: int, poster_max: int) -> tuple[bytes, int, int]:
+    from PIL import Image
+
+    # Scale while converting to RGB, so a huge frame never exists as a full-size RGB copy.
+    scale = min(1.0, poster_max / max(frame.width, frame.height))
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    image = frame.reformat(width=width, height=height, format="rgb24").to_image()
+    if rotation:
+        image = image.transpose(
+            {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}[rotation]
+        )
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue(), image.width, image.height
+
+
+def probe_audio(container: Any, params: dict[str, Any]) -> dict[str, Any]:
+    if not container.streams.audio:
+        raise MediaError("the file has no audio stream")
+    audio = container.streams.audio[0]
+    duration = _check_duration(container, [audio], params["max_duration"])
+    peaks, decoded_seconds, complete = _peaks(container, audio, params["decode_budget"])
+    if not peaks:
+        raise MediaError("no audio could be decoded")
+    if duration is None:
+        duration = decoded_seconds
+    elif not complete:
+        # Decoding stopped early: the undecoded rest shows as silence, at its true position.
+        peaks.extend([0] * max(0, round(duration * _PEAKS_PER_SECOND) - len(peaks)))
+    return {
+        "ok": True,
+        "kind": "audio",
+        "container": container.format.name,
+        "duration": duration,
+        "audio_codec": _codec_name(audio),
+        "sample_rate": audio.codec_context.sample_rate,
+        "channels": audio.codec_context.channels,
+        "waveform": fold_peaks(peaks, params["waveform_points"]),
+        "waveform_complete": complete,
+    }
+
+
+def _peaks(container: Any, audio: Any, budget: float) -> tuple[list[int], float, bool]:
+    """Peak amplitude of each 1/100 s of mono 8 kHz audio, decoding for at most `budget` seconds."""
+    from array import array
+
+    import av
+
+    audio.codec_context.thread_count = 1
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=_WAVEFORM_RATE)
+    chunk = _WAVEFORM_RATE // _PEAKS_PER_SECOND
+    pending = array("h")
+    peaks: list[int] = []
+    samples = 0
+    bad = 0
+    deadline = time.monotonic() + budget
+
+    def take(frames: list[Any]) -> None:
+        nonlocal samples
+        for resampled in frames:
+            data = array("h")
+            data.frombytes(bytes(resampled.planes[0])[: resampled.samples * 2])
+            samples += len(data)
+            pending.extend(data)
+        whole = len(pending) - len(pending) % chunk
+        for i in range(0, whole, chunk):
+            window = pending[i : i + chunk]
+            peaks.append(max(max(window), -min(window)))
+        del pending[:whole]
+
+    complete = True
+    try:
+        for packet in container.demux(audio):
+            if time.monotonic() > deadline:
+                complete = False
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                bad += 1
+                if bad > _MAX_BAD_PACKETS:
+                    break
+                continue
+            for frame in frames:
+                take(resampler.resample(frame))
+        if complete:
+            take(resampler.resample(None))
+    except av.error.FFmpegError:
+        # A container damaged part-way: the audio before the damage still makes a waveform.
+        pass
+    if pending:
+        peaks.append(max(max(pending), -min(pending)))
+    return peaks, samples / _WAVEFORM_RATE, complete
+
+
+def fold_peaks(peaks: list[int], points: int) -> list[int]:
+    """`points` values 0-255: the loudest peak in each stretch, scaled so the loudest is 255."""
+    if points <= 0 or not peaks:
+        return []
+    n = len(peaks)
+    folded = []
+    for k in range(points):
+        start, end = k * n // points, (k + 1) * n // points
+        # Fewer peaks than points (a very short note): neighbouring points share a peak.
+        folded.append(max(peaks[start:end]) if end > start else peaks[min(start, n - 1)])
+    loudest = max(folded)
+    if loudest <= 0:
+        return [0] * points
+    return [min(255, round(255 * p / loudest)) for p in folded]
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        import av
+        import av.logging  # noqa: F401  (loads FFmpeg before any input is read)
+        import PIL.Image  # noqa: F401
+    except ImportError as exc:
+        raise MediaError(f"media probe could not load FFmpeg; is its memory limit too low? ({exc})") from None
+    demuxer = choose_demuxer(0)
+    with os.fdopen(0, "rb", closefd=False) as file, open_container(file, demuxer) as container:
+        if params["kind"] == "video":
+            return probe_video(container, params)
+        return probe_audio(container, params)
+
+
+def main(argv: list[str]) -> int:
+    params = json.loads(argv[1])
+    apply_limits(
+        memory=params["memory_limit"],
+        cpu_seconds=params["cpu_seconds"],
+        max_files=params["max_files"],
+        max_write=params["max_write"],
+    )
+    _die_with_parent(params["parent"])
+    try:
+        result = run(params)
+    except MediaError as exc:
+        result = {"ok": False, "reason": str(exc)}
+    except MemoryError:
+        result = {"ok": False, "reason": "media probe ran out of memory (memory limit)"}
+    except Exception as exc:
+        result = {"ok": False, "reason": f"the media could not be read ({_describe(exc)})"}
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,254 @@
+"""Images: orient, strip metadata, thumbnail and blurhash, refusing bombs and broken files.
+
+Everything here is synchronous and CPU-bound; callers run it in a thread or process pool.
+Output is built fully in memory and returned only when every step succeeded, so a broken
+file never leaves half a set of thumbnails behind.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError, features
+
+from sup.media import MediaError, blurhash
+from sup.media.limits import MAX_IMAGE_PIXELS, THUMBNAIL_SIZES
+
+log = logging.getLogger(__name__)
+
+# Only these decoders ever see user bytes: Pillow's other plugins include formats that shell
+# out (EPS runs Ghostscript) or are rarely exercised against hostile input.
+_MIMES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+if features.check("avif"):
+    _MIMES["AVIF"] = "image/avif"
+
+# Formats re-encoded without metadata; GIF carries no EXIF, and AVIF re-encoding is too slow here.
+_SANITIZED = ("JPEG", "PNG", "WEBP")
+_RGB_PROFILE_MODES = ("RGB", "RGBA", "RGBX", "P", "PA")
+_PLACEHOLDER_EDGE = 32
+_THUMB_QUALITY = 80
+_SANITIZED_QUALITY = 90
+
+
+@dataclass(frozen=True, slots=True)
+class Thumb:
+    size_name: str
+    width: int
+    height: int
+    mime: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """What an image is, as displayed (EXIF orientation applied), and the derived files to serve."""
+
+    width: int
+    height: int
+    mime: str
+    animated: bool
+    thumbnails: list[Thumb]
+    placeholder: str
+    sanitized: bytes | None
+
+
+def process_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    sizes: Sequence[int] = THUMBNAIL_SIZES,
+) -> ImageResult:
+    """Inspect an image and derive metadata-free thumbnails (WebP), a blurhash and a sanitized copy.
+
+    Raises `MediaError` for anything that is not a complete, supported image within `max_pixels`.
+    Thumbnails are bounded by each size on the long edge and never upscaled: a size at least as
+    large as the image yields one thumbnail at the image's own size, and larger sizes are skipped.
+    `sanitized` is the whole image re-encoded without EXIF/XMP/comments (ICC kept) for JPEG, PNG
+    and WebP; for animated WebP the metadata chunks are cut out losslessly instead.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        with open(source, "rb") as fh:
+            data = fh.read()
+    if not data:
+        raise MediaError("the image file is empty")
+    try:
+        return _process(data, max_pixels, sizes)
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(f"the image is too large to process safely ({exc})") from None
+    except UnidentifiedImageError:
+        raise MediaError(f"not a supported image (expected one of {', '.join(_MIMES)})") from None
+    except MemoryError:
+        raise MediaError("the image needs too much memory to decode") from None
+    except Exception as exc:
+        # Pillow reports damage as OSError, SyntaxError, EOFError, ValueError, struct.error...
+        raise MediaError(f"the image is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
+    with Image.open(io.BytesIO(data), formats=list(_MIMES)) as im:
+        # Image.open has read only the header: refuse before a single pixel is decoded.
+        width, height = im.size
+        if width < 1 or height < 1:
+            raise MediaError("the image has no pixels")
+        if width * height > max_pixels:
+            raise MediaError(
+                f"the image is {width}x{height} ({width * height} pixels), over the limit of {max_pixels} pixels"
+            )
+        fmt = im.format or ""
+        animated = bool(getattr(im, "is_animated", False))
+        icc = im.info.get("icc_profile")
+        transparency = im.info.get("transparency")
+        im.load()
+        # Browsers show animations unrotated; thumbnail the first frame the same way.
+        oriented = im.copy() if animated else _orient_in_place(im)
+
+    width, height = oriented.size
+    display = _display_image(oriented, transparency)
+    display_icc = icc if oriented.mode in _RGB_PROFILE_MODES else None
+    thumbnails, smallest = _thumbnails(display, sizes, display_icc)
+    placeholder = _placeholder(smallest)
+
+    sanitized: bytes | None = None
+    if fmt in _SANITIZED and not animated:
+        sanitized = _reencode(oriented, fmt, icc, transparency, lossless=fmt == "WEBP" and _webp_lossless(data))
+    elif fmt == "WEBP":
+        sanitized = _strip_webp_metadata(data)
+    return ImageResult(
+        width=width,
+        height=height,
+        mime=_MIMES[fmt],
+        animated=animated,
+        thumbnails=thumbnails,
+        placeholder=placeholder,
+        sanitized=sanitized,
+    )
+
+
+def _orient_in_place(im: Image.Image) -> Image.Image:
+    # In place: a 50 MP photo is 150 MB of pixels, and a rotated copy beside it would double that.
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Broken EXIF is common in camera output; an unrotated image beats refusing the photo.
+        log.debug("ignoring unusable EXIF orientation: %s", exc)
+    return im
+
+
+def _display_image(im: Image.Image, transparency: object) -> Image.Image:
+    """`im` in RGB or RGBA, without metadata; `im` itself when it already is, to spare a copy."""
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or transparency is not None
+    mode = "RGBA" if has_alpha else "RGB"
+    # convert() reads im.info["transparency"], so metadata is dropped only afterwards.
+    display = im if im.mode == mode else im.convert(mode)
+    display.info = {}
+    return display
+
+
+def _thumbnails(display: Image.Image, sizes: Sequence[int], icc: bytes | None) -> tuple[list[Thumb], Image.Image]:
+    width, height = display.size
+    long_edge = max(width, height)
+    targets: list[tuple[int, tuple[int, int]]] = []
+    for size in sorted(set(sizes)):
+        if size < long_edge:
+            scale = size / long_edge
+            targets.append((size, (max(1, round(width * scale)), max(1, round(height * scale)))))
+        else:
+            targets.append((size, (width, height)))
+            break
+    thumbs: list[Thumb] = []
+    current = display
+    # Largest first, each made from the previous one: far cheaper than resizing the original each time.
+    for size, dims in reversed(targets):
+        if current.size != dims:
+            current = current.resize(dims, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        out = io.BytesIO()
+        params: dict[str, object] = {"quality": _THUMB_QUALITY}
+        if icc:
+            params["icc_profile"] = icc
+        current.save(out, "WEBP", **params)
+        thumbs.append(Thumb(str(size), dims[0], dims[1], "image/webp", out.getvalue()))
+    thumbs.reverse()
+    return thumbs, current
+
+
+def _placeholder(im: Image.Image) -> str:
+    small = im.copy()
+    small.thumbnail((_PLACEHOLDER_EDGE, _PLACEHOLDER_EDGE), Image.Resampling.BILINEAR)
+    if small.mode == "RGBA":
+        # Transparent pixels often hide black RGB; blur them as the white a viewer most likely shows.
+        background = Image.new("RGBA", small.size, (255, 255, 255, 255))
+        small = Image.alpha_composite(background, small)
+    small = small.convert("RGB")
+    return blurhash.encode(small.tobytes(), small.width, small.height, 4, 3)
+
+
+def _reencode(im: Image.Image, fmt: str, icc: bytes | None, transparency: object, *, lossless: bool) -> bytes:
+    # Savers may fall back to im.info (PNG does for ICC): nothing from the original rides along.
+    im.info = {}
+    params: dict[str, object] = {}
+    if icc:
+        params["icc_profile"] = icc
+    if fmt == "JPEG":
+        if im.mode not in ("L", "RGB", "CMYK"):
+            if im.mode not in _RGB_PROFILE_MODES:
+                params.pop("icc_profile", None)
+            im = im.convert("RGB")
+        params["quality"] = _SANITIZED_QUALITY
+    elif fmt == "PNG":
+        if transparency is not None:
+            params["transparency"] = transparency
+    elif lossless:
+        params["lossless"] = True
+    else:
+        params["quality"] = _SANITIZED_QUALITY
+    out = io.BytesIO()
+    im.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def _webp_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunks: list[tuple[bytes, bytes]] = []
+    pos = 12
+    while pos + 8 <= len(data):
+        tag = data[pos : pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        body = data[pos + 8 : pos + 8 + size]
+        if len(body) != size:
+            return None
+        chunks.append((tag, body))
+        pos += 8 + size + (size & 1)
+    return chunks
+
+
+def _webp_lossless(data: bytes) -> bool:
+    chunks = _webp_chunks(data) or []
+    return any(tag == b"VP8L" for tag, _ in chunks)
+
+
+def _strip_webp_metadata(data: bytes) -> bytes:
+    """The WebP without its EXIF and XMP chunks, bit for bit otherwise (animations stay intact)."""
+    chunks = _webp_chunks(data)
+    if chunks is None:
+        raise MediaError("the WebP container is corrupt")
+    out = bytearray()
+    for tag, body in chunks:
+        if tag in (b"EXIF", b"XMP "):
+            continue
+        if tag == b"VP8X" and body:
+            # The header's flags announce EXIF (0x08) and XMP (0x04) chunks that are now gone.
+            body = bytes([body[0] & ~0x0C]) + body[1:]
+        out += tag + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) & 1 else b"")
+    return b"RIFF" + struct.pack("<I", 4 + len(out)) + b"WEBP" + bytes(out)

@@ -1,0 +1,485 @@
+"""sup.media: sniffing, image processing and sandboxed audio/video probing, against good and hostile files."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image, ImageFile
+
+from sup.media import MediaError, _av_worker
+from sup.media.av_probe import ProbeResult, _interpret, _run_worker, probe_media
+from sup.media.images import process_image
+from sup.media.sniff import is_active_content, sniff
+from tests import media_samples as samples
+
+# ---------------------------------------------------------------------------------------------- sniffing
+
+
+def _mp3_frames() -> bytes:
+    header = b"\xff\xfb\x90\x64"  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz: 417-byte frames
+    return (header + b"\x00" * 413) * 3
+
+
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = major + b"\x00\x00\x02\x00" + b"".join(compatible)
+    return (8 + len(body)).to_bytes(4, "big") + b"ftyp" + body + b"\x00\x00\x00\x08free"
+
+
+def _ogg_page(packet: bytes) -> bytes:
+    return b"OggS\x00\x02" + b"\x00" * 20 + bytes([1, len(packet)]) + packet
+
+
+SNIFF_CASES = [
+    (samples.jpeg(32, 32), "image/jpeg", "image", "jpg"),
+    (samples.png(32, 32), "image/png", "image", "png"),
+    (samples.animated_gif(), "image/gif", "image", "gif"),
+    (samples.webp(32, 32), "image/webp", "image", "webp"),
+    (_ftyp(b"avif", b"mif1", b"miaf"), "image/avif", "image", "avif"),
+    (_ftyp(b"heic", b"mif1", b"heic"), "image/heic", "image", "heic"),
+    (_ftyp(b"isom", b"isom", b"avc1"), "video/mp4", "video", "mp4"),
+    (_ftyp(b"qt  ", b"qt  "), "video/quicktime", "video", "mov"),
+    (_ftyp(b"M4A ", b"M4A ", b"isom"), "audio/mp4", "audio", "m4a"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + b"\x86\x85V_VP8", "video/webm", "video", "webm"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x82\x84webm" + b"\x86\x86A_OPUS", "audio/webm", "audio", "weba"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x82\x88matroska" + b"\x86\x8fV_MPEG4/ISO/AVC", "video/x-matroska", "video", "mkv"),
+    (_ogg_page(b"OpusHead\x01\x01"), "audio/ogg", "audio", "opus"),
+    (_ogg_page(b"\x01vorbis\x00\x00"), "audio/ogg", "audio", "ogg"),
+    (_ogg_page(b"\x80theora\x03\x02"), "video/ogg", "video", "ogv"),
+    (_mp3_frames(), "audio/mpeg", "audio", "mp3"),
+    (b"ID3\x04\x00\x00\x00\x00\x00\x0a" + b"\x00" * 10 + _mp3_frames(), "audio/mpeg", "audio", "mp3"),
+    (b"\xff\xf1\x50\x80\x02\x1f\xfc" + b"\x00" * 64, "audio/aac", "audio", "aac"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio/wav", "audio", "wav"),
+    (b"fLaC\x00\x00\x00\x22", "audio/flac", "audio", "flac"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "application/pdf", "file", "pdf"),
+    (b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"\x00" * 20 + b"hello.txt", "application/zip", "file", "zip"),
+    (b"Hello, world.\nSecond line \xe2\x9c\x93\n", "text/plain", "file", "txt"),
+    ("Grüße ✓".encode()[:-1], "text/plain", "file", "txt"),  # a head cut inside a character
+    (b"  <!DOCTYPE html>\n<html><script>alert(1)</script>", "text/html", "file", "html"),
+    (b"<div onclick=x>", "text/html", "file", "html"),
+    (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><script/></svg>', "image/svg+xml", "file", "svg"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml", "file", "svg"),
+    (b'<?xml version="1.0"?><note/>', "application/xml", "file", "xml"),
+    (b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"/>', "application/xhtml+xml", "file", "xhtml"),
+    (samples.ELF_HEADER, "application/octet-stream", "file", "bin"),
+    (samples.PE_HEADER, "application/octet-stream", "file", "bin"),
+    (b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"\x00" * 24, "application/octet-stream", "file", "bin"),
+    (bytes(range(256)), "application/octet-stream", "file", "bin"),
+    (b"", "application/octet-stream", "file", "bin"),
+]
+
+
+@pytest.mark.parametrize(("head", "mime", "kind", "extension"), SNIFF_CASES)
+def test_sniff_recognises_each_type_from_its_bytes(head: bytes, mime: str, kind: str, extension: str) -> None:
+    found = sniff(head[:4096])
+    assert (found.mime, found.kind, found.extension) == (mime, kind, extension)
+
+
+@pytest.mark.parametrize("header", [samples.ELF_HEADER, samples.PE_HEADER])
+def test_an_executable_named_like_a_photo_is_still_an_executable(tmp_path: Path, header: bytes) -> None:
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(header + b"\x00" * 4096)
+    found = sniff(photo.read_bytes()[:4096])
+    assert (found.mime, found.kind) == ("application/octet-stream", "file")
+    with pytest.raises(MediaError):
+        process_image(photo, max_pixels=1_000_000)
+
+
+def test_sniff_recognises_generated_audio_and_video(media_dir: Path) -> None:
+    assert sniff((media_dir / "clip.mp4").read_bytes()[:4096]).kind == "video"
+    assert sniff((media_dir / "clip.webm").read_bytes()[:4096]).mime == "video/webm"
+    assert sniff((media_dir / "note.ogg").read_bytes()[:4096]).mime == "audio/ogg"
+    assert sniff((media_dir / "note.m4a").read_bytes()[:4096]).mime == "audio/mp4"
+
+
+@pytest.mark.parametrize(
+    ("mime", "active"),
+    [
+        ("text/html", True),
+        ("text/html; charset=utf-8", True),
+        ("image/svg+xml", True),
+        ("application/xhtml+xml", True),
+        ("application/xml", True),
+        ("text/xml", True),
+        ("application/atom+xml", True),
+        ("text/javascript", True),
+        ("application/javascript", True),
+        ("image/jpeg", False),
+        ("video/mp4", False),
+        ("text/plain", False),
+        ("application/pdf", False),
+        ("application/octet-stream", False),
+    ],
+)
+def test_active_content(mime: str, active: bool) -> None:
+    assert is_active_content(mime) is active
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def _has_exif(data: bytes) -> bool:
+    with Image.open(io.BytesIO(data)) as im:
+        return bool(im.getexif()) or "exif" in im.info or "xmp" in im.info
+
+
+def test_exif_orientation_is_applied() -> None:
+    result = process_image(samples.jpeg(640, 480, orientation=6), max_pixels=10_000_000)
+    assert (result.width, result.height, result.mime) == (480, 640, "image/jpeg")
+    assert [(t.size_name, t.width, t.height) for t in result.thumbnails] == [("320", 240, 320), ("1280", 480, 640)]
+    with Image.open(io.BytesIO(result.sanitized)) as sanitized:
+        assert sanitized.size == (480, 640)
+
+
+@pytest.mark.parametrize("make", [samples.jpeg, samples.png, samples.webp])
+def test_gps_and_other_metadata_are_stripped_from_everything_served(make) -> None:
+    original = make()
+    assert _has_exif(original)
+    result = process_image(original, max_pixels=10_000_000)
+    assert result.sanitized is not None
+    for data in [result.sanitized, *(t.data for t in result.thumbnails)]:
+        assert not _has_exif(data)
+        assert b"Exif" not in data
+        assert b"secret comment" not in data
+
+
+def test_icc_profile_is_kept() -> None:
+    icc = b"\x00" * 128 + b"acsp-fake-profile"  # Pillow passes the bytes through as they are
+    out = io.BytesIO()
+    Image.new("RGB", (50, 40), (10, 20, 30)).save(out, "JPEG", icc_profile=icc)
+    result = process_image(out.getvalue(), max_pixels=10_000_000)
+    with Image.open(io.BytesIO(result.sanitized)) as sanitized:
+        assert sanitized.info.get("icc_profile") == icc
+    with Image.open(io.BytesIO(result.thumbnails[0].data)) as thumb:
+        assert thumb.info.get("icc_profile") == icc
+
+
+def test_two_thumbnail_sizes_bounded_on_the_long_edge() -> None:
+    result = process_image(samples.png(2000, 1000, gps=False), max_pixels=10_000_000)
+    assert [(t.size_name, t.width, t.height, t.mime) for t in result.thumbnails] == [
+        ("320", 320, 160, "image/webp"),
+        ("1280", 1280, 640, "image/webp"),
+    ]
+    for thumb in result.thumbnails:
+        with Image.open(io.BytesIO(thumb.data)) as im:
+            assert (im.format, im.size) == ("WEBP", (thumb.width, thumb.height))
+
+
+def test_small_images_are_never_upscaled() -> None:
+    result = process_image(samples.jpeg(100, 80), max_pixels=10_000_000)
+    assert [(t.size_name, t.width, t.height) for t in result.thumbnails] == [("320", 100, 80)]
+    middle = process_image(samples.jpeg(800, 600), max_pixels=10_000_000)
+    assert [(t.size_name, t.width, t.height) for t in middle.thumbnails] == [("320", 320, 240), ("1280", 800, 600)]
+
+
+def test_placeholder_is_a_blurhash_of_the_image() -> None:
+    result = process_image(samples.jpeg(300, 200), max_pixels=10_000_000)
+    assert len(result.placeholder) == 28  # 4x3 components: 1 + 1 + 4 + 11 x 2 characters
+    assert result.placeholder[0] == "L"  # encodes (4 - 1) + (3 - 1) x 9 = 21
+    red = io.BytesIO()
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(red, "PNG")
+    # Characters 2-5 are the average colour: 0xFF0000 in base 83.
+    assert process_image(red.getvalue(), max_pixels=10_000_000).placeholder[2:6] == "TI:j"
+
+
+def test_transparency_survives_into_thumbnails() -> None:
+    image = Image.new("P", (60, 40), 0)
+    image.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    out = io.BytesIO()
+    image.save(out, "PNG", transparency=0)
+    result = process_image(out.getvalue(), max_pixels=10_000_000)
+    with Image.open(io.BytesIO(result.thumbnails[0].data)) as thumb:
+        assert thumb.convert("RGBA").getpixel((5, 5))[3] == 0
+    with Image.open(io.BytesIO(result.sanitized)) as sanitized:
+        assert sanitized.convert("RGBA").getpixel((5, 5))[3] == 0
+
+
+def test_animated_gif_thumbnails_the_first_frame() -> None:
+    result = process_image(samples.animated_gif(), max_pixels=10_000_000)
+    assert result.animated and result.mime == "image/gif" and result.sanitized is None
+    with Image.open(io.BytesIO(result.thumbnails[0].data)) as thumb:
+        assert thumb.convert("RGB").getpixel((5, 5)) == pytest.approx((0, 200, 90), abs=8)
+
+
+def test_animated_webp_keeps_its_frames_but_loses_its_exif() -> None:
+    original = samples.animated_webp()
+    assert b"EXIF" in original
+    result = process_image(original, max_pixels=10_000_000)
+    assert result.animated
+    assert b"EXIF" not in result.sanitized
+    with Image.open(io.BytesIO(result.sanitized)) as sanitized:
+        assert sanitized.n_frames == 3 and not sanitized.getexif()
+
+
+@pytest.mark.parametrize("make", [samples.jpeg, samples.png])
+def test_truncated_images_are_refused(make) -> None:
+    data = make(300, 200, gps=False)
+    with pytest.raises(MediaError, match="truncated or corrupt"):
+        process_image(data[: len(data) * 2 // 3], max_pixels=10_000_000)
+
+
+def test_decompression_bomb_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    bomb = samples.png_bomb()  # 30000 x 30000, about 100 KiB
+    assert len(bomb) < 200_000
+    started = time.monotonic()
+    with pytest.raises(MediaError, match=r"too large|over the limit") as refused:
+        process_image(bomb, max_pixels=50_000_000)
+    assert "decoded" not in str(refused.value)
+    # Our own limit, below Pillow's built-in one.
+    with pytest.raises(MediaError, match=r"2000x3000 \(6000000 pixels\), over the limit of 1000000"):
+        process_image(samples.png_bomb(2000, 3000), max_pixels=1_000_000)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", os.urandom(2048), b"\xff\xd8\xff\xe0" + os.urandom(200), b"<svg xmlns='http://www.w3.org/2000/svg'/>"],
+    ids=["empty", "random", "jpeg-magic-then-garbage", "svg"],
+)
+def test_garbage_is_refused(data: bytes) -> None:
+    with pytest.raises(MediaError):
+        process_image(data, max_pixels=10_000_000)
+
+
+# ---------------------------------------------------------------------------------------------- audio and video
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("media")
+    samples.video(directory / "clip.mp4")
+    samples.video(directory / "clip.webm", container="webm", codec="libvpx", audio_codec="libopus")
+    samples.video(directory / "turned.mp4", size=(64, 32), rotation=90, audio_codec=None)
+    samples.voice_note(directory / "note.ogg")
+    samples.voice_note(directory / "note.m4a", container="ipod", codec="aac")
+    samples.voice_note(directory / "note.mp3", container="mp3", codec="libmp3lame")
+    samples.voice_note(directory / "note.flac", container="flac", codec="flac")
+    samples.voice_note(directory / "note.wav", container="wav", codec="pcm_s16le")
+    return directory
+
+
+def _worker_children() -> list[int]:
+    """Live or unreaped children of this process that run the media worker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"_av_worker" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _poster_size(result: ProbeResult) -> tuple[int, int]:
+    assert result.poster is not None and result.poster_mime == "image/jpeg"
+    with Image.open(io.BytesIO(result.poster)) as poster:
+        assert poster.format == "JPEG"
+        return poster.size
+
+
+async def test_probe_mp4(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "clip.mp4", kind="video")
+    assert result.ok, result.reason
+    assert result.duration == pytest.approx(1.0, abs=0.1)
+    assert (result.width, result.height, result.rotation) == (64, 48, 0)
+    assert (result.video_codec, result.audio_codec, result.sample_rate, result.channels) == ("h264", "aac", 48000, 1)
+    assert _poster_size(result) == (64, 48) == (result.poster_width, result.poster_height)
+
+
+async def test_probe_webm_with_a_small_poster(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "clip.webm", kind="video", poster_max=32)
+    assert result.ok, result.reason
+    assert (result.container, result.video_codec, result.audio_codec) == ("matroska", "vp8", "opus")
+    assert (result.width, result.height) == (64, 48)
+    assert _poster_size(result) == (32, 24)
+
+
+async def test_rotated_video_reports_display_size_and_an_upright_poster(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "turned.mp4", kind="video")
+    assert result.ok, result.reason
+    assert (result.width, result.height, result.rotation) == (32, 64, 270)
+    assert result.audio_codec is None
+    assert _poster_size(result) == (32, 64)
+
+
+async def test_voice_notes_get_duration_and_a_waveform(media_dir: Path) -> None:
+    for name, codec, rate in (("note.ogg", "opus", 48000), ("note.m4a", "aac", 44100)):
+        result = await probe_media(media_dir / name, kind="audio", waveform_points=40)
+        assert result.ok, result.reason
+        assert (result.kind, result.audio_codec, result.sample_rate, result.channels) == ("audio", codec, rate, 1)
+        assert result.duration == pytest.approx(2.0, abs=0.1)
+        waveform = result.waveform
+        assert waveform is not None and len(waveform) == 40 and result.waveform_complete
+        # The note gets louder, pauses in the middle, then gets louder again.
+        assert max(waveform) == 255
+        assert waveform[1] < waveform[15] and waveform[21] < waveform[38]
+        assert min(waveform[19:21]) < 10
+
+
+@pytest.mark.parametrize(("name", "codec"), [("note.mp3", "mp3"), ("note.flac", "flac"), ("note.wav", "pcm_s16le")])
+async def test_other_audio_containers(media_dir: Path, name: str, codec: str) -> None:
+    result = await probe_media(media_dir / name, kind="audio", waveform_points=16)
+    assert result.ok, result.reason
+    assert result.audio_codec == codec and result.duration == pytest.approx(2.0, abs=0.1)
+    assert len(result.waveform) == 16 and max(result.waveform) == 255
+
+
+async def test_the_default_waveform_has_64_points(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "note.ogg", kind="audio")
+    assert result.ok and len(result.waveform) == 64
+
+
+def test_fold_peaks() -> None:
+    assert _av_worker.fold_peaks([0, 10, 5, 20], 2) == [128, 255]
+    assert _av_worker.fold_peaks([4, 8], 4) == [128, 128, 255, 255]
+    assert _av_worker.fold_peaks([0, 0, 0], 3) == [0, 0, 0]
+    assert _av_worker.fold_peaks([], 3) == []
+
+
+async def test_wrong_kind_is_a_failure_not_an_error(media_dir: Path) -> None:
+    assert (await probe_media(media_dir / "note.ogg", kind="video")).reason == "the file has no video stream"
+    assert (await probe_media(media_dir / "turned.mp4", kind="audio")).reason == "the file has no audio stream"
+
+
+async def test_empty_and_corrupt_files_fail_with_a_reason(media_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert await probe_media(empty, kind="video") == ProbeResult.failed("the media file is empty")
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(samples.corrupt((media_dir / "clip.mp4").read_bytes()))
+    result = await probe_media(broken, kind="video")
+    assert not result.ok and result.reason
+
+    noise = tmp_path / "noise.ogg"
+    noise.write_bytes(os.urandom(5000))
+    result = await probe_media(noise, kind="audio")
+    assert not result.ok and "not an allowed audio or video container" in result.reason
+
+    missing = await probe_media(tmp_path / "missing.mp4", kind="video")
+    assert not missing.ok and "cannot be read" in missing.reason
+
+
+async def test_huge_claimed_duration_is_refused(media_dir: Path, tmp_path: Path) -> None:
+    liar = tmp_path / "long.mp4"
+    liar.write_bytes(samples.claim_duration((media_dir / "clip.mp4").read_bytes(), 100 * 3600))
+    result = await probe_media(liar, kind="video")
+    assert result == ProbeResult.failed("the file claims a duration of 360000 s, over the limit of 21600 s")
+    # The same file passes when the limit allows it: the refusal really is about the claim.
+    allowed = await probe_media(liar, kind="video", max_duration=400_000)
+    assert allowed.ok and allowed.duration == pytest.approx(360_000)
+
+
+async def test_oversized_dimensions_are_refused(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "clip.mp4", kind="video", max_dimension=32)
+    assert not result.ok and "over the limit of 32 pixels" in result.reason
+
+
+async def test_playlist_disguised_as_mp4_is_refused_without_opening_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "secret.ts"
+    target.write_bytes(b"")
+    for name, script in (
+        ("playlist.mp4", samples.hls_playlist(str(target))),
+        ("concat.mp4", samples.concat_script("secret.ts")),
+    ):
+        (tmp_path / name).write_bytes(script)
+        result = await probe_media(tmp_path / name, kind="video")
+        assert not result.ok and "not an allowed audio or video container" in result.reason
+
+
+def test_ffmpeg_itself_refuses_demuxers_off_the_allow_list(tmp_path: Path) -> None:
+    # Below the sniffing: even when FFmpeg probes the format itself, scripts that open other
+    # files are refused before they open anything.
+    samples.video(tmp_path / "secret.mp4", audio_codec=None)
+    concat = tmp_path / "concat.mp4"
+    concat.write_bytes(samples.concat_script("secret.mp4"))
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_bytes(samples.hls_playlist(str(tmp_path / "secret.mp4")))
+    for script, demuxer in ((concat, "concat"), (playlist, "hls")):
+        # FFmpeg left to itself follows the script into secret.mp4: this is the attack.
+        with av.open(str(script)) as naive:
+            assert naive.format.name == demuxer and naive.streams.video
+        with open(script, "rb") as fh, pytest.raises(MediaError, match="not a readable audio or video file"):
+            _av_worker.open_container(fh, None)
+
+
+async def test_timeout_kills_the_worker(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "clip.mp4", kind="video", timeout=0.001)
+    assert result == ProbeResult.failed("media probe timed out after 0.001 s")
+    assert _worker_children() == []
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    outcome = await _run_worker([sys.executable, "-c", code], stdin=asyncio.subprocess.DEVNULL, timeout=1.0)
+    assert outcome.timed_out and time.monotonic() - started < 5
+    grandchild = int(marker.read_text())
+    for _ in range(100):
+        try:
+            with open(f"/proc/{grandchild}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        pytest.fail("the worker's own child outlived the timeout")
+
+
+async def test_cancelling_a_probe_kills_the_worker(media_dir: Path) -> None:
+    task = asyncio.create_task(probe_media(media_dir / "clip.mp4", kind="video"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _worker_children() == []
+
+
+async def test_memory_limit_gives_a_failure(media_dir: Path) -> None:
+    result = await probe_media(media_dir / "clip.mp4", kind="video", memory_limit=48 * 1024 * 1024)
+    assert not result.ok and "memory" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "media probe crashed (SIGSEGV)"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "media probe was killed (memory or CPU limit)"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGXCPU)", "media probe was killed (CPU time limit)"),
+        ("print('not json')", "media probe failed (exit status 0)"),
+        ("raise MemoryError", "media probe ran out of memory (memory limit)"),
+        ("print('[1, 2]')", "media probe failed (exit status 0)"),
+        ('print(\'{"ok": true, "kind": "video", "width": "wide"}\')', "media probe returned a malformed answer"),
+        ("import sys; sys.stdout.write('x' * 200_000)", "media probe produced more output than allowed"),
+    ],
+)
+async def test_a_misbehaving_worker_never_crashes_the_parent(code: str, reason: str) -> None:
+    outcome = await _run_worker(
+        [sys.executable, "-c", code], stdin=asyncio.subprocess.DEVNULL, timeout=10, output_limit=100_000
+    )
+    assert _interpret(outcome, 10) == ProbeResult.failed(reason)
