@@ -6,13 +6,12 @@ even when a later step of startup fails.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import msgspec
 from aiohttp import web
 
 from sup.bus.events import EventBus, open_bus
@@ -24,8 +23,10 @@ from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.events import EventWriter
+from sup.domain.jobs import JobSettings, Scheduler
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
+from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
@@ -40,8 +41,10 @@ from sup.http.services import SERVICES, Services
 from sup.keys import ServerKeys, load_or_create_master
 from sup.storage import migrations
 from sup.storage.batching import WriteBatcher
+from sup.storage.blobs import BlobSettings, BlobStore, open_blob_store
 from sup.storage.database import Database, open_database
 from sup.storage.events import EventStore
+from sup.storage.jobs import DatabaseJobQueue
 from sup.ws.gateway import websocket
 from sup.ws.hub import HUB, Hub
 
@@ -71,10 +74,19 @@ def build_hasher(config: Config) -> PasswordHasher:
     )
 
 
+def server_keys(config: Config) -> ServerKeys:
+    return ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
+
+
 def build_accounts(
-    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, key_changes: KeyChanges | None = None
+    config: Config,
+    db: Database,
+    hasher: PasswordHasher,
+    clock: Clock,
+    key_changes: KeyChanges | None = None,
+    keys: ServerKeys | None = None,
 ) -> AccountService:
-    keys = ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
+    keys = keys or server_keys(config)
     return AccountService(
         db,
         hasher,
@@ -118,7 +130,44 @@ class Realtime:
         await self.bus.close()
 
 
-def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime) -> Services:
+@dataclass
+class Background:
+    """Files and jobs: the blob store and the durable job scheduler."""
+
+    blobs: BlobStore
+    scheduler: Scheduler
+
+    @classmethod
+    async def open(cls, config: Config, db: Database, clock: Clock) -> Background:
+        # Before the blob store makes <data_dir>/blobs: parents it creates would not be private.
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (config.data_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
+        settings = BlobSettings(**msgspec.structs.asdict(config.blobs))
+        blobs = await open_blob_store(settings, data_dir=config.data_dir)
+        jobs = config.jobs
+        scheduler = Scheduler(
+            DatabaseJobQueue(db, clock),
+            clock,
+            JobSettings(
+                workers=jobs.workers,
+                poll_interval_seconds=jobs.poll_interval_seconds,
+                timeout_seconds=max(60.0, config.media.probe_timeout_seconds + 60),
+                max_attempts=jobs.max_attempts,
+                backoff_base_seconds=jobs.backoff_base_seconds,
+                backoff_cap_seconds=jobs.backoff_cap_seconds,
+                retention_days=jobs.retention_days,
+            ),
+        )
+        return cls(blobs, scheduler)
+
+    async def close(self) -> None:
+        await self.scheduler.stop()  # running jobs still use the blob store and database
+        await self.blobs.close()
+
+
+def build_services(
+    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime, bg: Background
+) -> Services:
     access = ChatAccess()
     writer = EventWriter(rt.events)
     timeline = Timeline(writer)
@@ -134,32 +183,42 @@ def build_services(config: Config, db: Database, hasher: PasswordHasher, clock: 
         max_one_time=config.crypto.max_one_time_prekeys,
         signed_prekey_grace_ms=config.crypto.signed_prekey_grace_days * 86_400_000,
     )
+    secrets = server_keys(config)
+    media = MediaService(
+        db,
+        bg.blobs,
+        bg.scheduler,
+        writer,
+        rt.bus,
+        clock,
+        config.media,
+        UrlSigner(secrets.media_urls),
+        config.data_dir / "tmp",
+    )
+    retention_ms = config.websocket.event_retention_days * 86_400_000
+
+    async def prune_events() -> None:
+        async with db.transaction() as tx:
+            removed = await rt.events.prune(tx, clock.now_ms() - retention_ms)
+        if removed:
+            log.info("pruned %d acknowledged events", removed)
+
+    bg.scheduler.every("prune-events", 3600, prune_events)
     return Services(
-        accounts=build_accounts(config, db, hasher, clock, key_changes),
+        accounts=build_accounts(config, db, hasher, clock, key_changes, secrets),
         users=UserService(db, clock),
         chats=ChatService(db, access, timeline, rt.bus, keys, clock),
         messages=MessageService(db, access, timeline, rt.bus, rt.batcher, keys, clock),
         keys=keys,
+        media=media,
         presence=PresenceService(db, access, rt.tracker, rt.bus, clock),
         events=rt.events,
         db=db,
         max_body_bytes=config.server.max_body_bytes,
         trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies),
         ws=config.websocket,
+        public_url=config.server.public_url.rstrip("/"),
     )
-
-
-async def _prune_events(db: Database, events: EventStore, clock: Clock, retention_days: int) -> None:
-    """Hourly: drop acknowledged events older than the retention period."""
-    while True:
-        await asyncio.sleep(3600)
-        try:
-            async with db.transaction() as tx:
-                removed = await events.prune(tx, clock.now_ms() - retention_days * 86_400_000)
-            if removed:
-                log.info("pruned %d acknowledged events", removed)
-        except Exception:  # retried next hour
-            log.warning("pruning events failed", exc_info=True)
 
 
 async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
@@ -179,23 +238,20 @@ async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
     db = await open_configured_database(config)
-    hasher = realtime = pruner = None
+    hasher = realtime = background = None
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
         realtime = Realtime.build(config, db)
         await realtime.start()
-        app[SERVICES] = build_services(config, db, hasher, clock, realtime)
+        background = await Background.open(config, db, clock)
+        app[SERVICES] = build_services(config, db, hasher, clock, realtime, background)
         app[HUB] = realtime.hub
-        pruner = asyncio.create_task(
-            _prune_events(db, realtime.events, clock, config.websocket.event_retention_days), name="prune-events"
-        )
+        await background.scheduler.start()
         yield
     finally:
-        if pruner is not None:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+        if background is not None:
+            await background.close()
         if realtime is not None:
             await realtime.hub.close()  # normally done already, at on_shutdown
             await realtime.close()

@@ -152,6 +152,71 @@ class CryptoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = 30
 
 
+MiB = 1024 * 1024
+
+
+class JobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    workers: Annotated[int, _doc("Background jobs (media processing, cleanup) run at once by this process.", ge=1)] = 2
+    poll_interval_seconds: Annotated[float, _doc("How soon a job queued by another process is noticed.", gt=0)] = 5.0
+    max_attempts: Annotated[int, _doc("Attempts before a job is marked failed with its last error.", ge=1)] = 5
+    backoff_base_seconds: Annotated[
+        float, _doc("The first retry waits about this long, doubling with each attempt.", gt=0)
+    ] = 2.0
+    backoff_cap_seconds: Annotated[float, _doc("The longest wait between retries.", gt=0)] = 600.0
+    retention_days: Annotated[int, _doc("Finished jobs are kept this long; 0 keeps them.", ge=0)] = 7
+
+
+class BlobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: Annotated[
+        str,
+        _doc(
+            "Where uploaded files go: file:///absolute/path or s3://bucket/optional/prefix (needs the s3 extra). "
+            "Empty: <data_dir>/blobs."
+        ),
+    ] = ""
+    s3_endpoint_url: Annotated[str, _doc("S3 endpoint; empty for AWS, set for MinIO, Ceph, R2...")] = ""
+    s3_region: Annotated[str, _doc("S3 region.")] = "us-east-1"
+    s3_access_key_id: Annotated[
+        str, _doc("S3 access key; empty: the usual AWS chain (environment, profile, instance role).")
+    ] = ""
+    s3_secret_access_key: Annotated[str, _doc("S3 secret key.")] = ""
+    s3_addressing_style: Annotated[Literal["auto", "path", "virtual"], _doc("S3 bucket addressing.")] = "auto"
+    s3_create_bucket: Annotated[bool, _doc("Create the bucket at start if it does not exist.")] = False
+    s3_part_size: Annotated[int, _doc("Multipart upload part size in bytes (S3 needs at least 5 MiB).", ge=5 * MiB)] = (
+        8 * MiB
+    )
+
+
+class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_image_bytes: Annotated[int, _doc("Largest image upload, in bytes.", ge=1)] = 50 * MiB
+    max_video_bytes: Annotated[int, _doc("Largest video upload, in bytes.", ge=1)] = 2048 * MiB
+    max_audio_bytes: Annotated[int, _doc("Largest audio upload (voice notes, music), in bytes.", ge=1)] = 200 * MiB
+    max_file_bytes: Annotated[
+        int, _doc("Largest upload of anything else, encrypted attachments included, in bytes.", ge=1)
+    ] = 2048 * MiB
+    quota_bytes: Annotated[int, _doc("Storage each user may fill with uploads; 0: no quota.", ge=0)] = 10240 * MiB
+    chunk_bytes: Annotated[
+        int, _doc("Chunk size of resumable uploads (the last chunk may be smaller).", ge=64 * 1024, le=64 * MiB)
+    ] = 8 * MiB
+    upload_expiry_hours: Annotated[
+        int, _doc("An unfinished resumable upload is removed after this many hours.", ge=1)
+    ] = 24
+    orphan_hours: Annotated[
+        int, _doc("An upload never attached to a message or avatar is removed after this many hours.", ge=1)
+    ] = 24
+    max_image_pixels: Annotated[
+        int, _doc("Images with more pixels are refused before decoding (decompression bombs).", ge=1)
+    ] = 50_000_000
+    max_duration_seconds: Annotated[float, _doc("Audio or video claiming to be longer is refused.", gt=0)] = 6 * 3600.0
+    probe_timeout_seconds: Annotated[float, _doc("Wall-clock limit of the FFmpeg probe process per file.", gt=0)] = 30.0
+    probe_memory_bytes: Annotated[int, _doc("Address-space limit of the FFmpeg probe process.", ge=256 * MiB)] = (
+        768 * MiB
+    )
+    signed_url_seconds: Annotated[
+        int, _doc("Lifetime of signed download URLs (for <img> and <video> tags).", ge=10, le=7 * 86400)
+    ] = 3600
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -162,6 +227,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     logging: LoggingConfig = LoggingConfig()
     security: SecurityConfig = SecurityConfig()
     crypto: CryptoConfig = CryptoConfig()
+    jobs: JobsConfig = JobsConfig()
+    blobs: BlobsConfig = BlobsConfig()
+    media: MediaConfig = MediaConfig()
 
     @property
     def data_dir(self) -> Path:

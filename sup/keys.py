@@ -23,6 +23,7 @@ class ServerKeys:
     access_tokens: bytes
     totp_encryption: bytes
     recovery_codes: bytes
+    media_urls: bytes
 
     @classmethod
     def derive(cls, master: bytes) -> ServerKeys:
@@ -33,6 +34,7 @@ class ServerKeys:
             access_tokens=sub("sup access tokens v1"),
             totp_encryption=sub("sup totp secrets v1"),
             recovery_codes=sub("sup recovery codes v1"),
+            media_urls=sub("sup media urls v1"),
         )
 
 

@@ -8,12 +8,13 @@ With CI=true a missing Postgres fails the run instead of skipping.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,14 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from sup.app import build_app
 from sup.clock import Clock
 from sup.config import Config, load_config
 from sup.http.services import SERVICES
 from sup.storage.database import Database
+from tests.s3server import MotoS3
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -137,6 +140,14 @@ class MovableClock(Clock):
         self.offset += seconds
 
 
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """An S3-compatible server (moto) on a loopback port, for the whole test session."""
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
 def make_config(data_dir: str, database_url: str, **env: str) -> Config:
     environ = {
         "SUP_DATA_DIR": data_dir,
@@ -209,6 +220,17 @@ class Api:
         assert reply.status == 201, reply.body
         return Account(username=username, password=password, **_session_fields(reply.body))
 
+    async def upload(self, who: Account, data: bytes, **params: Any) -> Reply:
+        """POST /api/v1/media/upload with the raw bytes as the body."""
+        query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
+        return await self.post(
+            "/api/v1/media/upload",
+            data=data,
+            token=who.access_token,
+            headers={"Content-Type": "application/octet-stream"},
+            params=query,
+        )
+
     async def login(self, account: Account, **extra: Any) -> Reply:
         return await self.post(
             "/api/v1/auth/login", json={"username": account.username, "password": account.password, **extra}
@@ -232,6 +254,12 @@ class Account:
     device_id: str
     access_token: str
     refresh_token: str
+
+
+def png_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def new_username() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from tests.conftest import Account, Api, Reply, Server
+from tests.conftest import Account, Api, Reply, Server, png_bytes
 
 CHATS = "/api/v1/chats"
 MESSAGES = "/api/v1/messages"
@@ -377,7 +377,7 @@ async def test_update_changes_info_and_a_title_change_leaves_a_system_message(ap
     assert items[-1]["kind"] == "system" and items[-1]["sender_id"] == alice.user_id
     assert system_actions(items) == [{"action": "title_changed", "title": "After"}]
 
-    media_id = str(uuid.uuid4())
+    media_id = (await api.upload(alice, png_bytes(), purpose="avatar")).body["id"]
     described = await api.patch(
         f"{CHATS}/{chat_id}",
         json={"description": "all about it", "avatar_media_id": media_id},

@@ -131,10 +131,13 @@ async def test_migrate_status_down_up(tmp_path: Path):
     assert out.splitlines()[:2] == ["applied 0001_accounts", "applied 0002_messaging"]
     code, out, _ = await sup("migrate", "status", env=env)
     assert "applied  0001_accounts" in out and "applied  0002_messaging" in out
-    assert (await sup("migrate", "down", env=env))[1].strip() == "reverted 0002_messaging"
-    assert "pending  0002_messaging" in (await sup("migrate", "status", env=env))[1]
-    assert (await sup("migrate", "down", "--steps", "5", env=env))[1].strip() == "reverted 0001_accounts"
+    names = sorted(p.name.split(".")[0] for p in (Path(__file__).parents[1] / "migrations").glob("*.down.sql"))
+    assert (await sup("migrate", "down", env=env))[1].strip() == f"reverted {names[-1]}"
+    assert f"pending  {names[-1]}" in (await sup("migrate", "status", env=env))[1]
+    reverted = (await sup("migrate", "down", "--steps", "99", env=env))[1].split()
+    assert reverted == [word for name in reversed(names[:-1]) for word in ("reverted", name)]
     assert "pending  0001_accounts" in (await sup("migrate", "status", env=env))[1]
+    assert (await sup("migrate", "up", env=env))[0] == 0  # and every migration applies again
 
 
 async def test_a_database_from_a_newer_sup_is_refused(tmp_path: Path):

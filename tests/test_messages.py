@@ -8,7 +8,7 @@ import base64
 import os
 import uuid
 
-from tests.conftest import Api, Server, plain_group, say
+from tests.conftest import Api, Server, plain_group, png_bytes, say
 
 
 async def test_send_returns_id_seq_and_client_id(api: Api):
@@ -205,7 +205,8 @@ async def test_channels_broadcast_plaintext_and_only_posters_post(api: Api):
 async def test_message_kinds(api: Api):
     alice, bob = await api.register(), await api.register()
     chat = await plain_group(api, alice, bob)
-    media = str(uuid.uuid4())
+    media = (await api.upload(alice, png_bytes(), filename="cat.png")).body["id"]
+    sticker_id = (await api.upload(alice, png_bytes(32, 32), purpose="sticker")).body["id"]
     ok = await api.post(
         "/api/v1/messages",
         json={"chat_id": chat, "client_id": "k1", "kind": "media", "media_id": media, "body": "caption"},
@@ -214,7 +215,7 @@ async def test_message_kinds(api: Api):
     assert ok.status == 201 and ok.body["media_id"] == media
     sticker = await api.post(
         "/api/v1/messages",
-        json={"chat_id": chat, "client_id": "k2", "kind": "sticker", "sticker_id": str(uuid.uuid4())},
+        json={"chat_id": chat, "client_id": "k2", "kind": "sticker", "sticker_id": sticker_id},
         token=alice.access_token,
     )
     assert sticker.status == 201
@@ -223,6 +224,8 @@ async def test_message_kinds(api: Api):
         {"kind": "sticker"},
         {"kind": "system", "body": "I am the server"},
         {"kind": "html", "body": "x"},
+        {"kind": "media", "media_id": str(uuid.uuid4())},  # no such upload
+        {"kind": "sticker", "sticker_id": media},  # not uploaded as a sticker
     ]:
         reply = await api.post(
             "/api/v1/messages", json={"chat_id": chat, "client_id": str(uuid.uuid4()), **bad}, token=alice.access_token

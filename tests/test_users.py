@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.conftest import Api
+from tests.conftest import Api, png_bytes
 
 
 async def test_profiles_are_readable_and_only_mine_is_writable(api: Api):
@@ -15,7 +15,7 @@ async def test_profiles_are_readable_and_only_mine_is_writable(api: Api):
     by_name = await api.get(f"/api/v1/users/by-username/{alice.username.upper()}", token=bob.access_token)
     assert by_name.status == 200 and by_name.body["id"] == alice.user_id
 
-    media_id = str(uuid.uuid4())
+    media_id = (await api.upload(alice, png_bytes(), purpose="avatar")).body["id"]
     mine = await api.patch(
         f"/api/v1/users/{alice.user_id}",
         json={"display_name": " Alice ", "bio": "hi\nthere", "avatar_media_id": media_id},

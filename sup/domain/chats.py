@@ -13,6 +13,7 @@ import msgspec
 from sup.clock import Clock
 from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
+from sup.domain.attachments import MediaAttachments
 from sup.domain.events import Announcer
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
@@ -111,6 +112,7 @@ class ChatService:
     ) -> None:
         self._db = db
         self._keys = keys
+        self._attachments = MediaAttachments()
         self._access = access
         self._timeline = timeline
         self._announcer = announcer
@@ -254,6 +256,8 @@ class ChatService:
             if membership.chat["type"] == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has no title or description to edit.")
             membership.require(Permission.EDIT_INFO, "edit the chat's info")
+            if clean.get("avatar_media_id") is not None:
+                await self._attachments.as_avatar(tx, who_id, clean["avatar_media_id"], now)
             if "title" in clean and not clean["title"]:
                 raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
             await self._access.chats.update(tx, chat_id, clean, now)

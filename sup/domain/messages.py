@@ -16,6 +16,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.domain.access import ChatAccess, Membership
+from sup.domain.attachments import MediaAttachments
 from sup.domain.events import Announcer, encode
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import Permission
@@ -133,6 +134,7 @@ class MessageService:
     ) -> None:
         self._db = db
         self._keys = keys
+        self._attachments = MediaAttachments()
         self._access = access
         self._timeline = timeline
         self._announcer = announcer
@@ -192,6 +194,13 @@ class MessageService:
         await self._access.check_direct_open(tx, membership, user_id)
         devices = await self._access.members.devices(tx, out.chat_id)
         await self._check_content(tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients, devices)
+        now = self._clock.now_ms()
+        if out.media_id is not None:
+            await self._attachments.for_message(
+                tx, user_id, out.media_id, encrypted_chat=bool(membership.chat["encrypted"]), now=now
+            )
+        if out.sticker_id is not None:
+            await self._attachments.as_sticker(tx, out.sticker_id, now)
         if out.reply_to is not None:
             target = await self._messages.get(tx, out.reply_to)
             if target is None or target["chat_id"] != out.chat_id:
@@ -211,7 +220,7 @@ class MessageService:
             sticker_id=out.sticker_id,
             reply_to=out.reply_to,
             forwarded_from=forwarded_from,
-            now=self._clock.now_ms(),
+            now=now,
             devices=[row["id"] for row in devices],
         )
         return Sent(message, True), deliveries

@@ -6,6 +6,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.domain.accounts import BIO_MAX, DISPLAY_NAME_MAX, Principal, User, check_text, user_from_row
+from sup.domain.attachments import MediaAttachments
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
 from sup.storage.accounts import BlockStore, ContactStore, UserStore
@@ -40,6 +41,7 @@ class UserService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        self._attachments = MediaAttachments()
         self._users = UserStore()
         self._contacts = ContactStore()
         self._blocks = BlockStore()
@@ -75,8 +77,11 @@ class UserService:
             if avatar_media_id is not None and not is_uuid(avatar_media_id):
                 raise DomainError(Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id")
             changes["avatar_media_id"] = avatar_media_id
+        now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self._users.update_profile(tx, user_id, changes, self._clock.now_ms())
+            if changes.get("avatar_media_id") is not None:
+                await self._attachments.as_avatar(tx, user_id, changes["avatar_media_id"], now)
+            await self._users.update_profile(tx, user_id, changes, now)
             return user_from_row(await self._users.get(tx, user_id))
 
     # -- contacts -----------------------------------------------------------------

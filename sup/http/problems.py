@@ -48,6 +48,12 @@ STATUS: dict[Code, int] = {
     Code.KEYS_MISSING: 409,
     Code.SENDER_KEY_REQUIRED: 409,
     Code.SENDER_KEY_MISSING: 409,
+    Code.FILE_TOO_LARGE: 413,
+    Code.QUOTA_EXCEEDED: 413,
+    Code.MEDIA_NOT_READY: 409,
+    Code.UPLOAD_INCOMPLETE: 409,
+    Code.RANGE_NOT_SATISFIABLE: 416,
+    Code.LENGTH_REQUIRED: 411,
     Code.RATE_LIMITED: 429,
     Code.UNAVAILABLE: 503,
     Code.INTERNAL: 500,
@@ -117,6 +123,8 @@ def from_domain_error(error: DomainError, path: str) -> web.Response:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if error.code != Code.UNAUTHENTICATED else "Bearer"
     extra = dict(error.extra)
     field = extra.pop("field", None)
+    if error.code == Code.RANGE_NOT_SATISFIABLE and "content_range" in extra:
+        headers["Content-Range"] = extra.pop("content_range")
     return problem_response(
         error.code,
         error.detail,

@@ -8,13 +8,14 @@ from sup import __version__
 from sup.domain.accounts import Device, User
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
+from sup.domain.media import Media, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi
-from sup.http.handlers import auth, chats, crypto, devices, health, messages, users
+from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users
 
 API = "/api/v1"
 
@@ -280,6 +281,57 @@ ROUTES: list[Route] = [
     Route(
         "GET", f"{API}/crypto/sender-keys/{{chat_id}}", crypto.my_sender_keys, response=s.SenderKeyList, tag="crypto"
     ),
+    # media
+    Route(
+        "POST",
+        f"{API}/media/upload",
+        media.upload,
+        query=s.MediaUploadQuery,
+        response=Media,
+        status=201,
+        tag="media",
+    ),
+    Route(
+        "POST",
+        f"{API}/media/uploads",
+        media.start_upload,
+        body=s.UploadStart,
+        response=UploadSession,
+        status=201,
+        tag="media",
+    ),
+    Route("GET", f"{API}/media/uploads/{{upload_id}}", media.upload_status, response=UploadSession, tag="media"),
+    Route(
+        "PUT",
+        f"{API}/media/uploads/{{upload_id}}/chunks/{{index}}",
+        media.put_chunk,
+        response=UploadSession,
+        tag="media",
+    ),
+    Route(
+        "POST",
+        f"{API}/media/uploads/{{upload_id}}/complete",
+        media.complete_upload,
+        response=Media,
+        status=201,
+        tag="media",
+    ),
+    Route("DELETE", f"{API}/media/uploads/{{upload_id}}", media.abort_upload, tag="media"),
+    # Downloads take a token or a signed URL, so they authenticate in the handler.
+    Route("GET", f"{API}/media/download/{{media_id}}", media.download, query=s.DownloadQuery, auth=False, tag="media"),
+    Route(
+        "GET", f"{API}/media/thumbnail/{{media_id}}", media.thumbnail, query=s.ThumbnailQuery, auth=False, tag="media"
+    ),
+    Route("GET", f"{API}/media/{{media_id}}", media.get_media, response=Media, tag="media"),
+    Route(
+        "GET",
+        f"{API}/media/{{media_id}}/url",
+        media.signed_url,
+        query=s.VariantQuery,
+        response=s.SignedUrl,
+        tag="media",
+    ),
+    Route("DELETE", f"{API}/media/{{media_id}}", media.delete_media, tag="media"),
 ]
 
 

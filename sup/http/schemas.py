@@ -343,3 +343,43 @@ class SenderKeyPost(Body):
 
 class SenderKeyList(msgspec.Struct, kw_only=True):
     distributions: list[SenderKeyDistribution]
+
+
+# -- media -----------------------------------------------------------------------------------
+
+Purpose = Literal["attachment", "avatar", "sticker"]
+
+
+class MediaUploadQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    purpose: Purpose = "attachment"
+    encrypted: Annotated[bool, Meta(description="Client-encrypted: stored and served as opaque bytes.")] = False
+    filename: Annotated[str, Meta(max_length=1024, description="For raw-body uploads (multipart names its part).")] = ""
+
+
+class UploadStart(Body, kw_only=True):
+    size: Annotated[int, Meta(ge=1, description="The whole file's size in bytes.")]
+    filename: Annotated[str, Meta(max_length=1024)] = ""
+    purpose: Purpose = "attachment"
+    encrypted: bool = False
+
+
+class SignedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    expires: int | None = None
+    signature: Annotated[str, Meta(max_length=128)] | None = None
+
+
+class DownloadQuery(SignedQuery, kw_only=True):
+    variant: Literal["original", "small", "large"] = "original"
+
+
+class ThumbnailQuery(SignedQuery, kw_only=True):
+    size: Literal["small", "large"] = "small"
+
+
+class VariantQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    variant: Literal["original", "small", "large"] = "original"
+
+
+class SignedUrl(msgspec.Struct, kw_only=True):
+    url: str
+    expires_at: Annotated[int, Meta(description="Unix time, seconds.")]

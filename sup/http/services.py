@@ -11,6 +11,7 @@ from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.keydirectory import KeyDirectory
+from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
 from sup.domain.users import UserService
@@ -25,12 +26,14 @@ class Services:
     chats: ChatService
     messages: MessageService
     keys: KeyDirectory
+    media: MediaService
     presence: PresenceService
     events: EventStore
     db: Database
     max_body_bytes: int
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     ws: WebSocketConfig
+    public_url: str
 
 
 SERVICES = web.AppKey("services", Services)

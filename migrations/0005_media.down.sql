@@ -1,0 +1,3 @@
+DROP INDEX messages_media;
+DROP TABLE media_uploads;
+DROP TABLE media;

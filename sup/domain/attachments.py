@@ -1,0 +1,57 @@
+"""The rules for using an uploaded file: in a message, as a sticker, as an avatar.
+
+Checked in the same transaction as the message or profile change that uses the file, so
+a file is never attached to something it does not fit (an opaque encrypted blob in a
+channel, a photo of someone else's as my avatar), and an attached file stops being an
+orphan that cleanup would remove.
+"""
+
+from __future__ import annotations
+
+from sup.errors import Code, DomainError
+from sup.ids import is_uuid
+from sup.storage.database import Queryable, Row
+from sup.storage.media import MediaStore
+
+
+def _unusable(field: str, detail: str) -> DomainError:
+    return DomainError(Code.VALIDATION_FAILED, detail, field=field)
+
+
+class MediaAttachments:
+    def __init__(self) -> None:
+        self._media = MediaStore()
+
+    async def _find(self, tx: Queryable, media_id: str, field: str) -> Row:
+        row = await self._media.get(tx, media_id) if is_uuid(media_id) else None
+        if row is None:
+            raise _unusable(field, f"{field} names no uploaded file.")
+        if row["status"] == "failed":
+            raise _unusable(field, f"That file could not be processed: {row['failure']}")
+        return row
+
+    async def for_message(self, tx: Queryable, user_id: str, media_id: str, *, encrypted_chat: bool, now: int) -> None:
+        """My own upload, or one I can see in a message (forwarding); opaque only in encrypted chats."""
+        row = await self._find(tx, media_id, "media_id")
+        if row["owner_id"] != user_id and not await self._media.visible_through_message(tx, media_id, user_id):
+            raise _unusable("media_id", "media_id names no uploaded file.")
+        if bool(row["encrypted"]) != encrypted_chat:
+            raise _unusable(
+                "media_id",
+                "End-to-end encrypted chats take client-encrypted uploads (encrypted=true), other chats plain ones.",
+            )
+        await self._media.mark_attached(tx, media_id, now)
+
+    async def as_sticker(self, tx: Queryable, sticker_id: str, now: int) -> None:
+        row = await self._find(tx, sticker_id, "sticker_id")
+        if row["purpose"] != "sticker" or row["kind"] != "image":
+            raise _unusable("sticker_id", "sticker_id names an image uploaded with purpose=sticker.")
+        await self._media.mark_attached(tx, sticker_id, now)
+
+    async def as_avatar(self, tx: Queryable, user_id: str, media_id: str, now: int) -> None:
+        row = await self._find(tx, media_id, "avatar_media_id")
+        if row["owner_id"] != user_id:
+            raise _unusable("avatar_media_id", "avatar_media_id names no uploaded file.")
+        if row["kind"] != "image" or row["encrypted"]:
+            raise _unusable("avatar_media_id", "An avatar is an image uploaded without end-to-end encryption.")
+        await self._media.mark_attached(tx, media_id, now)

@@ -1,0 +1,115 @@
+"""SQL for media rows and resumable uploads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sup.storage.database import Queryable, Row
+
+_COLUMNS = (
+    "id, owner_id, purpose, encrypted, kind, mime, filename, size, sha256, blob_key, status, failure, width, height,"
+    " duration_ms, info, served_key, served_mime, thumb_small_key, thumb_large_key, thumb_mime, attached_at,"
+    " created_at, updated_at"
+)
+# Every column that names a blob: a blob may be deleted only when none of them does.
+BLOB_COLUMNS = ("blob_key", "served_key", "thumb_small_key", "thumb_large_key")
+_PROCESSED = {"status", "failure", "width", "height", "duration_ms", "info", "served_key", "served_mime"} | {
+    "thumb_small_key",
+    "thumb_large_key",
+    "thumb_mime",
+}
+
+
+class MediaStore:
+    async def insert(self, tx: Queryable, media: dict[str, Any]) -> None:
+        columns = ", ".join(media)
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(media)))
+        await tx.execute(f"INSERT INTO media ({columns}) VALUES ({placeholders})", *media.values())
+
+    async def get(self, db: Queryable, media_id: str) -> Row | None:
+        return await db.fetchrow(f"SELECT {_COLUMNS} FROM media WHERE id = $1", media_id)
+
+    async def set_processed(self, tx: Queryable, media_id: str, changes: dict[str, Any], now: int) -> bool:
+        """Record processing results; False if the media was deleted meanwhile."""
+        assert set(changes) <= _PROCESSED, changes
+        sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
+        changed = await tx.execute(
+            f"UPDATE media SET {sets}, updated_at = ${len(changes) + 2} WHERE id = $1",
+            media_id,
+            *changes.values(),
+            now,
+        )
+        return changed == 1
+
+    async def mark_attached(self, tx: Queryable, media_id: str, now: int) -> None:
+        await tx.execute("UPDATE media SET attached_at = $2 WHERE id = $1 AND attached_at IS NULL", media_id, now)
+
+    async def delete(self, tx: Queryable, media_id: str) -> Row | None:
+        return await tx.fetchrow(f"DELETE FROM media WHERE id = $1 RETURNING {_COLUMNS}", media_id)
+
+    async def used_bytes(self, db: Queryable, owner_id: str) -> int:
+        used = await db.fetchval("SELECT COALESCE(SUM(size), 0) FROM media WHERE owner_id = $1", owner_id)
+        reserved = await db.fetchval("SELECT COALESCE(SUM(size), 0) FROM media_uploads WHERE owner_id = $1", owner_id)
+        return int(used) + int(reserved)
+
+    async def blob_in_use(self, db: Queryable, key: str) -> bool:
+        where = " OR ".join(f"{column} = $1" for column in BLOB_COLUMNS)
+        return await db.fetchval(f"SELECT EXISTS (SELECT 1 FROM media WHERE {where})", key)
+
+    async def orphans(self, db: Queryable, created_before: int, limit: int) -> Sequence[Row]:
+        """Uploads never attached to anything, old enough that no client is still about to send them."""
+        return await db.fetch(
+            f"SELECT {_COLUMNS} FROM media WHERE attached_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+            created_before,
+            limit,
+        )
+
+    async def stuck(self, db: Queryable, created_before: int, limit: int) -> Sequence[Row]:
+        return await db.fetch(
+            "SELECT id, owner_id FROM media WHERE status = 'pending' AND created_at < $1 LIMIT $2",
+            created_before,
+            limit,
+        )
+
+    # -- what may see a file -----------------------------------------------------------------
+
+    async def visible_through_message(self, db: Queryable, media_id: str, user_id: str) -> bool:
+        """A message in a chat the user is a member of uses it (and was not deleted for everyone)."""
+        return await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM messages m JOIN chat_members c ON c.chat_id = m.chat_id AND c.user_id = $2"
+            " WHERE (m.media_id = $1 OR m.sticker_id = $1) AND m.deleted_at IS NULL)",
+            media_id,
+            user_id,
+        )
+
+    async def visible_as_avatar(self, db: Queryable, media_id: str, user_id: str) -> bool:
+        """A user's avatar is public to signed-in users; a chat's avatar to its members."""
+        return await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE avatar_media_id = $1)"
+            " OR EXISTS (SELECT 1 FROM chats h JOIN chat_members c ON c.chat_id = h.id AND c.user_id = $2"
+            " WHERE h.avatar_media_id = $1)",
+            media_id,
+            user_id,
+        )
+
+    # -- resumable uploads -------------------------------------------------------------------
+
+    async def insert_upload(self, tx: Queryable, upload: dict[str, Any]) -> None:
+        columns = ", ".join(upload)
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(upload)))
+        await tx.execute(f"INSERT INTO media_uploads ({columns}) VALUES ({placeholders})", *upload.values())
+
+    async def get_upload(self, db: Queryable, upload_id: str) -> Row | None:
+        return await db.fetchrow(
+            "SELECT id, owner_id, purpose, encrypted, filename, size, chunk_size, chunk_count, created_at, expires_at"
+            " FROM media_uploads WHERE id = $1",
+            upload_id,
+        )
+
+    async def delete_upload(self, tx: Queryable, upload_id: str) -> bool:
+        return await tx.execute("DELETE FROM media_uploads WHERE id = $1", upload_id) == 1
+
+    async def expired_uploads(self, db: Queryable, now: int, limit: int) -> list[str]:
+        rows = await db.fetch("SELECT id FROM media_uploads WHERE expires_at < $1 LIMIT $2", now, limit)
+        return [row["id"] for row in rows]
