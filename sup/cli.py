@@ -186,6 +186,12 @@ def parser() -> argparse.ArgumentParser:
     invite.add_argument("--count", type=int, default=1, help="how many codes")
     for p in (create, reset, invite):
         p.set_defaults(func=cmd_admin)
+
+    from sup.client.terminal import add_arguments, cmd_chat  # standard library only until it runs
+
+    chat = sub.add_parser("chat", help="end-to-end encrypted terminal chat (a client of a SUP server)")
+    add_arguments(chat)
+    chat.set_defaults(func=cmd_chat)
     return top
 
 

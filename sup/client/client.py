@@ -1,0 +1,1067 @@
+"""The high-level client: one device of one user, end-to-end encrypted, resumable.
+
+    client = await Client.register("https://sup.example", "alice.db", "alice", "correct horse battery")
+    chat = await client.direct_chat_with("bob")
+    await client.send_text(chat["id"], "hello")
+    async for item in client.messages():      # ReceivedMessage | Undecryptable | SafetyNumberChanged
+        print(item)
+
+What it does for you:
+
+- On a device's first login it creates its crypto state (`DeviceCrypto`), stores it, then
+  publishes the identity key, a signed prekey and 100 one-time prekeys; it tops them up
+  on `prekeys.low` and rotates the signed prekey weekly.
+- Encrypted direct chats: one ciphertext per device (every device of the other members and
+  my own other devices, never the sending one), sessions started from prekey bundles; a
+  `device_mismatch` (409) or `stale_devices` (410) refreshes the device lists and retries
+  with the same client_id.
+- Encrypted groups: Sender Keys. Each member device gets my current sender key
+  (pairwise-encrypted, `POST /crypto/sender-keys`) before my next message; the key is
+  rotated when a member or device goes away (and whenever the server says
+  `sender_key_required`, which it does after a member leaves).
+- Receiving: every durable event is handled in order; crypto state, decrypted messages and
+  the event cursor are committed to the store together, and only then is the cursor acked,
+  so a crash never loses a ratchet step nor acknowledges a message it did not keep. A group
+  message whose sender key has not arrived waits (in the store) for its `sender_key` event.
+
+The plaintext inside every ciphertext is the envelope (UTF-8 JSON, see `encode_envelope`):
+
+    {"v": 1, "chat_id": "<chat id>", "text": "...", "data": "<base64>",
+     "attachments": [{"media_id", "key", "digest", "size", "mime", "name"}], "reply_to": "<message id>"}
+
+and for a sender key, sent pairwise: `{"v": 1, "chat_id": ..., "sender_key": {"distribution_id", "key"}}`.
+`chat_id` binds the plaintext to its chat, so a server cannot replay it into another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from sup.client.crypto import (
+    AttachmentKey,
+    Bundle,
+    CryptoError,
+    DecryptError,
+    DeviceCrypto,
+    DuplicateMessage,
+    NoSession,
+    OneTimePrekey,
+    SignedPrekey,
+    UntrustedIdentity,
+    decrypt_attachment,
+    encrypt_attachment,
+    safety_number,
+)
+from sup.client.http import ApiError, Session, SupHttp, b64d, b64e, decode_message
+from sup.client.socket import SocketClosed, SupSocket
+from sup.client.store import Batch, ClientStore
+
+log = logging.getLogger("sup.client")
+
+ENVELOPE_VERSION = 1
+ONE_TIME_PREKEYS = 100
+SIGNED_PREKEY_MAX_AGE = 7 * 86400  # seconds; Signal rotates weekly too
+SEND_ATTEMPTS = 6  # device lists can change between fetch and send; each retry refetches
+EVENT_BATCH = 200  # events handled per store commit
+_GROUP_MESSAGE = 4  # second byte of a sender-key ciphertext (sup.client.crypto.wire.MessageType)
+
+
+class ClientError(Exception):
+    """The client cannot do what was asked (no such user, a store without a device, ...)."""
+
+
+class _DeviceGone(Exception):
+    """A listed device has no keys any more: refetch the device lists and try again."""
+
+
+# Answers to a group send after which refetching and sending again can succeed.
+_GROUP_RETRIES = {"sender_key_required", "sender_key_missing", "device_mismatch", "device_gone"}
+
+
+# -- what messages() yields ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file inside a message: fetch `media_id`, check and decrypt it with `key`."""
+
+    media_id: str
+    key: bytes
+    digest: bytes
+    size: int
+    mime: str = "application/octet-stream"
+    name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "media_id": self.media_id,
+            "key": b64e(self.key),
+            "digest": b64e(self.digest),
+            "size": self.size,
+            "mime": self.mime,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Attachment:
+        return cls(
+            media_id=str(value["media_id"]),
+            key=b64d(value["key"]) or b"",
+            digest=b64d(value["digest"]) or b"",
+            size=int(value["size"]),
+            mime=str(value.get("mime") or "application/octet-stream"),
+            name=str(value.get("name") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message from someone (or from another device of mine), decrypted."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    sender_user_id: str | None
+    sender_device_id: str | None
+    text: str | None
+    data: bytes | None = None
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None
+    created_at: int = 0
+    encrypted: bool = True
+    edited: bool = False
+    from_me: bool = False  # sent by another device of mine
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    """A message that could not be decrypted; shown rather than dropped. `reason` says why."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    sender_user_id: str | None
+    sender_device_id: str | None
+    reason: str
+    created_at: int = 0
+
+
+@dataclass(frozen=True)
+class SafetyNumberChanged:
+    """A device of `user_id` now has another identity key (reinstalled, or someone in the middle)."""
+
+    user_id: str
+    device_id: str
+
+
+Item = ReceivedMessage | Undecryptable | SafetyNumberChanged
+
+
+class _Stop:
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+# -- the envelope --------------------------------------------------------------------------------
+
+
+def encode_envelope(
+    chat_id: str,
+    *,
+    text: str | None = None,
+    data: bytes | None = None,
+    attachments: Iterable[Attachment] = (),
+    reply_to: str | None = None,
+) -> bytes:
+    """The plaintext of a message, before encryption."""
+    envelope: dict[str, Any] = {"v": ENVELOPE_VERSION, "chat_id": chat_id}
+    if text is not None:
+        envelope["text"] = text
+    if data is not None:
+        envelope["data"] = b64e(data)
+    listed = [a.to_json() for a in attachments]
+    if listed:
+        envelope["attachments"] = listed
+    if reply_to is not None:
+        envelope["reply_to"] = reply_to
+    return msgspec.json.encode(envelope)
+
+
+def decode_envelope(plaintext: bytes, chat_id: str) -> dict[str, Any]:
+    """The envelope's fields; DecryptError when it is not one, or names another chat."""
+    try:
+        envelope = msgspec.json.decode(plaintext)
+    except msgspec.DecodeError as exc:
+        raise DecryptError("the plaintext is not a message envelope") from exc
+    if not isinstance(envelope, dict) or envelope.get("v") != ENVELOPE_VERSION:
+        raise DecryptError(f"unknown envelope version {envelope.get('v') if isinstance(envelope, dict) else None!r}")
+    if envelope.get("chat_id") != chat_id:
+        raise DecryptError("the envelope names another chat (replayed by the server?)")
+    return envelope
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Work:
+    """What one batch of events changed, committed together."""
+
+    batch: Batch = field(default_factory=Batch)
+    items: list[Item] = field(default_factory=list)
+    crypto_changed: bool = False
+    # group messages set aside in this batch, not yet in the store: (chat, user, device) -> frames
+    pending: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    after_commit: list[Callable[[], Any]] = field(default_factory=list)
+
+
+class Client:
+    """One logged-in device. Create with `register`, `login` or `open`; `close` when done."""
+
+    def __init__(
+        self,
+        store: ClientStore,
+        http: SupHttp,
+        crypto: DeviceCrypto,
+        *,
+        accept_identity_changes: bool = True,
+    ) -> None:
+        self.store = store
+        self.http = http
+        self.crypto = crypto
+        # Signal's default: a changed identity key is accepted and shown (SafetyNumberChanged); with
+        # False, encryption to it fails with UntrustedIdentity until `trust_identity` is called.
+        self.accept_identity_changes = accept_identity_changes
+        self._lock = asyncio.Lock()  # the crypto state and its persistence, one change at a time
+        self._chats: dict[str, dict[str, Any]] = {}
+        self._members: dict[str, list[str]] = {}
+        self._devices: dict[str, dict[str, bytes]] = {}  # user id -> device id -> identity key
+        self._inbox: asyncio.Queue[Item | _Stop] = asyncio.Queue()
+        self._socket: SupSocket | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[Callable[[dict[str, Any]], Any]] = []
+        self._closed = False
+        self.cursor = store.cursor
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    async def register(
+        cls,
+        base_url: str,
+        store_path: str,
+        username: str,
+        password: str,
+        *,
+        display_name: str = "",
+        device_name: str = "",
+        invite_code: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> Client:
+        """A new account; this device is its first, with fresh keys published."""
+        store, http = await cls._fresh(base_url, store_path, session)
+        try:
+            answer = await http.register(
+                username, password, display_name=display_name, device_name=device_name, invite_code=invite_code
+            )
+            return await cls._first_login(store, http, base_url, answer)
+        except BaseException:
+            await http.close()
+            await store.close()
+            raise
+
+    @classmethod
+    async def login(
+        cls,
+        base_url: str,
+        store_path: str,
+        username: str,
+        password: str,
+        *,
+        totp_code: str | None = None,
+        recovery_code: str | None = None,
+        device_name: str = "",
+        session: aiohttp.ClientSession | None = None,
+    ) -> Client:
+        """A new device of an existing account, with fresh keys published."""
+        store, http = await cls._fresh(base_url, store_path, session)
+        try:
+            answer = await http.login(
+                username, password, totp_code=totp_code, recovery_code=recovery_code, device_name=device_name
+            )
+            return await cls._first_login(store, http, base_url, answer)
+        except BaseException:
+            await http.close()
+            await store.close()
+            raise
+
+    @classmethod
+    async def open(cls, store_path: str, *, session: aiohttp.ClientSession | None = None) -> Client:
+        """The device saved in `store_path`, as it was (tokens, keys, cursor)."""
+        store = await ClientStore.open(store_path)
+        try:
+            if not (store.server_url and store.device_id and store.crypto and store.tokens):
+                raise ClientError(f"{store_path} holds no logged-in device: register or log in first")
+            http = SupHttp(store.server_url, session=session, tokens=store.tokens, on_tokens=store.set_tokens)
+            client = cls(store, http, DeviceCrypto.from_bytes(store.crypto))
+        except BaseException:
+            await store.close()
+            raise
+        try:
+            if not store.get("keys_published"):
+                await client._publish_keys()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    @classmethod
+    async def _fresh(
+        cls, base_url: str, store_path: str, session: aiohttp.ClientSession | None
+    ) -> tuple[ClientStore, SupHttp]:
+        store = await ClientStore.open(store_path)
+        if store.device_id:
+            await store.close()
+            raise ClientError(f"{store_path} already holds a device: use Client.open")
+        return store, SupHttp(base_url, session=session, on_tokens=store.set_tokens)
+
+    @classmethod
+    async def _first_login(cls, store: ClientStore, http: SupHttp, base_url: str, answer: Session) -> Client:
+        crypto = DeviceCrypto.create()
+        async with store.batch() as batch:
+            batch.set(
+                server_url=base_url.rstrip("/"),
+                user_id=answer.user_id,
+                username=answer.user["username"],
+                device_id=answer.device_id,
+                crypto=crypto.to_bytes(),
+                keys_published=0,
+            )
+        client = cls(store, http, crypto)
+        await client._publish_keys()
+        return client
+
+    async def _publish_keys(self) -> None:
+        """Publish this device's keys, once. The private keys are stored before the public ones leave."""
+        try:
+            published = await self.http.device_keys(self.user_id, self.device_id)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            published = None
+        if published is None or published["identity_key"] != self.crypto.identity_key:
+            async with self._changing_crypto():
+                prekeys = self.crypto.generate_one_time_prekeys(ONE_TIME_PREKEYS)
+                await self._save_crypto()
+            await self.http.publish_keys(self.crypto.identity_key, self.crypto.signed_prekey(), prekeys)
+        await self.store.set(keys_published=1)
+
+    # -- properties and lifecycle ----------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return self.store.user_id or ""
+
+    @property
+    def device_id(self) -> str:
+        return self.store.device_id or ""
+
+    @property
+    def username(self) -> str | None:
+        return self.store.username
+
+    @property
+    def socket(self) -> SupSocket | None:
+        return self._socket
+
+    async def start(self) -> None:
+        """Connect the event stream and start handling events (messages() does this itself)."""
+        if self._pump is not None or self._closed:
+            return
+        self._socket = SupSocket(self.http, cursor=self.store.cursor)
+        await self._socket.start()
+        self._pump = asyncio.create_task(self._run_events(), name=f"sup-client-{self.device_id}")
+        self._spawn(self._rotate_signed_prekey_if_old())
+
+    async def close(self) -> None:
+        """Stop the event stream (after acknowledging what was handled), then close everything."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump
+        if self._socket is not None:
+            await self._socket.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._inbox.put_nowait(_Stop(None))
+        await self.http.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def on_event(self, listener: Callable[[dict[str, Any]], Any]) -> None:
+        """Call `listener(frame)` for every frame received (typing, presence, receipts, ...), after it is handled."""
+        self._listeners.append(listener)
+
+    async def messages(self) -> AsyncIterator[Item]:
+        """Messages as they arrive (one consumer): ReceivedMessage, Undecryptable, SafetyNumberChanged."""
+        await self.start()
+        while True:
+            item = await self._inbox.get()
+            if isinstance(item, _Stop):
+                self._inbox.put_nowait(item)  # every later call ends too
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    async def next_message(self, within: float | None = None) -> Item:
+        """The next item of messages(), waiting at most `within` seconds (TimeoutError)."""
+        await self.start()
+        item = await asyncio.wait_for(self._inbox.get(), within)
+        if isinstance(item, _Stop):
+            self._inbox.put_nowait(item)
+            raise item.error or SocketClosed("the client is closed")
+        return item
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed: %r", task.exception())
+
+    # -- chats -------------------------------------------------------------------------------
+
+    async def user_by_username(self, username: str) -> dict[str, Any]:
+        return await self.http.user_by_username(username)
+
+    async def direct_chat(self, user_id: str) -> dict[str, Any]:
+        """The (end-to-end encrypted) direct chat with a user, created if needed."""
+        chat = await self.http.create_direct(user_id)
+        await self._remember_chat(chat)
+        return chat
+
+    async def direct_chat_with(self, username: str) -> dict[str, Any]:
+        return await self.direct_chat((await self.http.user_by_username(username))["id"])
+
+    async def create_group(self, title: str, member_ids: Iterable[str] = (), *, encrypted: bool = True) -> dict:
+        chat = await self.http.create_group(title, member_ids, encrypted=encrypted)
+        await self._remember_chat(chat)
+        return chat
+
+    async def add_members(self, chat_id: str, user_ids: Iterable[str]) -> list[str]:
+        added = await self.http.add_members(chat_id, user_ids)
+        self._members.pop(chat_id, None)
+        return added
+
+    async def remove_member(self, chat_id: str, user_id: str) -> None:
+        """Remove a member; in an encrypted group my sender key is replaced before my next message."""
+        await self.http.remove_member(chat_id, user_id)
+        self._members.pop(chat_id, None)
+        async with self.store.batch() as batch:
+            batch.need_rotation(chat_id)
+
+    async def chats(self) -> list[dict[str, Any]]:
+        """My chats, from the server (and remembered locally)."""
+        found = [chat async for chat in self.http.chats()]
+        async with self.store.batch() as batch:
+            for chat in found:
+                self._chats[chat["id"]] = chat
+                batch.put_chat(chat)
+        return found
+
+    async def chat(self, chat_id: str) -> dict[str, Any]:
+        """A chat's info: memory, then the store, then the server."""
+        chat = self._chats.get(chat_id) or await self.store.chat(chat_id)
+        if chat is None:
+            chat = await self.http.chat(chat_id)
+            await self.store.put_chat(chat)
+        self._chats[chat_id] = chat
+        return chat
+
+    async def _remember_chat(self, chat: dict[str, Any]) -> None:
+        self._chats[chat["id"]] = chat
+        await self.store.put_chat(chat)
+
+    async def local_history(self, chat_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Messages this device sent or decrypted in a chat, oldest first (the server cannot decrypt them)."""
+        return await self.store.messages(chat_id, limit=limit)
+
+    async def _member_ids(self, chat_id: str) -> list[str]:
+        members = self._members.get(chat_id)
+        if members is None:
+            members = [m["user_id"] for m in await self.http.members(chat_id)]
+            self._members[chat_id] = members
+        return members
+
+    async def _user_devices(self, user_id: str) -> dict[str, bytes]:
+        devices = self._devices.get(user_id)
+        if devices is None:
+            devices = {d["device_id"]: d["identity_key"] for d in await self.http.user_keys(user_id)}
+            self._devices[user_id] = devices
+        return devices
+
+    async def _recipients(self, chat_id: str) -> dict[str, tuple[str, bytes]]:
+        """device id -> (user id, identity key) for every device that must read what I send here."""
+        members = await self._member_ids(chat_id)
+        users = set(members) | {self.user_id}
+        listed = await asyncio.gather(*(self._user_devices(u) for u in sorted(users)))
+        out: dict[str, tuple[str, bytes]] = {}
+        for user_id, devices in zip(sorted(users), listed, strict=True):
+            for device_id, identity_key in devices.items():
+                if device_id != self.device_id:
+                    out[device_id] = (user_id, identity_key)
+        return out
+
+    def _forget_devices(self, user_ids: Iterable[str] | None = None) -> None:
+        if user_ids is None:
+            self._devices.clear()
+        for user_id in user_ids or ():
+            self._devices.pop(user_id, None)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_text(
+        self, chat_id: str, text: str, *, reply_to: str | None = None, client_id: str | None = None
+    ) -> dict[str, Any]:
+        """Send a text message (encrypted if the chat is); the server's message (its id and seq)."""
+        return await self.send(chat_id, text=text, reply_to=reply_to, client_id=client_id)
+
+    async def send(
+        self,
+        chat_id: str,
+        *,
+        text: str | None = None,
+        data: bytes | None = None,
+        attachments: Iterable[Attachment] = (),
+        reply_to: str | None = None,
+        client_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a message; the same `client_id` again is a retry and returns the original."""
+        client_id = client_id or str(uuid.uuid4())
+        attachments = tuple(attachments)
+        chat = await self.chat(chat_id)
+        if not chat["encrypted"]:
+            if data is not None or attachments:
+                raise ClientError("plaintext chats take text only")
+            sent = await self.http.send_message(chat_id, client_id, body=text or "", reply_to=reply_to)
+        else:
+            plaintext = encode_envelope(chat_id, text=text, data=data, attachments=attachments, reply_to=reply_to)
+
+            async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
+                return await self.http.send_message(
+                    chat_id, client_id, ciphertext=ciphertext, recipients=recipients, reply_to=reply_to
+                )
+
+            sent = await self._encrypted(chat, plaintext, deliver)
+        async with self.store.batch() as batch:
+            batch.put_message(
+                message_id=sent["id"],
+                chat_id=chat_id,
+                seq=sent["seq"],
+                sender_user_id=self.user_id,
+                sender_device_id=self.device_id,
+                status="sent",
+                content={
+                    "text": text,
+                    "data": b64e(data) if data is not None else None,
+                    "attachments": [a.to_json() for a in attachments],
+                },
+                created_at=sent.get("created_at"),
+            )
+        return sent
+
+    async def edit_text(self, chat_id: str, message_id: str, text: str) -> dict[str, Any]:
+        """Replace the text of one of my messages (re-encrypted for the chat's current devices)."""
+        chat = await self.chat(chat_id)
+        if not chat["encrypted"]:
+            return await self.http.edit_message(message_id, body=text)
+        plaintext = encode_envelope(chat_id, text=text)
+
+        async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
+            return await self.http.edit_message(message_id, ciphertext=ciphertext, recipients=recipients)
+
+        return await self._encrypted(chat, plaintext, deliver)
+
+    async def send_file(
+        self, chat_id: str, data: bytes, *, name: str = "", mime: str = "application/octet-stream", text: str = ""
+    ) -> dict[str, Any]:
+        """Encrypt a file, upload the blob, and send its key inside an encrypted message."""
+        blob, key = await asyncio.to_thread(encrypt_attachment, data)
+        media_id = await self.http.upload_media(blob, mime="application/octet-stream")
+        attachment = Attachment(media_id, key.key, key.digest, key.size, mime, name)
+        return await self.send(chat_id, text=text or None, attachments=[attachment])
+
+    async def download(self, attachment: Attachment) -> bytes:
+        """Fetch an attachment's blob and decrypt it (DecryptError if it was swapped or damaged)."""
+        blob = await self.http.download_media(attachment.media_id)
+        key = AttachmentKey(attachment.key, attachment.digest, attachment.size)
+        return await asyncio.to_thread(decrypt_attachment, blob, key)
+
+    async def _encrypted(self, chat: dict[str, Any], plaintext: bytes, deliver: Callable[..., Any]) -> dict[str, Any]:
+        if chat["type"] == "group":
+            return await self._send_group(chat["id"], plaintext, deliver)
+        return await self._send_pairwise(chat["id"], plaintext, deliver)
+
+    async def _send_pairwise(self, chat_id: str, plaintext: bytes, deliver: Callable[..., Any]) -> dict[str, Any]:
+        for attempt in range(SEND_ATTEMPTS):
+            targets = await self._recipients(chat_id)
+            try:
+                async with self._changing_crypto():
+                    try:
+                        recipients = {}
+                        for device_id, (user_id, identity_key) in targets.items():
+                            recipients[device_id] = await self._encrypt_to(user_id, device_id, identity_key, plaintext)
+                    finally:
+                        await self._save_crypto()
+                return await deliver(None, recipients)
+            except (ApiError, _DeviceGone) as error:
+                retry = isinstance(error, _DeviceGone) or error.code in ("device_mismatch", "stale_devices")
+                if not retry or attempt == SEND_ATTEMPTS - 1:
+                    raise
+                await self._after_device_mismatch(chat_id, error, attempt)
+        raise AssertionError("unreachable")
+
+    async def _after_device_mismatch(self, chat_id: str, error: Exception, attempt: int) -> None:
+        """Refetch what the server says changed; wait a little if a device has not published keys yet."""
+        self._members.pop(chat_id, None)
+        body = error.body if isinstance(error, ApiError) else {}
+        listed = body.get("devices") or []
+        self._forget_devices([entry["user_id"] for entry in listed] or None)
+        if attempt:
+            await asyncio.sleep(0.2 * attempt)  # a device that just logged in publishes its keys next
+
+    async def _encrypt_to(self, user_id: str, device_id: str, identity_key: bytes, plaintext: bytes) -> bytes:
+        """Pairwise-encrypt for one device (caller holds the lock), starting a session if needed."""
+        recorded = self.crypto.peer_identity(user_id, device_id)
+        if recorded is not None and recorded != identity_key:
+            # The directory lists a new identity for this device: its old sessions are useless.
+            self._identity_changed(user_id, device_id, identity_key)
+        bundle = None
+        if not self.crypto.has_session(user_id, device_id):
+            try:
+                found = await self.http.prekey_bundle(user_id, device_id)
+            except ApiError as error:
+                if error.status == 404:  # logged out since the device list was fetched
+                    raise _DeviceGone(device_id) from error
+                raise
+            bundle = _bundle(found)
+        try:
+            return await self.crypto.encrypt(user_id, device_id, plaintext, bundle)
+        except UntrustedIdentity as error:
+            self._identity_changed(user_id, device_id, error.identity_key)
+            return await self.crypto.encrypt(user_id, device_id, plaintext, bundle)
+
+    def _identity_changed(self, user_id: str, device_id: str, identity_key: bytes) -> None:
+        if not self.accept_identity_changes:
+            raise UntrustedIdentity(user_id, device_id, identity_key)
+        self.crypto.forget_session(user_id, device_id)
+        self.crypto.accept_identity(user_id, device_id, identity_key)
+        self._inbox.put_nowait(SafetyNumberChanged(user_id, device_id))
+
+    def trust_identity(self, user_id: str, device_id: str, identity_key: bytes) -> None:
+        """Accept a changed identity key (after comparing safety numbers)."""
+        self.crypto.forget_session(user_id, device_id)
+        self.crypto.accept_identity(user_id, device_id, identity_key)
+
+    async def _send_group(self, chat_id: str, plaintext: bytes, deliver: Callable[..., Any]) -> dict[str, Any]:
+        for attempt in range(SEND_ATTEMPTS):
+            targets = await self._recipients(chat_id)
+            try:
+                async with self._changing_crypto():
+                    try:
+                        await self._share_sender_key(chat_id, targets)
+                        ciphertext = self.crypto.group_encrypt(chat_id, plaintext)
+                    finally:
+                        await self._save_crypto()
+                return await deliver(ciphertext, None)
+            except (ApiError, _DeviceGone) as error:
+                code = error.code if isinstance(error, ApiError) else "device_gone"
+                if attempt == SEND_ATTEMPTS - 1 or code not in _GROUP_RETRIES:
+                    raise
+                self._members.pop(chat_id, None)
+                async with self.store.batch() as batch:
+                    if code == "sender_key_required":
+                        # The server forgot the chat's sender keys because a member left: a key it never saw.
+                        batch.need_rotation(chat_id)
+                    elif code == "sender_key_missing":
+                        batch.unshare_sender_key(chat_id, error.body.get("missing_devices") or [])
+                if code != "sender_key_required":
+                    self._forget_devices()  # a device came or went since the lists were fetched
+                    if attempt:
+                        await asyncio.sleep(0.2 * attempt)  # a device that just logged in publishes its keys next
+        raise AssertionError("unreachable")
+
+    async def _share_sender_key(self, chat_id: str, targets: dict[str, tuple[str, bytes]]) -> None:
+        """Make sure every target device holds my current sender key (caller holds the lock)."""
+        shares = await self.store.sender_key_shares(chat_id)
+        # A device that has my key but is no longer a target (it or its user left) must not read on.
+        if await self.store.needs_rotation(chat_id) or any(d not in targets for d in shares):
+            self.crypto.rotate_sender_key(chat_id)
+            async with self.store.batch() as batch:
+                batch.set(crypto=self.crypto.to_bytes())
+                batch.rotated(chat_id)
+            shares = {}
+        distribution_id, distribution = self.crypto.sender_key_distribution(chat_id)
+        needed = {d: t for d, t in targets.items() if shares.get(d) != distribution_id}
+        if not needed:
+            return
+        message = msgspec.json.encode(
+            {
+                "v": ENVELOPE_VERSION,
+                "chat_id": chat_id,
+                "sender_key": {"distribution_id": distribution_id, "key": b64e(distribution)},
+            }
+        )
+        sealed = {}
+        for device_id, (user_id, identity_key) in needed.items():
+            sealed[device_id] = await self._encrypt_to(user_id, device_id, identity_key, message)
+        await self._save_crypto()
+        await self.http.post_sender_key(chat_id, distribution_id, sealed)
+        async with self.store.batch() as batch:
+            batch.shared_sender_key(chat_id, distribution_id, sealed)
+
+    @contextlib.asynccontextmanager
+    async def _changing_crypto(self) -> AsyncIterator[None]:
+        """Hold the crypto state for a change that is persisted before the block ends."""
+        async with self._lock:
+            if self._closed:
+                # The event pump may have stopped mid-batch: the state in memory is ahead of the store
+                # and must never be written now.
+                raise ClientError("the client is closed")
+            yield
+
+    async def _save_crypto(self) -> None:
+        await self.store.set(crypto=self.crypto.to_bytes())
+
+    # -- keys --------------------------------------------------------------------------------
+
+    async def safety_number(self, user_id: str) -> str:
+        """The 60-digit number both users see when no one is in the middle (compare it in person)."""
+        mine = await self._identity_keys(self.user_id)
+        mine.append(self.crypto.identity_key)
+        theirs = await self._identity_keys(user_id)
+        if not theirs:
+            raise ClientError("that user has no device with published keys")
+        return await asyncio.to_thread(safety_number, self.user_id, mine, user_id, theirs)
+
+    async def _identity_keys(self, user_id: str) -> list[bytes]:
+        # The keys this device actually encrypts to, where it has met the device; else the directory's.
+        found = []
+        for record in await self.http.user_keys(user_id):
+            if record["device_id"] == self.device_id:
+                continue
+            recorded = self.crypto.peer_identity(user_id, record["device_id"])
+            found.append(recorded if recorded is not None else record["identity_key"])
+        return found
+
+    async def top_up_prekeys(self, count: int = ONE_TIME_PREKEYS) -> int:
+        """Make and upload more one-time prekeys; the number the server now holds."""
+        async with self._changing_crypto():
+            prekeys = self.crypto.generate_one_time_prekeys(count)
+            await self._save_crypto()  # before upload: a prekey handed out must be one we can use
+        return await self.http.upload_prekeys(prekeys)
+
+    async def _rotate_signed_prekey_if_old(self) -> None:
+        status = await self.http.prekey_status()
+        created = status.get("signed_prekey_created_at")
+        if created is not None and time.time() - created / 1000 < SIGNED_PREKEY_MAX_AGE:
+            return
+        async with self._changing_crypto():
+            signed = self.crypto.rotate_signed_prekey()
+            await self._save_crypto()
+        await self.http.upload_prekeys([], signed_prekey=signed)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _run_events(self) -> None:
+        assert self._socket is not None
+        socket = self._socket
+        try:
+            while True:
+                frames = [await socket.__anext__()]
+                frames += socket.take_buffered(EVENT_BATCH - 1)
+                await self._handle_batch(frames)
+        except StopAsyncIteration:
+            self._inbox.put_nowait(_Stop(None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            log.warning("event stream ended: %r", error)
+            self._inbox.put_nowait(_Stop(error))
+
+    async def _handle_batch(self, frames: list[dict[str, Any]]) -> None:
+        work = _Work()
+        cursor = self.cursor
+        async with self._lock:
+            for frame in frames:
+                try:
+                    await self._handle(frame, work)
+                except Exception:
+                    # Handlers touch only memory and the local store; one bad frame must not stall the stream.
+                    log.exception("could not handle %s event %s", frame.get("type"), frame.get("cursor"))
+                if frame.get("cursor") is not None:
+                    cursor = frame["cursor"]
+                elif frame.get("type") == "resync":
+                    cursor = frame["resume_from"]
+            if work.crypto_changed:
+                work.batch.set(crypto=self.crypto.to_bytes())
+            if cursor != self.cursor:
+                work.batch.set(cursor=cursor)
+            try:
+                await self.store.apply(work.batch)
+            except BaseException:
+                # Nothing was kept: forget the ratchet steps taken in memory, so the replay decrypts again.
+                if self.store.crypto is not None:
+                    self.crypto = DeviceCrypto.from_bytes(self.store.crypto)
+                raise
+        self.cursor = cursor
+        if cursor is not None and self._socket is not None:
+            self._socket.ack(cursor)
+        for item in work.items:
+            self._inbox.put_nowait(item)
+        for action in work.after_commit:
+            self._spawn(action())
+        for frame in frames:
+            for listener in self._listeners:
+                try:
+                    listener(frame)
+                except Exception:
+                    log.exception("event listener failed")
+
+    async def _handle(self, frame: dict[str, Any], work: _Work) -> None:
+        kind = frame.get("type")
+        if kind in ("message.new", "message.edited"):
+            await self._receive_message(frame, work)
+        elif kind == "sender_key":
+            await self._receive_sender_key(frame, work)
+        elif kind == "keys.changed":
+            await self._keys_changed(frame, work)
+        elif kind in ("chat.created", "chat.updated"):
+            self._chats[frame["chat"]["id"]] = frame["chat"]
+            work.batch.put_chat(frame["chat"])
+        elif kind == "chat.member.added":
+            chat = frame["chat"]
+            self._chats[chat["id"]] = chat
+            work.batch.put_chat(chat)
+            self._members.pop(chat["id"], None)
+        elif kind == "chat.member.removed":
+            chat_id = frame["chat_id"]
+            self._members.pop(chat_id, None)
+            chat = self._chats.get(chat_id) or await self.store.chat(chat_id)
+            if frame["user_id"] != self.user_id and chat and chat.get("encrypted") and chat.get("type") == "group":
+                work.batch.need_rotation(chat_id)
+        elif kind == "chat.deleted":
+            self._chats.pop(frame["chat_id"], None)
+            self._members.pop(frame["chat_id"], None)
+            work.batch.forget_chat(frame["chat_id"])
+        elif kind == "prekeys.low":
+            work.after_commit.append(self.top_up_prekeys)
+        elif kind == "resync":
+            # Events were pruned before we read them: caches may be stale, and missed messages are gone.
+            self._chats.clear()
+            self._members.clear()
+            self._devices.clear()
+
+    async def _keys_changed(self, frame: dict[str, Any], work: _Work) -> None:
+        user_id = frame["user_id"]
+        device_ids = list(frame.get("device_ids") or [])
+        self._devices.pop(user_id, None)
+        if frame.get("change") in ("removed", "identity"):
+            for chat_id in await self.store.chats_shared_with(device_ids):
+                work.batch.need_rotation(chat_id)
+        if frame.get("change") == "identity":
+            for device_id in device_ids:
+                if self.crypto.has_session(user_id, device_id):
+                    self.crypto.forget_session(user_id, device_id)
+                    work.crypto_changed = True
+
+    async def _pairwise_decrypt(self, user_id: str, device_id: str, ciphertext: bytes, work: _Work) -> bytes:
+        try:
+            plaintext = await self.crypto.decrypt(user_id, device_id, ciphertext)
+        except UntrustedIdentity as error:
+            if not self.accept_identity_changes:
+                raise
+            self.crypto.accept_identity(user_id, device_id, error.identity_key)
+            work.items.append(SafetyNumberChanged(user_id, device_id))
+            plaintext = await self.crypto.decrypt(user_id, device_id, ciphertext)
+        work.crypto_changed = True
+        return plaintext
+
+    async def _receive_message(self, frame: dict[str, Any], work: _Work) -> None:
+        message = decode_message(dict(frame["message"]))
+        if message.get("kind") == "system" or message.get("deleted"):
+            return
+        sender, device = message.get("sender_id"), message.get("sender_device_id")
+        if device == self.device_id:
+            return  # my own message: recorded when sent
+        chat_id = message["chat_id"]
+        edited = frame["type"] == "message.edited"
+        ciphertext = message.get("ciphertext")
+        if ciphertext is None and message.get("body") is not None:
+            text = message["body"]
+            self._deliver(work, message, {"text": text}, encrypted=False, edited=edited)
+            return
+        if ciphertext is None or sender is None or device is None:
+            self._undecryptable(work, message, "no ciphertext for this device")
+            return
+        try:
+            if len(ciphertext) > 1 and ciphertext[1] == _GROUP_MESSAGE:
+                try:
+                    plaintext = self.crypto.group_decrypt(chat_id, sender, device, ciphertext)
+                except NoSession:
+                    # Its sender key has not arrived yet: keep it until the sender_key event does.
+                    work.batch.add_pending(frame)
+                    work.pending.setdefault((chat_id, sender, device), []).append(frame)
+                    return
+                work.crypto_changed = True
+            else:
+                plaintext = await self._pairwise_decrypt(sender, device, ciphertext, work)
+            envelope = decode_envelope(plaintext, chat_id)
+        except DuplicateMessage:
+            log.info("message %s was decrypted before; skipped", message["id"])
+            return
+        except (CryptoError, ValueError) as error:
+            self._undecryptable(work, message, f"{type(error).__name__}: {error}")
+            return
+        self._deliver(work, message, envelope, encrypted=True, edited=edited)
+
+    async def _receive_sender_key(self, frame: dict[str, Any], work: _Work) -> None:
+        chat_id, sender, device = frame["chat_id"], frame["sender_user_id"], frame["sender_device_id"]
+        try:
+            plaintext = await self._pairwise_decrypt(sender, device, b64d(frame["ciphertext"]) or b"", work)
+            envelope = decode_envelope(plaintext, chat_id)
+            share = envelope["sender_key"]
+            if share.get("distribution_id") != frame.get("distribution_id"):
+                raise DecryptError("the sender key names another distribution than its event")
+            self.crypto.process_sender_key_distribution(chat_id, sender, device, b64d(share["key"]) or b"")
+        except DuplicateMessage:
+            return
+        except (CryptoError, ValueError, KeyError, TypeError) as error:
+            log.warning("sender key from %s/%s for %s refused: %r", sender, device, chat_id, error)
+            return
+        work.crypto_changed = True
+        waiting = await self.store.pending(chat_id, sender, device)
+        waiting += work.pending.pop((chat_id, sender, device), [])
+        seen = set()
+        for pending in waiting:
+            message = decode_message(dict(pending["message"]))
+            if message["id"] in seen:
+                continue
+            seen.add(message["id"])
+            try:
+                plaintext = self.crypto.group_decrypt(chat_id, sender, device, message["ciphertext"])
+                envelope = decode_envelope(plaintext, chat_id)
+            except NoSession:
+                continue  # another distribution still to come
+            except DuplicateMessage:
+                work.batch.remove_pending(message["id"])
+                continue
+            except (CryptoError, ValueError) as error:
+                work.batch.remove_pending(message["id"])
+                self._undecryptable(work, message, f"{type(error).__name__}: {error}")
+                continue
+            work.batch.remove_pending(message["id"])
+            self._deliver(work, message, envelope, encrypted=True, edited=pending["type"] == "message.edited")
+
+    def _deliver(
+        self, work: _Work, message: dict[str, Any], envelope: dict[str, Any], *, encrypted: bool, edited: bool
+    ) -> None:
+        try:
+            data = b64d(envelope.get("data"))
+            attachments = tuple(Attachment.from_json(a) for a in envelope.get("attachments") or [])
+        except (ValueError, KeyError, TypeError) as error:
+            self._undecryptable(work, message, f"malformed envelope: {error!r}")
+            return
+        text = envelope.get("text")
+        item = ReceivedMessage(
+            chat_id=message["chat_id"],
+            message_id=message["id"],
+            seq=message["seq"],
+            sender_user_id=message.get("sender_id"),
+            sender_device_id=message.get("sender_device_id"),
+            text=text if isinstance(text, str) else None,
+            data=data,
+            attachments=attachments,
+            reply_to=envelope.get("reply_to") or message.get("reply_to"),
+            created_at=message.get("created_at") or 0,
+            encrypted=encrypted,
+            edited=edited,
+            from_me=message.get("sender_id") == self.user_id,
+        )
+        work.items.append(item)
+        work.batch.put_message(
+            message_id=item.message_id,
+            chat_id=item.chat_id,
+            seq=item.seq,
+            sender_user_id=item.sender_user_id,
+            sender_device_id=item.sender_device_id,
+            status="ok",
+            content={
+                "text": item.text,
+                "data": envelope.get("data"),
+                "attachments": [a.to_json() for a in attachments],
+                "edited": edited,
+            },
+            created_at=item.created_at,
+        )
+
+    def _undecryptable(self, work: _Work, message: dict[str, Any], reason: str) -> None:
+        item = Undecryptable(
+            chat_id=message["chat_id"],
+            message_id=message["id"],
+            seq=message["seq"],
+            sender_user_id=message.get("sender_id"),
+            sender_device_id=message.get("sender_device_id"),
+            reason=reason,
+            created_at=message.get("created_at") or 0,
+        )
+        work.items.append(item)
+        work.batch.put_message(
+            message_id=item.message_id,
+            chat_id=item.chat_id,
+            seq=item.seq,
+            sender_user_id=item.sender_user_id,
+            sender_device_id=item.sender_device_id,
+            status="undecryptable",
+            content=None,
+            reason=reason,
+            created_at=item.created_at,
+        )
+
+
+def _bundle(found: dict[str, Any]) -> Bundle:
+    spk = found["signed_prekey"]
+    otk = found.get("one_time_prekey")
+    return Bundle(
+        user_id=found["user_id"],
+        device_id=found["device_id"],
+        identity_key=found["identity_key"],
+        signed_prekey=SignedPrekey(spk["key_id"], spk["public_key"], spk["signature"]),
+        one_time_prekey=OneTimePrekey(otk["key_id"], otk["public_key"]) if otk else None,
+    )

@@ -1,0 +1,679 @@
+"""The REST API of a SUP server, as a client sees it (docs/api.md).
+
+`SupHttp` holds one device's tokens. It refreshes the access token itself when the server
+says `token_expired` (once per request, one refresh at a time, the new refresh token handed
+to `on_tokens` before it is ever used), retries idempotent requests after network errors,
+and turns every problem+json answer into an `ApiError`.
+
+Bytes travel as standard base64 in JSON; the methods here take and return `bytes` and do
+the encoding. Answers are the server's JSON objects (dicts), except that the `ciphertext`
+of a message is decoded to bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+log = logging.getLogger("sup.client")
+
+API = "/api/v1"
+
+# Refresh this long before the access token expires, so requests rarely meet token_expired.
+REFRESH_MARGIN = 30.0
+NETWORK_ATTEMPTS = 4
+RETRY_STATUSES = {502, 503, 504}
+
+_SESSION_ENDED = {"invalid_token", "refresh_token_reused", "invalid_refresh_token"}
+
+
+class ApiError(Exception):
+    """The server refused a request; `code` is the stable problem code (docs/api.md)."""
+
+    def __init__(self, status: int, code: str, detail: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.body = body if body is not None else {}
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds to wait before trying again (429, 503), when the server said."""
+        value = self.body.get("retry_after") if isinstance(self.body, dict) else None
+        try:
+            return float(value) if value is not None else None
+        except ValueError:  # an HTTP date: not worth parsing for a hint
+            return None
+
+
+class SessionEnded(ApiError):
+    """This device's session is over (logout, revocation, a reused refresh token): log in again."""
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: str | bytes | None) -> bytes | None:
+    if text is None or isinstance(text, bytes):
+        return text
+    return base64.b64decode(text, validate=True)
+
+
+def decode_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A server message with its base64 `ciphertext` as bytes (in place, and returned)."""
+    if isinstance(message.get("ciphertext"), str):
+        message["ciphertext"] = b64d(message["ciphertext"])
+    return message
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_at: float  # time.time() when the access token expires (client clock)
+
+
+@dataclass(frozen=True)
+class Session:
+    """What register, login and refresh answer."""
+
+    tokens: Tokens
+    device_id: str
+    user: dict[str, Any]
+
+    @property
+    def user_id(self) -> str:
+        return self.user["id"]
+
+
+class PrekeyLike(Protocol):
+    key_id: int
+    public_key: bytes
+
+
+class SignedPrekeyLike(Protocol):
+    key_id: int
+    public_key: bytes
+    signature: bytes
+
+
+def _prekey_json(key: PrekeyLike) -> dict[str, Any]:
+    return {"key_id": key.key_id, "public_key": b64e(key.public_key)}
+
+
+def _signed_prekey_json(key: SignedPrekeyLike) -> dict[str, Any]:
+    return {"key_id": key.key_id, "public_key": b64e(key.public_key), "signature": b64e(key.signature)}
+
+
+def _decode_key_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A key-directory entry with its base64 fields as bytes."""
+    out = dict(record)
+    out["identity_key"] = b64d(record["identity_key"])
+    spk = record.get("signed_prekey")
+    if spk is not None:
+        out["signed_prekey"] = {
+            "key_id": spk["key_id"],
+            "public_key": b64d(spk["public_key"]),
+            "signature": b64d(spk["signature"]),
+        }
+    if "one_time_prekey" in record:
+        otk = record["one_time_prekey"]
+        out["one_time_prekey"] = (
+            None if otk is None else {"key_id": otk["key_id"], "public_key": b64d(otk["public_key"])}
+        )
+    return out
+
+
+TokenCallback = Callable[[Tokens], Awaitable[None]]
+
+
+class SupHttp:
+    """One device's view of the REST API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        tokens: Tokens | None = None,
+        on_tokens: TokenCallback | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._own_session = session is None
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.tokens = tokens
+        self.on_tokens = on_tokens
+        self._refresh_lock = asyncio.Lock()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    @property
+    def access_token(self) -> str | None:
+        return self.tokens.access_token if self.tokens else None
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> SupHttp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        auth: bool = True,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Call the API; the decoded JSON answer, or None for 204.
+
+        `path` is under /api/v1. Idempotent requests (GET, PUT, DELETE, PATCH by default, and
+        sends carrying a client_id) are retried with backoff after network errors and 502-504.
+        """
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "PATCH")
+        attempts = NETWORK_ATTEMPTS if idempotent else 1
+        body = msgspec.json.encode(json) if json is not None else None
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            token_used = None
+            if auth:
+                token_used = await self.fresh_access_token()
+                headers["Authorization"] = f"Bearer {token_used}"
+            try:
+                async with self.session.request(
+                    method, self.base_url + API + path, data=body, headers=headers, params=query or None
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+                    content_type = response.headers.get("Content-Type", "")
+                    retry_after = response.headers.get("Retry-After")
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                if attempt >= attempts:
+                    raise
+                delay = _backoff(attempt)
+                log.info("%s %s failed (%s); retrying in %.1f s", method, path, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            decoded = msgspec.json.decode(raw) if raw and "json" in content_type else (raw or None)
+            if status < 400:
+                return decoded
+            error = _api_error(status, decoded, retry_after)
+            if auth and error.code == "token_expired" and not refreshed:
+                refreshed = True
+                await self.refresh_after(token_used)
+                attempt -= 1  # a refresh is not a network failure
+                continue
+            if status in RETRY_STATUSES and attempt < attempts:
+                wait = error.retry_after
+                await asyncio.sleep(min(wait, 30.0) if wait is not None else _backoff(attempt))
+                continue
+            raise error
+
+    async def fresh_access_token(self) -> str:
+        """The access token, refreshed first if it expires within REFRESH_MARGIN seconds."""
+        if self.tokens is None:
+            raise SessionEnded(401, "unauthenticated", "Not logged in.")
+        if self.tokens.expires_at - REFRESH_MARGIN < time.time():
+            await self.refresh_after(self.tokens.access_token)
+        return self.tokens.access_token
+
+    async def refresh_after(self, stale_access: str | None) -> None:
+        """Refresh unless someone already did since `stale_access` was used: one refresh at a time,
+        because a refresh token presented twice ends the session."""
+        async with self._refresh_lock:
+            if self.tokens is not None and self.tokens.access_token != stale_access:
+                return
+            await self.refresh()
+
+    async def _paged(
+        self, path: str, key: str = "items", cursor_param: str = "after", limit: int = 200
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = await self.request("GET", path, params={"limit": limit, cursor_param: cursor})
+            for item in page[key]:
+                yield item
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    # -- auth --------------------------------------------------------------------------------
+
+    async def _take_session(self, answer: dict[str, Any]) -> Session:
+        tokens = Tokens(answer["access_token"], answer["refresh_token"], time.time() + answer["expires_in"])
+        self.tokens = tokens
+        if self.on_tokens is not None:
+            await self.on_tokens(tokens)
+        return Session(tokens, answer["device_id"], answer["user"])
+
+    async def register(
+        self,
+        username: str,
+        password: str,
+        *,
+        display_name: str = "",
+        device_name: str = "",
+        invite_code: str | None = None,
+    ) -> Session:
+        """POST /auth/register: a new account and its first device, logged in."""
+        body: dict[str, Any] = {"username": username, "password": password, "device_name": device_name}
+        if display_name:
+            body["display_name"] = display_name
+        if invite_code is not None:
+            body["invite_code"] = invite_code
+        return await self._take_session(await self.request("POST", "/auth/register", json=body, auth=False))
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        totp_code: str | None = None,
+        recovery_code: str | None = None,
+        device_name: str = "",
+    ) -> Session:
+        """POST /auth/login: a new device. Raises ApiError `totp_required` when a second factor is needed."""
+        body: dict[str, Any] = {"username": username, "password": password, "device_name": device_name}
+        if totp_code is not None:
+            body["totp_code"] = totp_code
+        if recovery_code is not None:
+            body["recovery_code"] = recovery_code
+        return await self._take_session(await self.request("POST", "/auth/login", json=body, auth=False))
+
+    async def refresh(self) -> Session:
+        """POST /auth/refresh: new tokens for this device; the old refresh token is dead from now on.
+
+        Never retried on a network error: if the server did receive it, the same token again
+        would be taken for theft and end the session.
+        """
+        if self.tokens is None:
+            raise SessionEnded(401, "unauthenticated", "Not logged in.")
+        try:
+            answer = await self.request(
+                "POST", "/auth/refresh", json={"refresh_token": self.tokens.refresh_token}, auth=False
+            )
+        except ApiError as error:
+            if error.code in _SESSION_ENDED:
+                raise SessionEnded(error.status, error.code, error.detail, error.body) from None
+            raise
+        return await self._take_session(answer)
+
+    async def logout(self) -> None:
+        """POST /auth/logout: end this device's session."""
+        await self.request("POST", "/auth/logout")
+        self.tokens = None
+
+    async def change_password(self, current_password: str, new_password: str) -> None:
+        """POST /auth/password: other devices are logged out."""
+        await self.request(
+            "POST", "/auth/password", json={"current_password": current_password, "new_password": new_password}
+        )
+
+    async def two_factor_status(self) -> dict[str, Any]:
+        """GET /auth/2fa: `{"enabled", "recovery_codes_remaining"}`."""
+        return await self.request("GET", "/auth/2fa")
+
+    async def enable_two_factor(self, password: str) -> dict[str, Any]:
+        """POST /auth/2fa/enable: `{"secret", "provisioning_uri"}`; 2FA is on only after `verify_two_factor`."""
+        return await self.request("POST", "/auth/2fa/enable", json={"password": password})
+
+    async def verify_two_factor(self, code: str) -> list[str]:
+        """POST /auth/2fa/verify: turns 2FA on; the one-time recovery codes (shown once)."""
+        return (await self.request("POST", "/auth/2fa/verify", json={"code": code}))["recovery_codes"]
+
+    async def disable_two_factor(
+        self, password: str, *, totp_code: str | None = None, recovery_code: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"password": password}
+        if totp_code is not None:
+            body["totp_code"] = totp_code
+        if recovery_code is not None:
+            body["recovery_code"] = recovery_code
+        await self.request("POST", "/auth/2fa/disable", json=body)
+
+    # -- devices -----------------------------------------------------------------------------
+
+    async def devices(self) -> list[dict[str, Any]]:
+        """GET /devices: my logged-in devices, oldest first; `current` marks this one."""
+        return (await self.request("GET", "/devices"))["devices"]
+
+    async def rename_device(self, device_id: str, name: str) -> dict[str, Any]:
+        return await self.request("PATCH", f"/devices/{_p(device_id)}", json={"name": name})
+
+    async def revoke_device(self, device_id: str) -> None:
+        await self.request("DELETE", f"/devices/{_p(device_id)}")
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def me(self) -> dict[str, Any]:
+        return await self.request("GET", "/users/me")
+
+    async def user(self, user_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/users/{_p(user_id)}")
+
+    async def user_by_username(self, username: str) -> dict[str, Any]:
+        """GET /users/by-username/{username} (case-insensitive); the server has no fuzzy search."""
+        return await self.request("GET", f"/users/by-username/{_p(username)}")
+
+    async def presence(self, user_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/users/{_p(user_id)}/presence")
+
+    async def set_presence_visibility(self, visibility: str) -> None:
+        """PUT /users/me/presence: who sees me online: "everyone", "contacts" or "nobody"."""
+        await self.request("PUT", "/users/me/presence", json={"visibility": visibility})
+
+    async def update_profile(self, **fields: Any) -> dict[str, Any]:
+        """PATCH /users/me with any of display_name, bio, avatar_media_id."""
+        return await self.request("PATCH", "/users/me", json=fields)
+
+    def contacts(self) -> AsyncIterator[dict[str, Any]]:
+        return self._paged("/users/me/contacts")
+
+    async def add_contact(self, user_id: str) -> dict[str, Any]:
+        return await self.request("POST", "/users/me/contacts", json={"user_id": user_id}, idempotent=True)
+
+    async def remove_contact(self, user_id: str) -> None:
+        await self.request("DELETE", f"/users/me/contacts/{_p(user_id)}")
+
+    async def block(self, user_id: str) -> dict[str, Any]:
+        return await self.request("POST", "/users/me/block", json={"user_id": user_id}, idempotent=True)
+
+    async def unblock(self, user_id: str) -> None:
+        await self.request("DELETE", f"/users/me/block/{_p(user_id)}")
+
+    # -- chats -------------------------------------------------------------------------------
+
+    async def create_chat(
+        self,
+        type: str,
+        member_ids: Iterable[str] = (),
+        *,
+        title: str = "",
+        description: str = "",
+        encrypted: bool | None = None,
+    ) -> dict[str, Any]:
+        """POST /chats. Direct chats and groups are encrypted unless `encrypted=False`; channels never."""
+        body: dict[str, Any] = {"type": type, "member_ids": list(member_ids), "title": title}
+        if description:
+            body["description"] = description
+        if encrypted is not None:
+            body["encrypted"] = encrypted
+        return await self.request("POST", "/chats", json=body)
+
+    async def create_direct(self, user_id: str, *, encrypted: bool | None = None) -> dict[str, Any]:
+        """The direct chat with a user (there is one per pair: asking again returns it)."""
+        return await self.create_chat("direct", [user_id], encrypted=encrypted)
+
+    async def create_group(
+        self, title: str, member_ids: Iterable[str] = (), *, encrypted: bool = True, description: str = ""
+    ) -> dict[str, Any]:
+        return await self.create_chat("group", member_ids, title=title, description=description, encrypted=encrypted)
+
+    async def create_channel(self, title: str, member_ids: Iterable[str] = (), *, description: str = "") -> dict:
+        return await self.create_chat("channel", member_ids, title=title, description=description, encrypted=False)
+
+    async def chats_page(self, *, limit: int = 50, before: str | None = None) -> dict[str, Any]:
+        """GET /chats: one page, most recently active first; `next_cursor` goes in `before`."""
+        return await self.request("GET", "/chats", params={"limit": limit, "before": before})
+
+    def chats(self) -> AsyncIterator[dict[str, Any]]:
+        """Every chat I am in, page by page."""
+        return self._paged("/chats", cursor_param="before")
+
+    async def chat(self, chat_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/chats/{_p(chat_id)}")
+
+    async def update_chat(self, chat_id: str, **fields: Any) -> dict[str, Any]:
+        return await self.request("PATCH", f"/chats/{_p(chat_id)}", json=fields)
+
+    async def delete_chat(self, chat_id: str) -> None:
+        await self.request("DELETE", f"/chats/{_p(chat_id)}")
+
+    async def leave_chat(self, chat_id: str) -> None:
+        await self.request("POST", f"/chats/{_p(chat_id)}/leave", idempotent=True)
+
+    async def members(self, chat_id: str) -> list[dict[str, Any]]:
+        """Every member of a chat (all pages)."""
+        return [m async for m in self._paged(f"/chats/{_p(chat_id)}/members")]
+
+    async def add_members(self, chat_id: str, user_ids: Iterable[str]) -> list[str]:
+        answer = await self.request(
+            "POST", f"/chats/{_p(chat_id)}/members", json={"user_ids": list(user_ids)}, idempotent=True
+        )
+        return answer["added"]
+
+    async def remove_member(self, chat_id: str, user_id: str) -> None:
+        await self.request("DELETE", f"/chats/{_p(chat_id)}/members/{_p(user_id)}")
+
+    async def typing(self, chat_id: str, active: bool = True) -> None:
+        await self.request("POST", f"/chats/{_p(chat_id)}/typing", json={"active": active}, idempotent=True)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        chat_id: str,
+        client_id: str,
+        *,
+        body: str | None = None,
+        ciphertext: bytes | None = None,
+        recipients: Mapping[str, bytes] | None = None,
+        kind: str = "text",
+        media_id: str | None = None,
+        sticker_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /messages. The same `client_id` (and content) again returns the original message,
+        so a send whose answer was lost is retried safely. `recipients` maps device id to ciphertext."""
+        payload: dict[str, Any] = {"chat_id": chat_id, "client_id": client_id, "kind": kind}
+        if body is not None:
+            payload["body"] = body
+        if ciphertext is not None:
+            payload["ciphertext"] = b64e(ciphertext)
+        if recipients:
+            payload["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
+        for name, value in (("media_id", media_id), ("sticker_id", sticker_id), ("reply_to", reply_to)):
+            if value is not None:
+                payload[name] = value
+        return decode_message(await self.request("POST", "/messages", json=payload, idempotent=True))
+
+    async def history(
+        self, chat_id: str, *, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> dict[str, Any]:
+        """GET /messages/chat/{id}: `{"items", "next_before", "next_after"}`, items in seq order."""
+        page = await self.request(
+            "GET", f"/messages/chat/{_p(chat_id)}", params={"limit": limit, "before": before, "after": after}
+        )
+        for item in page["items"]:
+            decode_message(item)
+        return page
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        return decode_message(await self.request("GET", f"/messages/{_p(message_id)}"))
+
+    async def edit_message(
+        self,
+        message_id: str,
+        *,
+        body: str | None = None,
+        ciphertext: bytes | None = None,
+        recipients: Mapping[str, bytes] | None = None,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {}
+        if body is not None:
+            payload["body"] = body
+        if ciphertext is not None:
+            payload["ciphertext"] = b64e(ciphertext)
+        if recipients:
+            payload["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
+        return decode_message(await self.request("PATCH", f"/messages/{_p(message_id)}", json=payload))
+
+    async def delete_message(self, message_id: str, *, for_everyone: bool = True) -> None:
+        scope = "everyone" if for_everyone else "me"
+        await self.request("DELETE", f"/messages/{_p(message_id)}", params={"scope": scope})
+
+    async def react(self, message_id: str, emoji: str) -> list[dict[str, Any]]:
+        answer = await self.request(
+            "POST", f"/messages/{_p(message_id)}/reactions", json={"emoji": emoji}, idempotent=True
+        )
+        return answer["reactions"]
+
+    async def unreact(self, message_id: str, emoji: str) -> list[dict[str, Any]]:
+        answer = await self.request("DELETE", f"/messages/{_p(message_id)}/reactions", params={"emoji": emoji})
+        return answer["reactions"]
+
+    async def mark_read(self, chat_id: str, seq: int) -> dict[str, Any]:
+        """POST /messages/chat/{id}/read: a read receipt up to `seq`."""
+        return await self.request("POST", f"/messages/chat/{_p(chat_id)}/read", json={"seq": seq}, idempotent=True)
+
+    async def forward(self, message_id: str, chat_id: str, client_id: str) -> dict[str, Any]:
+        answer = await self.request(
+            "POST",
+            f"/messages/{_p(message_id)}/forward",
+            json={"chat_id": chat_id, "client_id": client_id},
+            idempotent=True,
+        )
+        return decode_message(answer)
+
+    async def pin(self, message_id: str) -> None:
+        await self.request("POST", f"/messages/{_p(message_id)}/pin", idempotent=True)
+
+    async def unpin(self, message_id: str) -> None:
+        await self.request("DELETE", f"/messages/{_p(message_id)}/pin")
+
+    # -- the end-to-end key directory -------------------------------------------------------
+
+    async def publish_keys(
+        self, identity_key: bytes, signed_prekey: SignedPrekeyLike, one_time_prekeys: Iterable[PrekeyLike]
+    ) -> int:
+        """POST /crypto/keys: this device's identity, signed prekey and one-time prekeys;
+        the number of one-time prekeys stored."""
+        answer = await self.request(
+            "POST",
+            "/crypto/keys",
+            json={
+                "identity_key": b64e(identity_key),
+                "signed_prekey": _signed_prekey_json(signed_prekey),
+                "one_time_prekeys": [_prekey_json(k) for k in one_time_prekeys],
+            },
+            idempotent=True,
+        )
+        return answer["one_time_prekeys"]
+
+    async def upload_prekeys(
+        self, one_time_prekeys: Iterable[PrekeyLike], signed_prekey: SignedPrekeyLike | None = None
+    ) -> int:
+        """POST /crypto/prekeys: more one-time prekeys, and a rotated signed prekey if given."""
+        body: dict[str, Any] = {"one_time_prekeys": [_prekey_json(k) for k in one_time_prekeys]}
+        if signed_prekey is not None:
+            body["signed_prekey"] = _signed_prekey_json(signed_prekey)
+        answer = await self.request("POST", "/crypto/prekeys", json=body, idempotent=True)
+        return answer["one_time_prekeys"]
+
+    async def prekey_status(self) -> dict[str, Any]:
+        """GET /crypto/prekeys: `{"one_time_prekeys", "signed_prekey_id", "signed_prekey_created_at"}`."""
+        return await self.request("GET", "/crypto/prekeys")
+
+    async def device_keys(self, user_id: str, device_id: str) -> dict[str, Any]:
+        """GET /crypto/keys/{user}/{device}: identity key and signed prekey, consuming nothing."""
+        return _decode_key_record(await self.request("GET", f"/crypto/keys/{_p(user_id)}/{_p(device_id)}"))
+
+    async def user_keys(self, user_id: str) -> list[dict[str, Any]]:
+        """GET /crypto/keys/{user}/all: every active device of a user that published keys."""
+        answer = await self.request("GET", f"/crypto/keys/{_p(user_id)}/all")
+        return [_decode_key_record(d) for d in answer["devices"]]
+
+    async def prekey_bundle(self, user_id: str, device_id: str) -> dict[str, Any]:
+        """GET /crypto/prekeys/{user}/{device}: a bundle for X3DH; consumes one one-time prekey.
+
+        Not idempotent: a retry would consume another prekey, which is harmless but wasteful.
+        """
+        return _decode_key_record(await self.request("GET", f"/crypto/prekeys/{_p(user_id)}/{_p(device_id)}"))
+
+    async def prekey_bundles(self, user_id: str) -> list[dict[str, Any]]:
+        """GET /crypto/prekeys/{user}/all: a bundle for each of the user's devices."""
+        answer = await self.request("GET", f"/crypto/prekeys/{_p(user_id)}/all")
+        return [_decode_key_record(d) for d in answer["devices"]]
+
+    async def post_sender_key(self, chat_id: str, distribution_id: str, recipients: Mapping[str, bytes]) -> None:
+        """POST /crypto/sender-keys/{chat}: my sender-key distribution, pairwise-encrypted per device."""
+        await self.request(
+            "POST",
+            f"/crypto/sender-keys/{_p(chat_id)}",
+            json={
+                "distribution_id": distribution_id,
+                "recipients": [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()],
+            },
+            idempotent=True,
+        )
+
+    # -- media -------------------------------------------------------------------------------
+
+    async def upload_media(self, blob: bytes, *, mime: str = "application/octet-stream") -> str:
+        """TODO: the server has no media API yet."""
+        raise NotImplementedError("media upload: the SUP server has no media API yet")
+
+    async def download_media(self, media_id: str) -> bytes:
+        """TODO: the server has no media API yet."""
+        raise NotImplementedError("media download: the SUP server has no media API yet")
+
+
+def _p(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _backoff(attempt: int) -> float:
+    return min(5.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
+def _api_error(status: int, body: Any, retry_after: str | None) -> ApiError:
+    if isinstance(body, dict):
+        code = str(body.get("code") or "unknown")
+        detail = str(body.get("detail") or body.get("title") or "")
+        if retry_after is not None:
+            body = {**body, "retry_after": retry_after}
+    else:
+        code, detail = "unknown", (body.decode(errors="replace")[:200] if isinstance(body, bytes) else "")
+        body = {"retry_after": retry_after} if retry_after is not None else {}
+    cls = SessionEnded if code in _SESSION_ENDED else ApiError
+    return cls(status, code, detail, body)
