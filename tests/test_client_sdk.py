@@ -156,8 +156,9 @@ async def test_chats_and_messages(rt: Server):
             await alice.send_message(encrypted["id"], "c2", body="plaintext")
         assert refused.value.code == "encryption_required" and refused.value.body["status"] == 422
 
-        with pytest.raises(NotImplementedError, match="media"):
-            await alice.upload_media(b"x")
+        uploaded = await alice.upload_media(b"not a picture", filename="note.txt")
+        assert (uploaded["kind"], uploaded["mime"], uploaded["filename"]) == ("file", "text/plain", "note.txt")
+        assert await alice.download_media(uploaded["id"]) == b"not a picture"
     finally:
         await alice.close()
         await bob.close()

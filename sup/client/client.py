@@ -102,6 +102,11 @@ class Attachment:
     mime: str = "application/octet-stream"
     name: str = ""
 
+    @property
+    def encrypted(self) -> bool:
+        """False for a plaintext chat's file: no key, and `size` 0 when it came in a message."""
+        return bool(self.key)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "media_id": self.media_id,
@@ -562,20 +567,37 @@ class Client:
         reply_to: str | None = None,
         client_id: str | None = None,
     ) -> dict[str, Any]:
-        """Send a message; the same `client_id` again is a retry and returns the original."""
+        """Send a message; the same `client_id` again is a retry and returns the original.
+
+        At most one attachment: the server lets a chat's members fetch the one file a message names.
+        """
         client_id = client_id or str(uuid.uuid4())
         attachments = tuple(attachments)
+        if len(attachments) > 1:
+            raise ClientError("a message carries at most one attachment")
+        media_id = attachments[0].media_id if attachments else None
+        kind = "media" if attachments else "text"
         chat = await self.chat(chat_id)
         if not chat["encrypted"]:
-            if data is not None or attachments:
-                raise ClientError("plaintext chats take text only")
-            sent = await self.http.send_message(chat_id, client_id, body=text or "", reply_to=reply_to)
+            if data is not None or any(a.encrypted for a in attachments):
+                raise ClientError("plaintext chats take text and plaintext files only")
+            sent = await self.http.send_message(
+                chat_id, client_id, body=text or "", kind=kind, media_id=media_id, reply_to=reply_to
+            )
         else:
+            if any(not a.encrypted for a in attachments):
+                raise ClientError("an end-to-end encrypted chat takes encrypted attachments only (send_file)")
             plaintext = encode_envelope(chat_id, text=text, data=data, attachments=attachments, reply_to=reply_to)
 
             async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
                 return await self.http.send_message(
-                    chat_id, client_id, ciphertext=ciphertext, recipients=recipients, reply_to=reply_to
+                    chat_id,
+                    client_id,
+                    ciphertext=ciphertext,
+                    recipients=recipients,
+                    kind=kind,
+                    media_id=media_id,
+                    reply_to=reply_to,
                 )
 
             sent = await self._encrypted(chat, plaintext, deliver)
@@ -609,16 +631,35 @@ class Client:
         return await self._encrypted(chat, plaintext, deliver)
 
     async def send_file(
-        self, chat_id: str, data: bytes, *, name: str = "", mime: str = "application/octet-stream", text: str = ""
+        self,
+        chat_id: str,
+        data: bytes,
+        *,
+        name: str = "",
+        mime: str = "application/octet-stream",
+        text: str = "",
+        client_id: str | None = None,
     ) -> dict[str, Any]:
-        """Encrypt a file, upload the blob, and send its key inside an encrypted message."""
-        blob, key = await asyncio.to_thread(encrypt_attachment, data)
-        media_id = await self.http.upload_media(blob, mime="application/octet-stream")
-        attachment = Attachment(media_id, key.key, key.digest, key.size, mime, name)
-        return await self.send(chat_id, text=text or None, attachments=[attachment])
+        """Send a file. In an encrypted chat it is encrypted under a fresh key, uploaded as an opaque
+        blob (without its name), and its key, digest, name and type travel inside the encrypted message;
+        in a plaintext chat (a channel) it is uploaded as it is and the server processes it."""
+        chat = await self.chat(chat_id)
+        if chat["encrypted"]:
+            blob, key = await asyncio.to_thread(encrypt_attachment, data)
+            media = await self.http.upload_media(blob, encrypted=True)
+            attachment = Attachment(media["id"], key.key, key.digest, key.size, mime, name)
+        else:
+            media = await self.http.upload_media(data, filename=name)
+            attachment = Attachment(media["id"], b"", b"", media["size"], media["mime"], media["filename"])
+        return await self.send(chat_id, text=text or None, attachments=[attachment], client_id=client_id)
 
     async def download(self, attachment: Attachment) -> bytes:
-        """Fetch an attachment's blob and decrypt it (DecryptError if it was swapped or damaged)."""
+        """Fetch an attachment and decrypt it; DecryptError if the blob was swapped or damaged.
+
+        A plaintext chat's file (no key) comes back as the server serves it.
+        """
+        if not attachment.encrypted:
+            return await self.http.download_media(attachment.media_id)
         blob = await self.http.download_media(attachment.media_id)
         key = AttachmentKey(attachment.key, attachment.digest, attachment.size)
         return await asyncio.to_thread(decrypt_attachment, blob, key)
@@ -924,8 +965,10 @@ class Client:
         edited = frame["type"] == "message.edited"
         ciphertext = message.get("ciphertext")
         if ciphertext is None and message.get("body") is not None:
-            text = message["body"]
-            self._deliver(work, message, {"text": text}, encrypted=False, edited=edited)
+            plain: dict[str, Any] = {"text": message["body"]}
+            if message.get("media_id"):
+                plain["attachments"] = [Attachment(message["media_id"], b"", b"", 0).to_json()]
+            self._deliver(work, message, plain, encrypted=False, edited=edited)
             return
         if ciphertext is None or sender is None or device is None:
             self._undecryptable(work, message, "no ciphertext for this device")

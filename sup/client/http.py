@@ -7,7 +7,8 @@ and turns every problem+json answer into an `ApiError`.
 
 Bytes travel as standard base64 in JSON; the methods here take and return `bytes` and do
 the encoding. Answers are the server's JSON objects (dicts), except that the `ciphertext`
-of a message is decoded to bytes.
+of a message is decoded to bytes. Media travels as raw bytes (application/octet-stream),
+large uploads in resumable chunks.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -32,6 +34,10 @@ API = "/api/v1"
 # Refresh this long before the access token expires, so requests rarely meet token_expired.
 REFRESH_MARGIN = 30.0
 NETWORK_ATTEMPTS = 4
+# Larger uploads go in resumable chunks, so a dropped connection costs one chunk, not the file.
+RESUMABLE_ABOVE = 8 * 1024 * 1024
+RESUME_ROUNDS = 5  # times a resumable upload asks what arrived and carries on after a network error
+READ_SIZE = 256 * 1024  # a streamed file is read from disk this much at a time
 RETRY_STATUSES = {502, 503, 504}
 
 _SESSION_ENDED = {"invalid_token", "refresh_token_reused", "invalid_refresh_token"}
@@ -137,6 +143,22 @@ def _decode_key_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 TokenCallback = Callable[[Tokens], Awaitable[None]]
+# What an upload reads from: the bytes themselves, or the path of a file (read a chunk at a time).
+MediaSource = bytes | bytearray | memoryview | str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    raw: bytes
+
+    @property
+    def decoded(self) -> Any:
+        """JSON answers decoded; other bodies as bytes; None for an empty one."""
+        if self.raw and "json" in self.headers.get("Content-Type", ""):
+            return msgspec.json.decode(self.raw)
+        return self.raw or None
 
 
 class SupHttp:
@@ -197,30 +219,53 @@ class SupHttp:
         `path` is under /api/v1. Idempotent requests (GET, PUT, DELETE, PATCH by default, and
         sends carrying a client_id) are retried with backoff after network errors and 502-504.
         """
+        body = msgspec.json.encode(json) if json is not None else None
+        reply = await self._exchange(
+            method, path, body=body, content_type="application/json", params=params, auth=auth, idempotent=idempotent
+        )
+        return reply.decoded
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | Callable[[], AsyncIterable[bytes]] | None = None,
+        content_type: str = "application/octet-stream",
+        content_length: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        auth: bool = True,
+        idempotent: bool | None = None,
+    ) -> _Reply:
+        """One API call with refresh and retries; the answer, or ApiError for a status >= 400.
+
+        `body` is bytes, or a function making a fresh byte stream for each attempt (then give
+        `content_length`, so the server can refuse an oversized upload before reading it).
+        """
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "PATCH")
         attempts = NETWORK_ATTEMPTS if idempotent else 1
-        body = msgspec.json.encode(json) if json is not None else None
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         refreshed = False
         attempt = 0
         while True:
             attempt += 1
-            headers = {"Accept": "application/json"}
+            sent_headers = {"Accept": "application/json", **(headers or {})}
             if body is not None:
-                headers["Content-Type"] = "application/json"
+                sent_headers["Content-Type"] = content_type
+                if content_length is not None:
+                    sent_headers["Content-Length"] = str(content_length)
             token_used = None
             if auth:
                 token_used = await self.fresh_access_token()
-                headers["Authorization"] = f"Bearer {token_used}"
+                sent_headers["Authorization"] = f"Bearer {token_used}"
+            data = body() if callable(body) else body
             try:
                 async with self.session.request(
-                    method, self.base_url + API + path, data=body, headers=headers, params=query or None
+                    method, self.base_url + API + path, data=data, headers=sent_headers, params=query or None
                 ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    content_type = response.headers.get("Content-Type", "")
-                    retry_after = response.headers.get("Retry-After")
+                    reply = _Reply(response.status, response.headers.copy(), await response.read())
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 if attempt >= attempts:
                     raise
@@ -228,16 +273,15 @@ class SupHttp:
                 log.info("%s %s failed (%s); retrying in %.1f s", method, path, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            decoded = msgspec.json.decode(raw) if raw and "json" in content_type else (raw or None)
-            if status < 400:
-                return decoded
-            error = _api_error(status, decoded, retry_after)
+            if reply.status < 400:
+                return reply
+            error = _api_error(reply.status, reply.decoded, reply.headers.get("Retry-After"))
             if auth and error.code == "token_expired" and not refreshed:
                 refreshed = True
                 await self.refresh_after(token_used)
                 attempt -= 1  # a refresh is not a network failure
                 continue
-            if status in RETRY_STATUSES and attempt < attempts:
+            if reply.status in RETRY_STATUSES and attempt < attempts:
                 wait = error.retry_after
                 await asyncio.sleep(min(wait, 30.0) if wait is not None else _backoff(attempt))
                 continue
@@ -643,13 +687,176 @@ class SupHttp:
 
     # -- media -------------------------------------------------------------------------------
 
-    async def upload_media(self, blob: bytes, *, mime: str = "application/octet-stream") -> str:
-        """TODO: the server has no media API yet."""
-        raise NotImplementedError("media upload: the SUP server has no media API yet")
+    async def upload_media(
+        self,
+        source: MediaSource,
+        *,
+        filename: str = "",
+        purpose: str = "attachment",
+        encrypted: bool = False,
+        resumable: bool | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file (bytes, or a file path streamed from disk); the server's media object.
 
-    async def download_media(self, media_id: str) -> bytes:
-        """TODO: the server has no media API yet."""
-        raise NotImplementedError("media download: the SUP server has no media API yet")
+        Files above RESUMABLE_ABOVE (or with `resumable=True`) go through `upload_media_resumable`,
+        so a dropped connection costs one chunk. `encrypted=True` marks a client-encrypted blob:
+        stored opaque, never processed, and the only kind an end-to-end encrypted chat accepts.
+        The filename reaches the server in the clear: leave it empty for an encrypted upload.
+        """
+        size = await _source_size(source)
+        if resumable is None:
+            resumable = size > RESUMABLE_ABOVE
+        if resumable:
+            return await self.upload_media_resumable(source, filename=filename, purpose=purpose, encrypted=encrypted)
+        params = {"purpose": purpose, "encrypted": encrypted, "filename": filename or None}
+        body: bytes | Callable[[], AsyncIterable[bytes]]
+        if isinstance(source, bytes | bytearray | memoryview):
+            body = bytes(source)
+        else:
+            path = os.fspath(source)
+
+            def body() -> AsyncIterable[bytes]:
+                return _read_stream(path, 0, size)
+
+        # Not retried: every attempt that reaches the server makes a file (an unused one is
+        # removed by the server's cleanup, but a caller may prefer to know).
+        reply = await self._exchange(
+            "POST", "/media/upload", body=body, content_length=size, params=params, idempotent=False
+        )
+        return reply.decoded
+
+    async def upload_media_resumable(
+        self,
+        source: MediaSource,
+        *,
+        filename: str = "",
+        purpose: str = "attachment",
+        encrypted: bool = False,
+        upload_id: str | None = None,
+        on_started: Callable[[str], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        """Upload in chunks (POST /media/uploads, PUT each chunk, then complete); the media object.
+
+        After a network error that outlasts a chunk's own retries it asks the server which chunks
+        arrived and sends only the others, up to RESUME_ROUNDS times. To continue an upload after a
+        restart, keep the id given to `on_started` and pass it back as `upload_id` with the same source.
+        """
+        size = await _source_size(source)
+        if upload_id is None:
+            session = await self.request(
+                "POST",
+                "/media/uploads",
+                json={"size": size, "filename": filename, "purpose": purpose, "encrypted": encrypted},
+                idempotent=False,
+            )
+            if on_started is not None:
+                await on_started(session["upload_id"])
+        else:
+            session = await self.upload_status(upload_id)
+            if session["size"] != size:
+                raise ValueError(f"upload {upload_id} is for {session['size']} bytes, not {size}")
+        upload_id = session["upload_id"]
+        chunk_size, count = session["chunk_size"], session["chunk_count"]
+        received = set(session["received"])
+        failures = 0
+        while missing := [i for i in range(count) if i not in received]:
+            try:
+                for index in missing:
+                    start = index * chunk_size
+                    chunk = await _read_range(source, start, min(start + chunk_size, size))
+                    answer = await self._exchange(
+                        "PUT", f"/media/uploads/{_p(upload_id)}/chunks/{index}", body=chunk, content_length=len(chunk)
+                    )
+                    received.update(answer.decoded["received"])
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                failures += 1
+                if failures >= RESUME_ROUNDS:
+                    raise
+                delay = _backoff(failures + 1)
+                log.info("upload %s: %s; resuming in %.1f s", upload_id, exc, delay)
+                await asyncio.sleep(delay)
+                # A chunk whose answer was lost may have arrived: ask rather than send it again.
+                received = set((await self.upload_status(upload_id))["received"])
+        return await self.request("POST", f"/media/uploads/{_p(upload_id)}/complete", idempotent=False)
+
+    async def upload_status(self, upload_id: str) -> dict[str, Any]:
+        """GET /media/uploads/{id}: `{"upload_id", "size", "chunk_size", "chunk_count", "received", ...}`."""
+        return await self.request("GET", f"/media/uploads/{_p(upload_id)}")
+
+    async def abort_upload(self, upload_id: str) -> None:
+        """DELETE /media/uploads/{id}: give up a resumable upload; the server drops its chunks."""
+        await self.request("DELETE", f"/media/uploads/{_p(upload_id)}")
+
+    async def download_media(
+        self, media_id: str, *, start: int | None = None, end: int | None = None, variant: str = "original"
+    ) -> bytes:
+        """GET /media/download/{id}: the stored bytes, or bytes [start, end) of them.
+
+        An encrypted attachment comes back exactly as uploaded (decrypt it with its key); a
+        processed image comes back as served (metadata stripped). `variant` "small"/"large"
+        picks a thumbnail. ApiError `range_not_satisfiable` (416) when `start` is past the end.
+        """
+        headers = {}
+        if start is not None or end is not None:
+            first = start or 0
+            if end is not None and end <= first:
+                return b""
+            headers["Range"] = f"bytes={first}-{'' if end is None else end - 1}"
+        reply = await self._exchange(
+            "GET", f"/media/download/{_p(media_id)}", headers=headers, params={"variant": variant}
+        )
+        if headers and reply.status != 206:  # the server sent the whole file after all
+            return reply.raw[start or 0 : end]
+        return reply.raw
+
+    async def media_thumbnail(self, media_id: str, *, size: str = "small") -> bytes:
+        """GET /media/thumbnail/{id}: a processed image's (or video's) thumbnail, "small" or "large".
+
+        ApiError `media_not_ready` while processing; `not_found` for files without one (encrypted ones).
+        """
+        return (await self._exchange("GET", f"/media/thumbnail/{_p(media_id)}", params={"size": size})).raw
+
+    async def media(self, media_id: str) -> dict[str, Any]:
+        """GET /media/{id}: size, kind, mime, sha256, processing status, dimensions, ..."""
+        return await self.request("GET", f"/media/{_p(media_id)}")
+
+    async def media_url(self, media_id: str, *, variant: str = "original") -> dict[str, Any]:
+        """GET /media/{id}/url: `{"url", "expires_at"}`, a download link that needs no token until it expires."""
+        return await self.request("GET", f"/media/{_p(media_id)}/url", params={"variant": variant})
+
+    async def delete_media(self, media_id: str) -> None:
+        """DELETE /media/{id}: delete one of my uploads."""
+        await self.request("DELETE", f"/media/{_p(media_id)}")
+
+
+async def _source_size(source: MediaSource) -> int:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return memoryview(source).nbytes
+    return (await asyncio.to_thread(os.stat, source)).st_size
+
+
+async def _read_range(source: MediaSource, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the source; a file is read off the event loop."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(memoryview(source)[start:end])
+    return await asyncio.to_thread(_read_file_range, os.fspath(source), start, end)
+
+
+def _read_file_range(path: str, start: int, end: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(start)
+        data = file.read(end - start)
+    if len(data) != end - start:
+        raise ValueError(f"{path} changed during the upload (it is shorter now)")
+    return data
+
+
+async def _read_stream(path: str, start: int, end: int) -> AsyncIterator[bytes]:
+    position = start
+    while position < end:
+        piece = await _read_range(path, position, min(position + READ_SIZE, end))
+        position += len(piece)
+        yield piece
 
 
 def _p(segment: str) -> str:
