@@ -6,10 +6,14 @@ even when a later step of startup fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 from aiohttp import web
@@ -130,6 +134,17 @@ class Realtime:
         await self.bus.close()
 
 
+def _sweep_scratch(scratch: Path, older_than: float) -> None:
+    """Media jobs copy files here while FFmpeg reads them; a crash mid-job leaves them behind.
+
+    Only old entries go: another process may share the data directory and be mid-job.
+    """
+    for entry in scratch.iterdir():
+        with contextlib.suppress(OSError):
+            if entry.lstat().st_mtime < older_than:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
 @dataclass
 class Background:
     """Files and jobs: the blob store and the durable job scheduler."""
@@ -141,7 +156,9 @@ class Background:
     async def open(cls, config: Config, db: Database, clock: Clock) -> Background:
         # Before the blob store makes <data_dir>/blobs: parents it creates would not be private.
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (config.data_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
+        scratch = config.data_dir / "tmp"
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        await asyncio.to_thread(_sweep_scratch, scratch, clock.now() - 3600)
         settings = BlobSettings(**msgspec.structs.asdict(config.blobs))
         blobs = await open_blob_store(settings, data_dir=config.data_dir)
         jobs = config.jobs
@@ -182,6 +199,8 @@ def build_services(
         low_threshold=config.crypto.prekey_low_threshold,
         max_one_time=config.crypto.max_one_time_prekeys,
         signed_prekey_grace_ms=config.crypto.signed_prekey_grace_days * 86_400_000,
+        limiter=MemoryRateLimiter() if config.ratelimit.enabled else None,
+        bundles_per_minute=config.ratelimit.prekey_bundles_per_user,
     )
     secrets = server_keys(config)
     media = MediaService(

@@ -198,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from sup.errors import DomainError
+    from sup.storage.blobs import BlobError
     from sup.storage.database import DatabaseError
 
     try:
@@ -207,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except DatabaseError as exc:
         print(f"sup: database error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BlobError as exc:
+        print(f"sup: blob storage error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except DomainError as exc:
         print(f"sup: {exc.detail}", file=sys.stderr)

@@ -46,6 +46,7 @@ class Code(StrEnum):
     FILE_TOO_LARGE = "file_too_large"
     QUOTA_EXCEEDED = "quota_exceeded"
     MEDIA_NOT_READY = "media_not_ready"
+    MEDIA_FAILED = "media_failed"
     UPLOAD_INCOMPLETE = "upload_incomplete"
     RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
     LENGTH_REQUIRED = "length_required"

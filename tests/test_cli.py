@@ -140,6 +140,12 @@ async def test_migrate_status_down_up(tmp_path: Path):
     assert (await sup("migrate", "up", env=env))[0] == 0  # and every migration applies again
 
 
+async def test_unusable_blob_storage_is_a_clear_error(tmp_path: Path):
+    env = sup_env(tmp_path, SUP_BLOBS_URL="ftp://files.example/sup")
+    code, _, err = await sup("run", "--port", "0", env=env)
+    assert code == 1 and "blob storage error" in err and "ftp" in err and "Traceback" not in err
+
+
 async def test_a_database_from_a_newer_sup_is_refused(tmp_path: Path):
     env = sup_env(tmp_path)
     assert (await sup("migrate", "up", env=env))[0] == 0

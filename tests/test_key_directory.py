@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.conftest import Account, Api, Server, Socket, plain_group, require_postgres
+from tests.conftest import Account, Api, Server, ServerFactory, Socket, plain_group, require_postgres
 from tests.processes import Running, sup_env
 
 
@@ -312,6 +312,33 @@ async def test_sender_keys_go_only_to_member_devices_of_encrypted_groups(api: Ap
     assert (await distribute(api, alice, plain, "k1", bob.device_id)).status == 422
     for bad_id in ("", "x" * 65, "has space"):
         assert (await distribute(api, alice, chat, bad_id, bob.device_id)).status == 422
+
+
+async def test_prekey_bundles_are_rate_limited_per_requester(server_factory: ServerFactory):
+    limited = await server_factory(SUP_RATELIMIT_ENABLED="true", SUP_RATELIMIT_PREKEY_BUNDLES_PER_USER="3")
+    api = limited.api
+    alice, bob, carol = await api.register(), await api.register(), await api.register()
+    await publish(api, alice, one_time=10)
+    path = f"/api/v1/crypto/prekeys/{alice.user_id}/{alice.device_id}"
+    for _ in range(3):
+        assert (await api.get(path, token=bob.access_token)).status == 200
+    drained = await api.get(path, token=bob.access_token)
+    assert drained.status == 429 and drained.code == "rate_limited" and int(drained.headers["Retry-After"]) >= 1
+    assert (await api.get(path, token=carol.access_token)).status == 200  # others are not held back
+    status = await api.get("/api/v1/crypto/prekeys", token=alice.access_token)
+    assert status.body["one_time_prekeys"] == 6
+
+
+async def test_a_new_identity_needs_every_sender_key_again(api: Api):
+    alice, bob = await api.register(), await api.register()
+    chat = await encrypted_group(api, alice, bob)
+    await publish(api, bob)
+    assert (await distribute(api, alice, chat, "k1", bob.device_id)).status == 204
+    assert (await group_send(api, alice, chat, "m1")).status == 201
+    await publish(api, bob, DeviceKeys())  # bob's device starts over with a new identity
+    again = await group_send(api, alice, chat, "m2")
+    assert again.status == 409 and again.code == "sender_key_missing"
+    assert again.body["missing_devices"] == [bob.device_id]
 
 
 async def test_concurrent_bundle_fetches_across_two_processes_never_share_a_prekey(fresh_postgres, tmp_path: Path):

@@ -308,6 +308,27 @@ async def test_active_content_and_lying_names_are_served_as_downloads(api: Api):
     assert windows["filename"] == "boot.ini"
 
 
+async def test_others_never_get_an_original_that_may_carry_metadata(server: Server):
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    chat = await channel_with(api, alice, bob)
+    gif = (await api.upload(alice, samples.animated_gif())).body
+    broken = (await api.upload(alice, samples.png(64, 64))).body
+    for media in (gif, broken):
+        assert (await attach(api, alice, chat, media["id"])).status == 201
+        assert (await processed(api, alice, media["id"]))["status"] == "ready"
+    status, _, headers = await download(api, bob, f"{MEDIA}/download/{gif['id']}")
+    assert status == 200 and headers["Content-Type"] == "image/webp"  # no re-encoded GIF: the thumbnail
+    assert (await download(api, alice, f"{MEDIA}/download/{gif['id']}"))[2]["Content-Type"] == "image/gif"
+    # A file attached while pending whose processing then failed (clients attach at once).
+    await server.db.execute(
+        "UPDATE media SET status = 'failed', failure = 'broken', served_key = NULL WHERE id = $1", broken["id"]
+    )
+    refused = await api.get(f"{MEDIA}/download/{broken['id']}", token=bob.access_token)
+    assert refused.status == 409 and refused.code == "media_failed"
+    assert (await download(api, alice, f"{MEDIA}/download/{broken['id']}"))[0] == 200  # the uploader's own file
+
+
 async def test_broken_and_hostile_files_fail_with_a_reason_and_the_scheduler_goes_on(server: Server, tmp_path: Path):
     api = server.api
     alice = await api.register()
@@ -437,6 +458,7 @@ async def test_delete_and_cleanup_of_orphans_and_stale_uploads(server: Server):
     kept = (await api.upload(alice, png_bytes(10, 10, (1, 2, 3)))).body
     orphan = (await api.upload(alice, png_bytes(10, 10, (4, 5, 6)))).body
     gone = (await api.upload(alice, png_bytes(10, 10, (7, 8, 9)))).body
+    sticker = (await api.upload(alice, png_bytes(12, 12), purpose="sticker")).body
     await processed(api, alice, kept["id"])
     await processed(api, alice, orphan["id"])
     assert (await attach(api, alice, await plain_group(api, alice, bob), kept["id"])).status == 201
@@ -453,4 +475,5 @@ async def test_delete_and_cleanup_of_orphans_and_stale_uploads(server: Server):
         server.clock.advance(-hours * 3600)
     assert (await api.get(f"{MEDIA}/{kept['id']}", token=alice.access_token)).status == 200
     assert (await api.get(f"{MEDIA}/{orphan['id']}", token=alice.access_token)).status == 404
+    assert (await api.get(f"{MEDIA}/{sticker['id']}", token=alice.access_token)).status == 200  # kept for later
     assert (await api.get(f"{MEDIA}/uploads/{stale}", token=alice.access_token)).status == 404

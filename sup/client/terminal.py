@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     """Entry point for the CLI: `sup chat ...`."""
     try:
+        import sup.client.crypto  # noqa: F401  (the client extra)
+    except ImportError as exc:
+        print(f"sup chat: needs the client extra: pip install 'sup-messenger[client]' ({exc})", file=sys.stderr)
+        return 2
+    try:
         return asyncio.run(run_chat(args))
     except KeyboardInterrupt:
         return 130

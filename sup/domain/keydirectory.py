@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.domain.access import ChatAccess
 from sup.domain.events import Announcer, EventWriter, encode
 from sup.domain.keychanges import KeyChanges
-from sup.errors import Code, DomainError
+from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid
 from sup.storage.database import Database, Queryable, Row
 from sup.storage.events import Delivery
@@ -126,6 +127,8 @@ class KeyDirectory:
         low_threshold: int,
         max_one_time: int,
         signed_prekey_grace_ms: int,
+        limiter: RateLimiter | None = None,
+        bundles_per_minute: int = 60,
     ) -> None:
         self._db = db
         self._access = access
@@ -137,6 +140,8 @@ class KeyDirectory:
         self._low_threshold = low_threshold
         self._max_one_time = max_one_time
         self._grace_ms = signed_prekey_grace_ms
+        self._limiter = limiter
+        self._bundles_per_minute = bundles_per_minute
 
     # -- my device's keys ------------------------------------------------------------------
 
@@ -220,8 +225,16 @@ class KeyDirectory:
         rows = await self._find(self._db, user_id, device_id)
         return [DeviceKeys(r["user_id"], r["device_id"], bytes(r["identity_key"]), _signed(r)) for r in rows]
 
-    async def bundles(self, user_id: str, device_id: str | None) -> list[Bundle]:
-        """Prekey bundles to start sessions; each takes one one-time prekey, never handed out again."""
+    async def bundles(self, requester_id: str, user_id: str, device_id: str | None) -> list[Bundle]:
+        """Prekey bundles to start sessions; each takes one one-time prekey, never handed out again.
+
+        Limited per requester and target user: anyone may fetch bundles, so without a limit
+        anyone could drain a user's one-time prekeys and weaken their new sessions.
+        """
+        if self._limiter is not None:
+            wait = await self._limiter.hit(f"prekeys:{requester_id}:{user_id}", self._bundles_per_minute)
+            if wait > 0:
+                raise RateLimited(wait, "Too many prekey bundles fetched for this user; try again later.")
         now = self._clock.now_ms()
         bundles: list[Bundle] = []
         deliveries: list[Delivery] = []

@@ -437,9 +437,16 @@ class MediaService:
                 False,
                 self._blobs,
             )
-        if row["kind"] == "image" and row["status"] == "pending" and user_id != row["owner_id"]:
-            # Until the metadata-free copy exists, only the uploader may see the original (EXIF, GPS).
-            raise DomainError(Code.MEDIA_NOT_READY, "The image is still being processed; try again shortly.")
+        if row["kind"] == "image" and row["served_key"] is None and user_id != row["owner_id"]:
+            # Others never get an original that may carry EXIF/GPS: only a metadata-free copy.
+            if row["status"] == "pending":
+                raise DomainError(Code.MEDIA_NOT_READY, "The image is still being processed; try again shortly.")
+            if row["status"] == "failed" or row["thumb_large_key"] is None:
+                raise DomainError(Code.MEDIA_FAILED, f"The image could not be processed: {row['failure']}")
+            # Formats without a re-encoded copy (GIF, AVIF): the largest thumbnail stands in.
+            name = Path(row["filename"]).stem + "." + row["thumb_mime"].split("/")[-1]
+            key = row["thumb_large_key"]
+            return Download(key, row["thumb_mime"], name, -1, key, True, self._blobs)
         if row["served_key"] is not None:
             return Download(
                 row["served_key"], row["served_mime"], row["filename"], -1, row["served_key"], True, self._blobs

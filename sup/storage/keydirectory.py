@@ -188,4 +188,6 @@ class KeyDirectoryStore:
         await tx.execute("DELETE FROM sender_keys WHERE chat_id = $1", chat_id)
 
     async def forget_device_sender_keys(self, tx: Queryable, device_id: str) -> None:
+        """The device's own sender keys, and those it was sent: both were tied to its old identity."""
         await tx.execute("DELETE FROM sender_keys WHERE device_id = $1", device_id)
+        await tx.execute("DELETE FROM sender_key_distributions WHERE recipient_device_id = $1", device_id)

@@ -58,9 +58,13 @@ class MediaStore:
         return await db.fetchval(f"SELECT EXISTS (SELECT 1 FROM media WHERE {where})", key)
 
     async def orphans(self, db: Queryable, created_before: int, limit: int) -> Sequence[Row]:
-        """Uploads never attached to anything, old enough that no client is still about to send them."""
+        """Uploads never attached to anything, old enough that no client is still about to send them.
+
+        Stickers are kept: people upload them to use later, and they count against the quota.
+        """
         return await db.fetch(
-            f"SELECT {_COLUMNS} FROM media WHERE attached_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+            f"SELECT {_COLUMNS} FROM media WHERE attached_at IS NULL AND purpose <> 'sticker' AND created_at < $1"
+            " ORDER BY created_at LIMIT $2",
             created_before,
             limit,
         )

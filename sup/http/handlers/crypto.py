@@ -43,12 +43,12 @@ async def get_all_keys(call: Call) -> s.DeviceKeysList:
 
 async def get_bundle(call: Call) -> Bundle:
     """GET /api/v1/crypto/prekeys/{user_id}/{device_id}: a prekey bundle; each one-time prekey goes out once."""
-    return (await call.services.keys.bundles(call.param("user_id"), call.param("device_id")))[0]
+    return (await call.services.keys.bundles(call.who.user_id, call.param("user_id"), call.param("device_id")))[0]
 
 
 async def get_all_bundles(call: Call) -> s.BundleList:
     """GET /api/v1/crypto/prekeys/{user_id}/all: a prekey bundle for every active device of a user."""
-    return s.BundleList(devices=await call.services.keys.bundles(call.param("user_id"), None))
+    return s.BundleList(devices=await call.services.keys.bundles(call.who.user_id, call.param("user_id"), None))
 
 
 async def distribute_sender_key(call: Call, body: s.SenderKeyPost) -> None:

@@ -186,6 +186,8 @@ async def _stream(request: web.Request, file: Download) -> web.StreamResponse:
         # Whatever the bytes are, a browser must not run them as a page of ours.
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "X-Content-Type-Options": "nosniff",
+        # The request carried a token or a signature: a web client on another origin may embed it.
+        "Cross-Origin-Resource-Policy": "cross-origin",
     }
     if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
         return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
