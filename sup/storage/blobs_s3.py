@@ -156,7 +156,9 @@ class S3BlobStore:
                 else:
                     hasher.update(chunk)
                 buffer += chunk
-                while len(buffer) >= self.part_size:
+                # Strictly more than a part: a stream of exactly one part (a resumable chunk is
+                # one) goes up in a single PUT instead of a three-call multipart upload.
+                while len(buffer) > self.part_size:
                     if multipart is None:
                         target = dest or f"{self.prefix}tmp/{uuid.uuid4().hex}"
                         created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=target)
