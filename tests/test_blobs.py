@@ -333,6 +333,61 @@ async def test_parts_assembled_past_one_s3_part(store: BlobStore) -> None:
     assert len(await leftovers(store)) == 1
 
 
+async def test_large_parts_are_joined_in_place_on_s3(store: BlobStore, monkeypatch) -> None:
+    """Parts of at least 5 MiB: S3 joins them itself (UploadPartCopy); disk joins them as always."""
+    upload = str(uuid.uuid4())
+    pieces = [os.urandom(5 * MiB), os.urandom(6 * MiB), b"tail"]
+    for index in (1, 2, 0):
+        await store.put_part(upload, index, stream(pieces[index], MiB), max_size=8 * MiB)
+    if isinstance(store, S3BlobStore):
+
+        async def no_streaming(*args, **kwargs):
+            raise AssertionError("the parts went through SUP instead of being copied inside S3")
+
+        monkeypatch.setattr(store, "put_stream", no_streaming)
+    blob = await store.complete_parts(upload, 3)
+    monkeypatch.undo()
+    whole = b"".join(pieces)
+    assert (blob.key, blob.size) == (sha(whole), len(whole))
+    assert await store.read_all(blob.key) == whole
+    assert await store.list_parts(upload) == {}
+    assert len(await leftovers(store)) == 1
+    again = str(uuid.uuid4())  # the same content again: found by its hash, nothing copied twice
+    for index, piece in enumerate(pieces):
+        await store.put_part(again, index, stream(piece, MiB), max_size=8 * MiB)
+    assert (await store.complete_parts(again, 3)).key == blob.key
+    assert len(await leftovers(store)) == 1
+
+
+async def test_a_part_swapped_while_joining_cannot_poison_a_hash_on_s3(store: BlobStore, monkeypatch) -> None:
+    """The content stored under a hash is always the content hashed: others are deduplicated onto it."""
+    if not isinstance(store, S3BlobStore):
+        pytest.skip("S3 only: the in-place join")
+    upload = str(uuid.uuid4())
+    for index in range(2):
+        await store.put_part(upload, index, stream(os.urandom(5 * MiB), MiB), max_size=8 * MiB)
+    reading = store._read_parts
+
+    async def read_then_swap(*args, **kwargs):
+        async for chunk in reading(*args, **kwargs):
+            yield chunk
+        await store.put_part(upload, 1, stream(b"evil" * MiB, MiB), max_size=8 * MiB)
+
+    monkeypatch.setattr(store, "_read_parts", read_then_swap)
+    streamed = []
+    put_stream = store.put_stream
+
+    async def counted(*args, **kwargs):
+        streamed.append(1)
+        return await put_stream(*args, **kwargs)
+
+    monkeypatch.setattr(store, "put_stream", counted)
+    blob = await store.complete_parts(upload, 2)
+    assert streamed == [1]  # the in-place join noticed the swap and gave way to streaming
+    assert sha(await store.read_all(blob.key)) == blob.key  # stored under the hash of what it holds
+    assert not [k for k in await leftovers(store) if "unfinished" in k]
+
+
 async def test_reputting_a_part_replaces_it(store: BlobStore) -> None:
     upload = str(uuid.uuid4())
     await store.put_part(upload, 0, stream(b"first"), max_size=100)

@@ -47,6 +47,8 @@ READ_CHUNK = 256 * 1024
 # Hashing runs at roughly 0.2-1 GB/s: network-sized chunks are hashed in place, a chunk this
 # big (put_bytes of an image, parts read back for assembly) would hold the event loop too long.
 OFF_LOOP_HASH = 1 * MiB
+# S3's smallest multipart part (all but the last): smaller resumable chunks are streamed through.
+MIN_COPY_PART = 5 * MiB
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 # CopyObject copies at most 5 GiB; beyond that the copy itself is a multipart upload.
 COPY_LIMIT = 5 * 1024 * MiB
@@ -331,11 +333,74 @@ class S3BlobStore:
         missing = [i for i in range(count) if i not in stored]
         if missing:
             raise MissingParts(upload_id, missing)
-        blob = await self.put_stream(self._read_parts(upload_id, prefix, count), max_size=max_size)
+        sizes = [stored[i] for i in range(count)]
+        if max_size is not None and sum(sizes) > max_size:
+            raise BlobTooLarge(max_size)
+        blob = None
+        if count > 1 and min(sizes[:-1]) >= MIN_COPY_PART:
+            blob = await self._assemble_in_place(upload_id, prefix, count, sum(sizes))
+        if blob is None:  # parts too small to copy as multipart parts, or not provably unchanged
+            blob = await self.put_stream(self._read_parts(upload_id, prefix, count), max_size=max_size)
         await self.abort_parts(upload_id)
         return blob
 
-    async def _read_parts(self, upload_id: str, prefix: str, count: int) -> AsyncIterator[bytes]:
+    async def _assemble_in_place(self, upload_id: str, prefix: str, count: int, size: int) -> StoredBlob | None:
+        """Hash the parts by reading them once, then join them inside S3 (UploadPartCopy).
+
+        The bytes cross the network once instead of three times. A blob's content must match
+        the hash it is stored under (others' identical uploads are deduplicated onto it), so a
+        part replaced between hashing and copying must not get in: each copy names the ETag
+        that was hashed (atomic where S3 honours it), and each copied part's MD5 ETag must equal
+        it. None when that cannot be shown (a part changed, or ETags that are not MD5s, as with
+        SSE-KMS): the caller streams the parts through instead.
+        """
+        hasher = hashlib.sha256()
+        etags: list[str] = []
+        async for chunk in self._read_parts(upload_id, prefix, count, etags):
+            if len(chunk) >= OFF_LOOP_HASH:
+                await asyncio.to_thread(hasher.update, chunk)
+            else:
+                hasher.update(chunk)
+        sha256 = hasher.hexdigest()
+        key = self._blob_key(sha256)
+        if await self._head(key) is not None:
+            return StoredBlob(key=sha256, size=size, sha256=sha256)
+        if any("-" in etag for etag in etags):  # a multipart object's ETag is no MD5 of its bytes
+            return None
+        created = await self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        joined = _Multipart(key, created["UploadId"])
+        try:
+            for index, etag in enumerate(etags):
+                source = {"Bucket": self.bucket, "Key": prefix + _part_name(index)}
+                try:
+                    reply = await self._client.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=joined.upload_id,
+                        PartNumber=index + 1,
+                        CopySource=source,
+                        CopySourceIfMatch=etag,
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) in _NOT_FOUND | {"PreconditionFailed", "412"}:
+                        raise MissingParts(upload_id, [index]) from None
+                    raise
+                copied = reply["CopyPartResult"]["ETag"]
+                if copied.strip('"') != etag.strip('"'):
+                    await asyncio.shield(self._discard(joined))
+                    return None
+                joined.parts.append({"ETag": copied, "PartNumber": index + 1})
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=joined.upload_id, MultipartUpload={"Parts": joined.parts}
+            )
+        except BaseException:
+            await asyncio.shield(self._discard(joined))
+            raise
+        return StoredBlob(key=sha256, size=size, sha256=sha256)
+
+    async def _read_parts(
+        self, upload_id: str, prefix: str, count: int, etags: list[str] | None = None
+    ) -> AsyncIterator[bytes]:
         for index in range(count):
             try:
                 reply = await self._client.get_object(Bucket=self.bucket, Key=prefix + _part_name(index))
@@ -343,6 +408,8 @@ class S3BlobStore:
                 if _error_code(exc) in _NOT_FOUND:  # aborted while assembling
                     raise MissingParts(upload_id, [index]) from None
                 raise
+            if etags is not None:
+                etags.append(reply["ETag"])
             async with reply["Body"] as body:
                 async for chunk in body.iter_chunks(READ_CHUNK):
                     yield chunk
