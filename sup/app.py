@@ -213,6 +213,8 @@ def build_services(
         config.media,
         UrlSigner(secrets.media_urls),
         config.data_dir / "tmp",
+        limiter=MemoryRateLimiter() if config.ratelimit.enabled else None,
+        uploads_per_minute=config.ratelimit.uploads_per_user,
     )
     retention_ms = config.websocket.event_retention_days * 86_400_000
 

@@ -90,13 +90,16 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    enabled: Annotated[bool, _doc("Limit authentication attempts and prekey bundle fetches.")] = True
+    enabled: Annotated[bool, _doc("Limit authentication attempts, prekey bundle fetches and uploads.")] = True
     auth_per_ip: Annotated[int, _doc("Authentication requests per minute from one IP address.", ge=1)] = 30
     auth_per_account: Annotated[int, _doc("Login attempts per minute against one account.", ge=1)] = 10
     prekey_bundles_per_user: Annotated[
         int,
         _doc("Prekey bundles one user may fetch per minute of one other user (each uses up a one-time prekey).", ge=1),
     ] = 60
+    uploads_per_user: Annotated[int, _doc("File uploads (whole or resumable) one user may start per minute.", ge=1)] = (
+        60
+    )
 
 
 class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -28,6 +28,7 @@ def assert_problem(reply, status: int, code: str | None = None) -> None:
         b"\xff\xfe\x00",
         b'{"a": NaN}',
         b"[1, 2",
+        b'{"username": "a\xff", "password": "correct horse battery"}',  # invalid UTF-8 inside a string
     ],
 )
 async def test_malformed_json_is_400(api: Api, raw: bytes):

@@ -153,6 +153,20 @@ async def test_forged_or_malformed_keys_are_refused_and_change_nothing(api: Api)
         reply = await api.post("/api/v1/crypto/keys", json=body, token=alice.access_token)
         assert reply.status == 422, (body, reply.body)
 
+    # Small-order keys: OpenSSL would accept R = identity, S = 0 as a signature over anything.
+    small = bytes([1]) + bytes(31)
+    any_prekey = b64(raw(X25519PrivateKey.generate()))
+    weak: list[dict[str, Any]] = [
+        {**keys.publish_body(), "identity_key": b64(small),
+         "signed_prekey": {"key_id": 9, "public_key": any_prekey, "signature": b64(small + bytes(32))}},
+        {**keys.publish_body(), "identity_key": b64(bytes([0xEE]) + b"\xff" * 30 + b"\x7f")},  # y = p + 1
+        {**keys.publish_body(), "signed_prekey": {**keys.signed_prekey(), "public_key": b64(bytes(32))}},
+        {**keys.publish_body(), "one_time_prekeys": [{"key_id": 50, "public_key": b64(small)}]},
+    ]  # fmt: skip
+    for body in weak:
+        reply = await api.post("/api/v1/crypto/keys", json=body, token=alice.access_token)
+        assert reply.status == 422, (body, reply.body)
+
     after = await api.get(f"/api/v1/crypto/keys/{alice.user_id}/{alice.device_id}", token=alice.access_token)
     assert after.body == before.body
     status = await api.get("/api/v1/crypto/prekeys", token=alice.access_token)

@@ -96,7 +96,8 @@ async def attach(api: Api, who: Account, chat_id: str, media_id: str) -> Reply:
 async def test_photo_is_processed_stripped_and_shared_with_the_chat(media_server: Server):
     api = media_server.api
     alice, bob, eve = await api.register(), await api.register(), await api.register()
-    photo = samples.jpeg(800, 600, orientation=6)  # rotated, with GPS in its EXIF
+    # rotated, with GPS in its EXIF; bytes after the end make it unique (no earlier results to reuse)
+    photo = samples.jpeg(800, 600, orientation=6) + os.urandom(16)
     socket = await Socket.connect(media_server.url, api.session, alice.access_token)
     try:
         uploaded = await multipart_upload(api, alice, photo, "holiday.JPG")
@@ -136,6 +137,21 @@ async def test_photo_is_processed_stripped_and_shared_with_the_chat(media_server
         assert (await download(api, eve, path))[0] == 404
     assert (await attach(api, eve, await plain_group(api, eve), media["id"])).status == 422  # not hers to send
     assert (await download(api, None, f"{MEDIA}/download/{media['id']}"))[0] == 401
+
+
+async def test_the_same_bytes_are_processed_once(server: Server):
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    picture = png_bytes(90, 60, (9, 99, 199)) + os.urandom(8)
+    first = await processed(api, alice, (await api.upload(alice, picture)).body["id"])
+    again = (await api.upload(bob, picture, filename="mine.png")).body
+    assert again["status"] == "ready" and again["owner_id"] == bob.user_id  # no second job: the results are known
+    assert (again["width"], again["height"], again["placeholder"]) == (
+        first["width"],
+        first["height"],
+        first["placeholder"],
+    )
+    assert (await download(api, bob, f"{MEDIA}/thumbnail/{again['id']}"))[0] == 200
 
 
 async def test_ranges_etags_and_head(media_server: Server):
@@ -477,3 +493,66 @@ async def test_delete_and_cleanup_of_orphans_and_stale_uploads(server: Server):
     assert (await api.get(f"{MEDIA}/{orphan['id']}", token=alice.access_token)).status == 404
     assert (await api.get(f"{MEDIA}/{sticker['id']}", token=alice.access_token)).status == 200  # kept for later
     assert (await api.get(f"{MEDIA}/uploads/{stale}", token=alice.access_token)).status == 404
+
+
+async def test_malicious_headers_names_and_indexes_get_4xx_not_500(server: Server):
+    api = server.api
+    alice = await api.register()
+    media = (await api.upload(alice, os.urandom(1000))).body
+    path = f"{MEDIA}/download/{media['id']}"
+    for query in ("expires=9999999999&signature=%C3%A9", "expires=1&signature=" + "a" * 64, "signature=" + "0" * 64):
+        status = (await download(api, None, f"{path}?{query}"))[0]
+        assert status in (403, 422), (query, status)
+    for header in ("bytes=1" + "0" * 4400 + "-", "bytes=0-" + "9" * 5000, "bytes=-" + "9" * 5000):
+        assert (await download(api, alice, path, Range=header))[0] == 200, header[:20]
+    upload = (await api.post(f"{MEDIA}/uploads", json={"size": 10}, token=alice.access_token)).body["upload_id"]
+    for index in ("%C2%B2", "%E2%91%A0", "%D9%A0"):  # superscript two, circled one, Arabic-Indic zero
+        reply = await api.request(
+            "PUT",
+            f"{MEDIA}/uploads/{upload}/chunks/{index}",
+            data=b"0123456789",
+            token=alice.access_token,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert reply.status == 422, index
+    headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
+    for part_headers in (
+        b'Content-Disposition: form-data; name="file"; filename="a\r\n b.png"',  # folded
+        b'Content-Disposition: form-data; name="file"; filename="' + b"a" * 10_000 + b'.png"',
+    ):
+        body = b"--xyz\r\n" + part_headers + b"\r\n\r\nabc\r\n--xyz--\r\n"
+        reply = await api.post(f"{MEDIA}/upload", data=body, token=alice.access_token, headers=headers)
+        assert 400 <= reply.status < 500, reply.status
+    latin1 = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.bin"\r\n\r\nabc\r\n--xyz--\r\n'
+    reply = await api.post(f"{MEDIA}/upload", data=latin1, token=alice.access_token, headers=headers)
+    assert reply.status == 201 and reply.body["filename"].startswith("caf"), reply.body
+    spoof = (await api.upload(alice, png_bytes(), filename="\u202egpj.exe")).body
+    assert spoof["filename"] == "gpj.exe"
+
+
+async def test_concurrent_uploads_keep_the_quota_and_leave_no_unnamed_blobs(server_factory: ServerFactory):
+    limited = await server_factory(SUP_MEDIA_QUOTA_BYTES="300000")
+    api = limited.api
+    alice = await api.register()
+    replies = await asyncio.gather(*(api.upload(alice, os.urandom(120_000)) for _ in range(6)))
+    assert [r.status for r in replies].count(201) == 2
+    assert all(r.status == 413 for r in replies if r.status != 201)
+    starts = await asyncio.gather(
+        *(api.post(f"{MEDIA}/uploads", json={"size": 30_000}, token=alice.access_token) for _ in range(6))
+    )
+    assert sum(r.status == 201 for r in starts) == 2  # 240 000 stored + 2 x 30 000 reserved
+    # The losers' bytes are released: gone once the release delay has passed.
+    limited.clock.advance(3600)
+    try:
+        blobs = Path(limited.config.data_dir) / "blobs"
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            limited.app[SERVICES].media._scheduler.wake()
+            stored = [p.relative_to(blobs) for p in blobs.rglob("*") if p.is_file()]
+            files = [p for p in stored if p.parts[0] not in ("parts", "tmp")]
+            if len(files) == 2:
+                break
+            assert asyncio.get_running_loop().time() < deadline, files
+            await asyncio.sleep(0.1)
+    finally:
+        limited.clock.advance(-3600)

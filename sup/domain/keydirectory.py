@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
@@ -32,6 +33,20 @@ SIGNATURE_BYTES = 64
 # What the identity key signs: a type byte, then the X25519 public key (as Signal encodes keys).
 SIGNED_PREKEY_PREFIX = b"\x05"
 MAX_KEY_ID = 2**32 - 1
+_FIELD_PRIME = 2**255 - 19
+# Ed25519 encodings (y, sign bit ignored) of the points of order 1, 2, 4 and 8, as libsodium
+# blocks them; each was checked on the curve when written (multiplied by 8: the identity).
+# Against such a key one signature verifies for many messages.
+_SMALL_ORDER_ED25519 = frozenset(
+    bytes.fromhex(encoded)
+    for encoded in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,21 @@ def invalid(detail: str, field: str) -> DomainError:
     return DomainError(Code.VALIDATION_FAILED, detail, field=field)
 
 
+def weak_ed25519(key: bytes) -> bool:
+    """A small-order point, or a non-canonical encoding (y not below the field prime)."""
+    masked = key[:31] + bytes([key[31] & 0x7F])
+    return masked in _SMALL_ORDER_ED25519 or int.from_bytes(masked, "little") >= _FIELD_PRIME
+
+
+def weak_x25519(key: bytes) -> bool:
+    """A small-order point: every Diffie-Hellman with it gives all zeros (OpenSSL refuses it)."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(key))
+    except ValueError:
+        return True
+    return False
+
+
 def verify_signed_prekey(identity_key: bytes, prekey: SignedPrekey) -> None:
     """Refuse a malformed key or a signature the identity key did not make."""
     if len(identity_key) != KEY_BYTES:
@@ -93,6 +123,10 @@ def verify_signed_prekey(identity_key: bytes, prekey: SignedPrekey) -> None:
         raise invalid("signed_prekey.public_key is a 32-byte X25519 public key.", "signed_prekey")
     if len(prekey.signature) != SIGNATURE_BYTES:
         raise invalid("signed_prekey.signature is a 64-byte Ed25519 signature.", "signed_prekey")
+    if weak_ed25519(identity_key):
+        raise invalid("identity_key is not a usable Ed25519 public key (small order or not canonical).", "identity_key")
+    if weak_x25519(prekey.public_key):
+        raise invalid("signed_prekey.public_key is a small-order X25519 point.", "signed_prekey")
     try:
         Ed25519PublicKey.from_public_bytes(identity_key).verify(
             prekey.signature, SIGNED_PREKEY_PREFIX + prekey.public_key
@@ -108,6 +142,8 @@ def _check_one_time(keys: Sequence[OneTimePrekey]) -> None:
         raise invalid("one_time_prekeys name each key_id once.", "one_time_prekeys")
     if any(len(k.public_key) != KEY_BYTES for k in keys):
         raise invalid("Each one-time prekey is a 32-byte X25519 public key.", "one_time_prekeys")
+    if any(weak_x25519(k.public_key) for k in keys):
+        raise invalid("A one-time prekey is a small-order X25519 point.", "one_time_prekeys")
 
 
 def _signed(row: Row) -> SignedPrekey:

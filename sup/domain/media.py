@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import MediaConfig
 from sup.domain.events import Announcer, EventWriter, encode
 from sup.domain.jobs import Scheduler
-from sup.errors import Code, DomainError
+from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid, uuid7
 from sup.media import MediaError
 from sup.media.av_probe import probe_media
@@ -38,8 +39,8 @@ from sup.media.limits import SNIFF_BYTES
 from sup.media.sniff import OCTET_STREAM, Sniffed, is_active_content, sniff
 from sup.storage.accounts import DeviceStore
 from sup.storage.blobs import MAX_PARTS, BlobNotFound, BlobStore, BlobTooLarge, MissingParts, StoredBlob
-from sup.storage.database import Database, Row
-from sup.storage.media import BLOB_COLUMNS, MediaStore
+from sup.storage.database import Database, Queryable, Row
+from sup.storage.media import BLOB_COLUMNS, PROCESSED_COLUMNS, MediaStore
 
 log = logging.getLogger("sup.media")
 
@@ -51,6 +52,7 @@ RELEASE_JOB = "media.release-blobs"
 # in the meantime (bytes stored, row not yet written) then keeps it.
 RELEASE_DELAY_MS = 10 * 60 * 1000
 FILENAME_MAX = 255
+_HIDDEN = ("Cf", "Cc", "Cs")  # format (bidi overrides, zero-width), control, surrogate
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 
@@ -132,8 +134,15 @@ class Download:
 
 
 def clean_filename(name: str | None, fallback: str) -> str:
-    """Only the last path component, without control or path characters: a name, never a path."""
-    name = unicodedata.normalize("NFC", name or "")
+    """Only the last path component, without control or path characters: a name, never a path.
+
+    Also without what could disguise it: format characters such as a right-to-left override
+    (U+202E before "gpj.exe" shows it as "exe.jpg"), and undecodable bytes (lone surrogates).
+    """
+    name = (name or "").encode("utf-8", "replace").decode("utf-8")
+    name = "".join(
+        ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch) not in ("Cf", "Cc", "Cs")
+    )
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _UNSAFE_NAME.sub("_", name).strip(" .")
     return name[:FILENAME_MAX] or fallback
@@ -150,7 +159,8 @@ class UrlSigner:
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def valid(self, media_id: str, variant: str, expires: int, signature: str, now_s: float) -> bool:
-        return expires >= now_s and hmac.compare_digest(self.signature(media_id, variant, expires), signature)
+        expected = self.signature(media_id, variant, expires).encode()
+        return expires >= now_s and hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
 
 
 def _not_found() -> DomainError:
@@ -169,6 +179,8 @@ class MediaService:
         config: MediaConfig,
         signer: UrlSigner,
         scratch_dir: Path,
+        limiter: RateLimiter | None = None,
+        uploads_per_minute: int = 60,
     ) -> None:
         self._db = db
         self._blobs = blobs
@@ -179,6 +191,8 @@ class MediaService:
         self._config = config
         self._signer = signer
         self._scratch = scratch_dir
+        self._limiter = limiter
+        self._uploads_per_minute = uploads_per_minute
         self._media = MediaStore()
         self._devices = DeviceStore()
         scheduler.register(PROCESS_JOB, self._process_job, timeout=config.probe_timeout_seconds + 120)
@@ -206,6 +220,16 @@ class MediaService:
             return self.largest_upload
         return max(0, self._config.quota_bytes - await self._media.used_bytes(self._db, owner_id))
 
+    async def _check_quota(self, tx: Queryable, owner_id: str, size: int) -> None:
+        if self._config.quota_bytes and await self._media.used_bytes(tx, owner_id) + size > self._config.quota_bytes:
+            raise DomainError(Code.QUOTA_EXCEEDED, "That would go over your storage quota; delete something first.")
+
+    async def _limit(self, owner_id: str) -> None:
+        if self._limiter is not None:
+            wait = await self._limiter.hit(f"uploads:{owner_id}", self._uploads_per_minute)
+            if wait > 0:
+                raise RateLimited(wait, "Too many uploads; try again later.")
+
     async def check_declared_size(self, owner_id: str, size: int | None) -> None:
         """Refuse before reading a byte when the declared size cannot fit."""
         if size is None:
@@ -226,6 +250,7 @@ class MediaService:
         purpose: Purpose,
         encrypted: bool,
     ) -> Media:
+        await self._limit(owner_id)
         quota = await self._quota_left(owner_id)
         intake = _Intake(chunks, self, encrypted, quota)
         try:
@@ -244,11 +269,35 @@ class MediaService:
         encrypted: bool,
         upload_id: str | None = None,
     ) -> Media:
+        """The row for stored bytes; if it cannot be written, the bytes are released (never left unnamed)."""
+        try:
+            media = await self._record(owner_id, stored, sniffed, filename, purpose, encrypted, upload_id)
+        except BaseException:
+            try:
+                await asyncio.shield(self._release([stored.key]))
+            except Exception:  # the database is what failed: the orphan sweep of blobs is an operator's job
+                log.warning("could not release blob %s after a failed upload", stored.key, exc_info=True)
+            raise
+        if not await self._blobs.exists(stored.key):
+            # Deduplicated onto a blob that a release job deleted in the same instant: say so.
+            async with self._db.transaction() as tx:
+                await self._media.delete(tx, media.id)
+            raise DomainError(Code.UNAVAILABLE, "The upload met a cleanup of the same content; send it again.")
+        return media
+
+    async def _record(
+        self,
+        owner_id: str,
+        stored: StoredBlob,
+        sniffed: Sniffed,
+        filename: str | None,
+        purpose: Purpose,
+        encrypted: bool,
+        upload_id: str | None,
+    ) -> Media:
         if stored.size == 0:
-            await self._release([stored.key])
             raise DomainError(Code.VALIDATION_FAILED, "The file is empty.", field="file")
         if purpose != "attachment" and (encrypted or sniffed.kind != "image"):
-            await self._release([stored.key])
             raise DomainError(
                 Code.VALIDATION_FAILED, f"A {purpose} is an image uploaded without end-to-end encryption.", field="file"
             )
@@ -271,12 +320,14 @@ class MediaService:
             "updated_at": now,
         }
         async with self._db.transaction() as tx:
+            await self._media.lock_owner(tx, owner_id)  # concurrent uploads of one user: one quota check at a time
             if upload_id is not None:
                 await self._media.delete_upload(tx, upload_id)  # its reservation becomes the file's size
-            if self._config.quota_bytes and await self._media.used_bytes(tx, owner_id) + stored.size > (
-                self._config.quota_bytes
-            ):
-                raise DomainError(Code.QUOTA_EXCEEDED, "That would go over your storage quota; delete something.")
+            await self._check_quota(tx, owner_id, stored.size)
+            twin = await self._media.processed_twin(tx, stored.key) if processable else None
+            if twin is not None:  # the same bytes were processed before: the same results, no new job
+                row.update({column: twin[column] for column in PROCESSED_COLUMNS})
+                processable = False
             await self._media.insert(tx, row)
             if processable:
                 await self._scheduler.enqueue(PROCESS_JOB, media_id.encode(), dedupe_key=f"media:{media_id}", tx=tx)
@@ -291,6 +342,7 @@ class MediaService:
     ) -> UploadSession:
         if size < 1:
             raise DomainError(Code.VALIDATION_FAILED, "size is at least 1 byte.", field="size")
+        await self._limit(owner_id)
         await self.check_declared_size(owner_id, size)
         chunk = self._config.chunk_bytes
         count = math.ceil(size / chunk)
@@ -310,6 +362,8 @@ class MediaService:
             "expires_at": now + self._config.upload_expiry_hours * 3_600_000,
         }
         async with self._db.transaction() as tx:
+            await self._media.lock_owner(tx, owner_id)
+            await self._check_quota(tx, owner_id, size)
             await self._media.insert_upload(tx, upload)
         return UploadSession(upload["id"], size, chunk, count, [], upload["expires_at"])
 
@@ -579,11 +633,14 @@ class MediaService:
     async def _finish(self, row: Row, changes: dict[str, Any]) -> None:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            if not await self._media.set_processed(tx, row["id"], changes, now):
-                return
-            media = media_from_row(await self._media.get(tx, row["id"]))
-            devices = await self._devices.active_ids_of(tx, [row["owner_id"]])
-            deliveries = await self._events.append(tx, "media.processed", devices, encode({"media": media}), now)
+            updated = await self._media.set_processed(tx, row["id"], changes, now)
+            if updated:
+                media = media_from_row(await self._media.get(tx, row["id"]))
+                devices = await self._devices.active_ids_of(tx, [row["owner_id"]])
+                deliveries = await self._events.append(tx, "media.processed", devices, encode({"media": media}), now)
+        if not updated:  # deleted while it was processed: what processing stored has no owner
+            await self._release([changes[c] for c in BLOB_COLUMNS if changes.get(c)])
+            return
         await self._announcer.announce(deliveries)
 
     # -- cleanup -----------------------------------------------------------------------------

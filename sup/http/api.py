@@ -128,9 +128,11 @@ async def read_json(request: web.Request, body_type: type, max_bytes: int) -> An
         raise DomainError(Code.VALIDATION_FAILED, _describe(exc), **_field(exc)) from None
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a string: msgspec lets it through
+        raise _malformed(exc) from None
 
 
-def _malformed(exc: msgspec.DecodeError) -> DomainError:
+def _malformed(exc: Exception) -> DomainError:
     return DomainError(Code.MALFORMED_JSON, f"The body is not valid JSON: {exc}")
 
 

@@ -365,7 +365,7 @@ class UploadStart(Body, kw_only=True):
 
 class SignedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     expires: int | None = None
-    signature: Annotated[str, Meta(max_length=128)] | None = None
+    signature: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")] | None = None
 
 
 class DownloadQuery(SignedQuery, kw_only=True):

@@ -14,11 +14,21 @@ _COLUMNS = (
 )
 # Every column that names a blob: a blob may be deleted only when none of them does.
 BLOB_COLUMNS = ("blob_key", "served_key", "thumb_small_key", "thumb_large_key")
-_PROCESSED = {"status", "failure", "width", "height", "duration_ms", "info", "served_key", "served_mime"} | {
+# What processing fills in: the same bytes always give the same values.
+PROCESSED_COLUMNS = (
+    "status",
+    "failure",
+    "width",
+    "height",
+    "duration_ms",
+    "info",
+    "served_key",
+    "served_mime",
     "thumb_small_key",
     "thumb_large_key",
     "thumb_mime",
-}
+)
+_PROCESSED = set(PROCESSED_COLUMNS)
 
 
 class MediaStore:
@@ -41,6 +51,17 @@ class MediaStore:
             now,
         )
         return changed == 1
+
+    async def lock_owner(self, tx: Queryable, owner_id: str) -> None:
+        """Hold the user's row until commit: one quota check and insert at a time per user."""
+        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", owner_id)
+
+    async def processed_twin(self, db: Queryable, blob_key: str) -> Row | None:
+        """Another unencrypted file of the same bytes whose processing is over."""
+        return await db.fetchrow(
+            f"SELECT {_COLUMNS} FROM media WHERE blob_key = $1 AND NOT encrypted AND status <> 'pending' LIMIT 1",
+            blob_key,
+        )
 
     async def mark_attached(self, tx: Queryable, media_id: str, now: int) -> None:
         await tx.execute("UPDATE media SET attached_at = $2 WHERE id = $1 AND attached_at IS NULL", media_id, now)
@@ -70,8 +91,11 @@ class MediaStore:
         )
 
     async def stuck(self, db: Queryable, created_before: int, limit: int) -> Sequence[Row]:
+        """Pending for long with no job left to finish it (it failed for good, or was lost)."""
         return await db.fetch(
-            "SELECT id, owner_id FROM media WHERE status = 'pending' AND created_at < $1 LIMIT $2",
+            "SELECT id, owner_id FROM media m WHERE status = 'pending' AND created_at < $1"
+            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = 'media:' || m.id"
+            " AND j.state IN ('queued', 'running')) LIMIT $2",
             created_before,
             limit,
         )

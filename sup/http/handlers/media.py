@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sup.domain.media import Download, Media, UploadSession
 from sup.errors import Code, DomainError
@@ -17,7 +18,8 @@ READ_CHUNK = 256 * 1024
 # Multipart framing around the file: boundaries, part headers. A declared length beyond
 # the largest file plus this is refused before a byte is read.
 MULTIPART_SLACK = 64 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only (\d would take any script's), and no more than any file size needs.
+_RANGE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
 
 
 async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -32,6 +34,8 @@ async def _part_chunks(reader: MultipartReader, part: BodyPartReader) -> AsyncIt
         await reader.next()
     except ValueError:
         raise DomainError(Code.INVALID_REQUEST, "The multipart body ends inside the file: it was cut off.") from None
+    except HttpProcessingError as exc:
+        raise DomainError(Code.INVALID_REQUEST, f"Malformed multipart body: {exc.message}") from None
 
 
 async def _file_part(request: web.Request) -> tuple[MultipartReader, BodyPartReader]:
@@ -44,6 +48,8 @@ async def _file_part(request: web.Request) -> tuple[MultipartReader, BodyPartRea
             await part.release()
     except (ValueError, AssertionError, RuntimeError) as exc:
         raise DomainError(Code.INVALID_REQUEST, f"Malformed multipart body: {exc}") from None
+    except HttpProcessingError as exc:  # a part's headers: folded, too long, invalid
+        raise DomainError(Code.INVALID_REQUEST, f"Malformed multipart body: {exc.message}") from None
     raise DomainError(Code.VALIDATION_FAILED, "Send the file as a multipart part named `file`.", field="file")
 
 
@@ -86,7 +92,7 @@ async def upload_status(call: Call) -> UploadSession:
 async def put_chunk(call: Call) -> UploadSession:
     """PUT /api/v1/media/uploads/{upload_id}/chunks/{index}: one chunk, as the raw body; again replaces it."""
     raw_index = call.param("index")
-    if not raw_index.isdigit() or len(raw_index) > 9:
+    if not (raw_index.isascii() and raw_index.isdigit()) or len(raw_index) > 9:
         raise DomainError(Code.VALIDATION_FAILED, "The chunk index is a number from 0.", field="index")
     return await call.services.media.put_chunk(
         call.who.user_id,
