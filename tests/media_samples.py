@@ -76,6 +76,38 @@ def animated_webp(width: int = 120, height: int = 90, frames: int = 3) -> bytes:
     return out.getvalue()
 
 
+def mpo(width: int = 64, height: int = 48, *, orientation: int | None = None) -> bytes:
+    """A JPEG with a second, smaller picture appended (multi-picture format), as Pillow opens as "MPO"."""
+    out = io.BytesIO()
+    second = Image.new("RGB", (width // 2, height // 2), (10, 200, 10))
+    _gradient(width, height).save(
+        out, "MPO", save_all=True, append_images=[second], exif=exif_with_gps(orientation).tobytes()
+    )
+    return out.getvalue()
+
+
+def many_frame_gif(frames: int = 1000, width: int = 400, height: int = 300) -> bytes:
+    """A GIF whose first frame is green and every other frame red: the second frame's blocks repeated."""
+    first = Image.new("RGB", (width, height), (0, 200, 90))
+    other = Image.new("RGB", (width, height), (200, 0, 90))
+    out = io.BytesIO()
+    first.save(out, "GIF", save_all=True, append_images=[other], duration=50, loop=0)
+    data = out.getvalue()
+    # Each frame starts with a graphic control extension; the file ends with the trailer ";".
+    second = data.index(b"\x21\xf9\x04", data.index(b"\x21\xf9\x04") + 3)
+    return data[:second] + data[second:-1] * (frames - 1) + data[-1:]
+
+
+def many_scan_jpeg(scans: int = 1200) -> bytes:
+    """A small progressive JPEG whose first scan is repeated: libjpeg decodes it, with a warning."""
+    out = io.BytesIO()
+    _gradient(64, 48).save(out, "JPEG", progressive=True, quality=80)
+    data = out.getvalue()
+    first = data.index(b"\xff\xda")
+    second = data.index(b"\xff\xda", first + 2)
+    return data[:second] + data[first:second] * (scans - 1) + data[second:]
+
+
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     """A 1-bit PNG of `width` x `height` all-black pixels: about 100 KiB that decodes to gigabytes."""
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import av
 import pytest
-from PIL import Image, ImageFile
+from PIL import GifImagePlugin, Image, ImageFile
 
-from sup.media import MediaError, _av_worker
-from sup.media.av_probe import ProbeResult, _interpret, _run_worker, probe_media
-from sup.media.images import process_image
+from sup.media import MediaError, _av_worker, images
+from sup.media.av_probe import ProbeResult, _interpret, probe_media
+from sup.media.images import process_image, process_image_isolated
+from sup.media.sandbox import Outcome, run_worker
 from sup.media.sniff import is_active_content, sniff
 from tests import media_samples as samples
 
@@ -252,6 +253,132 @@ def test_garbage_is_refused(data: bytes) -> None:
         process_image(data, max_pixels=10_000_000)
 
 
+def test_mpo_is_processed_as_its_first_picture_only() -> None:
+    original = samples.mpo(64, 48, orientation=6)
+    with Image.open(io.BytesIO(original)) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    result = process_image(original, max_pixels=10_000_000)
+    assert (result.width, result.height, result.mime, result.animated) == (48, 64, "image/jpeg", False)
+    assert [(t.width, t.height) for t in result.thumbnails] == [(48, 64)]
+    assert result.sanitized is not None and b"MPF\x00" not in result.sanitized
+    assert not _has_exif(result.sanitized)
+    with Image.open(io.BytesIO(result.sanitized)) as sanitized:
+        assert (sanitized.format, sanitized.size) == ("JPEG", (48, 64))
+        assert getattr(sanitized, "n_frames", 1) == 1
+
+
+def test_a_gif_of_a_thousand_frames_costs_its_first_frame_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = samples.many_frame_gif(1000)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.n_frames == 1000
+    seeked: list[int] = []
+    original_seek = GifImagePlugin.GifImageFile._seek
+
+    def recording_seek(self, frame: int, update_image: bool = True) -> None:
+        seeked.append(frame)
+        original_seek(self, frame, update_image)
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_seek", recording_seek)
+    started = time.monotonic()
+    result = process_image(data, max_pixels=10_000_000)
+    assert time.monotonic() - started < 2
+    assert max(seeked) == 1  # frame 1 is only looked for, to know the GIF is animated
+    assert result.animated and (result.width, result.height) == (400, 300)
+    with Image.open(io.BytesIO(result.thumbnails[0].data)) as thumb:
+        assert thumb.convert("RGB").getpixel((5, 5)) == pytest.approx((0, 200, 90), abs=8)
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = samples.many_scan_jpeg(1200)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("pixels were decoded"))
+    with pytest.raises(MediaError, match=r"the JPEG has 12\d\d scans, over the limit of 1000"):
+        process_image(data, max_pixels=10_000_000)
+    monkeypatch.undo()
+    # libjpeg itself decodes it: the refusal is ours.
+    monkeypatch.setattr(images, "JPEG_MAX_SCANS", 5000)
+    assert process_image(data, max_pixels=10_000_000).width == 64
+
+
+# ---------------------------------------------------------------------------------------------- images in a worker
+
+
+async def test_isolated_processing_gives_the_same_result_as_in_process(tmp_path: Path) -> None:
+    data = samples.jpeg(1600, 1200, orientation=6)
+    expected = process_image(data, max_pixels=10_000_000)
+    result = await process_image_isolated(data, max_pixels=10_000_000)
+    assert result == expected
+    assert (result.width, result.height, result.mime) == (1200, 1600, "image/jpeg")
+    assert [(t.size_name, t.width, t.height) for t in result.thumbnails] == [("320", 240, 320), ("1280", 960, 1280)]
+    assert len(result.placeholder) == 28 and result.sanitized
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    assert await process_image_isolated(path, max_pixels=10_000_000, sizes=(320,)) == process_image(
+        data, max_pixels=10_000_000, sizes=(320,)
+    )
+
+
+async def test_isolated_mpo_and_animated_webp() -> None:
+    mpo = await process_image_isolated(samples.mpo(), max_pixels=10_000_000)
+    assert (mpo.mime, mpo.animated) == ("image/jpeg", False)
+    webp = await process_image_isolated(samples.animated_webp(), max_pixels=10_000_000)
+    assert webp.animated and webp.sanitized is not None and b"EXIF" not in webp.sanitized
+
+
+async def test_isolated_processing_refuses_bombs_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match=r"too large|over the limit"):
+        await process_image_isolated(samples.png_bomb(), max_pixels=50_000_000)
+    data = samples.jpeg(300, 200, gps=False)
+    with pytest.raises(MediaError, match="truncated or corrupt"):
+        await process_image_isolated(data[: len(data) * 2 // 3], max_pixels=10_000_000)
+    with pytest.raises(MediaError, match="empty"):
+        await process_image_isolated(b"", max_pixels=10_000_000)
+    with pytest.raises(MediaError, match="cannot be read"):
+        await process_image_isolated(tmp_path / "missing.jpg", max_pixels=10_000_000)
+    with pytest.raises(MediaError, match="not a regular file"):
+        await process_image_isolated(tmp_path, max_pixels=10_000_000)
+
+
+async def test_isolated_processing_within_too_little_memory_says_so() -> None:
+    # 12 MP decode to 48 MB of pixels, more than is left of 100 MiB after Python and Pillow.
+    with pytest.raises(MediaError, match="memory"):
+        await process_image_isolated(samples.jpeg(4000, 3000, gps=False), max_pixels=50_000_000, memory_limit=100 << 20)
+    assert _worker_children() == []
+
+
+async def test_isolated_processing_timeout_kills_the_worker() -> None:
+    with pytest.raises(MediaError, match=r"^image processing timed out after 0.05 s$"):
+        await process_image_isolated(samples.jpeg(), max_pixels=10_000_000, timeout=0.05)
+    assert _worker_children() == []
+
+
+async def test_cancelling_isolated_processing_kills_the_worker() -> None:
+    task = asyncio.create_task(process_image_isolated(samples.jpeg(), max_pixels=10_000_000))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _worker_children() == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [
+        (Outcome(-signal.SIGKILL, b"", b""), "image processing was killed (memory or CPU limit)"),
+        (Outcome(-signal.SIGSEGV, b"", b""), "image processing crashed (SIGSEGV)"),
+        (Outcome(1, b"", b"Traceback...\nMemoryError\n"), "image processing ran out of memory (memory limit)"),
+        (Outcome(1, b"", b""), "image processing failed (exit status 1)"),
+        (Outcome(0, b"not msgpack", b""), "image processing returned a malformed answer"),
+        (Outcome(0, b"\x81\xa6result\x81\xa5width\xa4wide", b""), "image processing returned a malformed answer"),
+        (Outcome(0, b"\x80", b""), "image processing returned a malformed answer"),
+        (Outcome(None, b"", b"", too_much_output=True), "image processing produced more output than allowed"),
+    ],
+)
+def test_a_misbehaving_image_worker_gives_a_media_error(outcome: Outcome, reason: str) -> None:
+    with pytest.raises(MediaError) as refused:
+        images._interpret(outcome, 30)
+    assert str(refused.value) == reason
+
+
 # ---------------------------------------------------------------------------------------------- audio and video
 
 
@@ -270,7 +397,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _worker_children() -> list[int]:
-    """Live or unreaped children of this process that run the media worker."""
+    """Live or unreaped children of this process that run a media worker."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -282,7 +409,7 @@ def _worker_children() -> list[int]:
                 cmdline = fh.read()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == os.getpid() and b"_av_worker" in cmdline:
+        if ppid == os.getpid() and (b"sup.media._av_worker" in cmdline or b"sup.media._image_worker" in cmdline):
             found.append(int(entry))
     return found
 
@@ -435,7 +562,9 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         "time.sleep(60)\n"
     )
     started = time.monotonic()
-    outcome = await _run_worker([sys.executable, "-c", code], stdin=asyncio.subprocess.DEVNULL, timeout=1.0)
+    outcome = await run_worker(
+        [sys.executable, "-c", code], stdin=asyncio.subprocess.DEVNULL, timeout=1.0, output_limit=100_000
+    )
     assert outcome.timed_out and time.monotonic() - started < 5
     grandchild = int(marker.read_text())
     for _ in range(100):
@@ -479,7 +608,7 @@ async def test_memory_limit_gives_a_failure(media_dir: Path) -> None:
     ],
 )
 async def test_a_misbehaving_worker_never_crashes_the_parent(code: str, reason: str) -> None:
-    outcome = await _run_worker(
+    outcome = await run_worker(
         [sys.executable, "-c", code], stdin=asyncio.subprocess.DEVNULL, timeout=10, output_limit=100_000
     )
     assert _interpret(outcome, 10) == ProbeResult.failed(reason)

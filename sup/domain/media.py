@@ -34,7 +34,7 @@ from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid, uuid7
 from sup.media import MediaError
 from sup.media.av_probe import probe_media
-from sup.media.images import ImageResult, process_image
+from sup.media.images import ImageResult, process_image_isolated
 from sup.media.limits import SNIFF_BYTES
 from sup.media.sniff import OCTET_STREAM, Sniffed, is_active_content, sniff
 from sup.storage.accounts import DeviceStore
@@ -571,8 +571,12 @@ class MediaService:
     async def _process(self, row: Row) -> dict[str, Any]:
         if row["kind"] == "image":
             data = await self._blobs.read_all(row["blob_key"])
-            result = await asyncio.to_thread(
-                process_image, data, max_pixels=self._config.max_image_pixels, sizes=(320, 1280)
+            # Decoded in a limited child process: a tiny file can need gigabytes and seconds of CPU.
+            result = await process_image_isolated(
+                data,
+                max_pixels=self._config.max_image_pixels,
+                sizes=(320, 1280),
+                timeout=self._config.probe_timeout_seconds,
             )
             return {
                 **await self._store_image(result),
@@ -602,7 +606,9 @@ class MediaService:
             info["video_codec"] = probe.video_codec
             changes.update(width=probe.width, height=probe.height)
             if probe.poster:
-                poster = await asyncio.to_thread(process_image, probe.poster, sizes=(320, 1280))
+                poster = await process_image_isolated(
+                    probe.poster, max_pixels=self._config.max_image_pixels, sizes=(320, 1280)
+                )
                 changes.update(await self._store_image(poster, keep_sanitized=False))
                 info["placeholder"] = poster.placeholder
         else:

@@ -18,12 +18,12 @@ import base64
 import io
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any
 
 from sup.media import MediaError
+from sup.media.sandbox import apply_limits, die_with_parent
 from sup.media.sniff import id3_size, sniff
 
 # Sniffed type → the one demuxer allowed to read it.
@@ -57,31 +57,6 @@ _WAVEFORM_RATE = 8000
 # Peaks kept per second of audio before they are folded into the requested number of points.
 _PEAKS_PER_SECOND = 100
 _MAX_BAD_PACKETS = 64
-
-
-def apply_limits(*, memory: int, cpu_seconds: int, max_files: int, max_write: int) -> None:
-    """Limits for this process: address space, CPU time, open files, file writes, no core dumps."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    # The soft limit sends SIGXCPU, the hard one a SIGKILL a second later.
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    # Python ignores SIGXFSZ, so an oversized write fails with EFBIG instead of killing us.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_write, max_write))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill us if the server dies, so no worker outlives it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig, sigkill = 1, 9
-        libc.prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        sys.exit(1)
 
 
 def choose_demuxer(fd: int) -> str:
@@ -350,7 +325,7 @@ def main(argv: list[str]) -> int:
         max_files=params["max_files"],
         max_write=params["max_write"],
     )
-    _die_with_parent(params["parent"])
+    die_with_parent(params["parent"])
     try:
         result = run(params)
     except MediaError as exc:

@@ -8,19 +8,14 @@ timeout passes, and turns every way the child can fail into a `ProbeResult` with
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import math
 import os
-import signal
 import stat
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from sup.media.limits import (
@@ -35,13 +30,11 @@ from sup.media.limits import (
     PROBE_TIMEOUT,
     WAVEFORM_POINTS,
 )
+from sup.media.sandbox import Outcome, failure_reason, ran_out_of_memory, run_worker, worker_argv
 
 log = logging.getLogger(__name__)
 
 _WORKER_MODULE = "sup.media._av_worker"
-# The package root, so the child imports this same `sup` whatever its working directory.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_STDERR_TAIL = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +70,6 @@ class ProbeResult:
     @classmethod
     def failed(cls, reason: str) -> ProbeResult:
         return cls(ok=False, reason=reason)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    returncode: int | None
-    stdout: bytes
-    stderr_tail: bytes
-    timed_out: bool = False
-    too_much_output: bool = False
-
-
-class _TooMuchOutput(Exception):
-    pass
 
 
 async def probe_media(
@@ -135,105 +115,28 @@ async def probe_media(
             "decode_budget": timeout / 2,
             "parent": os.getpid(),
         }
-        argv = [sys.executable, "-B", "-s", "-P", "-m", _WORKER_MODULE, json.dumps(params)]
-        outcome = await _run_worker(argv, stdin=fd, timeout=timeout)
+        outcome = await run_worker(
+            worker_argv(_WORKER_MODULE, json.dumps(params)), stdin=fd, timeout=timeout, output_limit=PROBE_MAX_OUTPUT
+        )
     finally:
         os.close(fd)
     return _interpret(outcome, timeout)
 
 
-async def _run_worker(
-    argv: list[str],
-    *,
-    stdin: int,
-    timeout: float,  # noqa: ASYNC109
-    output_limit: int = PROBE_MAX_OUTPUT,
-) -> _Outcome:
-    """Run a child in its own process group; kill the group on timeout, overflow or cancellation."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=stdin,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_worker_env(),
-        cwd="/",
-        start_new_session=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await asyncio.gather(
-                _read_capped(proc.stdout, output_limit), _read_tail(proc.stderr, _STDERR_TAIL)
-            )
-            await proc.wait()
-    except TimeoutError:
-        return _Outcome(None, b"", b"", timed_out=True)
-    except _TooMuchOutput:
-        return _Outcome(None, b"", b"", too_much_output=True)
-    finally:
-        if proc.returncode is None:
-            # Not yet reaped, so the group id cannot have been reused by another process.
-            _kill_group(proc)
-            await proc.wait()
-    return _Outcome(proc.returncode, stdout, stderr)
-
-
-def _worker_env() -> dict[str, str]:
-    env = {"PYTHONPATH": _PACKAGE_ROOT, "PYTHONDONTWRITEBYTECODE": "1", "PATH": os.defpath, "LC_ALL": "C"}
-    if "LD_LIBRARY_PATH" in os.environ:
-        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
-    return env
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-
-
-async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
-    data = bytearray()
-    while chunk := await stream.read(65536):
-        data += chunk
-        if len(data) > limit:
-            raise _TooMuchOutput
-    return bytes(data)
-
-
-async def _read_tail(stream: asyncio.StreamReader, keep: int) -> bytes:
-    tail = b""
-    while chunk := await stream.read(65536):
-        tail = (tail + chunk)[-keep:]
-    return tail
-
-
-def _interpret(outcome: _Outcome, timeout: float) -> ProbeResult:
-    if outcome.timed_out:
-        return ProbeResult.failed(f"media probe timed out after {timeout:g} s")
-    if outcome.too_much_output:
-        return ProbeResult.failed("media probe produced more output than allowed")
+def _interpret(outcome: Outcome, timeout: float) -> ProbeResult:
+    reason = failure_reason(outcome, "media probe", timeout)
+    if reason is not None:
+        if outcome.returncode is not None:
+            log.warning("%s: %r", reason, outcome.stderr_tail[-512:])
+        return ProbeResult.failed(reason)
     code = outcome.returncode
-    if code is not None and code < 0:
-        sig = -code
-        log.warning("media probe died from signal %s: %r", sig, outcome.stderr_tail[-512:])
-        if sig == signal.SIGXCPU:
-            return ProbeResult.failed("media probe was killed (CPU time limit)")
-        if sig == signal.SIGKILL:
-            return ProbeResult.failed("media probe was killed (memory or CPU limit)")
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return ProbeResult.failed(f"media probe crashed ({name})")
     try:
         answer = json.loads(outcome.stdout)
         if not isinstance(answer, dict):
             raise ValueError("not an object")
     except ValueError:
         log.warning("media probe exited with %s without an answer: %r", code, outcome.stderr_tail[-512:])
-        if b"MemoryError" in outcome.stderr_tail or b"Cannot allocate memory" in outcome.stderr_tail:
+        if ran_out_of_memory(outcome):
             return ProbeResult.failed("media probe ran out of memory (memory limit)")
         return ProbeResult.failed(f"media probe failed (exit status {code})")
     try:

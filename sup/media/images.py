@@ -1,23 +1,43 @@
 """Images: orient, strip metadata, thumbnail and blurhash, refusing bombs and broken files.
 
-Everything here is synchronous and CPU-bound; callers run it in a thread or process pool.
-Output is built fully in memory and returned only when every step succeeded, so a broken
-file never leaves half a set of thumbnails behind.
+`process_image` is synchronous and CPU-bound, and decoding a small hostile file can take
+seconds and most of a gigabyte; the server calls `process_image_isolated`, which runs it in a
+resource-limited child (`sup.media._image_worker`) it can kill. Output is built fully in memory
+and returned only when every step succeeded, so a broken file never leaves half a set of
+thumbnails behind.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
+import math
 import os
+import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+# Imported to register them, so that Image.open finds every format in _MIMES and never imports
+# all ~40 plugins, which took a third of an image worker's start-up time.
+from PIL import GifImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401  # isort: skip
+
 from sup.media import MediaError, blurhash
-from sup.media.limits import MAX_IMAGE_PIXELS, THUMBNAIL_SIZES
+from sup.media.limits import (
+    IMAGE_MAX_FILE_WRITE,
+    IMAGE_MAX_OPEN_FILES,
+    IMAGE_MEMORY_LIMIT,
+    IMAGE_TIMEOUT,
+    JPEG_MAX_SCANS,
+    MAX_IMAGE_PIXELS,
+    THUMBNAIL_SIZES,
+    MiB,
+)
+from sup.media.sandbox import Outcome, failure_reason, ran_out_of_memory, run_worker, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +46,7 @@ log = logging.getLogger(__name__)
 _MIMES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 if features.check("avif"):
     _MIMES["AVIF"] = "image/avif"
+    from PIL import AvifImagePlugin  # noqa: F401
 
 # Formats re-encoded without metadata; GIF carries no EXIF, and AVIF re-encoding is too slow here.
 _SANITIZED = ("JPEG", "PNG", "WEBP")
@@ -55,6 +76,97 @@ class ImageResult:
     thumbnails: list[Thumb]
     placeholder: str
     sanitized: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAnswer:
+    """What `sup.media._image_worker` writes to stdout, as msgpack: a result, or why there is none."""
+
+    result: ImageResult | None = None
+    error: str | None = None
+
+
+_WORKER_MODULE = "sup.media._image_worker"
+_ANSWER_DECODER = msgspec.msgpack.Decoder(WorkerAnswer)
+
+
+async def process_image_isolated(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    max_pixels: int,
+    sizes: Sequence[int] = THUMBNAIL_SIZES,
+    timeout: float = IMAGE_TIMEOUT,  # noqa: ASYNC109 (bounds a child process, not this coroutine)
+    memory_limit: int = IMAGE_MEMORY_LIMIT,
+) -> ImageResult:
+    """`process_image` in a child process limited in memory, CPU time and wall-clock time.
+
+    The image reaches the child on its stdin (a file is passed as the descriptor itself, bytes
+    through a pipe). Raises `MediaError` for a bad image, as `process_image` does, and also when
+    the child times out, runs out of memory or dies.
+    """
+    params = {
+        "max_pixels": max_pixels,
+        "sizes": list(sizes),
+        "memory_limit": memory_limit,
+        # A backstop for a child the parent can no longer kill; the wall clock normally wins.
+        "cpu_seconds": max(1, math.ceil(timeout)) + 1,
+        "max_files": IMAGE_MAX_OPEN_FILES,
+        "max_write": IMAGE_MAX_FILE_WRITE,
+        "parent": os.getpid(),
+    }
+    argv = worker_argv(_WORKER_MODULE, json.dumps(params))
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if not data:
+            raise MediaError("the image file is empty")
+        outcome = await run_worker(argv, stdin=data, timeout=timeout, output_limit=_output_limit(len(data), max_pixels))
+    else:
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise MediaError(f"the image file cannot be read ({exc.strerror})") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise MediaError("the image is not a regular file")
+            if info.st_size == 0:
+                raise MediaError("the image file is empty")
+            outcome = await run_worker(
+                argv, stdin=fd, timeout=timeout, output_limit=_output_limit(info.st_size, max_pixels)
+            )
+        finally:
+            os.close(fd)
+    return _interpret(outcome, timeout)
+
+
+def _output_limit(input_size: int, max_pixels: int) -> int:
+    # A re-encoded copy needs at most about 4 bytes a pixel (RGBA PNG or lossless WebP of noise);
+    # an animated WebP comes back as the input minus its metadata; thumbnails are a few MB.
+    return input_size + 5 * max_pixels + 16 * MiB
+
+
+def _interpret(outcome: Outcome, timeout: float) -> ImageResult:
+    reason = failure_reason(outcome, "image processing", timeout)
+    if reason is not None:
+        if outcome.returncode is not None:
+            log.warning("%s: %r", reason, outcome.stderr_tail[-512:])
+        raise MediaError(reason)
+    try:
+        answer = _ANSWER_DECODER.decode(outcome.stdout)
+    except msgspec.DecodeError:
+        log.warning(
+            "image processing exited with %s without an answer: %r", outcome.returncode, outcome.stderr_tail[-512:]
+        )
+        if ran_out_of_memory(outcome):
+            raise MediaError("image processing ran out of memory (memory limit)") from None
+        if not outcome.stdout:
+            raise MediaError(f"image processing failed (exit status {outcome.returncode})") from None
+        raise MediaError("image processing returned a malformed answer") from None
+    if answer.error is not None:
+        raise MediaError(answer.error)
+    if answer.result is None:
+        raise MediaError("image processing returned a malformed answer")
+    return answer.result
 
 
 def process_image(
@@ -87,7 +199,7 @@ def process_image(
     except UnidentifiedImageError:
         raise MediaError(f"not a supported image (expected one of {', '.join(_MIMES)})") from None
     except MemoryError:
-        raise MediaError("the image needs too much memory to decode") from None
+        raise MediaError("the image needs too much memory to process (memory limit)") from None
     except Exception as exc:
         # Pillow reports damage as OSError, SyntaxError, EOFError, ValueError, struct.error...
         raise MediaError(f"the image is truncated or corrupt ({type(exc).__name__}: {exc})") from None
@@ -104,7 +216,15 @@ def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
                 f"the image is {width}x{height} ({width * height} pixels), over the limit of {max_pixels} pixels"
             )
         fmt = im.format or ""
-        animated = bool(getattr(im, "is_animated", False))
+        if fmt == "MPO":
+            # A JPEG with more pictures appended (a stereo pair, an Ultra HDR gain map): the first
+            # picture is the photo, and only it is decoded and re-encoded, as a plain JPEG.
+            fmt, animated = "JPEG", False
+        else:
+            # GIF and WebP decode the first frame only, whatever the frame count.
+            animated = bool(getattr(im, "is_animated", False))
+        if fmt == "JPEG":
+            _check_scans(data)
         icc = im.info.get("icc_profile")
         transparency = im.info.get("transparency")
         im.load()
@@ -131,6 +251,16 @@ def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
         placeholder=placeholder,
         sanitized=sanitized,
     )
+
+
+def _check_scans(data: bytes) -> None:
+    # Each progressive scan makes libjpeg walk every block of the image again, and an AC scan of a
+    # large image can be a few bytes (one end-of-band run): the scan count, not the file size,
+    # bounds the work. Entropy-coded data escapes 0xFF, so counting SOS markers is exact but for
+    # stray bytes inside metadata segments.
+    scans = data.count(b"\xff\xda")
+    if scans > JPEG_MAX_SCANS:
+        raise MediaError(f"the JPEG has {scans} scans, over the limit of {JPEG_MAX_SCANS}")
 
 
 def _orient_in_place(im: Image.Image) -> Image.Image:
@@ -176,7 +306,7 @@ def _thumbnails(display: Image.Image, sizes: Sequence[int], icc: bytes | None) -
         params: dict[str, object] = {"quality": _THUMB_QUALITY}
         if icc:
             params["icc_profile"] = icc
-        current.save(out, "WEBP", **params)
+        _save(current, out, "WEBP", params)
         thumbs.append(Thumb(str(size), dims[0], dims[1], "image/webp", out.getvalue()))
     thumbs.reverse()
     return thumbs, current
@@ -213,8 +343,18 @@ def _reencode(im: Image.Image, fmt: str, icc: bytes | None, transparency: object
     else:
         params["quality"] = _SANITIZED_QUALITY
     out = io.BytesIO()
-    im.save(out, fmt, **params)
+    _save(im, out, fmt, params)
     return out.getvalue()
+
+
+def _save(im: Image.Image, out: io.BytesIO, fmt: str, params: dict[str, object]) -> None:
+    try:
+        im.save(out, fmt, **params)
+    except ValueError as exc:
+        # libwebp's VP8_ENC_ERROR_OUT_OF_MEMORY and VP8_ENC_ERROR_BITSTREAM_OUT_OF_MEMORY.
+        if fmt == "WEBP" and str(exc) in ("encoding error 1", "encoding error 2"):
+            raise MemoryError from None
+        raise
 
 
 def _webp_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:

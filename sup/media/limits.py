@@ -25,3 +25,12 @@ PROBE_MAX_FILE_WRITE = 0
 PROBE_MAX_OUTPUT = 16 * MiB
 # Packets read while looking for a first decodable video frame before giving up.
 POSTER_MAX_PACKETS = 600
+
+# Image decoding runs in a worker like the probe: a 49 MP WebP of 87 KB peaks near 900 MB.
+IMAGE_TIMEOUT = 30.0
+IMAGE_MEMORY_LIMIT = 1024 * MiB
+# The worker reads the image from stdin and writes its answer to stdout: no files at all.
+IMAGE_MAX_OPEN_FILES = 16
+IMAGE_MAX_FILE_WRITE = 0
+# libjpeg's default progression has 10 scans; thousands only serve to make decoding slow.
+JPEG_MAX_SCANS = 1000
