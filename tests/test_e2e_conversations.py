@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sup.client.client import Client, ReceivedMessage, SafetyNumberChanged, Undecryptable
+from sup.client.client import Client, NewDevice, ReceivedMessage, SafetyNumberChanged, Undecryptable
 from sup.client.crypto import CryptoError, DeviceCrypto
 from sup.client.socket import SupSocket
 from sup.client.store import ClientStore
@@ -57,11 +57,11 @@ async def people(server: Server, tmp_path):
 
 
 async def receive(client: Client, count: int, within: float = 15) -> list[ReceivedMessage | Undecryptable]:
-    """The next `count` messages (decrypted or not) of one client; safety-number notices are skipped."""
+    """The next `count` messages (decrypted or not) of one client; safety-number and new-device notices are skipped."""
     found: list[Any] = []
     while len(found) < count:
         item = await client.next_message(within)
-        if not isinstance(item, SafetyNumberChanged):
+        if not isinstance(item, SafetyNumberChanged | NewDevice):
             found.append(item)
     return found
 

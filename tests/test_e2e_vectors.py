@@ -48,4 +48,19 @@ def test_group_message_vector_signature_verifies() -> None:
     key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(out["signing_key"]))
     for message in out["messages"]:
         raw = bytes.fromhex(message["group_message"])
-        key.verify(raw[-64:], raw[:-64])
+        # The signature covers the (unsent) context first: chat id and sender address.
+        key.verify(raw[-64:], bytes.fromhex(out["context"]) + raw[:-64])
+
+
+def test_first_message_vector_authenticates_both_addresses() -> None:
+    document = _load("first_message")
+    i, out = document["inputs"], document["outputs"]
+
+    def lp(text: str) -> bytes:
+        return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+    appendix = lp(i["alice_user_id"]) + lp(i["alice_device_id"]) + lp(i["bob_user_id"]) + lp(i["bob_device_id"])
+    ad = bytes.fromhex(out["aead_associated_data"])
+    assert ad[66:-41] == appendix
+    assert ad[-41] == document["version"] == 2
+    assert bytes.fromhex(out["envelope"])[0] == 2

@@ -12,8 +12,10 @@ from typing import Any
 
 _EXPORTS = {
     "Attachment": "sup.client.client",
+    "BadDeviceKeys": "sup.client.client",
     "Client": "sup.client.client",
     "ClientError": "sup.client.client",
+    "NewDevice": "sup.client.client",
     "ReceivedMessage": "sup.client.client",
     "SafetyNumberChanged": "sup.client.client",
     "Undecryptable": "sup.client.client",
@@ -25,6 +27,7 @@ _EXPORTS = {
     "SocketClosed": "sup.client.socket",
     "SupSocket": "sup.client.socket",
     "ClientStore": "sup.client.store",
+    "StoreInUse": "sup.client.store",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,7 @@
     client = await Client.register("https://sup.example", "alice.db", "alice", "correct horse battery")
     chat = await client.direct_chat_with("bob")
     await client.send_text(chat["id"], "hello")
-    async for item in client.messages():      # ReceivedMessage | Undecryptable | SafetyNumberChanged
+    async for item in client.messages():      # ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice
         print(item)
 
 What it does for you:
@@ -23,6 +23,10 @@ What it does for you:
   the event cursor are committed to the store together, and only then is the cursor acked,
   so a crash never loses a ratchet step nor acknowledges a message it did not keep. A group
   message whose sender key has not arrived waits (in the store) for its `sender_key` event.
+- Not trusting the server: a chat seen once as encrypted (and every direct chat) stays encrypted
+  whatever the server later says; a plaintext body or a keyless file there is `Undecryptable`. Every
+  device of a user met after the first contact is shown (`NewDevice`) before anything is encrypted to
+  it, and the safety number covers every device key recorded here, not only the directory's list.
 
 The plaintext inside every ciphertext is the envelope (UTF-8 JSON, see `encode_envelope`):
 
@@ -49,6 +53,7 @@ import msgspec
 
 from sup.client.crypto import (
     AttachmentKey,
+    BadBundle,
     Bundle,
     CryptoError,
     DecryptError,
@@ -64,7 +69,7 @@ from sup.client.crypto import (
 )
 from sup.client.http import ApiError, Session, SupHttp, b64d, b64e, decode_message
 from sup.client.socket import SocketClosed, SupSocket
-from sup.client.store import Batch, ClientStore
+from sup.client.store import Batch, ClientStore, StoreInUse
 
 log = logging.getLogger("sup.client")
 
@@ -78,6 +83,23 @@ _GROUP_MESSAGE = 4  # second byte of a sender-key ciphertext (sup.client.crypto.
 
 class ClientError(Exception):
     """The client cannot do what was asked (no such user, a store without a device, ...)."""
+
+
+class BadDeviceKeys(ClientError):
+    """A recipient device published keys that cannot be used; nothing was sent.
+
+    The server takes a message only when it names every device of the chat, so a send cannot skip one:
+    the device's owner must log it out (or it must publish valid keys) before the chat works again.
+    """
+
+    def __init__(self, user_id: str, device_id: str, reason: str) -> None:
+        super().__init__(
+            f"device {device_id} of user {user_id} published unusable keys ({reason}); nothing was sent, "
+            "because the server requires a ciphertext for every device in the chat"
+        )
+        self.user_id = user_id
+        self.device_id = device_id
+        self.reason = reason
 
 
 class _DeviceGone(Exception):
@@ -163,13 +185,31 @@ class Undecryptable:
 
 @dataclass(frozen=True)
 class SafetyNumberChanged:
-    """A device of `user_id` now has another identity key (reinstalled, or someone in the middle)."""
+    """A device of `user_id` now has another identity key (reinstalled, or someone in the middle).
+
+    `trusted` is False with `accept_identity_changes=False`: messages from that device are held until
+    `trust_identity(user_id, device_id, identity_key)` (or dropped by `reject_identity`).
+    """
 
     user_id: str
     device_id: str
+    identity_key: bytes = b""
+    trusted: bool = True
 
 
-Item = ReceivedMessage | Undecryptable | SafetyNumberChanged
+@dataclass(frozen=True)
+class NewDevice:
+    """A device of `user_id` this device had not met before (a new login, or one the server added).
+
+    Yielded before anything is encrypted to it; the safety number with that user changes with it.
+    """
+
+    user_id: str
+    device_id: str
+    identity_key: bytes
+
+
+Item = ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice
 
 
 class _Stop:
@@ -215,6 +255,11 @@ def decode_envelope(plaintext: bytes, chat_id: str) -> dict[str, Any]:
     return envelope
 
 
+def is_encrypted(chat: dict[str, Any]) -> bool:
+    """Whether a chat is end-to-end encrypted here: every direct chat is, whatever the server says."""
+    return bool(chat.get("encrypted")) or chat.get("type") == "direct"
+
+
 # -- the client ----------------------------------------------------------------------------------
 
 
@@ -228,6 +273,7 @@ class _Work:
     # group messages set aside in this batch, not yet in the store: (chat, user, device) -> frames
     pending: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     after_commit: list[Callable[[], Any]] = field(default_factory=list)
+    shown: set[str] = field(default_factory=set)  # message ids delivered or reported in this batch
 
 
 class Client:
@@ -251,6 +297,9 @@ class Client:
         self._chats: dict[str, dict[str, Any]] = {}
         self._members: dict[str, list[str]] = {}
         self._devices: dict[str, dict[str, bytes]] = {}  # user id -> device id -> identity key
+        # The devices met (a cache of the store's `devices`); checked and updated without an await between.
+        self._known: dict[str, dict[str, bytes]] = {}
+        self._untrusted_shown: set[tuple[str, str, bytes]] = set()
         self._inbox: asyncio.Queue[Item | _Stop] = asyncio.Queue()
         self._socket: SupSocket | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -314,12 +363,12 @@ class Client:
     @classmethod
     async def open(cls, store_path: str, *, session: aiohttp.ClientSession | None = None) -> Client:
         """The device saved in `store_path`, as it was (tokens, keys, cursor)."""
-        store = await ClientStore.open(store_path)
+        store = await _open_store(store_path)
         try:
             if not (store.server_url and store.device_id and store.crypto and store.tokens):
                 raise ClientError(f"{store_path} holds no logged-in device: register or log in first")
             http = SupHttp(store.server_url, session=session, tokens=store.tokens, on_tokens=store.set_tokens)
-            client = cls(store, http, DeviceCrypto.from_bytes(store.crypto))
+            client = cls(store, http, _load_crypto(store))
         except BaseException:
             await store.close()
             raise
@@ -335,7 +384,7 @@ class Client:
     async def _fresh(
         cls, base_url: str, store_path: str, session: aiohttp.ClientSession | None
     ) -> tuple[ClientStore, SupHttp]:
-        store = await ClientStore.open(store_path)
+        store = await _open_store(store_path)
         if store.device_id:
             await store.close()
             raise ClientError(f"{store_path} already holds a device: use Client.open")
@@ -343,7 +392,7 @@ class Client:
 
     @classmethod
     async def _first_login(cls, store: ClientStore, http: SupHttp, base_url: str, answer: Session) -> Client:
-        crypto = DeviceCrypto.create()
+        crypto = DeviceCrypto.create(answer.user_id, answer.device_id)
         async with store.batch() as batch:
             batch.set(
                 server_url=base_url.rstrip("/"),
@@ -355,7 +404,21 @@ class Client:
             )
         client = cls(store, http, crypto)
         await client._publish_keys()
+        await client._meet_own_devices(crypto.identity_key)
         return client
+
+    async def _meet_own_devices(self, identity_key: bytes) -> None:
+        """First contact with my own account: its devices now are known, any later one is a NewDevice."""
+        try:
+            listed = await self.http.user_keys(self.user_id)
+        except ApiError as error:
+            log.warning("could not list my own devices: %s", error)
+            listed = []
+        async with self.store.batch() as batch:
+            batch.record_device(self.user_id, self.device_id, identity_key)
+            for record in listed:
+                batch.record_device(self.user_id, record["device_id"], record["identity_key"])
+        self._known.pop(self.user_id, None)
 
     async def _publish_keys(self) -> None:
         """Publish this device's keys, once. The private keys are stored before the public ones leave."""
@@ -430,7 +493,7 @@ class Client:
         self._listeners.append(listener)
 
     async def messages(self) -> AsyncIterator[Item]:
-        """Messages as they arrive (one consumer): ReceivedMessage, Undecryptable, SafetyNumberChanged."""
+        """Messages as they arrive (one consumer): ReceivedMessage, Undecryptable, SafetyNumberChanged, NewDevice."""
         await self.start()
         while True:
             item = await self._inbox.get()
@@ -468,16 +531,14 @@ class Client:
     async def direct_chat(self, user_id: str) -> dict[str, Any]:
         """The (end-to-end encrypted) direct chat with a user, created if needed."""
         chat = await self.http.create_direct(user_id)
-        await self._remember_chat(chat)
-        return chat
+        return await self._remember_chat(chat)
 
     async def direct_chat_with(self, username: str) -> dict[str, Any]:
         return await self.direct_chat((await self.http.user_by_username(username))["id"])
 
     async def create_group(self, title: str, member_ids: Iterable[str] = (), *, encrypted: bool = True) -> dict:
         chat = await self.http.create_group(title, member_ids, encrypted=encrypted)
-        await self._remember_chat(chat)
-        return chat
+        return await self._remember_chat(chat)
 
     async def add_members(self, chat_id: str, user_ids: Iterable[str]) -> list[str]:
         added = await self.http.add_members(chat_id, user_ids)
@@ -493,7 +554,7 @@ class Client:
 
     async def chats(self) -> list[dict[str, Any]]:
         """My chats, from the server (and remembered locally)."""
-        found = [chat async for chat in self.http.chats()]
+        found = [await self._pin(chat) async for chat in self.http.chats()]
         async with self.store.batch() as batch:
             for chat in found:
                 self._chats[chat["id"]] = chat
@@ -504,14 +565,30 @@ class Client:
         """A chat's info: memory, then the store, then the server."""
         chat = self._chats.get(chat_id) or await self.store.chat(chat_id)
         if chat is None:
-            chat = await self.http.chat(chat_id)
+            chat = await self._pin(await self.http.chat(chat_id))
             await self.store.put_chat(chat)
         self._chats[chat_id] = chat
         return chat
 
-    async def _remember_chat(self, chat: dict[str, Any]) -> None:
+    async def _remember_chat(self, chat: dict[str, Any]) -> dict[str, Any]:
+        chat = await self._pin(chat)
         self._chats[chat["id"]] = chat
         await self.store.put_chat(chat)
+        return chat
+
+    async def _pin(self, chat: dict[str, Any]) -> dict[str, Any]:
+        """The chat as the server describes it, except that encryption is never turned off.
+
+        A direct chat is always encrypted, and a chat seen encrypted once stays so: otherwise a server
+        could announce `encrypted: false` and receive the next message in plaintext.
+        """
+        known = self._chats.get(chat["id"]) or await self.store.chat(chat["id"])
+        if is_encrypted(chat) and chat.get("encrypted"):
+            return chat
+        if is_encrypted(chat) or (known is not None and is_encrypted(known)):
+            log.warning("the server says chat %s is not end-to-end encrypted: ignored, it stays encrypted", chat["id"])
+            return {**chat, "encrypted": True}
+        return chat
 
     async def local_history(self, chat_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """Messages this device sent or decrypted in a chat, oldest first (the server cannot decrypt them)."""
@@ -538,10 +615,55 @@ class Client:
         listed = await asyncio.gather(*(self._user_devices(u) for u in sorted(users)))
         out: dict[str, tuple[str, bytes]] = {}
         for user_id, devices in zip(sorted(users), listed, strict=True):
+            await self._meet_devices(user_id, devices)  # shown before anything is encrypted to a new one
             for device_id, identity_key in devices.items():
                 if device_id != self.device_id:
                     out[device_id] = (user_id, identity_key)
         return out
+
+    async def _known_devices(self, user_id: str) -> dict[str, bytes]:
+        """The devices of a user this device has met (device id -> identity key); empty before first contact."""
+        known = self._known.get(user_id)
+        if known is None:
+            loaded = await self.store.known_devices(user_id)
+            known = self._known.setdefault(user_id, loaded)  # a concurrent caller may have loaded it first
+        return known
+
+    async def _meet_devices(
+        self, user_id: str, devices: dict[str, bytes], work: _Work | None = None
+    ) -> list[NewDevice]:
+        """Record devices of a user not met before; after the first contact each one is a NewDevice.
+
+        The first contact with a user trusts the devices listed then (as the first identity key of a device
+        is trusted). With `work` the records and notices join that batch; else they are stored and shown now.
+        """
+        known = await self._known_devices(user_id)
+        first_contact = not known
+        fresh = {d: k for d, k in devices.items() if d not in known and d != self.device_id}
+        if not fresh:
+            return []
+        known.update(fresh)  # no await since the check: one notice per device, however many callers
+        notices = [] if first_contact else [NewDevice(user_id, d, k) for d, k in sorted(fresh.items())]
+        for notice in notices:
+            log.warning("user %s has a device not seen before: %s", user_id, notice.device_id)
+        if work is not None:
+            for device_id, key in fresh.items():
+                work.batch.record_device(user_id, device_id, key)
+            work.items.extend(notices)
+            return notices
+        async with self.store.batch() as batch:
+            for device_id, key in fresh.items():
+                batch.record_device(user_id, device_id, key)
+        for notice in notices:
+            self._inbox.put_nowait(notice)
+        return notices
+
+    async def _check_new_devices(self, user_id: str) -> None:
+        """After `keys.changed` (added) for a user already met: show the new device now, not at the next send."""
+        if not await self._known_devices(user_id):
+            return
+        self._devices.pop(user_id, None)
+        await self._meet_devices(user_id, await self._user_devices(user_id))
 
     def _forget_devices(self, user_ids: Iterable[str] | None = None) -> None:
         if user_ids is None:
@@ -578,7 +700,7 @@ class Client:
         media_id = attachments[0].media_id if attachments else None
         kind = "media" if attachments else "text"
         chat = await self.chat(chat_id)
-        if not chat["encrypted"]:
+        if not is_encrypted(chat):
             if data is not None or any(a.encrypted for a in attachments):
                 raise ClientError("plaintext chats take text and plaintext files only")
             sent = await self.http.send_message(
@@ -621,7 +743,7 @@ class Client:
     async def edit_text(self, chat_id: str, message_id: str, text: str) -> dict[str, Any]:
         """Replace the text of one of my messages (re-encrypted for the chat's current devices)."""
         chat = await self.chat(chat_id)
-        if not chat["encrypted"]:
+        if not is_encrypted(chat):
             return await self.http.edit_message(message_id, body=text)
         plaintext = encode_envelope(chat_id, text=text)
 
@@ -644,7 +766,7 @@ class Client:
         blob (without its name), and its key, digest, name and type travel inside the encrypted message;
         in a plaintext chat (a channel) it is uploaded as it is and the server processes it."""
         chat = await self.chat(chat_id)
-        if chat["encrypted"]:
+        if is_encrypted(chat):
             blob, key = await asyncio.to_thread(encrypt_attachment, data)
             media = await self.http.upload_media(blob, encrypted=True)
             attachment = Attachment(media["id"], key.key, key.digest, key.size, mime, name)
@@ -665,6 +787,8 @@ class Client:
         return await asyncio.to_thread(decrypt_attachment, blob, key)
 
     async def _encrypted(self, chat: dict[str, Any], plaintext: bytes, deliver: Callable[..., Any]) -> dict[str, Any]:
+        if not is_encrypted(chat):  # the one way out for a plaintext body is the branch above; never here
+            raise ClientError(f"chat {chat['id']} is not end-to-end encrypted")
         if chat["type"] == "group":
             return await self._send_group(chat["id"], plaintext, deliver)
         return await self._send_pairwise(chat["id"], plaintext, deliver)
@@ -702,7 +826,7 @@ class Client:
         recorded = self.crypto.peer_identity(user_id, device_id)
         if recorded is not None and recorded != identity_key:
             # The directory lists a new identity for this device: its old sessions are useless.
-            self._identity_changed(user_id, device_id, identity_key)
+            await self._identity_changed(user_id, device_id, identity_key)
         bundle = None
         if not self.crypto.has_session(user_id, device_id):
             try:
@@ -713,22 +837,52 @@ class Client:
                 raise
             bundle = _bundle(found)
         try:
-            return await self.crypto.encrypt(user_id, device_id, plaintext, bundle)
-        except UntrustedIdentity as error:
-            self._identity_changed(user_id, device_id, error.identity_key)
-            return await self.crypto.encrypt(user_id, device_id, plaintext, bundle)
+            try:
+                return await self.crypto.encrypt(user_id, device_id, plaintext, bundle)
+            except UntrustedIdentity as error:
+                await self._identity_changed(user_id, device_id, error.identity_key)
+                return await self.crypto.encrypt(user_id, device_id, plaintext, bundle)
+        except BadBundle as error:
+            # Skipping the device is no way out: the server refuses a send that does not name it.
+            log.warning("device %s of %s has an unusable prekey bundle: %s", device_id, user_id, error)
+            raise BadDeviceKeys(user_id, device_id, str(error)) from error
 
-    def _identity_changed(self, user_id: str, device_id: str, identity_key: bytes) -> None:
+    async def _identity_changed(self, user_id: str, device_id: str, identity_key: bytes) -> None:
         if not self.accept_identity_changes:
             raise UntrustedIdentity(user_id, device_id, identity_key)
         self.crypto.forget_session(user_id, device_id)
         self.crypto.accept_identity(user_id, device_id, identity_key)
-        self._inbox.put_nowait(SafetyNumberChanged(user_id, device_id))
+        (await self._known_devices(user_id))[device_id] = identity_key
+        async with self.store.batch() as batch:
+            batch.record_device(user_id, device_id, identity_key)
+        self._inbox.put_nowait(SafetyNumberChanged(user_id, device_id, identity_key))
 
-    def trust_identity(self, user_id: str, device_id: str, identity_key: bytes) -> None:
-        """Accept a changed identity key (after comparing safety numbers)."""
-        self.crypto.forget_session(user_id, device_id)
-        self.crypto.accept_identity(user_id, device_id, identity_key)
+    async def trust_identity(self, user_id: str, device_id: str, identity_key: bytes) -> None:
+        """Accept a changed identity key (after comparing safety numbers); what was held for it is handled now."""
+        async with self._changing_crypto():
+            work = _Work(crypto_changed=True)
+            self.crypto.forget_session(user_id, device_id)
+            self.crypto.accept_identity(user_id, device_id, identity_key)
+            (await self._known_devices(user_id))[device_id] = identity_key
+            work.batch.record_device(user_id, device_id, identity_key)
+            self._untrusted_shown = {t for t in self._untrusted_shown if t[:2] != (user_id, device_id)}
+            for frame_id, frame in await self.store.held(user_id, device_id):
+                work.batch.release(frame_id)  # before handling: a frame held again is stored again
+                await self._handle_one(frame, work)
+            await self._commit(work)
+        self._publish(work)
+
+    async def reject_identity(self, user_id: str, device_id: str) -> None:
+        """Keep distrusting a changed identity key: messages held for it are reported as Undecryptable."""
+        async with self._changing_crypto():
+            work = _Work()
+            for frame_id, frame in await self.store.held(user_id, device_id):
+                work.batch.release(frame_id)
+                if "message" in frame:
+                    message = decode_message(dict(frame["message"]))
+                    self._undecryptable(work, message, "its sender's new identity key was not trusted")
+            await self._commit(work)
+        self._publish(work)
 
     async def _send_group(self, chat_id: str, plaintext: bytes, deliver: Callable[..., Any]) -> dict[str, Any]:
         for attempt in range(SEND_ATTEMPTS):
@@ -803,7 +957,12 @@ class Client:
     # -- keys --------------------------------------------------------------------------------
 
     async def safety_number(self, user_id: str) -> str:
-        """The 60-digit number both users see when no one is in the middle (compare it in person)."""
+        """The 60-digit number both users see when no one is in the middle (compare it in person).
+
+        It covers every device key recorded here for each user as well as the directory's current list, so
+        a server can neither hide a device it added while the number is compared nor slip one in unseen
+        (a device listed for the first time is shown as NewDevice).
+        """
         mine = await self._identity_keys(self.user_id)
         mine.append(self.crypto.identity_key)
         theirs = await self._identity_keys(user_id)
@@ -812,14 +971,16 @@ class Client:
         return await asyncio.to_thread(safety_number, self.user_id, mine, user_id, theirs)
 
     async def _identity_keys(self, user_id: str) -> list[bytes]:
-        # The keys this device actually encrypts to, where it has met the device; else the directory's.
-        found = []
-        for record in await self.http.user_keys(user_id):
-            if record["device_id"] == self.device_id:
+        self._devices.pop(user_id, None)
+        await self._meet_devices(user_id, await self._user_devices(user_id))
+        keys = []
+        for device_id, key in (await self._known_devices(user_id)).items():
+            if device_id == self.device_id:
                 continue
-            recorded = self.crypto.peer_identity(user_id, record["device_id"])
-            found.append(recorded if recorded is not None else record["identity_key"])
-        return found
+            # The key this device encrypts to where it has met the device; else the one recorded when listed.
+            recorded = self.crypto.peer_identity(user_id, device_id)
+            keys.append(recorded if recorded is not None else key)
+        return keys
 
     async def top_up_prekeys(self, count: int = ONE_TIME_PREKEYS) -> int:
         """Make and upload more one-time prekeys; the number the server now holds."""
@@ -861,39 +1022,50 @@ class Client:
         cursor = self.cursor
         async with self._lock:
             for frame in frames:
-                try:
-                    await self._handle(frame, work)
-                except Exception:
-                    # Handlers touch only memory and the local store; one bad frame must not stall the stream.
-                    log.exception("could not handle %s event %s", frame.get("type"), frame.get("cursor"))
+                await self._handle_one(frame, work)
                 if frame.get("cursor") is not None:
                     cursor = frame["cursor"]
                 elif frame.get("type") == "resync":
                     cursor = frame["resume_from"]
-            if work.crypto_changed:
-                work.batch.set(crypto=self.crypto.to_bytes())
             if cursor != self.cursor:
                 work.batch.set(cursor=cursor)
-            try:
-                await self.store.apply(work.batch)
-            except BaseException:
-                # Nothing was kept: forget the ratchet steps taken in memory, so the replay decrypts again.
-                if self.store.crypto is not None:
-                    self.crypto = DeviceCrypto.from_bytes(self.store.crypto)
-                raise
+            await self._commit(work)
         self.cursor = cursor
         if cursor is not None and self._socket is not None:
             self._socket.ack(cursor)
-        for item in work.items:
-            self._inbox.put_nowait(item)
-        for action in work.after_commit:
-            self._spawn(action())
+        self._publish(work)
         for frame in frames:
             for listener in self._listeners:
                 try:
                     listener(frame)
                 except Exception:
                     log.exception("event listener failed")
+
+    async def _handle_one(self, frame: dict[str, Any], work: _Work) -> None:
+        try:
+            await self._handle(frame, work)
+        except Exception:
+            # Handlers touch only memory and the local store; one bad frame must not stall the stream.
+            log.exception("could not handle %s event %s", frame.get("type"), frame.get("cursor"))
+
+    async def _commit(self, work: _Work) -> None:
+        """Store what a batch changed, in one transaction (caller holds the lock)."""
+        if work.crypto_changed:
+            work.batch.set(crypto=self.crypto.to_bytes())
+        try:
+            await self.store.apply(work.batch)
+        except BaseException:
+            # Nothing was kept: forget the ratchet steps taken in memory, so the replay decrypts again.
+            if self.store.crypto is not None:
+                self.crypto = _load_crypto(self.store)
+            self._known.clear()  # devices met in this batch are met again (and shown again) on the replay
+            raise
+
+    def _publish(self, work: _Work) -> None:
+        for item in work.items:
+            self._inbox.put_nowait(item)
+        for action in work.after_commit:
+            self._spawn(action())
 
     async def _handle(self, frame: dict[str, Any], work: _Work) -> None:
         kind = frame.get("type")
@@ -904,10 +1076,11 @@ class Client:
         elif kind == "keys.changed":
             await self._keys_changed(frame, work)
         elif kind in ("chat.created", "chat.updated"):
-            self._chats[frame["chat"]["id"]] = frame["chat"]
-            work.batch.put_chat(frame["chat"])
+            chat = await self._pin(frame["chat"])
+            self._chats[chat["id"]] = chat
+            work.batch.put_chat(chat)
         elif kind == "chat.member.added":
-            chat = frame["chat"]
+            chat = await self._pin(frame["chat"])
             self._chats[chat["id"]] = chat
             work.batch.put_chat(chat)
             self._members.pop(chat["id"], None)
@@ -915,7 +1088,7 @@ class Client:
             chat_id = frame["chat_id"]
             self._members.pop(chat_id, None)
             chat = self._chats.get(chat_id) or await self.store.chat(chat_id)
-            if frame["user_id"] != self.user_id and chat and chat.get("encrypted") and chat.get("type") == "group":
+            if frame["user_id"] != self.user_id and chat and is_encrypted(chat) and chat.get("type") == "group":
                 work.batch.need_rotation(chat_id)
         elif kind == "chat.deleted":
             self._chats.pop(frame["chat_id"], None)
@@ -933,6 +1106,13 @@ class Client:
         user_id = frame["user_id"]
         device_ids = list(frame.get("device_ids") or [])
         self._devices.pop(user_id, None)
+        if frame.get("change") == "added":
+            work.after_commit.append(lambda: self._check_new_devices(user_id))
+        if frame.get("change") == "removed":
+            known = await self._known_devices(user_id)
+            for device_id in device_ids:
+                known.pop(device_id, None)
+                work.batch.forget_device(user_id, device_id)
         if frame.get("change") in ("removed", "identity"):
             for chat_id in await self.store.chats_shared_with(device_ids):
                 work.batch.need_rotation(chat_id)
@@ -949,10 +1129,45 @@ class Client:
             if not self.accept_identity_changes:
                 raise
             self.crypto.accept_identity(user_id, device_id, error.identity_key)
-            work.items.append(SafetyNumberChanged(user_id, device_id))
+            (await self._known_devices(user_id))[device_id] = error.identity_key
+            work.batch.record_device(user_id, device_id, error.identity_key)
+            work.items.append(SafetyNumberChanged(user_id, device_id, error.identity_key))
             plaintext = await self.crypto.decrypt(user_id, device_id, ciphertext)
         work.crypto_changed = True
+        identity_key = self.crypto.peer_identity(user_id, device_id)
+        if identity_key is not None and await self._known_devices(user_id):
+            # A device never listed to me, writing to me: a user met before has one more device.
+            await self._meet_devices(user_id, {device_id: identity_key}, work)
         return plaintext
+
+    def _hold(self, work: _Work, frame: dict[str, Any], error: UntrustedIdentity) -> None:
+        """Keep an event from a device whose new identity key is not trusted (accept_identity_changes=False)."""
+        what = frame["message"]["id"] if "message" in frame else frame.get("distribution_id")
+        frame_id = f"{frame['type']}:{frame.get('cursor')}:{what}"
+        work.batch.hold(frame_id, error.user_id, error.device_id, frame)
+        shown = (error.user_id, error.device_id, error.identity_key)
+        if shown not in self._untrusted_shown:
+            self._untrusted_shown.add(shown)
+            work.items.append(SafetyNumberChanged(error.user_id, error.device_id, error.identity_key, trusted=False))
+
+    async def _duplicate(self, work: _Work, message: dict[str, Any]) -> None:
+        """A message whose keys were used before: fine if it was shown, else it is lost and must say so."""
+        if message["id"] in work.shown or await self.store.has_message(message["id"]):
+            log.info("message %s was decrypted before; skipped", message["id"])
+            return
+        self._undecryptable(work, message, "its message keys were already used, but this device never showed it")
+
+    async def _chat_for_message(self, chat_id: str, work: _Work) -> dict[str, Any] | None:
+        chat = self._chats.get(chat_id) or await self.store.chat(chat_id)
+        if chat is None:
+            try:
+                chat = await self._pin(await self.http.chat(chat_id))
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                log.warning("could not look up chat %s: %r", chat_id, error)
+                return None
+            self._chats[chat_id] = chat
+            work.batch.put_chat(chat)
+        return chat
 
     async def _receive_message(self, frame: dict[str, Any], work: _Work) -> None:
         message = decode_message(dict(frame["message"]))
@@ -965,6 +1180,12 @@ class Client:
         edited = frame["type"] == "message.edited"
         ciphertext = message.get("ciphertext")
         if ciphertext is None and message.get("body") is not None:
+            chat = await self._chat_for_message(chat_id, work)
+            if chat is None or is_encrypted(chat):
+                # Only the server can have written it: members' SDKs never send plaintext here.
+                where = "an unknown chat" if chat is None else "an end-to-end encrypted chat"
+                self._undecryptable(work, message, f"a plaintext message in {where} (refused)")
+                return
             plain: dict[str, Any] = {"text": message["body"]}
             if message.get("media_id"):
                 plain["attachments"] = [Attachment(message["media_id"], b"", b"", 0).to_json()]
@@ -987,7 +1208,10 @@ class Client:
                 plaintext = await self._pairwise_decrypt(sender, device, ciphertext, work)
             envelope = decode_envelope(plaintext, chat_id)
         except DuplicateMessage:
-            log.info("message %s was decrypted before; skipped", message["id"])
+            await self._duplicate(work, message)
+            return
+        except UntrustedIdentity as error:
+            self._hold(work, frame, error)
             return
         except (CryptoError, ValueError) as error:
             self._undecryptable(work, message, f"{type(error).__name__}: {error}")
@@ -1004,6 +1228,9 @@ class Client:
                 raise DecryptError("the sender key names another distribution than its event")
             self.crypto.process_sender_key_distribution(chat_id, sender, device, b64d(share["key"]) or b"")
         except DuplicateMessage:
+            return
+        except UntrustedIdentity as error:
+            self._hold(work, frame, error)
             return
         except (CryptoError, ValueError, KeyError, TypeError) as error:
             log.warning("sender key from %s/%s for %s refused: %r", sender, device, chat_id, error)
@@ -1024,6 +1251,7 @@ class Client:
                 continue  # another distribution still to come
             except DuplicateMessage:
                 work.batch.remove_pending(message["id"])
+                await self._duplicate(work, message)
                 continue
             except (CryptoError, ValueError) as error:
                 work.batch.remove_pending(message["id"])
@@ -1040,6 +1268,10 @@ class Client:
             attachments = tuple(Attachment.from_json(a) for a in envelope.get("attachments") or [])
         except (ValueError, KeyError, TypeError) as error:
             self._undecryptable(work, message, f"malformed envelope: {error!r}")
+            return
+        if encrypted and any(not a.encrypted for a in attachments):
+            # It would be fetched as the server serves it, with no digest to check.
+            self._undecryptable(work, message, "an attachment without a key in an end-to-end encrypted message")
             return
         text = envelope.get("text")
         item = ReceivedMessage(
@@ -1058,6 +1290,7 @@ class Client:
             from_me=message.get("sender_id") == self.user_id,
         )
         work.items.append(item)
+        work.shown.add(item.message_id)
         work.batch.put_message(
             message_id=item.message_id,
             chat_id=item.chat_id,
@@ -1085,6 +1318,7 @@ class Client:
             created_at=message.get("created_at") or 0,
         )
         work.items.append(item)
+        work.shown.add(item.message_id)
         work.batch.put_message(
             message_id=item.message_id,
             chat_id=item.chat_id,
@@ -1096,6 +1330,21 @@ class Client:
             reason=reason,
             created_at=item.created_at,
         )
+
+
+def _load_crypto(store: ClientStore) -> DeviceCrypto:
+    assert store.crypto is not None and store.user_id and store.device_id
+    crypto = DeviceCrypto.from_bytes(store.crypto)
+    # Sessions authenticate both ends' addresses; a state saved without its own address learns it here.
+    crypto.set_address(store.user_id, store.device_id)
+    return crypto
+
+
+async def _open_store(store_path: str) -> ClientStore:
+    try:
+        return await ClientStore.open(store_path)
+    except StoreInUse as error:
+        raise ClientError(str(error)) from error
 
 
 def _bundle(found: dict[str, Any]) -> Bundle:

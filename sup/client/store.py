@@ -3,18 +3,21 @@
 What a client must not lose: its tokens, its place in the event stream (the cursor), the
 crypto state (identity, ratchets, sender keys), the messages it decrypted (they cannot be
 decrypted twice), group messages waiting for their sender key, and which devices already
-hold its sender keys. Several changes that belong together (a ratchet step, the message it
+hold its sender keys, the devices it has met (to notice one added later), and messages held
+until their sender's new identity key is trusted. Several changes that belong together (a ratchet step, the message it
 decrypted, the cursor of its event) are written in one transaction with `batch()`, so a crash
 leaves either all of them or none; SQLite with synchronous=FULL makes a commit durable.
 
 Every statement runs in a worker thread (`asyncio.to_thread`), one at a time: the event
-loop never waits on the disk.
+loop never waits on the disk. One process at a time: `open` takes an exclusive lock on
+`<store>.lock` (two processes on one store would reuse ratchet keys and nonces).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -61,6 +64,21 @@ CREATE TABLE IF NOT EXISTS sender_key_shares (
     PRIMARY KEY (chat_id, device_id)
 );
 CREATE TABLE IF NOT EXISTS sender_key_rotations (chat_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS devices (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    identity_key BLOB NOT NULL,
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS held (
+    frame_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    frame TEXT NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_by_sender ON held (user_id, device_id);
 """
 
 T = TypeVar("T")
@@ -68,6 +86,10 @@ T = TypeVar("T")
 
 class StoreError(Exception):
     """The file is not a SUP client store, or one written by a newer SUP."""
+
+
+class StoreInUse(StoreError):
+    """Another process (or another open ClientStore) holds this store."""
 
 
 def _json(value: Any) -> str:
@@ -190,6 +212,32 @@ class Batch:
                 ("DELETE FROM sender_key_shares WHERE chat_id = ? AND device_id = ?", (chat_id, device_id))
             )
 
+    def record_device(self, user_id: str, device_id: str, identity_key: bytes) -> None:
+        """A device of a user as met (first contact, a notice shown, or a new identity accepted)."""
+        self.statements.append(
+            (
+                "INSERT INTO devices (user_id, device_id, identity_key, first_seen) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (user_id, device_id) DO UPDATE SET identity_key = excluded.identity_key",
+                (user_id, device_id, identity_key, time.time()),
+            )
+        )
+
+    def forget_device(self, user_id: str, device_id: str) -> None:
+        self.statements.append(("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)))
+
+    def hold(self, frame_id: str, user_id: str, device_id: str, frame: dict[str, Any]) -> None:
+        """An event from a device whose new identity key is not trusted yet, kept until it is (or is rejected)."""
+        self.statements.append(
+            (
+                "INSERT INTO held (frame_id, user_id, device_id, frame, added_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (frame_id) DO NOTHING",
+                (frame_id, user_id, device_id, _json(frame), time.time()),
+            )
+        )
+
+    def release(self, frame_id: str) -> None:
+        self.statements.append(("DELETE FROM held WHERE frame_id = ?", (frame_id,)))
+
     def forget_sender_key_shares(self, chat_id: str) -> None:
         self.statements.append(("DELETE FROM sender_key_shares WHERE chat_id = ?", (chat_id,)))
 
@@ -209,6 +257,7 @@ class ClientStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
 
@@ -218,8 +267,36 @@ class ClientStore:
         await asyncio.to_thread(store._open_sync)
         return store
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
     def _open_sync(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # flock, not the SQLite lock: SQLite serialises statements, but two processes would each load
+        # the same ratchet state and encrypt with the same message keys and nonces.
+        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise StoreInUse(f"{self.path} is in use by another process (close it there first)") from None
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._lock_fd = lock_fd
+        try:
+            self._open_database()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def _open_database(self) -> None:
         # Created 0600 before SQLite touches it: it holds tokens and private keys. SQLite gives
         # its -wal and -shm files the same mode as the database file.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -252,6 +329,7 @@ class ClientStore:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.to_thread(self._locked, conn.close)
+        self._unlock()
 
     def _locked(self, fn: Callable[[], T]) -> T:
         with self._lock:
@@ -387,6 +465,21 @@ class ClientStore:
 
     async def has_message(self, message_id: str) -> bool:
         return bool(await self._query("SELECT 1 FROM messages WHERE message_id = ?", (message_id,)))
+
+    # -- devices met, and events held for an untrusted identity ------------------------------
+
+    async def known_devices(self, user_id: str) -> dict[str, bytes]:
+        """device id -> identity key of every device of a user this device has met (and not seen removed)."""
+        rows = await self._query("SELECT device_id, identity_key FROM devices WHERE user_id = ?", (user_id,))
+        return {device_id: bytes(key) for device_id, key in rows}
+
+    async def held(self, user_id: str, device_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """(frame id, frame) held for one sender device, oldest first."""
+        rows = await self._query(
+            "SELECT frame_id, frame FROM held WHERE user_id = ? AND device_id = ? ORDER BY added_at, frame_id",
+            (user_id, device_id),
+        )
+        return [(frame_id, msgspec.json.decode(frame)) for frame_id, frame in rows]
 
     # -- group messages waiting for a sender key ---------------------------------------------
 

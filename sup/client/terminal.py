@@ -116,10 +116,20 @@ class Terminal:
         self.say(f"-- now in {await self.label(chat)} ({chat['type']}, {lock})")
 
     async def show(self, item: Any) -> None:
-        from sup.client.client import ReceivedMessage, SafetyNumberChanged, Undecryptable
+        from sup.client.client import NewDevice, ReceivedMessage, SafetyNumberChanged, Undecryptable
 
+        if isinstance(item, NewDevice):
+            who = await self.name(item.user_id)
+            whose = "your account" if item.user_id == self.client.user_id else who
+            self.say(
+                f"!! a new device {item.device_id[:8]} on {whose}: the safety number changed;"
+                f" if you did not expect it, compare /safety {who}"
+            )
+            return
         if isinstance(item, SafetyNumberChanged):
-            self.say(f"!! the safety number with {await self.name(item.user_id)} changed (a device has a new key)")
+            who = await self.name(item.user_id)
+            held = "" if item.trusted else "; its messages are held until the new key is trusted"
+            self.say(f"!! the safety number with {who} changed (a device has a new key{held})")
             return
         chat = await self.client.chat(item.chat_id)
         where = await self.label(chat) if chat.get("type") != "direct" else ""  # the sender's name says it
@@ -140,6 +150,7 @@ class Terminal:
         """Run one input line; False to quit."""
         import aiohttp
 
+        from sup.client.client import ClientError
         from sup.client.http import ApiError, SessionEnded
 
         if not line.startswith("/"):
@@ -150,7 +161,7 @@ class Terminal:
                     await self.client.send_text(self.current["id"], line)
                 except SessionEnded:
                     raise
-                except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                except (ApiError, ClientError, aiohttp.ClientError, OSError, TimeoutError) as error:
                     self.say(f"-- not sent: {error}")
             return True
         name, *words = line[1:].split()
@@ -166,6 +177,8 @@ class Terminal:
             raise
         except ApiError as error:
             self.say(f"-- {error.code}: {error.detail}")
+        except ClientError as error:
+            self.say(f"-- {error}")
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             self.say(f"-- the server did not answer: {error!r}")
         return True

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,15 @@ def _x25519_private_of_seed(seed: bytes) -> bytes:
     return bytes(h)
 
 
+def _lp(text: str) -> bytes:
+    """u16 big-endian byte length || UTF-8, as the spec writes it (independent of wire.length_prefixed)."""
+    return struct.pack(">H", len(text.encode())) + text.encode()
+
+
+def _addresses(i: Hex) -> bytes:
+    return _lp(i["alice_user_id"]) + _lp(i["alice_device_id"]) + _lp(i["bob_user_id"]) + _lp(i["bob_device_id"])
+
+
 def compute_signed_prekey(i: Hex) -> Hex:
     """Identity key, signed prekey and its RFC 8032 signature."""
     seed, spk = bytes.fromhex(i["identity_seed"]), bytes.fromhex(i["signed_prekey_private"])
@@ -100,9 +110,12 @@ def _x3dh_outputs(i: Hex, with_opk: bool) -> Hex:
         one_time_prekey_id=2 if with_opk else None,
         one_time_prekey=None if opk is None else primitives.x25519_public(opk),
     )
+    appendix = wire.session_ad_appendix(
+        (i["alice_user_id"], i["alice_device_id"]), (i["bob_user_id"], i["bob_device_id"])
+    )
     with _scripted([ek]):
-        secret, ad, header = asyncio.run(sessions.x3dh_initiate(alice, peer))
-    secret_b, ad_b = asyncio.run(sessions.x3dh_respond(bob, header, peer.signed_prekey, peer.one_time_prekey))
+        secret, ad, header = asyncio.run(sessions.x3dh_initiate(alice, peer, appendix))
+    secret_b, ad_b = asyncio.run(sessions.x3dh_respond(bob, header, peer.signed_prekey, peer.one_time_prekey, appendix))
     if (secret, ad) != (secret_b, ad_b):
         raise AssertionError("X3DH sides disagree")
     # From first principles, as a JavaScript client computes it.
@@ -116,7 +129,7 @@ def _x3dh_outputs(i: Hex, with_opk: bool) -> Hex:
         dhs.append(primitives.x25519_exchange(ek, primitives.x25519_public(opk)))
     if primitives.hkdf_sha256(b"\xff" * 32 + b"".join(dhs), sessions.X3DH_INFO, 32) != secret:
         raise AssertionError("library X3DH differs from the spec derivation")
-    if ad != b"\xed" + primitives.ed25519_public(a_seed) + b"\xed" + peer.identity_key:
+    if ad != b"\xed" + primitives.ed25519_public(a_seed) + b"\xed" + peer.identity_key + _addresses(i):
         raise AssertionError("library associated data differs from the spec")
     return {
         "shared_secret": secret.hex(),
@@ -135,6 +148,7 @@ def compute_x3dh(i: Hex) -> Hex:
         "bob_identity_key": primitives.ed25519_public(bytes.fromhex(i["bob_identity_seed"])).hex(),
         "base_key": with_opk["base_key"],
         **{k: v for k, v in with_opk.items() if k.startswith("dh")},
+        "address_appendix": _addresses(i).hex(),
         "associated_data": with_opk["associated_data"],
         "shared_secret": with_opk["shared_secret"],
         "shared_secret_without_one_time_prekey": without["shared_secret"],
@@ -149,10 +163,10 @@ def compute_first_message(i: Hex) -> Hex:
     plaintext = bytes.fromhex(i["plaintext"])
     a_spk_unused = hashlib.sha256(b"alice's own signed prekey, unused here").digest()
     with _scripted([b_seed, spk, opk]):
-        bob = DeviceCrypto.create()
+        bob = DeviceCrypto.create(i["bob_user_id"], i["bob_device_id"])
         one_time = bob.generate_one_time_prekeys(1)[0]
     with _scripted([a_seed, a_spk_unused, ek, ratchet]):
-        alice = DeviceCrypto.create()
+        alice = DeviceCrypto.create(i["alice_user_id"], i["alice_device_id"])
         bundle = Bundle(i["bob_user_id"], i["bob_device_id"], bob.identity_key, bob.signed_prekey(), one_time)
         envelope = asyncio.run(alice.encrypt(i["bob_user_id"], i["bob_device_id"], plaintext, bundle))
 
@@ -194,6 +208,9 @@ def compute_first_message(i: Hex) -> Hex:
 
 def compute_sender_key(i: Hex) -> Hex:
     """A sender key distribution message and the first two group messages."""
+    context = _lp(i["chat_id"]) + _lp(i["sender_user_id"]) + _lp(i["sender_device_id"])
+    if context != wire.GroupMessage.context(i["chat_id"], i["sender_user_id"], i["sender_device_id"]):
+        raise AssertionError("group message context differs from the spec")
     with _scripted(
         [bytes.fromhex(i["distribution_id_random"]), bytes.fromhex(i["chain_key"]), bytes.fromhex(i["signing_seed"])]
     ):
@@ -202,12 +219,22 @@ def compute_sender_key(i: Hex) -> Hex:
         "distribution_id": own.distribution_id,
         "signing_key": primitives.ed25519_public(own.signing_seed).hex(),
         "distribution_message": own.distribution().encode().hex(),
+        "context": context.hex(),
         "messages": [],
     }
     chain_key = own.chain_key
     for n, text in enumerate(i["plaintexts"]):
         seed, next_chain = senderkeys.chain_step(chain_key)
         key, nonce = senderkeys.group_key_material(seed)
+        header = wire.GroupMessage.header(own.distribution_id, n)
+        message = own.encrypt(bytes.fromhex(text), context)
+        ciphertext = primitives.aes_gcm_encrypt(key, nonce, bytes.fromhex(text), context + header)
+        if message[:-64] != header + ciphertext:
+            raise AssertionError("group message differs from the spec derivation")
+        if not primitives.ed25519_verify(
+            primitives.ed25519_public(own.signing_seed), message[-64:], context + header + ciphertext
+        ):
+            raise AssertionError("group message signature does not cover context || header || ciphertext")
         out["messages"].append(
             {
                 "iteration": n,
@@ -215,7 +242,8 @@ def compute_sender_key(i: Hex) -> Hex:
                 "message_key_seed": seed.hex(),
                 "aes_key": key.hex(),
                 "nonce": nonce.hex(),
-                "group_message": own.encrypt(bytes.fromhex(text)).hex(),
+                "associated_data": (context + header).hex(),
+                "group_message": message.hex(),
             }
         )
         chain_key = next_chain
@@ -242,6 +270,10 @@ def compute_safety_number(i: Hex) -> Hex:
 _ALICE = ("6f1c1a2e-5d0b-4a59-9a8e-2f3b7c1d9e01", "0b9f2c4d-8e71-4c3a-b5d6-7e8f9a0b1c02")
 _BOB = ("a3d5e7f9-1b2c-4d3e-8f40-5a6b7c8d9e03", "c4e6a8b0-2d3f-4e5a-9b61-7c8d9e0f1a04")
 _X3DH_INPUTS = {
+    "alice_user_id": _ALICE[0],
+    "alice_device_id": _ALICE[1],
+    "bob_user_id": _BOB[0],
+    "bob_device_id": _BOB[1],
     "alice_identity_seed": _fixed("alice identity"),
     "alice_ephemeral_private": _fixed("alice ephemeral"),
     "bob_identity_seed": _fixed("bob identity"),
@@ -256,7 +288,12 @@ VECTORS: dict[str, tuple[str, Callable[[Hex], Hex], Hex]] = {
         compute_signed_prekey,
         {"identity_seed": _fixed("identity"), "signed_prekey_private": _fixed("signed prekey")},
     ),
-    "x3dh": ("X3DH shared secret and associated data (Alice initiates to Bob).", compute_x3dh, _X3DH_INPUTS),
+    "x3dh": (
+        "X3DH shared secret and associated data (Alice initiates to Bob); the associated data ends with both "
+        "addresses, Alice's first.",
+        compute_x3dh,
+        _X3DH_INPUTS,
+    ),
     "first_message": (
         "Alice's first envelope to Bob (prekey message, signed prekey id 1, one-time prekey id 1) with every "
         "intermediate key of the first ratchet step.",
@@ -264,18 +301,18 @@ VECTORS: dict[str, tuple[str, Callable[[Hex], Hex], Hex]] = {
         {
             **_X3DH_INPUTS,
             "alice_ratchet_private": _fixed("alice ratchet"),
-            "alice_user_id": _ALICE[0],
-            "alice_device_id": _ALICE[1],
-            "bob_user_id": _BOB[0],
-            "bob_device_id": _BOB[1],
             "plaintext": b"Hello, Bob!".hex(),
         },
     ),
     "sender_key": (
-        "A sender key distribution message and two group messages (iterations 0 and 1). The distribution id is "
-        "the UUID (version bits set to 4, variant RFC 4122) made from distribution_id_random.",
+        "A sender key distribution message and two group messages (iterations 0 and 1) sent by one device in "
+        "one chat. The distribution id is the UUID (version bits set to 4, variant RFC 4122) made from "
+        "distribution_id_random.",
         compute_sender_key,
         {
+            "chat_id": "5e1f0a2b-3c4d-4e5f-8a6b-7c8d9e0f1a05",
+            "sender_user_id": _ALICE[0],
+            "sender_device_id": _ALICE[1],
             "distribution_id_random": _fixed("distribution id", 16),
             "chain_key": _fixed("sender chain key"),
             "signing_seed": _fixed("sender signing key"),
@@ -307,7 +344,9 @@ def generate(directory: Path) -> None:
     """Write every vector as <name>.json."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, (description, compute, inputs) in VECTORS.items():
-        document = {"description": description, "version": wire.VERSION, "inputs": inputs, "outputs": compute(inputs)}
+        # The attachment blob kept format version 1; everything else is read as of the current VERSION.
+        version = wire.ATTACHMENT_VERSION if name == "attachment" else wire.VERSION
+        document = {"description": description, "version": version, "inputs": inputs, "outputs": compute(inputs)}
         (directory / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
 
 

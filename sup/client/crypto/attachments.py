@@ -1,8 +1,8 @@
 """Attachment encryption: a fresh AES-256-GCM key per file; the key travels inside the E2E message.
 
-Blob layout (what gets uploaded): VERSION (0x01) || type ATTACHMENT (0x05) || nonce (12) || ciphertext || tag
-(16). The two header bytes are the GCM associated data. The digest is SHA-256 of the whole blob, so the
-recipient can reject a swapped blob before decrypting; `size` is the plaintext length.
+Blob layout (what gets uploaded): ATTACHMENT_VERSION (0x01) || type ATTACHMENT (0x05) || nonce (12) ||
+ciphertext || tag (16). The two header bytes are the GCM associated data. The digest is SHA-256 of the
+whole blob, so the recipient can reject a swapped blob before decrypting; `size` is the plaintext length.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sup.client.crypto import primitives, wire
 from sup.client.crypto.errors import DecryptError
 
-_HEADER = bytes((wire.VERSION, wire.MessageType.ATTACHMENT))
+_HEADER = bytes((wire.ATTACHMENT_VERSION, wire.MessageType.ATTACHMENT))
 
 
 @dataclass(frozen=True, slots=True)

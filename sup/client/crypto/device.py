@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import x3dh
 
@@ -21,8 +22,12 @@ from sup.client.crypto.errors import (
     UntrustedIdentity,
 )
 from sup.client.crypto.senderkeys import OwnSenderKey, PeerSenderKey
+from sup.client.crypto.weakkeys import is_weak_public_key
 
-STATE_VERSION = 1
+# 2: the device's own address is stored, sessions authenticate both addresses. A version 1 state loads
+# without its pairwise sessions (they authenticate no address); keys, identities and sender keys are kept.
+STATE_VERSION = 2
+_OLDEST_STATE_VERSION = 1
 # A replaced signed prekey keeps decrypting initial messages sent to it this long (Signal uses weeks too).
 SIGNED_PREKEY_GRACE_SECONDS = 30 * 24 * 3600
 _MAX_OLD_SIGNED_PREKEYS = 4
@@ -41,8 +46,11 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s)
+def _unb64(s: str, size: int | None = None) -> bytes:
+    raw = base64.b64decode(s, validate=True)
+    if size is not None and len(raw) != size:
+        raise ValueError(f"expected {size} bytes, got {len(raw)}")
+    return raw
 
 
 @dataclass
@@ -64,8 +72,9 @@ class DeviceCrypto:
     is synchronous. Every mutation is in memory: persist with `to_bytes` after each call that changes state.
     """
 
-    def __init__(self, identity_seed: bytes) -> None:
+    def __init__(self, identity_seed: bytes, address: Address | None = None) -> None:
         self._identity_seed = identity_seed
+        self._address = address
         self._signed_prekeys: list[_OwnSignedPrekey] = []
         self._one_time_prekeys: dict[int, bytes] = {}
         self._next_one_time_id = 1
@@ -80,11 +89,37 @@ class DeviceCrypto:
     # ---- identity and prekeys -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls) -> DeviceCrypto:
-        """A new device: a fresh identity key and a first signed prekey (no one-time prekeys yet)."""
+    def create(cls, user_id: str | None = None, device_id: str | None = None) -> DeviceCrypto:
+        """A new device: a fresh identity key and a first signed prekey (no one-time prekeys yet).
+
+        Pass the device's own address here or later with `set_address`: sessions and group messages
+        authenticate it, so `encrypt`, `decrypt`, `group_encrypt` and `group_decrypt` refuse to run without it.
+        """
         device = cls(primitives.random_bytes(32))
+        if user_id is not None or device_id is not None:
+            if user_id is None or device_id is None:
+                raise ValueError("give both user_id and device_id, or neither")
+            device.set_address(user_id, device_id)
         device.rotate_signed_prekey()
         return device
+
+    @property
+    def address(self) -> Address | None:
+        """This device's own (user_id, device_id), once set."""
+        return self._address
+
+    def set_address(self, user_id: str, device_id: str) -> None:
+        """Record this device's own address (once; the same address again is a no-op)."""
+        if not isinstance(user_id, str) or not isinstance(device_id, str) or not user_id or not device_id:
+            raise ValueError("user_id and device_id must be non-empty strings")
+        if self._address is not None and self._address != (user_id, device_id):
+            raise CryptoError(f"this state belongs to {self._address[0]}/{self._address[1]}")
+        self._address = (user_id, device_id)
+
+    def _own_address(self) -> Address:
+        if self._address is None:
+            raise CryptoError("own address unknown: DeviceCrypto.create(user_id, device_id) or set_address()")
+        return self._address
 
     @property
     def identity_key(self) -> bytes:
@@ -174,10 +209,13 @@ class DeviceCrypto:
                 return await existing[0].encrypt(plaintext)
             if bundle is None:
                 raise NoSession(f"no session with {user_id}/{device_id} and no bundle")
+            appendix = wire.session_ad_appendix(self._own_address(), address)
             peer = _verify_bundle(address, bundle)
             self._check_identity(address, bundle.identity_key)
             try:
-                session, envelope = await sessions.initiate(self._x3dh(self._signed_prekeys[-1]), peer, plaintext)
+                session, envelope = await sessions.initiate(
+                    self._x3dh(self._signed_prekeys[-1]), peer, appendix, plaintext
+                )
             except x3dh.KeyAgreementException as exc:
                 raise BadBundle(str(exc)) from exc
             except ValueError as exc:  # xeddsa rejects identity keys that are not valid points
@@ -189,6 +227,7 @@ class DeviceCrypto:
     async def decrypt(self, user_id: str, device_id: str, envelope: bytes) -> bytes:
         """Decrypt an envelope from a peer device; on any error the state is unchanged."""
         address = (user_id, device_id)
+        self._own_address()
         parsed = wire.decode_envelope(envelope)
         async with self._lock:
             known = self._sessions.get(address, [])
@@ -229,6 +268,8 @@ class DeviceCrypto:
         assert prekey is not None
         if prekey.base_key in self._seen_base_keys:
             raise DuplicateMessage("initial message already accepted")
+        if is_weak_public_key("ed25519", prekey.identity_key) or is_weak_public_key("x25519", prekey.base_key):
+            raise DecryptError("initial message with a small-order or non-canonical key")
         spk = next((k for k in self._signed_prekeys if k.key_id == prekey.signed_prekey_id), None)
         if spk is None:
             raise DecryptError(f"unknown or expired signed prekey {prekey.signed_prekey_id}")
@@ -237,7 +278,11 @@ class DeviceCrypto:
             opk_private = self._one_time_prekeys.get(prekey.one_time_prekey_id)
             if opk_private is None:
                 raise DecryptError(f"one-time prekey {prekey.one_time_prekey_id} already used or unknown")
-        session, plaintext = await sessions.respond(self._x3dh(spk, opk_private), envelope, spk.private, opk_private)
+        # The claimed sender's address and ours are authenticated: relabelled by the server, this fails.
+        appendix = wire.session_ad_appendix(address, self._own_address())
+        session, plaintext = await sessions.respond(
+            self._x3dh(spk, opk_private), envelope, spk.private, opk_private, appendix
+        )
         # Checked only now that the message authenticated, so a forgery cannot pose as an identity change.
         self._check_identity(address, prekey.identity_key)
         self._identities[address] = prekey.identity_key
@@ -279,14 +324,15 @@ class DeviceCrypto:
         own = self._own_sender_keys.get(chat_id)
         if own is None:
             raise NoSession(f"no sender key for chat {chat_id}: call sender_key_distribution first")
-        return own.encrypt(plaintext)
+        return own.encrypt(plaintext, wire.GroupMessage.context(chat_id, *self._own_address()))
 
     def group_decrypt(self, chat_id: str, user_id: str, device_id: str, ciphertext: bytes) -> bytes:
-        """Verify and decrypt a member device's group message."""
+        """Verify and decrypt a member device's group message (signed for this chat and sender device)."""
         message = wire.GroupMessage.decode(ciphertext)
+        context = wire.GroupMessage.context(chat_id, user_id, device_id)
         for state in self._peer_sender_keys.get((chat_id, user_id, device_id), []):
             if state.distribution_id == message.distribution_id:
-                return state.decrypt(message)
+                return state.decrypt(message, context)
         raise NoSession(f"unknown sender key distribution {message.distribution_id}")
 
     # ---- persistence ----------------------------------------------------------------------------------
@@ -295,6 +341,7 @@ class DeviceCrypto:
         """The complete state as versioned JSON (contains private keys: store it encrypted or protected)."""
         state = {
             "version": STATE_VERSION,
+            "address": None if self._address is None else list(self._address),
             "identity_seed": _b64(self._identity_seed),
             "signed_prekeys": [
                 [k.key_id, _b64(k.private), _b64(k.signature), k.replaced_at] for k in self._signed_prekeys
@@ -314,28 +361,63 @@ class DeviceCrypto:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceCrypto:
-        """Restore a state written by `to_bytes`; an unknown version raises CryptoError."""
+        """Restore a state written by `to_bytes`; an unknown version or any malformed input raises CryptoError."""
         try:
             state = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise CryptoError("not a DeviceCrypto state") from exc
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise CryptoError(f"unsupported DeviceCrypto state version {state.get('version')!r}")
-        device = cls(_unb64(state["identity_seed"]))
+        version = state.get("version") if isinstance(state, dict) else None
+        if type(version) is not int or not _OLDEST_STATE_VERSION <= version <= STATE_VERSION:
+            raise CryptoError(f"unsupported DeviceCrypto state version {version!r}")
+        try:
+            return cls._from_state(state, version)
+        except CryptoError:
+            raise
+        except Exception as exc:  # KeyError, TypeError, base64 and the libraries' validation errors, ...
+            raise CryptoError(f"malformed DeviceCrypto state: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any], version: int) -> DeviceCrypto:
+        address = state.get("address") if version >= 2 else None
+        if address is not None:
+            user_id, device_id = address
+            if not isinstance(user_id, str) or not isinstance(device_id, str):
+                raise ValueError("bad address")
+            address = (user_id, device_id)
+        device = cls(_unb64(state["identity_seed"], 32), address)
         device._signed_prekeys = [
-            _OwnSignedPrekey(i, _unb64(p), _unb64(s), r) for i, p, s, r in state["signed_prekeys"]
+            _OwnSignedPrekey(_int(i), _unb64(p, 32), _unb64(s, 64), None if r is None else float(r))
+            for i, p, s, r in state["signed_prekeys"]
         ]
-        device._one_time_prekeys = {i: _unb64(p) for i, p in state["one_time_prekeys"]}
-        device._next_one_time_id = state["next_one_time_id"]
-        device._next_signed_id = state["next_signed_id"]
-        device._sessions = {(u, d): [sessions.Session.from_json(s) for s in ss] for u, d, ss in state["sessions"]}
-        device._identities = {(u, d): _unb64(k) for u, d, k in state["identities"]}
-        device._seen_base_keys = [_unb64(k) for k in state["seen_base_keys"]]
-        device._own_sender_keys = {c: OwnSenderKey.from_json(k) for c, k in state["own_sender_keys"].items()}
+        if not device._signed_prekeys:
+            raise ValueError("no signed prekey")
+        device._one_time_prekeys = {_int(i): _unb64(p, 32) for i, p in state["one_time_prekeys"]}
+        device._next_one_time_id = _int(state["next_one_time_id"])
+        device._next_signed_id = _int(state["next_signed_id"])
+        if version >= 2:
+            device._sessions = {
+                (_str(u), _str(d)): [sessions.Session.from_json(s) for s in ss] for u, d, ss in state["sessions"]
+            }
+        device._identities = {(_str(u), _str(d)): _unb64(k, 32) for u, d, k in state["identities"]}
+        device._seen_base_keys = [_unb64(k, 32) for k in state["seen_base_keys"]]
+        device._own_sender_keys = {_str(c): OwnSenderKey.from_json(k) for c, k in state["own_sender_keys"].items()}
         device._peer_sender_keys = {
-            (c, u, d): [PeerSenderKey.from_json(s) for s in ss] for c, u, d, ss in state["peer_sender_keys"]
+            (_str(c), _str(u), _str(d)): [PeerSenderKey.from_json(s) for s in ss]
+            for c, u, d, ss in state["peer_sender_keys"]
         }
         return device
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
 
 
 def _verify_bundle(address: Address, bundle: Bundle) -> sessions.PeerPrekeys:
@@ -348,6 +430,12 @@ def _verify_bundle(address: Address, bundle: Bundle) -> sessions.PeerPrekeys:
         raise BadBundle("bad one-time prekey length")
     if not all(0 <= i <= _UINT32_MAX for i in (spk.key_id, 0 if opk is None else opk.key_id)):
         raise BadBundle("key id out of range")
+    # OpenSSL's Ed25519 accepts a signature by a small-order key over any message; X3DH with a small-order
+    # prekey would mix in a predictable (all-zero) DH output.
+    if is_weak_public_key("ed25519", bundle.identity_key):
+        raise BadBundle("small-order or non-canonical identity key")
+    if any(is_weak_public_key("x25519", k.public_key) for k in (spk, opk) if k is not None):
+        raise BadBundle("small-order prekey")
     if not primitives.ed25519_verify(bundle.identity_key, spk.signature, signed_prekey_message(spk.public_key)):
         raise BadBundle("signed prekey signature does not verify")
     return sessions.PeerPrekeys(

@@ -2,7 +2,9 @@
 
 A sender's chain key CK_i gives the message key seed HMAC-SHA256(CK_i, 0x01) and the next chain key
 HMAC-SHA256(CK_i, 0x02). The seed expands with HKDF-SHA256 into an AES-256-GCM key and nonce. Every group
-message is signed with the sender key's Ed25519 key, so members cannot forge each other's messages.
+message is signed with the sender key's Ed25519 key, so members cannot forge each other's messages, and the
+signature and associated data cover the chat id and sender address (`wire.GroupMessage.context`), so the
+server cannot attribute a message to another device or chat.
 """
 
 from __future__ import annotations
@@ -62,13 +64,14 @@ class OwnSenderKey:
             self.distribution_id, self.iteration, self.chain_key, primitives.ed25519_public(self.signing_seed)
         )
 
-    def encrypt(self, plaintext: bytes) -> bytes:
-        """Encrypt and sign the next group message, advancing the chain."""
+    def encrypt(self, plaintext: bytes, context: bytes) -> bytes:
+        """Encrypt and sign the next group message, advancing the chain; `context` is GroupMessage.context."""
         seed, next_chain = chain_step(self.chain_key)
         key, nonce = group_key_material(seed)
-        header = wire.GroupMessage.header(self.distribution_id, self.iteration)
-        ciphertext = primitives.aes_gcm_encrypt(key, nonce, plaintext, header)
-        signature = primitives.ed25519_sign(self.signing_seed, header + ciphertext)
+        ad = wire.GroupMessage.associated_data(context, self.distribution_id, self.iteration)
+        ciphertext = primitives.aes_gcm_encrypt(key, nonce, plaintext, ad)
+        unsigned = wire.GroupMessage(self.distribution_id, self.iteration, ciphertext, b"")
+        signature = primitives.ed25519_sign(self.signing_seed, unsigned.signed_part(context))
         self.chain_key, self.iteration = next_chain, self.iteration + 1
         return wire.GroupMessage(self.distribution_id, self.iteration - 1, ciphertext, signature).encode()
 
@@ -103,9 +106,9 @@ class PeerSenderKey:
         """Start receiving from a distribution message."""
         return cls(d.distribution_id, d.iteration, d.chain_key, d.signing_key)
 
-    def decrypt(self, message: wire.GroupMessage) -> bytes:
-        """Verify and decrypt; the state changes only on success."""
-        if not primitives.ed25519_verify(self.signing_key, message.signature, message.signed_part()):
+    def decrypt(self, message: wire.GroupMessage, context: bytes) -> bytes:
+        """Verify and decrypt (`context`: GroupMessage.context of the claimed sender); state changes only on success."""
+        if not primitives.ed25519_verify(self.signing_key, message.signature, message.signed_part(context)):
             raise DecryptError("bad group message signature")
         new_skipped: list[tuple[int, bytes]] = []
         chain_key = self.chain_key
@@ -121,8 +124,8 @@ class PeerSenderKey:
                 new_skipped.append((i, skipped_seed))
             seed, chain_key = chain_step(chain_key)
         key, nonce = group_key_material(seed)
-        header = wire.GroupMessage.header(message.distribution_id, message.iteration)
-        plaintext = primitives.aes_gcm_decrypt(key, nonce, message.ciphertext, header)
+        ad = wire.GroupMessage.associated_data(context, message.distribution_id, message.iteration)
+        plaintext = primitives.aes_gcm_decrypt(key, nonce, message.ciphertext, ad)
         if message.iteration < self.iteration:
             del self.skipped[message.iteration]
         else:

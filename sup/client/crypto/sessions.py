@@ -7,7 +7,6 @@ chain on HKDF-SHA256, message chains on HMAC-SHA256, and AES-256-GCM as the AEAD
 from __future__ import annotations
 
 import base64
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +25,9 @@ ROOT_CHAIN_INFO = b"SUP v1 root chain"
 MESSAGE_KEY_INFO = b"SUP v1 message key"
 # HMAC input bytes for the message chains: chain key = HMAC(ck, 0x02), message key = HMAC(ck, 0x01), as Signal.
 MESSAGE_CHAIN_CONSTANT = b"\x02\x01"
-# At most this many message keys are derived for one incoming message (a bigger jump is refused), and at
-# most MAX_SKIPPED_KEYS are kept per session for late messages, oldest discarded first.
+# At most this many message keys are derived for one incoming message, counting both the rest of the previous
+# receiving chain and the new chain (a bigger jump is refused), and at most MAX_SKIPPED_KEYS are kept per
+# session for late messages, oldest discarded first.
 MAX_SKIP = 1000
 MAX_SKIPPED_KEYS = 2000
 # Old receiving ratchet keys remembered per session, to call a replay from an old chain a duplicate.
@@ -107,7 +107,7 @@ class _DHRatchet(diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet):
 class _Ratchet(doubleratchet.DoubleRatchet):
     @staticmethod
     def _build_associated_data(associated_data: bytes, header: doubleratchet.Header) -> bytes:
-        # The X3DH associated data has a fixed 66-byte length, so plain concatenation stays unambiguous.
+        # The ratchet header has a fixed 41-byte length at the end, so plain concatenation stays unambiguous.
         return associated_data + wire.ratchet_header(
             header.ratchet_pub, header.previous_sending_chain_length, header.sending_chain_length
         )
@@ -142,14 +142,31 @@ class Session:
         encrypted = await self.ratchet.encrypt_message(plaintext, self.associated_data)
         return wire.encode_envelope(wire.Envelope(self.pending_prekey, _to_wire(encrypted)))
 
+    def keys_to_skip(self, message: wire.RatchetMessage) -> int:
+        """How many message keys decrypting `message` would derive and store as skipped (0 for a stored key)."""
+        model = self.ratchet.model
+        if any(s.ratchet_pub == message.ratchet_key and s.index == message.index for s in model.skipped_message_keys):
+            return 0
+        dh = model.diffie_hellman_ratchet
+        receiving = dh.symmetric_key_ratchet.receiving_chain
+        received = None if receiving is None else receiving.length
+        if message.ratchet_key == dh.other_ratchet_pub and received is not None:
+            return max(message.index - received, 0)
+        # A new ratchet key: the rest of the current receiving chain, then the new chain up to `index`.
+        rest = 0 if received is None else max(message.previous_chain_length - received, 0)
+        return rest + message.index
+
     async def decrypt(self, message: wire.RatchetMessage) -> bytes:
         """Decrypt; on any failure the session is left exactly as it was."""
+        # Checked before the library runs: it only warns about a huge previous-chain gap and then skips those
+        # keys silently, and it bounds the two chains separately (2 * MAX_SKIP keys for one message).
+        # (PN + N bounds the count from above, so everyday messages skip building the library's model.)
+        if message.previous_chain_length + message.index > MAX_SKIP and self.keys_to_skip(message) > MAX_SKIP:
+            if self._is_consumed(message):
+                raise DuplicateMessage("message already decrypted")
+            raise DecryptError(f"more than {MAX_SKIP} message keys skipped")
         try:
-            with warnings.catch_warnings():
-                # The library warns (rather than fails) when a header claims a huge previous chain; the
-                # message then fails to authenticate anyway, so the warning is only noise from forgeries.
-                warnings.simplefilter("ignore", UserWarning)
-                plaintext = await self.ratchet.decrypt_message(_from_wire(message), self.associated_data)
+            plaintext = await self.ratchet.decrypt_message(_from_wire(message), self.associated_data)
         except doubleratchet.DuplicateMessageException as exc:
             raise DuplicateMessage("message already decrypted") from exc
         except (doubleratchet.AuthenticationFailedException, doubleratchet.DoSProtectionException) as exc:
@@ -226,15 +243,22 @@ class PeerPrekeys:
     one_time_prekey: bytes | None
 
 
-async def x3dh_initiate(own: X3DHState, peer: PeerPrekeys) -> tuple[bytes, bytes, wire.PrekeyHeader]:
-    """Active X3DH: shared secret, associated data and the header for the peer. Raises x3dh's errors."""
+async def x3dh_initiate(
+    own: X3DHState, peer: PeerPrekeys, ad_appendix: bytes
+) -> tuple[bytes, bytes, wire.PrekeyHeader]:
+    """Active X3DH: shared secret, associated data (+ `ad_appendix`) and the header for the peer.
+
+    Raises x3dh's errors. `ad_appendix` is `wire.session_ad_appendix(own address, peer address)`.
+    """
     bundle = x3dh.Bundle(
         identity_key=peer.identity_key,
         signed_pre_key=peer.signed_prekey,
         signed_pre_key_sig=peer.signed_prekey_signature,
         pre_keys=frozenset() if peer.one_time_prekey is None else frozenset([peer.one_time_prekey]),
     )
-    secret, ad, header = await own.get_shared_secret_active(bundle, require_pre_key=False)
+    secret, ad, header = await own.get_shared_secret_active(
+        bundle, associated_data_appendix=ad_appendix, require_pre_key=False
+    )
     prekey = wire.PrekeyHeader(
         header.identity_key, header.ephemeral_key, peer.signed_prekey_id, peer.one_time_prekey_id
     )
@@ -242,22 +266,24 @@ async def x3dh_initiate(own: X3DHState, peer: PeerPrekeys) -> tuple[bytes, bytes
 
 
 async def x3dh_respond(
-    own: X3DHState, prekey: wire.PrekeyHeader, spk_public: bytes, opk_public: bytes | None
+    own: X3DHState, prekey: wire.PrekeyHeader, spk_public: bytes, opk_public: bytes | None, ad_appendix: bytes
 ) -> tuple[bytes, bytes]:
-    """Passive X3DH: shared secret and associated data. Raises x3dh's errors."""
+    """Passive X3DH: shared secret and associated data (+ `ad_appendix`). Raises x3dh's errors."""
     header = x3dh.Header(
         identity_key=prekey.identity_key,
         ephemeral_key=prekey.base_key,
         signed_pre_key=spk_public,
         pre_key=opk_public,
     )
-    secret, ad, _ = await own.get_shared_secret_passive(header, require_pre_key=False)
+    secret, ad, _ = await own.get_shared_secret_passive(
+        header, associated_data_appendix=ad_appendix, require_pre_key=False
+    )
     return secret, ad
 
 
-async def initiate(own: X3DHState, peer: PeerPrekeys, plaintext: bytes) -> tuple[Session, bytes]:
+async def initiate(own: X3DHState, peer: PeerPrekeys, ad_appendix: bytes, plaintext: bytes) -> tuple[Session, bytes]:
     """Start a session from a verified bundle and encrypt its first message."""
-    secret, ad, prekey = await x3dh_initiate(own, peer)
+    secret, ad, prekey = await x3dh_initiate(own, peer, ad_appendix)
     ratchet, encrypted = await _Ratchet.encrypt_initial_message(
         *_RATCHET_CONFIG, secret, peer.signed_prekey, plaintext, ad
     )
@@ -266,7 +292,7 @@ async def initiate(own: X3DHState, peer: PeerPrekeys, plaintext: bytes) -> tuple
 
 
 async def respond(
-    own: X3DHState, envelope: wire.Envelope, spk_private: bytes, opk_private: bytes | None
+    own: X3DHState, envelope: wire.Envelope, spk_private: bytes, opk_private: bytes | None, ad_appendix: bytes
 ) -> tuple[Session, bytes]:
     """Accept an initial message: the new session and the plaintext. Raises DecryptError; changes nothing."""
     prekey = envelope.prekey
@@ -277,6 +303,7 @@ async def respond(
             prekey,
             primitives.x25519_public(spk_private),
             None if opk_private is None else primitives.x25519_public(opk_private),
+            ad_appendix,
         )
         ratchet, plaintext = await _Ratchet.decrypt_initial_message(
             *_RATCHET_CONFIG, secret, spk_private, _from_wire(envelope.message), ad

@@ -1,7 +1,9 @@
 """The versioned binary wire format: every byte a peer (or a JavaScript client) must produce or parse.
 
-All integers are unsigned big-endian. Every structure starts with a version byte (`VERSION`) and a type
-byte (`MessageType`); a parser rejects any other version. docs/e2e.md ("Wire format") is the reference.
+All integers are unsigned big-endian. Every structure starts with a version byte and a type byte
+(`MessageType`); a parser rejects any other version. Pairwise and group messages are at `VERSION` (2: the
+sender's and recipient's addresses are authenticated); sender key distributions and attachment blobs did
+not change and stay at 1. docs/e2e.md ("Wire format") is the reference.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 
 from sup.client.crypto.errors import CryptoError, DecryptError
 
-VERSION = 1
+VERSION = 2
+DISTRIBUTION_VERSION = 1
+ATTACHMENT_VERSION = 1
 KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 TAG_SIZE = 16
@@ -26,6 +30,7 @@ _PREKEY_HEAD = struct.Struct(">BB32s32sIB")
 _RATCHET_HEADER = struct.Struct(">B32sII")
 _DISTRIBUTION = struct.Struct(">BB16sI32s32s")
 _GROUP_HEAD = struct.Struct(">BB16sI")
+_U16 = struct.Struct(">H")
 
 
 class MessageType(enum.IntEnum):
@@ -68,6 +73,24 @@ class Envelope:
 
     prekey: PrekeyHeader | None
     message: RatchetMessage
+
+
+def length_prefixed(text: str) -> bytes:
+    """u16 byte length || UTF-8 bytes: how ids are put into associated data, unambiguously."""
+    raw = text.encode()
+    if len(raw) > 0xFFFF:
+        raise CryptoError("id too long")
+    return _U16.pack(len(raw)) + raw
+
+
+def address_bytes(user_id: str, device_id: str) -> bytes:
+    """One device's address as authenticated: length_prefixed(user_id) || length_prefixed(device_id)."""
+    return length_prefixed(user_id) + length_prefixed(device_id)
+
+
+def session_ad_appendix(initiator: tuple[str, str], responder: tuple[str, str]) -> bytes:
+    """What follows 0xED || IK_A || 0xED || IK_B in a session's associated data: both addresses, initiator first."""
+    return address_bytes(*initiator) + address_bytes(*responder)
 
 
 def ratchet_header(ratchet_key: bytes, previous_chain_length: int, index: int) -> bytes:
@@ -136,7 +159,7 @@ class SenderKeyDistribution:
     def encode(self) -> bytes:
         """Serialise."""
         return _DISTRIBUTION.pack(
-            VERSION,
+            DISTRIBUTION_VERSION,
             MessageType.SENDER_KEY_DISTRIBUTION,
             uuid.UUID(self.distribution_id).bytes,
             self.iteration,
@@ -147,7 +170,9 @@ class SenderKeyDistribution:
     @classmethod
     def decode(cls, data: bytes) -> SenderKeyDistribution:
         """Parse; anything malformed raises CryptoError."""
-        if len(data) != _DISTRIBUTION.size or data[0] != VERSION or data[1] != MessageType.SENDER_KEY_DISTRIBUTION:
+        if len(data) != _DISTRIBUTION.size or data[:2] != bytes(
+            (DISTRIBUTION_VERSION, MessageType.SENDER_KEY_DISTRIBUTION)
+        ):
             raise CryptoError("malformed sender key distribution message")
         _, _, dist_id, iteration, chain_key, signing_key = _DISTRIBUTION.unpack(data)
         return cls(str(uuid.UUID(bytes=dist_id)), iteration, chain_key, signing_key)
@@ -155,7 +180,11 @@ class SenderKeyDistribution:
 
 @dataclass(frozen=True, slots=True)
 class GroupMessage:
-    """A sender-key message: header, AES-256-GCM ciphertext, Ed25519 signature over everything before it."""
+    """A sender-key message: header, AES-256-GCM ciphertext, Ed25519 signature.
+
+    Both the GCM associated data and the signature start with the message's context (chat id, sender user
+    id, sender device id; never sent), so a message attributed to another chat or device does not verify.
+    """
 
     distribution_id: str
     iteration: int
@@ -164,16 +193,30 @@ class GroupMessage:
 
     @staticmethod
     def header(distribution_id: str, iteration: int) -> bytes:
-        """The 22-byte header, also the AES-GCM associated data."""
+        """The 22-byte header."""
         return _GROUP_HEAD.pack(VERSION, MessageType.GROUP_MESSAGE, uuid.UUID(distribution_id).bytes, iteration)
 
-    def signed_part(self) -> bytes:
-        """The bytes the signature covers."""
+    @staticmethod
+    def context(chat_id: str, user_id: str, device_id: str) -> bytes:
+        """length_prefixed(chat_id) || length_prefixed(sender user_id) || length_prefixed(sender device_id)."""
+        return length_prefixed(chat_id) + address_bytes(user_id, device_id)
+
+    @classmethod
+    def associated_data(cls, context: bytes, distribution_id: str, iteration: int) -> bytes:
+        """The AES-GCM associated data: context || header."""
+        return context + cls.header(distribution_id, iteration)
+
+    def signed_part(self, context: bytes) -> bytes:
+        """The bytes the signature covers: context || header || ciphertext."""
+        return context + self.wire_part()
+
+    def wire_part(self) -> bytes:
+        """Header and ciphertext as sent (everything before the signature)."""
         return self.header(self.distribution_id, self.iteration) + self.ciphertext
 
     def encode(self) -> bytes:
         """Serialise."""
-        return self.signed_part() + self.signature
+        return self.wire_part() + self.signature
 
     @classmethod
     def decode(cls, data: bytes) -> GroupMessage:
@@ -181,7 +224,7 @@ class GroupMessage:
         if len(data) < _GROUP_HEAD.size + TAG_SIZE + SIGNATURE_SIZE:
             raise DecryptError("truncated group message")
         if data[0] != VERSION or data[1] != MessageType.GROUP_MESSAGE:
-            raise DecryptError("not a version 1 group message")
+            raise DecryptError(f"not a version {VERSION} group message")
         _, _, dist_id, iteration = _GROUP_HEAD.unpack_from(data)
         return cls(
             str(uuid.UUID(bytes=dist_id)),

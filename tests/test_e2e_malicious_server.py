@@ -1,0 +1,282 @@
+"""The SDK against a server that lies: it must not be able to read, forge, or silently re-route messages.
+
+Each test plays the malicious server by feeding a client events it made up (`_handle_batch`, as the event
+stream would) or by changing what `SupHttp` answers; the honest parts run on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+from sup.client.client import (
+    Attachment,
+    BadDeviceKeys,
+    Client,
+    ClientError,
+    NewDevice,
+    ReceivedMessage,
+    SafetyNumberChanged,
+    Undecryptable,
+    encode_envelope,
+)
+from sup.client.crypto import DeviceCrypto
+from sup.client.store import ClientStore, StoreInUse
+from tests.conftest import Server
+from tests.test_e2e_conversations import People, assert_quiet, receive
+
+
+@pytest.fixture
+async def people(server: Server, tmp_path):
+    group = People(server, tmp_path)
+    yield group
+    await group.close()
+
+
+async def items_until(client: Client, wanted: type, within: float = 10) -> list[Any]:
+    """Every item up to and including the first of type `wanted`."""
+    found = []
+    while not found or not isinstance(found[-1], wanted):
+        found.append(await client.next_message(within))
+    return found
+
+
+def fake_message(chat_id: str, sender: Client, **fields: Any) -> dict[str, Any]:
+    """A `message.new` event the server made up, claiming to come from `sender`."""
+    message = {
+        "id": str(uuid.uuid4()),
+        "chat_id": chat_id,
+        "seq": 10_000,
+        "sender_id": sender.user_id,
+        "sender_device_id": sender.device_id,
+        "kind": "text",
+        "body": None,
+        "ciphertext": None,
+        "media_id": None,
+        "created_at": 0,
+        **fields,
+    }
+    return {"type": "message.new", "message": message}
+
+
+# -- 1. downgrade -------------------------------------------------------------------------------
+
+
+async def test_a_chat_cannot_be_switched_to_plaintext_by_the_server(people: People):
+    alice, bob, carol = await people.register(), await people.register(), await people.register()
+    direct = await alice.direct_chat(bob.user_id)
+    group = await alice.create_group("trio", [bob.user_id, carol.user_id])
+
+    for chat in (direct, group):
+        await alice._handle_batch([{"type": "chat.updated", "chat": {**chat, "encrypted": False}}])
+        assert (await alice.chat(chat["id"]))["encrypted"] is True
+        sent = await alice.send_text(chat["id"], "still secret")
+        assert (await alice.http.message(sent["id"]))["body"] is None
+        (got,) = await receive(bob, 1)
+        assert isinstance(got, ReceivedMessage) and got.encrypted and got.text == "still secret"
+
+    # a direct chat first seen as "not encrypted" is encrypted all the same
+    await alice.store.put_chat({**direct, "encrypted": False})
+    alice._chats.pop(direct["id"])
+    with pytest.raises(ClientError):
+        await alice.send(direct["id"], text="x", attachments=[Attachment("m", b"", b"", 0)])
+    sent = await alice.send_text(direct["id"], "encrypted anyway")
+    assert (await alice.http.message(sent["id"]))["body"] is None
+
+
+async def test_plaintext_in_an_encrypted_chat_is_refused(people: People):
+    alice, bob = await people.register(), await people.register()
+    chat = await alice.direct_chat(bob.user_id)
+    await alice.send_text(chat["id"], "hello")
+    assert [m.text for m in await receive(bob, 1)] == ["hello"]
+
+    forged = fake_message(chat["id"], alice, body="send the money to account 1234")
+    with_file = fake_message(chat["id"], alice, kind="media", body="", media_id=str(uuid.uuid4()))
+    await bob._handle_batch([forged, with_file])
+    for frame in (forged, with_file):
+        got = await bob.next_message(5)
+        assert isinstance(got, Undecryptable) and got.message_id == frame["message"]["id"], got
+        assert "plaintext" in got.reason
+
+    # a keyless attachment inside an encrypted message would be fetched unchecked: refused as well
+    envelope = encode_envelope(chat["id"], text="see file", attachments=[Attachment("media-1", b"", b"", 0)])
+
+    async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
+        return await alice.http.send_message(chat["id"], str(uuid.uuid4()), recipients=recipients)
+
+    sent = await alice._encrypted(await alice.chat(chat["id"]), envelope, deliver)
+    (got,) = await receive(bob, 1)
+    assert isinstance(got, Undecryptable) and got.message_id == sent["id"] and "without a key" in got.reason
+
+
+# -- 2. ghost devices ---------------------------------------------------------------------------
+
+
+async def test_a_device_added_to_a_known_user_is_shown_before_use(people: People):
+    alice, bob = await people.register(), await people.register()
+    chat = await alice.direct_chat(bob.user_id)
+    await alice.send_text(chat["id"], "first contact")
+    assert [m.text for m in await receive(bob, 1)] == ["first contact"]
+    number_before = await alice.safety_number(bob.user_id)
+
+    ghost = await people.another_device(bob)  # as if the server had logged in a device of its own
+    await alice.send_text(chat["id"], "who reads this?")
+    notices = [i for i in await items_until(alice, NewDevice) if isinstance(i, NewDevice)]
+    assert notices == [NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key)]
+    assert [m.text for m in await receive(ghost, 1)] == ["who reads this?"]
+    number_with_ghost = await alice.safety_number(bob.user_id)
+    assert number_with_ghost != number_before
+    assert number_with_ghost == await bob.safety_number(alice.user_id)
+
+    # the server hides the ghost while the safety number is computed: the number still counts it
+    real_user_keys = alice.http.user_keys
+
+    async def hiding(user_id: str) -> list[dict[str, Any]]:
+        return [d for d in await real_user_keys(user_id) if d["device_id"] != ghost.device_id]
+
+    alice.http.user_keys = hiding  # type: ignore[method-assign]
+    assert await alice.safety_number(bob.user_id) == number_with_ghost
+    alice.http.user_keys = real_user_keys  # type: ignore[method-assign]
+
+    # shown once: not again for the next message
+    await alice.send_text(chat["id"], "again")
+    await receive(bob, 2)
+    await asyncio.sleep(0.2)
+    assert not [i for i in _drain(alice) if isinstance(i, NewDevice)]
+
+
+async def test_a_message_from_an_unlisted_device_is_announced_first(people: People):
+    alice, bob = await people.register(), await people.register()
+    chat = await alice.direct_chat(bob.user_id)
+    await alice.send_text(chat["id"], "first contact")
+    await receive(bob, 1)
+
+    alice._check_new_devices = _nothing  # type: ignore[method-assign]  # the server suppresses keys.changed
+    ghost = await people.another_device(bob)
+    sent = await ghost.send_text(chat["id"], "hi, it's bob (really)")
+    found = await items_until(alice, ReceivedMessage)
+    assert NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key) in found
+    assert found[-1].message_id == sent["id"]
+    assert found.index(NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key)) < len(found) - 1
+
+
+async def _nothing(*args: Any) -> None:
+    return None
+
+
+def _drain(client: Client) -> list[Any]:
+    found = []
+    while not client._inbox.empty():
+        found.append(client._inbox.get_nowait())
+    return found
+
+
+# -- 3. one process per store -------------------------------------------------------------------
+
+
+async def test_a_store_is_used_by_one_process_at_a_time(people: People, tmp_path):
+    alice = await people.register()
+    path = str(alice.store.path)
+    with pytest.raises(StoreInUse, match="in use"):
+        await ClientStore.open(path)
+    with pytest.raises(ClientError, match="in use"):
+        await Client.open(path)
+    script = f"import asyncio; from sup.client.store import ClientStore; asyncio.run(ClientStore.open({path!r}))"
+    other_process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(other_process.communicate(), 60)
+    assert other_process.returncode != 0 and b"StoreInUse" in stderr
+
+    people.clients.remove(alice)
+    await alice.close()
+    again = await Client.open(path)  # released on close
+    people.clients.append(again)
+
+
+# -- 4. replays and lost messages ---------------------------------------------------------------
+
+
+async def test_a_replayed_ciphertext_under_a_new_id_is_reported(people: People):
+    alice, bob = await people.register(), await people.register()
+    frames: list[dict[str, Any]] = []
+    bob.on_event(lambda frame: frames.append(frame) if frame["type"] == "message.new" else None)
+    chat = await alice.direct_chat(bob.user_id)
+    await alice.send_text(chat["id"], "once")
+    assert [m.text for m in await receive(bob, 1)] == ["once"]
+    (original,) = frames
+
+    replay = {k: v for k, v in original.items() if k != "cursor"}
+    await bob._handle_batch([replay])  # the same message again: it was shown, so nothing is shown
+    await assert_quiet(bob)
+
+    renamed = {"type": "message.new", "message": {**original["message"], "id": str(uuid.uuid4()), "seq": 99}}
+    await bob._handle_batch([renamed])
+    (got,) = await receive(bob, 1)
+    assert isinstance(got, Undecryptable) and got.message_id == renamed["message"]["id"]
+    assert "already used" in got.reason
+
+
+# -- 5. a device with bad keys ------------------------------------------------------------------
+
+
+async def test_a_device_with_an_unusable_bundle_is_named(people: People):
+    alice, bob = await people.register(), await people.register()
+    chat = await alice.direct_chat(bob.user_id)
+    real_bundle = alice.http.prekey_bundle
+
+    async def forged_signature(user_id: str, device_id: str) -> dict[str, Any]:
+        found = await real_bundle(user_id, device_id)
+        spk = found["signed_prekey"]
+        return {**found, "signed_prekey": {**spk, "signature": bytes(64)}}
+
+    alice.http.prekey_bundle = forged_signature  # type: ignore[method-assign]
+    with pytest.raises(BadDeviceKeys) as refused:
+        await alice.send_text(chat["id"], "nothing goes out")
+    assert (refused.value.user_id, refused.value.device_id) == (bob.user_id, bob.device_id)
+    assert bob.device_id in str(refused.value)
+    assert (await alice.http.history(chat["id"]))["items"] == []
+
+    alice.http.prekey_bundle = real_bundle  # type: ignore[method-assign]
+    await alice.send_text(chat["id"], "now it works")
+    assert [m.text for m in await receive(bob, 1)] == ["now it works"]
+
+
+# -- 6. an untrusted identity holds messages ----------------------------------------------------
+
+
+async def test_messages_from_an_untrusted_identity_wait_for_trust(people: People):
+    alice, bob = await people.register(), await people.register()
+    alice.accept_identity_changes = False
+    chat = await alice.direct_chat(bob.user_id)
+    await alice.send_text(chat["id"], "before")
+    assert [m.text for m in await receive(bob, 1)] == ["before"]
+
+    # bob's device comes back with a new identity key (or the server swapped it)
+    path = str(bob.store.path)
+    people.clients.remove(bob)
+    await bob.close()
+    store = await ClientStore.open(path)
+    await store.set(crypto=DeviceCrypto.create().to_bytes(), keys_published=0)
+    await store.close()
+    bob = await Client.open(path)
+    people.clients.append(bob)
+    await bob.start()
+
+    held = [await bob.send_text(chat["id"], f"new key {n}") for n in range(2)]
+    notice = (await items_until(alice, SafetyNumberChanged))[-1]
+    assert (notice.user_id, notice.device_id, notice.trusted) == (bob.user_id, bob.device_id, False)
+    assert notice.identity_key == bob.crypto.identity_key
+    await assert_quiet(alice)  # held, acknowledged, not lost
+    assert len(await alice.store.held(bob.user_id, bob.device_id)) == 2
+    assert alice.cursor is not None and alice.store.cursor == alice.cursor
+
+    await alice.trust_identity(bob.user_id, bob.device_id, notice.identity_key)
+    got = await receive(alice, 2)
+    assert [(g.message_id, g.text) for g in got] == [(m["id"], f"new key {n}") for n, m in enumerate(held)]
+    assert await alice.store.held(bob.user_id, bob.device_id) == []
+    assert DeviceCrypto.from_bytes(alice.store.crypto).peer_identity(bob.user_id, bob.device_id) == notice.identity_key
