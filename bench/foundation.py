@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -1046,23 +1046,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out: Path = args.json_out or BENCH_DIR / "reports" / f"foundation-{database}.json"
+def run_and_report(
+    name: str,
+    benchmark: Coroutine[Any, Any, dict[str, Any]],
+    summary: Callable[[dict[str, Any]], str],
+    json_out: Path,
+    budget_s: float,
+) -> int:
+    """Run a benchmark, print its summary, write its JSON report; the exit status (0 ok, 1 problems, 2 failed)."""
     try:
-        report = asyncio.run(run_benchmark(args))
+        report = asyncio.run(benchmark)
     except BenchError as exc:
-        print(f"foundation benchmark failed: {exc}", file=sys.stderr)
+        print(f"{name} benchmark failed: {exc}", file=sys.stderr)
         return 2
     except TimeoutError:
-        print(f"foundation benchmark failed: over its {TOTAL_BUDGET_S:.0f} s budget", file=sys.stderr)
+        print(f"{name} benchmark failed: over its {budget_s:.0f} s budget", file=sys.stderr)
         return 2
-    print(format_summary(report))
+    print(summary(report))
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"JSON report: {json_out}")
     return 0 if report["ok"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    database = "postgres" if args.database_url else "sqlite"
+    json_out: Path = args.json_out or BENCH_DIR / "reports" / f"foundation-{database}.json"
+    return run_and_report("foundation", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from foundation import (
     machine_info,
     proc_status,
     read_log,
+    run_and_report,
     server_env,
     software_info,
     stop_server,
@@ -954,19 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_out: Path = args.json_out or BENCH_DIR / "reports" / f"media-{stamp}.json"
-    try:
-        report = asyncio.run(run_benchmark(args))
-    except BenchError as exc:
-        print(f"media benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except TimeoutError:
-        print(f"media benchmark failed: over its {args.max_seconds:.0f} s budget", file=sys.stderr)
-        return 2
-    print(format_summary(report))
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON report: {json_out}")
-    return 0 if report["ok"] else 1
+    return run_and_report("media", run_benchmark(args), format_summary, json_out, args.max_seconds)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ from foundation import (
     percentile,
     process_cpu_snapshot,
     read_log,
+    run_and_report,
     server_env,
     software_info,
     stop_server,
@@ -1840,19 +1841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     database = "postgres" if args.database_url else "sqlite"
     json_out: Path = args.json_out or BENCH_DIR / "reports" / f"messaging-{database}.json"
-    try:
-        report = asyncio.run(run_benchmark(args))
-    except BenchError as exc:
-        print(f"messaging benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except TimeoutError:
-        print(f"messaging benchmark failed: over its {TOTAL_BUDGET_S:.0f} s budget", file=sys.stderr)
-        return 2
-    print(format_summary(report))
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON report: {json_out}")
-    return 0 if report["ok"] else 1
+    return run_and_report("messaging", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":
