@@ -556,3 +556,44 @@ async def test_concurrent_uploads_keep_the_quota_and_leave_no_unnamed_blobs(serv
             await asyncio.sleep(0.1)
     finally:
         limited.clock.advance(-3600)
+
+
+async def test_my_files_and_my_quota(server: Server):
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    ids = [(await api.upload(alice, os.urandom(1000 + i))).body["id"] for i in range(3)]
+    await api.upload(bob, os.urandom(500))
+    first = await api.get(MEDIA, token=alice.access_token, params={"limit": "2"})
+    assert first.status == 200 and [m["id"] for m in first.body["items"]] == ids[:2]
+    assert first.body["used_bytes"] == 3003 and first.body["quota_bytes"] == server.config.media.quota_bytes
+    rest = await api.get(MEDIA, token=alice.access_token, params={"after": first.body["next_cursor"]})
+    assert [m["id"] for m in rest.body["items"]] == ids[2:] and rest.body["next_cursor"] is None
+    assert (await api.get(MEDIA, token=alice.access_token, params={"limit": "0"})).status == 422
+
+
+async def test_files_of_deleted_messages_and_chats_are_cleaned_up(server: Server):
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    chat = await channel_with(api, alice, bob)
+    other = await channel_with(api, alice, bob)
+    alone = (await api.upload(alice, os.urandom(700))).body
+    shared = (await api.upload(alice, os.urandom(701))).body
+    in_chat = (await api.upload(alice, os.urandom(702))).body
+    message = (await attach(api, alice, chat, alone["id"])).body
+    await attach(api, alice, chat, shared["id"])
+    await attach(api, alice, other, shared["id"])  # also used in another chat
+    await attach(api, alice, other, in_chat["id"])
+    gone = await api.delete(f"/api/v1/messages/{message['id']}", token=alice.access_token)
+    assert gone.status == 204
+    assert (await api.delete(f"/api/v1/chats/{other}", token=alice.access_token)).status == 204
+
+    hours = server.config.media.orphan_hours + 1
+    server.clock.advance(hours * 3600)
+    try:
+        await server.app[SERVICES].media.cleanup()
+    finally:
+        server.clock.advance(-hours * 3600)
+    status = {m["id"]: (await api.get(f"{MEDIA}/{m['id']}", token=alice.access_token)).status
+              for m in (alone, shared, in_chat)}  # fmt: skip
+    # alone: its only message deleted; in_chat: its chat deleted; shared: still in a message of `chat`
+    assert status == {alone["id"]: 404, shared["id"]: 200, in_chat["id"]: 404}

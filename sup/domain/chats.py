@@ -279,6 +279,7 @@ class ChatService:
             if membership.chat["type"] != "direct" and membership.member["kind"] != "owner":
                 raise DomainError(Code.FORBIDDEN, "Only the owner can delete this chat.")
             deliveries = await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+            await self._attachments.chat_going(tx, chat_id)
             await self._access.chats.delete(tx, chat_id)
         await self._announcer.announce(deliveries)
 
@@ -299,6 +300,7 @@ class ChatService:
             successor = await self._access.members.successor(tx, chat_id, user_id)
             if successor is None:  # the last one out: nothing is left to keep
                 deliveries += await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+                await self._attachments.chat_going(tx, chat_id)
                 await self._access.chats.delete(tx, chat_id)
                 return deliveries
             owner_role = await self._roles.by_kind(tx, chat_id, "owner")

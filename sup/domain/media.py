@@ -107,6 +107,14 @@ def media_from_row(row: Row) -> Media:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaPage:
+    items: list[Media]
+    next_cursor: str | None
+    used_bytes: int  # files plus resumable uploads in progress
+    quota_bytes: int  # 0: no quota
+
+
+@dataclass(frozen=True, slots=True)
 class UploadSession:
     upload_id: str
     size: int
@@ -455,6 +463,17 @@ class MediaService:
         if await self._media.visible_as_avatar(self._db, media_id, user_id):
             return row
         raise _not_found()
+
+    async def list_mine(self, owner_id: str, after: str | None, limit: int) -> MediaPage:
+        """My files, oldest first, and how much of my quota they use."""
+        rows = await self._media.page(self._db, owner_id, after, limit + 1)
+        items = [media_from_row(r) for r in rows[:limit]]
+        return MediaPage(
+            items=items,
+            next_cursor=items[-1].id if len(rows) > limit else None,
+            used_bytes=await self._media.used_bytes(self._db, owner_id),
+            quota_bytes=self._config.quota_bytes,
+        )
 
     async def get(self, user_id: str, media_id: str) -> Media:
         return media_from_row(await self._visible(user_id, media_id))

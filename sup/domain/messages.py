@@ -383,6 +383,7 @@ class MessageService:
                     membership.require(Permission.DELETE_OTHERS, "delete other people's messages")
                 if row["deleted_at"] is not None:
                     return
+                await self._attachments.message_going(tx, message_id)
                 await self._messages.tombstone(tx, message_id, now)
                 deliveries = await self._timeline.to_chat(
                     tx, row["chat_id"], "message.deleted", {**event, "for_everyone": True}, now

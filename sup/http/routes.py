@@ -8,7 +8,7 @@ from sup import __version__
 from sup.domain.accounts import Device, User
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
-from sup.domain.media import Media, UploadSession
+from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
 from sup.domain.timeline import Message
@@ -322,6 +322,7 @@ ROUTES: list[Route] = [
     Route(
         "GET", f"{API}/media/thumbnail/{{media_id}}", media.thumbnail, query=s.ThumbnailQuery, auth=False, tag="media"
     ),
+    Route("GET", f"{API}/media", media.list_media, query=s.PageQuery, response=MediaPage, tag="media"),
     Route("GET", f"{API}/media/{{media_id}}", media.get_media, response=Media, tag="media"),
     Route(
         "GET",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.storage.database import Queryable, Row
+from sup.storage.database import Queryable, Row, keyset_page
 
 _COLUMNS = (
     "id, owner_id, purpose, encrypted, kind, mime, filename, size, sha256, blob_key, status, failure, width, height,"
@@ -61,6 +61,22 @@ class MediaStore:
         return await db.fetchrow(
             f"SELECT {_COLUMNS} FROM media WHERE blob_key = $1 AND NOT encrypted AND status <> 'pending' LIMIT 1",
             blob_key,
+        )
+
+    async def page(self, db: Queryable, owner_id: str, after: str | None, limit: int) -> list[Row]:
+        return await keyset_page(db, f"SELECT {_COLUMNS} FROM media WHERE owner_id = $1", "id", owner_id, after, limit)
+
+    async def unreference(self, tx: Queryable, where: str, *args: object) -> None:
+        """Files chosen by `where` (over `media m`) that nothing else uses become orphans again.
+
+        The orphan sweep then deletes them: the bytes of a deleted message or chat do not stay
+        in someone's quota for ever. `where` also excludes the uses that are going away.
+        """
+        await tx.execute(
+            "UPDATE media SET attached_at = NULL WHERE id IN (SELECT m.id FROM media m"
+            f" WHERE m.purpose <> 'sticker' AND {where}"
+            " AND NOT EXISTS (SELECT 1 FROM users u WHERE u.avatar_media_id = m.id))",
+            *args,
         )
 
     async def mark_attached(self, tx: Queryable, media_id: str, now: int) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from sup.domain.media import Download, Media, UploadSession
+from sup.domain.media import Download, Media, MediaPage, UploadSession
 from sup.errors import Code, DomainError
 from sup.http import schemas as s
 from sup.http.api import Call, bearer_token
@@ -111,6 +111,12 @@ async def complete_upload(call: Call) -> Media:
 async def abort_upload(call: Call) -> None:
     """DELETE /api/v1/media/uploads/{upload_id}: give up a resumable upload and drop its chunks."""
     await call.services.media.abort_upload(call.who.user_id, call.param("upload_id"))
+
+
+async def list_media(call: Call) -> MediaPage:
+    """GET /api/v1/media: my files, oldest first, and how much of my quota they use."""
+    query: s.PageQuery = call.query
+    return await call.services.media.list_mine(call.who.user_id, query.after, query.limit)
 
 
 async def get_media(call: Call) -> Media:
