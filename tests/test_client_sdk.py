@@ -16,6 +16,7 @@ import pyotp
 import pytest
 
 from sup.client.client import Client, ClientError, ReceivedMessage
+from sup.client.crypto import DeviceCrypto
 from sup.client.http import ApiError, SessionEnded, SupHttp, Tokens
 from sup.client.socket import DeviceRevoked, SupSocket
 from sup.client.store import ClientStore, StoreError
@@ -407,6 +408,18 @@ async def test_client_resumes_from_its_store_without_loss_or_duplicates(rt: Serv
 # -- the terminal chat ---------------------------------------------------------------------------
 
 
+async def _reinstall(client: Client) -> Client:
+    """The same device back with a new identity key (reinstalled, or a key the server swapped)."""
+    path = str(client.store.path)
+    await client.close()
+    store = await ClientStore.open(path)
+    await store.set(crypto=DeviceCrypto.create().to_bytes(), keys_published=0)
+    await store.close()
+    again = await Client.open(path)
+    await again.start()
+    return again
+
+
 async def test_terminal_chat(rt: Server, tmp_path):
     bob_name, alice_name = new_username(), new_username()
     bob = await Client.register(rt.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
@@ -417,7 +430,7 @@ async def test_terminal_chat(rt: Server, tmp_path):
         [
             "register",
             *("--server", rt.url, "--store", store, "--username", alice_name),
-            *("--password-stdin", "--with", bob_name),
+            *("--password-stdin", "--with", bob_name, "--hold-key-changes"),
         ]
     )
     reader = asyncio.StreamReader()
@@ -429,11 +442,28 @@ async def test_terminal_chat(rt: Server, tmp_path):
         assert isinstance(got, ReceivedMessage) and got.text == "hello from the terminal" and got.encrypted
         await bob.send_text(got.chat_id, "hi, terminal")
         await until(lambda: f"{bob_name}: hi, terminal" in out.getvalue())
-        reader.feed_data(f"/safety {bob_name}\n/history\n/quit\n".encode())
+        reader.feed_data(f"/safety {bob_name}\n/history\n/help\n/trust {bob_name}\n".encode())
+        await until(lambda: f"no changed key of {bob_name} is waiting" in out.getvalue())
+
+        # bob's device comes back with a new identity key: held until /trust, then refused with /reject
+        for verb, text in (("trust", "new key, trusted"), ("reject", "new key, rejected")):
+            bob = await _reinstall(bob)
+            await bob.send_text(got.chat_id, text)
+            await until(lambda verb=verb: f"/{verb} {bob_name}" in out.getvalue().rsplit("-- ", 1)[-1])
+            assert text not in out.getvalue()
+            reader.feed_data(f"/{verb} {bob_name}\n".encode())
+            await until(lambda verb=verb: f"-- {verb}ed the new key of {bob_name}'s device" in out.getvalue())
+        await until(lambda: f"{bob_name}: new key, trusted" in out.getvalue())
+        await until(
+            lambda: "could not decrypt this message (its sender's new identity key was not trusted)" in out.getvalue()
+        )
+        assert "new key, rejected" not in out.getvalue()
+        reader.feed_data(b"/quit\n")
         assert await asyncio.wait_for(terminal, 10) == 0
     finally:
         await bob.close()
     shown = out.getvalue()
+    assert "/trust USERNAME" in shown and "/reject USERNAME" in shown
     assert f"now in @{bob_name} (direct, encrypted)" in shown
     assert f"1. @{bob_name} [direct]" in shown and "unknown command /nonsense" in shown
     assert "compare with" in shown and "hello from the terminal" in shown.split("compare with")[1]

@@ -103,10 +103,13 @@ async def test_plaintext_in_an_encrypted_chat_is_refused(people: People):
         assert "plaintext" in got.reason
 
     # a keyless attachment inside an encrypted message would be fetched unchecked: refused as well
-    envelope = encode_envelope(chat["id"], text="see file", attachments=[Attachment("media-1", b"", b"", 0)])
+    client_id = str(uuid.uuid4())
+    envelope = encode_envelope(
+        chat["id"], client_id=client_id, text="see file", attachments=[Attachment("media-1", b"", b"", 0)]
+    )
 
     async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
-        return await alice.http.send_message(chat["id"], str(uuid.uuid4()), recipients=recipients)
+        return await alice.http.send_message(chat["id"], client_id, recipients=recipients)
 
     sent = await alice._encrypted(await alice.chat(chat["id"]), envelope, deliver)
     (got,) = await receive(bob, 1)
@@ -280,3 +283,132 @@ async def test_messages_from_an_untrusted_identity_wait_for_trust(people: People
     assert [(g.message_id, g.text) for g in got] == [(m["id"], f"new key {n}") for n, m in enumerate(held)]
     assert await alice.store.held(bob.user_id, bob.device_id) == []
     assert DeviceCrypto.from_bytes(alice.store.crypto).peer_identity(bob.user_id, bob.device_id) == notice.identity_key
+
+
+# -- 7. a ciphertext is bound to its message ----------------------------------------------------
+
+
+class HeldBack:
+    """Plays a server that keeps message events from a client while `on` (to deliver them its own way later)."""
+
+    def __init__(self, client: Client) -> None:
+        self.on = False
+        self.frames: list[dict[str, Any]] = []
+        handle = client._handle_batch
+
+        async def holding(frames: list[dict[str, Any]]) -> None:
+            if self.on:
+                kept = [f for f in frames if f.get("type") in ("message.new", "message.edited")]
+                self.frames += [{k: v for k, v in f.items() if k != "cursor"} for f in kept]
+                frames = [f for f in frames if f not in kept]
+            await handle(frames)
+
+        client._handle_batch = holding  # type: ignore[method-assign]
+
+    async def take(self, count: int) -> list[dict[str, Any]]:
+        """The next `count` held frames, once they have arrived; holding stops."""
+        for _ in range(500):
+            if len(self.frames) >= count:
+                break
+            await asyncio.sleep(0.02)
+        self.on = False
+        taken, self.frames = self.frames[:count], self.frames[count:]
+        assert len(taken) == count, taken
+        return taken
+
+
+async def _pair(people: People, kind: str) -> tuple[Client, Client, dict[str, Any]]:
+    alice, bob = await people.register(), await people.register()
+    if kind == "direct":
+        chat = await alice.direct_chat(bob.user_id)
+    else:
+        chat = await alice.create_group("two", [bob.user_id])
+    return alice, bob, chat
+
+
+@pytest.mark.parametrize("kind", ["direct", "group"])
+async def test_a_ciphertext_redelivered_as_an_edit_of_another_message_is_refused(people: People, kind: str):
+    alice, bob, chat = await _pair(people, kind)
+    first = await alice.send_text(chat["id"], "first")
+    assert [m.text for m in await receive(bob, 1)] == ["first"]
+    held = HeldBack(bob)
+    held.on = True
+    second = await alice.send_text(chat["id"], "second")
+    for n in range(3):
+        await alice.edit_text(chat["id"], second["id"], f"second, edit {n}")
+    new, *edits = await held.take(4)
+    assert new["message"]["id"] == second["id"] and all(e["type"] == "message.edited" for e in edits)
+
+    def as_edit_of_first(frame: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        message = {**first, "ciphertext": frame["message"]["ciphertext"], "edited_at": 1, **fields}
+        return {"type": "message.edited", "message": message}
+
+    forged = [
+        as_edit_of_first(new),  # a new message's ciphertext, passed off as an edit
+        as_edit_of_first(edits[0]),  # an edit of `second`, passed off as one of `first`
+        as_edit_of_first(edits[1], client_id=second["client_id"]),  # ... with the server's client_id changed too
+        as_edit_of_first(edits[2], seq=first["seq"] - 1, client_id=second["client_id"]),  # ... and its seq
+    ]
+    await bob._handle_batch(forged)
+    got = await receive(bob, len(forged))
+    for item, reason in zip(got, ["a new message", "another message", "another message", "seq changed"], strict=True):
+        assert isinstance(item, Undecryptable) and item.edited, item
+        assert item.message_id == first["id"] and reason in item.reason, item
+    # the refused edits leave `first` as bob had it
+    (kept,) = [m for m in await bob.local_history(chat["id"]) if m["message_id"] == first["id"]]
+    assert kept["status"] == "ok" and kept["content"]["text"] == "first"
+
+    # an honest edit still goes through
+    await alice.edit_text(chat["id"], first["id"], "first, edited")
+    (got_edit,) = await receive(bob, 1)
+    assert isinstance(got_edit, ReceivedMessage) and got_edit.edited and got_edit.text == "first, edited"
+
+
+async def test_a_message_delivered_under_another_client_id_is_refused(people: People):
+    alice, bob, chat = await _pair(people, "direct")
+    first = await alice.send_text(chat["id"], "first")
+    assert [m.text for m in await receive(bob, 1)] == ["first"]
+    held = HeldBack(bob)
+    held.on = True
+    second = await alice.send_text(chat["id"], "second")
+    await alice.edit_text(chat["id"], first["id"], "first, edited")
+    new, edit = await held.take(2)
+
+    relabelled = {"type": "message.new", "message": {**new["message"], "client_id": str(uuid.uuid4())}}
+    edit_as_new = {
+        "type": "message.new",
+        "message": {**edit["message"], "id": str(uuid.uuid4()), "seq": second["seq"] + 1, "edited_at": None},
+    }
+    await bob._handle_batch([relabelled, edit_as_new])
+    got = await receive(bob, 2)
+    assert isinstance(got[0], Undecryptable) and got[0].message_id == second["id"] and not got[0].edited
+    assert "client_id differs" in got[0].reason
+    assert isinstance(got[1], Undecryptable) and got[1].message_id == edit_as_new["message"]["id"]
+    assert "an edit delivered as a new message" in got[1].reason
+
+
+async def test_reply_to_comes_from_the_envelope(people: People):
+    alice, bob, chat = await _pair(people, "direct")
+    first = await alice.send_text(chat["id"], "first")
+    other = await alice.send_text(chat["id"], "other")
+    assert [m.text for m in await receive(bob, 2)] == ["first", "other"]
+    held = HeldBack(bob)
+    held.on = True
+    reply = await alice.send_text(chat["id"], "a reply to first", reply_to=first["id"])
+    plain = await alice.send_text(chat["id"], "not a reply")
+    assert reply["reply_to"] == first["id"]
+    to_reply, to_plain = await held.take(2)
+
+    moved = {"type": "message.new", "message": {**to_reply["message"], "reply_to": other["id"]}}
+    added = {"type": "message.new", "message": {**to_plain["message"], "reply_to": other["id"]}}
+    await bob._handle_batch([moved, added])
+    got = await receive(bob, 2)
+    assert [(g.message_id, g.reply_to) for g in got] == [(reply["id"], first["id"]), (plain["id"], None)]
+    assert all(isinstance(g, ReceivedMessage) for g in got)
+
+    # an edit keeps what the original replied to, whatever the server says
+    await alice.edit_text(chat["id"], reply["id"], "a reply to first, edited")
+    (edited,) = await receive(bob, 1)
+    assert isinstance(edited, ReceivedMessage) and edited.edited and edited.reply_to == first["id"]
+    stored = {m["message_id"]: m["content"] for m in await bob.local_history(chat["id"])}
+    assert stored[reply["id"]]["reply_to"] == first["id"] and stored[plain["id"]]["reply_to"] is None

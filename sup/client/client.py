@@ -30,11 +30,15 @@ What it does for you:
 
 The plaintext inside every ciphertext is the envelope (UTF-8 JSON, see `encode_envelope`):
 
-    {"v": 1, "chat_id": "<chat id>", "text": "...", "data": "<base64>",
-     "attachments": [{"media_id", "key", "digest", "size", "mime", "name"}], "reply_to": "<message id>"}
+    {"v": 2, "chat_id": "<chat id>", "client_id": "<the message's client_id>", "text": "...",
+     "data": "<base64>", "attachments": [{"media_id", "key", "digest", "size", "mime", "name"}],
+     "reply_to": "<message id>"}
 
-and for a sender key, sent pairwise: `{"v": 1, "chat_id": ..., "sender_key": {"distribution_id", "key"}}`.
-`chat_id` binds the plaintext to its chat, so a server cannot replay it into another one.
+an edit names the message it replaces instead of a client_id of its own (`"edit_of": "<its client_id>"`),
+and a sender key, sent pairwise, is `{"v": 2, "chat_id": ..., "sender_key": {"distribution_id", "key"}}`.
+`chat_id` binds the plaintext to its chat, `client_id` / `edit_of` to its message, so a server can neither
+replay it into another chat nor pass it off as another message or as an edit of one; `reply_to` is taken
+from the envelope only.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from sup.client.store import Batch, ClientStore, StoreInUse
 
 log = logging.getLogger("sup.client")
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2  # 2: client_id / edit_of required in messages
 ONE_TIME_PREKEYS = 100
 SIGNED_PREKEY_MAX_AGE = 7 * 86400  # seconds; Signal rotates weekly too
 SEND_ATTEMPTS = 6  # device lists can change between fetch and send; each retry refetches
@@ -181,6 +185,7 @@ class Undecryptable:
     sender_device_id: str | None
     reason: str
     created_at: int = 0
+    edited: bool = False  # an edit of `message_id` was refused; the message itself stays as it was
 
 
 @dataclass(frozen=True)
@@ -223,13 +228,22 @@ class _Stop:
 def encode_envelope(
     chat_id: str,
     *,
+    client_id: str | None = None,
+    edit_of: str | None = None,
     text: str | None = None,
     data: bytes | None = None,
     attachments: Iterable[Attachment] = (),
     reply_to: str | None = None,
 ) -> bytes:
-    """The plaintext of a message, before encryption."""
+    """The plaintext of a message, before encryption: a new message's own `client_id`, or for an edit
+    the `client_id` of the message it replaces (`edit_of`); exactly one of the two."""
+    if (client_id is None) == (edit_of is None):
+        raise ValueError("a message envelope has either a client_id (a new message) or edit_of (an edit)")
     envelope: dict[str, Any] = {"v": ENVELOPE_VERSION, "chat_id": chat_id}
+    if client_id is not None:
+        envelope["client_id"] = client_id
+    else:
+        envelope["edit_of"] = edit_of
     if text is not None:
         envelope["text"] = text
     if data is not None:
@@ -274,6 +288,8 @@ class _Work:
     pending: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
     after_commit: list[Callable[[], Any]] = field(default_factory=list)
     shown: set[str] = field(default_factory=set)  # message ids delivered or reported in this batch
+    # what this batch stored for each message it delivered (not in the store until the commit)
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Client:
@@ -709,7 +725,9 @@ class Client:
         else:
             if any(not a.encrypted for a in attachments):
                 raise ClientError("an end-to-end encrypted chat takes encrypted attachments only (send_file)")
-            plaintext = encode_envelope(chat_id, text=text, data=data, attachments=attachments, reply_to=reply_to)
+            plaintext = encode_envelope(
+                chat_id, client_id=client_id, text=text, data=data, attachments=attachments, reply_to=reply_to
+            )
 
             async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
                 return await self.http.send_message(
@@ -732,9 +750,11 @@ class Client:
                 sender_device_id=self.device_id,
                 status="sent",
                 content={
+                    "client_id": client_id,
                     "text": text,
                     "data": b64e(data) if data is not None else None,
                     "attachments": [a.to_json() for a in attachments],
+                    "reply_to": reply_to,
                 },
                 created_at=sent.get("created_at"),
             )
@@ -745,7 +765,13 @@ class Client:
         chat = await self.chat(chat_id)
         if not is_encrypted(chat):
             return await self.http.edit_message(message_id, body=text)
-        plaintext = encode_envelope(chat_id, text=text)
+        original = await self.http.message(message_id)
+        if original.get("chat_id") != chat_id:
+            raise ClientError(f"message {message_id} is not in chat {chat_id}")
+        # The edit names the original by its client_id, as recorded here when it was sent or received.
+        stored = await self._stored_message(chat_id, message_id, original["seq"])
+        edit_of = ((stored or {}).get("content") or {}).get("client_id") or original["client_id"]
+        plaintext = encode_envelope(chat_id, edit_of=edit_of, text=text)
 
         async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
             return await self.http.edit_message(message_id, ciphertext=ciphertext, recipients=recipients)
@@ -880,7 +906,8 @@ class Client:
                 work.batch.release(frame_id)
                 if "message" in frame:
                     message = decode_message(dict(frame["message"]))
-                    self._undecryptable(work, message, "its sender's new identity key was not trusted")
+                    edited = frame["type"] == "message.edited"
+                    self._undecryptable(work, message, "its sender's new identity key was not trusted", edited=edited)
             await self._commit(work)
         self._publish(work)
 
@@ -1184,7 +1211,7 @@ class Client:
             if chat is None or is_encrypted(chat):
                 # Only the server can have written it: members' SDKs never send plaintext here.
                 where = "an unknown chat" if chat is None else "an end-to-end encrypted chat"
-                self._undecryptable(work, message, f"a plaintext message in {where} (refused)")
+                self._undecryptable(work, message, f"a plaintext message in {where} (refused)", edited=edited)
                 return
             plain: dict[str, Any] = {"text": message["body"]}
             if message.get("media_id"):
@@ -1192,7 +1219,7 @@ class Client:
             self._deliver(work, message, plain, encrypted=False, edited=edited)
             return
         if ciphertext is None or sender is None or device is None:
-            self._undecryptable(work, message, "no ciphertext for this device")
+            self._undecryptable(work, message, "no ciphertext for this device", edited=edited)
             return
         try:
             if len(ciphertext) > 1 and ciphertext[1] == _GROUP_MESSAGE:
@@ -1207,6 +1234,7 @@ class Client:
             else:
                 plaintext = await self._pairwise_decrypt(sender, device, ciphertext, work)
             envelope = decode_envelope(plaintext, chat_id)
+            original = await self._bound_to(message, envelope, edited, work)
         except DuplicateMessage:
             await self._duplicate(work, message)
             return
@@ -1214,9 +1242,9 @@ class Client:
             self._hold(work, frame, error)
             return
         except (CryptoError, ValueError) as error:
-            self._undecryptable(work, message, f"{type(error).__name__}: {error}")
+            self._undecryptable(work, message, f"{type(error).__name__}: {error}", edited=edited)
             return
-        self._deliver(work, message, envelope, encrypted=True, edited=edited)
+        self._deliver(work, message, envelope, encrypted=True, edited=edited, original=original)
 
     async def _receive_sender_key(self, frame: dict[str, Any], work: _Work) -> None:
         chat_id, sender, device = frame["chat_id"], frame["sender_user_id"], frame["sender_device_id"]
@@ -1244,9 +1272,11 @@ class Client:
             if message["id"] in seen:
                 continue
             seen.add(message["id"])
+            edited = pending["type"] == "message.edited"
             try:
                 plaintext = self.crypto.group_decrypt(chat_id, sender, device, message["ciphertext"])
                 envelope = decode_envelope(plaintext, chat_id)
+                original = await self._bound_to(message, envelope, edited, work)
             except NoSession:
                 continue  # another distribution still to come
             except DuplicateMessage:
@@ -1255,23 +1285,75 @@ class Client:
                 continue
             except (CryptoError, ValueError) as error:
                 work.batch.remove_pending(message["id"])
-                self._undecryptable(work, message, f"{type(error).__name__}: {error}")
+                self._undecryptable(work, message, f"{type(error).__name__}: {error}", edited=edited)
                 continue
             work.batch.remove_pending(message["id"])
-            self._deliver(work, message, envelope, encrypted=True, edited=pending["type"] == "message.edited")
+            self._deliver(work, message, envelope, encrypted=True, edited=edited, original=original)
+
+    async def _stored_message(self, chat_id: str, message_id: str, seq: int) -> dict[str, Any] | None:
+        """This device's copy of a message, if it has it under this seq (the store is indexed by chat and seq)."""
+        rows = await self.store.messages(chat_id, limit=1, before_seq=seq + 1)
+        return rows[0] if rows and rows[0]["message_id"] == message_id else None
+
+    async def _bound_to(
+        self, message: dict[str, Any], envelope: dict[str, Any], edited: bool, work: _Work
+    ) -> dict[str, Any] | None:
+        """Check that an envelope was encrypted for this very message; for an edit, what this device has of
+        the original (None if nothing). DecryptError when the server delivers it as another message.
+
+        The message's id and seq are the server's, but its client_id was chosen by the sender before
+        encrypting: a new message's envelope carries it, an edit's names the original's (`edit_of`).
+        """
+        if not edited:
+            if "edit_of" in envelope:
+                raise DecryptError("an edit delivered as a new message (replayed by the server?)")
+            if not isinstance(envelope.get("client_id"), str) or envelope["client_id"] != message.get("client_id"):
+                raise DecryptError("the envelope belongs to another message: its client_id differs (replayed?)")
+            return None
+        if "client_id" in envelope or not isinstance(envelope.get("edit_of"), str):
+            raise DecryptError("a new message delivered as an edit (replayed by the server?)")
+        original = work.known.get(message["id"])
+        if original is None:
+            stored = await self._stored_message(message["chat_id"], message["id"], message["seq"])
+            if stored is None and await self.store.has_message(message["id"]):
+                raise DecryptError("the edited message is not where this device has it (seq changed by the server?)")
+            original = (stored or {}).get("content")
+        # The client_id recorded when the original arrived; the server's word only if this device never read it.
+        expected = (original or {}).get("client_id") or message.get("client_id")
+        if envelope["edit_of"] != expected:
+            raise DecryptError("the edit was made for another message (replayed by the server?)")
+        return original
 
     def _deliver(
-        self, work: _Work, message: dict[str, Any], envelope: dict[str, Any], *, encrypted: bool, edited: bool
+        self,
+        work: _Work,
+        message: dict[str, Any],
+        envelope: dict[str, Any],
+        *,
+        encrypted: bool,
+        edited: bool,
+        original: dict[str, Any] | None = None,
     ) -> None:
         try:
             data = b64d(envelope.get("data"))
             attachments = tuple(Attachment.from_json(a) for a in envelope.get("attachments") or [])
         except (ValueError, KeyError, TypeError) as error:
-            self._undecryptable(work, message, f"malformed envelope: {error!r}")
+            self._undecryptable(work, message, f"malformed envelope: {error!r}", edited=edited)
             return
         if encrypted and any(not a.encrypted for a in attachments):
             # It would be fetched as the server serves it, with no digest to check.
-            self._undecryptable(work, message, "an attachment without a key in an end-to-end encrypted message")
+            self._undecryptable(
+                work, message, "an attachment without a key in an end-to-end encrypted message", edited=edited
+            )
+            return
+        if not encrypted:
+            reply_to, client_id = message.get("reply_to"), message.get("client_id")
+        elif edited:  # an edit replaces the text; what it replies to stays the original's
+            reply_to, client_id = (original or {}).get("reply_to"), envelope["edit_of"]
+        else:  # never the server's cleartext copy: it could point the reply elsewhere
+            reply_to, client_id = envelope.get("reply_to"), envelope["client_id"]
+        if not isinstance(reply_to, str | None):
+            self._undecryptable(work, message, "malformed envelope: reply_to is not a message id", edited=edited)
             return
         text = envelope.get("text")
         item = ReceivedMessage(
@@ -1283,14 +1365,23 @@ class Client:
             text=text if isinstance(text, str) else None,
             data=data,
             attachments=attachments,
-            reply_to=envelope.get("reply_to") or message.get("reply_to"),
+            reply_to=reply_to,
             created_at=message.get("created_at") or 0,
             encrypted=encrypted,
             edited=edited,
             from_me=message.get("sender_id") == self.user_id,
         )
+        content = {
+            "client_id": client_id,
+            "text": item.text,
+            "data": envelope.get("data"),
+            "attachments": [a.to_json() for a in attachments],
+            "reply_to": reply_to,
+            "edited": edited,
+        }
         work.items.append(item)
         work.shown.add(item.message_id)
+        work.known[item.message_id] = content
         work.batch.put_message(
             message_id=item.message_id,
             chat_id=item.chat_id,
@@ -1298,16 +1389,11 @@ class Client:
             sender_user_id=item.sender_user_id,
             sender_device_id=item.sender_device_id,
             status="ok",
-            content={
-                "text": item.text,
-                "data": envelope.get("data"),
-                "attachments": [a.to_json() for a in attachments],
-                "edited": edited,
-            },
+            content=content,
             created_at=item.created_at,
         )
 
-    def _undecryptable(self, work: _Work, message: dict[str, Any], reason: str) -> None:
+    def _undecryptable(self, work: _Work, message: dict[str, Any], reason: str, *, edited: bool = False) -> None:
         item = Undecryptable(
             chat_id=message["chat_id"],
             message_id=message["id"],
@@ -1316,9 +1402,12 @@ class Client:
             sender_device_id=message.get("sender_device_id"),
             reason=reason,
             created_at=message.get("created_at") or 0,
+            edited=edited,
         )
         work.items.append(item)
         work.shown.add(item.message_id)
+        if edited:
+            return  # a refused edit is reported; the message stays as this device had it
         work.batch.put_message(
             message_id=item.message_id,
             chat_id=item.chat_id,

@@ -35,6 +35,9 @@ HELP = """commands:
   /add USERNAME, /remove USERNAME   change the current group's members
   /history                    what this device has of the current chat
   /safety USERNAME            the safety number to compare with that user
+  /trust USERNAME             accept the changed keys of that user's devices (after comparing /safety);
+                              the messages held for them are shown
+  /reject USERNAME            refuse them: the held messages are shown as undecryptable
   /whoami, /help, /quit
 anything else is sent to the current chat"""
 
@@ -53,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--totp", help="a 2FA code, for login")
     parser.add_argument("--password-stdin", action="store_true", help="read the password from the first input line")
     parser.add_argument("--with", dest="peer", help="start in the direct chat with this username")
+    parser.add_argument(
+        "--hold-key-changes",
+        action="store_true",
+        help="hold messages from a device whose identity key changed until /trust USERNAME (default: accept and warn)",
+    )
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -77,6 +85,8 @@ class Terminal:
         self.current: dict[str, Any] | None = None
         self.listed: list[dict[str, Any]] = []
         self._names: dict[str, str] = {}
+        # identity keys announced as changed and not trusted yet: user id -> device id -> key
+        self.untrusted: dict[str, dict[str, bytes]] = {}
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -128,8 +138,14 @@ class Terminal:
             return
         if isinstance(item, SafetyNumberChanged):
             who = await self.name(item.user_id)
-            held = "" if item.trusted else "; its messages are held until the new key is trusted"
-            self.say(f"!! the safety number with {who} changed (a device has a new key{held})")
+            if item.trusted:
+                self.say(f"!! the safety number with {who} changed (a device has a new key)")
+                return
+            self.untrusted.setdefault(item.user_id, {})[item.device_id] = item.identity_key
+            self.say(
+                f"!! the safety number with {who} changed: device {item.device_id[:8]} has a new key and its messages"
+                f" are held; compare /safety {who}, then /trust {who} or /reject {who}"
+            )
             return
         chat = await self.client.chat(item.chat_id)
         where = await self.label(chat) if chat.get("type") != "direct" else ""  # the sender's name says it
@@ -144,7 +160,8 @@ class Terminal:
                 body += " " + " ".join(f"[file {a.name or a.media_id} {a.size} B]" for a in item.attachments)
             self.say(f"{prefix}{' (edited)' if item.edited else ''}: {body}")
         elif isinstance(item, Undecryptable):
-            self.say(f"{prefix}: !! could not decrypt this message ({item.reason})")
+            what = "an edit of this message (it stays as it was)" if item.edited else "this message"
+            self.say(f"{prefix}: !! could not decrypt {what} ({item.reason})")
 
     async def command(self, line: str) -> bool:
         """Run one input line; False to quit."""
@@ -249,6 +266,32 @@ class Terminal:
         groups = [number[i : i + 5] for i in range(0, len(number), 5)]
         self.say("-- compare with " + words[0] + ":\n   " + " ".join(groups[:6]) + "\n   " + " ".join(groups[6:]))
 
+    async def cmd_trust(self, words: list[str]) -> None:
+        await self._decide(words, trust=True)
+
+    async def cmd_reject(self, words: list[str]) -> None:
+        await self._decide(words, trust=False)
+
+    async def _decide(self, words: list[str], *, trust: bool) -> None:
+        verb = "trust" if trust else "reject"
+        if len(words) != 1:
+            self.say(f"-- /{verb} USERNAME")
+            return
+        user_id = await self.user_id(words[0])
+        # Only keys announced in this session: the key trusted is the one shown when the number changed.
+        changed = self.untrusted.get(user_id, {})
+        if not changed:
+            self.say(f"-- no changed key of {words[0]} is waiting (one is announced with '!! the safety number')")
+            return
+        for device_id, identity_key in list(changed.items()):
+            if trust:
+                await self.client.trust_identity(user_id, device_id, identity_key)
+            else:
+                await self.client.reject_identity(user_id, device_id)
+            del changed[device_id]
+            self.say(f"-- {verb}ed the new key of {words[0]}'s device {device_id[:8]}")
+        self.untrusted.pop(user_id, None)
+
 
 async def stdin_reader() -> asyncio.StreamReader:
     """Lines from stdin without blocking the event loop (a thread reads when stdin is a regular file)."""
@@ -312,6 +355,7 @@ async def run_chat(
     except (ClientError, ApiError) as error:
         return fail(str(error))
 
+    client.accept_identity_changes = not args.hold_key_changes
     terminal = Terminal(client, out)
     status = 0
 
