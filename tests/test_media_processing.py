@@ -14,9 +14,10 @@ import av
 import pytest
 from PIL import GifImagePlugin, Image, ImageFile
 
-from sup.media import MediaError, _av_worker, images
+from sup.media import MediaError, _av_worker, image_child, images
 from sup.media.av_probe import ProbeResult, _interpret, probe_media
-from sup.media.images import process_image, process_image_isolated
+from sup.media.image_child import process_image_isolated
+from sup.media.images import process_image
 from sup.media.sandbox import Outcome, run_worker
 from sup.media.sniff import is_active_content, sniff
 from tests import media_samples as samples
@@ -375,7 +376,7 @@ async def test_cancelling_isolated_processing_kills_the_worker() -> None:
 )
 def test_a_misbehaving_image_worker_gives_a_media_error(outcome: Outcome, reason: str) -> None:
     with pytest.raises(MediaError) as refused:
-        images._interpret(outcome, 30)
+        image_child._interpret(outcome, 30)
     assert str(refused.value) == reason
 
 

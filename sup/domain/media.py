@@ -34,7 +34,7 @@ from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid, uuid7
 from sup.media import MediaError
 from sup.media.av_probe import probe_media
-from sup.media.images import ImageResult, process_image_isolated
+from sup.media.image_child import ImageResult, process_image_isolated
 from sup.media.limits import SNIFF_BYTES
 from sup.media.sniff import OCTET_STREAM, Sniffed, is_active_content, sniff
 from sup.storage.accounts import DeviceStore

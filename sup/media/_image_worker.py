@@ -1,6 +1,6 @@
 """The child process in which Pillow decodes untrusted images.
 
-Started by `sup.media.images.process_image_isolated` as
+Started by `sup.media.image_child.process_image_isolated` as
 `python -B -s -P -m sup.media._image_worker '<json params>'` with the image as its stdin; it
 writes one msgpack `WorkerAnswer` on stdout and exits 0, also when the image is refused.
 Resource limits are set first thing, before Pillow is imported.
@@ -21,7 +21,8 @@ def run(params: dict[str, Any]) -> bytes:
     encoder = msgspec.msgpack.Encoder()
     try:
         from sup.media import MediaError
-        from sup.media.images import WorkerAnswer, process_image
+        from sup.media.image_child import WorkerAnswer
+        from sup.media.images import process_image
     except (ImportError, MemoryError) as exc:
         reason = f"image processing could not load Pillow; is its memory limit too low? ({exc})"
         return encoder.encode({"error": reason})
