@@ -21,7 +21,8 @@ from PIL import Image
 
 from sup.http.services import SERVICES
 from tests import media_samples as samples
-from tests.conftest import Account, Api, Reply, Server, ServerFactory, Socket, plain_group, png_bytes
+from tests.conftest import Account, Api, Reply, Server, ServerFactory, Socket, plain_group, png_bytes, require_postgres
+from tests.processes import Running, sup_env
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 MEDIA = "/api/v1/media"
@@ -597,3 +598,51 @@ async def test_files_of_deleted_messages_and_chats_are_cleaned_up(server: Server
               for m in (alone, shared, in_chat)}  # fmt: skip
     # alone: its only message deleted; in_chat: its chat deleted; shared: still in a message of `chat`
     assert status == {alone["id"]: 404, shared["id"]: 200, in_chat["id"]: 404}
+
+
+async def test_two_processes_share_files_on_postgres_and_s3(fresh_postgres, moto_s3: MotoS3, tmp_path: Path):
+    """The scale path: several processes, one Postgres, one S3 bucket; any process serves any file."""
+    await require_postgres()
+    database_url = await fresh_postgres.create()
+    shared = {
+        "SUP_SECRET_KEY": "media-tests-shared-secret-0123456789abcdef",
+        "SUP_BLOBS_URL": f"s3://sup-{uuid.uuid4().hex[:12]}/media",
+        "SUP_BLOBS_S3_ENDPOINT_URL": moto_s3.endpoint_url,
+        "SUP_BLOBS_S3_REGION": REGION,
+        "SUP_BLOBS_S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "SUP_BLOBS_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        "SUP_BLOBS_S3_ADDRESSING_STYLE": "path",
+        "SUP_BLOBS_S3_CREATE_BUCKET": "true",
+        "SUP_JOBS_POLL_INTERVAL_SECONDS": "0.5",
+    }
+    first = await Running.start(sup_env(tmp_path / "a", database_url, **shared))
+    second = await Running.start(sup_env(tmp_path / "b", database_url, **shared))
+    try:
+        async with aiohttp.ClientSession() as session:
+            api_a, api_b = Api(first.url, session), Api(second.url, session)
+            alice, bob = await api_a.register(), await api_b.register()
+            photo = samples.jpeg(640, 480, orientation=6) + os.urandom(8)
+            media = (await api_a.upload(alice, photo)).body
+            ready = await processed(api_b, alice, media["id"])  # processed by either, seen from both
+            assert ready["status"] == "ready" and (ready["width"], ready["height"]) == (480, 640)
+            chat = await channel_with(api_a, alice, bob)
+            assert (await attach(api_a, alice, chat, media["id"])).status == 201
+            status, served, _ = await download(api_b, bob, f"{MEDIA}/download/{media['id']}")
+            assert status == 200 and served[:2] == b"\xff\xd8"
+            assert (await download(api_a, bob, f"{MEDIA}/download/{media['id']}"))[1] == served
+            # A resumable upload started on one process and finished on the other.
+            started = await api_a.post(f"{MEDIA}/uploads", json={"size": 20}, token=alice.access_token)
+            upload = started.body["upload_id"]
+            put = await api_b.request(
+                "PUT",
+                f"{MEDIA}/uploads/{upload}/chunks/0",
+                data=b"0123456789abcdefghij",
+                token=alice.access_token,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert put.status == 200
+            done = await api_a.post(f"{MEDIA}/uploads/{upload}/complete", token=alice.access_token)
+            assert done.status == 201 and done.body["size"] == 20
+    finally:
+        await first.stop()
+        await second.stop()
