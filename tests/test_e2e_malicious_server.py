@@ -11,6 +11,7 @@ import sys
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
 from sup.client.client import (
@@ -24,7 +25,8 @@ from sup.client.client import (
     Undecryptable,
     encode_envelope,
 )
-from sup.client.crypto import DeviceCrypto
+from sup.client.crypto import DeviceCrypto, NoSession
+from sup.client.http import b64e
 from sup.client.store import ClientStore, StoreInUse
 from tests.conftest import Server
 from tests.test_e2e_conversations import People, assert_quiet, receive
@@ -412,3 +414,104 @@ async def test_reply_to_comes_from_the_envelope(people: People):
     assert isinstance(edited, ReceivedMessage) and edited.edited and edited.reply_to == first["id"]
     stored = {m["message_id"]: m["content"] for m in await bob.local_history(chat["id"])}
     assert stored[reply["id"]]["reply_to"] == first["id"] and stored[plain["id"]]["reply_to"] is None
+
+
+# -- 8. a removed member cannot keep writing ----------------------------------------------------
+
+
+async def _seen(client: Client, kind: str, frames: list[dict[str, Any]]) -> None:
+    for _ in range(500):
+        if any(f["type"] == kind for f in frames):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} event")
+
+
+def forged_group_message(chat_id: str, sender: Client, text: str) -> dict[str, Any]:
+    """A group message `sender` encrypts with the sender key it holds, for the server to inject."""
+    client_id = str(uuid.uuid4())
+    ciphertext = sender.crypto.group_encrypt(chat_id, encode_envelope(chat_id, client_id=client_id, text=text))
+    return fake_message(chat_id, sender, ciphertext=ciphertext, client_id=client_id)
+
+
+async def forged_sender_key(chat_id: str, sender: Client, to: Client) -> dict[str, Any]:
+    """A `sender_key` event carrying a new sender key of `sender`, sealed pairwise to `to`."""
+    distribution_id, distribution = sender.crypto.rotate_sender_key(chat_id)
+    share = {"v": 2, "chat_id": chat_id, "sender_key": {"distribution_id": distribution_id, "key": b64e(distribution)}}
+    sealed = await sender._encrypt_to(to.user_id, to.device_id, to.crypto.identity_key, msgspec.json.encode(share))
+    return {
+        "type": "sender_key",
+        "chat_id": chat_id,
+        "sender_user_id": sender.user_id,
+        "sender_device_id": sender.device_id,
+        "distribution_id": distribution_id,
+        "ciphertext": b64e(sealed),
+    }
+
+
+async def test_a_removed_member_cannot_write_to_the_group_until_added_again(people: People):
+    alice, bob, carol = await people.register(), await people.register(), await people.register()
+    group = await alice.create_group("trio", [bob.user_id, carol.user_id])
+    await carol.send_text(group["id"], "hi from carol")
+    for device in (alice, bob):
+        assert [m.text for m in await receive(device, 1)] == ["hi from carol"]
+    # the threat: with carol's sender key, whatever the server injects in her name decrypts
+    await alice._handle_batch([forged_group_message(group["id"], carol, "injected while a member")])
+    assert [m.text for m in await receive(alice, 1)] == ["injected while a member"]
+
+    frames: list[dict[str, Any]] = []
+    alice.on_event(frames.append)
+    await alice.remove_member(group["id"], carol.user_id)
+    await _seen(alice, "chat.member.removed", frames)
+    with pytest.raises(NoSession):  # her sender key is gone, in memory and in the store
+        DeviceCrypto.from_bytes(alice.store.crypto).group_decrypt(
+            group["id"], carol.user_id, carol.device_id, carol.crypto.group_encrypt(group["id"], b"x")
+        )
+
+    # the removal is remembered across a restart
+    path = str(alice.store.path)
+    people.clients.remove(alice)
+    await alice.close()
+    alice = await Client.open(path)
+    people.clients.append(alice)
+    frames = []
+    alice.on_event(frames.append)
+
+    kept_key = forged_group_message(group["id"], carol, "injected with my old key")
+    new_key = await forged_sender_key(group["id"], carol, alice)
+    with_new_key = forged_group_message(group["id"], carol, "injected with a new key")
+    await alice._handle_batch([kept_key, new_key, with_new_key])
+    got = await receive(alice, 2)
+    for item, frame in zip(got, (kept_key, with_new_key), strict=True):
+        assert isinstance(item, Undecryptable) and item.message_id == frame["message"]["id"], item
+        assert "not a member" in item.reason and item.sender_user_id == carol.user_id
+    await assert_quiet(alice)
+
+    # added again: what she sends now is read
+    await alice.start()
+    await alice.add_members(group["id"], [carol.user_id])
+    await _seen(alice, "chat.member.added", frames)
+    sent = await carol.send_text(group["id"], "back again")
+    for device in (alice, bob):
+        (got_back,) = await receive(device, 1)
+        assert isinstance(got_back, ReceivedMessage) and got_back.text == "back again", got_back
+        assert got_back.message_id == sent["id"]
+
+
+async def test_a_removed_device_loses_its_sender_keys(people: People):
+    alice, bob = await people.register(), await people.register()
+    group = await alice.create_group("pair", [bob.user_id])
+    await bob.send_text(group["id"], "hello")
+    assert [m.text for m in await receive(alice, 1)] == ["hello"]
+
+    await alice._handle_batch(
+        [{"type": "keys.changed", "user_id": bob.user_id, "device_ids": [bob.device_id], "change": "removed"}]
+    )
+    forged = forged_group_message(group["id"], bob, "from a device that is gone")
+    await alice._handle_batch([forged])
+    await assert_quiet(alice)  # it waits for a sender key, never decrypted with the old one
+    assert [p["message"]["id"] for p in await alice.store.pending(group["id"])] == [forged["message"]["id"]]
+    with pytest.raises(NoSession):
+        DeviceCrypto.from_bytes(alice.store.crypto).group_decrypt(
+            group["id"], bob.user_id, bob.device_id, forged["message"]["ciphertext"]
+        )

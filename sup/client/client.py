@@ -18,7 +18,10 @@ What it does for you:
 - Encrypted groups: Sender Keys. Each member device gets my current sender key
   (pairwise-encrypted, `POST /crypto/sender-keys`) before my next message; the key is
   rotated when a member or device goes away (and whenever the server says
-  `sender_key_required`, which it does after a member leaves).
+  `sender_key_required`, which it does after a member leaves). When a member leaves, the sender keys I
+  hold from it for that chat are forgotten (a removed device's, in every chat), and until `chat.member.added`
+  names it again every message from that user in that chat is `Undecryptable`, even under a new sender key:
+  the server cannot keep a removed member writing to the group.
 - Receiving: every durable event is handled in order; crypto state, decrypted messages and
   the event cursor are committed to the store together, and only then is the cursor acked,
   so a crash never loses a ratchet step nor acknowledges a message it did not keep. A group
@@ -83,6 +86,7 @@ SIGNED_PREKEY_MAX_AGE = 7 * 86400  # seconds; Signal rotates weekly too
 SEND_ATTEMPTS = 6  # device lists can change between fetch and send; each retry refetches
 EVENT_BATCH = 200  # events handled per store commit
 _GROUP_MESSAGE = 4  # second byte of a sender-key ciphertext (sup.client.crypto.wire.MessageType)
+_NOT_A_MEMBER = "the sender is not a member of this chat (removed; not added again since)"
 
 
 class ClientError(Exception):
@@ -312,6 +316,8 @@ class Client:
         self._lock = asyncio.Lock()  # the crypto state and its persistence, one change at a time
         self._chats: dict[str, dict[str, Any]] = {}
         self._members: dict[str, list[str]] = {}
+        # chat id -> users seen leaving it and not added back since (the store's `removed_members`)
+        self._removed: dict[str, set[str]] = _load_removed(store)
         self._devices: dict[str, dict[str, bytes]] = {}  # user id -> device id -> identity key
         # The devices met (a cache of the store's `devices`); checked and updated without an await between.
         self._known: dict[str, dict[str, bytes]] = {}
@@ -1085,6 +1091,7 @@ class Client:
             # Nothing was kept: forget the ratchet steps taken in memory, so the replay decrypts again.
             if self.store.crypto is not None:
                 self.crypto = _load_crypto(self.store)
+            self._removed = _load_removed(self.store)
             self._known.clear()  # devices met in this batch are met again (and shown again) on the replay
             raise
 
@@ -1111,16 +1118,25 @@ class Client:
             self._chats[chat["id"]] = chat
             work.batch.put_chat(chat)
             self._members.pop(chat["id"], None)
+            added = frame.get("user_ids") or []
+            self._members_back(work, chat["id"], added)
+            if self.user_id in added and chat["id"] in self._removed:
+                # I was out of the chat: whoever came back meanwhile was announced to the members only.
+                work.after_commit.append(lambda: self._recheck_removed([chat["id"]]))
         elif kind == "chat.member.removed":
             chat_id = frame["chat_id"]
             self._members.pop(chat_id, None)
             chat = self._chats.get(chat_id) or await self.store.chat(chat_id)
-            if frame["user_id"] != self.user_id and chat and is_encrypted(chat) and chat.get("type") == "group":
-                work.batch.need_rotation(chat_id)
+            if frame["user_id"] != self.user_id:
+                self._member_gone(work, chat_id, frame["user_id"])
+                if chat and is_encrypted(chat) and chat.get("type") == "group":
+                    work.batch.need_rotation(chat_id)
         elif kind == "chat.deleted":
             self._chats.pop(frame["chat_id"], None)
             self._members.pop(frame["chat_id"], None)
             work.batch.forget_chat(frame["chat_id"])
+            if self._removed.pop(frame["chat_id"], None) is not None:
+                work.batch.set(removed_members=_dump_removed(self._removed))
         elif kind == "prekeys.low":
             work.after_commit.append(self.top_up_prekeys)
         elif kind == "resync":
@@ -1128,6 +1144,41 @@ class Client:
             self._chats.clear()
             self._members.clear()
             self._devices.clear()
+            if self._removed:
+                work.after_commit.append(lambda: self._recheck_removed(list(self._removed)))
+
+    def _member_gone(self, work: _Work, chat_id: str, user_id: str) -> None:
+        """A member left: its sender keys here are dropped, and its messages refused until it is added again."""
+        self._removed.setdefault(chat_id, set()).add(user_id)
+        work.batch.set(removed_members=_dump_removed(self._removed))
+        if self.crypto.forget_sender_keys(user_id, chat_id=chat_id):
+            work.crypto_changed = True
+
+    def _members_back(self, work: _Work, chat_id: str, user_ids: Iterable[str]) -> None:
+        removed = self._removed.get(chat_id)
+        if not removed or removed.isdisjoint(user_ids):
+            return
+        removed.difference_update(user_ids)
+        if not removed:
+            del self._removed[chat_id]
+        work.batch.set(removed_members=_dump_removed(self._removed))
+
+    async def _recheck_removed(self, chat_ids: list[str]) -> None:
+        """After events were missed (a resync, or while I was out of a chat): who is listed as a member again
+        was added back meanwhile (the member list is what my sends trust too)."""
+        for chat_id in chat_ids:
+            # The lock spans the lookup, so a removal handled meanwhile is not undone by an older list.
+            async with self._lock:
+                if self._closed or chat_id not in self._removed:
+                    continue
+                try:
+                    members = [m["user_id"] for m in await self.http.members(chat_id)]
+                except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                    log.warning("could not list the members of chat %s: %r", chat_id, error)
+                    continue
+                work = _Work()
+                self._members_back(work, chat_id, members)
+                await self._commit(work)
 
     async def _keys_changed(self, frame: dict[str, Any], work: _Work) -> None:
         user_id = frame["user_id"]
@@ -1140,6 +1191,8 @@ class Client:
             for device_id in device_ids:
                 known.pop(device_id, None)
                 work.batch.forget_device(user_id, device_id)
+                if self.crypto.forget_sender_keys(user_id, device_id):
+                    work.crypto_changed = True
         if frame.get("change") in ("removed", "identity"):
             for chat_id in await self.store.chats_shared_with(device_ids):
                 work.batch.need_rotation(chat_id)
@@ -1221,6 +1274,10 @@ class Client:
         if ciphertext is None or sender is None or device is None:
             self._undecryptable(work, message, "no ciphertext for this device", edited=edited)
             return
+        if sender in self._removed.get(chat_id, ()):
+            # Whatever key it is under (a sender key kept, a new one, pairwise): it left this chat.
+            self._undecryptable(work, message, _NOT_A_MEMBER, edited=edited)
+            return
         try:
             if len(ciphertext) > 1 and ciphertext[1] == _GROUP_MESSAGE:
                 try:
@@ -1254,6 +1311,11 @@ class Client:
             share = envelope["sender_key"]
             if share.get("distribution_id") != frame.get("distribution_id"):
                 raise DecryptError("the sender key names another distribution than its event")
+            if sender in self._removed.get(chat_id, ()):
+                log.warning("sender key from %s/%s for %s refused: not a member", sender, device, chat_id)
+                work.crypto_changed = True  # the pairwise session moved on
+                await self._refuse_pending(work, chat_id, sender, device)
+                return
             self.crypto.process_sender_key_distribution(chat_id, sender, device, b64d(share["key"]) or b"")
         except DuplicateMessage:
             return
@@ -1289,6 +1351,18 @@ class Client:
                 continue
             work.batch.remove_pending(message["id"])
             self._deliver(work, message, envelope, encrypted=True, edited=edited, original=original)
+
+    async def _refuse_pending(self, work: _Work, chat_id: str, sender: str, device: str) -> None:
+        """Messages waiting for a sender key from a user who left: that key will never be used."""
+        waiting = await self.store.pending(chat_id, sender, device)
+        waiting += work.pending.pop((chat_id, sender, device), [])
+        seen = set()
+        for pending in waiting:
+            message = decode_message(dict(pending["message"]))
+            if message["id"] not in seen:
+                seen.add(message["id"])
+                work.batch.remove_pending(message["id"])
+                self._undecryptable(work, message, _NOT_A_MEMBER, edited=pending["type"] == "message.edited")
 
     async def _stored_message(self, chat_id: str, message_id: str, seq: int) -> dict[str, Any] | None:
         """This device's copy of a message, if it has it under this seq (the store is indexed by chat and seq)."""
@@ -1427,6 +1501,15 @@ def _load_crypto(store: ClientStore) -> DeviceCrypto:
     # Sessions authenticate both ends' addresses; a state saved without its own address learns it here.
     crypto.set_address(store.user_id, store.device_id)
     return crypto
+
+
+def _load_removed(store: ClientStore) -> dict[str, set[str]]:
+    raw = store.get("removed_members")
+    return {} if raw is None else {chat: set(users) for chat, users in msgspec.json.decode(raw).items()}
+
+
+def _dump_removed(removed: dict[str, set[str]]) -> str:
+    return msgspec.json.encode({chat: sorted(users) for chat, users in removed.items()}).decode()
 
 
 async def _open_store(store_path: str) -> ClientStore:

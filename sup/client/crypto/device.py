@@ -319,6 +319,18 @@ class DeviceCrypto:
         states = [s for s in states if s.distribution_id != dist.distribution_id]
         self._peer_sender_keys[key] = [PeerSenderKey.from_distribution(dist), *states][:_MAX_SENDER_KEY_STATES]
 
+    def forget_sender_keys(self, user_id: str, device_id: str | None = None, *, chat_id: str | None = None) -> bool:
+        """Drop a member's sender keys (one device's, or all of the user's; in one chat, or in all); whether any
+        were held. Called when the member or device goes away, so a key it kept cannot be used to write as it."""
+        gone = [
+            key
+            for key in self._peer_sender_keys
+            if key[1] == user_id and device_id in (None, key[2]) and chat_id in (None, key[0])
+        ]
+        for key in gone:
+            del self._peer_sender_keys[key]
+        return bool(gone)
+
     def group_encrypt(self, chat_id: str, plaintext: bytes) -> bytes:
         """Encrypt and sign one group message with our sender key (distribute it first)."""
         own = self._own_sender_keys.get(chat_id)
