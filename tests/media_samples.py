@@ -15,6 +15,17 @@ import av
 from PIL import ExifTags, Image
 
 GPS_LATITUDE = (52.0, 22.0, 7.5)
+# Tags as a phone or a tagging program writes them; every value contains SECRET_MARK.
+SECRET_MARK = "Secret"
+SECRET_TAGS = {
+    "location": "+48.8577+002.2945/",
+    "title": "Secret title",
+    "comment": "Secret comment",
+    "artist": "Secret artist",
+    "make": "SecretPhone",
+    "creation_time": "2024-05-06T07:08:09.000000Z",
+}
+SECRET_STREAM_TAGS = {"handler_name": "Secret handler", "title": "Secret track"}
 
 
 def _gradient(width: int, height: int, mode: str = "RGB") -> Image.Image:
@@ -141,16 +152,26 @@ def video(
     frames: int = 10,
     rate: int = 10,
     rotation: int | None = None,
+    metadata: dict[str, str] | None = None,
+    stream_metadata: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """A tiny video (and a short tone if `audio_codec`); `rotation` is FFmpeg's counter-clockwise angle."""
+    """A tiny video (and a short tone if `audio_codec`); `rotation` is FFmpeg's counter-clockwise angle.
+
+    `metadata` are container tags, `stream_metadata` tags on every stream, `options` codec options.
+    """
     width, height = size
     with av.open(str(path), "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate)
+        out.metadata.update(metadata or {})
+        stream = out.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
         if rotation is not None:
             stream.set_display_rotation(rotation)
         audio = out.add_stream(audio_codec, rate=48000, layout="mono") if audio_codec else None
+        for added in (stream, audio):
+            if added is not None:
+                added.metadata.update(stream_metadata or {})
         for i in range(frames):
             frame = av.VideoFrame.from_image(_gradient(width, height).rotate(i * 10))
             frame.pts = i
@@ -163,10 +184,21 @@ def video(
     return path
 
 
-def voice_note(path: Path, *, container: str = "ogg", codec: str = "libopus", seconds: float = 2.0) -> Path:
-    """Mono speech-like audio: a 220 Hz tone whose loudness rises, pauses, then rises again."""
+def voice_note(
+    path: Path,
+    *,
+    container: str = "ogg",
+    codec: str = "libopus",
+    seconds: float = 2.0,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Mono speech-like audio: a 220 Hz tone whose loudness rises, pauses, then rises again.
+
+    `metadata` are the container's tags: Vorbis comments in Ogg or FLAC, ID3 in MP3, INFO in WAV.
+    """
     rate = 48000 if codec == "libopus" else 44100
     with av.open(str(path), "w", format=container) as out:
+        out.metadata.update(metadata or {})
         stream = out.add_stream(codec, rate=rate, layout="mono")
         _encode_tone(out, stream, rate, seconds, envelope=True)
     return path

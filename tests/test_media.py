@@ -255,10 +255,13 @@ async def test_signed_urls_work_without_a_token_until_they_expire(media_server: 
 async def test_video_gets_facts_and_a_poster_and_a_voice_note_a_waveform(server: Server, tmp_path: Path):
     api = server.api
     alice = await api.register()
-    clip = samples.video(tmp_path / "clip.mp4", size=(64, 48), frames=10).read_bytes()
+    tags = {"title": "SECRET-TITLE"}
+    clip = samples.video(tmp_path / "clip.mp4", size=(64, 48), frames=10, metadata=tags).read_bytes()
+    assert b"SECRET-TITLE" in clip
     video = (await api.upload(alice, clip, filename="clip.mp4")).body
     assert video["kind"] == "video" and video["mime"] == "video/mp4"
-    voice = samples.voice_note(tmp_path / "note.ogg", seconds=2.0).read_bytes()
+    voice = samples.voice_note(tmp_path / "note.ogg", seconds=2.0, metadata=tags).read_bytes()
+    assert b"SECRET-TITLE" in voice
     note = (await api.upload(alice, voice, filename="note.ogg")).body
     assert note["kind"] == "audio"
 
@@ -273,6 +276,15 @@ async def test_video_gets_facts_and_a_poster_and_a_voice_note_a_waveform(server:
     assert note["status"] == "ready", note
     assert 1900 <= note["duration_ms"] <= 2100
     assert len(note["waveform"]) == 64 and max(note["waveform"]) == 255 and min(note["waveform"]) < 255
+
+    # Others get copies without the container's tags (location, dates, device): here, the title.
+    bob = await api.register()
+    chat = await channel_with(api, alice, bob)
+    for media in (video, note):
+        assert (await attach(api, alice, chat, media["id"])).status == 201
+        status, served, headers = await download(api, bob, f"{MEDIA}/download/{media['id']}")
+        assert status == 200 and headers["Content-Type"] in ("video/mp4", "audio/ogg"), headers["Content-Type"]
+        assert b"SECRET-TITLE" not in served and len(served) > 1000
 
 
 async def test_encrypted_attachments_are_opaque_and_stay_in_encrypted_chats(api: Api):

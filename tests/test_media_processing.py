@@ -14,7 +14,7 @@ import av
 import pytest
 from PIL import GifImagePlugin, Image, ImageFile
 
-from sup.media import MediaError, _av_worker, image_child, images
+from sup.media import MediaError, _av_worker, av_probe, image_child, images
 from sup.media.av_probe import ProbeResult, _interpret, probe_media
 from sup.media.image_child import process_image_isolated
 from sup.media.images import process_image
@@ -613,3 +613,174 @@ async def test_a_misbehaving_worker_never_crashes_the_parent(code: str, reason: 
         [sys.executable, "-c", code], stdin=asyncio.subprocess.DEVNULL, timeout=10, output_limit=100_000
     )
     assert _interpret(outcome, 10) == ProbeResult.failed(reason)
+
+
+# ---------------------------------------------------------------------------------------------- metadata-free copies
+
+
+@pytest.fixture(scope="module")
+def tagged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Media carrying location, dates, names and device tags, in every container a copy is made of."""
+    directory = tmp_path_factory.mktemp("tagged")
+    tags, stream_tags = samples.SECRET_TAGS, samples.SECRET_STREAM_TAGS
+    samples.video(directory / "clip.mp4", metadata=tags, stream_metadata=stream_tags, rotation=90)
+    samples.video(
+        directory / "clip.webm",
+        container="webm",
+        codec="libvpx",
+        audio_codec="libopus",
+        metadata=tags,
+        stream_metadata=stream_tags,
+    )
+    samples.voice_note(directory / "note.ogg", metadata=tags)
+    samples.voice_note(directory / "note.mp3", container="mp3", codec="libmp3lame", metadata=tags)
+    samples.voice_note(directory / "note.m4a", container="ipod", codec="aac", metadata=tags)
+    samples.voice_note(directory / "note.flac", container="flac", codec="flac", metadata=tags)
+    samples.voice_note(directory / "note.wav", container="wav", codec="pcm_s16le", metadata=tags)
+    return directory
+
+
+def _tags(path: Path) -> list[tuple[str, str]]:
+    """Every tag FFmpeg reads from the file, the container's and each stream's, keys lower-cased."""
+    with av.open(str(path)) as container:
+        found = [(k.lower(), v) for k, v in container.metadata.items()]
+        for stream in container.streams:
+            found += [(k.lower(), v) for k, v in stream.metadata.items()]
+    return found
+
+
+def _facts(path: Path) -> tuple[float, list[str], int]:
+    """Duration, codecs, and how many frames of the first stream decode."""
+    with av.open(str(path)) as container:
+        duration = container.duration / 1_000_000
+        codecs = [s.codec_context.codec.canonical_name for s in container.streams if s.type in ("video", "audio")]
+        first = container.streams[0]
+        decoded = sum(len(packet.decode()) for packet in container.demux(first))
+    return duration, codecs, decoded
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "mime"),
+    [
+        ("clip.mp4", "video", "video/mp4"),
+        ("clip.webm", "video", "video/webm"),
+        ("note.ogg", "audio", "audio/ogg"),
+        ("note.mp3", "audio", "audio/mpeg"),
+        ("note.m4a", "audio", "audio/mp4"),
+        ("note.flac", "audio", "audio/flac"),
+        ("note.wav", "audio", "audio/wav"),
+    ],
+)
+async def test_the_copy_for_others_has_no_metadata(
+    tagged_dir: Path, tmp_path: Path, name: str, kind: str, mime: str
+) -> None:
+    original = tagged_dir / name
+    assert samples.SECRET_MARK.encode() in original.read_bytes()
+    assert any(samples.SECRET_MARK in v or k == "location" for k, v in _tags(original))
+    copy = tmp_path / "copy"
+
+    result = await probe_media(original, kind=kind, remux_to=copy)
+
+    assert result.ok, result.reason
+    assert result.remux_mime == mime and result.remux_size == copy.stat().st_size
+    assert sniff(copy.read_bytes()[:4096]).mime == mime
+    data = copy.read_bytes()
+    assert samples.SECRET_MARK.encode() not in data and b"48.8577" not in data
+    assert not data.startswith(b"ID3")
+    tags = _tags(copy)
+    assert not [
+        (k, v) for k, v in tags if samples.SECRET_MARK in v or k in ("location", "location-eng", "creation_time")
+    ]
+    # What the probe saw is what others get: same streams, same length, and it plays.
+    duration, codecs, decoded = _facts(copy)
+    original_duration, original_codecs, _ = _facts(original)
+    assert duration == pytest.approx(original_duration, abs=0.1)
+    assert duration == pytest.approx(result.duration, abs=0.1)
+    assert codecs == original_codecs
+    assert decoded > 0
+
+
+async def test_a_copied_phone_video_stays_upright_and_starts_with_its_index(tagged_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.mp4"
+    result = await probe_media(tagged_dir / "clip.mp4", kind="video", remux_to=copy)
+    assert result.ok and result.rotation == 270
+    again = await probe_media(copy, kind="video")
+    assert (again.width, again.height, again.rotation) == (result.width, result.height, 270)
+    data = copy.read_bytes()
+    # faststart: a browser can start playing before the whole file is there.
+    assert data.index(b"moov") < data.index(b"mdat")
+    # Nothing names the program that wrote it either.
+    assert b"Lavf" not in data
+
+
+async def test_only_the_played_tracks_are_copied(tmp_path: Path) -> None:
+    original = samples.video(tmp_path / "two.mkv", container="matroska", audio_codec="libopus")
+    with av.open(str(original)) as source, av.open(str(tmp_path / "more.mkv"), "w", format="matroska") as out:
+        streams = [out.add_stream_from_template(s) for s in source.streams]
+        extra = out.add_stream_from_template(source.streams.audio[0])
+        extra.metadata["title"] = "Secret commentary"
+        for packet in source.demux():
+            if packet.size:
+                index = packet.stream.index
+                packet.stream = streams[index]
+                out.mux(packet)
+    copy = tmp_path / "copy.mkv"
+    result = await probe_media(tmp_path / "more.mkv", kind="video", remux_to=copy)
+    assert result.ok, result.reason
+    # H.264 does not go into WebM: the copy stays Matroska.
+    assert result.remux_mime == "video/x-matroska"
+    with av.open(str(copy)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+
+
+async def test_a_copy_that_cannot_be_made_fails_and_leaves_no_file(media_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(samples.corrupt((media_dir / "clip.mp4").read_bytes()))
+    copy = tmp_path / "copy"
+    result = await probe_media(broken, kind="video", remux_to=copy)
+    assert not result.ok and result.reason
+    assert not copy.exists()
+
+    wrong = await probe_media(media_dir / "note.ogg", kind="video", remux_to=copy)
+    assert wrong.reason == "the file has no video stream" and not copy.exists()
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert (await probe_media(empty, kind="video", remux_to=copy)).reason == "the media file is empty"
+    assert not copy.exists()
+
+
+async def test_a_timed_out_copy_leaves_no_file(media_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    result = await probe_media(media_dir / "clip.mp4", kind="video", timeout=0.001, remux_to=copy)
+    assert result == ProbeResult.failed("media probe timed out after 0.001 s")
+    assert not copy.exists() and _worker_children() == []
+
+
+async def test_a_cancelled_copy_leaves_no_file(media_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    task = asyncio.create_task(probe_media(media_dir / "clip.mp4", kind="video", remux_to=copy))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not copy.exists() and _worker_children() == []
+
+
+async def test_the_copy_cannot_grow_past_its_file_size_limit(
+    media_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(av_probe, "REMUX_MAX_GROWTH", 0)
+    monkeypatch.setattr(av_probe, "REMUX_OUTPUT_MARGIN", 1000)
+    copy = tmp_path / "copy"
+    result = await probe_media(media_dir / "clip.mp4", kind="video", remux_to=copy)
+    assert result == ProbeResult.failed("the copy of the media grew larger than allowed")
+    assert not copy.exists()
+
+
+async def test_an_existing_file_is_never_overwritten(media_dir: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "existing"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError):
+        await probe_media(media_dir / "clip.mp4", kind="video", remux_to=existing)
+    assert existing.read_bytes() == b"keep me"

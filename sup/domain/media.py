@@ -510,16 +510,17 @@ class MediaService:
                 False,
                 self._blobs,
             )
-        if row["kind"] == "image" and row["served_key"] is None and user_id != row["owner_id"]:
-            # Others never get an original that may carry EXIF/GPS: only a metadata-free copy.
+        processed_kind = row["kind"] in ("image", "video", "audio")
+        if processed_kind and row["served_key"] is None and user_id != row["owner_id"]:
+            # Others never get an original that may carry EXIF/GPS or location tags: only a clean copy.
             if row["status"] == "pending":
-                raise DomainError(Code.MEDIA_NOT_READY, "The image is still being processed; try again shortly.")
-            if row["status"] == "failed" or row["thumb_large_key"] is None:
-                raise DomainError(Code.MEDIA_FAILED, f"The image could not be processed: {row['failure']}")
-            # Formats without a re-encoded copy (GIF, AVIF): the largest thumbnail stands in.
-            name = Path(row["filename"]).stem + "." + row["thumb_mime"].split("/")[-1]
-            key = row["thumb_large_key"]
-            return Download(key, row["thumb_mime"], name, -1, key, True, self._blobs)
+                raise DomainError(Code.MEDIA_NOT_READY, "The file is still being processed; try again shortly.")
+            if row["status"] == "failed" or (row["kind"] == "image" and row["thumb_large_key"] is None):
+                raise DomainError(Code.MEDIA_FAILED, f"The file could not be processed: {row['failure']}")
+            if row["kind"] == "image":  # formats without a re-encoded copy (GIF, AVIF): the largest thumbnail
+                name = Path(row["filename"]).stem + "." + row["thumb_mime"].split("/")[-1]
+                key = row["thumb_large_key"]
+                return Download(key, row["thumb_mime"], name, -1, key, True, self._blobs)
         if row["served_key"] is not None:
             return Download(
                 row["served_key"], row["served_mime"], row["filename"], -1, row["served_key"], True, self._blobs
@@ -607,27 +608,38 @@ class MediaService:
         with tempfile.TemporaryDirectory(dir=self._scratch) as scratch:
             path = os.path.join(scratch, "media")
             await self._copy_to(row["blob_key"], path)
+            # The same child also remuxes the file without its tags (location, dates, device):
+            # that copy is what others get.
+            clean = os.path.join(scratch, "served")
             probe = await probe_media(
                 path,
                 kind=row["kind"],
                 timeout=self._config.probe_timeout_seconds,
                 memory_limit=self._config.probe_memory_bytes,
                 max_duration=self._config.max_duration_seconds,
+                remux_to=clean,
             )
-        if not probe.ok:
-            raise MediaError(probe.reason or "the media could not be read")
+            if not probe.ok:
+                raise MediaError(probe.reason or "the media could not be read")
+            served = await self._blobs.put_stream(_file_chunks(clean))
         info: dict[str, Any] = {"container": probe.container, "audio_codec": probe.audio_codec}
         changes: dict[str, Any] = {
             "status": "ready",
             "duration_ms": round(probe.duration * 1000) if probe.duration is not None else None,
+            "served_key": served.key,
+            "served_mime": probe.remux_mime,
         }
         if row["kind"] == "video":
             info["video_codec"] = probe.video_codec
             changes.update(width=probe.width, height=probe.height)
             if probe.poster:
-                poster = await process_image_isolated(
-                    probe.poster, max_pixels=self._config.max_image_pixels, sizes=(320, 1280)
-                )
+                try:
+                    poster = await process_image_isolated(
+                        probe.poster, max_pixels=self._config.max_image_pixels, sizes=(320, 1280)
+                    )
+                except MediaError:
+                    await self._release([served.key])  # the file fails: its clean copy has no owner
+                    raise
                 changes.update(await self._store_image(poster, keep_sanitized=False))
                 info["placeholder"] = poster.placeholder
         else:
@@ -691,6 +703,13 @@ class MediaService:
         stuck_before = now - 6 * 3_600_000
         for row in await self._media.stuck(self._db, stuck_before, 1000):
             await self._finish(row, {"status": "failed", "failure": "Processing did not finish."})
+
+
+async def _file_chunks(path: str, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A local file in bounded chunks, read off the event loop."""
+    with open(path, "rb") as file:  # noqa: ASYNC230 (opening is instant; the reads go to a thread)
+        while chunk := await asyncio.to_thread(file.read, size):
+            yield chunk
 
 
 class _Intake:

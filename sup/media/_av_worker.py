@@ -2,19 +2,26 @@
 
 Started by `sup.media.av_probe` as `python -B -s -P -m sup.media._av_worker '<json params>'`
 with the media file as its stdin; it prints one JSON object on stdout and exits 0, also when
-the media is refused. Resource limits are set here, first thing, before FFmpeg is even
-imported: `preexec_fn` in the parent would do the same but is unsafe in a threaded server.
+the media is refused. Asked to (`output_fd`), it also remuxes the media without its metadata
+into the one file the parent opened for it and passed down as that descriptor. Resource
+limits are set here, first thing, before FFmpeg is even imported: `preexec_fn` in the parent
+would do the same but is unsafe in a threaded server.
 
 Defences, outermost first: the container type comes from our own sniffing and FFmpeg is told
 to use exactly that demuxer (no probing); `format_whitelist` refuses any other demuxer (HLS,
 concat, DASH, image sequences...) before it reads a header; input is read through a file object,
 so `protocol_whitelist` can be "none": a demuxer that tries to open a second file or URL fails,
 whether it goes through a nested context (which inherits the whitelist) or through `io_open`.
+The remuxed copy is written through a file object on the inherited descriptor; the only other
+open the muxer may make is reading that same file back (MP4 faststart), answered with `pread`
+on the descriptor, so here too nothing is opened by name.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import io
 import json
 import os
@@ -52,6 +59,31 @@ _CONTAINER_OPTIONS = {
     # Input is a file object; nothing may be opened by protocol name.
     "protocol_whitelist": "none",
     "max_streams": "32",
+}
+# Sniffed demuxer and kind → the muxers to try in order, each with the MIME type it produces.
+# Mostly the first fits; the next takes codecs the first cannot hold (H.264 in Matroska, PCM in
+# QuickTime).
+REMUXERS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("mov", "video"): (("mp4", "video/mp4"), ("mov", "video/quicktime")),
+    ("mov", "audio"): (("ipod", "audio/mp4"), ("mp4", "audio/mp4")),
+    ("matroska", "video"): (("webm", "video/webm"), ("matroska", "video/x-matroska")),
+    ("matroska", "audio"): (("webm", "audio/webm"), ("matroska", "audio/x-matroska")),
+    ("ogg", "video"): (("ogg", "video/ogg"),),
+    ("ogg", "audio"): (("ogg", "audio/ogg"),),
+    ("mp3", "audio"): (("mp3", "audio/mpeg"),),
+    ("wav", "audio"): (("wav", "audio/wav"),),
+    ("flac", "audio"): (("flac", "audio/flac"),),
+    ("aac", "audio"): (("adts", "audio/aac"),),
+}
+# No encoder name and version in the copy either.
+_MUXER_OPTIONS = {"fflags": "+bitexact"}
+_MUXER_OPTIONS_BY_FORMAT = {
+    # The index first, so a browser can play the copy before it has all of it.
+    "mp4": {"movflags": "+faststart"},
+    "mov": {"movflags": "+faststart"},
+    "ipod": {"movflags": "+faststart"},
+    # Without this the MP3 muxer writes an ID3v2 tag, empty or not.
+    "mp3": {"id3v2_version": "0", "write_id3v1": "0"},
 }
 _WAVEFORM_RATE = 8000
 # Peaks kept per second of audio before they are folded into the requested number of points.
@@ -303,6 +335,174 @@ def fold_peaks(peaks: list[int], points: int) -> list[int]:
     return [min(255, round(255 * p / loudest)) for p in folded]
 
 
+def remux(container: Any, demuxer: str, kind: str, output_fd: int) -> dict[str, Any]:
+    """Copy the played streams, packet for packet, into `output_fd` with no metadata at all.
+
+    Kept: the codec parameters, with their side data (the display matrix that turns a phone
+    video upright, HDR and spatial-video parameters). Dropped: global and per-stream tags
+    (location, dates, device, title, handler names, language), chapters, cover art, and every
+    stream but the first video (for a video) and the first audio.
+    """
+    streams = _served_streams(container, kind)
+    muxers = REMUXERS.get((demuxer, kind))
+    if not streams or muxers is None:
+        raise MediaError(f"a {kind} in a {container.format.name} container cannot be copied")
+    refused = []
+    for muxer, mime in muxers:
+        os.ftruncate(output_fd, 0)
+        os.lseek(output_fd, 0, os.SEEK_SET)
+        try:
+            _copy(container, streams, muxer, output_fd)
+        except _CodecNotAllowed as exc:
+            refused.append(str(exc))
+            continue
+        return {"remux_mime": mime, "remux_size": os.fstat(output_fd).st_size}
+    raise MediaError(f"the streams cannot be copied into a clean file ({'; '.join(refused)})")
+
+
+class _CodecNotAllowed(Exception):
+    pass
+
+
+def _served_streams(container: Any, kind: str) -> list[Any]:
+    from av.stream import Disposition
+
+    audio = container.streams.audio[0] if container.streams.audio else None
+    if kind == "audio":
+        return [audio] if audio is not None else []
+    # Cover art is a one-frame "video" stream; the film is the first real one.
+    video = next((s for s in container.streams.video if not s.disposition & Disposition.attached_pic), None)
+    return [s for s in (video, audio) if s is not None] if video is not None else []
+
+
+def _copy(container: Any, streams: list[Any], muxer: str, output_fd: int) -> None:
+    import av
+
+    options = {**_MUXER_OPTIONS, **_MUXER_OPTIONS_BY_FORMAT.get(muxer, {})}
+    try:
+        out = av.open(
+            _OutputWriter(output_fd), "w", format=muxer, container_options=options, io_open=_output_opener(output_fd)
+        )
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"the {muxer} muxer cannot be opened ({_describe(exc)})") from None
+    try:
+        targets = {}
+        for stream in streams:
+            try:
+                # opaque: the decoder's codec description, as there is no encoder for some (Theora).
+                targets[stream.index] = out.add_stream_from_template(stream, opaque=True)
+            except ValueError as exc:
+                raise _CodecNotAllowed(str(exc)) from None
+        if not _copy_packets(container, streams, targets, out):
+            raise MediaError("no packets could be copied")
+        # The trailer: MP4's index, moved to the front; Matroska's cues.
+        out.close()
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"the media could not be copied ({_describe(exc)})") from None
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise MediaError("the copy of the media grew larger than allowed") from None
+        raise MediaError(f"the copy of the media could not be written ({exc.strerror})") from None
+    finally:
+        # Already closed unless something failed, and then the parent deletes the file anyway.
+        with contextlib.suppress(av.error.FFmpegError, OSError):
+            out.close()
+
+
+def _copy_packets(container: Any, streams: list[Any], targets: dict[int, Any], out: Any) -> int:
+    import av
+
+    last_dts: dict[int, int] = {}
+    copied = bad = 0
+    packets = container.demux(streams)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.FFmpegError:
+            if not copied:
+                raise
+            break  # damaged part-way: the copy ends where playback of the original would
+        if packet.size == 0:
+            continue  # the empty packets that end demuxing
+        index = packet.stream.index
+        if packet.dts is not None:
+            if index in last_dts and packet.dts < last_dts[index]:
+                bad += 1
+                continue  # going back in time: no muxer takes it, no player misses it
+            last_dts[index] = packet.dts
+        packet.stream = targets[index]
+        try:
+            out.mux_one(packet)
+        except av.error.ArgumentError:
+            # A packet the muxer refuses (timestamps it cannot order): dropped, as players do.
+            bad += 1
+            if bad > _MAX_BAD_PACKETS:
+                raise MediaError("too many packets have broken timestamps") from None
+            continue
+        copied += 1
+    return copied
+
+
+class _OutputWriter:
+    """Writes straight to the descriptor, so a read-back sees every byte written so far."""
+
+    name = "output"
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            # FFmpeg takes any count as "all written": a short write must not lose the rest.
+            view = view[os.write(self._fd, view) :]
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self._fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self._fd, 0, os.SEEK_CUR)
+
+
+class _OutputReader:
+    """The output file read back through its descriptor, with an offset of its own."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pos = 0
+
+    def read(self, size: int) -> bytes:
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: os.fstat(self._fd).st_size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        pass
+
+
+def _output_opener(fd: int) -> Any:
+    read_only = 1  # AVIO_FLAG_READ
+
+    def io_open(url: str, flags: int, options: dict[str, str]) -> _OutputReader:
+        # MP4 faststart reopens its output by name to move the index to the front.
+        if flags != read_only:
+            raise MediaError("the muxer tried to open a second output file")
+        return _OutputReader(fd)
+
+    return io_open
+
+
 def run(params: dict[str, Any]) -> dict[str, Any]:
     try:
         import av
@@ -311,10 +511,17 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     except ImportError as exc:
         raise MediaError(f"media probe could not load FFmpeg; is its memory limit too low? ({exc})") from None
     demuxer = choose_demuxer(0)
-    with os.fdopen(0, "rb", closefd=False) as file, open_container(file, demuxer) as container:
-        if params["kind"] == "video":
-            return probe_video(container, params)
-        return probe_audio(container, params)
+    kind = params["kind"]
+    with os.fdopen(0, "rb", closefd=False) as file:
+        with open_container(file, demuxer) as container:
+            answer = probe_video(container, params) if kind == "video" else probe_audio(container, params)
+        output_fd = params.get("output_fd")
+        if output_fd is not None:
+            # A fresh demuxer from the start: the probe's decoding left this one part-way.
+            file.seek(0)
+            with open_container(file, demuxer) as container:
+                answer.update(remux(container, demuxer, kind, output_fd))
+    return answer
 
 
 def main(argv: list[str]) -> int:

@@ -4,12 +4,19 @@ FFmpeg is a large C parser and these bytes come from strangers, so it never runs
 process: `probe_media` starts `sup.media._av_worker` with the file as its stdin, limits its
 memory, CPU time, open files and file writes, kills its whole process group when the wall-clock
 timeout passes, and turns every way the child can fail into a `ProbeResult` with a reason.
+
+With `remux_to`, the same child also writes a copy without metadata (location, dates, device,
+tags, chapters, cover art) for everyone but the uploader: the streams copied packet for packet,
+never re-encoded. The parent creates that file and hands the child its descriptor, the one file
+the child can write; FFmpeg itself still opens nothing. The file exists afterwards only if the
+result is ok.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +35,8 @@ from sup.media.limits import (
     PROBE_MAX_OUTPUT,
     PROBE_MEMORY_LIMIT,
     PROBE_TIMEOUT,
+    REMUX_MAX_GROWTH,
+    REMUX_OUTPUT_MARGIN,
     WAVEFORM_POINTS,
 )
 from sup.media.sandbox import Outcome, failure_reason, ran_out_of_memory, run_worker, worker_argv
@@ -46,6 +55,8 @@ class ProbeResult:
     upright, within `poster_max` on the long edge. `waveform` holds peak values 0-255 scaled to
     the loudest point; `waveform_complete` is False when decoding stopped at its time budget and
     the rest of the note shows as silence.
+
+    `remux_mime` and `remux_size` describe the copy written to `remux_to`, if one was asked for.
     """
 
     ok: bool
@@ -66,6 +77,8 @@ class ProbeResult:
     poster_height: int | None = None
     waveform: tuple[int, ...] | None = None
     waveform_complete: bool = True
+    remux_mime: str | None = None
+    remux_size: int | None = None
 
     @classmethod
     def failed(cls, reason: str) -> ProbeResult:
@@ -82,10 +95,15 @@ async def probe_media(
     waveform_points: int = WAVEFORM_POINTS,
     max_duration: float = PROBE_MAX_DURATION,
     max_dimension: int = PROBE_MAX_DIMENSION,
+    remux_to: str | os.PathLike[str] | None = None,
 ) -> ProbeResult:
     """Probe a video (facts and poster) or an audio note (facts and waveform) in a limited child process.
 
-    Never raises for bad media or a dying child: the result says why it failed.
+    With `remux_to` (a path that must not exist yet), also write there a copy of the media with
+    all its metadata removed, in the same container family (`remux_mime` says which). The copy
+    is part of the answer: if it cannot be made the result fails, and the file is gone.
+    Never raises for bad media or a dying child: the result says why it failed. Raises OSError
+    if `remux_to` cannot be created.
     """
     if kind not in ("video", "audio"):
         raise ValueError(f"kind must be 'video' or 'audio', not {kind!r}")
@@ -93,19 +111,26 @@ async def probe_media(
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         return ProbeResult.failed(f"the media file cannot be read ({exc.strerror})")
+    out_fd = None
+    result = None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return ProbeResult.failed("the media is not a regular file")
         if info.st_size == 0:
             return ProbeResult.failed("the media file is empty")
+        if remux_to is not None:
+            # Read-write: MP4 faststart reads the copy back to move its index to the front.
+            out_fd = os.open(remux_to, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         params = {
             "kind": kind,
             "memory_limit": memory_limit,
             # A backstop for a child the parent can no longer kill; the wall clock normally wins.
             "cpu_seconds": max(1, math.ceil(timeout)) + 1,
             "max_files": PROBE_MAX_OPEN_FILES,
-            "max_write": PROBE_MAX_FILE_WRITE,
+            "max_write": (
+                PROBE_MAX_FILE_WRITE if out_fd is None else info.st_size * REMUX_MAX_GROWTH + REMUX_OUTPUT_MARGIN
+            ),
             "poster_max": poster_max,
             "poster_max_packets": POSTER_MAX_PACKETS,
             "waveform_points": waveform_points,
@@ -114,13 +139,36 @@ async def probe_media(
             # Half the time for decoding audio: a waveform from the first part beats a timeout.
             "decode_budget": timeout / 2,
             "parent": os.getpid(),
+            "output_fd": out_fd,
         }
         outcome = await run_worker(
-            worker_argv(_WORKER_MODULE, json.dumps(params)), stdin=fd, timeout=timeout, output_limit=PROBE_MAX_OUTPUT
+            worker_argv(_WORKER_MODULE, json.dumps(params)),
+            stdin=fd,
+            timeout=timeout,
+            output_limit=PROBE_MAX_OUTPUT,
+            pass_fds=(out_fd,) if out_fd is not None else (),
         )
+        result = _interpret(outcome, timeout)
+        if out_fd is not None:
+            result = _check_remux(result, out_fd)
+        return result
     finally:
         os.close(fd)
-    return _interpret(outcome, timeout)
+        if out_fd is not None:
+            os.close(out_fd)
+            # Also on a timeout, a crash or cancellation: a half-written copy must never be served.
+            if remux_to is not None and (result is None or not result.ok):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(remux_to)
+
+
+def _check_remux(result: ProbeResult, out_fd: int) -> ProbeResult:
+    if not result.ok:
+        return result
+    size = os.fstat(out_fd).st_size
+    if result.remux_mime is None or result.remux_size != size or size == 0:
+        return ProbeResult.failed("media probe returned a malformed answer")
+    return result
 
 
 def _interpret(outcome: Outcome, timeout: float) -> ProbeResult:
@@ -186,4 +234,6 @@ def _result_from(answer: dict[str, Any]) -> ProbeResult:
         poster_height=_opt(answer, "poster_height", int),
         waveform=tuple(waveform) if waveform is not None else None,
         waveform_complete=bool(answer.get("waveform_complete", True)),
+        remux_mime=_opt(answer, "remux_mime", str),
+        remux_size=_opt(answer, "remux_size", int),
     )

@@ -18,9 +18,14 @@ PROBE_MAX_DIMENSION = 16384
 POSTER_MAX = 1280
 WAVEFORM_POINTS = 64
 # The worker reads its input from stdin and writes JSON to stdout; it needs few descriptors
-# and no file writes at all.
+# and no file writes, except for a remuxed copy (below).
 PROBE_MAX_OPEN_FILES = 32
 PROBE_MAX_FILE_WRITE = 0
+# A remuxed copy differs from its input only in framing and tags; more than this many times
+# the input (plus a little for the headers of a tiny file) is a misbehaving worker. It is the
+# worker's file size limit while it remuxes, so it also bounds the disk a runaway can fill.
+REMUX_MAX_GROWTH = 2
+REMUX_OUTPUT_MARGIN = 4 * MiB
 # A poster is base64 in the JSON answer; anything past this is a misbehaving worker.
 PROBE_MAX_OUTPUT = 16 * MiB
 # Packets read while looking for a first decodable video frame before giving up.

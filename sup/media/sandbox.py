@@ -58,10 +58,12 @@ async def run_worker(
     stdin: int | bytes,
     timeout: float,  # noqa: ASYNC109 (bounds a child process, not this coroutine)
     output_limit: int,
+    pass_fds: tuple[int, ...] = (),
 ) -> Outcome:
     """Run a child in its own process group; kill the group on timeout, overflow or cancellation.
 
     `stdin` is a file descriptor the child reads directly, or bytes fed to it through a pipe.
+    `pass_fds` are further descriptors the child inherits, under the same numbers.
     """
     import asyncio
 
@@ -74,6 +76,7 @@ async def run_worker(
         env=_worker_env(),
         cwd="/",
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     assert proc.stdout is not None and proc.stderr is not None
     try:
