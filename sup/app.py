@@ -117,7 +117,7 @@ class Realtime:
     @classmethod
     def build(cls, config: Config, db: Database) -> Realtime:
         bus = open_bus(config.bus.url)
-        events = EventStore()
+        events = EventStore(db.dialect)
         hub = Hub(db, events, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
         bus.subscribe(hub)
         return cls(bus, open_presence(config.bus.url), WriteBatcher(db, bus.announce), hub, events)

@@ -169,3 +169,42 @@ async def test_a_cancelled_transaction_leaves_the_database_usable(db: Database):
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", "after", 1)
     assert await db.fetchval("SELECT v FROM kv WHERE k = $1", "after") == 1
+
+
+async def test_concurrent_event_appends_to_overlapping_devices_never_deadlock(db: Database):
+    """Two logins of one user, or a login and a message batch, bump the seqs of overlapping devices.
+
+    Postgres locks an UPDATE's rows in the order its scan meets them; without locking in id order
+    first, such transactions deadlock now and then (seen in CI as a 500 on a login).
+    """
+    import random
+    import uuid
+
+    from sup.storage.events import EventStore
+
+    store = EventStore(db.dialect)
+    user = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO users (id, username, username_key, password_hash, created_at, updated_at)"
+        " VALUES ($1, $2, $2, 'x', 0, 0)",
+        user,
+        f"u{user[:8]}",
+    )
+    devices = [str(uuid.uuid4()) for _ in range(30)]
+    for device in devices:
+        await db.execute(
+            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at) VALUES ($1, $2, 'd', 0, 0)",
+            device,
+            user,
+        )
+
+    async def appends(rounds: int) -> None:
+        for _ in range(rounds):
+            chosen = random.sample(devices, 20)
+            async with db.transaction() as tx:
+                await store.next_seqs(tx, chosen)
+                await asyncio.sleep(0)  # hold the locks across a switch, as a real transaction does
+
+    await asyncio.gather(*(appends(15) for _ in range(8)))
+    seqs = await db.fetch("SELECT last_event_seq FROM user_devices WHERE user_id = $1", user)
+    assert sum(row["last_event_seq"] for row in seqs) == 8 * 15 * 20  # every bump counted once

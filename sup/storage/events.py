@@ -20,18 +20,34 @@ class Delivery:
     payload: bytes
 
 
+# Postgres locks the rows an UPDATE changes in the order its scan meets them, which is not
+# the order of an IN list and can differ between two transactions (a seq scan waiting on one
+# row resumes at a moved tuple). Two appends to overlapping sets of devices (two logins of one
+# user, a login and a message batch) then deadlock. Locking in id order first makes the order
+# one for everyone. SQLite has a single writer and no row locks.
+_BUMP_SEQS = {
+    "postgres": (
+        "UPDATE user_devices d SET last_event_seq = d.last_event_seq + 1"
+        " FROM (SELECT id FROM user_devices WHERE id IN ({ids}) ORDER BY id FOR UPDATE) locked"
+        " WHERE d.id = locked.id RETURNING d.id, d.last_event_seq"
+    ),
+    "sqlite": (
+        "UPDATE user_devices SET last_event_seq = last_event_seq + 1 WHERE id IN ({ids}) RETURNING id, last_event_seq"
+    ),
+}
+
+
 class EventStore:
+    def __init__(self, dialect: str = "sqlite") -> None:
+        self._bump = _BUMP_SEQS[dialect]
+
     async def next_seqs(self, tx: Queryable, device_ids: Sequence[str]) -> dict[str, int]:
-        """Reserve the next seq of each device (one each), under the device rows' locks."""
+        """Reserve the next seq of each device (one each), under the device rows' locks, taken in id order."""
         if not device_ids:
             return {}
-        ordered = sorted(set(device_ids))  # one lock order everywhere: no deadlocks between senders
+        ordered = sorted(set(device_ids))
         placeholders = ", ".join(f"${i + 1}" for i in range(len(ordered)))
-        rows = await tx.fetch(
-            f"UPDATE user_devices SET last_event_seq = last_event_seq + 1 WHERE id IN ({placeholders})"
-            " RETURNING id, last_event_seq",
-            *ordered,
-        )
+        rows = await tx.fetch(self._bump.format(ids=placeholders), *ordered)
         return {row["id"]: row["last_event_seq"] for row in rows}
 
     async def insert(self, tx: Queryable, deliveries: Iterable[Delivery], now: int) -> None:
