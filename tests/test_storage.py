@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import uuid
 from pathlib import Path
 
 import pytest
 
 from sup.storage import migrations
 from sup.storage.database import Database, IntegrityError, open_database
+from sup.storage.events import EventStore
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +180,6 @@ async def test_concurrent_event_appends_to_overlapping_devices_never_deadlock(db
     Postgres locks an UPDATE's rows in the order its scan meets them; without locking in id order
     first, such transactions deadlock now and then (seen in CI as a 500 on a login).
     """
-    import random
-    import uuid
-
-    from sup.storage.events import EventStore
-
     store = EventStore(db.dialect)
     user = str(uuid.uuid4())
     await db.execute(
