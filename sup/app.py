@@ -89,6 +89,7 @@ def build_accounts(
     clock: Clock,
     key_changes: KeyChanges | None = None,
     keys: ServerKeys | None = None,
+    limiter: MemoryRateLimiter | None = None,
 ) -> AccountService:
     keys = keys or server_keys(config)
     return AccountService(
@@ -96,7 +97,7 @@ def build_accounts(
         hasher,
         AccessTokens(keys.access_tokens),
         TotpBox(keys.totp_encryption, keys.recovery_codes),
-        MemoryRateLimiter(),
+        limiter or MemoryRateLimiter(),
         clock,
         config.auth,
         config.ratelimit,
@@ -186,6 +187,7 @@ def build_services(
     config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime, bg: Background
 ) -> Services:
     access = ChatAccess()
+    limiter = MemoryRateLimiter()  # one per process; keys are prefixed by what they count
     writer = EventWriter(rt.events)
     timeline = Timeline(writer)
     key_changes = KeyChanges(access, writer, rt.bus)
@@ -199,7 +201,7 @@ def build_services(
         low_threshold=config.crypto.prekey_low_threshold,
         max_one_time=config.crypto.max_one_time_prekeys,
         signed_prekey_grace_ms=config.crypto.signed_prekey_grace_days * 86_400_000,
-        limiter=MemoryRateLimiter() if config.ratelimit.enabled else None,
+        limiter=limiter if config.ratelimit.enabled else None,
         bundles_per_minute=config.ratelimit.prekey_bundles_per_user,
     )
     secrets = server_keys(config)
@@ -213,7 +215,7 @@ def build_services(
         config.media,
         UrlSigner(secrets.media_urls),
         config.data_dir / "tmp",
-        limiter=MemoryRateLimiter() if config.ratelimit.enabled else None,
+        limiter=limiter if config.ratelimit.enabled else None,
         uploads_per_minute=config.ratelimit.uploads_per_user,
     )
     retention_ms = config.websocket.event_retention_days * 86_400_000
@@ -226,7 +228,7 @@ def build_services(
 
     bg.scheduler.every("prune-events", 3600, prune_events)
     return Services(
-        accounts=build_accounts(config, db, hasher, clock, key_changes, secrets),
+        accounts=build_accounts(config, db, hasher, clock, key_changes, secrets, limiter),
         users=UserService(db, clock),
         chats=ChatService(db, access, timeline, rt.bus, keys, clock),
         messages=MessageService(db, access, timeline, rt.bus, rt.batcher, keys, clock),

@@ -658,3 +658,24 @@ async def test_two_processes_share_files_on_postgres_and_s3(fresh_postgres, moto
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_file_is_declared_stuck_only_when_no_job_is_left_to_finish_it(server: Server):
+    api = server.api
+    alice = await api.register()
+    waiting, lost = [(await api.upload(alice, png_bytes(20, 20, (i, 1, 2)))).body["id"] for i in (3, 4)]
+    for media_id in (waiting, lost):
+        await processed(api, alice, media_id)
+    old = server.clock.now_ms() - 7 * 3_600_000
+    await server.db.execute(
+        "UPDATE media SET status = 'pending', created_at = $1 WHERE id IN ($2, $3)", old, waiting, lost
+    )
+    # `waiting` still has a queued job (due much later); `lost` has none left.
+    media = server.app[SERVICES].media
+    await media._scheduler.enqueue(
+        "media.process", waiting.encode(), dedupe_key=f"media:{waiting}", run_at=server.clock.now_ms() + 86_400_000
+    )
+    await media.cleanup()
+    statuses = {m: (await api.get(f"{MEDIA}/{m}", token=alice.access_token)).body for m in (waiting, lost)}
+    assert statuses[waiting]["status"] == "pending"
+    assert statuses[lost]["status"] == "failed" and statuses[lost]["failure"] == "Processing did not finish."

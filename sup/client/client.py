@@ -51,7 +51,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,16 +346,14 @@ class Client:
         session: aiohttp.ClientSession | None = None,
     ) -> Client:
         """A new account; this device is its first, with fresh keys published."""
-        store, http = await cls._fresh(base_url, store_path, session)
-        try:
-            answer = await http.register(
+        return await cls._new_device(
+            base_url,
+            store_path,
+            session,
+            lambda http: http.register(
                 username, password, display_name=display_name, device_name=device_name, invite_code=invite_code
-            )
-            return await cls._first_login(store, http, base_url, answer)
-        except BaseException:
-            await http.close()
-            await store.close()
-            raise
+            ),
+        )
 
     @classmethod
     async def login(
@@ -371,16 +369,14 @@ class Client:
         session: aiohttp.ClientSession | None = None,
     ) -> Client:
         """A new device of an existing account, with fresh keys published."""
-        store, http = await cls._fresh(base_url, store_path, session)
-        try:
-            answer = await http.login(
+        return await cls._new_device(
+            base_url,
+            store_path,
+            session,
+            lambda http: http.login(
                 username, password, totp_code=totp_code, recovery_code=recovery_code, device_name=device_name
-            )
-            return await cls._first_login(store, http, base_url, answer)
-        except BaseException:
-            await http.close()
-            await store.close()
-            raise
+            ),
+        )
 
     @classmethod
     async def open(cls, store_path: str, *, session: aiohttp.ClientSession | None = None) -> Client:
@@ -403,14 +399,25 @@ class Client:
         return client
 
     @classmethod
-    async def _fresh(
-        cls, base_url: str, store_path: str, session: aiohttp.ClientSession | None
-    ) -> tuple[ClientStore, SupHttp]:
+    async def _new_device(
+        cls,
+        base_url: str,
+        store_path: str,
+        session: aiohttp.ClientSession | None,
+        sign_in: Callable[[SupHttp], Awaitable[Session]],
+    ) -> Client:
+        """A fresh store, a session from `sign_in` (register or login), then keys made and published."""
         store = await _open_store(store_path)
         if store.device_id:
             await store.close()
             raise ClientError(f"{store_path} already holds a device: use Client.open")
-        return store, SupHttp(base_url, session=session, on_tokens=store.set_tokens)
+        http = SupHttp(base_url, session=session, on_tokens=store.set_tokens)
+        try:
+            return await cls._first_login(store, http, base_url, await sign_in(http))
+        except BaseException:
+            await http.close()
+            await store.close()
+            raise
 
     @classmethod
     async def _first_login(cls, store: ClientStore, http: SupHttp, base_url: str, answer: Session) -> Client:

@@ -50,25 +50,11 @@ class MediaAttachments:
 
     async def message_going(self, tx: Queryable, message_id: str) -> None:
         """A message is deleted for everyone: its file goes too, unless something else uses it."""
-        await self._media.unreference(
-            tx,
-            "m.id = (SELECT media_id FROM messages WHERE id = $1)"
-            " AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.media_id = m.id AND o.id <> $1 AND o.deleted_at IS NULL)"
-            " AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.avatar_media_id = m.id)",
-            message_id,
-        )
+        await self._media.release_message_media(tx, message_id)
 
     async def chat_going(self, tx: Queryable, chat_id: str) -> None:
         """A chat is deleted: the files of its messages and its avatar go, unless used elsewhere."""
-        await self._media.unreference(
-            tx,
-            "m.id IN (SELECT media_id FROM messages WHERE chat_id = $1 AND media_id IS NOT NULL"
-            " UNION SELECT avatar_media_id FROM chats WHERE id = $1 AND avatar_media_id IS NOT NULL)"
-            " AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.media_id = m.id AND o.chat_id <> $1"
-            " AND o.deleted_at IS NULL)"
-            " AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.avatar_media_id = m.id AND c.id <> $1)",
-            chat_id,
-        )
+        await self._media.release_chat_media(tx, chat_id)
 
     async def as_avatar(self, tx: Queryable, user_id: str, media_id: str, now: int) -> None:
         row = await self._find(tx, media_id, "avatar_media_id")

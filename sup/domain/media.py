@@ -48,6 +48,7 @@ Purpose = Literal["attachment", "avatar", "sticker"]
 Variant = Literal["original", "small", "large"]
 PROCESS_JOB = "media.process"
 RELEASE_JOB = "media.release-blobs"
+PROCESS_KEY_PREFIX = "media:"  # + media id: a file is queued for processing once
 # A released blob is deleted this much later, if still unused: an upload deduplicated onto it
 # in the meantime (bytes stored, row not yet written) then keeps it.
 RELEASE_DELAY_MS = 10 * 60 * 1000
@@ -338,7 +339,8 @@ class MediaService:
                 processable = False
             await self._media.insert(tx, row)
             if processable:
-                await self._scheduler.enqueue(PROCESS_JOB, media_id.encode(), dedupe_key=f"media:{media_id}", tx=tx)
+                dedupe_key = PROCESS_KEY_PREFIX + media_id
+                await self._scheduler.enqueue(PROCESS_JOB, media_id.encode(), dedupe_key=dedupe_key, tx=tx)
         if processable:
             self._scheduler.wake()
         return media_from_row(await self._media.get(self._db, media_id))
@@ -701,7 +703,7 @@ class MediaService:
         # A processing job that failed for good (not a MediaError: a crash or a timeout) leaves
         # its file pending; after a generous wait, say so rather than leave it spinning.
         stuck_before = now - 6 * 3_600_000
-        for row in await self._media.stuck(self._db, stuck_before, 1000):
+        for row in await self._media.stuck(self._db, stuck_before, 1000, PROCESS_KEY_PREFIX):
             await self._finish(row, {"status": "failed", "failure": "Processing did not finish."})
 
 

@@ -199,7 +199,7 @@ def check_range(start: int, end: int | None) -> None:
         raise ValueError(f"invalid byte range [{start}, {end})")
 
 
-def content_disposition(filename: str) -> str:
-    """`attachment` with the name in RFC 6266 form, plus a plain-ASCII fallback for old clients."""
+def content_disposition(filename: str, kind: str = "attachment") -> str:
+    """`attachment` (or `inline`) with the name in RFC 6266 form, plus a plain-ASCII fallback for old clients."""
     fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename) or "download"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

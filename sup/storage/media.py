@@ -66,11 +66,33 @@ class MediaStore:
     async def page(self, db: Queryable, owner_id: str, after: str | None, limit: int) -> list[Row]:
         return await keyset_page(db, f"SELECT {_COLUMNS} FROM media WHERE owner_id = $1", "id", owner_id, after, limit)
 
-    async def unreference(self, tx: Queryable, where: str, *args: object) -> None:
-        """Files chosen by `where` (over `media m`) that nothing else uses become orphans again.
+    async def release_message_media(self, tx: Queryable, message_id: str) -> None:
+        """The message is being deleted for everyone: its file becomes unused, unless used elsewhere."""
+        await self._unreference(
+            tx,
+            "m.id = (SELECT media_id FROM messages WHERE id = $1)"
+            " AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.media_id = m.id AND o.id <> $1 AND o.deleted_at IS NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.avatar_media_id = m.id)",
+            message_id,
+        )
+
+    async def release_chat_media(self, tx: Queryable, chat_id: str) -> None:
+        """The chat is being deleted: its messages' files and its avatar become unused, unless used elsewhere."""
+        await self._unreference(
+            tx,
+            "m.id IN (SELECT media_id FROM messages WHERE chat_id = $1 AND media_id IS NOT NULL"
+            " UNION SELECT avatar_media_id FROM chats WHERE id = $1 AND avatar_media_id IS NOT NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.media_id = m.id AND o.chat_id <> $1"
+            " AND o.deleted_at IS NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.avatar_media_id = m.id AND c.id <> $1)",
+            chat_id,
+        )
+
+    async def _unreference(self, tx: Queryable, where: str, *args: object) -> None:
+        """Files chosen by `where` (over `media m`) that no user has as avatar become orphans again.
 
         The orphan sweep then deletes them: the bytes of a deleted message or chat do not stay
-        in someone's quota for ever. `where` also excludes the uses that are going away.
+        in someone's quota for ever. Stickers are kept for later use.
         """
         await tx.execute(
             "UPDATE media SET attached_at = NULL WHERE id IN (SELECT m.id FROM media m"
@@ -106,14 +128,18 @@ class MediaStore:
             limit,
         )
 
-    async def stuck(self, db: Queryable, created_before: int, limit: int) -> Sequence[Row]:
-        """Pending for long with no job left to finish it (it failed for good, or was lost)."""
+    async def stuck(self, db: Queryable, created_before: int, limit: int, job_key_prefix: str) -> Sequence[Row]:
+        """Pending for long with no job left to finish it (it failed for good, or was lost).
+
+        A file's processing job has the dedupe key `job_key_prefix` + its id.
+        """
         return await db.fetch(
             "SELECT id, owner_id FROM media m WHERE status = 'pending' AND created_at < $1"
-            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = 'media:' || m.id"
+            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = $3 || CAST(m.id AS TEXT)"
             " AND j.state IN ('queued', 'running')) LIMIT $2",
             created_before,
             limit,
+            job_key_prefix,
         )
 
     # -- what may see a file -----------------------------------------------------------------

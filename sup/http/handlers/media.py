@@ -192,9 +192,7 @@ async def _stream(request: web.Request, file: Download) -> web.StreamResponse:
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=3600",
         "Content-Type": file.mime,
-        "Content-Disposition": content_disposition(file.filename).replace(
-            "attachment", "inline" if file.inline else "attachment", 1
-        ),
+        "Content-Disposition": content_disposition(file.filename, "inline" if file.inline else "attachment"),
         # Whatever the bytes are, a browser must not run them as a page of ours.
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "X-Content-Type-Options": "nosniff",
