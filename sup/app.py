@@ -18,16 +18,21 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from sup.blobs.store import BlobSettings, BlobStore, open_blob_store
 from sup.bus.events import EventBus, open_bus
 from sup.bus.presence import PresenceTracker, open_presence
 from sup.bus.ratelimit import MemoryRateLimiter
 from sup.clock import Clock
 from sup.config import Config
+from sup.db import migrations
+from sup.db.batching import WriteBatcher
+from sup.db.database import Database, open_database
+from sup.db.events import EventStore
+from sup.db.jobs import DatabaseJobQueue
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.events import EventWriter
-from sup.domain.jobs import JobSettings, Scheduler
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService, UrlSigner
@@ -42,13 +47,8 @@ from sup.http.middleware import add_security_headers, cors_middleware
 from sup.http.problems import problems_middleware
 from sup.http.routes import add_routes
 from sup.http.services import SERVICES, Services
+from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
-from sup.storage import migrations
-from sup.storage.batching import WriteBatcher
-from sup.storage.blobs import BlobSettings, BlobStore, open_blob_store
-from sup.storage.database import Database, open_database
-from sup.storage.events import EventStore
-from sup.storage.jobs import DatabaseJobQueue
 from sup.ws.gateway import websocket
 from sup.ws.hub import HUB, Hub
 

@@ -72,7 +72,7 @@ async def _with_database(config: Config, work: Callable[[Any], Awaitable[int]]) 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from sup.clock import Clock
-    from sup.storage import migrations
+    from sup.db import migrations
 
     config = _load(args)
 
@@ -197,9 +197,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from sup.blobs.store import BlobError
+    from sup.db.database import DatabaseError
     from sup.errors import DomainError
-    from sup.storage.blobs import BlobError
-    from sup.storage.database import DatabaseError
 
     try:
         return args.func(args)

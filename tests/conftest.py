@@ -29,8 +29,8 @@ from PIL import Image
 from sup.app import build_app
 from sup.clock import Clock
 from sup.config import Config, load_config
+from sup.db.database import Database
 from sup.http.services import SERVICES
-from sup.storage.database import Database
 from tests.s3server import MotoS3
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

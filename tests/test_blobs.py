@@ -15,7 +15,9 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from sup.storage.blobs import (
+from sup.blobs.disk import DiskBlobStore
+from sup.blobs.s3 import S3BlobStore
+from sup.blobs.store import (
     MAX_PARTS,
     BlobError,
     BlobNotFound,
@@ -26,8 +28,6 @@ from sup.storage.blobs import (
     MissingParts,
     open_blob_store,
 )
-from sup.storage.blobs_disk import DiskBlobStore
-from sup.storage.blobs_s3 import S3BlobStore
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 MiB = 1024 * 1024

@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 
 from sup.clock import Clock
-from sup.domain.jobs import PERIODIC, JobSettings, PermanentJobError, Scheduler
-from sup.storage import migrations
-from sup.storage.database import Database, open_database
-from sup.storage.jobs import MAX_ERROR_CHARS, DatabaseJobQueue, Job
+from sup.db import migrations
+from sup.db.database import Database, open_database
+from sup.db.jobs import MAX_ERROR_CHARS, DatabaseJobQueue, Job
+from sup.jobs.scheduler import PERIODIC, JobSettings, PermanentJobError, Scheduler
 from tests.conftest import MovableClock
 
 # Short everything, so retries and polls take milliseconds.

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sup.storage import migrations
-from sup.storage.database import Database, IntegrityError, open_database
-from sup.storage.events import EventStore
+from sup.db import migrations
+from sup.db.database import Database, IntegrityError, open_database
+from sup.db.events import EventStore
 
 
 @pytest.fixture(scope="module")

@@ -396,7 +396,7 @@ async def test_key_change_events_reach_everyone_who_shares_a_chat(rt: Server):
 
 async def test_pruned_events_make_an_old_cursor_resync(rt: Server):
     """Acknowledged events are pruned after the retention period; unacknowledged ones stay."""
-    from sup.storage.events import EventStore
+    from sup.db.events import EventStore
 
     api = rt.api
     alice, bob = await api.register(), await api.register()

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import msgspec
 
-from sup.storage.events import Delivery
+from sup.db.events import Delivery
 
 log = logging.getLogger("sup.bus")
 

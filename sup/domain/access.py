@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sup.db.accounts import BlockStore
+from sup.db.chats import ChatStore, MemberStore
+from sup.db.database import Queryable, Row
 from sup.domain.permissions import ALL, RANK, Permission
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
-from sup.storage.accounts import BlockStore
-from sup.storage.chats import ChatStore, MemberStore
-from sup.storage.database import Queryable, Row
 
 
 @dataclass(frozen=True, slots=True)

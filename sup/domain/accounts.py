@@ -15,20 +15,20 @@ import msgspec
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import AuthConfig, RateLimitConfig
-from sup.domain import totp
-from sup.domain.passwords import PasswordHasher
-from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
-from sup.errors import Code, DomainError, RateLimited
-from sup.ids import is_uuid, uuid7
-from sup.storage.accounts import (
+from sup.db.accounts import (
     DeviceStore,
     InviteStore,
     RecoveryCodeStore,
     SessionStore,
     UserStore,
 )
-from sup.storage.database import Database, Queryable, Row
-from sup.storage.events import Delivery
+from sup.db.database import Database, Queryable, Row
+from sup.db.events import Delivery
+from sup.domain import totp
+from sup.domain.passwords import PasswordHasher
+from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
+from sup.errors import Code, DomainError, RateLimited
+from sup.ids import is_uuid, uuid7
 
 if TYPE_CHECKING:
     from sup.domain.keychanges import Change, KeyChanges

@@ -8,10 +8,10 @@ orphan that cleanup would remove.
 
 from __future__ import annotations
 
+from sup.db.database import Queryable, Row
+from sup.db.media import MediaStore
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
-from sup.storage.database import Queryable, Row
-from sup.storage.media import MediaStore
 
 
 def _unusable(field: str, detail: str) -> DomainError:

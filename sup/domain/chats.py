@@ -11,6 +11,10 @@ from typing import Any
 import msgspec
 
 from sup.clock import Clock
+from sup.db.accounts import UserStore
+from sup.db.chats import RoleStore
+from sup.db.database import Database, Queryable, Row
+from sup.db.events import Delivery
 from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.attachments import MediaAttachments
@@ -20,10 +24,6 @@ from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_na
 from sup.domain.timeline import Message, Timeline, message_from_row
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid, uuid7
-from sup.storage.accounts import UserStore
-from sup.storage.chats import RoleStore
-from sup.storage.database import Database, Queryable, Row
-from sup.storage.events import Delivery
 
 TITLE_MAX = 128
 DESCRIPTION_MAX = 2000

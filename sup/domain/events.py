@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from sup.storage.database import Queryable
-from sup.storage.events import Delivery, EventStore
+from sup.db.database import Queryable
+from sup.db.events import Delivery, EventStore
 
 
 def frame(event_type: str, cursor: int | None, body: bytes) -> bytes:

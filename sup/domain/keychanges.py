@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from sup.db.accounts import DeviceStore
+from sup.db.database import Queryable
+from sup.db.events import Delivery
 from sup.domain.access import ChatAccess
 from sup.domain.events import Announcer, EventWriter, encode
-from sup.storage.accounts import DeviceStore
-from sup.storage.database import Queryable
-from sup.storage.events import Delivery
 
 Change = Literal["added", "removed", "identity"]
 

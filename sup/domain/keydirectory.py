@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
+from sup.db.database import Database, Queryable, Row
+from sup.db.events import Delivery
+from sup.db.keydirectory import KeyDirectoryStore
 from sup.domain.access import ChatAccess
 from sup.domain.events import Announcer, EventWriter, encode
 from sup.domain.keychanges import KeyChanges
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid
-from sup.storage.database import Database, Queryable, Row
-from sup.storage.events import Delivery
-from sup.storage.keydirectory import KeyDirectoryStore
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64

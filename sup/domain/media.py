@@ -25,22 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sup.blobs.store import MAX_PARTS, BlobNotFound, BlobStore, BlobTooLarge, MissingParts, StoredBlob
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import MediaConfig
+from sup.db.accounts import DeviceStore
+from sup.db.database import Database, Queryable, Row
+from sup.db.media import BLOB_COLUMNS, PROCESSED_COLUMNS, MediaStore
 from sup.domain.events import Announcer, EventWriter, encode
-from sup.domain.jobs import Scheduler
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid, uuid7
+from sup.jobs.scheduler import Scheduler
 from sup.media import MediaError
 from sup.media.av_probe import probe_media
 from sup.media.image_child import ImageResult, process_image_isolated
 from sup.media.limits import SNIFF_BYTES
 from sup.media.sniff import OCTET_STREAM, Sniffed, is_active_content, sniff
-from sup.storage.accounts import DeviceStore
-from sup.storage.blobs import MAX_PARTS, BlobNotFound, BlobStore, BlobTooLarge, MissingParts, StoredBlob
-from sup.storage.database import Database, Queryable, Row
-from sup.storage.media import BLOB_COLUMNS, PROCESSED_COLUMNS, MediaStore
 
 log = logging.getLogger("sup.media")
 

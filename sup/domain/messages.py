@@ -15,6 +15,10 @@ from typing import Any
 import msgspec
 
 from sup.clock import Clock
+from sup.db.batching import WriteBatcher
+from sup.db.database import Database, Queryable, Row
+from sup.db.events import Delivery
+from sup.db.messages import PinStore, ReactionStore
 from sup.domain.access import ChatAccess, Membership
 from sup.domain.attachments import MediaAttachments
 from sup.domain.events import Announcer, encode
@@ -23,10 +27,6 @@ from sup.domain.permissions import Permission
 from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
-from sup.storage.batching import WriteBatcher
-from sup.storage.database import Database, Queryable, Row
-from sup.storage.events import Delivery
-from sup.storage.messages import PinStore, ReactionStore
 
 BODY_MAX = 16_384
 CIPHERTEXT_MAX = 65_536

@@ -12,11 +12,11 @@ import msgspec
 
 from sup.bus.presence import PresenceTracker
 from sup.clock import Clock
+from sup.db.accounts import ContactStore, UserStore
+from sup.db.database import Database
 from sup.domain.access import ChatAccess
 from sup.domain.events import Announcer, encode, frame
 from sup.errors import Code, DomainError
-from sup.storage.accounts import ContactStore, UserStore
-from sup.storage.database import Database
 
 Visibility = Literal["everyone", "contacts", "nobody"]
 TYPING_SECONDS = 6  # a typing notice lapses by itself unless renewed

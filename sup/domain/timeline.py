@@ -9,13 +9,13 @@ from typing import Any
 
 import msgspec
 
+from sup.db.accounts import DeviceStore
+from sup.db.chats import ChatStore, MemberStore
+from sup.db.database import Queryable, Row
+from sup.db.events import Delivery
+from sup.db.messages import MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
 from sup.ids import uuid7
-from sup.storage.accounts import DeviceStore
-from sup.storage.chats import ChatStore, MemberStore
-from sup.storage.database import Queryable, Row
-from sup.storage.events import Delivery
-from sup.storage.messages import MessageStore, RecipientStore
 
 
 class Reaction(msgspec.Struct, frozen=True):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from sup.clock import Clock
+from sup.db.accounts import BlockStore, ContactStore, UserStore
+from sup.db.database import Database
 from sup.domain.accounts import BIO_MAX, DISPLAY_NAME_MAX, Principal, User, check_text, user_from_row
 from sup.domain.attachments import MediaAttachments
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
-from sup.storage.accounts import BlockStore, ContactStore, UserStore
-from sup.storage.database import Database
 
 
 class Contact(msgspec.Struct, frozen=True):

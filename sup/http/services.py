@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from sup.config import WebSocketConfig
+from sup.db.database import Database
+from sup.db.events import EventStore
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.keydirectory import KeyDirectory
@@ -15,8 +17,6 @@ from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
 from sup.domain.users import UserService
-from sup.storage.database import Database
-from sup.storage.events import EventStore
 
 
 @dataclass(frozen=True)

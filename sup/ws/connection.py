@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from sup.db.database import Database
+from sup.db.events import Delivery, EventStore
 from sup.domain.accounts import Principal
-from sup.storage.database import Database
-from sup.storage.events import Delivery, EventStore
 
 log = logging.getLogger("sup.ws")
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from sup.storage.database import Database
-from sup.storage.events import Delivery, EventStore
+from sup.db.database import Database
+from sup.db.events import Delivery, EventStore
 from sup.ws.connection import CLOSE_GOING_AWAY, CLOSE_RESUME, CLOSE_REVOKED, AckWriter, Connection
 
 log = logging.getLogger("sup.ws")

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from sup.blobs.store import content_disposition
 from sup.domain.media import Download, Media, MediaPage, UploadSession
 from sup.errors import Code, DomainError
 from sup.http import schemas as s
 from sup.http.api import Call, bearer_token
-from sup.storage.blobs import content_disposition
 
 READ_CHUNK = 256 * 1024
 # Multipart framing around the file: boundaries, part headers. A declared length beyond

@@ -68,12 +68,12 @@ class Database(Queryable, Protocol):
 async def open_database(url: str, **options: Any) -> Database:
     """Open the backend named by the URL scheme."""
     if url.startswith("sqlite://"):
-        from sup.storage.sqlite import SQLiteDatabase
+        from sup.db.sqlite import SQLiteDatabase
 
         return await SQLiteDatabase.open(url, **options)
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from sup.storage.postgres import PostgresDatabase
+            from sup.db.postgres import PostgresDatabase
         except ImportError as exc:  # pragma: no cover - asyncpg is a core dependency
             raise DatabaseError("Postgres support needs asyncpg: pip install 'sup-messenger'") from exc
         return await PostgresDatabase.open(url, **options)

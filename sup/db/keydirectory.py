@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.storage.database import Queryable, Row
+from sup.db.database import Queryable, Row
 
 # Handing out a one-time prekey deletes it in the same statement. On Postgres, SKIP LOCKED
 # lets concurrent fetches (from any process) each take a different key instead of queueing

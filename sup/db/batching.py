@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sup.storage.database import Database, Queryable
-from sup.storage.events import Delivery
+from sup.db.database import Database, Queryable
+from sup.db.events import Delivery
 
 log = logging.getLogger("sup.batch")
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from sup.storage.database import DatabaseError, IntegrityError, Row
+from sup.db.database import DatabaseError, IntegrityError, Row
 
 T = TypeVar("T")
 

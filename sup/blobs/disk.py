@@ -23,7 +23,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from sup.storage.blobs import (
+from sup.blobs.store import (
     BlobNotFound,
     BlobTooLarge,
     MiB,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sup.storage.database import Queryable
+from sup.db.database import Queryable
 
 # SQLite allows 32766 parameters per statement; 4 per row keeps far below.
 _ROWS_PER_INSERT = 500

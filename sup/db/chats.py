@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sup.storage.database import Queryable, Row, keyset_page
+from sup.db.database import Queryable, Row, keyset_page
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"

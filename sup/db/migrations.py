@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sup.storage.database import Database, DatabaseError
+from sup.db.database import Database, DatabaseError
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)(?:\.(sqlite|postgres))?\.sql$")
 

@@ -27,7 +27,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sup.storage.blobs import (
+from sup.blobs.store import (
     BlobError,
     BlobNotFound,
     BlobTooLarge,

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sup.clock import Clock
-from sup.storage.database import Queryable
-from sup.storage.jobs import MAX_ERROR_CHARS, Job, JobQueue
+from sup.db.database import Queryable
+from sup.db.jobs import MAX_ERROR_CHARS, Job, JobQueue
 
 log = logging.getLogger("sup.jobs")
 

@@ -143,7 +143,7 @@ async def open_blob_store(settings: BlobSettings, *, data_dir: str | Path = ".")
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise BlobError(f"blobs.url: a file URL has no host, use file:///absolute/path (got {url!r})")
-        from sup.storage.blobs_disk import DiskBlobStore
+        from sup.blobs.disk import DiskBlobStore
 
         return await DiskBlobStore.open(Path(unquote(parts.path)))
     if parts.scheme == "s3":
@@ -152,7 +152,7 @@ async def open_blob_store(settings: BlobSettings, *, data_dir: str | Path = ".")
         if settings.s3_part_size < 5 * MiB:
             raise BlobError("blobs.s3_part_size: S3 needs at least 5 MiB per part")
         try:
-            from sup.storage.blobs_s3 import S3BlobStore
+            from sup.blobs.s3 import S3BlobStore
         except ImportError as exc:
             raise BlobError("S3 blob storage needs aiobotocore: pip install 'sup-messenger[s3]'") from exc
         prefix = parts.path.strip("/")

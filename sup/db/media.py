@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.storage.database import Queryable, Row, keyset_page
+from sup.db.database import Queryable, Row, keyset_page
 
 _COLUMNS = (
     "id, owner_id, purpose, encrypted, kind, mime, filename, size, sha256, blob_key, status, failure, width, height,"

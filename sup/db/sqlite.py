@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from sup.storage.database import DatabaseError, IntegrityError, Row
+from sup.db.database import DatabaseError, IntegrityError, Row
 
 T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"\$(\d+)")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sup.clock import Clock
+from sup.db.database import Database, Queryable, Row
 from sup.ids import uuid7
-from sup.storage.database import Database, Queryable, Row
 
 log = logging.getLogger("sup.jobs")
 

@@ -1,0 +1,1 @@
+"""Blob stores: files on disk or in S3, behind one interface (store.py)."""

@@ -1,0 +1,1 @@
+"""The durable job scheduler: named jobs with stored arguments, run by workers in every process."""

@@ -1,1 +1,0 @@
-"""Backends for persistent state. Chosen by URL; see `open_database`."""
