@@ -11,7 +11,7 @@ import contextlib
 import ipaddress
 import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +27,22 @@ from sup.config import Config
 from sup.db import migrations
 from sup.db.batching import WriteBatcher
 from sup.db.database import Database, open_database
-from sup.db.events import EventStore
 from sup.db.jobs import DatabaseJobQueue
+from sup.db.stores import Stores
+from sup.delivery import Delivery
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
+from sup.domain.attachments import MediaAttachments
 from sup.domain.chats import ChatService
 from sup.domain.events import EventWriter
+from sup.domain.health import Health
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.stream import EventStream
 from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
 from sup.domain.totp import TotpBox
@@ -46,16 +50,18 @@ from sup.domain.users import UserService
 from sup.http.middleware import add_security_headers, cors_middleware
 from sup.http.problems import problems_middleware
 from sup.http.routes import add_routes
-from sup.http.services import SERVICES, Services
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
-from sup.ws.gateway import websocket
+from sup.transport.services import SERVICES, Services
 from sup.ws.hub import HUB, Hub
 
 log = logging.getLogger("sup")
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
+# The open database, for what runs beside the transports (tests, operations); handlers use the services.
+DATABASE = web.AppKey("database", Database)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 
 
 async def open_configured_database(config: Config) -> Database:
@@ -82,22 +88,38 @@ def server_keys(config: Config) -> ServerKeys:
     return ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
 
 
+class _Silent:
+    """An announcer for commands that run no event delivery (`sup admin`): events are still stored,
+    and a running server's catch-up delivers them."""
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None:
+        return None
+
+    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        return None
+
+
 def build_accounts(
     config: Config,
     db: Database,
+    stores: Stores,
     hasher: PasswordHasher,
     clock: Clock,
-    key_changes: KeyChanges | None = None,
-    keys: ServerKeys | None = None,
-    limiter: MemoryRateLimiter | None = None,
+    key_changes: KeyChanges,
+    keys: ServerKeys,
+    limiter: MemoryRateLimiter,
 ) -> AccountService:
-    keys = keys or server_keys(config)
     return AccountService(
         db,
+        stores.users,
+        stores.devices,
+        stores.sessions,
+        stores.recovery_codes,
+        stores.invites,
         hasher,
         AccessTokens(keys.access_tokens),
         TotpBox(keys.totp_encryption, keys.recovery_codes),
-        limiter or MemoryRateLimiter(),
+        limiter,
         clock,
         config.auth,
         config.ratelimit,
@@ -105,23 +127,31 @@ def build_accounts(
     )
 
 
+def build_admin_accounts(config: Config, db: Database, hasher: PasswordHasher, clock: Clock) -> AccountService:
+    """Accounts for `sup admin`, with no server running in this process."""
+    stores = Stores.for_dialect(db.dialect)
+    writer = EventWriter(stores.events, _Silent())
+    key_changes = KeyChanges(writer, stores.members, stores.devices)
+    return build_accounts(config, db, stores, hasher, clock, key_changes, server_keys(config), MemoryRateLimiter())
+
+
 @dataclass
 class Realtime:
-    """The parts that move events: bus, presence, group commit, WebSocket hub."""
+    """The parts that move events: bus, presence, group commit, the event stream and the WebSocket hub."""
 
     bus: EventBus
     tracker: PresenceTracker
     batcher: WriteBatcher
+    stream: EventStream
     hub: Hub
-    events: EventStore
 
     @classmethod
-    def build(cls, config: Config, db: Database) -> Realtime:
+    def build(cls, config: Config, db: Database, stores: Stores, clock: Clock) -> Realtime:
         bus = open_bus(config.bus.url)
-        events = EventStore(db.dialect)
-        hub = Hub(db, events, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
+        stream = EventStream(db, stores.events, clock, retention_ms=config.websocket.event_retention_days * 86_400_000)
+        hub = Hub(stream, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
         bus.subscribe(hub)
-        return cls(bus, open_presence(config.bus.url), WriteBatcher(db, bus.announce), hub, events)
+        return cls(bus, open_presence(config.bus.url), WriteBatcher(db), stream, hub)
 
     async def start(self) -> None:
         await self.bus.start()
@@ -186,57 +216,85 @@ class Background:
 def build_services(
     config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime, bg: Background
 ) -> Services:
-    access = ChatAccess()
+    """Every domain service, each given the stores and services it uses and nothing else."""
+    stores = Stores.for_dialect(db.dialect)
     limiter = MemoryRateLimiter()  # one per process; keys are prefixed by what they count
-    writer = EventWriter(rt.events)
-    timeline = Timeline(writer)
-    key_changes = KeyChanges(access, writer, rt.bus)
+    limits = config.ratelimit
+    access = ChatAccess(stores.members, stores.blocks)
+    writer = EventWriter(stores.events, rt.bus)
+    timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)
+    attachments = MediaAttachments(stores.media)
+    key_changes = KeyChanges(writer, stores.members, stores.devices)
     keys = KeyDirectory(
         db,
+        stores.keys,
+        stores.members,
         access,
         writer,
-        rt.bus,
         key_changes,
         clock,
         low_threshold=config.crypto.prekey_low_threshold,
         max_one_time=config.crypto.max_one_time_prekeys,
         signed_prekey_grace_ms=config.crypto.signed_prekey_grace_days * 86_400_000,
-        limiter=limiter if config.ratelimit.enabled else None,
-        bundles_per_minute=config.ratelimit.prekey_bundles_per_user,
+        limiter=limiter if limits.enabled else None,
+        bundles_per_minute=limits.prekey_bundles_per_user,
     )
     secrets = server_keys(config)
     media = MediaService(
         db,
+        stores.media,
+        stores.devices,
         bg.blobs,
         bg.scheduler,
         writer,
-        rt.bus,
         clock,
         config.media,
         UrlSigner(secrets.media_urls),
         config.data_dir / "tmp",
-        limiter=limiter if config.ratelimit.enabled else None,
-        uploads_per_minute=config.ratelimit.uploads_per_user,
+        limiter=limiter if limits.enabled else None,
+        uploads_per_minute=limits.uploads_per_user,
     )
-    retention_ms = config.websocket.event_retention_days * 86_400_000
-
-    async def prune_events() -> None:
-        async with db.transaction() as tx:
-            removed = await rt.events.prune(tx, clock.now_ms() - retention_ms)
-        if removed:
-            log.info("pruned %d acknowledged events", removed)
-
-    bg.scheduler.every("prune-events", 3600, prune_events)
+    chats = ChatService(
+        db,
+        stores.chats,
+        stores.members,
+        stores.roles,
+        stores.users,
+        stores.messages,
+        access,
+        timeline,
+        attachments,
+        keys,
+        clock,
+    )
+    messages = MessageService(
+        db,
+        stores.chats,
+        stores.members,
+        stores.devices,
+        stores.messages,
+        stores.recipients,
+        stores.reactions,
+        stores.pins,
+        access,
+        timeline,
+        attachments,
+        rt.batcher,
+        keys,
+        clock,
+    )
+    presence = PresenceService(db, stores.users, stores.contacts, stores.members, access, rt.tracker, rt.bus, clock)
+    bg.scheduler.every("prune-events", 3600, rt.stream.prune)
     return Services(
-        accounts=build_accounts(config, db, hasher, clock, key_changes, secrets, limiter),
-        users=UserService(db, clock),
-        chats=ChatService(db, access, timeline, rt.bus, keys, clock),
-        messages=MessageService(db, access, timeline, rt.bus, rt.batcher, keys, clock),
+        accounts=build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter),
+        users=UserService(db, stores.users, stores.contacts, stores.blocks, attachments, clock),
+        chats=chats,
+        messages=messages,
         keys=keys,
         media=media,
-        presence=PresenceService(db, access, rt.tracker, rt.bus, clock),
-        events=rt.events,
-        db=db,
+        presence=presence,
+        stream=rt.stream,
+        health=Health(db),
         max_body_bytes=config.server.max_body_bytes,
         trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies),
         ws=config.websocket,
@@ -265,10 +323,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
-        realtime = Realtime.build(config, db)
+        realtime = Realtime.build(config, db, Stores.for_dialect(db.dialect), clock)
         await realtime.start()
         background = await Background.open(config, db, clock)
         app[SERVICES] = build_services(config, db, hasher, clock, realtime, background)
+        app[DATABASE] = db
+        app[SCHEDULER] = background.scheduler
         app[HUB] = realtime.hub
         await background.scheduler.start()
         yield
@@ -300,5 +360,4 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(add_security_headers)
     add_routes(app)
-    app.router.add_get("/api/v1/ws", websocket)
     return app

@@ -111,7 +111,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from sup.app import build_accounts, build_hasher, prepare_schema
+    from sup.app import build_admin_accounts, build_hasher, prepare_schema
     from sup.clock import Clock
 
     config = _load(args)
@@ -122,7 +122,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
         try:
-            accounts = build_accounts(config, db, hasher, clock)
+            accounts = build_admin_accounts(config, db, hasher, clock)
             if args.action == "create-user":
                 user = await accounts.create_user(args.username, password, is_admin=args.admin)
                 print(f"created user {user.username} ({user.id})")

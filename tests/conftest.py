@@ -26,11 +26,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from sup.app import build_app
+from sup.app import DATABASE, build_app
 from sup.clock import Clock
 from sup.config import Config, load_config
 from sup.db.database import Database
-from sup.http.services import SERVICES
 from tests.s3server import MotoS3
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -276,7 +275,7 @@ class Server:
 
     @property
     def db(self) -> Database:
-        return self.app[SERVICES].db
+        return self.app[DATABASE]
 
 
 ServerFactory = Callable[..., Any]

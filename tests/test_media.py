@@ -19,7 +19,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from sup.http.services import SERVICES
+from sup.app import SCHEDULER
+from sup.transport.services import SERVICES
 from tests import media_samples as samples
 from tests.conftest import Account, Api, Reply, Server, ServerFactory, Socket, plain_group, png_bytes, require_postgres
 from tests.processes import Running, sup_env
@@ -560,7 +561,7 @@ async def test_concurrent_uploads_keep_the_quota_and_leave_no_unnamed_blobs(serv
         blobs = Path(limited.config.data_dir) / "blobs"
         deadline = asyncio.get_running_loop().time() + 20
         while True:
-            limited.app[SERVICES].media._scheduler.wake()
+            limited.app[SCHEDULER].wake()
             stored = [p.relative_to(blobs) for p in blobs.rglob("*") if p.is_file()]
             files = [p for p in stored if p.parts[0] not in ("parts", "tmp")]
             if len(files) == 2:
@@ -672,7 +673,7 @@ async def test_a_file_is_declared_stuck_only_when_no_job_is_left_to_finish_it(se
     )
     # `waiting` still has a queued job (due much later); `lost` has none left.
     media = server.app[SERVICES].media
-    await media._scheduler.enqueue(
+    await server.app[SCHEDULER].enqueue(
         "media.process", waiting.encode(), dedupe_key=f"media:{waiting}", run_at=server.clock.now_ms() + 86_400_000
     )
     await media.cleanup()

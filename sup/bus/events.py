@@ -17,7 +17,7 @@ from typing import Protocol
 
 import msgspec
 
-from sup.db.events import Delivery
+from sup.delivery import Delivery
 
 log = logging.getLogger("sup.bus")
 

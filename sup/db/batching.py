@@ -1,11 +1,12 @@
 """Group commit: many concurrent writes in one transaction, one fsync.
 
-Callers submit an operation (an async function of the transaction that awaits only the
-transaction: on SQLite the whole batch runs in the database's thread). A single worker
-takes everything queued, runs each operation inside its own SAVEPOINT (so one refused
-operation does not undo the others), commits once, hands the batch's deliveries to
-`on_commit`, then answers every caller. Nobody is answered before the commit, so an
-answer means durable; and an idle server commits a lone write at once, adding no delay.
+Callers submit an operation (a `TransactionWork`: it awaits only the transaction, since
+on SQLite the whole batch runs in the database's thread). A single worker takes
+everything queued, runs each operation inside its own SAVEPOINT (so one refused
+operation does not undo the others, nor what it queued with `tx.after_commit`), commits
+once, runs the after-commit work of the operations that stood, then answers every
+caller. Nobody is answered before the commit, so an answer means durable; and an idle
+server commits a lone write at once, adding no delay.
 """
 
 from __future__ import annotations
@@ -13,28 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sup.db.database import Database, Queryable
-from sup.db.events import Delivery
+from sup.db.database import Database, Transaction, TransactionWork
 
 log = logging.getLogger("sup.batch")
 
 T = TypeVar("T")
-Operation = Callable[[Queryable], Awaitable[tuple[T, Sequence[Delivery]]]]
+Operation = TransactionWork[T]
 
 
 class WriteBatcher:
-    def __init__(
-        self,
-        db: Database,
-        on_commit: Callable[[Sequence[Delivery]], Awaitable[None]],
-        *,
-        max_batch: int = 256,
-    ) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
         self._db = db
-        self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: deque[tuple[Operation[Any], asyncio.Future[Any]]] = deque()
         self._wakeup = asyncio.Event()
@@ -82,21 +74,21 @@ class WriteBatcher:
 
     async def _commit(self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
-        deliveries: list[Delivery] = []
 
-        async def run_all(tx: Queryable) -> None:
+        async def run_all(tx: Transaction) -> None:
             for index, (operation, _) in enumerate(batch):
                 # One statement group per operation: on Postgres every round trip counts. The
                 # commit releases the last savepoint.
                 await tx.execute_script("SAVEPOINT op" if index == 0 else "RELEASE SAVEPOINT op; SAVEPOINT op")
+                mark = tx.after_commit_mark()
                 try:
-                    value, produced = await operation(tx)
+                    value = await operation(tx)
                 except Exception as exc:  # refused or failed: undo this one only
                     await tx.execute("ROLLBACK TO SAVEPOINT op")
+                    tx.drop_after_commit(mark)
                     outcomes.append((False, exc))
                     continue
                 outcomes.append((True, value))
-                deliveries.extend(produced)
 
         try:
             await self._db.run_in_transaction(run_all)
@@ -105,11 +97,6 @@ class WriteBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        if deliveries:
-            try:
-                await self._on_commit(deliveries)
-            except Exception:  # delivery is best effort; the database catch-up covers it
-                log.exception("announcing committed events failed")
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

@@ -7,13 +7,18 @@ the `Dialect` of each backend, not in `if postgres:` branches.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 Row = Mapping[str, Any]
+AfterCommit = Callable[[], Awaitable[None]]
+
+log = logging.getLogger("sup.db")
 
 
 class DatabaseError(Exception):
@@ -44,6 +49,58 @@ class Transaction(Queryable, Protocol):
     async def execute_script(self, script: str) -> None:
         """Run several `;`-separated statements without arguments (migrations, savepoints)."""
 
+    def after_commit(self, work: AfterCommit) -> None:
+        """Run `work` once this transaction has committed, in the order queued; never if it rolls back."""
+
+    def after_commit_mark(self) -> int:
+        """Where the queue of after-commit work stands (for `drop_after_commit`)."""
+
+    def drop_after_commit(self, mark: int) -> None:
+        """Forget work queued since `mark`: what it announces was rolled back to a savepoint."""
+
+
+class AfterCommitQueue:
+    """The after-commit half of a Transaction, shared by both backends.
+
+    Events are published only after the commit that makes them true (a client never hears
+    of something a rollback undid), and outside the database's locks.
+    """
+
+    def __init__(self) -> None:
+        self._after: list[AfterCommit] = []
+
+    def after_commit(self, work: AfterCommit) -> None:
+        self._after.append(work)
+
+    def after_commit_mark(self) -> int:
+        return len(self._after)
+
+    def drop_after_commit(self, mark: int) -> None:
+        del self._after[mark:]
+
+    async def run_after_commit(self) -> None:
+        work, self._after = self._after, []
+        for item in work:
+            try:
+                await item()
+            except Exception:  # what was committed stands; delivery catches up from the database
+                log.exception("work after a commit failed")
+
+
+class TransactionWork(Protocol[T_co]):
+    """Work for `Database.run_in_transaction`: it awaits nothing but its transaction's methods.
+
+    The rule exists for SQLite, where the whole function runs inside the writer's thread as one
+    call: awaiting anything else (a lock, a sleep, another service) raises
+    `AwaitedOutsideTransaction` there. Queue what must happen later with `tx.after_commit`.
+    """
+
+    def __call__(self, tx: Transaction, /) -> Awaitable[T_co]: ...
+
+
+class AwaitedOutsideTransaction(RuntimeError):
+    """Transaction work awaited something other than its transaction (see TransactionWork)."""
+
 
 class Database(Queryable, Protocol):
     dialect: str  # "sqlite" or "postgres"
@@ -51,11 +108,11 @@ class Database(Queryable, Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction: committed when the block exits, rolled back on an exception."""
 
-    async def run_in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def run_in_transaction(self, work: TransactionWork[T]) -> T:
         """Run `work` in one write transaction and commit; roll back if it raises.
 
-        `work` may await only the transaction's own methods: on SQLite it runs inside the
-        writer's thread, every statement without a hop back to the event loop.
+        On SQLite the whole of `work` is one hop to the writer's thread (see TransactionWork).
+        Its after-commit work runs once the commit is done, before this returns.
         """
 
     async def lock_for_migrations(self, tx: Transaction) -> None:

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from sup.db.database import Queryable
+from sup.delivery import Delivery
 
 # SQLite allows 32766 parameters per statement; 4 per row keeps far below.
 _ROWS_PER_INSERT = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event appended to one device's stream."""
-
-    device_id: str
-    seq: int
-    payload: bytes
 
 
 # Postgres locks the rows an UPDATE changes in the order its scan meets them, which is not

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
 
-from sup.db.database import DatabaseError, IntegrityError, Row
+from sup.db.database import AfterCommitQueue, DatabaseError, IntegrityError, Row, TransactionWork
 
 T = TypeVar("T")
 
@@ -60,6 +60,12 @@ class _Conn:
         await self._conn.execute(script)
 
 
+class _Tx(_Conn, AfterCommitQueue):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        _Conn.__init__(self, conn)
+        AfterCommitQueue.__init__(self)
+
+
 class PostgresDatabase(_Conn):
     dialect = "postgres"
 
@@ -76,11 +82,14 @@ class PostgresDatabase(_Conn):
         return cls(pool)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Conn]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _Conn(conn)
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        async with self._pool.acquire() as conn:
+            tx = _Tx(conn)
+            async with conn.transaction():
+                yield tx
+        await tx.run_after_commit()  # the connection is back in the pool: announcing holds none
 
-    async def run_in_transaction(self, work: Callable[[_Conn], Awaitable[T]]) -> T:
+    async def run_in_transaction(self, work: TransactionWork[T]) -> T:
         async with self.transaction() as tx:
             return await work(tx)
 

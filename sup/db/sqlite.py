@@ -11,7 +11,7 @@ import asyncio
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from sup.db.database import DatabaseError, IntegrityError, Row
+from sup.db.database import (
+    AfterCommitQueue,
+    AwaitedOutsideTransaction,
+    DatabaseError,
+    IntegrityError,
+    Row,
+    TransactionWork,
+)
 
 T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -120,14 +127,23 @@ class _Conn(_Derived):
             raise IntegrityError(str(exc)) from exc
 
 
-class _InThread(_Derived):
-    """The Queryable for work that runs inside the writer's thread: plain sqlite3 calls.
+class _Tx(_Conn, AfterCommitQueue):
+    """A write transaction on the writer connection, from the event loop."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        _Conn.__init__(self, conn)
+        AfterCommitQueue.__init__(self)
+
+
+class _InThread(_Derived, AfterCommitQueue):
+    """The Transaction for work that runs inside the writer's thread: plain sqlite3 calls.
 
     Its methods are coroutines that never suspend, so a coroutine awaiting only them runs
     to completion in one `send` (see `_run_to_completion`).
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        AfterCommitQueue.__init__(self)
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
@@ -149,18 +165,19 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
     except StopIteration as done:
         return done.value
     coroutine.close()
-    raise RuntimeError("work run in SQLite's thread awaited something other than the database")
+    raise AwaitedOutsideTransaction("work run in SQLite's writer thread awaited something other than its transaction")
 
 
-def _transact_in_thread(conn: sqlite3.Connection, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+def _transact_in_thread(conn: sqlite3.Connection, work: TransactionWork[T]) -> tuple[T, _InThread]:
+    tx = _InThread(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = _run_to_completion(work(_InThread(conn)))
+        result = _run_to_completion(work(tx))  # type: ignore[arg-type]
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return result
+    return result, tx
 
 
 class SQLiteDatabase:
@@ -196,7 +213,8 @@ class SQLiteDatabase:
         return cls(writer, reader_conns)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Conn]:
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        tx = _Tx(self._writer)
         async with self._write_lock:
             try:
                 await _to_completion(self._writer.execute("BEGIN IMMEDIATE"))
@@ -205,7 +223,7 @@ class SQLiteDatabase:
                 await _to_completion(self._writer.execute("ROLLBACK"))
                 raise
             try:
-                yield _Conn(self._writer)
+                yield tx
             except BaseException:
                 await _to_completion(self._writer.execute("ROLLBACK"))
                 raise
@@ -214,12 +232,15 @@ class SQLiteDatabase:
             except sqlite3.Error:
                 await _to_completion(self._writer.execute("ROLLBACK"))
                 raise
+        await tx.run_after_commit()
 
-    async def run_in_transaction(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    async def run_in_transaction(self, work: TransactionWork[T]) -> T:
         # The whole transaction is one hop to the writer's thread: a group-committed batch of
         # sends costs one wake-up of the event loop instead of a dozen per send.
         async with self._write_lock:
-            return await _to_completion(self._writer._execute(_transact_in_thread, self._writer._conn, work))
+            result, tx = await _to_completion(self._writer._execute(_transact_in_thread, self._writer._conn, work))
+        await tx.run_after_commit()
+        return result
 
     async def lock_for_migrations(self, tx: Any) -> None:
         # BEGIN IMMEDIATE already holds SQLite's write lock for the whole transaction.

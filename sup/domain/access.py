@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sup.db.accounts import BlockStore
-from sup.db.chats import ChatStore, MemberStore
+from sup.db.chats import MemberStore
 from sup.db.database import Queryable, Row
 from sup.domain.permissions import ALL, RANK, Permission
 from sup.errors import Code, DomainError
@@ -41,10 +41,9 @@ def no_chat() -> DomainError:
 
 
 class ChatAccess:
-    def __init__(self) -> None:
-        self.chats = ChatStore()
-        self.members = MemberStore()
-        self.blocks = BlockStore()
+    def __init__(self, members: MemberStore, blocks: BlockStore) -> None:
+        self._members = members
+        self._blocks = blocks
 
     async def access_chat(
         self, db: Queryable, user_id: str, chat_id: str, *, client_id: str | None = None
@@ -55,19 +54,19 @@ class ChatAccess:
         """
         if not is_uuid(chat_id):
             raise no_chat()
-        row = await self.members.with_chat(db, chat_id, user_id, client_id)
+        row = await self._members.with_chat(db, chat_id, user_id, client_id)
         if row is None:
             raise no_chat()
         return Membership(row, row)  # one row holds both the chat's and the membership's columns
 
     async def check_not_blocked(self, db: Queryable, actor_id: str, target_id: str) -> None:
         """Refuse when the target blocks the actor (the actor may not reach them)."""
-        if await self.blocks.is_blocked(db, target_id, actor_id):
+        if await self._blocks.is_blocked(db, target_id, actor_id):
             raise DomainError(Code.BLOCKED, "This user does not accept that from you.")
 
     async def check_direct_open(self, db: Queryable, membership: Membership, user_id: str) -> None:
         """In a direct chat, a block either way stops new messages."""
         if membership.chat["type"] != "direct":
             return
-        if await self.members.blocked_between(db, membership.chat["id"], user_id):
+        if await self._members.blocked_between(db, membership.chat["id"], user_id):
             raise DomainError(Code.BLOCKED, "Messages between you and this user are blocked.")

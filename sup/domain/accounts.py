@@ -22,8 +22,7 @@ from sup.db.accounts import (
     SessionStore,
     UserStore,
 )
-from sup.db.database import Database, Queryable, Row
-from sup.db.events import Delivery
+from sup.db.database import Database, Row, Transaction
 from sup.domain import totp
 from sup.domain.passwords import PasswordHasher
 from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
@@ -138,6 +137,11 @@ class AccountService:
     def __init__(
         self,
         db: Database,
+        users: UserStore,
+        devices: DeviceStore,
+        sessions: SessionStore,
+        recovery_codes: RecoveryCodeStore,
+        invites: InviteStore,
         hasher: PasswordHasher,
         tokens: AccessTokens,
         totp_box: totp.TotpBox,
@@ -145,7 +149,7 @@ class AccountService:
         clock: Clock,
         auth: AuthConfig,
         limits: RateLimitConfig,
-        key_changes: KeyChanges | None = None,
+        key_changes: KeyChanges,
     ) -> None:
         self._key_changes = key_changes
         self._db = db
@@ -156,11 +160,11 @@ class AccountService:
         self._clock = clock
         self._auth = auth
         self._limits = limits
-        self.users = UserStore()
-        self.devices = DeviceStore()
-        self.sessions = SessionStore()
-        self.recovery = RecoveryCodeStore()
-        self.invites = InviteStore()
+        self._users = users
+        self._devices = devices
+        self._sessions = sessions
+        self._recovery = recovery_codes
+        self._invites = invites
 
     # -- rate limits -------------------------------------------------------------
 
@@ -201,11 +205,11 @@ class AccountService:
         now = self._clock.now_ms()
         user_id = uuid7(now)
         async with self._db.transaction() as tx:
-            if self._auth.registration == "invite" and not await self.invites.claim(
+            if self._auth.registration == "invite" and not await self._invites.claim(
                 tx, hash_secret(invite_code or ""), now
             ):
                 raise DomainError(Code.INVALID_INVITE, "The invite code is unknown, expired or used up.")
-            if not await self.users.insert(
+            if not await self._users.insert(
                 tx,
                 id=user_id,
                 username=username,
@@ -216,9 +220,8 @@ class AccountService:
             ):
                 raise DomainError(Code.USERNAME_TAKEN, "That username is taken.", field="username")
             session = await self._open_device(tx, user_id, device_name, now)
-            user = user_from_row(await self.users.get(tx, user_id))
-            changes = await self._devices_changed(tx, user_id, [session[1]], "added", now)
-        await self._announce(changes)
+            user = user_from_row(await self._users.get(tx, user_id))
+            await self._devices_changed(tx, user_id, [session[1]], "added", now)
         return self._issued(session, user)
 
     async def login(
@@ -233,7 +236,7 @@ class AccountService:
     ) -> IssuedSession:
         await self.check_ip_rate(ip)
         await self._check_account_rate(username)
-        row = await self.users.get_by_username(self._db, username) if len(username) <= 64 else None
+        row = await self._users.get_by_username(self._db, username) if len(username) <= 64 else None
         # Unknown user and wrong password take the same path, time and answer.
         ok = await self._hasher.verify(row["password_hash"] if row else None, password)
         if row is None or not ok:
@@ -245,10 +248,9 @@ class AccountService:
             if row["totp_enabled_at"] is not None:
                 await self._check_second_factor(tx, row, totp_code, recovery_code, now)
             if new_hash:
-                await self.users.set_password_hash(tx, user_id, new_hash, now)
+                await self._users.set_password_hash(tx, user_id, new_hash, now)
             session = await self._open_device(tx, user_id, device_name, now)
-            changes = await self._devices_changed(tx, user_id, [session[1]], "added", now)
-        await self._announce(changes)
+            await self._devices_changed(tx, user_id, [session[1]], "added", now)
         await self._limiter.reset(f"auth:account:{username.lower()}")
         return self._issued(session, user_from_row(row))
 
@@ -256,7 +258,7 @@ class AccountService:
         self, tx, row: Row, totp_code: str | None, recovery_code: str | None, now: int
     ) -> None:
         if recovery_code:
-            if not await self.recovery.consume(tx, row["id"], self._totp_box.hash_recovery_code(recovery_code), now):
+            if not await self._recovery.consume(tx, row["id"], self._totp_box.hash_recovery_code(recovery_code), now):
                 raise DomainError(Code.INVALID_TOTP, "That recovery code is not valid or was used already.")
             return
         if not totp_code:
@@ -268,19 +270,19 @@ class AccountService:
         step = totp.matching_step(secret, code, self._clock.now()) if secret else None
         if step is None:
             raise DomainError(Code.INVALID_TOTP, "The two-factor code is wrong.")
-        if not await self.users.claim_totp_step(tx, row["id"], step):
+        if not await self._users.claim_totp_step(tx, row["id"], step):
             raise DomainError(Code.INVALID_TOTP, "That two-factor code was used already; wait for the next one.")
 
     async def _open_device(self, tx, user_id: str, device_name: str, now: int) -> tuple[str, str, str]:
         device_id = uuid7(now)
         name = check_device_name(device_name) if device_name.strip() else "Unnamed device"
-        await self.devices.insert(tx, id=device_id, user_id=user_id, name=name, now=now)
+        await self._devices.insert(tx, id=device_id, user_id=user_id, name=name, now=now)
         refresh = await self._new_refresh(tx, device_id, now)
         return user_id, device_id, refresh
 
     async def _new_refresh(self, tx, device_id: str, now: int) -> str:
         token = new_refresh_token()
-        await self.sessions.insert(
+        await self._sessions.insert(
             tx,
             token_hash=hash_secret(token),
             device_id=device_id,
@@ -298,15 +300,9 @@ class AccountService:
         return IssuedSession(access, refresh, ttl, device_id, user)
 
     async def _devices_changed(
-        self, tx: Queryable, user_id: str, device_ids: list[str], change: Change, now: int
-    ) -> list[Delivery]:
-        if self._key_changes is None:  # e.g. `sup admin`, which runs no event delivery
-            return []
-        return await self._key_changes.record(tx, user_id, device_ids, change, now)
-
-    async def _announce(self, deliveries: list[Delivery]) -> None:
-        if deliveries and self._key_changes is not None:
-            await self._key_changes.announce(deliveries)
+        self, tx: Transaction, user_id: str, device_ids: list[str], change: Change, now: int
+    ) -> None:
+        await self._key_changes.record(tx, user_id, device_ids, change, now)
 
     # -- tokens ------------------------------------------------------------------
 
@@ -315,29 +311,27 @@ class AccountService:
         token_hash = hash_secret(refresh_token)
         now = self._clock.now_ms()
         outcome: Code | None = None
-        changes: list[Delivery] = []
         async with self._db.transaction() as tx:
-            consumed = await self.sessions.consume(tx, token_hash, now)
+            consumed = await self._sessions.consume(tx, token_hash, now)
             if consumed is None:
-                known = await self.sessions.get(tx, token_hash)
+                known = await self._sessions.get(tx, token_hash)
                 if known is not None and known["used_at"] is not None:
                     # Two parties hold this token; we cannot tell which is the thief.
-                    device = await self.devices.get_active(tx, known["device_id"])
-                    if device is not None and await self.devices.revoke(tx, device["id"], now):
-                        changes = await self._devices_changed(tx, device["user_id"], [device["id"]], "removed", now)
+                    device = await self._devices.get_active(tx, known["device_id"])
+                    if device is not None and await self._devices.revoke(tx, device["id"], now):
+                        await self._devices_changed(tx, device["user_id"], [device["id"]], "removed", now)
                     outcome = Code.REFRESH_TOKEN_REUSED
                 else:
                     outcome = Code.INVALID_REFRESH_TOKEN
             else:
-                device = await self.devices.get_active(tx, consumed["device_id"])
+                device = await self._devices.get_active(tx, consumed["device_id"])
                 if device is None:
                     outcome = Code.INVALID_REFRESH_TOKEN
                 else:
-                    await self.sessions.prune_expired(tx, device["id"], now)
+                    await self._sessions.prune_expired(tx, device["id"], now)
                     new_token = await self._new_refresh(tx, device["id"], now)
-                    await self.devices.touch(tx, device["id"], now)
-                    user = user_from_row(await self.users.get(tx, device["user_id"]))
-        await self._announce(changes)
+                    await self._devices.touch(tx, device["id"], now)
+                    user = user_from_row(await self._users.get(tx, device["user_id"]))
         if outcome is Code.REFRESH_TOKEN_REUSED:
             raise DomainError(outcome, "This refresh token was already used; the session has been ended.")
         if outcome is not None:
@@ -347,7 +341,7 @@ class AccountService:
     async def authenticate(self, access_token: str) -> Principal:
         """The caller behind an access token; its device must still be active."""
         claims = self._tokens.verify(access_token, self._clock.now_ms())
-        device = await self.devices.get_active(self._db, claims.device_id)
+        device = await self._devices.get_active(self._db, claims.device_id)
         if device is None or device["user_id"] != claims.user_id:
             raise DomainError(Code.INVALID_TOKEN, "This session has ended; log in again.")
         return Principal(claims.user_id, claims.device_id)
@@ -355,24 +349,22 @@ class AccountService:
     async def logout(self, who: Principal) -> None:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self.devices.revoke(tx, who.device_id, now)
-            changes = await self._devices_changed(tx, who.user_id, [who.device_id], "removed", now)
-        await self._announce(changes)
+            await self._devices.revoke(tx, who.device_id, now)
+            await self._devices_changed(tx, who.user_id, [who.device_id], "removed", now)
 
     async def change_password(self, who: Principal, current: str, new: str) -> None:
         """Change the password; every other device is logged out at once."""
         await self._check_account_rate(who.user_id)
-        row = await self.users.get(self._db, who.user_id)
+        row = await self._users.get(self._db, who.user_id)
         if row is None or not await self._hasher.verify(row["password_hash"], current):
             raise DomainError(Code.INVALID_CREDENTIALS, "The current password is wrong.")
         check_password(new)
         new_hash = await self._hasher.hash(new)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self.users.set_password_hash(tx, who.user_id, new_hash, now)
-            revoked = await self.devices.revoke_all_except(tx, who.user_id, who.device_id, now)
-            changes = await self._devices_changed(tx, who.user_id, revoked, "removed", now)
-        await self._announce(changes)
+            await self._users.set_password_hash(tx, who.user_id, new_hash, now)
+            revoked = await self._devices.revoke_all_except(tx, who.user_id, who.device_id, now)
+            await self._devices_changed(tx, who.user_id, revoked, "removed", now)
 
     # -- two-factor authentication -------------------------------------------------
 
@@ -382,7 +374,7 @@ class AccountService:
             raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
         secret = totp.new_secret()
         async with self._db.transaction() as tx:
-            await self.users.set_totp(
+            await self._users.set_totp(
                 tx,
                 who.user_id,
                 secret=self._totp_box.seal(who.user_id, secret),
@@ -394,7 +386,7 @@ class AccountService:
     async def confirm_totp(self, who: Principal, code: str) -> list[str]:
         """Turn 2FA on with a first valid code; return the one-time recovery codes."""
         await self._check_account_rate(who.user_id)
-        row = await self.users.get(self._db, who.user_id)
+        row = await self._users.get(self._db, who.user_id)
         if row["totp_enabled_at"] is not None:
             raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
         if row["totp_secret"] is None:
@@ -403,8 +395,8 @@ class AccountService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             await self._claim_totp_code(tx, row, code)
-            await self.users.enable_totp(tx, who.user_id, now)
-            await self.recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
+            await self._users.enable_totp(tx, who.user_id, now)
+            await self._recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
         return codes
 
     async def disable_totp(
@@ -416,27 +408,27 @@ class AccountService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             await self._check_second_factor(tx, row, totp_code, recovery_code, now)
-            await self.users.set_totp(tx, who.user_id, secret=None, enabled_at=None, now=now)
-            await self.recovery.replace(tx, who.user_id, [])
+            await self._users.set_totp(tx, who.user_id, secret=None, enabled_at=None, now=now)
+            await self._recovery.replace(tx, who.user_id, [])
 
     async def regenerate_recovery_codes(self, who: Principal, totp_code: str) -> list[str]:
         await self._check_account_rate(who.user_id)
-        row = await self.users.get(self._db, who.user_id)
+        row = await self._users.get(self._db, who.user_id)
         if row["totp_enabled_at"] is None:
             raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
         codes = totp.new_recovery_codes()
         async with self._db.transaction() as tx:
             await self._claim_totp_code(tx, row, totp_code)
-            await self.recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
+            await self._recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
         return codes
 
     async def two_factor_status(self, who: Principal) -> tuple[bool, int]:
-        row = await self.users.get(self._db, who.user_id)
-        return row["totp_enabled_at"] is not None, await self.recovery.remaining(self._db, who.user_id)
+        row = await self._users.get(self._db, who.user_id)
+        return row["totp_enabled_at"] is not None, await self._recovery.remaining(self._db, who.user_id)
 
     async def _user_with_password(self, who: Principal, password: str) -> Row:
         await self._check_account_rate(who.user_id)
-        row = await self.users.get(self._db, who.user_id)
+        row = await self._users.get(self._db, who.user_id)
         if row is None or not await self._hasher.verify(row["password_hash"], password):
             raise DomainError(Code.INVALID_CREDENTIALS, "The password is wrong.")
         return row
@@ -452,7 +444,7 @@ class AccountService:
                 last_seen_at=row["last_seen_at"],
                 current=row["id"] == who.device_id,
             )
-            for row in await self.devices.list_active(self._db, who.user_id)
+            for row in await self._devices.list_active(self._db, who.user_id)
         ]
 
     async def rename_device(self, who: Principal, device_id: str, name: str) -> Device:
@@ -460,9 +452,9 @@ class AccountService:
         if not is_uuid(device_id):
             raise _no_device()
         async with self._db.transaction() as tx:
-            if not await self.devices.rename(tx, who.user_id, device_id, name):
+            if not await self._devices.rename(tx, who.user_id, device_id, name):
                 raise _no_device()
-            row = await self.devices.get_active(tx, device_id)
+            row = await self._devices.get_active(tx, device_id)
         return Device(row["id"], row["name"], row["created_at"], row["last_seen_at"], row["id"] == who.device_id)
 
     async def revoke_device(self, who: Principal, device_id: str) -> None:
@@ -470,14 +462,13 @@ class AccountService:
         if not is_uuid(device_id):
             raise _no_device()
         async with self._db.transaction() as tx:
-            device = await self.devices.get_active(tx, device_id)
+            device = await self._devices.get_active(tx, device_id)
             # Another user's device looks exactly like one that does not exist.
             if device is None or device["user_id"] != who.user_id:
                 raise _no_device()
             now = self._clock.now_ms()
-            await self.devices.revoke(tx, device_id, now)
-            changes = await self._devices_changed(tx, who.user_id, [device_id], "removed", now)
-        await self._announce(changes)
+            await self._devices.revoke(tx, device_id, now)
+            await self._devices_changed(tx, who.user_id, [device_id], "removed", now)
 
     # -- administration (sup admin ...) ------------------------------------------------
 
@@ -488,7 +479,7 @@ class AccountService:
         now = self._clock.now_ms()
         user_id = uuid7(now)
         async with self._db.transaction() as tx:
-            if not await self.users.insert(
+            if not await self._users.insert(
                 tx,
                 id=user_id,
                 username=username,
@@ -498,21 +489,20 @@ class AccountService:
                 now=now,
             ):
                 raise DomainError(Code.USERNAME_TAKEN, f"The username {username!r} is taken.")
-            return user_from_row(await self.users.get(tx, user_id))
+            return user_from_row(await self._users.get(tx, user_id))
 
     async def reset_password(self, username: str, password: str) -> None:
         """Set a new password and log out every device of the user."""
         check_password(password)
-        row = await self.users.get_by_username(self._db, username)
+        row = await self._users.get_by_username(self._db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, f"No user named {username!r}.")
         password_hash = await self._hasher.hash(password)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self.users.set_password_hash(tx, row["id"], password_hash, now)
-            revoked = await self.devices.revoke_all_except(tx, row["id"], None, now)
-            changes = await self._devices_changed(tx, row["id"], revoked, "removed", now)
-        await self._announce(changes)
+            await self._users.set_password_hash(tx, row["id"], password_hash, now)
+            revoked = await self._devices.revoke_all_except(tx, row["id"], None, now)
+            await self._devices_changed(tx, row["id"], revoked, "removed", now)
 
     async def create_invite(
         self, *, created_by: str | None = None, max_uses: int = 1, ttl_seconds: int | None = None
@@ -520,7 +510,7 @@ class AccountService:
         code = "supi_" + secrets.token_urlsafe(12)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            await self.invites.insert(
+            await self._invites.insert(
                 tx,
                 code_hash=hash_secret(code),
                 created_by=created_by,

@@ -19,22 +19,30 @@ def _unusable(field: str, detail: str) -> DomainError:
 
 
 class MediaAttachments:
-    def __init__(self) -> None:
-        self._media = MediaStore()
+    def __init__(self, media: MediaStore) -> None:
+        self._media = media
 
-    async def _find(self, tx: Queryable, media_id: str, field: str) -> Row:
+    async def _find(self, tx: Queryable, user_id: str, media_id: str, field: str, *, others_visible: bool) -> Row:
+        """The file, if this user may use it; someone else's file they cannot see does not exist for them.
+
+        Only the owner learns why a file failed: to anyone else a failure would tell that the id
+        exists, and what it held.
+        """
         row = await self._media.get(tx, media_id) if is_uuid(media_id) else None
+        if row is not None and row["owner_id"] != user_id and not others_visible:
+            row = None
         if row is None:
             raise _unusable(field, f"{field} names no uploaded file.")
         if row["status"] == "failed":
+            if row["owner_id"] != user_id:
+                raise _unusable(field, f"{field} names no uploaded file.")
             raise _unusable(field, f"That file could not be processed: {row['failure']}")
         return row
 
     async def for_message(self, tx: Queryable, user_id: str, media_id: str, *, encrypted_chat: bool, now: int) -> None:
         """My own upload, or one I can see in a message (forwarding); opaque only in encrypted chats."""
-        row = await self._find(tx, media_id, "media_id")
-        if row["owner_id"] != user_id and not await self._media.visible_through_message(tx, media_id, user_id):
-            raise _unusable("media_id", "media_id names no uploaded file.")
+        visible = is_uuid(media_id) and await self._media.visible_through_message(tx, media_id, user_id)
+        row = await self._find(tx, user_id, media_id, "media_id", others_visible=visible)
         if bool(row["encrypted"]) != encrypted_chat:
             raise _unusable(
                 "media_id",
@@ -42,8 +50,8 @@ class MediaAttachments:
             )
         await self._media.mark_attached(tx, media_id, now)
 
-    async def as_sticker(self, tx: Queryable, sticker_id: str, now: int) -> None:
-        row = await self._find(tx, sticker_id, "sticker_id")
+    async def as_sticker(self, tx: Queryable, user_id: str, sticker_id: str, now: int) -> None:
+        row = await self._find(tx, user_id, sticker_id, "sticker_id", others_visible=True)
         if row["purpose"] != "sticker" or row["kind"] != "image":
             raise _unusable("sticker_id", "sticker_id names an image uploaded with purpose=sticker.")
         await self._media.mark_attached(tx, sticker_id, now)
@@ -57,9 +65,7 @@ class MediaAttachments:
         await self._media.release_chat_media(tx, chat_id)
 
     async def as_avatar(self, tx: Queryable, user_id: str, media_id: str, now: int) -> None:
-        row = await self._find(tx, media_id, "avatar_media_id")
-        if row["owner_id"] != user_id:
-            raise _unusable("avatar_media_id", "avatar_media_id names no uploaded file.")
+        row = await self._find(tx, user_id, media_id, "avatar_media_id", others_visible=False)
         if row["kind"] != "image" or row["encrypted"]:
             raise _unusable("avatar_media_id", "An avatar is an image uploaded without end-to-end encryption.")
         await self._media.mark_attached(tx, media_id, now)

@@ -1,7 +1,7 @@
 """Chats: direct (one per pair), groups and channels; members and roles.
 
 Every change is one transaction that also appends its events (and, where people would
-expect one, a system message); the events are announced after the commit.
+expect one, a system message); the transaction announces them once it has committed.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.accounts import UserStore
-from sup.db.chats import RoleStore
-from sup.db.database import Database, Queryable, Row
-from sup.db.events import Delivery
+from sup.db.chats import ChatStore, MemberStore, RoleStore
+from sup.db.database import Database, Row, Transaction
+from sup.db.messages import MessageStore
 from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.attachments import MediaAttachments
-from sup.domain.events import Announcer
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
 from sup.domain.timeline import Message, Timeline, message_from_row
@@ -104,21 +103,28 @@ class ChatService:
     def __init__(
         self,
         db: Database,
+        chats: ChatStore,
+        members: MemberStore,
+        roles: RoleStore,
+        users: UserStore,
+        messages: MessageStore,
         access: ChatAccess,
         timeline: Timeline,
-        announcer: Announcer,
+        attachments: MediaAttachments,
         keys: KeyDirectory,
         clock: Clock,
     ) -> None:
         self._db = db
-        self._keys = keys
-        self._attachments = MediaAttachments()
+        self._chats = chats
+        self._members = members
+        self._roles = roles
+        self._users = users
+        self._messages = messages
         self._access = access
         self._timeline = timeline
-        self._announcer = announcer
+        self._attachments = attachments
+        self._keys = keys
         self._clock = clock
-        self._roles = RoleStore()
-        self._users = UserStore()
 
     # -- create, read ------------------------------------------------------------------
 
@@ -167,12 +173,12 @@ class ChatService:
         now = self._clock.now_ms()
         direct_key = ":".join(sorted([who_id, others[0]])) if type == "direct" else None
         if direct_key:
-            existing = await self._access.chats.get_direct(self._db, direct_key)
+            existing = await self._chats.get_direct(self._db, direct_key)
             if existing is not None:
                 return await self._view(existing["id"], who_id), False
         chat_id = uuid7(now)
         async with self._db.transaction() as tx:
-            if not await self._access.chats.insert(
+            if not await self._chats.insert(
                 tx,
                 id=chat_id,
                 type=type,
@@ -183,10 +189,9 @@ class ChatService:
                 created_by=who_id,
                 now=now,
             ):  # another request created this direct chat a moment ago
-                existing = await self._access.chats.get_direct(tx, direct_key)
+                existing = await self._chats.get_direct(tx, direct_key)
                 created = False
                 chat_id = existing["id"]
-                deliveries: list[Delivery] = []
             else:
                 created = True
                 roles = {}
@@ -202,12 +207,11 @@ class ChatService:
                         now=now,
                     )
                 creator_role = roles["member"] if type == "direct" else roles["owner"]
-                await self._access.members.add(tx, chat_id, who_id, creator_role, now)
+                await self._members.add(tx, chat_id, who_id, creator_role, now)
                 for other in others:
-                    await self._access.members.add(tx, chat_id, other, roles["member"], now)
-                chat = chat_from_row(await self._access.chats.get(tx, chat_id))
-                deliveries = await self._timeline.to_chat(tx, chat_id, "chat.created", {"chat": chat}, now)
-        await self._announcer.announce(deliveries)
+                    await self._members.add(tx, chat_id, other, roles["member"], now)
+                chat = chat_from_row(await self._chats.get(tx, chat_id))
+                await self._timeline.to_chat(tx, chat_id, "chat.created", {"chat": chat}, now)
         return await self._view(chat_id, who_id), created
 
     async def get(self, who_id: str, chat_id: str) -> Chat:
@@ -215,21 +219,21 @@ class ChatService:
         return await self._view(chat_id, who_id)
 
     async def _view(self, chat_id: str, who_id: str) -> Chat:
-        chat = await self._access.chats.get(self._db, chat_id)
-        member = await self._access.members.get(self._db, chat_id, who_id)
+        chat = await self._chats.get(self._db, chat_id)
+        member = await self._members.get(self._db, chat_id, who_id)
         if chat is None or member is None:
             raise no_chat()
         return await self._decorate(chat, member, who_id)
 
     async def _decorate(self, chat: Row, member: Row, who_id: str) -> Chat:
         view = chat_from_row(chat, member)
-        last = await self._timeline.messages.last_visible(self._db, chat["id"], who_id)
-        unread = await self._timeline.messages.unread(self._db, chat["id"], who_id, member["last_read_seq"])
+        last = await self._messages.last_visible(self._db, chat["id"], who_id)
+        unread = await self._messages.unread(self._db, chat["id"], who_id, member["last_read_seq"])
         return msgspec.structs.replace(view, unread_count=unread, last_message=message_from_row(last) if last else None)
 
     async def list_mine(self, who_id: str, before: str | None, limit: int) -> ChatPage:
         cursor = _parse_chat_cursor(before) if before else None
-        rows = await self._access.chats.page_for_user(self._db, who_id, cursor, limit + 1)
+        rows = await self._chats.page_for_user(self._db, who_id, cursor, limit + 1)
         items = [await self._decorate(row, row, who_id) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -260,15 +264,13 @@ class ChatService:
                 await self._attachments.as_avatar(tx, who_id, clean["avatar_media_id"], now)
             if "title" in clean and not clean["title"]:
                 raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
-            await self._access.chats.update(tx, chat_id, clean, now)
-            chat = chat_from_row(await self._access.chats.get(tx, chat_id))
-            deliveries = await self._timeline.to_chat(tx, chat_id, "chat.updated", {"chat": chat}, now)
+            await self._chats.update(tx, chat_id, clean, now)
+            chat = chat_from_row(await self._chats.get(tx, chat_id))
+            await self._timeline.to_chat(tx, chat_id, "chat.updated", {"chat": chat}, now)
             if "title" in clean and clean["title"] != membership.chat["title"]:
-                _, more = await self._timeline.system(
+                await self._timeline.system(
                     tx, chat_id, who_id, {"action": "title_changed", "title": clean["title"]}, now
                 )
-                deliveries += more
-        await self._announcer.announce(deliveries)
         return await self._view(chat_id, who_id)
 
     async def delete(self, who_id: str, chat_id: str) -> None:
@@ -278,10 +280,9 @@ class ChatService:
             membership = await self._access.access_chat(tx, who_id, chat_id)
             if membership.chat["type"] != "direct" and membership.member["kind"] != "owner":
                 raise DomainError(Code.FORBIDDEN, "Only the owner can delete this chat.")
-            deliveries = await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+            await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
             await self._attachments.chat_going(tx, chat_id)
-            await self._access.chats.delete(tx, chat_id)
-        await self._announcer.announce(deliveries)
+            await self._chats.delete(tx, chat_id)
 
     async def leave(self, who_id: str, chat_id: str) -> None:
         now = self._clock.now_ms()
@@ -289,44 +290,41 @@ class ChatService:
             membership = await self._access.access_chat(tx, who_id, chat_id)
             if membership.chat["type"] == "direct":
                 raise DomainError(Code.CONFLICT, "You cannot leave a direct chat; delete it instead.")
-            deliveries = await self._remove_member(tx, membership, who_id, who_id, now)
-        await self._announcer.announce(deliveries)
+            await self._remove_member(tx, membership, who_id, who_id, now)
 
-    async def _remove_member(self, tx: Queryable, membership: Membership, actor_id: str, user_id: str, now: int):
+    async def _remove_member(
+        self, tx: Transaction, membership: Membership, actor_id: str, user_id: str, now: int
+    ) -> None:
         chat_id = membership.chat["id"]
-        leaving = await self._access.members.get(tx, chat_id, user_id)
-        deliveries = []
+        leaving = await self._members.get(tx, chat_id, user_id)
         if leaving["kind"] == "owner":
-            successor = await self._access.members.successor(tx, chat_id, user_id)
+            successor = await self._members.successor(tx, chat_id, user_id)
             if successor is None:  # the last one out: nothing is left to keep
-                deliveries += await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+                await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
                 await self._attachments.chat_going(tx, chat_id)
-                await self._access.chats.delete(tx, chat_id)
-                return deliveries
+                await self._chats.delete(tx, chat_id)
+                return
             owner_role = await self._roles.by_kind(tx, chat_id, "owner")
-            await self._access.members.set_role(tx, chat_id, successor["user_id"], owner_role["id"])
-        _, system = await self._timeline.system(
+            await self._members.set_role(tx, chat_id, successor["user_id"], owner_role["id"])
+        await self._timeline.system(
             tx,
             chat_id,
             actor_id,
             {"action": "member_removed" if actor_id != user_id else "member_left", "user_id": user_id},
             now,
         )
-        deliveries += system
         # The leaving member's devices hear it too, then stop hearing anything.
-        deliveries += await self._timeline.to_chat(
-            tx, chat_id, "chat.member.removed", {"chat_id": chat_id, "user_id": user_id}, now
-        )
-        await self._access.members.remove(tx, chat_id, user_id)
+        await self._timeline.to_chat(tx, chat_id, "chat.member.removed", {"chat_id": chat_id, "user_id": user_id}, now)
+        await self._members.remove(tx, chat_id, user_id)
         if membership.chat["encrypted"]:
             await self._keys.member_left(tx, chat_id)
-        return deliveries
+        return
 
     # -- members -------------------------------------------------------------------------
 
     async def members(self, who_id: str, chat_id: str, after: str | None, limit: int) -> MemberPage:
         await self._access.access_chat(self._db, who_id, chat_id)
-        rows = await self._access.members.list(self._db, chat_id, after, limit + 1)
+        rows = await self._members.list(self._db, chat_id, after, limit + 1)
         items = [
             Member(
                 user_id=r["user_id"],
@@ -362,27 +360,22 @@ class ChatService:
             added = [
                 t
                 for t in targets
-                if await self._access.members.add(tx, chat_id, t, member_role["id"], now, membership.chat["last_seq"])
+                if await self._members.add(tx, chat_id, t, member_role["id"], now, membership.chat["last_seq"])
             ]
-            deliveries = []
             if added:
-                _, deliveries = await self._timeline.system(
-                    tx, chat_id, who_id, {"action": "members_added", "user_ids": added}, now
-                )
-                chat = chat_from_row(await self._access.chats.get(tx, chat_id))
-                deliveries += await self._timeline.to_chat(
-                    tx, chat_id, "chat.member.added", {"chat": chat, "user_ids": added}, now
-                )
-        await self._announcer.announce(deliveries)
+                await self._timeline.system(tx, chat_id, who_id, {"action": "members_added", "user_ids": added}, now)
+                chat = chat_from_row(await self._chats.get(tx, chat_id))
+                await self._timeline.to_chat(tx, chat_id, "chat.member.added", {"chat": chat, "user_ids": added}, now)
         return added
 
     async def remove_member(self, who_id: str, chat_id: str, user_id: str) -> None:
         if user_id == who_id:
-            return await self.leave(who_id, chat_id)
+            await self.leave(who_id, chat_id)
+            return
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
-            target = await self._access.members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+            target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
             if target is None:
                 raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
             if membership.chat["type"] == "direct":
@@ -390,15 +383,14 @@ class ChatService:
             membership.require(Permission.REMOVE_MEMBERS, "remove members")
             if RANK[target["kind"]] >= membership.rank and membership.member["kind"] != "owner":
                 raise DomainError(Code.FORBIDDEN, "You cannot remove someone whose role is not below yours.")
-            deliveries = await self._remove_member(tx, membership, who_id, user_id, now)
-        await self._announcer.announce(deliveries)
+            await self._remove_member(tx, membership, who_id, user_id, now)
 
     async def set_member_role(self, who_id: str, chat_id: str, user_id: str, role_id: str) -> None:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.MANAGE_ROLES, "manage roles")
-            target = await self._access.members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+            target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
             if target is None:
                 raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
             role = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
@@ -410,11 +402,10 @@ class ChatService:
                 RANK[role["kind"]] >= membership.rank or RANK[target["kind"]] >= membership.rank
             ):
                 raise DomainError(Code.FORBIDDEN, "You can only manage roles below your own.")
-            await self._access.members.set_role(tx, chat_id, user_id, role_id)
-            deliveries = await self._timeline.to_chat(
+            await self._members.set_role(tx, chat_id, user_id, role_id)
+            await self._timeline.to_chat(
                 tx, chat_id, "chat.member.updated", {"chat_id": chat_id, "user_id": user_id, "role_id": role_id}, now
             )
-        await self._announcer.announce(deliveries)
 
     # -- roles ---------------------------------------------------------------------------
 
@@ -441,10 +432,7 @@ class ChatService:
                 now=now,
             )
             role = _role(await self._roles.get(tx, chat_id, role_id))
-            deliveries = await self._timeline.to_chat(
-                tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now
-            )
-        await self._announcer.announce(deliveries)
+            await self._timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
         return role
 
     async def update_role(
@@ -467,10 +455,7 @@ class ChatService:
             flags = int(from_names(permissions)) if permissions is not None else row["permissions"]
             await self._roles.update(tx, role_id, new_name, flags)
             role = _role(await self._roles.get(tx, chat_id, role_id))
-            deliveries = await self._timeline.to_chat(
-                tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now
-            )
-        await self._announcer.announce(deliveries)
+            await self._timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
         return role
 
 

@@ -1,4 +1,4 @@
-"""Durable events: appended to device streams in the writer's transaction, announced after commit.
+"""Durable events: appended to device streams in the writer's transaction, announced after its commit.
 
 An event is stored exactly as the WebSocket sends it (JSON with `type` and `cursor` first),
 so delivering it, live or on replay, is a copy of bytes, not a re-encoding.
@@ -7,12 +7,14 @@ so delivering it, live or on replay, is a copy of bytes, not a re-encoding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import msgspec
 
-from sup.db.database import Queryable
-from sup.db.events import Delivery, EventStore
+from sup.db.database import Transaction
+from sup.db.events import EventStore
+from sup.delivery import Delivery
 
 
 def frame(event_type: str, cursor: int | None, body: bytes) -> bytes:
@@ -35,26 +37,30 @@ class Announcer(Protocol):
 
 
 class EventWriter:
-    def __init__(self, store: EventStore) -> None:
+    """The one way events enter device streams: stored in the caller's transaction, and
+    announced to connected clients by that transaction once it has committed."""
+
+    def __init__(self, store: EventStore, announcer: Announcer) -> None:
         self._store = store
+        self._announcer = announcer
 
     async def append(
         self,
-        tx: Queryable,
+        tx: Transaction,
         event_type: str,
         device_ids: Sequence[str],
         body: bytes,
         now: int,
         *,
         per_device: dict[str, bytes] | None = None,
-    ) -> list[Delivery]:
+    ) -> None:
         """Append one event to each device's stream; `per_device` replaces the body for some devices."""
         if not device_ids:
-            return []
+            return
         seqs = await self._store.next_seqs(tx, device_ids)
         deliveries = []
         for device_id, seq in seqs.items():
             own = per_device.get(device_id, body) if per_device else body
             deliveries.append(Delivery(device_id, seq, frame(event_type, seq, own)))
         await self._store.insert(tx, deliveries, now)
-        return deliveries
+        tx.after_commit(partial(self._announcer.announce, deliveries))

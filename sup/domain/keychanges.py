@@ -11,31 +11,24 @@ from collections.abc import Sequence
 from typing import Literal
 
 from sup.db.accounts import DeviceStore
-from sup.db.database import Queryable
-from sup.db.events import Delivery
-from sup.domain.access import ChatAccess
-from sup.domain.events import Announcer, EventWriter, encode
+from sup.db.chats import MemberStore
+from sup.db.database import Transaction
+from sup.domain.events import EventWriter, encode
 
 Change = Literal["added", "removed", "identity"]
 
 
 class KeyChanges:
-    def __init__(self, access: ChatAccess, events: EventWriter, announcer: Announcer) -> None:
-        self._access = access
+    def __init__(self, events: EventWriter, members: MemberStore, devices: DeviceStore) -> None:
         self._events = events
-        self._announcer = announcer
-        self._devices = DeviceStore()
+        self._members = members
+        self._devices = devices
 
-    async def record(
-        self, tx: Queryable, user_id: str, device_ids: Sequence[str], change: Change, now: int
-    ) -> list[Delivery]:
+    async def record(self, tx: Transaction, user_id: str, device_ids: Sequence[str], change: Change, now: int) -> None:
         """Append `keys.changed` for the user's peers and own devices (not the changed ones)."""
         if not device_ids:
-            return []
-        audience = [*await self._access.members.peers(tx, user_id), user_id]
+            return
+        audience = [*await self._members.peers(tx, user_id), user_id]
         targets = [d for d in await self._devices.active_ids_of(tx, audience) if d not in set(device_ids)]
         body = encode({"user_id": user_id, "device_ids": list(device_ids), "change": change})
-        return await self._events.append(tx, "keys.changed", targets, body, now)
-
-    async def announce(self, deliveries: Sequence[Delivery]) -> None:
-        await self._announcer.announce(deliveries)
+        await self._events.append(tx, "keys.changed", targets, body, now)

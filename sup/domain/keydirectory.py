@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
-from sup.db.database import Database, Queryable, Row
-from sup.db.events import Delivery
+from sup.db.chats import MemberStore
+from sup.db.database import Database, Queryable, Row, Transaction
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.domain.access import ChatAccess
-from sup.domain.events import Announcer, EventWriter, encode
+from sup.domain.events import EventWriter, encode
 from sup.domain.keychanges import KeyChanges
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid
@@ -154,9 +154,10 @@ class KeyDirectory:
     def __init__(
         self,
         db: Database,
+        store: KeyDirectoryStore,
+        members: MemberStore,
         access: ChatAccess,
         events: EventWriter,
-        announcer: Announcer,
         key_changes: KeyChanges,
         clock: Clock,
         *,
@@ -167,12 +168,12 @@ class KeyDirectory:
         bundles_per_minute: int = 60,
     ) -> None:
         self._db = db
+        self._store = store
+        self._members = members
         self._access = access
         self._events = events
-        self._announcer = announcer
         self._key_changes = key_changes
         self._clock = clock
-        self._store = KeyDirectoryStore(db.dialect)
         self._low_threshold = low_threshold
         self._max_one_time = max_one_time
         self._grace_ms = signed_prekey_grace_ms
@@ -193,17 +194,14 @@ class KeyDirectory:
         verify_signed_prekey(identity_key, signed_prekey)
         _check_one_time(one_time)
         now = self._clock.now_ms()
-        deliveries: list[Delivery] = []
         async with self._db.transaction() as tx:
             current = await self._store.identity_key(tx, device_id)
             if current != identity_key:
                 await self._store.set_identity(tx, user_id, device_id, identity_key, now)
                 await self._store.forget_device_sender_keys(tx, device_id)
                 if current is not None:
-                    deliveries = await self._key_changes.record(tx, user_id, [device_id], "identity", now)
-            count = await self._add_prekeys(tx, device_id, signed_prekey, one_time, now)
-        await self._announcer.announce(deliveries)
-        return count
+                    await self._key_changes.record(tx, user_id, [device_id], "identity", now)
+            return await self._add_prekeys(tx, device_id, signed_prekey, one_time, now)
 
     async def upload_prekeys(
         self, device_id: str, signed_prekey: SignedPrekey | None, one_time: Sequence[OneTimePrekey]
@@ -221,7 +219,7 @@ class KeyDirectory:
 
     async def _add_prekeys(
         self,
-        tx: Queryable,
+        tx: Transaction,
         device_id: str,
         signed_prekey: SignedPrekey | None,
         one_time: Sequence[OneTimePrekey],
@@ -273,7 +271,6 @@ class KeyDirectory:
                 raise RateLimited(wait, "Too many prekey bundles fetched for this user; try again later.")
         now = self._clock.now_ms()
         bundles: list[Bundle] = []
-        deliveries: list[Delivery] = []
         async with self._db.transaction() as tx:
             for row in await self._find(tx, user_id, device_id):
                 taken = await self._store.take_one_time(tx, row["device_id"])
@@ -282,8 +279,7 @@ class KeyDirectory:
                     Bundle(row["user_id"], row["device_id"], bytes(row["identity_key"]), _signed(row), one_time)
                 )
                 if taken is not None:
-                    deliveries += await self._warn_if_low(tx, row["device_id"], now)
-        await self._announcer.announce(deliveries)
+                    await self._warn_if_low(tx, row["device_id"], now)
         return bundles
 
     async def _find(self, db: Queryable, user_id: str, device_id: str | None) -> Sequence[Row]:
@@ -294,12 +290,12 @@ class KeyDirectory:
             raise DomainError(Code.NOT_FOUND, "No keys for that device.")
         return rows
 
-    async def _warn_if_low(self, tx: Queryable, device_id: str, now: int) -> list[Delivery]:
+    async def _warn_if_low(self, tx: Transaction, device_id: str, now: int) -> None:
         """Tell the device as its stock crosses the threshold, and again when it runs out."""
         left = await self._store.count_one_time(tx, device_id)
         if left not in (self._low_threshold - 1, 0):
-            return []
-        return await self._events.append(tx, "prekeys.low", [device_id], encode({"count": left}), now)
+            return
+        await self._events.append(tx, "prekeys.low", [device_id], encode({"count": left}), now)
 
     # -- group sender keys -----------------------------------------------------------------
 
@@ -319,7 +315,7 @@ class KeyDirectory:
             membership = await self._access.access_chat(tx, user_id, chat_id)
             if not (membership.chat["encrypted"] and membership.chat["type"] == "group"):
                 raise DomainError(Code.NOT_ENCRYPTED, "Sender keys are for end-to-end encrypted groups.")
-            members = {row["id"]: row["user_id"] for row in await self._access.members.devices(tx, chat_id)}
+            members = {row["id"]: row["user_id"] for row in await self._members.devices(tx, chat_id)}
             members.pop(device_id, None)
             if extra := sorted(d for d, _ in recipients if d not in members):
                 raise DomainError(
@@ -338,10 +334,9 @@ class KeyDirectory:
                 "distribution_id": distribution_id,
             }
             per_device = {d: encode({**head, "ciphertext": c}) for d, c in recipients}
-            deliveries = await self._events.append(
+            await self._events.append(
                 tx, "sender_key", [d for d, _ in recipients], encode(head), now, per_device=per_device
             )
-        await self._announcer.announce(deliveries)
 
     async def my_distributions(self, user_id: str, device_id: str, chat_id: str) -> list[SenderKeyDistribution]:
         """The current sender keys other members sent to my device for this chat."""

@@ -1,7 +1,7 @@
 """Messages: send (idempotent by client_id, group-committed), edit, delete, react, pin, read.
 
-check_* validates what a client asked for; the do_* operations run inside a transaction
-and return the events they appended, which are announced once the transaction commits.
+check_* validates what a client asked for; the do_* operations run inside a transaction,
+which announces the events they append once it has committed.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 import msgspec
 
 from sup.clock import Clock
+from sup.db.accounts import DeviceStore
 from sup.db.batching import WriteBatcher
-from sup.db.database import Database, Queryable, Row
-from sup.db.events import Delivery
-from sup.db.messages import PinStore, ReactionStore
+from sup.db.chats import ChatStore, MemberStore
+from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
 from sup.domain.access import ChatAccess, Membership
 from sup.domain.attachments import MediaAttachments
-from sup.domain.events import Announcer, encode
+from sup.domain.events import encode
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
@@ -29,6 +30,8 @@ from sup.errors import Code, DomainError
 from sup.ids import is_uuid
 
 BODY_MAX = 16_384
+CLIENT_ID_MAX = 64
+MAX_RECIPIENTS = 5_000  # devices one pairwise-encrypted message may name
 CIPHERTEXT_MAX = 65_536
 EMOJI_MAX = 32
 KINDS = ("text", "media", "sticker")
@@ -87,7 +90,7 @@ def check_outgoing(out: Outgoing) -> None:
 
     if not is_uuid(out.chat_id):
         raise DomainError(Code.NOT_FOUND, "No such chat.")
-    if not 1 <= len(out.client_id) <= 64:
+    if not 1 <= len(out.client_id) <= CLIENT_ID_MAX:
         raise bad("client_id is 1 to 64 characters (a UUID is a good choice).", "client_id")
     if out.kind not in KINDS:
         raise bad(f"kind is one of {', '.join(KINDS)}.", "kind")
@@ -125,27 +128,34 @@ class MessageService:
     def __init__(
         self,
         db: Database,
+        chats: ChatStore,
+        members: MemberStore,
+        devices: DeviceStore,
+        messages: MessageStore,
+        recipients: RecipientStore,
+        reactions: ReactionStore,
+        pins: PinStore,
         access: ChatAccess,
         timeline: Timeline,
-        announcer: Announcer,
+        attachments: MediaAttachments,
         batcher: WriteBatcher,
         keys: KeyDirectory,
         clock: Clock,
     ) -> None:
         self._db = db
-        self._keys = keys
-        self._attachments = MediaAttachments()
+        self._chats = chats
+        self._members = members
+        self._devices = devices
+        self._messages = messages
+        self._recipients = recipients
+        self._reactions = reactions
+        self._pins = pins
         self._access = access
         self._timeline = timeline
-        self._announcer = announcer
+        self._attachments = attachments
         self._batcher = batcher
+        self._keys = keys
         self._clock = clock
-        self._reactions = ReactionStore()
-        self._pins = PinStore()
-
-    @property
-    def _messages(self):
-        return self._timeline.messages
 
     # -- send ------------------------------------------------------------------------------
 
@@ -162,7 +172,7 @@ class MessageService:
         check_outgoing(out)
         digest = out.content_hash()
 
-        async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
+        async def operation(tx: Transaction) -> Sent:
             return await self._do_send(tx, user_id, device_id, out, digest)
 
         return self._batcher.enqueue(operation)
@@ -176,23 +186,23 @@ class MessageService:
 
     async def _do_send(
         self,
-        tx: Queryable,
+        tx: Transaction,
         user_id: str,
         device_id: str,
         out: Outgoing,
         digest: bytes,
         *,
         forwarded_from: dict[str, Any] | None = None,
-    ) -> tuple[Sent, list[Delivery]]:
+    ) -> Sent:
         membership = await self._access.access_chat(tx, user_id, out.chat_id, client_id=out.client_id)
         if membership.chat["retry_of"] is not None:  # a retry, even in the same batch or from another process
             existing = await self._messages.get(tx, membership.chat["retry_of"])
-            return Sent(self._retried(existing, digest), False), []
+            return Sent(self._retried(existing, digest), False)
         membership.require(Permission.SEND_MESSAGES, "send messages here")
         if out.kind in ("media", "sticker"):
             membership.require(Permission.SEND_MEDIA, "send media here")
         await self._access.check_direct_open(tx, membership, user_id)
-        devices = await self._access.members.devices(tx, out.chat_id)
+        devices = await self._members.devices(tx, out.chat_id)
         await self._check_content(tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients, devices)
         now = self._clock.now_ms()
         if out.media_id is not None:
@@ -200,12 +210,12 @@ class MessageService:
                 tx, user_id, out.media_id, encrypted_chat=bool(membership.chat["encrypted"]), now=now
             )
         if out.sticker_id is not None:
-            await self._attachments.as_sticker(tx, out.sticker_id, now)
+            await self._attachments.as_sticker(tx, user_id, out.sticker_id, now)
         if out.reply_to is not None:
             target = await self._messages.get(tx, out.reply_to)
             if target is None or target["chat_id"] != out.chat_id:
                 raise DomainError(Code.VALIDATION_FAILED, "reply_to is a message of this chat.", field="reply_to")
-        message, deliveries = await self._timeline.append(
+        message = await self._timeline.append(
             tx,
             out.chat_id,
             sender_id=user_id,
@@ -223,7 +233,7 @@ class MessageService:
             now=now,
             devices=[row["id"] for row in devices],
         )
-        return Sent(message, True), deliveries
+        return Sent(message, True)
 
     async def _check_content(
         self,
@@ -249,13 +259,13 @@ class MessageService:
             if chat["type"] != "group":
                 raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")
             if devices is None:
-                devices = await self._access.members.devices(tx, chat["id"])
+                devices = await self._members.devices(tx, chat["id"])
             await self._keys.check_group_send(tx, chat["id"], device_id, devices)
             return
         if not recipients:
             raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
         if devices is None:
-            devices = await self._access.members.devices(tx, chat["id"])
+            devices = await self._members.devices(tx, chat["id"])
         await self._check_devices(tx, device_id, [d for d, _ in recipients], devices)
 
     async def _check_devices(self, tx: Queryable, device_id: str, named: list[str], devices: Sequence[Row]) -> None:
@@ -272,7 +282,7 @@ class MessageService:
             devices.setdefault(owner, []).append(d)
         listing = [{"user_id": owner, "device_ids": ids} for owner, ids in sorted(devices.items())]
         # Devices that exist (revoked, or of a former member) are stale; others are simply wrong.
-        stale = sorted(await self._timeline.devices.known_ids(tx, unknown))
+        stale = sorted(await self._devices.known_ids(tx, unknown))
         if stale and not missing and len(stale) == len(unknown):
             raise DomainError(
                 Code.STALE_DEVICES,
@@ -305,7 +315,7 @@ class MessageService:
 
     async def _present(self, rows: list[Row], user_id: str, device_id: str) -> list[Message]:
         ids = [r["id"] for r in rows]
-        mine = await self._timeline.recipients.for_device(self._db, ids, device_id)
+        mine = await self._recipients.for_device(self._db, ids, device_id)
         reactions = await self._reactions.summary(self._db, ids, user_id)
         return [
             message_from_row(
@@ -357,15 +367,14 @@ class MessageService:
                 raise DomainError(Code.VALIDATION_FAILED, "An edit carries the new body.", field="body")
             await self._messages.edit(tx, message_id, body, ciphertext, now)
             if recipients:
-                await self._timeline.recipients.replace(tx, message_id, recipients)
+                await self._recipients.replace(tx, message_id, recipients)
             message = message_from_row(await self._messages.get(tx, message_id))
             per_device = {
                 d: encode({"message": msgspec.structs.replace(message, ciphertext=ct)}) for d, ct in recipients
             } or None
-            deliveries = await self._timeline.to_chat(
+            await self._timeline.to_chat(
                 tx, message.chat_id, "message.edited", {"message": message}, now, per_device=per_device
             )
-        await self._announcer.announce(deliveries)
         return message
 
     async def delete(self, user_id: str, message_id: str, *, for_everyone: bool) -> None:
@@ -375,7 +384,7 @@ class MessageService:
             event = {"chat_id": row["chat_id"], "message_id": message_id, "seq": row["seq"]}
             if not for_everyone:
                 await self._messages.hide(tx, user_id, message_id)
-                deliveries = await self._timeline.to_user_devices(
+                await self._timeline.to_user_devices(
                     tx, [user_id], "message.deleted", {**event, "for_everyone": False}, now
                 )
             else:
@@ -385,10 +394,9 @@ class MessageService:
                     return
                 await self._attachments.message_going(tx, message_id)
                 await self._messages.tombstone(tx, message_id, now)
-                deliveries = await self._timeline.to_chat(
+                await self._timeline.to_chat(
                     tx, row["chat_id"], "message.deleted", {**event, "for_everyone": True}, now
                 )
-        await self._announcer.announce(deliveries)
 
     async def react(self, user_id: str, message_id: str, emoji: str, *, add: bool) -> list[Reaction]:
         emoji = check_reaction(emoji)
@@ -404,10 +412,9 @@ class MessageService:
             )
             summary = (await self._reactions.summary(tx, [message_id], user_id)).get(message_id, [])
             reactions = [Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in summary]
-            deliveries: list[Delivery] = []
             if changed:
                 counts = {x.emoji: x.count for x in reactions}
-                deliveries = await self._timeline.to_chat(
+                await self._timeline.to_chat(
                     tx,
                     row["chat_id"],
                     "reaction.updated",
@@ -421,14 +428,13 @@ class MessageService:
                     },
                     now,
                 )
-        await self._announcer.announce(deliveries)
         return reactions
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
         _, row = await self._access_message(self._db, user_id, message_id)
         if row["deleted_at"] is not None or row["kind"] == "system":
             raise DomainError(Code.CONFLICT, "This message cannot be forwarded.")
-        source_chat = await self._access.chats.get(self._db, row["chat_id"])
+        source_chat = await self._chats.get(self._db, row["chat_id"])
         if source_chat["encrypted"]:
             raise DomainError(
                 Code.ENCRYPTION_REQUIRED,
@@ -446,7 +452,7 @@ class MessageService:
         origin = {"chat_id": row["chat_id"], "message_id": row["id"], "sender_id": row["sender_id"]}
         digest = hashlib.sha256(out.content_hash() + encode(origin)).digest()
 
-        async def operation(tx: Queryable) -> tuple[Sent, list[Delivery]]:
+        async def operation(tx: Transaction) -> Sent:
             # The target's rules are a send's rules: membership, permissions, blocks, encryption.
             return await self._do_send(tx, user_id, device_id, out, digest, forwarded_from=origin)
 
@@ -462,16 +468,14 @@ class MessageService:
                 if pinned
                 else await self._pins.unpin(tx, row["chat_id"], message_id)
             )
-            deliveries = []
             if changed:
-                deliveries = await self._timeline.to_chat(
+                await self._timeline.to_chat(
                     tx,
                     row["chat_id"],
                     "message.pinned" if pinned else "message.unpinned",
                     {"chat_id": row["chat_id"], "message_id": message_id, "user_id": user_id},
                     now,
                 )
-        await self._announcer.announce(deliveries)
 
     async def pins(self, user_id: str, chat_id: str) -> list[Pin]:
         await self._access.access_chat(self._db, user_id, chat_id)
@@ -485,14 +489,12 @@ class MessageService:
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, user_id, chat_id)
             seq = min(seq, membership.chat["last_seq"])
-            deliveries: list[Delivery] = []
-            if await self._access.members.mark_read(tx, chat_id, user_id, seq):
+            if await self._members.mark_read(tx, chat_id, user_id, seq):
                 event: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "seq": seq}
                 if membership.chat["type"] == "channel":  # subscribers do not see each other
-                    deliveries = await self._timeline.to_user_devices(tx, [user_id], "receipt.read", event, now)
+                    await self._timeline.to_user_devices(tx, [user_id], "receipt.read", event, now)
                 else:
-                    deliveries = await self._timeline.to_chat(tx, chat_id, "receipt.read", event, now)
+                    await self._timeline.to_chat(tx, chat_id, "receipt.read", event, now)
             else:
                 seq = membership.member["last_read_seq"]
-        await self._announcer.announce(deliveries)
         return seq

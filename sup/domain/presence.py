@@ -13,6 +13,7 @@ import msgspec
 from sup.bus.presence import PresenceTracker
 from sup.clock import Clock
 from sup.db.accounts import ContactStore, UserStore
+from sup.db.chats import MemberStore
 from sup.db.database import Database
 from sup.domain.access import ChatAccess
 from sup.domain.events import Announcer, encode, frame
@@ -30,22 +31,31 @@ class PresenceStatus(msgspec.Struct, frozen=True):
 
 class PresenceService:
     def __init__(
-        self, db: Database, access: ChatAccess, tracker: PresenceTracker, announcer: Announcer, clock: Clock
+        self,
+        db: Database,
+        users: UserStore,
+        contacts: ContactStore,
+        members: MemberStore,
+        access: ChatAccess,
+        tracker: PresenceTracker,
+        announcer: Announcer,
+        clock: Clock,
     ) -> None:
         self._db = db
+        self._users = users
+        self._contacts = contacts
+        self._members = members
         self._access = access
         self._tracker = tracker
         self._announcer = announcer
         self._clock = clock
-        self._users = UserStore()
-        self._contacts = ContactStore()
 
     async def _audience(self, user_id: str) -> list[str]:
         row = await self._users.presence(self._db, user_id)
         visibility = row["presence_visibility"] if row else "nobody"
         if visibility == "nobody":
             return []
-        peers = await self._access.members.peers(self._db, user_id)
+        peers = await self._members.peers(self._db, user_id)
         if visibility == "contacts":
             contacts = await self._contacts.ids(self._db, user_id)
             peers = [p for p in peers if p in contacts]
@@ -82,6 +92,6 @@ class PresenceService:
         membership = await self._access.access_chat(self._db, user_id, chat_id)
         if membership.chat["type"] == "channel":
             return  # subscribers do not see each other
-        others = [u for u in await self._access.members.user_ids(self._db, chat_id) if u != user_id]
+        others = [u for u in await self._members.user_ids(self._db, chat_id) if u != user_id]
         body = {"chat_id": chat_id, "user_id": user_id, "active": active, "expires_in": TYPING_SECONDS}
         await self._announcer.announce_ephemeral(others, frame("typing", None, encode(body)))

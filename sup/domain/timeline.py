@@ -11,8 +11,7 @@ import msgspec
 
 from sup.db.accounts import DeviceStore
 from sup.db.chats import ChatStore, MemberStore
-from sup.db.database import Queryable, Row
-from sup.db.events import Delivery
+from sup.db.database import Row, Transaction
 from sup.db.messages import MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
 from sup.ids import uuid7
@@ -71,17 +70,25 @@ def message_from_row(row: Row, *, ciphertext: bytes | None = None, reactions: li
 
 
 class Timeline:
-    def __init__(self, events: EventWriter) -> None:
-        self.events = events
-        self.chats = ChatStore()
-        self.members = MemberStore()
-        self.messages = MessageStore()
-        self.recipients = RecipientStore()
-        self.devices = DeviceStore()
+    def __init__(
+        self,
+        events: EventWriter,
+        chats: ChatStore,
+        members: MemberStore,
+        messages: MessageStore,
+        recipients: RecipientStore,
+        devices: DeviceStore,
+    ) -> None:
+        self._events = events
+        self._chats = chats
+        self._members = members
+        self._messages = messages
+        self._recipients = recipients
+        self._devices = devices
 
     async def append(
         self,
-        tx: Queryable,
+        tx: Transaction,
         chat_id: str,
         *,
         sender_id: str | None,
@@ -98,9 +105,9 @@ class Timeline:
         reply_to: str | None = None,
         forwarded_from: dict[str, Any] | None = None,
         devices: Sequence[str] | None = None,
-    ) -> tuple[Message, list[Delivery]]:
+    ) -> Message:
         """Append a message; `devices` (the chat's member devices) saves a query if the caller has them."""
-        seq = await self.chats.next_seq(tx, chat_id, now)
+        seq = await self._chats.next_seq(tx, chat_id, now)
         message = Message(
             id=uuid7(now),
             chat_id=chat_id,
@@ -117,7 +124,7 @@ class Timeline:
             forwarded_from=forwarded_from,
             created_at=now,
         )
-        await self.messages.insert(
+        await self._messages.insert(
             tx,
             id=message.id,
             chat_id=chat_id,
@@ -137,17 +144,19 @@ class Timeline:
         )
         per_device = None
         if recipients:
-            await self.recipients.insert(tx, message.id, recipients)
+            await self._recipients.insert(tx, message.id, recipients)
             per_device = {
                 device_id: encode({"message": msgspec.structs.replace(message, ciphertext=ct)})
                 for device_id, ct in recipients
             }
-        deliveries = await self.to_chat(
+        await self.to_chat(
             tx, chat_id, "message.new", {"message": message}, now, per_device=per_device, devices=devices
         )
-        return message, deliveries
+        return message
 
-    async def system(self, tx: Queryable, chat_id: str, actor_id: str | None, action: dict[str, Any], now: int):
+    async def system(
+        self, tx: Transaction, chat_id: str, actor_id: str | None, action: dict[str, Any], now: int
+    ) -> Message:
         """A system message (member joined, title changed...): plaintext metadata, sent by the server."""
         return await self.append(
             tx,
@@ -163,7 +172,7 @@ class Timeline:
 
     async def to_chat(
         self,
-        tx: Queryable,
+        tx: Transaction,
         chat_id: str,
         event_type: str,
         body: Any,
@@ -171,15 +180,17 @@ class Timeline:
         *,
         per_device: dict[str, bytes] | None = None,
         devices: Sequence[str] | None = None,
-    ) -> list[Delivery]:
+    ) -> None:
         """Append an event for every active device of every member."""
         if devices is None:
-            devices = [row["id"] for row in await self.members.devices(tx, chat_id)]
+            devices = [row["id"] for row in await self._members.devices(tx, chat_id)]
         encoded = body if isinstance(body, bytes) else encode(body)
-        return await self.events.append(tx, event_type, devices, encoded, now, per_device=per_device)
+        await self._events.append(tx, event_type, devices, encoded, now, per_device=per_device)
 
-    async def to_user_devices(self, tx: Queryable, user_ids: Sequence[str], event_type: str, body: Any, now: int):
+    async def to_user_devices(
+        self, tx: Transaction, user_ids: Sequence[str], event_type: str, body: Any, now: int
+    ) -> None:
         """Append an event for every active device of some users (e.g. read receipts to myself)."""
-        devices = await self.devices.active_ids_of(tx, user_ids)
+        devices = await self._devices.active_ids_of(tx, user_ids)
         encoded = body if isinstance(body, bytes) else encode(body)
-        return await self.events.append(tx, event_type, devices, encoded, now)
+        await self._events.append(tx, event_type, devices, encoded, now)

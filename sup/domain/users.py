@@ -38,13 +38,21 @@ def _same_user(who: Principal, user_id: str) -> None:
 
 
 class UserService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        users: UserStore,
+        contacts: ContactStore,
+        blocks: BlockStore,
+        attachments: MediaAttachments,
+        clock: Clock,
+    ) -> None:
         self._db = db
+        self._users = users
+        self._contacts = contacts
+        self._blocks = blocks
+        self._attachments = attachments
         self._clock = clock
-        self._attachments = MediaAttachments()
-        self._users = UserStore()
-        self._contacts = ContactStore()
-        self._blocks = BlockStore()
 
     async def get_user(self, user_id: str) -> User:
         row = await self._users.get(self._db, user_id) if is_uuid(user_id) else None

@@ -18,7 +18,7 @@ from aiohttp import web
 from sup.domain.accounts import Principal
 from sup.errors import Code, DomainError
 from sup.http.problems import Problem
-from sup.http.services import SERVICES, Services
+from sup.transport.services import SERVICES, Services
 
 JSON_TYPE = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
@@ -41,6 +41,9 @@ class Route:
     status: int = 200
     auth: bool = True
     tag: str = "misc"
+    # The handler takes the aiohttp request and answers by itself (the WebSocket upgrade): no
+    # body, query or token parsing here, and its OpenAPI entry only points to its protocol.
+    raw: bool = False
 
     @property
     def summary(self) -> str:
@@ -232,6 +235,8 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             }
         else:
             op["responses"]["204" if route.status == 200 else str(route.status)] = {"description": "Done"}
+        if route.raw:
+            op["responses"] = {"101": {"description": "Switching Protocols: see docs/protocol.md"}}
         if route.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op

@@ -1,4 +1,4 @@
-"""Errors as application/problem+json (RFC 9457): the one table from code to status."""
+"""Errors as application/problem+json (RFC 9457), with the status of each code from sup/transport/statuses.py."""
 
 from __future__ import annotations
 
@@ -11,55 +11,10 @@ import msgspec
 from aiohttp import web
 
 from sup.errors import Code, DomainError, RateLimited
+from sup.transport.statuses import STATUS
 
 log = logging.getLogger("sup.http")
 
-STATUS: dict[Code, int] = {
-    Code.INVALID_REQUEST: 400,
-    Code.MALFORMED_JSON: 400,
-    Code.VALIDATION_FAILED: 422,
-    Code.BODY_TOO_LARGE: 413,
-    Code.UNSUPPORTED_MEDIA_TYPE: 415,
-    Code.UNAUTHENTICATED: 401,
-    Code.INVALID_TOKEN: 401,
-    Code.TOKEN_EXPIRED: 401,
-    Code.INVALID_CREDENTIALS: 401,
-    Code.INVALID_REFRESH_TOKEN: 401,
-    Code.REFRESH_TOKEN_REUSED: 401,
-    Code.TOTP_REQUIRED: 401,
-    Code.INVALID_TOTP: 401,
-    Code.FORBIDDEN: 403,
-    Code.REGISTRATION_CLOSED: 403,
-    Code.INVALID_INVITE: 403,
-    Code.NOT_FOUND: 404,
-    Code.METHOD_NOT_ALLOWED: 405,
-    Code.USERNAME_TAKEN: 409,
-    Code.TOTP_ALREADY_ENABLED: 409,
-    Code.TOTP_NOT_ENABLED: 409,
-    Code.TOTP_NOT_PENDING: 409,
-    Code.CONFLICT: 409,
-    Code.BLOCKED: 403,
-    Code.CLIENT_ID_REUSED: 409,
-    Code.DEVICE_MISMATCH: 409,
-    Code.STALE_DEVICES: 410,
-    Code.NOT_ENCRYPTED: 422,
-    Code.ENCRYPTION_REQUIRED: 422,
-    Code.INVALID_SIGNATURE: 400,
-    Code.KEYS_MISSING: 409,
-    Code.SENDER_KEY_REQUIRED: 409,
-    Code.SENDER_KEY_MISSING: 409,
-    Code.FILE_TOO_LARGE: 413,
-    Code.QUOTA_EXCEEDED: 413,
-    Code.MEDIA_NOT_READY: 409,
-    Code.MEDIA_FAILED: 409,
-    Code.UPLOAD_INCOMPLETE: 409,
-    Code.RANGE_NOT_SATISFIABLE: 416,
-    Code.LENGTH_REQUIRED: 411,
-    Code.RATE_LIMITED: 429,
-    Code.UNAVAILABLE: 503,
-    Code.INTERNAL: 500,
-}
-assert set(STATUS) == set(Code), set(Code) - set(STATUS)
 
 # Codes for errors aiohttp raises itself (routing, body limits).
 _FROM_HTTP_STATUS = {

@@ -16,12 +16,15 @@ from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi
 from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users
+from sup.ws.gateway import websocket
 
 API = "/api/v1"
 
 ROUTES: list[Route] = [
     Route("GET", "/health", health.health, response=s.HealthStatus, auth=False, tag="health"),
     Route("GET", "/health/ready", health.ready, response=s.HealthStatus, auth=False, tag="health"),
+    # The real-time gateway authenticates with its first frame (docs/protocol.md).
+    Route("GET", f"{API}/ws", websocket, auth=False, tag="realtime", raw=True),
     # auth
     Route(
         "POST",
@@ -345,6 +348,9 @@ def add_routes(app: web.Application) -> None:
 
     all_routes = [*ROUTES, Route("GET", f"{API}/openapi.json", get_openapi, auth=False, tag="meta")]
     for route in all_routes:
+        if route.raw:
+            app.router.add_route(route.method, route.path, route.handler)
+            continue
         handler = endpoint(route)
         app.router.add_route(route.method, route.path, handler)
         if route.method == "GET":  # monitors and caches probe with HEAD

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -26,9 +26,10 @@ from sup.domain.keydirectory import (
     SenderKeyDistribution,
     SignedPrekey,
 )
-from sup.domain.messages import Outgoing, Pin
+from sup.domain.messages import Pin
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
+from sup.transport.sends import Id, MessageSendFields, Recipient
 
 Username = Annotated[
     str, Meta(min_length=3, max_length=32, pattern=USERNAME_PATTERN, description="Case-insensitively unique.")
@@ -38,7 +39,6 @@ AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
 DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, description="Shown in the device list.")]
 TotpCode = Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6-digit code from the authenticator app.")]
 RecoveryCode = Annotated[str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")]
-Id = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{36}$", description="A UUID.")]
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -203,40 +203,8 @@ class TypingRequest(Body):
     active: bool = True
 
 
-class Recipient(Body):
-    device_id: Id
-    ciphertext: Annotated[bytes, Meta(description="Base64: this device's ciphertext, opaque to the server.")]
-
-
-class MessageSend(Body):
-    chat_id: Id
-    client_id: Annotated[
-        str, Meta(min_length=1, max_length=64, description="Yours, unique per message: retries reuse it.")
-    ]
-    kind: Literal["text", "media", "sticker"] = "text"
-    body: (
-        Annotated[str, Meta(max_length=16384, description="Plaintext: channels and unencrypted groups only.")] | None
-    ) = None
-    ciphertext: Annotated[bytes, Meta(description="Base64: one group (sender-key) ciphertext.")] | None = None
-    recipients: Annotated[list[Recipient], Meta(max_length=5000)] = []
-    media_id: Id | None = None
-    sticker_id: Id | None = None
-    reply_to: Id | None = None
-
-
-def to_outgoing(send: MessageSend | Any) -> Outgoing:
-    """The domain's view of a send, from the REST body or the WebSocket frame (same fields)."""
-    return Outgoing(
-        chat_id=send.chat_id,
-        client_id=send.client_id,
-        kind=send.kind,
-        body=send.body,
-        ciphertext=send.ciphertext,
-        recipients=[(r.device_id, r.ciphertext) for r in send.recipients],
-        media_id=send.media_id,
-        sticker_id=send.sticker_id,
-        reply_to=send.reply_to,
-    )
+class MessageSend(MessageSendFields):
+    """A message to send (REST: POST /api/v1/messages); the WebSocket's `message.send` has the same fields."""
 
 
 class MessageEdit(Body):

@@ -5,7 +5,7 @@ exactly, and otherwise reads what is missing from the database. While it catches
 when more than `queue_limit` live events wait, it keeps no copies (it reads them from the
 database instead), so memory stays flat under any burst. A client that stops reading
 blocks the pump on the socket; when one send has waited `send_timeout` seconds the
-connection is closed with CLOSE_RESUME and the client resumes from its cursor.
+connection is closed with Close.RESUME and the client resumes from its cursor.
 """
 
 from __future__ import annotations
@@ -21,17 +21,11 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from sup.db.database import Database
-from sup.db.events import Delivery, EventStore
+from sup.delivery import Delivery
 from sup.domain.accounts import Principal
+from sup.domain.stream import EventStream
 
 log = logging.getLogger("sup.ws")
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_REVOKED = 4003
-CLOSE_RESUME = 4008  # "you fell behind: reconnect and resume from your last cursor"
-CLOSE_BAD_REQUEST = 4400
 
 _READ_PAGE = 500
 _EPHEMERAL_LIMIT = 256
@@ -72,8 +66,7 @@ class Connection:
         codec: Codec,
         *,
         cursor: int,
-        db: Database,
-        events: EventStore,
+        stream: EventStream,
         queue_limit: int,
     ) -> None:
         self.ws = ws
@@ -81,8 +74,7 @@ class Connection:
         self.codec = codec
         self.last_sent = cursor
         self.acked = cursor
-        self._db = db
-        self._events = events
+        self._stream = stream
         self._queue_limit = queue_limit
         self._pending: deque[Delivery] = deque()
         self._control: deque[bytes] = deque()
@@ -196,7 +188,7 @@ class Connection:
         while self._need_catch_up:
             self._need_catch_up = False
             while True:
-                rows = await self._events.read(self._db, self.device_id, self.last_sent, _READ_PAGE)
+                rows = await self._stream.read(self.device_id, self.last_sent, _READ_PAGE)
                 for seq, payload in rows:
                     await self._send(payload)
                     self.last_sent = seq

@@ -20,10 +20,10 @@ from msgspec import Meta
 
 from sup.domain.messages import Sent
 from sup.errors import Code, DomainError
-from sup.http.problems import STATUS
-from sup.http.schemas import to_outgoing
-from sup.http.services import SERVICES, Services
-from sup.ws.connection import CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, Codec, Connection
+from sup.transport.sends import MessageSendFields
+from sup.transport.services import SERVICES, Services
+from sup.transport.statuses import STATUS, Close
+from sup.ws.connection import Codec, Connection
 from sup.ws.hub import HUB, Hub
 
 log = logging.getLogger("sup.ws")
@@ -46,22 +46,10 @@ class Ack(_Frame, tag="ack", kw_only=True):
     cursor: Annotated[int, Meta(ge=0)]
 
 
-class Recipient(msgspec.Struct, forbid_unknown_fields=True):
-    device_id: str
-    ciphertext: bytes
+class Send(MessageSendFields, tag_field="type", tag="message.send", kw_only=True):
+    """The same fields and checks as POST /api/v1/messages, plus a request id for the answer."""
 
-
-class Send(_Frame, tag="message.send", kw_only=True):
     request_id: Annotated[str, Meta(max_length=64)] | None = None
-    chat_id: str
-    client_id: str
-    kind: str = "text"
-    body: str | None = None
-    ciphertext: bytes | None = None
-    recipients: list[Recipient] = []
-    media_id: str | None = None
-    sticker_id: str | None = None
-    reply_to: str | None = None
 
 
 class Typing(_Frame, tag="typing", kw_only=True):
@@ -121,14 +109,14 @@ async def _authenticate(ws: web.WebSocketResponse, codec: Codec, services: Servi
     try:
         first = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
     except TimeoutError:
-        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"authenticate first")
+        await ws.close(code=Close.UNAUTHORIZED, message=b"authenticate first")
         return None
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return None
     try:
         frame = decode_frame(codec, first)
     except msgspec.DecodeError as exc:
-        await _refuse(ws, codec, DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}"), CLOSE_BAD_REQUEST)
+        await _refuse(ws, codec, DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}"), Close.BAD_REQUEST)
         return None
     if not isinstance(frame, Authenticate):
         await _refuse(ws, codec, DomainError(Code.UNAUTHENTICATED, "The first frame is authenticate."))
@@ -138,29 +126,13 @@ async def _authenticate(ws: web.WebSocketResponse, codec: Codec, services: Servi
     except DomainError as error:
         await _refuse(ws, codec, error)
         return None
-    last, acked = await services.events.positions(services.db, principal.device_id)
-    cursor = acked if frame.cursor is None else frame.cursor
-    if cursor > last:
-        await _refuse(
-            ws,
-            codec,
-            DomainError(Code.VALIDATION_FAILED, f"cursor {cursor} is beyond this device's stream ({last})."),
-            CLOSE_BAD_REQUEST,
-        )
+    try:
+        resume = await services.stream.resume(principal.device_id, frame.cursor)
+    except DomainError as error:
+        await _refuse(ws, codec, error, Close.BAD_REQUEST)
         return None
-    resync = False
-    first_kept = await services.events.first_seq(services.db, principal.device_id)
-    if (first_kept is not None and cursor < first_kept - 1) or (first_kept is None and cursor < last):
-        resync = True  # events this old were pruned: the client must refetch state over REST
-        cursor = (first_kept - 1) if first_kept is not None else last
     connection = Connection(
-        ws,
-        principal,
-        codec,
-        cursor=cursor,
-        db=services.db,
-        events=services.events,
-        queue_limit=services.ws.queue_limit,
+        ws, principal, codec, cursor=resume.cursor, stream=services.stream, queue_limit=services.ws.queue_limit
     )
     connection.reply(
         {
@@ -168,16 +140,16 @@ async def _authenticate(ws: web.WebSocketResponse, codec: Codec, services: Servi
             "cursor": None,
             "user_id": principal.user_id,
             "device_id": principal.device_id,
-            "resume_from": cursor,
-            "stream_end": last,
-            "resync": resync,
+            "resume_from": resume.cursor,
+            "stream_end": resume.stream_end,
+            "resync": resume.resync,
             "heartbeat": services.ws.heartbeat_seconds,
         }
     )
     return connection
 
 
-async def _refuse(ws: web.WebSocketResponse, codec: Codec, error: DomainError, code: int = CLOSE_UNAUTHORIZED) -> None:
+async def _refuse(ws: web.WebSocketResponse, codec: Codec, error: DomainError, code: int = Close.UNAUTHORIZED) -> None:
     with contextlib.suppress(Exception):
         await codec.send_json_bytes(ws, codec.encode(error_frame(error)))
     await ws.close(code=code, message=error.code.value.encode())
@@ -210,7 +182,9 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
             elif isinstance(frame, Send):
                 await in_flight.acquire()
                 try:
-                    sending = services.messages.queue_send(connection.user_id, connection.device_id, to_outgoing(frame))
+                    sending = services.messages.queue_send(
+                        connection.user_id, connection.device_id, frame.to_outgoing()
+                    )
                 except DomainError as error:
                     in_flight.release()
                     connection.reply(error_frame(error, frame.request_id))

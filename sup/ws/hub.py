@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from sup.db.database import Database
-from sup.db.events import Delivery, EventStore
-from sup.ws.connection import CLOSE_GOING_AWAY, CLOSE_RESUME, CLOSE_REVOKED, AckWriter, Connection
+from sup.delivery import Delivery
+from sup.domain.stream import EventStream
+from sup.transport.statuses import Close
+from sup.ws.connection import AckWriter, Connection
 
 log = logging.getLogger("sup.ws")
 
@@ -26,9 +27,8 @@ _CHECK_CHUNK = 500
 class Hub:
     """Owned by the App; reached by the gateway through HUB."""
 
-    def __init__(self, db: Database, events: EventStore, catch_up_seconds: float, send_timeout: float) -> None:
-        self._db = db
-        self._events = events
+    def __init__(self, stream: EventStream, catch_up_seconds: float, send_timeout: float) -> None:
+        self._stream = stream
         self._interval = catch_up_seconds
         self._send_timeout = send_timeout
         self._by_device: dict[str, set[Connection]] = {}
@@ -36,11 +36,7 @@ class Hub:
         self.sockets: set[web.WebSocketResponse] = set()
         self._checker: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        self.acks = AckWriter(self._store_ack)
-
-    async def _store_ack(self, device_id: str, seq: int) -> None:
-        async with self._db.transaction() as tx:
-            await self._events.ack(tx, device_id, seq)
+        self.acks = AckWriter(stream.ack)
 
     # -- bus listener ----------------------------------------------------------------------
 
@@ -86,7 +82,7 @@ class Hub:
                 await self._checker
         for ws in list(self.sockets):
             with contextlib.suppress(Exception):
-                await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+                await ws.close(code=Close.GOING_AWAY, message=b"server shutting down")
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=5)
         await self.acks.close()
@@ -103,16 +99,16 @@ class Hub:
         for connections in list(self._by_device.values()):
             for connection in list(connections):
                 if connection.stalled(self._send_timeout):  # the client stopped reading
-                    self._spawn(connection.abort(CLOSE_RESUME))
+                    self._spawn(connection.abort(Close.RESUME))
         devices = list(self._by_device)
         for start in range(0, len(devices), _CHECK_CHUNK):
             chunk = devices[start : start + _CHECK_CHUNK]
-            active = await self._events.last_seqs_active(self._db, chunk)
+            active = await self._stream.stream_ends(chunk)
             for device_id in chunk:
                 connections = self._by_device.get(device_id, ())
                 if device_id not in active:
                     for connection in connections:
-                        connection.close_soon(CLOSE_REVOKED)
+                        connection.close_soon(Close.REVOKED)
                     continue
                 for connection in connections:
                     connection.behind(active[device_id])

@@ -18,8 +18,6 @@ async def health(call: Call) -> s.HealthStatus:
 
 async def ready(call: Call) -> web.StreamResponse | s.HealthStatus:
     """GET /health/ready: the database answers (readiness)."""
-    try:
-        await call.services.db.fetchval("SELECT 1")
-    except Exception as exc:  # any failure means "not ready", whatever the driver raised
-        return problem_response(Code.UNAVAILABLE, f"The database does not answer: {type(exc).__name__}")
+    if problem := await call.services.health.problem():
+        return problem_response(Code.UNAVAILABLE, problem)
     return s.HealthStatus(status="ready", version=__version__)

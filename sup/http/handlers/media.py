@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from sup.blobs.store import content_disposition
 from sup.domain.media import Download, Media, MediaPage, UploadSession
 from sup.errors import Code, DomainError
 from sup.http import schemas as s
@@ -192,7 +191,7 @@ async def _stream(request: web.Request, file: Download) -> web.StreamResponse:
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=3600",
         "Content-Type": file.mime,
-        "Content-Disposition": content_disposition(file.filename, "inline" if file.inline else "attachment"),
+        "Content-Disposition": file.disposition,
         # Whatever the bytes are, a browser must not run them as a page of ours.
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "X-Content-Type-Options": "nosniff",

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from sup.config import WebSocketConfig
-from sup.db.database import Database
-from sup.db.events import EventStore
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
+from sup.domain.health import Health
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.stream import EventStream
 from sup.domain.users import UserService
 
 
@@ -28,8 +28,8 @@ class Services:
     keys: KeyDirectory
     media: MediaService
     presence: PresenceService
-    events: EventStore
-    db: Database
+    stream: EventStream
+    health: Health
     max_body_bytes: int
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     ws: WebSocketConfig

@@ -1,0 +1,68 @@
+"""Every table's SQL, built once per database by the composition root.
+
+Services receive the stores they use as constructor arguments; none builds its own, and
+none reaches another service's stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sup.db.accounts import (
+    BlockStore,
+    ContactStore,
+    DeviceStore,
+    InviteStore,
+    RecoveryCodeStore,
+    SessionStore,
+    UserStore,
+)
+from sup.db.chats import ChatStore, MemberStore, RoleStore
+from sup.db.events import EventStore
+from sup.db.keydirectory import KeyDirectoryStore
+from sup.db.media import MediaStore
+from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    users: UserStore
+    devices: DeviceStore
+    sessions: SessionStore
+    recovery_codes: RecoveryCodeStore
+    invites: InviteStore
+    contacts: ContactStore
+    blocks: BlockStore
+    chats: ChatStore
+    roles: RoleStore
+    members: MemberStore
+    messages: MessageStore
+    recipients: RecipientStore
+    reactions: ReactionStore
+    pins: PinStore
+    events: EventStore
+    keys: KeyDirectoryStore
+    media: MediaStore
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> Stores:
+        """The stores for "sqlite" or "postgres": the few statements that differ are chosen here, once."""
+        return cls(
+            users=UserStore(),
+            devices=DeviceStore(),
+            sessions=SessionStore(),
+            recovery_codes=RecoveryCodeStore(),
+            invites=InviteStore(),
+            contacts=ContactStore(),
+            blocks=BlockStore(),
+            chats=ChatStore(),
+            roles=RoleStore(),
+            members=MemberStore(),
+            messages=MessageStore(),
+            recipients=RecipientStore(),
+            reactions=ReactionStore(),
+            pins=PinStore(),
+            events=EventStore(dialect),
+            keys=KeyDirectoryStore(dialect),
+            media=MediaStore(),
+        )

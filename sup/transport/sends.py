@@ -1,0 +1,57 @@
+"""A message send as both transports accept it: one schema, so REST and WebSocket refuse the same input.
+
+The domain's `check_outgoing` then applies the rules that need more than a schema (NUL characters,
+recipients named once); every send, from either transport, passes both.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from sup.domain.messages import BODY_MAX, CLIENT_ID_MAX, MAX_RECIPIENTS, Outgoing
+
+Id = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        description="A UUID, in its 36-character form.",
+    ),
+]
+
+
+class Recipient(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    device_id: Id
+    ciphertext: Annotated[bytes, Meta(description="Base64: this device's ciphertext, opaque to the server.")]
+
+
+class MessageSendFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    chat_id: Id
+    client_id: Annotated[
+        str, Meta(min_length=1, max_length=CLIENT_ID_MAX, description="Yours, unique per message: retries reuse it.")
+    ]
+    kind: Literal["text", "media", "sticker"] = "text"
+    body: (
+        Annotated[str, Meta(max_length=BODY_MAX, description="Plaintext: channels and unencrypted groups only.")] | None
+    ) = None
+    ciphertext: Annotated[bytes, Meta(description="Base64: one group (sender-key) ciphertext.")] | None = None
+    recipients: Annotated[list[Recipient], Meta(max_length=MAX_RECIPIENTS)] = []
+    media_id: Id | None = None
+    sticker_id: Id | None = None
+    reply_to: Id | None = None
+
+    def to_outgoing(self) -> Outgoing:
+        """The domain's view of this send."""
+        return Outgoing(
+            chat_id=self.chat_id,
+            client_id=self.client_id,
+            kind=self.kind,
+            body=self.body,
+            ciphertext=self.ciphertext,
+            recipients=[(r.device_id, r.ciphertext) for r in self.recipients],
+            media_id=self.media_id,
+            sticker_id=self.sticker_id,
+            reply_to=self.reply_to,
+        )
