@@ -1,6 +1,7 @@
 """The migrations build the same schema on SQLite and on Postgres.
 
-Each migration has a file per dialect, near-copies of each other that can drift apart. Each
+Most migrations are one file for both dialects (see sup/db/migrations.py), but a dialect
+file, or a placeholder spelled differently, could still let the two drift apart. Each
 database is read back from its own catalogue and brought to common terms: types as
 families, constraint-backed indexes by their columns (their names are the engine's),
 partial-index predicates as words. One blind spot is SQLite's: a boolean is an INTEGER
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from sup.db import migrations
-from sup.db.database import Database, open_database
+from sup.db.database import Database, DatabaseError, open_database
 
 # What each dialect calls a type, as a family. A type missing here fails the test: decide
 # what it should be on the other dialect, then add it.
@@ -32,7 +33,7 @@ _POSTGRES_TYPES = {
     "bool": "boolean",
     "float8": "real",
 }
-# SQLite has no boolean type: booleans are INTEGER there, holding 0 or 1.
+# SQLite has no boolean type: {bool} columns are INTEGER there, holding 0 or 1.
 _AS_SQLITE_STORES = {"boolean": "integer"}
 
 
@@ -257,3 +258,22 @@ async def test_a_column_in_one_dialect_only_is_caught(both: list[Database]):
     sqlite_schema["users"].columns.pop()
     with pytest.raises(AssertionError, match="users: indexes"):
         _assert_same(sqlite_schema, postgres_schema)
+
+
+def test_placeholders_are_replaced_for_each_dialect():
+    for migration in migrations.discover():
+        for dialect in ("sqlite", "postgres"):
+            for direction in ("up", "down"):
+                script = migration.sql(direction, dialect)
+                assert script.strip()
+                assert not re.search(r"\{[a-z_]+\}", script), (migration.name, dialect, direction)
+    shared = "x {uuid}, y {bytes}, z {bool} DEFAULT {false}, w {bool} DEFAULT {true}"
+    assert migrations.render(shared, "postgres") == "x UUID, y BYTEA, z BOOLEAN DEFAULT FALSE, w BOOLEAN DEFAULT TRUE"
+    assert migrations.render(shared, "sqlite") == "x TEXT, y BLOB, z INTEGER DEFAULT 0, w INTEGER DEFAULT 1"
+
+
+def test_an_unknown_placeholder_is_refused_when_read(tmp_path: Path):
+    (tmp_path / "0001_first.up.sql").write_text("CREATE TABLE t (id {uuid} PRIMARY KEY, data {json});\n")
+    (tmp_path / "0001_first.down.sql").write_text("DROP TABLE t;\n")
+    with pytest.raises(DatabaseError, match=r"unknown placeholder \{json\} in migrations/0001_first.up.sql"):
+        migrations.discover(tmp_path)
