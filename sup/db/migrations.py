@@ -5,6 +5,22 @@ dialects; `NNNN_name.up.postgres.sql` (or `.sqlite.sql`) replaces the shared fil
 that dialect only where the two really differ. Each migration runs in its own
 transaction and is recorded in `schema_migrations`; a database that has migrations
 this binary does not know is refused (an older binary must not write a newer schema).
+
+The few words the dialects spell differently are written as placeholders, replaced
+before a script runs (in shared and dialect files alike):
+
+    {uuid}   UUID      on Postgres, TEXT    on SQLite  (ids travel as strings either way)
+    {bytes}  BYTEA     on Postgres, BLOB    on SQLite
+    {bool}   BOOLEAN   on Postgres, INTEGER on SQLite  (SQLite has no boolean: 0 or 1)
+    {false}  FALSE     on Postgres, 0       on SQLite  (defaults of {bool} columns)
+    {true}   TRUE      on Postgres, 1       on SQLite
+
+Everything else is written once, as both accept it: TEXT (JSON too), INTEGER, BIGINT,
+REAL, CHECK, REFERENCES, partial indexes (`CREATE INDEX ... WHERE ...`). Any other
+`{word}` is refused when the files are read, so a typo fails at start, not halfway
+through an upgrade. Only the version is recorded, not the text: an applied file may be
+reworded, but must go on creating the same schema, since databases that ran it will not
+run it again. tests/test_schema.py checks that both dialects get the same schema.
 """
 
 from __future__ import annotations
@@ -16,6 +32,12 @@ from pathlib import Path
 from sup.db.database import Database, DatabaseError
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)(?:\.(sqlite|postgres))?\.sql$")
+
+DIALECT_WORDS: dict[str, dict[str, str]] = {
+    "postgres": {"uuid": "UUID", "bytes": "BYTEA", "bool": "BOOLEAN", "false": "FALSE", "true": "TRUE"},
+    "sqlite": {"uuid": "TEXT", "bytes": "BLOB", "bool": "INTEGER", "false": "0", "true": "1"},
+}
+_WORD = re.compile(r"\{([a-z_]+)\}")
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -40,10 +62,16 @@ class Migration:
     def sql(self, direction: str, dialect: str) -> str:
         scripts = self.up if direction == "up" else self.down
         if dialect in scripts:
-            return scripts[dialect]
+            return render(scripts[dialect], dialect)
         if "" in scripts:
-            return scripts[""]
+            return render(scripts[""], dialect)
         raise DatabaseError(f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}")
+
+
+def render(script: str, dialect: str) -> str:
+    """The script with each `{word}` replaced by the dialect's spelling."""
+    words = DIALECT_WORDS[dialect]
+    return _WORD.sub(lambda match: words[match[1]], script)
 
 
 def migrations_dir() -> Path:
@@ -64,7 +92,11 @@ def discover(directory: Path | None = None) -> list[Migration]:
         migration = found.setdefault(version, Migration(version, name))
         if migration.name != name:
             raise DatabaseError(f"two names for migration {version:04d}: {migration.name}, {name}")
-        getattr(migration, direction)[dialect] = path.read_text()
+        script = path.read_text()
+        unknown = sorted({word for word in _WORD.findall(script) if word not in DIALECT_WORDS["sqlite"]})
+        if unknown:
+            raise DatabaseError(f"unknown placeholder {{{unknown[0]}}} in migrations/{path.name}")
+        getattr(migration, direction)[dialect] = script
     return [found[v] for v in sorted(found)]
 
 

@@ -1,13 +1,11 @@
--- Jobs (SQLite variant: ids are TEXT, bytes are BLOB).
-
 -- The durable job queue: named jobs with stored arguments, so work resumes after a restart.
 -- A claimed job is 'running' under a lease (locked_by until locked_until); a worker that
 -- dies leaves the lease to expire, and then any worker may claim the job again.
 
 CREATE TABLE jobs (
-    id TEXT PRIMARY KEY,
+    id {uuid} PRIMARY KEY,
     kind TEXT NOT NULL,
-    payload BLOB NOT NULL,                       -- the handler's arguments, opaque here
+    payload {bytes} NOT NULL,                    -- the handler's arguments, opaque here
     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,         -- runs started, counted at claim
     max_attempts INTEGER NOT NULL,

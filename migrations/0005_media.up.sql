@@ -3,10 +3,10 @@
 -- several rows may share one blob, and a blob goes only when no row names it any more.
 
 CREATE TABLE media (
-    id UUID PRIMARY KEY,
-    owner_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    id {uuid} PRIMARY KEY,
+    owner_id {uuid} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     purpose TEXT NOT NULL CHECK (purpose IN ('attachment', 'avatar', 'sticker')),
-    encrypted BOOLEAN NOT NULL,                  -- client-encrypted: opaque, stored and served, never processed
+    encrypted {bool} NOT NULL,                   -- client-encrypted: opaque, stored and served, never processed
     kind TEXT NOT NULL CHECK (kind IN ('image', 'video', 'audio', 'file')),
     mime TEXT NOT NULL,                          -- sniffed from the bytes, never taken from the client
     filename TEXT NOT NULL,
@@ -34,10 +34,10 @@ CREATE INDEX media_unattached ON media (created_at) WHERE attached_at IS NULL;
 CREATE INDEX messages_media ON messages (media_id) WHERE media_id IS NOT NULL;
 
 CREATE TABLE media_uploads (
-    id UUID PRIMARY KEY,
-    owner_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    id {uuid} PRIMARY KEY,
+    owner_id {uuid} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     purpose TEXT NOT NULL,
-    encrypted BOOLEAN NOT NULL,
+    encrypted {bool} NOT NULL,
     filename TEXT NOT NULL,
     size BIGINT NOT NULL,                        -- declared up front: the chunks must add up to it
     chunk_size INTEGER NOT NULL,
