@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import json
 import math
@@ -42,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -70,6 +71,7 @@ TOTAL_BUDGET_S = 115.0  # the whole benchmark is cut off after this
 REQUEST_TIMEOUT_S = 60.0
 PASSWORD = "bench-password-0123456789"
 STALL_THRESHOLDS_MS = (10, 50, 100, 250)
+LOG_PROBLEMS = ("ERROR", "WARNING", "Traceback", "CRITICAL")  # a server log line with one of these is a problem
 
 
 class BenchError(Exception):
@@ -146,6 +148,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def report_env(database_url: str | None) -> dict[str, str]:
+    """server_env() as the reports show it: the benchmark's own settings, and which database."""
+    return {
+        "SUP_RATELIMIT_ENABLED": "false",
+        "SUP_DATABASE_URL": "<fresh database>" if database_url else "(unset: SQLite at <data_dir>/sup.db)",
+    }
+
+
 def server_env(database_url: str | None) -> dict[str, str]:
     """The parent environment without any SUP_* setting, plus the benchmark's own settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUP_")}
@@ -155,10 +165,19 @@ def server_env(database_url: str | None) -> dict[str, str]:
     return env
 
 
-def spawn_server(python: str, data_dir: Path, database_url: str | None) -> ServerProcess:
-    """Start `python -m sup run` directly (no shell, so the PID is the server's own)."""
+def spawn_server(
+    python: str,
+    data_dir: Path,
+    database_url: str | None,
+    extra_env: Iterable[tuple[str, str]] = (),
+    log_per_port: bool = False,
+) -> ServerProcess:
+    """Start `python -m sup run` directly (no shell, so the PID is the server's own).
+
+    extra_env: SUP_* settings on top of server_env(); log_per_port: name the log after the port too, so
+    that a server restarted on the same data dir does not overwrite the log of the one before."""
     port = free_port()
-    log_path = data_dir.with_name(data_dir.name + ".log")
+    log_path = data_dir.with_name(data_dir.name + (f"-{port}.log" if log_per_port else ".log"))
     cmd = [python, "-m", "sup", "run", "--data-dir", str(data_dir), "--host", HOST, "--port", str(port)]
     with open(log_path, "wb") as log:
         spawned_at = time.perf_counter()
@@ -167,7 +186,7 @@ def spawn_server(python: str, data_dir: Path, database_url: str | None) -> Serve
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=server_env(database_url),
+            env={**server_env(database_url), **dict(extra_env)},
             cwd=data_dir.parent,  # never pick up a ./sup.toml of the caller
         )
     return ServerProcess(proc, port, data_dir, log_path, spawned_at, database_url)
@@ -178,6 +197,11 @@ def read_log(server: ServerProcess) -> str:
         return server.log_path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def log_problems(server: ServerProcess) -> list[str]:
+    """The lines of the server's log that say something went wrong."""
+    return [line for line in read_log(server).splitlines() if any(w in line for w in LOG_PROBLEMS)]
 
 
 def log_tail(server: ServerProcess, lines: int = 30) -> str:
@@ -269,13 +293,17 @@ def memory_mib(pid: int) -> dict[str, Any]:
     return {"rss_mib": mib("VmRSS"), "peak_rss_mib": mib("VmHWM"), "threads": int(status["Threads"])}
 
 
+def stat_cpu_seconds(stat: str, tick: int) -> float:
+    """User + system CPU seconds from the text of a /proc/PID/stat or /proc/PID/task/TID/stat file."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may contain spaces and ')'
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time consumed so far by pid (all of its threads)."""
     with open(f"/proc/{pid}/stat") as fh:
         stat = fh.read()
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu_seconds(stat, os.sysconf("SC_CLK_TCK"))
 
 
 def host_cpu_times() -> tuple[int, int]:
@@ -285,6 +313,13 @@ def host_cpu_times() -> tuple[int, int]:
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])  # guest time is already part of user
     return total - idle, total
+
+
+def host_cpu_since(before: tuple[int, int]) -> tuple[float, float]:
+    """(busy, capacity) CPU seconds of the whole machine since the host_cpu_times() reading `before`."""
+    busy, total = host_cpu_times()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (busy - before[0]) / tick, (total - before[1]) / tick
 
 
 def process_cpu_snapshot() -> dict[int, tuple[str, float]]:
@@ -300,8 +335,7 @@ def process_cpu_snapshot() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        snapshot[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        snapshot[int(entry)] = (name, stat_cpu_seconds(stat, tick))
     return snapshot
 
 
@@ -342,10 +376,7 @@ class CpuWatch:
         elapsed = time.perf_counter() - self.started
         server = cpu_seconds(self.server_pid) - self.server
         by_name = cpu_by_name(self.processes, process_cpu_snapshot(), self.labels)
-        busy, total = host_cpu_times()
-        tick = os.sysconf("SC_CLK_TCK")
-        host_busy_s = (busy - self.host[0]) / tick
-        capacity_s = (total - self.host[1]) / tick
+        host_busy_s, capacity_s = host_cpu_since(self.host)
         own = sum(by_name[name] for name in OWN_PROCESSES)
         other = max(0.0, host_busy_s - own)
         return {
@@ -532,6 +563,16 @@ async def post_json_load(
     return result
 
 
+async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any], token: str | None = None) -> Any:
+    """POST a JSON body (as the bearer of token, if given); the decoded answer, BenchError unless 200/201."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.post(url, json=body, headers=headers) as resp:
+        data = await resp.read()
+        if resp.status not in (200, 201):
+            raise BenchError(f"POST {url} -> {resp.status}: {data[:300]!r}")
+        return json.loads(data)
+
+
 def client_session(concurrency: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max(concurrency, 1) + 10),
@@ -660,6 +701,45 @@ def software_info(python: str) -> dict[str, Any]:
     }
 
 
+def working_tree() -> dict[str, Any]:
+    """Uncommitted changes to the server's code at the time of the run: which files, and a digest of the diff."""
+    try:
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", "sup", "migrations"], cwd=PROJECT_DIR, capture_output=True, check=True
+        ).stdout
+        names = subprocess.run(
+            ["git", "status", "--porcelain", "--", "sup", "migrations"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"changed": names.split("\n")[:-1], "diff_sha256": hashlib.sha256(diff).hexdigest() if diff else None}
+
+
+def report_head(benchmark: str, database: str, software: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The first keys of every benchmark's report: what ran, when, where, with which software and settings."""
+    return {
+        "benchmark": benchmark,
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": database,
+        "machine": machine_info(),
+        "software": software,
+        "config": config,
+    }
+
+
+def report_tail(report: dict[str, Any], problems: list[str], warnings: list[str], started: float) -> dict[str, Any]:
+    """The last keys of every benchmark's report: the verdict, and the run time since perf_counter() `started`."""
+    report["problems"] = problems
+    report["warnings"] = warnings
+    report["ok"] = not problems
+    report["bench_runtime_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
 def config_info(args: argparse.Namespace, database: str) -> dict[str, Any]:
     from sup.config import Config
 
@@ -667,10 +747,7 @@ def config_info(args: argparse.Namespace, database: str) -> dict[str, Any]:
     auth, db = defaults.auth, defaults.database
     return {
         "database": database,
-        "env": {
-            "SUP_RATELIMIT_ENABLED": "false",
-            "SUP_DATABASE_URL": "<fresh database>" if args.database_url else "(unset: SQLite at <data_dir>/sup.db)",
-        },
+        "env": report_env(args.database_url),
         "argon2": {
             "memory_kib": auth.argon2_memory_kib,
             "time_cost": auth.argon2_time_cost,
@@ -895,14 +972,7 @@ async def measure_main(run: Run, session: aiohttp.ClientSession) -> dict[str, An
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     database = "postgres" if args.database_url else "sqlite"
     pg = PostgresDatabases(args.database_url) if args.database_url else None
-    report: dict[str, Any] = {
-        "benchmark": "foundation",
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "database": database,
-        "machine": machine_info(),
-        "software": software_info(args.python),
-        "config": config_info(args, database),
-    }
+    report = report_head("foundation", database, software_info(args.python), config_info(args, database))
     if pg:
         report["software"]["postgres"] = await pg.server_version()
     started = time.perf_counter()
@@ -917,11 +987,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             run.cleanup()
             if pg:
                 await pg.drop_all()
-    report["problems"] = run.problems
-    report["warnings"] = run.warnings
-    report["ok"] = not run.problems
-    report["bench_runtime_s"] = round(time.perf_counter() - started, 1)
-    return report
+    return report_tail(report, run.problems, run.warnings, started)
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -933,13 +999,24 @@ def _mmm(figures: dict[str, Any], unit: str = "ms") -> str:
     return f"min {figures['min']} / median {figures['median']} / max {figures['max']} {unit} (n={figures['count']})"
 
 
-def _lat(figures: dict[str, Any]) -> str:
+def format_latency(figures: dict[str, Any]) -> str:
+    """p50 / p99 / max of a summarize_ms() result, for the summaries."""
     if not figures.get("count"):
         return "n/a"
     return (
         f"p50 {figures['p50_ms']:.2f} / p99 {figures['p99_ms']:.2f} / max {figures['max_ms']:.2f} ms "
         f"(n={figures['count']})"
     )
+
+
+def summary_end(report: dict[str, Any]) -> list[str]:
+    """The last lines of every benchmark's summary: warnings, run time, the verdict and its problems."""
+    return [
+        *(f"WARNING: {w}" for w in report.get("warnings", [])),
+        "",
+        f"benchmark runtime {report.get('bench_runtime_s')} s; "
+        + ("OK" if report.get("ok") else "PROBLEMS:\n  " + "\n  ".join(report.get("problems", []))),
+    ]
 
 
 def _cpu(figures: dict[str, Any], cpus: int) -> str:
@@ -988,40 +1065,49 @@ def format_summary(report: dict[str, Any]) -> str:
             f"c. registration: {reg['requests']} users in {reg['elapsed_s']} s = {reg['requests_per_s']} /s, "
             f"failed {reg['failed']}",
             f"   logins: {log_c['requests']} at concurrency {log_c['concurrency']}: "
-            f"{log_c['requests_per_s']} req/s, latency {_lat(log_c['latency'])}",
+            f"{log_c['requests_per_s']} req/s, latency {format_latency(log_c['latency'])}",
             f"   failed {log_c['failed']} (statuses {log_c['statuses']}, "
             f"client errors {log_c['client_errors']}); "
             f"server CPU {log_c['server_cpu_ms_per_login']} ms/login",
             f"   {_cpu(log_c['cpu'], m['cpu_count'])}",
             "",
-            f"d. GET /health, sequential, idle: {_lat(hi)}",
-            f"   while {loaded['concurrency']} logins run in parallel: {_lat(hl)}",
+            f"d. GET /health, sequential, idle: {format_latency(hi)}",
+            f"   while {loaded['concurrency']} logins run in parallel: {format_latency(hl)}",
             f"   samples over 10/50/100/250 ms: {'/'.join(str(v) for v in hl['over_ms'].values())}; "
             f"errors {hl['errors']}; {hl['samples_per_s']} samples/s over {hl['duration_s']} s",
-            f"   those logins: {loaded['requests_per_s']} req/s, latency {_lat(loaded['latency'])}, "
+            f"   those logins: {loaded['requests_per_s']} req/s, latency {format_latency(loaded['latency'])}, "
             f"failed {loaded['failed']}",
             f"   {_cpu(hl['cpu'], m['cpu_count'])}",
             "",
             f"e. SIGTERM -> exit {stop['exit_code']} in {stop['shutdown_ms']} ms "
             f"(other starts: {_mmm(starts['shutdown_ms'])})",
         ]
-    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
-    lines += [
-        "",
-        f"benchmark runtime {report.get('bench_runtime_s')} s; "
-        + ("OK" if report.get("ok") else "PROBLEMS:\n  " + "\n  ".join(report.get("problems", []))),
-    ]
+    lines += summary_end(report)
     return "\n".join(lines)
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def add_database_url(
+    p: argparse.ArgumentParser,
+    text: str = "postgresql://host:port/db to benchmark Postgres: connected to only to CREATE and DROP a fresh "
+    "database for the run (default: SQLite in the data dir)",
+) -> None:
+    """The --database-url option of every benchmark (text: its help); check_database_url() after parsing."""
+    p.add_argument("--database-url", help=text)
+
+
+def check_database_url(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exits through p.error() unless --database-url is absent or a Postgres URL."""
+    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
+        p.error("--database-url must be a postgresql:// URL (SQLite is the default)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     p.add_argument("--json-out", type=Path, help="JSON report (default bench/reports/foundation-<database>.json)")
-    p.add_argument(
-        "--database-url",
-        help="postgresql://host:port/db to benchmark Postgres: connected to only to CREATE and DROP a fresh "
-        "database for the run (default: SQLite in the data dir)",
-    )
+    add_database_url(p)
     p.add_argument("--logins", type=int, default=500, help="logins for the throughput figure (default 500)")
     p.add_argument("--concurrency", type=int, default=50, help="logins in flight (default 50)")
     p.add_argument("--users", type=int, default=50, help="users registered first (default 50)")
@@ -1036,8 +1122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m sup run` (default: this)")
     args = p.parse_args(argv)
-    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
-        p.error("--database-url must be a postgresql:// URL (SQLite is the default)")
+    check_database_url(p, args)
     for name in ("logins", "concurrency", "users", "starts", "probe_logins", "probe_concurrency"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")

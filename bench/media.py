@@ -50,24 +50,33 @@ from typing import Any
 import aiohttp
 from foundation import (
     HOST,
+    OTHER_LOAD_WARN_PCT,
     PASSWORD,
     BenchError,
     PostgresDatabases,
     ServerProcess,
+    add_database_url,
+    check_database_url,
     cpu_seconds,
     free_port,
+    host_cpu_since,
     host_cpu_times,
     kill_server,
-    machine_info,
+    log_problems,
+    post,
     proc_status,
-    read_log,
+    report_head,
+    report_tail,
     run_and_report,
     server_env,
     software_info,
+    spawn_server,
     stop_server,
+    summary_end,
     wait_healthy,
+    working_tree,
 )
-from messaging import LOG_PROBLEMS, post, spawn_server, thread_cpu, working_tree
+from watch import thread_cpu
 
 BENCH_DIR = Path(__file__).resolve().parent
 API = "/api/v1/media"
@@ -82,7 +91,6 @@ IMAGE_SIZE = (4000, 3000)  # 12 MP
 IMAGE_NOISE_SIGMA = 16  # gives a ~5 MB JPEG at quality 90, like a phone photo of that size
 IMAGE_QUALITY = 90
 EXIF_ORIENTATION = 6  # "rotate 90 CW to display": the server must transpose, as for a portrait phone photo
-OTHER_LOAD_WARN_PCT = 5.0
 S3_BUCKET = "sup-bench"
 S3_START_TIMEOUT_S = 30.0
 # werkzeug logs a request after answering it: SUP may have answered us before moto wrote the last line.
@@ -289,10 +297,7 @@ class CpuWindow:
         elapsed = time.perf_counter() - self.started
         used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
         loop = min(used["server"], thread_cpu(self.server_pid).get(self.server_pid, 0.0) - self.loop_before)
-        busy, total = host_cpu_times()
-        tick = os.sysconf("SC_CLK_TCK")
-        host_busy = (busy - self.host[0]) / tick
-        capacity = (total - self.host[1]) / tick
+        host_busy, capacity = host_cpu_since(self.host)
         other = max(0.0, host_busy - sum(used.values()))
         return {
             "elapsed_s": round(elapsed, 3),
@@ -657,7 +662,7 @@ class Bench:
         report["server_env"] = dict(env)
         database_url = await self.pg.create() if self.pg else None
         data_dir = self.tmp / f"data-{name}"
-        server = spawn_server(argparse.Namespace(python=args.python, server_env=env), data_dir, database_url)
+        server = spawn_server(args.python, data_dir, database_url, env, log_per_port=True)
         self.servers.append(server)
         await wait_healthy(server, poll)
         if name == "disk":
@@ -702,7 +707,7 @@ class Bench:
         report["shutdown"] = await stop_server(server)
         if not report["shutdown"]["ok"]:
             self.problems.append(f"{name} server did not exit 0 within 10 s of SIGTERM: {report['shutdown']}")
-        bad = [line for line in read_log(server).splitlines() if any(w in line for w in LOG_PROBLEMS)]
+        bad = log_problems(server)
         report["server_log_problems"] = bad[:40]
         if bad:
             self.problems.append(f"the {name} server logged {len(bad)} ERROR/WARNING/Traceback lines")
@@ -765,14 +770,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     jpeg = await asyncio.to_thread(make_jpeg)
     pg = PostgresDatabases(args.database_url) if args.database_url else None
-    report: dict[str, Any] = {
-        "benchmark": "media",
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "database": "postgres" if pg else "sqlite",
-        "machine": machine_info(),
-        "software": software(args.python),
-        "config": config_info(args, jpeg),
-    }
+    report = report_head("media", "postgres" if pg else "sqlite", software(args.python), config_info(args, jpeg))
     if pg:
         report["software"]["postgres"] = await pg.server_version()
     backends = ["disk"] if args.skip_s3 else ["disk", "s3"]
@@ -792,11 +790,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             if pg:
                 await pg.drop_all()
     report["process_image"] = await asyncio.to_thread(time_process_image, jpeg, max(3, args.runs))
-    report["problems"] = bench.problems
-    report["warnings"] = bench.warnings
-    report["ok"] = not bench.problems
-    report["bench_runtime_s"] = round(time.perf_counter() - started, 1)
-    return report
+    return report_tail(report, bench.problems, bench.warnings, started)
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -921,12 +915,7 @@ def format_summary(report: dict[str, Any]) -> str:
     if fs:
         lines.append(f"disk blobs: {fs['type']} on {fs['device']} (fsync before every rename)")
     lines += ["", *_upload_lines(report), "", *_thumbnail_lines(report)]
-    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
-    lines += [
-        "",
-        f"benchmark runtime {report.get('bench_runtime_s')} s; "
-        + ("OK" if report.get("ok") else "PROBLEMS:\n  " + "\n  ".join(report.get("problems", []))),
-    ]
+    lines += summary_end(report)
     return "\n".join(lines)
 
 
@@ -935,17 +924,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size-mb", type=int, default=200, help="upload size in MB of 10^6 bytes (default 200)")
     p.add_argument("--runs", type=int, default=3, help="runs of each upload and of the thumbnail (default 3)")
     p.add_argument("--skip-s3", action="store_true", help="local disk only: no moto S3 server")
-    p.add_argument(
-        "--database-url",
-        help="postgresql://host:port/db to run the servers on Postgres: connected to only to CREATE and DROP a "
+    add_database_url(
+        p,
+        "postgresql://host:port/db to run the servers on Postgres: connected to only to CREATE and DROP a "
         "fresh database per server (default: SQLite in the data dir)",
     )
     p.add_argument("--json-out", type=Path, help="JSON report (default bench/reports/media-<timestamp>.json)")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="the whole run is cut off after this (1800)")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs the servers (default: this)")
     args = p.parse_args(argv)
-    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
-        p.error("--database-url must be a postgresql:// URL (SQLite is the default)")
+    check_database_url(p, args)
     if args.size_mb < 1 or args.runs < 1:
         p.error("--size-mb and --runs must be at least 1")
     return args
