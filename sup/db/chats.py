@@ -1,8 +1,10 @@
-"""SQL for chats, their roles and their members."""
+"""SQL for chats, their roles and their members; chats and memberships come back as typed rows."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import msgspec
 
 from sup.db.database import Queryable, Row, keyset_page
 
@@ -10,6 +12,65 @@ _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
     " c.last_message_at, c.created_at, c.updated_at"
 )
+_MEMBER_COLUMNS = "m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
+
+
+class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str  # direct, group or channel
+    title: str
+    description: str
+    avatar_media_id: str | None
+    encrypted: bool
+    created_by: str | None
+    last_seq: int
+    last_message_at: int | None
+    created_at: int
+    updated_at: int
+
+
+class MemberRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A membership with its role."""
+
+    user_id: str
+    role_id: str
+    joined_at: int
+    last_read_seq: int
+    kind: str  # the role's kind: owner, admin, member or custom
+    permissions: int
+    role_name: str
+
+
+def chat_row(row: Row) -> ChatRow:
+    return ChatRow(
+        id=row["id"],
+        type=row["type"],
+        title=row["title"],
+        description=row["description"],
+        avatar_media_id=row["avatar_media_id"],
+        encrypted=bool(row["encrypted"]),
+        created_by=row["created_by"],
+        last_seq=row["last_seq"],
+        last_message_at=row["last_message_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def member_row(row: Row) -> MemberRow:
+    return MemberRow(
+        user_id=row["user_id"],
+        role_id=row["role_id"],
+        joined_at=row["joined_at"],
+        last_read_seq=row["last_read_seq"],
+        kind=row["kind"],
+        permissions=row["permissions"],
+        role_name=row["role_name"],
+    )
+
+
+def _chat_or_none(row: Row | None) -> ChatRow | None:
+    return None if row is None else chat_row(row)
 
 
 class ChatStore:
@@ -42,11 +103,13 @@ class ChatStore:
         )
         return row is not None
 
-    async def get(self, db: Queryable, chat_id: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", chat_id)
+    async def get(self, db: Queryable, chat_id: str) -> ChatRow | None:
+        return _chat_or_none(await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", chat_id))
 
-    async def get_direct(self, db: Queryable, direct_key: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.direct_key = $1", direct_key)
+    async def get_direct(self, db: Queryable, direct_key: str) -> ChatRow | None:
+        return _chat_or_none(
+            await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.direct_key = $1", direct_key)
+        )
 
     async def update(self, tx: Queryable, chat_id: str, changes: dict[str, Any], now: int) -> None:
         assert set(changes) <= {"title", "description", "avatar_media_id"}, changes
@@ -71,23 +134,23 @@ class ChatStore:
             now,
         )
 
-    async def page_for_user(self, db: Queryable, user_id: str, before: tuple[int, str] | None, limit: int) -> list[Row]:
-        """My chats with my membership in each, most recently active first.
+    async def page_for_user(
+        self, db: Queryable, user_id: str, before: tuple[int, str] | None, limit: int
+    ) -> list[tuple[ChatRow, MemberRow, int]]:
+        """My chats with my membership in each and its activity time, most recently active first.
 
-        The cursor is (activity time, chat id); each row holds the chat's and my membership's
-        columns, as `MemberStore.with_chat` does.
+        The cursor is (activity time, chat id).
         """
         select = (
-            f"SELECT {_CHAT_COLUMNS}, m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions,"
-            " r.name AS role_name, COALESCE(c.last_message_at, c.created_at) AS activity"
+            f"SELECT {_CHAT_COLUMNS}, {_MEMBER_COLUMNS}, COALESCE(c.last_message_at, c.created_at) AS activity"
             " FROM chat_members m JOIN chats c ON c.id = m.chat_id JOIN chat_roles r ON r.id = m.role_id"
             " WHERE m.user_id = $1"
         )
         order = " ORDER BY activity DESC, c.id DESC LIMIT $2"
         if before is None:
-            return list(await db.fetch(select + order, user_id, limit))
-        return list(
-            await db.fetch(
+            rows = await db.fetch(select + order, user_id, limit)
+        else:
+            rows = await db.fetch(
                 select + " AND (COALESCE(c.last_message_at, c.created_at) < $3"
                 " OR (COALESCE(c.last_message_at, c.created_at) = $3 AND c.id < $4))" + order,
                 user_id,
@@ -95,7 +158,7 @@ class ChatStore:
                 before[0],
                 before[1],
             )
-        )
+        return [(chat_row(row), member_row(row), row["activity"]) for row in rows]
 
 
 class RoleStore:
@@ -156,20 +219,23 @@ class MemberStore:
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
         return await tx.execute("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id) == 1
 
-    async def with_chat(self, db: Queryable, chat_id: str, user_id: str, client_id: str | None = None) -> Row | None:
-        """One query for the hot path: the chat's columns and my membership in it, or None.
+    async def with_chat(
+        self, db: Queryable, chat_id: str, user_id: str, client_id: str | None = None
+    ) -> tuple[ChatRow, MemberRow, str | None] | None:
+        """One query for the hot path: the chat, my membership in it, and (with a client_id) the id
+        of my message already sent with it; None if I am not a member.
 
-        With a client_id, `retry_of` is the id of my message already sent with it (a send's
-        idempotency check rides along instead of costing a round trip of its own).
+        The retry check rides along so that a send's idempotency costs no round trip of its own.
         """
         retry = "(SELECT x.id FROM messages x WHERE x.sender_id = $2 AND x.client_id = $3)" if client_id else "NULL"
         args = (chat_id, user_id, client_id) if client_id else (chat_id, user_id)
-        return await db.fetchrow(
-            f"SELECT {_CHAT_COLUMNS}, m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions,"
-            f" r.name AS role_name, {retry} AS retry_of FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
-            " JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = $1 AND m.user_id = $2",
+        row = await db.fetchrow(
+            f"SELECT {_CHAT_COLUMNS}, {_MEMBER_COLUMNS}, {retry} AS retry_of FROM chat_members m"
+            " JOIN chat_roles r ON r.id = m.role_id JOIN chats c ON c.id = m.chat_id"
+            " WHERE m.chat_id = $1 AND m.user_id = $2",
             *args,
         )
+        return None if row is None else (chat_row(row), member_row(row), row["retry_of"])
 
     async def blocked_between(self, db: Queryable, chat_id: str, user_id: str) -> bool:
         """Whether a block stands between the user and any other member, in either direction."""
@@ -182,14 +248,15 @@ class MemberStore:
             )
         )
 
-    async def get(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
+    async def get(self, db: Queryable, chat_id: str, user_id: str) -> MemberRow | None:
         """The membership with its role's kind and permissions, or None."""
-        return await db.fetchrow(
-            "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
-            " FROM chat_members m JOIN chat_roles r ON r.id = m.role_id WHERE m.chat_id = $1 AND m.user_id = $2",
+        row = await db.fetchrow(
+            f"SELECT {_MEMBER_COLUMNS} FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+            " WHERE m.chat_id = $1 AND m.user_id = $2",
             chat_id,
             user_id,
         )
+        return None if row is None else member_row(row)
 
     async def list(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[Row]:
         return await keyset_page(

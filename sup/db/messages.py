@@ -4,12 +4,59 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from sup.db.database import Queryable, Row
 
 MESSAGE_COLUMNS = (
     "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
     " sticker_id, reply_to, forwarded_from, edited_at, deleted_at, created_at"
 )
+
+
+class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored message; `ciphertext` is the group ciphertext (per-device ones are in message_recipients)."""
+
+    id: str
+    chat_id: str
+    seq: int
+    sender_id: str | None
+    sender_device_id: str | None
+    client_id: str
+    content_hash: bytes
+    kind: str
+    body: str | None
+    ciphertext: bytes | None
+    media_id: str | None
+    sticker_id: str | None
+    reply_to: str | None
+    forwarded_from: str | None  # JSON
+    edited_at: int | None
+    deleted_at: int | None
+    created_at: int
+
+
+def message_row(row: Row) -> MessageRow:
+    ciphertext = row["ciphertext"]
+    return MessageRow(
+        id=row["id"],
+        chat_id=row["chat_id"],
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        sender_device_id=row["sender_device_id"],
+        client_id=row["client_id"],
+        content_hash=bytes(row["content_hash"]),
+        kind=row["kind"],
+        body=row["body"],
+        ciphertext=bytes(ciphertext) if ciphertext else None,
+        media_id=row["media_id"],
+        sticker_id=row["sticker_id"],
+        reply_to=row["reply_to"],
+        forwarded_from=row["forwarded_from"],
+        edited_at=row["edited_at"],
+        deleted_at=row["deleted_at"],
+        created_at=row["created_at"],
+    )
 
 
 class MessageStore:
@@ -53,8 +100,9 @@ class MessageStore:
             now,
         )
 
-    async def get(self, db: Queryable, message_id: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+    async def get(self, db: Queryable, message_id: str) -> MessageRow | None:
+        row = await db.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+        return None if row is None else message_row(row)
 
     async def page(
         self,
@@ -65,23 +113,22 @@ class MessageStore:
         before: int | None,
         after: int | None,
         limit: int,
-    ) -> list[Row]:
+    ) -> list[MessageRow]:
         """Messages by seq: the newest `limit` below `before`, or the oldest above `after` (ascending)."""
         hidden = " AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $2 AND h.message_id = messages.id)"
         select = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1{hidden}"
         if after is not None:
-            return list(
-                await db.fetch(f"{select} AND seq > $3 ORDER BY seq LIMIT $4", chat_id, viewer_id, after, limit)
-            )
+            rows = await db.fetch(f"{select} AND seq > $3 ORDER BY seq LIMIT $4", chat_id, viewer_id, after, limit)
+            return [message_row(r) for r in rows]
         if before is not None:
             rows = await db.fetch(
                 f"{select} AND seq < $3 ORDER BY seq DESC LIMIT $4", chat_id, viewer_id, before, limit
             )
         else:
             rows = await db.fetch(f"{select} ORDER BY seq DESC LIMIT $3", chat_id, viewer_id, limit)
-        return list(reversed(rows))
+        return [message_row(r) for r in reversed(rows)]
 
-    async def last_visible(self, db: Queryable, chat_id: str, viewer_id: str) -> Row | None:
+    async def last_visible(self, db: Queryable, chat_id: str, viewer_id: str) -> MessageRow | None:
         rows = await self.page(db, chat_id, viewer_id, before=None, after=None, limit=1)
         return rows[0] if rows else None
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sup.db.accounts import BlockStore
-from sup.db.chats import MemberStore
-from sup.db.database import Queryable, Row
+from sup.db.chats import ChatRow, MemberRow, MemberStore
+from sup.db.database import Queryable
 from sup.domain.permissions import ALL, RANK, Permission
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
@@ -18,18 +18,19 @@ from sup.ids import is_uuid
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    chat: Row
-    member: Row
+    chat: ChatRow
+    member: MemberRow
+    retry_of: str | None = None  # with a client_id: my message already sent with it
 
     @property
     def permissions(self) -> Permission:
-        if self.member["kind"] == "owner":
+        if self.member.kind == "owner":
             return ALL
-        return Permission(self.member["permissions"])
+        return Permission(self.member.permissions)
 
     @property
     def rank(self) -> int:
-        return RANK[self.member["kind"]]
+        return RANK[self.member.kind]
 
     def require(self, permission: Permission, what: str) -> None:
         if not self.permissions & permission:
@@ -50,14 +51,14 @@ class ChatAccess:
     ) -> Membership:
         """The chat and my membership in it; 404 if it does not exist or I am not a member.
 
-        With a client_id, `membership.chat["retry_of"]` names my message already sent with it.
+        With a client_id, `membership.retry_of` names my message already sent with it.
         """
         if not is_uuid(chat_id):
             raise no_chat()
-        row = await self._members.with_chat(db, chat_id, user_id, client_id)
-        if row is None:
+        found = await self._members.with_chat(db, chat_id, user_id, client_id)
+        if found is None:
             raise no_chat()
-        return Membership(row, row)  # one row holds both the chat's and the membership's columns
+        return Membership(*found)
 
     async def check_not_blocked(self, db: Queryable, actor_id: str, target_id: str) -> None:
         """Refuse when the target blocks the actor (the actor may not reach them)."""
@@ -66,7 +67,7 @@ class ChatAccess:
 
     async def check_direct_open(self, db: Queryable, membership: Membership, user_id: str) -> None:
         """In a direct chat, a block either way stops new messages."""
-        if membership.chat["type"] != "direct":
+        if membership.chat.type != "direct":
             return
-        if await self._members.blocked_between(db, membership.chat["id"], user_id):
+        if await self._members.blocked_between(db, membership.chat.id, user_id):
             raise DomainError(Code.BLOCKED, "Messages between you and this user are blocked.")

@@ -12,7 +12,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.accounts import UserStore
-from sup.db.chats import ChatStore, MemberStore, RoleStore
+from sup.db.chats import ChatRow, ChatStore, MemberRow, MemberStore, RoleStore
 from sup.db.database import Database, Row, Transaction
 from sup.db.messages import MessageStore
 from sup.domain.access import ChatAccess, Membership, no_chat
@@ -68,24 +68,24 @@ def _role(row: Row) -> Role:
     return Role(id=row["id"], kind=row["kind"], name=row["name"], permissions=to_names(flags))
 
 
-def chat_from_row(row: Row, membership: Row | None = None) -> Chat:
+def chat_from_row(chat: ChatRow, member: MemberRow | None = None) -> Chat:
     my_role = None
-    if membership is not None:
-        flags = sum(Permission) if membership["kind"] == "owner" else membership["permissions"]
-        my_role = Role(membership["role_id"], membership["kind"], membership["role_name"], to_names(flags))
+    if member is not None:
+        flags = sum(Permission) if member.kind == "owner" else member.permissions
+        my_role = Role(member.role_id, member.kind, member.role_name, to_names(flags))
     return Chat(
-        id=row["id"],
-        type=row["type"],
-        title=row["title"],
-        description=row["description"],
-        avatar_media_id=row["avatar_media_id"],
-        encrypted=bool(row["encrypted"]),
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_seq=row["last_seq"],
+        id=chat.id,
+        type=chat.type,
+        title=chat.title,
+        description=chat.description,
+        avatar_media_id=chat.avatar_media_id,
+        encrypted=chat.encrypted,
+        created_by=chat.created_by,
+        created_at=chat.created_at,
+        updated_at=chat.updated_at,
+        last_seq=chat.last_seq,
         my_role=my_role,
-        last_read_seq=membership["last_read_seq"] if membership else 0,
+        last_read_seq=member.last_read_seq if member else 0,
     )
 
 
@@ -175,7 +175,7 @@ class ChatService:
         if direct_key:
             existing = await self._chats.get_direct(self._db, direct_key)
             if existing is not None:
-                return await self._view(existing["id"], who_id), False
+                return await self._view(existing.id, who_id), False
         chat_id = uuid7(now)
         async with self._db.transaction() as tx:
             if not await self._chats.insert(
@@ -191,7 +191,7 @@ class ChatService:
             ):  # another request created this direct chat a moment ago
                 existing = await self._chats.get_direct(tx, direct_key)
                 created = False
-                chat_id = existing["id"]
+                chat_id = existing.id
             else:
                 created = True
                 roles = {}
@@ -225,20 +225,20 @@ class ChatService:
             raise no_chat()
         return await self._decorate(chat, member, who_id)
 
-    async def _decorate(self, chat: Row, member: Row, who_id: str) -> Chat:
+    async def _decorate(self, chat: ChatRow, member: MemberRow, who_id: str) -> Chat:
         view = chat_from_row(chat, member)
-        last = await self._messages.last_visible(self._db, chat["id"], who_id)
-        unread = await self._messages.unread(self._db, chat["id"], who_id, member["last_read_seq"])
+        last = await self._messages.last_visible(self._db, chat.id, who_id)
+        unread = await self._messages.unread(self._db, chat.id, who_id, member.last_read_seq)
         return msgspec.structs.replace(view, unread_count=unread, last_message=message_from_row(last) if last else None)
 
     async def list_mine(self, who_id: str, before: str | None, limit: int) -> ChatPage:
         cursor = _parse_chat_cursor(before) if before else None
         rows = await self._chats.page_for_user(self._db, who_id, cursor, limit + 1)
-        items = [await self._decorate(row, row, who_id) for row in rows[:limit]]
+        items = [await self._decorate(chat, member, who_id) for chat, member, _ in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = f"{last['activity']}_{last['id']}"
+            chat, _, activity = rows[limit - 1]
+            next_cursor = f"{activity}_{chat.id}"
         return ChatPage(items, next_cursor)
 
     # -- change --------------------------------------------------------------------------
@@ -257,7 +257,7 @@ class ChatService:
             clean["avatar_media_id"] = media
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
-            if membership.chat["type"] == "direct":
+            if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has no title or description to edit.")
             membership.require(Permission.EDIT_INFO, "edit the chat's info")
             if clean.get("avatar_media_id") is not None:
@@ -267,7 +267,7 @@ class ChatService:
             await self._chats.update(tx, chat_id, clean, now)
             chat = chat_from_row(await self._chats.get(tx, chat_id))
             await self._timeline.to_chat(tx, chat_id, "chat.updated", {"chat": chat}, now)
-            if "title" in clean and clean["title"] != membership.chat["title"]:
+            if "title" in clean and clean["title"] != membership.chat.title:
                 await self._timeline.system(
                     tx, chat_id, who_id, {"action": "title_changed", "title": clean["title"]}, now
                 )
@@ -278,7 +278,7 @@ class ChatService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
-            if membership.chat["type"] != "direct" and membership.member["kind"] != "owner":
+            if membership.chat.type != "direct" and membership.member.kind != "owner":
                 raise DomainError(Code.FORBIDDEN, "Only the owner can delete this chat.")
             await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
             await self._attachments.chat_going(tx, chat_id)
@@ -288,16 +288,16 @@ class ChatService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
-            if membership.chat["type"] == "direct":
+            if membership.chat.type == "direct":
                 raise DomainError(Code.CONFLICT, "You cannot leave a direct chat; delete it instead.")
             await self._remove_member(tx, membership, who_id, who_id, now)
 
     async def _remove_member(
         self, tx: Transaction, membership: Membership, actor_id: str, user_id: str, now: int
     ) -> None:
-        chat_id = membership.chat["id"]
+        chat_id = membership.chat.id
         leaving = await self._members.get(tx, chat_id, user_id)
-        if leaving["kind"] == "owner":
+        if leaving.kind == "owner":
             successor = await self._members.successor(tx, chat_id, user_id)
             if successor is None:  # the last one out: nothing is left to keep
                 await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
@@ -316,7 +316,7 @@ class ChatService:
         # The leaving member's devices hear it too, then stop hearing anything.
         await self._timeline.to_chat(tx, chat_id, "chat.member.removed", {"chat_id": chat_id, "user_id": user_id}, now)
         await self._members.remove(tx, chat_id, user_id)
-        if membership.chat["encrypted"]:
+        if membership.chat.encrypted:
             await self._keys.member_left(tx, chat_id)
         return
 
@@ -351,7 +351,7 @@ class ChatService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
-            if membership.chat["type"] == "direct":
+            if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
             membership.require(Permission.ADD_MEMBERS, "add members")
             for target in targets:
@@ -360,7 +360,7 @@ class ChatService:
             added = [
                 t
                 for t in targets
-                if await self._members.add(tx, chat_id, t, member_role["id"], now, membership.chat["last_seq"])
+                if await self._members.add(tx, chat_id, t, member_role["id"], now, membership.chat.last_seq)
             ]
             if added:
                 await self._timeline.system(tx, chat_id, who_id, {"action": "members_added", "user_ids": added}, now)
@@ -378,10 +378,10 @@ class ChatService:
             target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
             if target is None:
                 raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
-            if membership.chat["type"] == "direct":
+            if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
             membership.require(Permission.REMOVE_MEMBERS, "remove members")
-            if RANK[target["kind"]] >= membership.rank and membership.member["kind"] != "owner":
+            if RANK[target.kind] >= membership.rank and membership.member.kind != "owner":
                 raise DomainError(Code.FORBIDDEN, "You cannot remove someone whose role is not below yours.")
             await self._remove_member(tx, membership, who_id, user_id, now)
 
@@ -396,10 +396,10 @@ class ChatService:
             role = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
             if role is None:
                 raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
-            if role["kind"] == "owner" or target["kind"] == "owner":
+            if role["kind"] == "owner" or target.kind == "owner":
                 raise DomainError(Code.FORBIDDEN, "Ownership is not handed out by changing roles.")
-            if membership.member["kind"] != "owner" and (
-                RANK[role["kind"]] >= membership.rank or RANK[target["kind"]] >= membership.rank
+            if membership.member.kind != "owner" and (
+                RANK[role["kind"]] >= membership.rank or RANK[target.kind] >= membership.rank
             ):
                 raise DomainError(Code.FORBIDDEN, "You can only manage roles below your own.")
             await self._members.set_role(tx, chat_id, user_id, role_id)
@@ -447,7 +447,7 @@ class ChatService:
                 raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
             if row["kind"] == "owner":
                 raise DomainError(Code.FORBIDDEN, "The owner role always holds every permission.")
-            if row["kind"] == "admin" and membership.member["kind"] != "owner":
+            if row["kind"] == "admin" and membership.member.kind != "owner":
                 raise DomainError(Code.FORBIDDEN, "Only the owner changes the admin role.")
             new_name = check_text(name, "name", ROLE_NAME_MAX) if name is not None else row["name"]
             if not new_name:

@@ -313,7 +313,7 @@ class KeyDirectory:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, user_id, chat_id)
-            if not (membership.chat["encrypted"] and membership.chat["type"] == "group"):
+            if not (membership.chat.encrypted and membership.chat.type == "group"):
                 raise DomainError(Code.NOT_ENCRYPTED, "Sender keys are for end-to-end encrypted groups.")
             members = {row["id"]: row["user_id"] for row in await self._members.devices(tx, chat_id)}
             members.pop(device_id, None)

@@ -19,7 +19,7 @@ from sup.db.accounts import DeviceStore
 from sup.db.batching import WriteBatcher
 from sup.db.chats import ChatStore, MemberStore
 from sup.db.database import Database, Queryable, Row, Transaction
-from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.messages import MessageRow, MessageStore, PinStore, ReactionStore, RecipientStore
 from sup.domain.access import ChatAccess, Membership
 from sup.domain.attachments import MediaAttachments
 from sup.domain.events import encode
@@ -177,10 +177,10 @@ class MessageService:
 
         return self._batcher.enqueue(operation)
 
-    def _retried(self, row: Row, digest: bytes) -> Message:
-        if bytes(row["content_hash"]) != digest:
+    def _retried(self, row: MessageRow, digest: bytes) -> Message:
+        if row.content_hash != digest:
             raise DomainError(
-                Code.CLIENT_ID_REUSED, "This client_id was used for a different message.", message_id=row["id"]
+                Code.CLIENT_ID_REUSED, "This client_id was used for a different message.", message_id=row.id
             )
         return message_from_row(row)
 
@@ -195,8 +195,8 @@ class MessageService:
         forwarded_from: dict[str, Any] | None = None,
     ) -> Sent:
         membership = await self._access.access_chat(tx, user_id, out.chat_id, client_id=out.client_id)
-        if membership.chat["retry_of"] is not None:  # a retry, even in the same batch or from another process
-            existing = await self._messages.get(tx, membership.chat["retry_of"])
+        if membership.retry_of is not None:  # a retry, even in the same batch or from another process
+            existing = await self._messages.get(tx, membership.retry_of)
             return Sent(self._retried(existing, digest), False)
         membership.require(Permission.SEND_MESSAGES, "send messages here")
         if out.kind in ("media", "sticker"):
@@ -207,13 +207,13 @@ class MessageService:
         now = self._clock.now_ms()
         if out.media_id is not None:
             await self._attachments.for_message(
-                tx, user_id, out.media_id, encrypted_chat=bool(membership.chat["encrypted"]), now=now
+                tx, user_id, out.media_id, encrypted_chat=bool(membership.chat.encrypted), now=now
             )
         if out.sticker_id is not None:
             await self._attachments.as_sticker(tx, user_id, out.sticker_id, now)
         if out.reply_to is not None:
             target = await self._messages.get(tx, out.reply_to)
-            if target is None or target["chat_id"] != out.chat_id:
+            if target is None or target.chat_id != out.chat_id:
                 raise DomainError(Code.VALIDATION_FAILED, "reply_to is a message of this chat.", field="reply_to")
         message = await self._timeline.append(
             tx,
@@ -247,7 +247,7 @@ class MessageService:
         devices: Sequence[Row] | None = None,
     ) -> None:
         chat = membership.chat
-        if not chat["encrypted"]:
+        if not chat.encrypted:
             if ciphertext is not None or recipients:
                 raise DomainError(Code.NOT_ENCRYPTED, "This chat is not end-to-end encrypted: send a plaintext body.")
             return
@@ -256,16 +256,16 @@ class MessageService:
                 Code.ENCRYPTION_REQUIRED, "This chat is end-to-end encrypted: send ciphertext, never a plaintext body."
             )
         if ciphertext is not None:
-            if chat["type"] != "group":
+            if chat.type != "group":
                 raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")
             if devices is None:
-                devices = await self._members.devices(tx, chat["id"])
-            await self._keys.check_group_send(tx, chat["id"], device_id, devices)
+                devices = await self._members.devices(tx, chat.id)
+            await self._keys.check_group_send(tx, chat.id, device_id, devices)
             return
         if not recipients:
             raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
         if devices is None:
-            devices = await self._members.devices(tx, chat["id"])
+            devices = await self._members.devices(tx, chat.id)
         await self._check_devices(tx, device_id, [d for d, _ in recipients], devices)
 
     async def _check_devices(self, tx: Queryable, device_id: str, named: list[str], devices: Sequence[Row]) -> None:
@@ -313,15 +313,15 @@ class MessageService:
         next_after = items[-1].seq if items and more and after is not None else None
         return MessagePage(items, next_before, next_after)
 
-    async def _present(self, rows: list[Row], user_id: str, device_id: str) -> list[Message]:
-        ids = [r["id"] for r in rows]
+    async def _present(self, rows: list[MessageRow], user_id: str, device_id: str) -> list[Message]:
+        ids = [r.id for r in rows]
         mine = await self._recipients.for_device(self._db, ids, device_id)
         reactions = await self._reactions.summary(self._db, ids, user_id)
         return [
             message_from_row(
                 r,
-                ciphertext=mine.get(r["id"]),
-                reactions=[Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in reactions.get(r["id"], [])],
+                ciphertext=mine.get(r.id),
+                reactions=[Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in reactions.get(r.id, [])],
             )
             for r in rows
         ]
@@ -330,12 +330,12 @@ class MessageService:
         _, row = await self._access_message(self._db, user_id, message_id)
         return (await self._present([row], user_id, device_id))[0]
 
-    async def _access_message(self, db: Queryable, user_id: str, message_id: str) -> tuple[Membership, Row]:
+    async def _access_message(self, db: Queryable, user_id: str, message_id: str) -> tuple[Membership, MessageRow]:
         row = await self._messages.get(db, message_id) if is_uuid(message_id) else None
         if row is None:
             raise DomainError(Code.NOT_FOUND, "No such message.")
         try:
-            membership = await self._access.access_chat(db, user_id, row["chat_id"])
+            membership = await self._access.access_chat(db, user_id, row.chat_id)
         except DomainError:
             raise DomainError(Code.NOT_FOUND, "No such message.") from None
         return membership, row
@@ -357,13 +357,13 @@ class MessageService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership, row = await self._access_message(tx, user_id, message_id)
-            if row["sender_id"] != user_id:
+            if row.sender_id != user_id:
                 raise DomainError(Code.FORBIDDEN, "Only the sender can edit a message.")
-            if row["deleted_at"] is not None or row["kind"] == "system":
+            if row.deleted_at is not None or row.kind == "system":
                 raise DomainError(Code.CONFLICT, "This message cannot be edited.")
             membership.require(Permission.SEND_MESSAGES, "send messages here")
             await self._check_content(tx, membership, user_id, device_id, body, ciphertext, recipients)
-            if not membership.chat["encrypted"] and body is None:
+            if not membership.chat.encrypted and body is None:
                 raise DomainError(Code.VALIDATION_FAILED, "An edit carries the new body.", field="body")
             await self._messages.edit(tx, message_id, body, ciphertext, now)
             if recipients:
@@ -381,29 +381,27 @@ class MessageService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership, row = await self._access_message(tx, user_id, message_id)
-            event = {"chat_id": row["chat_id"], "message_id": message_id, "seq": row["seq"]}
+            event = {"chat_id": row.chat_id, "message_id": message_id, "seq": row.seq}
             if not for_everyone:
                 await self._messages.hide(tx, user_id, message_id)
                 await self._timeline.to_user_devices(
                     tx, [user_id], "message.deleted", {**event, "for_everyone": False}, now
                 )
             else:
-                if row["sender_id"] != user_id:
+                if row.sender_id != user_id:
                     membership.require(Permission.DELETE_OTHERS, "delete other people's messages")
-                if row["deleted_at"] is not None:
+                if row.deleted_at is not None:
                     return
                 await self._attachments.message_going(tx, message_id)
                 await self._messages.tombstone(tx, message_id, now)
-                await self._timeline.to_chat(
-                    tx, row["chat_id"], "message.deleted", {**event, "for_everyone": True}, now
-                )
+                await self._timeline.to_chat(tx, row.chat_id, "message.deleted", {**event, "for_everyone": True}, now)
 
     async def react(self, user_id: str, message_id: str, emoji: str, *, add: bool) -> list[Reaction]:
         emoji = check_reaction(emoji)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             _, row = await self._access_message(tx, user_id, message_id)
-            if row["deleted_at"] is not None:
+            if row.deleted_at is not None:
                 raise DomainError(Code.CONFLICT, "This message was deleted.")
             changed = (
                 await self._reactions.add(tx, message_id, user_id, emoji, now)
@@ -416,10 +414,10 @@ class MessageService:
                 counts = {x.emoji: x.count for x in reactions}
                 await self._timeline.to_chat(
                     tx,
-                    row["chat_id"],
+                    row.chat_id,
                     "reaction.updated",
                     {
-                        "chat_id": row["chat_id"],
+                        "chat_id": row.chat_id,
                         "message_id": message_id,
                         "user_id": user_id,
                         "emoji": emoji,
@@ -432,10 +430,10 @@ class MessageService:
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
         _, row = await self._access_message(self._db, user_id, message_id)
-        if row["deleted_at"] is not None or row["kind"] == "system":
+        if row.deleted_at is not None or row.kind == "system":
             raise DomainError(Code.CONFLICT, "This message cannot be forwarded.")
-        source_chat = await self._chats.get(self._db, row["chat_id"])
-        if source_chat["encrypted"]:
+        source_chat = await self._chats.get(self._db, row.chat_id)
+        if source_chat.encrypted:
             raise DomainError(
                 Code.ENCRYPTION_REQUIRED,
                 "The server cannot read end-to-end encrypted messages; forward by re-encrypting on the client.",
@@ -443,13 +441,13 @@ class MessageService:
         out = Outgoing(
             chat_id=chat_id,
             client_id=client_id,
-            kind=row["kind"],
-            body=row["body"],
-            media_id=row["media_id"],
-            sticker_id=row["sticker_id"],
+            kind=row.kind,
+            body=row.body,
+            media_id=row.media_id,
+            sticker_id=row.sticker_id,
         )
         check_outgoing(out)
-        origin = {"chat_id": row["chat_id"], "message_id": row["id"], "sender_id": row["sender_id"]}
+        origin = {"chat_id": row.chat_id, "message_id": row.id, "sender_id": row.sender_id}
         digest = hashlib.sha256(out.content_hash() + encode(origin)).digest()
 
         async def operation(tx: Transaction) -> Sent:
@@ -464,16 +462,16 @@ class MessageService:
             membership, row = await self._access_message(tx, user_id, message_id)
             membership.require(Permission.PIN, "pin messages")
             changed = (
-                await self._pins.pin(tx, row["chat_id"], message_id, user_id, now)
+                await self._pins.pin(tx, row.chat_id, message_id, user_id, now)
                 if pinned
-                else await self._pins.unpin(tx, row["chat_id"], message_id)
+                else await self._pins.unpin(tx, row.chat_id, message_id)
             )
             if changed:
                 await self._timeline.to_chat(
                     tx,
-                    row["chat_id"],
+                    row.chat_id,
                     "message.pinned" if pinned else "message.unpinned",
-                    {"chat_id": row["chat_id"], "message_id": message_id, "user_id": user_id},
+                    {"chat_id": row.chat_id, "message_id": message_id, "user_id": user_id},
                     now,
                 )
 
@@ -488,13 +486,13 @@ class MessageService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, user_id, chat_id)
-            seq = min(seq, membership.chat["last_seq"])
+            seq = min(seq, membership.chat.last_seq)
             if await self._members.mark_read(tx, chat_id, user_id, seq):
                 event: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "seq": seq}
-                if membership.chat["type"] == "channel":  # subscribers do not see each other
+                if membership.chat.type == "channel":  # subscribers do not see each other
                     await self._timeline.to_user_devices(tx, [user_id], "receipt.read", event, now)
                 else:
                     await self._timeline.to_chat(tx, chat_id, "receipt.read", event, now)
             else:
-                seq = membership.member["last_read_seq"]
+                seq = membership.member.last_read_seq
         return seq

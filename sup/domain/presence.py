@@ -90,7 +90,7 @@ class PresenceService:
 
     async def typing(self, user_id: str, chat_id: str, active: bool = True) -> None:
         membership = await self._access.access_chat(self._db, user_id, chat_id)
-        if membership.chat["type"] == "channel":
+        if membership.chat.type == "channel":
             return  # subscribers do not see each other
         others = [u for u in await self._members.user_ids(self._db, chat_id) if u != user_id]
         body = {"chat_id": chat_id, "user_id": user_id, "active": active, "expires_in": TYPING_SECONDS}

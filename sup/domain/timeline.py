@@ -11,8 +11,8 @@ import msgspec
 
 from sup.db.accounts import DeviceStore
 from sup.db.chats import ChatStore, MemberStore
-from sup.db.database import Row, Transaction
-from sup.db.messages import MessageStore, RecipientStore
+from sup.db.database import Transaction
+from sup.db.messages import MessageRow, MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
 from sup.ids import uuid7
 
@@ -46,25 +46,26 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     reactions: list[Reaction] = []
 
 
-def message_from_row(row: Row, *, ciphertext: bytes | None = None, reactions: list[Reaction] | None = None) -> Message:
-    forwarded = row["forwarded_from"]
+def message_from_row(
+    row: MessageRow, *, ciphertext: bytes | None = None, reactions: list[Reaction] | None = None
+) -> Message:
     return Message(
-        id=row["id"],
-        chat_id=row["chat_id"],
-        seq=row["seq"],
-        sender_id=row["sender_id"],
-        sender_device_id=row["sender_device_id"],
-        client_id=row["client_id"],
-        kind=row["kind"],
-        body=row["body"],
-        ciphertext=ciphertext if ciphertext is not None else (bytes(row["ciphertext"]) if row["ciphertext"] else None),
-        media_id=row["media_id"],
-        sticker_id=row["sticker_id"],
-        reply_to=row["reply_to"],
-        forwarded_from=msgspec.json.decode(forwarded) if forwarded else None,
-        edited_at=row["edited_at"],
-        deleted=row["deleted_at"] is not None,
-        created_at=row["created_at"],
+        id=row.id,
+        chat_id=row.chat_id,
+        seq=row.seq,
+        sender_id=row.sender_id,
+        sender_device_id=row.sender_device_id,
+        client_id=row.client_id,
+        kind=row.kind,
+        body=row.body,
+        ciphertext=ciphertext if ciphertext is not None else row.ciphertext,
+        media_id=row.media_id,
+        sticker_id=row.sticker_id,
+        reply_to=row.reply_to,
+        forwarded_from=msgspec.json.decode(row.forwarded_from) if row.forwarded_from else None,
+        edited_at=row.edited_at,
+        deleted=row.deleted_at is not None,
+        created_at=row.created_at,
         reactions=reactions or [],
     )
 
