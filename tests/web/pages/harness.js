@@ -63,7 +63,7 @@ function gate(name) {
 const HELPERS = {
   /** DeviceCrypto.create under a name; returns its identity key. */
   async createDevice(name, userId, deviceId) {
-    const d = await device.DeviceCrypto.create(userId, deviceId);
+    const d = await device.DeviceCrypto.create(userId ?? undefined, deviceId ?? undefined);
     devices.set(name, d);
     return d.identityKey;
   },
