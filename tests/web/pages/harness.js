@@ -23,7 +23,21 @@ import * as wire from "/js/crypto/wire.js";
 import * as x3dh from "/js/crypto/x3dh.js";
 import { VECTORS } from "/test/vectors.js";
 
-const MODULES = { attachments, bundle, bytes, device, envelope, primitives, ratchet, safety, senderkeys, store, weakkeys, wire, x3dh };
+const MODULES = {
+  attachments,
+  bundle,
+  bytes,
+  device,
+  envelope,
+  primitives,
+  ratchet,
+  safety,
+  senderkeys,
+  store,
+  weakkeys,
+  wire,
+  x3dh,
+};
 
 /** @type {Map<string, device.DeviceCrypto>} */
 const devices = new Map();
@@ -78,7 +92,13 @@ const HELPERS = {
     const d = devices.get(name);
     const [opk] = withOneTime ? await d.generateOneTimePrekeys(1) : [null];
     const [userId, deviceId] = d.address;
-    return bundle.bundleToJson({ userId, deviceId, identityKey: d.identityKey, signedPrekey: d.signedPrekey(), oneTimePrekey: opk });
+    return bundle.bundleToJson({
+      userId,
+      deviceId,
+      identityKey: d.identityKey,
+      signedPrekey: d.signedPrekey(),
+      oneTimePrekey: opk,
+    });
   },
 
   /** Recompute one docs/e2e-vectors file's outputs from its inputs. */

@@ -93,7 +93,10 @@ async function x3dhOutputs(i, withOneTime) {
     oneTimePrekeyPrivate: opk,
     adAppendix: appendix,
   });
-  check(equal(alice.sharedSecret, bob.sharedSecret) && equal(alice.associatedData, bob.associatedData), "both sides agree");
+  check(
+    equal(alice.sharedSecret, bob.sharedSecret) && equal(alice.associatedData, bob.associatedData),
+    "both sides agree",
+  );
   // From first principles: the spec's formulas with the primitives only.
   const aX = await p.x25519PrivateOfSeed(aSeed);
   const bX = await p.x25519PrivateOfSeed(bSeed);
@@ -105,7 +108,10 @@ async function x3dhOutputs(i, withOneTime) {
   if (opk !== null) dh.push(await p.x25519(ek, await p.x25519Public(opk)));
   const sk = await p.hkdfSha256(concat(new Uint8Array(32).fill(0xff), ...dh), utf8("SUP v1 X3DH"), 32);
   check(equal(sk, alice.sharedSecret), "SK from the formula");
-  check(dh.every((d, n) => equal(d, alice.dh[n])), "DH outputs from the formula");
+  check(
+    dh.every((d, n) => equal(d, alice.dh[n])),
+    "DH outputs from the formula",
+  );
   const ad = concat(new Uint8Array([0xed]), aKey, new Uint8Array([0xed]), bKey, addresses(i));
   check(equal(ad, alice.associatedData), "AD from the formula");
   return { alice, aKey, bKey, dh };
@@ -133,7 +139,12 @@ async function firstMessage(i) {
   const [oneTime] = await bob.generateOneTimePrekeys(1);
   bobRandom.done();
   const aliceUnusedSpk = await p.sha256(utf8("alice's own signed prekey, unused here"));
-  const aliceRandom = script([i.alice_identity_seed, aliceUnusedSpk, i.alice_ephemeral_private, i.alice_ratchet_private]);
+  const aliceRandom = script([
+    i.alice_identity_seed,
+    aliceUnusedSpk,
+    i.alice_ephemeral_private,
+    i.alice_ratchet_private,
+  ]);
   const alice = await DeviceCrypto.create(i.alice_user_id, i.alice_device_id, { random: aliceRandom });
   const bundle = {
     userId: i.bob_user_id,
@@ -207,7 +218,10 @@ async function senderKey(i) {
     const message = await own.encrypt(fromHex(text), context);
     const ciphertext = await p.aesGcmEncrypt(key, nonce, fromHex(text), concat(context, header));
     check(equal(message.slice(0, -64), concat(header, ciphertext)), "group message from the formula");
-    check(await p.ed25519Verify(own.signingKey, message.slice(-64), concat(context, header, ciphertext)), "signature covers context");
+    check(
+      await p.ed25519Verify(own.signingKey, message.slice(-64), concat(context, header, ciphertext)),
+      "signature covers context",
+    );
     out.messages.push({
       iteration: n,
       chain_key: toHex(chainKey),

@@ -119,7 +119,8 @@ export function bundleToJson(b) {
  * @param {Bundle} bundle
  */
 export async function verifyBundle(address, bundle) {
-  if (bundle.userId !== address[0] || bundle.deviceId !== address[1]) throw new BadBundle("bundle is for another device");
+  if (bundle.userId !== address[0] || bundle.deviceId !== address[1])
+    throw new BadBundle("bundle is for another device");
   const spk = bundle.signedPrekey;
   const opk = bundle.oneTimePrekey;
   if (bundle.identityKey.length !== 32 || spk.publicKey.length !== 32 || spk.signature.length !== 64) {
@@ -129,7 +130,8 @@ export async function verifyBundle(address, bundle) {
   for (const k of opk === null ? [spk] : [spk, opk]) keyId(k.keyId);
   // Plain Ed25519 accepts a signature by a small-order key over any message; X3DH with a small-order prekey
   // would mix in a predictable (all-zero) DH output.
-  if (await isWeakPublicKey("ed25519", bundle.identityKey)) throw new BadBundle("small-order or non-canonical identity key");
+  if (await isWeakPublicKey("ed25519", bundle.identityKey))
+    throw new BadBundle("small-order or non-canonical identity key");
   for (const k of opk === null ? [spk] : [spk, opk]) {
     if (await isWeakPublicKey("x25519", k.publicKey)) throw new BadBundle("small-order prekey");
   }

@@ -102,7 +102,8 @@ export class DeviceCrypto {
     const seed = random(32);
     const device = new DeviceCrypto(seed, await ed25519Public(seed), null, options);
     if (userId !== undefined || deviceId !== undefined) {
-      if (userId === undefined || deviceId === undefined) throw new TypeError("give both userId and deviceId, or neither");
+      if (userId === undefined || deviceId === undefined)
+        throw new TypeError("give both userId and deviceId, or neither");
       device.setAddress(userId, deviceId);
     }
     await device._rotateSignedPrekey();
@@ -481,15 +482,26 @@ export class DeviceCrypto {
       version: STATE_VERSION,
       address: this.address,
       identity_seed: toBase64(this._identitySeed),
-      signed_prekeys: this._signedPrekeys.map((k) => [k.keyId, toBase64(k.private), toBase64(k.signature), k.replacedAt]),
+      signed_prekeys: this._signedPrekeys.map((k) => [
+        k.keyId,
+        toBase64(k.private),
+        toBase64(k.signature),
+        k.replacedAt,
+      ]),
       one_time_prekeys: [...this._oneTimePrekeys].map(([id, k]) => [id, toBase64(k.private)]),
       next_one_time_id: this._nextOneTimeId,
       next_signed_id: this._nextSignedId,
-      sessions: [...this._sessions.values()].map(({ address, sessions }) => [...address, sessions.map((s) => s.toJSON())]),
+      sessions: [...this._sessions.values()].map(({ address, sessions }) => [
+        ...address,
+        sessions.map((s) => s.toJSON()),
+      ]),
       identities: [...this._identities.values()].map(({ address, key }) => [...address, toBase64(key)]),
       seen_base_keys: this._seenBaseKeys.map(toBase64),
       own_sender_keys: [...this._ownSenderKeys].map(([chat, k]) => [chat, k.toJSON()]),
-      peer_sender_keys: [...this._peerSenderKeys.values()].map(({ ids, states }) => [...ids, states.map((s) => s.toJSON())]),
+      peer_sender_keys: [...this._peerSenderKeys.values()].map(({ ids, states }) => [
+        ...ids,
+        states.map((s) => s.toJSON()),
+      ]),
     };
   }
 
@@ -501,7 +513,8 @@ export class DeviceCrypto {
     if (state === null || typeof state !== "object" || state.format !== STATE_FORMAT) {
       throw new CryptoError("not a browser DeviceCrypto state");
     }
-    if (state.version !== STATE_VERSION) throw new CryptoError(`unsupported DeviceCrypto state version ${state.version}`);
+    if (state.version !== STATE_VERSION)
+      throw new CryptoError(`unsupported DeviceCrypto state version ${state.version}`);
     try {
       return await DeviceCrypto._fromState(state, options);
     } catch (error) {
@@ -516,7 +529,8 @@ export class DeviceCrypto {
       return v;
     };
     const tuple = (v, n) => {
-      if (!Array.isArray(v) || v.length !== n) throw new CryptoError(`malformed DeviceCrypto state: expected ${n} items`);
+      if (!Array.isArray(v) || v.length !== n)
+        throw new CryptoError(`malformed DeviceCrypto state: expected ${n} items`);
       return v;
     };
     const str = (v) => {
@@ -524,7 +538,8 @@ export class DeviceCrypto {
       return v;
     };
     const id = (v) => {
-      if (!Number.isInteger(v) || v < 0 || v > UINT32_MAX) throw new CryptoError("malformed DeviceCrypto state: bad key id");
+      if (!Number.isInteger(v) || v < 0 || v > UINT32_MAX)
+        throw new CryptoError("malformed DeviceCrypto state: bad key id");
       return v;
     };
     let address = null;
@@ -537,9 +552,16 @@ export class DeviceCrypto {
     const device = new DeviceCrypto(seed, await ed25519Public(seed), address, options);
     for (const entry of list(s.signed_prekeys)) {
       const [keyId, priv, signature, replacedAt] = tuple(entry, 4);
-      if (replacedAt !== null && typeof replacedAt !== "number") throw new CryptoError("malformed DeviceCrypto state: bad time");
+      if (replacedAt !== null && typeof replacedAt !== "number")
+        throw new CryptoError("malformed DeviceCrypto state: bad time");
       const p = fromBase64(priv, 32);
-      device._signedPrekeys.push({ keyId: id(keyId), private: p, publicKey: await x25519Public(p), signature: fromBase64(signature, 64), replacedAt });
+      device._signedPrekeys.push({
+        keyId: id(keyId),
+        private: p,
+        publicKey: await x25519Public(p),
+        signature: fromBase64(signature, 64),
+        replacedAt,
+      });
     }
     if (!device._signedPrekeys.length) throw new CryptoError("malformed DeviceCrypto state: no signed prekey");
     for (const entry of list(s.one_time_prekeys)) {
@@ -565,13 +587,15 @@ export class DeviceCrypto {
     device._seenBaseKeys = list(s.seen_base_keys).map((k) => fromBase64(k, 32));
     for (const entry of list(s.own_sender_keys)) {
       const [chat, key] = tuple(entry, 2);
-      if (key === null || typeof key !== "object") throw new CryptoError("malformed DeviceCrypto state: bad sender key");
+      if (key === null || typeof key !== "object")
+        throw new CryptoError("malformed DeviceCrypto state: bad sender key");
       device._ownSenderKeys.set(str(chat), await OwnSenderKey.fromJSON(key));
     }
     for (const entry of list(s.peer_sender_keys)) {
       const [c, u, d, states] = tuple(entry, 4);
       const loaded = list(states).map((one) => {
-        if (one === null || typeof one !== "object") throw new CryptoError("malformed DeviceCrypto state: bad sender key");
+        if (one === null || typeof one !== "object")
+          throw new CryptoError("malformed DeviceCrypto state: bad sender key");
         return PeerSenderKey.fromJSON(one);
       });
       device._peerSenderKeys.set(keyOf(str(c), str(u), str(d)), { ids: [c, u, d], states: loaded });

@@ -115,7 +115,8 @@ export function checkEdit(envelope, originalClientId) {
   if ("client_id" in envelope || typeof envelope.edit_of !== "string") {
     throw new DecryptError("a new message delivered as an edit (replayed by the server?)");
   }
-  if (envelope.edit_of !== originalClientId) throw new DecryptError("the edit was made for another message (replayed by the server?)");
+  if (envelope.edit_of !== originalClientId)
+    throw new DecryptError("the edit was made for another message (replayed by the server?)");
 }
 
 /**
@@ -170,6 +171,7 @@ export function attachmentsOf(envelope) {
  */
 export function replyToOf(envelope) {
   const replyTo = envelope.reply_to ?? null;
-  if (replyTo !== null && typeof replyTo !== "string") throw new DecryptError("malformed envelope: reply_to is not a message id");
+  if (replyTo !== null && typeof replyTo !== "string")
+    throw new DecryptError("malformed envelope: reply_to is not a message id");
   return replyTo;
 }

@@ -44,7 +44,10 @@ export async function rootStep(rootKey, dhOutput) {
  * @param {Uint8Array} chainKey @returns {Promise<{messageKey: Uint8Array, chainKey: Uint8Array}>}
  */
 export async function chainStep(chainKey) {
-  return { messageKey: await hmacSha256(chainKey, MESSAGE_KEY_INPUT), chainKey: await hmacSha256(chainKey, CHAIN_KEY_INPUT) };
+  return {
+    messageKey: await hmacSha256(chainKey, MESSAGE_KEY_INPUT),
+    chainKey: await hmacSha256(chainKey, CHAIN_KEY_INPUT),
+  };
 }
 
 /**
@@ -260,7 +263,8 @@ export class Session {
   _saw(ratchetKey) {
     if (this.seenRatchetKeys.some((k) => equal(k, ratchetKey))) return;
     this.seenRatchetKeys.push(ratchetKey);
-    if (this.seenRatchetKeys.length > SEEN_RATCHET_KEYS) this.seenRatchetKeys.splice(0, this.seenRatchetKeys.length - SEEN_RATCHET_KEYS);
+    if (this.seenRatchetKeys.length > SEEN_RATCHET_KEYS)
+      this.seenRatchetKeys.splice(0, this.seenRatchetKeys.length - SEEN_RATCHET_KEYS);
   }
 
   // The ratchet only spots duplicates on the current chain; on an older chain a key that is not among the

@@ -10,7 +10,15 @@
 
 import { fromBase64, toBase64, utf8, uuidFromBytes } from "./bytes.js";
 import { CryptoError, DecryptError, DuplicateMessage } from "./errors.js";
-import { aesGcmDecrypt, aesGcmEncrypt, ed25519Public, ed25519Sign, ed25519Verify, hkdfSha256, hmacSha256 } from "./primitives.js";
+import {
+  aesGcmDecrypt,
+  aesGcmEncrypt,
+  ed25519Public,
+  ed25519Sign,
+  ed25519Verify,
+  hkdfSha256,
+  hmacSha256,
+} from "./primitives.js";
 import { MAX_SKIP, MAX_SKIPPED_KEYS } from "./ratchet.js";
 import { encodeDistribution, encodeGroupMessage, groupAssociatedData, groupSignedPart } from "./wire.js";
 
@@ -108,7 +116,13 @@ export class OwnSenderKey {
   static async fromJSON(d) {
     if (typeof d.distribution_id !== "string") throw new CryptoError("bad distribution id");
     const seed = fromBase64(d.signing_seed, 32);
-    const key = new OwnSenderKey(d.distribution_id, counter(d.iteration), fromBase64(d.chain_key, 32), seed, await ed25519Public(seed));
+    const key = new OwnSenderKey(
+      d.distribution_id,
+      counter(d.iteration),
+      fromBase64(d.chain_key, 32),
+      seed,
+      await ed25519Public(seed),
+    );
     key.distribution(); // validates the distribution id as a UUID
     return key;
   }
@@ -195,6 +209,12 @@ export class PeerSenderKey {
       if (!Array.isArray(entry) || entry.length !== 2) throw new CryptoError("bad skipped key");
       skipped.set(counter(entry[0]), fromBase64(entry[1], 32));
     }
-    return new PeerSenderKey(d.distribution_id, counter(d.iteration), fromBase64(d.chain_key, 32), fromBase64(d.signing_key, 32), skipped);
+    return new PeerSenderKey(
+      d.distribution_id,
+      counter(d.iteration),
+      fromBase64(d.chain_key, 32),
+      fromBase64(d.signing_key, 32),
+      skipped,
+    );
   }
 }

@@ -50,7 +50,8 @@ export class DeviceStore {
    * @param {string} [name] @param {import("./device.js").DeviceOptions} [options] passed to DeviceCrypto
    */
   static async open(name = "default", options = {}) {
-    if (!globalThis.navigator?.locks) throw new CryptoError("this browser has no Web Locks: refusing to store crypto state");
+    if (!globalThis.navigator?.locks)
+      throw new CryptoError("this browser has no Web Locks: refusing to store crypto state");
     const req = indexedDB.open(`${DB_PREFIX}${name}`, DB_VERSION);
     req.onupgradeneeded = () => req.result.createObjectStore(OBJECT_STORE);
     const db = await request(req);

@@ -68,7 +68,10 @@ export function ratchetHeader(ratchetKey, previousChainLength, index) {
 
 /** Serialise a pairwise message. @param {Envelope} envelope @returns {Uint8Array} */
 export function encodeEnvelope({ prekey, message }) {
-  const body = concat(ratchetHeader(message.ratchetKey, message.previousChainLength, message.index).subarray(1), message.ciphertext);
+  const body = concat(
+    ratchetHeader(message.ratchetKey, message.previousChainLength, message.index).subarray(1),
+    message.ciphertext,
+  );
   if (prekey === null) return concat(new Uint8Array([VERSION, MessageType.MESSAGE]), body);
   const hasOneTime = prekey.oneTimePrekeyId !== null;
   return concat(
@@ -143,7 +146,10 @@ export function encodeDistribution(d) {
   );
 }
 
-/** Parse; anything malformed is a CryptoError (as in Python). @param {Uint8Array} data @returns {SenderKeyDistribution} */
+/**
+ * Parse; anything malformed is a CryptoError (as in Python: a distribution is not a message).
+ * @param {Uint8Array} data @returns {SenderKeyDistribution}
+ */
 export function decodeDistribution(data) {
   if (
     !(data instanceof Uint8Array) ||
@@ -228,7 +234,10 @@ export function encodeAttachmentBlob(nonce, ciphertext) {
   return concat(ATTACHMENT_HEADER, nonce, ciphertext);
 }
 
-/** Parse an attachment blob; anything malformed is a DecryptError. @returns {{nonce: Uint8Array, ciphertext: Uint8Array}} */
+/**
+ * Parse an attachment blob; anything malformed is a DecryptError.
+ * @param {Uint8Array} blob @returns {{nonce: Uint8Array, ciphertext: Uint8Array}}
+ */
 export function decodeAttachmentBlob(blob) {
   if (
     blob.length < ATTACHMENT_HEADER.length + NONCE_SIZE + TAG_SIZE ||
