@@ -525,6 +525,46 @@ async def test_rotated_signed_prekey_still_accepts_late_initial_messages(harness
     assert await bob.call("decrypt", *carol.address, initial) == b"x"
 
 
+async def test_replaced_signed_prekeys_are_kept_30_days_and_at_most_4(harness: Harness) -> None:
+    bob_address = new_address()
+    await harness.helper("createDeviceWithClock", "bob", *bob_address)
+    bob = JsPeer(harness, "bob", bob_address)
+    late: dict[int, tuple[Address, bytes]] = {}
+    for key_id in range(1, 7):  # an initial message to each signed prekey, delivered only later
+        sender = PyPeer()
+        bundle = bundle_from_json(await bob.bundle(one_time=False))
+        assert bundle.signed_prekey.key_id == key_id
+        late[key_id] = (sender.address, await sender.device.encrypt(*bob_address, b"to spk %d" % key_id, bundle))
+        await bob.call("rotateSignedPrekey")
+        await harness.helper("advanceClock", 3600)
+    assert [k[0] for k in (await bob.state())["signed_prekeys"]] == [3, 4, 5, 6, 7]  # 4 old ones and the current
+    for key_id in (1, 2):
+        await bob.raises("DecryptError", "decrypt", *late[key_id][0], late[key_id][1])
+    assert await bob.call("decrypt", *late[3][0], late[3][1]) == b"to spk 3"
+    # 30 days after it was replaced, a key goes at the next rotation: key 4 was replaced exactly 30 days
+    # before this one, key 5 an hour later.
+    await harness.helper("advanceClock", 30 * 24 * 3600 - 3 * 3600)
+    await bob.call("rotateSignedPrekey")
+    assert [k[0] for k in (await bob.state())["signed_prekeys"]] == [5, 6, 7, 8]
+    await bob.raises("DecryptError", "decrypt", *late[4][0], late[4][1])
+    assert await bob.call("decrypt", *late[6][0], late[6][1]) == b"to spk 6"
+
+
+async def test_three_earlier_sessions_are_kept(harness: Harness) -> None:
+    alice, bob = PyPeer(), await JsPeer.create(harness, "bob")
+    pending = []
+    for n in range(5):  # Alice starts a new session five times; each leaves a message in flight
+        alice.device.forget_session(*bob.address)
+        initial = await alice.device.encrypt(*bob.address, b"start %d" % n, bundle_from_json(await bob.bundle()))
+        assert await bob.call("decrypt", *alice.address, initial) == b"start %d" % n
+        await alice.device.decrypt(*bob.address, await bob.call("encrypt", *alice.address, b"ok %d" % n))
+        pending.append(await alice.device.encrypt(*bob.address, b"late %d" % n))
+    assert len((await bob.state())["sessions"][0][2]) == 4  # the current one and 3 earlier
+    await bob.raises("DecryptError", "decrypt", *alice.address, pending[0])
+    for n in (1, 4, 2, 3):
+        assert await bob.call("decrypt", *alice.address, pending[n]) == b"late %d" % n
+
+
 async def test_identity_change_is_untrusted_until_accepted(harness: Harness) -> None:
     alice, bob = await JsPeer.create(harness, "alice"), PyPeer()
     await bob.device.decrypt(*alice.address, await alice.call("encrypt", *bob.address, b"hi", bob.bundle()))
@@ -608,6 +648,52 @@ async def test_group_tamper_forgery_and_bounds(harness: Harness) -> None:
         await bob.raises("CryptoError", "processSenderKeyDistribution", "chat", *alice.address, garbage)
     for garbage in (ciphertext[:60], b"\x01" + ciphertext[1:], ciphertext[:1] + b"\x02" + ciphertext[2:]):
         await bob.raises("DecryptError", "groupDecrypt", "chat", *alice.address, garbage)
+
+
+async def test_last_five_distributions_per_sender_are_kept(harness: Harness) -> None:
+    alice, bob = PyPeer(), await JsPeer.create(harness, "bob")
+    under = []
+    for n in range(6):
+        _, distribution = alice.device.rotate_sender_key("chat")
+        await bob.call("processSenderKeyDistribution", "chat", *alice.address, distribution)
+        under.append(alice.device.group_encrypt("chat", b"key %d" % n))
+    await bob.raises("NoSession", "groupDecrypt", "chat", *alice.address, under[0])
+    for n in (1, 5, 3, 2, 4):
+        assert await bob.call("groupDecrypt", "chat", *alice.address, under[n]) == b"key %d" % n
+
+
+async def test_at_most_2000_skipped_keys_are_stored(harness: Harness) -> None:
+    alice, bob = PyPeer(), await JsPeer.create(harness, "bob")
+    await bob.call(
+        "decrypt", *alice.address, await alice.device.encrypt(*bob.address, b"0", bundle_from_json(await bob.bundle()))
+    )
+    chains = []
+    for _ in range(3):  # three chains, each with 1000 skipped keys: the oldest 1000 are dropped
+        await alice.device.decrypt(*bob.address, await bob.call("encrypt", *alice.address, b"ratchet"))
+        chain = []
+        for i in range(MAX_SKIP + 1):
+            chain.append(await alice.device.encrypt(*bob.address, b"m%d" % i))
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        assert await bob.call("decrypt", *alice.address, chain[-1]) == b"m%d" % MAX_SKIP
+        chains.append(chain)
+    assert len((await bob.state())["sessions"][0][2][0]["skipped"]) == 2000
+    await bob.raises("DuplicateMessage", "decrypt", *alice.address, chains[0][5])  # discarded: reads as used
+    assert await bob.call("decrypt", *alice.address, chains[1][5]) == b"m5"
+    assert await bob.call("decrypt", *alice.address, chains[2][999]) == b"m999"
+
+    # The same bound per sender key.
+    _, distribution = alice.device.sender_key_distribution("chat")
+    await bob.call("processSenderKeyDistribution", "chat", *alice.address, distribution)
+    sent = []
+    for i in range(3 * MAX_SKIP + 1):
+        sent.append(alice.device.group_encrypt("chat", b"g%d" % i))
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    for i in (MAX_SKIP, 2 * MAX_SKIP, 3 * MAX_SKIP):
+        assert await bob.call("groupDecrypt", "chat", *alice.address, sent[i]) == b"g%d" % i
+    await bob.raises("DuplicateMessage", "groupDecrypt", "chat", *alice.address, sent[997])
+    assert await bob.call("groupDecrypt", "chat", *alice.address, sent[998]) == b"g998"
 
 
 async def test_attachment_tampering(harness: Harness) -> None:

@@ -74,7 +74,21 @@ function gate(name) {
   return gates.get(name);
 }
 
+/** A clock the tests move by hand (seconds since the epoch), for devices made with createDeviceWithClock. */
+let clock = 1_700_000_000;
+
 const HELPERS = {
+  /** DeviceCrypto.create with the test clock instead of Date.now. */
+  async createDeviceWithClock(name, userId, deviceId) {
+    const d = await device.DeviceCrypto.create(userId, deviceId, { now: () => clock });
+    devices.set(name, d);
+    return d.identityKey;
+  },
+
+  advanceClock(seconds) {
+    clock += seconds;
+  },
+
   /** DeviceCrypto.create under a name; returns its identity key. */
   async createDevice(name, userId, deviceId) {
     const d = await device.DeviceCrypto.create(userId ?? undefined, deviceId ?? undefined);
