@@ -21,6 +21,7 @@ from sup.client.crypto import (
     MAX_SKIP,
     AttachmentKey,
     Bundle,
+    DecryptError,
     DeviceCrypto,
     DuplicateMessage,
     OneTimePrekey,
@@ -167,6 +168,12 @@ async def test_python_initiates_and_javascript_replies(harness: Harness) -> None
         published.identity_key, published.signed_prekey.signature, b"\x05" + published.signed_prekey.public_key
     )
     assert [k.key_id for k in published.one_time_prekeys] == [1, 2, 3]
+    upload = await bob.call(
+        "uploadPrekeysBody", await bob.call("generateOneTimePrekeys", 2), {"withSignedPrekey": True}
+    )
+    parsed = msgspec.json.decode(json.dumps(upload).encode(), type=schemas.PrekeysUpload)
+    assert [k.key_id for k in parsed.one_time_prekeys] == [4, 5]
+    assert parsed.signed_prekey is not None and parsed.signed_prekey.key_id == 1
     # The key directory hands out the signed prekey and one one-time prekey.
     handed_out = {
         "user_id": bob.address[0],
@@ -177,7 +184,7 @@ async def test_python_initiates_and_javascript_replies(harness: Harness) -> None
     }
     first = await alice.device.encrypt(*bob.address, b"hello browser", bundle_from_json(handed_out))
     assert await bob.call("decrypt", *alice.address, first) == b"hello browser"
-    assert await bob.call("oneTimePrekeysLeft") == 2
+    assert await bob.call("oneTimePrekeysLeft") == 4  # 3 published and 2 uploaded, one of them used
     assert await bob.call("peerIdentity", *alice.address) == alice.device.identity_key
     for turn in range(3):
         sent = [await bob.call("encrypt", *alice.address, b"js %d.%d" % (turn, i)) for i in range(3)]
@@ -319,6 +326,51 @@ _ORDER_8_U = (
     325606250916557431795983626356110631294008115727848805560023387167927233504,
     39382357235489614581723060781553021112529911719440698176882885853963445705823,
 )
+
+
+async def test_forged_bundles_are_refused(harness: Harness) -> None:
+    alice, bob, mallory = await JsPeer.create(harness, "alice"), PyPeer(), PyPeer()
+    good = bob.bundle()
+    forged_spk = {**good["signed_prekey"], "public_key": b64e(mallory.device.signed_prekey().public_key)}
+    for bad in (
+        {**good, "signed_prekey": forged_spk},  # a signed prekey the identity key did not sign
+        {**good, "identity_key": b64e(mallory.device.identity_key)},  # another identity key
+        {**good, "user_id": mallory.address[0], "device_id": mallory.address[1]},  # fetched for another device
+        {**good, "signed_prekey": {**good["signed_prekey"], "public_key": b64e(b"short")}},
+        {**good, "signed_prekey": {**good["signed_prekey"], "key_id": 2**32}},
+        {**good, "identity_key": "not base64!"},
+        {**good, "one_time_prekey": {"key_id": -1, "public_key": good["one_time_prekey"]["public_key"]}},
+    ):
+        await alice.raises("BadBundle", "encrypt", *bob.address, b"x", bad)
+    assert not await alice.call("hasSession", *bob.address)
+    assert await alice.call("peerIdentity", *bob.address) is None
+
+
+async def test_no_session_without_a_bundle(harness: Harness) -> None:
+    alice, bob = await JsPeer.create(harness, "alice"), PyPeer()
+    await alice.raises("NoSession", "encrypt", *bob.address, b"x")
+    await bob.device.decrypt(*alice.address, await alice.call("encrypt", *bob.address, b"x", bob.bundle()))
+    normal = await bob.device.encrypt(*alice.address, b"y")
+    await alice.call("forgetSession", *bob.address)
+    await alice.raises("NoSession", "decrypt", *bob.address, normal)
+    assert await alice.call("peerIdentity", *bob.address) == bob.device.identity_key  # the key is kept
+
+
+async def test_multi_device(harness: Harness) -> None:
+    bob_user = str(uuid.uuid4())
+    a1 = await JsPeer.create(harness, "a1")
+    a2 = await JsPeer.create(harness, "a2", (a1.address[0], str(uuid.uuid4())))
+    b1, b2 = PyPeer(bob_user), PyPeer(bob_user)
+    for target in (b1, b2):
+        envelope = await a1.call("encrypt", *target.address, b"to every device", target.bundle())
+        assert await target.device.decrypt(*a1.address, envelope) == b"to every device"
+    envelope = await a1.call("encrypt", *a2.address, b"to my other device", await a2.bundle())
+    assert await a2.call("decrypt", *a1.address, envelope) == b"to my other device"
+    # Each pairwise session is independent: B2's envelope does not open on B1.
+    envelope = await a1.call("encrypt", *b2.address, b"only b2")
+    with pytest.raises(DecryptError):
+        await b1.device.decrypt(*a1.address, envelope)
+    assert await b2.device.decrypt(*a1.address, envelope) == b"only b2"
 
 
 async def test_weak_keys_agree_with_python(harness: Harness) -> None:
