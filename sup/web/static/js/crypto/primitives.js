@@ -25,7 +25,8 @@ export const ZERO_SALT = new Uint8Array(32);
  */
 export function randomBytes(n) {
   const out = new Uint8Array(n);
-  crypto.getRandomValues(out);
+  // getRandomValues fills at most 65536 bytes per call.
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
   return out;
 }
 
