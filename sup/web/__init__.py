@@ -1,0 +1,1 @@
+"""The browser client: static ES modules served as they are (no build step)."""

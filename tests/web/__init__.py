@@ -1,0 +1,1 @@
+"""Browser tests: the web client in a real headless Chromium, driven by Playwright."""
