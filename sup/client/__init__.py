@@ -11,14 +11,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Attachment": "sup.client.client",
-    "BadDeviceKeys": "sup.client.client",
+    "Attachment": "sup.client.values",
+    "BadDeviceKeys": "sup.client.values",
     "Client": "sup.client.client",
-    "ClientError": "sup.client.client",
-    "NewDevice": "sup.client.client",
-    "ReceivedMessage": "sup.client.client",
-    "SafetyNumberChanged": "sup.client.client",
-    "Undecryptable": "sup.client.client",
+    "ClientError": "sup.client.values",
+    "NewDevice": "sup.client.values",
+    "ReceivedMessage": "sup.client.values",
+    "SafetyNumberChanged": "sup.client.values",
+    "Undecryptable": "sup.client.values",
     "ApiError": "sup.client.http",
     "SessionEnded": "sup.client.http",
     "SupHttp": "sup.client.http",

@@ -463,6 +463,11 @@ class ClientStore:
             out.append(item)
         return out
 
+    async def message_at(self, chat_id: str, message_id: str, seq: int) -> dict[str, Any] | None:
+        """This device's copy of a message, if it has it under this seq (the table is indexed by chat and seq)."""
+        rows = await self.messages(chat_id, limit=1, before_seq=seq + 1)
+        return rows[0] if rows and rows[0]["message_id"] == message_id else None
+
     async def has_message(self, message_id: str) -> bool:
         return bool(await self._query("SELECT 1 FROM messages WHERE message_id = ?", (message_id,)))
 
