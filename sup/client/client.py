@@ -3,7 +3,7 @@
     client = await Client.register("https://sup.example", "alice.db", "alice", "correct horse battery")
     chat = await client.direct_chat_with("bob")
     await client.send_text(chat["id"], "hello")
-    async for item in client.messages():      # ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice
+    async for item in client.messages():  # ReceivedMessage, Undecryptable, MessageDeleted, NewDevice, ...
         print(item)
 
 What it does for you:
@@ -51,6 +51,7 @@ from sup.client.crypto import DeviceCrypto
 from sup.client.devices import Devices
 from sup.client.envelope import ENVELOPE_VERSION, decode_envelope, encode_envelope
 from sup.client.http import Session, SupHttp
+from sup.client.outbox import Flushed, Outbox, Queued
 from sup.client.prekeys import ONE_TIME_PREKEYS, Prekeys
 from sup.client.receiving import Receiver
 from sup.client.sending import Sender
@@ -62,6 +63,7 @@ from sup.client.values import (
     BadDeviceKeys,
     ClientError,
     Item,
+    MessageDeleted,
     NewDevice,
     ReceivedMessage,
     SafetyNumberChanged,
@@ -75,6 +77,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Item",
+    "MessageDeleted",
     "NewDevice",
     "ReceivedMessage",
     "SafetyNumberChanged",
@@ -104,6 +107,7 @@ class Client:
         self._prekeys = Prekeys(state)
         self._sender = Sender(state, self._chats, self._devices)
         self._receiver = Receiver(state, self._chats, self._devices, self._prekeys)
+        self._outbox = Outbox(state, self._sender)
         self._socket: SupSocket | None = None
         self._pump: asyncio.Task[None] | None = None
 
@@ -288,7 +292,8 @@ class Client:
         self._receiver.listeners.append(listener)
 
     async def messages(self) -> AsyncIterator[Item]:
-        """Messages as they arrive (one consumer): ReceivedMessage, Undecryptable, SafetyNumberChanged, NewDevice."""
+        """Messages as they arrive (one consumer): ReceivedMessage, Undecryptable, SafetyNumberChanged, NewDevice,
+        MessageDeleted."""
         await self.start()
         inbox = self._state.inbox
         while True:
@@ -370,6 +375,19 @@ class Client:
             chat_id, text=text, data=data, attachments=attachments, reply_to=reply_to, client_id=client_id
         )
 
+    async def queue_text(self, chat_id: str, text: str, *, reply_to: str | None = None) -> Queued:
+        """Keep a text message in the outbox (in the store) until `send_queued` sends it; its client_id is
+        chosen now, so a send whose answer was lost is recognised as the same message when tried again."""
+        return await self._outbox.queue(chat_id, text, reply_to=reply_to)
+
+    async def send_queued(self) -> Flushed:
+        """Send the outbox in order, up to the first message the server cannot be reached for."""
+        return await self._outbox.flush()
+
+    async def queued(self) -> list[Queued]:
+        """The messages waiting in the outbox, oldest first."""
+        return await self._outbox.waiting()
+
     async def edit_text(self, chat_id: str, message_id: str, text: str) -> dict[str, Any]:
         """Replace the text of one of my messages (re-encrypted for the chat's current devices)."""
         return await self._sender.edit_text(chat_id, message_id, text)
@@ -396,6 +414,17 @@ class Client:
         A plaintext chat's file (no key) comes back as the server serves it.
         """
         return await self._sender.download(attachment)
+
+    async def delete_message(self, message_id: str, *, for_everyone: bool = True) -> None:
+        """Delete a message for everyone (a tombstone stays), or with `for_everyone=False` for my account only.
+
+        Every device it is deleted for (this one too) drops its copy and yields `MessageDeleted`.
+        """
+        await self.http.delete_message(message_id, for_everyone=for_everyone)
+
+    async def mark_read(self, chat_id: str, seq: int) -> int:
+        """Move my read marker in a chat up to `seq` (never back); where it stands now."""
+        return (await self.http.mark_read(chat_id, seq))["last_read_seq"]
 
     # -- keys --------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from sup.client.http import b64d, decode_message
 from sup.client.prekeys import Prekeys
 from sup.client.socket import SupSocket
 from sup.client.state import DeviceState, Stop, Work
-from sup.client.values import Attachment, ReceivedMessage, SafetyNumberChanged, Undecryptable
+from sup.client.values import Attachment, MessageDeleted, ReceivedMessage, SafetyNumberChanged, Undecryptable
 
 log = logging.getLogger("sup.client")
 
@@ -95,6 +95,8 @@ class Receiver:
         kind = frame.get("type")
         if kind in ("message.new", "message.edited"):
             await self._receive_message(frame, work)
+        elif kind == "message.deleted":
+            self._deleted(frame, work)
         elif kind == "sender_key":
             await self._receive_sender_key(frame, work)
         elif kind == "keys.changed":
@@ -107,6 +109,14 @@ class Receiver:
             # Events were pruned before we read them: caches may be stale, and missed messages are gone.
             self.chats.on_resync(work)
             self.devices.forget_listed()
+
+    def _deleted(self, frame: dict[str, Any], work: Work) -> None:
+        """`message.deleted`: this device keeps no copy of what was deleted, and says so."""
+        message_id = frame["message_id"]
+        work.batch.mark_deleted(message_id)
+        work.batch.remove_pending(message_id)  # a group message still waiting for its key is never shown
+        for_everyone = bool(frame.get("for_everyone", True))
+        work.items.append(MessageDeleted(frame["chat_id"], message_id, int(frame.get("seq") or 0), for_everyone))
 
     # -- identity changes held for the user's decision -----------------------------------------
 

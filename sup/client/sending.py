@@ -98,7 +98,11 @@ class Sender:
                     reply_to=reply_to,
                 )
 
-            sent = await self.encrypted(chat, plaintext, deliver)
+            try:
+                sent = await self.encrypted(chat, plaintext, deliver)
+            except ApiError as error:
+                # Encrypting again gave other bytes than an earlier attempt the server did keep.
+                sent = await self._sent_before(chat_id, error)
         async with self.state.store.batch() as batch:
             batch.put_message(
                 message_id=sent["id"],
@@ -118,23 +122,46 @@ class Sender:
             )
         return sent
 
+    async def _sent_before(self, chat_id: str, error: ApiError) -> dict[str, Any]:
+        """After `client_id_reused`: the message an earlier attempt of this send stored, if it was this
+        device's in this chat (the answer was lost); else the error stands."""
+        message_id = error.body.get("message_id") if error.code == "client_id_reused" else None
+        if not isinstance(message_id, str):
+            raise error
+        sent = await self.state.http.message(message_id)
+        if sent.get("chat_id") != chat_id or sent.get("sender_device_id") != self.state.device_id:
+            raise error
+        return sent
+
     async def edit_text(self, chat_id: str, message_id: str, text: str) -> dict[str, Any]:
-        http = self.state.http
+        http, store = self.state.http, self.state.store
         chat = await self.chats.chat(chat_id)
         if not is_encrypted(chat):
-            return await http.edit_message(message_id, body=text)
-        original = await http.message(message_id)
-        if original.get("chat_id") != chat_id:
-            raise ClientError(f"message {message_id} is not in chat {chat_id}")
-        # The edit names the original by its client_id, as recorded here when it was sent or received.
-        stored = await self.state.store.message_at(chat_id, message_id, original["seq"])
-        edit_of = ((stored or {}).get("content") or {}).get("client_id") or original["client_id"]
-        plaintext = encode_envelope(chat_id, edit_of=edit_of, text=text)
+            edited = await http.edit_message(message_id, body=text)
+            stored = await store.message_at(chat_id, message_id, edited["seq"])
+        else:
+            original = await http.message(message_id)
+            if original.get("chat_id") != chat_id:
+                raise ClientError(f"message {message_id} is not in chat {chat_id}")
+            # The edit names the original by its client_id, as recorded here when it was sent or received.
+            stored = await store.message_at(chat_id, message_id, original["seq"])
+            edit_of = ((stored or {}).get("content") or {}).get("client_id") or original["client_id"]
+            plaintext = encode_envelope(chat_id, edit_of=edit_of, text=text)
 
-        async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
-            return await http.edit_message(message_id, ciphertext=ciphertext, recipients=recipients)
+            async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
+                return await http.edit_message(message_id, ciphertext=ciphertext, recipients=recipients)
 
-        return await self.encrypted(chat, plaintext, deliver)
+            edited = await self.encrypted(chat, plaintext, deliver)
+        if stored is not None and stored["content"] is not None:
+            # My own copy shows the new text too (the server's event of my edit is not decrypted here).
+            async with store.batch() as batch:
+                batch.put_message(
+                    **{k: stored[k] for k in ("message_id", "chat_id", "seq", "sender_user_id", "sender_device_id")},
+                    status=stored["status"],
+                    content={**stored["content"], "text": text, "edited": True},
+                    created_at=stored["created_at"],
+                )
+        return edited
 
     async def upload_file(self, chat_id: str, data: bytes, *, name: str, mime: str) -> Attachment:
         """Upload a file for a message of this chat: encrypted (without its name) when the chat is."""

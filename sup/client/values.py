@@ -126,4 +126,14 @@ class NewDevice:
     identity_key: bytes
 
 
-Item = ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice
+@dataclass(frozen=True)
+class MessageDeleted:
+    """A message was deleted, for everyone (`for_everyone`) or only for my account; this device's copy is gone."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    for_everyone: bool = True
+
+
+Item = ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice | MessageDeleted
