@@ -441,7 +441,7 @@ async def test_terminal_chat(rt: Server, tmp_path):
         got = await bob.next_message(10)
         assert isinstance(got, ReceivedMessage) and got.text == "hello from the terminal" and got.encrypted
         await bob.send_text(got.chat_id, "hi, terminal")
-        await until(lambda: f"{bob_name}: hi, terminal" in out.getvalue())
+        await until(lambda: f"[@{bob_name}] hi, terminal" in out.getvalue())
         reader.feed_data(f"/safety {bob_name}\n/history\n/help\n/trust {bob_name}\n".encode())
         await until(lambda: f"no changed key of {bob_name} is waiting" in out.getvalue())
 
@@ -453,7 +453,7 @@ async def test_terminal_chat(rt: Server, tmp_path):
             assert text not in out.getvalue()
             reader.feed_data(f"/{verb} {bob_name}\n".encode())
             await until(lambda verb=verb: f"-- {verb}ed the new key of {bob_name}'s device" in out.getvalue())
-        await until(lambda: f"{bob_name}: new key, trusted" in out.getvalue())
+        await until(lambda: f"[@{bob_name}] new key, trusted" in out.getvalue())
         await until(
             lambda: "could not decrypt this message (its sender's new identity key was not trusted)" in out.getvalue()
         )

@@ -155,7 +155,7 @@ async def test_a_large_attachment_goes_through_the_resumable_upload(people: Peop
     data = os.urandom(20 * MiB)
     chunk = server.config.media.chunk_bytes
     puts: list[int] = []
-    real_exchange = alice.http._exchange
+    real_exchange = alice.http.exchange
 
     async def losing_one_answer(method: str, path: str, **kw: Any):
         if method == "PUT" and "/chunks/" in path:
@@ -167,9 +167,9 @@ async def test_a_large_attachment_goes_through_the_resumable_upload(people: Peop
             return reply
         return await real_exchange(method, path, **kw)
 
-    alice.http._exchange = losing_one_answer  # type: ignore[method-assign]
+    alice.http.exchange = losing_one_answer  # type: ignore[method-assign]
     sent = await alice.send_file(chat["id"], data, name="big.bin")
-    alice.http._exchange = real_exchange  # type: ignore[method-assign]
+    alice.http.exchange = real_exchange  # type: ignore[method-assign]
     chunks = -(-(len(data) + 30) // chunk)  # the blob is 30 bytes longer: header, nonce, tag
     assert chunks > 1 and sorted(puts) == list(range(chunks))  # chunk 1 was not sent again
 
@@ -185,13 +185,13 @@ async def test_a_large_attachment_goes_through_the_resumable_upload(people: Peop
     started = await alice.http.request(
         "POST", "/media/uploads", json={"size": chunk + 1000, "encrypted": True}, idempotent=False
     )
-    await alice.http._exchange(
+    await alice.http.exchange(
         "PUT", f"/media/uploads/{started['upload_id']}/chunks/0", body=data[:chunk], content_length=chunk
     )
     puts.clear()
-    alice.http._exchange = losing_one_answer  # type: ignore[method-assign]
+    alice.http.exchange = losing_one_answer  # type: ignore[method-assign]
     resumed = await alice.http.upload_media_resumable(path, encrypted=True, upload_id=started["upload_id"])
-    alice.http._exchange = real_exchange  # type: ignore[method-assign]
+    alice.http.exchange = real_exchange  # type: ignore[method-assign]
     assert puts == [1]  # not chunk 0, which had arrived; nor chunk 1 again, whose answer was lost
     assert await alice.http.download_media(resumed["id"]) == data[: chunk + 1000]
 

@@ -267,11 +267,11 @@ async def test_a_group_message_waits_for_its_sender_key(people: People, tmp_path
     (message_frame,) = [f for f in frames if f["type"] == "message.new"]
     assert key_frame["cursor"] < message_frame["cursor"]
 
-    await bob._handle_batch([message_frame])  # out of order, as if the key were late
-    assert bob._inbox.empty()
+    await bob._receiver.handle_batch([message_frame])  # out of order, as if the key were late
+    assert bob._state.inbox.empty()
     assert [p["message"]["id"] for p in await bob.store.pending(group["id"])] == [sent["id"]]
-    await bob._handle_batch([key_frame])
-    got = bob._inbox.get_nowait()
+    await bob._receiver.handle_batch([key_frame])
+    got = bob._state.inbox.get_nowait()
     assert isinstance(got, ReceivedMessage) and got.text == "wait for it" and got.message_id == sent["id"]
     assert await bob.store.pending(group["id"]) == []
 

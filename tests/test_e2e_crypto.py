@@ -32,8 +32,8 @@ from sup.client.crypto import (
     wire,
 )
 from sup.client.crypto.sessions import X3DHState
-from sup.client.crypto.weakkeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
 from sup.client.crypto.wire import GroupMessage
+from sup.e2ekeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
 
 Address = tuple[str, str]
 

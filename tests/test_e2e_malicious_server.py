@@ -74,7 +74,7 @@ async def test_a_chat_cannot_be_switched_to_plaintext_by_the_server(people: Peop
     group = await alice.create_group("trio", [bob.user_id, carol.user_id])
 
     for chat in (direct, group):
-        await alice._handle_batch([{"type": "chat.updated", "chat": {**chat, "encrypted": False}}])
+        await alice._receiver.handle_batch([{"type": "chat.updated", "chat": {**chat, "encrypted": False}}])
         assert (await alice.chat(chat["id"]))["encrypted"] is True
         sent = await alice.send_text(chat["id"], "still secret")
         assert (await alice.http.message(sent["id"]))["body"] is None
@@ -83,7 +83,7 @@ async def test_a_chat_cannot_be_switched_to_plaintext_by_the_server(people: Peop
 
     # a direct chat first seen as "not encrypted" is encrypted all the same
     await alice.store.put_chat({**direct, "encrypted": False})
-    alice._chats.pop(direct["id"])
+    alice._chats.known.pop(direct["id"])
     with pytest.raises(ClientError):
         await alice.send(direct["id"], text="x", attachments=[Attachment("m", b"", b"", 0)])
     sent = await alice.send_text(direct["id"], "encrypted anyway")
@@ -98,7 +98,7 @@ async def test_plaintext_in_an_encrypted_chat_is_refused(people: People):
 
     forged = fake_message(chat["id"], alice, body="send the money to account 1234")
     with_file = fake_message(chat["id"], alice, kind="media", body="", media_id=str(uuid.uuid4()))
-    await bob._handle_batch([forged, with_file])
+    await bob._receiver.handle_batch([forged, with_file])
     for frame in (forged, with_file):
         got = await bob.next_message(5)
         assert isinstance(got, Undecryptable) and got.message_id == frame["message"]["id"], got
@@ -113,7 +113,7 @@ async def test_plaintext_in_an_encrypted_chat_is_refused(people: People):
     async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
         return await alice.http.send_message(chat["id"], client_id, recipients=recipients)
 
-    sent = await alice._encrypted(await alice.chat(chat["id"]), envelope, deliver)
+    sent = await alice._sender.encrypted(await alice.chat(chat["id"]), envelope, deliver)
     (got,) = await receive(bob, 1)
     assert isinstance(got, Undecryptable) and got.message_id == sent["id"] and "without a key" in got.reason
 
@@ -160,7 +160,7 @@ async def test_a_message_from_an_unlisted_device_is_announced_first(people: Peop
     await alice.send_text(chat["id"], "first contact")
     await receive(bob, 1)
 
-    alice._check_new_devices = _nothing  # type: ignore[method-assign]  # the server suppresses keys.changed
+    alice._devices.check_new = _nothing  # type: ignore[method-assign]  # the server suppresses keys.changed
     ghost = await people.another_device(bob)
     sent = await ghost.send_text(chat["id"], "hi, it's bob (really)")
     found = await items_until(alice, ReceivedMessage)
@@ -175,8 +175,8 @@ async def _nothing(*args: Any) -> None:
 
 def _drain(client: Client) -> list[Any]:
     found = []
-    while not client._inbox.empty():
-        found.append(client._inbox.get_nowait())
+    while not client._state.inbox.empty():
+        found.append(client._state.inbox.get_nowait())
     return found
 
 
@@ -216,11 +216,11 @@ async def test_a_replayed_ciphertext_under_a_new_id_is_reported(people: People):
     (original,) = frames
 
     replay = {k: v for k, v in original.items() if k != "cursor"}
-    await bob._handle_batch([replay])  # the same message again: it was shown, so nothing is shown
+    await bob._receiver.handle_batch([replay])  # the same message again: it was shown, so nothing is shown
     await assert_quiet(bob)
 
     renamed = {"type": "message.new", "message": {**original["message"], "id": str(uuid.uuid4()), "seq": 99}}
-    await bob._handle_batch([renamed])
+    await bob._receiver.handle_batch([renamed])
     (got,) = await receive(bob, 1)
     assert isinstance(got, Undecryptable) and got.message_id == renamed["message"]["id"]
     assert "already used" in got.reason
@@ -296,7 +296,7 @@ class HeldBack:
     def __init__(self, client: Client) -> None:
         self.on = False
         self.frames: list[dict[str, Any]] = []
-        handle = client._handle_batch
+        handle = client._receiver.handle_batch
 
         async def holding(frames: list[dict[str, Any]]) -> None:
             if self.on:
@@ -305,7 +305,7 @@ class HeldBack:
                 frames = [f for f in frames if f not in kept]
             await handle(frames)
 
-        client._handle_batch = holding  # type: ignore[method-assign]
+        client._receiver.handle_batch = holding  # type: ignore[method-assign]
 
     async def take(self, count: int) -> list[dict[str, Any]]:
         """The next `count` held frames, once they have arrived; holding stops."""
@@ -351,7 +351,7 @@ async def test_a_ciphertext_redelivered_as_an_edit_of_another_message_is_refused
         as_edit_of_first(edits[1], client_id=second["client_id"]),  # ... with the server's client_id changed too
         as_edit_of_first(edits[2], seq=first["seq"] - 1, client_id=second["client_id"]),  # ... and its seq
     ]
-    await bob._handle_batch(forged)
+    await bob._receiver.handle_batch(forged)
     got = await receive(bob, len(forged))
     for item, reason in zip(got, ["a new message", "another message", "another message", "seq changed"], strict=True):
         assert isinstance(item, Undecryptable) and item.edited, item
@@ -381,7 +381,7 @@ async def test_a_message_delivered_under_another_client_id_is_refused(people: Pe
         "type": "message.new",
         "message": {**edit["message"], "id": str(uuid.uuid4()), "seq": second["seq"] + 1, "edited_at": None},
     }
-    await bob._handle_batch([relabelled, edit_as_new])
+    await bob._receiver.handle_batch([relabelled, edit_as_new])
     got = await receive(bob, 2)
     assert isinstance(got[0], Undecryptable) and got[0].message_id == second["id"] and not got[0].edited
     assert "client_id differs" in got[0].reason
@@ -403,7 +403,7 @@ async def test_reply_to_comes_from_the_envelope(people: People):
 
     moved = {"type": "message.new", "message": {**to_reply["message"], "reply_to": other["id"]}}
     added = {"type": "message.new", "message": {**to_plain["message"], "reply_to": other["id"]}}
-    await bob._handle_batch([moved, added])
+    await bob._receiver.handle_batch([moved, added])
     got = await receive(bob, 2)
     assert [(g.message_id, g.reply_to) for g in got] == [(reply["id"], first["id"]), (plain["id"], None)]
     assert all(isinstance(g, ReceivedMessage) for g in got)
@@ -438,7 +438,9 @@ async def forged_sender_key(chat_id: str, sender: Client, to: Client) -> dict[st
     """A `sender_key` event carrying a new sender key of `sender`, sealed pairwise to `to`."""
     distribution_id, distribution = sender.crypto.rotate_sender_key(chat_id)
     share = {"v": 2, "chat_id": chat_id, "sender_key": {"distribution_id": distribution_id, "key": b64e(distribution)}}
-    sealed = await sender._encrypt_to(to.user_id, to.device_id, to.crypto.identity_key, msgspec.json.encode(share))
+    sealed = await sender._sender.encrypt_to(
+        to.user_id, to.device_id, to.crypto.identity_key, msgspec.json.encode(share)
+    )
     return {
         "type": "sender_key",
         "chat_id": chat_id,
@@ -456,7 +458,7 @@ async def test_a_removed_member_cannot_write_to_the_group_until_added_again(peop
     for device in (alice, bob):
         assert [m.text for m in await receive(device, 1)] == ["hi from carol"]
     # the threat: with carol's sender key, whatever the server injects in her name decrypts
-    await alice._handle_batch([forged_group_message(group["id"], carol, "injected while a member")])
+    await alice._receiver.handle_batch([forged_group_message(group["id"], carol, "injected while a member")])
     assert [m.text for m in await receive(alice, 1)] == ["injected while a member"]
 
     frames: list[dict[str, Any]] = []
@@ -480,7 +482,7 @@ async def test_a_removed_member_cannot_write_to_the_group_until_added_again(peop
     kept_key = forged_group_message(group["id"], carol, "injected with my old key")
     new_key = await forged_sender_key(group["id"], carol, alice)
     with_new_key = forged_group_message(group["id"], carol, "injected with a new key")
-    await alice._handle_batch([kept_key, new_key, with_new_key])
+    await alice._receiver.handle_batch([kept_key, new_key, with_new_key])
     got = await receive(alice, 2)
     for item, frame in zip(got, (kept_key, with_new_key), strict=True):
         assert isinstance(item, Undecryptable) and item.message_id == frame["message"]["id"], item
@@ -504,11 +506,11 @@ async def test_a_removed_device_loses_its_sender_keys(people: People):
     await bob.send_text(group["id"], "hello")
     assert [m.text for m in await receive(alice, 1)] == ["hello"]
 
-    await alice._handle_batch(
+    await alice._receiver.handle_batch(
         [{"type": "keys.changed", "user_id": bob.user_id, "device_ids": [bob.device_id], "change": "removed"}]
     )
     forged = forged_group_message(group["id"], bob, "from a device that is gone")
-    await alice._handle_batch([forged])
+    await alice._receiver.handle_batch([forged])
     await assert_quiet(alice)  # it waits for a sender key, never decrypted with the old one
     assert [p["message"]["id"] for p in await alice.store.pending(group["id"])] == [forged["message"]["id"]]
     with pytest.raises(NoSession):

@@ -1,107 +1,50 @@
 """The REST API of a SUP server, as a client sees it (docs/api.md).
 
-`SupHttp` holds one device's tokens. It refreshes the access token itself when the server
-says `token_expired` (once per request, one refresh at a time, the new refresh token handed
-to `on_tokens` before it is ever used), retries idempotent requests after network errors,
-and turns every problem+json answer into an `ApiError`.
+`SupHttp` is one device's view of the API: a method per endpoint, grouped as the API is (auth, devices,
+users, chats, messages, the key directory, media), on the `Transport` (transport.py) that holds the
+device's tokens, refreshes them, retries idempotent requests and turns problem+json answers into
+`ApiError`. Large uploads go in resumable chunks (uploads.py).
 
 Bytes travel as standard base64 in JSON; the methods here take and return `bytes` and do
 the encoding. Answers are the server's JSON objects (dicts), except that the `ciphertext`
-of a message is decoded to bytes. Media travels as raw bytes (application/octet-stream),
-large uploads in resumable chunks.
+of a message is decoded to bytes. Media travels as raw bytes (application/octet-stream).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import logging
-import os
-import random
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
-from urllib.parse import quote
 
-import aiohttp
-import msgspec
+from sup.client import uploads
+from sup.client.transport import (
+    API,
+    ApiError,
+    Session,
+    SessionEnded,
+    TokenCallback,
+    Tokens,
+    Transport,
+    b64d,
+    b64e,
+    decode_message,
+)
+from sup.client.transport import segment as _p
+from sup.client.uploads import RESUMABLE_ABOVE, MediaSource
 
-log = logging.getLogger("sup.client")
-
-API = "/api/v1"
-
-# Refresh this long before the access token expires, so requests rarely meet token_expired.
-REFRESH_MARGIN = 30.0
-NETWORK_ATTEMPTS = 4
-# Larger uploads go in resumable chunks, so a dropped connection costs one chunk, not the file.
-RESUMABLE_ABOVE = 8 * 1024 * 1024
-RESUME_ROUNDS = 5  # times a resumable upload asks what arrived and carries on after a network error
-READ_SIZE = 256 * 1024  # a streamed file is read from disk this much at a time
-RETRY_STATUSES = {502, 503, 504}
-
-_SESSION_ENDED = {"invalid_token", "refresh_token_reused", "invalid_refresh_token"}
-
-
-class ApiError(Exception):
-    """The server refused a request; `code` is the stable problem code (docs/api.md)."""
-
-    def __init__(self, status: int, code: str, detail: str, body: Any = None) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.body = body if body is not None else {}
-
-    @property
-    def retry_after(self) -> float | None:
-        """Seconds to wait before trying again (429, 503), when the server said."""
-        value = self.body.get("retry_after") if isinstance(self.body, dict) else None
-        try:
-            return float(value) if value is not None else None
-        except ValueError:  # an HTTP date: not worth parsing for a hint
-            return None
-
-
-class SessionEnded(ApiError):
-    """This device's session is over (logout, revocation, a reused refresh token): log in again."""
-
-
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64d(text: str | bytes | None) -> bytes | None:
-    if text is None or isinstance(text, bytes):
-        return text
-    return base64.b64decode(text, validate=True)
-
-
-def decode_message(message: dict[str, Any]) -> dict[str, Any]:
-    """A server message with its base64 `ciphertext` as bytes (in place, and returned)."""
-    if isinstance(message.get("ciphertext"), str):
-        message["ciphertext"] = b64d(message["ciphertext"])
-    return message
-
-
-@dataclass(frozen=True)
-class Tokens:
-    access_token: str
-    refresh_token: str
-    expires_at: float  # time.time() when the access token expires (client clock)
-
-
-@dataclass(frozen=True)
-class Session:
-    """What register, login and refresh answer."""
-
-    tokens: Tokens
-    device_id: str
-    user: dict[str, Any]
-
-    @property
-    def user_id(self) -> str:
-        return self.user["id"]
+__all__ = [
+    "API",
+    "RESUMABLE_ABOVE",
+    "ApiError",
+    "MediaSource",
+    "Session",
+    "SessionEnded",
+    "SupHttp",
+    "TokenCallback",
+    "Tokens",
+    "b64d",
+    "b64e",
+    "decode_message",
+]
 
 
 class PrekeyLike(Protocol):
@@ -142,187 +85,13 @@ def _decode_key_record(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-TokenCallback = Callable[[Tokens], Awaitable[None]]
-# What an upload reads from: the bytes themselves, or the path of a file (read a chunk at a time).
-MediaSource = bytes | bytearray | memoryview | str | os.PathLike[str]
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    headers: Mapping[str, str]
-    raw: bytes
-
-    @property
-    def decoded(self) -> Any:
-        """JSON answers decoded; other bodies as bytes; None for an empty one."""
-        if self.raw and "json" in self.headers.get("Content-Type", ""):
-            return msgspec.json.decode(self.raw)
-        return self.raw or None
-
-
-class SupHttp:
+class SupHttp(Transport):
     """One device's view of the REST API."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        session: aiohttp.ClientSession | None = None,
-        tokens: Tokens | None = None,
-        on_tokens: TokenCallback | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._own_session = session is None
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self.tokens = tokens
-        self.on_tokens = on_tokens
-        self._refresh_lock = asyncio.Lock()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
-
-    @property
-    def access_token(self) -> str | None:
-        return self.tokens.access_token if self.tokens else None
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def __aenter__(self) -> SupHttp:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        auth: bool = True,
-        idempotent: bool | None = None,
-    ) -> Any:
-        """Call the API; the decoded JSON answer, or None for 204.
-
-        `path` is under /api/v1. Idempotent requests (GET, PUT, DELETE, PATCH by default, and
-        sends carrying a client_id) are retried with backoff after network errors and 502-504.
-        """
-        body = msgspec.json.encode(json) if json is not None else None
-        reply = await self._exchange(
-            method, path, body=body, content_type="application/json", params=params, auth=auth, idempotent=idempotent
-        )
-        return reply.decoded
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | Callable[[], AsyncIterable[bytes]] | None = None,
-        content_type: str = "application/octet-stream",
-        content_length: int | None = None,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, Any] | None = None,
-        auth: bool = True,
-        idempotent: bool | None = None,
-    ) -> _Reply:
-        """One API call with refresh and retries; the answer, or ApiError for a status >= 400.
-
-        `body` is bytes, or a function making a fresh byte stream for each attempt (then give
-        `content_length`, so the server can refuse an oversized upload before reading it).
-        """
-        if idempotent is None:
-            idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "PATCH")
-        attempts = NETWORK_ATTEMPTS if idempotent else 1
-        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
-        refreshed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            sent_headers = {"Accept": "application/json", **(headers or {})}
-            if body is not None:
-                sent_headers["Content-Type"] = content_type
-                if content_length is not None:
-                    sent_headers["Content-Length"] = str(content_length)
-            token_used = None
-            if auth:
-                token_used = await self.fresh_access_token()
-                sent_headers["Authorization"] = f"Bearer {token_used}"
-            data = body() if callable(body) else body
-            try:
-                async with self.session.request(
-                    method, self.base_url + API + path, data=data, headers=sent_headers, params=query or None
-                ) as response:
-                    reply = _Reply(response.status, response.headers.copy(), await response.read())
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                if attempt >= attempts:
-                    raise
-                delay = _backoff(attempt)
-                log.info("%s %s failed (%s); retrying in %.1f s", method, path, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if reply.status < 400:
-                return reply
-            error = _api_error(reply.status, reply.decoded, reply.headers.get("Retry-After"))
-            if auth and error.code == "token_expired" and not refreshed:
-                refreshed = True
-                await self.refresh_after(token_used)
-                attempt -= 1  # a refresh is not a network failure
-                continue
-            if reply.status in RETRY_STATUSES and attempt < attempts:
-                wait = error.retry_after
-                await asyncio.sleep(min(wait, 30.0) if wait is not None else _backoff(attempt))
-                continue
-            raise error
-
-    async def fresh_access_token(self) -> str:
-        """The access token, refreshed first if it expires within REFRESH_MARGIN seconds."""
-        if self.tokens is None:
-            raise SessionEnded(401, "unauthenticated", "Not logged in.")
-        if self.tokens.expires_at - REFRESH_MARGIN < time.time():
-            await self.refresh_after(self.tokens.access_token)
-        return self.tokens.access_token
-
-    async def refresh_after(self, stale_access: str | None) -> None:
-        """Refresh unless someone already did since `stale_access` was used: one refresh at a time,
-        because a refresh token presented twice ends the session."""
-        async with self._refresh_lock:
-            if self.tokens is not None and self.tokens.access_token != stale_access:
-                return
-            await self.refresh()
-
-    async def _paged(
-        self, path: str, key: str = "items", cursor_param: str = "after", limit: int = 200
-    ) -> AsyncIterator[dict[str, Any]]:
-        cursor = None
-        while True:
-            page = await self.request("GET", path, params={"limit": limit, cursor_param: cursor})
-            for item in page[key]:
-                yield item
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
-
     # -- auth --------------------------------------------------------------------------------
-
-    async def _take_session(self, answer: dict[str, Any]) -> Session:
-        tokens = Tokens(answer["access_token"], answer["refresh_token"], time.time() + answer["expires_in"])
-        self.tokens = tokens
-        if self.on_tokens is not None:
-            await self.on_tokens(tokens)
-        return Session(tokens, answer["device_id"], answer["user"])
 
     async def register(
         self,
@@ -357,24 +126,6 @@ class SupHttp:
         if recovery_code is not None:
             body["recovery_code"] = recovery_code
         return await self._take_session(await self.request("POST", "/auth/login", json=body, auth=False))
-
-    async def refresh(self) -> Session:
-        """POST /auth/refresh: new tokens for this device; the old refresh token is dead from now on.
-
-        Never retried on a network error: if the server did receive it, the same token again
-        would be taken for theft and end the session.
-        """
-        if self.tokens is None:
-            raise SessionEnded(401, "unauthenticated", "Not logged in.")
-        try:
-            answer = await self.request(
-                "POST", "/auth/refresh", json={"refresh_token": self.tokens.refresh_token}, auth=False
-            )
-        except ApiError as error:
-            if error.code in _SESSION_ENDED:
-                raise SessionEnded(error.status, error.code, error.detail, error.body) from None
-            raise
-        return await self._take_session(answer)
 
     async def logout(self) -> None:
         """POST /auth/logout: end this device's session."""
@@ -703,27 +454,12 @@ class SupHttp:
         stored opaque, never processed, and the only kind an end-to-end encrypted chat accepts.
         The filename reaches the server in the clear: leave it empty for an encrypted upload.
         """
-        size = await _source_size(source)
+        size = await uploads.source_size(source)
         if resumable is None:
             resumable = size > RESUMABLE_ABOVE
         if resumable:
             return await self.upload_media_resumable(source, filename=filename, purpose=purpose, encrypted=encrypted)
-        params = {"purpose": purpose, "encrypted": encrypted, "filename": filename or None}
-        body: bytes | Callable[[], AsyncIterable[bytes]]
-        if isinstance(source, bytes | bytearray | memoryview):
-            body = bytes(source)
-        else:
-            path = os.fspath(source)
-
-            def body() -> AsyncIterable[bytes]:
-                return _read_stream(path, 0, size)
-
-        # Not retried: every attempt that reaches the server makes a file (an unused one is
-        # removed by the server's cleanup, but a caller may prefer to know).
-        reply = await self._exchange(
-            "POST", "/media/upload", body=body, content_length=size, params=params, idempotent=False
-        )
-        return reply.decoded
+        return await uploads.upload_whole(self, source, size, filename=filename, purpose=purpose, encrypted=encrypted)
 
     async def upload_media_resumable(
         self,
@@ -741,47 +477,19 @@ class SupHttp:
         arrived and sends only the others, up to RESUME_ROUNDS times. To continue an upload after a
         restart, keep the id given to `on_started` and pass it back as `upload_id` with the same source.
         """
-        size = await _source_size(source)
-        if upload_id is None:
-            session = await self.request(
-                "POST",
-                "/media/uploads",
-                json={"size": size, "filename": filename, "purpose": purpose, "encrypted": encrypted},
-                idempotent=False,
-            )
-            if on_started is not None:
-                await on_started(session["upload_id"])
-        else:
-            session = await self.upload_status(upload_id)
-            if session["size"] != size:
-                raise ValueError(f"upload {upload_id} is for {session['size']} bytes, not {size}")
-        upload_id = session["upload_id"]
-        chunk_size, count = session["chunk_size"], session["chunk_count"]
-        received = set(session["received"])
-        failures = 0
-        while missing := [i for i in range(count) if i not in received]:
-            try:
-                for index in missing:
-                    start = index * chunk_size
-                    chunk = await _read_range(source, start, min(start + chunk_size, size))
-                    answer = await self._exchange(
-                        "PUT", f"/media/uploads/{_p(upload_id)}/chunks/{index}", body=chunk, content_length=len(chunk)
-                    )
-                    received.update(answer.decoded["received"])
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                failures += 1
-                if failures >= RESUME_ROUNDS:
-                    raise
-                delay = _backoff(failures + 1)
-                log.info("upload %s: %s; resuming in %.1f s", upload_id, exc, delay)
-                await asyncio.sleep(delay)
-                # A chunk whose answer was lost may have arrived: ask rather than send it again.
-                received = set((await self.upload_status(upload_id))["received"])
-        return await self.request("POST", f"/media/uploads/{_p(upload_id)}/complete", idempotent=False)
+        return await uploads.upload_in_chunks(
+            self,
+            source,
+            filename=filename,
+            purpose=purpose,
+            encrypted=encrypted,
+            upload_id=upload_id,
+            on_started=on_started,
+        )
 
     async def upload_status(self, upload_id: str) -> dict[str, Any]:
         """GET /media/uploads/{id}: `{"upload_id", "size", "chunk_size", "chunk_count", "received", ...}`."""
-        return await self.request("GET", f"/media/uploads/{_p(upload_id)}")
+        return await uploads.status(self, upload_id)
 
     async def abort_upload(self, upload_id: str) -> None:
         """DELETE /media/uploads/{id}: give up a resumable upload; the server drops its chunks."""
@@ -802,7 +510,7 @@ class SupHttp:
             if end is not None and end <= first:
                 return b""
             headers["Range"] = f"bytes={first}-{'' if end is None else end - 1}"
-        reply = await self._exchange(
+        reply = await self.exchange(
             "GET", f"/media/download/{_p(media_id)}", headers=headers, params={"variant": variant}
         )
         if headers and reply.status != 206:  # the server sent the whole file after all
@@ -814,7 +522,7 @@ class SupHttp:
 
         ApiError `media_not_ready` while processing; `not_found` for files without one (encrypted ones).
         """
-        return (await self._exchange("GET", f"/media/thumbnail/{_p(media_id)}", params={"size": size})).raw
+        return (await self.exchange("GET", f"/media/thumbnail/{_p(media_id)}", params={"size": size})).raw
 
     async def media(self, media_id: str) -> dict[str, Any]:
         """GET /media/{id}: size, kind, mime, sha256, processing status, dimensions, ..."""
@@ -827,60 +535,3 @@ class SupHttp:
     async def delete_media(self, media_id: str) -> None:
         """DELETE /media/{id}: delete one of my uploads."""
         await self.request("DELETE", f"/media/{_p(media_id)}")
-
-
-async def _source_size(source: MediaSource) -> int:
-    if isinstance(source, bytes | bytearray | memoryview):
-        return memoryview(source).nbytes
-    return (await asyncio.to_thread(os.stat, source)).st_size
-
-
-async def _read_range(source: MediaSource, start: int, end: int) -> bytes:
-    """Bytes [start, end) of the source; a file is read off the event loop."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        return bytes(memoryview(source)[start:end])
-    return await asyncio.to_thread(_read_file_range, os.fspath(source), start, end)
-
-
-def _read_file_range(path: str, start: int, end: int) -> bytes:
-    with open(path, "rb") as file:
-        file.seek(start)
-        data = file.read(end - start)
-    if len(data) != end - start:
-        raise ValueError(f"{path} changed during the upload (it is shorter now)")
-    return data
-
-
-async def _read_stream(path: str, start: int, end: int) -> AsyncIterator[bytes]:
-    position = start
-    while position < end:
-        piece = await _read_range(path, position, min(position + READ_SIZE, end))
-        position += len(piece)
-        yield piece
-
-
-def _p(segment: str) -> str:
-    return quote(segment, safe="")
-
-
-def _query_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _backoff(attempt: int) -> float:
-    return min(5.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-
-
-def _api_error(status: int, body: Any, retry_after: str | None) -> ApiError:
-    if isinstance(body, dict):
-        code = str(body.get("code") or "unknown")
-        detail = str(body.get("detail") or body.get("title") or "")
-        if retry_after is not None:
-            body = {**body, "retry_after": retry_after}
-    else:
-        code, detail = "unknown", (body.decode(errors="replace")[:200] if isinstance(body, bytes) else "")
-        body = {"retry_after": retry_after} if retry_after is not None else {}
-    cls = SessionEnded if code in _SESSION_ENDED else ApiError
-    return cls(status, code, detail, body)

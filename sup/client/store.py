@@ -4,7 +4,8 @@ What a client must not lose: its tokens, its place in the event stream (the curs
 crypto state (identity, ratchets, sender keys), the messages it decrypted (they cannot be
 decrypted twice), group messages waiting for their sender key, and which devices already
 hold its sender keys, the devices it has met (to notice one added later), and messages held
-until their sender's new identity key is trusted. Several changes that belong together (a ratchet step, the message it
+until their sender's new identity key is trusted, and messages written while the server could not be
+reached (the outbox, sent in order later). Several changes that belong together (a ratchet step, the message it
 decrypted, the cursor of its event) are written in one transaction with `batch()`, so a crash
 leaves either all of them or none; SQLite with synchronous=FULL makes a commit durable.
 
@@ -79,6 +80,13 @@ CREATE TABLE IF NOT EXISTS held (
     added_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS held_by_sender ON held (user_id, device_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id TEXT NOT NULL UNIQUE,
+    chat_id TEXT NOT NULL,
+    content TEXT NOT NULL,
+    queued_at REAL NOT NULL
+);
 """
 
 T = TypeVar("T")
@@ -152,7 +160,8 @@ class Batch:
         reason: str | None = None,
         created_at: int | None = None,
     ) -> None:
-        """A message as this device knows it (`status`: "ok", "sent" or "undecryptable"); replaces an older copy."""
+        """A message as this device knows it (`status`: "ok", "sent", "undecryptable" or "deleted");
+        replaces an older copy."""
         self.statements.append(
             (
                 "INSERT INTO messages (message_id, chat_id, seq, sender_user_id, sender_device_id, status, content,"
@@ -173,6 +182,29 @@ class Batch:
                 ),
             )
         )
+
+    def mark_deleted(self, message_id: str) -> None:
+        """A message deleted (for everyone, or for me): its content goes, the row stays so it is never shown again."""
+        self.statements.append(
+            (
+                "UPDATE messages SET status = 'deleted', content = NULL, reason = NULL, stored_at = ?"
+                " WHERE message_id = ?",
+                (time.time(), message_id),
+            )
+        )
+
+    def queue_outgoing(self, client_id: str, chat_id: str, content: dict[str, Any]) -> None:
+        """A message to send when the server can be reached, after those queued before it."""
+        self.statements.append(
+            (
+                "INSERT INTO outbox (client_id, chat_id, content, queued_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (client_id) DO NOTHING",
+                (client_id, chat_id, _json(content), time.time()),
+            )
+        )
+
+    def dequeue_outgoing(self, client_id: str) -> None:
+        self.statements.append(("DELETE FROM outbox WHERE client_id = ?", (client_id,)))
 
     def add_pending(self, frame: dict[str, Any]) -> None:
         """A group message waiting for its sender's key (the `message.new` frame, as received)."""
@@ -463,8 +495,18 @@ class ClientStore:
             out.append(item)
         return out
 
+    async def message_at(self, chat_id: str, message_id: str, seq: int) -> dict[str, Any] | None:
+        """This device's copy of a message, if it has it under this seq (the table is indexed by chat and seq)."""
+        rows = await self.messages(chat_id, limit=1, before_seq=seq + 1)
+        return rows[0] if rows and rows[0]["message_id"] == message_id else None
+
     async def has_message(self, message_id: str) -> bool:
         return bool(await self._query("SELECT 1 FROM messages WHERE message_id = ?", (message_id,)))
+
+    async def outbox(self, *, limit: int = 1000) -> list[tuple[str, str, dict[str, Any]]]:
+        """(client id, chat id, content) of the messages waiting to be sent, oldest first."""
+        rows = await self._query("SELECT client_id, chat_id, content FROM outbox ORDER BY position LIMIT ?", (limit,))
+        return [(client_id, chat_id, msgspec.json.decode(content)) for client_id, chat_id, content in rows]
 
     # -- devices met, and events held for an untrusted identity ------------------------------
 

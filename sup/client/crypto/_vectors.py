@@ -22,8 +22,9 @@ import x3dh.base_state
 
 from sup.client.crypto import primitives, safety, senderkeys, sessions, wire
 from sup.client.crypto.attachments import _encrypt_with
-from sup.client.crypto.bundle import Bundle, signed_prekey_message
+from sup.client.crypto.bundle import Bundle
 from sup.client.crypto.device import DeviceCrypto
+from sup.e2ekeys import signed_prekey_message
 
 Hex = dict[str, Any]
 

@@ -31,8 +31,3 @@ class Bundle:
     identity_key: bytes
     signed_prekey: SignedPrekey
     one_time_prekey: OneTimePrekey | None
-
-
-def signed_prekey_message(public_key: bytes) -> bytes:
-    """The exact bytes the signed prekey signature covers (fixed by the server contract)."""
-    return b"\x05" + public_key

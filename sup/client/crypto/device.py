@@ -12,7 +12,7 @@ from typing import Any
 import x3dh
 
 from sup.client.crypto import primitives, sessions, wire
-from sup.client.crypto.bundle import Bundle, OneTimePrekey, SignedPrekey, signed_prekey_message
+from sup.client.crypto.bundle import Bundle, OneTimePrekey, SignedPrekey
 from sup.client.crypto.errors import (
     BadBundle,
     CryptoError,
@@ -22,7 +22,7 @@ from sup.client.crypto.errors import (
     UntrustedIdentity,
 )
 from sup.client.crypto.senderkeys import OwnSenderKey, PeerSenderKey
-from sup.client.crypto.weakkeys import is_weak_public_key
+from sup.e2ekeys import KEY_BYTES, MAX_KEY_ID, SIGNATURE_BYTES, is_weak_public_key, signed_prekey_message
 
 # 2: the device's own address is stored, sessions authenticate both addresses. A version 1 state loads
 # without its pairwise sessions (they authenticate no address); keys, identities and sender keys are kept.
@@ -37,7 +37,6 @@ _MAX_PREVIOUS_SESSIONS = 3
 _MAX_SEEN_BASE_KEYS = 2000
 # Distributions kept per sender and chat, so messages sent just before a rotation still decrypt.
 _MAX_SENDER_KEY_STATES = 5
-_UINT32_MAX = 0xFFFFFFFF
 
 Address = tuple[str, str]
 
@@ -143,7 +142,7 @@ class DeviceCrypto:
             self._identity_seed, signed_prekey_message(primitives.x25519_public(private))
         )
         key = _OwnSignedPrekey(self._next_signed_id, private, signature)
-        self._next_signed_id = self._next_signed_id % _UINT32_MAX + 1
+        self._next_signed_id = self._next_signed_id % MAX_KEY_ID + 1
         self._signed_prekeys.append(key)
         return key.public
 
@@ -154,7 +153,7 @@ class DeviceCrypto:
         created = []
         while len(created) < n:
             key_id = self._next_one_time_id
-            self._next_one_time_id = self._next_one_time_id % _UINT32_MAX + 1
+            self._next_one_time_id = self._next_one_time_id % MAX_KEY_ID + 1
             if key_id in self._one_time_prekeys:
                 continue
             private = primitives.random_bytes(32)
@@ -436,11 +435,15 @@ def _verify_bundle(address: Address, bundle: Bundle) -> sessions.PeerPrekeys:
     if (bundle.user_id, bundle.device_id) != address:
         raise BadBundle("bundle is for another device")
     spk, opk = bundle.signed_prekey, bundle.one_time_prekey
-    if len(bundle.identity_key) != 32 or len(spk.public_key) != 32 or len(spk.signature) != 64:
+    if (
+        len(bundle.identity_key) != KEY_BYTES
+        or len(spk.public_key) != KEY_BYTES
+        or len(spk.signature) != SIGNATURE_BYTES
+    ):
         raise BadBundle("bad key or signature length")
-    if opk is not None and len(opk.public_key) != 32:
+    if opk is not None and len(opk.public_key) != KEY_BYTES:
         raise BadBundle("bad one-time prekey length")
-    if not all(0 <= i <= _UINT32_MAX for i in (spk.key_id, 0 if opk is None else opk.key_id)):
+    if not all(0 <= i <= MAX_KEY_ID for i in (spk.key_id, 0 if opk is None else opk.key_id)):
         raise BadBundle("key id out of range")
     # OpenSSL's Ed25519 accepts a signature by a small-order key over any message; X3DH with a small-order
     # prekey would mix in a predictable (all-zero) DH output.

@@ -1,9 +1,13 @@
-"""Weak public keys: small-order or non-canonical Ed25519 keys and small-order X25519 keys.
+"""The shapes of end-to-end keys, shared by the client SDK and the server's key directory (docs/e2e.md).
 
-Standalone on purpose (no imports from `sup`): the server mirrors this check on upload without importing the
-client. Plain RFC 8032 verification (OpenSSL's) accepts a signature by a small-order key over any message,
-for example key `01 00..00` with R = `01 00..00` and S = 0; X25519 with a small-order key gives an all-zero
-shared secret that contributes nothing.
+Standalone on purpose: it imports only the standard library and `cryptography`, never anything from `sup`,
+so the client (`sup.client.crypto`) and the server (`sup.domain.keydirectory`) check keys the same way
+without importing each other.
+
+Weak public keys are small-order or non-canonical Ed25519 keys and small-order X25519 keys. Plain RFC 8032
+verification (OpenSSL's) accepts a signature by a small-order key over any message, for example key
+`01 00..00` with R = `01 00..00` and S = 0; X25519 with a small-order key gives an all-zero shared secret
+that contributes nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +15,12 @@ from __future__ import annotations
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+KEY_BYTES = 32  # an Ed25519 or X25519 public key
+SIGNATURE_BYTES = 64  # an Ed25519 signature
+# What the identity key signs: a type byte, then the X25519 public key (as Signal encodes keys).
+SIGNED_PREKEY_PREFIX = b"\x05"
+MAX_KEY_ID = 2**32 - 1  # prekey ids are unsigned 32-bit integers on the wire
 
 _P = 2**255 - 19
 
@@ -32,6 +42,11 @@ ED25519_SMALL_ORDER_ENCODINGS: frozenset[bytes] = frozenset(
 )
 
 
+def signed_prekey_message(public_key: bytes) -> bytes:
+    """The exact bytes a signed prekey's signature covers."""
+    return SIGNED_PREKEY_PREFIX + public_key
+
+
 def _weak_ed25519(key: bytes) -> bool:
     masked = key[:31] + bytes((key[31] & 0x7F,))
     if masked in ED25519_SMALL_ORDER_ENCODINGS:
@@ -50,8 +65,8 @@ def _weak_x25519(key: bytes) -> bool:
 
 
 def is_weak_public_key(kind: Literal["ed25519", "x25519"], key: bytes) -> bool:
-    """True when `key` is not 32 bytes, has small order, or (Ed25519) is a non-canonical encoding."""
-    if len(key) != 32:
+    """True when `key` is not KEY_BYTES long, has small order, or (Ed25519) is a non-canonical encoding."""
+    if len(key) != KEY_BYTES:
         return True
     if kind == "ed25519":
         return _weak_ed25519(key)

@@ -1,0 +1,139 @@
+"""What the SDK hands out: the items `Client.messages()` yields, the attachments in them, and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sup.client.http import b64d, b64e
+
+
+class ClientError(Exception):
+    """The client cannot do what was asked (no such user, a store without a device, ...)."""
+
+
+class BadDeviceKeys(ClientError):
+    """A recipient device published keys that cannot be used; nothing was sent.
+
+    The server takes a message only when it names every device of the chat, so a send cannot skip one:
+    the device's owner must log it out (or it must publish valid keys) before the chat works again.
+    """
+
+    def __init__(self, user_id: str, device_id: str, reason: str) -> None:
+        super().__init__(
+            f"device {device_id} of user {user_id} published unusable keys ({reason}); nothing was sent, "
+            "because the server requires a ciphertext for every device in the chat"
+        )
+        self.user_id = user_id
+        self.device_id = device_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file inside a message: fetch `media_id`, check and decrypt it with `key`."""
+
+    media_id: str
+    key: bytes
+    digest: bytes
+    size: int
+    mime: str = "application/octet-stream"
+    name: str = ""
+
+    @property
+    def encrypted(self) -> bool:
+        """False for a plaintext chat's file: no key, and `size` 0 when it came in a message."""
+        return bool(self.key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "media_id": self.media_id,
+            "key": b64e(self.key),
+            "digest": b64e(self.digest),
+            "size": self.size,
+            "mime": self.mime,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Attachment:
+        return cls(
+            media_id=str(value["media_id"]),
+            key=b64d(value["key"]) or b"",
+            digest=b64d(value["digest"]) or b"",
+            size=int(value["size"]),
+            mime=str(value.get("mime") or "application/octet-stream"),
+            name=str(value.get("name") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message from someone (or from another device of mine), decrypted."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    sender_user_id: str | None
+    sender_device_id: str | None
+    text: str | None
+    data: bytes | None = None
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None
+    created_at: int = 0
+    encrypted: bool = True
+    edited: bool = False
+    from_me: bool = False  # sent by another device of mine
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    """A message that could not be decrypted; shown rather than dropped. `reason` says why."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    sender_user_id: str | None
+    sender_device_id: str | None
+    reason: str
+    created_at: int = 0
+    edited: bool = False  # an edit of `message_id` was refused; the message itself stays as it was
+
+
+@dataclass(frozen=True)
+class SafetyNumberChanged:
+    """A device of `user_id` now has another identity key (reinstalled, or someone in the middle).
+
+    `trusted` is False with `accept_identity_changes=False`: messages from that device are held until
+    `trust_identity(user_id, device_id, identity_key)` (or dropped by `reject_identity`).
+    """
+
+    user_id: str
+    device_id: str
+    identity_key: bytes = b""
+    trusted: bool = True
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """A device of `user_id` this device had not met before (a new login, or one the server added).
+
+    Yielded before anything is encrypted to it; the safety number with that user changes with it.
+    """
+
+    user_id: str
+    device_id: str
+    identity_key: bytes
+
+
+@dataclass(frozen=True)
+class MessageDeleted:
+    """A message was deleted, for everyone (`for_everyone`) or only for my account; this device's copy is gone."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    for_everyone: bool = True
+
+
+Item = ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice | MessageDeleted
