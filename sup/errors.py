@@ -37,6 +37,7 @@ class Code(StrEnum):
     CLIENT_ID_REUSED = "client_id_reused"
     DEVICE_MISMATCH = "device_mismatch"
     STALE_DEVICES = "stale_devices"
+    MEMBER_WITHOUT_DEVICE = "member_without_device"
     NOT_ENCRYPTED = "not_encrypted"
     ENCRYPTION_REQUIRED = "encryption_required"
     INVALID_SIGNATURE = "invalid_signature"

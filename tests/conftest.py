@@ -30,6 +30,7 @@ from sup.app import DATABASE, build_app
 from sup.clock import Clock
 from sup.config import Config, load_config
 from sup.db.database import Database
+from tests.keys import DeviceKeys
 from tests.s3server import MotoS3
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -234,6 +235,20 @@ class Api:
         return await self.post(
             "/api/v1/auth/login", json={"username": account.username, "password": account.password, **extra}
         )
+
+    async def publish_keys(self, *devices: Account | str) -> None:
+        """Publish E2E keys for these devices (accounts or access tokens): encrypted chats take messages
+        only for devices that have published keys."""
+        for device in devices:
+            token = device if isinstance(device, str) else device.access_token
+            reply = await self.post("/api/v1/crypto/keys", json=DeviceKeys().publish_body(one_time=1), token=token)
+            assert reply.status == 200, reply.body
+
+    async def new_device(self, account: Account, **extra: Any) -> Account:
+        """Log the account in again: a second device of the same user."""
+        reply = await self.login(account, **extra)
+        assert reply.status == 200, reply.body
+        return Account(username=account.username, password=account.password, **_session_fields(reply.body))
 
 
 def _session_fields(body: dict[str, Any]) -> dict[str, Any]:

@@ -151,6 +151,7 @@ async def test_direct_chat_shape_is_enforced(api: Api):
 
 async def test_direct_chat_is_encrypted_fixed_and_deletable_by_either(api: Api):
     alice, bob, carol = await api.register(), await api.register(), await api.register()
+    await api.publish_keys(bob)
     chat_id = await direct(api, alice, bob)
 
     plaintext = await say(api, alice, chat_id, "in the clear")

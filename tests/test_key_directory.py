@@ -9,53 +9,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import Account, Api, Server, ServerFactory, Socket, plain_group, require_postgres
+from tests.keys import DeviceKeys, b64, raw
 from tests.processes import Running, sup_env
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def raw(key: Any) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-@dataclass
-class DeviceKeys:
-    """A device's key material, made the way a client would."""
-
-    identity: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
-    next_id: int = 1
-
-    @property
-    def identity_key(self) -> bytes:
-        return raw(self.identity)
-
-    def signed_prekey(self, key_id: int = 1) -> dict[str, Any]:
-        public = raw(X25519PrivateKey.generate())
-        return {"key_id": key_id, "public_key": b64(public), "signature": b64(self.identity.sign(b"\x05" + public))}
-
-    def one_time(self, count: int) -> list[dict[str, Any]]:
-        keys = [{"key_id": self.next_id + i, "public_key": b64(raw(X25519PrivateKey.generate()))} for i in range(count)]
-        self.next_id += count
-        return keys
-
-    def publish_body(self, one_time: int = 5, key_id: int = 1) -> dict[str, Any]:
-        return {
-            "identity_key": b64(self.identity_key),
-            "signed_prekey": self.signed_prekey(key_id),
-            "one_time_prekeys": self.one_time(one_time),
-        }
 
 
 async def publish(api: Api, who: Account, keys: DeviceKeys | None = None, one_time: int = 5) -> DeviceKeys:
@@ -228,6 +190,28 @@ async def test_running_low_on_prekeys_is_an_event(server: Server, api: Api):
         await socket.close()
 
 
+async def test_a_device_is_announced_when_it_publishes_its_keys(server: Server, api: Api):
+    """Peers hear of a device when it can be encrypted to, with its name, not only at its login."""
+    alice, bob = await api.register(), await api.register()
+    await plain_group(api, alice, bob)
+    socket = await Socket.connect(server.url, api.session, bob.access_token)
+    try:
+        tablet = await api.new_device(alice, device_name="Alice's tablet")
+        at_login = await socket.until(lambda f: f["type"] == "keys.changed")
+        assert at_login["change"] == "added" and at_login["device_ids"] == [tablet.device_id]
+        listed = await api.get(f"/api/v1/crypto/keys/{alice.user_id}/all", token=bob.access_token)
+        assert listed.body["devices"] == []  # nothing to encrypt to yet
+        await publish(api, tablet)
+        published = await socket.until(lambda f: f["type"] == "keys.changed" and f["cursor"] > at_login["cursor"])
+        assert published["change"] == "added" and published["device_ids"] == [tablet.device_id]
+        listed = await api.get(f"/api/v1/crypto/keys/{alice.user_id}/all", token=bob.access_token)
+        assert [(d["device_id"], d["device_name"]) for d in listed.body["devices"]] == [
+            (tablet.device_id, "Alice's tablet")
+        ]
+    finally:
+        await socket.close()
+
+
 async def test_a_new_identity_key_tells_everyone_who_shares_a_chat(server: Server, api: Api):
     alice, bob = await api.register(), await api.register()
     await plain_group(api, alice, bob)
@@ -236,7 +220,7 @@ async def test_a_new_identity_key_tells_everyone_who_shares_a_chat(server: Serve
     try:
         await publish(api, alice, keys, one_time=5)  # the same identity again: no news
         replaced = await publish(api, alice, DeviceKeys(), one_time=1)
-        changed = await socket.until(lambda f: f["type"] == "keys.changed")
+        changed = await socket.until(lambda f: f["type"] == "keys.changed" and f["change"] == "identity")
         assert changed["user_id"] == alice.user_id and changed["change"] == "identity"
         assert changed["device_ids"] == [alice.device_id]
         public = await api.get(f"/api/v1/crypto/keys/{alice.user_id}/{alice.device_id}", token=bob.access_token)
@@ -278,6 +262,7 @@ async def distribute(api: Api, who: Account, chat_id: str, distribution_id: str,
 
 async def test_group_messages_wait_for_sender_keys_and_a_departure_forces_a_new_one(server: Server, api: Api):
     alice, bob, carol = await api.register(), await api.register(), await api.register()
+    await api.publish_keys(bob, carol)
     chat = await encrypted_group(api, alice, bob, carol)
 
     first = await group_send(api, alice, chat, "m1")

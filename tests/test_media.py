@@ -290,6 +290,7 @@ async def test_video_gets_facts_and_a_poster_and_a_voice_note_a_waveform(server:
 
 async def test_encrypted_attachments_are_opaque_and_stay_in_encrypted_chats(api: Api):
     alice, bob = await api.register(), await api.register()
+    await api.publish_keys(bob)
     photo = samples.jpeg(64, 64)
     sealed = (await api.upload(alice, photo, encrypted=True, filename="x.jpg")).body
     # a JPEG's bytes, but the server neither sniffs nor processes what the client sealed

@@ -242,6 +242,7 @@ async def test_encrypted_direct_chat_relays_ciphertext_per_device(server: Server
     alice, bob = await api.register(), await api.register()
     bob_phone = (await api.login(bob, device_name="phone")).body
     alice_tablet = (await api.login(alice, device_name="tablet")).body
+    await api.publish_keys(bob, bob_phone["access_token"], alice_tablet["access_token"])
     chat = (
         await api.post("/api/v1/chats", json={"type": "direct", "member_ids": [bob.user_id]}, token=alice.access_token)
     ).body
@@ -299,6 +300,7 @@ async def test_encrypted_direct_chat_relays_ciphertext_per_device(server: Server
 
 async def test_encrypted_group_takes_one_sender_key_ciphertext(api: Api):
     alice, bob = await api.register(), await api.register()
+    await api.publish_keys(bob)
     chat = (
         await api.post(
             "/api/v1/chats",
@@ -339,3 +341,77 @@ async def test_plaintext_chats_refuse_ciphertext(api: Api):
         token=alice.access_token,
     )
     assert reply.status == 422 and reply.code == "not_encrypted"
+
+
+async def test_an_encrypted_send_that_reaches_no_device_of_a_member_is_refused(server: Server):
+    """A member with no device that can read (no device yet, or none with keys) would see an unread
+    message with nothing to read: the send is refused, naming the member, and nothing is stored."""
+    api = server.api
+    alice, bob, grandpa = await api.register(), await api.register(), await api.register()
+    await api.publish_keys(bob)
+    assert (await api.post("/api/v1/auth/logout", token=grandpa.access_token)).status == 204  # no device at all
+    chat = (
+        await api.post(
+            "/api/v1/chats",
+            json={"type": "group", "member_ids": [bob.user_id, grandpa.user_id], "title": "family"},
+            token=alice.access_token,
+        )
+    ).body["id"]
+    before = await server.db.fetchval("SELECT COUNT(*) FROM messages WHERE chat_id = $1", chat)
+    for body in (
+        {"recipients": [{"device_id": bob.device_id, "ciphertext": b64(b"x")}]},
+        {"ciphertext": b64(b"group")},
+    ):
+        reply = await api.post(
+            "/api/v1/messages", json={"chat_id": chat, "client_id": str(uuid.uuid4()), **body}, token=alice.access_token
+        )
+        assert reply.status == 409 and reply.code == "member_without_device", reply.body
+        assert reply.body["user_ids"] == [grandpa.user_id]
+    assert await server.db.fetchval("SELECT COUNT(*) FROM messages WHERE chat_id = $1", chat) == before
+
+    # A device that logged in but published no keys cannot read either; once it has, the send goes.
+    tablet = await api.new_device(grandpa, device_name="tablet")
+    sealed = {"recipients": [{"device_id": bob.device_id, "ciphertext": b64(b"x")}]}
+    reply = await api.post(
+        "/api/v1/messages", json={"chat_id": chat, "client_id": "c1", **sealed}, token=alice.access_token
+    )
+    assert reply.status == 409 and reply.code == "member_without_device"
+    await api.publish_keys(tablet)
+    sealed["recipients"].append({"device_id": tablet.device_id, "ciphertext": b64(b"y")})
+    reply = await api.post(
+        "/api/v1/messages", json={"chat_id": chat, "client_id": "c1", **sealed}, token=alice.access_token
+    )
+    assert reply.status == 201, reply.body
+
+
+async def test_unread_counts_only_what_this_device_can_read(server: Server):
+    """A device that joined after a message was sent cannot decrypt it, so it is not unread there."""
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    await api.publish_keys(alice, bob)
+    chat = (
+        await api.post("/api/v1/chats", json={"type": "direct", "member_ids": [bob.user_id]}, token=alice.access_token)
+    ).body["id"]
+    sent = await api.post(
+        "/api/v1/messages",
+        json={"chat_id": chat, "client_id": "old", "recipients": [{"device_id": bob.device_id, "ciphertext": "eA=="}]},
+        token=alice.access_token,
+    )
+    assert sent.status == 201, sent.body
+    laptop = await api.new_device(bob, device_name="laptop")
+    await api.publish_keys(laptop)
+
+    async def unread(device) -> int:
+        listed = await api.get("/api/v1/chats", token=device.access_token)
+        return next(c["unread_count"] for c in listed.body["items"] if c["id"] == chat)
+
+    assert await unread(bob) == 1
+    assert await unread(laptop) == 0
+    both = [{"device_id": d.device_id, "ciphertext": "eA=="} for d in (bob, laptop)]
+    sent = await api.post(
+        "/api/v1/messages", json={"chat_id": chat, "client_id": "new", "recipients": both}, token=alice.access_token
+    )
+    assert sent.status == 201, sent.body
+    assert (await unread(bob), await unread(laptop)) == (2, 1)
+    one = await api.get(f"/api/v1/chats/{chat}", token=laptop.access_token)
+    assert one.body["unread_count"] == 1

@@ -384,6 +384,7 @@ BLOCKED: list[Blocked] = [
 @pytest.mark.parametrize("direction", ["they_blocked_me", "i_blocked_them"])
 async def test_blocks_refuse_with_403_blocked(api: Api, direction: str):
     me, other, other2 = [await api.register() for _ in range(3)]
+    await api.publish_keys(other)
     direct_id = (
         await ok(
             await api.post(CHATS, json={"type": "direct", "member_ids": [other.user_id]}, token=me.access_token), 201

@@ -319,6 +319,7 @@ async def test_two_users_with_two_devices_each_in_an_encrypted_direct_chat(rt: S
     alice, bob = await api.register(), await api.register()
     alice_phone = (await api.login(alice, device_name="phone")).body
     bob_phone = (await api.login(bob, device_name="phone")).body
+    await api.publish_keys(bob, alice_phone["access_token"], bob_phone["access_token"])
     chat = (
         await api.post("/api/v1/chats", json={"type": "direct", "member_ids": [bob.user_id]}, token=alice.access_token)
     ).body["id"]

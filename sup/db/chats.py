@@ -41,6 +41,21 @@ class MemberRow(msgspec.Struct, frozen=True, kw_only=True):
     role_name: str
 
 
+class Audience(msgspec.Struct, frozen=True):
+    """Who a chat's messages reach: every member, and each active device with whether it published keys."""
+
+    member_ids: list[str]
+    devices: list[tuple[str, str, bool]]  # (device id, user id, has published E2E keys)
+
+    @property
+    def device_ids(self) -> list[str]:
+        return [device_id for device_id, _, _ in self.devices]
+
+    def keyed(self) -> dict[str, str]:
+        """device id -> user id, for the devices an encrypted message must name."""
+        return {device_id: user_id for device_id, user_id, keyed in self.devices if keyed}
+
+
 def chat_row(row: Row) -> ChatRow:
     return ChatRow(
         id=row["id"],
@@ -282,6 +297,18 @@ class MemberStore:
                 chat_id,
             )
         )
+
+    async def audience(self, db: Queryable, chat_id: str) -> Audience:
+        """Every member and every active device of theirs (one query: the send path's)."""
+        rows = await db.fetch(
+            "SELECT m.user_id, d.id, k.device_id IS NOT NULL AS keyed FROM chat_members m"
+            " LEFT JOIN user_devices d ON d.user_id = m.user_id AND d.revoked_at IS NULL"
+            " LEFT JOIN device_keys k ON k.device_id = d.id WHERE m.chat_id = $1",
+            chat_id,
+        )
+        members = sorted({row["user_id"] for row in rows})
+        devices = [(row["id"], row["user_id"], bool(row["keyed"])) for row in rows if row["id"] is not None]
+        return Audience(members, devices)
 
     async def set_role(self, tx: Queryable, chat_id: str, user_id: str, role_id: str) -> None:
         await tx.execute(

@@ -23,7 +23,8 @@ _TAKE_ONE_TIME = {
 }
 
 _DEVICE_KEYS = (
-    "SELECT k.device_id, k.user_id, k.identity_key, s.key_id, s.public_key, s.signature, s.created_at"
+    "SELECT k.device_id, k.user_id, k.identity_key, s.key_id, s.public_key, s.signature, s.created_at,"
+    " d.name AS device_name"
     " FROM device_keys k"
     " JOIN user_devices d ON d.id = k.device_id AND d.revoked_at IS NULL"
     " JOIN signed_prekeys s ON s.device_id = k.device_id AND s.superseded_at IS NULL"

@@ -132,14 +132,26 @@ class MessageStore:
         rows = await self.page(db, chat_id, viewer_id, before=None, after=None, limit=1)
         return rows[0] if rows else None
 
-    async def unread(self, db: Queryable, chat_id: str, viewer_id: str, after_seq: int) -> int:
+    async def unread(
+        self, db: Queryable, chat_id: str, viewer_id: str, after_seq: int, *, readable_by: str | None = None
+    ) -> int:
+        """Messages of others after my read marker; with `readable_by` (a device, in an encrypted chat),
+        only those that device can decrypt: a ciphertext of its own, or a group message sent after it
+        published its keys (the server's sender-key rule made sure it got the key)."""
+        readable = (
+            " AND (EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = messages.id AND r.device_id = $4)"
+            " OR (messages.ciphertext IS NOT NULL"
+            " AND messages.created_at >= (SELECT k.created_at FROM device_keys k WHERE k.device_id = $4)))"
+        )
         return await db.fetchval(
             "SELECT COUNT(*) FROM messages WHERE chat_id = $1 AND seq > $3 AND deleted_at IS NULL"
             " AND kind <> 'system' AND (sender_id IS NULL OR sender_id <> $2)"
-            " AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $2 AND h.message_id = messages.id)",
+            " AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $2 AND h.message_id = messages.id)"
+            + (readable if readable_by else ""),
             chat_id,
             viewer_id,
             after_seq,
+            *([readable_by] if readable_by else []),
         )
 
     async def edit(self, tx: Queryable, message_id: str, body: str | None, ciphertext: bytes | None, now: int) -> None:

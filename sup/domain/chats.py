@@ -214,27 +214,29 @@ class ChatService:
                 await self._timeline.to_chat(tx, chat_id, "chat.created", {"chat": chat}, now)
         return await self._view(chat_id, who_id), created
 
-    async def get(self, who_id: str, chat_id: str) -> Chat:
+    async def get(self, who_id: str, chat_id: str, *, device_id: str | None = None) -> Chat:
         await self._access.access_chat(self._db, who_id, chat_id)
-        return await self._view(chat_id, who_id)
+        return await self._view(chat_id, who_id, device_id)
 
-    async def _view(self, chat_id: str, who_id: str) -> Chat:
+    async def _view(self, chat_id: str, who_id: str, device_id: str | None = None) -> Chat:
         chat = await self._chats.get(self._db, chat_id)
         member = await self._members.get(self._db, chat_id, who_id)
         if chat is None or member is None:
             raise no_chat()
-        return await self._decorate(chat, member, who_id)
+        return await self._decorate(chat, member, who_id, device_id)
 
-    async def _decorate(self, chat: ChatRow, member: MemberRow, who_id: str) -> Chat:
+    async def _decorate(self, chat: ChatRow, member: MemberRow, who_id: str, device_id: str | None) -> Chat:
+        """The chat as I see it: my role, my unread count (as my device can read them), the last message."""
         view = chat_from_row(chat, member)
         last = await self._messages.last_visible(self._db, chat.id, who_id)
-        unread = await self._messages.unread(self._db, chat.id, who_id, member.last_read_seq)
+        readable_by = device_id if chat.encrypted else None
+        unread = await self._messages.unread(self._db, chat.id, who_id, member.last_read_seq, readable_by=readable_by)
         return msgspec.structs.replace(view, unread_count=unread, last_message=message_from_row(last) if last else None)
 
-    async def list_mine(self, who_id: str, before: str | None, limit: int) -> ChatPage:
+    async def list_mine(self, who_id: str, before: str | None, limit: int, *, device_id: str | None = None) -> ChatPage:
         cursor = _parse_chat_cursor(before) if before else None
         rows = await self._chats.page_for_user(self._db, who_id, cursor, limit + 1)
-        items = [await self._decorate(chat, member, who_id) for chat, member, _ in rows[:limit]]
+        items = [await self._decorate(chat, member, who_id, device_id) for chat, member, _ in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             chat, _, activity = rows[limit - 1]

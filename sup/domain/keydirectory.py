@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
@@ -25,28 +24,9 @@ from sup.db.keydirectory import KeyDirectoryStore
 from sup.domain.access import ChatAccess
 from sup.domain.events import EventWriter, encode
 from sup.domain.keychanges import KeyChanges
+from sup.e2ekeys import KEY_BYTES, SIGNATURE_BYTES, is_weak_public_key, signed_prekey_message
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid
-
-KEY_BYTES = 32
-SIGNATURE_BYTES = 64
-# What the identity key signs: a type byte, then the X25519 public key (as Signal encodes keys).
-SIGNED_PREKEY_PREFIX = b"\x05"
-MAX_KEY_ID = 2**32 - 1
-_FIELD_PRIME = 2**255 - 19
-# Ed25519 encodings (y, sign bit ignored) of the points of order 1, 2, 4 and 8, as libsodium
-# blocks them; each was checked on the curve when written (multiplied by 8: the identity).
-# Against such a key one signature verifies for many messages.
-_SMALL_ORDER_ED25519 = frozenset(
-    bytes.fromhex(encoded)
-    for encoded in (
-        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
-        "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
-        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
-        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
-        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
-    )
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +48,7 @@ class DeviceKeys:
     device_id: str
     identity_key: bytes
     signed_prekey: SignedPrekey
+    device_name: str  # as its owner named it: what a "new device" notice shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,21 +81,6 @@ def invalid(detail: str, field: str) -> DomainError:
     return DomainError(Code.VALIDATION_FAILED, detail, field=field)
 
 
-def weak_ed25519(key: bytes) -> bool:
-    """A small-order point, or a non-canonical encoding (y not below the field prime)."""
-    masked = key[:31] + bytes([key[31] & 0x7F])
-    return masked in _SMALL_ORDER_ED25519 or int.from_bytes(masked, "little") >= _FIELD_PRIME
-
-
-def weak_x25519(key: bytes) -> bool:
-    """A small-order point: every Diffie-Hellman with it gives all zeros (OpenSSL refuses it)."""
-    try:
-        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(key))
-    except ValueError:
-        return True
-    return False
-
-
 def verify_signed_prekey(identity_key: bytes, prekey: SignedPrekey) -> None:
     """Refuse a malformed key or a signature the identity key did not make."""
     if len(identity_key) != KEY_BYTES:
@@ -123,13 +89,13 @@ def verify_signed_prekey(identity_key: bytes, prekey: SignedPrekey) -> None:
         raise invalid("signed_prekey.public_key is a 32-byte X25519 public key.", "signed_prekey")
     if len(prekey.signature) != SIGNATURE_BYTES:
         raise invalid("signed_prekey.signature is a 64-byte Ed25519 signature.", "signed_prekey")
-    if weak_ed25519(identity_key):
+    if is_weak_public_key("ed25519", identity_key):
         raise invalid("identity_key is not a usable Ed25519 public key (small order or not canonical).", "identity_key")
-    if weak_x25519(prekey.public_key):
+    if is_weak_public_key("x25519", prekey.public_key):
         raise invalid("signed_prekey.public_key is a small-order X25519 point.", "signed_prekey")
     try:
         Ed25519PublicKey.from_public_bytes(identity_key).verify(
-            prekey.signature, SIGNED_PREKEY_PREFIX + prekey.public_key
+            prekey.signature, signed_prekey_message(prekey.public_key)
         )
     except (InvalidSignature, ValueError):
         raise DomainError(
@@ -142,7 +108,7 @@ def _check_one_time(keys: Sequence[OneTimePrekey]) -> None:
         raise invalid("one_time_prekeys name each key_id once.", "one_time_prekeys")
     if any(len(k.public_key) != KEY_BYTES for k in keys):
         raise invalid("Each one-time prekey is a 32-byte X25519 public key.", "one_time_prekeys")
-    if any(weak_x25519(k.public_key) for k in keys):
+    if any(is_weak_public_key("x25519", k.public_key) for k in keys):
         raise invalid("A one-time prekey is a small-order X25519 point.", "one_time_prekeys")
 
 
@@ -190,7 +156,12 @@ class KeyDirectory:
         signed_prekey: SignedPrekey,
         one_time: Sequence[OneTimePrekey],
     ) -> int:
-        """Publish (or replace) my device's keys; a new identity key tells everyone who shares a chat."""
+        """Publish (or replace) my device's keys; everyone who shares a chat hears of it.
+
+        The first publish is when the device can first be encrypted to: peers get `keys.changed`
+        (`added`) then, so they announce the device before anything is encrypted to it. A new
+        identity key later is `keys.changed` (`identity`).
+        """
         verify_signed_prekey(identity_key, signed_prekey)
         _check_one_time(one_time)
         now = self._clock.now_ms()
@@ -199,8 +170,8 @@ class KeyDirectory:
             if current != identity_key:
                 await self._store.set_identity(tx, user_id, device_id, identity_key, now)
                 await self._store.forget_device_sender_keys(tx, device_id)
-                if current is not None:
-                    await self._key_changes.record(tx, user_id, [device_id], "identity", now)
+                change = "added" if current is None else "identity"
+                await self._key_changes.record(tx, user_id, [device_id], change, now)
             return await self._add_prekeys(tx, device_id, signed_prekey, one_time, now)
 
     async def upload_prekeys(
@@ -257,7 +228,10 @@ class KeyDirectory:
     async def device_keys(self, user_id: str, device_id: str | None) -> list[DeviceKeys]:
         """Public keys only: nothing is consumed. device_id None: every active device of the user."""
         rows = await self._find(self._db, user_id, device_id)
-        return [DeviceKeys(r["user_id"], r["device_id"], bytes(r["identity_key"]), _signed(r)) for r in rows]
+        return [
+            DeviceKeys(r["user_id"], r["device_id"], bytes(r["identity_key"]), _signed(r), r["device_name"])
+            for r in rows
+        ]
 
     async def bundles(self, requester_id: str, user_id: str, device_id: str | None) -> list[Bundle]:
         """Prekey bundles to start sessions; each takes one one-time prekey, never handed out again.
@@ -354,15 +328,15 @@ class KeyDirectory:
             for r in rows
         ]
 
-    async def check_group_send(self, tx: Queryable, chat_id: str, device_id: str, devices: Sequence[Row]) -> None:
-        """A group ciphertext is refused until every member device holds the sender's current key."""
+    async def check_group_send(self, tx: Queryable, chat_id: str, device_id: str, devices: Sequence[str]) -> None:
+        """A group ciphertext is refused until every member device (with keys) holds the sender's current key."""
         if await self._store.sender_key(tx, chat_id, device_id) is None:
             raise DomainError(
                 Code.SENDER_KEY_REQUIRED,
                 "Choose a sender key and distribute it to the chat's devices first"
                 " (POST /api/v1/crypto/sender-keys/{chat_id}); membership changed or none was sent.",
             )
-        others = [row["id"] for row in devices if row["id"] != device_id]
+        others = [d for d in devices if d != device_id]
         if missing := await self._store.undistributed(tx, chat_id, device_id, others):
             raise DomainError(
                 Code.SENDER_KEY_MISSING,

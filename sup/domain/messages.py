@@ -17,8 +17,8 @@ import msgspec
 from sup.clock import Clock
 from sup.db.accounts import DeviceStore
 from sup.db.batching import WriteBatcher
-from sup.db.chats import ChatStore, MemberStore
-from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.chats import Audience, ChatStore, MemberStore
+from sup.db.database import Database, Queryable, Transaction
 from sup.db.messages import MessageRow, MessageStore, PinStore, ReactionStore, RecipientStore
 from sup.domain.access import ChatAccess, Membership
 from sup.domain.attachments import MediaAttachments
@@ -117,6 +117,18 @@ def check_outgoing(out: Outgoing) -> None:
         raise bad("A sticker message names its sticker_id.", "sticker_id")
 
 
+def _check_everyone_reached(sender_id: str, member_ids: Sequence[str], keyed: dict[str, str]) -> None:
+    """An encrypted message must reach every other member: one with no device that can read it
+    would see an unread message with nothing to read (an account made by an admin, not yet used)."""
+    reached = set(keyed.values())
+    if unreached := [m for m in member_ids if m != sender_id and m not in reached]:
+        raise DomainError(
+            Code.MEMBER_WITHOUT_DEVICE,
+            "Some members have no device that can read encrypted messages yet; send when they have logged in.",
+            user_ids=unreached,
+        )
+
+
 def check_reaction(emoji: str) -> str:
     emoji = emoji.strip()
     if not emoji or len(emoji) > EMOJI_MAX or any(ch.isspace() or ord(ch) < 32 for ch in emoji):
@@ -202,8 +214,10 @@ class MessageService:
         if out.kind in ("media", "sticker"):
             membership.require(Permission.SEND_MEDIA, "send media here")
         await self._access.check_direct_open(tx, membership, user_id)
-        devices = await self._members.devices(tx, out.chat_id)
-        await self._check_content(tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients, devices)
+        audience = await self._members.audience(tx, out.chat_id)
+        await self._check_content(
+            tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients, audience
+        )
         now = self._clock.now_ms()
         if out.media_id is not None:
             await self._attachments.for_message(
@@ -231,7 +245,7 @@ class MessageService:
             reply_to=out.reply_to,
             forwarded_from=forwarded_from,
             now=now,
-            devices=[row["id"] for row in devices],
+            devices=audience.device_ids,
         )
         return Sent(message, True)
 
@@ -244,7 +258,7 @@ class MessageService:
         body: str | None,
         ciphertext: bytes | None,
         recipients: list[tuple[str, bytes]],
-        devices: Sequence[Row] | None = None,
+        audience: Audience | None = None,
     ) -> None:
         chat = membership.chat
         if not chat.encrypted:
@@ -255,22 +269,26 @@ class MessageService:
             raise DomainError(
                 Code.ENCRYPTION_REQUIRED, "This chat is end-to-end encrypted: send ciphertext, never a plaintext body."
             )
+        if ciphertext is None and not recipients:
+            raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
+        if audience is None:
+            audience = await self._members.audience(tx, chat.id)
+        keyed = audience.keyed()
+        _check_everyone_reached(user_id, audience.member_ids, keyed)
         if ciphertext is not None:
             if chat.type != "group":
                 raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")
-            if devices is None:
-                devices = await self._members.devices(tx, chat.id)
-            await self._keys.check_group_send(tx, chat.id, device_id, devices)
+            await self._keys.check_group_send(tx, chat.id, device_id, list(keyed))
             return
-        if not recipients:
-            raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
-        if devices is None:
-            devices = await self._members.devices(tx, chat.id)
-        await self._check_devices(tx, device_id, [d for d, _ in recipients], devices)
+        await self._check_devices(tx, device_id, [d for d, _ in recipients], keyed)
 
-    async def _check_devices(self, tx: Queryable, device_id: str, named: list[str], devices: Sequence[Row]) -> None:
-        """Signal's rule: an encrypted send names exactly the current devices, or nothing is stored."""
-        current = {row["id"]: row["user_id"] for row in devices}
+    async def _check_devices(self, tx: Queryable, device_id: str, named: list[str], keyed: dict[str, str]) -> None:
+        """Signal's rule: an encrypted send names exactly the current devices, or nothing is stored.
+
+        The current devices are those with published keys: one that has not published any cannot
+        be encrypted to, and it can read only what is sent after it has.
+        """
+        current = dict(keyed)
         current.pop(device_id, None)  # the sending device already knows what it wrote
         named_set = set(named)
         missing = sorted(set(current) - named_set)

@@ -19,7 +19,6 @@ from sup.domain.accounts import (
 )
 from sup.domain.chats import Role
 from sup.domain.keydirectory import (
-    MAX_KEY_ID,
     Bundle,
     DeviceKeys,
     OneTimePrekey,
@@ -29,6 +28,7 @@ from sup.domain.keydirectory import (
 from sup.domain.messages import Pin
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
+from sup.e2ekeys import MAX_KEY_ID
 from sup.transport.sends import Id, MessageSendFields, Recipient
 
 Username = Annotated[

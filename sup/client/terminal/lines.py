@@ -19,7 +19,7 @@ import stat
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 
 class Lines(Protocol):
@@ -55,17 +55,25 @@ class ThreadLines:
 
     interactive = False
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, fd: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         # A daemon thread, not asyncio.to_thread: the default executor is joined at exit, and a read
         # that never returns would keep `sup chat` from ending.
-        threading.Thread(target=self._pump, args=(source,), name="sup-chat-stdin", daemon=True).start()
+        threading.Thread(target=self._pump, args=(fd,), name="sup-chat-stdin", daemon=True).start()
 
-    def _pump(self, source: BinaryIO) -> None:
+    def _pump(self, fd: int) -> None:
+        # os.read on the descriptor, never sys.stdin's buffered reader: a daemon thread blocked inside
+        # that reader holds its lock, and Python aborts at exit when it finds the lock taken.
+        pending = b""
         try:
-            for raw in iter(source.readline, b""):
-                self._put(raw)
+            while chunk := os.read(fd, 65536):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    self._put(line + b"\n")
+            if pending:
+                self._put(pending)
         except (OSError, ValueError):
             pass  # closed or unreadable: the end of input
         finally:
@@ -134,17 +142,17 @@ async def stdin_lines() -> Lines:
         try:
             return PromptLines()
         except ImportError:  # the client extra without prompt_toolkit: plain lines still work
-            return ThreadLines(stdin.buffer)
+            return ThreadLines(fd)
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
         except (OSError, ValueError):
-            return ThreadLines(stdin.buffer)
+            return ThreadLines(fd)
         return StreamLines(reader)
     # Regular files and devices such as /dev/null: epoll refuses them (and asyncio then waits forever).
-    return ThreadLines(stdin.buffer)
+    return ThreadLines(fd)
 
 
 def _decode(raw: bytes) -> str:

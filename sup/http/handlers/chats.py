@@ -12,7 +12,10 @@ from sup.http.api import Call, json_response
 
 async def list_chats(call: Call) -> ChatPage:
     """GET /api/v1/chats: my chats, most recent activity first, with last message and unread count."""
-    return await call.services.chats.list_mine(call.who.user_id, call.query.before, call.query.limit)
+    who = call.who
+    return await call.services.chats.list_mine(
+        who.user_id, call.query.before, call.query.limit, device_id=who.device_id
+    )
 
 
 async def create_chat(call: Call, body: s.ChatCreate) -> web.Response:
@@ -30,7 +33,7 @@ async def create_chat(call: Call, body: s.ChatCreate) -> web.Response:
 
 async def get_chat(call: Call) -> Chat:
     """GET /api/v1/chats/{chat_id}: one of my chats."""
-    return await call.services.chats.get(call.who.user_id, call.param("chat_id"))
+    return await call.services.chats.get(call.who.user_id, call.param("chat_id"), device_id=call.who.device_id)
 
 
 async def update_chat(call: Call, body: s.ChatUpdate) -> Chat:
