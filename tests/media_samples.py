@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import av
+import pillow_heif
 from PIL import ExifTags, Image
 
 GPS_LATITUDE = (52.0, 22.0, 7.5)
@@ -71,6 +72,47 @@ def webp(width: int = 300, height: int = 200, *, gps: bool = True) -> bytes:
     params = {"exif": exif_with_gps().tobytes()} if gps else {}
     _gradient(width, height).save(out, "WEBP", quality=80, **params)
     return out.getvalue()
+
+
+def heic(
+    width: int = 640,
+    height: int = 480,
+    *,
+    orientation: int | None = None,
+    gps: bool = True,
+    tile: int = 0,
+    alpha: bool = False,
+) -> bytes:
+    """A HEIC photo as an iPhone writes one: HEVC, EXIF with GPS; `tile` makes it a grid of tiles that size.
+
+    With `alpha`, it fades from transparent at the top to opaque at the bottom.
+    pillow-heif turns the EXIF orientation into HEIF's own rotation (irot/imir) and keeps the tag.
+    """
+    exif = exif_with_gps(orientation) if gps else Image.Exif()
+    if not gps and orientation is not None:
+        exif[ExifTags.Base.Orientation] = orientation
+    out = io.BytesIO()
+    image = _gradient(width, height)
+    if alpha:
+        image.putalpha(_gradient(width, height, "L"))  # transparent at the top, opaque at the bottom
+    pillow_heif.from_pillow(image).save(out, quality=70, exif=exif.tobytes(), tile_size=tile)
+    return out.getvalue()
+
+
+def avif(width: int = 640, height: int = 480, *, orientation: int | None = None, gps: bool = True) -> bytes:
+    out = io.BytesIO()
+    exif = exif_with_gps(orientation) if gps else Image.Exif()
+    _gradient(width, height).save(out, "AVIF", quality=70, speed=10, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def claim_image_size(data: bytes, width: int, height: int, *, index: int = 0) -> bytes:
+    """The HEIF or AVIF with its `index`-th `ispe` property (0: the picture's, for a grid the canvas's;
+    1: a grid's tiles') claiming `width` x `height`."""
+    at = -1
+    for _ in range(index + 1):
+        at = data.index(b"ispe", at + 1)
+    return data[: at + 8] + struct.pack(">II", width, height) + data[at + 16 :]
 
 
 def animated_gif(width: int = 120, height: int = 90, frames: int = 3) -> bytes:
@@ -184,6 +226,11 @@ def video(
     return path
 
 
+# Samples per frame of the encoders that take only one size (the others take 1024).
+_FRAME_SIZES = {"libopus": 960, "opus": 960, "libopencore_amrnb": 160}
+_RATES = {"libopus": 48000, "libopencore_amrnb": 8000}
+
+
 def voice_note(
     path: Path,
     *,
@@ -195,8 +242,10 @@ def voice_note(
     """Mono speech-like audio: a 220 Hz tone whose loudness rises, pauses, then rises again.
 
     `metadata` are the container's tags: Vorbis comments in Ogg or FLAC, ID3 in MP3, INFO in WAV.
+    The MP4 muxers write the index (moov) at the end, as Android's MediaRecorder does: `mp4`
+    with the brand `isom`, `3gp` with `3gp4`, `ipod` (M4A) with `M4A `.
     """
-    rate = 48000 if codec == "libopus" else 44100
+    rate = _RATES.get(codec, 44100)
     with av.open(str(path), "w", format=container) as out:
         out.metadata.update(metadata or {})
         stream = out.add_stream(codec, rate=rate, layout="mono")
@@ -207,7 +256,7 @@ def voice_note(
 def _encode_tone(
     out: av.container.OutputContainer, stream: av.AudioStream, rate: int, seconds: float, *, envelope: bool = False
 ) -> None:
-    frame_size = 960 if stream.codec_context.name in ("libopus", "opus") else 1024
+    frame_size = _FRAME_SIZES.get(stream.codec_context.name, 1024)
     total = int(rate * seconds)
     period = [math.sin(2 * math.pi * i / (rate / 220)) for i in range(int(rate / 220))]
     pts = 0

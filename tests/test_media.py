@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 import pytest
 from PIL import Image
 
@@ -286,6 +287,126 @@ async def test_video_gets_facts_and_a_poster_and_a_voice_note_a_waveform(server:
         status, served, headers = await download(api, bob, f"{MEDIA}/download/{media['id']}")
         assert status == 200 and headers["Content-Type"] in ("video/mp4", "audio/ogg"), headers["Content-Type"]
         assert b"SECRET-TITLE" not in served and len(served) > 1000
+
+
+@pytest.fixture(scope="module")
+def phone_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Voice notes and photos as phones make them; made here, off the event loop the tests watch."""
+    directory = tmp_path_factory.mktemp("phone")
+    made = {
+        # Android's recorders write voice notes as an `isom` MP4 or a 3GP, with the index at the end.
+        "Recording_001.m4a": samples.voice_note(directory / "a", container="mp4", codec="aac").read_bytes(),
+        "Voice 002.3gp": samples.voice_note(directory / "b", container="3gp", codec="libopencore_amrnb").read_bytes(),
+        "Voice 003.3gp": samples.voice_note(directory / "c", container="3gp", codec="aac").read_bytes(),
+        "Memo.m4a": samples.voice_note(directory / "d", container="ipod", codec="aac").read_bytes(),
+        "IMG_0001.HEIC": samples.heic(800, 600, orientation=6, tile=256),
+        "IMG_0002.avif": samples.avif(800, 600, orientation=6),
+        "grid.heic": samples.heic(1200, 900, tile=256),
+        "small.heic": samples.heic(320, 240),
+        "small.avif": samples.avif(320, 240),
+        "fine.heic": samples.heic(640, 480, gps=False),
+    }
+    return made
+
+
+async def test_voice_notes_from_phones_in_mp4_and_3gp_are_audio(
+    server: Server, phone_media: dict[str, bytes], tmp_path: Path
+):
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    chat = await channel_with(api, alice, bob)
+    notes = {
+        "Recording_001.m4a": ("audio/mp4", "aac", "audio/mp4"),
+        "Voice 002.3gp": ("audio/3gpp", "amr_nb", "audio/3gpp"),
+        "Voice 003.3gp": ("audio/3gpp", "aac", "audio/mp4"),
+        "Memo.m4a": ("audio/mp4", "aac", "audio/mp4"),
+    }
+    for name, (mime, codec, served_mime) in notes.items():
+        data = phone_media[name]
+        uploaded = (await api.upload(alice, data, filename=name)).body
+        assert uploaded["status"] == "pending", uploaded
+        media = await processed(api, alice, uploaded["id"])
+        assert media["status"] == "ready", (name, media)
+        assert (media["kind"], media["mime"], media["audio_codec"]) == ("audio", mime, codec), name
+        assert 1900 <= media["duration_ms"] <= 2100, name
+        assert len(media["waveform"]) == 64 and max(media["waveform"]) == 255, name
+        assert media.get("width") is None and not media["thumbnail"]
+
+        # What others get is a copy that plays as sound.
+        assert (await attach(api, alice, chat, media["id"])).status == 201
+        status, served, headers = await download(api, bob, f"{MEDIA}/download/{media['id']}")
+        assert status == 200 and headers["Content-Type"] == served_mime, (name, headers)
+        copy = tmp_path / "served"
+        copy.write_bytes(served)
+        with av.open(str(copy)) as played:
+            assert not played.streams.video and played.streams.audio
+            assert 1.9 <= played.duration / 1_000_000 <= 2.1
+
+        # The same bytes sent again are known: audio at once.
+        again = (await api.upload(bob, data, filename=name)).body
+        assert (again["kind"], again["mime"], again["status"]) == ("audio", mime, "ready")
+
+
+async def test_iphone_heic_and_avif_photos_are_shown_upright_and_served_as_clean_jpegs(
+    server: Server, phone_media: dict[str, bytes]
+):
+    api = server.api
+    alice, bob = await api.register(), await api.register()
+    chat = await channel_with(api, alice, bob)
+    for name, mime in (("IMG_0001.HEIC", "image/heic"), ("IMG_0002.avif", "image/avif")):
+        data = phone_media[name]
+        assert b"SampleCam" in data
+        uploaded = (await api.upload(alice, data, filename=name)).body
+        assert (uploaded["kind"], uploaded["mime"]) == ("image", mime)
+        media = await processed(api, alice, uploaded["id"])
+        assert media["status"] == "ready", (name, media)
+        assert (media["width"], media["height"]) == (600, 800) and media["placeholder"] and media["thumbnail"]
+
+        assert (await attach(api, alice, chat, media["id"])).status == 201
+        for who in (alice, bob):
+            status, served, headers = await download(api, who, f"{MEDIA}/download/{media['id']}")
+            assert status == 200 and headers["Content-Type"] == "image/jpeg", (name, headers)
+            assert b"SampleCam" not in served
+            with Image.open(io.BytesIO(served)) as image:
+                assert (image.format, image.size) == ("JPEG", (600, 800)) and not image.getexif()
+        status, thumb, headers = await download(api, bob, f"{MEDIA}/thumbnail/{media['id']}?size=large")
+        assert status == 200 and headers["Content-Type"] == "image/webp"
+        with Image.open(io.BytesIO(thumb)) as image:
+            assert image.size == (600, 800) and not image.getexif()
+
+
+async def test_oversized_broken_and_crafted_heic_and_avif_fail_with_a_reason(
+    server_factory: ServerFactory, phone_media: dict[str, bytes]
+):
+    limited = await server_factory(SUP_MEDIA_MAX_IMAGE_PIXELS="1000000")
+    api = limited.api
+    alice, bob = await api.register(), await api.register()
+    chat = await channel_with(api, alice, bob)
+    grid, heic, avif = phone_media["grid.heic"], phone_media["small.heic"], phone_media["small.avif"]
+    bad = {
+        "big.heic": (grid, "1200x900 (1080000 pixels), over the limit of 1000000 pixels"),
+        "claims.heic": (samples.claim_image_size(heic, 30000, 30000), "over the limit of 1000000 pixels"),
+        "small-header.heic": (samples.claim_image_size(grid, 64, 48), "a grid of 1200x900"),
+        "truncated.heic": (grid[: len(grid) * 2 // 3], "truncated or corrupt"),
+        "corrupt.heic": (samples.corrupt(heic), "truncated or corrupt"),
+        "truncated.avif": (avif[: len(avif) * 2 // 3], "truncated or corrupt"),
+        "claims.avif": (samples.claim_image_size(avif, 5000, 5000), "over the limit of 1000000 pixels"),
+    }
+    ids = {}
+    for name, (data, _) in bad.items():
+        reply = await api.upload(alice, data, filename=name)
+        assert reply.status == 201, (name, reply.body)
+        assert reply.body["kind"] == "image"
+        ids[name] = reply.body["id"]
+    for name, (_, reason) in bad.items():
+        result = await processed(api, alice, ids[name])
+        assert result["status"] == "failed" and reason in result["failure"], (name, result)
+        assert not result["thumbnail"]
+        assert (await attach(api, alice, chat, ids[name])).status == 422
+    # The server goes on: a photo within the limit is still processed.
+    fine = (await api.upload(alice, phone_media["fine.heic"])).body
+    assert (await processed(api, alice, fine["id"]))["status"] == "ready"
+    assert (await api.get("/health")).status == 200
 
 
 async def test_encrypted_attachments_are_opaque_and_stay_in_encrypted_chats(api: Api):

@@ -6,20 +6,22 @@ import asyncio
 import io
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import av
+import pillow_heif
 import pytest
-from PIL import GifImagePlugin, Image, ImageFile
+from PIL import AvifImagePlugin, GifImagePlugin, Image, ImageFile
 
 from sup.media import MediaError, _av_worker, av_probe, image_child, images
 from sup.media.av_probe import ProbeResult, _interpret, probe_media
 from sup.media.image_child import process_image_isolated
 from sup.media.images import process_image
 from sup.media.sandbox import Outcome, run_worker
-from sup.media.sniff import is_active_content, sniff
+from sup.media.sniff import Sniffed, audio_only, is_active_content, sniff
 from tests import media_samples as samples
 
 # ---------------------------------------------------------------------------------------------- sniffing
@@ -46,6 +48,15 @@ SNIFF_CASES = [
     (samples.webp(32, 32), "image/webp", "image", "webp"),
     (_ftyp(b"avif", b"mif1", b"miaf"), "image/avif", "image", "avif"),
     (_ftyp(b"heic", b"mif1", b"heic"), "image/heic", "image", "heic"),
+    # The structural brands (mif1, msf1) come first in many files; the codec's brand decides.
+    (_ftyp(b"mif1", b"mif1", b"avif", b"miaf"), "image/avif", "image", "avif"),
+    (_ftyp(b"mif1", b"mif1", b"heic"), "image/heic", "image", "heic"),
+    (_ftyp(b"mif1", b"mif1", b"miaf"), "image/heif", "image", "heif"),
+    (_ftyp(b"msf1", b"msf1", b"hevc"), "image/heic-sequence", "image", "heic"),
+    (_ftyp(b"avis", b"avis", b"msf1"), "image/avif", "image", "avif"),
+    # Brands a phone's voice recorder writes too: only the content can tell (see audio_only).
+    (_ftyp(b"mp42", b"mp42", b"isom"), "video/mp4", "video", "mp4"),
+    (_ftyp(b"3gp4", b"3gp4", b"isom"), "video/3gpp", "video", "3gp"),
     (_ftyp(b"isom", b"isom", b"avc1"), "video/mp4", "video", "mp4"),
     (_ftyp(b"qt  ", b"qt  "), "video/quicktime", "video", "mov"),
     (_ftyp(b"M4A ", b"M4A ", b"isom"), "audio/mp4", "audio", "m4a"),
@@ -99,6 +110,18 @@ def test_sniff_recognises_generated_audio_and_video(media_dir: Path) -> None:
     assert sniff((media_dir / "clip.webm").read_bytes()[:4096]).mime == "video/webm"
     assert sniff((media_dir / "note.ogg").read_bytes()[:4096]).mime == "audio/ogg"
     assert sniff((media_dir / "note.m4a").read_bytes()[:4096]).mime == "audio/mp4"
+    assert sniff(samples.heic(32, 32)[:4096]).mime == "image/heic"
+    assert sniff(samples.avif(32, 32)[:4096]).mime == "image/avif"
+
+
+def test_audio_only_is_what_a_container_without_a_picture_is() -> None:
+    assert audio_only(sniff(_ftyp(b"isom", b"isom", b"mp41"))) == Sniffed("audio/mp4", "audio", "m4a")
+    assert audio_only(sniff(_ftyp(b"3gp4", b"3gp4", b"isom"))) == Sniffed("audio/3gpp", "audio", "3gp")
+    assert audio_only(sniff(_ftyp(b"qt  ", b"qt  "))).mime == "audio/mp4"
+    assert audio_only(Sniffed("video/webm", "video", "webm")).mime == "audio/webm"
+    assert audio_only(Sniffed("video/ogg", "video", "ogv")).mime == "audio/ogg"
+    note = Sniffed("audio/ogg", "audio", "opus")
+    assert audio_only(note) is note
 
 
 @pytest.mark.parametrize(
@@ -300,6 +323,112 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding(monkeypatch: 
     assert process_image(data, max_pixels=10_000_000).width == 64
 
 
+# ---------------------------------------------------------------------------------------------- HEIC/HEIF and AVIF
+
+
+@pytest.fixture(scope="module")
+def grid_heic() -> bytes:
+    """A 1200x900 HEIC in tiles of 256x256, as iPhones write theirs (in tiles of 512x512)."""
+    return samples.heic(1200, 900, tile=256, orientation=1)
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self):
+        raise AssertionError("pixels were decoded")
+
+    for plugin in (ImageFile.ImageFile, pillow_heif.HeifImageFile, AvifImagePlugin.AvifImageFile):
+        monkeypatch.setattr(plugin, "load", refuse)
+
+
+@pytest.mark.parametrize(("make", "mime"), [(samples.heic, "image/heic"), (samples.avif, "image/avif")])
+def test_heic_and_avif_are_shown_upright_and_served_as_a_jpeg_without_metadata(make, mime: str) -> None:
+    original = make(320, 160, orientation=6)
+    assert b"SampleCam" in original  # the EXIF, with its GPS, is in the file
+    result = process_image(original, max_pixels=10_000_000)
+    assert (result.width, result.height, result.mime, result.animated) == (160, 320, mime, False)
+    assert result.sanitized is not None and result.sanitized_mime == "image/jpeg"
+    assert [(t.size_name, t.width, t.height, t.mime) for t in result.thumbnails] == [("320", 160, 320, "image/webp")]
+    for data in [result.sanitized, *(t.data for t in result.thumbnails)]:
+        assert not _has_exif(data) and b"SampleCam" not in data
+    with Image.open(io.BytesIO(result.sanitized)) as clean:
+        assert (clean.format, clean.size) == ("JPEG", (160, 320))
+        # The photo's top is dark: turned a quarter clockwise, as its orientation says, it is on the right.
+        assert clean.getpixel((150, 160))[0] < 60 and clean.getpixel((10, 160))[0] > 190
+
+
+def test_a_heic_in_tiles_is_decoded_whole(grid_heic: bytes) -> None:
+    heif = pillow_heif.open_heif(grid_heic)
+    assert heif.info["tiling"]["num_columns"] == 5 and heif.info["tiling"]["num_rows"] == 4
+    result = process_image(grid_heic, max_pixels=10_000_000)
+    assert (result.width, result.height, result.sanitized_mime) == (1200, 900, "image/jpeg")
+    assert [(t.width, t.height) for t in result.thumbnails] == [(320, 240), (1200, 900)]
+    with Image.open(io.BytesIO(result.sanitized)) as clean:
+        # The last tile (bottom right) is there, not the flat colour of a missing one: the bottom is light.
+        assert clean.size == (1200, 900) and clean.getpixel((1190, 890))[0] > 200
+
+
+def test_a_transparent_heic_is_served_as_a_transparent_webp() -> None:
+    result = process_image(samples.heic(64, 48, alpha=True, gps=False), max_pixels=10_000_000)
+    assert result.sanitized_mime == "image/webp"
+    with Image.open(io.BytesIO(result.sanitized)) as clean:
+        assert (clean.format, clean.mode, clean.size) == ("WEBP", "RGBA", (64, 48))
+        assert clean.getpixel((30, 1))[3] < 40 and clean.getpixel((30, 46))[3] > 210
+
+
+def test_heif_and_avif_bombs_are_refused_before_decoding(monkeypatch: pytest.MonkeyPatch, grid_heic: bytes) -> None:
+    heic, cropped, avif = samples.heic(64, 64), samples.heic(64, 48), samples.avif(64, 48)
+    _no_decoding(monkeypatch)
+    with pytest.raises(MediaError, match=r"is 30000x30000 \(900000000 pixels\), over the limit of 50000000"):
+        process_image(samples.claim_image_size(heic, 30000, 30000), max_pixels=50_000_000)
+    # 64x48 is coded as 64x64 (whole blocks of 16) and cropped: what is decoded is the whole.
+    with pytest.raises(MediaError, match=r"a 64x48 crop of 30000x30000 \(900000000 pixels\), over the limit of 5"):
+        process_image(samples.claim_image_size(cropped, 30000, 30000), max_pixels=50_000_000)
+    with pytest.raises(MediaError, match=r"is 12000x12000 \(144000000 pixels\), over the limit of 50000000"):
+        process_image(samples.claim_image_size(avif, 12000, 12000), max_pixels=50_000_000)
+    # A grid's canvas is decoded at the size the grid declares, whatever the header says: that is checked too.
+    small_header = samples.claim_image_size(grid_heic, 64, 48)
+    with pytest.raises(MediaError, match=r"a grid of 1200x900 \(1080000 pixels\), over the limit of 1000000"):
+        process_image(small_header, max_pixels=1_000_000)
+    # and so are its tiles, which may be listed many times over.
+    huge_tiles = samples.claim_image_size(grid_heic, 16000, 16000, index=1)
+    with pytest.raises(MediaError, match=r"5x4 tiles of 16000x16000 .* over twice the limit of 50000000"):
+        process_image(huge_tiles, max_pixels=50_000_000)
+    # An honest photo over the limit, as well.
+    with pytest.raises(MediaError, match=r"is 1200x900 \(1080000 pixels\), over the limit of 1000000"):
+        process_image(grid_heic, max_pixels=1_000_000)
+
+
+def test_a_heif_whose_header_lies_about_its_size_is_refused(grid_heic: bytes) -> None:
+    # Within the limit, libheif decodes the grid and then finds it is not the size the header said.
+    with pytest.raises(MediaError, match="truncated or corrupt"):
+        process_image(samples.claim_image_size(grid_heic, 64, 48), max_pixels=10_000_000)
+
+
+def _noise(length: int) -> bytes:
+    return bytes((i * 73 + 41) % 256 for i in range(length))
+
+
+def _broken_heif_and_avif() -> dict[str, bytes]:
+    heic, grid, avif = samples.heic(320, 240, gps=False), samples.heic(320, 240, tile=128), samples.avif(320, 240)
+    meta, mdat = grid.index(b"meta"), grid.index(b"mdat")
+    return {
+        "truncated heic": heic[: len(heic) * 2 // 3],
+        "truncated grid": grid[: len(grid) - 40],  # libheif alone would fill the missing tiles with a flat colour
+        "truncated avif": avif[: len(avif) * 2 // 3],
+        "heic header then noise": samples.corrupt(heic),
+        "avif header then noise": samples.corrupt(avif),
+        "noise in the heic index": grid[: meta + 20] + _noise(mdat - 24 - meta) + grid[mdat - 4 :],
+        "noise in the heic pictures": grid[: mdat + 4] + _noise(len(grid) - mdat - 4),
+        "noise in the avif picture": avif[: avif.index(b"mdat") + 4] + _noise(len(avif) - avif.index(b"mdat") - 4),
+    }
+
+
+@pytest.mark.parametrize(("name", "data"), list(_broken_heif_and_avif().items()), ids=list(_broken_heif_and_avif()))
+def test_truncated_and_corrupt_heif_and_avif_are_refused(name: str, data: bytes) -> None:
+    with pytest.raises(MediaError, match="truncated or corrupt"):
+        process_image(data, max_pixels=10_000_000)
+
+
 # ---------------------------------------------------------------------------------------------- images in a worker
 
 
@@ -337,6 +466,29 @@ async def test_isolated_processing_refuses_bombs_and_broken_files(tmp_path: Path
         await process_image_isolated(tmp_path / "missing.jpg", max_pixels=10_000_000)
     with pytest.raises(MediaError, match="not a regular file"):
         await process_image_isolated(tmp_path, max_pixels=10_000_000)
+
+
+async def test_isolated_heic_and_avif(grid_heic: bytes) -> None:
+    for data in (grid_heic, samples.avif(320, 240, orientation=6)):
+        assert await process_image_isolated(data, max_pixels=10_000_000) == process_image(data, max_pixels=10_000_000)
+    with pytest.raises(MediaError, match=r"a grid of 1200x900 \(1080000 pixels\), over the limit of 1000000"):
+        await process_image_isolated(samples.claim_image_size(grid_heic, 64, 48), max_pixels=1_000_000)
+    for name, data in _broken_heif_and_avif().items():
+        with pytest.raises(MediaError, match="truncated or corrupt"):
+            await process_image_isolated(data, max_pixels=10_000_000)
+            pytest.fail(f"{name} was accepted")
+    with pytest.raises(MediaError, match=r"^image processing timed out after 0.05 s$"):
+        await process_image_isolated(grid_heic, max_pixels=10_000_000, timeout=0.05)
+    assert _worker_children() == []
+
+
+def test_the_server_process_never_loads_pillow_pillow_heif_or_ffmpeg() -> None:
+    code = (
+        "import sys, sup.app, sup.cli, sup.server, sup.domain.processing, sup.media.image_child, sup.media.av_probe;"
+        " print(sorted(m for m in ('PIL', 'pillow_heif', 'av') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stderr
 
 
 async def test_isolated_processing_within_too_little_memory_says_so() -> None:
@@ -394,6 +546,10 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     samples.voice_note(directory / "note.mp3", container="mp3", codec="libmp3lame")
     samples.voice_note(directory / "note.flac", container="flac", codec="flac")
     samples.voice_note(directory / "note.wav", container="wav", codec="pcm_s16le")
+    # Voice notes as Android's recorders write them: AAC in an `isom` MP4, AMR-NB or AAC in 3GP.
+    samples.voice_note(directory / "android.mp4", container="mp4", codec="aac")
+    samples.voice_note(directory / "amr.3gp", container="3gp", codec="libopencore_amrnb")
+    samples.voice_note(directory / "aac.3gp", container="3gp", codec="aac")
     return directory
 
 
@@ -429,6 +585,7 @@ async def test_probe_mp4(media_dir: Path) -> None:
     assert (result.width, result.height, result.rotation) == (64, 48, 0)
     assert (result.video_codec, result.audio_codec, result.sample_rate, result.channels) == ("h264", "aac", 48000, 1)
     assert _poster_size(result) == (64, 48) == (result.poster_width, result.poster_height)
+    assert (result.kind, result.mime) == ("video", "video/mp4")  # a video with sound stays a video
 
 
 async def test_probe_webm_with_a_small_poster(media_dir: Path) -> None:
@@ -482,8 +639,49 @@ def test_fold_peaks() -> None:
 
 
 async def test_wrong_kind_is_a_failure_not_an_error(media_dir: Path) -> None:
-    assert (await probe_media(media_dir / "note.ogg", kind="video")).reason == "the file has no video stream"
     assert (await probe_media(media_dir / "turned.mp4", kind="audio")).reason == "the file has no audio stream"
+    # A "video" with sound and no picture is the audio it is; audio with a picture is not a video.
+    as_video = await probe_media(media_dir / "note.ogg", kind="video")
+    assert as_video.ok and (as_video.kind, as_video.mime) == ("audio", "audio/ogg")
+    assert (await probe_media(media_dir / "clip.mp4", kind="audio")).kind == "audio"
+
+
+@pytest.mark.parametrize(
+    ("name", "sniffed", "mime", "codec", "served"),
+    [
+        ("android.mp4", "video/mp4", "audio/mp4", "aac", "audio/mp4"),
+        ("amr.3gp", "video/3gpp", "audio/3gpp", "amr_nb", "audio/3gpp"),
+        ("aac.3gp", "video/3gpp", "audio/3gpp", "aac", "audio/mp4"),
+        ("note.m4a", "audio/mp4", "audio/mp4", "aac", "audio/mp4"),
+    ],
+)
+async def test_an_mp4_or_3gp_with_only_sound_is_audio(
+    media_dir: Path, tmp_path: Path, name: str, sniffed: str, mime: str, codec: str, served: str
+) -> None:
+    data = (media_dir / name).read_bytes()
+    # The index comes last, as a phone writes it while recording: the first bytes cannot tell.
+    assert data.index(b"moov") > data.index(b"mdat")
+    found = sniff(data[:4096])
+    assert found.mime == sniffed
+    copy = tmp_path / "served"
+    result = await probe_media(media_dir / name, kind=found.kind, remux_to=copy)
+    assert result.ok, result.reason
+    assert (result.kind, result.mime, result.audio_codec, result.remux_mime) == ("audio", mime, codec, served)
+    assert result.duration == pytest.approx(2.0, abs=0.1) and result.width is None and result.poster is None
+    assert len(result.waveform) == 64 and max(result.waveform) == 255 and result.waveform_complete
+    # The copy served to others plays: sound only, the whole of it, its index first.
+    assert copy.read_bytes().index(b"moov") < copy.read_bytes().index(b"mdat")
+    with av.open(str(copy)) as played:
+        assert not played.streams.video and played.streams.audio[0].codec_context.name.startswith(codec[:3])
+        assert sum(frame.samples for frame in played.decode(audio=0)) >= 1.9 * played.streams.audio[0].sample_rate
+
+
+async def test_a_truncated_voice_note_without_its_index_fails_with_a_reason(media_dir: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    data = (media_dir / "android.mp4").read_bytes()
+    cut.write_bytes(data[: data.index(b"moov")])  # the recording stopped before the index was written
+    result = await probe_media(cut, kind="video")
+    assert not result.ok and "not a readable audio or video file" in result.reason
 
 
 async def test_empty_and_corrupt_files_fail_with_a_reason(media_dir: Path, tmp_path: Path) -> None:
@@ -741,8 +939,8 @@ async def test_a_copy_that_cannot_be_made_fails_and_leaves_no_file(media_dir: Pa
     assert not result.ok and result.reason
     assert not copy.exists()
 
-    wrong = await probe_media(media_dir / "note.ogg", kind="video", remux_to=copy)
-    assert wrong.reason == "the file has no video stream" and not copy.exists()
+    wrong = await probe_media(media_dir / "turned.mp4", kind="audio", remux_to=copy)
+    assert wrong.reason == "the file has no audio stream" and not copy.exists()
 
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")

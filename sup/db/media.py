@@ -14,8 +14,11 @@ _COLUMNS = (
 )
 # Every column that names a blob: a blob may be deleted only when none of them does.
 BLOB_COLUMNS = ("blob_key", "served_key", "thumb_small_key", "thumb_large_key")
-# What processing fills in: the same bytes always give the same values.
+# What processing fills in: the same bytes always give the same values. Kind and type too: an
+# MP4 sniffed as video is audio when FFmpeg finds no picture in it.
 PROCESSED_COLUMNS = (
+    "kind",
+    "mime",
     "status",
     "failure",
     "width",

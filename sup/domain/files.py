@@ -244,7 +244,7 @@ class MediaFiles:
                 raise DomainError(Code.MEDIA_NOT_READY, "The file is still being processed; try again shortly.")
             if row["status"] == "failed" or (row["kind"] == "image" and row["thumb_large_key"] is None):
                 raise DomainError(Code.MEDIA_FAILED, f"The file could not be processed: {row['failure']}")
-            if row["kind"] == "image":  # formats without a re-encoded copy (GIF, AVIF): the largest thumbnail
+            if row["kind"] == "image":  # formats without a re-encoded copy (GIF, animated AVIF): the largest thumbnail
                 name = Path(row["filename"]).stem + "." + row["thumb_mime"].split("/")[-1]
                 key = row["thumb_large_key"]
                 return Download(key, row["thumb_mime"], name, -1, key, True, self._blobs)

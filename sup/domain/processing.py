@@ -117,7 +117,10 @@ class MediaProcessing:
             "served_key": served.key,
             "served_mime": probe.remux_mime,
         }
-        if row["kind"] == "video":
+        # What FFmpeg found beats what the first bytes suggested: an MP4 or 3GP voice note is audio.
+        if probe.kind != row["kind"] or probe.mime not in (None, row["mime"]):
+            changes.update(kind=probe.kind, mime=probe.mime or row["mime"])
+        if probe.kind == "video":
             info["video_codec"] = probe.video_codec
             changes.update(width=probe.width, height=probe.height)
             if probe.poster:
@@ -143,7 +146,9 @@ class MediaProcessing:
             large = await self._blobs.put_bytes(thumbs[-1].data) if len(thumbs) > 1 else small
             stored.update(thumb_small_key=small.key, thumb_large_key=large.key, thumb_mime=thumbs[0].mime)
         if keep_sanitized and result.sanitized is not None:
-            stored.update(served_key=(await self._blobs.put_bytes(result.sanitized)).key, served_mime=result.mime)
+            stored.update(
+                served_key=(await self._blobs.put_bytes(result.sanitized)).key, served_mime=result.sanitized_mime
+            )
         return stored
 
     async def _copy_to(self, key: str, path: str) -> None:

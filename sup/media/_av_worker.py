@@ -31,7 +31,7 @@ from typing import Any
 
 from sup.media import MediaError
 from sup.media.sandbox import apply_limits, die_with_parent
-from sup.media.sniff import id3_size, sniff
+from sup.media.sniff import Sniffed, audio_only, id3_size, sniff
 
 # Sniffed type → the one demuxer allowed to read it.
 DEMUXERS = {
@@ -65,7 +65,8 @@ _CONTAINER_OPTIONS = {
 # QuickTime).
 REMUXERS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("mov", "video"): (("mp4", "video/mp4"), ("mov", "video/quicktime")),
-    ("mov", "audio"): (("ipod", "audio/mp4"), ("mp4", "audio/mp4")),
+    # AMR (3GP voice notes) fits only a 3GP file.
+    ("mov", "audio"): (("ipod", "audio/mp4"), ("mp4", "audio/mp4"), ("3gp", "audio/3gpp")),
     ("matroska", "video"): (("webm", "video/webm"), ("matroska", "video/x-matroska")),
     ("matroska", "audio"): (("webm", "audio/webm"), ("matroska", "audio/x-matroska")),
     ("ogg", "video"): (("ogg", "video/ogg"),),
@@ -82,6 +83,7 @@ _MUXER_OPTIONS_BY_FORMAT = {
     "mp4": {"movflags": "+faststart"},
     "mov": {"movflags": "+faststart"},
     "ipod": {"movflags": "+faststart"},
+    "3gp": {"movflags": "+faststart"},
     # Without this the MP3 muxer writes an ID3v2 tag, empty or not.
     "mp3": {"id3v2_version": "0", "write_id3v1": "0"},
 }
@@ -91,8 +93,8 @@ _PEAKS_PER_SECOND = 100
 _MAX_BAD_PACKETS = 64
 
 
-def choose_demuxer(fd: int) -> str:
-    """The demuxer for this file, from its own bytes; MediaError if it is not an allowed container."""
+def choose_demuxer(fd: int) -> tuple[str, Sniffed]:
+    """The demuxer for this file and what the file is, from its bytes; MediaError for a container not allowed."""
     head = os.pread(fd, 4096, 0)
     if not head:
         raise MediaError("the media file is empty")
@@ -106,7 +108,7 @@ def choose_demuxer(fd: int) -> str:
     demuxer = DEMUXERS.get(sniffed.mime)
     if demuxer is None:
         raise MediaError(f"not an allowed audio or video container (the file looks like {sniffed.mime})")
-    return demuxer
+    return demuxer, sniffed
 
 
 def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> Any:
@@ -166,10 +168,29 @@ def _check_duration(container: Any, streams: list[Any], max_duration: float) -> 
     return max(durations) if durations else None
 
 
+def _film(container: Any) -> Any | None:
+    """The first video stream that is not cover art (a one-frame "video" FFmpeg makes of it)."""
+    from av.stream import Disposition
+
+    return next((s for s in container.streams.video if not s.disposition & Disposition.attached_pic), None)
+
+
+def found_kind(container: Any, kind: str) -> str:
+    """What the file is, by its streams: a "video" without a picture but with sound is audio.
+
+    The sniffed kind comes from the first bytes, and an MP4 or 3GP brand does not say whether
+    there is a picture (Android's recorders write voice notes as `isom` MP4 and 3GP), while the
+    index that does may be at the end of the file. Audio stays audio: a picture in it is cover art.
+    """
+    if kind == "video" and _film(container) is None and container.streams.audio:
+        return "audio"
+    return kind
+
+
 def probe_video(container: Any, params: dict[str, Any]) -> dict[str, Any]:
-    if not container.streams.video:
+    video = _film(container)
+    if video is None:
         raise MediaError("the file has no video stream")
-    video = container.streams.video[0]
     audio = container.streams.audio[0] if container.streams.audio else None
     width, height = video.codec_context.width, video.codec_context.height
     max_dimension = params["max_dimension"]
@@ -365,13 +386,10 @@ class _CodecNotAllowed(Exception):
 
 
 def _served_streams(container: Any, kind: str) -> list[Any]:
-    from av.stream import Disposition
-
     audio = container.streams.audio[0] if container.streams.audio else None
     if kind == "audio":
         return [audio] if audio is not None else []
-    # Cover art is a one-frame "video" stream; the film is the first real one.
-    video = next((s for s in container.streams.video if not s.disposition & Disposition.attached_pic), None)
+    video = _film(container)
     return [s for s in (video, audio) if s is not None] if video is not None else []
 
 
@@ -510,11 +528,12 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         import PIL.Image  # noqa: F401
     except ImportError as exc:
         raise MediaError(f"media probe could not load FFmpeg; is its memory limit too low? ({exc})") from None
-    demuxer = choose_demuxer(0)
-    kind = params["kind"]
+    demuxer, sniffed = choose_demuxer(0)
     with os.fdopen(0, "rb", closefd=False) as file:
         with open_container(file, demuxer) as container:
+            kind = found_kind(container, params["kind"])
             answer = probe_video(container, params) if kind == "video" else probe_audio(container, params)
+        answer["mime"] = (audio_only(sniffed) if kind == "audio" else sniffed).mime
         output_fd = params.get("output_fd")
         if output_fd is not None:
             # A fresh demuxer from the start: the probe's decoding left this one part-way.

@@ -56,12 +56,15 @@ class ProbeResult:
     the loudest point; `waveform_complete` is False when decoding stopped at its time budget and
     the rest of the note shows as silence.
 
+    `kind` and `mime` say what the file was found to be, which may differ from what its first
+    bytes suggested: an MP4 or 3GP with sound and no picture is audio (`audio/mp4`, `audio/3gpp`).
     `remux_mime` and `remux_size` describe the copy written to `remux_to`, if one was asked for.
     """
 
     ok: bool
     reason: str | None = None
     kind: Literal["video", "audio"] | None = None
+    mime: str | None = None
     container: str | None = None
     duration: float | None = None
     width: int | None = None
@@ -98,6 +101,9 @@ async def probe_media(
     remux_to: str | os.PathLike[str] | None = None,
 ) -> ProbeResult:
     """Probe a video (facts and poster) or an audio note (facts and waveform) in a limited child process.
+
+    `kind` is the sniffed kind. A "video" that turns out to have no picture but sound is probed as
+    the audio it is, and the result says so (`kind`, `mime`).
 
     With `remux_to` (a path that must not exist yet), also write there a copy of the media with
     all its metadata removed, in the same container family (`remux_mime` says which). The copy
@@ -219,6 +225,7 @@ def _result_from(answer: dict[str, Any]) -> ProbeResult:
     return ProbeResult(
         ok=True,
         kind=kind,
+        mime=_opt(answer, "mime", str),
         container=_opt(answer, "container", str),
         duration=_opt(answer, "duration", float),
         width=_opt(answer, "width", int),

@@ -41,7 +41,12 @@ class Thumb:
 
 @dataclass(frozen=True, slots=True)
 class ImageResult:
-    """What an image is, as displayed (EXIF orientation applied), and the derived files to serve."""
+    """What an image is, as displayed (EXIF orientation applied), and the derived files to serve.
+
+    `mime` is the upload's type; `sanitized_mime` the type of `sanitized`, the copy without
+    metadata served instead of it: the same type, or JPEG (WebP with transparency) for the HEIF
+    and AVIF photos that browsers cannot all show.
+    """
 
     width: int
     height: int
@@ -50,6 +55,7 @@ class ImageResult:
     thumbnails: list[Thumb]
     placeholder: str
     sanitized: bytes | None
+    sanitized_mime: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,10 @@ seconds and most of a gigabyte; the server calls `sup.media.image_child.process_
 which runs it in a resource-limited child (`sup.media._image_worker`) it can kill. Output is built fully in memory
 and returned only when every step succeeded, so a broken file never leaves half a set of
 thumbnails behind.
+
+Each file is opened by the one decoder its first bytes call for. HEIC/HEIF photos (iPhones)
+are decoded by libheif through pillow-heif, loaded only for them; AVIF by Pillow's own plugin
+(libavif). Browsers do not all show either, so their copy without metadata is a JPEG.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import logging
 import os
 import struct
 from collections.abc import Sequence
+from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError, features
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 # Imported to register them, so that Image.open finds every format in _MIMES and never imports
 # all ~40 plugins, which took a third of an image worker's start-up time.
@@ -26,20 +31,30 @@ from sup.media.image_child import ImageResult, Thumb
 from sup.media.limits import (
     JPEG_MAX_SCANS,
     MAX_IMAGE_PIXELS,
+    SNIFF_BYTES,
     THUMBNAIL_SIZES,
 )
+from sup.media.sniff import HEIF_MIMES, sniff
 
 log = logging.getLogger(__name__)
 
 # Only these decoders ever see user bytes: Pillow's other plugins include formats that shell
 # out (EPS runs Ghostscript) or are rarely exercised against hostile input.
 _MIMES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+_CLASSIC = list(_MIMES)
 if features.check("avif"):
     _MIMES["AVIF"] = "image/avif"
-    from PIL import AvifImagePlugin  # noqa: F401
+    from PIL import AvifImagePlugin
 
-# Formats re-encoded without metadata; GIF carries no EXIF, and AVIF re-encoding is too slow here.
+    # One decoding thread: the worker's CPU-time limit counts them all, and jobs run side by side.
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+_SUPPORTED = ", ".join([*_MIMES, "HEIF"])
+
+# Formats re-encoded without metadata, in their own format; GIF carries no EXIF.
 _SANITIZED = ("JPEG", "PNG", "WEBP")
+# Formats re-encoded as JPEG (WebP when transparent): Chrome and Firefox show no HEIC, and an
+# AVIF encoder is too slow for this. Stills only; an AVIF animation is served as its thumbnail.
+_CONVERTED = ("HEIF", "AVIF")
 _RGB_PROFILE_MODES = ("RGB", "RGBA", "RGBX", "P", "PA")
 _PLACEHOLDER_EDGE = 32
 _THUMB_QUALITY = 80
@@ -74,7 +89,7 @@ def process_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise MediaError(f"the image is too large to process safely ({exc})") from None
     except UnidentifiedImageError:
-        raise MediaError(f"not a supported image (expected one of {', '.join(_MIMES)})") from None
+        raise MediaError(f"not a supported image (expected one of {_SUPPORTED})") from None
     except MemoryError:
         raise MediaError("the image needs too much memory to process (memory limit)") from None
     except Exception as exc:
@@ -83,8 +98,8 @@ def process_image(
 
 
 def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
-    with Image.open(io.BytesIO(data), formats=list(_MIMES)) as im:
-        # Image.open has read only the header: refuse before a single pixel is decoded.
+    with _open(data) as im:
+        # Only the header has been read: refuse before a single pixel is decoded.
         width, height = im.size
         if width < 1 or height < 1:
             raise MediaError("the image has no pixels")
@@ -93,19 +108,29 @@ def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
                 f"the image is {width}x{height} ({width * height} pixels), over the limit of {max_pixels} pixels"
             )
         fmt = im.format or ""
+        mime = _MIMES.get(fmt) or im.get_format_mimetype() or "image/heif"
         if fmt == "MPO":
             # A JPEG with more pictures appended (a stereo pair, an Ultra HDR gain map): the first
             # picture is the photo, and only it is decoded and re-encoded, as a plain JPEG.
-            fmt, animated = "JPEG", False
+            fmt, mime, animated = "JPEG", "image/jpeg", False
+        elif fmt == "HEIF":
+            # More top-level pictures than one are a burst or a collection, not an animation: the
+            # primary picture is the photo, and only it is decoded.
+            _check_heif_size(im, max_pixels)
+            animated = False
         else:
-            # GIF and WebP decode the first frame only, whatever the frame count.
+            # GIF, WebP and AVIF decode the first frame only, whatever the frame count.
             animated = bool(getattr(im, "is_animated", False))
         if fmt == "JPEG":
             _check_scans(data)
         icc = im.info.get("icc_profile")
         transparency = im.info.get("transparency")
         im.load()
-        # Browsers show animations unrotated; thumbnail the first frame the same way.
+        if im.size != (width, height):
+            # libheif and libavif decode what the codec stream says, whatever the header claimed.
+            raise MediaError(f"the image decoded to {im.width}x{im.height}, not the {width}x{height} its header says")
+        # Browsers show animations unrotated; thumbnail the first frame the same way. HEIF's own
+        # rotation and mirroring are applied by libheif, which then resets the EXIF orientation.
         oriented = im.copy() if animated else _orient_in_place(im)
 
     width, height = oriented.size
@@ -115,19 +140,126 @@ def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
     placeholder = _placeholder(smallest)
 
     sanitized: bytes | None = None
+    sanitized_mime: str | None = mime
     if fmt in _SANITIZED and not animated:
         sanitized = _reencode(oriented, fmt, icc, transparency, lossless=fmt == "WEBP" and _webp_lossless(data))
+    elif fmt in _CONVERTED and not animated:
+        target = "WEBP" if display.mode == "RGBA" else "JPEG"
+        sanitized, sanitized_mime = _reencode(display, target, display_icc, None, lossless=False), _MIMES[target]
     elif fmt == "WEBP":
         sanitized = _strip_webp_metadata(data)
     return ImageResult(
         width=width,
         height=height,
-        mime=_MIMES[fmt],
+        mime=mime,
         animated=animated,
         thumbnails=thumbnails,
         placeholder=placeholder,
         sanitized=sanitized,
+        sanitized_mime=sanitized_mime if sanitized is not None else None,
     )
+
+
+def _open(data: bytes) -> ImageFile.ImageFile:
+    """The image, its header read by the one decoder that its first bytes call for."""
+    mime = sniff(data[:SNIFF_BYTES]).mime
+    if mime in HEIF_MIMES:
+        _check_boxes(data)
+        return _heif_plugin()(io.BytesIO(data))
+    if mime == "image/avif":
+        if "AVIF" not in _MIMES:
+            raise MediaError("AVIF images are not supported here (Pillow was built without AVIF)")
+        _check_boxes(data)
+        return AvifImagePlugin.AvifImageFile(io.BytesIO(data))
+    return Image.open(io.BytesIO(data), formats=_CLASSIC)
+
+
+def _heif_plugin() -> Any:
+    """pillow-heif's image class (libheif), imported only when a HEIF file comes: it costs 25 ms."""
+    import pillow_heif
+
+    # The primary picture only: no embedded thumbnails, depth maps or auxiliary pictures are read
+    # as images (transparency is still decoded). One thread, as for AVIF. libheif's own security
+    # limits stay on.
+    pillow_heif.options.THUMBNAILS = False
+    pillow_heif.options.DEPTH_IMAGES = False
+    pillow_heif.options.AUX_IMAGES = False
+    pillow_heif.options.DECODE_THREADS = 1
+    pillow_heif.options.DISABLE_SECURITY_LIMITS = False
+    return pillow_heif.HeifImageFile
+
+
+def _check_boxes(data: bytes) -> None:
+    """Refuse an ISO-BMFF file (HEIF, AVIF) whose top-level boxes run past its end.
+
+    libheif decodes a grid photo with tiles missing, filling the gaps with a flat colour; a file
+    cut short is refused here instead, as a truncated JPEG or PNG is.
+    """
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 8:
+            raise MediaError("the image is truncated or corrupt (it ends inside a box header)")
+        (size,) = struct.unpack(">I", data[pos : pos + 4])
+        header = 8
+        if size == 1:
+            if end - pos < 16:
+                raise MediaError("the image is truncated or corrupt (it ends inside a box header)")
+            (size,) = struct.unpack(">Q", data[pos + 8 : pos + 16])
+            header = 16
+        elif size == 0:
+            return  # the last box, up to the end of the file
+        if size < header:
+            raise MediaError("the image is truncated or corrupt (a box is smaller than its header)")
+        if pos + size > end:
+            raise MediaError(f"the image is truncated or corrupt (a box runs {pos + size - end} bytes past its end)")
+        pos += size
+
+
+def _check_heif_size(im: Any, max_pixels: int) -> None:
+    """Refuse a HEIF whose decoding needs more pixels than the limit, though it shows fewer.
+
+    Its size is the one shown, after cropping (clap): an encoder crops its padding that way, and a
+    crafted file shows 64x48 of a picture of 30000x30000. libheif checks that the codec's picture
+    is the size the header says, but decodes all of it before cropping.
+    """
+    try:
+        transformations = im._heif_file[im.tell()]._c_image.transformations
+    except (AttributeError, IndexError, TypeError):
+        raise MediaError("the HEIF image's decoded size cannot be checked (pillow-heif is too old)") from None
+    for name, *values in transformations:
+        if name == "clap":
+            width, height = values[4], values[5]
+            if width * height > max_pixels:
+                raise MediaError(
+                    f"the image is a {im.width}x{im.height} crop of {width}x{height} ({width * height} pixels),"
+                    f" over the limit of {max_pixels} pixels"
+                )
+    _check_tiling(im.info.get("tiling"), max_pixels)
+
+
+def _check_tiling(tiling: dict[str, int] | None, max_pixels: int) -> None:
+    """Refuse a HEIF grid whose canvas or tiles are over the pixel limit, before any tile is decoded.
+
+    A grid photo (an iPhone's are tiles of 512x512) is decoded tile by tile onto a canvas whose
+    size the grid itself declares: libheif compares it with the header's only after decoding every
+    tile. One small tile can be listed many times, so a few kilobytes can ask for gigapixels.
+    """
+    if not tiling:
+        return
+    columns, rows = tiling["num_columns"], tiling["num_rows"]
+    tile_width, tile_height = tiling["tile_width"], tiling["tile_height"]
+    width, height = tiling["image_width"], tiling["image_height"]
+    if width * height > max_pixels:
+        raise MediaError(
+            f"the image is a grid of {width}x{height} ({width * height} pixels), over the limit of {max_pixels} pixels"
+        )
+    # Edge tiles may overhang the canvas (encoders pad it to whole tiles), but not by a whole canvas.
+    tiles = columns * rows * tile_width * tile_height
+    if tiles > 2 * max_pixels:
+        raise MediaError(
+            f"the image is a grid of {columns}x{rows} tiles of {tile_width}x{tile_height} ({tiles} pixels),"
+            f" over twice the limit of {max_pixels} pixels"
+        )
 
 
 def _check_scans(data: bytes) -> None:

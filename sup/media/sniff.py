@@ -53,22 +53,43 @@ _MAGIC: tuple[tuple[bytes, Sniffed], ...] = (
     (b"\x00asm", OCTET_STREAM),
 )
 
+_AVIF = Sniffed("image/avif", "image", "avif")
+_HEIC = Sniffed("image/heic", "image", "heic")
+_HEIC_SEQUENCE = Sniffed("image/heic-sequence", "image", "heic")
+_HEIF = Sniffed("image/heif", "image", "heif")
+_HEIF_SEQUENCE = Sniffed("image/heif-sequence", "image", "heif")
+# Brands that name the codec come first: the structural brands (mif1, msf1) are listed by AVIF
+# and HEIC files alike, often before the one that says which it is.
 _FTYP_IMAGE = {
-    b"avif": Sniffed("image/avif", "image", "avif"),
-    b"avis": Sniffed("image/avif", "image", "avif"),
-    b"heic": Sniffed("image/heic", "image", "heic"),
-    b"heix": Sniffed("image/heic", "image", "heic"),
-    b"heim": Sniffed("image/heic", "image", "heic"),
-    b"heis": Sniffed("image/heic", "image", "heic"),
-    b"hevc": Sniffed("image/heic-sequence", "image", "heic"),
-    b"hevx": Sniffed("image/heic-sequence", "image", "heic"),
-    b"mif1": Sniffed("image/heif", "image", "heif"),
-    b"msf1": Sniffed("image/heif-sequence", "image", "heif"),
+    b"avif": _AVIF,
+    b"avis": _AVIF,
+    b"heic": _HEIC,
+    b"heix": _HEIC,
+    b"heim": _HEIC,
+    b"heis": _HEIC,
+    b"hevc": _HEIC_SEQUENCE,
+    b"hevx": _HEIC_SEQUENCE,
+    b"hevm": _HEIC_SEQUENCE,
+    b"hevs": _HEIC_SEQUENCE,
 }
+_FTYP_IMAGE_GENERIC = {b"mif1": _HEIF, b"msf1": _HEIF_SEQUENCE}
+# The HEIF family: decoded by the HEIF plugin (libheif), never by Pillow's own decoders.
+HEIF_MIMES = frozenset({_HEIC.mime, _HEIC_SEQUENCE.mime, _HEIF.mime, _HEIF_SEQUENCE.mime})
 _M4A = Sniffed("audio/mp4", "audio", "m4a")
 _MOV = Sniffed("video/quicktime", "video", "mov")
 _MP4 = Sniffed("video/mp4", "video", "mp4")
 _3GP = Sniffed("video/3gpp", "video", "3gp")
+# A container that may hold a film says nothing about whether it does: an MP4 or 3GP from a
+# phone's voice recorder has the brand of a video (isom, mp42, 3gp4) and only sound. What it is
+# when FFmpeg finds no picture in it.
+_AUDIO_ONLY = {
+    "video/mp4": _M4A,
+    "video/quicktime": _M4A,
+    "video/3gpp": Sniffed("audio/3gpp", "audio", "3gp"),
+    "video/webm": Sniffed("audio/webm", "audio", "weba"),
+    "video/x-matroska": Sniffed("audio/x-matroska", "audio", "mka"),
+    "video/ogg": Sniffed("audio/ogg", "audio", "ogg"),
+}
 
 # Matroska CodecID element (0x86), a one-byte size, then a video or audio codec name.
 _MKV_VIDEO_CODEC = re.compile(rb"\x86[\x81-\xff]V_")
@@ -135,6 +156,13 @@ def sniff(head: bytes) -> Sniffed:
     )
 
 
+def audio_only(sniffed: Sniffed) -> Sniffed:
+    """What a file sniffed as `sniffed` is when it turns out to hold sound and no picture."""
+    if sniffed.kind == "audio":
+        return sniffed
+    return _AUDIO_ONLY.get(sniffed.mime, sniffed)
+
+
 def is_active_content(mime: str) -> bool:
     """Whether a browser could run script or render markup from this type, so it must not be served inline.
 
@@ -166,9 +194,10 @@ def _ftyp(head: bytes) -> Sniffed | None:
     major = head[8:12]
     # The compatible brands follow the major brand and the minor version.
     brands = [major] + [head[i : i + 4] for i in range(16, min(box_size, len(head)) - 3, 4)]
-    for brand in brands:
-        if brand in _FTYP_IMAGE:
-            return _FTYP_IMAGE[brand]
+    for table in (_FTYP_IMAGE, _FTYP_IMAGE_GENERIC):
+        for brand in brands:
+            if brand in table:
+                return table[brand]
     if major in (b"M4A ", b"M4B ", b"M4P "):
         return _M4A
     if major == b"qt  ":
