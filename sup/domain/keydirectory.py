@@ -24,22 +24,17 @@ from sup.db.keydirectory import KeyDirectoryStore
 from sup.domain.access import ChatAccess
 from sup.domain.events import EventWriter, encode
 from sup.domain.keychanges import KeyChanges
-from sup.e2ekeys import KEY_BYTES, SIGNATURE_BYTES, is_weak_public_key, signed_prekey_message
+from sup.e2ekeys import (
+    KEY_BYTES,
+    SIGNATURE_BYTES,
+    Bundle,
+    OneTimePrekey,
+    SignedPrekey,
+    is_weak_public_key,
+    signed_prekey_message,
+)
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid
-
-
-@dataclass(frozen=True, slots=True)
-class SignedPrekey:
-    key_id: int
-    public_key: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class OneTimePrekey:
-    key_id: int
-    public_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +44,6 @@ class DeviceKeys:
     identity_key: bytes
     signed_prekey: SignedPrekey
     device_name: str  # as its owner named it: what a "new device" notice shows
-
-
-@dataclass(frozen=True, slots=True)
-class Bundle:
-    user_id: str
-    device_id: str
-    identity_key: bytes
-    signed_prekey: SignedPrekey
-    one_time_prekey: OneTimePrekey | None
 
 
 @dataclass(frozen=True, slots=True)
