@@ -802,3 +802,23 @@ async def test_a_file_is_declared_stuck_only_when_no_job_is_left_to_finish_it(se
     statuses = {m: (await api.get(f"{MEDIA}/{m}", token=alice.access_token)).body for m in (waiting, lost)}
     assert statuses[waiting]["status"] == "pending"
     assert statuses[lost]["status"] == "failed" and statuses[lost]["failure"] == "Processing did not finish."
+
+
+async def test_someone_elses_failed_upload_looks_like_no_file_at_all(server: Server):
+    """Naming another user's failed file (as a message's media, a sticker or an avatar) must not tell
+    that it exists, nor why it failed."""
+    api = server.api
+    alice, mallory = await api.register(), await api.register()
+    failed = (await api.upload(alice, samples.png_bomb(), filename="secret-plans.png")).body
+    assert (await processed(api, alice, failed["id"]))["status"] == "failed"
+    unknown = str(uuid.uuid4())
+    chat = await plain_group(api, mallory)
+    answers = []
+    for media_id in (failed["id"], unknown):
+        sent = await attach(api, mallory, chat, media_id)
+        avatar = await api.patch(
+            f"/api/v1/users/{mallory.user_id}", json={"avatar_media_id": media_id}, token=mallory.access_token
+        )
+        answers.append([(r.status, r.body.get("detail")) for r in (sent, avatar)])
+    assert answers[0] == answers[1]  # the failed file and an id that never existed: the same answer
+    assert "could not be processed" not in str(answers)
