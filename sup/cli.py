@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sup import __version__
 from sup.config import Config, ConfigError, example_toml, load_config
@@ -35,10 +35,20 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sup.preflight import missing_drivers
     from sup.server import run
 
-    run(_load(args))
+    config = _load(args)
+    # Before anything opens: a missing extra is one line, not a traceback from deep in startup.
+    missing = missing_drivers(config)
+    if missing:
+        raise ConfigError("; ".join(missing.values()))
+    run(config)
     return 0
+
+
+# sup.toml may hold passwords: readable by the service's group (chown root:sup), never by others.
+CONFIG_FILE_MODE = 0o640
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -46,17 +56,42 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"{path} exists; use --force to overwrite it", file=sys.stderr)
         return EXIT_FAILURE
-    path.write_text(example_toml())
+    # Created with the mode (never world-readable, whatever the umask); an existing file keeps its
+    # owner and group, and loses any permission beyond 0640.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CONFIG_FILE_MODE)
+    with os.fdopen(fd, "w") as fh:
+        mode = os.fstat(fd).st_mode & 0o777
+        if mode & ~CONFIG_FILE_MODE:
+            os.fchmod(fd, mode & CONFIG_FILE_MODE)
+        fh.write(example_toml())
     print(f"wrote {path}; edit it, then: sup config check {path}")
     return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from sup.preflight import check_services, missing_drivers
+
     config = load_config(args.path or _config_path(args))
+    missing = missing_drivers(config)
+    for line in missing.values():
+        print(f"sup: {line}", file=sys.stderr)
+    checks = []
+    if not args.no_connect:
+        skip = frozenset(setting.split(".", 1)[0] for setting in missing)
+        checks = asyncio.run(check_services(config, args.timeout, skip))
+    failed = [check for check in checks if not check.ok]
+    for check in failed:
+        print(f"sup: {check.line()}", file=sys.stderr)
+    if missing:
+        return EXIT_CONFIG  # as at `sup run`: this install cannot serve this configuration
+    if failed:
+        return EXIT_FAILURE
     print(
         f"configuration is valid (database: {config.database_url.split(':', 1)[0]}, "
         f"listen: {config.server.host}:{config.server.port})"
     )
+    for check in checks:
+        print(f"  {check.line()}")
     return 0
 
 
@@ -75,6 +110,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from sup.db import migrations
 
     config = _load(args)
+
+    if args.action == "status":
+        from sup.preflight import sqlite_missing
+
+        missing = sqlite_missing(config)
+        if missing is not None:  # `status` only reads: it must not create the database it reports on
+            pending = migrations.discover()
+            print(f"no database yet at {missing}: {len(pending)} migrations pending")
+            for migration in pending:
+                print(f"pending  {migration.version:04d}_{migration.name}")
+            return 0
 
     async def work(db: Any) -> int:
         if args.action == "status":
@@ -130,7 +176,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 await accounts.reset_password(args.username, password)
                 print(f"password of {args.username} reset; all of its devices were logged out")
             else:
-                ttl = int(args.expires_days * 86400) if args.expires_days else None
+                ttl = None if args.never_expires else round(args.expires_days * 86400)
                 for _ in range(args.count):
                     print(await accounts.create_invite(max_uses=args.uses, ttl_seconds=ttl))
         finally:
@@ -140,8 +186,59 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(config, work))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (`sup admin invite: --uses: ...`), exit code 2 as argparse's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+# An invite that lapses before it can be handed over is a mistake; one good for years is a
+# standing key to the server (--never-expires says so on purpose).
+INVITE_MIN_DAYS = 1 / 1440  # one minute
+INVITE_MAX_DAYS = 365
+INVITE_MAX_USES = 10_000
+INVITE_MAX_COUNT = 1000
+
+
+def _invite_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not INVITE_MIN_DAYS <= days <= INVITE_MAX_DAYS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"must be from one minute ({INVITE_MIN_DAYS:.6f}) to {INVITE_MAX_DAYS} days, got {text}"
+            + ("; for an invite that never expires, use --never-expires" if days == 0 else "")
+        )
+    return days
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.1 <= seconds <= 600:
+        raise argparse.ArgumentTypeError(f"must be from 0.1 to 600 seconds, got {text}")
+    return seconds
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="sup", description="SUP: a self-hosted secure messenger server.")
+    top = _Parser(prog="sup", description="SUP: a self-hosted secure messenger server.")
     top.add_argument("--version", action="version", version=f"sup {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -162,13 +259,27 @@ def parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate a sup.toml (and SUP_* variables)")
+    check = config_sub.add_parser(
+        "check", help="validate a sup.toml (and SUP_* variables), then reach the database, Redis and S3 it names"
+    )
     check.add_argument("path", nargs="?")
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        help="seconds each service gets to answer (default 5)",
+    )
+    check.add_argument("--no-connect", action="store_true", help="check the file and the drivers only")
     check.set_defaults(func=cmd_config_check)
 
     migrate = with_config(sub.add_parser("migrate", help="database schema migrations"))
     migrate.add_argument("action", choices=["up", "down", "status"])
-    migrate.add_argument("--steps", type=int, default=1, help="migrations to revert with `down` (default 1)")
+    migrate.add_argument(
+        "--steps",
+        type=_int_between(1, 10_000),
+        default=1,
+        help="migrations to revert with `down`, from the newest (default 1)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     admin = sub.add_parser("admin", help="administration")
@@ -181,9 +292,26 @@ def parser() -> argparse.ArgumentParser:
     reset.add_argument("username")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     invite = with_config(admin_sub.add_parser("invite", help="issue invite codes"))
-    invite.add_argument("--uses", type=int, default=1, help="registrations per code (default 1)")
-    invite.add_argument("--expires-days", type=float, default=7, help="days until it expires (0: never)")
-    invite.add_argument("--count", type=int, default=1, help="how many codes")
+    invite.add_argument(
+        "--uses",
+        type=_int_between(1, INVITE_MAX_USES),
+        default=1,
+        help=f"registrations per code, 1 to {INVITE_MAX_USES} (default 1)",
+    )
+    lifetime = invite.add_mutually_exclusive_group()
+    lifetime.add_argument(
+        "--expires-days",
+        type=_invite_days,
+        default=7.0,
+        help=f"days until it expires, one minute (0.0007) to {INVITE_MAX_DAYS} (default 7)",
+    )
+    lifetime.add_argument("--never-expires", action="store_true", help="a code that is good until it is used up")
+    invite.add_argument(
+        "--count",
+        type=_int_between(1, INVITE_MAX_COUNT),
+        default=1,
+        help=f"how many codes, 1 to {INVITE_MAX_COUNT} (default 1)",
+    )
     for p in (create, reset, invite):
         p.set_defaults(func=cmd_admin)
 

@@ -507,6 +507,9 @@ class AccountService:
     async def create_invite(
         self, *, created_by: str | None = None, max_uses: int = 1, ttl_seconds: int | None = None
     ) -> str:
+        # ttl_seconds=None is "never"; 0 or less would be an invite dead on arrival, not a never-expiring one.
+        if max_uses < 1 or (ttl_seconds is not None and ttl_seconds <= 0):
+            raise ValueError(f"an invite needs max_uses >= 1 and ttl_seconds > 0 (got {max_uses}, {ttl_seconds})")
         code = "supi_" + secrets.token_urlsafe(12)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
@@ -515,7 +518,7 @@ class AccountService:
                 code_hash=hash_secret(code),
                 created_by=created_by,
                 now=now,
-                expires_at=now + ttl_seconds * 1000 if ttl_seconds else None,
+                expires_at=None if ttl_seconds is None else now + ttl_seconds * 1000,
                 max_uses=max_uses,
             )
         return code
