@@ -38,7 +38,13 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         str,
         _doc("Directory for the SQLite database, stored files and generated secrets."),
     ] = "./sup-data"
-    public_url: Annotated[str, _doc("URL clients use to reach this server (empty: derived from host and port).")] = ""
+    public_url: Annotated[
+        str,
+        _doc(
+            "URL clients use to reach this server, e.g. https://chat.example.org: the base of signed media URLs. "
+            "Empty: the request's Host and scheme (X-Forwarded-Proto from a trusted proxy)."
+        ),
+    ] = ""
     max_body_bytes: Annotated[
         int, _doc("Largest JSON request body accepted, in bytes (uploads have their own limits).", ge=1024)
     ] = 1_048_576
@@ -47,7 +53,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = 10.0
     trusted_proxies: Annotated[
         list[str],
-        _doc("Reverse proxies (IPs or CIDRs) whose X-Forwarded-For is believed for the client IP."),
+        _doc("Reverse proxies (IPs or CIDRs) whose X-Forwarded-For and X-Forwarded-Proto are believed."),
     ] = []
     cors_origins: Annotated[
         list[str], _doc('Origins allowed to call the API from a browser, e.g. ["https://chat.example.org"].')

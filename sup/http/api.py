@@ -91,6 +91,22 @@ def client_ip(request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipadd
     return peer
 
 
+def request_origin(request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
+    """`scheme://host` as the client asked for it: behind a trusted proxy, with its X-Forwarded-Proto.
+
+    The proxy terminates TLS, so the request SUP sees is plain http. The host is the Host header,
+    which the proxy passes on (nginx: `Host $host`); X-Forwarded-Host is not read, so one header
+    fewer is believed. Behind a proxy that rewrites Host, set server.public_url.
+    """
+    scheme = request.scheme
+    if trusted and _in(request.remote or "", trusted):
+        # The value of the proxy next to SUP comes last, if a chain appended theirs.
+        forwarded = request.headers.get("X-Forwarded-Proto", "").rsplit(",", 1)[-1].strip().lower()
+        if forwarded in {"http", "https"}:
+            scheme = forwarded
+    return f"{scheme}://{request.host}"
+
+
 def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sup.domain.media import Download, Media, MediaPage, UploadSession
 from sup.errors import Code, DomainError
 from sup.http import schemas as s
-from sup.http.api import Call, bearer_token
+from sup.http.api import Call, bearer_token, request_origin
 
 READ_CHUNK = 256 * 1024
 # Multipart framing around the file: boundaries, part headers. A declared length beyond
@@ -132,7 +132,7 @@ async def signed_url(call: Call) -> s.SignedUrl:
     """GET /api/v1/media/{media_id}/url: a download URL that needs no token, until it expires."""
     query: s.VariantQuery = call.query
     request = call.request
-    base = call.services.public_url or f"{request.scheme}://{request.host}"
+    base = call.services.public_url or request_origin(request, call.services.trusted_proxies)
     url, expires = await call.services.media.signed_url(call.who.user_id, call.param("media_id"), query.variant, base)
     return s.SignedUrl(url=url, expires_at=expires)
 
