@@ -91,6 +91,16 @@ def from_domain_error(error: DomainError, path: str) -> web.Response:
     )
 
 
+# Never sent (there is no one to send it to): what the access log shows for a request whose
+# client closed its connection first, as nginx logs it.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def problems_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
@@ -110,8 +120,16 @@ async def problems_middleware(request: web.Request, handler) -> web.StreamRespon
         }.get(code, exc.reason)
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(code, detail, instance=request.path, headers=headers)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        if _client_gone(request):
+            # A closed tab, a cancelled download, a phone out of coverage: not an error of ours.
+            log.debug("the client went away during %s %s", request.method, request.path)
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
+        # A reset from a backend SUP talks to (S3, Redis) is an error like any other.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(Code.INTERNAL, "Something went wrong on the server.", instance=request.path)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem_response(Code.INTERNAL, "Something went wrong on the server.", instance=request.path)
