@@ -367,6 +367,10 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(
             f"database.url: unsupported scheme in {url.split(':', 1)[0]!r}; use sqlite:// or postgresql://"
         )
+    if config.blobs.url and not config.blobs.url.startswith(("file:", "s3:")):
+        raise ConfigError(
+            f"blobs.url: unsupported scheme in {config.blobs.url.split(':', 1)[0]!r}; use file:// or s3://"
+        )
     if config.database.pool_min > config.database.pool_max:
         raise ConfigError("database.pool_min: must not exceed database.pool_max")
     if config.security.secret_key and len(config.security.secret_key) < 32:

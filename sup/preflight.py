@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -195,9 +195,7 @@ async def _blobs(config: Config) -> str:
     url = config.blobs.url or default_url(config.data_dir)
     if not url.startswith("s3:"):
         parts = urlsplit(url)
-        if parts.scheme == "file":
-            return _creatable(Path(parts.path))
-        return url  # open_blob_store refuses it at start; load_config names the problem first
+        return _creatable(Path(unquote(parts.path)))  # file://: load_config refuses other schemes
     # Never create the bucket from here: HEAD it. A missing bucket is fine when sup run would create it.
     settings = BlobSettings(**{**msgspec.structs.asdict(config.blobs), "s3_create_bucket": False})
     try:

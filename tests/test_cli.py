@@ -141,9 +141,11 @@ async def test_migrate_status_down_up(tmp_path: Path):
 
 
 async def test_unusable_blob_storage_is_a_clear_error(tmp_path: Path):
-    env = sup_env(tmp_path, SUP_BLOBS_URL="ftp://files.example/sup")
+    env = sup_env(tmp_path, SUP_BLOBS_URL="file://files.example/sup")  # a scheme it knows, a URL it cannot use
     code, _, err = await sup("run", "--port", "0", env=env)
-    assert code == 1 and "blob storage error" in err and "ftp" in err and "Traceback" not in err
+    assert code == 1 and "blob storage error" in err and "file://files.example" in err and "Traceback" not in err
+    code, _, err = await sup("run", "--port", "0", env=sup_env(tmp_path, SUP_BLOBS_URL="ftp://files.example/sup"))
+    assert code == 2 and "blobs.url" in err and "ftp" in err and "Traceback" not in err
 
 
 async def test_a_database_from_a_newer_sup_is_refused(tmp_path: Path):

@@ -58,6 +58,8 @@ def test_environment_overrides_the_file(tmp_path: Path):
         ("[auth]\naccess_token_ttl = 3600\n", {}, "auth.access_token_ttl"),
         ("[auth]\nargon2_memory_kib = 1024\n", {}, "auth.argon2_memory_kib"),
         ('[database]\nurl = "mysql://x"\n', {}, "database.url"),
+        ('[blobs]\nurl = "ftp://files.example/sup"\n', {}, "blobs.url"),
+        ('[bus]\nurl = "amqp://x"\n', {}, "bus.url"),
         ('[security]\nsecret_key = "short"\n', {}, "security.secret_key"),
         ('[server]\ntrusted_proxies = ["not-an-ip"]\n', {}, "server.trusted_proxies"),
         ("server = 5\n", {}, "server"),
