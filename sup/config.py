@@ -154,6 +154,8 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CryptoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The end-to-end key directory ([e2e.md](e2e.md))."""
+
     prekey_low_threshold: Annotated[
         int, _doc("A device gets a `prekeys.low` event when its one-time prekeys fall below this."), Meta(ge=1)
     ] = 20
@@ -169,6 +171,8 @@ MiB = 1024 * 1024
 
 
 class JobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The background job scheduler (media processing, cleanup). Jobs live in the database and survive restarts."""
+
     workers: Annotated[int, _doc("Background jobs (media processing, cleanup) run at once by this process.", ge=1)] = 2
     poll_interval_seconds: Annotated[float, _doc("How soon a job queued by another process is noticed.", gt=0)] = 5.0
     max_attempts: Annotated[int, _doc("Attempts before a job is marked failed with its last error.", ge=1)] = 5
@@ -180,6 +184,8 @@ class JobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class BlobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where uploaded files are stored. See [operations.md](operations.md#files-blob-storage) for the layout and S3."""
+
     url: Annotated[
         str,
         _doc(
@@ -201,6 +207,8 @@ class BlobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Uploads, their limits and their processing."""
+
     max_image_bytes: Annotated[int, _doc("Largest image upload, in bytes.", ge=1)] = 50 * MiB
     max_video_bytes: Annotated[int, _doc("Largest video upload, in bytes.", ge=1)] = 2048 * MiB
     max_audio_bytes: Annotated[int, _doc("Largest audio upload (voice notes, music), in bytes.", ge=1)] = 200 * MiB
@@ -221,7 +229,9 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         int, _doc("Images with more pixels are refused before decoding (decompression bombs).", ge=1)
     ] = 50_000_000
     max_duration_seconds: Annotated[float, _doc("Audio or video claiming to be longer is refused.", gt=0)] = 6 * 3600.0
-    probe_timeout_seconds: Annotated[float, _doc("Wall-clock limit of the FFmpeg probe process per file.", gt=0)] = 30.0
+    probe_timeout_seconds: Annotated[
+        float, _doc("Wall-clock limit per file of the child process that reads it (Pillow or FFmpeg).", gt=0)
+    ] = 30.0
     probe_memory_bytes: Annotated[int, _doc("Address-space limit of the FFmpeg probe process.", ge=256 * MiB)] = (
         768 * MiB
     )
@@ -411,6 +421,47 @@ def example_toml() -> str:
             lines.append(f"# {name} = {_toml_value(value)}")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def settings_reference() -> str:
+    """The settings tables of docs/configuration.md, one per section (`python -m sup.docgen` writes them)."""
+    aliases: dict[tuple[str, str], list[str]] = {}
+    for alias, target in ENV_ALIASES.items():
+        aliases.setdefault(target, []).append(alias)
+    defaults = Config()
+    parts = []
+    for section, struct in sections().items():
+        parts.append(f"### `[{section}]`\n")
+        if struct.__doc__:
+            parts.append(f"{struct.__doc__.strip()}\n")
+        rows = [
+            "| Setting | Type | Default | Environment variable | Description |",
+            "|---|---|---|---|---|",
+        ]
+        for name, hint in _field_types(struct).items():
+            names = " or ".join(f"`{n}`" for n in [env_name(section, name), *aliases.get((section, name), [])])
+            default = _toml_value(getattr(getattr(defaults, section), name))
+            description = _description(struct, name).replace("<", "&lt;").replace(">", "&gt;")
+            cells = [f"`{name}`", _type_text(hint), f"`{default}`", names, description]
+            rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        parts.append("\n".join(rows) + "\n")
+    return "\n".join(parts)
+
+
+def _type_text(hint: Any) -> str:
+    base, metas = (get_args(hint)[0], hint.__metadata__) if get_origin(hint) is Annotated else (hint, ())
+    if get_origin(base) is Literal:
+        return " | ".join(f'`"{value}"`' for value in get_args(base))
+    if get_origin(base) is list:
+        return f"list of {get_args(base)[0].__name__}"
+    bounds = []
+    for meta in metas:
+        if isinstance(meta, Meta):
+            for attribute, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+                value = getattr(meta, attribute)
+                if value is not None:
+                    bounds.append(f"{sign} {value}")
+    return f"{base.__name__} ({', '.join(bounds)})" if bounds else base.__name__
 
 
 def _description(struct: type[msgspec.Struct], name: str) -> str:

@@ -130,7 +130,7 @@ def _creatable(path: Path) -> str:
     while not parent.exists():
         parent = parent.parent
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise CheckFailed(f"{path} does not exist and {parent} is not writable by this user")
+        raise CheckFailed(f"{path} does not exist and {parent} is not writable by this user: create it first")
     return f"{path} (not there yet: sup run creates it)"
 
 

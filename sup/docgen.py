@@ -1,0 +1,101 @@
+"""The parts of docs/ that are generated from the code, so that they cannot drift from it.
+
+Each generated part sits between two markers in its page:
+
+    <!-- generated: endpoints -->
+    ...
+    <!-- end of generated: endpoints -->
+
+`python -m sup.docgen` rewrites them in a checkout; tests/test_docs.py fails while a page
+differs from what this module renders.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+# Added by add_routes beside ROUTES, since its handler serves the document built from them.
+OPENAPI_ROW = ("GET", "/api/v1/openapi.json", "none", "this API, described in OpenAPI 3.1.")
+
+# A raw route answers by itself, so the table cannot read how it authenticates: say it here.
+RAW_AUTH = {"/api/v1/ws": "first frame ([protocol](protocol.md))"}
+
+
+def endpoint_table() -> str:
+    """The endpoint table of docs/api.md, from the route table (sup/http/routes.py)."""
+    from sup.http.routes import ROUTES
+    from sup.http.schemas import SignedQuery
+
+    rows = [
+        "| Method and path | Auth | What it does |",
+        "|---|---|---|",
+    ]
+    for route in ROUTES:
+        if route.raw:
+            if route.path not in RAW_AUTH:
+                raise KeyError(f"{route.method} {route.path} is raw: say how it authenticates in RAW_AUTH")
+            auth = RAW_AUTH[route.path]
+        elif route.auth:
+            auth = "token"
+        elif route.query is not None and issubclass(route.query, SignedQuery):
+            auth = "token or signed URL"
+        else:
+            auth = "none"
+        rows.append(_row(route.method, route.path, auth, route.summary))
+    rows.append(_row(*OPENAPI_ROW))
+    return "\n".join(rows) + "\n"
+
+
+def _row(method: str, path: str, auth: str, summary: str) -> str:
+    cells = [f"`{method} {path}`", auth, summary.removesuffix(".")]
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def settings_tables() -> str:
+    from sup.config import settings_reference
+
+    return settings_reference()
+
+
+GENERATED: dict[str, dict[str, Callable[[], str]]] = {
+    "api.md": {"endpoints": endpoint_table},
+    "configuration.md": {"settings": settings_tables},
+}
+
+
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"(<!-- generated: {name} -->\n)(.*?)(<!-- end of generated: {name} -->)",
+        re.DOTALL,
+    )
+
+
+def render(page: str, text: str) -> str:
+    """`text` (the page's contents) with each of its generated parts as the code renders it now."""
+    for name, generate in GENERATED[page].items():
+        block = _block(name)
+        if len(block.findall(text)) != 1:
+            raise ValueError(f"docs/{page}: expected one <!-- generated: {name} --> block")
+        content = generate()
+        text = block.sub(lambda match, content=content: f"{match[1]}\n{content}\n{match[3]}", text)
+    return text
+
+
+def main() -> int:
+    for page in GENERATED:
+        path = DOCS / page
+        text = path.read_text()
+        updated = render(page, text)
+        if updated != text:
+            path.write_text(updated)
+            print(f"rewrote docs/{page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
