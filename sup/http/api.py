@@ -6,6 +6,7 @@ are refused) and generate the OpenAPI document, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,14 @@ from aiohttp import web
 from sup.domain.accounts import Principal
 from sup.errors import Code, DomainError
 from sup.http.problems import Problem
+from sup.ids import canonical_id
+from sup.integers import parse_int
+from sup.transport.inputs import ID_REGEX, Id
 from sup.transport.services import SERVICES, Services
 
 JSON_TYPE = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
+ME = "me"  # stands for the caller's own id wherever a path has {user_id}
 # A \u0000 escape not itself escaped: NUL has no place in any field, and Postgres refuses it.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -41,6 +46,8 @@ class Route:
     status: int = 200
     auth: bool = True
     tag: str = "misc"
+    # Types of path parameters other than ids (ids are the `..._id` ones), for the OpenAPI document.
+    params: dict[str, Any] = field(default_factory=dict)
     # The handler takes the aiohttp request and answers by itself (the WebSocket upgrade): no
     # body, query or token parsing here, and its OpenAPI entry only points to its protocol.
     raw: bool = False
@@ -67,16 +74,48 @@ class Call:
         return self.principal
 
     def param(self, name: str) -> str:
+        """A path parameter; an id (`..._id`) comes canonical, and `{user_id}` takes `me` for the caller."""
         value = self.request.match_info[name]
+        if is_id_param(name):
+            if value == ME and name == "user_id" and self.principal is not None:
+                return self.principal.user_id
+            canonical = canonical_id(value)
+            if canonical is None:  # the route's pattern keeps these out; a handler called otherwise
+                raise DomainError(Code.NOT_FOUND, "There is nothing at this path.")
+            return canonical
         if "\x00" in value:
             raise _no_nul()
         return value
+
+    def int_param(self, name: str, high: int) -> int:
+        """A path parameter that is a whole number from 0 to `high`."""
+        return parse_int(self.request.match_info[name], name, high=high)
 
     @property
     def ip(self) -> str:
         if self._ip is None:
             self._ip = client_ip(self.request, self.services.trusted_proxies)
         return self._ip
+
+
+def is_id_param(name: str) -> bool:
+    return name.endswith("_id")
+
+
+def router_path(path: str) -> str:
+    """`path` as aiohttp matches it: an id parameter matches only an id (or `me` for {user_id}),
+
+    so a fixed segment never falls into a parameter: `GET /media/uploads` is not `GET
+    /media/{media_id}` with the id "uploads", and its 405 names the methods of `/media/uploads` only.
+    """
+
+    def typed(match: re.Match[str]) -> str:
+        name = match[1]
+        if not is_id_param(name):
+            return match[0]
+        return f"{{{name}:{ME}|{ID_REGEX}}}" if name == "user_id" else f"{{{name}:{ID_REGEX}}}"
+
+    return _PATH_PARAM.sub(typed, path)
 
 
 def client_ip(request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
@@ -140,13 +179,31 @@ def _malformed(exc: Exception) -> DomainError:
 
 
 def read_query(request: web.Request, query_type: type) -> Any:
-    values = {key: request.query.getone(key) for key in request.query}
+    values: dict[str, Any] = {key: request.query.getone(key) for key in request.query}
     if any("\x00" in key or "\x00" in value for key, value in values.items()):
         raise _no_nul()
+    # msgspec would take "1e3", "1.0" and numbers past what the database holds: integers go
+    # through the one strict parser first, then the schema's own bounds apply.
+    for name in _int_fields(query_type) & values.keys():
+        values[name] = parse_int(values[name], name)
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:
         raise DomainError(Code.VALIDATION_FAILED, _describe(exc, "query"), **_field(exc)) from None
+
+
+@functools.cache
+def _int_fields(query_type: type) -> frozenset[str]:
+    """The fields of a query type that hold an integer (or an optional one)."""
+    info = msgspec.inspect.type_info(query_type)
+    assert isinstance(info, msgspec.inspect.StructType), query_type
+    return frozenset(
+        f.encode_name for f in info.fields if any(isinstance(t, msgspec.inspect.IntType) for t in _members(f.type))
+    )
+
+
+def _members(info: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, ...]:
+    return info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
 
 
 _AT = re.compile(r" - at `\$(?:\.([\w.\[\]]+))?`$")
@@ -197,6 +254,15 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
     return handle
 
 
+def _path_schema(route: Route, name: str) -> dict[str, Any]:
+    if is_id_param(name):
+        schema = msgspec.json.schema(Id)
+        return {"anyOf": [schema, {"const": ME, "description": "Yourself."}]} if name == "user_id" else schema
+    if name in route.params:
+        return msgspec.json.schema(route.params[name])
+    return {"type": "string", "minLength": 1}
+
+
 def openapi(routes: list[Route], version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for these routes."""
     types: list[Any] = [Problem]
@@ -214,7 +280,7 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             "responses": {"default": {"description": "An error (problem+json)", **problem_ref}},
         }
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
             for name in _PATH_PARAM.findall(route.path)
         ]
         if route.query is not None:

@@ -14,7 +14,7 @@ from sup.domain.presence import PresenceStatus
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
-from sup.http.api import Call, Route, encode, endpoint, openapi
+from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
 from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users
 from sup.ws.gateway import websocket
 
@@ -260,7 +260,6 @@ ROUTES: list[Route] = [
     Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
     # E2E key directory
     Route("POST", f"{API}/crypto/keys", crypto.publish_keys, body=s.KeysPublish, response=s.PrekeyCount, tag="crypto"),
-    # The `all` routes come first: the router tries routes in this order.
     Route("GET", f"{API}/crypto/keys/{{user_id}}/all", crypto.get_all_keys, response=s.DeviceKeysList, tag="crypto"),
     Route("GET", f"{API}/crypto/keys/{{user_id}}/{{device_id}}", crypto.get_keys, response=DeviceKeys, tag="crypto"),
     Route("GET", f"{API}/crypto/prekeys", crypto.prekey_status, response=PrekeyStatus, tag="crypto"),
@@ -309,6 +308,7 @@ ROUTES: list[Route] = [
         f"{API}/media/uploads/{{upload_id}}/chunks/{{index}}",
         media.put_chunk,
         response=UploadSession,
+        params={"index": s.ChunkIndex},
         tag="media",
     ),
     Route(
@@ -348,10 +348,11 @@ def add_routes(app: web.Application) -> None:
 
     all_routes = [*ROUTES, Route("GET", f"{API}/openapi.json", get_openapi, auth=False, tag="meta")]
     for route in all_routes:
+        path = router_path(route.path)
         if route.raw:
-            app.router.add_route(route.method, route.path, route.handler)
+            app.router.add_route(route.method, path, route.handler)
             continue
         handler = endpoint(route)
-        app.router.add_route(route.method, route.path, handler)
+        app.router.add_route(route.method, path, handler)
         if route.method == "GET":  # monitors and caches probe with HEAD
-            app.router.add_route("HEAD", route.path, handler)
+            app.router.add_route("HEAD", path, handler)

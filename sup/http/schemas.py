@@ -29,7 +29,9 @@ from sup.domain.keydirectory import (
 from sup.domain.messages import Pin
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
-from sup.transport.sends import Id, MessageSendFields, Recipient
+from sup.integers import INT64_MAX
+from sup.transport.inputs import Count, Id, Input, whole
+from sup.transport.sends import MessageSendFields, Recipient
 
 Username = Annotated[
     str, Meta(min_length=3, max_length=32, pattern=USERNAME_PATTERN, description="Case-insensitively unique.")
@@ -37,12 +39,12 @@ Username = Annotated[
 NewPassword = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
 DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, description="Shown in the device list.")]
-TotpCode = Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6-digit code from the authenticator app.")]
+TotpCode = Annotated[str, Meta(pattern=whole("[0-9]{6}"), description="6-digit code from the authenticator app.")]
 RecoveryCode = Annotated[str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")]
 
 
-class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of request bodies: unknown fields are refused, not ignored."""
+class Body(Input):
+    """Base of request bodies: unknown fields are refused, not ignored; ids come out canonical."""
 
 
 class RegisterRequest(Body):
@@ -125,7 +127,7 @@ class DeviceList(msgspec.Struct, kw_only=True):
     devices: list[Device]
 
 
-class PageQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PageQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     after: Id | None = None
 
@@ -168,7 +170,7 @@ class ChatUpdate(Body):
     avatar_media_id: Id | UnsetType | None = UNSET
 
 
-class ChatListQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ChatListQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     before: Annotated[str, Meta(max_length=80)] | None = None
 
@@ -213,13 +215,13 @@ class MessageEdit(Body):
     recipients: Annotated[list[Recipient], Meta(max_length=5000)] = []
 
 
-class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class HistoryQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
-    before: Annotated[int, Meta(ge=0)] | None = None
-    after: Annotated[int, Meta(ge=0)] | None = None
+    before: Count | None = None
+    after: Count | None = None
 
 
-class DeleteQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DeleteQuery(Input):
     scope: Literal["everyone", "me"] = "everyone"
 
 
@@ -227,7 +229,7 @@ class ReactionBody(Body):
     emoji: Annotated[str, Meta(min_length=1, max_length=32)]
 
 
-class ReactionQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ReactionQuery(Input):
     emoji: Annotated[str, Meta(min_length=1, max_length=32)]
 
 
@@ -241,7 +243,7 @@ class Forward(Body):
 
 
 class ReadMarker(Body):
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Count
 
 
 class ReadState(msgspec.Struct, kw_only=True):
@@ -305,7 +307,7 @@ class BundleList(msgspec.Struct, kw_only=True):
 
 
 class SenderKeyPost(Body):
-    distribution_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+    distribution_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[\x21-\x7e]+"))]
     recipients: Annotated[list[Recipient], Meta(min_length=1, max_length=5000)]
 
 
@@ -318,22 +320,26 @@ class SenderKeyList(msgspec.Struct, kw_only=True):
 Purpose = Literal["attachment", "avatar", "sticker"]
 
 
-class MediaUploadQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class MediaUploadQuery(Input):
     purpose: Purpose = "attachment"
     encrypted: Annotated[bool, Meta(description="Client-encrypted: stored and served as opaque bytes.")] = False
     filename: Annotated[str, Meta(max_length=1024, description="For raw-body uploads (multipart names its part).")] = ""
 
 
+CHUNK_INDEX_MAX = 999_999_999
+ChunkIndex = Annotated[int, Meta(ge=0, le=CHUNK_INDEX_MAX, description="From 0.")]
+
+
 class UploadStart(Body, kw_only=True):
-    size: Annotated[int, Meta(ge=1, description="The whole file's size in bytes.")]
+    size: Annotated[int, Meta(ge=1, le=INT64_MAX, description="The whole file's size in bytes.")]
     filename: Annotated[str, Meta(max_length=1024)] = ""
     purpose: Purpose = "attachment"
     encrypted: bool = False
 
 
-class SignedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    expires: int | None = None
-    signature: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")] | None = None
+class SignedQuery(Input):
+    expires: Annotated[Count, Meta(description="Unix time, seconds: from a signed URL.")] | None = None
+    signature: Annotated[str, Meta(pattern=whole("[0-9a-f]{64}"))] | None = None
 
 
 class DownloadQuery(SignedQuery, kw_only=True):
@@ -344,7 +350,7 @@ class ThumbnailQuery(SignedQuery, kw_only=True):
     size: Literal["small", "large"] = "small"
 
 
-class VariantQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class VariantQuery(Input):
     variant: Literal["original", "small", "large"] = "original"
 
 
