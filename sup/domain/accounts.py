@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from sup.db.accounts import (
     SessionStore,
     UserStore,
 )
-from sup.db.database import Database, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction
 from sup.domain import totp
 from sup.domain.passwords import PasswordHasher
 from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
@@ -32,8 +33,12 @@ from sup.ids import is_uuid, uuid7
 if TYPE_CHECKING:
     from sup.domain.keychanges import Change, KeyChanges
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,30})[A-Za-z0-9_]$")
-USERNAME_PATTERN = USERNAME_RE.pattern
+# A username is kept, shown and compared in one form: its key (username_key below), which
+# must be 3 to 32 of a-z, 0-9, '_' and '.', not starting or ending with '.', without '..'.
+# ASCII only, so no two scripts can mix into a look-alike (Latin "a" and Cyrillic U+0430 look the same).
+USERNAME_REGEX = r"(?!.*[.][.])[a-z0-9_][a-z0-9_.]{1,30}[a-z0-9_]"
+_USERNAME = re.compile(USERNAME_REGEX)
+USERNAME_MAX_INPUT = 64  # longer input names no one: refused before it is normalised
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 DEVICE_NAME_MAX = 64
 DISPLAY_NAME_MAX = 64
@@ -93,13 +98,32 @@ def user_from_row(row: Row) -> User:
     )
 
 
-def check_username(username: str) -> None:
-    if not USERNAME_RE.match(username) or ".." in username:
+def username_key(username: str) -> str:
+    """What makes two usernames one: NFKC, then case folding ("Alice", "ALICE" and fullwidth "Alice" are "alice").
+
+    Registration stores a name in this form; every lookup (login, by-username) goes through it.
+    """
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def check_username(username: str) -> str:
+    """The username as it is stored (its key), or 422 if that is not a valid username."""
+    key = username_key(username) if len(username) <= USERNAME_MAX_INPUT else ""
+    if _USERNAME.fullmatch(key) is None:
         raise DomainError(
             Code.VALIDATION_FAILED,
-            "A username is 3 to 32 letters, digits, '_' or '.', not starting or ending with '.'.",
+            "A username is 3 to 32 ASCII letters, digits, '_' or '.', not starting or ending with '.' "
+            "and without '..'; letters are kept in lower case.",
             field="username",
         )
+    return key
+
+
+async def find_by_username(users: UserStore, db: Queryable, username: str) -> Row | None:
+    """The user a typed username names (normalised as registration stored it), or None."""
+    if len(username) > USERNAME_MAX_INPUT:
+        return None
+    return await users.get_by_username(db, username_key(username))
 
 
 def check_password(password: str) -> None:
@@ -198,7 +222,7 @@ class AccountService:
             raise DomainError(Code.REGISTRATION_CLOSED, "Registration is closed on this server.")
         if self._auth.registration == "invite" and not invite_code:
             raise DomainError(Code.INVALID_INVITE, "An invite code is required to register here.")
-        check_username(username)
+        username = check_username(username)
         check_password(password)
         display_name = check_text(display_name, "display_name", DISPLAY_NAME_MAX)
         password_hash = await self._hasher.hash(password)
@@ -236,7 +260,7 @@ class AccountService:
     ) -> IssuedSession:
         await self.check_ip_rate(ip)
         await self._check_account_rate(username)
-        row = await self._users.get_by_username(self._db, username) if len(username) <= 64 else None
+        row = await find_by_username(self._users, self._db, username)
         # Unknown user and wrong password take the same path, time and answer.
         ok = await self._hasher.verify(row["password_hash"] if row else None, password)
         if row is None or not ok:
@@ -473,7 +497,7 @@ class AccountService:
     # -- administration (sup admin ...) ------------------------------------------------
 
     async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> User:
-        check_username(username)
+        username = check_username(username)
         check_password(password)
         password_hash = await self._hasher.hash(password)
         now = self._clock.now_ms()
@@ -494,7 +518,7 @@ class AccountService:
     async def reset_password(self, username: str, password: str) -> None:
         """Set a new password and log out every device of the user."""
         check_password(password)
-        row = await self._users.get_by_username(self._db, username)
+        row = await find_by_username(self._users, self._db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, f"No user named {username!r}.")
         password_hash = await self._hasher.hash(password)

@@ -13,7 +13,7 @@ from sup.domain.accounts import (
     DISPLAY_NAME_MAX,
     PASSWORD_MAX,
     PASSWORD_MIN,
-    USERNAME_PATTERN,
+    USERNAME_REGEX,
     Device,
     User,
 )
@@ -34,7 +34,14 @@ from sup.transport.inputs import Count, Id, Input, whole
 from sup.transport.sends import MessageSendFields, Recipient
 
 Username = Annotated[
-    str, Meta(min_length=3, max_length=32, pattern=USERNAME_PATTERN, description="Case-insensitively unique.")
+    str,
+    Meta(
+        min_length=3,
+        max_length=32,
+        # Upper case is accepted and folded: the domain keeps the name in lower case.
+        pattern=whole(USERNAME_REGEX.replace("a-z", "A-Za-z")),
+        description="ASCII letters, digits, '_' and '.'; stored and shown in lower case, so unique regardless of case.",
+    ),
 ]
 NewPassword = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
