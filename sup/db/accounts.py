@@ -189,6 +189,31 @@ class DeviceStore:
         return [r["id"] for r in rows]
 
 
+class LoginAddressStore:
+    """Addresses (as keyed hashes) each user has logged in from, and when."""
+
+    async def remember(self, tx: Queryable, user_id: str, address_hash: bytes, now: int, forget_before: int) -> None:
+        await tx.execute(
+            "INSERT INTO login_addresses (user_id, address_hash, last_login_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, address_hash) DO UPDATE SET last_login_at = excluded.last_login_at",
+            user_id,
+            address_hash,
+            now,
+        )
+        await tx.execute(
+            "DELETE FROM login_addresses WHERE user_id = $1 AND last_login_at < $2", user_id, forget_before
+        )
+
+    async def known(self, db: Queryable, user_id: str, address_hash: bytes, since: int) -> bool:
+        row = await db.fetchrow(
+            "SELECT 1 AS known FROM login_addresses WHERE user_id = $1 AND address_hash = $2 AND last_login_at >= $3",
+            user_id,
+            address_hash,
+            since,
+        )
+        return row is not None
+
+
 class SessionStore:
     """Refresh tokens, stored as SHA-256 hashes; one chain of rotations per device."""
 

@@ -63,11 +63,23 @@ class RegisterRequest(Body):
 
 
 class LoginRequest(Body):
-    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    username: Annotated[str, Meta(min_length=1, max_length=64, description="Found in any case or width.")]
     password: AnyPassword
     totp_code: TotpCode | None = None
     recovery_code: RecoveryCode | None = None
     device_name: DeviceName = ""
+    refresh_token: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=256,
+                description="A refresh token this client holds for one of the account's devices, even an expired "
+                "one: the login is then not held back by limits that guessing from elsewhere set off.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RefreshRequest(Body):
