@@ -21,7 +21,7 @@ from sup.errors import Code, DomainError
 from sup.http.problems import Problem
 from sup.ids import canonical_id
 from sup.integers import parse_int
-from sup.transport.inputs import ID_REGEX, Id
+from sup.transport.inputs import ID_REGEX, Id, whole
 from sup.transport.services import SERVICES, Services
 
 JSON_TYPE = "application/json"
@@ -48,6 +48,12 @@ class Route:
     tag: str = "misc"
     # Types of path parameters other than ids (ids are the `..._id` ones), for the OpenAPI document.
     params: dict[str, Any] = field(default_factory=dict)
+    # Other success statuses with the same answer (200 when a create finds what exists already).
+    also: tuple[int, ...] = ()
+    # Bodies and answers that are not JSON (files), as OpenAPI `content` and `responses`: no type
+    # validates them, so they are declared where the route is.
+    raw_body: dict[str, Any] | None = None
+    raw_responses: dict[str, Any] | None = None
     # The handler takes the aiohttp request and answers by itself (the WebSocket upgrade): no
     # body, query or token parsing here, and its OpenAPI entry only points to its protocol.
     raw: bool = False
@@ -56,6 +62,12 @@ class Route:
     def summary(self) -> str:
         doc = (self.handler.__doc__ or "").strip().splitlines()[0] if self.handler.__doc__ else ""
         return doc.split(": ", 1)[1] if ": " in doc else doc
+
+    @property
+    def description(self) -> str:
+        """The handler's docstring after its first line: the rules a client should know."""
+        lines = (self.handler.__doc__ or "").strip().splitlines()[1:]
+        return " ".join(line.strip() for line in lines).strip()
 
 
 @dataclass
@@ -164,14 +176,31 @@ async def read_json(request: web.Request, body_type: type, max_bytes: int) -> An
         # Decoding validates as it parses, so a schema error can come before a syntax error
         # further on; only on this (error) path, parse again untyped to report the right one.
         try:
-            msgspec.json.decode(raw)
+            untyped = msgspec.json.decode(raw)
         except msgspec.DecodeError as syntax:
             raise _malformed(syntax) from None
+        if "got `float`" in str(exc):
+            # JSON Schema counts 5.0 and 5e0 as integers, so a client generated from our schema
+            # may send them: take a whole number however it is written (5.5 is still refused).
+            try:
+                return msgspec.json.decode(msgspec.json.encode(_whole_numbers(untyped)), type=body_type)
+            except msgspec.ValidationError as again:
+                exc = again
         raise DomainError(Code.VALIDATION_FAILED, _describe(exc), **_field(exc)) from None
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
     except UnicodeDecodeError as exc:  # invalid UTF-8 inside a string: msgspec lets it through
         raise _malformed(exc) from None
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _malformed(exc: Exception) -> DomainError:
@@ -254,6 +283,25 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
     return handle
 
 
+# Rules read_json applies to every string, said in the schema where a type cannot say them.
+_NO_NUL = whole("[^\\x00]*")
+_BASE64 = whole("(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def _state_text_rules(schema: Any) -> None:
+    """Add to every string schema within what the server requires of all text: base64 for bytes, no NUL."""
+    if isinstance(schema, list):
+        for item in schema:
+            _state_text_rules(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    for value in schema.values():
+        _state_text_rules(value)
+    if schema.get("type") == "string" and "pattern" not in schema and "enum" not in schema:
+        schema["pattern"] = _BASE64 if schema.get("contentEncoding") == "base64" else _NO_NUL
+
+
 def _path_schema(route: Route, name: str) -> dict[str, Any]:
     if is_id_param(name):
         schema = msgspec.json.schema(Id)
@@ -269,6 +317,8 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
     for route in routes:
         types += [t for t in (route.body, route.response, route.query) if t is not None]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    for component in components.values():
+        _state_text_rules(component)
     schema_of = dict(zip(types, schemas, strict=True))
     problem_ref = {"content": {"application/problem+json": {"schema": schema_of[Problem]}}}
     paths: dict[str, dict[str, Any]] = {}
@@ -279,6 +329,8 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             "tags": [route.tag],
             "responses": {"default": {"description": "An error (problem+json)", **problem_ref}},
         }
+        if route.description:
+            op["description"] = route.description
         params = [
             {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
             for name in _PATH_PARAM.findall(route.path)
@@ -294,15 +346,21 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             op["parameters"] = params
         if route.body is not None:
             op["requestBody"] = {"required": True, "content": {JSON_TYPE: {"schema": schema_of[route.body]}}}
-        if route.response is not None:
-            op["responses"][str(route.status)] = {
-                "description": "OK",
-                "content": {JSON_TYPE: {"schema": schema_of[route.response]}},
-            }
+        elif route.raw_body is not None:
+            op["requestBody"] = {"required": True, "content": route.raw_body}
+        if route.raw_responses is not None:
+            op["responses"].update(route.raw_responses)
+        elif route.response is not None:
+            for status in (route.status, *route.also):
+                op["responses"][str(status)] = {
+                    "description": "OK" if status == route.status else "OK: what existed already",
+                    "content": {JSON_TYPE: {"schema": schema_of[route.response]}},
+                }
         else:
             op["responses"]["204" if route.status == 200 else str(route.status)] = {"description": "Done"}
         if route.raw:
-            op["responses"] = {"101": {"description": "Switching Protocols: see docs/protocol.md"}}
+            op["responses"]["101"] = {"description": "Switching Protocols: see docs/protocol.md"}
+            del op["responses"]["204"]
         if route.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op

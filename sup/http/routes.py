@@ -150,7 +150,16 @@ ROUTES: list[Route] = [
     ),
     # chats
     Route("GET", f"{API}/chats", chats.list_chats, query=s.ChatListQuery, response=ChatPage, tag="chats"),
-    Route("POST", f"{API}/chats", chats.create_chat, body=s.ChatCreate, response=Chat, status=201, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chats",
+        chats.create_chat,
+        body=s.ChatCreate,
+        response=Chat,
+        status=201,
+        also=(200,),
+        tag="chats",
+    ),
     Route("GET", f"{API}/chats/{{chat_id}}", chats.get_chat, response=Chat, tag="chats"),
     Route("PATCH", f"{API}/chats/{{chat_id}}", chats.update_chat, body=s.ChatUpdate, response=Chat, tag="chats"),
     Route("DELETE", f"{API}/chats/{{chat_id}}", chats.delete_chat, tag="chats"),
@@ -203,6 +212,7 @@ ROUTES: list[Route] = [
         body=s.MessageSend,
         response=Message,
         status=201,
+        also=(200,),
         tag="messages",
     ),
     Route(
@@ -254,6 +264,7 @@ ROUTES: list[Route] = [
         body=s.Forward,
         response=Message,
         status=201,
+        also=(200,),
         tag="messages",
     ),
     Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
@@ -291,6 +302,7 @@ ROUTES: list[Route] = [
         query=s.MediaUploadQuery,
         response=Media,
         status=201,
+        raw_body=s.FILE_UPLOAD,
         tag="media",
     ),
     Route(
@@ -309,6 +321,7 @@ ROUTES: list[Route] = [
         media.put_chunk,
         response=UploadSession,
         params={"index": s.ChunkIndex},
+        raw_body=s.CHUNK_UPLOAD,
         tag="media",
     ),
     Route(
@@ -321,9 +334,23 @@ ROUTES: list[Route] = [
     ),
     Route("DELETE", f"{API}/media/uploads/{{upload_id}}", media.abort_upload, tag="media"),
     # Downloads take a token or a signed URL, so they authenticate in the handler.
-    Route("GET", f"{API}/media/download/{{media_id}}", media.download, query=s.DownloadQuery, auth=False, tag="media"),
     Route(
-        "GET", f"{API}/media/thumbnail/{{media_id}}", media.thumbnail, query=s.ThumbnailQuery, auth=False, tag="media"
+        "GET",
+        f"{API}/media/download/{{media_id}}",
+        media.download,
+        query=s.DownloadQuery,
+        auth=False,
+        raw_responses=s.FILE_DOWNLOAD,
+        tag="media",
+    ),
+    Route(
+        "GET",
+        f"{API}/media/thumbnail/{{media_id}}",
+        media.thumbnail,
+        query=s.ThumbnailQuery,
+        auth=False,
+        raw_responses=s.FILE_DOWNLOAD,
+        tag="media",
     ),
     Route("GET", f"{API}/media", media.list_media, query=s.PageQuery, response=MediaPage, tag="media"),
     Route("GET", f"{API}/media/{{media_id}}", media.get_media, response=Media, tag="media"),

@@ -45,7 +45,10 @@ Username = Annotated[
 ]
 NewPassword = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
-DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, description="Shown in the device list.")]
+# Names and descriptions people read: no control characters but newline and tab (check_text).
+_TEXT = whole(r"[^\x00-\x08\x0b-\x1f]*")
+DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, pattern=_TEXT, description="Shown in the device list.")]
+DisplayName = Annotated[str, Meta(max_length=DISPLAY_NAME_MAX, pattern=_TEXT)]
 TotpCode = Annotated[str, Meta(pattern=whole("[0-9]{6}"), description="6-digit code from the authenticator app.")]
 RecoveryCode = Annotated[str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")]
 
@@ -57,7 +60,7 @@ class Body(Input):
 class RegisterRequest(Body):
     username: Username
     password: NewPassword
-    display_name: Annotated[str, Meta(max_length=DISPLAY_NAME_MAX)] = ""
+    display_name: DisplayName = ""
     invite_code: Annotated[str, Meta(max_length=128)] | None = None
     device_name: DeviceName = ""
 
@@ -129,8 +132,8 @@ class TwoFactorStatus(msgspec.Struct, kw_only=True):
 
 
 class ProfileUpdate(Body):
-    display_name: Annotated[str, Meta(max_length=DISPLAY_NAME_MAX)] | UnsetType = UNSET
-    bio: Annotated[str, Meta(max_length=BIO_MAX)] | UnsetType = UNSET
+    display_name: DisplayName | UnsetType = UNSET
+    bio: Annotated[str, Meta(max_length=BIO_MAX, pattern=_TEXT)] | UnsetType = UNSET
     avatar_media_id: Id | UnsetType | None = UNSET
 
 
@@ -139,7 +142,7 @@ class UserRef(Body):
 
 
 class DeviceRename(Body):
-    name: Annotated[str, Meta(min_length=1, max_length=DEVICE_NAME_MAX)]
+    name: Annotated[str, Meta(min_length=1, max_length=DEVICE_NAME_MAX, pattern=_TEXT)]
 
 
 class DeviceList(msgspec.Struct, kw_only=True):
@@ -171,8 +174,8 @@ class HealthStatus(msgspec.Struct, kw_only=True):
 PermissionName = Literal[
     "send_messages", "send_media", "add_members", "remove_members", "pin", "delete_others", "edit_info", "manage_roles"
 ]
-Title = Annotated[str, Meta(max_length=128)]
-Description = Annotated[str, Meta(max_length=2000)]
+Title = Annotated[str, Meta(max_length=128, pattern=_TEXT, description="Required for groups and channels.")]
+Description = Annotated[str, Meta(max_length=2000, pattern=_TEXT)]
 
 
 class ChatCreate(Body):
@@ -376,3 +379,30 @@ class VariantQuery(Input):
 class SignedUrl(msgspec.Struct, kw_only=True):
     url: str
     expires_at: Annotated[int, Meta(description="Unix time, seconds.")]
+
+
+# Files travel as they are, not as JSON: these describe them in the OpenAPI document.
+_BINARY = {"type": "string", "format": "binary"}
+FILE_UPLOAD = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": {**_BINARY, "description": "The file; the part's filename names it."}},
+        }
+    },
+    "application/octet-stream": {"schema": {**_BINARY, "description": "The file as the body; ?filename= names it."}},
+}
+CHUNK_UPLOAD = {
+    "application/octet-stream": {
+        "schema": {
+            **_BINARY,
+            "description": "Chunk `index`: `chunk_size` bytes, the last chunk the rest. Send Content-Length.",
+        }
+    }
+}
+FILE_DOWNLOAD = {
+    "200": {"description": "The file.", "content": {"*/*": {"schema": _BINARY}}},
+    "206": {"description": "The byte range asked for with Range.", "content": {"*/*": {"schema": _BINARY}}},
+    "304": {"description": "Not modified: If-None-Match named its ETag."},
+}
