@@ -115,9 +115,9 @@ def is_id_param(name: str) -> bool:
 
 
 def router_path(path: str) -> str:
-    """`path` as aiohttp matches it: an id parameter matches only an id (or `me` for {user_id}),
+    """`path` as aiohttp matches it: an id parameter matches only an id (or `me` for {user_id}).
 
-    so a fixed segment never falls into a parameter: `GET /media/uploads` is not `GET
+    So a fixed segment never falls into a parameter: `GET /media/uploads` is not `GET
     /media/{media_id}` with the id "uploads", and its 405 names the methods of `/media/uploads` only.
     """
 
