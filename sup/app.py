@@ -43,6 +43,7 @@ from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
 from sup.domain.stream import EventStream
+from sup.domain.throttle import LoginThrottle
 from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
 from sup.domain.totp import TotpBox
@@ -119,10 +120,19 @@ def build_accounts(
         hasher,
         AccessTokens(keys.access_tokens),
         TotpBox(keys.totp_encryption, keys.recovery_codes),
-        limiter,
+        LoginThrottle(
+            db,
+            limiter,
+            config.ratelimit,
+            stores.login_addresses,
+            stores.sessions,
+            stores.devices,
+            keys.login_addresses,
+            clock,
+            remember_seconds=config.auth.refresh_token_ttl,
+        ),
         clock,
         config.auth,
-        config.ratelimit,
         key_changes,
     )
 

@@ -98,7 +98,36 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: Annotated[bool, _doc("Limit authentication attempts, prekey bundle fetches and uploads.")] = True
     auth_per_ip: Annotated[int, _doc("Authentication requests per minute from one IP address.", ge=1)] = 30
-    auth_per_account: Annotated[int, _doc("Login attempts per minute against one account.", ge=1)] = 10
+    auth_per_account: Annotated[
+        int,
+        _doc(
+            "Failed logins per minute against one account, from all addresses together, before each further "
+            "attempt from an unrecognised client is slowed down (never refused); also the failed password and "
+            "2FA checks per minute of a logged-in user, beyond which they get 429.",
+            ge=1,
+        ),
+    ] = 10
+    auth_failures_per_account_ip: Annotated[
+        int,
+        _doc(
+            "Failed logins per minute against one account from one IP address; beyond that, that address gets "
+            "429 for that account, unless the client is recognised (it logged in from there before, or shows a "
+            "refresh token of the account).",
+            ge=1,
+        ),
+    ] = 10
+    auth_failures_per_ip: Annotated[
+        int,
+        _doc(
+            "Failed logins per minute from one IP address, whatever the accounts; beyond that, 429 (recognised "
+            "clients aside).",
+            ge=1,
+        ),
+    ] = 20
+    auth_max_delay: Annotated[
+        float,
+        _doc("The longest an attempt on an account past auth_per_account waits, in seconds.", ge=0, le=30),
+    ] = 3.0
     prekey_bundles_per_user: Annotated[
         int,
         _doc("Prekey bundles one user may fetch per minute of one other user (each uses up a one-time prekey).", ge=1),

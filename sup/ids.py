@@ -24,3 +24,13 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 def is_uuid(value: object) -> bool:
     """A UUID in its 36-character text form (checked on every send: a regex, not uuid.UUID)."""
     return isinstance(value, str) and _UUID.fullmatch(value) is not None
+
+
+def canonical_id(value: str) -> str | None:
+    """`value` in the one form ids are stored, compared and counted in: lower case, hyphens,
+    36 characters. None if it is no UUID.
+
+    Postgres compares UUIDs regardless of case and SQLite compares text exactly, so an id is
+    made canonical once, where it enters, before it reaches a rate limit, a cache or SQL.
+    """
+    return value.lower() if _UUID.fullmatch(value) is not None else None

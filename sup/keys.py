@@ -24,6 +24,7 @@ class ServerKeys:
     totp_encryption: bytes
     recovery_codes: bytes
     media_urls: bytes
+    login_addresses: bytes
 
     @classmethod
     def derive(cls, master: bytes) -> ServerKeys:
@@ -35,6 +36,7 @@ class ServerKeys:
             totp_encryption=sub("sup totp secrets v1"),
             recovery_codes=sub("sup recovery codes v1"),
             media_urls=sub("sup media urls v1"),
+            login_addresses=sub("sup login addresses v1"),
         )
 
 

@@ -14,6 +14,7 @@ from sup import __version__
 from sup.app import build_app
 from sup.config import Config
 from sup.http.access_log import AccessLogger
+from sup.http.runner import AppRunner
 
 log = logging.getLogger("sup")
 
@@ -29,7 +30,7 @@ def setup_logging(config: Config) -> None:
 async def serve(config: Config) -> None:
     started = time.monotonic()
     app = build_app(config)
-    runner = web.AppRunner(
+    runner = AppRunner(
         app,
         handle_signals=False,
         access_log_class=AccessLogger,

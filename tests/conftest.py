@@ -30,6 +30,7 @@ from sup.app import DATABASE, build_app
 from sup.clock import Clock
 from sup.config import Config, load_config
 from sup.db.database import Database
+from sup.http.runner import AppRunner
 from tests.keys import DeviceKeys
 from tests.s3server import MotoS3
 
@@ -296,6 +297,13 @@ class Server:
 ServerFactory = Callable[..., Any]
 
 
+class SupTestServer(TestServer):
+    """aiohttp's test server, on the runner `sup run` uses (problem+json for what the HTTP parser refuses)."""
+
+    async def _make_runner(self, **kwargs: Any) -> AppRunner:
+        return AppRunner(self.app, **kwargs)
+
+
 @pytest.fixture(scope="module")
 async def server_factory(database_url: str, tmp_path_factory) -> AsyncIterator[ServerFactory]:
     """Start servers (on this module's database) with extra SUP_* settings."""
@@ -306,7 +314,7 @@ async def server_factory(database_url: str, tmp_path_factory) -> AsyncIterator[S
         config = make_config(data_dir, database_url, **env)
         clock = MovableClock()
         app = build_app(config, clock=clock)
-        test_server = TestServer(app, host="127.0.0.1")
+        test_server = SupTestServer(app, host="127.0.0.1")
         await test_server.start_server()
         session = aiohttp.ClientSession()
         started.append((test_server, session))

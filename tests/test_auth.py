@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.conftest import Api, Server, new_username
 
 
@@ -42,6 +44,47 @@ async def test_usernames_are_validated(api: Api):
         reply = await api.post("/api/v1/auth/register", json={"username": bad, "password": "long enough pw"})
         assert reply.status == 422, (bad, reply.body)
         assert reply.code == "validation_failed"
+
+
+async def test_a_username_with_a_trailing_newline_is_not_a_second_account(api: Api):
+    # Python's `$` matched before a final newline: "bobby\n" registered beside "bobby".
+    account = await api.register()
+    for look_alike in [account.username + "\n", account.username + "\r\n", "\n" + account.username]:
+        reply = await api.post("/api/v1/auth/register", json={"username": look_alike, "password": "long enough pw"})
+        assert reply.status == 422 and reply.code == "validation_failed", (look_alike, reply.body)
+        login = await api.post("/api/v1/auth/login", json={"username": look_alike, "password": account.password})
+        assert login.status == 401, (look_alike, login.body)
+    assert (await api.login(account)).status == 200
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "\u0430lice_{}",  # Cyrillic a, then Latin
+        "\u03b1lice_{}",  # Greek alpha
+        "alice_{}\u200b",  # a zero-width space
+        "alic\u0435_{}",  # Cyrillic e
+    ],
+)
+async def test_usernames_mixing_scripts_are_refused(api: Api, look_alike: str):
+    name = look_alike.format(new_username()[2:10])
+    reply = await api.post("/api/v1/auth/register", json={"username": name, "password": "long enough pw"})
+    assert reply.status == 422 and reply.body["field"] == "username", reply.body
+
+
+async def test_usernames_are_kept_in_lower_case_and_found_however_typed(api: Api):
+    name = "Mixed_" + new_username()[2:10]
+    reply = await api.post("/api/v1/auth/register", json={"username": name, "password": "long enough pw"})
+    assert reply.status == 201 and reply.body["user"]["username"] == name.lower()
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in name.upper())
+    for typed in (name, name.upper(), fullwidth):
+        login = await api.post("/api/v1/auth/login", json={"username": typed, "password": "long enough pw"})
+        assert login.status == 200, (typed, login.body)
+    token = login.body["access_token"]
+    found = await api.get(f"/api/v1/users/by-username/{fullwidth}", token=token)
+    assert found.status == 200 and found.body["username"] == name.lower()
+    taken = await api.post("/api/v1/auth/register", json={"username": name.upper(), "password": "long enough pw"})
+    assert taken.status == 409 and taken.code == "username_taken"
 
 
 async def test_short_password_is_refused(api: Api):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
+from yarl import URL
 
 from tests.conftest import Api, Server, new_username
 
@@ -174,3 +178,38 @@ async def test_security_headers_are_on_every_answer(api: Api):
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
         assert reply.headers["X-Frame-Options"] == "DENY"
         assert "aiohttp" not in reply.headers.get("Server", "")
+
+
+async def _raw_exchange(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client would build such a request) and read the answer."""
+    url = URL(server.url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)  # the server closes after an error
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/v1/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # request line over 8 KiB
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 9000 + b"\r\n\r\n",  # one header too long
+        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header Name: y\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",  # TLS to a plain port
+    ],
+    ids=["long-request-line", "long-header", "too-many-headers", "bad-header", "tls-hello"],
+)
+async def test_requests_the_http_parser_refuses_get_problem_json(server: Server, request_bytes: bytes):
+    status, headers, body = await _raw_exchange(server, request_bytes)
+    assert status == 400
+    assert headers["content-type"].startswith("application/problem+json"), (headers, body[:200])
+    problem = json.loads(body)
+    assert problem["code"] == "invalid_request" and problem["status"] == 400 and problem["detail"]

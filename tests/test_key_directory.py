@@ -328,6 +328,25 @@ async def test_prekey_bundles_are_rate_limited_per_requester(server_factory: Ser
     assert status.body["one_time_prekeys"] == 6
 
 
+async def test_the_prekey_bundle_limit_counts_an_id_in_any_case_once(server_factory: ServerFactory):
+    # Postgres matches UUIDs regardless of case: a limit keyed on the text as sent was a limit per spelling.
+    limited = await server_factory(SUP_RATELIMIT_ENABLED="true", SUP_RATELIMIT_PREKEY_BUNDLES_PER_USER="3")
+    api = limited.api
+    alice, bob = await api.register(), await api.register()
+    await publish(api, alice, one_time=10)
+    spellings = [str.lower, str.upper, str.title, str.swapcase]
+    replies = [
+        await api.get(f"/api/v1/crypto/prekeys/{case(alice.user_id)}/{case(alice.device_id)}", token=bob.access_token)
+        for case in spellings
+    ]
+    assert [r.status for r in replies] == [200, 200, 200, 429]
+    assert {r.body["device_id"] for r in replies[:3]} == {alice.device_id}
+    everyone = await api.get(f"/api/v1/crypto/prekeys/{alice.user_id.upper()}/all", token=bob.access_token)
+    assert everyone.status == 429
+    status = await api.get("/api/v1/crypto/prekeys", token=alice.access_token)
+    assert status.body["one_time_prekeys"] == 7
+
+
 async def test_a_new_identity_needs_every_sender_key_again(api: Api):
     alice, bob = await api.register(), await api.register()
     chat = await encrypted_group(api, alice, bob)

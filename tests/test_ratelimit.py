@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import pyotp
 import pytest
 
 from sup.bus.ratelimit import MemoryRateLimiter
@@ -11,11 +14,14 @@ from tests.conftest import new_username
 @pytest.fixture(scope="module")
 async def limited(server_factory):
     return await server_factory(
-        SUP_RATELIMIT_ENABLED="true", SUP_RATELIMIT_AUTH_PER_IP="8", SUP_RATELIMIT_AUTH_PER_ACCOUNT="3"
+        SUP_RATELIMIT_ENABLED="true",
+        SUP_RATELIMIT_AUTH_PER_IP="8",
+        SUP_RATELIMIT_AUTH_PER_ACCOUNT="3",
+        SUP_RATELIMIT_AUTH_FAILURES_PER_ACCOUNT_IP="3",
     )
 
 
-async def test_per_account_limit_on_failed_logins(limited):
+async def test_failed_logins_from_one_address_are_refused_for_that_address(limited):
     api = limited.api
     account = await api.register()
     statuses = []
@@ -26,9 +32,85 @@ async def test_per_account_limit_on_failed_logins(limited):
     assert statuses[3] == 429
     assert reply.code == "rate_limited"
     assert int(reply.headers["Retry-After"]) >= 1
-    # Even the right password waits now: the account is being guessed at.
-    right = await api.login(account)
-    assert right.status == 429
+
+
+LOGIN = "/api/v1/auth/login"
+
+
+@pytest.fixture(scope="module")
+async def behind_proxy(server_factory):
+    """Clients at many addresses (the test client is a trusted proxy naming them), default login limits."""
+    return await server_factory(
+        SUP_RATELIMIT_ENABLED="true", SUP_SERVER_TRUSTED_PROXIES="127.0.0.1", SUP_RATELIMIT_AUTH_PER_IP="1000"
+    )
+
+
+async def _login(api, username: str, password: str, address: str, **extra):
+    started = time.monotonic()
+    reply = await api.post(
+        LOGIN, json={"username": username, "password": password, **extra}, headers={"X-Forwarded-For": address}
+    )
+    return reply, time.monotonic() - started
+
+
+async def test_guessing_from_anywhere_never_locks_the_owner_out(behind_proxy):
+    api = behind_proxy.api
+    owner, other = await api.register(), await api.register()
+    home, attacker = "203.0.113.7", "198.51.100.1"
+    assert (await _login(api, owner.username, owner.password, home))[0].status == 200
+    # Eleven wrong passwords: the attacker's address is stopped for this account...
+    statuses = [(await _login(api, owner.username, "wrong pw!", attacker))[0].status for _ in range(11)]
+    assert statuses == [401] * 10 + [429], statuses
+    # ...but the owner gets in from home,
+    reply, _ = await _login(api, owner.username, owner.password, home)
+    assert reply.status == 200, reply.body
+    # from the attacker's address with a refresh token of one of the account's devices (not another's),
+    stranger, _ = await _login(api, owner.username, owner.password, attacker, refresh_token=other.refresh_token)
+    assert stranger.status == 429
+    mine, _ = await _login(api, owner.username, owner.password, attacker, refresh_token=owner.refresh_token)
+    assert mine.status == 200, mine.body
+    # and from a new address, slowed down but not refused.
+    reply, took = await _login(api, owner.username, owner.password, "192.0.2.50")
+    assert reply.status == 200, reply.body
+    assert took >= 0.5  # auth_max_delay (3 s) at most, while the account is being guessed at
+
+
+async def test_a_known_address_is_let_through_even_when_others_there_guess(behind_proxy):
+    api = behind_proxy.api
+    owner = await api.register()
+    shared = "203.0.113.80"  # a household or office behind one address
+    assert (await _login(api, owner.username, owner.password, shared))[0].status == 200
+    for _ in range(12):
+        reply, _ = await _login(api, owner.username, "wrong pw!", shared)
+        assert reply.status == 401  # verified, not refused: the right password would get in
+    assert (await _login(api, owner.username, owner.password, shared))[0].status == 200
+
+
+async def test_successful_logins_are_not_counted(behind_proxy):
+    api = behind_proxy.api
+    owner = await api.register()
+    for _ in range(25):  # more than every failure limit
+        reply, _ = await _login(api, owner.username, owner.password, "192.0.2.77")
+        assert reply.status == 200, reply.body
+
+
+async def test_failed_logins_from_one_address_against_many_accounts_are_limited(behind_proxy):
+    api = behind_proxy.api
+    statuses = [(await _login(api, new_username(), "wrong pw!", "198.51.100.200"))[0].status for _ in range(22)]
+    assert statuses[:20] == [401] * 20 and statuses[20:] == [429, 429]
+
+
+async def test_wrong_second_factors_count_as_failures(behind_proxy):
+    api = behind_proxy.api
+    owner = await api.register()
+    enable = await api.post("/api/v1/auth/2fa/enable", json={"password": owner.password}, token=owner.access_token)
+    code = pyotp.TOTP(enable.body["secret"]).now()
+    assert (await api.post("/api/v1/auth/2fa/verify", json={"code": code}, token=owner.access_token)).status == 200
+    statuses = [
+        (await _login(api, owner.username, owner.password, "198.51.100.99", totp_code="000000"))[0].status
+        for _ in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
 
 
 async def test_per_ip_limit(limited):

@@ -20,6 +20,9 @@ class RateLimiter(Protocol):
     async def reset(self, key: str) -> None:
         """Forget `key` (e.g. after a successful login)."""
 
+    async def peek(self, key: str, limit: int, period: float = 60.0) -> float:
+        """What `hit` would answer now, without counting anything (to count failures only)."""
+
 
 class MemoryRateLimiter:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
@@ -41,6 +44,11 @@ class MemoryRateLimiter:
 
     async def reset(self, key: str) -> None:
         self._tat.pop(key, None)
+
+    async def peek(self, key: str, limit: int, period: float = 60.0) -> float:
+        now = self._now()
+        allow_at = max(self._tat.get(key, now), now) - period + period / limit
+        return max(0.0, allow_at - now)
 
     def _sweep(self, now: float) -> None:
         # A key whose arrival time has passed is back to a full burst: it can be forgotten.

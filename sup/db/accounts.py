@@ -25,14 +25,14 @@ class UserStore:
         is_admin: bool,
         now: int,
     ) -> bool:
-        """Insert a user; False when the username (in any case) is taken."""
+        """Insert a user; False when the username is taken. `username` is already in its key form."""
         row = await tx.fetchrow(
             "INSERT INTO users (id, username, username_key, display_name, password_hash, is_admin,"
             " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
             " ON CONFLICT (username_key) DO NOTHING RETURNING id",
             id,
             username,
-            username.lower(),
+            username,
             display_name,
             password_hash,
             is_admin,
@@ -43,8 +43,9 @@ class UserStore:
     async def get(self, db: Queryable, user_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
 
-    async def get_by_username(self, db: Queryable, username: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE username_key = $1", username.lower())
+    async def get_by_username(self, db: Queryable, key: str) -> Row | None:
+        """The user whose username_key is `key` (the domain's username_key(), already applied)."""
+        return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE username_key = $1", key)
 
     async def get_many(self, db: Queryable, user_ids: list[str]) -> list[Row]:
         if not user_ids:
@@ -186,6 +187,31 @@ class DeviceStore:
             now,
         )
         return [r["id"] for r in rows]
+
+
+class LoginAddressStore:
+    """Addresses (as keyed hashes) each user has logged in from, and when."""
+
+    async def remember(self, tx: Queryable, user_id: str, address_hash: bytes, now: int, forget_before: int) -> None:
+        await tx.execute(
+            "INSERT INTO login_addresses (user_id, address_hash, last_login_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, address_hash) DO UPDATE SET last_login_at = excluded.last_login_at",
+            user_id,
+            address_hash,
+            now,
+        )
+        await tx.execute(
+            "DELETE FROM login_addresses WHERE user_id = $1 AND last_login_at < $2", user_id, forget_before
+        )
+
+    async def known(self, db: Queryable, user_id: str, address_hash: bytes, since: int) -> bool:
+        row = await db.fetchrow(
+            "SELECT 1 AS known FROM login_addresses WHERE user_id = $1 AND address_hash = $2 AND last_login_at >= $3",
+            user_id,
+            address_hash,
+            since,
+        )
+        return row is not None
 
 
 class SessionStore:

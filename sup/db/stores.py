@@ -13,6 +13,7 @@ from sup.db.accounts import (
     ContactStore,
     DeviceStore,
     InviteStore,
+    LoginAddressStore,
     RecoveryCodeStore,
     SessionStore,
     UserStore,
@@ -31,6 +32,7 @@ class Stores:
     sessions: SessionStore
     recovery_codes: RecoveryCodeStore
     invites: InviteStore
+    login_addresses: LoginAddressStore
     contacts: ContactStore
     blocks: BlockStore
     chats: ChatStore
@@ -53,6 +55,7 @@ class Stores:
             sessions=SessionStore(),
             recovery_codes=RecoveryCodeStore(),
             invites=InviteStore(),
+            login_addresses=LoginAddressStore(),
             contacts=ContactStore(),
             blocks=BlockStore(),
             chats=ChatStore(),

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
-from sup.config import AuthConfig, RateLimitConfig
+from sup.config import AuthConfig
 from sup.db.accounts import (
     DeviceStore,
     InviteStore,
@@ -22,18 +22,23 @@ from sup.db.accounts import (
     SessionStore,
     UserStore,
 )
-from sup.db.database import Database, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction
 from sup.domain import totp
 from sup.domain.passwords import PasswordHasher
+from sup.domain.throttle import LoginThrottle
 from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
-from sup.errors import Code, DomainError, RateLimited
+from sup.errors import Code, DomainError
 from sup.ids import is_uuid, uuid7
 
 if TYPE_CHECKING:
     from sup.domain.keychanges import Change, KeyChanges
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,30})[A-Za-z0-9_]$")
-USERNAME_PATTERN = USERNAME_RE.pattern
+# A username is kept, shown and compared in one form: its key (username_key below), which
+# must be 3 to 32 of a-z, 0-9, '_' and '.', not starting or ending with '.', without '..'.
+# ASCII only, so no two scripts can mix into a look-alike (Latin "a" and Cyrillic U+0430 look the same).
+USERNAME_REGEX = r"(?!.*[.][.])[a-z0-9_][a-z0-9_.]{1,30}[a-z0-9_]"
+_USERNAME = re.compile(USERNAME_REGEX)
+USERNAME_MAX_INPUT = 64  # longer input names no one: refused before it is normalised
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 DEVICE_NAME_MAX = 64
 DISPLAY_NAME_MAX = 64
@@ -93,13 +98,32 @@ def user_from_row(row: Row) -> User:
     )
 
 
-def check_username(username: str) -> None:
-    if not USERNAME_RE.match(username) or ".." in username:
+def username_key(username: str) -> str:
+    """What makes two usernames one: NFKC, then case folding ("Alice", "ALICE" and fullwidth "Alice" are "alice").
+
+    Registration stores a name in this form; every lookup (login, by-username) goes through it.
+    """
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def check_username(username: str) -> str:
+    """The username as it is stored (its key), or 422 if that is not a valid username."""
+    key = username_key(username) if len(username) <= USERNAME_MAX_INPUT else ""
+    if _USERNAME.fullmatch(key) is None:
         raise DomainError(
             Code.VALIDATION_FAILED,
-            "A username is 3 to 32 letters, digits, '_' or '.', not starting or ending with '.'.",
+            "A username is 3 to 32 ASCII letters, digits, '_' or '.', not starting or ending with '.' "
+            "and without '..'; letters are kept in lower case.",
             field="username",
         )
+    return key
+
+
+async def find_by_username(users: UserStore, db: Queryable, username: str) -> Row | None:
+    """The user a typed username names (normalised as registration stored it), or None."""
+    if len(username) > USERNAME_MAX_INPUT:
+        return None
+    return await users.get_by_username(db, username_key(username))
 
 
 def check_password(password: str) -> None:
@@ -145,10 +169,9 @@ class AccountService:
         hasher: PasswordHasher,
         tokens: AccessTokens,
         totp_box: totp.TotpBox,
-        limiter: RateLimiter,
+        throttle: LoginThrottle,
         clock: Clock,
         auth: AuthConfig,
-        limits: RateLimitConfig,
         key_changes: KeyChanges,
     ) -> None:
         self._key_changes = key_changes
@@ -156,10 +179,9 @@ class AccountService:
         self._hasher = hasher
         self._tokens = tokens
         self._totp_box = totp_box
-        self._limiter = limiter
+        self._throttle = throttle
         self._clock = clock
         self._auth = auth
-        self._limits = limits
         self._users = users
         self._devices = devices
         self._sessions = sessions
@@ -168,18 +190,8 @@ class AccountService:
 
     # -- rate limits -------------------------------------------------------------
 
-    async def check_rate(self, key: str, limit: int) -> None:
-        if not self._limits.enabled:
-            return
-        wait = await self._limiter.hit(key, limit)
-        if wait:
-            raise RateLimited(wait)
-
     async def check_ip_rate(self, ip: str) -> None:
-        await self.check_rate(f"auth:ip:{ip}", self._limits.auth_per_ip)
-
-    async def _check_account_rate(self, username_or_id: str) -> None:
-        await self.check_rate(f"auth:account:{username_or_id.lower()}", self._limits.auth_per_account)
+        await self._throttle.check_ip(ip)
 
     # -- registration and login --------------------------------------------------
 
@@ -198,7 +210,7 @@ class AccountService:
             raise DomainError(Code.REGISTRATION_CLOSED, "Registration is closed on this server.")
         if self._auth.registration == "invite" and not invite_code:
             raise DomainError(Code.INVALID_INVITE, "An invite code is required to register here.")
-        check_username(username)
+        username = check_username(username)
         check_password(password)
         display_name = check_text(display_name, "display_name", DISPLAY_NAME_MAX)
         password_hash = await self._hasher.hash(password)
@@ -232,26 +244,31 @@ class AccountService:
         totp_code: str | None = None,
         recovery_code: str | None = None,
         device_name: str = "",
+        refresh_token: str | None = None,
         ip: str,
     ) -> IssuedSession:
-        await self.check_ip_rate(ip)
-        await self._check_account_rate(username)
-        row = await self._users.get_by_username(self._db, username) if len(username) <= 64 else None
-        # Unknown user and wrong password take the same path, time and answer.
-        ok = await self._hasher.verify(row["password_hash"] if row else None, password)
-        if row is None or not ok:
-            raise DomainError(Code.INVALID_CREDENTIALS, _BAD_CREDENTIALS)
-        user_id = row["id"]
-        now = self._clock.now_ms()
-        new_hash = await self._hasher.hash(password) if self._hasher.needs_rehash(row["password_hash"]) else None
-        async with self._db.transaction() as tx:
-            if row["totp_enabled_at"] is not None:
-                await self._check_second_factor(tx, row, totp_code, recovery_code, now)
-            if new_hash:
-                await self._users.set_password_hash(tx, user_id, new_hash, now)
-            session = await self._open_device(tx, user_id, device_name, now)
-            await self._devices_changed(tx, user_id, [session[1]], "added", now)
-        await self._limiter.reset(f"auth:account:{username.lower()}")
+        """Log in; `refresh_token`, one this client held before, lets it through limits set off by others."""
+        await self._throttle.check_ip(ip)
+        row = await find_by_username(self._users, self._db, username)
+        user_id = row["id"] if row else None
+        recognised = await self._throttle.recognised(user_id, ip, refresh_token)
+        account = user_id or "name:" + username_key(username[:USERNAME_MAX_INPUT])
+        async with self._throttle.login(account, ip, recognised):
+            # Unknown user and wrong password take the same path, time and answer.
+            ok = await self._hasher.verify(row["password_hash"] if row else None, password)
+            if row is None or not ok:
+                raise DomainError(Code.INVALID_CREDENTIALS, _BAD_CREDENTIALS)
+            now = self._clock.now_ms()
+            rehash = self._hasher.needs_rehash(row["password_hash"])
+            new_hash = await self._hasher.hash(password) if rehash else None
+            async with self._db.transaction() as tx:
+                if row["totp_enabled_at"] is not None:
+                    await self._check_second_factor(tx, row, totp_code, recovery_code, now)
+                if new_hash:
+                    await self._users.set_password_hash(tx, row["id"], new_hash, now)
+                session = await self._open_device(tx, row["id"], device_name, now)
+                await self._devices_changed(tx, row["id"], [session[1]], "added", now)
+                await self._throttle.logged_in(tx, row["id"], account, ip, now)
         return self._issued(session, user_from_row(row))
 
     async def _check_second_factor(
@@ -354,10 +371,10 @@ class AccountService:
 
     async def change_password(self, who: Principal, current: str, new: str) -> None:
         """Change the password; every other device is logged out at once."""
-        await self._check_account_rate(who.user_id)
-        row = await self._users.get(self._db, who.user_id)
-        if row is None or not await self._hasher.verify(row["password_hash"], current):
-            raise DomainError(Code.INVALID_CREDENTIALS, "The current password is wrong.")
+        async with self._throttle.check(who.user_id):
+            row = await self._users.get(self._db, who.user_id)
+            if row is None or not await self._hasher.verify(row["password_hash"], current):
+                raise DomainError(Code.INVALID_CREDENTIALS, "The current password is wrong.")
         check_password(new)
         new_hash = await self._hasher.hash(new)
         now = self._clock.now_ms()
@@ -385,7 +402,6 @@ class AccountService:
 
     async def confirm_totp(self, who: Principal, code: str) -> list[str]:
         """Turn 2FA on with a first valid code; return the one-time recovery codes."""
-        await self._check_account_rate(who.user_id)
         row = await self._users.get(self._db, who.user_id)
         if row["totp_enabled_at"] is not None:
             raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
@@ -393,7 +409,7 @@ class AccountService:
             raise DomainError(Code.TOTP_NOT_PENDING, "Start with POST /api/v1/auth/2fa/enable.")
         codes = totp.new_recovery_codes()
         now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        async with self._throttle.check(who.user_id), self._db.transaction() as tx:
             await self._claim_totp_code(tx, row, code)
             await self._users.enable_totp(tx, who.user_id, now)
             await self._recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
@@ -406,18 +422,17 @@ class AccountService:
         if row["totp_enabled_at"] is None:
             raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
         now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        async with self._throttle.check(who.user_id), self._db.transaction() as tx:
             await self._check_second_factor(tx, row, totp_code, recovery_code, now)
             await self._users.set_totp(tx, who.user_id, secret=None, enabled_at=None, now=now)
             await self._recovery.replace(tx, who.user_id, [])
 
     async def regenerate_recovery_codes(self, who: Principal, totp_code: str) -> list[str]:
-        await self._check_account_rate(who.user_id)
         row = await self._users.get(self._db, who.user_id)
         if row["totp_enabled_at"] is None:
             raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
         codes = totp.new_recovery_codes()
-        async with self._db.transaction() as tx:
+        async with self._throttle.check(who.user_id), self._db.transaction() as tx:
             await self._claim_totp_code(tx, row, totp_code)
             await self._recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
         return codes
@@ -427,10 +442,10 @@ class AccountService:
         return row["totp_enabled_at"] is not None, await self._recovery.remaining(self._db, who.user_id)
 
     async def _user_with_password(self, who: Principal, password: str) -> Row:
-        await self._check_account_rate(who.user_id)
-        row = await self._users.get(self._db, who.user_id)
-        if row is None or not await self._hasher.verify(row["password_hash"], password):
-            raise DomainError(Code.INVALID_CREDENTIALS, "The password is wrong.")
+        async with self._throttle.check(who.user_id):
+            row = await self._users.get(self._db, who.user_id)
+            if row is None or not await self._hasher.verify(row["password_hash"], password):
+                raise DomainError(Code.INVALID_CREDENTIALS, "The password is wrong.")
         return row
 
     # -- devices -------------------------------------------------------------------
@@ -473,7 +488,7 @@ class AccountService:
     # -- administration (sup admin ...) ------------------------------------------------
 
     async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> User:
-        check_username(username)
+        username = check_username(username)
         check_password(password)
         password_hash = await self._hasher.hash(password)
         now = self._clock.now_ms()
@@ -494,7 +509,7 @@ class AccountService:
     async def reset_password(self, username: str, password: str) -> None:
         """Set a new password and log out every device of the user."""
         check_password(password)
-        row = await self._users.get_by_username(self._db, username)
+        row = await find_by_username(self._users, self._db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, f"No user named {username!r}.")
         password_hash = await self._hasher.hash(password)

@@ -22,7 +22,8 @@ from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
 from sup.domain.timeline import Message, Timeline, message_from_row
 from sup.errors import Code, DomainError
-from sup.ids import is_uuid, uuid7
+from sup.ids import canonical_id, is_uuid, uuid7
+from sup.integers import parse_int
 
 TITLE_MAX = 128
 DESCRIPTION_MAX = 2000
@@ -463,6 +464,7 @@ class ChatService:
 
 def _parse_chat_cursor(cursor: str) -> tuple[int, str]:
     activity, _, chat_id = cursor.partition("_")
-    if not activity.isdigit() or not is_uuid(chat_id):
+    canonical = canonical_id(chat_id)
+    if canonical is None:
         raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
-    return int(activity), chat_id
+    return parse_int(activity, "before"), canonical

@@ -7,7 +7,15 @@ import msgspec
 from sup.clock import Clock
 from sup.db.accounts import BlockStore, ContactStore, UserStore
 from sup.db.database import Database
-from sup.domain.accounts import BIO_MAX, DISPLAY_NAME_MAX, Principal, User, check_text, user_from_row
+from sup.domain.accounts import (
+    BIO_MAX,
+    DISPLAY_NAME_MAX,
+    Principal,
+    User,
+    check_text,
+    find_by_username,
+    user_from_row,
+)
 from sup.domain.attachments import MediaAttachments
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
@@ -61,7 +69,7 @@ class UserService:
         return user_from_row(row)
 
     async def get_by_username(self, username: str) -> User:
-        row = await self._users.get_by_username(self._db, username) if len(username) <= 64 else None
+        row = await find_by_username(self._users, self._db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, "No such user.")
         return user_from_row(row)

@@ -6,6 +6,7 @@ are refused) and generate the OpenAPI document, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,14 @@ from aiohttp import web
 from sup.domain.accounts import Principal
 from sup.errors import Code, DomainError
 from sup.http.problems import Problem
+from sup.ids import canonical_id
+from sup.integers import parse_int
+from sup.transport.inputs import ID_REGEX, Id, whole
 from sup.transport.services import SERVICES, Services
 
 JSON_TYPE = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
+ME = "me"  # stands for the caller's own id wherever a path has {user_id}
 # A \u0000 escape not itself escaped: NUL has no place in any field, and Postgres refuses it.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -41,6 +46,14 @@ class Route:
     status: int = 200
     auth: bool = True
     tag: str = "misc"
+    # Types of path parameters other than ids (ids are the `..._id` ones), for the OpenAPI document.
+    params: dict[str, Any] = field(default_factory=dict)
+    # Other success statuses with the same answer (200 when a create finds what exists already).
+    also: tuple[int, ...] = ()
+    # Bodies and answers that are not JSON (files), as OpenAPI `content` and `responses`: no type
+    # validates them, so they are declared where the route is.
+    raw_body: dict[str, Any] | None = None
+    raw_responses: dict[str, Any] | None = None
     # The handler takes the aiohttp request and answers by itself (the WebSocket upgrade): no
     # body, query or token parsing here, and its OpenAPI entry only points to its protocol.
     raw: bool = False
@@ -49,6 +62,12 @@ class Route:
     def summary(self) -> str:
         doc = (self.handler.__doc__ or "").strip().splitlines()[0] if self.handler.__doc__ else ""
         return doc.split(": ", 1)[1] if ": " in doc else doc
+
+    @property
+    def description(self) -> str:
+        """The handler's docstring after its first line: the rules a client should know."""
+        lines = (self.handler.__doc__ or "").strip().splitlines()[1:]
+        return " ".join(line.strip() for line in lines).strip()
 
 
 @dataclass
@@ -67,16 +86,48 @@ class Call:
         return self.principal
 
     def param(self, name: str) -> str:
+        """A path parameter; an id (`..._id`) comes canonical, and `{user_id}` takes `me` for the caller."""
         value = self.request.match_info[name]
+        if is_id_param(name):
+            if value == ME and name == "user_id" and self.principal is not None:
+                return self.principal.user_id
+            canonical = canonical_id(value)
+            if canonical is None:  # the route's pattern keeps these out; a handler called otherwise
+                raise DomainError(Code.NOT_FOUND, "There is nothing at this path.")
+            return canonical
         if "\x00" in value:
             raise _no_nul()
         return value
+
+    def int_param(self, name: str, high: int) -> int:
+        """A path parameter that is a whole number from 0 to `high`."""
+        return parse_int(self.request.match_info[name], name, high=high)
 
     @property
     def ip(self) -> str:
         if self._ip is None:
             self._ip = client_ip(self.request, self.services.trusted_proxies)
         return self._ip
+
+
+def is_id_param(name: str) -> bool:
+    return name.endswith("_id")
+
+
+def router_path(path: str) -> str:
+    """`path` as aiohttp matches it: an id parameter matches only an id (or `me` for {user_id}).
+
+    So a fixed segment never falls into a parameter: `GET /media/uploads` is not `GET
+    /media/{media_id}` with the id "uploads", and its 405 names the methods of `/media/uploads` only.
+    """
+
+    def typed(match: re.Match[str]) -> str:
+        name = match[1]
+        if not is_id_param(name):
+            return match[0]
+        return f"{{{name}:{ME}|{ID_REGEX}}}" if name == "user_id" else f"{{{name}:{ID_REGEX}}}"
+
+    return _PATH_PARAM.sub(typed, path)
 
 
 def client_ip(request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
@@ -141,9 +192,16 @@ async def read_json(request: web.Request, body_type: type, max_bytes: int) -> An
         # Decoding validates as it parses, so a schema error can come before a syntax error
         # further on; only on this (error) path, parse again untyped to report the right one.
         try:
-            msgspec.json.decode(raw)
+            untyped = msgspec.json.decode(raw)
         except msgspec.DecodeError as syntax:
             raise _malformed(syntax) from None
+        if "got `float`" in str(exc):
+            # JSON Schema counts 5.0 and 5e0 as integers, so a client generated from our schema
+            # may send them: take a whole number however it is written (5.5 is still refused).
+            try:
+                return msgspec.json.decode(msgspec.json.encode(_whole_numbers(untyped)), type=body_type)
+            except msgspec.ValidationError as again:
+                exc = again
         raise DomainError(Code.VALIDATION_FAILED, _describe(exc), **_field(exc)) from None
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
@@ -151,18 +209,46 @@ async def read_json(request: web.Request, body_type: type, max_bytes: int) -> An
         raise _malformed(exc) from None
 
 
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 def _malformed(exc: Exception) -> DomainError:
     return DomainError(Code.MALFORMED_JSON, f"The body is not valid JSON: {exc}")
 
 
 def read_query(request: web.Request, query_type: type) -> Any:
-    values = {key: request.query.getone(key) for key in request.query}
+    values: dict[str, Any] = {key: request.query.getone(key) for key in request.query}
     if any("\x00" in key or "\x00" in value for key, value in values.items()):
         raise _no_nul()
+    # msgspec would take "1e3", "1.0" and numbers past what the database holds: integers go
+    # through the one strict parser first, then the schema's own bounds apply.
+    for name in _int_fields(query_type) & values.keys():
+        values[name] = parse_int(values[name], name)
     try:
         return msgspec.convert(values, query_type, strict=False)
     except msgspec.ValidationError as exc:
         raise DomainError(Code.VALIDATION_FAILED, _describe(exc, "query"), **_field(exc)) from None
+
+
+@functools.cache
+def _int_fields(query_type: type) -> frozenset[str]:
+    """The fields of a query type that hold an integer (or an optional one)."""
+    info = msgspec.inspect.type_info(query_type)
+    assert isinstance(info, msgspec.inspect.StructType), query_type
+    return frozenset(
+        f.encode_name for f in info.fields if any(isinstance(t, msgspec.inspect.IntType) for t in _members(f.type))
+    )
+
+
+def _members(info: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, ...]:
+    return info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
 
 
 _AT = re.compile(r" - at `\$(?:\.([\w.\[\]]+))?`$")
@@ -213,12 +299,42 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
     return handle
 
 
+# Rules read_json applies to every string, said in the schema where a type cannot say them.
+_NO_NUL = whole("[^\\x00]*")
+_BASE64 = whole("(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def _state_text_rules(schema: Any) -> None:
+    """Add to every string schema within what the server requires of all text: base64 for bytes, no NUL."""
+    if isinstance(schema, list):
+        for item in schema:
+            _state_text_rules(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    for value in schema.values():
+        _state_text_rules(value)
+    if schema.get("type") == "string" and "pattern" not in schema and "enum" not in schema:
+        schema["pattern"] = _BASE64 if schema.get("contentEncoding") == "base64" else _NO_NUL
+
+
+def _path_schema(route: Route, name: str) -> dict[str, Any]:
+    if is_id_param(name):
+        schema = msgspec.json.schema(Id)
+        return {"anyOf": [schema, {"const": ME, "description": "Yourself."}]} if name == "user_id" else schema
+    if name in route.params:
+        return msgspec.json.schema(route.params[name])
+    return {"type": "string", "minLength": 1}
+
+
 def openapi(routes: list[Route], version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for these routes."""
     types: list[Any] = [Problem]
     for route in routes:
         types += [t for t in (route.body, route.response, route.query) if t is not None]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    for component in components.values():
+        _state_text_rules(component)
     schema_of = dict(zip(types, schemas, strict=True))
     problem_ref = {"content": {"application/problem+json": {"schema": schema_of[Problem]}}}
     paths: dict[str, dict[str, Any]] = {}
@@ -229,8 +345,10 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             "tags": [route.tag],
             "responses": {"default": {"description": "An error (problem+json)", **problem_ref}},
         }
+        if route.description:
+            op["description"] = route.description
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
             for name in _PATH_PARAM.findall(route.path)
         ]
         if route.query is not None:
@@ -244,15 +362,21 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             op["parameters"] = params
         if route.body is not None:
             op["requestBody"] = {"required": True, "content": {JSON_TYPE: {"schema": schema_of[route.body]}}}
-        if route.response is not None:
-            op["responses"][str(route.status)] = {
-                "description": "OK",
-                "content": {JSON_TYPE: {"schema": schema_of[route.response]}},
-            }
+        elif route.raw_body is not None:
+            op["requestBody"] = {"required": True, "content": route.raw_body}
+        if route.raw_responses is not None:
+            op["responses"].update(route.raw_responses)
+        elif route.response is not None:
+            for status in (route.status, *route.also):
+                op["responses"][str(status)] = {
+                    "description": "OK" if status == route.status else "OK: what existed already",
+                    "content": {JSON_TYPE: {"schema": schema_of[route.response]}},
+                }
         else:
             op["responses"]["204" if route.status == 200 else str(route.status)] = {"description": "Done"}
         if route.raw:
-            op["responses"] = {"101": {"description": "Switching Protocols: see docs/protocol.md"}}
+            op["responses"]["101"] = {"description": "Switching Protocols: see docs/protocol.md"}
+            del op["responses"]["204"]
         if route.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op

@@ -101,6 +101,11 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def code_for_status(status: int) -> Code:
+    """The code of an error aiohttp raised itself, by its status."""
+    return _FROM_HTTP_STATUS.get(status) or (Code.INTERNAL if status >= 500 else Code.INVALID_REQUEST)
+
+
 @web.middleware
 async def problems_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
@@ -110,9 +115,7 @@ async def problems_middleware(request: web.Request, handler) -> web.StreamRespon
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _FROM_HTTP_STATUS.get(exc.status)
-        if code is None:
-            code = Code.INTERNAL if exc.status >= 500 else Code.INVALID_REQUEST
+        code = code_for_status(exc.status)
         detail = {
             Code.NOT_FOUND: "There is nothing at this path.",
             Code.METHOD_NOT_ALLOWED: f"{request.method} is not allowed here.",

@@ -14,7 +14,7 @@ from sup.domain.presence import PresenceStatus
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
-from sup.http.api import Call, Route, encode, endpoint, openapi
+from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
 from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users
 from sup.ws.gateway import websocket
 
@@ -150,7 +150,16 @@ ROUTES: list[Route] = [
     ),
     # chats
     Route("GET", f"{API}/chats", chats.list_chats, query=s.ChatListQuery, response=ChatPage, tag="chats"),
-    Route("POST", f"{API}/chats", chats.create_chat, body=s.ChatCreate, response=Chat, status=201, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chats",
+        chats.create_chat,
+        body=s.ChatCreate,
+        response=Chat,
+        status=201,
+        also=(200,),
+        tag="chats",
+    ),
     Route("GET", f"{API}/chats/{{chat_id}}", chats.get_chat, response=Chat, tag="chats"),
     Route("PATCH", f"{API}/chats/{{chat_id}}", chats.update_chat, body=s.ChatUpdate, response=Chat, tag="chats"),
     Route("DELETE", f"{API}/chats/{{chat_id}}", chats.delete_chat, tag="chats"),
@@ -203,6 +212,7 @@ ROUTES: list[Route] = [
         body=s.MessageSend,
         response=Message,
         status=201,
+        also=(200,),
         tag="messages",
     ),
     Route(
@@ -254,13 +264,13 @@ ROUTES: list[Route] = [
         body=s.Forward,
         response=Message,
         status=201,
+        also=(200,),
         tag="messages",
     ),
     Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
     Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
     # E2E key directory
     Route("POST", f"{API}/crypto/keys", crypto.publish_keys, body=s.KeysPublish, response=s.PrekeyCount, tag="crypto"),
-    # The `all` routes come first: the router tries routes in this order.
     Route("GET", f"{API}/crypto/keys/{{user_id}}/all", crypto.get_all_keys, response=s.DeviceKeysList, tag="crypto"),
     Route("GET", f"{API}/crypto/keys/{{user_id}}/{{device_id}}", crypto.get_keys, response=DeviceKeys, tag="crypto"),
     Route("GET", f"{API}/crypto/prekeys", crypto.prekey_status, response=PrekeyStatus, tag="crypto"),
@@ -292,6 +302,7 @@ ROUTES: list[Route] = [
         query=s.MediaUploadQuery,
         response=Media,
         status=201,
+        raw_body=s.FILE_UPLOAD,
         tag="media",
     ),
     Route(
@@ -309,6 +320,8 @@ ROUTES: list[Route] = [
         f"{API}/media/uploads/{{upload_id}}/chunks/{{index}}",
         media.put_chunk,
         response=UploadSession,
+        params={"index": s.ChunkIndex},
+        raw_body=s.CHUNK_UPLOAD,
         tag="media",
     ),
     Route(
@@ -321,9 +334,23 @@ ROUTES: list[Route] = [
     ),
     Route("DELETE", f"{API}/media/uploads/{{upload_id}}", media.abort_upload, tag="media"),
     # Downloads take a token or a signed URL, so they authenticate in the handler.
-    Route("GET", f"{API}/media/download/{{media_id}}", media.download, query=s.DownloadQuery, auth=False, tag="media"),
     Route(
-        "GET", f"{API}/media/thumbnail/{{media_id}}", media.thumbnail, query=s.ThumbnailQuery, auth=False, tag="media"
+        "GET",
+        f"{API}/media/download/{{media_id}}",
+        media.download,
+        query=s.DownloadQuery,
+        auth=False,
+        raw_responses=s.FILE_DOWNLOAD,
+        tag="media",
+    ),
+    Route(
+        "GET",
+        f"{API}/media/thumbnail/{{media_id}}",
+        media.thumbnail,
+        query=s.ThumbnailQuery,
+        auth=False,
+        raw_responses=s.FILE_DOWNLOAD,
+        tag="media",
     ),
     Route("GET", f"{API}/media", media.list_media, query=s.PageQuery, response=MediaPage, tag="media"),
     Route("GET", f"{API}/media/{{media_id}}", media.get_media, response=Media, tag="media"),
@@ -348,10 +375,11 @@ def add_routes(app: web.Application) -> None:
 
     all_routes = [*ROUTES, Route("GET", f"{API}/openapi.json", get_openapi, auth=False, tag="meta")]
     for route in all_routes:
+        path = router_path(route.path)
         if route.raw:
-            app.router.add_route(route.method, route.path, route.handler)
+            app.router.add_route(route.method, path, route.handler)
             continue
         handler = endpoint(route)
-        app.router.add_route(route.method, route.path, handler)
+        app.router.add_route(route.method, path, handler)
         if route.method == "GET":  # monitors and caches probe with HEAD
-            app.router.add_route("HEAD", route.path, handler)
+            app.router.add_route("HEAD", path, handler)

@@ -13,7 +13,7 @@ from sup.domain.accounts import (
     DISPLAY_NAME_MAX,
     PASSWORD_MAX,
     PASSWORD_MIN,
-    USERNAME_PATTERN,
+    USERNAME_REGEX,
     Device,
     User,
 )
@@ -29,36 +29,60 @@ from sup.domain.messages import Pin
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
 from sup.e2ekeys import MAX_KEY_ID
-from sup.transport.sends import Id, MessageSendFields, Recipient
+from sup.integers import INT64_MAX
+from sup.transport.inputs import Count, Id, Input, whole
+from sup.transport.sends import MessageSendFields, Recipient
 
 Username = Annotated[
-    str, Meta(min_length=3, max_length=32, pattern=USERNAME_PATTERN, description="Case-insensitively unique.")
+    str,
+    Meta(
+        min_length=3,
+        max_length=32,
+        # Upper case is accepted and folded: the domain keeps the name in lower case.
+        pattern=whole(USERNAME_REGEX.replace("a-z", "A-Za-z")),
+        description="ASCII letters, digits, '_' and '.'; stored and shown in lower case, so unique regardless of case.",
+    ),
 ]
 NewPassword = Annotated[str, Meta(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 AnyPassword = Annotated[str, Meta(min_length=1, max_length=PASSWORD_MAX)]
-DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, description="Shown in the device list.")]
-TotpCode = Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6-digit code from the authenticator app.")]
+# Names and descriptions people read: no control characters but newline and tab (check_text).
+_TEXT = whole(r"[^\x00-\x08\x0b-\x1f]*")
+DeviceName = Annotated[str, Meta(max_length=DEVICE_NAME_MAX, pattern=_TEXT, description="Shown in the device list.")]
+DisplayName = Annotated[str, Meta(max_length=DISPLAY_NAME_MAX, pattern=_TEXT)]
+TotpCode = Annotated[str, Meta(pattern=whole("[0-9]{6}"), description="6-digit code from the authenticator app.")]
 RecoveryCode = Annotated[str, Meta(min_length=1, max_length=64, description="One of the one-time recovery codes.")]
 
 
-class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of request bodies: unknown fields are refused, not ignored."""
+class Body(Input):
+    """Base of request bodies: unknown fields are refused, not ignored; ids come out canonical."""
 
 
 class RegisterRequest(Body):
     username: Username
     password: NewPassword
-    display_name: Annotated[str, Meta(max_length=DISPLAY_NAME_MAX)] = ""
+    display_name: DisplayName = ""
     invite_code: Annotated[str, Meta(max_length=128)] | None = None
     device_name: DeviceName = ""
 
 
 class LoginRequest(Body):
-    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    username: Annotated[str, Meta(min_length=1, max_length=64, description="Found in any case or width.")]
     password: AnyPassword
     totp_code: TotpCode | None = None
     recovery_code: RecoveryCode | None = None
     device_name: DeviceName = ""
+    refresh_token: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=256,
+                description="A refresh token this client holds for one of the account's devices, even an expired "
+                "one: the login is then not held back by limits that guessing from elsewhere set off.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RefreshRequest(Body):
@@ -108,8 +132,8 @@ class TwoFactorStatus(msgspec.Struct, kw_only=True):
 
 
 class ProfileUpdate(Body):
-    display_name: Annotated[str, Meta(max_length=DISPLAY_NAME_MAX)] | UnsetType = UNSET
-    bio: Annotated[str, Meta(max_length=BIO_MAX)] | UnsetType = UNSET
+    display_name: DisplayName | UnsetType = UNSET
+    bio: Annotated[str, Meta(max_length=BIO_MAX, pattern=_TEXT)] | UnsetType = UNSET
     avatar_media_id: Id | UnsetType | None = UNSET
 
 
@@ -118,14 +142,14 @@ class UserRef(Body):
 
 
 class DeviceRename(Body):
-    name: Annotated[str, Meta(min_length=1, max_length=DEVICE_NAME_MAX)]
+    name: Annotated[str, Meta(min_length=1, max_length=DEVICE_NAME_MAX, pattern=_TEXT)]
 
 
 class DeviceList(msgspec.Struct, kw_only=True):
     devices: list[Device]
 
 
-class PageQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PageQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     after: Id | None = None
 
@@ -150,8 +174,8 @@ class HealthStatus(msgspec.Struct, kw_only=True):
 PermissionName = Literal[
     "send_messages", "send_media", "add_members", "remove_members", "pin", "delete_others", "edit_info", "manage_roles"
 ]
-Title = Annotated[str, Meta(max_length=128)]
-Description = Annotated[str, Meta(max_length=2000)]
+Title = Annotated[str, Meta(max_length=128, pattern=_TEXT, description="Required for groups and channels.")]
+Description = Annotated[str, Meta(max_length=2000, pattern=_TEXT)]
 
 
 class ChatCreate(Body):
@@ -168,7 +192,7 @@ class ChatUpdate(Body):
     avatar_media_id: Id | UnsetType | None = UNSET
 
 
-class ChatListQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ChatListQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     before: Annotated[str, Meta(max_length=80)] | None = None
 
@@ -213,13 +237,13 @@ class MessageEdit(Body):
     recipients: Annotated[list[Recipient], Meta(max_length=5000)] = []
 
 
-class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class HistoryQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
-    before: Annotated[int, Meta(ge=0)] | None = None
-    after: Annotated[int, Meta(ge=0)] | None = None
+    before: Count | None = None
+    after: Count | None = None
 
 
-class DeleteQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DeleteQuery(Input):
     scope: Literal["everyone", "me"] = "everyone"
 
 
@@ -227,7 +251,7 @@ class ReactionBody(Body):
     emoji: Annotated[str, Meta(min_length=1, max_length=32)]
 
 
-class ReactionQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ReactionQuery(Input):
     emoji: Annotated[str, Meta(min_length=1, max_length=32)]
 
 
@@ -241,7 +265,7 @@ class Forward(Body):
 
 
 class ReadMarker(Body):
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Count
 
 
 class ReadState(msgspec.Struct, kw_only=True):
@@ -305,7 +329,7 @@ class BundleList(msgspec.Struct, kw_only=True):
 
 
 class SenderKeyPost(Body):
-    distribution_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+    distribution_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[\x21-\x7e]+"))]
     recipients: Annotated[list[Recipient], Meta(min_length=1, max_length=5000)]
 
 
@@ -318,22 +342,26 @@ class SenderKeyList(msgspec.Struct, kw_only=True):
 Purpose = Literal["attachment", "avatar", "sticker"]
 
 
-class MediaUploadQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class MediaUploadQuery(Input):
     purpose: Purpose = "attachment"
     encrypted: Annotated[bool, Meta(description="Client-encrypted: stored and served as opaque bytes.")] = False
     filename: Annotated[str, Meta(max_length=1024, description="For raw-body uploads (multipart names its part).")] = ""
 
 
+CHUNK_INDEX_MAX = 999_999_999
+ChunkIndex = Annotated[int, Meta(ge=0, le=CHUNK_INDEX_MAX, description="From 0.")]
+
+
 class UploadStart(Body, kw_only=True):
-    size: Annotated[int, Meta(ge=1, description="The whole file's size in bytes.")]
+    size: Annotated[int, Meta(ge=1, le=INT64_MAX, description="The whole file's size in bytes.")]
     filename: Annotated[str, Meta(max_length=1024)] = ""
     purpose: Purpose = "attachment"
     encrypted: bool = False
 
 
-class SignedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    expires: int | None = None
-    signature: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")] | None = None
+class SignedQuery(Input):
+    expires: Annotated[Count, Meta(description="Unix time, seconds: from a signed URL.")] | None = None
+    signature: Annotated[str, Meta(pattern=whole("[0-9a-f]{64}"))] | None = None
 
 
 class DownloadQuery(SignedQuery, kw_only=True):
@@ -344,10 +372,37 @@ class ThumbnailQuery(SignedQuery, kw_only=True):
     size: Literal["small", "large"] = "small"
 
 
-class VariantQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class VariantQuery(Input):
     variant: Literal["original", "small", "large"] = "original"
 
 
 class SignedUrl(msgspec.Struct, kw_only=True):
     url: str
     expires_at: Annotated[int, Meta(description="Unix time, seconds.")]
+
+
+# Files travel as they are, not as JSON: these describe them in the OpenAPI document.
+_BINARY = {"type": "string", "format": "binary"}
+FILE_UPLOAD = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": {**_BINARY, "description": "The file; the part's filename names it."}},
+        }
+    },
+    "application/octet-stream": {"schema": {**_BINARY, "description": "The file as the body; ?filename= names it."}},
+}
+CHUNK_UPLOAD = {
+    "application/octet-stream": {
+        "schema": {
+            **_BINARY,
+            "description": "Chunk `index`: `chunk_size` bytes, the last chunk the rest. Send Content-Length.",
+        }
+    }
+}
+FILE_DOWNLOAD = {
+    "200": {"description": "The file.", "content": {"*/*": {"schema": _BINARY}}},
+    "206": {"description": "The byte range asked for with Range.", "content": {"*/*": {"schema": _BINARY}}},
+    "304": {"description": "Not modified: If-None-Match named its ETag."},
+}

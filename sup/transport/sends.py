@@ -8,26 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta
 
 from sup.domain.messages import BODY_MAX, CLIENT_ID_MAX, MAX_RECIPIENTS, Outgoing
-
-Id = Annotated[
-    str,
-    Meta(
-        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-        description="A UUID, in its 36-character form.",
-    ),
-]
+from sup.transport.inputs import Id, Input
 
 
-class Recipient(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Recipient(Input):
     device_id: Id
     ciphertext: Annotated[bytes, Meta(description="Base64: this device's ciphertext, opaque to the server.")]
 
 
-class MessageSendFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class MessageSendFields(Input):
     chat_id: Id
     client_id: Annotated[
         str, Meta(min_length=1, max_length=CLIENT_ID_MAX, description="Yours, unique per message: retries reuse it.")

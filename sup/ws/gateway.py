@@ -20,6 +20,7 @@ from msgspec import Meta
 
 from sup.domain.messages import Sent
 from sup.errors import Code, DomainError
+from sup.transport.inputs import Id, Input
 from sup.transport.sends import MessageSendFields
 from sup.transport.services import SERVICES, Services
 from sup.transport.statuses import STATUS, Close
@@ -33,7 +34,7 @@ MAX_IN_FLIGHT = 64  # sends per connection awaiting their commit; more waits (TC
 SUBPROTOCOL = "sup.msgpack"
 
 
-class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+class _Frame(Input, tag_field="type"):
     pass
 
 
@@ -53,7 +54,7 @@ class Send(MessageSendFields, tag_field="type", tag="message.send", kw_only=True
 
 
 class Typing(_Frame, tag="typing", kw_only=True):
-    chat_id: str
+    chat_id: Id
     active: bool = True
 
 

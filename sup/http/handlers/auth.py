@@ -40,6 +40,7 @@ async def login(call: Call, body: s.LoginRequest) -> s.SessionResponse:
             totp_code=body.totp_code,
             recovery_code=body.recovery_code,
             device_name=body.device_name,
+            refresh_token=body.refresh_token,
             ip=call.ip,
         )
     )

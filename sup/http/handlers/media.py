@@ -90,13 +90,10 @@ async def upload_status(call: Call) -> UploadSession:
 
 async def put_chunk(call: Call) -> UploadSession:
     """PUT /api/v1/media/uploads/{upload_id}/chunks/{index}: one chunk, as the raw body; again replaces it."""
-    raw_index = call.param("index")
-    if not (raw_index.isascii() and raw_index.isdigit()) or len(raw_index) > 9:
-        raise DomainError(Code.VALIDATION_FAILED, "The chunk index is a number from 0.", field="index")
     return await call.services.media.put_chunk(
         call.who.user_id,
         call.param("upload_id"),
-        int(raw_index),
+        call.int_param("index", high=s.CHUNK_INDEX_MAX),
         _body_chunks(call.request),
         call.request.content_length,
     )
