@@ -25,11 +25,12 @@ from sup.client.client import (
     Undecryptable,
     encode_envelope,
 )
-from sup.client.crypto import DeviceCrypto, NoSession
-from sup.client.http import b64e
+from sup.client.crypto import DeviceCrypto, NoSession, SignedPrekey
+from sup.client.http import SupHttp, b64e
 from sup.client.store import ClientStore, StoreInUse
 from tests.conftest import Server
-from tests.test_e2e_conversations import People, assert_quiet, receive
+from tests.test_e2e_conversations import PASSWORD, People, assert_quiet, receive
+from tests.torsion import mixed_order_signer
 
 
 @pytest.fixture
@@ -247,6 +248,26 @@ async def test_a_device_with_an_unusable_bundle_is_named(people: People):
     assert (await alice.http.history(chat["id"]))["items"] == []
 
     alice.http.prekey_bundle = real_bundle  # type: ignore[method-assign]
+    await alice.send_text(chat["id"], "now it works")
+    assert [m.text for m in await receive(bob, 1)] == ["now it works"]
+
+
+async def test_a_published_identity_key_with_a_small_order_component_is_bad_device_keys(people: People):
+    # A device (broken, or the server's) publishes identity key A + T with a signed prekey whose signature
+    # plain Ed25519 accepts, so the directory takes it; encrypting to it must name the device, not crash.
+    alice, bob = await people.register(), await people.register()
+    spk = DeviceCrypto.create().signed_prekey()
+    identity, signature = mixed_order_signer(b"\x05" + spk.public_key)
+    async with SupHttp(people.server.url) as odd:
+        odd_device = (await odd.login(bob.username or "", PASSWORD, device_name="odd")).device_id
+        await odd.publish_keys(identity, SignedPrekey(spk.key_id, spk.public_key, signature), [])
+        chat = await alice.direct_chat(bob.user_id)
+        with pytest.raises(BadDeviceKeys) as refused:
+            await alice.send_text(chat["id"], "nothing goes out")
+        assert (refused.value.user_id, refused.value.device_id) == (bob.user_id, odd_device)
+        assert "small-order component" in refused.value.reason
+        assert (await alice.http.history(chat["id"]))["items"] == []
+        await odd.logout()
     await alice.send_text(chat["id"], "now it works")
     assert [m.text for m in await receive(bob, 1)] == ["now it works"]
 
