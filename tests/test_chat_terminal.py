@@ -20,9 +20,11 @@ from aiohttp.test_utils import TestServer
 
 from sup.app import build_app
 from sup.client.client import Client, MessageDeleted, ReceivedMessage
+from sup.client.http import SessionEnded
 from sup.client.store import ClientStore
 from sup.client.terminal import add_arguments, run_chat
 from sup.client.terminal.lines import PromptLines
+from sup.client.terminal.view import short_id
 from tests.conftest import Server, make_config, new_username
 from tests.processes import Running, sup, sup_env
 from tests.test_client_sdk import PASSWORD, until
@@ -174,6 +176,45 @@ async def test_control_characters_from_others_are_not_printed(server: Server, tm
         assert await session.quit() == 0
     finally:
         await bob.close()
+
+
+# -- new devices -----------------------------------------------------------------------------------
+
+
+async def test_a_new_device_is_shown_with_its_name_and_my_own_is_not_a_safety_number(server: Server, tmp_path: Path):
+    bob_name = new_username()
+    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
+    session, alice_name = await register_in_terminal(server.url, tmp_path, bob_name)
+    tablet = laptop = None
+    try:
+        session.type("hi")
+        await next_text(bob)  # alice met bob's devices when she sent it
+
+        tablet = await Client.login(server.url, str(tmp_path / "tablet.db"), bob_name, PASSWORD, device_name="tablet")
+        short = short_id(tablet.device_id)
+        await session.expect(
+            rf"^!! {bob_name} has a new device: tablet \({short}\); the safety number with {bob_name} changed"
+            rf" — if you did not expect it, compare /safety {bob_name}$"
+        )
+
+        # my own new login: nothing to compare with myself, but how to get rid of it if it was not me
+        laptop = await Client.login(server.url, str(tmp_path / "laptop.db"), alice_name, PASSWORD, device_name="laptop")
+        mine = short_id(laptop.device_id)
+        line = (await session.expect(rf"^!! a new device logged in to your account: laptop \({mine}\) .*$")).group(0)
+        assert f"if this was not you, revoke it: /revoke {mine}" in line and "safety" not in line
+        session.type("/devices")
+        await session.expect(rf"^   laptop \({mine}\)$")
+        await session.expect(r"^   .+ \(\w{8}\) \(this device\)$")
+        session.type(f"/revoke {mine}")
+        await session.expect(rf"^-- logged out laptop \({mine}\)$")
+        with pytest.raises(SessionEnded):
+            await laptop.http.me()
+        assert await session.quit() == 0
+    finally:
+        for client in (bob, tablet, laptop):
+            if client is not None:
+                await client.close()
+    assert "Traceback" not in session.shown
 
 
 # -- read receipts --------------------------------------------------------------------------------

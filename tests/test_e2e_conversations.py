@@ -39,8 +39,8 @@ class People:
         await client.start()
         return client
 
-    async def another_device(self, of: Client) -> Client:
-        client = await Client.login(self.server.url, self._path(), of.username or "", PASSWORD)
+    async def another_device(self, of: Client, device_name: str = "") -> Client:
+        client = await Client.login(self.server.url, self._path(), of.username or "", PASSWORD, device_name=device_name)
         self.clients.append(client)
         await client.start()
         return client

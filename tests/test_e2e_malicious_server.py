@@ -129,10 +129,10 @@ async def test_a_device_added_to_a_known_user_is_shown_before_use(people: People
     assert [m.text for m in await receive(bob, 1)] == ["first contact"]
     number_before = await alice.safety_number(bob.user_id)
 
-    ghost = await people.another_device(bob)  # as if the server had logged in a device of its own
+    ghost = await people.another_device(bob, "phone")  # as if the server had logged in a device of its own
     await alice.send_text(chat["id"], "who reads this?")
     notices = [i for i in await items_until(alice, NewDevice) if isinstance(i, NewDevice)]
-    assert notices == [NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key)]
+    assert notices == [NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key, "phone")]
     assert [m.text for m in await receive(ghost, 1)] == ["who reads this?"]
     number_with_ghost = await alice.safety_number(bob.user_id)
     assert number_with_ghost != number_before

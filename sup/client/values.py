@@ -118,12 +118,16 @@ class SafetyNumberChanged:
 class NewDevice:
     """A device of `user_id` this device had not met before (a new login, or one the server added).
 
-    Yielded before anything is encrypted to it; the safety number with that user changes with it.
+    Yielded before anything is encrypted to it; the safety number with that user changes with it. When
+    `user_id` is my own, another login of my account: if it was not me, revoke it. `device_name` is how its
+    owner named it, as the directory says ("" if it was met as a message's sender, not in the directory):
+    the server's word, for recognising the device, not for trusting it.
     """
 
     user_id: str
     device_id: str
     identity_key: bytes
+    device_name: str = ""
 
 
 @dataclass(frozen=True)

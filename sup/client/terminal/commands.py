@@ -24,7 +24,7 @@ from sup.client.client import (
 from sup.client.http import ApiError, SessionEnded
 from sup.client.outbox import Queued
 from sup.client.terminal.delivery import Outgoing, ReadMarks
-from sup.client.terminal.view import Shown, View, clean
+from sup.client.terminal.view import Shown, View, clean, device_label, short_id
 
 HISTORY_ON_OPEN = 10  # messages shown when a chat becomes current
 HISTORY = 50  # messages /history shows
@@ -46,6 +46,8 @@ HELP = """commands (N is the number shown in front of a message):
   /trust USERNAME             accept the changed keys of that user's devices (after comparing /safety);
                               the messages held for them are shown
   /reject USERNAME            refuse them: the held messages are shown as undecryptable
+  /devices                    the devices logged in to my account
+  /revoke ID                  log one of them out (ID: as /devices or a new-device notice shows it)
   /whoami, /help, /quit
 anything else is sent to the current chat; while the server cannot be reached it is queued,
 and sent in order when the connection is back (also after a restart of sup chat)"""
@@ -82,10 +84,16 @@ class Terminal:
 
     async def show(self, item: Any) -> None:
         if isinstance(item, NewDevice):
+            device = device_label(item.device_name, item.device_id)
+            if item.user_id == self.client.user_id:  # no safety number to compare with myself
+                self.say(
+                    f"!! a new device logged in to your account: {device} — if this was not you, revoke it:"
+                    f" /revoke {short_id(item.device_id)} (and change your password)"
+                )
+                return
             who = await self.view.name(item.user_id)
-            whose = "your account" if item.user_id == self.client.user_id else who
             self.say(
-                f"!! a new device {item.device_id[:8]} on {whose}: the safety number changed;"
+                f"!! {who} has a new device: {device}; the safety number with {who} changed —"
                 f" if you did not expect it, compare /safety {who}"
             )
         elif isinstance(item, SafetyNumberChanged):
@@ -95,8 +103,8 @@ class Terminal:
                 return
             self.untrusted.setdefault(item.user_id, {})[item.device_id] = item.identity_key
             self.say(
-                f"!! the safety number with {who} changed: device {item.device_id[:8]} has a new key and its messages"
-                f" are held; compare /safety {who}, then /trust {who} or /reject {who}"
+                f"!! the safety number with {who} changed: device {short_id(item.device_id)} has a new key and its"
+                f" messages are held; compare /safety {who}, then /trust {who} or /reject {who}"
             )
         elif isinstance(item, MessageDeleted):
             shown = self.view.shown(item.message_id) or Shown(0, item.chat_id, item.message_id, item.seq, None, False)
@@ -306,6 +314,27 @@ class Terminal:
         groups = [number[i : i + 5] for i in range(0, len(number), 5)]
         self.say("-- compare with " + words[0] + ":\n   " + " ".join(groups[:6]) + "\n   " + " ".join(groups[6:]))
 
+    async def cmd_devices(self, words: list[str]) -> None:
+        for device in await self.client.http.devices():
+            mine = " (this device)" if device.get("current") else ""
+            self.say(f"   {device_label(device.get('name') or '', device['id'])}{mine}")
+
+    async def cmd_revoke(self, words: list[str]) -> None:
+        if len(words) != 1:
+            self.say("-- /revoke ID, with ID as /devices shows it")
+            return
+        wanted = words[0].lower()
+        found = [d for d in await self.client.http.devices() if short_id(d["id"]) == wanted or d["id"] == wanted]
+        if not found:
+            self.say(f"-- no device {words[0]} on your account: /devices lists them")
+            return
+        device = found[0]
+        if device.get("current"):
+            self.say("-- that is this device: /quit, or revoke it from another one")
+            return
+        await self.client.http.revoke_device(device["id"])
+        self.say(f"-- logged out {device_label(device.get('name') or '', device['id'])}")
+
     async def cmd_trust(self, words: list[str]) -> None:
         await self._decide(words, trust=True)
 
@@ -329,7 +358,7 @@ class Terminal:
             else:
                 await self.client.reject_identity(user_id, device_id)
             del changed[device_id]
-            self.say(f"-- {verb}ed the new key of {words[0]}'s device {device_id[:8]}")
+            self.say(f"-- {verb}ed the new key of {words[0]}'s device {short_id(device_id)}")
         self.untrusted.pop(user_id, None)
 
 
