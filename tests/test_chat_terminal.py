@@ -25,6 +25,7 @@ from sup.client.store import ClientStore
 from sup.client.terminal import add_arguments, run_chat
 from sup.client.terminal.lines import PromptLines
 from sup.client.terminal.view import short_id
+from sup.transport.services import SERVICES
 from tests.conftest import Server, make_config, new_username
 from tests.processes import Running, sup, sup_env
 from tests.test_client_sdk import PASSWORD, until
@@ -215,6 +216,41 @@ async def test_a_new_device_is_shown_with_its_name_and_my_own_is_not_a_safety_nu
             if client is not None:
                 await client.close()
     assert "Traceback" not in session.shown
+
+
+# -- a member without a device ---------------------------------------------------------------------
+
+
+async def test_a_line_to_someone_without_a_device_waits_for_it_and_goes_when_it_comes(server: Server, tmp_path: Path):
+    grandpa_name = new_username()
+    await server.app[SERVICES].accounts.create_user(grandpa_name, PASSWORD)  # sup admin create-user grandpa
+    session, _ = await register_in_terminal(server.url, tmp_path, grandpa_name)
+    grandpa = None
+    try:
+        session.type("hello grandpa", "are you there?")
+        await session.expect(
+            rf'^-- waiting for {grandpa_name}\'s first device: "hello grandpa" is kept, and sent when {grandpa_name}'
+            r" has logged in$"
+        )
+        await session.expect(rf'^-- waiting for {grandpa_name}\'s first device: "are you there\?" is kept')
+        upload = tmp_path / "photo.jpg"
+        upload.write_bytes(b"not really a photo")
+        session.type(f"/send {upload}")
+        await session.expect(rf"^-- not sent: {grandpa_name} has no device that can read it yet, and only text")
+        assert "member_without_device" not in session.shown and "not sent (" not in session.shown
+
+        grandpa = await Client.login(server.url, str(tmp_path / "grandpa.db"), grandpa_name, PASSWORD)
+        assert [(await next_text(grandpa)).text for _ in range(2)] == ["hello grandpa", "are you there?"]
+        await session.expect(rf"^\(\d+\) \S+ \[@{grandpa_name}\] me: hello grandpa$")
+        await session.expect(rf"^\(\d+\) \S+ \[@{grandpa_name}\] me: are you there\?$")
+        session.type("and now?")
+        assert (await next_text(grandpa)).text == "and now?"
+        assert await session.quit() == 0
+    finally:
+        if grandpa is not None:
+            await grandpa.close()
+    assert len(re.findall(r"me: hello grandpa$", session.shown, re.MULTILINE)) == 1  # shown once
+    assert "still" not in session.shown and "Traceback" not in session.shown
 
 
 # -- read receipts --------------------------------------------------------------------------------

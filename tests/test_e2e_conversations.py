@@ -66,6 +66,14 @@ async def receive(client: Client, count: int, within: float = 15) -> list[Receiv
     return found
 
 
+async def next_of(client: Client, *kinds: type, within: float = 10) -> Any:
+    """The next item of one of these kinds; the others before it are skipped."""
+    while True:
+        item = await client.next_message(within)
+        if isinstance(item, kinds):
+            return item
+
+
 async def assert_quiet(*clients: Client) -> None:
     for client in clients:
         with pytest.raises(TimeoutError):

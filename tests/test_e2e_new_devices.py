@@ -13,21 +13,7 @@ import pytest
 
 from sup.client.client import Client, NewDevice
 from tests.conftest import Server
-from tests.test_e2e_conversations import People, receive
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
-
-
-async def next_of(client: Client, kind: type, within: float = 10) -> Any:
-    while True:
-        item = await client.next_message(within)
-        if isinstance(item, kind):
-            return item
+from tests.test_e2e_conversations import People, next_of, receive
 
 
 def watch(client: Client) -> list[tuple[str, Any]]:
@@ -55,6 +41,13 @@ def announced_before_use(log: list[tuple[str, Any]], device_id: str) -> bool:
     ]
     used = [n for n, (what, item) in enumerate(log) if what == "encrypted to" and item == device_id]
     return bool(shown) and isinstance(log[shown[0]][1], NewDevice) and (not used or shown[0] < used[0])
+
+
+@pytest.fixture
+async def people(server: Server, tmp_path):
+    group = People(server, tmp_path)
+    yield group
+    await group.close()
 
 
 async def test_a_new_device_is_announced_by_name_while_nothing_is_sent(people: People):

@@ -67,6 +67,14 @@ class Devices:
                     out[device_id] = (user_id, identity_key)
         return out
 
+    async def without_devices(self, chat_id: str) -> tuple[str, ...]:
+        """The other members of a chat that have no device with published keys, as the server says now."""
+        self.chats.members.pop(chat_id, None)
+        others = [m for m in await self.chats.member_ids(chat_id) if m != self.state.user_id]
+        self.forget_listed([m for m in others if not self.listed.get(m)])  # an empty list may be old news
+        listed = await asyncio.gather(*(self.user_devices(m) for m in others))
+        return tuple(sorted(m for m, devices in zip(others, listed, strict=True) if not devices))
+
     # -- devices met -------------------------------------------------------------------------
 
     async def known(self, user_id: str) -> dict[str, bytes]:

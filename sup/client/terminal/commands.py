@@ -15,14 +15,18 @@ from sup.client.client import (
     Attachment,
     Client,
     ClientError,
+    MemberWithoutDevice,
     MessageDeleted,
     NewDevice,
+    Queued,
+    QueuedMessageDropped,
+    QueuedMessageSent,
     ReceivedMessage,
     SafetyNumberChanged,
     Undecryptable,
+    WaitingForDevice,
 )
 from sup.client.http import ApiError, SessionEnded
-from sup.client.outbox import Queued
 from sup.client.terminal.delivery import Outgoing, ReadMarks
 from sup.client.terminal.view import Shown, View, clean, device_label, short_id
 
@@ -50,7 +54,8 @@ HELP = """commands (N is the number shown in front of a message):
   /revoke ID                  log one of them out (ID: as /devices or a new-device notice shows it)
   /whoami, /help, /quit
 anything else is sent to the current chat; while the server cannot be reached it is queued,
-and sent in order when the connection is back (also after a restart of sup chat)"""
+and sent in order when the connection is back (also after a restart of sup chat); a line to
+someone who has no device yet waits for their first one, and is sent when they log in"""
 
 
 class Terminal:
@@ -106,6 +111,16 @@ class Terminal:
                 f"!! the safety number with {who} changed: device {short_id(item.device_id)} has a new key and its"
                 f" messages are held; compare /safety {who}, then /trust {who} or /reject {who}"
             )
+        elif isinstance(item, WaitingForDevice):
+            who = await self._names(item.user_ids)
+            self.say(
+                f'-- waiting for {_first_device_of(who)}: "{_snippet(item.text)}" is kept,'
+                f" and sent when {_have(who)} logged in"
+            )
+        elif isinstance(item, QueuedMessageSent):
+            await self._show_mine(item.chat_id, {"id": item.message_id, "seq": item.seq})
+        elif isinstance(item, QueuedMessageDropped):
+            self.say(f'-- not sent ({clean(item.reason)}): "{_snippet(item.text)}"')
         elif isinstance(item, MessageDeleted):
             shown = self.view.shown(item.message_id) or Shown(0, item.chat_id, item.message_id, item.seq, None, False)
             shown.deleted = "for everyone" if item.for_everyone else "for me"
@@ -121,6 +136,12 @@ class Terminal:
                 shown.attachments = shown.attachments or before.attachments  # an edit replaces the text only
             await self._print(self.view.keep(shown))
 
+    async def show_waiting(self) -> None:
+        """At the start: what an earlier session left waiting for a member's first device (it is announced once)."""
+        for queued in await self.client.queued():
+            if queued.waiting_for:
+                await self.show(WaitingForDevice(queued.chat_id, queued.waiting_for, queued.client_id, queued.text))
+
     async def _print(self, shown: Shown) -> None:
         self.say(await self.view.line(shown))
         if self.current is not None and shown.chat_id == self.current["id"]:
@@ -129,7 +150,12 @@ class Terminal:
     async def _sent(self, queued: Queued, sent: dict[str, Any]) -> None:
         await self._show_mine(queued.chat_id, sent)
 
+    async def _names(self, user_ids: tuple[str, ...]) -> list[str]:
+        return [await self.view.name(user_id) for user_id in user_ids]
+
     async def _show_mine(self, chat_id: str, sent: dict[str, Any]) -> None:
+        if self.view.shown(sent["id"]) is not None:
+            return  # a message that waited is reported twice: by the flush that sent it, and by the client
         row = await self.client.store.message_at(chat_id, sent["id"], sent["seq"])
         if row is not None:
             await self._print(self.view.keep(_from_row(row, self.client.user_id)))
@@ -155,6 +181,12 @@ class Terminal:
             await handler(words)
         except SessionEnded:
             raise
+        except MemberWithoutDevice as error:  # a file or an edit (text waits in the outbox, and is announced)
+            who = await self._names(error.user_ids)
+            self.say(
+                f"-- not sent: {_have(who)} no device that can read it yet, and only text messages wait for one;"
+                f" send it again when {_have(who)} logged in"
+            )
         except ApiError as error:
             self.say(f"-- {error.code}: {error.detail}")
         except ClientError as error:
@@ -167,7 +199,7 @@ class Terminal:
         """Queue a message (it keeps its place in line whatever happens), then let the sender send it."""
         await self.client.queue_text(chat_id, text, reply_to=reply_to)
         if self.outgoing.offline:
-            waiting = len(await self.client.queued())
+            waiting = sum(1 for q in await self.client.queued() if not q.waiting_for)
             self.say(f"-- queued ({waiting} waiting): the server cannot be reached; sent when the connection is back")
         self.outgoing.kick()
 
@@ -360,6 +392,21 @@ class Terminal:
             del changed[device_id]
             self.say(f"-- {verb}ed the new key of {words[0]}'s device {short_id(device_id)}")
         self.untrusted.pop(user_id, None)
+
+
+def _first_device_of(names: list[str]) -> str:
+    """`grandpa's first device`; for several members, `a first device of grandpa and carol`."""
+    return f"{names[0]}'s first device" if len(names) == 1 else f"a first device of {' and '.join(names)}"
+
+
+def _have(names: list[str]) -> str:
+    """`grandpa has`, `grandpa and carol have`."""
+    return f"{' and '.join(names)} {'has' if len(names) == 1 else 'have'}"
+
+
+def _snippet(text: str, length: int = 40) -> str:
+    text = clean(text).replace("\n", " ")
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 def _shown(item: ReceivedMessage | Undecryptable) -> Shown:

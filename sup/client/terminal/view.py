@@ -66,6 +66,8 @@ class View:
                 self._names[user_id] = clean((await self.client.http.user(user_id))["username"])
             except ApiError:
                 self._names[user_id] = short_id(user_id)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return short_id(user_id)  # the server is away: asked again next time
         return self._names[user_id]
 
     async def user_id(self, username: str) -> str:
