@@ -282,6 +282,35 @@ async def test_messages_shown_in_the_current_chat_are_marked_read_once_per_burst
         await bob.close()
 
 
+async def test_chats_counts_unread_as_this_device_can_read_them(server: Server, tmp_path: Path):
+    """The server counts, per device, the unread messages that device can decrypt: a device that logged in
+    later does not count what was sent before it had keys."""
+    bob_name, alice_name = new_username(), new_username()
+    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
+    alice = await Client.register(server.url, str(tmp_path / "alice.db"), alice_name, PASSWORD)
+    session = None
+    try:
+        chat = await bob.direct_chat(alice.user_id)
+        for n in range(2):
+            await bob.send_text(chat["id"], f"before {n}")
+        args = chat_args(
+            "login",
+            *("--server", server.url, "--store", str(tmp_path / "laptop.db"), "--username", alice_name),
+            "--password-stdin",
+        )
+        session = Session(args, PASSWORD)
+        await session.expect(rf"^-- {alice_name} on ")
+        await bob.send_text(chat["id"], "after")
+        await session.expect(rf"^\(\d+\) \S+ \[@{bob_name}\] after$")  # shown, but not in the current chat
+        session.type("/chats")
+        await session.expect(rf"^ +\d+\. @{bob_name} \[direct\] \(1 unread\)$")
+        assert [c["unread_count"] for c in await alice.chats() if c["id"] == chat["id"]] == [3]
+        assert await session.quit() == 0
+    finally:
+        await bob.close()
+        await alice.close()
+
+
 # -- the outbox ------------------------------------------------------------------------------------
 
 
