@@ -257,7 +257,7 @@ async def test_a_published_identity_key_with_a_small_order_component_is_bad_devi
     # plain Ed25519 accepts, so the directory takes it; encrypting to it must name the device, not crash.
     alice, bob = await people.register(), await people.register()
     spk = DeviceCrypto.create().signed_prekey()
-    identity, signature = mixed_order_signer(b"\x05" + spk.public_key)
+    identity, signature = await asyncio.to_thread(mixed_order_signer, b"\x05" + spk.public_key)
     async with SupHttp(people.server.url) as odd:
         odd_device = (await odd.login(bob.username or "", PASSWORD, device_name="odd")).device_id
         await odd.publish_keys(identity, SignedPrekey(spk.key_id, spk.public_key, signature), [])

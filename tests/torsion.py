@@ -63,7 +63,9 @@ def _h(*parts: bytes) -> int:
 
 
 def mixed_order_signer(message: bytes) -> tuple[bytes, bytes]:
-    """(identity key A + T, a signature of `message` that plain Ed25519 accepts under it)."""
+    """(identity key A + T, a signature of `message` that plain Ed25519 accepts under it).
+
+    Up to a second of pure Python: call it in a thread from a test's event loop."""
     secret = int.from_bytes(os.urandom(32), "little") % L
     identity = encode(add(multiply(secret, BASE), ORDER_8))
     while True:  # one try in eight succeeds
