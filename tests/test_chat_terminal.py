@@ -20,9 +20,12 @@ from aiohttp.test_utils import TestServer
 
 from sup.app import build_app
 from sup.client.client import Client, MessageDeleted, ReceivedMessage
+from sup.client.http import SessionEnded
 from sup.client.store import ClientStore
 from sup.client.terminal import add_arguments, run_chat
 from sup.client.terminal.lines import PromptLines
+from sup.client.terminal.view import short_id
+from sup.transport.services import SERVICES
 from tests.conftest import Server, make_config, new_username
 from tests.processes import Running, sup, sup_env
 from tests.test_client_sdk import PASSWORD, until
@@ -176,6 +179,80 @@ async def test_control_characters_from_others_are_not_printed(server: Server, tm
         await bob.close()
 
 
+# -- new devices -----------------------------------------------------------------------------------
+
+
+async def test_a_new_device_is_shown_with_its_name_and_my_own_is_not_a_safety_number(server: Server, tmp_path: Path):
+    bob_name = new_username()
+    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
+    session, alice_name = await register_in_terminal(server.url, tmp_path, bob_name)
+    tablet = laptop = None
+    try:
+        session.type("hi")
+        await next_text(bob)  # alice met bob's devices when she sent it
+
+        tablet = await Client.login(server.url, str(tmp_path / "tablet.db"), bob_name, PASSWORD, device_name="tablet")
+        short = short_id(tablet.device_id)
+        await session.expect(
+            rf"^!! {bob_name} has a new device: tablet \({short}\); the safety number with {bob_name} changed"
+            rf" — if you did not expect it, compare /safety {bob_name}$"
+        )
+
+        # my own new login: nothing to compare with myself, but how to get rid of it if it was not me
+        laptop = await Client.login(server.url, str(tmp_path / "laptop.db"), alice_name, PASSWORD, device_name="laptop")
+        mine = short_id(laptop.device_id)
+        line = (await session.expect(rf"^!! a new device logged in to your account: laptop \({mine}\) .*$")).group(0)
+        assert f"if this was not you, revoke it: /revoke {mine}" in line and "safety" not in line
+        session.type("/devices")
+        await session.expect(rf"^   laptop \({mine}\)$")
+        await session.expect(r"^   .+ \(\w{8}\) \(this device\)$")
+        session.type(f"/revoke {mine}")
+        await session.expect(rf"^-- logged out laptop \({mine}\)$")
+        with pytest.raises(SessionEnded):
+            await laptop.http.me()
+        assert await session.quit() == 0
+    finally:
+        for client in (bob, tablet, laptop):
+            if client is not None:
+                await client.close()
+    assert "Traceback" not in session.shown
+
+
+# -- a member without a device ---------------------------------------------------------------------
+
+
+async def test_a_line_to_someone_without_a_device_waits_for_it_and_goes_when_it_comes(server: Server, tmp_path: Path):
+    grandpa_name = new_username()
+    await server.app[SERVICES].accounts.create_user(grandpa_name, PASSWORD)  # sup admin create-user grandpa
+    session, _ = await register_in_terminal(server.url, tmp_path, grandpa_name)
+    grandpa = None
+    try:
+        session.type("hello grandpa", "are you there?")
+        await session.expect(
+            rf'^-- waiting for {grandpa_name}\'s first device: "hello grandpa" is kept, and sent when {grandpa_name}'
+            r" has logged in$"
+        )
+        await session.expect(rf'^-- waiting for {grandpa_name}\'s first device: "are you there\?" is kept')
+        upload = tmp_path / "photo.jpg"
+        upload.write_bytes(b"not really a photo")
+        session.type(f"/send {upload}")
+        await session.expect(rf"^-- not sent: {grandpa_name} has no device that can read it yet, and only text")
+        assert "member_without_device" not in session.shown and "not sent (" not in session.shown
+
+        grandpa = await Client.login(server.url, str(tmp_path / "grandpa.db"), grandpa_name, PASSWORD)
+        assert [(await next_text(grandpa)).text for _ in range(2)] == ["hello grandpa", "are you there?"]
+        await session.expect(rf"^\(\d+\) \S+ \[@{grandpa_name}\] me: hello grandpa$")
+        await session.expect(rf"^\(\d+\) \S+ \[@{grandpa_name}\] me: are you there\?$")
+        session.type("and now?")
+        assert (await next_text(grandpa)).text == "and now?"
+        assert await session.quit() == 0
+    finally:
+        if grandpa is not None:
+            await grandpa.close()
+    assert len(re.findall(r"me: hello grandpa$", session.shown, re.MULTILINE)) == 1  # shown once
+    assert "still" not in session.shown and "Traceback" not in session.shown
+
+
 # -- read receipts --------------------------------------------------------------------------------
 
 
@@ -203,6 +280,35 @@ async def test_messages_shown_in_the_current_chat_are_marked_read_once_per_burst
         assert await session.quit() == 0
     finally:
         await bob.close()
+
+
+async def test_chats_counts_unread_as_this_device_can_read_them(server: Server, tmp_path: Path):
+    """The server counts, per device, the unread messages that device can decrypt: a device that logged in
+    later does not count what was sent before it had keys."""
+    bob_name, alice_name = new_username(), new_username()
+    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
+    alice = await Client.register(server.url, str(tmp_path / "alice.db"), alice_name, PASSWORD)
+    session = None
+    try:
+        chat = await bob.direct_chat(alice.user_id)
+        for n in range(2):
+            await bob.send_text(chat["id"], f"before {n}")
+        args = chat_args(
+            "login",
+            *("--server", server.url, "--store", str(tmp_path / "laptop.db"), "--username", alice_name),
+            "--password-stdin",
+        )
+        session = Session(args, PASSWORD)
+        await session.expect(rf"^-- {alice_name} on ")
+        await bob.send_text(chat["id"], "after")
+        await session.expect(rf"^\(\d+\) \S+ \[@{bob_name}\] after$")  # shown, but not in the current chat
+        session.type("/chats")
+        await session.expect(rf"^ +\d+\. @{bob_name} \[direct\] \(1 unread\)$")
+        assert [c["unread_count"] for c in await alice.chats() if c["id"] == chat["id"]] == [3]
+        assert await session.quit() == 0
+    finally:
+        await bob.close()
+        await alice.close()
 
 
 # -- the outbox ------------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ class People:
         await client.start()
         return client
 
-    async def another_device(self, of: Client) -> Client:
-        client = await Client.login(self.server.url, self._path(), of.username or "", PASSWORD)
+    async def another_device(self, of: Client, device_name: str = "") -> Client:
+        client = await Client.login(self.server.url, self._path(), of.username or "", PASSWORD, device_name=device_name)
         self.clients.append(client)
         await client.start()
         return client
@@ -64,6 +64,14 @@ async def receive(client: Client, count: int, within: float = 15) -> list[Receiv
         if not isinstance(item, SafetyNumberChanged | NewDevice):
             found.append(item)
     return found
+
+
+async def next_of(client: Client, *kinds: type, within: float = 10) -> Any:
+    """The next item of one of these kinds; the others before it are skipped."""
+    while True:
+        item = await client.next_message(within)
+        if isinstance(item, kinds):
+            return item
 
 
 async def assert_quiet(*clients: Client) -> None:

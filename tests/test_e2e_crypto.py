@@ -34,6 +34,8 @@ from sup.client.crypto import (
 from sup.client.crypto.sessions import X3DHState
 from sup.client.crypto.wire import GroupMessage
 from sup.e2ekeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
+from tests import torsion
+from tests.torsion import mixed_order_signer
 
 Address = tuple[str, str]
 
@@ -669,36 +671,14 @@ async def test_both_chains_together_are_bounded_by_max_skip() -> None:
 
 # ---- weak keys --------------------------------------------------------------------------------------------
 
-_P = 2**255 - 19
-_D = -121665 * pow(121666, -1, _P) % _P
-
-
-def _ed25519_point(encoding: bytes) -> tuple[int, int] | None:
-    """RFC 8032 point decoding, but with y reduced mod p (to cover non-canonical encodings)."""
-    value = int.from_bytes(encoding, "little")
-    y, sign = (value & (2**255 - 1)) % _P, value >> 255
-    x2 = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
-    x = pow(x2, (_P + 3) // 8, _P)
-    if (x * x - x2) % _P:
-        x = x * pow(2, (_P - 1) // 4, _P) % _P
-    if (x * x - x2) % _P:
-        return None
-    return (_P - x if x and (x & 1) != sign else x), y
-
-
-def _ed25519_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    (x1, y1), (x2, y2) = a, b
-    t = _D * x1 * x2 * y1 * y2 % _P
-    return (x1 * y2 + x2 * y1) * pow(1 + t, -1, _P) % _P, (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P) % _P
+_P = torsion.P
 
 
 def test_ed25519_blocklist_is_every_small_order_encoding() -> None:
     for encoding in ED25519_SMALL_ORDER_ENCODINGS:
-        point = _ed25519_point(encoding)
-        assert point is not None
-        eight = point
+        eight = torsion.decode(encoding)  # y is taken mod p, so the non-canonical encodings decode too
         for _ in range(3):
-            eight = _ed25519_add(eight, eight)
+            eight = torsion.add(eight, eight)
         assert eight == (0, 1), encoding.hex()  # 8P is the identity
     # The eight small-order points, canonical with the sign bit cleared, are all listed.
     canonical = {e for e in ED25519_SMALL_ORDER_ENCODINGS if int.from_bytes(e, "little") < _P}
@@ -749,6 +729,24 @@ async def test_small_order_keys_in_a_bundle_are_refused() -> None:
     for bundle in bad:
         with pytest.raises(BadBundle):
             await alice.device.encrypt(*bob.address, b"x", bundle)
+    assert not alice.device.has_session(*bob.address)
+    assert alice.device.peer_identity(*bob.address) is None
+    assert await bob.receive(alice, await alice.device.encrypt(*bob.address, b"ok", good)) == b"ok"
+
+
+async def test_an_identity_key_with_a_small_order_component_is_a_bad_bundle() -> None:
+    # A + T (T of order 8) is no small-order encoding, and plain Ed25519 accepts a signature made for it;
+    # XEdDSA refuses the key when X3DH converts it, which must be BadBundle, not the library's exception.
+    alice, bob = Peer(), Peer()
+    good = bob.bundle()
+    identity, signature = await asyncio.to_thread(mixed_order_signer, b"\x05" + good.signed_prekey.public_key)
+    assert not is_weak_public_key("ed25519", identity)
+    Ed25519PublicKey.from_public_bytes(identity).verify(signature, b"\x05" + good.signed_prekey.public_key)
+    forged = Bundle(
+        *bob.address, identity, SignedPrekey(1, good.signed_prekey.public_key, signature), good.one_time_prekey
+    )
+    with pytest.raises(BadBundle, match="small-order component"):
+        await alice.device.encrypt(*bob.address, b"x", forged)
     assert not alice.device.has_session(*bob.address)
     assert alice.device.peer_identity(*bob.address) is None
     assert await bob.receive(alice, await alice.device.encrypt(*bob.address, b"ok", good)) == b"ok"

@@ -25,11 +25,12 @@ from sup.client.client import (
     Undecryptable,
     encode_envelope,
 )
-from sup.client.crypto import DeviceCrypto, NoSession
-from sup.client.http import b64e
+from sup.client.crypto import DeviceCrypto, NoSession, SignedPrekey
+from sup.client.http import SupHttp, b64e
 from sup.client.store import ClientStore, StoreInUse
 from tests.conftest import Server
-from tests.test_e2e_conversations import People, assert_quiet, receive
+from tests.test_e2e_conversations import PASSWORD, People, assert_quiet, receive
+from tests.torsion import mixed_order_signer
 
 
 @pytest.fixture
@@ -128,10 +129,10 @@ async def test_a_device_added_to_a_known_user_is_shown_before_use(people: People
     assert [m.text for m in await receive(bob, 1)] == ["first contact"]
     number_before = await alice.safety_number(bob.user_id)
 
-    ghost = await people.another_device(bob)  # as if the server had logged in a device of its own
+    ghost = await people.another_device(bob, "phone")  # as if the server had logged in a device of its own
     await alice.send_text(chat["id"], "who reads this?")
     notices = [i for i in await items_until(alice, NewDevice) if isinstance(i, NewDevice)]
-    assert notices == [NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key)]
+    assert notices == [NewDevice(bob.user_id, ghost.device_id, ghost.crypto.identity_key, "phone")]
     assert [m.text for m in await receive(ghost, 1)] == ["who reads this?"]
     number_with_ghost = await alice.safety_number(bob.user_id)
     assert number_with_ghost != number_before
@@ -247,6 +248,26 @@ async def test_a_device_with_an_unusable_bundle_is_named(people: People):
     assert (await alice.http.history(chat["id"]))["items"] == []
 
     alice.http.prekey_bundle = real_bundle  # type: ignore[method-assign]
+    await alice.send_text(chat["id"], "now it works")
+    assert [m.text for m in await receive(bob, 1)] == ["now it works"]
+
+
+async def test_a_published_identity_key_with_a_small_order_component_is_bad_device_keys(people: People):
+    # A device (broken, or the server's) publishes identity key A + T with a signed prekey whose signature
+    # plain Ed25519 accepts, so the directory takes it; encrypting to it must name the device, not crash.
+    alice, bob = await people.register(), await people.register()
+    spk = DeviceCrypto.create().signed_prekey()
+    identity, signature = await asyncio.to_thread(mixed_order_signer, b"\x05" + spk.public_key)
+    async with SupHttp(people.server.url) as odd:
+        odd_device = (await odd.login(bob.username or "", PASSWORD, device_name="odd")).device_id
+        await odd.publish_keys(identity, SignedPrekey(spk.key_id, spk.public_key, signature), [])
+        chat = await alice.direct_chat(bob.user_id)
+        with pytest.raises(BadDeviceKeys) as refused:
+            await alice.send_text(chat["id"], "nothing goes out")
+        assert (refused.value.user_id, refused.value.device_id) == (bob.user_id, odd_device)
+        assert "small-order component" in refused.value.reason
+        assert (await alice.http.history(chat["id"]))["items"] == []
+        await odd.logout()
     await alice.send_text(chat["id"], "now it works")
     assert [m.text for m in await receive(bob, 1)] == ["now it works"]
 

@@ -22,6 +22,10 @@ What it does for you:
   hold from it for that chat are forgotten (a removed device's, in every chat), and until `chat.member.added`
   names it again every message from that user in that chat is `Undecryptable`, even under a new sender key:
   the server cannot keep a removed member writing to the group.
+- A member with no device that can read (an account an admin made, not used yet): the server refuses the
+  message (`member_without_device`); a text message waits in the outbox (`MemberWithoutDevice` carries it,
+  `WaitingForDevice` is yielded) and goes by itself, in order, when the member has a device with keys
+  (`QueuedMessageSent`); see outbox.py.
 - Receiving: every durable event is handled in order; crypto state, decrypted messages and
   the event cursor are committed to the store together, and only then is the cursor acked,
   so a crash never loses a ratchet step nor acknowledges a message it did not keep. A group
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -51,7 +56,7 @@ from sup.client.crypto import DeviceCrypto
 from sup.client.devices import Devices
 from sup.client.envelope import ENVELOPE_VERSION, decode_envelope, encode_envelope
 from sup.client.http import Session, SupHttp
-from sup.client.outbox import Flushed, Outbox, Queued
+from sup.client.outbox import Flushed, Outbox
 from sup.client.prekeys import ONE_TIME_PREKEYS, Prekeys
 from sup.client.receiving import Receiver
 from sup.client.sending import Sender
@@ -63,11 +68,16 @@ from sup.client.values import (
     BadDeviceKeys,
     ClientError,
     Item,
+    MemberWithoutDevice,
     MessageDeleted,
     NewDevice,
+    Queued,
+    QueuedMessageDropped,
+    QueuedMessageSent,
     ReceivedMessage,
     SafetyNumberChanged,
     Undecryptable,
+    WaitingForDevice,
 )
 
 __all__ = [
@@ -77,11 +87,16 @@ __all__ = [
     "Client",
     "ClientError",
     "Item",
+    "MemberWithoutDevice",
     "MessageDeleted",
     "NewDevice",
+    "Queued",
+    "QueuedMessageDropped",
+    "QueuedMessageSent",
     "ReceivedMessage",
     "SafetyNumberChanged",
     "Undecryptable",
+    "WaitingForDevice",
     "decode_envelope",
     "encode_envelope",
     "is_encrypted",
@@ -108,6 +123,7 @@ class Client:
         self._sender = Sender(state, self._chats, self._devices)
         self._receiver = Receiver(state, self._chats, self._devices, self._prekeys)
         self._outbox = Outbox(state, self._sender)
+        self._receiver.listeners.append(self._outbox.on_frame)  # a device came: what waited for it goes
         self._socket: SupSocket | None = None
         self._pump: asyncio.Task[None] | None = None
 
@@ -257,7 +273,9 @@ class Client:
         """Connect the event stream and start handling events (messages() does this itself)."""
         if self._pump is not None or self._state.closed:
             return
+        await self._outbox.load()
         self._socket = SupSocket(self.http, cursor=self.store.cursor)
+        self._socket.on_ready.append(self._outbox.on_ready)  # a device may have come while it was away
         await self._socket.start()
         self._receiver.socket = self._socket
         self._pump = asyncio.create_task(self._receiver.run(self._socket), name=f"sup-client-{self.device_id}")
@@ -293,7 +311,8 @@ class Client:
 
     async def messages(self) -> AsyncIterator[Item]:
         """Messages as they arrive (one consumer): ReceivedMessage, Undecryptable, SafetyNumberChanged, NewDevice,
-        MessageDeleted."""
+        MessageDeleted; and what becomes of my messages that wait for a member's first device: WaitingForDevice,
+        then QueuedMessageSent or QueuedMessageDropped."""
         await self.start()
         inbox = self._state.inbox
         while True:
@@ -354,7 +373,11 @@ class Client:
     async def send_text(
         self, chat_id: str, text: str, *, reply_to: str | None = None, client_id: str | None = None
     ) -> dict[str, Any]:
-        """Send a text message (encrypted if the chat is); the server's message (its id and seq)."""
+        """Send a text message (encrypted if the chat is); the server's message (its id and seq).
+
+        When a member has no device that can read it yet, it is kept in the outbox and sent by itself later:
+        MemberWithoutDevice carries it (`queued`), and `messages()` says when it goes (see `send`).
+        """
         return await self.send(chat_id, text=text, reply_to=reply_to, client_id=client_id)
 
     async def send(
@@ -370,10 +393,28 @@ class Client:
         """Send a message; the same `client_id` again is a retry and returns the original.
 
         At most one attachment: the server lets a chat's members fetch the one file a message names.
+
+        In an encrypted chat where a member has no device that can read it yet (an account an admin made,
+        not used yet), the server refuses the message and MemberWithoutDevice is raised. A text message is kept
+        in the outbox with its client_id (the exception's `queued`; `WaitingForDevice` is yielded too) and is
+        sent by itself, in order with what follows it in that chat, once the member has a device with keys
+        (or has left the chat); `QueuedMessageSent` is yielded then. A text sent to a chat where messages
+        wait goes behind them. Only text waits: a file or `data` is not kept (`queued` is None).
         """
-        return await self._sender.send(
-            chat_id, text=text, data=data, attachments=attachments, reply_to=reply_to, client_id=client_id
-        )
+        attachments = tuple(attachments)
+        client_id = client_id or str(uuid.uuid4())
+        text_only = text is not None and data is None and not attachments
+        if text_only and self._outbox.waits_in(chat_id):
+            return await self._outbox.send_after_waiting(chat_id, text or "", reply_to, client_id)
+        try:
+            return await self._sender.send(
+                chat_id, text=text, data=data, attachments=attachments, reply_to=reply_to, client_id=client_id
+            )
+        except MemberWithoutDevice as error:
+            if not text_only:
+                raise
+            queued = await self._outbox.hold(chat_id, text or "", reply_to, client_id, error.user_ids)
+            raise MemberWithoutDevice(chat_id, error.user_ids, queued) from error
 
     async def queue_text(self, chat_id: str, text: str, *, reply_to: str | None = None) -> Queued:
         """Keep a text message in the outbox (in the store) until `send_queued` sends it; its client_id is
@@ -381,11 +422,13 @@ class Client:
         return await self._outbox.queue(chat_id, text, reply_to=reply_to)
 
     async def send_queued(self) -> Flushed:
-        """Send the outbox in order, up to the first message the server cannot be reached for."""
+        """Send the outbox in order, up to the first message the server cannot be reached for. A message for a
+        member without a device stays (`Flushed.held`, and WaitingForDevice the first time), and so does every
+        later one of its chat; they are sent by themselves when the member has a device (see `send`)."""
         return await self._outbox.flush()
 
     async def queued(self) -> list[Queued]:
-        """The messages waiting in the outbox, oldest first."""
+        """The messages waiting in the outbox, oldest first (`waiting_for`: the members they wait for)."""
         return await self._outbox.waiting()
 
     async def edit_text(self, chat_id: str, message_id: str, text: str) -> dict[str, Any]:

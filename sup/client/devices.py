@@ -32,6 +32,7 @@ class Devices:
         self.state = state
         self.chats = chats
         self.listed: dict[str, dict[str, bytes]] = {}  # user id -> device id -> identity key
+        self.names: dict[tuple[str, str], str] = {}  # (user id, device id) -> the name the directory gave
         # The devices met (a cache of the store's `devices`); checked and updated without an await between.
         self.met: dict[str, dict[str, bytes]] = {}
         # devices met in a batch that was not committed are met again (and shown again) on the replay
@@ -40,7 +41,9 @@ class Devices:
     async def user_devices(self, user_id: str) -> dict[str, bytes]:
         devices = self.listed.get(user_id)
         if devices is None:
-            devices = {d["device_id"]: d["identity_key"] for d in await self.state.http.user_keys(user_id)}
+            records = await self.state.http.user_keys(user_id)
+            devices = {d["device_id"]: d["identity_key"] for d in records}
+            self.names.update({(user_id, d["device_id"]): str(d.get("device_name") or "") for d in records})
             self.listed[user_id] = devices
         return devices
 
@@ -64,6 +67,14 @@ class Devices:
                     out[device_id] = (user_id, identity_key)
         return out
 
+    async def without_devices(self, chat_id: str) -> tuple[str, ...]:
+        """The other members of a chat that have no device with published keys, as the server says now."""
+        self.chats.members.pop(chat_id, None)
+        others = [m for m in await self.chats.member_ids(chat_id) if m != self.state.user_id]
+        self.forget_listed([m for m in others if not self.listed.get(m)])  # an empty list may be old news
+        listed = await asyncio.gather(*(self.user_devices(m) for m in others))
+        return tuple(sorted(m for m, devices in zip(others, listed, strict=True) if not devices))
+
     # -- devices met -------------------------------------------------------------------------
 
     async def known(self, user_id: str) -> dict[str, bytes]:
@@ -86,7 +97,11 @@ class Devices:
         if not fresh:
             return []
         known.update(fresh)  # no await since the check: one notice per device, however many callers
-        notices = [] if first_contact else [NewDevice(user_id, d, k) for d, k in sorted(fresh.items())]
+        notices = (
+            []
+            if first_contact
+            else [NewDevice(user_id, d, k, self.names.get((user_id, d), "")) for d, k in sorted(fresh.items())]
+        )
         for notice in notices:
             log.warning("user %s has a device not seen before: %s", user_id, notice.device_id)
         if work is not None:

@@ -35,7 +35,7 @@ from sup.client.devices import Devices
 from sup.client.envelope import encode_envelope, encode_sender_key
 from sup.client.http import ApiError, b64e
 from sup.client.state import DeviceState
-from sup.client.values import Attachment, BadDeviceKeys, ClientError
+from sup.client.values import Attachment, BadDeviceKeys, ClientError, MemberWithoutDevice
 
 log = logging.getLogger("sup.client")
 
@@ -185,14 +185,26 @@ class Sender:
     async def encrypted(self, chat: dict[str, Any], plaintext: bytes, deliver: Deliver) -> dict[str, Any]:
         if not is_encrypted(chat):  # the one way out for a plaintext body is the branch above; never here
             raise ClientError(f"chat {chat['id']} is not end-to-end encrypted")
-        if chat["type"] == "group":
-            return await self._send_group(chat["id"], plaintext, deliver)
-        return await self._send_pairwise(chat["id"], plaintext, deliver)
+        try:
+            if chat["type"] == "group":
+                return await self._send_group(chat["id"], plaintext, deliver)
+            return await self._send_pairwise(chat["id"], plaintext, deliver)
+        except ApiError as error:
+            if error.code != "member_without_device":
+                raise
+            # No retry helps until they have a device with keys: keys.changed (added) says when.
+            user_ids = tuple(sorted(str(u) for u in error.body.get("user_ids") or ()))
+            self.devices.forget_listed(user_ids)
+            raise MemberWithoutDevice(chat["id"], user_ids) from error
 
     async def _send_pairwise(self, chat_id: str, plaintext: bytes, deliver: Deliver) -> dict[str, Any]:
         state = self.state
         for attempt in range(SEND_ATTEMPTS):
             targets = await self.devices.recipients(chat_id)
+            if not targets and (unreached := await self.devices.without_devices(chat_id)):
+                # No device to encrypt to at all: the server would refuse an empty list before saying whom it
+                # waits for (422 encryption_required), so the directory's answer is taken here.
+                raise MemberWithoutDevice(chat_id, unreached)
             try:
                 async with state.changing_crypto():
                     try:

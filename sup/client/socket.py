@@ -28,7 +28,7 @@ import logging
 import random
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -103,6 +103,8 @@ class SupSocket:
         self.connected = asyncio.Event()
         self.ready: dict[str, Any] = {}
         self.connections = 0  # how many times `ready` was received: tests and diagnostics
+        # Called with each `ready` frame (every connection and reconnection), before its events are handed out.
+        self.on_ready: list[Callable[[dict[str, Any]], Any]] = []
 
     @property
     def cursor(self) -> int | None:
@@ -365,6 +367,11 @@ class SupSocket:
             self._received = resume_from
         elif self._received is None:
             self._received = resume_from
+        for listener in self.on_ready:
+            try:
+                listener(ready)
+            except Exception:
+                log.exception("ready listener failed")
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         request_id = frame.get("request_id")

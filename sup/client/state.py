@@ -105,10 +105,12 @@ class DeviceState:
         for action in work.after_commit:
             self.spawn(action())
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run `coro` in the background, owned here: cancelled and awaited when the client closes."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)

@@ -203,6 +203,10 @@ class Batch:
             )
         )
 
+    def update_outgoing(self, client_id: str, content: dict[str, Any]) -> None:
+        """A queued message's content changed (what it waits for); it keeps its place in line."""
+        self.statements.append(("UPDATE outbox SET content = ? WHERE client_id = ?", (_json(content), client_id)))
+
     def dequeue_outgoing(self, client_id: str) -> None:
         self.statements.append(("DELETE FROM outbox WHERE client_id = ?", (client_id,)))
 

@@ -30,6 +30,46 @@ class BadDeviceKeys(ClientError):
 
 
 @dataclass(frozen=True)
+class Queued:
+    """A text message in the outbox, with the client_id it keeps until the server has it.
+
+    `waiting_for`: the members of its chat that have no device able to read it yet (it was announced as
+    `WaitingForDevice`); empty for a message that waits only for the server to be reached.
+    """
+
+    client_id: str
+    chat_id: str
+    text: str
+    reply_to: str | None = None
+    waiting_for: tuple[str, ...] = ()
+
+
+class MemberWithoutDevice(ClientError):
+    """Members of the chat (`user_ids`) have no device that can read an encrypted message yet: an account an
+    admin made and no one has logged in to, or one whose devices are all logged out. The server refuses the
+    message (409 `member_without_device`) and stores nothing.
+
+    `queued` is the message kept in the outbox, sent by itself (in order) once those members have a device
+    with published keys, or once they have left the chat; `messages()` yields `WaitingForDevice` for it now
+    and `QueuedMessageSent` (or `QueuedMessageDropped`) later. Only text waits: `queued` is None for a file,
+    `data` or an edit, which were not sent and are not kept.
+    """
+
+    def __init__(self, chat_id: str, user_ids: tuple[str, ...], queued: Queued | None = None) -> None:
+        who = ", ".join(user_ids)
+        if queued is not None:
+            what = "the message waits in the outbox and is sent when they have one"
+        else:
+            what = "nothing was sent, and only text messages wait in the outbox: send it again when they have one"
+        super().__init__(
+            f"members of chat {chat_id} have no device that can read encrypted messages yet ({who}); {what}"
+        )
+        self.chat_id = chat_id
+        self.user_ids = user_ids
+        self.queued = queued
+
+
+@dataclass(frozen=True)
 class Attachment:
     """A file inside a message: fetch `media_id`, check and decrypt it with `key`."""
 
@@ -118,12 +158,16 @@ class SafetyNumberChanged:
 class NewDevice:
     """A device of `user_id` this device had not met before (a new login, or one the server added).
 
-    Yielded before anything is encrypted to it; the safety number with that user changes with it.
+    Yielded before anything is encrypted to it; the safety number with that user changes with it. When
+    `user_id` is my own, another login of my account: if it was not me, revoke it. `device_name` is how its
+    owner named it, as the directory says ("" if it was met as a message's sender, not in the directory):
+    the server's word, for recognising the device, not for trusting it.
     """
 
     user_id: str
     device_id: str
     identity_key: bytes
+    device_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,4 +180,48 @@ class MessageDeleted:
     for_everyone: bool = True
 
 
-Item = ReceivedMessage | Undecryptable | SafetyNumberChanged | NewDevice | MessageDeleted
+@dataclass(frozen=True)
+class WaitingForDevice:
+    """A message of mine waits in the outbox: members of its chat (`user_ids`) have no device that can read it
+    yet. It is sent by itself, in order with what I wrote after it in that chat, when they have one (or have
+    left the chat); `QueuedMessageSent` or `QueuedMessageDropped` with the same `client_id` says how it ended.
+    Yielded again, for the same message, only if the members it waits for change."""
+
+    chat_id: str
+    user_ids: tuple[str, ...]
+    client_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class QueuedMessageSent:
+    """A message that was waiting (`WaitingForDevice`) went out: the server's id and seq are now its."""
+
+    chat_id: str
+    client_id: str
+    message_id: str
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class QueuedMessageDropped:
+    """A message that was waiting (`WaitingForDevice`) was refused when it was tried again (I left the chat, it
+    was deleted, ...): it is gone from the outbox, not sent. `reason` says why."""
+
+    chat_id: str
+    client_id: str
+    text: str
+    reason: str
+
+
+Item = (
+    ReceivedMessage
+    | Undecryptable
+    | SafetyNumberChanged
+    | NewDevice
+    | MessageDeleted
+    | WaitingForDevice
+    | QueuedMessageSent
+    | QueuedMessageDropped
+)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import x3dh
+import xeddsa
 
 from sup.client.crypto import primitives, sessions, wire
 from sup.client.crypto.bundle import Bundle, OneTimePrekey, SignedPrekey
@@ -215,9 +216,8 @@ class DeviceCrypto:
                 session, envelope = await sessions.initiate(
                     self._x3dh(self._signed_prekeys[-1]), peer, appendix, plaintext
                 )
-            except x3dh.KeyAgreementException as exc:
-                raise BadBundle(str(exc)) from exc
-            except ValueError as exc:  # xeddsa rejects identity keys that are not valid points
+            except (x3dh.KeyAgreementException, xeddsa.XEdDSAException, ValueError) as exc:
+                # ValueError: not a point; XEdDSAException: a point outside the prime-order subgroup
                 raise BadBundle(str(exc)) from exc
             self._identities.setdefault(address, bundle.identity_key)
             self._sessions[address] = [session]
@@ -449,6 +449,12 @@ def _verify_bundle(address: Address, bundle: Bundle) -> sessions.PeerPrekeys:
     # prekey would mix in a predictable (all-zero) DH output.
     if is_weak_public_key("ed25519", bundle.identity_key):
         raise BadBundle("small-order or non-canonical identity key")
+    try:
+        # A valid key plus a small-order point passes the check above, and plain Ed25519 accepts some of its
+        # signatures; X3DH converts the key to X25519, which refuses any point outside the prime-order group.
+        xeddsa.ed25519_pub_to_curve25519_pub(bundle.identity_key)
+    except (xeddsa.XEdDSAException, ValueError) as exc:
+        raise BadBundle("identity key with a small-order component (not in the prime-order subgroup)") from exc
     if any(is_weak_public_key("x25519", k.public_key) for k in (spk, opk) if k is not None):
         raise BadBundle("small-order prekey")
     if not primitives.ed25519_verify(bundle.identity_key, spk.signature, signed_prekey_message(spk.public_key)):

@@ -15,16 +15,20 @@ from sup.client.client import (
     Attachment,
     Client,
     ClientError,
+    MemberWithoutDevice,
     MessageDeleted,
     NewDevice,
+    Queued,
+    QueuedMessageDropped,
+    QueuedMessageSent,
     ReceivedMessage,
     SafetyNumberChanged,
     Undecryptable,
+    WaitingForDevice,
 )
 from sup.client.http import ApiError, SessionEnded
-from sup.client.outbox import Queued
 from sup.client.terminal.delivery import Outgoing, ReadMarks
-from sup.client.terminal.view import Shown, View, clean
+from sup.client.terminal.view import Shown, View, clean, device_label, short_id
 
 HISTORY_ON_OPEN = 10  # messages shown when a chat becomes current
 HISTORY = 50  # messages /history shows
@@ -46,9 +50,12 @@ HELP = """commands (N is the number shown in front of a message):
   /trust USERNAME             accept the changed keys of that user's devices (after comparing /safety);
                               the messages held for them are shown
   /reject USERNAME            refuse them: the held messages are shown as undecryptable
+  /devices                    the devices logged in to my account
+  /revoke ID                  log one of them out (ID: as /devices or a new-device notice shows it)
   /whoami, /help, /quit
 anything else is sent to the current chat; while the server cannot be reached it is queued,
-and sent in order when the connection is back (also after a restart of sup chat)"""
+and sent in order when the connection is back (also after a restart of sup chat); a line to
+someone who has no device yet waits for their first one, and is sent when they log in"""
 
 
 class Terminal:
@@ -82,10 +89,16 @@ class Terminal:
 
     async def show(self, item: Any) -> None:
         if isinstance(item, NewDevice):
+            device = device_label(item.device_name, item.device_id)
+            if item.user_id == self.client.user_id:  # no safety number to compare with myself
+                self.say(
+                    f"!! a new device logged in to your account: {device} — if this was not you, revoke it:"
+                    f" /revoke {short_id(item.device_id)} (and change your password)"
+                )
+                return
             who = await self.view.name(item.user_id)
-            whose = "your account" if item.user_id == self.client.user_id else who
             self.say(
-                f"!! a new device {item.device_id[:8]} on {whose}: the safety number changed;"
+                f"!! {who} has a new device: {device}; the safety number with {who} changed —"
                 f" if you did not expect it, compare /safety {who}"
             )
         elif isinstance(item, SafetyNumberChanged):
@@ -95,9 +108,19 @@ class Terminal:
                 return
             self.untrusted.setdefault(item.user_id, {})[item.device_id] = item.identity_key
             self.say(
-                f"!! the safety number with {who} changed: device {item.device_id[:8]} has a new key and its messages"
-                f" are held; compare /safety {who}, then /trust {who} or /reject {who}"
+                f"!! the safety number with {who} changed: device {short_id(item.device_id)} has a new key and its"
+                f" messages are held; compare /safety {who}, then /trust {who} or /reject {who}"
             )
+        elif isinstance(item, WaitingForDevice):
+            who = await self._names(item.user_ids)
+            self.say(
+                f'-- waiting for {_first_device_of(who)}: "{_snippet(item.text)}" is kept,'
+                f" and sent when {_have(who)} logged in"
+            )
+        elif isinstance(item, QueuedMessageSent):
+            await self._show_mine(item.chat_id, {"id": item.message_id, "seq": item.seq})
+        elif isinstance(item, QueuedMessageDropped):
+            self.say(f'-- not sent ({clean(item.reason)}): "{_snippet(item.text)}"')
         elif isinstance(item, MessageDeleted):
             shown = self.view.shown(item.message_id) or Shown(0, item.chat_id, item.message_id, item.seq, None, False)
             shown.deleted = "for everyone" if item.for_everyone else "for me"
@@ -113,6 +136,12 @@ class Terminal:
                 shown.attachments = shown.attachments or before.attachments  # an edit replaces the text only
             await self._print(self.view.keep(shown))
 
+    async def show_waiting(self) -> None:
+        """At the start: what an earlier session left waiting for a member's first device (it is announced once)."""
+        for queued in await self.client.queued():
+            if queued.waiting_for:
+                await self.show(WaitingForDevice(queued.chat_id, queued.waiting_for, queued.client_id, queued.text))
+
     async def _print(self, shown: Shown) -> None:
         self.say(await self.view.line(shown))
         if self.current is not None and shown.chat_id == self.current["id"]:
@@ -121,7 +150,12 @@ class Terminal:
     async def _sent(self, queued: Queued, sent: dict[str, Any]) -> None:
         await self._show_mine(queued.chat_id, sent)
 
+    async def _names(self, user_ids: tuple[str, ...]) -> list[str]:
+        return [await self.view.name(user_id) for user_id in user_ids]
+
     async def _show_mine(self, chat_id: str, sent: dict[str, Any]) -> None:
+        if self.view.shown(sent["id"]) is not None:
+            return  # a message that waited is reported twice: by the flush that sent it, and by the client
         row = await self.client.store.message_at(chat_id, sent["id"], sent["seq"])
         if row is not None:
             await self._print(self.view.keep(_from_row(row, self.client.user_id)))
@@ -147,6 +181,12 @@ class Terminal:
             await handler(words)
         except SessionEnded:
             raise
+        except MemberWithoutDevice as error:  # a file or an edit (text waits in the outbox, and is announced)
+            who = await self._names(error.user_ids)
+            self.say(
+                f"-- not sent: {_have(who)} no device that can read it yet, and only text messages wait for one;"
+                f" send it again when {_have(who)} logged in"
+            )
         except ApiError as error:
             self.say(f"-- {error.code}: {error.detail}")
         except ClientError as error:
@@ -159,7 +199,7 @@ class Terminal:
         """Queue a message (it keeps its place in line whatever happens), then let the sender send it."""
         await self.client.queue_text(chat_id, text, reply_to=reply_to)
         if self.outgoing.offline:
-            waiting = len(await self.client.queued())
+            waiting = sum(1 for q in await self.client.queued() if not q.waiting_for)
             self.say(f"-- queued ({waiting} waiting): the server cannot be reached; sent when the connection is back")
         self.outgoing.kick()
 
@@ -306,6 +346,27 @@ class Terminal:
         groups = [number[i : i + 5] for i in range(0, len(number), 5)]
         self.say("-- compare with " + words[0] + ":\n   " + " ".join(groups[:6]) + "\n   " + " ".join(groups[6:]))
 
+    async def cmd_devices(self, words: list[str]) -> None:
+        for device in await self.client.http.devices():
+            mine = " (this device)" if device.get("current") else ""
+            self.say(f"   {device_label(device.get('name') or '', device['id'])}{mine}")
+
+    async def cmd_revoke(self, words: list[str]) -> None:
+        if len(words) != 1:
+            self.say("-- /revoke ID, with ID as /devices shows it")
+            return
+        wanted = words[0].lower()
+        found = [d for d in await self.client.http.devices() if short_id(d["id"]) == wanted or d["id"] == wanted]
+        if not found:
+            self.say(f"-- no device {words[0]} on your account: /devices lists them")
+            return
+        device = found[0]
+        if device.get("current"):
+            self.say("-- that is this device: /quit, or revoke it from another one")
+            return
+        await self.client.http.revoke_device(device["id"])
+        self.say(f"-- logged out {device_label(device.get('name') or '', device['id'])}")
+
     async def cmd_trust(self, words: list[str]) -> None:
         await self._decide(words, trust=True)
 
@@ -329,8 +390,23 @@ class Terminal:
             else:
                 await self.client.reject_identity(user_id, device_id)
             del changed[device_id]
-            self.say(f"-- {verb}ed the new key of {words[0]}'s device {device_id[:8]}")
+            self.say(f"-- {verb}ed the new key of {words[0]}'s device {short_id(device_id)}")
         self.untrusted.pop(user_id, None)
+
+
+def _first_device_of(names: list[str]) -> str:
+    """`grandpa's first device`; for several members, `a first device of grandpa and carol`."""
+    return f"{names[0]}'s first device" if len(names) == 1 else f"a first device of {' and '.join(names)}"
+
+
+def _have(names: list[str]) -> str:
+    """`grandpa has`, `grandpa and carol have`."""
+    return f"{' and '.join(names)} {'has' if len(names) == 1 else 'have'}"
+
+
+def _snippet(text: str, length: int = 40) -> str:
+    text = clean(text).replace("\n", " ")
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 def _shown(item: ReceivedMessage | Undecryptable) -> Shown:

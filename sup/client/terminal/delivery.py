@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from sup.client.client import Client
+from sup.client.client import Client, Queued
 from sup.client.http import ApiError, SessionEnded
-from sup.client.outbox import Flushed, Queued
+from sup.client.outbox import Flushed
 from sup.client.terminal.view import clean
 
 log = logging.getLogger("sup.client.terminal")
@@ -68,7 +68,12 @@ class Outgoing:
             if not self.offline:
                 await asyncio.wait_for(self._once(), STOP_WAIT)
         with contextlib.suppress(Exception):
-            if waiting := len(await self.client.queued()):
+            queued = await self.client.queued()
+            if held := sum(1 for q in queued if q.waiting_for):
+                self.say(
+                    f"-- {_count(held)} still waiting for a first device: sent once there is one, when sup chat runs"
+                )
+            if waiting := len(queued) - held:
                 self.say(f"-- {_count(waiting)} still queued: sent the next time sup chat runs")
 
     async def _run(self) -> None:
@@ -94,7 +99,8 @@ class Outgoing:
         for queued, sent in done.sent:
             await self.on_sent(queued, sent)
         for queued, error in done.refused:
-            self.say(f"-- not sent ({_reason(error)}): {clean(queued.text)}")
+            if not queued.waiting_for:  # one that waited for a device: the client says it (QueuedMessageDropped)
+                self.say(f"-- not sent ({_reason(error)}): {clean(queued.text)}")
         if done.error is None:
             if self.offline and done.sent:
                 self.say("-- the server is back: the queued messages are sent")

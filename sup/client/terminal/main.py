@@ -142,6 +142,7 @@ async def _session(terminal: Any, lines: Any, peer: str | None) -> int:
     terminal.outgoing.start()
     try:
         terminal.say(f"-- {client.username} on {client.store.server_url}; /help for commands")
+        await terminal.show_waiting()
         if peer:
             await terminal.command(f"/dm {peer}")
         while True:

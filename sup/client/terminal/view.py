@@ -65,7 +65,9 @@ class View:
             try:
                 self._names[user_id] = clean((await self.client.http.user(user_id))["username"])
             except ApiError:
-                self._names[user_id] = user_id[:8]
+                self._names[user_id] = short_id(user_id)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return short_id(user_id)  # the server is away: asked again next time
         return self._names[user_id]
 
     async def user_id(self, username: str) -> str:
@@ -77,12 +79,12 @@ class View:
         """`@bob` for a direct chat, `#title` for a group or channel."""
         chat_id = chat["id"]
         if chat_id not in self._labels:
-            label = "#" + clean(chat["title"]) if chat.get("title") else "#" + chat_id[:8]
+            label = "#" + clean(chat["title"]) if chat.get("title") else "#" + short_id(chat_id)
             if chat.get("type") == "direct":
                 try:
                     members = await self.client.http.members(chat_id)
                 except (ApiError, aiohttp.ClientError, OSError, TimeoutError):
-                    return "@" + chat_id[:8]  # the server is away: asked again next time
+                    return "@" + short_id(chat_id)  # the server is away: asked again next time
                 others = [m["user_id"] for m in members if m["user_id"] != self.client.user_id]
                 label = "@" + await self.name(others[0] if others else self.client.user_id)
             self._labels[chat_id] = label
@@ -139,13 +141,24 @@ class View:
         return " ".join([head, *marks, *body]).replace("\n", "\n    ")
 
 
+def short_id(uuid: str) -> str:
+    """The last 8 hex digits of an id: the server's ids are UUIDv7, whose first 8 are the time to a minute or so,
+    the same for two devices that logged in together; the last ones are random."""
+    return uuid.replace("-", "")[-8:]
+
+
+def device_label(name: str, device_id: str) -> str:
+    """`laptop (1a2b3c4d)`: how a device is named on screen (the name is its owner's, shown cleaned)."""
+    return f"{clean(name) if name else 'an unnamed device'} ({short_id(device_id)})"
+
+
 def clean(text: str) -> str:
     """Text with control characters (escape sequences among them) shown as `?`; line breaks and tabs stay."""
     return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else "?" for c in text)
 
 
 def _file(attachment: Attachment, number: int) -> str:
-    name = clean(attachment.name) or attachment.media_id[:8]
+    name = clean(attachment.name) or short_id(attachment.media_id)
     size = f", {_size(attachment.size)}" if attachment.size else ""
     return f"[file {name}, {clean(attachment.mime)}{size}: /save {number}]"
 
