@@ -269,12 +269,13 @@ class MessageService:
             raise DomainError(
                 Code.ENCRYPTION_REQUIRED, "This chat is end-to-end encrypted: send ciphertext, never a plaintext body."
             )
-        if ciphertext is None and not recipients:
-            raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
         if audience is None:
             audience = await self._members.audience(tx, chat.id)
         keyed = audience.keyed()
+        # Before the empty-recipients check: with no other device to encrypt to, this is what to say.
         _check_everyone_reached(user_id, audience.member_ids, keyed)
+        if ciphertext is None and not recipients:
+            raise DomainError(Code.ENCRYPTION_REQUIRED, "Send recipients (per-device ciphertexts) or a ciphertext.")
         if ciphertext is not None:
             if chat.type != "group":
                 raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from sup.client.crypto.weakkeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
+from sup.e2ekeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
 
 from sup.client.crypto import (
     MAX_SKIP,

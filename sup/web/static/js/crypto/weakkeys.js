@@ -1,4 +1,4 @@
-// Weak public keys (docs/e2e.md "Weak keys"; sup/client/crypto/weakkeys.py): small-order or non-canonical
+// Weak public keys (docs/e2e.md "Weak keys"; sup/e2ekeys.py): small-order or non-canonical
 // Ed25519 keys, and small-order X25519 keys. Plain Ed25519 (WebCrypto's too) accepts a signature by a
 // small-order key over any message, for example key 01 00..00 with R = 01 00..00 and S = 0, so a bundle's
 // signature check alone proves nothing about such a key; X25519 with a small-order key gives an all-zero
@@ -9,7 +9,7 @@ import { fromHex, toHex } from "./bytes.js";
 const P = 2n ** 255n - 19n;
 
 // The encodings of the eight points of order 1, 2, 4 or 8, with the x sign bit cleared, plus the
-// non-canonical y + p forms that fit in 255 bits: libsodium's list, the same seven as weakkeys.py.
+// non-canonical y + p forms that fit in 255 bits: libsodium's list, the same seven as sup/e2ekeys.py.
 const ED25519_SMALL_ORDER = new Set([
   "0000000000000000000000000000000000000000000000000000000000000000", // y = 0, order 4
   "0100000000000000000000000000000000000000000000000000000000000000", // y = 1, the identity
