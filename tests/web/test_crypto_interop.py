@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from sup.e2ekeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
 
 from sup.client.crypto import (
     MAX_SKIP,
@@ -35,6 +34,7 @@ from sup.client.crypto import (
 )
 from sup.client.crypto import primitives as py_primitives
 from sup.client.crypto.senderkeys import OwnSenderKey
+from sup.e2ekeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
 from sup.http import schemas
 from tests.web.conftest import Harness, JsError
 
