@@ -96,8 +96,9 @@ async def test_successful_logins_are_not_counted(behind_proxy):
 
 async def test_failed_logins_from_one_address_against_many_accounts_are_limited(behind_proxy):
     api = behind_proxy.api
-    statuses = [(await _login(api, new_username(), "wrong pw!", "198.51.100.200"))[0].status for _ in range(22)]
-    assert statuses[:20] == [401] * 20 and statuses[20:] == [429, 429]
+    statuses = [(await _login(api, new_username(), "wrong pw!", "198.51.100.200"))[0].status for _ in range(24)]
+    # 20 a minute: the budget refills one every 3 s, which a slow run of 20 hashed logins can earn back once
+    assert statuses[:20] == [401] * 20 and statuses[20:].count(429) >= 3, statuses
 
 
 async def test_wrong_second_factors_count_as_failures(behind_proxy):
