@@ -188,11 +188,17 @@ export class Keys {
     return notices;
   }
 
-  /** After keys.changed `added` for a user already met: show the new device now, not at the next send. */
-  async checkNewDevices(userId) {
-    if (!(await this.knownDevices(userId)).size) return;
-    this.listed.delete(userId);
-    await this.meetDevices(userId, await this.userDevices(userId));
+  /**
+   * After keys.changed `added` for a user already met: show the new device now, not at the next send. A device
+   * is announced when it logs in, and listed only once it has published its keys a moment later: look again.
+   */
+  async checkNewDevices(userId, retries = [0, 1500, 5000]) {
+    for (const wait of retries) {
+      if (wait) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (!(await this.knownDevices(userId)).size) return;
+      this.listed.delete(userId);
+      if ((await this.meetDevices(userId, await this.userDevices(userId))).length) return;
+    }
   }
 
   /** Record a changed identity key as trusted (Signal's default), and say so. */
