@@ -104,9 +104,9 @@ function LogIn() {
     return html`<form onSubmit=${submit} aria-labelledby="tfa-title">
       <h2 id="tfa-title">Two-factor authentication</h2>
       ${second === "totp"
-        ? html`<${Field} label="Authentication code" id="li-totp" name="totp" inputmode="numeric" autocomplete="one-time-code"
+        ? html`<${Field} key="totp" label="Authentication code" id="li-totp" name="totp" inputmode="numeric" autocomplete="one-time-code"
             pattern="[0-9 ]{6,7}" required inputRef=${codeRef} hint="The 6-digit code from your authenticator app" />`
-        : html`<${Field} label="Recovery code" id="li-recovery" name="recovery" autocomplete="off" required inputRef=${codeRef}
+        : html`<${Field} key="recovery" label="Recovery code" id="li-recovery" name="recovery" autocomplete="off" required inputRef=${codeRef}
             hint="One of the recovery codes you saved; each works once" />`}
       ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
       <button class="primary wide" type="submit" disabled=${busy}>${busy ? "Checking…" : "Log in"}</button>
