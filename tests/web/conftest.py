@@ -41,6 +41,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A microphone that plays a tone, allowed without asking (voice messages in the app tests).
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # What the real app will send: scripts only from our own origin, no inline script, no eval.

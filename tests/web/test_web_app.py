@@ -195,3 +195,57 @@ async def test_two_tabs_of_one_device(browser: Any, sup_server: AppServer, probl
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_offline_resume_and_revocation(browser: Any, sup_server: AppServer, problems: PageProblems):
+    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    bob = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    alice_phone = None
+    try:
+        await alice.start_direct(bob.username)
+        await alice.send("first")
+        await bob.open_chat(alice.username)
+        await bob.sees("first")
+
+        # offline: the banner says so; what was sent meanwhile arrives, in order, when the socket comes back
+        await alice.page.context.set_offline(True)
+        await alice.page.get_by_role("status").filter(has_text="You are offline").wait_for()
+        await alice.page.evaluate("() => window.supApp.messenger.socket.stop()")
+        for text in ("while you were away 1", "while you were away 2", "while you were away 3"):
+            await bob.send(text)
+        await alice.page.context.set_offline(False)
+        await alice.page.evaluate("() => window.supApp.messenger.socket.start()")
+        await alice.sees("while you were away 3")
+        texts = await alice.messages.locator("li.message .text").all_inner_texts()
+        assert texts[-3:] == ["while you were away 1", "while you were away 2", "while you were away 3"]
+        assert await alice.page.get_by_text("You are offline").count() == 0
+
+        # pins: alice pins a message, bob sees it above the conversation
+        await alice.message_action("while you were away 2", "Pin")
+        await bob.page.locator(".pinned-bar").get_by_text("while you were away 2").wait_for(timeout=20_000)
+
+        # a voice message recorded in the page (Chromium's fake microphone plays a tone)
+        await alice.page.get_by_role("button", name="Record a voice message").click()
+        await alice.page.wait_for_timeout(1500)
+        await alice.page.get_by_role("button", name="Stop and send the voice message").click()
+        play = bob.messages.get_by_role("button", name="Play voice message")
+        await play.wait_for(timeout=20_000)
+        await bob.messages.get_by_role("img", name="Voice message").first.wait_for()
+        await bob.page.wait_for_function(
+            "() => [...document.querySelectorAll('.waveform rect')].some(r => Number(r.getAttribute('height')) > 4)",
+            timeout=20_000,
+        )
+
+        # alice signs in on a phone and signs the laptop out from there: the laptop is back at the login screen
+        alice_phone = await WebUser.open(browser, sup_server, problems, alice.username)
+        await alice_phone.log_in()
+        await alice_phone.page.get_by_role("link", name="Settings and profile").click()
+        devices = alice_phone.page.get_by_role("region", name="Devices")
+        alice_phone.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await devices.get_by_role("button", name="Sign out").first.click()
+        await alice.page.get_by_role("button", name="Log in").wait_for(timeout=30_000)
+        await alice.page.get_by_text("This device was signed out.").wait_for()
+    finally:
+        for user in (alice, bob, alice_phone):
+            if user is not None:
+                await user.close()
