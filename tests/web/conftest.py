@@ -354,7 +354,18 @@ class WebUser:
 
     async def sees(self, text: str, timeout: float = 20_000) -> Any:
         found = self.message(text)
-        await found.first.wait_for(timeout=timeout)
+        try:
+            await found.first.wait_for(timeout=timeout)
+        except Exception as error:
+            shown = await self.page.locator("body").inner_text()
+            state = await self.page.evaluate(
+                "() => { const s = window.supApp?.get(); return s && {phase: s.phase, leading: s.leading,"
+                " connection: s.connection, active: s.activeChatId, messages: s.messages.length,"
+                " chats: s.chats.length}; }"
+            )
+            raise AssertionError(
+                f"{self.username} does not see {text!r} at {self.page.url}: {state}\n{shown}"
+            ) from error
         return found
 
     async def message_action(self, text: str, action: str) -> None:
@@ -362,6 +373,15 @@ class WebUser:
         await message.hover()
         await message.get_by_role("button", name="Actions for the message").click()
         await self.page.get_by_role("menuitem", name=action, exact=True).click()
+
+    async def edit(self, old_text: str, new_text: str) -> None:
+        """Edit one of my messages: Edit puts its text in the composer, which is then replaced."""
+        await self.message_action(old_text, "Edit")
+        await self.page.wait_for_function(
+            "text => document.getElementById('composer-input').value.includes(text)", arg=old_text
+        )
+        await self.composer.fill(new_text)
+        await self.composer.press("Enter")
 
     async def screenshot(self, directory: Path, name: str) -> None:
         await self.page.screenshot(path=str(directory / f"{name}.png"))

@@ -51,9 +51,7 @@ async def test_two_people_chat_end_to_end(
         await bob.message("Replying to your first").get_by_role("button", name="👍 1").wait_for(timeout=20_000)
 
         # edit
-        await alice.message_action("Hello Bob", "Edit")
-        await alice.composer.fill("Hello Bob (edited), still encrypted")
-        await alice.composer.press("Enter")
+        await alice.edit("Hello Bob, this is", "Hello Bob (edited), still encrypted")
         edited = await bob.sees("Hello Bob (edited), still encrypted")
         await edited.locator(".edited").wait_for()
 

@@ -45,10 +45,8 @@ async def test_browser_and_python_sdk_chat_and_nothing_is_stored_in_clear(
         await alice.sees("from python")
 
         # an edit and a reply from the browser, checked by the SDK's envelope checks
-        await alice.message_action("from the browser", "Edit")
         edited = f"edited in the browser {marks.new('edit from the browser')}"
-        await alice.composer.fill(edited)
-        await alice.composer.press("Enter")
+        await alice.edit("from the browser", edited)
         (got,) = await receive(bob, 1)
         assert isinstance(got, ReceivedMessage) and got.edited and got.text == edited, got
         await alice.message_action("from python", "Reply")

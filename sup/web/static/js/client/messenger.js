@@ -190,24 +190,24 @@ export class Messenger {
     const pinned = await this.pin(chat);
     pinned.left = false;
     this.putChat(pinned, work);
-    if (pinned.type === "direct" && !pinned.peer) work.after.push(() => this.findPeer(pinned.id));
+    if (!pinned.member_ids || (pinned.type === "direct" && !pinned.peer)) {
+      work.after.push(() => this.fetchMembers(pinned.id));
+    }
     return pinned;
   }
 
-  async findPeer(chatId) {
+  /** A chat's members (for a direct chat, who the other person is), kept on the chat for the screens. */
+  async fetchMembers(chatId) {
     const list = await this.api.members(chatId);
     const chat = this.chats.get(chatId);
     if (!chat) return;
     const other = list.find((m) => m.user_id !== this.userId) ?? list[0];
     const work = new Work();
-    this.putChat(
-      {
-        ...chat,
-        member_ids: list.map((m) => m.user_id),
-        peer: other ? { id: other.user_id, username: other.username, display_name: other.display_name } : null,
-      },
-      work,
-    );
+    const next = { ...chat, member_ids: list.map((m) => m.user_id) };
+    if (chat.type === "direct" && other) {
+      next.peer = { id: other.user_id, username: other.username, display_name: other.display_name };
+    }
+    this.putChat(next, work);
     await this.store(work);
   }
 
@@ -244,7 +244,9 @@ export class Messenger {
         pinned.preview = { text: previewText({ text: chat.last_message.body, status: "ok" }), seq: chat.last_message.seq, sender_id: chat.last_message.sender_id };
       }
       this.putChat(pinned, work);
-      if (pinned.type === "direct" && !pinned.peer) work.after.push(() => this.findPeer(pinned.id));
+      if (!pinned.member_ids || (pinned.type === "direct" && !pinned.peer)) {
+        work.after.push(() => this.fetchMembers(pinned.id));
+      }
     }
     for (const [chatId, chat] of this.chats) if (!seen.has(chatId) && !chat.left) this.putChat({ ...chat, left: true }, work);
     await this.store(work);
@@ -254,6 +256,7 @@ export class Messenger {
     const work = new Work();
     await this.rememberChat(await this.api.chat(chatId), work);
     await this.store(work);
+    await this.fetchMembers(chatId);
   }
 
   /** After events were missed: who is listed as a member again was added back meanwhile. */
@@ -675,10 +678,15 @@ export class Messenger {
     return pinned;
   }
 
-  /** A group (encrypted unless asked otherwise) or a channel, with members given by username. */
-  async createGroup({ type = "group", title, usernames = [], encrypted = true }) {
+  async _userIds(usernames) {
     const ids = [];
     for (const name of usernames) ids.push((await this.api.userByUsername(name.trim().replace(/^@/, ""))).id);
+    return ids;
+  }
+
+  /** A group (encrypted unless asked otherwise) or a channel, with members given by username. */
+  async createGroup({ type = "group", title, usernames = [], encrypted = true }) {
+    const ids = await this._userIds(usernames);
     const body = { type, title, member_ids: ids };
     if (type === "group") body.encrypted = encrypted;
     const chat = await this.api.createChat(body);
@@ -689,8 +697,7 @@ export class Messenger {
   }
 
   async addMembers(chatId, usernames) {
-    const ids = [];
-    for (const name of usernames) ids.push((await this.api.userByUsername(name.trim().replace(/^@/, ""))).id);
+    const ids = await this._userIds(usernames);
     const answer = await this.api.addMembers(chatId, ids);
     this.members.delete(chatId);
     return answer;

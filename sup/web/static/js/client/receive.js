@@ -84,6 +84,7 @@ export class Inbox {
       case "chat.member.added": {
         const chat = await m.rememberChat(frame.chat, work);
         m.members.delete(chat.id);
+        work.after.push(() => m.fetchMembers(chat.id));
         const added = frame.user_ids ?? [];
         this.membersBack(work, chat.id, added);
         if (added.includes(m.userId) && m.removed.has(chat.id)) {
@@ -100,6 +101,7 @@ export class Inbox {
           return;
         }
         await this.memberGone(work, chatId, userId);
+        if (chat) m.putChat({ ...chat, member_ids: (chat.member_ids ?? []).filter((u) => u !== userId) }, work);
         if (chat && isEncrypted(chat) && chat.type === "group") m.needRotation(chatId, work);
         return;
       }

@@ -210,7 +210,8 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
   const [busy, setBusy] = useState(false);
   const [recording, setRecording] = useState(null);
   const fileInput = useRef(null);
-  useEffect(() => {
+  // In the same task as the click on Edit: what is typed next replaces the old text, never races it.
+  useLayoutEffect(() => {
     if (editing) setText(editing.text ?? "");
   }, [editing?.id]);
   useEffect(() => {
