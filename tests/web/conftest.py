@@ -310,6 +310,10 @@ class WebUser:
 
     async def log_in(self) -> WebUser:
         await self.page.goto(f"{self.base_url}/login")
+        try:
+            await self.page.get_by_label("Username").wait_for(timeout=15_000)
+        except Exception as error:
+            raise AssertionError(await self.explain("has no login form")) from error
         await self.page.get_by_label("Username").fill(self.username)
         await self.page.get_by_label("Password").fill(PASSWORD)
         await self.page.get_by_role("button", name="Log in").click()
@@ -357,16 +361,18 @@ class WebUser:
         try:
             await found.first.wait_for(timeout=timeout)
         except Exception as error:
-            shown = await self.page.locator("body").inner_text()
-            state = await self.page.evaluate(
-                "() => { const s = window.supApp?.get(); return s && {phase: s.phase, leading: s.leading,"
-                " connection: s.connection, active: s.activeChatId, messages: s.messages.length,"
-                " chats: s.chats.length}; }"
-            )
-            raise AssertionError(
-                f"{self.username} does not see {text!r} at {self.page.url}: {state}\n{shown}"
-            ) from error
+            raise AssertionError(await self.explain(f"does not see {text!r}")) from error
         return found
+
+    async def explain(self, what: str) -> str:
+        """What the page shows and the state says, for a failure message."""
+        shown = await self.page.locator("body").inner_text()
+        state = await self.page.evaluate(
+            "() => { const s = window.supApp?.get(); return s && {phase: s.phase, leading: s.leading,"
+            " connection: s.connection, active: s.activeChatId, messages: s.messages.length,"
+            " chats: s.chats.length}; }"
+        )
+        return f"{self.username} {what} at {self.page.url}: {state}\n{shown}"
 
     async def message_action(self, text: str, action: str) -> None:
         message = self.message(text).first
