@@ -394,3 +394,13 @@ class WebUser:
 
     async def close(self) -> None:
         await self.page.context.close()
+
+
+async def sdk_user(server: AppServer, store: Path, *, start: bool = True) -> Any:
+    """A Python SDK user (its first device), registered on the server with its store at `store`."""
+    from sup.client import Client  # the client extra; imported here so the crypto tests do not need it
+
+    client = await Client.register(server.url, str(store), f"py{uuid.uuid4().hex[:10]}", PASSWORD)
+    if start:
+        await client.start()
+    return client

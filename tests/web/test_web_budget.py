@@ -5,13 +5,11 @@ list, and the tab's JavaScript heap with 1,000 messages in one chat. The figures
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from sup.client import Client
-from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser
+from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
 
 FIRST_LOAD_BUDGET = 250_000  # bytes on the wire, compressed
 INTERACTIVE_BUDGET = 5.0  # seconds, loaded 2-core machine included
@@ -58,7 +56,7 @@ async def test_heap_with_a_thousand_messages(
     browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
 ):
     reader = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    writer = await Client.register(sup_server.url, str(tmp_path / "w.db"), f"py{secrets.token_hex(5)}", PASSWORD)
+    writer = await sdk_user(sup_server, tmp_path / "w.db", start=False)
     try:
         chat = await writer.direct_chat_with(reader.username)
         await reader.page.get_by_role("navigation", name="Chats").get_by_role("link").first.wait_for()

@@ -6,24 +6,17 @@ written the same way is found: the scan sees what it should."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from sup.app import DATABASE
-from sup.client import Client, ReceivedMessage
+from sup.client import ReceivedMessage
 from tests import media_samples as samples
 from tests.conftest import png_bytes
 from tests.test_e2e_conversations import receive
 from tests.test_no_plaintext_at_rest import Markers, database_cells, files_under, search, sqlite_files
-from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser
-
-
-async def sdk_user(server: AppServer, tmp_path: Path, name: str) -> Client:
-    client = await Client.register(server.url, str(tmp_path / f"{name}.db"), f"py{secrets.token_hex(5)}", PASSWORD)
-    await client.start()
-    return client
+from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
 
 
 async def test_browser_and_python_sdk_chat_and_nothing_is_stored_in_clear(
@@ -31,8 +24,8 @@ async def test_browser_and_python_sdk_chat_and_nothing_is_stored_in_clear(
 ):
     marks = Markers()
     alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    bob = await sdk_user(sup_server, tmp_path, "bob")
-    carol = await sdk_user(sup_server, tmp_path, "carol")
+    bob = await sdk_user(sup_server, tmp_path / "bob.db")
+    carol = await sdk_user(sup_server, tmp_path / "carol.db")
     try:
         # a direct chat started in the browser
         await alice.start_direct(bob.username or "")

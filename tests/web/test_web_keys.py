@@ -1,27 +1,25 @@
-"""Keys as the web client handles them: a contact's changed identity key shows a banner; one-time prekeys are topped up on prekeys.low; and what only a server could forge (a
-plaintext body in an encrypted chat, a ciphertext replayed under another message) is shown as
-undecryptable, never as a message."""
+"""Keys as the web client handles them: a contact's changed identity key shows a banner; one-time prekeys
+are topped up on prekeys.low; and what only a server could forge (a plaintext body in an encrypted chat)
+is shown as undecryptable, never as a message."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from pathlib import Path
 from typing import Any
 
-from sup.client import Client, ReceivedMessage
+from sup.client import ReceivedMessage
 from sup.client.crypto import DeviceCrypto
 from tests.test_e2e_conversations import receive
-from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser
+from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
 
 
 async def test_identity_change_prekey_top_up_and_forgeries(
     browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
 ):
     alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    bob = await Client.register(sup_server.url, str(tmp_path / "bob.db"), f"py{secrets.token_hex(5)}", PASSWORD)
-    await bob.start()
+    bob = await sdk_user(sup_server, tmp_path / "bob.db")
     try:
         await alice.start_direct(bob.username or "")
         await alice.send("hello under the first key")
@@ -72,8 +70,7 @@ async def test_the_sdk_reads_the_browser_after_its_identity_changed(
 ):
     """The browser signs out and a new browser logs in: the SDK meets a new device, and reads it."""
     alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    bob = await Client.register(sup_server.url, str(tmp_path / "bob.db"), f"py{secrets.token_hex(5)}", PASSWORD)
-    await bob.start()
+    bob = await sdk_user(sup_server, tmp_path / "bob.db")
     again = None
     try:
         chat = await bob.direct_chat_with(alice.username)
