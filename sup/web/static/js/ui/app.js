@@ -30,6 +30,19 @@ export function App() {
     else if (s.activeChatId) app.closeChat();
   }, [s.phase, path]);
 
+  // A new screen: move the keyboard focus to its heading, so a screen reader says where you are (a chat
+  // focuses its message box instead, on a desktop).
+  useEffect(() => {
+    if (s.phase !== "ready" || authPath) return;
+    const wide = matchMedia("(min-width: 701px)").matches;
+    if (parts[0] === "chats" && parts[2] !== "info" && wide) return;
+    const heading = document.querySelector("#main h1");
+    if (heading && !heading.contains(document.activeElement)) {
+      heading.setAttribute("tabindex", "-1");
+      heading.focus({ preventScroll: true });
+    }
+  }, [path, s.phase]);
+
   if (s.phase === "boot") return html`<main class="boot" aria-busy="true"><p>Loading…</p></main>`;
   if (s.phase === "auth" || authPath) {
     return html`<${StatusBar} /><${AuthScreen} mode=${parts[0] === "signup" ? "signup" : "login"} />`;
