@@ -305,8 +305,13 @@ class WebUser:
             await self.page.get_by_label("Display name").fill(display_name)
         await self.page.get_by_label("Password").fill(PASSWORD)
         await self.page.get_by_role("button", name="Sign up").click()
-        await self.page.get_by_role("navigation", name="Chats").wait_for(timeout=20_000)
+        await self.ready()
         return self
+
+    async def ready(self) -> None:
+        """Signed in, keys published (others can encrypt to this device) and connected."""
+        await self.page.get_by_role("navigation", name="Chats").wait_for(timeout=20_000)
+        await self.page.wait_for_function("() => window.supApp.get().connection === 'online'", timeout=30_000)
 
     async def log_in(self) -> WebUser:
         await self.page.goto(f"{self.base_url}/login")
@@ -317,7 +322,7 @@ class WebUser:
         await self.page.get_by_label("Username").fill(self.username)
         await self.page.get_by_label("Password").fill(PASSWORD)
         await self.page.get_by_role("button", name="Log in").click()
-        await self.page.get_by_role("navigation", name="Chats").wait_for(timeout=20_000)
+        await self.ready()
         return self
 
     async def start_direct(self, username: str) -> None:
@@ -356,7 +361,7 @@ class WebUser:
         await self.composer.press("Enter")
         await self.message(text).locator(".state-sent, .state-read").first.wait_for(timeout=20_000)
 
-    async def sees(self, text: str, timeout: float = 20_000) -> Any:
+    async def sees(self, text: str, timeout: float = 30_000) -> Any:
         found = self.message(text)
         try:
             await found.first.wait_for(timeout=timeout)

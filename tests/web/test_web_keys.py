@@ -84,7 +84,6 @@ async def test_the_sdk_reads_the_browser_after_its_identity_changed(
 
         again = await WebUser.open(browser, sup_server, problems, alice.username)
         await again.log_in()
-        await again.page.wait_for_function("() => window.supApp.get().connection === 'online'", timeout=20_000)
         await bob.send_text(chat["id"], "to your new device")
         await again.open_chat(bob.username or "")
         await again.sees("to your new device")

@@ -24,6 +24,8 @@ const PAIRWISE_RETRIES = new Set(["device_mismatch", "stale_devices", "device_go
 const GROUP_RETRIES = new Set(["sender_key_required", "sender_key_missing", "device_mismatch", "device_gone"]);
 const LOCAL_SEQ = 1e15; // pending messages sort after every stored one
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// 0, 0.25, 1, 2.25, 4 s: about 7 s in all for a new device of a member to publish its keys
+const backoff = (attempt) => 250 * attempt * attempt;
 
 /**
  * @typedef {object} Change what the messenger tells the state after storing something
@@ -502,7 +504,7 @@ export class Messenger {
         this.members.delete(chatId);
         const listed = error.body?.devices ?? [];
         this.keys.forgetListed(listed.length ? listed.map((d) => d.user_id) : null);
-        if (attempt) await sleep(200 * attempt); // a device that just logged in publishes its keys next
+        await sleep(backoff(attempt)); // a device that just logged in publishes its keys next
       }
     }
   }
@@ -536,7 +538,7 @@ export class Messenger {
         await this.local.apply(work.batch);
         if (code !== "sender_key_required") {
           this.keys.forgetListed();
-          if (attempt) await sleep(200 * attempt);
+          await sleep(backoff(attempt));
         }
       }
     }
