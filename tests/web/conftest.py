@@ -219,9 +219,9 @@ class AppServer:
 
 
 @asynccontextmanager
-async def running_server(data_dir: Path, **env: str) -> AsyncIterator[AppServer]:
+async def running_server(data_dir: Path, clock: Any = None, **env: str) -> AsyncIterator[AppServer]:
     config = make_config(str(data_dir), f"sqlite:///{data_dir / 'sup.db'}", SUP_SECRET_KEY="k" * 40, **env)
-    app = build_app(config)
+    app = build_app(config, clock=clock)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
