@@ -13,7 +13,12 @@ export function setApp(state) {
 /** The state's snapshot; the component re-renders when it changes. */
 export function useApp() {
   const [snapshot, setSnapshot] = useState(app.get());
-  useEffect(() => app.subscribe(setSnapshot), []);
+  useEffect(() => {
+    const unsubscribe = app.subscribe(setSnapshot);
+    // Effects run after the first paint: a change made before this subscription would be missed.
+    setSnapshot(app.get());
+    return unsubscribe;
+  }, []);
   return snapshot;
 }
 
