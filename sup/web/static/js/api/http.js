@@ -77,7 +77,10 @@ export class Api {
     const usedToken = this.access;
     let response = await send();
     if (auth && response.status === 401) {
-      const problem = await response.clone().json().catch(() => ({}));
+      const problem = await response
+        .clone()
+        .json()
+        .catch(() => ({}));
       if (problem.code === "token_expired" || problem.code === "unauthenticated") {
         await this.refresh(usedToken);
         response = await send();

@@ -72,7 +72,8 @@ export class MediaCache {
     const bars = [];
     for (let i = 0; i < BARS; i++) {
       let peak = 0;
-      for (let j = i * step; j < Math.min(samples.length, (i + 1) * step); j++) peak = Math.max(peak, Math.abs(samples[j]));
+      for (let j = i * step; j < Math.min(samples.length, (i + 1) * step); j++)
+        peak = Math.max(peak, Math.abs(samples[j]));
       bars.push(peak);
     }
     const top = Math.max(...bars, 0.01);
@@ -81,7 +82,8 @@ export class MediaCache {
 
   /** Drop every object URL (logging out). */
   clear() {
-    for (const found of this.urls.values()) found.then(({ url }) => url.startsWith("blob:") && URL.revokeObjectURL(url)).catch(() => {});
+    for (const found of this.urls.values())
+      found.then(({ url }) => url.startsWith("blob:") && URL.revokeObjectURL(url)).catch(() => {});
     this.urls.clear();
     this.waveforms.clear();
   }
@@ -89,7 +91,9 @@ export class MediaCache {
 
 /** Types the page may render inline from a decrypted blob; anything else is a download. */
 function safeType(mime) {
-  return /^(image\/(png|jpeg|gif|webp|avif)|video\/(mp4|webm|ogg)|audio\/(mpeg|mp4|ogg|webm|wav|aac|x-m4a))(;.*)?$/.test(mime ?? "")
+  return /^(image\/(png|jpeg|gif|webp|avif)|video\/(mp4|webm|ogg)|audio\/(mpeg|mp4|ogg|webm|wav|aac|x-m4a))(;.*)?$/.test(
+    mime ?? "",
+  )
     ? mime
     : "application/octet-stream";
 }

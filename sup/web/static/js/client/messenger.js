@@ -56,9 +56,12 @@ export class Messenger {
     this.inbox = new Inbox(this);
     /** @type {Map<string, object>} */ this.chats = new Map();
     /** @type {Map<string, string[]>} chat id -> member user ids (a cache) */ this.members = new Map();
-    /** @type {Map<string, Set<string>>} chat id -> users seen leaving, not added back since */ this.removed = new Map();
-    /** @type {Map<string, Record<string, string>>} chat id -> device id -> distribution id shared */ this.shares = new Map();
-    /** @type {Set<string>} groups whose sender key must be replaced before the next message */ this.rotations = new Set();
+    /** @type {Map<string, Set<string>>} chat id -> users seen leaving, not added back since */ this.removed =
+      new Map();
+    /** @type {Map<string, Record<string, string>>} chat id -> device id -> distribution id shared */ this.shares =
+      new Map();
+    /** @type {Set<string>} groups whose sender key must be replaced before the next message */ this.rotations =
+      new Set();
     this._tail = Promise.resolve();
     this.socket = null;
     this.status = { state: "connecting" };
@@ -70,7 +73,8 @@ export class Messenger {
     for (const [chatId, users] of Object.entries((await this.local.get("removed")) ?? {})) {
       this.removed.set(chatId, new Set(users));
     }
-    for (const [chatId, shares] of Object.entries((await this.local.get("shares")) ?? {})) this.shares.set(chatId, shares);
+    for (const [chatId, shares] of Object.entries((await this.local.get("shares")) ?? {}))
+      this.shares.set(chatId, shares);
     this.rotations = new Set((await this.local.get("rotations")) ?? []);
     for (const chat of await this.local.chats()) this.chats.set(chat.id, chat);
     await this.keys.load();
@@ -243,14 +247,19 @@ export class Messenger {
       pinned.left = false;
       pinned.activity = Math.max(pinned.activity ?? 0, chat.last_message?.created_at ?? chat.updated_at ?? 0);
       if (!isEncrypted(pinned) && chat.last_message) {
-        pinned.preview = { text: previewText({ text: chat.last_message.body, status: "ok" }), seq: chat.last_message.seq, sender_id: chat.last_message.sender_id };
+        pinned.preview = {
+          text: previewText({ text: chat.last_message.body, status: "ok" }),
+          seq: chat.last_message.seq,
+          sender_id: chat.last_message.sender_id,
+        };
       }
       this.putChat(pinned, work);
       if (!pinned.member_ids || (pinned.type === "direct" && !pinned.peer)) {
         work.after.push(() => this.fetchMembers(pinned.id));
       }
     }
-    for (const [chatId, chat] of this.chats) if (!seen.has(chatId) && !chat.left) this.putChat({ ...chat, left: true }, work);
+    for (const [chatId, chat] of this.chats)
+      if (!seen.has(chatId) && !chat.left) this.putChat({ ...chat, left: true }, work);
     await this.store(work);
   }
 
@@ -566,7 +575,10 @@ export class Messenger {
     const sealed = envelopes.encodeSenderKeyEnvelope(chatId, distributionId, message);
     const recipients = [];
     for (const [deviceId, [userId, key]] of needed) {
-      recipients.push({ device_id: deviceId, ciphertext: toBase64(await this.keys.encryptTo(userId, deviceId, key, sealed)) });
+      recipients.push({
+        device_id: deviceId,
+        ciphertext: toBase64(await this.keys.encryptTo(userId, deviceId, key, sealed)),
+      });
     }
     await this.keys.save();
     await this.api.postSenderKey(chatId, distributionId, recipients);
@@ -735,7 +747,8 @@ export class Messenger {
     const work = new Work();
     for (const message of page.items) {
       if (message.kind === "system") this.putMessage(this.inbox.systemRecord(message), work, { fromOthers: false });
-      else if (message.deleted) this.putMessage({ ...this.inbox.record(message, {}), status: "deleted" }, work, { fromOthers: false });
+      else if (message.deleted)
+        this.putMessage({ ...this.inbox.record(message, {}), status: "deleted" }, work, { fromOthers: false });
       else await this.inbox.deliverPlain(message, work, true);
     }
     await this.store(work);

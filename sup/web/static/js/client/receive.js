@@ -400,9 +400,13 @@ export class Inbox {
     const text = typeof envelope.text === "string" ? envelope.text : null;
     if (edited) {
       const base = original ?? this.record(message, { client_id: envelope.edit_of, reply_to: null });
-      m.putMessage({ ...base, text, attachments: base.attachments ?? attachments, edited_at: message.edited_at ?? Date.now() }, work, {
-        fromOthers: false,
-      });
+      m.putMessage(
+        { ...base, text, attachments: base.attachments ?? attachments, edited_at: message.edited_at ?? Date.now() },
+        work,
+        {
+          fromOthers: false,
+        },
+      );
       work.shown.add(message.id);
       return;
     }
@@ -462,9 +466,13 @@ export class Inbox {
     console.warn(`message ${message.id} in ${message.chat_id} is undecryptable: ${reason}`);
     work.shown.add(message.id);
     if (edited) return; // a refused edit is reported; the message stays as this device had it
-    this.m.putMessage({ ...this.record(message, { client_id: message.client_id }), status: "undecryptable", reason }, work, {
-      fromOthers: false,
-    });
+    this.m.putMessage(
+      { ...this.record(message, { client_id: message.client_id }), status: "undecryptable", reason },
+      work,
+      {
+        fromOthers: false,
+      },
+    );
   }
 
   // ---- what happens to messages ----------------------------------------------------------------------

@@ -40,8 +40,26 @@ const ACTIONS = new Set([
 
 function deviceName() {
   const ua = navigator.userAgent;
-  const browser = /Firefox\//.test(ua) ? "Firefox" : /Edg\//.test(ua) ? "Edge" : /Chrome\//.test(ua) ? "Chrome" : /Safari\//.test(ua) ? "Safari" : "Browser";
-  const system = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" : /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+  const browser = /Firefox\//.test(ua)
+    ? "Firefox"
+    : /Edg\//.test(ua)
+      ? "Edge"
+      : /Chrome\//.test(ua)
+        ? "Chrome"
+        : /Safari\//.test(ua)
+          ? "Safari"
+          : "Browser";
+  const system = /Android/.test(ua)
+    ? "Android"
+    : /iPhone|iPad/.test(ua)
+      ? "iOS"
+      : /Mac OS X/.test(ua)
+        ? "macOS"
+        : /Windows/.test(ua)
+          ? "Windows"
+          : /Linux/.test(ua)
+            ? "Linux"
+            : "";
   return `${browser}${system ? " on " + system : ""} (web)`;
 }
 
@@ -301,7 +319,10 @@ export class AppState {
       this.set({ typing });
     } else if (frame.type === "presence") {
       this.set({
-        presence: { ...this.snapshot.presence, [frame.user_id]: { online: frame.online, last_seen_at: frame.last_seen_at } },
+        presence: {
+          ...this.snapshot.presence,
+          [frame.user_id]: { online: frame.online, last_seen_at: frame.last_seen_at },
+        },
       });
     }
   }
@@ -311,7 +332,9 @@ export class AppState {
   async refreshChats() {
     if (!this.local) return;
     const all = await this.local.chats();
-    const chats = all.filter((c) => !c.left).sort((a, b) => (b.activity ?? b.updated_at ?? 0) - (a.activity ?? a.updated_at ?? 0));
+    const chats = all
+      .filter((c) => !c.left)
+      .sort((a, b) => (b.activity ?? b.updated_at ?? 0) - (a.activity ?? a.updated_at ?? 0));
     this.set({ chats });
   }
 
@@ -430,7 +453,8 @@ export class AppState {
     if (visible || !this.messenger) return; // the leading tab notifies, once
     if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
     const chat = this.chat(chatId);
-    const title = chat?.type === "direct" ? this.chatTitle(chat) : `${this.nameOf(record.sender_id)} in ${this.chatTitle(chat)}`;
+    const title =
+      chat?.type === "direct" ? this.chatTitle(chat) : `${this.nameOf(record.sender_id)} in ${this.chatTitle(chat)}`;
     try {
       const n = new Notification(title, { body: previewText(record), tag: chatId });
       n.onclick = () => {

@@ -85,7 +85,11 @@ export class Tabs {
         const value = await this.serve(message.method, message.args);
         this.post({ kind: "answer", id: message.id, value });
       } catch (error) {
-        this.post({ kind: "answer", id: message.id, error: { name: error.name, message: error.message, code: error.code } });
+        this.post({
+          kind: "answer",
+          id: message.id,
+          error: { name: error.name, message: error.message, code: error.code },
+        });
       }
       return;
     }

@@ -174,13 +174,14 @@ export class LocalStore {
     for (const [id, chat] of batch.chats) chat === null ? chats.delete(id) : chats.put(chat);
     const messages = tx.objectStore("messages");
     for (const chatId of batch.dropChats) {
-      messages.index("chat_seq").openKeyCursor(IDBKeyRange.bound([chatId, -Infinity], [chatId, Infinity])).onsuccess =
-        (event) => {
-          const cursor = event.target.result;
-          if (!cursor) return;
-          messages.delete(cursor.primaryKey);
-          cursor.continue();
-        };
+      messages.index("chat_seq").openKeyCursor(IDBKeyRange.bound([chatId, -Infinity], [chatId, Infinity])).onsuccess = (
+        event,
+      ) => {
+        const cursor = event.target.result;
+        if (!cursor) return;
+        messages.delete(cursor.primaryKey);
+        cursor.continue();
+      };
     }
     for (const [id, message] of batch.messages) message === null ? messages.delete(id) : messages.put(message);
     const devices = tx.objectStore("devices");

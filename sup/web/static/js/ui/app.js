@@ -59,11 +59,13 @@ export function App() {
     <div class=${`layout ${screen ? "has-screen" : "no-screen"}`}>
       <${ChatList} activeId=${parts[0] === "chats" ? parts[1] : null} />
       <main class="screen" id="main">
-        ${screen ??
-        html`<div class="empty-screen">
+        ${
+          screen ??
+          html`<div class="empty-screen">
           <p class="empty-title">Pick a chat, or start a new one.</p>
           <p>Direct chats and groups are end-to-end encrypted: only their members can read them.</p>
-        </div>`}
+        </div>`
+        }
       </main>
     </div>`;
 }

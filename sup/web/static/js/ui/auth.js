@@ -57,13 +57,15 @@ function SignUp({ registration }) {
       maxlength="32" pattern="[A-Za-z0-9_.]+" inputRef=${first} hint="3 to 32 letters, digits, _ or ." autocapitalize="none" spellcheck="false" />
     <${Field} label="Display name" id="su-display" name="display_name" autocomplete="name" maxlength="64" hint="Optional: how others see you" />
     <${Field} label="Password" id="su-password" name="password" type="password" autocomplete="new-password" required minlength="8" hint="At least 8 characters" />
-    ${needInvite
-      ? html`<div class="field">
+    ${
+      needInvite
+        ? html`<div class="field">
           <label for="su-invite">Invite code</label>
           <input id="su-invite" name="invite_code" required autocomplete="off" ref=${inviteRef} aria-describedby="su-invite-note" />
           <p id="su-invite-note" class="field-hint">This server is invite-only: ask a member for a code.</p>
         </div>`
-      : null}
+        : null
+    }
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
     <button class="primary wide" type="submit" disabled=${busy}>${busy ? "Creating keys…" : "Sign up"}</button>
     <p class="auth-switch">Already have an account? <a href="/login" onClick=${onLink}>Log in</a></p>
@@ -82,7 +84,9 @@ function LogIn() {
   const submit = async (event) => {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
-    const fields = second ? { ...creds } : { username: String(form.get("username")).trim(), password: String(form.get("password")) };
+    const fields = second
+      ? { ...creds }
+      : { username: String(form.get("username")).trim(), password: String(form.get("password")) };
     if (second === "totp") fields.totp = String(form.get("totp")).replace(/\s/g, "");
     if (second === "recovery") fields.recovery = String(form.get("recovery")).trim();
     setBusy(true);
@@ -103,11 +107,13 @@ function LogIn() {
   if (second) {
     return html`<form onSubmit=${submit} aria-labelledby="tfa-title">
       <h2 id="tfa-title">Two-factor authentication</h2>
-      ${second === "totp"
-        ? html`<${Field} key="totp" label="Authentication code" id="li-totp" name="totp" inputmode="numeric" autocomplete="one-time-code"
+      ${
+        second === "totp"
+          ? html`<${Field} key="totp" label="Authentication code" id="li-totp" name="totp" inputmode="numeric" autocomplete="one-time-code"
             pattern="[0-9 ]{6,7}" required inputRef=${codeRef} hint="The 6-digit code from your authenticator app" />`
-        : html`<${Field} key="recovery" label="Recovery code" id="li-recovery" name="recovery" autocomplete="off" required inputRef=${codeRef}
-            hint="One of the recovery codes you saved; each works once" />`}
+          : html`<${Field} key="recovery" label="Recovery code" id="li-recovery" name="recovery" autocomplete="off" required inputRef=${codeRef}
+            hint="One of the recovery codes you saved; each works once" />`
+      }
       ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
       <button class="primary wide" type="submit" disabled=${busy}>${busy ? "Checking…" : "Log in"}</button>
       <p class="auth-switch">

@@ -30,7 +30,12 @@ export function ChatScreen({ chatId }) {
     : chat.type === "direct"
       ? [chat.peer ? `@${chat.peer.username}` : "", lastSeen(presence)].filter(Boolean).join(" · ")
       : `${chat.type === "channel" ? "Channel" : chat.encrypted ? "Encrypted group" : "Group"}${chat.member_ids ? ` · ${chat.member_ids.length} members` : ""}`;
-  const readUpTo = Math.max(0, ...Object.entries(chat.read_by ?? {}).filter(([u]) => u !== me).map(([, seq]) => seq));
+  const readUpTo = Math.max(
+    0,
+    ...Object.entries(chat.read_by ?? {})
+      .filter(([u]) => u !== me)
+      .map(([, seq]) => seq),
+  );
   const actions = {
     reply: (m) => {
       setEditing(null);
@@ -53,7 +58,9 @@ export function ChatScreen({ chatId }) {
     retry: (m) => app.act("retry", m.id).catch((e) => app.toast(describe(e))),
     discard: (m) => app.act("discard", m.id),
   };
-  const pinned = (chat.pinned_ids ?? []).length ? s.messages.find((m) => m.id === chat.pinned_ids[chat.pinned_ids.length - 1]) : null;
+  const pinned = (chat.pinned_ids ?? []).length
+    ? s.messages.find((m) => m.id === chat.pinned_ids[chat.pinned_ids.length - 1])
+    : null;
   return html`<section class="chat" aria-labelledby="chat-title">
     <header class="chat-head">
       <a href="/" onClick=${onLink} class="back icon-button" aria-label="Back to chats">‹</a>
@@ -62,25 +69,34 @@ export function ChatScreen({ chatId }) {
         <h1 id="chat-title">${title}</h1>
         <p class=${`subtitle${typing.length ? " typing" : ""}`} aria-live="polite">${subtitle}</p>
       </div>
-      ${chat.type === "direct" && chat.peer
-        ? html`<a class="button small" href=${`/safety/${chat.peer.id}`} onClick=${onLink}>Safety number</a>`
-        : null}
+      ${
+        chat.type === "direct" && chat.peer
+          ? html`<a class="button small" href=${`/safety/${chat.peer.id}`} onClick=${onLink}>Safety number</a>`
+          : null
+      }
       <a class="button small" href=${`/chats/${chat.id}/info`} onClick=${onLink} aria-label=${`About ${title}`}>Info</a>
     </header>
     <${Notices} chat=${chat} notices=${s.notices} me=${me} />
-    ${(chat.pinned_ids ?? []).length
-      ? html`<div class="pinned-bar">
+    ${
+      (chat.pinned_ids ?? []).length
+        ? html`<div class="pinned-bar">
           <span class="pin-icon" aria-hidden="true">📌</span>
           <a href=${pinned ? `#m-${pinned.id}` : "#"}>
             ${pinned ? pinned.text || "Pinned message" : `${chat.pinned_ids.length} pinned message${chat.pinned_ids.length > 1 ? "s" : ""}`}
           </a>
         </div>`
-      : null}
+        : null
+    }
     <${MessageList} chat=${chat} s=${s} me=${me} readUpTo=${readUpTo} actions=${actions} />
     ${forwarding ? html`<${ForwardDialog} m=${forwarding} from=${chat} chats=${s.chats} close=${() => setForwarding(null)} />` : null}
-    ${chat.type === "channel" && !["owner", "admin"].includes(chat.my_role?.kind) && chat.my_role && !chat.my_role.permissions?.includes("send_messages")
-      ? html`<p class="read-only">Only admins post in this channel.</p>`
-      : html`<${Composer} chat=${chat} reply=${reply} setReply=${setReply} editing=${editing} setEditing=${setEditing} inputRef=${composer} />`}
+    ${
+      chat.type === "channel" &&
+      !["owner", "admin"].includes(chat.my_role?.kind) &&
+      chat.my_role &&
+      !chat.my_role.permissions?.includes("send_messages")
+        ? html`<p class="read-only">Only admins post in this channel.</p>`
+        : html`<${Composer} chat=${chat} reply=${reply} setReply=${setReply} editing=${editing} setEditing=${setEditing} inputRef=${composer} />`
+    }
   </section>`;
 }
 
@@ -93,10 +109,12 @@ function Notices({ chat, notices, me }) {
     ${mine.map(
       (n) => html`<div class="banner banner-key" role="status" key=${n.id}>
         <p>
-          ${n.type === "new_device"
-            ? html`<strong>${app.nameOf(n.user_id)}</strong> has a new device (id ${shortId(n.device_id)}${n.identity_key ? html`, key ${keyDigits(n.identity_key).slice(0, 19)}` : null}).
+          ${
+            n.type === "new_device"
+              ? html`<strong>${app.nameOf(n.user_id)}</strong> has a new device (id ${shortId(n.device_id)}${n.identity_key ? html`, key ${keyDigits(n.identity_key).slice(0, 19)}` : null}).
                 Your safety number with them changed.`
-            : html`The safety number with <strong>${app.nameOf(n.user_id)}</strong> changed: a device of theirs (id ${shortId(n.device_id)}) has a new key. This happens when they reinstall, or if someone is in the middle.`}
+              : html`The safety number with <strong>${app.nameOf(n.user_id)}</strong> changed: a device of theirs (id ${shortId(n.device_id)}) has a new key. This happens when they reinstall, or if someone is in the middle.`
+          }
         </p>
         <p class="banner-actions">
           <a class="button small" href=${`/safety/${n.user_id}`} onClick=${onLink}>Compare safety numbers</a>
@@ -130,7 +148,12 @@ function MessageList({ chat, s, me, readUpTo, actions }) {
   // Read receipts: what is on screen at the bottom, in a visible tab, has been seen.
   useEffect(() => {
     const mark = () => {
-      if (document.visibilityState === "visible" && atBottom.current && lastSeq > 0 && (lastSeq > (chat.last_read_seq ?? 0) || chat.unread_count)) {
+      if (
+        document.visibilityState === "visible" &&
+        atBottom.current &&
+        lastSeq > 0 &&
+        (lastSeq > (chat.last_read_seq ?? 0) || chat.unread_count)
+      ) {
         app.act("markRead", chat.id, lastSeq).catch(() => {});
       }
     };
@@ -175,9 +198,11 @@ function MessageList({ chat, s, me, readUpTo, actions }) {
   }
   return html`<div class="messages" ref=${box} onScroll=${onScroll} tabindex="0" aria-label=${`Messages with ${app.chatTitle(chat)}`}>
     ${s.hasOlder ? html`<p class="older"><button type="button" class="link" onClick=${older}>Load older messages</button></p>` : null}
-    ${!s.hasOlder && chat.encrypted
-      ? html`<p class="e2e-note">Messages here are end-to-end encrypted. This device shows what arrived since it signed in.</p>`
-      : null}
+    ${
+      !s.hasOlder && chat.encrypted
+        ? html`<p class="e2e-note">Messages here are end-to-end encrypted. This device shows what arrived since it signed in.</p>`
+        : null
+    }
     ${messages.length === 0 ? html`<p class="empty-chat">No messages yet. Say hello!</p>` : null}
     <ol class="message-list" aria-live="polite" aria-relevant="additions">${rows}</ol>
   </div>`;
@@ -198,9 +223,11 @@ function ForwardDialog({ m, from, chats, close }) {
   };
   return html`<dialog ref=${ref} class="dialog" onClose=${close} aria-labelledby="fwd-title">
     <h2 id="fwd-title">Forward to…</h2>
-    ${targets.length
-      ? html`<ul class="pick-list">${targets.map((c) => html`<li key=${c.id}><button type="button" onClick=${() => send(c)}>${app.chatTitle(c)}</button></li>`)}</ul>`
-      : html`<p>Only unencrypted groups and channels can take a forwarded message, and you have none besides this one.</p>`}
+    ${
+      targets.length
+        ? html`<ul class="pick-list">${targets.map((c) => html`<li key=${c.id}><button type="button" onClick=${() => send(c)}>${app.chatTitle(c)}</button></li>`)}</ul>`
+        : html`<p>Only unencrypted groups and channels can take a forwarded message, and you have none besides this one.</p>`
+    }
     <p class="dialog-actions"><button type="button" onClick=${close}>Cancel</button></p>
   </dialog>`;
 }
@@ -282,7 +309,9 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
       app.toast(`No microphone: ${describe(error)}`);
       return;
     }
-    const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"].find((t) => MediaRecorder.isTypeSupported(t)) ?? "";
+    const type =
+      ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"].find((t) => MediaRecorder.isTypeSupported(t)) ??
+      "";
     const recorder = new MediaRecorder(stream, type ? { mimeType: type } : undefined);
     const chunks = [];
     recorder.ondataavailable = (e) => e.data.size && chunks.push(e.data);
@@ -304,8 +333,9 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
   };
 
   return html`<form class="composer" onSubmit=${(e) => (e.preventDefault(), submit())}>
-    ${reply || editing
-      ? html`<div class="composer-context">
+    ${
+      reply || editing
+        ? html`<div class="composer-context">
           <span>${editing ? "Editing your message" : html`Replying to <strong>${reply.sender_id === app.snapshot.me?.id ? "yourself" : app.nameOf(reply.sender_id)}</strong>: ${reply.text?.slice(0, 60) ?? "a file"}`}</span>
           <button type="button" class="icon-button small" aria-label=${editing ? "Cancel editing" : "Cancel reply"}
             onClick=${() => {
@@ -317,7 +347,8 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
               inputRef.current?.focus();
             }}>✕</button>
         </div>`
-      : null}
+        : null
+    }
     <div class="composer-row">
       <input type="file" ref=${fileInput} class="visually-hidden" id="attach-input" multiple tabindex="-1" aria-hidden="true" onChange=${onFiles} />
       <button type="button" class="icon-button" aria-label="Attach a photo or file" title="Attach" disabled=${busy || !!editing}
@@ -333,16 +364,20 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
         }}
         onKeyDown=${onKeyDown} onBlur=${() => app.stopTyping(chat.id)}></textarea>
       <span id="composer-help" class="visually-hidden">Enter sends, Shift+Enter starts a new line.</span>
-      ${text.trim() || editing
-        ? html`<button type="submit" class="send primary" aria-label=${editing ? "Save edit" : "Send"}>
+      ${
+        text.trim() || editing
+          ? html`<button type="submit" class="send primary" aria-label=${editing ? "Save edit" : "Send"}>
             <svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path d="M4 12l16-8-6 16-2-6z" /></svg>
           </button>`
-        : html`<button type="button" class=${`icon-button${recording ? " recording" : ""}`} onClick=${record}
+          : html`<button type="button" class=${`icon-button${recording ? " recording" : ""}`} onClick=${record}
             aria-label=${recording ? "Stop and send the voice message" : "Record a voice message"} aria-pressed=${recording ? "true" : "false"}>
-            ${recording
-              ? html`<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><rect x="6" y="6" width="12" height="12" rx="2" /></svg>`
-              : html`<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path d="M12 3a3 3 0 0 1 3 3v6a3 3 0 0 1-6 0V6a3 3 0 0 1 3-3zM5 11a7 7 0 0 0 14 0M12 18v3" /></svg>`}
-          </button>`}
+            ${
+              recording
+                ? html`<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><rect x="6" y="6" width="12" height="12" rx="2" /></svg>`
+                : html`<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path d="M12 3a3 3 0 0 1 3 3v6a3 3 0 0 1-6 0V6a3 3 0 0 1 3-3zM5 11a7 7 0 0 0 14 0M12 18v3" /></svg>`
+            }
+          </button>`
+      }
     </div>
   </form>`;
 }

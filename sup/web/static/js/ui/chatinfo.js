@@ -30,7 +30,9 @@ export function ChatInfo({ chatId }) {
   const add = async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
-    const names = String(new FormData(form).get("usernames")).split(/[\s,]+/).filter(Boolean);
+    const names = String(new FormData(form).get("usernames"))
+      .split(/[\s,]+/)
+      .filter(Boolean);
     try {
       await app.act("addMembers", chatId, names);
       form.reset();
@@ -72,44 +74,56 @@ export function ChatInfo({ chatId }) {
     </header>
     <div class="card">
       <p>
-        ${chat.type === "channel"
-          ? "A channel: a public broadcast the server can read."
-          : chat.encrypted || chat.type === "direct"
-            ? "End-to-end encrypted: only the members' devices can read it."
-            : "An unencrypted group: the server can read it."}
+        ${
+          chat.type === "channel"
+            ? "A channel: a public broadcast the server can read."
+            : chat.encrypted || chat.type === "direct"
+              ? "End-to-end encrypted: only the members' devices can read it."
+              : "An unencrypted group: the server can read it."
+        }
       </p>
       ${chat.description ? html`<p>${chat.description}</p>` : null}
     </div>
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
     <h2>Members${members ? ` (${members.length})` : ""}</h2>
-    ${members === null
-      ? html`<p>Loading…</p>`
-      : html`<ul class="member-list">
+    ${
+      members === null
+        ? html`<p>Loading…</p>`
+        : html`<ul class="member-list">
           ${members.map(
             (m) => html`<li key=${m.user_id}>
               <${Avatar} id=${m.user_id} name=${m.display_name || m.username} online=${s.presence[m.user_id]?.online} />
               <span class="member-name">${m.display_name || m.username} <span class="muted">@${m.username}</span></span>
-              ${can("manage_roles") && chat.type !== "direct" && m.user_id !== s.me?.id && m.role.kind !== "owner"
-                ? html`<label class="visually-hidden" for=${`role-${m.user_id}`}>Role of ${m.username}</label>
+              ${
+                can("manage_roles") && chat.type !== "direct" && m.user_id !== s.me?.id && m.role.kind !== "owner"
+                  ? html`<label class="visually-hidden" for=${`role-${m.user_id}`}>Role of ${m.username}</label>
                     <select id=${`role-${m.user_id}`} value=${m.role.id} onChange=${(e) => setRole(m, e.currentTarget.value)}>
                       ${roles.filter((r) => r.kind !== "owner").map((r) => html`<option value=${r.id}>${r.name}</option>`)}
                     </select>`
-                : html`<span class="tag">${m.role.name}</span>`}
-              ${m.user_id !== s.me?.id
-                ? html`<a class="button small" href=${`/safety/${m.user_id}`} onClick=${onLink} aria-label=${`Safety number with ${m.username}`}>Safety</a>`
-                : null}
-              ${can("remove_members") && chat.type !== "direct" && m.user_id !== s.me?.id && m.role.kind !== "owner"
-                ? html`<button type="button" class="small danger" onClick=${() => remove(m)} aria-label=${`Remove ${m.username}`}>Remove</button>`
-                : null}
+                  : html`<span class="tag">${m.role.name}</span>`
+              }
+              ${
+                m.user_id !== s.me?.id
+                  ? html`<a class="button small" href=${`/safety/${m.user_id}`} onClick=${onLink} aria-label=${`Safety number with ${m.username}`}>Safety</a>`
+                  : null
+              }
+              ${
+                can("remove_members") && chat.type !== "direct" && m.user_id !== s.me?.id && m.role.kind !== "owner"
+                  ? html`<button type="button" class="small danger" onClick=${() => remove(m)} aria-label=${`Remove ${m.username}`}>Remove</button>`
+                  : null
+              }
             </li>`,
           )}
-        </ul>`}
-    ${can("add_members") && chat.type !== "direct"
-      ? html`<form class="card inline-form" onSubmit=${add}>
+        </ul>`
+    }
+    ${
+      can("add_members") && chat.type !== "direct"
+        ? html`<form class="card inline-form" onSubmit=${add}>
           <${Field} label="Add members" id="ci-add" name="usernames" hint="Usernames, separated by spaces" autocapitalize="none" autocomplete="off" />
           <button type="submit">Add</button>
         </form>`
-      : null}
+        : null
+    }
     <p><button type="button" class="danger" onClick=${leave}>${chat.type === "direct" ? "Delete chat" : "Leave"}</button></p>
   </section>`;
 }

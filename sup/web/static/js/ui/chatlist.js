@@ -26,16 +26,20 @@ export function ChatList({ activeId }) {
       <label for="chat-filter" class="visually-hidden">Search chats</label>
       <input id="chat-filter" type="search" placeholder="Search chats" value=${filter} onInput=${(e) => setFilter(e.currentTarget.value)} />
     </div>
-    ${chats.length === 0
-      ? html`<div class="empty-list">
-          ${needle
-            ? html`<p>No chat matches “${filter}”.</p>`
-            : html`<p>No chats yet.</p>
-                <p><a class="button primary" href="/new" onClick=${onLink}>Start a chat</a></p>`}
+    ${
+      chats.length === 0
+        ? html`<div class="empty-list">
+          ${
+            needle
+              ? html`<p>No chat matches “${filter}”.</p>`
+              : html`<p>No chats yet.</p>
+                <p><a class="button primary" href="/new" onClick=${onLink}>Start a chat</a></p>`
+          }
         </div>`
-      : html`<ul class="chat-list" role="list">
+        : html`<ul class="chat-list" role="list">
           ${chats.map((chat) => html`<${ChatItem} key=${chat.id} chat=${chat} active=${chat.id === activeId} s=${s} />`)}
-        </ul>`}
+        </ul>`
+    }
   </nav>`;
 }
 
@@ -44,9 +48,12 @@ function ChatItem({ chat, active, s }) {
   const typingIds = Object.keys(s.typing[chat.id] ?? {});
   const peerOnline = chat.peer && s.presence[chat.peer.id]?.online;
   const unread = chat.unread_count ?? 0;
-  const who = chat.preview?.sender_id && chat.type !== "direct" && chat.preview.sender_id !== s.me?.id
-    ? `${app.nameOf(chat.preview.sender_id)}: `
-    : chat.preview?.sender_id === s.me?.id ? "You: " : "";
+  const who =
+    chat.preview?.sender_id && chat.type !== "direct" && chat.preview.sender_id !== s.me?.id
+      ? `${app.nameOf(chat.preview.sender_id)}: `
+      : chat.preview?.sender_id === s.me?.id
+        ? "You: "
+        : "";
   const preview = typingIds.length ? "typing…" : chat.preview ? who + app.previewOf(chat) : kindLabel(chat);
   const label = [
     title,

@@ -95,11 +95,13 @@ export function StatusBar() {
   }, [s.toast]);
   const offline = !s.browserOnline || (s.phase === "ready" && s.leading && s.connection === "offline");
   return html`
-    ${offline
-      ? html`<div class="banner banner-offline" role="status">
+    ${
+      offline
+        ? html`<div class="banner banner-offline" role="status">
           ${s.browserOnline ? "Reconnecting…" : "You are offline. Messages will be sent when the connection is back."}
         </div>`
-      : null}
+        : null
+    }
     <div class="toast-region" role="status" aria-live="polite">
       ${shownToast ? html`<div class="toast">${shownToast.text}</div>` : null}
     </div>

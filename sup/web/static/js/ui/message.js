@@ -14,7 +14,15 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
   }
   const sender = mine ? "You" : app.nameOf(m.sender_id);
   const state =
-    m.status === "pending" ? "Sending…" : m.status === "failed" ? "Not sent" : mine ? (readUpTo >= m.seq ? "Read" : "Sent") : "";
+    m.status === "pending"
+      ? "Sending…"
+      : m.status === "failed"
+        ? "Not sent"
+        : mine
+          ? readUpTo >= m.seq
+            ? "Read"
+            : "Sent"
+          : "";
   const close = () => {
     setMenu(false);
     menuButton.current?.focus();
@@ -23,26 +31,31 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
     <article class="bubble" aria-label=${`${sender}, ${formatTime(m.created_at)}`}>
       ${showSender && !mine ? html`<p class="sender">${sender}</p>` : null}
       ${m.forwarded_from ? html`<p class="forwarded">Forwarded</p>` : null}
-      ${replied !== undefined && m.reply_to
-        ? html`<a class="reply-quote" href=${`#m-${m.reply_to}`}>
+      ${
+        replied !== undefined && m.reply_to
+          ? html`<a class="reply-quote" href=${`#m-${m.reply_to}`}>
             <span class="reply-who">${replied ? (replied.sender_id === me ? "You" : app.nameOf(replied.sender_id)) : "A message"}</span>
             <span class="reply-text">${replied ? quoteText(replied) : "not on this device"}</span>
           </a>`
-        : null}
-      ${m.status === "deleted"
-        ? html`<p class="text deleted">This message was deleted.</p>`
-        : m.status === "undecryptable"
-          ? html`<p class="text undecryptable" title=${m.reason ?? ""}>This message could not be decrypted on this device.</p>`
-          : html`${(m.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id ?? "local"} a=${a} pending=${m.status === "pending"} />`)}
-            ${m.text ? html`<p class="text">${linkify(m.text)}</p>` : null}`}
+          : null
+      }
+      ${
+        m.status === "deleted"
+          ? html`<p class="text deleted">This message was deleted.</p>`
+          : m.status === "undecryptable"
+            ? html`<p class="text undecryptable" title=${m.reason ?? ""}>This message could not be decrypted on this device.</p>`
+            : html`${(m.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id ?? "local"} a=${a} pending=${m.status === "pending"} />`)}
+            ${m.text ? html`<p class="text">${linkify(m.text)}</p>` : null}`
+      }
       <p class="meta">
         ${m.edited_at && m.status === "ok" ? html`<span class="edited">edited</span>` : null}
         ${m.pinned ? html`<span class="pinned-mark">pinned</span>` : null}
         <time datetime=${new Date(m.created_at).toISOString()}>${formatTime(m.created_at)}</time>
         ${state ? html`<span class=${`state state-${state.toLowerCase().replace(/\W+/g, "-")}`}>${state}</span>` : null}
       </p>
-      ${m.reactions?.length
-        ? html`<ul class="reactions" aria-label="Reactions">
+      ${
+        m.reactions?.length
+          ? html`<ul class="reactions" aria-label="Reactions">
             ${m.reactions.map(
               (r) => html`<li>
                 <button type="button" class=${r.me ? "reaction mine" : "reaction"} aria-pressed=${r.me ? "true" : "false"}
@@ -52,22 +65,27 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
               </li>`,
             )}
           </ul>`
-        : null}
+          : null
+      }
     </article>
-    ${m.status === "failed"
-      ? html`<div class="failed-actions">
+    ${
+      m.status === "failed"
+        ? html`<div class="failed-actions">
           ${m.reason ? html`<span class="failed-reason">${m.reason}</span>` : null}
           ${m.retry ? html`<button type="button" class="link" onClick=${() => actions.retry(m)}>Retry</button>` : null}
           <button type="button" class="link" onClick=${() => actions.discard(m)}>Discard</button>
         </div>`
-      : null}
-    ${m.status === "ok" || m.status === "undecryptable" || m.status === "deleted"
-      ? html`<div class="message-tools">
+        : null
+    }
+    ${
+      m.status === "ok" || m.status === "undecryptable" || m.status === "deleted"
+        ? html`<div class="message-tools">
           <button type="button" class="icon-button small" aria-haspopup="menu" aria-expanded=${menu ? "true" : "false"}
             aria-label=${`Actions for the message from ${sender}`} ref=${menuButton} onClick=${() => setMenu(!menu)}>⋯</button>
           ${menu ? html`<${MessageMenu} m=${m} chat=${chat} mine=${mine} actions=${actions} close=${close} />` : null}
         </div>`
-      : null}
+        : null
+    }
   </li>`;
 }
 
@@ -114,24 +132,31 @@ function MessageMenu({ m, chat, mine, actions, close }) {
   const canForward = usable && !chat.encrypted && chat.type !== "direct";
   const ownerish = ["owner", "admin"].includes(chat.my_role?.kind);
   return html`<div class="menu" role="menu" ref=${ref} onKeyDown=${keys} aria-label="Message actions">
-    ${usable
-      ? html`<div class="menu-reactions" role="group" aria-label="React">
+    ${
+      usable
+        ? html`<div class="menu-reactions" role="group" aria-label="React">
           ${QUICK_REACTIONS.map(
-            (e) => html`<button type="button" role="menuitem" aria-label=${`React ${e}`} onClick=${run(() => actions.react(m, e, true))}>${e}</button>`,
+            (e) =>
+              html`<button type="button" role="menuitem" aria-label=${`React ${e}`} onClick=${run(() => actions.react(m, e, true))}>${e}</button>`,
           )}
         </div>`
-      : null}
+        : null
+    }
     ${usable ? html`<button type="button" role="menuitem" onClick=${run(() => actions.reply(m))}>Reply</button>` : null}
-    ${usable && mine && (m.text || !m.attachments?.length)
-      ? html`<button type="button" role="menuitem" onClick=${run(() => actions.edit(m))}>Edit</button>`
-      : null}
+    ${
+      usable && mine && (m.text || !m.attachments?.length)
+        ? html`<button type="button" role="menuitem" onClick=${run(() => actions.edit(m))}>Edit</button>`
+        : null
+    }
     ${usable && m.text ? html`<button type="button" role="menuitem" onClick=${run(() => navigator.clipboard?.writeText(m.text))}>Copy text</button>` : null}
     ${canForward ? html`<button type="button" role="menuitem" onClick=${run(() => actions.forward(m))}>Forward</button>` : null}
     ${usable ? html`<button type="button" role="menuitem" onClick=${run(() => actions.pin(m, !m.pinned))}>${m.pinned ? "Unpin" : "Pin"}</button>` : null}
     <button type="button" role="menuitem" onClick=${run(() => actions.remove(m, "me"))}>Delete for me</button>
-    ${(mine || ownerish) && m.status !== "deleted"
-      ? html`<button type="button" role="menuitem" class="danger" onClick=${run(() => actions.remove(m, "everyone"))}>Delete for everyone</button>`
-      : null}
+    ${
+      (mine || ownerish) && m.status !== "deleted"
+        ? html`<button type="button" role="menuitem" class="danger" onClick=${run(() => actions.remove(m, "everyone"))}>Delete for everyone</button>`
+        : null
+    }
   </div>`;
 }
 
@@ -154,14 +179,18 @@ function Attachment({ a, pending }) {
       live = false;
     };
   }, [a.media_id]);
-  if (pending) return html`<p class="attachment pending">${image ? "Sending photo…" : audio ? "Sending voice message…" : `Sending ${a.name || "file"}…`}</p>`;
+  if (pending)
+    return html`<p class="attachment pending">${image ? "Sending photo…" : audio ? "Sending voice message…" : `Sending ${a.name || "file"}…`}</p>`;
   if (error) return html`<p class="attachment error">Could not load ${a.name || "the file"}: ${error}</p>`;
   if (image) {
     return src
       ? html`<a href=${src} target="_blank" rel="noopener" class="photo-link"><img class="photo" src=${src} alt=${a.name ? `Photo: ${a.name}` : "Photo"} /></a>`
       : html`<div class="photo placeholder" role="img" aria-label="Photo, loading"></div>`;
   }
-  if (video) return src ? html`<video class="video" src=${src} controls preload="metadata" aria-label=${a.name || "Video"}></video>` : html`<div class="photo placeholder" role="img" aria-label="Video, loading"></div>`;
+  if (video)
+    return src
+      ? html`<video class="video" src=${src} controls preload="metadata" aria-label=${a.name || "Video"}></video>`
+      : html`<div class="photo placeholder" role="img" aria-label="Video, loading"></div>`;
   if (audio) return html`<${Voice} a=${a} src=${src} />`;
   return html`<${FileLink} a=${a} />`;
 }
@@ -203,7 +232,10 @@ function Voice({ a, src }) {
   const [duration, setDuration] = useState(0);
   useEffect(() => {
     if (!src) return;
-    app.media.waveform(a).then(setBars).catch(() => setBars([]));
+    app.media
+      .waveform(a)
+      .then(setBars)
+      .catch(() => setBars([]));
   }, [src]);
   const toggle = () => {
     const el = audio.current;
@@ -223,9 +255,10 @@ function Voice({ a, src }) {
         return html`<rect x=${i * 4} y=${(32 - h) / 2} width="3" height=${h} rx="1" class=${i / shown.length < progress ? "played" : ""} />`;
       })}
     </svg>
-    <span class="voice-time">${formatDuration(playing || progress ? (duration * progress) : duration)}</span>
-    ${src
-      ? html`<audio ref=${audio} src=${src} preload="metadata" onPlay=${() => setPlaying(true)} onPause=${() => setPlaying(false)}
+    <span class="voice-time">${formatDuration(playing || progress ? duration * progress : duration)}</span>
+    ${
+      src
+        ? html`<audio ref=${audio} src=${src} preload="metadata" onPlay=${() => setPlaying(true)} onPause=${() => setPlaying(false)}
           onEnded=${() => {
             setPlaying(false);
             setProgress(0);
@@ -238,7 +271,8 @@ function Voice({ a, src }) {
               setProgress(el.currentTime / el.duration);
             }
           }}></audio>`
-      : null}
+        : null
+    }
   </div>`;
 }
 

@@ -81,13 +81,15 @@ function NewGroup({ type }) {
     <${Field} label=${type === "channel" ? "Channel name" : "Group name"} id="ng-title" name="title" required maxlength="128" inputRef=${first} />
     <${Field} label="Members" id="ng-members" name="members" autocapitalize="none" spellcheck="false" autocomplete="off"
       hint="Usernames, separated by spaces or commas" />
-    ${type === "group"
-      ? html`<div class="check">
+    ${
+      type === "group"
+        ? html`<div class="check">
           <input type="checkbox" id="ng-encrypted" name="encrypted" checked />
           <label for="ng-encrypted">End-to-end encrypted</label>
           <p class="field-hint">Recommended. Unencrypted groups can be searched by the server and messages forwarded.</p>
         </div>`
-      : html`<p class="field-hint">Channels are public broadcasts: the server can read them, and only admins post.</p>`}
+        : html`<p class="field-hint">Channels are public broadcasts: the server can read them, and only admins post.</p>`
+    }
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
     <button class="primary" type="submit" disabled=${busy}>Create ${type}</button>
   </form>`;

@@ -22,16 +22,17 @@ export function SafetyScreen({ userId }) {
       <a href="/" onClick=${onLink} class="back icon-button" aria-label="Back to chats">‹</a>
       <h1 id="safety-title">${isMe ? "Your devices" : `Safety number with ${name}`}</h1>
     </header>
-    ${isMe
-      ? html`<div class="card">
+    ${
+      isMe
+        ? html`<div class="card">
           <p>A safety number is compared with someone else. To check your own devices, see
             <a href="/settings/devices" onClick=${onLink}>Devices</a>.</p>
         </div>`
-      : error
-        ? html`<p class="form-error" role="alert">${error}</p>`
-        : !result
-          ? html`<p aria-busy="true">Computing…</p>`
-          : html`<div class="card">
+        : error
+          ? html`<p class="form-error" role="alert">${error}</p>`
+          : !result
+            ? html`<p aria-busy="true">Computing…</p>`
+            : html`<div class="card">
               <p>Compare these numbers with ${name}, in person or over a call. If they match on both screens, your chat is
                 end-to-end encrypted with no one in the middle.</p>
               <p class="safety-number" aria-label=${`Safety number: ${result.number.split("").join(" ")}`}>
@@ -45,6 +46,7 @@ export function SafetyScreen({ userId }) {
                 (d) => html`<li key=${d.deviceId}><span class="mono">id ${shortId(d.deviceId)}</span>
                   <span class="mono muted">key ${keyDigits(d.identityKey)}</span></li>`,
               )}
-            </ul>`}
+            </ul>`
+    }
   </section>`;
 }

@@ -35,14 +35,20 @@ function Profile({ me }) {
   const [avatar, setAvatar] = useState(null);
   useEffect(() => {
     if (!me?.avatar_media_id) return;
-    app.media.url({ media_id: me.avatar_media_id }, "small").then(({ url }) => setAvatar(url), () => {});
+    app.media.url({ media_id: me.avatar_media_id }, "small").then(
+      ({ url }) => setAvatar(url),
+      () => {},
+    );
   }, [me?.avatar_media_id]);
   if (!me) return null;
   const save = async (event) => {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
     try {
-      const updated = await app.api.updateProfile({ display_name: String(form.get("display_name")).trim(), bio: String(form.get("bio")) });
+      const updated = await app.api.updateProfile({
+        display_name: String(form.get("display_name")).trim(),
+        bio: String(form.get("bio")),
+      });
       await app._setMe(updated);
       setStatus("Saved.");
     } catch (error) {
@@ -84,17 +90,21 @@ function Profile({ me }) {
 }
 
 function Notifications() {
-  const [permission, setPermission] = useState(typeof Notification === "undefined" ? "unsupported" : Notification.permission);
+  const [permission, setPermission] = useState(
+    typeof Notification === "undefined" ? "unsupported" : Notification.permission,
+  );
   return html`<section class="card" id="settings-notifications" aria-labelledby="notif-title">
     <h2 id="notif-title">Notifications</h2>
-    ${permission === "granted"
-      ? html`<p>Desktop notifications are on while SUP is open in a tab.</p>`
-      : permission === "denied"
-        ? html`<p>Notifications are blocked for this site in your browser’s settings.</p>`
-        : permission === "unsupported"
-          ? html`<p>This browser cannot show notifications.</p>`
-          : html`<p>Get a notification for new messages while SUP is open in a tab.</p>
-              <button type="button" onClick=${async () => setPermission(await app.enableNotifications())}>Enable notifications</button>`}
+    ${
+      permission === "granted"
+        ? html`<p>Desktop notifications are on while SUP is open in a tab.</p>`
+        : permission === "denied"
+          ? html`<p>Notifications are blocked for this site in your browser’s settings.</p>`
+          : permission === "unsupported"
+            ? html`<p>This browser cannot show notifications.</p>`
+            : html`<p>Get a notification for new messages while SUP is open in a tab.</p>
+              <button type="button" onClick=${async () => setPermission(await app.enableNotifications())}>Enable notifications</button>`
+    }
   </section>`;
 }
 
@@ -102,7 +112,11 @@ function Devices() {
   const s = useApp();
   const [devices, setDevices] = useState(null);
   const [error, setError] = useState("");
-  const load = () => app.api.devices().then((d) => setDevices(d.devices), (e) => setError(describe(e)));
+  const load = () =>
+    app.api.devices().then(
+      (d) => setDevices(d.devices),
+      (e) => setError(describe(e)),
+    );
   useEffect(() => {
     load();
   }, []);
@@ -136,9 +150,10 @@ function Devices() {
       </div>`,
     )}
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
-    ${devices === null
-      ? html`<p>Loading…</p>`
-      : html`<ul class="device-list">
+    ${
+      devices === null
+        ? html`<p>Loading…</p>`
+        : html`<ul class="device-list">
           ${devices.map(
             (d) => html`<li key=${d.id}>
               <span><strong>${d.name}</strong>${d.current ? html` <span class="tag">this device</span>` : null}
@@ -149,7 +164,8 @@ function Devices() {
               </span>
             </li>`,
           )}
-        </ul>`}
+        </ul>`
+    }
   </section>`;
 }
 
@@ -198,7 +214,10 @@ function TwoFactor() {
     const form = new FormData(event.currentTarget);
     setError("");
     try {
-      await app.api.disable2fa({ password: String(form.get("password")), totp_code: String(form.get("code")).replace(/\s/g, "") });
+      await app.api.disable2fa({
+        password: String(form.get("password")),
+        totp_code: String(form.get("code")).replace(/\s/g, ""),
+      });
       load();
     } catch (e) {
       setError(describe(e));
@@ -207,23 +226,24 @@ function TwoFactor() {
   return html`<section class="card" id="settings-2fa" aria-labelledby="tfa-settings-title">
     <h2 id="tfa-settings-title">Two-factor authentication</h2>
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
-    ${codes
-      ? html`<div class="recovery">
+    ${
+      codes
+        ? html`<div class="recovery">
           <p><strong>Save these recovery codes</strong> somewhere safe. Each one lets you log in once without your phone. They are shown only now.</p>
           <ul class="codes mono">${codes.map((c) => html`<li>${c}</li>`)}</ul>
           <button type="button" onClick=${() => setCodes(null)}>I saved them</button>
         </div>`
-      : state === null
-        ? html`<p>Loading…</p>`
-        : state.enabled
-          ? html`<p>On. ${state.recovery_codes_remaining} recovery codes left.</p>
+        : state === null
+          ? html`<p>Loading…</p>`
+          : state.enabled
+            ? html`<p>On. ${state.recovery_codes_remaining} recovery codes left.</p>
               <form onSubmit=${disable} class="inline-form">
                 <${Field} label="Password" id="tfa-off-password" name="password" type="password" autocomplete="current-password" required />
                 <${Field} label="Authentication code" id="tfa-off-code" name="code" inputmode="numeric" autocomplete="one-time-code" required />
                 <button type="submit" class="danger">Turn off</button>
               </form>`
-          : setup
-            ? html`<div class="tfa-setup">
+            : setup
+              ? html`<div class="tfa-setup">
                 <${QrCode} text=${setup.provisioning_uri} label="QR code for your authenticator app" />
                 <div>
                   <p>Scan this with an authenticator app, or type the key: <span class="mono secret">${setup.secret.match(/.{1,4}/g).join(" ")}</span></p>
@@ -234,11 +254,12 @@ function TwoFactor() {
                   </form>
                 </div>
               </div>`
-            : html`<p>Off. With it on, logging in also needs a code from an app on your phone.</p>
+              : html`<p>Off. With it on, logging in also needs a code from an app on your phone.</p>
                 <form onSubmit=${start} class="inline-form">
                   <${Field} label="Password" id="tfa-password" name="password" type="password" autocomplete="current-password" required />
                   <button type="submit">Set up</button>
-                </form>`}
+                </form>`
+    }
   </section>`;
 }
 
@@ -278,7 +299,9 @@ function People() {
         ? html`<p class="muted">None.</p>`
         : html`<ul class="device-list">
             ${items.map(
-              (c) => html`<li key=${c.user.id}><span>${c.user.display_name} <span class="muted">@${c.user.username}</span></span>
+              (
+                c,
+              ) => html`<li key=${c.user.id}><span>${c.user.display_name} <span class="muted">@${c.user.username}</span></span>
                 <button type="button" class="small" onClick=${async () => (await undo(c.user.id), load())} aria-label=${`${label} ${c.user.username}`}>${label}</button></li>`,
             )}
           </ul>`;
