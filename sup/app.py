@@ -48,6 +48,7 @@ from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
 from sup.domain.totp import TotpBox
 from sup.domain.users import UserService
+from sup.http.handlers.web_client import REGISTRATION
 from sup.http.middleware import add_security_headers, cors_middleware
 from sup.http.problems import problems_middleware
 from sup.http.routes import add_routes
@@ -366,6 +367,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()
+    app[REGISTRATION] = config.auth.registration  # the web client's sign-up screen shows it
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(add_security_headers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 _SECURITY_HEADERS = {
@@ -12,6 +14,37 @@ _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-site",
 }
+
+
+# The web client's pages (sup/http/handlers/web.py): scripts, styles and connections only from this
+# origin; images and sound also from blob: (decrypted attachments) and data:. No inline script except
+# the import map, allowed by its hash; no eval; no framing; no <base>; forms post only here.
+_APP_POLICY = (
+    "default-src 'none'",
+    "script-src 'self' {hashes}",
+    "style-src 'self'",
+    "img-src 'self' blob: data:",
+    "media-src 'self' blob:",
+    "font-src 'self'",
+    "connect-src 'self'{sockets}",
+    "manifest-src 'self'",
+    "worker-src 'self'",
+    "object-src 'none'",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+)
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def app_page_policy(script_hashes: tuple[str, ...], host: str | None) -> str:
+    """The Content-Security-Policy of the web client's pages.
+
+    `'self'` covers the same host's ws:/wss: in CSP Level 3 browsers; older ones need them spelt out,
+    so they are added for the Host the page was asked for (when it looks like a host name).
+    """
+    sockets = f" ws://{host} wss://{host}" if host and _HOST.match(host) else ""
+    return "; ".join(_APP_POLICY).format(hashes=" ".join(script_hashes), sockets=sockets)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from sup import __version__
@@ -15,7 +17,7 @@ from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
-from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users
+from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users, web_client
 from sup.ws.gateway import websocket
 
 API = "/api/v1"
@@ -366,6 +368,14 @@ ROUTES: list[Route] = [
 ]
 
 
+# The web client (docs/web.md), outside the API and its OpenAPI document. The page's route catches
+# every other path, so it comes last; it answers 404 (problem+json) for what is not a screen.
+WEB_ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/assets/{path:.+}", web_client.asset),
+    ("GET", "/{path:(?!api/).*}", web_client.page),
+]
+
+
 def add_routes(app: web.Application) -> None:
     document = encode(openapi(ROUTES, __version__))
 
@@ -383,3 +393,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(route.method, path, handler)
         if route.method == "GET":  # monitors and caches probe with HEAD
             app.router.add_route("HEAD", path, handler)
+    app.on_startup.append(web_client.load_web_client)
+    for method, path, page_handler in WEB_ROUTES:
+        app.router.add_route(method, path, page_handler)
+        app.router.add_route("HEAD", path, page_handler)

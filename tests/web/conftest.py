@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sup.app import build_app
+from sup.config import Config
+from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "sup" / "web" / "static"
@@ -33,6 +41,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A microphone that plays a tone, allowed without asking (voice messages in the app tests).
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # What the real app will send: scripts only from our own origin, no inline script, no eval.
@@ -190,3 +201,211 @@ class Harness:
 async def harness(context: Any, web_server: str) -> Harness:
     """The crypto test page, loaded in a fresh context."""
     return await Harness.open(context, web_server)
+
+
+# -- the web client against a real server -----------------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+SCREENSHOTS_ENV = "SUP_SCREENSHOTS"  # e.g. SUP_SCREENSHOTS=docs/screenshots writes them into the repo
+
+
+@dataclass
+class AppServer:
+    """A real SUP server (build_app, exactly what `sup run` serves) on a loopback port."""
+
+    url: str
+    app: web.Application
+    config: Config
+
+
+@asynccontextmanager
+async def running_server(data_dir: Path, clock: Any = None, **env: str) -> AsyncIterator[AppServer]:
+    config = make_config(str(data_dir), f"sqlite:///{data_dir / 'sup.db'}", SUP_SECRET_KEY="k" * 40, **env)
+    app = build_app(config, clock=clock)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield AppServer(str(server.make_url("")).rstrip("/"), app, config)
+    finally:
+        await server.close()
+
+
+@pytest.fixture(scope="module")
+async def sup_server(tmp_path_factory) -> AsyncIterator[AppServer]:
+    """One server per test module, on SQLite in a temporary directory."""
+    async with running_server(tmp_path_factory.mktemp("sup-web")) as server:
+        yield server
+
+
+class PageProblems:
+    """Collects what must never happen in a page: uncaught errors and Content-Security-Policy violations."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def watch(self, page: Any, who: str) -> None:
+        def console(message: Any) -> None:
+            text = message.text
+            if "Content Security Policy" in text or "Content-Security-Policy" in text:
+                self.seen.append(f"[{who}] CSP: {text}")
+
+        page.on("console", console)
+        page.on("pageerror", lambda error: self.seen.append(f"[{who}] page error: {error}"))
+
+    def check(self) -> None:
+        assert not self.seen, "\n".join(self.seen)
+
+
+@pytest.fixture
+def problems() -> Iterator[PageProblems]:
+    found = PageProblems()
+    yield found
+    found.check()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    path = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class WebUser:
+    """One person using the web client in one browser context (a device), driven by role and label."""
+
+    def __init__(self, page: Any, base_url: str, username: str) -> None:
+        self.page = page
+        self.base_url = base_url
+        self.username = username
+
+    @classmethod
+    async def open(
+        cls,
+        browser: Any,
+        server: AppServer,
+        problems: PageProblems,
+        username: str | None = None,
+        *,
+        viewport: tuple[int, int] = (1280, 800),
+        dark: bool = False,
+    ) -> WebUser:
+        context = await browser.new_context(
+            viewport={"width": viewport[0], "height": viewport[1]}, color_scheme="dark" if dark else "light"
+        )
+        page = await context.new_page()
+        user = cls(page, server.url, username or f"w{uuid.uuid4().hex[:10]}")
+        problems.watch(page, user.username)
+        return user
+
+    async def sign_up(self, display_name: str = "") -> WebUser:
+        await self.page.goto(f"{self.base_url}/signup")
+        await self.page.get_by_label("Username").fill(self.username)
+        if display_name:
+            await self.page.get_by_label("Display name").fill(display_name)
+        await self.page.get_by_label("Password").fill(PASSWORD)
+        await self.page.get_by_role("button", name="Sign up").click()
+        await self.ready()
+        return self
+
+    async def ready(self) -> None:
+        """Signed in, keys published (others can encrypt to this device) and connected."""
+        await self.page.get_by_role("navigation", name="Chats").wait_for(timeout=20_000)
+        await self.page.wait_for_function("() => window.supApp.get().connection === 'online'", timeout=30_000)
+
+    async def log_in(self) -> WebUser:
+        await self.page.goto(f"{self.base_url}/login")
+        try:
+            await self.page.get_by_label("Username").wait_for(timeout=15_000)
+        except Exception as error:
+            raise AssertionError(await self.explain("has no login form")) from error
+        await self.page.get_by_label("Username").fill(self.username)
+        await self.page.get_by_label("Password").fill(PASSWORD)
+        await self.page.get_by_role("button", name="Log in").click()
+        await self.ready()
+        return self
+
+    async def start_direct(self, username: str) -> None:
+        await self.page.get_by_role("link", name="New chat").click()
+        await self.page.get_by_label("Their username").fill(username)
+        await self.page.get_by_role("button", name="Start chat").click()
+        await self.composer.wait_for()
+
+    async def create_group(self, title: str, members: list[str], kind: str = "Group", encrypted: bool = True) -> None:
+        await self.page.get_by_role("link", name="New chat").click()
+        await self.page.get_by_role("link", name=kind, exact=True).click()
+        await self.page.get_by_label(f"{kind} name").fill(title)
+        await self.page.get_by_label("Members").fill(" ".join(members))
+        if kind == "Group" and not encrypted:
+            await self.page.get_by_label("End-to-end encrypted").uncheck()
+        await self.page.get_by_role("button", name=f"Create {kind.lower()}").click()
+        await self.page.get_by_role("heading", name=title).wait_for()
+
+    async def open_chat(self, name: str) -> None:
+        await self.page.get_by_role("navigation", name="Chats").get_by_role("link", name=name).first.click()
+        await self.composer.wait_for()
+
+    @property
+    def composer(self) -> Any:
+        return self.page.get_by_role("textbox", name="Message", exact=True)
+
+    @property
+    def messages(self) -> Any:
+        return self.page.locator(".message-list")
+
+    def message(self, text: str) -> Any:
+        return self.messages.locator("li.message", has_text=text)
+
+    async def send(self, text: str) -> None:
+        await self.composer.fill(text)
+        await self.composer.press("Enter")
+        await self.message(text).locator(".state-sent, .state-read").first.wait_for(timeout=20_000)
+
+    async def sees(self, text: str, timeout: float = 30_000) -> Any:
+        found = self.message(text)
+        try:
+            await found.first.wait_for(timeout=timeout)
+        except Exception as error:
+            raise AssertionError(await self.explain(f"does not see {text!r}")) from error
+        return found
+
+    async def explain(self, what: str) -> str:
+        """What the page shows and the state says, for a failure message."""
+        shown = await self.page.locator("body").inner_text()
+        state = await self.page.evaluate(
+            "() => { const s = window.supApp?.get(); return s && {phase: s.phase, leading: s.leading,"
+            " connection: s.connection, active: s.activeChatId, messages: s.messages.length,"
+            " chats: s.chats.length}; }"
+        )
+        return f"{self.username} {what} at {self.page.url}: {state}\n{shown}"
+
+    async def message_action(self, text: str, action: str) -> None:
+        message = self.message(text).first
+        await message.hover()
+        await message.get_by_role("button", name="Actions for the message").click()
+        await self.page.get_by_role("menuitem", name=action, exact=True).click()
+
+    async def edit(self, old_text: str, new_text: str) -> None:
+        """Edit one of my messages: Edit puts its text in the composer, which is then replaced."""
+        await self.message_action(old_text, "Edit")
+        await self.page.wait_for_function(
+            "text => document.getElementById('composer-input').value.includes(text)", arg=old_text
+        )
+        await self.composer.fill(new_text)
+        await self.composer.press("Enter")
+
+    async def screenshot(self, directory: Path, name: str) -> None:
+        await self.page.screenshot(path=str(directory / f"{name}.png"))
+
+    async def close(self) -> None:
+        await self.page.context.close()
+
+
+async def sdk_user(server: AppServer, store: Path, *, start: bool = True) -> Any:
+    """A Python SDK user (its first device), registered on the server with its store at `store`."""
+    from sup.client import Client  # the client extra; imported here so the crypto tests do not need it
+
+    client = await Client.register(server.url, str(store), f"py{uuid.uuid4().hex[:10]}", PASSWORD)
+    if start:
+        await client.start()
+    return client

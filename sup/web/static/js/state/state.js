@@ -1,0 +1,517 @@
+// The one place the UI reads from. `AppState` holds a snapshot (plain objects the screens render), tells
+// subscribers when it changes, and offers the actions the screens call. It starts the session (sign up,
+// log in, a reload), takes part in the tabs' election (tabs.js), and runs the messenger when this tab leads;
+// when it follows, the same actions go to the leading tab. Screens never see keys or the crypto modules.
+
+import { Api, ApiError, SessionEnded } from "../api/http.js";
+import { DeviceStore } from "../crypto/store.js";
+import { isEncrypted, previewText, systemText } from "../client/chats.js";
+import { MediaCache } from "../client/media.js";
+import { Messenger } from "../client/messenger.js";
+import { LocalStore } from "../store/db.js";
+import { Tabs } from "./tabs.js";
+
+const WINDOW = 60; // messages shown at first; scrolling back adds pages of this size
+const MAX_WINDOW = 600; // beyond this the oldest shown are dropped as new ones come (memory stays flat)
+
+/** The messenger's methods a following tab may ask the leading one to run. */
+const ACTIONS = new Set([
+  "send",
+  "retry",
+  "discard",
+  "edit",
+  "remove",
+  "react",
+  "setPinned",
+  "markRead",
+  "forward",
+  "createDirect",
+  "createGroup",
+  "addMembers",
+  "removeMember",
+  "leave",
+  "deleteChat",
+  "loadHistory",
+  "dismissNotice",
+  "safetyNumber",
+  "typing",
+  "syncChats",
+]);
+
+function deviceName() {
+  const ua = navigator.userAgent;
+  const browser = /Firefox\//.test(ua)
+    ? "Firefox"
+    : /Edg\//.test(ua)
+      ? "Edge"
+      : /Chrome\//.test(ua)
+        ? "Chrome"
+        : /Safari\//.test(ua)
+          ? "Safari"
+          : "Browser";
+  const system = /Android/.test(ua)
+    ? "Android"
+    : /iPhone|iPad/.test(ua)
+      ? "iOS"
+      : /Mac OS X/.test(ua)
+        ? "macOS"
+        : /Windows/.test(ua)
+          ? "Windows"
+          : /Linux/.test(ua)
+            ? "Linux"
+            : "";
+  return `${browser}${system ? " on " + system : ""} (web)`;
+}
+
+export class AppState {
+  constructor() {
+    this.listeners = new Set();
+    this.snapshot = {
+      phase: "boot",
+      registration: document.querySelector('meta[name="sup-registration"]')?.content ?? "open",
+      me: null,
+      deviceId: null,
+      leading: false,
+      connection: "connecting",
+      browserOnline: navigator.onLine,
+      chats: [],
+      activeChatId: null,
+      messages: [],
+      hasOlder: false,
+      typing: {},
+      presence: {},
+      notices: [],
+      users: {},
+      toast: null,
+    };
+    this.local = null;
+    this.api = null;
+    this.tabs = null;
+    this.messenger = null;
+    this.media = null;
+    this.window = WINDOW;
+    this.typingTimers = new Map();
+    addEventListener("online", () => this.set({ browserOnline: true }));
+    addEventListener("offline", () => this.set({ browserOnline: false }));
+  }
+
+  // ---- subscription --------------------------------------------------------------------------------
+
+  get() {
+    return this.snapshot;
+  }
+
+  subscribe(listener) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  set(patch) {
+    this.snapshot = { ...this.snapshot, ...patch };
+    for (const listener of this.listeners) listener(this.snapshot);
+  }
+
+  toast(text) {
+    this.set({ toast: { text, at: Date.now() } });
+  }
+
+  // ---- session ---------------------------------------------------------------------------------------
+
+  async boot() {
+    this.local = await LocalStore.open();
+    const session = await this.local.get("session");
+    if (!session) return this.set({ phase: "auth" });
+    await this._start(session);
+  }
+
+  _api() {
+    return new Api({
+      tokens: {
+        loadRefresh: async () => (await this.local.get("session"))?.refreshToken ?? null,
+        saveSession: async (answer) => {
+          const session = await this.local.get("session");
+          await this.local.set("session", { ...session, refreshToken: answer.refresh_token });
+        },
+        shareAccess: (access) => this.tabs?.post({ kind: "access", access }),
+      },
+      onSessionEnded: () => this._ended(),
+    });
+  }
+
+  /** Sign up; on success this device is signed in and its keys are made and published. */
+  async signUp({ username, password, displayName = "", inviteCode = "" }) {
+    const api = new Api();
+    const body = { username, password, display_name: displayName, device_name: deviceName() };
+    if (inviteCode) body.invite_code = inviteCode;
+    await this._signedIn(await api.register(body));
+  }
+
+  /** Log in (a new device); `totp` or `recovery` when the server answered totp_required. */
+  async logIn({ username, password, totp = "", recovery = "" }) {
+    const api = new Api();
+    const body = { username, password, device_name: deviceName() };
+    if (recovery) body.recovery_code = recovery;
+    else if (totp) body.totp_code = totp;
+    await this._signedIn(await api.login(body));
+  }
+
+  async _signedIn(answer) {
+    const session = {
+      userId: answer.user.id,
+      deviceId: answer.device_id,
+      username: answer.user.username,
+      refreshToken: answer.refresh_token,
+      user: answer.user,
+    };
+    // Keys first: a device is useful only once its crypto state exists (the messenger publishes it).
+    const keystore = await DeviceStore.open(session.deviceId);
+    try {
+      await keystore.create(session.userId, session.deviceId);
+    } finally {
+      keystore.close();
+    }
+    await this.local.set("session", session);
+    await this._start(session, answer.access_token);
+  }
+
+  async _start(session, access = null) {
+    this.api = this._api();
+    this.api.access = access;
+    this.media = new MediaCache(this.api);
+    this.tabs = new Tabs(session.deviceId);
+    this.tabs.on((message) => this._fromTab(message));
+    this.set({
+      phase: "ready",
+      me: session.user ?? { id: session.userId, username: session.username, display_name: session.username },
+      deviceId: session.deviceId,
+    });
+    await this.refreshChats();
+    await this.refreshNotices();
+    const keystore = await DeviceStore.open(session.deviceId);
+    this.tabs.serve = (method, args) => this._run(method, args);
+    this.tabs.lead(keystore.lockName, async () => {
+      this.messenger = new Messenger({
+        api: this.api,
+        local: this.local,
+        keystore,
+        session,
+        notify: (change) => {
+          this._changed(change);
+          this.tabs?.post({ kind: "change", change });
+        },
+      });
+      this.set({ leading: true });
+      try {
+        await this.messenger.start();
+      } catch (error) {
+        if (error instanceof SessionEnded) return this._ended();
+        console.error("could not start", error);
+        this.toast(`Could not connect: ${error.message}`);
+      }
+    });
+    this.api
+      .me()
+      .then((me) => this._setMe(me))
+      .catch(() => {});
+  }
+
+  async _setMe(me) {
+    this.set({ me });
+    const session = await this.local.get("session");
+    if (session) await this.local.set("session", { ...session, user: me });
+  }
+
+  /** This device's session ended (logged out elsewhere, revoked): back to the sign-in screen. */
+  async _ended() {
+    if (this.snapshot.phase !== "ready") return;
+    await this._forget();
+    this.set({ phase: "auth", toast: { text: "This device was signed out.", at: Date.now() } });
+  }
+
+  async logOut() {
+    try {
+      await this.api.logout();
+    } catch (error) {
+      console.warn("logout", error);
+    }
+    this.tabs?.post({ kind: "logout" });
+    await this._forget();
+    this.set({ phase: "auth" });
+  }
+
+  async _forget() {
+    const deviceId = this.snapshot.deviceId;
+    this.messenger?.stop();
+    this.messenger = null;
+    this.media?.clear();
+    this.tabs?.close();
+    this.tabs = null;
+    if (deviceId) {
+      const keystore = await DeviceStore.open(deviceId);
+      await keystore.destroy().catch(() => {});
+      keystore.close();
+      await new Promise((resolve) => {
+        const req = indexedDB.deleteDatabase(`sup-crypto-${deviceId}`);
+        req.onsuccess = req.onerror = req.onblocked = () => resolve();
+      });
+    }
+    await this.local.destroy();
+    this.local = await LocalStore.open();
+    this.set({ me: null, deviceId: null, chats: [], messages: [], activeChatId: null, notices: [], leading: false });
+  }
+
+  // ---- between tabs ----------------------------------------------------------------------------------
+
+  _run(method, args) {
+    if (!ACTIONS.has(method) || this.messenger === null) throw new Error(`cannot run ${method} here`);
+    return this.messenger[method](...args);
+  }
+
+  /** An action of the messenger: here if this tab leads, else in the leading tab. */
+  act(method, ...args) {
+    if (this.messenger !== null) return Promise.resolve().then(() => this._run(method, args));
+    return this.tabs.call(method, args);
+  }
+
+  _fromTab(message) {
+    if (message.kind === "change") this._changed(message.change);
+    else if (message.kind === "access") this.api?.setAccess(message.access);
+    else if (message.kind === "logout") this._ended();
+  }
+
+  /** The messenger stored something: read it again. */
+  _changed(change) {
+    switch (change.what) {
+      case "chats":
+        return this.refreshChats();
+      case "messages":
+        if (change.chatId === this.snapshot.activeChatId) return this.refreshMessages();
+        return;
+      case "notices":
+        return this.refreshNotices();
+      case "status":
+        return this.set({ connection: change.status.state });
+      case "incoming":
+        return this._notifyIncoming(change.message);
+      case "frame":
+        return this._frame(change.frame);
+      case "ended":
+        return this._ended();
+      default:
+        return;
+    }
+  }
+
+  _frame(frame) {
+    if (frame.type === "typing") {
+      const key = `${frame.chat_id}:${frame.user_id}`;
+      clearTimeout(this.typingTimers.get(key));
+      const typing = { ...this.snapshot.typing };
+      const inChat = { ...(typing[frame.chat_id] ?? {}) };
+      if (frame.active && frame.user_id !== this.snapshot.me?.id) {
+        inChat[frame.user_id] = true;
+        this.typingTimers.set(
+          key,
+          setTimeout(() => this._frame({ ...frame, active: false }), (frame.expires_in ?? 6) * 1000),
+        );
+      } else delete inChat[frame.user_id];
+      typing[frame.chat_id] = inChat;
+      this.set({ typing });
+    } else if (frame.type === "presence") {
+      this.set({
+        presence: {
+          ...this.snapshot.presence,
+          [frame.user_id]: { online: frame.online, last_seen_at: frame.last_seen_at },
+        },
+      });
+    }
+  }
+
+  // ---- reading ---------------------------------------------------------------------------------------
+
+  async refreshChats() {
+    if (!this.local) return;
+    const all = await this.local.chats();
+    const chats = all
+      .filter((c) => !c.left)
+      .sort((a, b) => (b.activity ?? b.updated_at ?? 0) - (a.activity ?? a.updated_at ?? 0));
+    this.set({ chats });
+  }
+
+  async refreshNotices() {
+    if (!this.local) return;
+    const notices = (await this.local.notices()).filter((n) => !n.dismissed);
+    this.set({ notices });
+  }
+
+  async refreshMessages() {
+    const chatId = this.snapshot.activeChatId;
+    if (!chatId || !this.local) return;
+    const messages = await this.local.messages(chatId, { limit: this.window });
+    if (chatId !== this.snapshot.activeChatId) return;
+    const chat = this.chat(chatId);
+    const oldest = messages[0]?.seq ?? Infinity;
+    this.set({ messages, hasOlder: messages.length >= this.window || (chat && !isEncrypted(chat) && oldest > 1) });
+  }
+
+  chat(chatId) {
+    return this.snapshot.chats.find((c) => c.id === chatId) ?? null;
+  }
+
+  /** Open a chat: its newest messages, its plaintext history from the server, its members' presence. */
+  async openChat(chatId) {
+    if (this.snapshot.activeChatId !== chatId) {
+      this.window = WINDOW;
+      this.set({ activeChatId: chatId, messages: [], hasOlder: false });
+    }
+    await this.refreshMessages();
+    const chat = this.chat(chatId);
+    if (chat && !isEncrypted(chat) && !this.snapshot.messages.some((m) => m.seq < 1e15)) {
+      await this.act("loadHistory", chatId, null).catch((error) => console.warn("history", error));
+      await this.refreshMessages();
+    }
+    if (chat?.peer?.id && !(chat.peer.id in this.snapshot.presence)) {
+      this.api
+        .presence(chat.peer.id)
+        .then((p) => this.set({ presence: { ...this.snapshot.presence, [p.user_id]: p } }))
+        .catch(() => {});
+    }
+  }
+
+  closeChat() {
+    this.set({ activeChatId: null, messages: [] });
+  }
+
+  /** Scroll back: a page more from the local store, and from the server for a plaintext chat. */
+  async loadOlder() {
+    const chatId = this.snapshot.activeChatId;
+    if (!chatId) return;
+    const before = this.snapshot.messages.length;
+    this.window = Math.min(this.window + WINDOW, 100_000);
+    await this.refreshMessages();
+    const chat = this.chat(chatId);
+    if (this.snapshot.messages.length === before && chat && !isEncrypted(chat)) {
+      const oldest = this.snapshot.messages.find((m) => m.seq < 1e15)?.seq ?? null;
+      const { more } = await this.act("loadHistory", chatId, oldest);
+      await this.refreshMessages();
+      if (!more) this.set({ hasOlder: false });
+    } else if (this.snapshot.messages.length === before) this.set({ hasOlder: false });
+  }
+
+  /** Back at the bottom: show the newest page only again, so a long chat does not fill memory. */
+  trimWindow() {
+    if (this.window > MAX_WINDOW || this.window > WINDOW * 2) {
+      this.window = WINDOW;
+      this.refreshMessages();
+    }
+  }
+
+  // ---- people ----------------------------------------------------------------------------------------
+
+  /** A user's profile, fetched once and kept. */
+  user(userId) {
+    const known = this.snapshot.users[userId];
+    if (known) return known;
+    if (!this._fetching) this._fetching = new Set();
+    if (!this._fetching.has(userId) && this.api) {
+      this._fetching.add(userId);
+      this.api
+        .user(userId)
+        .then((u) => this.set({ users: { ...this.snapshot.users, [u.id]: u } }))
+        .catch(() => {});
+    }
+    return null;
+  }
+
+  nameOf(userId) {
+    if (userId === this.snapshot.me?.id) return "You";
+    const u = this.snapshot.users[userId] ?? this.user(userId);
+    return u ? u.display_name || u.username : "…";
+  }
+
+  chatTitle(chat) {
+    if (!chat) return "";
+    if (chat.type === "direct") return chat.peer ? chat.peer.display_name || chat.peer.username : "Direct chat";
+    return chat.title || "Untitled";
+  }
+
+  previewOf(chat) {
+    const p = chat.preview;
+    if (!p) return "";
+    return p.text;
+  }
+
+  systemText(action) {
+    return systemText(action, (id) => this.nameOf(id));
+  }
+
+  // ---- notifications ---------------------------------------------------------------------------------
+
+  _notifyIncoming(record) {
+    const chatId = record.chat_id;
+    const visible = document.visibilityState === "visible" && chatId === this.snapshot.activeChatId;
+    if (visible || !this.messenger) return; // the leading tab notifies, once
+    if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
+    const chat = this.chat(chatId);
+    const title =
+      chat?.type === "direct" ? this.chatTitle(chat) : `${this.nameOf(record.sender_id)} in ${this.chatTitle(chat)}`;
+    try {
+      const n = new Notification(title, { body: previewText(record), tag: chatId });
+      n.onclick = () => {
+        focus();
+        dispatchEvent(new CustomEvent("sup:navigate", { detail: `/chats/${chatId}` }));
+      };
+    } catch (error) {
+      console.warn("notification", error);
+    }
+  }
+
+  /** Ask for permission to show notifications (call from a click). */
+  async enableNotifications() {
+    if (typeof Notification === "undefined") return "unsupported";
+    return Notification.requestPermission();
+  }
+
+  // ---- sending, with what the screens need -----------------------------------------------------------
+
+  async send(chatId, text, replyTo = null) {
+    this.stopTyping(chatId);
+    return this.act("send", chatId, { text, replyTo });
+  }
+
+  async sendFile(chatId, file, { text = "", name = file.name ?? "file", mime = file.type } = {}) {
+    return this.act("send", chatId, { text: text || undefined, file, name, mime });
+  }
+
+  typing(chatId) {
+    const now = Date.now();
+    if (this._typingSent && this._typingSent.chatId === chatId && now - this._typingSent.at < 3000) return;
+    this._typingSent = { chatId, at: now };
+    this.act("typing", chatId, true).catch(() => {});
+  }
+
+  stopTyping(chatId) {
+    if (this._typingSent?.chatId === chatId) {
+      this._typingSent = null;
+      this.act("typing", chatId, false).catch(() => {});
+    }
+  }
+
+  /** A readable message from an error of an action. */
+  static describe(error) {
+    if (error instanceof ApiError || error?.code) {
+      const codes = {
+        username_taken: "That username is taken.",
+        invalid_credentials: "Wrong username or password.",
+        invalid_totp: "That code is wrong or was already used.",
+        registration_closed: "This server does not accept new accounts.",
+        invalid_invite: "An invite code is needed, or this one is unknown, expired or used up.",
+        not_found: "Not found.",
+        rate_limited: "Too many attempts: wait a moment and try again.",
+        forbidden: "You may not do that here.",
+      };
+      return codes[error.code] ?? error.message;
+    }
+    return error?.message ?? String(error);
+  }
+}

@@ -1,0 +1,71 @@
+// The shell: which screen a path shows. On a desktop the chat list and the open screen sit side by side;
+// at phone width one of them fills the window (the list at /, the screen elsewhere, with a way back).
+
+import { html, useEffect } from "./html.js";
+import { AuthScreen } from "./auth.js";
+import { ChatScreen } from "./chat.js";
+import { ChatInfo } from "./chatinfo.js";
+import { ChatList } from "./chatlist.js";
+import { app, StatusBar, useApp } from "./common.js";
+import { NewChat } from "./newchat.js";
+import { navigate, usePath } from "./router.js";
+import { SafetyScreen } from "./safety.js";
+import { Settings } from "./settings.js";
+
+export function App() {
+  const s = useApp();
+  const path = usePath();
+  const parts = path.split("/").filter(Boolean);
+  const authPath = parts[0] === "login" || parts[0] === "signup";
+
+  useEffect(() => {
+    if (s.phase === "auth" && !authPath) navigate("/login", { replace: true });
+    if (s.phase === "ready" && authPath) navigate("/", { replace: true });
+  }, [s.phase, authPath]);
+
+  useEffect(() => {
+    const chatId = parts[0] === "chats" ? parts[1] : null;
+    if (s.phase !== "ready") return;
+    if (chatId) app.openChat(chatId);
+    else if (s.activeChatId) app.closeChat();
+  }, [s.phase, path]);
+
+  // A new screen: move the keyboard focus to its heading, so a screen reader says where you are (a chat
+  // focuses its message box instead, on a desktop).
+  useEffect(() => {
+    if (s.phase !== "ready" || authPath) return;
+    const wide = matchMedia("(min-width: 701px)").matches;
+    if (parts[0] === "chats" && parts[2] !== "info" && wide) return;
+    const heading = document.querySelector("#main h1");
+    if (heading && !heading.contains(document.activeElement)) {
+      heading.setAttribute("tabindex", "-1");
+      heading.focus({ preventScroll: true });
+    }
+  }, [path, s.phase]);
+
+  if (s.phase === "boot") return html`<main class="boot" aria-busy="true"><p>Loading…</p></main>`;
+  if (s.phase === "auth" || authPath) {
+    return html`<${StatusBar} /><${AuthScreen} mode=${parts[0] === "signup" ? "signup" : "login"} />`;
+  }
+
+  let screen = null;
+  if (parts[0] === "chats" && parts[1] && parts[2] === "info") screen = html`<${ChatInfo} chatId=${parts[1]} />`;
+  else if (parts[0] === "chats" && parts[1]) screen = html`<${ChatScreen} chatId=${parts[1]} />`;
+  else if (parts[0] === "new") screen = html`<${NewChat} kind=${parts[1] ?? "direct"} />`;
+  else if (parts[0] === "settings") screen = html`<${Settings} part=${parts[1] ?? ""} />`;
+  else if (parts[0] === "safety" && parts[1]) screen = html`<${SafetyScreen} userId=${parts[1]} />`;
+
+  return html`<${StatusBar} />
+    <div class=${`layout ${screen ? "has-screen" : "no-screen"}`}>
+      <${ChatList} activeId=${parts[0] === "chats" ? parts[1] : null} />
+      <main class="screen" id="main">
+        ${
+          screen ??
+          html`<div class="empty-screen">
+          <p class="empty-title">Pick a chat, or start a new one.</p>
+          <p>Direct chats and groups are end-to-end encrypted: only their members can read them.</p>
+        </div>`
+        }
+      </main>
+    </div>`;
+}

@@ -1,0 +1,124 @@
+// Pieces every screen uses: the state hook, avatars, time, form fields, the connection banner.
+
+import { html, useEffect, useRef, useState } from "./html.js";
+import { AppState } from "../state/state.js";
+
+/** @type {AppState} */
+export let app = null;
+
+export function setApp(state) {
+  app = state;
+}
+
+/** The state's snapshot; the component re-renders when it changes. */
+export function useApp() {
+  const [snapshot, setSnapshot] = useState(app.get());
+  useEffect(() => {
+    const unsubscribe = app.subscribe(setSnapshot);
+    // Effects run after the first paint: a change made before this subscription would be missed.
+    setSnapshot(app.get());
+    return unsubscribe;
+  }, []);
+  return snapshot;
+}
+
+export const describe = (error) => AppState.describe(error);
+
+/** Initials on a colour picked from the id (no images needed, readable in both themes). */
+export function Avatar({ id = "", name = "", size = "m", online = false }) {
+  const letters = (name || "?")
+    .trim()
+    .split(/\s+/)
+    .slice(0, 2)
+    .map((w) => w[0]?.toUpperCase() ?? "")
+    .join("");
+  let hash = 0;
+  for (const c of id) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return html`<span class=${`avatar avatar-${size} hue-${hash % 8}`} aria-hidden="true"
+    >${letters}${online ? html`<span class="dot-online"></span>` : null}</span
+  >`;
+}
+
+export function formatTime(ms) {
+  if (!ms) return "";
+  const d = new Date(ms);
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const days = (now - d) / 86400000;
+  if (days < 6) return d.toLocaleDateString([], { weekday: "short" });
+  return d.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+export function formatDay(ms) {
+  const d = new Date(ms);
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return "Today";
+  const yesterday = new Date(now - 86400000);
+  if (d.toDateString() === yesterday.toDateString()) return "Yesterday";
+  return d.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long", year: "numeric" });
+}
+
+export function lastSeen(p) {
+  if (!p) return "";
+  if (p.online) return "online";
+  if (!p.last_seen_at) return "";
+  return `last seen ${formatTime(p.last_seen_at)}`;
+}
+
+/** A labelled input (every field has a visible label). */
+export function Field({ label, id, hint = "", error = "", inputRef = undefined, ...input }) {
+  return html`<div class="field">
+    <label for=${id}>${label}</label>
+    <input id=${id} ref=${inputRef} aria-describedby=${hint || error ? `${id}-note` : undefined} aria-invalid=${error ? "true" : undefined} ...${input} />
+    ${hint || error ? html`<p id=${`${id}-note`} class=${error ? "field-error" : "field-hint"}>${error || hint}</p>` : null}
+  </div>`;
+}
+
+/** Move the keyboard focus to an element when it appears (used when a screen opens). */
+export function useFocus(deps = []) {
+  const ref = useRef(null);
+  useEffect(() => {
+    ref.current?.focus();
+  }, deps);
+  return ref;
+}
+
+/** The banner when the connection is down, and the toast line. */
+export function StatusBar() {
+  const s = useApp();
+  const [shownToast, setShownToast] = useState(null);
+  useEffect(() => {
+    if (!s.toast) return undefined;
+    setShownToast(s.toast);
+    const t = setTimeout(() => setShownToast(null), 5000);
+    return () => clearTimeout(t);
+  }, [s.toast]);
+  const offline = !s.browserOnline || (s.phase === "ready" && s.leading && s.connection === "offline");
+  return html`
+    ${
+      offline
+        ? html`<div class="banner banner-offline" role="status">
+          ${s.browserOnline ? "Reconnecting…" : "You are offline. Messages will be sent when the connection is back."}
+        </div>`
+        : null
+    }
+    <div class="toast-region" role="status" aria-live="polite">
+      ${shownToast ? html`<div class="toast">${shownToast.text}</div>` : null}
+    </div>
+  `;
+}
+
+/** A short, distinguishable form of an id or key: groups of 4 hex digits. */
+export function shortId(value) {
+  const hex = value.replace(/-/g, "");
+  return `${hex.slice(0, 4)} ${hex.slice(4, 8)} … ${hex.slice(-4)}`;
+}
+
+/** A key (base64) as 8 groups of 4 hex digits, to tell devices apart. */
+export function keyDigits(b64) {
+  if (!b64) return "";
+  const raw = atob(b64);
+  let hex = "";
+  for (let i = 0; i < Math.min(raw.length, 16); i++) hex += raw.charCodeAt(i).toString(16).padStart(2, "0");
+  return hex.match(/.{4}/g).join(" ");
+}

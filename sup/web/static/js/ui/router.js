@@ -1,0 +1,33 @@
+// Paths of the app (the server serves the page at each of them: sup/http/handlers/web_client.py SCREENS).
+//   /login  /signup  /  /chats/<id>  /chats/<id>/info  /new  /new/group  /new/channel  /settings[/<part>]
+//   /safety/<user id>
+
+import { useEffect, useState } from "./html.js";
+
+export function navigate(path, { replace = false } = {}) {
+  if (path === location.pathname) return;
+  history[replace ? "replaceState" : "pushState"](null, "", path);
+  dispatchEvent(new PopStateEvent("popstate"));
+}
+
+addEventListener("sup:navigate", (event) => navigate(event.detail));
+
+/** The current path, re-rendering on navigation. */
+export function usePath() {
+  const [path, setPath] = useState(location.pathname);
+  useEffect(() => {
+    const changed = () => setPath(location.pathname);
+    addEventListener("popstate", changed);
+    return () => removeEventListener("popstate", changed);
+  }, []);
+  return path;
+}
+
+/** A link that navigates without reloading the page. */
+export function onLink(event) {
+  if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  const href = event.currentTarget.getAttribute("href");
+  if (!href?.startsWith("/")) return;
+  event.preventDefault();
+  navigate(href);
+}

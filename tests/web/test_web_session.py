@@ -1,0 +1,55 @@
+"""Tokens in the browser: the access token expires and is refreshed, by two tabs at once, without ever
+presenting one refresh token twice (that would end the device's session: docs/api.md "Refresh")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import MovableClock
+from tests.web.conftest import AppServer, PageProblems, WebUser, running_server
+
+
+@pytest.fixture(scope="module")
+async def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture(scope="module")
+async def sup_server(tmp_path_factory, clock: MovableClock) -> AsyncIterator[AppServer]:
+    async with running_server(tmp_path_factory.mktemp("sup-session"), clock=clock) as server:
+        yield server
+
+
+async def test_expired_tokens_are_refreshed_by_two_tabs_at_once(
+    browser: Any, sup_server: AppServer, problems: PageProblems, clock: MovableClock
+):
+    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    bob = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    try:
+        await alice.start_direct(bob.username)
+        await alice.send("before the tokens expire")
+        second = await alice.page.context.new_page()
+        problems.watch(second, "alice tab 2")
+        await second.goto(f"{sup_server.url}/")
+        await second.get_by_role("navigation", name="Chats").wait_for()
+
+        clock.advance(3600)  # every access token is an hour past its 15 minutes
+        # both tabs call the API at the same moment: each gets token_expired, and they refresh one at a time
+        answers = await asyncio.gather(
+            *(page.evaluate("async () => (await window.supApp.api.me()).username") for page in (alice.page, second))
+        )
+        assert answers == [alice.username, alice.username]
+        await alice.send("after the tokens expired")
+        await bob.open_chat(alice.username)
+        await bob.sees("after the tokens expired")
+        # the session is alive in both tabs (a reused refresh token would have ended it)
+        for page in (alice.page, second):
+            assert await page.evaluate("() => window.supApp.get().phase") == "ready"
+        assert await second.evaluate("async () => (await window.supApp.api.me()).username") == alice.username
+    finally:
+        await alice.close()
+        await bob.close()
