@@ -238,6 +238,18 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     signed_url_seconds: Annotated[
         int, _doc("Lifetime of signed download URLs (for <img> and <video> tags).", ge=10, le=7 * 86400)
     ] = 3600
+    max_animation_frames: Annotated[
+        int, _doc("Animated images (GIF, WebP, PNG, AVIF) with more frames are refused before decoding.", ge=1)
+    ] = 2000
+    max_animation_pixels: Annotated[
+        int,
+        _doc("Animated images whose frames hold more pixels in all (frames x width x height) are refused.", ge=1),
+    ] = 1_000_000_000
+    max_sticker_bytes: Annotated[int, _doc("Largest sticker image (purpose=sticker), in bytes.", ge=1)] = MiB
+    max_sticker_pixels: Annotated[
+        int, _doc("Sticker images with more pixels (width x height) are refused before decoding.", ge=1)
+    ] = 1024 * 1024
+    max_sticker_frames: Annotated[int, _doc("Animated stickers with more frames are refused.", ge=1)] = 300
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

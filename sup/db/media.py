@@ -59,11 +59,14 @@ class MediaStore:
         """Hold the user's row until commit: one quota check and insert at a time per user."""
         await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", owner_id)
 
-    async def processed_twin(self, db: Queryable, blob_key: str) -> Row | None:
-        """Another unencrypted file of the same bytes whose processing is over."""
+    async def processed_twin(self, db: Queryable, blob_key: str, *, sticker: bool = False) -> Row | None:
+        """Another unencrypted file of the same bytes whose processing is over, under the same limits
+        (stickers have stricter ones: a photo refused as a sticker is not refused as a photo)."""
         return await db.fetchrow(
-            f"SELECT {_COLUMNS} FROM media WHERE blob_key = $1 AND NOT encrypted AND status <> 'pending' LIMIT 1",
+            f"SELECT {_COLUMNS} FROM media WHERE blob_key = $1 AND NOT encrypted AND status <> 'pending'"
+            " AND (purpose = 'sticker') = $2 LIMIT 1",
             blob_key,
+            sticker,
         )
 
     async def page(self, db: Queryable, owner_id: str, after: str | None, limit: int) -> list[Row]:
