@@ -252,6 +252,14 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_sticker_frames: Annotated[int, _doc("Animated stickers with more frames are refused.", ge=1)] = 300
 
 
+class StickersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Sticker packs ([api.md](api.md#sticker-packs)); the images' own limits are under `[media]`."""
+
+    max_pack_stickers: Annotated[int, _doc("Stickers in one pack.", ge=1)] = 120
+    max_packs: Annotated[int, _doc("Packs one user may create.", ge=1)] = 100
+    max_installed: Annotated[int, _doc("Packs one user may install.", ge=1)] = 200
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -265,6 +273,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jobs: JobsConfig = JobsConfig()
     blobs: BlobsConfig = BlobsConfig()
     media: MediaConfig = MediaConfig()
+    stickers: StickersConfig = StickersConfig()
 
     @property
     def data_dir(self) -> Path:

@@ -11,11 +11,12 @@ from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
+from sup.domain.stickers import Sticker, StickerPack, StickerPacks
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi
-from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users
+from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, stickers, users
 from sup.ws.gateway import websocket
 
 API = "/api/v1"
@@ -336,6 +337,62 @@ ROUTES: list[Route] = [
         tag="media",
     ),
     Route("DELETE", f"{API}/media/{{media_id}}", media.delete_media, tag="media"),
+    # sticker packs: named paths before /stickers/{sticker_id}
+    Route("GET", f"{API}/stickers/packs", stickers.my_packs, response=StickerPacks, tag="stickers"),
+    Route(
+        "POST",
+        f"{API}/stickers/packs",
+        stickers.create_pack,
+        body=s.StickerPackCreate,
+        response=StickerPack,
+        status=201,
+        tag="stickers",
+    ),
+    Route("GET", f"{API}/stickers/packs/by-slug/{{slug}}", stickers.pack_by_slug, response=StickerPack, tag="stickers"),
+    Route("GET", f"{API}/stickers/packs/{{pack_id}}", stickers.get_pack, response=StickerPack, tag="stickers"),
+    Route(
+        "PATCH",
+        f"{API}/stickers/packs/{{pack_id}}",
+        stickers.update_pack,
+        body=s.StickerPackUpdate,
+        response=StickerPack,
+        tag="stickers",
+    ),
+    Route(
+        "POST",
+        f"{API}/stickers/packs/{{pack_id}}/stickers",
+        stickers.add_sticker,
+        body=s.StickerAdd,
+        response=Sticker,
+        status=201,
+        tag="stickers",
+    ),
+    Route(
+        "DELETE", f"{API}/stickers/packs/{{pack_id}}/stickers/{{sticker_id}}", stickers.remove_sticker, tag="stickers"
+    ),
+    Route(
+        "POST", f"{API}/stickers/packs/{{pack_id}}/publish", stickers.publish_pack, response=StickerPack, tag="stickers"
+    ),
+    Route("GET", f"{API}/stickers/installed", stickers.installed_packs, response=StickerPacks, tag="stickers"),
+    Route(
+        "POST",
+        f"{API}/stickers/installed",
+        stickers.install_pack,
+        body=s.PackRef,
+        response=StickerPacks,
+        status=201,
+        tag="stickers",
+    ),
+    Route(
+        "PUT",
+        f"{API}/stickers/installed",
+        stickers.reorder_packs,
+        body=s.PackOrder,
+        response=StickerPacks,
+        tag="stickers",
+    ),
+    Route("DELETE", f"{API}/stickers/installed/{{pack_id}}", stickers.uninstall_pack, tag="stickers"),
+    Route("GET", f"{API}/stickers/{{sticker_id}}", stickers.get_sticker, response=Sticker, tag="stickers"),
 ]
 
 

@@ -26,6 +26,7 @@ from sup.domain.keydirectory import (
     SignedPrekey,
 )
 from sup.domain.messages import Pin
+from sup.domain.stickers import TITLE_MAX as STICKER_TITLE_MAX
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
 from sup.e2ekeys import MAX_KEY_ID
@@ -351,3 +352,29 @@ class VariantQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SignedUrl(msgspec.Struct, kw_only=True):
     url: str
     expires_at: Annotated[int, Meta(description="Unix time, seconds.")]
+
+
+# -- sticker packs ----------------------------------------------------------------------------
+
+
+class StickerPackCreate(Body):
+    title: Annotated[str, Meta(min_length=1, max_length=STICKER_TITLE_MAX)]
+    cover_media_id: Annotated[Id, Meta(description="My image uploaded with purpose=sticker.")] | None = None
+
+
+class StickerPackUpdate(Body):
+    title: Annotated[str, Meta(min_length=1, max_length=STICKER_TITLE_MAX)] | UnsetType = UNSET
+    cover_media_id: Id | UnsetType | None = UNSET
+
+
+class StickerAdd(Body):
+    media_id: Annotated[Id, Meta(description="My PNG or WebP uploaded with purpose=sticker, processed.")]
+    emoji: Annotated[str, Meta(min_length=1, max_length=32, description="The emoji the sticker stands for.")]
+
+
+class PackRef(Body):
+    pack_id: Id
+
+
+class PackOrder(Body):
+    pack_ids: Annotated[list[Id], Meta(max_length=1000, description="Every installed pack, once, in the new order.")]
