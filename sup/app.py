@@ -43,6 +43,7 @@ from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
 from sup.domain.stickers import StickerService
+from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
 from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
@@ -285,6 +286,19 @@ def build_services(
         clock,
     )
     presence = PresenceService(db, stores.users, stores.contacts, stores.members, access, rt.tracker, rt.bus, clock)
+    stories = StoryService(
+        db,
+        stores.stories,
+        stores.users,
+        stores.devices,
+        stores.media,
+        attachments,
+        media.files,
+        writer,
+        bg.scheduler,
+        clock,
+        config.stories,
+    )
     stickers = StickerService(db, stores.stickers, stores.devices, attachments, writer, clock, config.stickers)
     bg.scheduler.every("prune-events", 3600, rt.stream.prune)
     return Services(
@@ -294,6 +308,7 @@ def build_services(
         messages=messages,
         keys=keys,
         media=media,
+        stories=stories,
         stickers=stickers,
         presence=presence,
         stream=rt.stream,

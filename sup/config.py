@@ -252,6 +252,22 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_sticker_frames: Annotated[int, _doc("Animated stickers with more frames are refused.", ge=1)] = 300
 
 
+class StoriesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Stories: photos and videos shown to an audience for a while ([api.md](api.md#stories))."""
+
+    lifetime_hours: Annotated[
+        float, _doc("A story disappears this many hours after it was posted.", gt=0, le=7 * 24)
+    ] = 24.0
+    max_live: Annotated[int, _doc("Stories one user may have up at once.", ge=1)] = 100
+    max_list_members: Annotated[
+        int, _doc("People on one audience list (close friends, or a list of contacts to leave out).", ge=1)
+    ] = 5000
+    max_lists: Annotated[int, _doc("Lists of contacts to leave out that one user may keep.", ge=1)] = 50
+    expire_interval_seconds: Annotated[
+        float, _doc("How often expired stories, their views and their files are removed.", gt=0)
+    ] = 60.0
+
+
 class StickersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Sticker packs ([api.md](api.md#sticker-packs)); the images' own limits are under `[media]`."""
 
@@ -273,6 +289,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jobs: JobsConfig = JobsConfig()
     blobs: BlobsConfig = BlobsConfig()
     media: MediaConfig = MediaConfig()
+    stories: StoriesConfig = StoriesConfig()
     stickers: StickersConfig = StickersConfig()
 
     @property

@@ -1,4 +1,4 @@
-"""The rules for using an uploaded file: in a message, as a sticker, as an avatar.
+"""The rules for using an uploaded file: in a message, as a sticker, as an avatar, in a story.
 
 Checked in the same transaction as the message or profile change that uses the file, so
 a file is never attached to something it does not fit (an opaque encrypted blob in a
@@ -91,6 +91,16 @@ class MediaAttachments:
             raise _unusable(field, f"A sticker image has at most {c.max_sticker_pixels} pixels.")
         if frames > c.max_sticker_frames:
             raise _unusable(field, f"An animated sticker has at most {c.max_sticker_frames} frames.")
+        await self._media.mark_attached(tx, media_id, now)
+        return row
+
+    async def for_story(self, tx: Queryable, user_id: str, media_id: str, now: int) -> Row:
+        """My own photo or video, uploaded without end-to-end encryption (the server shows it to the audience)."""
+        row = await self._find(tx, user_id, media_id, "media_id", others_visible=False)
+        if row["purpose"] != "attachment" or row["encrypted"] or row["kind"] not in ("image", "video"):
+            raise _unusable(
+                "media_id", "A story is a photo or video uploaded without end-to-end encryption (purpose=attachment)."
+            )
         await self._media.mark_attached(tx, media_id, now)
         return row
 

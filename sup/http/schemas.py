@@ -27,6 +27,7 @@ from sup.domain.keydirectory import (
 )
 from sup.domain.messages import Pin
 from sup.domain.stickers import TITLE_MAX as STICKER_TITLE_MAX
+from sup.domain.stories import CAPTION_MAX, LIST_NAME_MAX, AudienceList
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
 from sup.e2ekeys import MAX_KEY_ID
@@ -352,6 +353,47 @@ class VariantQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SignedUrl(msgspec.Struct, kw_only=True):
     url: str
     expires_at: Annotated[int, Meta(description="Unix time, seconds.")]
+
+
+# -- stories ----------------------------------------------------------------------------------
+
+CursorQuery = Annotated[str, Meta(max_length=80, description="The next_cursor of the previous page.")]
+UserIdList = Annotated[list[Id], Meta(max_length=5000)]
+
+
+class StoryPost(Body):
+    media_id: Annotated[Id, Meta(description="My photo or video, uploaded unencrypted (purpose=attachment).")]
+    audience: Literal["chats", "contacts", "close_friends", "contacts_except"]
+    caption: Annotated[str, Meta(max_length=CAPTION_MAX)] = ""
+    list_id: Annotated[Id, Meta(description="contacts_except: my list of people to leave out.")] | None = None
+
+
+class StoryFeedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=100, description="Authors per page.")] = 50
+    before: CursorQuery | None = None
+
+
+class StoryViewsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    before: CursorQuery | None = None
+
+
+class AudienceListCreate(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=LIST_NAME_MAX)]
+    user_ids: UserIdList = []
+
+
+class AudienceListUpdate(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=LIST_NAME_MAX)] | None = None
+    user_ids: Annotated[UserIdList, Meta(description="Replaces who is on the list.")] | None = None
+
+
+class UserIds(Body):
+    user_ids: Annotated[list[Id], Meta(min_length=1, max_length=5000)]
+
+
+class AudienceLists(msgspec.Struct, kw_only=True):
+    lists: list[AudienceList]
 
 
 # -- sticker packs ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
 from sup.domain.stickers import StickerService
+from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
 from sup.domain.users import UserService
 
@@ -28,6 +29,7 @@ class Services:
     messages: MessageService
     keys: KeyDirectory
     media: MediaService
+    stories: StoryService
     stickers: StickerService
     presence: PresenceService
     stream: EventStream
