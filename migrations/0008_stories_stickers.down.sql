@@ -1,4 +1,5 @@
 -- Sticker messages keep their sticker_id: those sent before 0008 name media rows again.
+DROP INDEX contacts_contact;
 DROP TABLE user_sticker_packs;
 DROP TABLE stickers;
 DROP TABLE sticker_packs;

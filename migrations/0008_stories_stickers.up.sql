@@ -42,6 +42,8 @@ CREATE TABLE story_views (
     PRIMARY KEY (story_id, viewer_id)
 );
 CREATE INDEX story_views_viewer ON story_views (viewer_id);
+-- Whose contact am I: the feed reads only the stories of people who could have me in an audience.
+CREATE INDEX contacts_contact ON contacts (contact_id);
 
 CREATE TABLE sticker_packs (
     id {uuid} PRIMARY KEY,

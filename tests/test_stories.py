@@ -330,6 +330,7 @@ async def test_a_story_limit_and_the_expiry_job_run_directly(server_factory: Ser
     alice = await api.register()
     for color in ((1, 0, 0), (2, 0, 0)):
         await posted(api, alice, "chats", color)
+    assert len(await feed_ids(api, alice)) == 2  # mine, though I share no chat with anyone
     over = await post(api, alice, await photo(api, alice, (3, 0, 0)), "chats")
     assert over.status == 409 and over.code == "conflict"
     hours = limited.config.stories.lifetime_hours

@@ -147,7 +147,11 @@ class StoryStore:
     async def feed_authors(
         self, db: Queryable, viewer_id: str, now: int, before: tuple[int, str] | None, limit: int
     ) -> list[Row]:
-        """Authors with a story the viewer may see, the most recent poster first: (author_id, latest)."""
+        """Authors with a story the viewer may see, the most recent poster first: (author_id, latest).
+
+        Only the stories of people who could have the viewer in an audience are looked at: the
+        viewer, whoever has the viewer as a contact or on a list, and whoever shares a chat with them.
+        """
         having = ""
         args: list[object] = [viewer_id, now, limit]
         if before is not None:
@@ -155,7 +159,14 @@ class StoryStore:
             args += list(before)
         return list(
             await db.fetch(
-                f"SELECT s.author_id, MAX(s.created_at) AS latest FROM stories s WHERE {visible_to('s', '$1', '$2')}"
+                "SELECT s.author_id, MAX(s.created_at) AS latest FROM stories s"
+                " WHERE (s.author_id = $1 OR s.author_id IN ("
+                " SELECT user_id FROM contacts WHERE contact_id = $1"
+                " UNION SELECT l.owner_id FROM story_list_members lm JOIN story_lists l ON l.id = lm.list_id"
+                " WHERE lm.user_id = $1"
+                " UNION SELECT ma.user_id FROM chat_members mb JOIN chat_members ma ON ma.chat_id = mb.chat_id"
+                " WHERE mb.user_id = $1))"
+                f" AND {visible_to('s', '$1', '$2')}"
                 f" GROUP BY s.author_id{having} ORDER BY latest DESC, s.author_id DESC LIMIT $3",
                 *args,
             )
