@@ -42,6 +42,8 @@ from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.stickers import StickerService
+from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
 from sup.domain.throttle import LoginThrottle
 from sup.domain.timeline import Timeline
@@ -234,7 +236,7 @@ def build_services(
     access = ChatAccess(stores.members, stores.blocks)
     writer = EventWriter(stores.events, rt.bus)
     timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)
-    attachments = MediaAttachments(stores.media)
+    attachments = MediaAttachments(stores.media, stores.stickers, config.media)
     key_changes = KeyChanges(writer, stores.members, stores.devices)
     keys = KeyDirectory(
         db,
@@ -295,6 +297,20 @@ def build_services(
         clock,
     )
     presence = PresenceService(db, stores.users, stores.contacts, stores.members, access, rt.tracker, rt.bus, clock)
+    stories = StoryService(
+        db,
+        stores.stories,
+        stores.users,
+        stores.devices,
+        stores.media,
+        attachments,
+        media.files,
+        writer,
+        bg.scheduler,
+        clock,
+        config.stories,
+    )
+    stickers = StickerService(db, stores.stickers, stores.devices, attachments, writer, clock, config.stickers)
     bg.scheduler.every("prune-events", 3600, rt.stream.prune)
     return Services(
         accounts=build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter),
@@ -303,6 +319,8 @@ def build_services(
         messages=messages,
         keys=keys,
         media=media,
+        stories=stories,
+        stickers=stickers,
         presence=presence,
         stream=rt.stream,
         health=Health(db),

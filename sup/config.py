@@ -267,6 +267,42 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     signed_url_seconds: Annotated[
         int, _doc("Lifetime of signed download URLs (for <img> and <video> tags).", ge=10, le=7 * 86400)
     ] = 3600
+    max_animation_frames: Annotated[
+        int, _doc("Animated images (GIF, WebP, PNG, AVIF) with more frames are refused before decoding.", ge=1)
+    ] = 2000
+    max_animation_pixels: Annotated[
+        int,
+        _doc("Animated images whose frames hold more pixels in all (frames x width x height) are refused.", ge=1),
+    ] = 1_000_000_000
+    max_sticker_bytes: Annotated[int, _doc("Largest sticker image (purpose=sticker), in bytes.", ge=1)] = MiB
+    max_sticker_pixels: Annotated[
+        int, _doc("Sticker images with more pixels (width x height) are refused before decoding.", ge=1)
+    ] = 1024 * 1024
+    max_sticker_frames: Annotated[int, _doc("Animated stickers with more frames are refused.", ge=1)] = 300
+
+
+class StoriesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Stories: photos and videos shown to an audience for a while ([api.md](api.md#stories))."""
+
+    lifetime_hours: Annotated[
+        float, _doc("A story disappears this many hours after it was posted.", gt=0, le=7 * 24)
+    ] = 24.0
+    max_live: Annotated[int, _doc("Stories one user may have up at once.", ge=1)] = 100
+    max_list_members: Annotated[
+        int, _doc("People on one audience list (close friends, or a list of contacts to leave out).", ge=1)
+    ] = 5000
+    max_lists: Annotated[int, _doc("Lists of contacts to leave out that one user may keep.", ge=1)] = 50
+    expire_interval_seconds: Annotated[
+        float, _doc("How often expired stories, their views and their files are removed.", gt=0)
+    ] = 60.0
+
+
+class StickersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Sticker packs ([api.md](api.md#sticker-packs)); the images' own limits are under `[media]`."""
+
+    max_pack_stickers: Annotated[int, _doc("Stickers in one pack.", ge=1)] = 120
+    max_packs: Annotated[int, _doc("Packs one user may create.", ge=1)] = 100
+    max_installed: Annotated[int, _doc("Packs one user may install.", ge=1)] = 200
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -282,6 +318,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jobs: JobsConfig = JobsConfig()
     blobs: BlobsConfig = BlobsConfig()
     media: MediaConfig = MediaConfig()
+    stories: StoriesConfig = StoriesConfig()
+    stickers: StickersConfig = StickersConfig()
 
     @property
     def data_dir(self) -> Path:

@@ -28,7 +28,7 @@ RAW_AUTH = {"/api/v1/ws": "first frame ([protocol](protocol.md))"}
 
 def endpoint_table() -> str:
     """The endpoint table of docs/api.md, from the route table (sup/http/routes.py)."""
-    from sup.http.routes import ROUTES
+    from sup.http.routes import ROUTES, WEB_ROUTES
     from sup.http.schemas import SignedQuery
 
     rows = [
@@ -48,6 +48,10 @@ def endpoint_table() -> str:
             auth = "none"
         rows.append(_row(route.method, route.path, auth, route.summary))
     rows.append(_row(*OPENAPI_ROW))
+    for method, path, handler in WEB_ROUTES:  # the web client: its page and its files
+        plain = re.sub(r"{(\w+):[^}]*}", r"{\1}", path)
+        summary = (handler.__doc__ or "").strip().splitlines()[0].removeprefix(f"{method} {plain}: ")
+        rows.append(_row(method, plain, "none", summary))
     return "\n".join(rows) + "\n"
 
 

@@ -24,6 +24,7 @@ from sup.app import SCHEDULER
 from sup.transport.services import SERVICES
 from tests import media_samples as samples
 from tests.conftest import Account, Api, Reply, Server, ServerFactory, Socket, plain_group, png_bytes, require_postgres
+from tests.packs import processed
 from tests.processes import Running, sup_env
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
@@ -44,18 +45,6 @@ async def media_server(request, server_factory: ServerFactory) -> Server:
         SUP_BLOBS_S3_ADDRESSING_STYLE="path",
         SUP_BLOBS_S3_CREATE_BUCKET="true",
     )
-
-
-async def processed(api: Api, who: Account, media_id: str, timeout: float = 30) -> dict[str, Any]:
-    """Wait until processing has finished (ready or failed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        reply = await api.get(f"{MEDIA}/{media_id}", token=who.access_token)
-        assert reply.status == 200, reply.body
-        if reply.body["status"] != "pending":
-            return reply.body
-        assert asyncio.get_running_loop().time() < deadline, f"{media_id} still pending"
-        await asyncio.sleep(0.05)
 
 
 async def multipart_upload(api: Api, who: Account, data: bytes, filename: str, **params: str) -> Reply:

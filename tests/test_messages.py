@@ -9,6 +9,7 @@ import os
 import uuid
 
 from tests.conftest import Api, Server, plain_group, png_bytes, say
+from tests.packs import new_pack
 
 
 async def test_send_returns_id_seq_and_client_id(api: Api):
@@ -206,7 +207,8 @@ async def test_message_kinds(api: Api):
     alice, bob = await api.register(), await api.register()
     chat = await plain_group(api, alice, bob)
     media = (await api.upload(alice, png_bytes(), filename="cat.png")).body["id"]
-    sticker_id = (await api.upload(alice, png_bytes(32, 32), purpose="sticker")).body["id"]
+    sticker_id = (await new_pack(api, bob, "👍"))["stickers"][0]["id"]  # anyone's published pack
+    draft_sticker = (await new_pack(api, alice, "👎", publish=False))["stickers"][0]["id"]
     ok = await api.post(
         "/api/v1/messages",
         json={"chat_id": chat, "client_id": "k1", "kind": "media", "media_id": media, "body": "caption"},
@@ -225,7 +227,8 @@ async def test_message_kinds(api: Api):
         {"kind": "system", "body": "I am the server"},
         {"kind": "html", "body": "x"},
         {"kind": "media", "media_id": str(uuid.uuid4())},  # no such upload
-        {"kind": "sticker", "sticker_id": media},  # not uploaded as a sticker
+        {"kind": "sticker", "sticker_id": media},  # a file, not a sticker
+        {"kind": "sticker", "sticker_id": draft_sticker},  # a sticker of a pack not published
     ]:
         reply = await api.post(
             "/api/v1/messages", json={"chat_id": chat, "client_id": str(uuid.uuid4()), **bad}, token=alice.access_token

@@ -2,7 +2,7 @@
 
     {"v": 2, "chat_id": "<chat id>", "client_id": "<the message's client_id>", "text": "...",
      "data": "<base64>", "attachments": [{"media_id", "key", "digest", "size", "mime", "name"}],
-     "reply_to": "<message id>"}
+     "reply_to": "<message id>", "sticker_id": "<sticker id>", "story": {"id": "<story id>", "author_id": "<user id>"}}
 
 an edit names the message it replaces instead of a client_id of its own (`"edit_of": "<its client_id>"`),
 and a sender key, sent pairwise, is `{"v": 2, "chat_id": ..., "sender_key": {"distribution_id", "key"}}`.
@@ -34,6 +34,8 @@ def encode_envelope(
     data: bytes | None = None,
     attachments: Iterable[Attachment] = (),
     reply_to: str | None = None,
+    sticker_id: str | None = None,
+    story: dict[str, str] | None = None,
 ) -> bytes:
     """The plaintext of a message, before encryption: a new message's own `client_id`, or for an edit
     the `client_id` of the message it replaces (`edit_of`); exactly one of the two."""
@@ -53,6 +55,10 @@ def encode_envelope(
         envelope["attachments"] = listed
     if reply_to is not None:
         envelope["reply_to"] = reply_to
+    if sticker_id is not None:
+        envelope["sticker_id"] = sticker_id
+    if story is not None:  # a reply to a story: the server never learns which
+        envelope["story"] = {"id": story["id"], "author_id": story["author_id"]}
     return msgspec.json.encode(envelope)
 
 

@@ -535,3 +535,124 @@ class SupHttp(Transport):
     async def delete_media(self, media_id: str) -> None:
         """DELETE /media/{id}: delete one of my uploads."""
         await self.request("DELETE", f"/media/{_p(media_id)}")
+
+    # -- stories -----------------------------------------------------------------------------
+
+    async def post_story(
+        self, media_id: str, *, audience: str = "contacts", caption: str = "", list_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST /stories: my unencrypted upload (image or video) as a story for `audience`: "chats",
+        "contacts", "close_friends" or "contacts_except" (with `list_id`, the list left out)."""
+        body: dict[str, Any] = {"media_id": media_id, "audience": audience, "caption": caption}
+        if list_id is not None:
+            body["list_id"] = list_id
+        return await self.request("POST", "/stories", json=body)
+
+    async def stories_page(self, *, limit: int = 50, before: str | None = None) -> dict[str, Any]:
+        """GET /stories: `{"authors": [{"author", "stories", "all_seen"}], "next_cursor"}`, latest poster first."""
+        return await self.request("GET", "/stories", params={"limit": limit, "before": before})
+
+    def stories(self) -> AsyncIterator[dict[str, Any]]:
+        """Every author with stories I may see (`{"author", "stories", "all_seen"}`), page by page."""
+        return self._paged("/stories", key="authors", cursor_param="before", limit=100)
+
+    async def story(self, story_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/stories/{_p(story_id)}")
+
+    async def delete_story(self, story_id: str) -> None:
+        await self.request("DELETE", f"/stories/{_p(story_id)}")
+
+    async def view_story(self, story_id: str) -> None:
+        """POST /stories/{id}/view: mark it seen (again changes nothing)."""
+        await self.request("POST", f"/stories/{_p(story_id)}/view", idempotent=True)
+
+    def story_views(self, story_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Who viewed my story (`{"user", "viewed_at"}`), latest first."""
+        return self._paged(f"/stories/{_p(story_id)}/views", cursor_param="before")
+
+    async def story_lists(self) -> list[dict[str, Any]]:
+        """GET /stories/lists: my close-friends list, then my lists of people to leave out."""
+        return (await self.request("GET", "/stories/lists"))["lists"]
+
+    async def story_list(self, list_id: str = "close-friends") -> dict[str, Any]:
+        return await self.request("GET", f"/stories/lists/{_p(list_id)}")
+
+    async def create_story_list(self, name: str, user_ids: Iterable[str] = ()) -> dict[str, Any]:
+        return await self.request("POST", "/stories/lists", json={"name": name, "user_ids": list(user_ids)})
+
+    async def update_story_list(
+        self, list_id: str = "close-friends", *, name: str | None = None, user_ids: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """PATCH /stories/lists/{id}: rename it, or replace who is on it (`close-friends` names that list)."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if user_ids is not None:
+            body["user_ids"] = list(user_ids)
+        return await self.request("PATCH", f"/stories/lists/{_p(list_id)}", json=body)
+
+    async def add_to_story_list(self, list_id: str, user_ids: Iterable[str]) -> dict[str, Any]:
+        return await self.request(
+            "POST", f"/stories/lists/{_p(list_id)}/members", json={"user_ids": list(user_ids)}, idempotent=True
+        )
+
+    async def remove_from_story_list(self, list_id: str, user_id: str) -> None:
+        await self.request("DELETE", f"/stories/lists/{_p(list_id)}/members/{_p(user_id)}")
+
+    async def delete_story_list(self, list_id: str) -> None:
+        await self.request("DELETE", f"/stories/lists/{_p(list_id)}")
+
+    # -- sticker packs -----------------------------------------------------------------------
+
+    async def create_sticker_pack(self, title: str, *, cover_media_id: str | None = None) -> dict[str, Any]:
+        """POST /stickers/packs: a draft pack; add stickers, then `publish_sticker_pack`."""
+        body: dict[str, Any] = {"title": title}
+        if cover_media_id is not None:
+            body["cover_media_id"] = cover_media_id
+        return await self.request("POST", "/stickers/packs", json=body)
+
+    async def update_sticker_pack(self, pack_id: str, **fields: Any) -> dict[str, Any]:
+        """PATCH /stickers/packs/{id} with `title` and/or `cover_media_id`."""
+        return await self.request("PATCH", f"/stickers/packs/{_p(pack_id)}", json=fields)
+
+    async def add_sticker(self, pack_id: str, media_id: str, emoji: str) -> dict[str, Any]:
+        """POST /stickers/packs/{id}/stickers: my processed upload (purpose "sticker") standing for `emoji`."""
+        return await self.request(
+            "POST", f"/stickers/packs/{_p(pack_id)}/stickers", json={"media_id": media_id, "emoji": emoji}
+        )
+
+    async def remove_sticker(self, pack_id: str, sticker_id: str) -> None:
+        await self.request("DELETE", f"/stickers/packs/{_p(pack_id)}/stickers/{_p(sticker_id)}")
+
+    async def publish_sticker_pack(self, pack_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/stickers/packs/{_p(pack_id)}/publish")
+
+    async def sticker_pack(self, pack_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/stickers/packs/{_p(pack_id)}")
+
+    async def sticker_pack_by_slug(self, slug: str) -> dict[str, Any]:
+        """GET /stickers/packs/by-slug/{slug}: a pack from its share link."""
+        return await self.request("GET", f"/stickers/packs/by-slug/{_p(slug)}")
+
+    async def my_sticker_packs(self) -> list[dict[str, Any]]:
+        """GET /stickers/packs: the packs I made, drafts included."""
+        return (await self.request("GET", "/stickers/packs"))["packs"]
+
+    async def installed_sticker_packs(self) -> list[dict[str, Any]]:
+        """GET /stickers/installed: the packs I installed, in my order."""
+        return (await self.request("GET", "/stickers/installed"))["packs"]
+
+    async def install_sticker_pack(self, pack_id: str) -> list[dict[str, Any]]:
+        """POST /stickers/installed; ApiError `conflict` if it is installed already. My packs, in order."""
+        return (await self.request("POST", "/stickers/installed", json={"pack_id": pack_id}))["packs"]
+
+    async def uninstall_sticker_pack(self, pack_id: str) -> None:
+        await self.request("DELETE", f"/stickers/installed/{_p(pack_id)}")
+
+    async def reorder_sticker_packs(self, pack_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """PUT /stickers/installed: every installed pack, once, in the new order."""
+        return (await self.request("PUT", "/stickers/installed", json={"pack_ids": list(pack_ids)}))["packs"]
+
+    async def sticker(self, sticker_id: str) -> dict[str, Any]:
+        """GET /stickers/{id}: the sticker a message names (its `media_id` is the image)."""
+        return await self.request("GET", f"/stickers/{_p(sticker_id)}")

@@ -359,6 +359,14 @@ class Receiver:
         if not isinstance(reply_to, str | None):
             self._undecryptable(work, message, "malformed envelope: reply_to is not a message id", edited=edited)
             return
+        # Like reply_to, the sticker and the story replied to come from the envelope in an encrypted chat.
+        source = message if not encrypted else (original or {}) if edited else envelope
+        sticker_id = source.get("sticker_id")
+        story = source.get("story") if encrypted else None
+        if not isinstance(sticker_id, str | None) or not (story is None or _is_story_ref(story)):
+            self._undecryptable(work, message, "malformed envelope: sticker_id or story", edited=edited)
+            return
+        story = {"id": story["id"], "author_id": story["author_id"]} if story is not None else None
         text = envelope.get("text")
         item = ReceivedMessage(
             chat_id=message["chat_id"],
@@ -374,6 +382,8 @@ class Receiver:
             encrypted=encrypted,
             edited=edited,
             from_me=message.get("sender_id") == self.state.user_id,
+            sticker_id=sticker_id,
+            story=story,
         )
         content = {
             "client_id": client_id,
@@ -382,6 +392,8 @@ class Receiver:
             "attachments": [a.to_json() for a in attachments],
             "reply_to": reply_to,
             "edited": edited,
+            "sticker_id": sticker_id,
+            "story": story,
         }
         work.items.append(item)
         work.shown.add(item.message_id)
@@ -421,3 +433,8 @@ def _keep(
         reason=reason or None,
         created_at=item.created_at,
     )
+
+
+def _is_story_ref(value: object) -> bool:
+    """`{"id": <story id>, "author_id": <user id>}`, as a reply to a story names it."""
+    return isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("author_id"), str)

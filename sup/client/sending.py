@@ -65,26 +65,43 @@ class Sender:
         attachments: Iterable[Attachment],
         reply_to: str | None,
         client_id: str | None,
+        sticker_id: str | None = None,
+        story: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         client_id = client_id or str(uuid.uuid4())
         attachments = tuple(attachments)
         if len(attachments) > 1:
             raise ClientError("a message carries at most one attachment")
         media_id = attachments[0].media_id if attachments else None
-        kind = "media" if attachments else "text"
+        kind = "sticker" if sticker_id is not None else "media" if attachments else "text"
         http = self.state.http
         chat = await self.chats.chat(chat_id)
         if not is_encrypted(chat):
             if data is not None or any(a.encrypted for a in attachments):
                 raise ClientError("plaintext chats take text and plaintext files only")
+            if story is not None:
+                raise ClientError("a reply to a story goes to the author's (encrypted) direct chat")
             sent = await http.send_message(
-                chat_id, client_id, body=text or "", kind=kind, media_id=media_id, reply_to=reply_to
+                chat_id,
+                client_id,
+                body=text or "",
+                kind=kind,
+                media_id=media_id,
+                sticker_id=sticker_id,
+                reply_to=reply_to,
             )
         else:
             if any(not a.encrypted for a in attachments):
                 raise ClientError("an end-to-end encrypted chat takes encrypted attachments only (send_file)")
             plaintext = encode_envelope(
-                chat_id, client_id=client_id, text=text, data=data, attachments=attachments, reply_to=reply_to
+                chat_id,
+                client_id=client_id,
+                text=text,
+                data=data,
+                attachments=attachments,
+                reply_to=reply_to,
+                sticker_id=sticker_id,
+                story=story,
             )
 
             async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
@@ -95,6 +112,7 @@ class Sender:
                     recipients=recipients,
                     kind=kind,
                     media_id=media_id,
+                    sticker_id=sticker_id,
                     reply_to=reply_to,
                 )
 
@@ -117,6 +135,8 @@ class Sender:
                     "data": b64e(data) if data is not None else None,
                     "attachments": [a.to_json() for a in attachments],
                     "reply_to": reply_to,
+                    "sticker_id": sticker_id,
+                    "story": story,
                 },
                 created_at=sent.get("created_at"),
             )

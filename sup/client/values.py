@@ -124,6 +124,8 @@ class ReceivedMessage:
     encrypted: bool = True
     edited: bool = False
     from_me: bool = False  # sent by another device of mine
+    sticker_id: str | None = None  # a sticker message: GET /stickers/{sticker_id} says which image
+    story: dict[str, str] | None = None  # a reply to a story: {"id", "author_id"}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sup.db.database import Queryable, Row, keyset_page
+from sup.db.stories import visible_to
 
 _COLUMNS = (
     "id, owner_id, purpose, encrypted, kind, mime, filename, size, sha256, blob_key, status, failure, width, height,"
@@ -59,11 +60,14 @@ class MediaStore:
         """Hold the user's row until commit: one quota check and insert at a time per user."""
         await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", owner_id)
 
-    async def processed_twin(self, db: Queryable, blob_key: str) -> Row | None:
-        """Another unencrypted file of the same bytes whose processing is over."""
+    async def processed_twin(self, db: Queryable, blob_key: str, *, sticker: bool = False) -> Row | None:
+        """Another unencrypted file of the same bytes whose processing is over, under the same limits
+        (stickers have stricter ones: a photo refused as a sticker is not refused as a photo)."""
         return await db.fetchrow(
-            f"SELECT {_COLUMNS} FROM media WHERE blob_key = $1 AND NOT encrypted AND status <> 'pending' LIMIT 1",
+            f"SELECT {_COLUMNS} FROM media WHERE blob_key = $1 AND NOT encrypted AND status <> 'pending'"
+            " AND (purpose = 'sticker') = $2 LIMIT 1",
             blob_key,
+            sticker,
         )
 
     async def page(self, db: Queryable, owner_id: str, after: str | None, limit: int) -> list[Row]:
@@ -164,6 +168,29 @@ class MediaStore:
             " WHERE h.avatar_media_id = $1)",
             media_id,
             user_id,
+        )
+
+    async def visible_through_story(self, db: Queryable, media_id: str, user_id: str, now: int) -> int | None:
+        """Until when (ms) a live story shows this file to the user; None if none does."""
+        return await db.fetchval(
+            f"SELECT MAX(s.expires_at) FROM stories s WHERE s.media_id = $1 AND {visible_to('s', '$2', '$3')}",
+            media_id,
+            user_id,
+            now,
+        )
+
+    async def delete_if_unused(self, tx: Queryable, media_id: str) -> Row | None:
+        """Delete a file nothing uses any more (no message, avatar, story or sticker); the row if it went."""
+        return await tx.fetchrow(
+            "DELETE FROM media WHERE id = $1"
+            " AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.media_id = $1 AND o.deleted_at IS NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM users u WHERE u.avatar_media_id = $1)"
+            " AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.avatar_media_id = $1)"
+            " AND NOT EXISTS (SELECT 1 FROM stories s WHERE s.media_id = $1)"
+            " AND NOT EXISTS (SELECT 1 FROM stickers k WHERE k.media_id = $1)"
+            " AND NOT EXISTS (SELECT 1 FROM sticker_packs p WHERE p.cover_media_id = $1)"
+            f" RETURNING {_COLUMNS}",
+            media_id,
         )
 
     # -- resumable uploads -------------------------------------------------------------------

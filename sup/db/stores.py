@@ -23,6 +23,8 @@ from sup.db.events import EventStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.stickers import StickerStore
+from sup.db.stories import StoryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class Stores:
     events: EventStore
     keys: KeyDirectoryStore
     media: MediaStore
+    stories: StoryStore
+    stickers: StickerStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -68,4 +72,6 @@ class Stores:
             events=EventStore(dialect),
             keys=KeyDirectoryStore(dialect),
             media=MediaStore(),
+            stories=StoryStore(),
+            stickers=StickerStore(),
         )

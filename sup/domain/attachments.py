@@ -1,4 +1,4 @@
-"""The rules for using an uploaded file: in a message, as a sticker, as an avatar.
+"""The rules for using an uploaded file: in a message, as a sticker, as an avatar, in a story.
 
 Checked in the same transaction as the message or profile change that uses the file, so
 a file is never attached to something it does not fit (an opaque encrypted blob in a
@@ -8,10 +8,16 @@ orphan that cleanup would remove.
 
 from __future__ import annotations
 
+import json
+
+from sup.config import MediaConfig
 from sup.db.database import Queryable, Row
 from sup.db.media import MediaStore
+from sup.db.stickers import StickerStore
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
+
+STICKER_MIMES = ("image/webp", "image/png")
 
 
 def _unusable(field: str, detail: str) -> DomainError:
@@ -19,8 +25,10 @@ def _unusable(field: str, detail: str) -> DomainError:
 
 
 class MediaAttachments:
-    def __init__(self, media: MediaStore) -> None:
+    def __init__(self, media: MediaStore, stickers: StickerStore, config: MediaConfig) -> None:
         self._media = media
+        self._stickers = stickers
+        self._config = config
 
     async def _find(self, tx: Queryable, user_id: str, media_id: str, field: str, *, others_visible: bool) -> Row:
         """The file, if this user may use it; someone else's file they cannot see does not exist for them.
@@ -51,10 +59,50 @@ class MediaAttachments:
         await self._media.mark_attached(tx, media_id, now)
 
     async def as_sticker(self, tx: Queryable, user_id: str, sticker_id: str, now: int) -> None:
-        row = await self._find(tx, user_id, sticker_id, "sticker_id", others_visible=True)
-        if row["purpose"] != "sticker" or row["kind"] != "image":
-            raise _unusable("sticker_id", "sticker_id names an image uploaded with purpose=sticker.")
-        await self._media.mark_attached(tx, sticker_id, now)
+        """A message names a sticker (not a file): one still in a published pack, whoever made it."""
+        row = await self._stickers.sendable(tx, sticker_id) if is_uuid(sticker_id) else None
+        if row is None:
+            raise _unusable(
+                "sticker_id", "sticker_id names no sticker of a published pack (a draft pack's cannot be sent)."
+            )
+        await self._media.mark_attached(tx, row["media_id"], now)
+
+    async def as_sticker_image(self, tx: Queryable, user_id: str, media_id: str, field: str, now: int) -> Row:
+        """My upload as a sticker's image (or a pack's cover): a small PNG or WebP, animated only as WebP.
+
+        Processing refused bigger ones already; the limits are checked again for files processed
+        before they were set.
+        """
+        row = await self._find(tx, user_id, media_id, field, others_visible=False)
+        c = self._config
+        if row["purpose"] != "sticker" or row["kind"] != "image" or row["encrypted"]:
+            raise _unusable(field, f"{field} names an image uploaded with purpose=sticker.")
+        if row["status"] == "pending":
+            raise DomainError(
+                Code.MEDIA_NOT_READY, "The image is still being processed; add it when it is ready.", field=field
+            )
+        info = json.loads(row["info"]) if row["info"] else {}
+        frames = int(info.get("frames") or (2 if info.get("animated") else 1))
+        if row["mime"] not in STICKER_MIMES or (frames > 1 and row["mime"] != "image/webp"):
+            raise _unusable(field, "A sticker is a PNG or WebP image; an animated one is an animated WebP.")
+        if row["size"] > c.max_sticker_bytes:
+            raise _unusable(field, f"A sticker image is at most {c.max_sticker_bytes} bytes.")
+        if (row["width"] or 0) * (row["height"] or 0) > c.max_sticker_pixels:
+            raise _unusable(field, f"A sticker image has at most {c.max_sticker_pixels} pixels.")
+        if frames > c.max_sticker_frames:
+            raise _unusable(field, f"An animated sticker has at most {c.max_sticker_frames} frames.")
+        await self._media.mark_attached(tx, media_id, now)
+        return row
+
+    async def for_story(self, tx: Queryable, user_id: str, media_id: str, now: int) -> Row:
+        """My own photo or video, uploaded without end-to-end encryption (the server shows it to the audience)."""
+        row = await self._find(tx, user_id, media_id, "media_id", others_visible=False)
+        if row["purpose"] != "attachment" or row["encrypted"] or row["kind"] not in ("image", "video"):
+            raise _unusable(
+                "media_id", "A story is a photo or video uploaded without end-to-end encryption (purpose=attachment)."
+            )
+        await self._media.mark_attached(tx, media_id, now)
+        return row
 
     async def message_going(self, tx: Queryable, message_id: str) -> None:
         """A message is deleted for everyone: its file goes too, unless something else uses it."""

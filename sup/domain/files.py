@@ -189,7 +189,24 @@ class MediaFiles:
             return row
         if await self._media.visible_as_avatar(self._db, media_id, user_id):
             return row
+        if await self._media.visible_through_story(self._db, media_id, user_id, self._clock.now_ms()) is not None:
+            return row  # only while the story lives, and only to its audience
         raise not_found()
+
+    async def _link_seconds(self, row: Row, user_id: str) -> int:
+        """How long a signed URL may work: a file seen only through a story, no longer than the story."""
+        ttl = self._config.signed_url_seconds
+        media_id = row["id"]
+        if (
+            row["owner_id"] == user_id
+            or row["purpose"] == "sticker"
+            or await self._media.visible_through_message(self._db, media_id, user_id)
+            or await self._media.visible_as_avatar(self._db, media_id, user_id)
+        ):
+            return ttl
+        now = self._clock.now_ms()
+        until = await self._media.visible_through_story(self._db, media_id, user_id, now)
+        return ttl if until is None else max(1, min(ttl, (until - now) // 1000))
 
     async def list_mine(self, owner_id: str, after: str | None, limit: int) -> MediaPage:
         """My files, oldest first, and how much of my quota they use."""
@@ -261,7 +278,7 @@ class MediaFiles:
         """A URL that works without a token until it expires (for <img> and <video> tags)."""
         row = await self._visible(user_id, media_id)
         served = self._served(row, variant, user_id)
-        ttl = self._config.signed_url_seconds
+        ttl = await self._link_seconds(row, user_id)
         expires = int(self._clock.now()) + ttl
         presigned = await self._blobs.signed_url(
             served.key, expires_in=ttl, filename=served.filename, content_type=served.mime

@@ -78,20 +78,28 @@ class MediaProcessing:
 
     async def _process(self, row: Row) -> dict[str, Any]:
         if row["kind"] == "image":
+            c = self._config
+            # Stickers are small by nature: anything bigger is refused before a pixel is decoded.
+            sticker = row["purpose"] == "sticker"
+            if sticker and row["size"] > c.max_sticker_bytes:
+                raise MediaError(f"a sticker is at most {c.max_sticker_bytes} bytes; this one is {row['size']}")
             data = await self._blobs.read_all(row["blob_key"])
             # Decoded in a limited child process: a tiny file can need gigabytes and seconds of CPU.
             result = await process_image_isolated(
                 data,
-                max_pixels=self._config.max_image_pixels,
+                max_pixels=min(c.max_image_pixels, c.max_sticker_pixels) if sticker else c.max_image_pixels,
                 sizes=(320, 1280),
-                timeout=self._config.probe_timeout_seconds,
+                timeout=c.probe_timeout_seconds,
+                max_frames=min(c.max_animation_frames, c.max_sticker_frames) if sticker else c.max_animation_frames,
+                max_animation_pixels=c.max_animation_pixels,
             )
+            info = {"placeholder": result.placeholder, "animated": result.animated, "frames": result.frames}
             return {
                 **await self._store_image(result),
                 "status": "ready",
                 "width": result.width,
                 "height": result.height,
-                "info": json.dumps({"placeholder": result.placeholder, "animated": result.animated}),
+                "info": json.dumps(info),
             }
         with tempfile.TemporaryDirectory(dir=self._scratch) as scratch:
             path = os.path.join(scratch, "media")

@@ -188,7 +188,8 @@ class Uploads:
             if upload_id is not None:
                 await self._media.delete_upload(tx, upload_id)  # its reservation becomes the file's size
             await self._check_quota(tx, owner_id, stored.size)
-            twin = await self._media.processed_twin(tx, stored.key) if processable else None
+            sticker = purpose == "sticker"
+            twin = await self._media.processed_twin(tx, stored.key, sticker=sticker) if processable else None
             if twin is not None:  # the same bytes were processed before: the same results, no new job
                 row.update({column: twin[column] for column in PROCESSED_COLUMNS})
                 processable = False

@@ -27,6 +27,9 @@ from sup.transport.services import SERVICES, Services
 JSON_TYPE = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 ME = "me"  # stands for the caller's own id wherever a path has {user_id}
+# Words a path may hold where an id goes: `me` (resolved here) and `close-friends`, my close-friends
+# list, which exists before it has an id (the stories service resolves it).
+ID_ALIASES = {"user_id": (ME, "Yourself."), "list_id": ("close-friends", "My close-friends list.")}
 # A \u0000 escape not itself escaped: NUL has no place in any field, and Postgres refuses it.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -91,6 +94,8 @@ class Call:
         if is_id_param(name):
             if value == ME and name == "user_id" and self.principal is not None:
                 return self.principal.user_id
+            if name in ID_ALIASES and value == ID_ALIASES[name][0]:
+                return value
             canonical = canonical_id(value)
             if canonical is None:  # the route's pattern keeps these out; a handler called otherwise
                 raise DomainError(Code.NOT_FOUND, "There is nothing at this path.")
@@ -125,7 +130,8 @@ def router_path(path: str) -> str:
         name = match[1]
         if not is_id_param(name):
             return match[0]
-        return f"{{{name}:{ME}|{ID_REGEX}}}" if name == "user_id" else f"{{{name}:{ID_REGEX}}}"
+        alias = ID_ALIASES.get(name)
+        return f"{{{name}:{re.escape(alias[0])}|{ID_REGEX}}}" if alias else f"{{{name}:{ID_REGEX}}}"
 
     return _PATH_PARAM.sub(typed, path)
 
@@ -321,7 +327,8 @@ def _state_text_rules(schema: Any) -> None:
 def _path_schema(route: Route, name: str) -> dict[str, Any]:
     if is_id_param(name):
         schema = msgspec.json.schema(Id)
-        return {"anyOf": [schema, {"const": ME, "description": "Yourself."}]} if name == "user_id" else schema
+        alias = ID_ALIASES.get(name)
+        return {"anyOf": [schema, {"const": alias[0], "description": alias[1]}]} if alias else schema
     if name in route.params:
         return msgspec.json.schema(route.params[name])
     return {"type": "string", "minLength": 1}

@@ -13,11 +13,25 @@ from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
+from sup.domain.stickers import Sticker, StickerPack, StickerPacks
+from sup.domain.stories import AudienceListDetail, Story, StoryFeed, StoryViewPage
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
-from sup.http.handlers import auth, chats, crypto, devices, health, media, messages, users, web_client
+from sup.http.handlers import (
+    auth,
+    chats,
+    crypto,
+    devices,
+    health,
+    media,
+    messages,
+    stickers,
+    stories,
+    users,
+    web_client,
+)
 from sup.ws.gateway import websocket
 
 API = "/api/v1"
@@ -365,6 +379,112 @@ ROUTES: list[Route] = [
         tag="media",
     ),
     Route("DELETE", f"{API}/media/{{media_id}}", media.delete_media, tag="media"),
+    # stories: the lists come first, as the router tries routes in this order
+    Route("GET", f"{API}/stories/lists", stories.list_audience_lists, response=s.AudienceLists, tag="stories"),
+    Route(
+        "POST",
+        f"{API}/stories/lists",
+        stories.create_audience_list,
+        body=s.AudienceListCreate,
+        response=AudienceListDetail,
+        status=201,
+        tag="stories",
+    ),
+    Route(
+        "GET", f"{API}/stories/lists/{{list_id}}", stories.get_audience_list, response=AudienceListDetail, tag="stories"
+    ),
+    Route(
+        "PATCH",
+        f"{API}/stories/lists/{{list_id}}",
+        stories.update_audience_list,
+        body=s.AudienceListUpdate,
+        response=AudienceListDetail,
+        tag="stories",
+    ),
+    Route("DELETE", f"{API}/stories/lists/{{list_id}}", stories.delete_audience_list, tag="stories"),
+    Route(
+        "POST",
+        f"{API}/stories/lists/{{list_id}}/members",
+        stories.add_to_audience_list,
+        body=s.UserIds,
+        response=AudienceListDetail,
+        tag="stories",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/stories/lists/{{list_id}}/members/{{user_id}}",
+        stories.remove_from_audience_list,
+        tag="stories",
+    ),
+    Route("GET", f"{API}/stories", stories.list_stories, query=s.StoryFeedQuery, response=StoryFeed, tag="stories"),
+    Route("POST", f"{API}/stories", stories.post_story, body=s.StoryPost, response=Story, status=201, tag="stories"),
+    Route("GET", f"{API}/stories/{{story_id}}", stories.get_story, response=Story, tag="stories"),
+    Route("DELETE", f"{API}/stories/{{story_id}}", stories.delete_story, tag="stories"),
+    Route("POST", f"{API}/stories/{{story_id}}/view", stories.view_story, tag="stories"),
+    Route(
+        "GET",
+        f"{API}/stories/{{story_id}}/views",
+        stories.story_views,
+        query=s.StoryViewsQuery,
+        response=StoryViewPage,
+        tag="stories",
+    ),
+    # sticker packs: named paths before /stickers/{sticker_id}
+    Route("GET", f"{API}/stickers/packs", stickers.my_packs, response=StickerPacks, tag="stickers"),
+    Route(
+        "POST",
+        f"{API}/stickers/packs",
+        stickers.create_pack,
+        body=s.StickerPackCreate,
+        response=StickerPack,
+        status=201,
+        tag="stickers",
+    ),
+    Route("GET", f"{API}/stickers/packs/by-slug/{{slug}}", stickers.pack_by_slug, response=StickerPack, tag="stickers"),
+    Route("GET", f"{API}/stickers/packs/{{pack_id}}", stickers.get_pack, response=StickerPack, tag="stickers"),
+    Route(
+        "PATCH",
+        f"{API}/stickers/packs/{{pack_id}}",
+        stickers.update_pack,
+        body=s.StickerPackUpdate,
+        response=StickerPack,
+        tag="stickers",
+    ),
+    Route(
+        "POST",
+        f"{API}/stickers/packs/{{pack_id}}/stickers",
+        stickers.add_sticker,
+        body=s.StickerAdd,
+        response=Sticker,
+        status=201,
+        tag="stickers",
+    ),
+    Route(
+        "DELETE", f"{API}/stickers/packs/{{pack_id}}/stickers/{{sticker_id}}", stickers.remove_sticker, tag="stickers"
+    ),
+    Route(
+        "POST", f"{API}/stickers/packs/{{pack_id}}/publish", stickers.publish_pack, response=StickerPack, tag="stickers"
+    ),
+    Route("GET", f"{API}/stickers/installed", stickers.installed_packs, response=StickerPacks, tag="stickers"),
+    Route(
+        "POST",
+        f"{API}/stickers/installed",
+        stickers.install_pack,
+        body=s.PackRef,
+        response=StickerPacks,
+        status=201,
+        tag="stickers",
+    ),
+    Route(
+        "PUT",
+        f"{API}/stickers/installed",
+        stickers.reorder_packs,
+        body=s.PackOrder,
+        response=StickerPacks,
+        tag="stickers",
+    ),
+    Route("DELETE", f"{API}/stickers/installed/{{pack_id}}", stickers.uninstall_pack, tag="stickers"),
+    Route("GET", f"{API}/stickers/{{sticker_id}}", stickers.get_sticker, response=Sticker, tag="stickers"),
 ]
 
 

@@ -26,6 +26,8 @@ from sup.domain.keydirectory import (
     SignedPrekey,
 )
 from sup.domain.messages import Pin
+from sup.domain.stickers import TITLE_MAX as STICKER_TITLE_MAX
+from sup.domain.stories import CAPTION_MAX, LIST_NAME_MAX, AudienceList
 from sup.domain.timeline import Reaction
 from sup.domain.users import BlockedUser, Contact
 from sup.e2ekeys import MAX_KEY_ID
@@ -406,3 +408,70 @@ FILE_DOWNLOAD = {
     "206": {"description": "The byte range asked for with Range.", "content": {"*/*": {"schema": _BINARY}}},
     "304": {"description": "Not modified: If-None-Match named its ETag."},
 }
+
+
+# -- stories ----------------------------------------------------------------------------------
+
+CursorQuery = Annotated[str, Meta(max_length=80, description="The next_cursor of the previous page.")]
+UserIdList = Annotated[list[Id], Meta(max_length=5000)]
+
+
+class StoryPost(Body):
+    media_id: Annotated[Id, Meta(description="My photo or video, uploaded unencrypted (purpose=attachment).")]
+    audience: Literal["chats", "contacts", "close_friends", "contacts_except"]
+    caption: Annotated[str, Meta(max_length=CAPTION_MAX)] = ""
+    list_id: Annotated[Id, Meta(description="contacts_except: my list of people to leave out.")] | None = None
+
+
+class StoryFeedQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=100, description="Authors per page.")] = 50
+    before: CursorQuery | None = None
+
+
+class StoryViewsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    before: CursorQuery | None = None
+
+
+class AudienceListCreate(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=LIST_NAME_MAX)]
+    user_ids: UserIdList = []
+
+
+class AudienceListUpdate(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=LIST_NAME_MAX)] | None = None
+    user_ids: Annotated[UserIdList, Meta(description="Replaces who is on the list.")] | None = None
+
+
+class UserIds(Body):
+    user_ids: Annotated[list[Id], Meta(min_length=1, max_length=5000)]
+
+
+class AudienceLists(msgspec.Struct, kw_only=True):
+    lists: list[AudienceList]
+
+
+# -- sticker packs ----------------------------------------------------------------------------
+
+
+class StickerPackCreate(Body):
+    title: Annotated[str, Meta(min_length=1, max_length=STICKER_TITLE_MAX)]
+    cover_media_id: Annotated[Id, Meta(description="My image uploaded with purpose=sticker.")] | None = None
+
+
+class StickerPackUpdate(Body):
+    title: Annotated[str, Meta(min_length=1, max_length=STICKER_TITLE_MAX)] | UnsetType = UNSET
+    cover_media_id: Id | UnsetType | None = UNSET
+
+
+class StickerAdd(Body):
+    media_id: Annotated[Id, Meta(description="My PNG or WebP uploaded with purpose=sticker, processed.")]
+    emoji: Annotated[str, Meta(min_length=1, max_length=32, description="The emoji the sticker stands for.")]
+
+
+class PackRef(Body):
+    pack_id: Id
+
+
+class PackOrder(Body):
+    pack_ids: Annotated[list[Id], Meta(max_length=1000, description="Every installed pack, once, in the new order.")]

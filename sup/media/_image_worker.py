@@ -27,7 +27,13 @@ def run(params: dict[str, Any]) -> bytes:
         reason = f"image processing could not load Pillow; is its memory limit too low? ({exc})"
         return encoder.encode({"error": reason})
     try:
-        result = process_image(sys.stdin.buffer.read(), max_pixels=params["max_pixels"], sizes=params["sizes"])
+        result = process_image(
+            sys.stdin.buffer.read(),
+            max_pixels=params["max_pixels"],
+            sizes=params["sizes"],
+            max_frames=params["max_frames"],
+            max_animation_pixels=params["max_animation_pixels"],
+        )
         return encoder.encode(WorkerAnswer(result=result))
     except MediaError as exc:
         return encoder.encode(WorkerAnswer(error=str(exc)))

@@ -22,6 +22,8 @@ from sup.media.limits import (
     IMAGE_MAX_OPEN_FILES,
     IMAGE_MEMORY_LIMIT,
     IMAGE_TIMEOUT,
+    MAX_ANIMATION_FRAMES,
+    MAX_ANIMATION_PIXELS,
     THUMBNAIL_SIZES,
     MiB,
 )
@@ -56,6 +58,7 @@ class ImageResult:
     placeholder: str
     sanitized: bytes | None
     sanitized_mime: str | None = None
+    frames: int = 1  # more than one: an animation
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,8 @@ async def process_image_isolated(
     sizes: Sequence[int] = THUMBNAIL_SIZES,
     timeout: float = IMAGE_TIMEOUT,  # noqa: ASYNC109 (bounds a child process, not this coroutine)
     memory_limit: int = IMAGE_MEMORY_LIMIT,
+    max_frames: int = MAX_ANIMATION_FRAMES,
+    max_animation_pixels: int = MAX_ANIMATION_PIXELS,
 ) -> ImageResult:
     """`process_image` in a child process limited in memory, CPU time and wall-clock time.
 
@@ -86,6 +91,8 @@ async def process_image_isolated(
     """
     params = {
         "max_pixels": max_pixels,
+        "max_frames": max_frames,
+        "max_animation_pixels": max_animation_pixels,
         "sizes": list(sizes),
         "memory_limit": memory_limit,
         # A backstop for a child the parent can no longer kill; the wall clock normally wins.

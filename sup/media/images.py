@@ -30,6 +30,8 @@ from sup.media import MediaError, blurhash
 from sup.media.image_child import ImageResult, Thumb
 from sup.media.limits import (
     JPEG_MAX_SCANS,
+    MAX_ANIMATION_FRAMES,
+    MAX_ANIMATION_PIXELS,
     MAX_IMAGE_PIXELS,
     SNIFF_BYTES,
     THUMBNAIL_SIZES,
@@ -66,10 +68,13 @@ def process_image(
     *,
     max_pixels: int = MAX_IMAGE_PIXELS,
     sizes: Sequence[int] = THUMBNAIL_SIZES,
+    max_frames: int = MAX_ANIMATION_FRAMES,
+    max_animation_pixels: int = MAX_ANIMATION_PIXELS,
 ) -> ImageResult:
     """Inspect an image and derive metadata-free thumbnails (WebP), a blurhash and a sanitized copy.
 
-    Raises `MediaError` for anything that is not a complete, supported image within `max_pixels`.
+    Raises `MediaError` for anything that is not a complete, supported image within `max_pixels`,
+    and for an animation of more than `max_frames` frames or `max_animation_pixels` in all.
     Thumbnails are bounded by each size on the long edge and never upscaled: a size at least as
     large as the image yields one thumbnail at the image's own size, and larger sizes are skipped.
     `sanitized` is the whole image re-encoded without EXIF/XMP/comments (ICC kept) for JPEG, PNG
@@ -83,7 +88,7 @@ def process_image(
     if not data:
         raise MediaError("the image file is empty")
     try:
-        return _process(data, max_pixels, sizes)
+        return _process(data, max_pixels, sizes, max_frames, max_animation_pixels)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -97,7 +102,9 @@ def process_image(
         raise MediaError(f"the image is truncated or corrupt ({type(exc).__name__}: {exc})") from None
 
 
-def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
+def _process(
+    data: bytes, max_pixels: int, sizes: Sequence[int], max_frames: int, max_animation_pixels: int
+) -> ImageResult:
     with _open(data) as im:
         # Only the header has been read: refuse before a single pixel is decoded.
         width, height = im.size
@@ -121,6 +128,8 @@ def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
         else:
             # GIF, WebP and AVIF decode the first frame only, whatever the frame count.
             animated = bool(getattr(im, "is_animated", False))
+        frames = _frame_count(im, fmt, max_frames) if animated else 1
+        _check_animation(frames, width, height, max_frames, max_animation_pixels, counted_to_limit=fmt == "GIF")
         if fmt == "JPEG":
             _check_scans(data)
         icc = im.info.get("icc_profile")
@@ -157,7 +166,38 @@ def _process(data: bytes, max_pixels: int, sizes: Sequence[int]) -> ImageResult:
         placeholder=placeholder,
         sanitized=sanitized,
         sanitized_mime=sanitized_mime if sanitized is not None else None,
+        frames=frames,
     )
+
+
+def _frame_count(im: Any, fmt: str, limit: int) -> int:
+    """How many frames an animation has, without decoding any: WebP's and AVIF's demuxers and PNG's
+    acTL chunk say it; a GIF's frame headers are walked (image data skipped), no further than one
+    past `limit`, so a GIF of a million tiny frames costs no more than one of `limit`."""
+    if fmt != "GIF":
+        return int(getattr(im, "n_frames", 1))
+    count = 1
+    try:
+        while count <= limit:
+            im._seek(count, False)  # what Pillow's own n_frames does, frame by frame
+            count += 1
+    except EOFError:
+        pass
+    im.seek(0)
+    return count
+
+
+def _check_animation(
+    frames: int, width: int, height: int, max_frames: int, max_pixels: int, *, counted_to_limit: bool
+) -> None:
+    if frames > max_frames:
+        count = f"more than {max_frames}" if counted_to_limit else str(frames)
+        raise MediaError(f"the animation has {count} frames, over the limit of {max_frames}")
+    if frames * width * height > max_pixels:
+        raise MediaError(
+            f"the animation has {frames} frames of {width}x{height} ({frames * width * height} pixels in all),"
+            f" over the limit of {max_pixels} pixels"
+        )
 
 
 def _open(data: bytes) -> ImageFile.ImageFile:

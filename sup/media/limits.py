@@ -7,6 +7,10 @@ SNIFF_BYTES = 4096
 
 # 50 MP decodes to about 200 MB of RGBA: a large phone photo fits, a crafted bomb does not.
 MAX_IMAGE_PIXELS = 50_000_000
+# Only an animation's first frame is decoded here, but every viewer's browser decodes them all:
+# a few kilobytes of WebP can hold thousands of frames of a large canvas.
+MAX_ANIMATION_FRAMES = 2000
+MAX_ANIMATION_PIXELS = 1_000_000_000  # frames x width x height
 THUMBNAIL_SIZES = (320, 1280)
 
 PROBE_TIMEOUT = 20.0

@@ -15,6 +15,8 @@ from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.stickers import StickerService
+from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
 from sup.domain.users import UserService
 
@@ -27,6 +29,8 @@ class Services:
     messages: MessageService
     keys: KeyDirectory
     media: MediaService
+    stories: StoryService
+    stickers: StickerService
     presence: PresenceService
     stream: EventStream
     health: Health
