@@ -1,4 +1,4 @@
-"""The `sup` command: run, init, config check, migrate, admin."""
+"""The `sup` command: run, init, config check, migrate, admin, backup, migrate-backend, doctor."""
 
 from __future__ import annotations
 
@@ -186,6 +186,53 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(config, work))
 
 
+def _report(outcome: Any, done: str) -> int:
+    """A backup command's result: facts on stdout, warnings and problems on stderr, one line each."""
+    for line in outcome.warnings:
+        print(f"sup: warning: {line}", file=sys.stderr)
+    for line in outcome.problems:
+        print(f"sup: problem: {line}", file=sys.stderr)
+    print(done if not outcome.problems else f"{done}, with {len(outcome.problems)} problem(s)")
+    for line in outcome.facts:
+        print(f"  {line}")
+    return EXIT_FAILURE if outcome.problems else 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from sup.ops import backup
+    from sup.ops.progress import Progress
+    from sup.ops.tables import OpsError
+
+    config = _load(args)
+    progress = Progress.for_cli()
+    try:
+        if args.action == "create":
+            path = _config_path(args)
+            outcome = asyncio.run(
+                backup.create_backup(
+                    config,
+                    Path(args.path),
+                    archive=args.archive,
+                    include_s3_objects=args.include_s3_objects,
+                    config_file=Path(path) if path else None,
+                    progress=progress,
+                )
+            )
+            return _report(outcome, f"backup written to {outcome.path}")
+        if args.action == "verify":
+            outcome = asyncio.run(
+                backup.verify_backup(
+                    Path(args.path), config, scratch_database_url=args.scratch_database_url, progress=progress
+                )
+            )
+            return _report(outcome, f"backup {outcome.path} verified")
+        outcome = asyncio.run(backup.restore_backup(Path(args.path), config, force=args.force, progress=progress))
+        return _report(outcome, f"backup {outcome.path} restored; start SUP")
+    except OpsError as exc:
+        print(f"sup backup {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (`sup admin invite: --uses: ...`), exit code 2 as argparse's."""
 
@@ -314,6 +361,34 @@ def parser() -> argparse.ArgumentParser:
     )
     for p in (create, reset, invite):
         p.set_defaults(func=cmd_admin)
+
+    backup = sub.add_parser("backup", help="consistent online backups: create, verify, restore")
+    backup_sub = backup.add_subparsers(dest="action", required=True)
+    create_backup = with_config(
+        backup_sub.add_parser("create", help="back up the database, the blobs it names and the secrets, while SUP runs")
+    )
+    create_backup.add_argument("path", help="a new (or empty) directory, or the .tar file with --archive")
+    create_backup.add_argument("--archive", action="store_true", help="write one .tar file instead of a directory")
+    create_backup.add_argument(
+        "--include-s3-objects", action="store_true", help="with S3 storage, copy the objects too (default: list them)"
+    )
+    verify_backup = with_config(
+        backup_sub.add_parser("verify", help="check every file, restore the database into a scratch copy, count rows")
+    )
+    verify_backup.add_argument("path", help="a backup directory or .tar")
+    verify_backup.add_argument(
+        "--scratch-database-url",
+        help="Postgres backups: the server to restore into a scratch database (default: the configured one)",
+    )
+    restore_backup = with_config(
+        backup_sub.add_parser("restore", help="restore into the configured database, blob store and data directory")
+    )
+    restore_backup.add_argument("path", help="a backup directory or .tar")
+    restore_backup.add_argument(
+        "--force", action="store_true", help="replace a database that is not empty, or a different secrets.json"
+    )
+    for p in (create_backup, verify_backup, restore_backup):
+        p.set_defaults(func=cmd_backup)
 
     from sup.client.terminal import add_arguments, cmd_chat  # standard library only until it runs
 
