@@ -52,6 +52,7 @@ from sup.http.problems import problems_middleware
 from sup.http.routes import add_routes
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
+from sup.ops.schedule import BackupSchedule
 from sup.transport.services import SERVICES, Services
 from sup.ws.hub import HUB, Hub
 
@@ -182,6 +183,7 @@ class Background:
 
     blobs: BlobStore
     scheduler: Scheduler
+    backups: BackupSchedule | None = None
 
     @classmethod
     async def open(cls, config: Config, db: Database, clock: Clock) -> Background:
@@ -206,10 +208,15 @@ class Background:
                 retention_days=jobs.retention_days,
             ),
         )
-        return cls(blobs, scheduler)
+        backups = BackupSchedule.from_config(config)
+        if backups is not None:
+            backups.register(scheduler)
+        return cls(blobs, scheduler, backups)
 
     async def close(self) -> None:
         await self.scheduler.stop()  # running jobs still use the blob store and database
+        if self.backups is not None:
+            await self.backups.close()
         await self.blobs.close()
 
 

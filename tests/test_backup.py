@@ -223,3 +223,23 @@ async def test_create_refuses_a_directory_that_is_not_empty(tmp_path: Path):
     code, _, err = await sup("backup", "create", str(tmp_path / "full"), env=sup_env(tmp_path / "data"))
     assert code == 1
     assert "exists and is not empty" in err
+
+
+async def test_sup_run_takes_scheduled_backups_and_keeps_the_last_ones(tmp_path: Path):
+    backups = tmp_path / "backups"
+    # 0.0004 h = 1.44 s between backups; the first is taken at start.
+    env = sup_env(tmp_path / "data", SUP_BACKUP_DIR=str(backups), SUP_BACKUP_EVERY_HOURS="0.0004", SUP_BACKUP_KEEP="2")
+    running = await Running.start(env)
+    try:
+        deadline = time.monotonic() + 30
+        while running.log.count("scheduled backup written to") < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert running.log.count("scheduled backup written to") >= 3, running.log
+        await asyncio.sleep(0.5)  # the prune after the third
+    finally:
+        assert await running.stop() == 0
+    kept = sorted(p.name for p in backups.iterdir() if not p.name.startswith("."))
+    assert len(kept) == 2 and all(name.startswith("sup-backup-") for name in kept), kept
+    assert "removed old backup" in running.log
+    code, _, err = await sup("backup", "verify", str(backups / kept[-1]), env=env)
+    assert code == 0, err
