@@ -310,6 +310,7 @@ def build_services(
 
 
 async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
+    await migrations.refuse_unfinished_copy(db)
     if config.database.auto_migrate:
         applied = await migrations.migrate_up(db, clock.now_ms())
         for migration in applied:

@@ -233,6 +233,27 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def cmd_migrate_backend(args: argparse.Namespace) -> int:
+    from sup.ops.migrate_backend import migrate_backend
+    from sup.ops.progress import Progress
+    from sup.ops.tables import OpsError
+
+    config = _load(args)
+    try:
+        report = asyncio.run(
+            migrate_backend(config, args.to, final=args.final, batch=args.batch_rows, progress=Progress.for_cli())
+        )
+    except OpsError as exc:
+        print(f"sup migrate-backend: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for line in report.problems:
+        print(f"sup: problem: {line}", file=sys.stderr)
+    print(f"{'final pass' if args.final else 'copy'} done in {report.seconds:.1f} s")
+    for line in report.lines:
+        print(line)
+    return EXIT_FAILURE if report.problems else 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (`sup admin invite: --uses: ...`), exit code 2 as argparse's."""
 
@@ -389,6 +410,26 @@ def parser() -> argparse.ArgumentParser:
     )
     for p in (create_backup, verify_backup, restore_backup):
         p.set_defaults(func=cmd_backup)
+
+    move = with_config(
+        sub.add_parser(
+            "migrate-backend",
+            help="copy a live SQLite database to Postgres, or disk blobs to S3; --final (SUP stopped) finishes",
+        )
+    )
+    move.add_argument("--to", required=True, help="postgresql://user:pass@host/db or s3://bucket/optional/prefix")
+    move.add_argument(
+        "--final",
+        action="store_true",
+        help="with SUP stopped: copy what changed since, compare every row (or blob), make the target ready",
+    )
+    move.add_argument(
+        "--batch-rows",
+        type=_int_between(1, 1_000_000),
+        default=5000,
+        help="rows per batch (each commits with its resume point; default 5000)",
+    )
+    move.set_defaults(func=cmd_migrate_backend)
 
     from sup.client.terminal import add_arguments, cmd_chat  # standard library only until it runs
 
