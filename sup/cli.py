@@ -254,6 +254,26 @@ def cmd_migrate_backend(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.problems else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from sup.ops.doctor import Finding, diagnose
+
+    path = _config_path(args)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(Finding("problem", "config", str(exc), "fix the setting it names").line())
+        return EXIT_FAILURE
+    findings = asyncio.run(diagnose(config, path, args.timeout))
+    for finding in findings:
+        if finding.level != "ok" or not args.quiet:
+            print(finding.line())
+    problems = sum(1 for f in findings if f.level == "problem")
+    warnings = sum(1 for f in findings if f.level == "warning")
+    if not args.quiet or problems or warnings:
+        print(f"{problems} problem(s), {warnings} warning(s)")
+    return EXIT_FAILURE if problems else 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (`sup admin invite: --uses: ...`), exit code 2 as argparse's."""
 
@@ -430,6 +450,13 @@ def parser() -> argparse.ArgumentParser:
         help="rows per batch (each commits with its resume point; default 5000)",
     )
     move.set_defaults(func=cmd_migrate_backend)
+
+    doctor = with_config(
+        sub.add_parser("doctor", help="check this install end to end and say what to fix, one line per finding")
+    )
+    doctor.add_argument("--timeout", type=_seconds, default=10.0, help="seconds each service gets (default 10)")
+    doctor.add_argument("--quiet", "-q", action="store_true", help="print only warnings and problems")
+    doctor.set_defaults(func=cmd_doctor)
 
     from sup.client.terminal import add_arguments, cmd_chat  # standard library only until it runs
 
