@@ -243,3 +243,45 @@ async def test_sup_run_takes_scheduled_backups_and_keeps_the_last_ones(tmp_path:
     assert "removed old backup" in running.log
     code, _, err = await sup("backup", "verify", str(backups / kept[-1]), env=env)
     assert code == 0, err
+
+
+async def test_with_s3_blobs_a_backup_lists_the_objects_or_copies_them(tmp_path: Path, moto_s3):
+    import aiohttp
+
+    from tests.conftest import Api
+    from tests.s3server import ACCESS_KEY, SECRET_KEY
+
+    env = sup_env(
+        tmp_path / "data",
+        SUP_BLOBS_URL=f"s3://sup-backup-{uuid.uuid4().hex[:8]}/prefix",
+        SUP_BLOBS_S3_ENDPOINT_URL=moto_s3.endpoint_url,
+        SUP_BLOBS_S3_ACCESS_KEY_ID=ACCESS_KEY,
+        SUP_BLOBS_S3_SECRET_ACCESS_KEY=SECRET_KEY,
+        SUP_BLOBS_S3_ADDRESSING_STYLE="path",
+        SUP_BLOBS_S3_CREATE_BUCKET="true",
+    )
+    running = await Running.start(env)
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(running.url, session)
+            alice = await api.register()
+            data = os.urandom(20_000)
+            reply = await api.upload(alice, data, filename="f.bin", encrypted=True)
+            assert reply.status == 201, reply.body
+        code, _, err = await sup("backup", "create", str(tmp_path / "listed"), env=env)
+        assert code == 0, err
+        code, out, err = await sup("backup", "create", str(tmp_path / "copied"), "--include-s3-objects", env=env)
+        assert code == 0, err
+    finally:
+        await running.stop()
+    listed = json.loads((tmp_path / "listed" / MANIFEST).read_text())
+    assert listed["blobs"]["store"] == "s3" and not listed["blobs"]["included"] and listed["blobs"]["count"] == 1
+    assert not (tmp_path / "listed" / "blobs").exists()
+    copied = json.loads((tmp_path / "copied" / MANIFEST).read_text())
+    assert copied["blobs"]["included"] and copied["blobs"]["bytes"] == len(data)
+    code, out, err = await sup("backup", "verify", str(tmp_path / "listed"), env=env)
+    assert code == 0, err  # every listed object is still in the configured bucket
+    # The copied one restores into a data directory on disk: the blob comes from the backup.
+    code, out, err = await sup("backup", "restore", str(tmp_path / "copied"), env=sup_env(tmp_path / "disk"))
+    assert code == 0, err
+    assert "blobs: 1 restored" in out
