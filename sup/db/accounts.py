@@ -9,8 +9,15 @@ from sup.db.database import Queryable, Row, keyset_page
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
-    "totp_secret, totp_enabled_at, totp_last_step, created_at, updated_at"
+    "totp_secret, totp_enabled_at, totp_last_step, created_at, updated_at, last_seen_at, deactivated_at, deleted_at"
 )
+# What LIKE would read as a wildcard in a search term, escaped with a backslash.
+_LIKE_SPECIAL = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
+_STATUS_WHERE = {
+    "active": "deactivated_at IS NULL AND deleted_at IS NULL",
+    "deactivated": "deactivated_at IS NOT NULL AND deleted_at IS NULL",
+    "deleted": "deleted_at IS NOT NULL",
+}
 
 
 class UserStore:
@@ -94,6 +101,66 @@ class UserStore:
 
     async def enable_totp(self, tx: Queryable, user_id: str, now: int) -> None:
         await tx.execute("UPDATE users SET totp_enabled_at = $2, updated_at = $2 WHERE id = $1", user_id, now)
+
+    async def lock_active(self, tx: Queryable, user_id: str) -> bool:
+        """Hold the user's row until commit, if the account is not deactivated; False if it is.
+
+        A login that checked the password while an admin deactivated the account waits here
+        for that transaction, then sees the account deactivated and opens no device.
+        """
+        return (
+            await tx.execute(
+                "UPDATE users SET updated_at = updated_at WHERE id = $1 AND deactivated_at IS NULL", user_id
+            )
+            == 1
+        )
+
+    async def lock(self, tx: Queryable, user_id: str) -> Row | None:
+        """The user's row, held until commit (one administrative change at a time per user)."""
+        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
+        return await self.get(tx, user_id)
+
+    async def set_deactivated(self, tx: Queryable, user_id: str, deactivated_at: int | None, now: int) -> None:
+        await tx.execute(
+            "UPDATE users SET deactivated_at = $2, updated_at = $3 WHERE id = $1", user_id, deactivated_at, now
+        )
+
+    async def set_admin(self, tx: Queryable, user_id: str, is_admin: bool, now: int) -> None:
+        await tx.execute("UPDATE users SET is_admin = $2, updated_at = $3 WHERE id = $1", user_id, is_admin, now)
+
+    async def erase(self, tx: Queryable, user_id: str, username: str, display_name: str, now: int) -> None:
+        """Empty a deleted account's row: a name no one can register, no password, no profile, no 2FA."""
+        await tx.execute(
+            "UPDATE users SET username = $2, username_key = $2, display_name = $3, bio = '', avatar_media_id = NULL,"
+            " password_hash = '!', is_admin = $4, totp_secret = NULL, totp_enabled_at = NULL,"
+            " presence_visibility = 'nobody', last_seen_at = NULL, deactivated_at = COALESCE(deactivated_at, $5),"
+            " deleted_at = $5, updated_at = $5 WHERE id = $1",
+            user_id,
+            username,
+            display_name,
+            False,
+            now,
+        )
+
+    async def admin_page(
+        self, db: Queryable, *, search: str | None, status: str | None, after: str | None, limit: int
+    ) -> list[Row]:
+        """Users by id (creation order), optionally those whose username or display name contains `search`."""
+        where, args = [], []
+        if search:
+            args.append("%" + search.lower().translate(_LIKE_SPECIAL) + "%")
+            n = len(args)
+            where.append(f"(username_key LIKE ${n} ESCAPE '\\' OR lower(display_name) LIKE ${n} ESCAPE '\\')")
+        if status:
+            where.append(_STATUS_WHERE[status])
+        if after:
+            args.append(after)
+            where.append(f"id > ${len(args)}")
+        args.append(limit)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        return list(
+            await db.fetch(f"SELECT {_USER_COLUMNS} FROM users{condition} ORDER BY id LIMIT ${len(args)}", *args)
+        )
 
     async def claim_totp_step(self, tx: Queryable, user_id: str, step: int) -> bool:
         """Record a TOTP time step as used; False if it (or a later one) was used already."""
@@ -288,6 +355,33 @@ class InviteStore:
             expires_at,
             max_uses,
         )
+
+    async def page(self, db: Queryable, before: tuple[int, bytes] | None, limit: int) -> list[Row]:
+        """Invites, newest first; the cursor is (created_at, code_hash) of the last one seen."""
+        select = (
+            "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
+            " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
+        )
+        order = " ORDER BY i.created_at DESC, i.code_hash DESC LIMIT $1"
+        if before is None:
+            return list(await db.fetch(select + order, limit))
+        return list(
+            await db.fetch(
+                select + " WHERE i.created_at < $2 OR (i.created_at = $2 AND i.code_hash < $3)" + order,
+                limit,
+                *before,
+            )
+        )
+
+    async def get(self, db: Queryable, code_hash: bytes) -> Row | None:
+        return await db.fetchrow(
+            "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
+            " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by WHERE i.code_hash = $1",
+            code_hash,
+        )
+
+    async def delete(self, tx: Queryable, code_hash: bytes) -> bool:
+        return await tx.execute("DELETE FROM invites WHERE code_hash = $1", code_hash) == 1
 
     async def claim(self, tx: Queryable, code_hash: bytes, now: int) -> bool:
         """Use one of the invite's uses; False if unknown, expired or used up."""

@@ -120,8 +120,13 @@ class MediaStore:
         return int(used) + int(reserved)
 
     async def blob_in_use(self, db: Queryable, key: str) -> bool:
+        """Whether a file names the blob, or a data export (whose zip a user may have uploaded as a file)."""
         where = " OR ".join(f"{column} = $1" for column in BLOB_COLUMNS)
-        return await db.fetchval(f"SELECT EXISTS (SELECT 1 FROM media WHERE {where})", key)
+        return await db.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM media WHERE {where})"
+            " OR EXISTS (SELECT 1 FROM account_exports WHERE blob_key = $1)",
+            key,
+        )
 
     async def orphans(self, db: Queryable, created_before: int, limit: int) -> Sequence[Row]:
         """Uploads never attached to anything, old enough that no client is still about to send them.

@@ -163,16 +163,20 @@ class MessageStore:
             now,
         )
 
-    async def tombstone(self, tx: Queryable, message_id: str, now: int) -> None:
-        """Delete for everyone: the content goes, the row (id, seq, sender) stays so clients converge."""
-        await tx.execute(
+    async def tombstone(self, tx: Queryable, message_id: str, now: int) -> bool:
+        """Delete for everyone: the content goes, the row (id, seq, sender) stays so clients converge.
+
+        False if it was a tombstone already.
+        """
+        changed = await tx.execute(
             "UPDATE messages SET body = NULL, ciphertext = NULL, media_id = NULL, sticker_id = NULL,"
-            " deleted_at = $2 WHERE id = $1",
+            " deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
             message_id,
             now,
         )
         await tx.execute("DELETE FROM message_recipients WHERE message_id = $1", message_id)
         await tx.execute("DELETE FROM message_reactions WHERE message_id = $1", message_id)
+        return changed == 1
 
     async def hide(self, tx: Queryable, user_id: str, message_id: str) -> None:
         await tx.execute(

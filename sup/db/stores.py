@@ -18,11 +18,15 @@ from sup.db.accounts import (
     SessionStore,
     UserStore,
 )
+from sup.db.audit import AuditStore
 from sup.db.chats import ChatStore, MemberStore, RoleStore
+from sup.db.erasure import ErasureStore
 from sup.db.events import EventStore
+from sup.db.exports import ExportStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.stats import StatsStore
 from sup.db.stickers import StickerStore
 from sup.db.stories import StoryStore
 
@@ -49,6 +53,10 @@ class Stores:
     media: MediaStore
     stories: StoryStore
     stickers: StickerStore
+    audit: AuditStore
+    stats: StatsStore
+    erasure: ErasureStore
+    exports: ExportStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -74,4 +82,8 @@ class Stores:
             media=MediaStore(),
             stories=StoryStore(),
             stickers=StickerStore(),
+            audit=AuditStore(),
+            stats=StatsStore(),
+            erasure=ErasureStore(),
+            exports=ExportStore(),
         )

@@ -78,7 +78,7 @@ SECRETS_IN_BACKUP = f"secrets/{SECRETS_FILE}"
 CONFIG_IN_BACKUP = "config/sup.toml"
 # The columns that name blobs. A table added later that names blobs must be listed here too,
 # or its blobs are left out of backups (tests/test_backup.py restores every blob of a server).
-BLOB_REFERENCES: dict[str, tuple[str, ...]] = {"media": BLOB_COLUMNS}
+BLOB_REFERENCES: dict[str, tuple[str, ...]] = {"media": BLOB_COLUMNS, "account_exports": ("blob_key",)}
 # Blob files copied at once: disk and S3 both gain from a few requests in flight.
 COPY_WORKERS = 4
 CHUNK = 1024 * 1024

@@ -1,0 +1,57 @@
+"""SQL for the audit log: what administrators did, to whom, and when."""
+
+from __future__ import annotations
+
+from sup.db.database import Queryable, Row
+
+_COLUMNS = (
+    "a.id, a.actor_id, u.username AS actor_username, a.action, a.target_id, a.details, a.created_at"
+    " FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id"
+)
+
+
+class AuditStore:
+    async def insert(
+        self,
+        tx: Queryable,
+        *,
+        id: str,
+        actor_id: str | None,
+        action: str,
+        target_id: str | None,
+        details: str,
+        now: int,
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO audit_log (id, actor_id, action, target_id, details, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            id,
+            actor_id,
+            action,
+            target_id,
+            details,
+            now,
+        )
+
+    async def page(
+        self,
+        db: Queryable,
+        *,
+        before: str | None,
+        limit: int,
+        action: str | None = None,
+        target_id: str | None = None,
+        actor_id: str | None = None,
+    ) -> list[Row]:
+        """Entries newest first (ids are UUIDv7), each filter applied when given."""
+        where, args = [], []
+        for column, value in (("a.id <", before), ("a.action =", action), ("a.target_id =", target_id)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} ${len(args)}")
+        if actor_id is not None:
+            args.append(actor_id)
+            where.append(f"a.actor_id = ${len(args)}")
+        args.append(limit)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        return list(await db.fetch(f"SELECT {_COLUMNS}{condition} ORDER BY a.id DESC LIMIT ${len(args)}", *args))
