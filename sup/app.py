@@ -32,8 +32,11 @@ from sup.db.stores import Stores
 from sup.delivery import Delivery
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
+from sup.domain.admin import AdminService
 from sup.domain.attachments import MediaAttachments
+from sup.domain.audit import AuditLog
 from sup.domain.chats import ChatService
+from sup.domain.erasure import AccountErasure
 from sup.domain.events import EventWriter
 from sup.domain.health import Health
 from sup.domain.keychanges import KeyChanges
@@ -50,6 +53,7 @@ from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
 from sup.domain.totp import TotpBox
 from sup.domain.users import UserService
+from sup.http.api import hide_admin_paths
 from sup.http.handlers.web_client import REGISTRATION
 from sup.http.middleware import add_security_headers, cors_middleware
 from sup.http.problems import problems_middleware
@@ -147,6 +151,29 @@ def build_admin_accounts(config: Config, db: Database, hasher: PasswordHasher, c
     writer = EventWriter(stores.events, _Silent())
     key_changes = KeyChanges(writer, stores.members, stores.devices)
     return build_accounts(config, db, stores, hasher, clock, key_changes, server_keys(config), MemoryRateLimiter())
+
+
+def build_admin(config: Config, db: Database, stores: Stores, key_changes: KeyChanges, clock: Clock) -> AdminService:
+    audit = AuditLog(db, stores.audit)
+    return AdminService(
+        db,
+        stores.users,
+        stores.devices,
+        stores.recovery_codes,
+        stores.invites,
+        stores.stats,
+        audit,
+        key_changes,
+        clock,
+        quota_bytes=config.media.quota_bytes,
+    )
+
+
+def build_admin_service(config: Config, db: Database, clock: Clock) -> AdminService:
+    """Administration for `sup admin`, with no server running in this process (changes are audited all the same)."""
+    stores = Stores.for_dialect(db.dialect)
+    key_changes = KeyChanges(EventWriter(stores.events, _Silent()), stores.members, stores.devices)
+    return build_admin(config, db, stores, key_changes, clock)
 
 
 @dataclass
@@ -319,8 +346,28 @@ def build_services(
     )
     stickers = StickerService(db, stores.stickers, stores.devices, attachments, writer, clock, config.stickers)
     bg.scheduler.every("prune-events", 3600, rt.stream.prune)
+    accounts = build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter)
+    audit = AuditLog(db, stores.audit)
+    erasure = AccountErasure(
+        db,
+        stores.users,
+        stores.devices,
+        stores.members,
+        stores.erasure,
+        stores.exports,
+        stores.media,
+        accounts,
+        chats,
+        messages,
+        media.files,
+        bg.blobs,
+        key_changes,
+        audit,
+        bg.scheduler,
+        clock,
+    )
     return Services(
-        accounts=build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter),
+        accounts=accounts,
         users=UserService(db, stores.users, stores.contacts, stores.blocks, attachments, clock),
         chats=chats,
         messages=messages,
@@ -335,6 +382,9 @@ def build_services(
         trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies),
         ws=config.websocket,
         public_url=config.server.public_url.rstrip("/"),
+        admin=build_admin(config, db, stores, key_changes, clock),
+        audit=audit,
+        erasure=erasure,
     )
 
 
@@ -389,7 +439,7 @@ async def _close_websockets(app: web.Application) -> None:
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[cors_middleware(config.server.cors_origins), problems_middleware],
+        middlewares=[cors_middleware(config.server.cors_origins), problems_middleware, hide_admin_paths],
     )
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()

@@ -157,7 +157,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from sup.app import build_admin_accounts, build_hasher, prepare_schema
+    from sup.app import build_admin_accounts, build_admin_service, build_hasher, prepare_schema
     from sup.clock import Clock
 
     config = _load(args)
@@ -172,6 +172,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
             if args.action == "create-user":
                 user = await accounts.create_user(args.username, password, is_admin=args.admin)
                 print(f"created user {user.username} ({user.id})")
+            elif args.action == "set-admin":
+                admin = build_admin_service(config, db, clock)
+                user = await admin.set_admin(None, await admin.find_user_id(args.username), not args.off)
+                print(f"{user.username} is {'now' if user.is_admin else 'no longer'} an administrator")
             elif args.action == "reset-password":
                 await accounts.reset_password(args.username, password)
                 print(f"password of {args.username} reset; all of its devices were logged out")
@@ -400,7 +404,10 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help=f"how many codes, 1 to {INVITE_MAX_COUNT} (default 1)",
     )
-    for p in (create, reset, invite):
+    promote = with_config(admin_sub.add_parser("set-admin", help="make an existing user an administrator"))
+    promote.add_argument("username")
+    promote.add_argument("--off", action="store_true", help="make the user an administrator no longer")
+    for p in (create, reset, invite, promote):
         p.set_defaults(func=cmd_admin)
 
     backup = sub.add_parser("backup", help="consistent online backups: create, verify, restore")

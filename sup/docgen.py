@@ -40,6 +40,8 @@ def endpoint_table() -> str:
             if route.path not in RAW_AUTH:
                 raise KeyError(f"{route.method} {route.path} is raw: say how it authenticates in RAW_AUTH")
             auth = RAW_AUTH[route.path]
+        elif route.admin:
+            auth = "admin's token"
         elif route.auth:
             auth = "token"
         elif route.query is not None and issubclass(route.query, SignedQuery):

@@ -23,6 +23,7 @@ class Code(StrEnum):
     REFRESH_TOKEN_REUSED = "refresh_token_reused"
     TOTP_REQUIRED = "totp_required"
     INVALID_TOTP = "invalid_totp"
+    ACCOUNT_DEACTIVATED = "account_deactivated"
     # authorisation and state
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"

@@ -285,6 +285,11 @@ class MemberStore:
             limit,
         )
 
+    async def chat_ids_of(self, db: Queryable, user_id: str) -> list[str]:
+        """Every chat the user is a member of."""
+        rows = await db.fetch("SELECT chat_id FROM chat_members WHERE user_id = $1 ORDER BY chat_id", user_id)
+        return [r["chat_id"] for r in rows]
+
     async def user_ids(self, db: Queryable, chat_id: str) -> list[str]:
         return [r["user_id"] for r in await db.fetch("SELECT user_id FROM chat_members WHERE chat_id = $1", chat_id)]
 
@@ -299,9 +304,14 @@ class MemberStore:
         )
 
     async def audience(self, db: Queryable, chat_id: str) -> Audience:
-        """Every member and every active device of theirs (one query: the send path's)."""
+        """Every member and every active device of theirs (one query: the send path's).
+
+        Not a deactivated member: such an account has no device, and an encrypted message waits
+        for no one who cannot log in.
+        """
         rows = await db.fetch(
             "SELECT m.user_id, d.id, k.device_id IS NOT NULL AS keyed FROM chat_members m"
+            " JOIN users u ON u.id = m.user_id AND u.deactivated_at IS NULL"
             " LEFT JOIN user_devices d ON d.user_id = m.user_id AND d.revoked_at IS NULL"
             " LEFT JOIN device_keys k ON k.device_id = d.id WHERE m.chat_id = $1",
             chat_id,

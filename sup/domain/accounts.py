@@ -264,6 +264,8 @@ class AccountService:
             async with self._db.transaction() as tx:
                 if row["totp_enabled_at"] is not None:
                     await self._check_second_factor(tx, row, totp_code, recovery_code, now)
+                if not await self._users.lock_active(tx, row["id"]):  # said only to who knows the password
+                    raise DomainError(Code.ACCOUNT_DEACTIVATED, "An administrator has deactivated this account.")
                 if new_hash:
                     await self._users.set_password_hash(tx, row["id"], new_hash, now)
                 session = await self._open_device(tx, row["id"], device_name, now)
@@ -362,6 +364,42 @@ class AccountService:
         if device is None or device["user_id"] != claims.user_id:
             raise DomainError(Code.INVALID_TOKEN, "This session has ended; log in again.")
         return Principal(claims.user_id, claims.device_id)
+
+    async def authenticate_admin(self, access_token: str | None) -> Principal:
+        """The caller behind an administrator's access token; for anyone else, 404 as for a path that does not exist.
+
+        Only an administrator's own expired token answers `token_expired`, so that their client refreshes it.
+        """
+        now = self._clock.now_ms()
+        try:
+            if access_token is None:
+                raise _nothing_here()
+            who = await self.authenticate(access_token)
+        except DomainError as error:
+            if error.code is Code.TOKEN_EXPIRED and access_token is not None:
+                claims = self._tokens.verify(access_token, now, expired_too=True)
+                if await self._is_admin(claims.user_id):
+                    raise
+            raise _nothing_here() from None
+        if not await self._is_admin(who.user_id):
+            raise _nothing_here()
+        return who
+
+    async def _is_admin(self, user_id: str) -> bool:
+        row = await self._users.get(self._db, user_id)
+        return row is not None and bool(row["is_admin"]) and row["deactivated_at"] is None
+
+    async def reauthenticate(
+        self, who: Principal, password: str, totp_code: str | None, recovery_code: str | None
+    ) -> None:
+        """Check that the caller is the account's owner again: the password, and a second factor if 2FA is on.
+
+        For what cannot be undone (deleting the account): a stolen access token alone is not enough.
+        """
+        row = await self._user_with_password(who, password)
+        if row["totp_enabled_at"] is not None:
+            async with self._throttle.check(who.user_id), self._db.transaction() as tx:
+                await self._check_second_factor(tx, row, totp_code, recovery_code, self._clock.now_ms())
 
     async def logout(self, who: Principal) -> None:
         now = self._clock.now_ms()
@@ -525,7 +563,7 @@ class AccountService:
         # ttl_seconds=None is "never"; 0 or less would be an invite dead on arrival, not a never-expiring one.
         if max_uses < 1 or (ttl_seconds is not None and ttl_seconds <= 0):
             raise ValueError(f"an invite needs max_uses >= 1 and ttl_seconds > 0 (got {max_uses}, {ttl_seconds})")
-        code = "supi_" + secrets.token_urlsafe(12)
+        code = new_invite_code()
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             await self._invites.insert(
@@ -539,5 +577,14 @@ class AccountService:
         return code
 
 
+def new_invite_code() -> str:
+    """An invite code: only its hash is stored, so it is shown once, when made."""
+    return "supi_" + secrets.token_urlsafe(12)
+
+
 def _no_device() -> DomainError:
     return DomainError(Code.NOT_FOUND, "No such device.")
+
+
+def _nothing_here() -> DomainError:
+    return DomainError(Code.NOT_FOUND, "There is nothing at this path.")

@@ -323,6 +323,16 @@ class ChatService:
             await self._keys.member_left(tx, chat_id)
         return
 
+    async def remove_everywhere(self, tx: Transaction, user_id: str, now: int) -> None:
+        """The user's account is being deleted: out of every chat, as if they had left each one.
+
+        Ownership passes on, a chat they were the last member of is deleted, and the others get the
+        usual system message and `chat.member.removed` event.
+        """
+        for chat_id in await self._members.chat_ids_of(tx, user_id):
+            membership = await self._access.access_chat(tx, user_id, chat_id)
+            await self._remove_member(tx, membership, user_id, user_id, now)
+
     # -- members -------------------------------------------------------------------------
 
     async def members(self, who_id: str, chat_id: str, after: str | None, limit: int) -> MemberPage:

@@ -411,9 +411,23 @@ class MessageService:
                     membership.require(Permission.DELETE_OTHERS, "delete other people's messages")
                 if row.deleted_at is not None:
                     return
-                await self._attachments.message_going(tx, message_id)
-                await self._messages.tombstone(tx, message_id, now)
-                await self._timeline.to_chat(tx, row.chat_id, "message.deleted", {**event, "for_everyone": True}, now)
+                await self.tombstone(tx, row.chat_id, message_id, row.seq, now)
+
+    async def tombstone(
+        self,
+        tx: Transaction,
+        chat_id: str,
+        message_id: str,
+        seq: int,
+        now: int,
+        *,
+        devices: Sequence[str] | None = None,
+    ) -> None:
+        """Delete a message for everyone, its checks done: its file goes, a tombstone stays, the members hear it."""
+        await self._attachments.message_going(tx, message_id)
+        if await self._messages.tombstone(tx, message_id, now):
+            event = {"chat_id": chat_id, "message_id": message_id, "seq": seq, "for_everyone": True}
+            await self._timeline.to_chat(tx, chat_id, "message.deleted", event, now, devices=devices)
 
     async def react(self, user_id: str, message_id: str, emoji: str, *, add: bool) -> list[Reaction]:
         emoji = check_reaction(emoji)
@@ -431,21 +445,49 @@ class MessageService:
             reactions = [Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in summary]
             if changed:
                 counts = {x.emoji: x.count for x in reactions}
-                await self._timeline.to_chat(
-                    tx,
-                    row.chat_id,
-                    "reaction.updated",
-                    {
-                        "chat_id": row.chat_id,
-                        "message_id": message_id,
-                        "user_id": user_id,
-                        "emoji": emoji,
-                        "added": add,
-                        "count": counts.get(emoji, 0),
-                    },
-                    now,
+                await self._reaction_updated(
+                    tx, row.chat_id, message_id, user_id, emoji, add, counts.get(emoji, 0), now
                 )
         return reactions
+
+    async def withdraw_reaction(
+        self,
+        tx: Transaction,
+        chat_id: str,
+        message_id: str,
+        user_id: str,
+        emoji: str,
+        now: int,
+        *,
+        devices: Sequence[str] | None = None,
+    ) -> None:
+        """Take a user's reaction off a message, its checks done; the members hear the new count."""
+        if await self._reactions.remove(tx, message_id, user_id, emoji):
+            summary = (await self._reactions.summary(tx, [message_id], user_id)).get(message_id, [])
+            count = next((x["count"] for x in summary if x["emoji"] == emoji), 0)
+            await self._reaction_updated(tx, chat_id, message_id, user_id, emoji, False, count, now, devices)
+
+    async def _reaction_updated(
+        self,
+        tx: Transaction,
+        chat_id: str,
+        message_id: str,
+        user_id: str,
+        emoji: str,
+        added: bool,
+        count: int,
+        now: int,
+        devices: Sequence[str] | None = None,
+    ) -> None:
+        event = {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "user_id": user_id,
+            "emoji": emoji,
+            "added": added,
+            "count": count,
+        }
+        await self._timeline.to_chat(tx, chat_id, "reaction.updated", event, now, devices=devices)
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
         _, row = await self._access_message(self._db, user_id, message_id)

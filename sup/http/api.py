@@ -27,6 +27,7 @@ from sup.transport.services import SERVICES, Services
 JSON_TYPE = "application/json"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 ME = "me"  # stands for the caller's own id wherever a path has {user_id}
+ADMIN_PATHS = "/api/v1/admin/"
 # Words a path may hold where an id goes: `me` (resolved here) and `close-friends`, my close-friends
 # list, which exists before it has an id (the stories service resolves it).
 ID_ALIASES = {"user_id": (ME, "Yourself."), "list_id": ("close-friends", "My close-friends list.")}
@@ -60,6 +61,8 @@ class Route:
     # The handler takes the aiohttp request and answers by itself (the WebSocket upgrade): no
     # body, query or token parsing here, and its OpenAPI entry only points to its protocol.
     raw: bool = False
+    # For server administrators only: to anyone else the path does not exist (404), whatever they send.
+    admin: bool = False
 
     @property
     def summary(self) -> str:
@@ -281,11 +284,36 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
+async def admin_principal(request: web.Request) -> Principal:
+    """The administrator calling; 404 for anyone else, as for a path that does not exist."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return await request.app[SERVICES].accounts.authenticate_admin(token)
+
+
+@web.middleware
+async def hide_admin_paths(request: web.Request, handler: Any) -> web.StreamResponse:
+    """An admin path with a method it does not take: 405 for administrators, 404 for everyone else.
+
+    The router answers 405 before any handler runs, and its Allow header would show a stranger
+    that the path exists.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed:
+        if request.path.startswith(ADMIN_PATHS):
+            await admin_principal(request)
+        raise
+
+
 def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         services = request.app[SERVICES]
         call = Call(request, services)
-        if route.auth:
+        if route.admin:  # before the body and query are read: no 422 tells a stranger the path exists
+            call.principal = await admin_principal(request)
+        elif route.auth:
             call.principal = await services.accounts.authenticate(bearer_token(request))
         if route.query is not None:
             call.query = read_query(request, route.query)

@@ -8,6 +8,8 @@ from aiohttp import web
 
 from sup import __version__
 from sup.domain.accounts import Device, User
+from sup.domain.admin import AdminUser, AdminUserDetail, AdminUserPage, InvitePage, NewInvite, ServerStats
+from sup.domain.audit import AuditPage
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
@@ -20,6 +22,7 @@ from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
 from sup.http.handlers import (
+    admin,
     auth,
     chats,
     crypto,
@@ -485,6 +488,86 @@ ROUTES: list[Route] = [
     ),
     Route("DELETE", f"{API}/stickers/installed/{{pack_id}}", stickers.uninstall_pack, tag="stickers"),
     Route("GET", f"{API}/stickers/{{sticker_id}}", stickers.get_sticker, response=Sticker, tag="stickers"),
+    # administration: administrators only, a 404 for anyone else
+    Route(
+        "GET",
+        f"{API}/admin/users",
+        admin.list_users,
+        query=s.AdminUsersQuery,
+        response=AdminUserPage,
+        admin=True,
+        tag="admin",
+    ),
+    Route("GET", f"{API}/admin/users/{{user_id}}", admin.get_user, response=AdminUserDetail, admin=True, tag="admin"),
+    Route("DELETE", f"{API}/admin/users/{{user_id}}", admin.delete_user, admin=True, tag="admin"),
+    Route(
+        "POST",
+        f"{API}/admin/users/{{user_id}}/deactivate",
+        admin.deactivate_user,
+        response=AdminUser,
+        admin=True,
+        tag="admin",
+    ),
+    Route(
+        "POST",
+        f"{API}/admin/users/{{user_id}}/reactivate",
+        admin.reactivate_user,
+        response=AdminUser,
+        admin=True,
+        tag="admin",
+    ),
+    Route("POST", f"{API}/admin/users/{{user_id}}/2fa/reset", admin.reset_two_factor, admin=True, tag="admin"),
+    Route(
+        "PUT",
+        f"{API}/admin/users/{{user_id}}/admin",
+        admin.set_admin,
+        body=s.AdminRole,
+        response=AdminUser,
+        admin=True,
+        tag="admin",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/admin/users/{{user_id}}/devices",
+        admin.revoke_devices,
+        response=s.RevokedDevices,
+        admin=True,
+        tag="admin",
+    ),
+    Route(
+        "DELETE", f"{API}/admin/users/{{user_id}}/devices/{{device_id}}", admin.revoke_device, admin=True, tag="admin"
+    ),
+    Route(
+        "GET",
+        f"{API}/admin/invites",
+        admin.list_invites,
+        query=s.InvitesQuery,
+        response=InvitePage,
+        admin=True,
+        tag="admin",
+    ),
+    Route(
+        "POST",
+        f"{API}/admin/invites",
+        admin.create_invite,
+        body=s.InviteCreate,
+        response=NewInvite,
+        status=201,
+        admin=True,
+        tag="admin",
+    ),
+    Route(
+        "DELETE",
+        f"{API}/admin/invites/{{invite}}",
+        admin.revoke_invite,
+        params={"invite": s.InviteRef},
+        admin=True,
+        tag="admin",
+    ),
+    Route("GET", f"{API}/admin/stats", admin.server_stats, response=ServerStats, admin=True, tag="admin"),
+    Route(
+        "GET", f"{API}/admin/audit", admin.audit_log, query=s.AuditQuery, response=AuditPage, admin=True, tag="admin"
+    ),
 ]
 
 

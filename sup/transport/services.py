@@ -9,7 +9,10 @@ from aiohttp import web
 
 from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
+from sup.domain.admin import AdminService
+from sup.domain.audit import AuditLog
 from sup.domain.chats import ChatService
+from sup.domain.erasure import AccountErasure
 from sup.domain.health import Health
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
@@ -38,6 +41,9 @@ class Services:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     ws: WebSocketConfig
     public_url: str
+    admin: AdminService
+    audit: AuditLog
+    erasure: AccountErasure
 
 
 SERVICES = web.AppKey("services", Services)
