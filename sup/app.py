@@ -38,6 +38,7 @@ from sup.domain.audit import AuditLog
 from sup.domain.chats import ChatService
 from sup.domain.erasure import AccountErasure
 from sup.domain.events import EventWriter
+from sup.domain.exports import ExportService, ExportSources
 from sup.domain.health import Health
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
@@ -366,6 +367,20 @@ def build_services(
         bg.scheduler,
         clock,
     )
+    sources = ExportSources(
+        users=stores.users,
+        devices=stores.devices,
+        contacts=stores.contacts,
+        blocks=stores.blocks,
+        chats=stores.chats,
+        members=stores.members,
+        messages=stores.messages,
+        media=stores.media,
+        stories=stores.stories,
+        stickers=stores.stickers,
+        blobs=bg.blobs,
+    )
+    exports = ExportService(db, stores.exports, sources, media.files, bg.scheduler, clock, config.data_dir / "tmp")
     return Services(
         accounts=accounts,
         users=UserService(db, stores.users, stores.contacts, stores.blocks, attachments, clock),
@@ -385,6 +400,7 @@ def build_services(
         admin=build_admin(config, db, stores, key_changes, clock),
         audit=audit,
         erasure=erasure,
+        exports=exports,
     )
 
 

@@ -11,6 +11,7 @@ from sup.domain.accounts import Device, User
 from sup.domain.admin import AdminUser, AdminUserDetail, AdminUserPage, InvitePage, NewInvite, ServerStats
 from sup.domain.audit import AuditPage
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
+from sup.domain.exports import AccountExport, AccountExports
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
@@ -22,6 +23,7 @@ from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
 from sup.http.handlers import (
+    account,
     admin,
     auth,
     chats,
@@ -100,6 +102,18 @@ ROUTES: list[Route] = [
         body=s.TotpVerifyRequest,
         response=s.RecoveryCodesResponse,
         tag="auth",
+    ),
+    # my account as a whole
+    Route("POST", f"{API}/account/delete", account.delete_account, body=s.AccountDelete, tag="account"),
+    Route("POST", f"{API}/account/exports", account.request_export, response=AccountExport, status=202, tag="account"),
+    Route("GET", f"{API}/account/exports", account.list_exports, response=AccountExports, tag="account"),
+    Route("GET", f"{API}/account/exports/{{export_id}}", account.get_export, response=AccountExport, tag="account"),
+    Route(
+        "GET",
+        f"{API}/account/exports/{{export_id}}/download",
+        account.download_export,
+        raw_responses=s.FILE_DOWNLOAD,
+        tag="account",
     ),
     # devices
     Route("GET", f"{API}/devices", devices.list_devices, response=s.DeviceList, tag="devices"),

@@ -521,3 +521,12 @@ class AuditQuery(Input):
     action: Annotated[str, Meta(min_length=1, max_length=64, pattern=whole("[a-z0-9_.]+"))] | None = None
     target_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=whole("[0-9a-fA-F-]+"))] | None = None
     actor_id: Id | None = None
+
+
+# -- my account: deleting it, exporting its data ---------------------------------------------------
+
+
+class AccountDelete(Body):
+    password: AnyPassword
+    totp_code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None

@@ -13,6 +13,7 @@ from sup.domain.admin import AdminService
 from sup.domain.audit import AuditLog
 from sup.domain.chats import ChatService
 from sup.domain.erasure import AccountErasure
+from sup.domain.exports import ExportService
 from sup.domain.health import Health
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
@@ -44,6 +45,7 @@ class Services:
     admin: AdminService
     audit: AuditLog
     erasure: AccountErasure
+    exports: ExportService
 
 
 SERVICES = web.AppKey("services", Services)

@@ -155,7 +155,7 @@ async def _serve(call: Call, variant: str, query: s.SignedQuery) -> web.StreamRe
         user_id = None
     else:
         user_id = (await call.services.accounts.authenticate(bearer_token(call.request))).user_id
-    return await _stream(call.request, await media.download(user_id, media_id, variant))  # type: ignore[arg-type]
+    return await stream_file(call.request, await media.download(user_id, media_id, variant))  # type: ignore[arg-type]
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -181,7 +181,8 @@ def _unsatisfiable(size: int) -> DomainError:
     return DomainError(Code.RANGE_NOT_SATISFIABLE, f"The file has {size} bytes.", content_range=f"bytes */{size}")
 
 
-async def _stream(request: web.Request, file: Download) -> web.StreamResponse:
+async def stream_file(request: web.Request, file: Download) -> web.StreamResponse:
+    """Serve a stored file: ranges, ETag, and headers that keep a browser from running it."""
     etag = f'"{file.etag}"'
     headers = {
         "ETag": etag,
