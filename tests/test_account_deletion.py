@@ -225,6 +225,17 @@ async def test_deleting_my_own_account_needs_my_password_and_2fa(server: Server,
     assert (await api.get(f"{EXPORTS}", token=user.access_token)).status == 401
     assert (await api.login(user)).code == "invalid_credentials"
     assert (await api.get(f"/api/v1/users/by-username/{user.username}", token=friend.access_token)).status == 404
+    # Still shown where the account's messages are, but no one to add, block or chat with.
+    shown = await api.get(f"/api/v1/users/{user.user_id}", token=friend.access_token)
+    assert shown.status == 200 and shown.body["display_name"] == "Deleted account"
+    for path, body in (
+        (f"/api/v1/users/{friend.user_id}/contacts", {"user_id": user.user_id}),
+        (f"/api/v1/users/{friend.user_id}/block", {"user_id": user.user_id}),
+        ("/api/v1/chats", {"type": "direct", "member_ids": [user.user_id]}),
+        (f"/api/v1/chats/{await plain_group(api, friend)}/members", {"user_ids": [user.user_id]}),
+    ):
+        reply = await api.post(path, json=body, token=friend.access_token)
+        assert reply.status == 404, (path, reply.body)
     reborn = await api.register(user.username)
     assert reborn.user_id != user.user_id
     entries = (await api.get(f"{ADMIN}/audit", token=admin.access_token, params={"target_id": user.user_id})).body

@@ -60,6 +60,10 @@ class UserStore:
         placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
         return list(await db.fetch(f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({placeholders})", *user_ids))
 
+    async def existing(self, db: Queryable, user_ids: list[str]) -> set[str]:
+        """Which of these ids are accounts that were not deleted."""
+        return {row["id"] for row in await self.get_many(db, user_ids) if row["deleted_at"] is None}
+
     async def update_profile(self, tx: Queryable, user_id: str, changes: dict[str, Any], now: int) -> None:
         allowed = {"display_name", "bio", "avatar_media_id"}
         assert set(changes) <= allowed, changes

@@ -163,7 +163,7 @@ class ChatService:
             raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
         if len(others) > MAX_MEMBERS_AT_CREATION:
             raise DomainError(Code.VALIDATION_FAILED, f"At most {MAX_MEMBERS_AT_CREATION} members at creation.")
-        found = {row["id"] for row in await self._users.get_many(self._db, others)}
+        found = await self._users.existing(self._db, others)  # a deleted account is no one to chat with
         if missing := [m for m in others if m not in found]:
             raise DomainError(Code.NOT_FOUND, "Some members do not exist.", missing_user_ids=missing)
         for other in others:
@@ -358,7 +358,7 @@ class ChatService:
         targets = sorted(set(user_ids))
         if not targets or any(not is_uuid(u) for u in targets):
             raise DomainError(Code.VALIDATION_FAILED, "user_ids are user ids.", field="user_ids")
-        found = {row["id"] for row in await self._users.get_many(self._db, targets)}
+        found = await self._users.existing(self._db, targets)
         if missing := [u for u in targets if u not in found]:
             raise DomainError(Code.NOT_FOUND, "Some users do not exist.", missing_user_ids=missing)
         now = self._clock.now_ms()

@@ -68,6 +68,13 @@ class UserService:
             raise DomainError(Code.NOT_FOUND, "No such user.")
         return user_from_row(row)
 
+    async def _live_user(self, user_id: str) -> User:
+        """A user one may add or block: a deleted account still shows its (empty) profile, but is no one."""
+        row = await self._users.get(self._db, user_id) if is_uuid(user_id) else None
+        if row is None or row["deleted_at"] is not None:
+            raise DomainError(Code.NOT_FOUND, "No such user.")
+        return user_from_row(row)
+
     async def get_by_username(self, username: str) -> User:
         row = await find_by_username(self._users, self._db, username)
         if row is None:
@@ -125,7 +132,7 @@ class UserService:
         _same_user(who, user_id)
         if contact_id == user_id:
             raise DomainError(Code.VALIDATION_FAILED, "You cannot add yourself as a contact.", field="user_id")
-        contact = await self.get_user(contact_id)
+        contact = await self._live_user(contact_id)
         async with self._db.transaction() as tx:
             added_at = await self._contacts.add(tx, user_id, contact_id, self._clock.now_ms())
         return Contact(user=contact, added_at=added_at)
@@ -148,7 +155,7 @@ class UserService:
         _same_user(who, user_id)
         if blocked_id == user_id:
             raise DomainError(Code.VALIDATION_FAILED, "You cannot block yourself.", field="user_id")
-        target = await self.get_user(blocked_id)
+        target = await self._live_user(blocked_id)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             await self._blocks.add(tx, user_id, blocked_id, now)

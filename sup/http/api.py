@@ -286,9 +286,10 @@ def bearer_token(request: web.Request) -> str:
 
 async def admin_principal(request: web.Request) -> Principal:
     """The administrator calling; 404 for anyone else, as for a path that does not exist."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    try:
+        token: str | None = bearer_token(request)
+    except DomainError:
+        token = None  # no 401 either: it would say that something is here
     return await request.app[SERVICES].accounts.authenticate_admin(token)
 
 
