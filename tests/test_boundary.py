@@ -11,9 +11,11 @@ from collections import defaultdict
 
 import pytest
 
+from sup.http.api import ADMIN_PATHS
 from sup.http.routes import API, ROUTES
 from sup.ids import uuid7
 from tests.conftest import Api, Server, plain_group, say
+from tests.test_admin import make_admin
 from tests.test_bad_input import assert_problem
 
 # -- ids ----------------------------------------------------------------------------------------
@@ -160,13 +162,17 @@ def _allow(reply) -> set[str]:
 
 async def test_every_route_answers_other_methods_with_its_own_allow_list(server: Server):
     api = server.api
-    alice = await api.register()
+    alice, admin = await api.register(), await make_admin(server)
     for path, methods in _methods_by_path().items():
         url = _concrete(path)
+        # An admin path exists for administrators only: to alice, any method there is a 404.
+        caller = admin if path.startswith(ADMIN_PATHS) else alice
         for method in ("OPTIONS", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
             if method in methods:
                 continue
-            reply = await api.request(method, url, token=alice.access_token)
+            if caller is admin:
+                assert (await api.request(method, url, token=alice.access_token)).status == 404, (method, path)
+            reply = await api.request(method, url, token=caller.access_token)
             assert reply.status == 405, (method, path, reply.status, reply.body)
             assert _allow(reply) == methods, (method, path, reply.headers.get("Allow"))
             if method != "HEAD":
