@@ -69,7 +69,7 @@ class AdminUserPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None
 
 
-class Invite(msgspec.Struct, frozen=True, kw_only=True):
+class RegistrationInvite(msgspec.Struct, frozen=True, kw_only=True):
     id: str  # the SHA-256 of the code, in hex: the code itself is not stored
     created_by: str | None
     created_by_username: str | None
@@ -80,13 +80,13 @@ class Invite(msgspec.Struct, frozen=True, kw_only=True):
     state: Literal["active", "used_up", "expired"]
 
 
-class NewInvite(msgspec.Struct, frozen=True, kw_only=True):
+class NewRegistrationInvite(msgspec.Struct, frozen=True, kw_only=True):
     code: str  # shown this once
-    invite: Invite
+    invite: RegistrationInvite
 
 
-class InvitePage(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[Invite]
+class RegistrationInvitePage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[RegistrationInvite]
     next_cursor: str | None
 
 
@@ -139,14 +139,14 @@ def admin_user(row: Row) -> AdminUser:
     )
 
 
-def _invite(row: Row, now: int) -> Invite:
+def _invite(row: Row, now: int) -> RegistrationInvite:
     if row["uses"] >= row["max_uses"]:
         state = "used_up"
     elif row["expires_at"] is not None and row["expires_at"] <= now:
         state = "expired"
     else:
         state = "active"
-    return Invite(
+    return RegistrationInvite(
         id=bytes(row["code_hash"]).hex(),
         created_by=row["created_by"],
         created_by_username=row["created_by_username"],
@@ -321,7 +321,9 @@ class AdminService:
 
     # -- invites -----------------------------------------------------------------------------
 
-    async def create_invite(self, actor: Principal, *, max_uses: int, expires_in_seconds: int | None) -> NewInvite:
+    async def create_invite(
+        self, actor: Principal, *, max_uses: int, expires_in_seconds: int | None
+    ) -> NewRegistrationInvite:
         """A code for `auth.registration = "invite"`; `expires_in_seconds` None: until it is used up."""
         if not 1 <= max_uses <= INVITE_MAX_USES:
             raise DomainError(Code.VALIDATION_FAILED, f"max_uses is 1 to {INVITE_MAX_USES}.", field="max_uses")
@@ -342,9 +344,9 @@ class AdminService:
             invite = _invite(await self._invites.get(tx, code_hash), now)
             details = {"max_uses": max_uses, "expires_at": expires_at}
             await self._audit.record(tx, actor.user_id, "invite.created", invite.id, details, now)
-        return NewInvite(code=code, invite=invite)
+        return NewRegistrationInvite(code=code, invite=invite)
 
-    async def list_invites(self, *, before: str | None, limit: int) -> InvitePage:
+    async def list_invites(self, *, before: str | None, limit: int) -> RegistrationInvitePage:
         """Every invite, newest first, with how far it was used."""
         rows = await self._invites.page(self._db, _invite_cursor(before) if before else None, limit + 1)
         now = self._clock.now_ms()
@@ -352,7 +354,7 @@ class AdminService:
         next_cursor = None
         if len(rows) > limit:
             next_cursor = f"{items[-1].created_at}.{items[-1].id}"
-        return InvitePage(items=items, next_cursor=next_cursor)
+        return RegistrationInvitePage(items=items, next_cursor=next_cursor)
 
     async def revoke_invite(self, actor: Principal, invite_id: str) -> None:
         """Delete an invite: its code no longer registers anyone."""

@@ -8,7 +8,14 @@ from aiohttp import web
 
 from sup import __version__
 from sup.domain.accounts import Device, User
-from sup.domain.admin import AdminUser, AdminUserDetail, AdminUserPage, InvitePage, NewInvite, ServerStats
+from sup.domain.admin import (
+    AdminUser,
+    AdminUserDetail,
+    AdminUserPage,
+    NewRegistrationInvite,
+    RegistrationInvitePage,
+    ServerStats,
+)
 from sup.domain.audit import AuditPage
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
 from sup.domain.exports import AccountExport, AccountExports
@@ -555,8 +562,8 @@ ROUTES: list[Route] = [
         "GET",
         f"{API}/admin/invites",
         admin.list_invites,
-        query=s.InvitesQuery,
-        response=InvitePage,
+        query=s.RegistrationInvitesQuery,
+        response=RegistrationInvitePage,
         admin=True,
         tag="admin",
     ),
@@ -564,8 +571,8 @@ ROUTES: list[Route] = [
         "POST",
         f"{API}/admin/invites",
         admin.create_invite,
-        body=s.InviteCreate,
-        response=NewInvite,
+        body=s.RegistrationInviteCreate,
+        response=NewRegistrationInvite,
         status=201,
         admin=True,
         tag="admin",
@@ -574,7 +581,7 @@ ROUTES: list[Route] = [
         "DELETE",
         f"{API}/admin/invites/{{invite}}",
         admin.revoke_invite,
-        params={"invite": s.InviteRef},
+        params={"invite": s.RegistrationInviteRef},
         admin=True,
         tag="admin",
     ),

@@ -497,7 +497,9 @@ class RevokedDevices(msgspec.Struct, kw_only=True):
     revoked_device_ids: list[str]
 
 
-InviteRef = Annotated[str, Meta(pattern=whole("[0-9a-f]{64}"), description="An invite's id (not its code).")]
+RegistrationInviteRef = Annotated[
+    str, Meta(pattern=whole("[0-9a-f]{64}"), description="An invite's id (not its code).")
+]
 
 
 InviteLifetime = Annotated[
@@ -505,12 +507,12 @@ InviteLifetime = Annotated[
 ]
 
 
-class InviteCreate(Body):
+class RegistrationInviteCreate(Body):
     max_uses: Annotated[int, Meta(ge=1, le=10_000)] = 1
     expires_in_seconds: InviteLifetime | UnsetType | None = UNSET
 
 
-class InvitesQuery(Input):
+class RegistrationInvitesQuery(Input):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     before: CursorQuery | None = None
 

@@ -9,8 +9,8 @@ from sup.domain.admin import (
     AdminUser,
     AdminUserDetail,
     AdminUserPage,
-    InvitePage,
-    NewInvite,
+    NewRegistrationInvite,
+    RegistrationInvitePage,
     ServerStats,
 )
 from sup.domain.audit import AuditPage
@@ -67,13 +67,13 @@ async def revoke_device(call: Call) -> None:
     await call.services.admin.revoke_device(call.who, call.param("user_id"), call.param("device_id"))
 
 
-async def list_invites(call: Call) -> InvitePage:
+async def list_invites(call: Call) -> RegistrationInvitePage:
     """GET /api/v1/admin/invites: every invite, newest first, with how far it was used."""
-    query: s.InvitesQuery = call.query
+    query: s.RegistrationInvitesQuery = call.query
     return await call.services.admin.list_invites(before=query.before, limit=query.limit)
 
 
-async def create_invite(call: Call, body: s.InviteCreate) -> NewInvite:
+async def create_invite(call: Call, body: s.RegistrationInviteCreate) -> NewRegistrationInvite:
     """POST /api/v1/admin/invites: a new invite code (shown once), for some uses, until it expires."""
     seconds = INVITE_DEFAULT_SECONDS if body.expires_in_seconds is UNSET else body.expires_in_seconds
     return await call.services.admin.create_invite(call.who, max_uses=body.max_uses, expires_in_seconds=seconds)
