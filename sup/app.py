@@ -52,10 +52,12 @@ from sup.domain.totp import TotpBox
 from sup.domain.users import UserService
 from sup.http.handlers.web_client import REGISTRATION
 from sup.http.middleware import add_security_headers, cors_middleware
+from sup.http.observe import METRICS, METRICS_ACCESS, MetricsAccess, add_request_id, observe_middleware
 from sup.http.problems import problems_middleware
-from sup.http.routes import add_routes
+from sup.http.routes import ROUTES, add_routes
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
+from sup.observe.metrics import Metrics, replace_gauge
 from sup.transport.services import SERVICES, Services
 from sup.ws.hub import HUB, Hub
 
@@ -345,6 +347,31 @@ async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
             )
 
 
+def instrument(metrics: Metrics, db: Database, realtime: Realtime, background: Background) -> None:
+    """Hand the App's metrics to what reports, and read the rest (pool, sockets, jobs) at scrape time."""
+    realtime.batcher.metrics = metrics
+    realtime.hub.metrics = metrics
+    background.scheduler.metrics = metrics
+    hub, scheduler = realtime.hub, background.scheduler
+    metrics.gauge("sup_websocket_connections", "WebSocket connections open on this process.", lambda: len(hub.sockets))
+    metrics.gauge(
+        "sup_db_connections",
+        "Database connections by state (busy or idle): the Postgres pool, or SQLite's readers and its writer.",
+        lambda: {(state,): n for state, n in db.pool_usage().items() if state != "max"},
+        labels=("state",),
+    )
+    metrics.gauge(
+        "sup_db_connections_max", "The most database connections there may be.", lambda: db.pool_usage()["max"]
+    )
+    metrics.gauge("sup_jobs_running_here", "Background jobs this process runs now.", lambda: scheduler.running)
+    seen: set[tuple[str, ...]] = set()
+
+    async def count_jobs() -> None:
+        replace_gauge(metrics.jobs, {key: float(n) for key, n in (await scheduler.waiting()).items()}, seen)
+
+    metrics.refresh_with(count_jobs)
+
+
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
     db = await open_configured_database(config)
@@ -359,6 +386,8 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         app[DATABASE] = db
         app[SCHEDULER] = background.scheduler
         app[HUB] = realtime.hub
+        if METRICS in app:
+            instrument(app[METRICS], db, realtime, background)
         await background.scheduler.start()
         yield
     finally:
@@ -379,15 +408,27 @@ async def _close_websockets(app: web.Application) -> None:
 
 
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies)
+    metrics = Metrics() if config.metrics.enabled else None
+    uploads = frozenset(route.path for route in ROUTES if route.raw_body is not None)
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[cors_middleware(config.server.cors_origins), problems_middleware],
+        middlewares=[
+            observe_middleware(metrics, trusted, uploads),
+            cors_middleware(config.server.cors_origins),
+            problems_middleware,
+        ],
     )
+    if metrics is not None:
+        app[METRICS] = metrics
+    allow = tuple(ipaddress.ip_network(a, strict=False) for a in config.metrics.allow)
+    app[METRICS_ACCESS] = MetricsAccess(config.metrics.enabled, allow, config.metrics.token, trusted)
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()
     app[REGISTRATION] = config.auth.registration  # the web client's sign-up screen shows it
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_request_id)
     add_routes(app)
     return app

@@ -170,6 +170,27 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log level.")] = "info"
     access_log: Annotated[bool, _doc("Log one line per HTTP request (never tokens or query strings).")] = True
+    format: Annotated[
+        Literal["text", "json"],
+        _doc("text: one line per record for people; json: one JSON object per line for log shippers."),
+    ] = "text"
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Prometheus metrics at `GET /metrics` ([operations.md](operations.md#monitoring))."""
+
+    enabled: Annotated[bool, _doc("Collect metrics and serve them at GET /metrics.")] = True
+    allow: Annotated[
+        list[str],
+        _doc(
+            "Addresses or networks (CIDR) that may read /metrics; behind server.trusted_proxies, the client's "
+            "own address counts."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    token: Annotated[
+        str,
+        _doc("A bearer token (at least 16 characters) that may read /metrics from anywhere; empty: none."),
+    ] = ""
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -313,6 +334,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bus: BusConfig = BusConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
     crypto: CryptoConfig = CryptoConfig()
     jobs: JobsConfig = JobsConfig()
@@ -457,6 +479,13 @@ def _check_consistency(config: Config) -> None:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"server.trusted_proxies: {proxy!r} is not an IP address or network") from None
+    for network in config.metrics.allow:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"metrics.allow: {network!r} is not an IP address or network") from None
+    if config.metrics.token and len(config.metrics.token) < 16:
+        raise ConfigError("metrics.token: must be at least 16 characters")
 
 
 def _toml_value(value: Any) -> str:

@@ -22,13 +22,16 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Added by add_routes beside ROUTES, since its handler serves the document built from them.
 OPENAPI_ROW = ("GET", "/api/v1/openapi.json", "none", "this API, described in OpenAPI 3.1.")
 
+# Who may read what the operator's routes serve (sup/http/routes.py OPS_ROUTES).
+OPS_AUTH = {"/metrics": "loopback, `metrics.allow` or `metrics.token`"}
+
 # A raw route answers by itself, so the table cannot read how it authenticates: say it here.
 RAW_AUTH = {"/api/v1/ws": "first frame ([protocol](protocol.md))"}
 
 
 def endpoint_table() -> str:
     """The endpoint table of docs/api.md, from the route table (sup/http/routes.py)."""
-    from sup.http.routes import ROUTES, WEB_ROUTES
+    from sup.http.routes import OPS_ROUTES, ROUTES, WEB_ROUTES
     from sup.http.schemas import SignedQuery
 
     rows = [
@@ -48,6 +51,9 @@ def endpoint_table() -> str:
             auth = "none"
         rows.append(_row(route.method, route.path, auth, route.summary))
     rows.append(_row(*OPENAPI_ROW))
+    for method, path, handler in OPS_ROUTES:
+        summary = (handler.__doc__ or "").strip().splitlines()[0].removeprefix(f"{method} {path}: ")
+        rows.append(_row(method, path, OPS_AUTH[path], summary))
     for method, path, handler in WEB_ROUTES:  # the web client: its page and its files
         plain = re.sub(r"{(\w+):[^}]*}", r"{\1}", path)
         summary = (handler.__doc__ or "").strip().splitlines()[0].removeprefix(f"{method} {plain}: ")

@@ -32,6 +32,7 @@ from sup.http.handlers import (
     users,
     web_client,
 )
+from sup.http.observe import get_metrics
 from sup.ws.gateway import websocket
 
 API = "/api/v1"
@@ -488,6 +489,11 @@ ROUTES: list[Route] = [
 ]
 
 
+# For the operator's tools, outside the API and its OpenAPI document (docs/operations.md#monitoring).
+OPS_ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/metrics", get_metrics),
+]
+
 # The web client (docs/web.md), outside the API and its OpenAPI document. The page's route catches
 # every other path, so it comes last; it answers 404 (problem+json) for what is not a screen.
 WEB_ROUTES: list[tuple[str, str, Any]] = [
@@ -513,6 +519,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(route.method, path, handler)
         if route.method == "GET":  # monitors and caches probe with HEAD
             app.router.add_route("HEAD", path, handler)
+    for method, path, ops_handler in OPS_ROUTES:
+        app.router.add_route(method, path, ops_handler)
     app.on_startup.append(web_client.load_web_client)
     for method, path, page_handler in WEB_ROUTES:
         app.router.add_route(method, path, page_handler)
