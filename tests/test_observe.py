@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -211,3 +212,64 @@ async def test_sup_run_logs_json_lines_with_the_request_id_of_the_answer(tmp_pat
         assert any("listening on" in entry["message"] for entry in lines)
     finally:
         await server.stop()
+
+
+# -- the Grafana dashboard ----------------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "packaging" / "grafana" / "sup.json"
+_PROMQL_WORDS = {
+    *("by", "without", "on", "ignoring", "group_left", "group_right"),
+    *("bool", "and", "or", "unless", "offset"),
+}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: not functions, keywords, labels or Grafana variables."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)  # label lists
+    expr = re.sub(r"\$\{?\w+\}?", "", expr)  # $__rate_interval, $instance
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", expr):
+        name, call = match.group(1), match.group(2)
+        if not call and name not in _PROMQL_WORDS:
+            names.add(name)
+    return names
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every series name the exposition can have, from its TYPE lines (labelled metrics show those even unused)."""
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
+        names.add(name)
+        if kind == "histogram":
+            names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+        elif kind == "summary":
+            names.update({f"{name}_sum", f"{name}_count"})
+    return names
+
+
+def test_promql_names_are_found():
+    expr = (
+        'histogram_quantile(0.99, sum by (le, route) (rate(sup_x_bucket{instance=~"$instance",status=~"5.."}'
+        "[$__rate_interval]))) / on (job) group_left sup_y offset 5m and 1e3 * process_z"
+    )
+    assert promql_metric_names(expr) == {"sup_x_bucket", "sup_y", "process_z"}
+
+
+async def test_the_dashboard_reads_only_metrics_that_exist_and_shows_every_one(observed: Server):
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    expressions = [t["expr"] for p in panels for t in p["targets"]]
+    variables = [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    used = set().union(*(promql_metric_names(e) for e in expressions))
+    used |= {re.match(r"label_values\((\w+)", v).group(1) for v in variables}
+    status, text = await scrape(observed)
+    assert status == 200
+    exposed = exposed_names(text)
+    assert used - exposed == set(), "the dashboard reads metrics /metrics does not have"
+    families = {n for n in re.findall(r"^# TYPE (sup_\S+) ", text, re.M) if not n.endswith("_created")}
+    shown = {f for f in families if any(name == f or name.startswith(f + "_") for name in used)}
+    assert families - shown == set(), "a metric of SUP's own is on no panel"
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
