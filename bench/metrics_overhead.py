@@ -46,6 +46,7 @@ from foundation import (
     software_info,
     spawn_server,
     stop_server,
+    summary_end,
     wait_healthy,
 )
 from loadgen import LoadGen
@@ -228,10 +229,7 @@ def format_summary(report: dict[str, Any]) -> str:
             f"  median: off {m['off']} msg/s, on {m['on']} msg/s -> overhead {report['overhead_pct']}%; "
             f"server CPU per message off {cpu.get('off')} ms, on {cpu.get('on')} ms"
         )
-    for p in report.get("problems", []):
-        lines.append(f"  PROBLEM: {p}")
-    for w in report.get("warnings", []):
-        lines.append(f"  warning: {w}")
+    lines += summary_end(report)
     return "\n".join(lines)
 
 
