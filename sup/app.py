@@ -58,6 +58,7 @@ from sup.http.routes import ROUTES, add_routes
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
 from sup.observe.metrics import Metrics, replace_gauge
+from sup.ops.schedule import BackupSchedule
 from sup.transport.services import SERVICES, Services
 from sup.ws.hub import HUB, Hub
 
@@ -197,6 +198,7 @@ class Background:
 
     blobs: BlobStore
     scheduler: Scheduler
+    backups: BackupSchedule | None = None
 
     @classmethod
     async def open(cls, config: Config, db: Database, clock: Clock) -> Background:
@@ -221,10 +223,15 @@ class Background:
                 retention_days=jobs.retention_days,
             ),
         )
-        return cls(blobs, scheduler)
+        backups = BackupSchedule.from_config(config)
+        if backups is not None:
+            backups.register(scheduler)
+        return cls(blobs, scheduler, backups)
 
     async def close(self) -> None:
         await self.scheduler.stop()  # running jobs still use the blob store and database
+        if self.backups is not None:
+            await self.backups.close()
         await self.blobs.close()
 
 
@@ -334,6 +341,7 @@ def build_services(
 
 
 async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
+    await migrations.refuse_unfinished_copy(db)
     if config.database.auto_migrate:
         applied = await migrations.migrate_up(db, clock.now_ms())
         for migration in applied:

@@ -1,4 +1,4 @@
-"""The `sup` command: run, init, config check, migrate, admin."""
+"""The `sup` command: run, init, config check, migrate, admin, backup, migrate-backend, doctor."""
 
 from __future__ import annotations
 
@@ -186,6 +186,94 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(config, work))
 
 
+def _report(outcome: Any, done: str) -> int:
+    """A backup command's result: facts on stdout, warnings and problems on stderr, one line each."""
+    for line in outcome.warnings:
+        print(f"sup: warning: {line}", file=sys.stderr)
+    for line in outcome.problems:
+        print(f"sup: problem: {line}", file=sys.stderr)
+    print(done if not outcome.problems else f"{done}, with {len(outcome.problems)} problem(s)")
+    for line in outcome.facts:
+        print(f"  {line}")
+    return EXIT_FAILURE if outcome.problems else 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from sup.ops import backup
+    from sup.ops.progress import Progress
+    from sup.ops.tables import OpsError
+
+    config = _load(args)
+    progress = Progress.for_cli()
+    try:
+        if args.action == "create":
+            path = _config_path(args)
+            outcome = asyncio.run(
+                backup.create_backup(
+                    config,
+                    Path(args.path),
+                    archive=args.archive,
+                    include_s3_objects=args.include_s3_objects,
+                    config_file=Path(path) if path else None,
+                    progress=progress,
+                )
+            )
+            return _report(outcome, f"backup written to {outcome.path}")
+        if args.action == "verify":
+            outcome = asyncio.run(
+                backup.verify_backup(
+                    Path(args.path), config, scratch_database_url=args.scratch_database_url, progress=progress
+                )
+            )
+            return _report(outcome, f"backup {outcome.path} verified")
+        outcome = asyncio.run(backup.restore_backup(Path(args.path), config, force=args.force, progress=progress))
+        return _report(outcome, f"backup {outcome.path} restored; start SUP")
+    except OpsError as exc:
+        print(f"sup backup {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cmd_migrate_backend(args: argparse.Namespace) -> int:
+    from sup.ops.migrate_backend import migrate_backend
+    from sup.ops.progress import Progress
+    from sup.ops.tables import OpsError
+
+    config = _load(args)
+    try:
+        report = asyncio.run(
+            migrate_backend(config, args.to, final=args.final, batch=args.batch_rows, progress=Progress.for_cli())
+        )
+    except OpsError as exc:
+        print(f"sup migrate-backend: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for line in report.problems:
+        print(f"sup: problem: {line}", file=sys.stderr)
+    print(f"{'final pass' if args.final else 'copy'} done in {report.seconds:.1f} s")
+    for line in report.lines:
+        print(line)
+    return EXIT_FAILURE if report.problems else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from sup.ops.doctor import Finding, diagnose
+
+    path = _config_path(args)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(Finding("problem", "config", str(exc), "fix the setting it names").line())
+        return EXIT_FAILURE
+    findings = asyncio.run(diagnose(config, path, args.timeout))
+    for finding in findings:
+        if finding.level != "ok" or not args.quiet:
+            print(finding.line())
+    problems = sum(1 for f in findings if f.level == "problem")
+    warnings = sum(1 for f in findings if f.level == "warning")
+    if not args.quiet or problems or warnings:
+        print(f"{problems} problem(s), {warnings} warning(s)")
+    return EXIT_FAILURE if problems else 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (`sup admin invite: --uses: ...`), exit code 2 as argparse's."""
 
@@ -314,6 +402,61 @@ def parser() -> argparse.ArgumentParser:
     )
     for p in (create, reset, invite):
         p.set_defaults(func=cmd_admin)
+
+    backup = sub.add_parser("backup", help="consistent online backups: create, verify, restore")
+    backup_sub = backup.add_subparsers(dest="action", required=True)
+    create_backup = with_config(
+        backup_sub.add_parser("create", help="back up the database, the blobs it names and the secrets, while SUP runs")
+    )
+    create_backup.add_argument("path", help="a new (or empty) directory, or the .tar file with --archive")
+    create_backup.add_argument("--archive", action="store_true", help="write one .tar file instead of a directory")
+    create_backup.add_argument(
+        "--include-s3-objects", action="store_true", help="with S3 storage, copy the objects too (default: list them)"
+    )
+    verify_backup = with_config(
+        backup_sub.add_parser("verify", help="check every file, restore the database into a scratch copy, count rows")
+    )
+    verify_backup.add_argument("path", help="a backup directory or .tar")
+    verify_backup.add_argument(
+        "--scratch-database-url",
+        help="Postgres backups: the server to restore into a scratch database (default: the configured one)",
+    )
+    restore_backup = with_config(
+        backup_sub.add_parser("restore", help="restore into the configured database, blob store and data directory")
+    )
+    restore_backup.add_argument("path", help="a backup directory or .tar")
+    restore_backup.add_argument(
+        "--force", action="store_true", help="replace a database that is not empty, or a different secrets.json"
+    )
+    for p in (create_backup, verify_backup, restore_backup):
+        p.set_defaults(func=cmd_backup)
+
+    move = with_config(
+        sub.add_parser(
+            "migrate-backend",
+            help="copy a live SQLite database to Postgres, or disk blobs to S3; --final (SUP stopped) finishes",
+        )
+    )
+    move.add_argument("--to", required=True, help="postgresql://user:pass@host/db or s3://bucket/optional/prefix")
+    move.add_argument(
+        "--final",
+        action="store_true",
+        help="with SUP stopped: copy what changed since, compare every row (or blob), make the target ready",
+    )
+    move.add_argument(
+        "--batch-rows",
+        type=_int_between(1, 1_000_000),
+        default=5000,
+        help="rows per batch (each commits with its resume point; default 5000)",
+    )
+    move.set_defaults(func=cmd_migrate_backend)
+
+    doctor = with_config(
+        sub.add_parser("doctor", help="check this install end to end and say what to fix, one line per finding")
+    )
+    doctor.add_argument("--timeout", type=_seconds, default=10.0, help="seconds each service gets (default 10)")
+    doctor.add_argument("--quiet", "-q", action="store_true", help="print only warnings and problems")
+    doctor.set_defaults(func=cmd_doctor)
 
     from sup.client.terminal import add_arguments, cmd_chat  # standard library only until it runs
 

@@ -326,6 +326,25 @@ class StickersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_installed: Annotated[int, _doc("Packs one user may install.", ge=1)] = 200
 
 
+class BackupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Scheduled backups, taken by `sup run` like `sup backup create` ([operations.md](operations.md#backups))."""
+
+    dir: Annotated[
+        str,
+        _doc(
+            "Directory the scheduled backups go into, one sup-backup-<UTC time> directory each. "
+            "Empty: no scheduled backups."
+        ),
+    ] = ""
+    every_hours: Annotated[float, _doc("Hours between two scheduled backups (the first is taken at start).", gt=0)] = (
+        24.0
+    )
+    keep: Annotated[int, _doc("Scheduled backups kept; older ones are deleted after each new one.", ge=1)] = 7
+    include_s3_objects: Annotated[
+        bool, _doc("With S3 blob storage: copy the objects into the backup too, not only a list of them.")
+    ] = False
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -342,6 +361,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     media: MediaConfig = MediaConfig()
     stories: StoriesConfig = StoriesConfig()
     stickers: StickersConfig = StickersConfig()
+    backup: BackupConfig = BackupConfig()
 
     @property
     def data_dir(self) -> Path:

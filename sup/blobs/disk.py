@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -140,6 +140,20 @@ class DiskBlobStore:
     def _path(self, key: str) -> Path:
         check_id(key)
         return self.root / key[0:2] / key[2:4] / key
+
+    def path_of(self, key: str) -> Path:
+        """The blob's file, for operations that copy files whole (backups, the move to S3)."""
+        return self._path(key)
+
+    def stored_keys(self) -> Iterator[str]:
+        """Every blob's key, shard by shard (blocking: run it in a thread)."""
+        for first in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if len(first.name) != 2 or not first.is_dir():
+                continue  # parts/, tmp/
+            for second in sorted(os.scandir(first.path), key=lambda e: e.name):
+                for entry in sorted(os.scandir(second.path), key=lambda e: e.name):
+                    if entry.name.startswith(first.name + second.name) and entry.is_file():
+                        yield entry.name
 
     def _part_dir(self, upload_id: str) -> Path:
         return self._parts / check_id(upload_id, "upload id")

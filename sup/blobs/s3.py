@@ -426,6 +426,11 @@ class S3BlobStore:
             for upload in page.get("Uploads", []):
                 await self._discard(_Multipart(upload["Key"], upload["UploadId"]))
 
+    async def stored_sizes(self) -> dict[str, int]:
+        """Every blob's key and size, from a listing (the move from disk to S3 resumes with it)."""
+        root = f"{self.prefix}blobs/"
+        return {item["Key"][len(root) :]: int(item["Size"]) async for item in self._list(root)}
+
     async def stale_parts(self, older_than_epoch_seconds: float) -> list[str]:
         root = f"{self.prefix}parts/"
         newest: dict[str, float] = {}

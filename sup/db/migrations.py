@@ -130,6 +130,19 @@ async def status(db: Database, known: list[Migration] | None = None) -> Status:
     )
 
 
+# Kept in a Postgres database while `sup migrate-backend` copies into it; gone once it is finished.
+COPY_STATE_TABLE = "sup_backend_copy"
+
+
+async def refuse_unfinished_copy(db: Database) -> None:
+    """A database that `sup migrate-backend` is still filling is not ready to serve (its foreign keys are off)."""
+    if db.dialect == "postgres" and await db.fetchval("SELECT to_regclass($1) IS NOT NULL", COPY_STATE_TABLE):
+        raise DatabaseError(
+            "this database is the target of an unfinished `sup migrate-backend`: stop SUP on the old database and "
+            "run `sup migrate-backend --to <this database> --final` first"
+        )
+
+
 def refuse_newer(state: Status) -> None:
     if state.unknown:
         raise SchemaTooNew(
