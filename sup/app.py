@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from sup import __version__
 from sup.blobs.store import BlobSettings, BlobStore, open_blob_store
 from sup.bus.events import EventBus, open_bus
 from sup.bus.presence import PresenceTracker, open_presence
@@ -361,6 +362,10 @@ def instrument(metrics: Metrics, db: Database, realtime: Realtime, background: B
     realtime.hub.metrics = metrics
     background.scheduler.metrics = metrics
     hub, scheduler = realtime.hub, background.scheduler
+    # Which version each process runs, during a rolling upgrade.
+    metrics.gauge(
+        "sup_build_info", "Always 1; the version of SUP is its label.", lambda: {(__version__,): 1.0}, ("version",)
+    )
     metrics.gauge("sup_websocket_connections", "WebSocket connections open on this process.", lambda: len(hub.sockets))
     metrics.gauge(
         "sup_db_connections",
