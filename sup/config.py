@@ -353,8 +353,7 @@ class PluginsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Calls: TURN relay credentials for WebRTC ([operations.md](operations.md#calls-turn-and-livekit)); group
-    calls come from a plugin (livekit)."""
+    """TURN credentials for calls ([operations.md](operations.md#calls-turn-and-livekit)); group calls: a plugin."""
 
     turn_uris: Annotated[
         list[str],
@@ -382,8 +381,7 @@ class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class EmailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Email over SMTP: verified addresses, password reset, invites ([api.md](api.md#email-and-password-reset)).
-    Off while smtp_host is empty (or a plugin sends the mail)."""
+    """Email: verified addresses, password reset, invites ([api.md](api.md#email-and-password-reset))."""
 
     smtp_host: Annotated[str, _doc("SMTP server to send through. Empty: SUP sends no email.")] = ""
     smtp_port: Annotated[int, _doc("SMTP port: 587 for starttls, 465 for tls, 25 for none.", ge=1, le=65535)] = 587
