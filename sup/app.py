@@ -409,13 +409,13 @@ async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
     hooks = load_configured_plugins(config, clock)  # a broken plugin stops the start before anything opens
-    await hooks.start()
-    app[HOOKS] = hooks
     try:
+        await hooks.start()
         db = await open_configured_database(config)
     except BaseException:
-        await hooks.close()
+        await hooks.close()  # what the plugins that did start opened is closed again
         raise
+    app[HOOKS] = hooks
     hasher = realtime = background = services = None
     try:
         await prepare_schema(config, db, clock)

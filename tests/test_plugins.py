@@ -161,3 +161,13 @@ async def test_sup_refuses_to_start_with_a_broken_plugin(tmp_path: Path, plugin_
     code, _, err = await sup(*command, env=env)
     assert code == 2 and "plugin broken: cannot import sup_test_broken:Plugin: ModuleNotFoundError" in err, err
     assert "Traceback" not in err
+
+
+async def test_a_plugin_failing_at_startup_stops_sup_run_in_one_line(tmp_path: Path, plugin_dir):
+    env = sup_env(
+        tmp_path / "data", SUP_PLUGINS_ENABLED="late", PYTHONPATH=os.pathsep.join([str(plugin_dir), *sys.path])
+    )
+    code, _, err = await sup("run", "--port", "0", env=env)
+    assert code == 2, err
+    assert "sup: configuration error: plugin late: startup failed: ConnectionError: no answer from the webhook" in err
+    assert "Traceback" not in err
