@@ -34,7 +34,9 @@ from sup.delivery import Delivery
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
 from sup.domain.attachments import MediaAttachments
+from sup.domain.calls import CallService
 from sup.domain.chats import ChatService
+from sup.domain.emails import EmailService
 from sup.domain.events import EventWriter
 from sup.domain.health import Health
 from sup.domain.keychanges import KeyChanges
@@ -60,6 +62,9 @@ from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
 from sup.observe.metrics import Metrics, replace_gauge
 from sup.ops.schedule import BackupSchedule
+from sup.plugins.host import Hooks, load_plugins
+from sup.plugins.smtp import SmtpMailer
+from sup.plugins.turn import CoturnSecret
 from sup.transport.services import SERVICES, Services
 from sup.ws.hub import HUB, Hub
 
@@ -70,6 +75,7 @@ CLOCK = web.AppKey("clock", Clock)
 # The open database, for what runs beside the transports (tests, operations); handlers use the services.
 DATABASE = web.AppKey("database", Database)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+HOOKS = web.AppKey("hooks", Hooks)
 
 
 async def open_configured_database(config: Config) -> Database:
@@ -96,6 +102,22 @@ def server_keys(config: Config) -> ServerKeys:
     return ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
 
 
+def turn_secret(config: Config) -> str:
+    """coturn's static-auth-secret: the configured one, else one derived from the master secret."""
+    return config.calls.turn_secret or server_keys(config).turn.hex()
+
+
+def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
+    """The enabled plugins, after the built-in ones their settings turn on (docs/plugins.md)."""
+    builtins: list[tuple[str, object]] = []
+    if config.email.smtp_host:
+        builtins.append(("smtp", SmtpMailer(config.email)))
+    if config.calls.turn_uris:
+        calls = config.calls
+        builtins.append(("turn", CoturnSecret(turn_secret(config), calls.turn_uris, calls.turn_ttl_seconds, clock)))
+    return load_plugins(config.plugins.enabled, config.plugins.settings, builtins)
+
+
 class _Silent:
     """An announcer for commands that run no event delivery (`sup admin`): events are still stored,
     and a running server's catch-up delivers them."""
@@ -116,6 +138,7 @@ def build_accounts(
     key_changes: KeyChanges,
     keys: ServerKeys,
     limiter: MemoryRateLimiter,
+    hooks: Hooks | None = None,
 ) -> AccountService:
     return AccountService(
         db,
@@ -141,15 +164,19 @@ def build_accounts(
         clock,
         config.auth,
         key_changes,
+        hooks,
     )
 
 
-def build_admin_accounts(config: Config, db: Database, hasher: PasswordHasher, clock: Clock) -> AccountService:
+def build_admin_accounts(
+    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, hooks: Hooks | None = None
+) -> AccountService:
     """Accounts for `sup admin`, with no server running in this process."""
     stores = Stores.for_dialect(db.dialect)
     writer = EventWriter(stores.events, _Silent())
     key_changes = KeyChanges(writer, stores.members, stores.devices)
-    return build_accounts(config, db, stores, hasher, clock, key_changes, server_keys(config), MemoryRateLimiter())
+    keys = server_keys(config)
+    return build_accounts(config, db, stores, hasher, clock, key_changes, keys, MemoryRateLimiter(), hooks)
 
 
 @dataclass
@@ -237,10 +264,17 @@ class Background:
 
 
 def build_services(
-    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime, bg: Background
+    config: Config,
+    db: Database,
+    hasher: PasswordHasher,
+    clock: Clock,
+    rt: Realtime,
+    bg: Background,
+    hooks: Hooks | None = None,
 ) -> Services:
     """Every domain service, each given the stores and services it uses and nothing else."""
     stores = Stores.for_dialect(db.dialect)
+    hooks = hooks or Hooks.none()
     limiter = MemoryRateLimiter()  # one per process; keys are prefixed by what they count
     limits = config.ratelimit
     access = ChatAccess(stores.members, stores.blocks)
@@ -305,6 +339,7 @@ def build_services(
         rt.batcher,
         keys,
         clock,
+        hooks,
     )
     presence = PresenceService(db, stores.users, stores.contacts, stores.members, access, rt.tracker, rt.bus, clock)
     stories = StoryService(
@@ -322,8 +357,24 @@ def build_services(
     )
     stickers = StickerService(db, stores.stickers, stores.devices, attachments, writer, clock, config.stickers)
     bg.scheduler.every("prune-events", 3600, rt.stream.prune)
+    accounts = build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter, hooks)
+    emails = EmailService(
+        db,
+        stores.users,
+        stores.devices,
+        stores.emails,
+        hasher,
+        accounts.throttle,
+        key_changes,
+        hooks,
+        limiter,
+        limits,
+        config.email,
+        config.server.public_url,
+        clock,
+    )
     return Services(
-        accounts=build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter),
+        accounts=accounts,
         users=UserService(db, stores.users, stores.contacts, stores.blocks, attachments, clock),
         chats=chats,
         messages=messages,
@@ -338,6 +389,8 @@ def build_services(
         trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies),
         ws=config.websocket,
         public_url=config.server.public_url.rstrip("/"),
+        calls=CallService(db, access, stores.users, hooks, secrets.call_rooms),
+        emails=emails,
     )
 
 
@@ -387,15 +440,22 @@ def instrument(metrics: Metrics, db: Database, realtime: Realtime, background: B
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
-    db = await open_configured_database(config)
-    hasher = realtime = background = None
+    hooks = load_configured_plugins(config, clock)  # a broken plugin stops the start before anything opens
+    try:
+        await hooks.start()
+        db = await open_configured_database(config)
+    except BaseException:
+        await hooks.close()  # what the plugins that did start opened is closed again
+        raise
+    app[HOOKS] = hooks
+    hasher = realtime = background = services = None
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
         realtime = Realtime.build(config, db, Stores.for_dialect(db.dialect), clock)
         await realtime.start()
         background = await Background.open(config, db, clock)
-        app[SERVICES] = build_services(config, db, hasher, clock, realtime, background)
+        app[SERVICES] = services = build_services(config, db, hasher, clock, realtime, background, hooks)
         app[DATABASE] = db
         app[SCHEDULER] = background.scheduler
         app[HUB] = realtime.hub
@@ -409,6 +469,9 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         if realtime is not None:
             await realtime.hub.close()  # normally done already, at on_shutdown
             await realtime.close()
+        if services is not None:
+            await services.emails.close()
+        await hooks.close()  # after the realtime parts: no more events to observe
         if hasher is not None:
             hasher.close()
         await db.close()

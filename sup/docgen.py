@@ -12,6 +12,7 @@ differs from what this module renders.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Callable
@@ -72,9 +73,28 @@ def settings_tables() -> str:
     return settings_reference()
 
 
+def hook_table() -> str:
+    """The hook table of docs/plugins.md, from the hook specification (sup/plugins/hookspecs.py)."""
+    from sup.plugins.hookspecs import LIFECYCLE, OBSERVERS, PROVIDERS, hook_functions
+
+    kinds = {**dict.fromkeys(PROVIDERS, "provider"), **dict.fromkeys(OBSERVERS, "observer")}
+    kinds.update(dict.fromkeys(LIFECYCLE, "lifecycle"))
+    rows = ["| Hook | Kind | What it is for |", "|---|---|---|"]
+    for name, function in hook_functions().items():
+        arguments = ", ".join(inspect.signature(function).parameters)
+        doc = (function.__doc__ or "").strip()
+        rows.append(_row_cells([f"`{name}({arguments})`", kinds[name], doc.removesuffix(".")]))
+    return "\n".join(rows) + "\n"
+
+
+def _row_cells(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 GENERATED: dict[str, dict[str, Callable[[], str]]] = {
     "api.md": {"endpoints": endpoint_table},
     "configuration.md": {"settings": settings_tables},
+    "plugins.md": {"hooks": hook_table},
 }
 
 

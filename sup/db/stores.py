@@ -19,6 +19,7 @@ from sup.db.accounts import (
     UserStore,
 )
 from sup.db.chats import ChatStore, MemberStore, RoleStore
+from sup.db.emails import EmailStore
 from sup.db.events import EventStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
@@ -49,6 +50,7 @@ class Stores:
     media: MediaStore
     stories: StoryStore
     stickers: StickerStore
+    emails: EmailStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -74,4 +76,5 @@ class Stores:
             media=MediaStore(),
             stories=StoryStore(),
             stickers=StickerStore(),
+            emails=EmailStore(),
         )

@@ -21,9 +21,11 @@ from sup.http import schemas as s
 from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
 from sup.http.handlers import (
     auth,
+    calls,
     chats,
     crypto,
     devices,
+    email,
     health,
     media,
     messages,
@@ -97,6 +99,29 @@ ROUTES: list[Route] = [
         auth.regenerate_recovery_codes,
         body=s.TotpVerifyRequest,
         response=s.RecoveryCodesResponse,
+        tag="auth",
+    ),
+    # email: a verified address, password reset (docs/api.md#email-and-password-reset)
+    Route("GET", f"{API}/auth/email", email.get_email, response=s.EmailStatusResponse, tag="auth"),
+    Route("PUT", f"{API}/auth/email", email.set_email, body=s.EmailSet, response=s.EmailStatusResponse, tag="auth"),
+    Route("POST", f"{API}/auth/email/remove", email.remove_email, body=s.EmailRemove, tag="auth"),
+    Route(
+        "POST", f"{API}/auth/verify", email.verify_email, body=s.EmailVerify, response=s.EmailStatusResponse, tag="auth"
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/password-reset",
+        email.request_password_reset,
+        body=s.PasswordResetRequest,
+        auth=False,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/password-reset/confirm",
+        email.confirm_password_reset,
+        body=s.PasswordResetConfirm,
+        auth=False,
         tag="auth",
     ),
     # devices
@@ -486,6 +511,9 @@ ROUTES: list[Route] = [
     ),
     Route("DELETE", f"{API}/stickers/installed/{{pack_id}}", stickers.uninstall_pack, tag="stickers"),
     Route("GET", f"{API}/stickers/{{sticker_id}}", stickers.get_sticker, response=Sticker, tag="stickers"),
+    # calls (docs/api.md#calls)
+    Route("GET", f"{API}/calls/turn", calls.turn_credentials, response=s.TurnCredentialsResponse, tag="calls"),
+    Route("POST", f"{API}/calls/{{chat_id}}/token", calls.call_token, response=s.CallTokenResponse, tag="calls"),
 ]
 
 

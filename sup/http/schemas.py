@@ -18,6 +18,7 @@ from sup.domain.accounts import (
     User,
 )
 from sup.domain.chats import Role
+from sup.domain.emails import EMAIL_MAX, EMAIL_REGEX
 from sup.domain.keydirectory import (
     Bundle,
     DeviceKeys,
@@ -475,3 +476,59 @@ class PackRef(Body):
 
 class PackOrder(Body):
     pack_ids: Annotated[list[Id], Meta(max_length=1000, description="Every installed pack, once, in the new order.")]
+
+
+# -- calls and email ---------------------------------------------------------------------------
+
+
+class TurnCredentialsResponse(msgspec.Struct, kw_only=True):
+    username: Annotated[str, Meta(description="`<expiry unix time>:<user id>`, coturn's use-auth-secret form.")]
+    credential: Annotated[str, Meta(description="The password: base64 of HMAC-SHA1(secret, username).")]
+    ttl: Annotated[int, Meta(description="Seconds the credentials are good for.")]
+    expires_at: Annotated[int, Meta(description="Unix time, in seconds, when they stop working.")]
+    uris: Annotated[list[str], Meta(description="The TURN servers: an RTCIceServer's `urls`.")]
+
+
+class CallTokenResponse(msgspec.Struct, kw_only=True):
+    url: Annotated[str, Meta(description="The media server (LiveKit) to connect to.")]
+    token: Annotated[str, Meta(description="Its access token for this device, for this room only.")]
+    room: Annotated[str, Meta(description="The chat's room: the same for every member, not the chat id.")]
+    expires_at: Annotated[int, Meta(description="Unix time, in seconds, after which the token no longer joins.")]
+
+
+EmailAddress = Annotated[
+    str, Meta(min_length=3, max_length=EMAIL_MAX, pattern=whole(EMAIL_REGEX), description="An email address.")
+]
+EmailToken = Annotated[str, Meta(min_length=1, max_length=128, description="The code from the mail (or its link).")]
+
+
+class EmailStatusResponse(msgspec.Struct, kw_only=True):
+    address: Annotated[str | None, Meta(description="The verified address: password resets go there.")]
+    verified_at: int | None
+    pending: Annotated[str | None, Meta(description="An address waiting for its code to be entered.")]
+    available: Annotated[bool, Meta(description="Whether this server sends email at all.")]
+
+
+class EmailSet(Body):
+    email: EmailAddress
+    password: AnyPassword
+
+
+class EmailRemove(Body):
+    password: AnyPassword
+
+
+class EmailVerify(Body):
+    token: EmailToken
+
+
+class PasswordResetRequest(Body):
+    login: Annotated[
+        str,
+        Meta(min_length=1, max_length=EMAIL_MAX, pattern=_TEXT, description="The account's email address or username."),
+    ]
+
+
+class PasswordResetConfirm(Body):
+    token: EmailToken
+    new_password: NewPassword

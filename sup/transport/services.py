@@ -9,7 +9,9 @@ from aiohttp import web
 
 from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
+from sup.domain.calls import CallService
 from sup.domain.chats import ChatService
+from sup.domain.emails import EmailService
 from sup.domain.health import Health
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
@@ -38,6 +40,8 @@ class Services:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     ws: WebSocketConfig
     public_url: str
+    calls: CallService
+    emails: EmailService
 
 
 SERVICES = web.AppKey("services", Services)
