@@ -36,12 +36,14 @@ from sup.domain.attachments import MediaAttachments
 from sup.domain.chats import ChatService
 from sup.domain.events import EventWriter
 from sup.domain.health import Health
+from sup.domain.joining import JoinService
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.search import SearchService
 from sup.domain.stream import EventStream
 from sup.domain.timeline import Timeline
 from sup.domain.tokens import AccessTokens
@@ -299,6 +301,19 @@ def build_services(
         trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies),
         ws=config.websocket,
         public_url=config.server.public_url.rstrip("/"),
+        search=SearchService(db, stores.search, stores.members, access),
+        joining=JoinService(
+            db,
+            stores.chats,
+            stores.members,
+            stores.roles,
+            stores.chat_invites,
+            stores.join_requests,
+            access,
+            timeline,
+            chats,
+            clock,
+        ),
     )
 
 

@@ -19,9 +19,11 @@ from sup.db.accounts import (
 )
 from sup.db.chats import ChatStore, MemberStore, RoleStore
 from sup.db.events import EventStore
+from sup.db.joining import ChatInviteStore, JoinRequestStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.search import SearchStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,9 @@ class Stores:
     events: EventStore
     keys: KeyDirectoryStore
     media: MediaStore
+    chat_invites: ChatInviteStore
+    join_requests: JoinRequestStore
+    search: SearchStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -65,4 +70,7 @@ class Stores:
             events=EventStore(dialect),
             keys=KeyDirectoryStore(dialect),
             media=MediaStore(),
+            chat_invites=ChatInviteStore(),
+            join_requests=JoinRequestStore(),
+            search=SearchStore.for_dialect(dialect),
         )

@@ -11,10 +11,12 @@ from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
 from sup.domain.chats import ChatService
 from sup.domain.health import Health
+from sup.domain.joining import JoinService
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.search import SearchService
 from sup.domain.stream import EventStream
 from sup.domain.users import UserService
 
@@ -34,6 +36,8 @@ class Services:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     ws: WebSocketConfig
     public_url: str
+    search: SearchService
+    joining: JoinService
 
 
 SERVICES = web.AppKey("services", Services)
