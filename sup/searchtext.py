@@ -59,6 +59,13 @@ class Terms:
             quoted[-1] += ":*"
         return " & ".join(quoted)
 
+    def found_in(self, words: set[str]) -> bool:
+        """Whether a text with these folded words has every term (what an index would answer)."""
+        *whole, last = self.folded
+        if any(term not in words for term in whole):
+            return False
+        return last in words or (self.prefix and any(word.startswith(last) for word in words))
+
     def matches(self, word: str) -> bool:
         """Whether a folded word of a text is one of the terms (the last one as a prefix, if so)."""
         folded = self.folded
