@@ -2,4 +2,5 @@
 DROP INDEX chat_search;
 DROP INDEX user_search;
 DROP INDEX message_search;
+ALTER TABLE messages DROP COLUMN search_document;
 DROP TEXT SEARCH CONFIGURATION sup_search;

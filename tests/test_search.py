@@ -205,6 +205,15 @@ async def test_within_one_chat(api: Api):
     await sent(api, me, two, f"{word} in two")
     assert await bodies(api, me, q=word, chat_id=one) == [f"{word} in one"]
     assert sorted(await bodies(api, me, q=word)) == [f"{word} in one", f"{word} in two"]
+    for i in range(3):
+        await sent(api, me, one, f"{word} again {i}")
+    first = await find(api, me, q=word, chat_id=one, limit=2)
+    assert [item["message"]["body"] for item in first.body["items"]] == [f"{word} again 2", f"{word} again 1"]
+    rest = await find(api, me, q=word, chat_id=one, limit=2, before=first.body["next_cursor"])
+    assert [item["message"]["body"] for item in rest.body["items"]] == [f"{word} again 0", f"{word} in one"]
+    for order in ("newest", "relevance"):
+        every = await find(api, me, q=word, chat_id=one, order=order, limit=1)
+        assert every.status == 200 and every.body["next_cursor"], every.body
 
 
 async def test_edits_and_deletes_follow_at_once(api: Api):

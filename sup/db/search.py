@@ -80,34 +80,35 @@ class SearchStore:
         inclusive: bool = False,
         limit: int,
     ) -> list[MessageHit]:
-        """Messages with every term, in chats the user is in, newest first; those after the
-        cursor key `below` (or at it too, with `inclusive`)."""
+        """Messages with every term, in chats the user is in (or in one), newest first; those after
+        the cursor key `below` (or at it too, with `inclusive`)."""
+        in_chat = chat_id is not None
+        position = self._position(in_chat)
         args: list[Any] = [user_id, self._match(terms), limit]
         where = ""
         if chat_id is not None:
             args.append(chat_id)
             where += f" AND m.chat_id = ${len(args)}"
         if below is not None:
-            where += self._below(below, "<=" if inclusive else "<", args)
-        rows = await db.fetch(self._MESSAGES.replace("{where}", where + _VISIBLE_MESSAGE), *args)
-        return [MessageHit(self._key(row), message_row(row)) for row in rows]
+            args.append(below if position == "m.id" else int(below))
+            where += f" AND {position} {'<=' if inclusive else '<'} ${len(args)}"
+        sql = self._MESSAGES.replace("{where}", where + _VISIBLE_MESSAGE).replace("{position}", position)
+        return [MessageHit(str(row["search_key"]), message_row(row)) for row in await db.fetch(sql, *args)]
 
-    # The dialect's part: a query ($1 the user, $2 what _match gives, $3 the limit, {where} the rest),
-    # the query language, and the cursor key (where a row stands, newest first).
+    def valid_key(self, key: str, in_chat: bool) -> bool:
+        """Whether `key` is a cursor key this dialect hands out (searching one chat, or all)."""
+        if self._position(in_chat) == "m.id":
+            return is_uuid(key)
+        return key.isdigit() and len(key) <= 18
+
+    # The dialect's part: a query ($1 the user, $2 what _match gives, $3 the limit, {where} the rest,
+    # {position} where a row stands, newest first: the cursor's key), and the query language.
     _MESSAGES: str
 
     def _match(self, terms: Terms) -> str:
         raise NotImplementedError
 
-    def _below(self, key: str, operator: str, args: list[Any]) -> str:
-        """The condition for rows after cursor key `key`, its values appended to `args`."""
-        raise NotImplementedError
-
-    def _key(self, row: Row) -> str:
-        raise NotImplementedError
-
-    def valid_key(self, key: str) -> bool:
-        """Whether `key` is a cursor key this dialect hands out."""
+    def _position(self, in_chat: bool) -> str:
         raise NotImplementedError
 
     # -- names -------------------------------------------------------------------------------
@@ -133,23 +134,16 @@ class SQLiteSearch(SearchStore):
     # FTS5 walks its matches in rowid order (the order messages were stored), newest first, and
     # stops at the limit: no sort, however many messages match.
     _MESSAGES = (
-        f"SELECT s.rowid AS search_key, {_M} FROM message_search s JOIN messages m ON m.rowid = s.rowid"
+        f"SELECT {{position}} AS search_key, {_M} FROM message_search s JOIN messages m ON m.rowid = s.rowid"
         " JOIN chat_members me ON me.chat_id = m.chat_id AND me.user_id = $1"
-        " WHERE message_search MATCH $2{where} ORDER BY s.rowid DESC LIMIT $3"
+        " WHERE message_search MATCH $2{where} ORDER BY {position} DESC LIMIT $3"
     )
 
     def _match(self, terms: Terms) -> str:
         return terms.fts5()
 
-    def _below(self, key: str, operator: str, args: list[Any]) -> str:
-        args.append(int(key))
-        return f" AND s.rowid {operator} ${len(args)}"
-
-    def _key(self, row: Row) -> str:
-        return str(row["search_key"])
-
-    def valid_key(self, key: str) -> bool:
-        return key.isdigit() and len(key) <= 19
+    def _position(self, in_chat: bool) -> str:
+        return "s.rowid"
 
     async def users(self, db: Queryable, user_id: str, query: str) -> list[Row]:
         if len(query) < 3:  # shorter than a trigram: the start of a name (a scan, but a short one)
@@ -218,38 +212,26 @@ def _fts5_any_trigram(text: str) -> str:
     return " OR ".join(_fts5_phrase(gram) for gram in grams)
 
 
-# The indexed expression of migrations/0007_search.up.postgres.sql, spelled the same: a query
-# uses the index only when its expression is this one.
-_PG_DOCUMENT = (
-    "to_tsvector('sup_search', translate(m.body, '!\"#$%&''()*+,-./:;<=>?@[\\]^_`{|}~',"
-    " '                                '))"
-)
-
-
 class PostgresSearch(SearchStore):
-    """GIN indexes: `message_search` (tsvector in the `sup_search` configuration), `user_search`
-    and `chat_search` (pg_trgm)."""
+    """GIN indexes: `message_search` on the stored `messages.search_document` (a tsvector in the
+    `sup_search` configuration), `user_search` and `chat_search` (pg_trgm)."""
 
+    # Newest first: by id (UUIDv7 ids begin with their creation time, so the primary key is also a
+    # time index), or by seq within one chat (its own index). For a word in most messages the
+    # planner walks that index backwards, testing each row's stored document, and stops at the
+    # limit; for a rarer word it takes the matches from the GIN index and sorts them. (System
+    # messages have no document.)
     _MESSAGES = (
-        f"SELECT {_M} FROM messages m JOIN chat_members me ON me.chat_id = m.chat_id AND me.user_id = $1"
-        f" WHERE {_PG_DOCUMENT} @@ to_tsquery('sup_search', $2) AND m.body IS NOT NULL AND m.kind <> 'system'"
-        "{where} ORDER BY m.created_at DESC, m.id DESC LIMIT $3"
+        f"SELECT {{position}} AS search_key, {_M} FROM messages m"
+        " JOIN chat_members me ON me.chat_id = m.chat_id AND me.user_id = $1"
+        " WHERE m.search_document @@ to_tsquery('sup_search', $2){where} ORDER BY {position} DESC LIMIT $3"
     )
 
     def _match(self, terms: Terms) -> str:
         return terms.tsquery()
 
-    def _below(self, key: str, operator: str, args: list[Any]) -> str:
-        created_at, _, message_id = key.partition(".")
-        args += [int(created_at), message_id]
-        return f" AND (m.created_at, m.id) {operator} (${len(args) - 1}, ${len(args)}::uuid)"
-
-    def _key(self, row: Row) -> str:
-        return f"{row['created_at']}.{row['id']}"
-
-    def valid_key(self, key: str) -> bool:
-        created_at, dot, message_id = key.partition(".")
-        return bool(dot) and created_at.isdigit() and len(created_at) <= 18 and is_uuid(message_id)
+    def _position(self, in_chat: bool) -> str:
+        return "m.seq" if in_chat else "m.id"
 
     async def users(self, db: Queryable, user_id: str, query: str) -> list[Row]:
         # $2 a LIKE pattern, $3 the query itself (for similarity), $5 a word start in a longer name.

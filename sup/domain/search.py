@@ -15,6 +15,7 @@ snippets are computed here, in the same way on SQLite and Postgres (sup/searchte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -120,7 +121,7 @@ class SearchService:
             await self._access.access_chat(self._db, who_id, chat_id)
         if terms is None:
             if before is not None:
-                _parse_cursor(before, order, self._store)
+                _parse_cursor(before, order, self._store.valid_key, chat_id is not None)
             return MessageResults([], None)
         if order == "newest":
             return await self._newest(who_id, terms, chat_id, before, limit)
@@ -129,7 +130,7 @@ class SearchService:
     async def _newest(
         self, who_id: str, terms: Terms, chat_id: str | None, before: str | None, limit: int
     ) -> MessageResults:
-        below = _parse_cursor(before, "newest", self._store)[0] if before else None
+        below = _parse_cursor(before, "newest", self._store.valid_key, chat_id is not None)[0] if before else None
         hits = await self._store.messages(self._db, who_id, terms, chat_id=chat_id, below=below, limit=limit + 1)
         items = [_result(hit, terms) for hit in hits[:limit]]
         return MessageResults(items, f"n:{hits[limit - 1].key}" if len(hits) > limit else None)
@@ -142,7 +143,7 @@ class SearchService:
         hidden since), so new messages do not shift them."""
         snapshot, after = (None, None)
         if before:
-            snapshot, after = _parse_cursor(before, "relevance", self._store)
+            snapshot, after = _parse_cursor(before, "relevance", self._store.valid_key, chat_id is not None)
         hits = await self._store.messages(
             self._db, who_id, terms, chat_id=chat_id, below=snapshot, inclusive=True, limit=RELEVANCE_CANDIDATES
         )
@@ -178,15 +179,18 @@ def _name_query(query: str) -> str:
     return q
 
 
-def _parse_cursor(cursor: str, order: str, store: SearchStore) -> tuple[str, tuple[float, str] | None]:
-    """A cursor this server gave out for this order: (store key, and for relevance the last (score, id))."""
+def _parse_cursor(
+    cursor: str, order: str, valid_key: Callable[[str, bool], bool], in_chat: bool
+) -> tuple[str, tuple[float, str] | None]:
+    """A cursor this server gave out for this order (and for one chat, or all): (store key, and for
+    relevance the last (score, id))."""
     kind, _, rest = cursor.partition(":")
     if order == "newest":
-        if kind != "n" or not store.valid_key(rest):
+        if kind != "n" or not valid_key(rest, in_chat):
             raise _bad_cursor()
         return rest, None
     parts = rest.rsplit(":", 2)
-    if kind != "r" or len(parts) != 3 or not store.valid_key(parts[0]) or not is_uuid(parts[2]):
+    if kind != "r" or len(parts) != 3 or not valid_key(parts[0], in_chat) or not is_uuid(parts[2]):
         raise _bad_cursor()
     try:
         score = float(parts[1])
