@@ -4,11 +4,13 @@ join requests, who may do what, blocks, and the events and system messages that 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import msgspec
 
-from tests.conftest import Account, Api, Reply, Server, Socket, plain_group
+from tests.conftest import Account, Api, Reply, Server, Socket, plain_group, png_bytes
+from tests.test_media import processed
 
 CHATS = "/api/v1/chats"
 INVITES = "/api/v1/chat-invites"
@@ -345,3 +347,23 @@ async def test_a_request_from_someone_blocked_since_is_not_approved(api: Api):
     reply = await api.post(f"{CHATS}/{chat_id}/join-requests/{pest.user_id}/approve", token=owner.access_token)
     assert reply.status == 403 and reply.code == "blocked", reply.body
     assert await member_ids(api, owner, chat_id) == {owner.user_id}
+
+
+async def test_a_public_chats_avatar_is_seen_by_those_who_may_join(api: Api):
+    owner, stranger = await api.register(), await api.register()
+    public = await channel(api, owner, visibility="public")
+    private = await channel(api, owner)
+    avatars = {}
+    for chat_id in (public, private):
+        uploaded = await api.upload(owner, png_bytes(color=(10, 20, 30)) + os.urandom(8), purpose="avatar")
+        assert uploaded.status == 201, uploaded.body
+        await processed(api, owner, uploaded.body["id"])
+        reply = await api.patch(
+            f"{CHATS}/{chat_id}", json={"avatar_media_id": uploaded.body["id"]}, token=owner.access_token
+        )
+        assert reply.status == 200, reply.body
+        avatars[chat_id] = uploaded.body["id"]
+    seen = await api.get(f"/api/v1/media/download/{avatars[public]}", token=stranger.access_token)
+    assert seen.status == 200, seen.body
+    hidden = await api.get(f"/api/v1/media/download/{avatars[private]}", token=stranger.access_token)
+    assert hidden.status == 404, hidden.body
