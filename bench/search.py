@@ -50,9 +50,11 @@ from typing import Any
 import aiohttp
 from foundation import (
     BENCH_DIR,
+    OTHER_LOAD_WARN_PCT,
     PASSWORD,
     PROJECT_DIR,
     BenchError,
+    CpuWatch,
     PostgresDatabases,
     ServerProcess,
     add_database_url,
@@ -438,6 +440,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     report["software"]["sqlite"] = sqlite3.sqlite_version
     started = time.perf_counter()
     problems: list[str] = []
+    warnings: list[str] = []
     rng = random.Random(args.seed)
     running: list[ServerProcess] = []
     with tempfile.TemporaryDirectory(prefix="sup-bench-") as tmp:
@@ -499,7 +502,14 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 server = await start()
                 queries = query_mix(args.warmup + args.queries, words, scene["samples"], rng)
                 searcher = Searcher(session, server.base_url, scene["searcher"])
+                watch = CpuWatch(server.pid, {})
                 report["search_messages"] = await run_queries(searcher, queries, args.warmup)
+                cpu = report["search_messages"]["cpu"] = watch.result()
+                if cpu["other_cpu_pct_of_host"] > OTHER_LOAD_WARN_PCT:
+                    warnings.append(
+                        f"searching: {cpu['other_cpu_pct_of_host']}% of the host's CPU went to processes that are "
+                        "not this benchmark; its latencies are higher than on a quiet host"
+                    )
                 if set(report["search_messages"]["statuses"]) != {200}:
                     problems.append(f"searches that did not answer 200: {report['search_messages']['statuses']}")
                 await stop(server, "search")
@@ -515,7 +525,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 pg.created.clear()
             if pg:
                 await pg.drop_all()
-    return report_tail(report, problems, [], started)
+    return report_tail(report, problems, warnings, started)
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -535,6 +545,11 @@ def format_summary(report: dict[str, Any]) -> str:
     ]
     for kind, figures in found["by_kind"].items():
         lines.append(f"  {kind:12} {format_latency(figures)}, {found['results_per_page_mean'][kind]} results/page")
+    cpu = found["cpu"]
+    lines.append(
+        f"  CPU meanwhile: server {cpu['server_cpu_pct_of_one_cpu']}% of one CPU; host {cpu['host_cpu_busy_pct']}% "
+        f"busy, {cpu['other_cpu_pct_of_host']}% of it by other load; by process: {cpu['cpu_s_by_process']}"
+    )
     if "rebuild" in report:
         rebuilt = report["rebuild"]
         lines += [
