@@ -5,7 +5,7 @@ A query is never handed to a database as syntax. It is cut into words here (lett
 digits of any script; everything else, FTS operators and quotes included, is a separator),
 and each word becomes a quoted term of the database's own query language, all of them
 required. The index folds case and diacritics (SQLite's unicode61 tokenizer with
-remove_diacritics, Postgres's unaccent); `fold` does the same here, so that the snippet
+remove_diacritics, Postgres's unaccent); `fold` does much the same here, so that the snippet
 highlights what the index matched.
 """
 

@@ -190,6 +190,19 @@ async def test_a_link_with_one_use_lets_one_of_many_in(api: Api):
     assert len(await member_ids(api, owner, chat_id)) == 2
 
 
+async def test_one_user_joining_twice_at_once_uses_the_link_once(api: Api):
+    owner, eager = await api.register(), await api.register()
+    chat_id = await channel(api, owner)
+    link = await invite(api, owner, chat_id, max_uses=2)
+    replies = await asyncio.gather(*(join(api, eager, link["code"]) for _ in range(4)))
+    statuses = sorted(str(r.body.get("status", r.body)) for r in replies)
+    assert statuses == ["joined", "member", "member", "member"], statuses
+    listed = (await api.get(f"{CHATS}/{chat_id}/invites", token=owner.access_token)).body["items"]
+    assert listed[0]["uses"] == 1
+    joins = [a for a in await system_actions(api, owner, chat_id) if a["action"] == "member_joined"]
+    assert len(joins) == 1
+
+
 async def test_who_may_make_links(api: Api):
     owner, admin, member, custom = [await api.register() for _ in range(4)]
     group = await plain_group(api, owner, admin, member, custom)

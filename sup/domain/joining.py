@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import msgspec
@@ -298,10 +299,15 @@ class JoinService:
                 return JoinResult(
                     status="requested", chat_id=chat_id, request=_request(await self._requests.get(tx, chat_id, who_id))
                 )
-            if not await self._invites.use(tx, invite.id, now):  # spent by someone else a moment ago
-                refusal = _refusal(await self._invites.get(tx, chat_id, invite.id), now)
-                raise _bad_invite(*(refusal or ("used_up", "This invite link has been used as often as it may be.")))
-            joined = await self._add(tx, chat_id, who_id, {"via": "invite", "invite_id": invite.id}, now)
+
+            async def spend() -> None:
+                # Only once the membership is new: a twin request that joined a moment ago spends nothing.
+                if not await self._invites.use(tx, invite.id, now):  # spent by others meanwhile
+                    refusal = _refusal(await self._invites.get(tx, chat_id, invite.id), now)
+                    raise _bad_invite(*(refusal or ("used_up", "This invite link has been used up.")))
+
+            how = {"via": "invite", "invite_id": invite.id}
+            joined = await self._add(tx, chat_id, who_id, how, now, before_announcing=spend)
         return await self._as_member(who_id, chat_id, "joined" if joined else "member", device_id)
 
     async def _check_not_kept_out(
@@ -315,12 +321,24 @@ class JoinService:
         if await self._requests.blocked_by_managers(db, chat_id, who_id, link_creator):
             raise DomainError(Code.BLOCKED, detail)
 
-    async def _add(self, tx: Transaction, chat_id: str, user_id: str, how: dict[str, str], now: int) -> bool:
-        """Make the user a member with the member role; False if they were one already."""
+    async def _add(
+        self,
+        tx: Transaction,
+        chat_id: str,
+        user_id: str,
+        how: dict[str, str],
+        now: int,
+        *,
+        before_announcing: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Make the user a member with the member role; False if they were one already (then
+        `before_announcing` is not called; if it raises, the transaction undoes the membership)."""
         chat = await self._chats.get(tx, chat_id)
         member_role = await self._roles.by_kind(tx, chat_id, "member")
         if not await self._members.add(tx, chat_id, user_id, member_role["id"], now, chat.last_seq):
             return False
+        if before_announcing is not None:
+            await before_announcing()
         await self._requests.remove(tx, chat_id, user_id)  # a request still waiting is moot now
         await self._timeline.system(tx, chat_id, user_id, {"action": "member_joined", "user_id": user_id, **how}, now)
         view = chat_from_row(await self._chats.get(tx, chat_id))
