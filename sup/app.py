@@ -39,12 +39,14 @@ from sup.domain.chats import ChatService
 from sup.domain.emails import EmailService
 from sup.domain.events import EventWriter
 from sup.domain.health import Health
+from sup.domain.joining import JoinService
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.search import SearchService
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -391,6 +393,19 @@ def build_services(
         public_url=config.server.public_url.rstrip("/"),
         calls=CallService(db, access, stores.users, hooks, secrets.call_rooms),
         emails=emails,
+        search=SearchService(db, stores.search, stores.members, access),
+        joining=JoinService(
+            db,
+            stores.chats,
+            stores.members,
+            stores.roles,
+            stores.chat_invites,
+            stores.join_requests,
+            access,
+            timeline,
+            chats,
+            clock,
+        ),
     )
 
 

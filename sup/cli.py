@@ -140,7 +140,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 print(f"pending  {migration.version:04d}_{migration.name}")
             return 0
         if args.action == "up":
-            done = await migrations.migrate_up(db, Clock().now_ms())
+            done = await migrations.migrate_up(db, Clock().now_ms(), progress=print)
             verb = "applied"
         else:
             done = await migrations.migrate_down(db, args.steps)

@@ -21,9 +21,11 @@ from sup.db.accounts import (
 from sup.db.chats import ChatStore, MemberStore, RoleStore
 from sup.db.emails import EmailStore
 from sup.db.events import EventStore
+from sup.db.joining import ChatInviteStore, JoinRequestStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.search import SearchStore
 from sup.db.stickers import StickerStore
 from sup.db.stories import StoryStore
 
@@ -51,6 +53,9 @@ class Stores:
     stories: StoryStore
     stickers: StickerStore
     emails: EmailStore
+    chat_invites: ChatInviteStore
+    join_requests: JoinRequestStore
+    search: SearchStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -77,4 +82,7 @@ class Stores:
             stories=StoryStore(),
             stickers=StickerStore(),
             emails=EmailStore(),
+            chat_invites=ChatInviteStore(),
+            join_requests=JoinRequestStore(),
+            search=SearchStore.for_dialect(dialect),
         )

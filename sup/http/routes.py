@@ -9,10 +9,12 @@ from aiohttp import web
 from sup import __version__
 from sup.domain.accounts import Device, User
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
+from sup.domain.joining import ChatInvite, InvitePage, InvitePreview, JoinRequestPage, JoinResult
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
+from sup.domain.search import ChatResults, MessageResults, UserResults
 from sup.domain.stickers import Sticker, StickerPack, StickerPacks
 from sup.domain.stories import AudienceListDetail, Story, StoryFeed, StoryViewPage
 from sup.domain.timeline import Message
@@ -27,8 +29,10 @@ from sup.http.handlers import (
     devices,
     email,
     health,
+    joining,
     media,
     messages,
+    search,
     stickers,
     stories,
     users,
@@ -246,6 +250,55 @@ ROUTES: list[Route] = [
     ),
     Route("GET", f"{API}/chats/{{chat_id}}/pins", chats.list_pins, response=s.PinList, tag="chats"),
     Route("POST", f"{API}/chats/{{chat_id}}/typing", chats.typing, body=s.TypingRequest, tag="chats"),
+    # joining: public chats, invite links, join requests (codes travel in bodies, never in URLs)
+    Route("POST", f"{API}/chats/{{chat_id}}/join", joining.join_chat, response=JoinResult, status=201, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chats/{{chat_id}}/invites",
+        joining.create_invite,
+        body=s.InviteCreate,
+        response=ChatInvite,
+        status=201,
+        tag="chats",
+    ),
+    Route(
+        "GET",
+        f"{API}/chats/{{chat_id}}/invites",
+        joining.list_invites,
+        query=s.PageQuery,
+        response=InvitePage,
+        tag="chats",
+    ),
+    Route("DELETE", f"{API}/chats/{{chat_id}}/invites/{{invite_id}}", joining.revoke_invite, tag="chats"),
+    Route(
+        "GET",
+        f"{API}/chats/{{chat_id}}/join-requests",
+        joining.list_join_requests,
+        query=s.JoinRequestQuery,
+        response=JoinRequestPage,
+        tag="chats",
+    ),
+    Route(
+        "POST", f"{API}/chats/{{chat_id}}/join-requests/{{user_id}}/approve", joining.approve_join_request, tag="chats"
+    ),
+    Route("DELETE", f"{API}/chats/{{chat_id}}/join-requests/{{user_id}}", joining.delete_join_request, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chat-invites/preview",
+        joining.preview_invite,
+        body=s.InviteCode,
+        response=InvitePreview,
+        tag="chats",
+    ),
+    Route(
+        "POST",
+        f"{API}/chat-invites/join",
+        joining.join_by_invite,
+        body=s.InviteCode,
+        response=JoinResult,
+        status=201,
+        tag="chats",
+    ),
     # messages
     Route(
         "POST",
@@ -311,6 +364,21 @@ ROUTES: list[Route] = [
     ),
     Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
     Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
+    # search
+    Route(
+        "GET", f"{API}/search/users", search.search_users, query=s.NameSearchQuery, response=UserResults, tag="search"
+    ),
+    Route(
+        "GET", f"{API}/search/chats", search.search_chats, query=s.NameSearchQuery, response=ChatResults, tag="search"
+    ),
+    Route(
+        "GET",
+        f"{API}/search/messages",
+        search.search_messages,
+        query=s.MessageSearchQuery,
+        response=MessageResults,
+        tag="search",
+    ),
     # E2E key directory
     Route("POST", f"{API}/crypto/keys", crypto.publish_keys, body=s.KeysPublish, response=s.PrekeyCount, tag="crypto"),
     Route("GET", f"{API}/crypto/keys/{{user_id}}/all", crypto.get_all_keys, response=s.DeviceKeysList, tag="crypto"),

@@ -175,7 +175,19 @@ class HealthStatus(msgspec.Struct, kw_only=True):
 # -- chats and messages ---------------------------------------------------------------------
 
 PermissionName = Literal[
-    "send_messages", "send_media", "add_members", "remove_members", "pin", "delete_others", "edit_info", "manage_roles"
+    "send_messages",
+    "send_media",
+    "add_members",
+    "remove_members",
+    "pin",
+    "delete_others",
+    "edit_info",
+    "manage_roles",
+    "invite_users",
+]
+Visibility = Annotated[
+    Literal["private", "public"],
+    Meta(description="public: found by search and joined by anyone (channels and unencrypted groups only)."),
 ]
 Title = Annotated[str, Meta(max_length=128, pattern=_TEXT, description="Required for groups and channels.")]
 Description = Annotated[str, Meta(max_length=2000, pattern=_TEXT)]
@@ -187,12 +199,14 @@ class ChatCreate(Body):
     title: Title = ""
     description: Description = ""
     encrypted: bool | None = None
+    visibility: Visibility = "private"
 
 
 class ChatUpdate(Body):
     title: Title | UnsetType = UNSET
     description: Description | UnsetType = UNSET
     avatar_media_id: Id | UnsetType | None = UNSET
+    visibility: Visibility | UnsetType = UNSET
 
 
 class ChatListQuery(Input):
@@ -532,3 +546,42 @@ class PasswordResetRequest(Body):
 class PasswordResetConfirm(Body):
     token: EmailToken
     new_password: NewPassword
+
+
+# -- search and joining ------------------------------------------------------------------
+
+
+class NameSearchQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    q: Annotated[str, Meta(max_length=64, description="A name, or part of one; case does not matter.")]
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
+
+
+class MessageSearchQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    q: Annotated[
+        str,
+        Meta(
+            max_length=256,
+            description="Words, every one required, in any order; no operators. The last word also matches"
+            " longer words that start with it, unless a space follows it.",
+        ),
+    ]
+    chat_id: Id | None = None
+    order: Literal["newest", "relevance"] = "newest"
+    before: Annotated[str, Meta(max_length=200, description="The next_cursor of the previous page.")] | None = None
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
+
+
+class InviteCreate(Body):
+    name: Annotated[str, Meta(max_length=64, description="A label for admins.")] = ""
+    requires_approval: Annotated[bool, Meta(description="Joining through it makes a join request.")] = False
+    expires_in: Annotated[int, Meta(ge=60, le=366 * 86400, description="Seconds from now.")] | None = None
+    max_uses: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+
+
+class InviteCode(Body):
+    code: Annotated[str, Meta(min_length=1, max_length=64, description="The code of an invite link.")]
+
+
+class JoinRequestQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    after: Annotated[str, Meta(max_length=80)] | None = None

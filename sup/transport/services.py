@@ -13,10 +13,12 @@ from sup.domain.calls import CallService
 from sup.domain.chats import ChatService
 from sup.domain.emails import EmailService
 from sup.domain.health import Health
+from sup.domain.joining import JoinService
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.search import SearchService
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -42,6 +44,8 @@ class Services:
     public_url: str
     calls: CallService
     emails: EmailService
+    search: SearchService
+    joining: JoinService
 
 
 SERVICES = web.AppKey("services", Services)
