@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from sup import __version__
 from sup.blobs.store import BlobSettings, BlobStore, open_blob_store
 from sup.bus.events import EventBus, open_bus
 from sup.bus.presence import PresenceTracker, open_presence
@@ -35,17 +36,21 @@ from sup.domain.accounts import AccountService
 from sup.domain.admin import AdminService
 from sup.domain.attachments import MediaAttachments
 from sup.domain.audit import AuditLog
+from sup.domain.calls import CallService
 from sup.domain.chats import ChatService
+from sup.domain.emails import EmailService
 from sup.domain.erasure import AccountErasure
 from sup.domain.events import EventWriter
 from sup.domain.exports import ExportService, ExportSources
 from sup.domain.health import Health
+from sup.domain.joining import JoinService
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.search import SearchService
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -57,11 +62,16 @@ from sup.domain.users import UserService
 from sup.http.api import hide_admin_paths
 from sup.http.handlers.web_client import REGISTRATION
 from sup.http.middleware import add_security_headers, cors_middleware
+from sup.http.observe import METRICS, METRICS_ACCESS, MetricsAccess, add_request_id, observe_middleware
 from sup.http.problems import problems_middleware
-from sup.http.routes import add_routes
+from sup.http.routes import ROUTES, add_routes
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
+from sup.observe.metrics import Metrics, replace_gauge
 from sup.ops.schedule import BackupSchedule
+from sup.plugins.host import Hooks, load_plugins
+from sup.plugins.smtp import SmtpMailer
+from sup.plugins.turn import CoturnSecret
 from sup.transport.services import SERVICES, Services
 from sup.ws.hub import HUB, Hub
 
@@ -72,6 +82,7 @@ CLOCK = web.AppKey("clock", Clock)
 # The open database, for what runs beside the transports (tests, operations); handlers use the services.
 DATABASE = web.AppKey("database", Database)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+HOOKS = web.AppKey("hooks", Hooks)
 
 
 async def open_configured_database(config: Config) -> Database:
@@ -98,6 +109,22 @@ def server_keys(config: Config) -> ServerKeys:
     return ServerKeys.derive(load_or_create_master(config.data_dir, config.security.secret_key))
 
 
+def turn_secret(config: Config) -> str:
+    """coturn's static-auth-secret: the configured one, else one derived from the master secret."""
+    return config.calls.turn_secret or server_keys(config).turn.hex()
+
+
+def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
+    """The enabled plugins, after the built-in ones their settings turn on (docs/plugins.md)."""
+    builtins: list[tuple[str, object]] = []
+    if config.email.smtp_host:
+        builtins.append(("smtp", SmtpMailer(config.email)))
+    if config.calls.turn_uris:
+        calls = config.calls
+        builtins.append(("turn", CoturnSecret(turn_secret(config), calls.turn_uris, calls.turn_ttl_seconds, clock)))
+    return load_plugins(config.plugins.enabled, config.plugins.settings, builtins)
+
+
 class _Silent:
     """An announcer for commands that run no event delivery (`sup admin`): events are still stored,
     and a running server's catch-up delivers them."""
@@ -118,6 +145,7 @@ def build_accounts(
     key_changes: KeyChanges,
     keys: ServerKeys,
     limiter: MemoryRateLimiter,
+    hooks: Hooks | None = None,
 ) -> AccountService:
     return AccountService(
         db,
@@ -143,15 +171,19 @@ def build_accounts(
         clock,
         config.auth,
         key_changes,
+        hooks,
     )
 
 
-def build_admin_accounts(config: Config, db: Database, hasher: PasswordHasher, clock: Clock) -> AccountService:
+def build_admin_accounts(
+    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, hooks: Hooks | None = None
+) -> AccountService:
     """Accounts for `sup admin`, with no server running in this process."""
     stores = Stores.for_dialect(db.dialect)
     writer = EventWriter(stores.events, _Silent())
     key_changes = KeyChanges(writer, stores.members, stores.devices)
-    return build_accounts(config, db, stores, hasher, clock, key_changes, server_keys(config), MemoryRateLimiter())
+    keys = server_keys(config)
+    return build_accounts(config, db, stores, hasher, clock, key_changes, keys, MemoryRateLimiter(), hooks)
 
 
 def build_admin(config: Config, db: Database, stores: Stores, key_changes: KeyChanges, clock: Clock) -> AdminService:
@@ -262,10 +294,17 @@ class Background:
 
 
 def build_services(
-    config: Config, db: Database, hasher: PasswordHasher, clock: Clock, rt: Realtime, bg: Background
+    config: Config,
+    db: Database,
+    hasher: PasswordHasher,
+    clock: Clock,
+    rt: Realtime,
+    bg: Background,
+    hooks: Hooks | None = None,
 ) -> Services:
     """Every domain service, each given the stores and services it uses and nothing else."""
     stores = Stores.for_dialect(db.dialect)
+    hooks = hooks or Hooks.none()
     limiter = MemoryRateLimiter()  # one per process; keys are prefixed by what they count
     limits = config.ratelimit
     access = ChatAccess(stores.members, stores.blocks)
@@ -330,6 +369,7 @@ def build_services(
         rt.batcher,
         keys,
         clock,
+        hooks,
     )
     presence = PresenceService(db, stores.users, stores.contacts, stores.members, access, rt.tracker, rt.bus, clock)
     stories = StoryService(
@@ -347,7 +387,7 @@ def build_services(
     )
     stickers = StickerService(db, stores.stickers, stores.devices, attachments, writer, clock, config.stickers)
     bg.scheduler.every("prune-events", 3600, rt.stream.prune)
-    accounts = build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter)
+    accounts = build_accounts(config, db, stores, hasher, clock, key_changes, secrets, limiter, hooks)
     audit = AuditLog(db, stores.audit)
     erasure = AccountErasure(
         db,
@@ -381,6 +421,21 @@ def build_services(
         blobs=bg.blobs,
     )
     exports = ExportService(db, stores.exports, sources, media.files, bg.scheduler, clock, config.data_dir / "tmp")
+    emails = EmailService(
+        db,
+        stores.users,
+        stores.devices,
+        stores.emails,
+        hasher,
+        accounts.throttle,
+        key_changes,
+        hooks,
+        limiter,
+        limits,
+        config.email,
+        config.server.public_url,
+        clock,
+    )
     return Services(
         accounts=accounts,
         users=UserService(db, stores.users, stores.contacts, stores.blocks, attachments, clock),
@@ -401,6 +456,21 @@ def build_services(
         audit=audit,
         erasure=erasure,
         exports=exports,
+        calls=CallService(db, access, stores.users, hooks, secrets.call_rooms),
+        emails=emails,
+        search=SearchService(db, stores.search, stores.members, access),
+        joining=JoinService(
+            db,
+            stores.chats,
+            stores.members,
+            stores.roles,
+            stores.chat_invites,
+            stores.join_requests,
+            access,
+            timeline,
+            chats,
+            clock,
+        ),
     )
 
 
@@ -419,20 +489,58 @@ async def prepare_schema(config: Config, db: Database, clock: Clock) -> None:
             )
 
 
+def instrument(metrics: Metrics, db: Database, realtime: Realtime, background: Background) -> None:
+    """Hand the App's metrics to what reports, and read the rest (pool, sockets, jobs) at scrape time."""
+    realtime.batcher.metrics = metrics
+    realtime.hub.metrics = metrics
+    background.scheduler.metrics = metrics
+    hub, scheduler = realtime.hub, background.scheduler
+    # Which version each process runs, during a rolling upgrade.
+    metrics.gauge(
+        "sup_build_info", "Always 1; the version of SUP is its label.", lambda: {(__version__,): 1.0}, ("version",)
+    )
+    metrics.gauge("sup_websocket_connections", "WebSocket connections open on this process.", lambda: len(hub.sockets))
+    metrics.gauge(
+        "sup_db_connections",
+        "Database connections by state (busy or idle): the Postgres pool, or SQLite's readers and its writer.",
+        lambda: {(state,): n for state, n in db.pool_usage().items() if state != "max"},
+        labels=("state",),
+    )
+    metrics.gauge(
+        "sup_db_connections_max", "The most database connections there may be.", lambda: db.pool_usage()["max"]
+    )
+    metrics.gauge("sup_jobs_running_here", "Background jobs this process runs now.", lambda: scheduler.running)
+    seen: set[tuple[str, ...]] = set()
+
+    async def count_jobs() -> None:
+        replace_gauge(metrics.jobs, {key: float(n) for key, n in (await scheduler.waiting()).items()}, seen)
+
+    metrics.refresh_with(count_jobs)
+
+
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     config, clock = app[CONFIG], app[CLOCK]
-    db = await open_configured_database(config)
-    hasher = realtime = background = None
+    hooks = load_configured_plugins(config, clock)  # a broken plugin stops the start before anything opens
+    try:
+        await hooks.start()
+        db = await open_configured_database(config)
+    except BaseException:
+        await hooks.close()  # what the plugins that did start opened is closed again
+        raise
+    app[HOOKS] = hooks
+    hasher = realtime = background = services = None
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
         realtime = Realtime.build(config, db, Stores.for_dialect(db.dialect), clock)
         await realtime.start()
         background = await Background.open(config, db, clock)
-        app[SERVICES] = build_services(config, db, hasher, clock, realtime, background)
+        app[SERVICES] = services = build_services(config, db, hasher, clock, realtime, background, hooks)
         app[DATABASE] = db
         app[SCHEDULER] = background.scheduler
         app[HUB] = realtime.hub
+        if METRICS in app:
+            instrument(app[METRICS], db, realtime, background)
         await background.scheduler.start()
         yield
     finally:
@@ -441,6 +549,9 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         if realtime is not None:
             await realtime.hub.close()  # normally done already, at on_shutdown
             await realtime.close()
+        if services is not None:
+            await services.emails.close()
+        await hooks.close()  # after the realtime parts: no more events to observe
         if hasher is not None:
             hasher.close()
         await db.close()
@@ -453,15 +564,28 @@ async def _close_websockets(app: web.Application) -> None:
 
 
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    trusted = tuple(ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies)
+    metrics = Metrics() if config.metrics.enabled else None
+    uploads = frozenset(route.path for route in ROUTES if route.raw_body is not None)
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[cors_middleware(config.server.cors_origins), problems_middleware, hide_admin_paths],
+        middlewares=[
+            observe_middleware(metrics, trusted, uploads),
+            cors_middleware(config.server.cors_origins),
+            problems_middleware,
+            hide_admin_paths,
+        ],
     )
+    if metrics is not None:
+        app[METRICS] = metrics
+    allow = tuple(ipaddress.ip_network(a, strict=False) for a in config.metrics.allow)
+    app[METRICS_ACCESS] = MetricsAccess(config.metrics.enabled, allow, config.metrics.token, trusted)
     app[CONFIG] = config
     app[CLOCK] = clock or Clock()
     app[REGISTRATION] = config.auth.registration  # the web client's sign-up screen shows it
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_request_id)
     add_routes(app)
     return app

@@ -35,7 +35,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sup.preflight import missing_drivers
+    from sup.preflight import missing_drivers, plugin_problem
     from sup.server import run
 
     config = _load(args)
@@ -43,6 +43,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = missing_drivers(config)
     if missing:
         raise ConfigError("; ".join(missing.values()))
+    broken = plugin_problem(config)
+    if broken:
+        raise ConfigError(broken)
     run(config)
     return 0
 
@@ -69,12 +72,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from sup.preflight import check_services, missing_drivers
+    from sup.preflight import check_services, missing_drivers, plugin_problem
 
     config = load_config(args.path or _config_path(args))
     missing = missing_drivers(config)
     for line in missing.values():
         print(f"sup: {line}", file=sys.stderr)
+    broken = plugin_problem(config)
+    if broken:
+        print(f"sup: {broken}", file=sys.stderr)
+        missing["plugins"] = broken
     checks = []
     if not args.no_connect:
         skip = frozenset(setting.split(".", 1)[0] for setting in missing)
@@ -133,7 +140,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 print(f"pending  {migration.version:04d}_{migration.name}")
             return 0
         if args.action == "up":
-            done = await migrations.migrate_up(db, Clock().now_ms())
+            done = await migrations.migrate_up(db, Clock().now_ms(), progress=print)
             verb = "applied"
         else:
             done = await migrations.migrate_down(db, args.steps)
@@ -157,18 +164,23 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from sup.app import build_admin_accounts, build_admin_service, build_hasher, prepare_schema
+    from sup.app import build_admin_accounts, build_admin_service, build_hasher, load_configured_plugins, prepare_schema
     from sup.clock import Clock
 
     config = _load(args)
     password = _read_password(args) if args.action in {"create-user", "reset-password"} else ""
+    email = getattr(args, "email", None)
+    if email and args.count != 1:
+        raise SystemExit("sup admin invite: --email sends one code: leave out --count")
 
     async def work(db: Any) -> int:
         clock = Clock()
         await prepare_schema(config, db, clock)
+        hooks = load_configured_plugins(config, clock)  # plugins observe what sup admin does too
+        await hooks.start()
         hasher = build_hasher(config)
         try:
-            accounts = build_admin_accounts(config, db, hasher, clock)
+            accounts = build_admin_accounts(config, db, hasher, clock, hooks)
             if args.action == "create-user":
                 user = await accounts.create_user(args.username, password, is_admin=args.admin)
                 print(f"created user {user.username} ({user.id})")
@@ -181,13 +193,39 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 print(f"password of {args.username} reset; all of its devices were logged out")
             else:
                 ttl = None if args.never_expires else round(args.expires_days * 86400)
+                if email:
+                    return await _mail_invite(config, hooks, accounts, email, args.uses, ttl, clock)
                 for _ in range(args.count):
                     print(await accounts.create_invite(max_uses=args.uses, ttl_seconds=ttl))
         finally:
             hasher.close()
+            await hooks.close()
         return 0
 
     return asyncio.run(_with_database(config, work))
+
+
+async def _mail_invite(
+    config: Config, hooks: Any, accounts: Any, address: str, uses: int, ttl: int | None, clock: Any
+) -> int:
+    from sup.domain.emails import check_email, deliver, invite_mail, not_configured
+
+    if not hooks.implements("send_email"):
+        raise not_configured()
+    check_email(address)  # a malformed address is refused before a code exists
+    expires_at = None if ttl is None else clock.now_ms() + ttl * 1000
+    code = await accounts.create_invite(max_uses=uses, ttl_seconds=ttl)
+    await deliver(hooks, invite_mail(address, code, expires_at, config.server.public_url))
+    print(f"invite code {code} mailed to {address}")
+    return 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from sup.app import turn_secret
+
+    config = _load(args)
+    print(turn_secret(config))  # the one action: turn-secret
+    return 0
 
 
 def _report(outcome: Any, done: str) -> int:
@@ -398,6 +436,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"days until it expires, one minute (0.0007) to {INVITE_MAX_DAYS} (default 7)",
     )
     lifetime.add_argument("--never-expires", action="store_true", help="a code that is good until it is used up")
+    invite.add_argument("--email", metavar="ADDRESS", help="mail the code to this address (needs [email] set up)")
     invite.add_argument(
         "--count",
         type=_int_between(1, INVITE_MAX_COUNT),
@@ -409,6 +448,13 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--off", action="store_true", help="make the user an administrator no longer")
     for p in (create, reset, invite, promote):
         p.set_defaults(func=cmd_admin)
+
+    calls = sub.add_parser("calls", help="calls: what coturn needs from SUP")
+    calls_sub = calls.add_subparsers(dest="action", required=True)
+    secret = with_config(
+        calls_sub.add_parser("turn-secret", help="print the TURN secret, for coturn's static-auth-secret")
+    )
+    secret.set_defaults(func=cmd_calls)
 
     backup = sub.add_parser("backup", help="consistent online backups: create, verify, restore")
     backup_sub = backup.add_subparsers(dest="action", required=True)

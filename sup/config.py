@@ -135,6 +135,15 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     uploads_per_user: Annotated[int, _doc("File uploads (whole or resumable) one user may start per minute.", ge=1)] = (
         60
     )
+    email_per_address: Annotated[
+        int,
+        _doc(
+            "Emails per hour to one address, or asked for one account (password resets, verification), "
+            "whatever the asking addresses.",
+            ge=1,
+        ),
+    ] = 5
+    email_per_ip: Annotated[int, _doc("Requests per hour from one IP address that would send an email.", ge=1)] = 20
 
 
 class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -170,6 +179,27 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log level.")] = "info"
     access_log: Annotated[bool, _doc("Log one line per HTTP request (never tokens or query strings).")] = True
+    format: Annotated[
+        Literal["text", "json"],
+        _doc("text: one line per record for people; json: one JSON object per line for log shippers."),
+    ] = "text"
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Prometheus metrics at `GET /metrics` ([operations.md](operations.md#monitoring))."""
+
+    enabled: Annotated[bool, _doc("Collect metrics and serve them at GET /metrics.")] = True
+    allow: Annotated[
+        list[str],
+        _doc(
+            "Addresses or networks (CIDR) that may read /metrics; behind server.trusted_proxies, the client's "
+            "own address counts."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    token: Annotated[
+        str,
+        _doc("A bearer token (at least 16 characters) that may read /metrics from anywhere; empty: none."),
+    ] = ""
 
 
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -324,6 +354,74 @@ class BackupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = False
 
 
+class PluginsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Plugins: packages found through the entry point group `sup.plugins` ([plugins.md](plugins.md))."""
+
+    enabled: Annotated[
+        list[str],
+        _doc(
+            'Plugins to load, by name, e.g. ["livekit"]; each reads its settings from a [plugins.<name>] table. '
+            "One that cannot be loaded stops `sup run` with a line naming it."
+        ),
+    ] = []
+    settings: Annotated[
+        dict[str, dict[str, Any]],
+        _doc(
+            "Each plugin's settings, by name: write them as [plugins.<name>] tables (e.g. [plugins.livekit] and "
+            "its url below it), or as SUP_PLUGINS_<NAME>_<KEY> variables; they are gathered here."
+        ),
+    ] = {}
+
+
+class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """TURN credentials for calls ([operations.md](operations.md#calls-turn-and-livekit)); group calls: a plugin."""
+
+    turn_uris: Annotated[
+        list[str],
+        _doc(
+            "TURN URIs handed to clients with their credentials, e.g. "
+            '["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"]. '
+            "Empty: no TURN (GET /api/v1/calls/turn answers 404 not_configured)."
+        ),
+    ] = []
+    turn_secret: Annotated[
+        str,
+        _doc(
+            "coturn's static-auth-secret (use-auth-secret). Empty: derived from the master secret; "
+            "`sup calls turn-secret` prints it for turnserver.conf."
+        ),
+    ] = ""
+    turn_ttl_seconds: Annotated[
+        int,
+        _doc(
+            "How long TURN credentials stay valid; a call that outlives them loses its relay, so keep it long.",
+            ge=60,
+            le=7 * 86400,
+        ),
+    ] = 86400
+
+
+class EmailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Email: verified addresses, password reset, invites ([api.md](api.md#email-and-password-reset))."""
+
+    smtp_host: Annotated[str, _doc("SMTP server to send through. Empty: SUP sends no email.")] = ""
+    smtp_port: Annotated[int, _doc("SMTP port: 587 for starttls, 465 for tls, 25 for none.", ge=1, le=65535)] = 587
+    smtp_security: Annotated[
+        Literal["starttls", "tls", "none"],
+        _doc("starttls (upgrade a plain connection), tls (TLS from the start), or none (a local relay only)."),
+    ] = "starttls"
+    smtp_username: Annotated[str, _doc("SMTP login; empty: no authentication.")] = ""
+    smtp_password: Annotated[str, _doc("SMTP password.")] = ""
+    from_address: Annotated[str, _doc('The sender, e.g. "SUP <sup@example.org>"; required with smtp_host.')] = ""
+    timeout_seconds: Annotated[float, _doc("How long one delivery may take.", gt=0, le=600)] = 30.0
+    verify_token_hours: Annotated[
+        float, _doc("An address verification link or code works this long.", gt=0, le=24 * 30)
+    ] = 24.0
+    reset_token_minutes: Annotated[
+        float, _doc("A password reset link or code works this long, and once.", gt=0, le=24 * 60)
+    ] = 60.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -332,6 +430,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bus: BusConfig = BusConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
     crypto: CryptoConfig = CryptoConfig()
     jobs: JobsConfig = JobsConfig()
@@ -340,6 +439,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stories: StoriesConfig = StoriesConfig()
     stickers: StickersConfig = StickersConfig()
     backup: BackupConfig = BackupConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    calls: CallsConfig = CallsConfig()
+    email: EmailConfig = EmailConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -407,6 +509,8 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for name, value in sorted(environ.items()):
         if not name.startswith("SUP_") or name in ENV_NOT_SETTINGS:
             continue
+        if name not in known and _plugin_setting(raw, environ, name):
+            continue
         if name not in known:
             raise ConfigError(f"{name}: unknown setting (see sup.toml.example for the valid ones)")
         section, key = known[name]
@@ -415,6 +519,38 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
             raise ConfigError(f"{name}: conflicts with {other}, which sets {section}.{key} too")
         field_type = _field_types(sections()[section])[key]
         raw.setdefault(section, {})[key] = _from_env_string(value, field_type, name)
+
+
+def _plugin_setting(raw: dict[str, Any], environ: Mapping[str, str], name: str) -> bool:
+    """SUP_PLUGINS_<NAME>_<KEY> of an enabled plugin: put it in its table, as a string; False if it is not one."""
+    prefix = env_name("plugins", "")
+    if not name.startswith(prefix):
+        return False
+    enabled = raw.get("plugins", {}).get("enabled", [])
+    if "SUP_PLUGINS_ENABLED" in environ:
+        enabled = _from_env_string(environ["SUP_PLUGINS_ENABLED"], list[str], "SUP_PLUGINS_ENABLED")
+    rest = name.removeprefix(prefix).lower()
+    # The longest name wins: a plugin "my_push" takes SUP_PLUGINS_MY_PUSH_URL before a plugin "my" would.
+    for plugin in sorted((p for p in enabled if isinstance(p, str)), key=len, reverse=True):
+        if rest.startswith(plugin.lower() + "_") and len(rest) > len(plugin) + 1:
+            tables = raw.setdefault("plugins", {}).setdefault("settings", {})
+            tables.setdefault(plugin, {})[rest[len(plugin) + 1 :]] = environ[name]
+            return True
+    return False
+
+
+def _gather_plugin_tables(raw: dict[str, Any]) -> None:
+    """[plugins.<name>] tables go into plugins.settings, where the Config keeps them."""
+    plugins = raw.get("plugins")
+    if not isinstance(plugins, dict):
+        return
+    tables = {k: v for k, v in plugins.items() if isinstance(v, dict) and k not in PluginsConfig.__struct_fields__}
+    if tables:
+        settings = plugins.setdefault("settings", {})
+        for name, table in tables.items():
+            del plugins[name]
+            if isinstance(settings, dict):
+                settings[name] = {**table, **settings.get(name, {})}
 
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
@@ -447,6 +583,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     for section, value in raw.items():
         if section in sections() and not isinstance(value, dict):
             raise ConfigError(f"{section}: expected a [{section}] table")
+    _gather_plugin_tables(raw)
     _apply_env(raw, environ)
     try:
         config = msgspec.convert(raw, Config)
@@ -472,11 +609,20 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("database.pool_min: must not exceed database.pool_max")
     if config.security.secret_key and len(config.security.secret_key) < 32:
         raise ConfigError("security.secret_key: must be at least 32 characters")
+    if config.email.smtp_host and not config.email.from_address:
+        raise ConfigError("email.from_address: required with email.smtp_host (the sender of SUP's mail)")
     for proxy in config.server.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"server.trusted_proxies: {proxy!r} is not an IP address or network") from None
+    for network in config.metrics.allow:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"metrics.allow: {network!r} is not an IP address or network") from None
+    if config.metrics.token and len(config.metrics.token) < 16:
+        raise ConfigError("metrics.token: must be at least 16 characters")
 
 
 def _toml_value(value: Any) -> str:
@@ -541,6 +687,8 @@ def _type_text(hint: Any) -> str:
         return " | ".join(f'`"{value}"`' for value in get_args(base))
     if get_origin(base) is list:
         return f"list of {get_args(base)[0].__name__}"
+    if get_origin(base) is dict:
+        return "tables"
     bounds = []
     for meta in metas:
         if isinstance(meta, Meta):

@@ -5,7 +5,8 @@ A leaf module (it imports nothing from SUP) because every layer passes deliverie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,3 +14,6 @@ class Delivery:
     device_id: str
     seq: int
     payload: bytes  # the frame exactly as the WebSocket sends it
+    # When it was made (time.monotonic): in its transaction, or on arrival from another process.
+    # Only for the delivery-lag metric; not part of what a delivery is.
+    at: float = field(default_factory=time.monotonic, compare=False, repr=False)

@@ -12,6 +12,7 @@ differs from what this module renders.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Callable
@@ -22,13 +23,16 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Added by add_routes beside ROUTES, since its handler serves the document built from them.
 OPENAPI_ROW = ("GET", "/api/v1/openapi.json", "none", "this API, described in OpenAPI 3.1.")
 
+# Who may read what the operator's routes serve (sup/http/routes.py OPS_ROUTES).
+OPS_AUTH = {"/metrics": "loopback, `metrics.allow` or `metrics.token`"}
+
 # A raw route answers by itself, so the table cannot read how it authenticates: say it here.
 RAW_AUTH = {"/api/v1/ws": "first frame ([protocol](protocol.md))"}
 
 
 def endpoint_table() -> str:
     """The endpoint table of docs/api.md, from the route table (sup/http/routes.py)."""
-    from sup.http.routes import ROUTES, WEB_ROUTES
+    from sup.http.routes import OPS_ROUTES, ROUTES, WEB_ROUTES
     from sup.http.schemas import SignedQuery
 
     rows = [
@@ -50,6 +54,9 @@ def endpoint_table() -> str:
             auth = "none"
         rows.append(_row(route.method, route.path, auth, route.summary))
     rows.append(_row(*OPENAPI_ROW))
+    for method, path, handler in OPS_ROUTES:
+        summary = (handler.__doc__ or "").strip().splitlines()[0].removeprefix(f"{method} {path}: ")
+        rows.append(_row(method, path, OPS_AUTH[path], summary))
     for method, path, handler in WEB_ROUTES:  # the web client: its page and its files
         plain = re.sub(r"{(\w+):[^}]*}", r"{\1}", path)
         summary = (handler.__doc__ or "").strip().splitlines()[0].removeprefix(f"{method} {plain}: ")
@@ -68,9 +75,28 @@ def settings_tables() -> str:
     return settings_reference()
 
 
+def hook_table() -> str:
+    """The hook table of docs/plugins.md, from the hook specification (sup/plugins/hookspecs.py)."""
+    from sup.plugins.hookspecs import LIFECYCLE, OBSERVERS, PROVIDERS, hook_functions
+
+    kinds = {**dict.fromkeys(PROVIDERS, "provider"), **dict.fromkeys(OBSERVERS, "observer")}
+    kinds.update(dict.fromkeys(LIFECYCLE, "lifecycle"))
+    rows = ["| Hook | Kind | What it is for |", "|---|---|---|"]
+    for name, function in hook_functions().items():
+        arguments = ", ".join(inspect.signature(function).parameters)
+        doc = (function.__doc__ or "").strip()
+        rows.append(_row_cells([f"`{name}({arguments})`", kinds[name], doc.removesuffix(".")]))
+    return "\n".join(rows) + "\n"
+
+
+def _row_cells(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 GENERATED: dict[str, dict[str, Callable[[], str]]] = {
     "api.md": {"endpoints": endpoint_table},
     "configuration.md": {"settings": settings_tables},
+    "plugins.md": {"hooks": hook_table},
 }
 
 

@@ -55,6 +55,9 @@ class Code(StrEnum):
     RATE_LIMITED = "rate_limited"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
+    NOT_CONFIGURED = "not_configured"
+    INVALID_EMAIL_TOKEN = "invalid_email_token"
+    EMAIL_TAKEN = "email_taken"
     INTERNAL = "internal_error"
 
 

@@ -25,6 +25,8 @@ class ServerKeys:
     recovery_codes: bytes
     media_urls: bytes
     login_addresses: bytes
+    call_rooms: bytes
+    turn: bytes
 
     @classmethod
     def derive(cls, master: bytes) -> ServerKeys:
@@ -37,6 +39,8 @@ class ServerKeys:
             recovery_codes=sub("sup recovery codes v1"),
             media_urls=sub("sup media urls v1"),
             login_addresses=sub("sup login addresses v1"),
+            call_rooms=sub("sup call rooms v1"),
+            turn=sub("sup turn secret v1"),
         )
 
 

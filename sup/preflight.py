@@ -61,6 +61,17 @@ def missing_drivers(config: Config) -> dict[str, str]:
     return missing
 
 
+def plugin_problem(config: Config) -> str | None:
+    """Load the enabled plugins as `sup run` will (without starting them): None, or one line naming the broken one."""
+    from sup.plugins.host import PluginError, load_plugins
+
+    try:
+        load_plugins(config.plugins.enabled, config.plugins.settings)
+    except PluginError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Check:
     name: str

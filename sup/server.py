@@ -15,16 +15,13 @@ from sup.app import build_app
 from sup.config import Config
 from sup.http.access_log import AccessLogger
 from sup.http.runner import AppRunner
+from sup.observe.logs import configure as configure_logs
 
 log = logging.getLogger("sup")
 
 
 def setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logs(config.logging.level, config.logging.format, sys.stderr)
 
 
 async def serve(config: Config) -> None:

@@ -22,6 +22,7 @@ ALL_PERMISSIONS = {
     "delete_others",
     "edit_info",
     "manage_roles",
+    "invite_users",
 }
 
 

@@ -63,7 +63,7 @@ def test_the_nginx_example_passes_the_proxy_headers_in_every_location():
     conf = (ROOT / "packaging" / "nginx-sup.conf").read_text()
     server = conf[conf.index("listen 443") :]
     blocks = re.findall(r"location ([^{]+)\{(.*?)\n    \}", server, re.DOTALL)
-    headers = {"Host", "X-Forwarded-For", "X-Forwarded-Proto"}
+    headers = {"Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id"}
     assert headers <= set(re.findall(r"^    proxy_set_header (\S+)", server, re.MULTILINE))
     for where, body in blocks:
         own = set(re.findall(r"proxy_set_header (\S+)", body))

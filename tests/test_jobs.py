@@ -17,6 +17,7 @@ from sup.db import migrations
 from sup.db.database import Database, open_database
 from sup.db.jobs import MAX_ERROR_CHARS, DatabaseJobQueue, Job
 from sup.jobs.scheduler import PERIODIC, JobSettings, PermanentJobError, Scheduler
+from sup.observe.metrics import Metrics
 from tests.conftest import MovableClock
 
 # Short everything, so retries and polls take milliseconds.
@@ -138,6 +139,37 @@ async def test_retry_with_backoff_then_success(db: Database, schedulers) -> None
     # Jittered within [half, all] of 0.1 s, then of 0.2 s.
     assert runs[1] - runs[0] >= 0.05 - 0.01
     assert runs[2] - runs[1] >= 0.1 - 0.01
+
+
+async def test_runs_are_counted_by_kind_and_outcome_and_the_queue_by_kind(db: Database, schedulers) -> None:
+    scheduler = schedulers(db)
+    scheduler.metrics = metrics = Metrics(process=False)
+    attempts: list[bytes] = []
+
+    async def flaky(payload: bytes) -> None:
+        attempts.append(payload)
+        if len(attempts) < 2:
+            raise ConnectionError("upstream down")
+
+    async def broken(payload: bytes) -> None:
+        raise ValueError("nope")
+
+    scheduler.register("flaky", flaky, max_attempts=3)
+    scheduler.register("broken", broken, max_attempts=2)
+    later = await scheduler.enqueue("flaky", b"later", run_at=int(time.time() * 1000) + 3_600_000)
+    assert await scheduler.waiting() == {("flaky", "queued"): 1}  # periodic jobs are not counted
+    await scheduler.start()
+    queue = queue_of(scheduler)
+    await settled(queue, await scheduler.enqueue("flaky"))
+    await settled(queue, await scheduler.enqueue("broken"))
+    runs = {
+        (kind, outcome): metrics.registry.get_sample_value("sup_job_runs_total", {"kind": kind, "outcome": outcome})
+        for kind, outcome in [("flaky", "retry"), ("flaky", "ok"), ("broken", "retry"), ("broken", "failed")]
+    }
+    assert runs == {("flaky", "retry"): 1, ("flaky", "ok"): 1, ("broken", "retry"): 1, ("broken", "failed"): 1}
+    assert metrics.registry.get_sample_value("sup_job_duration_seconds_count", {"kind": "broken"}) == 2
+    assert await scheduler.waiting() == {("flaky", "queued"): 1}
+    assert (await queue.get(later)).state == "queued"
 
 
 async def test_a_job_that_keeps_failing_ends_failed_with_its_reason(db: Database, schedulers, caplog) -> None:

@@ -47,6 +47,7 @@ class Case:
 
 
 # Scene keys: chat_id (a group I may not see), message_id (the owner's message there, pinned),
+# invite_id (an invite link of the chat),
 # own_message_id (the actor's own message there, when they had one), user_id (another member),
 # role_id (the chat's member role), new_user_id (someone not in the chat), my_chat_id and
 # my_message_id (the actor's own unencrypted group and a message in it), client_id (fresh).
@@ -98,6 +99,14 @@ CASES: list[Case] = [
     ),
     Case("POST", f"{MESSAGES}/{{message_id}}/pin", use={"message_id": "own_message_id"}, refused="pin"),
     Case("DELETE", f"{MESSAGES}/{{message_id}}/pin", refused="pin"),
+    # joining: a private chat cannot be joined from outside; links and requests need invite_users
+    Case("POST", f"{CHATS}/{{chat_id}}/join"),
+    Case("POST", f"{CHATS}/{{chat_id}}/invites", {"max_uses": 5}, refused="invite_users"),
+    Case("GET", f"{CHATS}/{{chat_id}}/invites", refused="invite_users"),
+    Case("DELETE", f"{CHATS}/{{chat_id}}/invites/{{invite_id}}", refused="invite_users"),
+    Case("GET", f"{CHATS}/{{chat_id}}/join-requests", refused="invite_users"),
+    Case("POST", f"{CHATS}/{{chat_id}}/join-requests/{{user_id}}/approve", refused="invite_users"),
+    Case("DELETE", f"{CHATS}/{{chat_id}}/join-requests/{{user_id}}", refused="invite_users"),
     # last: these would change the scene most if they wrongly succeeded
     Case("DELETE", f"{MESSAGES}/{{message_id}}", use={"message_id": "own_message_id"}),
     Case("DELETE", f"{CHATS}/{{chat_id}}/members/{{user_id}}", use={"user_id": "actor_id"}),
@@ -229,10 +238,13 @@ async def test_outsiders_get_404_and_never_data(api: Api, how: str):
         "new_user_id": newcomer.user_id,
         "my_chat_id": my_chat_id,
         "my_message_id": my_message["id"],
+        "invite_id": (await ok(await api.post(f"{CHATS}/{chat_id}/invites", json={}, token=owner.access_token), 201))[
+            "id"
+        ],
     }
     # the same requests with ids that exist nowhere: a chat I am not in must look just like them
     nowhere = {**scene, "chat_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4())}
-    nowhere |= {"own_message_id": str(uuid.uuid4()), "role_id": str(uuid.uuid4())}
+    nowhere |= {"own_message_id": str(uuid.uuid4()), "role_id": str(uuid.uuid4()), "invite_id": str(uuid.uuid4())}
     secrets = [title, description, *bodies]
     before = await snapshot(api, owner, chat_id, [message["id"], own["id"]])
 
@@ -304,6 +316,9 @@ async def test_members_lacking_a_permission_get_403(api: Api, chat_type: str):
         "new_user_id": newcomer.user_id,
         "my_chat_id": my_chat_id,
         "my_message_id": my_message["id"],
+        "invite_id": (await ok(await api.post(f"{CHATS}/{chat_id}/invites", json={}, token=owner.access_token), 201))[
+            "id"
+        ],
     }
     before = await snapshot(api, owner, chat_id, [message["id"], own["id"]])
 

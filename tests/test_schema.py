@@ -6,6 +6,10 @@ database is read back from its own catalogue and brought to common terms: types 
 families, constraint-backed indexes by their columns (their names are the engine's),
 partial-index predicates as words. One blind spot is SQLite's: a boolean is an INTEGER
 there, so from its side a boolean column and an integer column look alike.
+
+Full-text search is where the dialects differ on purpose (migrations/0007_search.*): FTS5
+virtual tables (and their shadow tables) on SQLite; GIN indexes, and the stored tsvector they
+index, on Postgres. They are left out of the comparison, and checked by name instead.
 """
 
 from __future__ import annotations
@@ -79,10 +83,16 @@ def _predicate(sql: str | None) -> str | None:
     return " ".join(re.sub(r"[()]", " ", sql).lower().split())
 
 
+# The search objects of each dialect (see the module docstring).
+SEARCH_INDEXES = {"message_search": "messages", "user_search": "users", "chat_search": "chats"}
+POSTGRES_SEARCH_COLUMNS = {("messages", "search_document")}
+
+
 async def _sqlite_schema(db: Database) -> dict[str, Table]:
     tables: dict[str, Table] = {}
-    names = await db.fetch("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-    for name in [row["name"] for row in names]:
+    # Ordinary tables only: FTS5 tables are 'virtual', their storage 'shadow'.
+    names = await db.fetch("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' ORDER BY name")
+    for name in [row["name"] for row in names if not row["name"].startswith("sqlite_")]:
         table = tables[name] = Table()
         info = await db.fetch(f"PRAGMA table_info('{name}')")
         for col in info:
@@ -140,8 +150,9 @@ FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_class t ON t.oid = x.indrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_am am ON am.oid = i.relam
 LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.contype IN ('p', 'u')
-WHERE n.nspname = current_schema()
+WHERE n.nspname = current_schema() AND am.amname = 'btree'
 """
 
 _PG_FOREIGN_KEYS = """
@@ -162,6 +173,8 @@ _ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL"
 async def _postgres_schema(db: Database) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     for col in await db.fetch(_PG_COLUMNS):
+        if (col["table_name"], col["column_name"]) in POSTGRES_SEARCH_COLUMNS:
+            continue
         family = _AS_SQLITE_STORES.get(_POSTGRES_TYPES[col["udt_name"]], _POSTGRES_TYPES[col["udt_name"]])
         tables.setdefault(col["table_name"], Table()).columns.append(
             Column(col["column_name"], family, col["is_nullable"] == "YES", _default(col["column_default"]))
@@ -219,6 +232,18 @@ async def test_both_dialects_get_the_same_schema(both: list[Database]):
     # The comparison has something to compare: a partial unique index and a boolean.
     assert schema["jobs"].indexes["jobs_dedupe"] == Index(("dedupe_key",), True, "state in 'queued', 'running'")
     assert Column("is_admin", "integer", False, "0") in schema["users"].columns
+    # What it leaves out is there on each side: FTS5 tables on SQLite, GIN indexes on Postgres.
+    fts5 = await sqlite.fetch("SELECT name FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE % USING fts5%'")
+    assert {row["name"] for row in fts5} == set(SEARCH_INDEXES)
+    gin = await postgres.fetch(
+        "SELECT i.relname AS name, t.relname AS table_name FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_am am ON am.oid = i.relam WHERE am.amname = 'gin'"
+    )
+    assert {row["name"]: row["table_name"] for row in gin} == SEARCH_INDEXES
+    documents = await postgres.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE udt_name = 'tsvector'"
+    )
+    assert {(row["table_name"], row["column_name"]) for row in documents} == POSTGRES_SEARCH_COLUMNS
 
 
 async def test_each_migration_keeps_the_dialects_in_step(both: list[Database]):
@@ -277,3 +302,36 @@ def test_an_unknown_placeholder_is_refused_when_read(tmp_path: Path):
     (tmp_path / "0001_first.down.sql").write_text("DROP TABLE t;\n")
     with pytest.raises(DatabaseError, match=r"unknown placeholder \{json\} in migrations/0001_first.up.sql"):
         migrations.discover(tmp_path)
+
+
+def test_a_dialect_file_runs_after_the_shared_one_going_up_and_before_it_going_down(tmp_path: Path):
+    (tmp_path / "0001_first.up.sql").write_text("CREATE TABLE t (id {uuid} PRIMARY KEY);\n")
+    (tmp_path / "0001_first.up.postgres.sql").write_text("CREATE INDEX t_gin ON t USING GIN (id);\n")
+    (tmp_path / "0001_first.down.sql").write_text("DROP TABLE t;\n")
+    (tmp_path / "0001_first.down.postgres.sql").write_text("DROP INDEX t_gin;\n")
+    (migration,) = migrations.discover(tmp_path)
+    assert [line for line in migration.sql("up", "postgres").splitlines() if line] == [
+        "CREATE TABLE t (id UUID PRIMARY KEY);",
+        "CREATE INDEX t_gin ON t USING GIN (id);",
+    ]
+    assert [line for line in migration.sql("down", "postgres").splitlines() if line] == [
+        "DROP INDEX t_gin;",
+        "DROP TABLE t;",
+    ]
+    assert migration.sql("up", "sqlite").strip() == "CREATE TABLE t (id TEXT PRIMARY KEY);"
+
+
+async def test_a_long_migration_says_how_it_is_getting_on(both: list[Database], tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(migrations, "PROGRESS_EVERY_SECONDS", 0.2)
+    (tmp_path / "0001_slow.up.sql").write_text("CREATE TABLE t (id INTEGER PRIMARY KEY);\n")
+    # Something that takes a second on each: a sleep on Postgres, a long recursive count on SQLite.
+    (tmp_path / "0001_slow.up.postgres.sql").write_text("SELECT pg_sleep(1);\n")
+    (tmp_path / "0001_slow.up.sqlite.sql").write_text(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
+        " INSERT INTO t SELECT i FROM n;\n"
+    )
+    (tmp_path / "0001_slow.down.sql").write_text("DROP TABLE t;\n")
+    for db in both:
+        heard: list[str] = []
+        await migrations.migrate_up(db, 0, migrations.discover(tmp_path), progress=heard.append)
+        assert heard and all(line.startswith("migration 0001_slow: still running after") for line in heard), heard

@@ -5,9 +5,11 @@ crypto state (identity, ratchets, sender keys), the messages it decrypted (they 
 decrypted twice), group messages waiting for their sender key, and which devices already
 hold its sender keys, the devices it has met (to notice one added later), and messages held
 until their sender's new identity key is trusted, and messages written while the server could not be
-reached (the outbox, sent in order later). Several changes that belong together (a ratchet step, the message it
-decrypted, the cursor of its event) are written in one transaction with `batch()`, so a crash
-leaves either all of them or none; SQLite with synchronous=FULL makes a commit durable.
+reached (the outbox, sent in order later). The text of the messages it keeps is indexed for full-text
+search (FTS5), since the server cannot search encrypted chats. Several changes that belong together
+(a ratchet step, the message it decrypted, the cursor of its event) are written in one transaction
+with `batch()`, so a crash leaves either all of them or none; SQLite with synchronous=FULL makes a
+commit durable.
 
 Every statement runs in a worker thread (`asyncio.to_thread`), one at a time: the event
 loop never waits on the disk. One process at a time: `open` takes an exclusive lock on
@@ -30,8 +32,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from sup.client.http import Tokens
+from sup.searchtext import SNIPPET_CHARS, Terms, snippet, text_words
 
-SCHEMA_VERSION = 1
+# 2: the full-text index of message text (created, and filled from what is there, on open).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value);
@@ -88,6 +92,38 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_at REAL NOT NULL
 );
 """
+
+# The text of messages shown or sent here ("ok", "sent"), kept in step by triggers in the same
+# transaction as the message: an edit re-indexes it, a deletion (content gone) takes it out. A plain
+# FTS5 table (it keeps its own copy of the text), so taking out a row it never had is harmless.
+_SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE message_text USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TRIGGER message_text_insert AFTER INSERT ON messages
+WHEN new.status IN ('ok', 'sent') AND json_extract(new.content, '$.text') IS NOT NULL BEGIN
+    INSERT INTO message_text (rowid, text) VALUES (new.rowid, json_extract(new.content, '$.text'));
+END;
+CREATE TRIGGER message_text_update AFTER UPDATE OF status, content ON messages BEGIN
+    DELETE FROM message_text WHERE rowid = old.rowid;
+    INSERT INTO message_text (rowid, text) SELECT new.rowid, json_extract(new.content, '$.text')
+        WHERE new.status IN ('ok', 'sent') AND json_extract(new.content, '$.text') IS NOT NULL;
+END;
+CREATE TRIGGER message_text_delete AFTER DELETE ON messages BEGIN
+    DELETE FROM message_text WHERE rowid = old.rowid;
+END;
+INSERT INTO message_text (rowid, text) SELECT rowid, json_extract(content, '$.text') FROM messages
+    WHERE status IN ('ok', 'sent') AND json_extract(content, '$.text') IS NOT NULL;
+"""
+_MESSAGE_KEYS = (
+    "message_id",
+    "chat_id",
+    "seq",
+    "sender_user_id",
+    "sender_device_id",
+    "status",
+    "content",
+    "reason",
+    "created_at",
+)
 
 T = TypeVar("T")
 
@@ -292,6 +328,7 @@ class ClientStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._searchable = False  # whether this SQLite has FTS5 (nearly all do; else search scans)
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
@@ -350,6 +387,7 @@ class ClientStore:
             for statement in _SCHEMA.split(";"):  # not executescript: it would commit on its own
                 if statement.strip():
                     conn.execute(statement)
+            self._searchable = _add_search_index(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
             self._state = dict(conn.execute("SELECT key, value FROM state").fetchall())
@@ -481,23 +519,30 @@ class ClientStore:
             " FROM messages WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (chat_id, before_seq if before_seq is not None else 2**62, limit),
         )
-        keys = (
-            "message_id",
-            "chat_id",
-            "seq",
-            "sender_user_id",
-            "sender_device_id",
-            "status",
-            "content",
-            "reason",
-            "created_at",
-        )
-        out = []
-        for row in reversed(rows):
-            item = dict(zip(keys, row, strict=True))
-            item["content"] = msgspec.json.decode(item["content"]) if item["content"] else None
-            out.append(item)
-        return out
+        return [_message(row) for row in reversed(rows)]
+
+    async def search(self, terms: Terms, *, chat_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Messages kept here whose text has every term, newest first, each with a `snippet`:
+        (text, is a match) segments around the first match."""
+        where, params = "", []
+        if chat_id is not None:
+            where, params = " AND m.chat_id = ?", [chat_id]
+        columns = ", ".join(f"m.{key}" for key in _MESSAGE_KEYS)
+        if self._searchable:
+            rows = await self._query(
+                f"SELECT {columns} FROM message_text t JOIN messages m ON m.rowid = t.rowid"  # noqa: S608
+                f" WHERE message_text MATCH ?{where} ORDER BY m.created_at DESC, m.seq DESC LIMIT ?",
+                (terms.fts5(), *params, limit),
+            )
+        else:
+            rows = await self._run(lambda conn: _scan(conn, columns, where, params, terms, limit))
+        found = []
+        for row in rows:
+            item = _message(row)
+            text = (item["content"] or {}).get("text") or ""
+            item["snippet"] = snippet(text, terms, SNIPPET_CHARS)
+            found.append(item)
+        return found
 
     async def message_at(self, chat_id: str, message_id: str, seq: int) -> dict[str, Any] | None:
         """This device's copy of a message, if it has it under this seq (the table is indexed by chat and seq)."""
@@ -569,3 +614,52 @@ class ClientStore:
 
     async def needs_rotation(self, chat_id: str) -> bool:
         return bool(await self._query("SELECT 1 FROM sender_key_rotations WHERE chat_id = ?", (chat_id,)))
+
+
+def _message(row: tuple[Any, ...]) -> dict[str, Any]:
+    item = dict(zip(_MESSAGE_KEYS, row, strict=True))
+    item["content"] = msgspec.json.decode(item["content"]) if item["content"] else None
+    return item
+
+
+def _add_search_index(conn: sqlite3.Connection) -> bool:
+    """Create the full-text index if it is not there, filled from the messages kept (in the caller's
+    transaction); False when this SQLite has no FTS5."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_text'").fetchone():
+        return True
+    conn.execute("SAVEPOINT search_index")
+    try:
+        statement = ""
+        for line in _SEARCH_SCHEMA.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):  # a trigger's own `;` does not end it
+                conn.execute(statement)
+                statement = ""
+    except sqlite3.OperationalError as exc:
+        conn.execute("ROLLBACK TO search_index")
+        conn.execute("RELEASE search_index")
+        if "fts5" not in str(exc):
+            raise
+        return False
+    conn.execute("RELEASE search_index")
+    return True
+
+
+def _scan(
+    conn: sqlite3.Connection, columns: str, where: str, params: list[Any], terms: Terms, limit: int
+) -> list[tuple[Any, ...]]:
+    """Search without FTS5: every kept message, newest first, its words compared here."""
+    cursor = conn.execute(
+        f"SELECT {columns} FROM messages m WHERE m.status IN ('ok', 'sent'){where}"  # noqa: S608
+        " ORDER BY m.created_at DESC, m.seq DESC",
+        params,
+    )
+    found = []
+    for row in cursor:
+        content = msgspec.json.decode(row[_MESSAGE_KEYS.index("content")] or b"null") or {}
+        text = content.get("text")
+        if isinstance(text, str) and terms.found_in(set(text_words(text))):
+            found.append(row)
+            if len(found) >= limit:
+                break
+    return found

@@ -227,3 +227,19 @@ Item = (
     | QueuedMessageSent
     | QueuedMessageDropped
 )
+
+
+@dataclass(frozen=True)
+class FoundMessage:
+    """A message kept on this device that `Client.search` found."""
+
+    chat_id: str
+    message_id: str
+    seq: int
+    sender_user_id: str | None
+    sender_device_id: str | None
+    text: str
+    created_at: int
+    # The text around the first match, as (piece, is a match) segments: show the pieces in order,
+    # the matches marked however the interface likes ("…" stands for what was cut off).
+    snippet: tuple[tuple[str, bool], ...]

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any, TypeVar
 
 from sup.db.database import Database, Transaction, TransactionWork
+from sup.observe.metrics import Metrics
 
 log = logging.getLogger("sup.batch")
 
@@ -32,6 +34,7 @@ class WriteBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.metrics: Metrics | None = None  # set by the App
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="write-batcher")
@@ -90,6 +93,7 @@ class WriteBatcher:
                     continue
                 outcomes.append((True, value))
 
+        started = time.perf_counter()
         try:
             await self._db.run_in_transaction(run_all)
         except Exception as exc:  # the commit itself failed: nobody's write is durable
@@ -97,6 +101,8 @@ class WriteBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
+        if self.metrics is not None:
+            self.metrics.batch_committed(len(batch), time.perf_counter() - started)
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

@@ -10,8 +10,9 @@ from sup.db.database import Queryable, Row, keyset_page
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
-    " c.last_message_at, c.created_at, c.updated_at"
+    " c.last_message_at, c.created_at, c.updated_at, c.visibility"
 )
+CHAT_COLUMNS = _CHAT_COLUMNS  # for other stores that read chats (search)
 _MEMBER_COLUMNS = "m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
 
 
@@ -27,6 +28,7 @@ class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
     last_message_at: int | None
     created_at: int
     updated_at: int
+    visibility: str = "private"  # or public: found by search, joined by anyone
 
 
 class MemberRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +71,7 @@ def chat_row(row: Row) -> ChatRow:
         last_message_at=row["last_message_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        visibility=row["visibility"],
     )
 
 
@@ -101,12 +104,13 @@ class ChatStore:
         direct_key: str | None,
         created_by: str,
         now: int,
+        visibility: str = "private",
     ) -> bool:
         """Insert a chat; False when a direct chat for this pair already exists."""
         row = await tx.fetchrow(
             "INSERT INTO chats (id, type, title, description, encrypted, direct_key, created_by, created_at,"
-            " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (direct_key) DO NOTHING"
-            " RETURNING id",
+            " updated_at, visibility) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)"
+            " ON CONFLICT (direct_key) DO NOTHING RETURNING id",
             id,
             type,
             title,
@@ -115,6 +119,7 @@ class ChatStore:
             direct_key,
             created_by,
             now,
+            visibility,
         )
         return row is not None
 
@@ -127,7 +132,7 @@ class ChatStore:
         )
 
     async def update(self, tx: Queryable, chat_id: str, changes: dict[str, Any], now: int) -> None:
-        assert set(changes) <= {"title", "description", "avatar_media_id"}, changes
+        assert set(changes) <= {"title", "description", "avatar_media_id", "visibility"}, changes
         if not changes:
             return
         sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
@@ -289,6 +294,17 @@ class MemberStore:
         """Every chat the user is a member of."""
         rows = await db.fetch("SELECT chat_id FROM chat_members WHERE user_id = $1 ORDER BY chat_id", user_id)
         return [r["chat_id"] for r in rows]
+
+    async def counts(self, db: Queryable, chat_ids: list[str]) -> dict[str, int]:
+        """How many members each of these chats has (absent: none, or no such chat)."""
+        if not chat_ids:
+            return {}
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(chat_ids)))
+        rows = await db.fetch(
+            f"SELECT chat_id, COUNT(*) AS n FROM chat_members WHERE chat_id IN ({placeholders}) GROUP BY chat_id",
+            *chat_ids,
+        )
+        return {row["chat_id"]: row["n"] for row in rows}
 
     async def user_ids(self, db: Queryable, chat_id: str) -> list[str]:
         return [r["user_id"] for r in await db.fetch("SELECT user_id FROM chat_members WHERE chat_id = $1", chat_id)]

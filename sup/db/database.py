@@ -121,6 +121,9 @@ class Database(Queryable, Protocol):
     async def close(self) -> None:
         """Close every connection."""
 
+    def pool_usage(self) -> dict[str, int]:
+        """Connections `busy` and `idle` now, and the `max` there may be (for metrics)."""
+
 
 async def open_database(url: str, **options: Any) -> Database:
     """Open the backend named by the URL scheme."""

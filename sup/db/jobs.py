@@ -113,6 +113,9 @@ class JobQueue(Protocol):
     async def prune(self, older_than: int) -> int:
         """Delete finished (done or failed) jobs last changed before `older_than`; return how many."""
 
+    async def count_active(self) -> dict[tuple[str, str], int]:
+        """(kind, state) -> how many jobs are queued or running, periodic ones left out (for metrics)."""
+
 
 def _owned(worker_id: str | None, first: int) -> tuple[str, list[object]]:
     if worker_id is None:
@@ -267,3 +270,11 @@ class DatabaseJobQueue:
         return await self._db.execute(
             "DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1", older_than
         )
+
+    async def count_active(self) -> dict[tuple[str, str], int]:
+        # The claim index (state, run_at) serves this: finished jobs are never read.
+        rows = await self._db.fetch(
+            f"SELECT kind, state, COUNT(*) AS n FROM jobs WHERE {_ACTIVE} AND kind NOT LIKE 'periodic:%' "
+            "GROUP BY kind, state"
+        )
+        return {(row["kind"], row["state"]): row["n"] for row in rows}

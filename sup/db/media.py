@@ -166,11 +166,13 @@ class MediaStore:
         )
 
     async def visible_as_avatar(self, db: Queryable, media_id: str, user_id: str) -> bool:
-        """A user's avatar is public to signed-in users; a chat's avatar to its members."""
+        """A user's avatar is public to signed-in users; a chat's avatar to its members, and a public
+        chat's to anyone signed in (search shows it to people who may join)."""
         return await db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM users WHERE avatar_media_id = $1)"
             " OR EXISTS (SELECT 1 FROM chats h JOIN chat_members c ON c.chat_id = h.id AND c.user_id = $2"
-            " WHERE h.avatar_media_id = $1)",
+            " WHERE h.avatar_media_id = $1)"
+            " OR EXISTS (SELECT 1 FROM chats WHERE avatar_media_id = $1 AND visibility = 'public')",
             media_id,
             user_id,
         )

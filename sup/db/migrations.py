@@ -1,10 +1,14 @@
 """Versioned SQL migrations.
 
 Files in `migrations/`: `NNNN_name.up.sql` and `NNNN_name.down.sql`, shared by both
-dialects; `NNNN_name.up.postgres.sql` (or `.sqlite.sql`) replaces the shared file for
-that dialect only where the two really differ. Each migration runs in its own
-transaction and is recorded in `schema_migrations`; a database that has migrations
-this binary does not know is refused (an older binary must not write a newer schema).
+dialects; `NNNN_name.up.postgres.sql` (or `.sqlite.sql`) holds what only that dialect
+runs, where the two really differ (full-text search): going up it runs after the shared
+file, and its `.down.<dialect>.sql` runs before the shared one going down. Each migration
+runs in its own transaction and is recorded in `schema_migrations`; a database that has
+migrations this binary does not know is refused (an older binary must not write a newer
+schema). A migration that runs long (building an index over every message) says so every
+few seconds, with the database's own progress figures where it has them (Postgres
+reports CREATE INDEX).
 
 The few words the dialects spell differently are written as placeholders, replaced
 before a script runs (in shared and dialect files alike):
@@ -25,11 +29,30 @@ run it again. tests/test_schema.py checks that both dialects get the same schema
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sup.db.database import Database, DatabaseError
+
+log = logging.getLogger("sup.db.migrations")
+
+Progress = Callable[[str], None]
+PROGRESS_EVERY_SECONDS = 10.0
+
+# What the database can tell about a long statement while it runs, read on another connection.
+_PROGRESS_SQL = {
+    "postgres": (
+        "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total FROM pg_stat_progress_create_index"
+        " WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ),
+    "sqlite": None,  # its one writer connection is busy with the migration: nothing to ask
+}
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(up|down)(?:\.(sqlite|postgres))?\.sql$")
 
@@ -60,12 +83,14 @@ class Migration:
     down: dict[str, str] = field(default_factory=dict)
 
     def sql(self, direction: str, dialect: str) -> str:
+        """The shared script and the dialect's own, in the order they run (the dialect's last going up)."""
         scripts = self.up if direction == "up" else self.down
-        if dialect in scripts:
-            return render(scripts[dialect], dialect)
-        if "" in scripts:
-            return render(scripts[""], dialect)
-        raise DatabaseError(f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}")
+        parts = [scripts[key] for key in ("", dialect) if key in scripts]
+        if not parts:
+            raise DatabaseError(f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}")
+        if direction == "down":
+            parts.reverse()
+        return "\n".join(render(part, dialect) for part in parts)
 
 
 def render(script: str, dialect: str) -> str:
@@ -151,8 +176,13 @@ def refuse_newer(state: Status) -> None:
         )
 
 
-async def migrate_up(db: Database, clock_ms: int, known: list[Migration] | None = None) -> list[Migration]:
-    """Apply every pending migration in order; return the ones applied."""
+async def migrate_up(
+    db: Database, clock_ms: int, known: list[Migration] | None = None, *, progress: Progress | None = None
+) -> list[Migration]:
+    """Apply every pending migration in order; return the ones applied.
+
+    `progress` hears how a long migration is getting on (default: the log, at INFO).
+    """
     known = discover() if known is None else known
     refuse_newer(await status(db, known))
     applied_now = []
@@ -163,7 +193,7 @@ async def migrate_up(db: Database, clock_ms: int, known: list[Migration] | None 
             # Checked again under the lock: another process may have just applied it.
             if await tx.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", migration.version):
                 continue
-            await tx.execute_script(migration.sql("up", db.dialect))
+            await _reporting(db, migration, tx.execute_script(migration.sql("up", db.dialect)), progress or log.info)
             await tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                 migration.version,
@@ -172,6 +202,48 @@ async def migrate_up(db: Database, clock_ms: int, known: list[Migration] | None 
             )
         applied_now.append(migration)
     return applied_now
+
+
+async def _reporting(db: Database, migration: Migration, work: Awaitable[None], progress: Progress) -> None:
+    """Run `work`; while it runs, say every few seconds that it still does, and how far it is."""
+    task = asyncio.ensure_future(work)
+    started = time.monotonic()
+    while True:
+        try:
+            done, _ = await asyncio.wait({task}, timeout=PROGRESS_EVERY_SECONDS)
+        except asyncio.CancelledError:
+            task.cancel()  # the transaction is rolled back next: the script must stop using it first
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+        if done:
+            task.result()
+            return
+        detail = await _database_progress(db)
+        progress(
+            f"migration {migration.version:04d}_{migration.name}: still running after"
+            f" {time.monotonic() - started:.0f} s{detail}"
+        )
+
+
+async def _database_progress(db: Database) -> str:
+    sql = _PROGRESS_SQL[db.dialect]
+    if sql is None:
+        return ""
+    try:
+        rows = await db.fetch(sql)
+    except Exception:  # a progress line is not worth failing a migration for
+        log.debug("no progress figures from the database", exc_info=True)
+        return ""
+    parts = []
+    for row in rows:
+        figures = [row["phase"]]
+        if row["blocks_total"]:
+            figures.append(f"{100 * row['blocks_done'] / row['blocks_total']:.0f}% of blocks")
+        if row["tuples_total"]:
+            figures.append(f"{row['tuples_done']:,} of {row['tuples_total']:,} rows")
+        parts.append(", ".join(figures))
+    return f" (CREATE INDEX: {'; '.join(parts)})" if parts else ""
 
 
 async def migrate_down(db: Database, steps: int = 1, known: list[Migration] | None = None) -> list[Migration]:

@@ -98,3 +98,7 @@ class PostgresDatabase(_Conn):
 
     async def close(self) -> None:
         await self._pool.close()
+
+    def pool_usage(self) -> dict[str, int]:
+        idle = self._pool.get_idle_size()
+        return {"busy": self._pool.get_size() - idle, "idle": idle, "max": self._pool.get_max_size()}

@@ -274,6 +274,13 @@ class SQLiteDatabase:
         for conn in [*self._all_readers, self._writer]:
             await conn.close()
 
+    def pool_usage(self) -> dict[str, int]:
+        # The readers, and the one writer (busy while a write transaction holds it).
+        idle_readers = self._readers.qsize()
+        writing = 1 if self._write_lock.locked() else 0
+        busy = len(self._all_readers) - idle_readers + writing
+        return {"busy": busy, "idle": idle_readers + 1 - writing, "max": len(self._all_readers) + 1}
+
 
 async def _to_completion(operation: Awaitable[Any]) -> Any:
     """Await an operation that must finish even if the caller is cancelled meanwhile.

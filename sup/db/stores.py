@@ -20,12 +20,15 @@ from sup.db.accounts import (
 )
 from sup.db.audit import AuditStore
 from sup.db.chats import ChatStore, MemberStore, RoleStore
+from sup.db.emails import EmailStore
 from sup.db.erasure import ErasureStore
 from sup.db.events import EventStore
 from sup.db.exports import ExportStore
+from sup.db.joining import ChatInviteStore, JoinRequestStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.search import SearchStore
 from sup.db.stats import StatsStore
 from sup.db.stickers import StickerStore
 from sup.db.stories import StoryStore
@@ -57,6 +60,10 @@ class Stores:
     stats: StatsStore
     erasure: ErasureStore
     exports: ExportStore
+    emails: EmailStore
+    chat_invites: ChatInviteStore
+    join_requests: JoinRequestStore
+    search: SearchStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -86,4 +93,8 @@ class Stores:
             stats=StatsStore(),
             erasure=ErasureStore(),
             exports=ExportStore(),
+            emails=EmailStore(),
+            chat_invites=ChatInviteStore(),
+            join_requests=JoinRequestStore(),
+            search=SearchStore.for_dialect(dialect),
         )

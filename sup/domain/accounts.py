@@ -9,6 +9,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -29,6 +30,8 @@ from sup.domain.throttle import LoginThrottle
 from sup.domain.tokens import AccessTokens, hash_secret, new_refresh_token
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid, uuid7
+from sup.plugins.hookspecs import DeviceAdded, UserRegistered
+from sup.plugins.host import Hooks
 
 if TYPE_CHECKING:
     from sup.domain.keychanges import Change, KeyChanges
@@ -173,8 +176,10 @@ class AccountService:
         clock: Clock,
         auth: AuthConfig,
         key_changes: KeyChanges,
+        hooks: Hooks | None = None,
     ) -> None:
         self._key_changes = key_changes
+        self._hooks = hooks or Hooks.none()
         self._db = db
         self._hasher = hasher
         self._tokens = tokens
@@ -189,6 +194,11 @@ class AccountService:
         self._invites = invites
 
     # -- rate limits -------------------------------------------------------------
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        """The password-guessing limits, for other services that check a password (email)."""
+        return self._throttle
 
     async def check_ip_rate(self, ip: str) -> None:
         await self._throttle.check_ip(ip)
@@ -234,6 +244,7 @@ class AccountService:
             session = await self._open_device(tx, user_id, device_name, now)
             user = user_from_row(await self._users.get(tx, user_id))
             await self._devices_changed(tx, user_id, [session[1]], "added", now)
+            self._tell(tx, "user_registered", UserRegistered(user_id, username, now))
         return self._issued(session, user)
 
     async def login(
@@ -297,7 +308,12 @@ class AccountService:
         name = check_device_name(device_name) if device_name.strip() else "Unnamed device"
         await self._devices.insert(tx, id=device_id, user_id=user_id, name=name, now=now)
         refresh = await self._new_refresh(tx, device_id, now)
+        self._tell(tx, "device_added", DeviceAdded(user_id, device_id, now))
         return user_id, device_id, refresh
+
+    def _tell(self, tx: Transaction, hook: str, event: object) -> None:
+        """Tell the plugins observing `hook` once `tx` has committed."""
+        tx.after_commit(partial(self._hooks.notify, hook, event))
 
     async def _new_refresh(self, tx, device_id: str, now: int) -> str:
         token = new_refresh_token()
@@ -542,6 +558,7 @@ class AccountService:
                 now=now,
             ):
                 raise DomainError(Code.USERNAME_TAKEN, f"The username {username!r} is taken.")
+            self._tell(tx, "user_registered", UserRegistered(user_id, username, now))
             return user_from_row(await self._users.get(tx, user_id))
 
     async def reset_password(self, username: str, password: str) -> None:

@@ -26,6 +26,7 @@ from sup.ids import canonical_id, is_uuid, uuid7
 from sup.integers import parse_int
 
 TITLE_MAX = 128
+VISIBILITIES = ("private", "public")
 DESCRIPTION_MAX = 2000
 MAX_MEMBERS_AT_CREATION = 1000
 ROLE_NAME_MAX = 64
@@ -49,6 +50,7 @@ class Chat(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int
     updated_at: int
     last_seq: int
+    visibility: str = "private"  # public: found by search and joined by anyone (channels, plaintext groups)
     my_role: Role | None = None
     last_read_seq: int = 0
     unread_count: int = 0
@@ -85,6 +87,7 @@ def chat_from_row(chat: ChatRow, member: MemberRow | None = None) -> Chat:
         created_at=chat.created_at,
         updated_at=chat.updated_at,
         last_seq=chat.last_seq,
+        visibility=chat.visibility,
         my_role=my_role,
         last_read_seq=member.last_read_seq if member else 0,
     )
@@ -138,6 +141,7 @@ class ChatService:
         title: str = "",
         description: str = "",
         encrypted: bool | None = None,
+        visibility: str = "private",
     ) -> tuple[Chat, bool]:
         """Create a chat; (chat, created). A direct chat that exists already is returned as it is."""
         others = sorted({m for m in member_ids if m != who_id})
@@ -161,6 +165,7 @@ class ChatService:
             encrypted = True if encrypted is None else encrypted
         if type != "direct" and not title:
             raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
+        check_visibility(type, encrypted, visibility)
         if len(others) > MAX_MEMBERS_AT_CREATION:
             raise DomainError(Code.VALIDATION_FAILED, f"At most {MAX_MEMBERS_AT_CREATION} members at creation.")
         found = await self._users.existing(self._db, others)  # a deleted account is no one to chat with
@@ -189,6 +194,7 @@ class ChatService:
                 direct_key=direct_key,
                 created_by=who_id,
                 now=now,
+                visibility=visibility,
             ):  # another request created this direct chat a moment ago
                 existing = await self._chats.get_direct(tx, direct_key)
                 created = False
@@ -258,11 +264,15 @@ class ChatService:
             if media is not None and not is_uuid(media):
                 raise DomainError(Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id")
             clean["avatar_media_id"] = media
+        if "visibility" in changes:
+            clean["visibility"] = changes["visibility"]
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has no title or description to edit.")
             membership.require(Permission.EDIT_INFO, "edit the chat's info")
+            if "visibility" in clean:
+                check_visibility(membership.chat.type, membership.chat.encrypted, clean["visibility"])
             if clean.get("avatar_media_id") is not None:
                 await self._attachments.as_avatar(tx, who_id, clean["avatar_media_id"], now)
             if "title" in clean and not clean["title"]:
@@ -274,6 +284,10 @@ class ChatService:
                 await self._timeline.system(
                     tx, chat_id, who_id, {"action": "title_changed", "title": clean["title"]}, now
                 )
+            if clean.get("visibility", membership.chat.visibility) != membership.chat.visibility:
+                # Members should know when anyone at all may join and read along, or no longer.
+                action = {"action": "visibility_changed", "visibility": clean["visibility"]}
+                await self._timeline.system(tx, chat_id, who_id, action, now)
         return await self._view(chat_id, who_id)
 
     async def delete(self, who_id: str, chat_id: str) -> None:
@@ -470,6 +484,19 @@ class ChatService:
             role = _role(await self._roles.get(tx, chat_id, role_id))
             await self._timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
         return role
+
+
+def check_visibility(chat_type: str, encrypted: bool, visibility: str) -> None:
+    """Public chats are channels and unencrypted groups: anyone may join one and read along."""
+    if visibility not in VISIBILITIES:
+        raise DomainError(Code.VALIDATION_FAILED, "visibility is private or public.", field="visibility")
+    if visibility == "public" and (chat_type == "direct" or encrypted):
+        raise DomainError(
+            Code.VALIDATION_FAILED,
+            "Only channels and unencrypted groups can be public: anyone could join an end-to-end encrypted"
+            " group and read it. Share an invite link instead.",
+            field="visibility",
+        )
 
 
 def _parse_chat_cursor(cursor: str) -> tuple[int, str]:

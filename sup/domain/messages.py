@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -28,6 +29,8 @@ from sup.domain.permissions import Permission
 from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
+from sup.plugins.hookspecs import MessageSent
+from sup.plugins.host import Hooks
 
 BODY_MAX = 16_384
 CLIENT_ID_MAX = 64
@@ -153,7 +156,9 @@ class MessageService:
         batcher: WriteBatcher,
         keys: KeyDirectory,
         clock: Clock,
+        hooks: Hooks | None = None,
     ) -> None:
+        self._hooks = hooks or Hooks.none()
         self._db = db
         self._chats = chats
         self._members = members
@@ -247,6 +252,19 @@ class MessageService:
             now=now,
             devices=audience.device_ids,
         )
+        sent = MessageSent(
+            message_id=message.id,
+            chat_id=message.chat_id,
+            chat_type=membership.chat.type,
+            seq=message.seq,
+            kind=message.kind,
+            encrypted=bool(membership.chat.encrypted),
+            sender_id=user_id,
+            sender_device_id=device_id,
+            recipient_ids=tuple(m for m in audience.member_ids if m != user_id),
+            at=now,
+        )
+        tx.after_commit(partial(self._hooks.notify, "message_sent", sent))
         return Sent(message, True)
 
     async def _check_content(

@@ -14,6 +14,7 @@ class Permission(IntFlag):
     DELETE_OTHERS = 32
     EDIT_INFO = 64
     MANAGE_ROLES = 128
+    INVITE_USERS = 256  # make, list and revoke invite links; approve join requests
 
 
 ALL = Permission(sum(Permission))
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, dict[str, Permission]] = {
     "group": {
         "owner": ALL,
         "admin": ALL & ~Permission.MANAGE_ROLES,
+        # Members add people they know, one by one; a link anyone may pass on is for admins.
         "member": Permission.SEND_MESSAGES | Permission.SEND_MEDIA | Permission.ADD_MEMBERS,
     },
     "channel": {

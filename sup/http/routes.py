@@ -19,10 +19,12 @@ from sup.domain.admin import (
 from sup.domain.audit import AuditPage
 from sup.domain.chats import Chat, ChatPage, MemberPage, Role
 from sup.domain.exports import AccountExport, AccountExports
+from sup.domain.joining import ChatInvite, InvitePage, InvitePreview, JoinRequestPage, JoinResult
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
+from sup.domain.search import ChatResults, MessageResults, UserResults
 from sup.domain.stickers import Sticker, StickerPack, StickerPacks
 from sup.domain.stories import AudienceListDetail, Story, StoryFeed, StoryViewPage
 from sup.domain.timeline import Message
@@ -33,17 +35,22 @@ from sup.http.handlers import (
     account,
     admin,
     auth,
+    calls,
     chats,
     crypto,
     devices,
+    email,
     health,
+    joining,
     media,
     messages,
+    search,
     stickers,
     stories,
     users,
     web_client,
 )
+from sup.http.observe import get_metrics
 from sup.ws.gateway import websocket
 
 API = "/api/v1"
@@ -121,6 +128,29 @@ ROUTES: list[Route] = [
         account.download_export,
         raw_responses=s.FILE_DOWNLOAD,
         tag="account",
+    ),
+    # email: a verified address, password reset (docs/api.md#email-and-password-reset)
+    Route("GET", f"{API}/auth/email", email.get_email, response=s.EmailStatusResponse, tag="auth"),
+    Route("PUT", f"{API}/auth/email", email.set_email, body=s.EmailSet, response=s.EmailStatusResponse, tag="auth"),
+    Route("POST", f"{API}/auth/email/remove", email.remove_email, body=s.EmailRemove, tag="auth"),
+    Route(
+        "POST", f"{API}/auth/verify", email.verify_email, body=s.EmailVerify, response=s.EmailStatusResponse, tag="auth"
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/password-reset",
+        email.request_password_reset,
+        body=s.PasswordResetRequest,
+        auth=False,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        f"{API}/auth/password-reset/confirm",
+        email.confirm_password_reset,
+        body=s.PasswordResetConfirm,
+        auth=False,
+        tag="auth",
     ),
     # devices
     Route("GET", f"{API}/devices", devices.list_devices, response=s.DeviceList, tag="devices"),
@@ -244,6 +274,55 @@ ROUTES: list[Route] = [
     ),
     Route("GET", f"{API}/chats/{{chat_id}}/pins", chats.list_pins, response=s.PinList, tag="chats"),
     Route("POST", f"{API}/chats/{{chat_id}}/typing", chats.typing, body=s.TypingRequest, tag="chats"),
+    # joining: public chats, invite links, join requests (codes travel in bodies, never in URLs)
+    Route("POST", f"{API}/chats/{{chat_id}}/join", joining.join_chat, response=JoinResult, status=201, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chats/{{chat_id}}/invites",
+        joining.create_invite,
+        body=s.InviteCreate,
+        response=ChatInvite,
+        status=201,
+        tag="chats",
+    ),
+    Route(
+        "GET",
+        f"{API}/chats/{{chat_id}}/invites",
+        joining.list_invites,
+        query=s.PageQuery,
+        response=InvitePage,
+        tag="chats",
+    ),
+    Route("DELETE", f"{API}/chats/{{chat_id}}/invites/{{invite_id}}", joining.revoke_invite, tag="chats"),
+    Route(
+        "GET",
+        f"{API}/chats/{{chat_id}}/join-requests",
+        joining.list_join_requests,
+        query=s.JoinRequestQuery,
+        response=JoinRequestPage,
+        tag="chats",
+    ),
+    Route(
+        "POST", f"{API}/chats/{{chat_id}}/join-requests/{{user_id}}/approve", joining.approve_join_request, tag="chats"
+    ),
+    Route("DELETE", f"{API}/chats/{{chat_id}}/join-requests/{{user_id}}", joining.delete_join_request, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chat-invites/preview",
+        joining.preview_invite,
+        body=s.InviteCode,
+        response=InvitePreview,
+        tag="chats",
+    ),
+    Route(
+        "POST",
+        f"{API}/chat-invites/join",
+        joining.join_by_invite,
+        body=s.InviteCode,
+        response=JoinResult,
+        status=201,
+        tag="chats",
+    ),
     # messages
     Route(
         "POST",
@@ -309,6 +388,21 @@ ROUTES: list[Route] = [
     ),
     Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
     Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
+    # search
+    Route(
+        "GET", f"{API}/search/users", search.search_users, query=s.NameSearchQuery, response=UserResults, tag="search"
+    ),
+    Route(
+        "GET", f"{API}/search/chats", search.search_chats, query=s.NameSearchQuery, response=ChatResults, tag="search"
+    ),
+    Route(
+        "GET",
+        f"{API}/search/messages",
+        search.search_messages,
+        query=s.MessageSearchQuery,
+        response=MessageResults,
+        tag="search",
+    ),
     # E2E key directory
     Route("POST", f"{API}/crypto/keys", crypto.publish_keys, body=s.KeysPublish, response=s.PrekeyCount, tag="crypto"),
     Route("GET", f"{API}/crypto/keys/{{user_id}}/all", crypto.get_all_keys, response=s.DeviceKeysList, tag="crypto"),
@@ -589,8 +683,16 @@ ROUTES: list[Route] = [
     Route(
         "GET", f"{API}/admin/audit", admin.audit_log, query=s.AuditQuery, response=AuditPage, admin=True, tag="admin"
     ),
+    # calls (docs/api.md#calls)
+    Route("GET", f"{API}/calls/turn", calls.turn_credentials, response=s.TurnCredentialsResponse, tag="calls"),
+    Route("POST", f"{API}/calls/{{chat_id}}/token", calls.call_token, response=s.CallTokenResponse, tag="calls"),
 ]
 
+
+# For the operator's tools, outside the API and its OpenAPI document (docs/operations.md#monitoring).
+OPS_ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/metrics", get_metrics),
+]
 
 # The web client (docs/web.md), outside the API and its OpenAPI document. The page's route catches
 # every other path, so it comes last; it answers 404 (problem+json) for what is not a screen.
@@ -617,6 +719,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(route.method, path, handler)
         if route.method == "GET":  # monitors and caches probe with HEAD
             app.router.add_route("HEAD", path, handler)
+    for method, path, ops_handler in OPS_ROUTES:
+        app.router.add_route(method, path, ops_handler)
     app.on_startup.append(web_client.load_web_client)
     for method, path, page_handler in WEB_ROUTES:
         app.router.add_route(method, path, page_handler)

@@ -18,6 +18,7 @@ from sup.domain.accounts import (
     User,
 )
 from sup.domain.chats import Role
+from sup.domain.emails import EMAIL_MAX, EMAIL_REGEX
 from sup.domain.keydirectory import (
     Bundle,
     DeviceKeys,
@@ -174,7 +175,19 @@ class HealthStatus(msgspec.Struct, kw_only=True):
 # -- chats and messages ---------------------------------------------------------------------
 
 PermissionName = Literal[
-    "send_messages", "send_media", "add_members", "remove_members", "pin", "delete_others", "edit_info", "manage_roles"
+    "send_messages",
+    "send_media",
+    "add_members",
+    "remove_members",
+    "pin",
+    "delete_others",
+    "edit_info",
+    "manage_roles",
+    "invite_users",
+]
+Visibility = Annotated[
+    Literal["private", "public"],
+    Meta(description="public: found by search and joined by anyone (channels and unencrypted groups only)."),
 ]
 Title = Annotated[str, Meta(max_length=128, pattern=_TEXT, description="Required for groups and channels.")]
 Description = Annotated[str, Meta(max_length=2000, pattern=_TEXT)]
@@ -186,12 +199,14 @@ class ChatCreate(Body):
     title: Title = ""
     description: Description = ""
     encrypted: bool | None = None
+    visibility: Visibility = "private"
 
 
 class ChatUpdate(Body):
     title: Title | UnsetType = UNSET
     description: Description | UnsetType = UNSET
     avatar_media_id: Id | UnsetType | None = UNSET
+    visibility: Visibility | UnsetType = UNSET
 
 
 class ChatListQuery(Input):
@@ -532,3 +547,98 @@ class AccountDelete(Body):
     password: AnyPassword
     totp_code: TotpCode | None = None
     recovery_code: RecoveryCode | None = None
+
+
+# -- calls and email ---------------------------------------------------------------------------
+
+
+class TurnCredentialsResponse(msgspec.Struct, kw_only=True):
+    username: Annotated[str, Meta(description="`<expiry unix time>:<user id>`, coturn's use-auth-secret form.")]
+    credential: Annotated[str, Meta(description="The password: base64 of HMAC-SHA1(secret, username).")]
+    ttl: Annotated[int, Meta(description="Seconds the credentials are good for.")]
+    expires_at: Annotated[int, Meta(description="Unix time, in seconds, when they stop working.")]
+    uris: Annotated[list[str], Meta(description="The TURN servers: an RTCIceServer's `urls`.")]
+
+
+class CallTokenResponse(msgspec.Struct, kw_only=True):
+    url: Annotated[str, Meta(description="The media server (LiveKit) to connect to.")]
+    token: Annotated[str, Meta(description="Its access token for this device, for this room only.")]
+    room: Annotated[str, Meta(description="The chat's room: the same for every member, not the chat id.")]
+    expires_at: Annotated[int, Meta(description="Unix time, in seconds, after which the token no longer joins.")]
+
+
+EmailAddress = Annotated[
+    str, Meta(min_length=3, max_length=EMAIL_MAX, pattern=whole(EMAIL_REGEX), description="An email address.")
+]
+EmailToken = Annotated[str, Meta(min_length=1, max_length=128, description="The code from the mail (or its link).")]
+
+
+class EmailStatusResponse(msgspec.Struct, kw_only=True):
+    address: Annotated[str | None, Meta(description="The verified address: password resets go there.")]
+    verified_at: int | None
+    pending: Annotated[str | None, Meta(description="An address waiting for its code to be entered.")]
+    available: Annotated[bool, Meta(description="Whether this server sends email at all.")]
+
+
+class EmailSet(Body):
+    email: EmailAddress
+    password: AnyPassword
+
+
+class EmailRemove(Body):
+    password: AnyPassword
+
+
+class EmailVerify(Body):
+    token: EmailToken
+
+
+class PasswordResetRequest(Body):
+    login: Annotated[
+        str,
+        Meta(min_length=1, max_length=EMAIL_MAX, pattern=_TEXT, description="The account's email address or username."),
+    ]
+
+
+class PasswordResetConfirm(Body):
+    token: EmailToken
+    new_password: NewPassword
+
+
+# -- search and joining ------------------------------------------------------------------
+
+
+class NameSearchQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    q: Annotated[str, Meta(max_length=64, description="A name, or part of one; case does not matter.")]
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
+
+
+class MessageSearchQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    q: Annotated[
+        str,
+        Meta(
+            max_length=256,
+            description="Words, every one required, in any order; no operators. The last word also matches"
+            " longer words that start with it, unless a space follows it.",
+        ),
+    ]
+    chat_id: Id | None = None
+    order: Literal["newest", "relevance"] = "newest"
+    before: Annotated[str, Meta(max_length=200, description="The next_cursor of the previous page.")] | None = None
+    limit: Annotated[int, Meta(ge=1, le=50)] = 20
+
+
+class InviteCreate(Body):
+    name: Annotated[str, Meta(max_length=64, description="A label for admins.")] = ""
+    requires_approval: Annotated[bool, Meta(description="Joining through it makes a join request.")] = False
+    expires_in: Annotated[int, Meta(ge=60, le=366 * 86400, description="Seconds from now.")] | None = None
+    max_uses: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+
+
+class InviteCode(Body):
+    code: Annotated[str, Meta(min_length=1, max_length=64, description="The code of an invite link.")]
+
+
+class JoinRequestQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=200)] = 50
+    after: Annotated[str, Meta(max_length=80)] | None = None

@@ -19,6 +19,7 @@ import os
 import random
 import secrets
 import socket
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from sup.clock import Clock
 from sup.db.database import Queryable
 from sup.db.jobs import MAX_ERROR_CHARS, Job, JobQueue
+from sup.observe.metrics import Metrics
 
 log = logging.getLogger("sup.jobs")
 
@@ -93,6 +95,7 @@ class Scheduler:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._lease_ms = 0
+        self.metrics: Metrics | None = None  # set by the App
         if self._settings.retention_days > 0:
             self.every("prune-jobs", self._settings.prune_interval_seconds, self._prune)
 
@@ -167,6 +170,15 @@ class Scheduler:
         if tx is None:
             self._wake_at(run_at)
         return job_id
+
+    @property
+    def running(self) -> int:
+        """Jobs this process runs now."""
+        return len(self._running)
+
+    async def waiting(self) -> dict[tuple[str, str], int]:
+        """(kind, state) -> jobs queued or running in the database, periodic ones left out."""
+        return await self._queue.count_active()
 
     def wake(self) -> None:
         """Look for due jobs now instead of at the next poll."""
@@ -261,6 +273,7 @@ class Scheduler:
         spec = self._kinds.get(job.kind)
         error: str | None = None
         permanent = False
+        started = time.perf_counter()
         try:
             if spec is None:
                 # Retried like any failure: during a rolling upgrade a newer process may know the kind.
@@ -277,6 +290,8 @@ class Scheduler:
             error = "the handler was cancelled"  # it raised CancelledError itself
         except Exception as exc:
             error = _describe(exc)
+        if self.metrics is not None:
+            self.metrics.job_ran(job.kind, _outcome(job, spec, error, permanent), time.perf_counter() - started)
         try:
             await self._record(job, spec, error, permanent)
         except Exception as exc:  # the lease expires and the job runs again
@@ -338,6 +353,15 @@ class Scheduler:
         removed = await self._queue.prune(self._clock.now_ms() - self._settings.retention_days * 86_400_000)
         if removed:
             log.info("pruned %d finished jobs", removed)
+
+
+def _outcome(job: Job, spec: _Kind | None, error: str | None, permanent: bool) -> str:
+    """ok, retry (it runs again) or failed (it gave up; a periodic job's run failed), as _record decides."""
+    if error is None:
+        return "ok"
+    if permanent or job.attempts >= job.max_attempts or (spec is not None and spec.every_ms is not None):
+        return "failed"
+    return "retry"
 
 
 def _describe(exc: BaseException) -> str:

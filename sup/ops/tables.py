@@ -57,13 +57,16 @@ def in_dependency_order(tables: Iterable[Table]) -> list[Table]:
 
 
 def sqlite_tables(conn: sqlite3.Connection) -> list[Table]:
-    """Every table of a SQLite database (the schema table included), parents first."""
-    names = [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-        )
-    ]
+    """Every table of a SQLite database that holds data (the schema table included), parents first.
+
+    Full-text indexes (FTS5 virtual tables and the shadow tables behind them) are left out: they are
+    derived from the messages, users and chats, and each database keeps its own (Postgres: GIN indexes).
+    """
+    rows = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    ).fetchall()
+    virtual = [name for name, sql in rows if (sql or "").upper().startswith("CREATE VIRTUAL TABLE")]
+    names = [name for name, _ in rows if name not in virtual and not any(name.startswith(v + "_") for v in virtual)]
     tables = []
     for name in names:
         info = conn.execute(f"PRAGMA table_info({quoted(name)})").fetchall()
@@ -88,7 +91,8 @@ def sqlite_versions(conn: sqlite3.Connection) -> list[int]:
 _PG_TABLES = """
 SELECT c.relname AS name,
        array(SELECT a.attname FROM pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS columns,
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+             ORDER BY a.attnum) AS columns,
        array(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, position)
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum ORDER BY u.position) AS key,
        array(SELECT DISTINCT f.confrelid::regclass::text FROM pg_constraint f

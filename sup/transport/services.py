@@ -11,14 +11,18 @@ from sup.config import WebSocketConfig
 from sup.domain.accounts import AccountService
 from sup.domain.admin import AdminService
 from sup.domain.audit import AuditLog
+from sup.domain.calls import CallService
 from sup.domain.chats import ChatService
+from sup.domain.emails import EmailService
 from sup.domain.erasure import AccountErasure
 from sup.domain.exports import ExportService
 from sup.domain.health import Health
+from sup.domain.joining import JoinService
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.search import SearchService
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -46,6 +50,10 @@ class Services:
     audit: AuditLog
     erasure: AccountErasure
     exports: ExportService
+    calls: CallService
+    emails: EmailService
+    search: SearchService
+    joining: JoinService
 
 
 SERVICES = web.AppKey("services", Services)

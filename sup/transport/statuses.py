@@ -55,6 +55,9 @@ STATUS: dict[Code, int] = {
     Code.LENGTH_REQUIRED: 411,
     Code.RATE_LIMITED: 429,
     Code.UNAVAILABLE: 503,
+    Code.NOT_CONFIGURED: 404,
+    Code.INVALID_EMAIL_TOKEN: 400,
+    Code.EMAIL_TAKEN: 409,
     Code.INTERNAL: 500,
 }
 if set(STATUS) != set(Code):  # a new code without a status would be a 500 at the worst moment

@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from sup.delivery import Delivery
 from sup.domain.accounts import Principal
 from sup.domain.stream import EventStream
+from sup.observe.metrics import Metrics
 
 log = logging.getLogger("sup.ws")
 
@@ -86,6 +87,7 @@ class Connection:
         self._sending_since: float | None = None
         self._aborting = False
         self.pump_task: asyncio.Task[None] | None = None
+        self.metrics: Metrics | None = None
 
     @property
     def device_id(self) -> str:
@@ -174,6 +176,8 @@ class Connection:
                         continue
                     await self._send(delivery.payload)
                     self.last_sent = delivery.seq
+                    if self.metrics is not None:
+                        self.metrics.event_sent(delivery.at)
                     continue
                 self._wake.clear()
                 await self._wake.wait()
@@ -192,6 +196,8 @@ class Connection:
                 for seq, payload in rows:
                     await self._send(payload)
                     self.last_sent = seq
+                    if self.metrics is not None:
+                        self.metrics.event_sent(None)
                 if len(rows) < _READ_PAGE:
                     break
         self._catching_up = False

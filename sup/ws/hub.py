@@ -16,6 +16,7 @@ from aiohttp import web
 
 from sup.delivery import Delivery
 from sup.domain.stream import EventStream
+from sup.observe.metrics import Metrics
 from sup.transport.statuses import Close
 from sup.ws.connection import AckWriter, Connection
 
@@ -37,6 +38,7 @@ class Hub:
         self._checker: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.acks = AckWriter(stream.ack)
+        self.metrics: Metrics | None = None  # set by the App; handed to each connection
 
     # -- bus listener ----------------------------------------------------------------------
 
@@ -53,6 +55,7 @@ class Hub:
     # -- connections -------------------------------------------------------------------------
 
     def add(self, connection: Connection) -> None:
+        connection.metrics = self.metrics
         self._by_device.setdefault(connection.device_id, set()).add(connection)
         self._by_user.setdefault(connection.user_id, set()).add(connection)
 

@@ -27,6 +27,7 @@ async def create_chat(call: Call, body: s.ChatCreate) -> web.Response:
         title=body.title,
         description=body.description,
         encrypted=body.encrypted,
+        visibility=body.visibility,
     )
     return json_response(chat, 201 if created else 200)
 
@@ -37,10 +38,10 @@ async def get_chat(call: Call) -> Chat:
 
 
 async def update_chat(call: Call, body: s.ChatUpdate) -> Chat:
-    """PATCH /api/v1/chats/{chat_id}: change title, description or avatar (edit_info)."""
+    """PATCH /api/v1/chats/{chat_id}: change title, description, avatar or visibility (edit_info)."""
     changes = {
         name: getattr(body, name)
-        for name in ("title", "description", "avatar_media_id")
+        for name in ("title", "description", "avatar_media_id", "visibility")
         if getattr(body, name) is not s.UNSET
     }
     return await call.services.chats.update(call.who.user_id, call.param("chat_id"), changes)

@@ -1,0 +1,12 @@
+DROP TRIGGER chat_search_delete;
+DROP TRIGGER chat_search_update;
+DROP TRIGGER chat_search_insert;
+DROP TABLE chat_search;
+DROP TRIGGER user_search_delete;
+DROP TRIGGER user_search_update;
+DROP TRIGGER user_search_insert;
+DROP TABLE user_search;
+DROP TRIGGER message_search_delete;
+DROP TRIGGER message_search_update;
+DROP TRIGGER message_search_insert;
+DROP TABLE message_search;
