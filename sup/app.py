@@ -410,6 +410,7 @@ def build_services(
     sources = ExportSources(
         users=stores.users,
         devices=stores.devices,
+        emails=stores.emails,
         contacts=stores.contacts,
         blocks=stores.blocks,
         chats=stores.chats,

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from sup.app import SCHEDULER
+from sup.db.emails import EmailStore
 from sup.domain.exports import EXPORT_EVERY_HOURS, EXPORT_KEEP_HOURS
 from sup.transport.services import SERVICES
 from tests.conftest import Account, Api, Server, Socket, plain_group, say
@@ -30,6 +31,14 @@ EXPORTS = "/api/v1/account/exports"
 @pytest.fixture(scope="module")
 async def admin(server: Server) -> Account:
     return await make_admin(server)
+
+
+async def verified_email(server: Server, who: Account) -> str:
+    """Give the account a verified address, as the email flow (with SMTP) leaves one."""
+    address = f"{who.username}@example.org"
+    async with server.db.transaction() as tx:
+        await EmailStore().set_verified(tx, who.user_id, address, address, server.clock.now_ms())
+    return address
 
 
 async def eventually(server: Server, check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
@@ -205,6 +214,7 @@ async def test_deleting_my_own_account_needs_my_password_and_2fa(server: Server,
     api = server.api
     user, friend = await api.register(), await api.register()
     _, codes = await enable_2fa(server, user)
+    await verified_email(server, user)
     path = "/api/v1/account/delete"
     wrong = await api.post(path, json={"password": "not my password"}, token=user.access_token)
     assert wrong.status == 401 and wrong.code == "invalid_credentials"
@@ -225,6 +235,10 @@ async def test_deleting_my_own_account_needs_my_password_and_2fa(server: Server,
     assert (await api.get(f"{EXPORTS}", token=user.access_token)).status == 401
     assert (await api.login(user)).code == "invalid_credentials"
     assert (await api.get(f"/api/v1/users/by-username/{user.username}", token=friend.access_token)).status == 404
+    assert await server.db.fetchval("SELECT COUNT(*) FROM user_emails WHERE user_id = $1", user.user_id) == 0
+    for q in ("Deleted account", user.user_id[:8]):
+        found = await api.get("/api/v1/search/users", token=friend.access_token, params={"q": q})
+        assert found.status == 200 and user.user_id not in {u["id"] for u in found.body["items"]}, q
     # Still shown where the account's messages are, but no one to add, block or chat with.
     shown = await api.get(f"/api/v1/users/{user.user_id}", token=friend.access_token)
     assert shown.status == 200 and shown.body["display_name"] == "Deleted account"
@@ -300,6 +314,7 @@ async def test_an_export_holds_what_it_says_and_nothing_of_others(server: Server
     api = server.api
     alice, bob, carol = await api.register(), await api.register(), await api.register()
     await api.patch("/api/v1/users/me", json={"bio": "exported bio"}, token=alice.access_token)
+    address = await verified_email(server, alice)
     await api.post(f"/api/v1/users/{alice.user_id}/contacts", json={"user_id": bob.user_id}, token=alice.access_token)
     await api.post(f"/api/v1/users/{alice.user_id}/block", json={"user_id": carol.user_id}, token=alice.access_token)
     await api.post(f"/api/v1/users/{bob.user_id}/contacts", json={"user_id": carol.user_id}, token=bob.access_token)
@@ -330,6 +345,7 @@ async def test_an_export_holds_what_it_says_and_nothing_of_others(server: Server
 
     profile = entry(archive, "profile.json")
     assert profile["user"]["id"] == alice.user_id and profile["user"]["bio"] == "exported bio"
+    assert profile["user"]["email"]["address"] == address
     assert [d["id"] for d in profile["devices"]] == [alice.device_id]
     assert [c["user_id"] for c in entry(archive, "contacts.json")] == [bob.user_id]
     assert [b["user_id"] for b in entry(archive, "blocks.json")] == [carol.user_id]

@@ -17,6 +17,9 @@ _PERSONAL = (
     "DELETE FROM contacts WHERE user_id = $1 OR contact_id = $1",
     "DELETE FROM blocked_users WHERE user_id = $1 OR blocked_id = $1",
     "DELETE FROM login_addresses WHERE user_id = $1",
+    "DELETE FROM email_tokens WHERE user_id = $1",
+    "DELETE FROM user_emails WHERE user_id = $1",
+    "DELETE FROM chat_join_requests WHERE user_id = $1",
     "DELETE FROM recovery_codes WHERE user_id = $1",
     "DELETE FROM stories WHERE author_id = $1",
     "DELETE FROM story_list_members WHERE user_id = $1",
@@ -38,7 +41,8 @@ _PERSONAL = (
 
 class ErasureStore:
     async def forget_personal(self, tx: Queryable, user_id: str) -> None:
-        """Remove the user's contacts, blocks (both ways), lists, stories, sticker packs, keys and device streams."""
+        """Remove the user's contacts, blocks (both ways), email, join requests, lists, stories, sticker packs,
+        keys and device streams."""
         for statement in _PERSONAL:
             await tx.execute(statement, user_id)
 

@@ -33,6 +33,7 @@ _VISIBLE_MESSAGE = (
 )
 _VISIBLE_USER = (
     " AND u.id <> $1 AND NOT EXISTS (SELECT 1 FROM blocked_users b WHERE b.user_id = u.id AND b.blocked_id = $1)"
+    " AND u.deleted_at IS NULL"  # an emptied account, kept only as the sender of its old messages
 )
 # A chat I am in, or a public one whose owner and admins do not block me (they would not let me join).
 _VISIBLE_CHAT = (

@@ -31,6 +31,7 @@ from sup.clock import Clock
 from sup.db.accounts import BlockStore, ContactStore, DeviceStore, UserStore
 from sup.db.chats import ChatStore, MemberStore
 from sup.db.database import Database, Row
+from sup.db.emails import EmailStore
 from sup.db.exports import ExportStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore
@@ -54,7 +55,8 @@ _HOUR_MS = 3_600_000
 README = """\
 Your data on this SUP server, as exported on {date} (UTC).
 
-profile.json        your profile, your settings, and the devices logged in to your account
+profile.json        your profile, your settings, your verified email address, and the devices
+                    logged in to your account
 contacts.json       the people in your contacts
 blocks.json         the people you block
 chats.json          the chats you are a member of: your role, when you joined, your read marker,
@@ -84,6 +86,7 @@ class ExportSources:
 
     users: UserStore
     devices: DeviceStore
+    emails: EmailStore
     contacts: ContactStore
     blocks: BlockStore
     chats: ChatStore
@@ -303,6 +306,7 @@ class _Writer:
         user = await self._s.users.get(self._db, self._user_id)
         presence = await self._s.users.presence(self._db, self._user_id)
         devices = await self._s.devices.list_active(self._db, self._user_id)
+        email = await self._s.emails.address_of(self._db, self._user_id)
         profile = {
             "exported_at": now,
             "user": {
@@ -315,6 +319,7 @@ class _Writer:
                 "is_admin": bool(user["is_admin"]),
                 "two_factor_enabled": user["totp_enabled_at"] is not None,
                 "presence_visible_to": presence["presence_visibility"],
+                "email": {"address": email["address"], "verified_at": email["verified_at"]} if email else None,
             },
             "devices": [
                 {"id": d["id"], "name": d["name"], "created_at": d["created_at"], "last_seen_at": d["last_seen_at"]}
