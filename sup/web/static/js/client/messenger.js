@@ -92,7 +92,7 @@ export class Messenger {
     this.syncChats().catch((error) => console.warn("could not list chats", error));
     this.keys.rotateIfOld().catch((error) => console.warn("could not rotate the signed prekey", error));
     // A check after a keys.changed does not survive a closed tab: look at my own devices at every start.
-    this.keys.checkNewDevices(this.userId, [0]).catch((error) => console.warn("could not list my devices", error));
+    this.keys.checkNewDevices(this.userId).catch((error) => console.warn("could not list my devices", error));
   }
 
   stop() {

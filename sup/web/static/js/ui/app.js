@@ -6,9 +6,9 @@ import { AuthScreen } from "./auth.js";
 import { ChatScreen } from "./chat.js";
 import { ChatInfo } from "./chatinfo.js";
 import { ChatList } from "./chatlist.js";
-import { app, StatusBar, useApp } from "./common.js";
+import { app, deviceLabel, StatusBar, useApp } from "./common.js";
 import { NewChat } from "./newchat.js";
-import { navigate, usePath } from "./router.js";
+import { navigate, onLink, usePath } from "./router.js";
 import { SafetyScreen } from "./safety.js";
 import { Settings } from "./settings.js";
 
@@ -56,6 +56,7 @@ export function App() {
   else if (parts[0] === "safety" && parts[1]) screen = html`<${SafetyScreen} userId=${parts[1]} />`;
 
   return html`<${StatusBar} />
+    ${parts[0] === "settings" ? null : html`<${OwnNewDevices} notices=${s.notices} me=${s.me?.id} />`}
     <div class=${`layout ${screen ? "has-screen" : "no-screen"}`}>
       <${ChatList} activeId=${parts[0] === "chats" ? parts[1] : null} />
       <main class="screen" id="main">
@@ -68,4 +69,26 @@ export function App() {
         }
       </main>
     </div>`;
+}
+
+/**
+ * Another login of my own account, on every screen but Settings (whose Devices section says it there): who
+ * to sign out, never a safety number (one is compared with someone else).
+ */
+function OwnNewDevices({ notices, me }) {
+  const mine = notices.filter((n) => n.type === "new_device" && n.user_id === me);
+  if (!mine.length) return null;
+  return html`<div class="notices notices-own">
+    ${mine.map(
+      (n) => html`<div class="banner banner-key" role="status" key=${n.id}>
+        <p>
+          A new device signed in to your account: <strong>${deviceLabel(n.device_name, n.device_id)}</strong> — if this
+          was not you, <a href="/settings/devices" onClick=${onLink}>sign it out in Settings › Devices</a>.
+        </p>
+        <p class="banner-actions">
+          <button type="button" class="small" onClick=${() => app.act("dismissNotice", n.id)}>Dismiss</button>
+        </p>
+      </div>`,
+    )}
+  </div>`;
 }

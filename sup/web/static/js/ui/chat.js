@@ -3,7 +3,7 @@
 // new line; reply, edit, photos and files, voice messages recorded here).
 
 import { html, useEffect, useLayoutEffect, useRef, useState } from "./html.js";
-import { app, Avatar, describe, formatDay, keyDigits, lastSeen, shortId, useApp } from "./common.js";
+import { app, Avatar, describe, deviceLabel, formatDay, keyDigits, lastSeen, shortId, useApp } from "./common.js";
 import { Message } from "./message.js";
 import { navigate, onLink } from "./router.js";
 
@@ -111,7 +111,7 @@ function Notices({ chat, notices, me }) {
         <p>
           ${
             n.type === "new_device"
-              ? html`<strong>${app.nameOf(n.user_id)}</strong> has a new device (id ${shortId(n.device_id)}${n.identity_key ? html`, key ${keyDigits(n.identity_key).slice(0, 19)}` : null}).
+              ? html`<strong>${app.nameOf(n.user_id)}</strong> has a new device: ${deviceLabel(n.device_name, n.device_id)}${n.identity_key ? html`, key ${keyDigits(n.identity_key).slice(0, 19)}` : null}.
                 Your safety number with them changed.`
               : html`The safety number with <strong>${app.nameOf(n.user_id)}</strong> changed: a device of theirs (id ${shortId(n.device_id)}) has a new key. This happens when they reinstall, or if someone is in the middle.`
           }

@@ -108,10 +108,17 @@ export function StatusBar() {
   `;
 }
 
-/** A short, distinguishable form of an id or key: groups of 4 hex digits. */
+/**
+ * A device's short id: the *last* 8 hex digits of its id, as `sup chat` and Settings show it (device ids are
+ * UUIDv7, whose first digits are a timestamp that devices made the same minute share).
+ */
 export function shortId(value) {
-  const hex = value.replace(/-/g, "");
-  return `${hex.slice(0, 4)} ${hex.slice(4, 8)} … ${hex.slice(-4)}`;
+  return value.replace(/-/g, "").slice(-8);
+}
+
+/** A device as a new-device notice names it: its name (the server's word) and its short id. */
+export function deviceLabel(name, deviceId) {
+  return name ? `${name} (${shortId(deviceId)})` : `id ${shortId(deviceId)}`;
 }
 
 /** A key (base64) as 8 groups of 4 hex digits, to tell devices apart. */
