@@ -27,6 +27,29 @@ export class SessionEnded extends Error {
   }
 }
 
+/** The server could not be reached (no network, or the connection dropped): worth trying again later. */
+export class Unreachable extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "Unreachable";
+  }
+}
+
+/** Whether trying again later may succeed: the server was not reached, or was busy or restarting. */
+export function isTransient(error) {
+  return error instanceof Unreachable || (error instanceof ApiError && (error.status >= 500 || error.status === 429));
+}
+
+/** fetch, with a network failure (a TypeError in every browser, worded differently) as Unreachable. */
+async function reach(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (error instanceof TypeError) throw new Unreachable(`the server could not be reached (${error.message})`);
+    throw error;
+  }
+}
+
 const SESSION_OVER = new Set(["invalid_token", "invalid_refresh_token", "refresh_token_reused"]);
 export const API = "/api/v1";
 
@@ -72,7 +95,7 @@ export class Api {
         if (this.access === null) await this.refresh(null);
         h.Authorization = `Bearer ${this.access}`;
       }
-      return fetch(url, { method, headers: h, body, credentials: "omit", cache: "no-store" });
+      return reach(url, { method, headers: h, body, credentials: "omit", cache: "no-store" });
     };
     const usedToken = this.access;
     let response = await send();
@@ -131,7 +154,7 @@ export class Api {
         this._ended();
         throw new SessionEnded("not signed in");
       }
-      const response = await fetch(this.base + API + "/auth/refresh", {
+      const response = await reach(this.base + API + "/auth/refresh", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ refresh_token: refreshToken }),

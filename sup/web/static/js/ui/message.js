@@ -13,16 +13,7 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
     return html`<li class="system-message" id=${`m-${m.id}`}><span>${app.systemText(m.action ?? {})}</span></li>`;
   }
   const sender = mine ? "You" : app.nameOf(m.sender_id);
-  const state =
-    m.status === "pending"
-      ? "Sending…"
-      : m.status === "failed"
-        ? "Not sent"
-        : mine
-          ? readUpTo >= m.seq
-            ? "Read"
-            : "Sent"
-          : "";
+  const [state, stateClass] = deliveryState(m, mine, readUpTo);
   const close = () => {
     setMenu(false);
     menuButton.current?.focus();
@@ -51,7 +42,7 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
         ${m.edited_at && m.status === "ok" ? html`<span class="edited">edited</span>` : null}
         ${m.pinned ? html`<span class="pinned-mark">pinned</span>` : null}
         <time datetime=${new Date(m.created_at).toISOString()}>${formatTime(m.created_at)}</time>
-        ${state ? html`<span class=${`state state-${state.toLowerCase().replace(/\W+/g, "-")}`}>${state}</span>` : null}
+        ${state ? html`<span class=${`state state-${stateClass}`}>${state}</span>` : null}
       </p>
       ${
         m.reactions?.length
@@ -68,6 +59,14 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
           : null
       }
     </article>
+    ${
+      m.status === "queued" || m.status === "waiting"
+        ? html`<div class="failed-actions outbox-actions">
+          <span class="failed-reason">${m.status === "queued" ? "It is sent when the connection is back." : "It is sent by itself when they first sign in."}</span>
+          <button type="button" class="link" onClick=${() => actions.discard(m)}>Discard</button>
+        </div>`
+        : null
+    }
     ${
       m.status === "failed"
         ? html`<div class="failed-actions">
@@ -87,6 +86,30 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
         : null
     }
   </li>`;
+}
+
+/** What became of a message: [words, class]. Mine say whether the server has it and whether it was read. */
+function deliveryState(m, mine, readUpTo) {
+  switch (m.status) {
+    case "pending":
+      return ["Sending…", "sending"];
+    case "queued":
+      return ["Queued", "queued"];
+    case "waiting":
+      return [waitingFor(m.waiting_for ?? []), "waiting"];
+    case "failed":
+      return ["Not sent", "not-sent"];
+    default:
+      if (!mine) return ["", ""];
+      return readUpTo >= m.seq ? ["Read", "read"] : ["Sent", "sent"];
+  }
+}
+
+/** "Waiting for Grandpa’s first device": members of an encrypted chat with no device to read it yet. */
+function waitingFor(userIds) {
+  const names = userIds.map((id) => app.nameOf(id));
+  if (names.length <= 1) return `Waiting for ${names[0] ?? "a member"}’s first device`;
+  return `Waiting for the first device of ${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
 }
 
 function quoteText(m) {
