@@ -183,8 +183,25 @@ function MessageMenu({ m, chat, mine, actions, close }) {
   </div>`;
 }
 
-/** A file in a message: fetched (and decrypted) when shown. */
+/** A file in a message: fetched (and decrypted) when shown; a plaintext chat's file is looked up first. */
 function Attachment({ a, pending }) {
+  const [described, setDescribed] = useState(a.key || a.mime ? a : null);
+  useEffect(() => {
+    if (pending || described) return undefined;
+    let live = true;
+    app.media.describe(a).then(
+      (d) => live && setDescribed(d),
+      () => live && setDescribed({ ...a, mime: "application/octet-stream" }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [a.media_id]);
+  if (!pending && !described) return html`<div class="photo placeholder" role="img" aria-label="A file, loading"></div>`;
+  return html`<${ShownFile} a=${described ?? a} pending=${pending} />`;
+}
+
+function ShownFile({ a, pending }) {
   const mime = a.mime ?? "";
   const [src, setSrc] = useState(null);
   const [error, setError] = useState("");
