@@ -447,16 +447,26 @@ export class AppState {
 
   // ---- notifications ---------------------------------------------------------------------------------
 
-  _notifyIncoming(record) {
+  /**
+   * A desktop notification for a message from someone else, from the leading tab only (once per device), unless
+   * its chat is open in a visible tab. What it may show (docs/web.md "Notifications"): who wrote, and where;
+   * the text only for a chat the server can read anyway (a channel, an unencrypted group). An end-to-end
+   * encrypted message says "New message": a notification leaves the page for the system's notification centre
+   * and lock screen, which this page's encryption does not cover.
+   */
+  async _notifyIncoming(record) {
     const chatId = record.chat_id;
     const visible = document.visibilityState === "visible" && chatId === this.snapshot.activeChatId;
     if (visible || !this.messenger) return; // the leading tab notifies, once
     if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
     const chat = this.chat(chatId);
-    const title =
-      chat?.type === "direct" ? this.chatTitle(chat) : `${this.nameOf(record.sender_id)} in ${this.chatTitle(chat)}`;
+    if (chat?.muted) return; // no mutes yet; a muted chat will notify nothing at all
+    const profile = this.snapshot.users[record.sender_id] ?? (await this.api.user(record.sender_id).catch(() => null));
+    const sender = profile ? profile.display_name || profile.username : "Someone";
+    const title = chat?.type === "direct" || !chat ? sender : `${sender} in ${this.chatTitle(chat)}`;
+    const body = !chat || isEncrypted(chat) ? "New message" : previewText(record) || "New message";
     try {
-      const n = new Notification(title, { body: previewText(record), tag: chatId });
+      const n = new Notification(title, { body, tag: chatId });
       n.onclick = () => {
         focus();
         dispatchEvent(new CustomEvent("sup:navigate", { detail: `/chats/${chatId}` }));
