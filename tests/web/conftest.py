@@ -271,6 +271,15 @@ def screenshot_dir(tmp_path_factory) -> Path:
     return path
 
 
+async def image_shown(image: Any, timeout: float = 20_000) -> Any:
+    """Wait until an <img> (a locator) is on the page, loaded, with pixels; the locator."""
+    await image.wait_for(timeout=timeout)
+    await image.page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=await image.element_handle(), timeout=timeout
+    )
+    return image
+
+
 def short_id(device_id: str) -> str:
     """A device's short id as SUP shows it: the last 8 hex digits (UUIDv7 ids share their first digits)."""
     return device_id.replace("-", "")[-8:]

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import png_bytes
 from tests.s3server import ACCESS_KEY, SECRET_KEY, MotoS3
-from tests.web.conftest import AppServer, PageProblems, WebUser, running_server
+from tests.web.conftest import AppServer, PageProblems, WebUser, image_shown, running_server
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,8 @@ async def test_a_plaintext_chats_photo_from_the_bucket(
         photo.write_bytes(png_bytes(200, 120, (30, 140, 60)))
         await alice.page.locator("#attach-input").set_input_files(str(photo))
         await bob.open_chat("Open house")
-        image = bob.messages.get_by_role("img", name="Photo: garden.png")
-        await image.wait_for(timeout=30_000)
+        image = await image_shown(bob.messages.get_by_role("img", name="Photo: garden.png"), timeout=30_000)
         assert (await image.get_attribute("src")).startswith(moto_s3.endpoint_url + "/")
-        await bob.page.wait_for_function(
-            "img => img.complete && img.naturalWidth > 0", arg=await image.element_handle(), timeout=20_000
-        )
     finally:
         await alice.close()
         await bob.close()

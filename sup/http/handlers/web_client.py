@@ -24,7 +24,7 @@ MEDIA_ORIGIN = web.AppKey("media_origin", str)
 
 # First path segments the client routes itself (sup/web/static/js/ui/router.js): a reload there
 # gets the page. Anything else outside /api/ is a 404, as before.
-SCREENS = frozenset({"", "login", "signup", "chats", "new", "settings", "safety"})
+SCREENS = frozenset({"", "login", "signup", "chats", "new", "settings", "safety", "stickers", "stories"})
 YEAR = 365 * 86400
 
 

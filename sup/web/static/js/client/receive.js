@@ -128,7 +128,10 @@ export class Inbox {
         return;
       case "typing":
       case "presence":
-        work.ephemeral.push(frame);
+      case "stickers.installed":
+      case "story.new":
+      case "story.deleted":
+        work.ephemeral.push(frame); // the state reads stickers and stories from the server again
         return;
       default:
         return;

@@ -83,7 +83,11 @@ export class AppState {
       notices: [],
       users: {},
       toast: null,
+      /** my installed sticker packs, in my order; null until the picker or Settings asks */
+      stickerPacks: null,
     };
+    /** @type {Map<string, Promise<object>>} sticker id -> the sticker (public, never changes) */
+    this.stickers = new Map();
     this.local = null;
     this.api = null;
     this.tabs = null;
@@ -303,7 +307,9 @@ export class AppState {
   }
 
   _frame(frame) {
-    if (frame.type === "typing") {
+    if (frame.type === "stickers.installed") {
+      if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
+    } else if (frame.type === "typing") {
       const key = `${frame.chat_id}:${frame.user_id}`;
       clearTimeout(this.typingTimers.get(key));
       const typing = { ...this.snapshot.typing };
@@ -480,6 +486,30 @@ export class AppState {
   async enableNotifications() {
     if (typeof Notification === "undefined") return "unsupported";
     return Notification.requestPermission();
+  }
+
+  // ---- stickers --------------------------------------------------------------------------------------
+
+  /** My installed packs, in my order (read again when another device of mine changes them). */
+  async loadStickerPacks() {
+    const packs = await this.api.installedStickerPacks();
+    this.set({ stickerPacks: packs });
+    return packs;
+  }
+
+  /** A sticker a message names: its image (`media_id`) and emoji; fetched once. */
+  stickerInfo(stickerId) {
+    let found = this.stickers.get(stickerId);
+    if (!found) {
+      found = this.api.sticker(stickerId);
+      found.catch(() => this.stickers.delete(stickerId));
+      this.stickers.set(stickerId, found);
+    }
+    return found;
+  }
+
+  sendSticker(chatId, stickerId) {
+    return this.act("send", chatId, { stickerId });
   }
 
   // ---- sending, with what the screens need -----------------------------------------------------------

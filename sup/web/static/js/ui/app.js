@@ -6,11 +6,13 @@ import { AuthScreen } from "./auth.js";
 import { ChatScreen } from "./chat.js";
 import { ChatInfo } from "./chatinfo.js";
 import { ChatList } from "./chatlist.js";
-import { app, deviceLabel, StatusBar, useApp } from "./common.js";
+import { app, deviceLabel, lazy, StatusBar, useApp } from "./common.js";
 import { NewChat } from "./newchat.js";
 import { navigate, onLink, usePath } from "./router.js";
 import { SafetyScreen } from "./safety.js";
 import { Settings } from "./settings.js";
+
+const StickerPackScreen = lazy(() => import("./stickers.js"), "StickerPackScreen");
 
 export function App() {
   const s = useApp();
@@ -54,6 +56,7 @@ export function App() {
   else if (parts[0] === "new") screen = html`<${NewChat} kind=${parts[1] ?? "direct"} />`;
   else if (parts[0] === "settings") screen = html`<${Settings} part=${parts[1] ?? ""} />`;
   else if (parts[0] === "safety" && parts[1]) screen = html`<${SafetyScreen} userId=${parts[1]} />`;
+  else if (parts[0] === "stickers" && parts[1]) screen = html`<${StickerPackScreen} slug=${parts[1]} />`;
 
   return html`<${StatusBar} />
     ${parts[0] === "settings" ? null : html`<${OwnNewDevices} notices=${s.notices} me=${s.me?.id} />`}

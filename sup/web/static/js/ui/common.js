@@ -129,3 +129,28 @@ export function keyDigits(b64) {
   for (let i = 0; i < Math.min(raw.length, 16); i++) hex += raw.charCodeAt(i).toString(16).padStart(2, "0");
   return hex.match(/.{4}/g).join(" ");
 }
+
+/**
+ * A component whose module is loaded the first time it is shown (`import()`): big screens used now and then
+ * (the story viewer, the sticker picker) cost nothing on the first load. `load` gives the module.
+ * @param {() => Promise<Record<string, any>>} load @param {string} name the component's export
+ */
+export function lazy(load, name) {
+  let loaded = null;
+  return function Lazy(props) {
+    const [Component, setComponent] = useState(() => loaded);
+    const [error, setError] = useState("");
+    useEffect(() => {
+      if (Component) return;
+      load().then(
+        (module) => {
+          loaded = module[name];
+          setComponent(() => loaded);
+        },
+        (e) => setError(describe(e)),
+      );
+    }, []);
+    if (error) return html`<p class="form-error" role="alert">Could not load this part of SUP: ${error}</p>`;
+    return Component ? html`<${Component} ...${props} />` : html`<p class="muted" aria-busy="true">Loading…</p>`;
+  };
+}

@@ -18,7 +18,7 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
     setMenu(false);
     menuButton.current?.focus();
   };
-  return html`<li class=${`message ${mine ? "mine" : "theirs"} status-${m.status}`} id=${`m-${m.id}`}>
+  return html`<li class=${`message ${mine ? "mine" : "theirs"} status-${m.status}${m.sticker_id ? " sticker-message" : ""}`} id=${`m-${m.id}`}>
     <article class="bubble" aria-label=${`${sender}, ${formatTime(m.created_at)}`}>
       ${showSender && !mine ? html`<p class="sender">${sender}</p>` : null}
       ${m.forwarded_from ? html`<p class="forwarded">Forwarded</p>` : null}
@@ -35,7 +35,9 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
           ? html`<p class="text deleted">This message was deleted.</p>`
           : m.status === "undecryptable"
             ? html`<p class="text undecryptable" title=${m.reason ?? ""}>This message could not be decrypted on this device.</p>`
-            : html`${(m.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id ?? "local"} a=${a} pending=${m.status === "pending"} />`)}
+            : m.sticker_id
+              ? html`<${Sticker} id=${m.sticker_id} />`
+              : html`${(m.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id ?? "local"} a=${a} pending=${m.status === "pending"} />`)}
             ${m.text ? html`<p class="text">${linkify(m.text)}</p>` : null}`
       }
       <p class="meta">
@@ -115,6 +117,7 @@ function waitingFor(userIds) {
 function quoteText(m) {
   if (m.status === "deleted") return "deleted";
   if (m.text) return m.text.length > 80 ? m.text.slice(0, 79) + "…" : m.text;
+  if (m.sticker_id) return "a sticker";
   return m.attachments?.length ? "a file" : "";
 }
 
@@ -167,7 +170,7 @@ function MessageMenu({ m, chat, mine, actions, close }) {
     }
     ${usable ? html`<button type="button" role="menuitem" onClick=${run(() => actions.reply(m))}>Reply</button>` : null}
     ${
-      usable && mine && (m.text || !m.attachments?.length)
+      usable && mine && !m.sticker_id && (m.text || !m.attachments?.length)
         ? html`<button type="button" role="menuitem" onClick=${run(() => actions.edit(m))}>Edit</button>`
         : null
     }
@@ -233,6 +236,28 @@ function ShownFile({ a, pending }) {
       : html`<div class="photo placeholder" role="img" aria-label="Video, loading"></div>`;
   if (audio) return html`<${Voice} a=${a} src=${src} />`;
   return html`<${FileLink} a=${a} />`;
+}
+
+/** A sticker message: the sticker's image (an animated WebP plays by itself), named by its emoji. */
+function Sticker({ id }) {
+  const [shown, setShown] = useState(null);
+  const [missing, setMissing] = useState(false);
+  useEffect(() => {
+    let live = true;
+    app
+      .stickerInfo(id)
+      .then(async (sticker) => {
+        const { url } = await app.media.url({ media_id: sticker.media_id }, "original");
+        if (live) setShown({ url, emoji: sticker.emoji });
+      })
+      .catch(() => live && setMissing(true));
+    return () => {
+      live = false;
+    };
+  }, [id]);
+  if (missing) return html`<p class="text undecryptable">A sticker that is not available.</p>`;
+  if (!shown) return html`<div class="sticker placeholder" role="img" aria-label="Sticker, loading"></div>`;
+  return html`<img class="sticker" src=${shown.url} alt=${`Sticker ${shown.emoji}`} title=${shown.emoji} />`;
 }
 
 function FileLink({ a }) {

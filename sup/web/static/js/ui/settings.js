@@ -1,10 +1,13 @@
 // Settings: profile and avatar, notifications, devices (rename, sign out), two-factor authentication with a
-// QR code, contacts and blocked people, who sees when you are online, and signing out.
+// QR code, contacts and blocked people, who sees when you are online, sticker packs (stickers.js, loaded
+// when shown), and signing out.
 
 import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, deviceLabel, Field, formatTime, shortId, useApp } from "./common.js";
+import { app, Avatar, describe, deviceLabel, Field, formatTime, lazy, shortId, useApp } from "./common.js";
 import { onLink } from "./router.js";
+
+const StickerSettings = lazy(() => import("./stickers.js"), "StickerSettings");
 
 export function Settings({ part }) {
   const s = useApp();
@@ -22,6 +25,10 @@ export function Settings({ part }) {
     <${TwoFactor} />
     <${People} />
     <${Presence} />
+    <section class="card" id="settings-stickers" aria-labelledby="stickers-title">
+      <h2 id="stickers-title">Sticker packs</h2>
+      <${StickerSettings} />
+    </section>
     <section class="card" aria-labelledby="settings-out">
       <h2 id="settings-out">Sign out</h2>
       <p>Signing out deletes this device’s keys and messages from this browser.</p>
