@@ -125,6 +125,7 @@ export class Inbox {
         this.keys.forgetListed();
         work.after.push(() => m.syncChats());
         if (m.removed.size) work.after.push(() => m.recheckRemoved([...m.removed.keys()]));
+        work.ephemeral.push(frame); // the state reads stories and sticker packs again
         return;
       case "typing":
       case "presence":

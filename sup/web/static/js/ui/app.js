@@ -13,6 +13,8 @@ import { SafetyScreen } from "./safety.js";
 import { Settings } from "./settings.js";
 
 const StickerPackScreen = lazy(() => import("./stickers.js"), "StickerPackScreen");
+const StoryViewer = lazy(() => import("./stories.js"), "StoryViewer");
+const NewStory = lazy(() => import("./stories.js"), "NewStory");
 
 export function App() {
   const s = useApp();
@@ -38,6 +40,7 @@ export function App() {
     if (s.phase !== "ready" || authPath) return;
     const wide = matchMedia("(min-width: 701px)").matches;
     if (parts[0] === "chats" && parts[2] !== "info" && wide) return;
+    if (parts[0] === "stories" && parts[1] !== "new") return; // the viewer, a dialog, has the focus
     const heading = document.querySelector("#main h1");
     if (heading && !heading.contains(document.activeElement)) {
       heading.setAttribute("tabindex", "-1");
@@ -57,6 +60,12 @@ export function App() {
   else if (parts[0] === "settings") screen = html`<${Settings} part=${parts[1] ?? ""} />`;
   else if (parts[0] === "safety" && parts[1]) screen = html`<${SafetyScreen} userId=${parts[1]} />`;
   else if (parts[0] === "stickers" && parts[1]) screen = html`<${StickerPackScreen} slug=${parts[1]} />`;
+  else if (parts[0] === "stories" && parts[1] === "new") screen = html`<${NewStory} />`;
+  // The story viewer covers everything, over the chat list (its path, so Back closes it on a phone).
+  const viewer =
+    parts[0] === "stories" && parts[1] && parts[1] !== "new"
+      ? html`<${StoryViewer} key=${parts[1]} authorId=${parts[1]} storyId=${parts[2] ?? null} />`
+      : null;
 
   return html`<${StatusBar} />
     ${parts[0] === "settings" ? null : html`<${OwnNewDevices} notices=${s.notices} me=${s.me?.id} />`}
@@ -71,7 +80,8 @@ export function App() {
         </div>`
         }
       </main>
-    </div>`;
+    </div>
+    ${viewer}`;
 }
 
 /**

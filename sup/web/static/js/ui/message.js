@@ -3,6 +3,7 @@
 
 import { html, useEffect, useRef, useState } from "./html.js";
 import { app, describe, formatTime } from "./common.js";
+import { navigate } from "./router.js";
 
 export const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
 
@@ -22,6 +23,7 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
     <article class="bubble" aria-label=${`${sender}, ${formatTime(m.created_at)}`}>
       ${showSender && !mine ? html`<p class="sender">${sender}</p>` : null}
       ${m.forwarded_from ? html`<p class="forwarded">Forwarded</p>` : null}
+      ${m.story ? html`<${StoryReference} story=${m.story} me=${me} />` : null}
       ${
         replied !== undefined && m.reply_to
           ? html`<a class="reply-quote" href=${`#m-${m.reply_to}`}>
@@ -112,6 +114,20 @@ function waitingFor(userIds) {
   const names = userIds.map((id) => app.nameOf(id));
   if (names.length <= 1) return `Waiting for ${names[0] ?? "a member"}’s first device`;
   return `Waiting for the first device of ${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
+}
+
+/** A reply to a story names it (in the envelope): a link to it while it can still be seen. */
+function StoryReference({ story, me }) {
+  const whose = story.author_id === me ? "your story" : `${app.nameOf(story.author_id)}’s story`;
+  const live = (app.snapshot.stories ?? []).some((g) => g.stories.some((st) => st.id === story.id));
+  const open = (event) => {
+    event.preventDefault();
+    app.storyReturn = location.pathname;
+    navigate(`/stories/${story.author_id}/${story.id}`);
+  };
+  return html`<p class="story-ref">
+    ${live ? html`<a href=${`/stories/${story.author_id}/${story.id}`} onClick=${open}>Replied to ${whose}</a>` : html`Replied to ${whose} (no longer up)`}
+  </p>`;
 }
 
 function quoteText(m) {

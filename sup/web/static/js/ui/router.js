@@ -1,6 +1,6 @@
 // Paths of the app (the server serves the page at each of them: sup/http/handlers/web_client.py SCREENS).
 //   /login  /signup  /  /chats/<id>  /chats/<id>/info  /new  /new/group  /new/channel  /settings[/<part>]
-//   /safety/<user id>  /stickers/<slug> (a shared sticker pack)
+//   /safety/<user id>  /stickers/<slug> (a shared sticker pack)  /stories/new  /stories/<author id>[/<story id>]
 
 import { useEffect, useState } from "./html.js";
 

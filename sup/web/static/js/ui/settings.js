@@ -1,6 +1,6 @@
 // Settings: profile and avatar, notifications, devices (rename, sign out), two-factor authentication with a
-// QR code, contacts and blocked people, who sees when you are online, sticker packs (stickers.js, loaded
-// when shown), and signing out.
+// QR code, contacts and blocked people, who sees when you are online, close friends for stories (stories.js)
+// and sticker packs (stickers.js), both loaded when shown, and signing out.
 
 import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
@@ -8,6 +8,7 @@ import { app, Avatar, describe, deviceLabel, Field, formatTime, lazy, shortId, u
 import { onLink } from "./router.js";
 
 const StickerSettings = lazy(() => import("./stickers.js"), "StickerSettings");
+const StorySettings = lazy(() => import("./stories.js"), "StorySettings");
 
 export function Settings({ part }) {
   const s = useApp();
@@ -25,6 +26,10 @@ export function Settings({ part }) {
     <${TwoFactor} />
     <${People} />
     <${Presence} />
+    <section class="card" id="settings-stories" aria-labelledby="stories-title">
+      <h2 id="stories-title">Stories: close friends</h2>
+      <${StorySettings} />
+    </section>
     <section class="card" id="settings-stickers" aria-labelledby="stickers-title">
       <h2 id="stickers-title">Sticker packs</h2>
       <${StickerSettings} />
