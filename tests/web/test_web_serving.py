@@ -33,7 +33,8 @@ def import_map(page: str) -> str:
 
 
 async def test_the_page_is_served_at_every_screen_with_the_strict_policy(sup_server: AppServer):
-    for path in ("/", "/login", "/signup", "/chats/01a2", "/settings/devices", "/new/group", "/safety/x"):
+    screens = ("/", "/login", "/signup", "/chats/01a2", "/settings/devices", "/new/group", "/safety/x")
+    for path in (*screens, "/stories/new", "/stories/01a2/01a3", "/stickers/AbCd-_12"):
         status, headers, body = await get(sup_server, path)
         assert status == 200, path
         assert headers["Content-Type"].startswith("text/html")

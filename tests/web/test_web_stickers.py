@@ -57,7 +57,7 @@ async def make_pack(user: WebUser, title: str, stickers: list[tuple[Path, str]])
 
 
 async def test_a_pack_made_shared_installed_and_sent(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
+    browser: Any, sup_server: AppServer, problems: PageProblems, screenshot_dir: Path, tmp_path: Path
 ):
     alice = await (await WebUser.open(browser, sup_server, problems)).sign_up("Alice")
     bob = await (await WebUser.open(browser, sup_server, problems)).sign_up("Bob")
@@ -124,6 +124,7 @@ async def test_a_pack_made_shared_installed_and_sent(
             "async () => (await window.supApp.api.installedStickerPacks()).map(p => p.title).join() === 'Cats,Garden'"
         )
         await installed.get_by_role("listitem").first.filter(has_text="Cats").wait_for()
+        await section.screenshot(path=str(screenshot_dir / "desktop-light-settings-stickers.png"))
         await section.get_by_role("button", name="Remove Garden").click()
         await installed.get_by_text("Garden").wait_for(state="detached")
         await bob.page.goto(f"{sup_server.url}/chats/{with_carol['id']}")

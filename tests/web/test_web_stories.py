@@ -44,7 +44,7 @@ async def fill_width(user: WebUser) -> float:
 
 
 async def test_stories_posted_watched_answered_deleted_and_expired(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
+    browser: Any, sup_server: AppServer, problems: PageProblems, screenshot_dir: Path, tmp_path: Path
 ):
     alice = await (await WebUser.open(browser, sup_server, problems)).sign_up("Alice")
     bob = await (await WebUser.open(browser, sup_server, problems)).sign_up("Bob")
@@ -126,6 +126,7 @@ async def test_stories_posted_watched_answered_deleted_and_expired(
         mine = bob.page.get_by_role("dialog", name="Your stories")
         await mine.get_by_role("button", name="Seen by 1 person").click()
         await mine.get_by_role("list", name="Who viewed your story").get_by_text("Alice").wait_for()
+        await bob.screenshot(screenshot_dir, "desktop-light-story-views")
         bob.page.once("dialog", lambda dialog: dialog.accept())
         await mine.get_by_role("button", name="Delete story").click()
         await mine.wait_for(state="detached")

@@ -105,7 +105,7 @@ export function StoryViewer({ authorId, storyId = null }) {
         ${stories.map((st, i) => html`<span class="segment" key=${st.id}><span class=${`fill${i < index ? " done" : ""}`}></span></span>`)}
       </div>
       <header class="story-head">
-        <${Avatar} id=${group.author.id} name=${name} size="m" />
+        <${Avatar} id=${group.author.id} name=${group.author.display_name || group.author.username} size="m" />
         <p><strong>${name}</strong> <span class="story-time">${ago(story.created_at)}</span></p>
         <button type="button" class="icon-button story-control" aria-pressed=${held ? "true" : "false"}
           aria-label=${held ? "Play" : "Pause"} onClick=${() => setHeld(!held)}>${held ? "▶" : "❚❚"}</button>
@@ -134,6 +134,8 @@ function StoryMedia({ story, index, paused, done, setHeld, previous, next, label
   const pressed = useRef(0);
   const wasHold = useRef(false);
   const elapsed = useRef(0); // ms of a photo shown, pauses not counted
+  const stopped = useRef(paused);
+  stopped.current = paused; // read by the clock at once, not after the effects of this render have run
   const finished = useRef(false);
   const finish = () => {
     if (finished.current) return; // the clock and the video's end may both say so
@@ -170,6 +172,7 @@ function StoryMedia({ story, index, paused, done, setHeld, previous, next, label
     let last = performance.now();
     let frame;
     const tick = (now) => {
+      if (stopped.current) return;
       const el = video.current;
       if (!el) elapsed.current += now - last;
       last = now;
