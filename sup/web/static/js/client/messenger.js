@@ -104,6 +104,7 @@ export class Messenger {
   stop() {
     this.socket?.stop();
     removeEventListener("online", this._onOnline);
+    clearTimeout(this.outbox._retry);
   }
 
   /** Run `fn` after every earlier change of the crypto state: one at a time, as the SDK's lock. */

@@ -7,7 +7,8 @@
 // `flush` sends a chat's queued messages oldest first:
 //
 // - the server could not be reached (offline, 5xx, 429): the message stays ("queued") and every later one
-//   with it; they go when the connection is back (the socket is ready again, or the browser is online);
+//   with it; they go when the connection is back (the socket is ready again, or the browser is online), or
+//   at the next try (2 s after the first failure, doubling to a minute);
 // - 409 `member_without_device`: a member of this encrypted chat has no device that can read it yet (an
 //   account an admin made and nobody has used, or one whose devices all signed out). The message waits
 //   ("waiting", with the members it waits for) and every later one of that chat waits behind it. They go by
@@ -40,6 +41,8 @@ export class Outbox {
     this._waking = null;
     /** @type {null | "waiting" | "all"} what to flush again once the running flush is done */
     this._again = null;
+    this._retry = null; // the timer of the next try after the server was busy or out of reach
+    this._failures = 0; // tries in a row that could not reach it
   }
 
   /**
@@ -132,7 +135,17 @@ export class Outbox {
         }
       }
     }
-    if (unreachable !== null) console.info("queued messages wait for the server", unreachable);
+    clearTimeout(this._retry);
+    if (unreachable === null) {
+      this._failures = 0;
+      return;
+    }
+    // Offline, the socket's return says when to try again; a busy server (429, 5xx) does not: try again later,
+    // a little later each time (2 s doubling to a minute), not in a tight loop.
+    this._failures += 1;
+    const delay = Math.min(60_000, 2000 * 2 ** (this._failures - 1));
+    console.info(`queued messages wait for the server; trying again in ${delay / 1000} s`, unreachable);
+    this._retry = setTimeout(() => this.wake(), delay);
   }
 
   /** Mark a message as waiting for these members' first devices. */
