@@ -34,6 +34,16 @@ export class DeviceGone extends Error {
   }
 }
 
+/** Members of a chat (`userIds`) have no device with published keys: nothing can be encrypted to them yet. */
+export class MemberWithoutDevice extends Error {
+  constructor(userIds) {
+    super("some members have no device that can read encrypted messages yet");
+    this.name = "MemberWithoutDevice";
+    this.code = "member_without_device"; // as the server says it (409), with the same members
+    this.userIds = userIds;
+  }
+}
+
 export class Keys {
   /**
    * @param {{api: import("../api/http.js").Api, local: import("../store/db.js").LocalStore,

@@ -16,7 +16,7 @@ import { ApiError } from "../api/http.js";
 import { EventSocket } from "../api/socket.js";
 import { Batch } from "../store/db.js";
 import { isEncrypted, newClientId, previewText } from "./chats.js";
-import { DeviceGone, Keys } from "./keys.js";
+import { DeviceGone, Keys, MemberWithoutDevice } from "./keys.js";
 import { Outbox } from "./outbox.js";
 import { Inbox, Work } from "./receive.js";
 
@@ -540,10 +540,29 @@ export class Messenger {
       : this._sendPairwise(chat.id, plaintext, deliver);
   }
 
+  /** The other members of a chat that have no device with published keys, as the directory says now. */
+  async withoutDevices(chatId) {
+    this.members.delete(chatId);
+    const others = (await this.memberIds(chatId)).filter((u) => u !== this.userId);
+    this.keys.forgetListed(others);
+    const without = [];
+    for (const userId of others) if (!(await this.keys.userDevices(userId)).size) without.push(userId);
+    return without.sort();
+  }
+
   async _sendPairwise(chatId, plaintext, deliver) {
     for (let attempt = 0; ; attempt++) {
       try {
         const targets = await this.recipients(chatId);
+        if (!targets.size) {
+          // No device to encrypt to at all: the server would refuse an empty list (422 encryption_required)
+          // when a member's first device published its keys since the lists were read; the directory says
+          // whom the message waits for, or lists the new device (then the lists are read again).
+          const without = await this.withoutDevices(chatId);
+          if (without.length) throw new MemberWithoutDevice(without);
+          if (attempt === SEND_ATTEMPTS - 1) throw new Error("no device to encrypt to");
+          continue;
+        }
         const recipients = await this._exclusive(async () => {
           try {
             const out = [];

@@ -18,7 +18,7 @@
 //
 // Files do not wait: their upload would be deleted as an orphan after a day (as in the SDK).
 
-import { ApiError, isTransient, SessionEnded } from "../api/http.js";
+import { isTransient, SessionEnded } from "../api/http.js";
 
 // Events after which a message waiting for a member's device may go: the member has a device with keys now,
 // or left (the server no longer waits for it), or the chat is gone, or events were missed.
@@ -119,8 +119,9 @@ export class Outbox {
         this._settle(record.client_id, { sent });
       } catch (error) {
         if (error instanceof SessionEnded) throw error;
-        if (error instanceof ApiError && error.code === "member_without_device") {
-          const users = (error.body.user_ids ?? []).map(String).sort();
+        if (error.code === "member_without_device") {
+          // the server's 409, or the directory's word when no device at all could be named (messenger.js)
+          const users = (error.userIds ?? error.body?.user_ids ?? []).map(String).sort();
           this.m.keys.forgetListed(users); // no retry helps until they have a device: keys.changed says when
           blocked.set(chat, users);
           await this._wait(record, users);
