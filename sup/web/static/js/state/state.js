@@ -89,6 +89,8 @@ export class AppState {
       stories: null,
     };
     this.storyTimer = null;
+    /** where closing the story viewer goes back to (the screen it was opened from) */
+    this.storyReturn = "/";
     /** @type {Map<string, Promise<object>>} sticker id -> the sticker (public, never changes) */
     this.stickers = new Map();
     this.local = null;

@@ -53,6 +53,7 @@ export function StoryViewer({ authorId, storyId = null }) {
   });
   const [held, setHeld] = useState(false); // pressed, or paused with Space or the button
   const [busy, setBusy] = useState(false); // typing a reply, reading who viewed: the clock stops
+  const [sound, setSound] = useState(false); // videos start muted (browsers play only those by themselves)
   const dialog = useRef(null);
   const onKey = useRef(null);
   useEffect(() => {
@@ -107,11 +108,17 @@ export function StoryViewer({ authorId, storyId = null }) {
       <header class="story-head">
         <${Avatar} id=${group.author.id} name=${group.author.display_name || group.author.username} size="m" />
         <p><strong>${name}</strong> <span class="story-time">${ago(story.created_at)}</span></p>
+        ${
+          story.media?.kind === "video"
+            ? html`<button type="button" class="icon-button story-control" aria-pressed=${sound ? "true" : "false"}
+                aria-label="Sound" onClick=${() => setSound(!sound)}>${sound ? "🔊" : "🔇"}</button>`
+            : null
+        }
         <button type="button" class="icon-button story-control" aria-pressed=${held ? "true" : "false"}
           aria-label=${held ? "Play" : "Pause"} onClick=${() => setHeld(!held)}>${held ? "▶" : "❚❚"}</button>
         <button type="button" class="icon-button story-control" aria-label="Close" onClick=${closeViewer}>✕</button>
       </header>
-      <${StoryMedia} key=${story.id} story=${story} index=${index} paused=${paused} done=${next} setHeld=${setHeld}
+      <${StoryMedia} key=${story.id} story=${story} index=${index} paused=${paused} sound=${sound} done=${next} setHeld=${setHeld}
         previous=${previous} next=${next} label=${`Story ${index + 1} of ${stories.length} from ${name}`} />
       <footer class="story-foot">
         ${story.caption ? html`<p class="story-caption">${story.caption}</p>` : null}
@@ -126,7 +133,7 @@ export function StoryViewer({ authorId, storyId = null }) {
 }
 
 /** The picture or video, the tap zones, and the clock that fills the progress bar. */
-function StoryMedia({ story, index, paused, done, setHeld, previous, next, label }) {
+function StoryMedia({ story, index, paused, sound, done, setHeld, previous, next, label }) {
   const [url, setUrl] = useState(null);
   const [error, setError] = useState("");
   const [ready, setReady] = useState(false);
@@ -209,7 +216,7 @@ function StoryMedia({ story, index, paused, done, setHeld, previous, next, label
         : !url
           ? html`<p class="story-empty" aria-busy="true">Loading…</p>`
           : story.media?.kind === "video"
-            ? html`<video ref=${video} src=${url} playsinline muted aria-label=${label}
+            ? html`<video ref=${video} src=${url} playsinline muted=${!sound} aria-label=${label}
                 onLoadedMetadata=${() => setReady(true)} onEnded=${finish}></video>`
             : html`<img src=${url} alt=${story.caption ? `${label}: ${story.caption}` : label} onLoad=${() => setReady(true)} />`
     }
