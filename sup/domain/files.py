@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sup.blobs.store import BlobStore, content_disposition
 from sup.clock import Clock
@@ -291,6 +292,15 @@ class MediaFiles:
 
     def signature_valid(self, media_id: str, variant: str, expires: int, signature: str) -> bool:
         return self._signer.valid(media_id, variant, expires, signature, self._clock.now())
+
+    async def direct_origin(self) -> str | None:
+        """The origin (`scheme://host[:port]`) signed URLs point at when the blob store serves files itself
+        (S3's presigned URLs), or None when SUP serves them: a web page must allow it for images and video."""
+        url = await self._blobs.signed_url("0" * 32, expires_in=60, filename="origin", content_type="image/png")
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     # -- deleting ----------------------------------------------------------------------------
 

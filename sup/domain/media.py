@@ -103,5 +103,8 @@ class MediaService:
     def signature_valid(self, media_id: str, variant: str, expires: int, signature: str) -> bool:
         return self.files.signature_valid(media_id, variant, expires, signature)
 
+    async def direct_origin(self) -> str | None:
+        return await self.files.direct_origin()
+
     async def delete(self, user_id: str, media_id: str) -> None:
         await self.files.delete(user_id, media_id)

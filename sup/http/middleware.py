@@ -17,14 +17,15 @@ _SECURITY_HEADERS = {
 
 
 # The web client's pages (sup/http/handlers/web.py): scripts, styles and connections only from this
-# origin; images and sound also from blob: (decrypted attachments) and data:. No inline script except
-# the import map, allowed by its hash; no eval; no framing; no <base>; forms post only here.
+# origin; images and sound also from blob: (decrypted attachments) and data:, and from the blob store's
+# origin when it serves files itself (S3's presigned URLs). No inline script except the import map,
+# allowed by its hash; no eval; no framing; no <base>; forms post only here.
 _APP_POLICY = (
     "default-src 'none'",
     "script-src 'self' {hashes}",
     "style-src 'self'",
-    "img-src 'self' blob: data:",
-    "media-src 'self' blob:",
+    "img-src 'self' blob: data:{media}",
+    "media-src 'self' blob:{media}",
     "font-src 'self'",
     "connect-src 'self'{sockets}",
     "manifest-src 'self'",
@@ -34,17 +35,20 @@ _APP_POLICY = (
     "base-uri 'none'",
     "form-action 'self'",
 )
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
-def app_page_policy(script_hashes: tuple[str, ...], host: str | None) -> str:
+def app_page_policy(script_hashes: tuple[str, ...], host: str | None, media_origin: str | None = None) -> str:
     """The Content-Security-Policy of the web client's pages.
 
     `'self'` covers the same host's ws:/wss: in CSP Level 3 browsers; older ones need them spelt out,
     so they are added for the Host the page was asked for (when it looks like a host name).
+    `media_origin`: where signed URLs of files point when that is not this server (an S3 bucket).
     """
     sockets = f" ws://{host} wss://{host}" if host and _HOST.match(host) else ""
-    return "; ".join(_APP_POLICY).format(hashes=" ".join(script_hashes), sockets=sockets)
+    media = f" {media_origin}" if media_origin and _ORIGIN.match(media_origin) else ""
+    return "; ".join(_APP_POLICY).format(hashes=" ".join(script_hashes), sockets=sockets, media=media)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -10,8 +10,10 @@ document that is revalidated (ETag, `no-cache`); it carries
 - an import map from every module's plain URL to its hashed one, so that the modules' relative
   imports (`import ... from "./api/http.js"`) resolve to hashed URLs without rewriting a byte of
   JavaScript, plus the bare names of the vendored libraries (`preact`, `htm`, ...);
-- a `modulepreload` link for every module, so the browser fetches them all at once instead of one
-  level of imports at a time;
+- a `modulepreload` link for every module the entry script imports, directly or not, with a static
+  `import`, so the browser fetches them all at once instead of one level of imports at a time. A module
+  only ever loaded with `import()` (a screen opened rarely, such as the story viewer) is in the import map
+  but not preloaded: it costs nothing until it is used;
 - `<meta name="sup-registration">`: whether sign-up is open, by invite, or closed.
 
 An inline import map is a script element for the Content-Security-Policy: it is allowed by its
@@ -27,6 +29,7 @@ import gzip
 import hashlib
 import html
 import json
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,9 @@ CONTENT_TYPES = {
 }
 _COMPRESSIBLE = {".js", ".css", ".html", ".svg", ".json", ".webmanifest", ".txt"}
 _ASSET_REFERENCE = re.compile(r"""(["'])/assets/([A-Za-z0-9_./-]+)\1""")
+_ENTRY_SCRIPT = re.compile(r"""<script type="module" src="/assets/([A-Za-z0-9_./-]+)"></script>""")
+# `import ... from "x"`, `import "x"`, `export ... from "x"` at the start of a line; not `import("x")`.
+_STATIC_IMPORT = re.compile(r"""^[ \t]*(?:import|export)(?![ \t]*\()(?:[^"';]*?\bfrom)?[ \t]*(["'])([^"']+)\1""", re.M)
 REGISTRATION_MODES = ("open", "invite", "closed")
 
 
@@ -127,6 +133,30 @@ def _files(static: Path) -> dict[str, bytes]:
     return found
 
 
+def _statically_imported(entries: list[str], assets: dict[str, Asset]) -> set[str]:
+    """Paths of the modules `entries` import with static imports, directly or not (entries included)."""
+    bare = {name: path for name, path in BARE_MODULES.items()}
+    found: set[str] = set()
+    todo = [e for e in entries if e in assets]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        found.add(path)
+        for _, spec in _STATIC_IMPORT.findall(assets[path].body.decode("utf-8")):
+            if spec in bare:
+                target = bare[spec]
+            elif spec.startswith("."):
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(path), spec))
+            elif spec.startswith(PREFIX):
+                target = spec[len(PREFIX) :]
+            else:
+                continue
+            if target in assets and target not in found:
+                todo.append(target)
+    return found
+
+
 def build(static: Path = STATIC, *, registration: str = "open") -> WebClient:
     """Read, hash and compress the static files and make the index page (blocking: run it in a thread)."""
     if registration not in REGISTRATION_MODES:
@@ -145,14 +175,15 @@ def build(static: Path = STATIC, *, registration: str = "open") -> WebClient:
     import_map = json.dumps({"imports": imports}, indent=1, sort_keys=True)
     script_hash = "'sha256-" + base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode() + "'"
 
+    template = (static / INDEX).read_text(encoding="utf-8")
+    preloaded = _statically_imported(_ENTRY_SCRIPT.findall(template), assets)
     head = "\n".join(
         [
             f'<meta name="sup-registration" content="{html.escape(registration)}">',
             f'<script type="importmap">{import_map}</script>',
-            *(f'<link rel="modulepreload" href="{a.url}">' for a in modules),
+            *(f'<link rel="modulepreload" href="{a.url}">' for a in modules if a.path in preloaded),
         ]
     )
-    template = (static / INDEX).read_text(encoding="utf-8")
     if HEAD_MARKER not in template:
         raise ValueError(f"{static / INDEX} has no {HEAD_MARKER} line")
 

@@ -271,6 +271,20 @@ def screenshot_dir(tmp_path_factory) -> Path:
     return path
 
 
+async def image_shown(image: Any, timeout: float = 20_000) -> Any:
+    """Wait until an <img> (a locator) is on the page, loaded, with pixels; the locator."""
+    await image.wait_for(timeout=timeout)
+    await image.page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=await image.element_handle(), timeout=timeout
+    )
+    return image
+
+
+def short_id(device_id: str) -> str:
+    """A device's short id as SUP shows it: the last 8 hex digits (UUIDv7 ids share their first digits)."""
+    return device_id.replace("-", "")[-8:]
+
+
 class WebUser:
     """One person using the web client in one browser context (a device), driven by role and label."""
 
@@ -393,6 +407,13 @@ class WebUser:
         )
         await self.composer.fill(new_text)
         await self.composer.press("Enter")
+
+    async def this_device(self) -> str:
+        """This device as a new-device notice names it: "<its name> (<last 8 hex digits of its id>)"."""
+        device = await self.page.evaluate(
+            "async () => (await window.supApp.api.devices()).devices.find(d => d.current)"
+        )
+        return f"{device['name']} ({short_id(device['id'])})"
 
     async def screenshot(self, directory: Path, name: str) -> None:
         await self.page.screenshot(path=str(directory / f"{name}.png"))

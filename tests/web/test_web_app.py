@@ -11,8 +11,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from sup.client import Client
 from tests.conftest import png_bytes
-from tests.web.conftest import AppServer, PageProblems, WebUser
+from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser, short_id
 
 
 async def test_two_people_chat_end_to_end(
@@ -96,22 +97,26 @@ async def test_two_people_chat_end_to_end(
         await bob.close()
 
 
-async def test_a_new_device_of_a_contact_shows_a_banner(browser: Any, sup_server: AppServer, problems: PageProblems):
+async def test_a_new_device_of_a_contact_shows_a_banner(
+    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
+):
     alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
     bob = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    bob_laptop = None
+    bob_laptop = tablet = None
     try:
         await alice.start_direct(bob.username)
         await alice.send("before bob's new device")
         await bob.open_chat(alice.username)
         await bob.sees("before bob's new device")
 
-        # bob logs in on another browser: a new device, with a new identity key
+        # bob logs in on another browser: a new device, with a new identity key, named by its owner
         bob_laptop = await WebUser.open(browser, sup_server, problems, bob.username)
         await bob_laptop.log_in()
         banner = alice.page.get_by_role("status").filter(has_text="has a new device")
         await banner.wait_for(timeout=20_000)
-        assert "safety number" in (await banner.inner_text()).lower()
+        text = await banner.inner_text()
+        assert await bob_laptop.this_device() in text, text  # its name and short id
+        assert "safety number" in text.lower()
         await banner.get_by_role("link", name="Compare safety numbers").wait_for()
 
         # what alice sends now reaches both of bob's devices
@@ -121,10 +126,46 @@ async def test_a_new_device_of_a_contact_shows_a_banner(browser: Any, sup_server
         await bob_laptop.sees("after bob's new device")
         await banner.get_by_role("button", name="Dismiss").click()
         await banner.wait_for(state="detached")
+
+        # an SDK device, named by its owner: the name the directory lists is shown
+        tablet = await Client.login(
+            sup_server.url, str(tmp_path / "tablet.db"), bob.username, PASSWORD, device_name="Bob's tablet"
+        )
+        named = alice.page.get_by_role("status").filter(has_text="Bob's tablet")
+        await named.wait_for(timeout=20_000)
+        assert f"Bob's tablet ({short_id(tablet.device_id)})" in await named.inner_text()
     finally:
         for user in (alice, bob, bob_laptop):
             if user is not None:
                 await user.close()
+        if tablet is not None:
+            await tablet.close()
+
+
+async def test_my_own_new_device_says_where_to_sign_it_out(browser: Any, sup_server: AppServer, problems: PageProblems):
+    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    phone = None
+    try:
+        phone = await WebUser.open(browser, sup_server, problems, alice.username)
+        await phone.log_in()
+        device = await phone.this_device()
+        # on the chat list, not only in Settings; never a safety number with myself
+        banner = alice.page.get_by_role("status").filter(has_text="A new device signed in to your account")
+        await banner.wait_for(timeout=20_000)
+        text = await banner.inner_text()
+        assert f"A new device signed in to your account: {device}" in text, text
+        assert "if this was not you, sign it out" in text
+        assert await banner.get_by_role("link", name="Compare safety numbers").count() == 0
+        await banner.get_by_role("link", name="sign it out in Settings").click()
+        devices = alice.page.get_by_role("region", name="Devices")
+        row = devices.get_by_role("listitem").filter(has_text=device[-9:-1])
+        await row.get_by_text("new", exact=True).wait_for()
+        await devices.get_by_role("button", name="Dismiss").click()
+        await alice.page.get_by_text("A new device signed in").wait_for(state="detached")
+    finally:
+        await alice.close()
+        if phone is not None:
+            await phone.close()
 
 
 async def test_a_group_of_three_and_a_channel(browser: Any, sup_server: AppServer, problems: PageProblems):

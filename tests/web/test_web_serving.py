@@ -33,7 +33,8 @@ def import_map(page: str) -> str:
 
 
 async def test_the_page_is_served_at_every_screen_with_the_strict_policy(sup_server: AppServer):
-    for path in ("/", "/login", "/signup", "/chats/01a2", "/settings/devices", "/new/group", "/safety/x"):
+    screens = ("/", "/login", "/signup", "/chats/01a2", "/settings/devices", "/new/group", "/safety/x")
+    for path in (*screens, "/stories/new", "/stories/01a2/01a3", "/stickers/AbCd-_12"):
         status, headers, body = await get(sup_server, path)
         assert status == 200, path
         assert headers["Content-Type"].startswith("text/html")
@@ -108,6 +109,30 @@ async def test_index_references_only_files_that_exist():
     for url in re.findall(r'(?:src|href)="(/assets/[^"]+)"', page):
         assert client.asset(url) is not None, url
     assert client.is_immutable(re.search(r'src="(/assets/js/main\.[^"]+)"', page).group(1))
+
+
+def test_only_statically_imported_modules_are_preloaded(tmp_path: Path):
+    """A module loaded with import() is in the import map, not preloaded: it costs nothing until used."""
+    for path in assets.BARE_MODULES.values():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("export default 1;\n")
+    (tmp_path / "js" / "ui").mkdir(parents=True)
+    (tmp_path / "index.html").write_text(
+        '<head><!-- sup:head --><script type="module" src="/assets/js/main.js"></script></head>'
+    )
+    (tmp_path / "js" / "main.js").write_text(
+        'import { a } from "./ui/a.js";\nimport "preact";\nconst later = () => import("./ui/lazy.js");\n'
+    )
+    (tmp_path / "js" / "ui" / "a.js").write_text(
+        'import {\n  b,\n} from "../b.js";\nexport { c } from "./c.js";\n// import "./d.js" is a comment\n'
+    )
+    for name in ("b.js", "ui/c.js", "ui/d.js", "ui/lazy.js"):
+        (tmp_path / "js" / name).write_text("export const x = 1;\n")
+    client = assets.build(tmp_path)
+    page = client.index.body.decode()
+    preloaded = {client.asset(u).path for u in re.findall(r'rel="modulepreload" href="([^"]+)"', page)}
+    assert preloaded == {"js/main.js", "js/ui/a.js", "js/b.js", "js/ui/c.js", "vendor/preact/preact.module.js"}
+    assert client.asset("/assets/js/ui/lazy.js").url in import_map(page)
 
 
 def test_a_missing_vendored_module_fails_the_build(tmp_path: Path):

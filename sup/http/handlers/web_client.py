@@ -11,22 +11,29 @@ import asyncio
 from aiohttp import web
 
 from sup.http.middleware import app_page_policy
+from sup.transport.services import SERVICES
 from sup.web import assets
 from sup.web.assets import Asset, WebClient
 
 WEB_CLIENT = web.AppKey("web_client", WebClient)
 # auth.registration, set by build_app: the sign-up screen asks for an invite code when it is "invite".
 REGISTRATION = web.AppKey("registration", str)
+# Where signed URLs of files point when the blob store serves them itself (an S3 bucket's origin), or "":
+# the page's policy lets images and video come from there.
+MEDIA_ORIGIN = web.AppKey("media_origin", str)
 
 # First path segments the client routes itself (sup/web/static/js/ui/router.js): a reload there
 # gets the page. Anything else outside /api/ is a 404, as before.
-SCREENS = frozenset({"", "login", "signup", "chats", "new", "settings", "safety"})
+SCREENS = frozenset({"", "login", "signup", "chats", "new", "settings", "safety", "stickers", "stories"})
 YEAR = 365 * 86400
 
 
 async def load_web_client(app: web.Application) -> None:
-    """Build the web client's files once, in a thread (reading and compressing them blocks)."""
+    """Build the web client's files once, in a thread (reading and compressing them blocks); learn where
+    signed URLs of files point (after the backends started: on_startup runs cleanup_ctx first)."""
     app[WEB_CLIENT] = await asyncio.to_thread(assets.build, registration=app.get(REGISTRATION, "open"))
+    services = app.get(SERVICES)
+    app[MEDIA_ORIGIN] = (await services.media.direct_origin() or "") if services is not None else ""
 
 
 def _accepts_gzip(request: web.Request) -> bool:
@@ -56,7 +63,9 @@ async def page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     client = request.app[WEB_CLIENT]
     response = _send(request, client.index, cache_control="no-cache")
-    response.headers["Content-Security-Policy"] = app_page_policy(client.script_hashes, request.host)
+    response.headers["Content-Security-Policy"] = app_page_policy(
+        client.script_hashes, request.host, request.app.get(MEDIA_ORIGIN)
+    )
     return response
 
 

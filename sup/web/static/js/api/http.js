@@ -27,6 +27,29 @@ export class SessionEnded extends Error {
   }
 }
 
+/** The server could not be reached (no network, or the connection dropped): worth trying again later. */
+export class Unreachable extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "Unreachable";
+  }
+}
+
+/** Whether trying again later may succeed: the server was not reached, or was busy or restarting. */
+export function isTransient(error) {
+  return error instanceof Unreachable || (error instanceof ApiError && (error.status >= 500 || error.status === 429));
+}
+
+/** fetch, with a network failure (a TypeError in every browser, worded differently) as Unreachable. */
+async function reach(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (error instanceof TypeError) throw new Unreachable(`the server could not be reached (${error.message})`);
+    throw error;
+  }
+}
+
 const SESSION_OVER = new Set(["invalid_token", "invalid_refresh_token", "refresh_token_reused"]);
 export const API = "/api/v1";
 
@@ -72,7 +95,7 @@ export class Api {
         if (this.access === null) await this.refresh(null);
         h.Authorization = `Bearer ${this.access}`;
       }
-      return fetch(url, { method, headers: h, body, credentials: "omit", cache: "no-store" });
+      return reach(url, { method, headers: h, body, credentials: "omit", cache: "no-store" });
     };
     const usedToken = this.access;
     let response = await send();
@@ -131,7 +154,7 @@ export class Api {
         this._ended();
         throw new SessionEnded("not signed in");
       }
-      const response = await fetch(this.base + API + "/auth/refresh", {
+      const response = await reach(this.base + API + "/auth/refresh", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ refresh_token: refreshToken }),
@@ -368,9 +391,91 @@ export class Api {
   signedUrl(mediaId, variant = "original") {
     return this.get(`/media/${encodeURIComponent(mediaId)}/url`, { query: { variant } });
   }
+  /** A file once the server has processed it (`status` "ready" or "failed"), asking again until then. */
+  async processed(mediaId, { within = 60_000 } = {}) {
+    const deadline = Date.now() + within;
+    for (let pause = 100; ; pause = Math.min(1000, pause * 2)) {
+      const media = await this.media(mediaId);
+      if (media.status !== "pending") return media;
+      if (Date.now() > deadline) throw new Error("the server is still processing the file");
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
   /** The stored bytes of a file (an encrypted blob as it was uploaded). */
   async download(mediaId) {
     const response = await this.request("GET", `/media/download/${encodeURIComponent(mediaId)}`, { raw: true });
     return new Uint8Array(await response.arrayBuffer());
+  }
+
+  // ---- stories (docs/api.md "Stories"; not end-to-end encrypted) -----------------------------------
+
+  stories(before) {
+    return this.get("/stories", { query: { limit: 100, before } });
+  }
+  story(storyId) {
+    return this.get(`/stories/${encodeURIComponent(storyId)}`);
+  }
+  postStory(fields) {
+    return this.post("/stories", fields);
+  }
+  deleteStory(storyId) {
+    return this.del(`/stories/${encodeURIComponent(storyId)}`);
+  }
+  viewStory(storyId) {
+    return this.post(`/stories/${encodeURIComponent(storyId)}/view`);
+  }
+  storyViews(storyId, before) {
+    return this.get(`/stories/${encodeURIComponent(storyId)}/views`, { query: { limit: 100, before } });
+  }
+  async storyLists() {
+    return (await this.get("/stories/lists")).lists;
+  }
+  storyList(listId) {
+    return this.get(`/stories/lists/${encodeURIComponent(listId)}`);
+  }
+  createStoryList(name, userIds) {
+    return this.post("/stories/lists", { name, user_ids: userIds });
+  }
+  setStoryList(listId, userIds) {
+    return this.patch(`/stories/lists/${encodeURIComponent(listId)}`, { user_ids: userIds });
+  }
+
+  // ---- sticker packs (docs/api.md "Sticker packs"; public, not encrypted) ----------------------------
+
+  async installedStickerPacks() {
+    return (await this.get("/stickers/installed")).packs;
+  }
+  async installStickerPack(packId) {
+    return (await this.post("/stickers/installed", { pack_id: packId })).packs;
+  }
+  async reorderStickerPacks(packIds) {
+    return (await this.put("/stickers/installed", { pack_ids: packIds })).packs;
+  }
+  uninstallStickerPack(packId) {
+    return this.del(`/stickers/installed/${encodeURIComponent(packId)}`);
+  }
+  async myStickerPacks() {
+    return (await this.get("/stickers/packs")).packs;
+  }
+  stickerPack(packId) {
+    return this.get(`/stickers/packs/${encodeURIComponent(packId)}`);
+  }
+  stickerPackBySlug(slug) {
+    return this.get(`/stickers/packs/by-slug/${encodeURIComponent(slug)}`);
+  }
+  createStickerPack(title) {
+    return this.post("/stickers/packs", { title });
+  }
+  addSticker(packId, mediaId, emoji) {
+    return this.post(`/stickers/packs/${encodeURIComponent(packId)}/stickers`, { media_id: mediaId, emoji });
+  }
+  removeSticker(packId, stickerId) {
+    return this.del(`/stickers/packs/${encodeURIComponent(packId)}/stickers/${encodeURIComponent(stickerId)}`);
+  }
+  publishStickerPack(packId) {
+    return this.post(`/stickers/packs/${encodeURIComponent(packId)}/publish`);
+  }
+  sticker(stickerId) {
+    return this.get(`/stickers/${encodeURIComponent(stickerId)}`);
   }
 }

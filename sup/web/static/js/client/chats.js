@@ -20,6 +20,7 @@ export function previewText(record) {
   }
   const text = (record.text ?? "").trim();
   if (text) return text.length > 120 ? text.slice(0, 119) + "…" : text;
+  if (record.sticker_id) return "Sticker";
   const file = record.attachments?.[0];
   if (file) {
     const mime = file.mime ?? "";

@@ -34,6 +34,16 @@ export class DeviceGone extends Error {
   }
 }
 
+/** Members of a chat (`userIds`) have no device with published keys: nothing can be encrypted to them yet. */
+export class MemberWithoutDevice extends Error {
+  constructor(userIds) {
+    super("some members have no device that can read encrypted messages yet");
+    this.name = "MemberWithoutDevice";
+    this.code = "member_without_device"; // as the server says it (409), with the same members
+    this.userIds = userIds;
+  }
+}
+
 export class Keys {
   /**
    * @param {{api: import("../api/http.js").Api, local: import("../store/db.js").LocalStore,
@@ -51,6 +61,8 @@ export class Keys {
     this.device = null;
     /** user id -> device id -> identity key, as the directory lists them now (a cache) */
     this.listed = new Map();
+    /** "user id/device id" -> the name its owner gave it, as the directory says (for new-device notices) */
+    this.names = new Map();
     /** user id -> device id -> identity key (base64): the devices met (the store's `devices`, cached) */
     this.known = new Map();
   }
@@ -131,7 +143,9 @@ export class Keys {
   async userDevices(userId) {
     let devices = this.listed.get(userId);
     if (devices === undefined) {
-      devices = new Map((await this.api.userKeys(userId)).map((d) => [d.device_id, fromBase64(d.identity_key)]));
+      const records = await this.api.userKeys(userId);
+      devices = new Map(records.map((d) => [d.device_id, fromBase64(d.identity_key)]));
+      for (const d of records) this.names.set(`${userId}/${d.device_id}`, String(d.device_name ?? ""));
       this.listed.set(userId, devices);
     }
     return devices;
@@ -175,6 +189,8 @@ export class Keys {
           user_id: userId,
           device_id: d,
           identity_key: toBase64(key),
+          // The server's word, to recognise the device by, not to trust it ("" when met only as a sender).
+          device_name: this.names.get(`${userId}/${d}`) ?? "",
           at: Date.now(),
           dismissed: false,
         }));
@@ -189,16 +205,13 @@ export class Keys {
   }
 
   /**
-   * After keys.changed `added` for a user already met: show the new device now, not at the next send. A device
-   * is announced when it logs in, and listed only once it has published its keys a moment later: look again.
+   * After keys.changed `added` for a user already met: show the new device now, not at the next send. The
+   * server says `added` again when the device publishes its keys, which is when it is first listed.
    */
-  async checkNewDevices(userId, retries = [0, 1500, 5000]) {
-    for (const wait of retries) {
-      if (wait) await new Promise((resolve) => setTimeout(resolve, wait));
-      if (!(await this.knownDevices(userId)).size) return;
-      this.listed.delete(userId);
-      if ((await this.meetDevices(userId, await this.userDevices(userId))).length) return;
-    }
+  async checkNewDevices(userId) {
+    if (!(await this.knownDevices(userId)).size) return;
+    this.listed.delete(userId);
+    await this.meetDevices(userId, await this.userDevices(userId));
   }
 
   /** Record a changed identity key as trusted (Signal's default), and say so. */

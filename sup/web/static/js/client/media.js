@@ -1,6 +1,8 @@
 // Files in messages, as something the page can show: an object URL (blob:) for an encrypted attachment,
-// fetched and checked against its digest, then decrypted here; a signed URL of the server for a plaintext
-// chat's file (the server made its thumbnails). Any tab may do this: it reads no ratchet state.
+// fetched and checked against its digest, then decrypted here; a signed URL for a plaintext chat's file (the
+// server made its thumbnails), which is this server's or, with S3 blob storage, the bucket's (the page's
+// Content-Security-Policy names the bucket's origin for images and video). Any tab may do this: it reads no
+// ratchet state.
 
 import { fromBase64 } from "../crypto/bytes.js";
 import { decryptAttachment } from "../crypto/attachments.js";
@@ -16,6 +18,28 @@ export class MediaCache {
     this.urls = new Map();
     /** @type {Map<string, Promise<number[]>>} */
     this.waveforms = new Map();
+    /** @type {Map<string, Promise<object>>} */
+    this.files = new Map();
+  }
+
+  /**
+   * A plaintext chat's file as its message names it (`media_id` only), with what the server knows of it:
+   * its type, name and size (an encrypted attachment carries these in its envelope instead).
+   */
+  describe(attachment) {
+    if (attachment.key || attachment.mime || !attachment.media_id) return Promise.resolve(attachment);
+    let found = this.files.get(attachment.media_id);
+    if (!found) {
+      found = this.api.media(attachment.media_id).then((m) => ({
+        ...attachment,
+        mime: m.mime ?? "",
+        name: m.filename ?? "",
+        size: m.size ?? 0,
+      }));
+      found.catch(() => this.files.delete(attachment.media_id));
+      this.files.set(attachment.media_id, found);
+    }
+    return found;
   }
 
   /**
@@ -63,8 +87,11 @@ export class MediaCache {
   }
 
   async _waveform(attachment) {
-    const { url, blob } = await this.url(attachment);
-    const data = blob ? await blob.arrayBuffer() : await (await fetch(url)).arrayBuffer();
+    // A plaintext chat's file through the API: its signed URL may be an S3 bucket's, which the page may show
+    // (img-src, media-src) but not read (connect-src 'self', and the bucket need not allow CORS).
+    const data = attachment.key
+      ? await (await this.url(attachment)).blob.arrayBuffer()
+      : (await this.api.download(attachment.media_id)).buffer;
     const context = new OfflineAudioContext(1, 1, 44100);
     const audio = await context.decodeAudioData(data);
     const samples = audio.getChannelData(0);
@@ -86,6 +113,7 @@ export class MediaCache {
       found.then(({ url }) => url.startsWith("blob:") && URL.revokeObjectURL(url)).catch(() => {});
     this.urls.clear();
     this.waveforms.clear();
+    this.files.clear();
   }
 }
 

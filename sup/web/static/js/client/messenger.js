@@ -16,7 +16,8 @@ import { ApiError } from "../api/http.js";
 import { EventSocket } from "../api/socket.js";
 import { Batch } from "../store/db.js";
 import { isEncrypted, newClientId, previewText } from "./chats.js";
-import { DeviceGone, Keys } from "./keys.js";
+import { DeviceGone, Keys, MemberWithoutDevice } from "./keys.js";
+import { Outbox } from "./outbox.js";
 import { Inbox, Work } from "./receive.js";
 
 const SEND_ATTEMPTS = 6; // device lists can change between fetch and send; each retry refetches
@@ -54,6 +55,7 @@ export class Messenger {
       onNotices: () => notify({ what: "notices" }),
     });
     this.inbox = new Inbox(this);
+    this.outbox = new Outbox(this);
     /** @type {Map<string, object>} */ this.chats = new Map();
     /** @type {Map<string, string[]>} chat id -> member user ids (a cache) */ this.members = new Map();
     /** @type {Map<string, Set<string>>} chat id -> users seen leaving, not added back since */ this.removed =
@@ -79,11 +81,15 @@ export class Messenger {
     for (const chat of await this.local.chats()) this.chats.set(chat.id, chat);
     await this.keys.load();
     await this.keys.publishIfNeeded();
+    await this.outbox.load();
+    this._onOnline = () => this.outbox.wake();
+    addEventListener("online", this._onOnline);
     this.socket = new EventSocket(this.api, {
       cursor: async () => (await this.local.get("cursor")) ?? null,
       onFrames: (frames) => this.onFrames(frames),
       onStatus: (state, detail = {}) => {
         this.status = { state, ...detail };
+        if (state === "online") this.outbox.wake(); // what was queued meanwhile, and what waits for a device
         this.notify({ what: "status", status: this.status });
         if (detail.revoked || detail.ended) this.notify({ what: "ended" });
       },
@@ -92,11 +98,13 @@ export class Messenger {
     this.syncChats().catch((error) => console.warn("could not list chats", error));
     this.keys.rotateIfOld().catch((error) => console.warn("could not rotate the signed prekey", error));
     // A check after a keys.changed does not survive a closed tab: look at my own devices at every start.
-    this.keys.checkNewDevices(this.userId, [0]).catch((error) => console.warn("could not list my devices", error));
+    this.keys.checkNewDevices(this.userId).catch((error) => console.warn("could not list my devices", error));
   }
 
   stop() {
     this.socket?.stop();
+    removeEventListener("online", this._onOnline);
+    clearTimeout(this.outbox._retry);
   }
 
   /** Run `fn` after every earlier change of the crypto state: one at a time, as the SDK's lock. */
@@ -118,6 +126,7 @@ export class Messenger {
         if (typeof frame.cursor === "number") cursor = frame.cursor;
       }
       await this.commit(work, cursor);
+      for (const frame of frames) this.outbox.onFrame(frame);
       return cursor;
     });
   }
@@ -341,13 +350,15 @@ export class Messenger {
     return out;
   }
 
-  /** A pending copy of what is being sent, shown at once; replaced by the stored message when it is sent. */
+  /** A local copy of what is being sent, shown at once; replaced by the stored message when it is sent. */
   async _pending(chatId, clientId, fields) {
     const work = new Work();
+    // Strictly increasing: the outbox sends in this order, and two messages may be written the same millisecond.
+    this._lastLocal = Math.max((this._lastLocal ?? 0) + 1, LOCAL_SEQ + Date.now());
     const record = {
       id: `local:${clientId}`,
       chat_id: chatId,
-      seq: LOCAL_SEQ + Date.now(),
+      seq: this._lastLocal,
       sender_id: this.userId,
       sender_device_id: this.deviceId,
       client_id: clientId,
@@ -356,6 +367,8 @@ export class Messenger {
       text: fields.text ?? null,
       attachments: fields.attachments ?? [],
       reply_to: fields.replyTo ?? null,
+      sticker_id: fields.stickerId ?? null,
+      story: fields.story ?? null,
       created_at: Date.now(),
       reactions: [],
       encrypted: isEncrypted(this.chats.get(chatId)),
@@ -366,54 +379,87 @@ export class Messenger {
     return record;
   }
 
+  /** Store a local record again with changes (a queued message that waits, or failed). */
+  async replaceLocal(record) {
+    const work = new Work();
+    this.putMessage(record, work, { fromOthers: false });
+    await this.store(work);
+  }
+
   /**
-   * Send a message; the same clientId again is a retry (the server returns the original).
+   * Send a message; the same clientId again is a retry (the server returns the original). Anything but a file
+   * goes through the outbox (outbox.js): what it answers is `{sent}`, or `{waiting: user ids}` when members
+   * have no device to read it yet, or `{queued: true}` when the server cannot be reached; it is sent later.
    * @param {string} chatId
-   * @param {{text?: string, replyTo?: string | null, clientId?: string, file?: Blob, name?: string, mime?: string}} fields
+   * @param {{text?: string, replyTo?: string | null, clientId?: string, file?: Blob, name?: string, mime?: string,
+   *   stickerId?: string | null, story?: {id: string, author_id: string} | null}} fields
    */
-  async send(chatId, { text, replyTo = null, clientId = newClientId(), file = null, name = "", mime = "" } = {}) {
+  async send(chatId, fields = {}) {
+    const { text, replyTo = null, clientId = newClientId(), file = null, stickerId = null, story = null } = fields;
     const chat = await this.chatFor(chatId);
     if (!chat) throw new Error("no such chat");
-    const shownFile = file ? [{ media_id: null, size: file.size, mime: mime || file.type, name }] : [];
-    const pending = await this._pending(chatId, clientId, {
+    if (story && !isEncrypted(chat)) throw new Error("a reply to a story goes to the author's direct chat");
+    if (file) return this._sendFile(chat, clientId, fields);
+    const content = { text: text ?? null, replyTo, stickerId, story };
+    const settled = this.outbox.settled(clientId);
+    await this._pending(chatId, clientId, { ...content, kind: stickerId ? "sticker" : "text", retry: content });
+    this.outbox.flush({ chatId }).catch(() => {}); // its outcome comes through `settled`
+    return settled;
+  }
+
+  /** Send a queued message (outbox.js): delivered, then stored in place of its local copy. */
+  async deliverQueued(record) {
+    const chat = await this.chatFor(record.chat_id);
+    if (!chat) throw new Error("no such chat");
+    const fields = record.retry;
+    const sent = await this._deliver(chat, record.client_id, { ...fields, attachment: null });
+    await this._stored(chat, record, sent, fields);
+    return sent;
+  }
+
+  /** The server has a message this device sent: its record takes the place of the local copy. */
+  async _stored(chat, local, sent, { text = null, replyTo = null, stickerId = null, story = null, attachment = null }) {
+    const work = new Work();
+    work.batch.messages.set(local.id, null);
+    this.putMessage(
+      {
+        id: sent.id,
+        chat_id: chat.id,
+        seq: sent.seq,
+        sender_id: this.userId,
+        sender_device_id: this.deviceId,
+        client_id: local.client_id,
+        kind: sent.kind,
+        status: "ok",
+        text: text ?? (isEncrypted(chat) ? null : (sent.body ?? "")),
+        attachments: attachment ? [attachment] : [],
+        reply_to: replyTo,
+        sticker_id: stickerId ?? sent.sticker_id ?? null,
+        story,
+        created_at: sent.created_at,
+        reactions: sent.reactions ?? [],
+        encrypted: isEncrypted(chat),
+      },
+      work,
+      { fromOthers: false },
+    );
+    await this.store(work);
+  }
+
+  async _sendFile(chat, clientId, { text, replyTo = null, file, name = "", mime = "" }) {
+    const pending = await this._pending(chat.id, clientId, {
       text,
       replyTo,
-      kind: file ? "media" : "text",
-      attachments: shownFile,
-      retry: file ? null : { text, replyTo },
+      kind: "media",
+      attachments: [{ media_id: null, size: file.size, mime: mime || file.type, name }],
     });
     try {
-      let attachment = null;
-      if (file) attachment = await this._upload(chat, file, name, mime || file.type || "application/octet-stream");
+      const attachment = await this._upload(chat, file, name, mime || file.type || "application/octet-stream");
       const sent = await this._deliver(chat, clientId, { text, replyTo, attachment });
-      const work = new Work();
-      work.batch.messages.set(pending.id, null);
-      this.putMessage(
-        {
-          id: sent.id,
-          chat_id: chatId,
-          seq: sent.seq,
-          sender_id: this.userId,
-          sender_device_id: this.deviceId,
-          client_id: clientId,
-          kind: sent.kind,
-          status: "ok",
-          text: text ?? (isEncrypted(chat) ? null : (sent.body ?? "")),
-          attachments: attachment ? [attachment] : [],
-          reply_to: replyTo,
-          created_at: sent.created_at,
-          reactions: sent.reactions ?? [],
-          encrypted: isEncrypted(chat),
-        },
-        work,
-        { fromOthers: false },
-      );
-      await this.store(work);
-      return sent;
+      await this._stored(chat, pending, sent, { text, replyTo, attachment });
+      return { sent };
     } catch (error) {
-      const work = new Work();
-      this.putMessage({ ...pending, status: "failed", reason: error.message }, work, { fromOthers: false });
-      await this.store(work);
+      await this.replaceLocal({ ...pending, status: "failed", reason: error.message });
       throw error;
     }
   }
@@ -426,7 +472,7 @@ export class Messenger {
     work.batch.messages.set(localId, null);
     work.touched.add(record.chat_id);
     await this.store(work);
-    await this.send(record.chat_id, { ...record.retry, clientId: record.client_id });
+    return this.send(record.chat_id, { ...record.retry, clientId: record.client_id });
   }
 
   async _upload(chat, file, name, mime) {
@@ -446,10 +492,11 @@ export class Messenger {
     return { media_id: media.id, size: media.size, mime: media.mime, name: media.filename };
   }
 
-  async _deliver(chat, clientId, { text, replyTo, attachment }) {
-    const kind = attachment ? "media" : "text";
+  async _deliver(chat, clientId, { text, replyTo, attachment, stickerId = null, story = null }) {
+    const kind = attachment ? "media" : stickerId ? "sticker" : "text";
     const common = { chat_id: chat.id, client_id: clientId, kind };
     if (attachment) common.media_id = attachment.media_id;
+    if (stickerId) common.sticker_id = stickerId; // the server checks it is in a published pack
     if (replyTo) common.reply_to = replyTo;
     const sent = async (fields) => {
       try {
@@ -463,10 +510,13 @@ export class Messenger {
       }
     };
     if (!isEncrypted(chat)) return sent({ body: text ?? "" });
+    // The sticker and the story answered travel in the envelope too: receivers take them from there.
     const plaintext = envelopes.encodeEnvelope(chat.id, {
       clientId,
       text: text ?? undefined,
       replyTo: replyTo ?? undefined,
+      stickerId: stickerId ?? undefined,
+      story: story ?? undefined,
       attachments: attachment
         ? [
             {
@@ -490,10 +540,29 @@ export class Messenger {
       : this._sendPairwise(chat.id, plaintext, deliver);
   }
 
+  /** The other members of a chat that have no device with published keys, as the directory says now. */
+  async withoutDevices(chatId) {
+    this.members.delete(chatId);
+    const others = (await this.memberIds(chatId)).filter((u) => u !== this.userId);
+    this.keys.forgetListed(others);
+    const without = [];
+    for (const userId of others) if (!(await this.keys.userDevices(userId)).size) without.push(userId);
+    return without.sort();
+  }
+
   async _sendPairwise(chatId, plaintext, deliver) {
     for (let attempt = 0; ; attempt++) {
       try {
         const targets = await this.recipients(chatId);
+        if (!targets.size) {
+          // No device to encrypt to at all: the server would refuse an empty list (422 encryption_required)
+          // when a member's first device published its keys since the lists were read; the directory says
+          // whom the message waits for, or lists the new device (then the lists are read again).
+          const without = await this.withoutDevices(chatId);
+          if (without.length) throw new MemberWithoutDevice(without);
+          if (attempt === SEND_ATTEMPTS - 1) throw new Error("no device to encrypt to");
+          continue;
+        }
         const recipients = await this._exclusive(async () => {
           try {
             const out = [];
@@ -622,10 +691,11 @@ export class Messenger {
     await this.store(work);
   }
 
-  /** Drop a pending or failed message that never reached the server. */
+  /** Drop a queued or failed message that never reached the server. */
   async discard(localId) {
     const record = await this.local.message(localId);
     if (!record) return;
+    this.outbox.waits.delete(record.client_id);
     const work = new Work();
     work.batch.messages.set(localId, null);
     work.touched.add(record.chat_id);

@@ -125,10 +125,14 @@ export class Inbox {
         this.keys.forgetListed();
         work.after.push(() => m.syncChats());
         if (m.removed.size) work.after.push(() => m.recheckRemoved([...m.removed.keys()]));
+        work.ephemeral.push(frame); // the state reads stories and sticker packs again
         return;
       case "typing":
       case "presence":
-        work.ephemeral.push(frame);
+      case "stickers.installed":
+      case "story.new":
+      case "story.deleted":
+        work.ephemeral.push(frame); // the state reads stickers and stories from the server again
         return;
       default:
         return;
@@ -384,6 +388,7 @@ export class Inbox {
     const m = this.m;
     let attachments;
     let replyTo;
+    let extra;
     try {
       attachments = envelopes.attachmentsOf(envelope).map((a) => ({
         media_id: a.mediaId,
@@ -394,6 +399,11 @@ export class Inbox {
         name: a.name,
       }));
       replyTo = edited ? (original?.reply_to ?? null) : envelopes.replyToOf(envelope);
+      // As reply_to: from the envelope, never the server's copy; an edit keeps the original's.
+      const { stickerId, story } = edited
+        ? { stickerId: original?.sticker_id ?? null, story: original?.story ?? null }
+        : envelopes.stickerAndStoryOf(envelope);
+      extra = { sticker_id: stickerId, story };
     } catch (error) {
       return this.undecryptable(work, message, `${error.name}: ${error.message}`, edited);
     }
@@ -410,7 +420,7 @@ export class Inbox {
       work.shown.add(message.id);
       return;
     }
-    const record = this.record(message, { client_id: envelope.client_id, reply_to: replyTo, text, attachments });
+    const record = this.record(message, { client_id: envelope.client_id, reply_to: replyTo, text, attachments, ...extra });
     m.putMessage(record, work, { fromOthers: message.sender_id !== m.userId });
     work.shown.add(message.id);
   }
@@ -423,6 +433,7 @@ export class Inbox {
       ...(existing ?? {}),
       ...this.record(message, { client_id: message.client_id, reply_to: message.reply_to ?? null }),
       text: message.body ?? "",
+      sticker_id: message.sticker_id ?? null,
       attachments,
       encrypted: false,
     };

@@ -1,7 +1,8 @@
 // The message plaintext format (docs/e2e.md "Message plaintext format"; encode_envelope and the checks in
 // sup/client/client.py): what goes inside every ciphertext, as UTF-8 JSON.
 //
-//   a message:   {"v": 2, "chat_id", "client_id", "text"?, "data"?, "attachments"?, "reply_to"?}
+//   a message:   {"v": 2, "chat_id", "client_id", "text"?, "data"?, "attachments"?, "reply_to"?, "sticker_id"?,
+//                 "story"?: {"id", "author_id"}}
 //   an edit:     {"v": 2, "chat_id", "edit_of", "text"?, ...}
 //   a sender key (pairwise, never in a message): {"v": 2, "chat_id", "sender_key": {"distribution_id", "key"}}
 //
@@ -42,10 +43,13 @@ function attachmentJson(a) {
  * the Python SDK writes them, so both encode the same message to the same bytes.
  * @param {string} chatId
  * @param {{clientId?: string, editOf?: string, text?: string, data?: Uint8Array, attachments?: Attachment[],
- *   replyTo?: string}} fields
+ *   replyTo?: string, stickerId?: string, story?: {id: string, author_id: string}}} fields
  * @returns {Uint8Array}
  */
-export function encodeEnvelope(chatId, { clientId, editOf, text, data, attachments = [], replyTo } = {}) {
+export function encodeEnvelope(
+  chatId,
+  { clientId, editOf, text, data, attachments = [], replyTo, stickerId, story } = {},
+) {
   if ((clientId === undefined) === (editOf === undefined)) {
     throw new CryptoError("a message envelope has either a client_id (a new message) or edit_of (an edit)");
   }
@@ -56,6 +60,8 @@ export function encodeEnvelope(chatId, { clientId, editOf, text, data, attachmen
   if (data !== undefined) envelope.data = toBase64(data);
   if (attachments.length) envelope.attachments = attachments.map(attachmentJson);
   if (replyTo !== undefined) envelope.reply_to = replyTo;
+  if (stickerId !== undefined) envelope.sticker_id = stickerId;
+  if (story !== undefined) envelope.story = { id: story.id, author_id: story.author_id }; // the server never sees it
   return utf8(JSON.stringify(envelope));
 }
 
@@ -174,4 +180,19 @@ export function replyToOf(envelope) {
   if (replyTo !== null && typeof replyTo !== "string")
     throw new DecryptError("malformed envelope: reply_to is not a message id");
   return replyTo;
+}
+
+/**
+ * The sticker (`sticker_id`) and the story a message answers (`story`: {id, author_id}) from the envelope only
+ * (a server could swap the cleartext sticker_id); either malformed is a DecryptError (malformed envelope).
+ * @param {Record<string, any>} envelope @returns {{stickerId: string | null, story: {id: string, author_id: string} | null}}
+ */
+export function stickerAndStoryOf(envelope) {
+  const stickerId = envelope.sticker_id ?? null;
+  const story = envelope.story ?? null;
+  if (stickerId !== null && typeof stickerId !== "string") throw new DecryptError("malformed envelope: sticker_id");
+  if (story !== null && (typeof story !== "object" || typeof story.id !== "string" || typeof story.author_id !== "string")) {
+    throw new DecryptError("malformed envelope: story");
+  }
+  return { stickerId, story: story && { id: story.id, author_id: story.author_id } };
 }

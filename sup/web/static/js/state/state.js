@@ -83,7 +83,16 @@ export class AppState {
       notices: [],
       users: {},
       toast: null,
+      /** my installed sticker packs, in my order; null until the picker or Settings asks */
+      stickerPacks: null,
+      /** the stories I may see, by author ({author, stories: newest first, all_seen}), none expired; null: loading */
+      stories: null,
     };
+    this.storyTimer = null;
+    /** where closing the story viewer goes back to (the screen it was opened from) */
+    this.storyReturn = "/";
+    /** @type {Map<string, Promise<object>>} sticker id -> the sticker (public, never changes) */
+    this.stickers = new Map();
     this.local = null;
     this.api = null;
     this.tabs = null;
@@ -187,6 +196,7 @@ export class AppState {
     });
     await this.refreshChats();
     await this.refreshNotices();
+    this.loadStories().catch((error) => console.warn("could not list stories", error));
     const keystore = await DeviceStore.open(session.deviceId);
     this.tabs.serve = (method, args) => this._run(method, args);
     this.tabs.lead(keystore.lockName, async () => {
@@ -257,7 +267,18 @@ export class AppState {
     }
     await this.local.destroy();
     this.local = await LocalStore.open();
-    this.set({ me: null, deviceId: null, chats: [], messages: [], activeChatId: null, notices: [], leading: false });
+    clearTimeout(this.storyTimer);
+    this.set({
+      me: null,
+      deviceId: null,
+      chats: [],
+      messages: [],
+      activeChatId: null,
+      notices: [],
+      leading: false,
+      stories: null,
+      stickerPacks: null,
+    });
   }
 
   // ---- between tabs ----------------------------------------------------------------------------------
@@ -303,7 +324,15 @@ export class AppState {
   }
 
   _frame(frame) {
-    if (frame.type === "typing") {
+    if (frame.type === "resync") {
+      // Events were missed: what they would have said about stories and sticker packs is read again.
+      this.loadStories().catch(() => {});
+      if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
+    } else if (frame.type === "story.new" || frame.type === "story.deleted") {
+      this._storyEvent(frame);
+    } else if (frame.type === "stickers.installed") {
+      if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
+    } else if (frame.type === "typing") {
       const key = `${frame.chat_id}:${frame.user_id}`;
       clearTimeout(this.typingTimers.get(key));
       const typing = { ...this.snapshot.typing };
@@ -447,16 +476,26 @@ export class AppState {
 
   // ---- notifications ---------------------------------------------------------------------------------
 
-  _notifyIncoming(record) {
+  /**
+   * A desktop notification for a message from someone else, from the leading tab only (once per device), unless
+   * its chat is open in a visible tab. What it may show (docs/web.md "Notifications"): who wrote, and where;
+   * the text only for a chat the server can read anyway (a channel, an unencrypted group). An end-to-end
+   * encrypted message says "New message": a notification leaves the page for the system's notification centre
+   * and lock screen, which this page's encryption does not cover.
+   */
+  async _notifyIncoming(record) {
     const chatId = record.chat_id;
     const visible = document.visibilityState === "visible" && chatId === this.snapshot.activeChatId;
     if (visible || !this.messenger) return; // the leading tab notifies, once
     if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
     const chat = this.chat(chatId);
-    const title =
-      chat?.type === "direct" ? this.chatTitle(chat) : `${this.nameOf(record.sender_id)} in ${this.chatTitle(chat)}`;
+    if (chat?.muted) return; // no mutes yet; a muted chat will notify nothing at all
+    const profile = this.snapshot.users[record.sender_id] ?? (await this.api.user(record.sender_id).catch(() => null));
+    const sender = profile ? profile.display_name || profile.username : "Someone";
+    const title = chat?.type === "direct" || !chat ? sender : `${sender} in ${this.chatTitle(chat)}`;
+    const body = !chat || isEncrypted(chat) ? "New message" : previewText(record) || "New message";
     try {
-      const n = new Notification(title, { body: previewText(record), tag: chatId });
+      const n = new Notification(title, { body, tag: chatId });
       n.onclick = () => {
         focus();
         dispatchEvent(new CustomEvent("sup:navigate", { detail: `/chats/${chatId}` }));
@@ -470,6 +509,117 @@ export class AppState {
   async enableNotifications() {
     if (typeof Notification === "undefined") return "unsupported";
     return Notification.requestPermission();
+  }
+
+  // ---- stories (docs/api.md "Stories": not end-to-end encrypted) -----------------------------------------
+
+  /** Every author with stories I may see, page by page. */
+  async loadStories() {
+    const authors = [];
+    let before;
+    do {
+      const page = await this.api.stories(before);
+      authors.push(...page.authors);
+      before = page.next_cursor;
+    } while (before);
+    this._setStories(authors);
+  }
+
+  /** Keep what has not expired (a story is gone at `expires_at`, and no event says so), and look again then. */
+  _setStories(groups) {
+    const now = Date.now();
+    const live = [];
+    for (const group of groups) {
+      const stories = group.stories.filter((st) => st.expires_at > now);
+      if (stories.length) live.push({ ...group, stories, all_seen: stories.every((st) => st.seen) });
+    }
+    this.set({ stories: live });
+    clearTimeout(this.storyTimer);
+    const next = Math.min(...live.flatMap((g) => g.stories.map((st) => st.expires_at)));
+    if (Number.isFinite(next)) {
+      // setTimeout takes at most 2^31-1 ms; a story lives a day or so
+      this.storyTimer = setTimeout(() => this._setStories(this.snapshot.stories ?? []), Math.min(next - now + 50, 2 ** 31 - 1));
+    }
+  }
+
+  /** story.new (the author first: whoever posted last comes first) and story.deleted. */
+  _storyEvent(frame) {
+    const groups = this.snapshot.stories;
+    if (groups === null) return;
+    if (frame.type === "story.deleted") {
+      this._setStories(groups.map((g) => ({ ...g, stories: g.stories.filter((st) => st.id !== frame.story_id) })));
+      return;
+    }
+    const { story, author } = frame;
+    const found = groups.find((g) => g.author.id === author.id);
+    const stories = [story, ...(found?.stories ?? []).filter((st) => st.id !== story.id)];
+    this._setStories([{ author, stories, all_seen: false }, ...groups.filter((g) => g !== found)]);
+  }
+
+  /** Mark a story of someone else viewed (its author sees who viewed it); once. */
+  async viewStory(story) {
+    if (story.seen || story.author_id === this.snapshot.me?.id) return;
+    this._patchStory(story.id, { seen: true });
+    await this.api.viewStory(story.id).catch((error) => console.warn("could not mark a story viewed", error));
+  }
+
+  _patchStory(storyId, fields) {
+    const groups = this.snapshot.stories ?? [];
+    this._setStories(
+      groups.map((g) => ({ ...g, stories: g.stories.map((st) => (st.id === storyId ? { ...st, ...fields } : st)) })),
+    );
+  }
+
+  /**
+   * Put up a photo or video (uploaded as it is: stories are not end-to-end encrypted) for an audience:
+   * "chats", "contacts", "close_friends", or "contacts_except" with the list of people left out.
+   */
+  async postStory({ file, audience, caption = "", listId = null }) {
+    const media = await this.api.upload(file, { filename: file.name || "story" });
+    const body = { media_id: media.id, audience, caption };
+    if (listId) body.list_id = listId;
+    const story = await this.api.postStory(body);
+    this._storyEvent({ type: "story.new", story, author: this.snapshot.me });
+    return story;
+  }
+
+  async deleteStory(storyId) {
+    await this.api.deleteStory(storyId);
+    this._storyEvent({ type: "story.deleted", story_id: storyId });
+  }
+
+  /**
+   * Answer a story in the direct chat with its author: an encrypted message whose envelope names the story
+   * (`story: {id, author_id}`), so the server learns neither that it answers a story nor which.
+   */
+  async replyToStory(story, author, text) {
+    let chat = this.snapshot.chats.find((c) => c.type === "direct" && c.peer?.id === story.author_id);
+    if (!chat) chat = await this.act("createDirect", author.username);
+    return this.act("send", chat.id, { text, story: { id: story.id, author_id: story.author_id } });
+  }
+
+  // ---- stickers --------------------------------------------------------------------------------------
+
+  /** My installed packs, in my order (read again when another device of mine changes them). */
+  async loadStickerPacks() {
+    const packs = await this.api.installedStickerPacks();
+    this.set({ stickerPacks: packs });
+    return packs;
+  }
+
+  /** A sticker a message names: its image (`media_id`) and emoji; fetched once. */
+  stickerInfo(stickerId) {
+    let found = this.stickers.get(stickerId);
+    if (!found) {
+      found = this.api.sticker(stickerId);
+      found.catch(() => this.stickers.delete(stickerId));
+      this.stickers.set(stickerId, found);
+    }
+    return found;
+  }
+
+  sendSticker(chatId, stickerId) {
+    return this.act("send", chatId, { stickerId });
   }
 
   // ---- sending, with what the screens need -----------------------------------------------------------

@@ -133,6 +133,11 @@ export class LocalStore {
     });
   }
 
+  /** The messages of this device not (yet) on the server, `local:<client id>`: the outbox and failed sends. */
+  localMessages() {
+    return request(this._read("messages").getAll(IDBKeyRange.bound("local:", "local:\uffff")));
+  }
+
   /** The message of a chat at `seq` (the store's copy, to bind an edit to what this device read). */
   async messageAt(chatId, seq) {
     const found = await request(this._read("messages").index("chat_seq").getAll([chatId, seq]));

@@ -6,11 +6,15 @@ import { AuthScreen } from "./auth.js";
 import { ChatScreen } from "./chat.js";
 import { ChatInfo } from "./chatinfo.js";
 import { ChatList } from "./chatlist.js";
-import { app, StatusBar, useApp } from "./common.js";
+import { app, deviceLabel, lazy, StatusBar, useApp } from "./common.js";
 import { NewChat } from "./newchat.js";
-import { navigate, usePath } from "./router.js";
+import { navigate, onLink, usePath } from "./router.js";
 import { SafetyScreen } from "./safety.js";
 import { Settings } from "./settings.js";
+
+const StickerPackScreen = lazy(() => import("./stickers.js"), "StickerPackScreen");
+const StoryViewer = lazy(() => import("./stories.js"), "StoryViewer");
+const NewStory = lazy(() => import("./stories.js"), "NewStory");
 
 export function App() {
   const s = useApp();
@@ -36,6 +40,7 @@ export function App() {
     if (s.phase !== "ready" || authPath) return;
     const wide = matchMedia("(min-width: 701px)").matches;
     if (parts[0] === "chats" && parts[2] !== "info" && wide) return;
+    if (parts[0] === "stories" && parts[1] !== "new") return; // the viewer, a dialog, has the focus
     const heading = document.querySelector("#main h1");
     if (heading && !heading.contains(document.activeElement)) {
       heading.setAttribute("tabindex", "-1");
@@ -54,8 +59,16 @@ export function App() {
   else if (parts[0] === "new") screen = html`<${NewChat} kind=${parts[1] ?? "direct"} />`;
   else if (parts[0] === "settings") screen = html`<${Settings} part=${parts[1] ?? ""} />`;
   else if (parts[0] === "safety" && parts[1]) screen = html`<${SafetyScreen} userId=${parts[1]} />`;
+  else if (parts[0] === "stickers" && parts[1]) screen = html`<${StickerPackScreen} slug=${parts[1]} />`;
+  else if (parts[0] === "stories" && parts[1] === "new") screen = html`<${NewStory} />`;
+  // The story viewer covers everything, over the chat list (its path, so Back closes it on a phone).
+  const viewer =
+    parts[0] === "stories" && parts[1] && parts[1] !== "new"
+      ? html`<${StoryViewer} key=${parts[1]} authorId=${parts[1]} storyId=${parts[2] ?? null} />`
+      : null;
 
   return html`<${StatusBar} />
+    ${parts[0] === "settings" ? null : html`<${OwnNewDevices} notices=${s.notices} me=${s.me?.id} />`}
     <div class=${`layout ${screen ? "has-screen" : "no-screen"}`}>
       <${ChatList} activeId=${parts[0] === "chats" ? parts[1] : null} />
       <main class="screen" id="main">
@@ -67,5 +80,28 @@ export function App() {
         </div>`
         }
       </main>
-    </div>`;
+    </div>
+    ${viewer}`;
+}
+
+/**
+ * Another login of my own account, on every screen but Settings (whose Devices section says it there): who
+ * to sign out, never a safety number (one is compared with someone else).
+ */
+function OwnNewDevices({ notices, me }) {
+  const mine = notices.filter((n) => n.type === "new_device" && n.user_id === me);
+  if (!mine.length) return null;
+  return html`<div class="notices notices-own">
+    ${mine.map(
+      (n) => html`<div class="banner banner-key" role="status" key=${n.id}>
+        <p>
+          A new device signed in to your account: <strong>${deviceLabel(n.device_name, n.device_id)}</strong> — if this
+          was not you, <a href="/settings/devices" onClick=${onLink}>sign it out in Settings › Devices</a>.
+        </p>
+        <p class="banner-actions">
+          <button type="button" class="small" onClick=${() => app.act("dismissNotice", n.id)}>Dismiss</button>
+        </p>
+      </div>`,
+    )}
+  </div>`;
 }

@@ -3,9 +3,11 @@
 // new line; reply, edit, photos and files, voice messages recorded here).
 
 import { html, useEffect, useLayoutEffect, useRef, useState } from "./html.js";
-import { app, Avatar, describe, formatDay, keyDigits, lastSeen, shortId, useApp } from "./common.js";
+import { app, Avatar, describe, deviceLabel, formatDay, keyDigits, lastSeen, lazy, shortId, useApp } from "./common.js";
 import { Message } from "./message.js";
 import { navigate, onLink } from "./router.js";
+
+const StickerPicker = lazy(() => import("./stickers.js"), "StickerPicker");
 
 export function ChatScreen({ chatId }) {
   const s = useApp();
@@ -111,7 +113,7 @@ function Notices({ chat, notices, me }) {
         <p>
           ${
             n.type === "new_device"
-              ? html`<strong>${app.nameOf(n.user_id)}</strong> has a new device (id ${shortId(n.device_id)}${n.identity_key ? html`, key ${keyDigits(n.identity_key).slice(0, 19)}` : null}).
+              ? html`<strong>${app.nameOf(n.user_id)}</strong> has a new device: ${deviceLabel(n.device_name, n.device_id)}${n.identity_key ? html`, key ${keyDigits(n.identity_key).slice(0, 19)}` : null}.
                 Your safety number with them changed.`
               : html`The safety number with <strong>${app.nameOf(n.user_id)}</strong> changed: a device of theirs (id ${shortId(n.device_id)}) has a new key. This happens when they reinstall, or if someone is in the middle.`
           }
@@ -236,7 +238,13 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
   const [text, setText] = useState("");
   const [busy, setBusy] = useState(false);
   const [recording, setRecording] = useState(null);
+  const [stickers, setStickers] = useState(false);
   const fileInput = useRef(null);
+  const stickerButton = useRef(null);
+  const closeStickers = () => {
+    setStickers(false);
+    stickerButton.current?.focus();
+  };
   // In the same task as the click on Edit: what is typed next replaces the old text, never races it.
   useLayoutEffect(() => {
     if (editing) setText(editing.text ?? "");
@@ -349,6 +357,7 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
         </div>`
         : null
     }
+    ${stickers ? html`<${StickerPicker} chatId=${chat.id} close=${closeStickers} />` : null}
     <div class="composer-row">
       <input type="file" ref=${fileInput} class="visually-hidden" id="attach-input" multiple tabindex="-1" aria-hidden="true" onChange=${onFiles} />
       <button type="button" class="icon-button" aria-label="Attach a photo or file" title="Attach" disabled=${busy || !!editing}
@@ -364,6 +373,10 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
         }}
         onKeyDown=${onKeyDown} onBlur=${() => app.stopTyping(chat.id)}></textarea>
       <span id="composer-help" class="visually-hidden">Enter sends, Shift+Enter starts a new line.</span>
+      <button type="button" class="icon-button" ref=${stickerButton} aria-label="Stickers" title="Stickers"
+        aria-expanded=${stickers ? "true" : "false"} disabled=${!!editing || !!recording} onClick=${() => setStickers(!stickers)}>
+        <svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path d="M20 12a8 8 0 1 1-8-8h8zM8.5 10h.01M15.5 10h.01M8.5 14.5a4.5 4.5 0 0 0 7 0" /></svg>
+      </button>
       ${
         text.trim() || editing
           ? html`<button type="submit" class="send primary" aria-label=${editing ? "Save edit" : "Send"}>

@@ -1,9 +1,10 @@
-// The chat list: each chat a link named by its title (or the other person's name and username), with the
-// last message (decrypted here for encrypted chats), unread count, presence and typing.
+// The chat list: a row of story rings at the top (authors with stories I have not seen first), then each
+// chat a link named by its title (or the other person's name and username), with the last message
+// (decrypted here for encrypted chats), unread count, presence and typing.
 
 import { html, useState } from "./html.js";
 import { app, Avatar, formatTime, useApp } from "./common.js";
-import { onLink } from "./router.js";
+import { navigate, onLink } from "./router.js";
 
 export function ChatList({ activeId }) {
   const s = useApp();
@@ -22,6 +23,7 @@ export function ChatList({ activeId }) {
         <svg viewBox="0 0 24 24" aria-hidden="true" width="22" height="22"><path d="M12 5v14M5 12h14" /></svg>
       </a>
     </header>
+    <${StoryRings} groups=${s.stories} me=${s.me} />
     <div class="search">
       <label for="chat-filter" class="visually-hidden">Search chats</label>
       <input id="chat-filter" type="search" placeholder="Search chats" value=${filter} onInput=${(e) => setFilter(e.currentTarget.value)} />
@@ -85,4 +87,53 @@ function kindLabel(chat) {
   if (chat.type === "channel") return "Channel";
   if (chat.type === "group") return chat.encrypted ? "Encrypted group" : "Group";
   return "End-to-end encrypted";
+}
+
+/** Authors in the order the rings show them: me first, then whoever has stories I have not seen, then the rest. */
+export function storyOrder(groups, me) {
+  const mine = groups.filter((g) => g.author.id === me);
+  const others = groups.filter((g) => g.author.id !== me);
+  return [...mine, ...others.filter((g) => !g.all_seen), ...others.filter((g) => g.all_seen)];
+}
+
+function StoryRings({ groups, me }) {
+  if (!me) return null;
+  const ordered = storyOrder(groups ?? [], me.id);
+  const mine = ordered[0]?.author.id === me.id ? ordered[0] : null;
+  const open = (authorId) => {
+    app.storyReturn = location.pathname;
+    navigate(`/stories/${authorId}`);
+  };
+  return html`<ul class="story-rings" aria-label="Stories">
+    ${
+      mine
+        ? html`<li>
+          <button type="button" class="story-ring seen" onClick=${() => open(me.id)}
+            aria-label=${`Your story, ${mine.stories.length} up`}>
+            <${Avatar} id=${me.id} name=${me.display_name || me.username} />
+            <span class="story-name">Your story</span>
+          </button>
+        </li>`
+        : null
+    }
+    <li>
+      <a class="story-ring add" href="/stories/new" onClick=${onLink}>
+        <span class="add-plus" aria-hidden="true">+</span>
+        <span class="story-name">Add story</span>
+      </a>
+    </li>
+    ${ordered
+      .filter((g) => g.author.id !== me.id)
+      .map((g) => {
+        const name = g.author.display_name || g.author.username;
+        const unseen = g.stories.filter((st) => !st.seen).length;
+        return html`<li key=${g.author.id}>
+          <button type="button" class=${`story-ring${g.all_seen ? " seen" : ""}`} onClick=${() => open(g.author.id)}
+            aria-label=${`Stories of ${name}, ${unseen ? `${unseen} new` : "all seen"}`}>
+            <${Avatar} id=${g.author.id} name=${name} />
+            <span class="story-name">${name}</span>
+          </button>
+        </li>`;
+      })}
+  </ul>`;
 }

@@ -108,10 +108,17 @@ export function StatusBar() {
   `;
 }
 
-/** A short, distinguishable form of an id or key: groups of 4 hex digits. */
+/**
+ * A device's short id: the *last* 8 hex digits of its id, as `sup chat` and Settings show it (device ids are
+ * UUIDv7, whose first digits are a timestamp that devices made the same minute share).
+ */
 export function shortId(value) {
-  const hex = value.replace(/-/g, "");
-  return `${hex.slice(0, 4)} ${hex.slice(4, 8)} … ${hex.slice(-4)}`;
+  return value.replace(/-/g, "").slice(-8);
+}
+
+/** A device as a new-device notice names it: its name (the server's word) and its short id. */
+export function deviceLabel(name, deviceId) {
+  return name ? `${name} (${shortId(deviceId)})` : `id ${shortId(deviceId)}`;
 }
 
 /** A key (base64) as 8 groups of 4 hex digits, to tell devices apart. */
@@ -121,4 +128,29 @@ export function keyDigits(b64) {
   let hex = "";
   for (let i = 0; i < Math.min(raw.length, 16); i++) hex += raw.charCodeAt(i).toString(16).padStart(2, "0");
   return hex.match(/.{4}/g).join(" ");
+}
+
+/**
+ * A component whose module is loaded the first time it is shown (`import()`): big screens used now and then
+ * (the story viewer, the sticker picker) cost nothing on the first load. `load` gives the module.
+ * @param {() => Promise<Record<string, any>>} load @param {string} name the component's export
+ */
+export function lazy(load, name) {
+  let loaded = null;
+  return function Lazy(props) {
+    const [Component, setComponent] = useState(() => loaded);
+    const [error, setError] = useState("");
+    useEffect(() => {
+      if (Component) return;
+      load().then(
+        (module) => {
+          loaded = module[name];
+          setComponent(() => loaded);
+        },
+        (e) => setError(describe(e)),
+      );
+    }, []);
+    if (error) return html`<p class="form-error" role="alert">Could not load this part of SUP: ${error}</p>`;
+    return Component ? html`<${Component} ...${props} />` : html`<p class="muted" aria-busy="true">Loading…</p>`;
+  };
 }

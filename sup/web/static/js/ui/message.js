@@ -3,6 +3,7 @@
 
 import { html, useEffect, useRef, useState } from "./html.js";
 import { app, describe, formatTime } from "./common.js";
+import { navigate } from "./router.js";
 
 export const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
 
@@ -13,24 +14,16 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
     return html`<li class="system-message" id=${`m-${m.id}`}><span>${app.systemText(m.action ?? {})}</span></li>`;
   }
   const sender = mine ? "You" : app.nameOf(m.sender_id);
-  const state =
-    m.status === "pending"
-      ? "Sending…"
-      : m.status === "failed"
-        ? "Not sent"
-        : mine
-          ? readUpTo >= m.seq
-            ? "Read"
-            : "Sent"
-          : "";
+  const [state, stateClass] = deliveryState(m, mine, readUpTo);
   const close = () => {
     setMenu(false);
     menuButton.current?.focus();
   };
-  return html`<li class=${`message ${mine ? "mine" : "theirs"} status-${m.status}`} id=${`m-${m.id}`}>
+  return html`<li class=${`message ${mine ? "mine" : "theirs"} status-${m.status}${m.sticker_id ? " sticker-message" : ""}`} id=${`m-${m.id}`}>
     <article class="bubble" aria-label=${`${sender}, ${formatTime(m.created_at)}`}>
       ${showSender && !mine ? html`<p class="sender">${sender}</p>` : null}
       ${m.forwarded_from ? html`<p class="forwarded">Forwarded</p>` : null}
+      ${m.story ? html`<${StoryReference} story=${m.story} me=${me} />` : null}
       ${
         replied !== undefined && m.reply_to
           ? html`<a class="reply-quote" href=${`#m-${m.reply_to}`}>
@@ -44,14 +37,16 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
           ? html`<p class="text deleted">This message was deleted.</p>`
           : m.status === "undecryptable"
             ? html`<p class="text undecryptable" title=${m.reason ?? ""}>This message could not be decrypted on this device.</p>`
-            : html`${(m.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id ?? "local"} a=${a} pending=${m.status === "pending"} />`)}
+            : m.sticker_id
+              ? html`<${Sticker} id=${m.sticker_id} />`
+              : html`${(m.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id ?? "local"} a=${a} pending=${m.status === "pending"} />`)}
             ${m.text ? html`<p class="text">${linkify(m.text)}</p>` : null}`
       }
       <p class="meta">
         ${m.edited_at && m.status === "ok" ? html`<span class="edited">edited</span>` : null}
         ${m.pinned ? html`<span class="pinned-mark">pinned</span>` : null}
         <time datetime=${new Date(m.created_at).toISOString()}>${formatTime(m.created_at)}</time>
-        ${state ? html`<span class=${`state state-${state.toLowerCase().replace(/\W+/g, "-")}`}>${state}</span>` : null}
+        ${state ? html`<span class=${`state state-${stateClass}`}>${state}</span>` : null}
       </p>
       ${
         m.reactions?.length
@@ -68,6 +63,14 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
           : null
       }
     </article>
+    ${
+      m.status === "queued" || m.status === "waiting"
+        ? html`<div class="failed-actions outbox-actions">
+          <span class="failed-reason">${m.status === "queued" ? "It is sent when the connection is back." : "It is sent by itself when they first sign in."}</span>
+          <button type="button" class="link" onClick=${() => actions.discard(m)}>Discard</button>
+        </div>`
+        : null
+    }
     ${
       m.status === "failed"
         ? html`<div class="failed-actions">
@@ -89,9 +92,48 @@ export function Message({ m, chat, me, mine, readUpTo, replied, actions, showSen
   </li>`;
 }
 
+/** What became of a message: [words, class]. Mine say whether the server has it and whether it was read. */
+function deliveryState(m, mine, readUpTo) {
+  switch (m.status) {
+    case "pending":
+      return ["Sending…", "sending"];
+    case "queued":
+      return ["Queued", "queued"];
+    case "waiting":
+      return [waitingFor(m.waiting_for ?? []), "waiting"];
+    case "failed":
+      return ["Not sent", "not-sent"];
+    default:
+      if (!mine) return ["", ""];
+      return readUpTo >= m.seq ? ["Read", "read"] : ["Sent", "sent"];
+  }
+}
+
+/** "Waiting for Grandpa’s first device": members of an encrypted chat with no device to read it yet. */
+function waitingFor(userIds) {
+  const names = userIds.map((id) => app.nameOf(id));
+  if (names.length <= 1) return `Waiting for ${names[0] ?? "a member"}’s first device`;
+  return `Waiting for the first device of ${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
+}
+
+/** A reply to a story names it (in the envelope): a link to it while it can still be seen. */
+function StoryReference({ story, me }) {
+  const whose = story.author_id === me ? "your story" : `${app.nameOf(story.author_id)}’s story`;
+  const live = (app.snapshot.stories ?? []).some((g) => g.stories.some((st) => st.id === story.id));
+  const open = (event) => {
+    event.preventDefault();
+    app.storyReturn = location.pathname;
+    navigate(`/stories/${story.author_id}/${story.id}`);
+  };
+  return html`<p class="story-ref">
+    ${live ? html`<a href=${`/stories/${story.author_id}/${story.id}`} onClick=${open}>Replied to ${whose}</a>` : html`Replied to ${whose} (no longer up)`}
+  </p>`;
+}
+
 function quoteText(m) {
   if (m.status === "deleted") return "deleted";
   if (m.text) return m.text.length > 80 ? m.text.slice(0, 79) + "…" : m.text;
+  if (m.sticker_id) return "a sticker";
   return m.attachments?.length ? "a file" : "";
 }
 
@@ -144,7 +186,7 @@ function MessageMenu({ m, chat, mine, actions, close }) {
     }
     ${usable ? html`<button type="button" role="menuitem" onClick=${run(() => actions.reply(m))}>Reply</button>` : null}
     ${
-      usable && mine && (m.text || !m.attachments?.length)
+      usable && mine && !m.sticker_id && (m.text || !m.attachments?.length)
         ? html`<button type="button" role="menuitem" onClick=${run(() => actions.edit(m))}>Edit</button>`
         : null
     }
@@ -160,8 +202,25 @@ function MessageMenu({ m, chat, mine, actions, close }) {
   </div>`;
 }
 
-/** A file in a message: fetched (and decrypted) when shown. */
+/** A file in a message: fetched (and decrypted) when shown; a plaintext chat's file is looked up first. */
 function Attachment({ a, pending }) {
+  const [described, setDescribed] = useState(a.key || a.mime ? a : null);
+  useEffect(() => {
+    if (pending || described) return undefined;
+    let live = true;
+    app.media.describe(a).then(
+      (d) => live && setDescribed(d),
+      () => live && setDescribed({ ...a, mime: "application/octet-stream" }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [a.media_id]);
+  if (!pending && !described) return html`<div class="photo placeholder" role="img" aria-label="A file, loading"></div>`;
+  return html`<${ShownFile} a=${described ?? a} pending=${pending} />`;
+}
+
+function ShownFile({ a, pending }) {
   const mime = a.mime ?? "";
   const [src, setSrc] = useState(null);
   const [error, setError] = useState("");
@@ -193,6 +252,28 @@ function Attachment({ a, pending }) {
       : html`<div class="photo placeholder" role="img" aria-label="Video, loading"></div>`;
   if (audio) return html`<${Voice} a=${a} src=${src} />`;
   return html`<${FileLink} a=${a} />`;
+}
+
+/** A sticker message: the sticker's image (an animated WebP plays by itself), named by its emoji. */
+function Sticker({ id }) {
+  const [shown, setShown] = useState(null);
+  const [missing, setMissing] = useState(false);
+  useEffect(() => {
+    let live = true;
+    app
+      .stickerInfo(id)
+      .then(async (sticker) => {
+        const { url } = await app.media.url({ media_id: sticker.media_id }, "original");
+        if (live) setShown({ url, emoji: sticker.emoji });
+      })
+      .catch(() => live && setMissing(true));
+    return () => {
+      live = false;
+    };
+  }, [id]);
+  if (missing) return html`<p class="text undecryptable">A sticker that is not available.</p>`;
+  if (!shown) return html`<div class="sticker placeholder" role="img" aria-label="Sticker, loading"></div>`;
+  return html`<img class="sticker" src=${shown.url} alt=${`Sticker ${shown.emoji}`} title=${shown.emoji} />`;
 }
 
 function FileLink({ a }) {

@@ -1,6 +1,6 @@
 // Paths of the app (the server serves the page at each of them: sup/http/handlers/web_client.py SCREENS).
 //   /login  /signup  /  /chats/<id>  /chats/<id>/info  /new  /new/group  /new/channel  /settings[/<part>]
-//   /safety/<user id>
+//   /safety/<user id>  /stickers/<slug> (a shared sticker pack)  /stories/new  /stories/<author id>[/<story id>]
 
 import { useEffect, useState } from "./html.js";
 
@@ -11,6 +11,14 @@ export function navigate(path, { replace = false } = {}) {
 }
 
 addEventListener("sup:navigate", (event) => navigate(event.detail));
+
+// A link in the form docs/api.md gives for a sticker pack (https://host/#/stickers/<slug>) is the screen
+// /stickers/<slug>; so is any other "#/<path>".
+function fromHash() {
+  if (location.hash.startsWith("#/")) navigate(location.hash.slice(1), { replace: true });
+}
+addEventListener("hashchange", fromHash);
+fromHash();
 
 /** The current path, re-rendering on navigation. */
 export function usePath() {

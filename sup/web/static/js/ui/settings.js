@@ -1,10 +1,14 @@
 // Settings: profile and avatar, notifications, devices (rename, sign out), two-factor authentication with a
-// QR code, contacts and blocked people, who sees when you are online, and signing out.
+// QR code, contacts and blocked people, who sees when you are online, close friends for stories (stories.js)
+// and sticker packs (stickers.js), both loaded when shown, and signing out.
 
 import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, Field, formatTime, useApp } from "./common.js";
+import { app, Avatar, describe, deviceLabel, Field, formatTime, lazy, shortId, useApp } from "./common.js";
 import { onLink } from "./router.js";
+
+const StickerSettings = lazy(() => import("./stickers.js"), "StickerSettings");
+const StorySettings = lazy(() => import("./stories.js"), "StorySettings");
 
 export function Settings({ part }) {
   const s = useApp();
@@ -22,6 +26,14 @@ export function Settings({ part }) {
     <${TwoFactor} />
     <${People} />
     <${Presence} />
+    <section class="card" id="settings-stories" aria-labelledby="stories-title">
+      <h2 id="stories-title">Stories: close friends</h2>
+      <${StorySettings} />
+    </section>
+    <section class="card" id="settings-stickers" aria-labelledby="stickers-title">
+      <h2 id="stickers-title">Sticker packs</h2>
+      <${StickerSettings} />
+    </section>
     <section class="card" aria-labelledby="settings-out">
       <h2 id="settings-out">Sign out</h2>
       <p>Signing out deletes this device’s keys and messages from this browser.</p>
@@ -145,7 +157,7 @@ function Devices() {
     <p>Every browser or app you log in with is a device with its own keys. Sign out any you do not recognise.</p>
     ${mine.map(
       (n) => html`<div class="banner banner-key" role="status" key=${n.id}>
-        <p>A new device signed in to your account (id ${n.device_id.slice(-8)}). If it was not you, sign it out below and change your password.</p>
+        <p>A new device signed in to your account: <strong>${deviceLabel(n.device_name, n.device_id)}</strong>. If it was not you, sign it out below and change your password.</p>
         <button type="button" class="small" onClick=${() => app.act("dismissNotice", n.id)}>Dismiss</button>
       </div>`,
     )}
@@ -156,8 +168,8 @@ function Devices() {
         : html`<ul class="device-list">
           ${devices.map(
             (d) => html`<li key=${d.id}>
-              <span><strong>${d.name}</strong>${d.current ? html` <span class="tag">this device</span>` : null}
-                <span class="muted"> · id ${d.id.slice(-8)} · last seen ${formatTime(d.last_seen_at)}</span></span>
+              <span><strong>${d.name}</strong>${d.current ? html` <span class="tag">this device</span>` : null}${mine.some((n) => n.device_id === d.id) ? html` <span class="tag tag-new">new</span>` : null}
+                <span class="muted"> · id ${shortId(d.id)} · last seen ${formatTime(d.last_seen_at)}</span></span>
               <span class="row-actions">
                 <button type="button" class="small" onClick=${() => rename(d)} aria-label=${`Rename ${d.name}`}>Rename</button>
                 ${d.current ? null : html`<button type="button" class="small danger" onClick=${() => revoke(d)} aria-label=${`Sign out ${d.name}`}>Sign out</button>`}
