@@ -256,8 +256,10 @@ export class Messenger {
       pinned.left = false;
       pinned.activity = Math.max(pinned.activity ?? 0, chat.last_message?.created_at ?? chat.updated_at ?? 0);
       if (!isEncrypted(pinned) && chat.last_message) {
+        const last = chat.last_message;
         pinned.preview = {
-          text: previewText({ text: chat.last_message.body, status: "ok" }),
+          // a system message's body is its action as JSON (a join, a new title), said in words
+          text: previewText(last.kind === "system" ? this.inbox.systemRecord(last) : { text: last.body, status: "ok" }),
           seq: chat.last_message.seq,
           sender_id: chat.last_message.sender_id,
         };

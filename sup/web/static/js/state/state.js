@@ -100,6 +100,8 @@ export class AppState {
     this.media = null;
     this.window = WINDOW;
     this.typingTimers = new Map();
+    /** chats whose stored messages changed: the device's search index reads them again (client/search.js) */
+    this.changedChats = new Set();
     addEventListener("online", () => this.set({ browserOnline: true }));
     addEventListener("offline", () => this.set({ browserOnline: false }));
   }
@@ -306,6 +308,7 @@ export class AppState {
       case "chats":
         return this.refreshChats();
       case "messages":
+        this.changedChats.add(change.chatId);
         if (change.chatId === this.snapshot.activeChatId) return this.refreshMessages();
         return;
       case "notices":
@@ -330,6 +333,16 @@ export class AppState {
       if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
     } else if (frame.type === "story.new" || frame.type === "story.deleted") {
       this._storyEvent(frame);
+    } else if (frame.type === "chat.join_request.new" || frame.type === "chat.join_request.resolved") {
+      // chat info's list of requests (ui/invites.js) reads itself again; a new one is also said
+      if (frame.type === "chat.join_request.new" && frame.request) {
+        this.toast(`${frame.request.display_name || frame.request.username} asks to join ${this.chatTitle(this.chat(frame.chat_id)) || "a chat"}`);
+      }
+      const me = this.snapshot.me?.id;
+      if (frame.type === "chat.join_request.resolved" && frame.user_id === me && frame.by !== me) {
+        this.toast(frame.approved ? "Your request to join was approved." : "Your request to join was declined.");
+      }
+      dispatchEvent(new CustomEvent("sup:join-request", { detail: frame }));
     } else if (frame.type === "stickers.installed") {
       if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
     } else if (frame.type === "typing") {
