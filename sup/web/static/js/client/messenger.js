@@ -192,6 +192,8 @@ export class Messenger {
   async pin(chat) {
     const known = this.chats.get(chat.id) ?? (await this.local.chat(chat.id));
     const merged = { ...(known ?? {}), ...chat };
+    // An event's chat (chat.member.added) is the same for every member, without anyone's role: keep mine.
+    if (!chat.my_role && known?.my_role) merged.my_role = known.my_role;
     if (isEncrypted(chat) || (known && isEncrypted(known))) {
       if (!chat.encrypted) console.warn(`the server says chat ${chat.id} is not end-to-end encrypted: ignored`);
       merged.encrypted = true;

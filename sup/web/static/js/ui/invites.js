@@ -3,7 +3,7 @@
 // list of requests follows chat.join_request.* as they come (the socket's frames reach the state).
 
 import { html, useEffect, useState } from "./html.js";
-import { app, describe, formatTime } from "./common.js";
+import { app, describe, formatTime, useApp } from "./common.js";
 import {
   approveRequest,
   createInvite,
@@ -23,6 +23,8 @@ const LIFETIMES = [
 ];
 
 export function ChatInvites({ chatId }) {
+  // someone joined (through a link, whose use count grew): read the links again
+  const members = useApp().chats.find((c) => c.id === chatId)?.member_ids?.length ?? 0;
   const [links, setLinks] = useState(null);
   const [requests, setRequests] = useState(null);
   const [made, setMade] = useState(null);
@@ -44,7 +46,7 @@ export function ChatInvites({ chatId }) {
     };
     addEventListener("sup:join-request", frame);
     return () => removeEventListener("sup:join-request", frame);
-  }, [chatId]);
+  }, [chatId, members]);
 
   const create = async (event) => {
     event.preventDefault();

@@ -2,7 +2,7 @@
 // server or access log sees): what the chat is, then Join, or Ask to join when an admin approves joins.
 
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, Field } from "./common.js";
+import { app, Avatar, describe, Field, useApp } from "./common.js";
 import { codeOf, joinByInvite, previewInvite } from "../client/joining.js";
 import { navigate, onLink } from "./router.js";
 
@@ -14,6 +14,7 @@ const REASONS = {
 };
 
 export function JoinScreen({ code }) {
+  const s = useApp();
   const [preview, setPreview] = useState(null);
   const [error, setError] = useState("");
   const [status, setStatus] = useState("");
@@ -47,6 +48,7 @@ export function JoinScreen({ code }) {
   };
 
   const chat = preview?.chat;
+  const member = chat && (chat.joined || s.chats.some((c) => c.id === chat.id)); // an approved request, too
   return html`<section class="page" aria-labelledby="join-title">
     <header class="page-head">
       <a href="/" onClick=${onLink} class="back icon-button" aria-label="Back to chats">‹</a>
@@ -70,8 +72,8 @@ export function JoinScreen({ code }) {
             ${chat.encrypted ? html`<p class="field-hint">You will read what is sent after you join, not the messages before.</p>` : null}
             ${preview.expires_at ? html`<p class="field-hint">This link works until ${new Date(preview.expires_at).toLocaleString()}.</p>` : null}
             ${
-              chat.joined
-                ? html`<p>You are a member already.</p>
+              member
+                ? html`<p role="status">${preview.requested ? "Your request was approved: you are a member." : "You are a member already."}</p>
                   <a class="button primary" href=${`/chats/${chat.id}`} onClick=${onLink}>Open chat</a>`
                 : preview.requested
                   ? html`<p role="status">${status || "You asked to join. An admin of the chat will approve or decline it."}</p>`
