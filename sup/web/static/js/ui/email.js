@@ -133,7 +133,15 @@ export function PasswordReset() {
   const [busy, setBusy] = useState(false);
   const first = useRef(null);
   useEffect(() => {
-    if (location.hash) history.replaceState(null, "", "/reset-password");
+    // the mailed link opened where this screen is open already: only the fragment changes
+    const fromLink = () => {
+      const found = tokenInFragment();
+      if (found) setToken(found);
+      if (location.hash) history.replaceState(null, "", "/reset-password"); // the code leaves the address bar
+    };
+    fromLink();
+    addEventListener("hashchange", fromLink);
+    return () => removeEventListener("hashchange", fromLink);
   }, []);
   useEffect(() => first.current?.focus(), [asked, token, done]);
   if (!emailAvailable()) {
