@@ -46,7 +46,7 @@ async def test_export_my_data_then_delete_my_account(
         await zone.get_by_text("This deletes your account for good.").wait_for()
         await user.page.set_viewport_size({"width": 390, "height": 844})
         await zone.scroll_into_view_if_needed()
-        await user.page.screenshot(path=str(screenshot_dir / "delete-account-390.png"))
+        await user.page.screenshot(path=str(screenshot_dir / "phone-light-delete-account.png"))
         await zone.get_by_label("Password").fill("not my password")
         await zone.get_by_label("Type DELETE to confirm").fill("DELETE")
         await zone.get_by_role("button", name="Delete my account forever").click()

@@ -48,7 +48,7 @@ async def test_admin_users_invites_audit_and_stats(
         await users.get_by_role("button", name=f"Manage {user.username}").click()
         detail = boss.page.get_by_role("group", name=f"Account {user.username}")
         await detail.get_by_role("heading", name="Devices").wait_for()
-        await boss.page.screenshot(path=str(screenshot_dir / "admin-users-1280.png"))
+        await boss.page.screenshot(path=str(screenshot_dir / "desktop-light-admin-users.png"))
 
         boss.page.once("dialog", lambda d: d.accept())
         await detail.get_by_role("button", name="Reset 2FA").click()
@@ -97,7 +97,7 @@ async def test_admin_users_invites_audit_and_stats(
         await boss.page.set_viewport_size({"width": 390, "height": 844})
         await boss.page.emulate_media(color_scheme="dark")
         await boss.page.get_by_label("Action").select_option("")
-        await boss.page.screenshot(path=str(screenshot_dir / "admin-audit-390-dark.png"))
+        await boss.page.screenshot(path=str(screenshot_dir / "phone-dark-admin-audit.png"))
 
         # the server's figures
         await boss.page.get_by_role("link", name="Server").click()
@@ -105,7 +105,7 @@ async def test_admin_users_invites_audit_and_stats(
         await figures.get_by_text("Administrators").wait_for()
         await boss.page.set_viewport_size({"width": 1280, "height": 800})
         await boss.page.emulate_media(color_scheme="light")
-        await boss.page.screenshot(path=str(screenshot_dir / "admin-stats-1280.png"))
+        await boss.page.screenshot(path=str(screenshot_dir / "desktop-light-admin-stats.png"))
     finally:
         await boss.close()
         await user.close()

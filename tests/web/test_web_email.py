@@ -81,7 +81,7 @@ async def test_verify_an_address_by_code_and_by_link_then_reset_the_password(
         await email.get_by_role("button", name="Verify").click()
         await email.get_by_text(first).wait_for()
         await email.get_by_text("verified").first.wait_for()
-        await email.screenshot(path=str(screenshot_dir / "settings-email-1280.png"))
+        await email.screenshot(path=str(screenshot_dir / "desktop-light-settings-email.png"))
 
         # a new address, verified by opening the mailed link in a browser where alice is signed out
         second = f"alice.{uuid.uuid4().hex[:6]}@example.test"
@@ -97,7 +97,7 @@ async def test_verify_an_address_by_code_and_by_link_then_reset_the_password(
             await other.page.get_by_role("button", name="Log in").click()
             await other.page.get_by_text(f"{second} is verified").wait_for(timeout=20_000)
             assert "token" not in other.page.url  # the code leaves the address bar
-            await other.page.screenshot(path=str(screenshot_dir / "verify-email-390.png"))
+            await other.page.screenshot(path=str(screenshot_dir / "phone-light-verify-email.png"))
         finally:
             await other.close()
 
@@ -111,7 +111,7 @@ async def test_verify_an_address_by_code_and_by_link_then_reset_the_password(
             await page.get_by_label("Username or email").fill(alice.username)
             await page.get_by_role("button", name="Send reset code").click()
             await page.get_by_text("a mail is on its way").wait_for()
-            await page.screenshot(path=str(screenshot_dir / "reset-password-1280.png"))
+            await page.screenshot(path=str(screenshot_dir / "desktop-light-reset-password.png"))
             link = link_in(await mailbox.next_to(second, seen), "/reset-password", mail_server)
             await page.goto(link)
             await page.get_by_label("New password", exact=True).fill("a brand new password")

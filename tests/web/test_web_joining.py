@@ -42,7 +42,6 @@ async def test_invite_links_join_requests_and_revoking(
         open_link = await make_link(admin, "for ben")
         assert "/#/join/" in open_link
         approval_link = await make_link(admin, "needs approval", approval=True)
-        await admin.page.screenshot(path=str(screenshot_dir / "invites-1280.png"), full_page=True)
 
         # ben opens the link in a browser where he is not signed in: after logging in he is back at it
         await ben.close()
@@ -62,11 +61,15 @@ async def test_invite_links_join_requests_and_revoking(
         # cleo asks to join through the approval link; the admin sees the request come and approves it
         await cleo.page.goto(approval_link)
         await cleo.page.get_by_role("heading", name="Join Book club").wait_for(timeout=20_000)
-        await cleo.page.screenshot(path=str(screenshot_dir / "join-390.png"))
+        await cleo.page.screenshot(path=str(screenshot_dir / "phone-light-join.png"))
         await cleo.page.get_by_role("button", name="Ask to join").click()
         await cleo.page.get_by_text("Your request was sent").wait_for()
         approve = admin.page.get_by_role("button", name=f"Approve {cleo.username}")
         await approve.wait_for(timeout=20_000)
+        await admin.page.get_by_text("Cleo asks to join Book club").wait_for()  # said as it comes
+        await admin.page.locator(".toast").wait_for(state="detached", timeout=10_000)
+        await admin.page.get_by_role("heading", name="Join requests").scroll_into_view_if_needed()
+        await admin.page.screenshot(path=str(screenshot_dir / "desktop-light-invite-links.png"))
         await approve.click()
         await approve.wait_for(state="detached")
         await cleo.page.get_by_text("Your request was approved").wait_for(timeout=20_000)

@@ -19,6 +19,11 @@ async def search(user: WebUser, query: str) -> Any:
     box = user.page.get_by_label("Search people, chats and messages")
     await box.fill(query)
     await box.press("Enter")
+    await (
+        user.page.locator(".results[aria-busy=false]")
+        .and_(user.page.locator(f'.results[data-query="{query}"]'))
+        .wait_for()
+    )
     return user.page.locator("#main")
 
 
@@ -62,6 +67,7 @@ async def test_search_people_chats_and_messages_local_and_server(
         await bob.page.locator("mark", has_text="zebras").first.wait_for()
         texts = await found_texts(bob)
         assert any("zebras migrate" in t for t in texts) and any("zebra crossing" in t for t in texts), texts
+        await bob.page.screenshot(path=str(screenshot_dir / "desktop-light-search.png"))
         # every word is required
         await search(bob, "zebra spring")
         assert [t for t in await found_texts(bob)] == [t for t in await found_texts(bob) if "spring" in t]
@@ -80,7 +86,6 @@ async def test_search_people_chats_and_messages_local_and_server(
 
         # a result opens the chat at the message, marked
         await search(alice, "crossing")
-        await alice.page.screenshot(path=str(screenshot_dir / "search-1280.png"))
         await message_results(alice).get_by_role("button", name="crossing").first.click()
         found = alice.page.locator("li.message.found-message", has_text="zebra crossing")
         await found.wait_for()
@@ -103,7 +108,7 @@ async def test_search_people_chats_and_messages_local_and_server(
         await alice.page.set_viewport_size({"width": 390, "height": 844})
         await alice.page.emulate_media(color_scheme="dark")
         await search(alice, "zebr")
-        await alice.page.screenshot(path=str(screenshot_dir / "search-390-dark.png"))
+        await alice.page.screenshot(path=str(screenshot_dir / "phone-dark-search.png"))
 
         # logging out deletes the index with the other local data
         await alice.page.goto(f"{sup_server.url}/settings")

@@ -259,11 +259,13 @@ export class Messenger {
       pinned.activity = Math.max(pinned.activity ?? 0, chat.last_message?.created_at ?? chat.updated_at ?? 0);
       if (!isEncrypted(pinned) && chat.last_message) {
         const last = chat.last_message;
+        const system = last.kind === "system" ? this.inbox.systemRecord(last) : null;
         pinned.preview = {
-          // a system message's body is its action as JSON (a join, a new title), said in words
-          text: previewText(last.kind === "system" ? this.inbox.systemRecord(last) : { text: last.body, status: "ok" }),
+          // a system message's body is its action as JSON (a join, a new title): the list says it in words
+          text: previewText(system ?? { text: last.body, status: "ok" }),
+          action: system?.action,
           seq: chat.last_message.seq,
-          sender_id: chat.last_message.sender_id,
+          sender_id: system ? null : chat.last_message.sender_id,
         };
       }
       this.putChat(pinned, work);
@@ -312,7 +314,13 @@ export class Messenger {
     if (!chat || record.seq >= LOCAL_SEQ) return;
     const next = { ...chat };
     if (record.seq >= (chat.preview?.seq ?? 0)) {
-      next.preview = { text: previewText(record), seq: record.seq, sender_id: record.sender_id };
+      const system = record.status === "system";
+      next.preview = {
+        text: previewText(record),
+        action: system ? record.action : undefined, // said with people's names by the list (state.previewOf)
+        seq: record.seq,
+        sender_id: system ? null : record.sender_id,
+      };
       next.activity = Math.max(chat.activity ?? 0, record.created_at ?? 0);
     }
     next.last_seq = Math.max(chat.last_seq ?? 0, record.seq);

@@ -480,7 +480,7 @@ export class AppState {
   previewOf(chat) {
     const p = chat.preview;
     if (!p) return "";
-    return p.text;
+    return p.action ? this.systemText(p.action) : p.text;
   }
 
   systemText(action) {

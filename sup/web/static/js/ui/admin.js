@@ -191,7 +191,7 @@ function Invites() {
     <h2>Registration invites</h2>
     ${registration !== "invite" ? html`<p class="muted">Sign-up on this server is ${registration}: invite codes matter only when it is “invite”.</p>` : null}
     <form class="inline-form" onSubmit=${create}>
-      <${Field} label="Uses" id="ai-uses" name="uses" type="number" min="1" max="10000" value="1" inputmode="numeric" />
+      <${Field} label="Uses" id="ai-uses" name="uses" type="number" min="1" max="10000" placeholder="1" inputmode="numeric" />
       <div class="field">
         <label for="ai-days">Valid for</label>
         <select id="ai-days" name="days"><option value="1">1 day</option><option value="7" selected>7 days</option><option value="30">30 days</option><option value="never">Until used up</option></select>
@@ -215,8 +215,12 @@ function Invites() {
           ? html`<p class="muted">No invites.</p>`
           : html`<ul class="device-list" aria-label="Invites">${items.map(
               (inv) => html`<li key=${inv.id}>
-                <span><span class="mono">${inv.id.slice(0, 8)}</span> <span class="muted">· ${inv.uses} of ${inv.max_uses} used · ${inv.state}
-                  · by ${inv.created_by_username ?? "sup admin"} ${formatTime(inv.created_at)}${inv.expires_at ? ` · until ${formatTime(inv.expires_at)}` : ""}</span></span>
+                <span><span class="mono">${inv.id.slice(0, 8)}</span> <span class="muted">${[
+                  `${inv.uses} of ${inv.max_uses} used`,
+                  inv.state.replace("_", " "),
+                  `by ${inv.created_by_username ?? "sup admin"} ${formatTime(inv.created_at)}`,
+                  inv.expires_at ? `until ${formatTime(inv.expires_at)}` : "no expiry",
+                ].join(" · ")}</span></span>
                 <button type="button" class="small danger" onClick=${() => revoke(inv)} aria-label=${`Revoke invite ${inv.id.slice(0, 8)}`}>Revoke</button>
               </li>`,
             )}</ul>`

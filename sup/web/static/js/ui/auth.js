@@ -72,7 +72,7 @@ function SignUp({ registration }) {
       needInvite
         ? html`<div class="field">
           <label for="su-invite">Invite code</label>
-          <input id="su-invite" name="invite_code" required autocomplete="off" ref=${inviteRef} value=${mailedInvite || undefined} aria-describedby="su-invite-note" />
+          <input id="su-invite" name="invite_code" required autocomplete="off" ref=${inviteRef} defaultValue=${mailedInvite} aria-describedby="su-invite-note" />
           <p id="su-invite-note" class="field-hint">This server is invite-only: ask a member for a code.</p>
         </div>`
         : null

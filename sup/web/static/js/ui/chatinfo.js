@@ -23,7 +23,7 @@ export function ChatInfo({ chatId }) {
   };
   useEffect(() => {
     load();
-  }, [chatId]);
+  }, [chatId, chat?.member_ids?.length]); // someone joined or left meanwhile
   if (!chat) return html`<section class="page"><p>This chat is not here.</p></section>`;
   const title = app.chatTitle(chat);
   const perms = chat.my_role?.permissions ?? [];

@@ -50,7 +50,8 @@ export function ChatInvites({ chatId }) {
 
   const create = async (event) => {
     event.preventDefault();
-    const form = new FormData(event.currentTarget);
+    const element = event.currentTarget; // gone from the event once it has been handled
+    const form = new FormData(element);
     const fields = { name: String(form.get("name") ?? "").trim(), requires_approval: form.get("approval") === "on" };
     if (form.get("expires")) fields.expires_in = Number(form.get("expires"));
     if (form.get("max_uses")) fields.max_uses = Number(form.get("max_uses"));
@@ -58,7 +59,7 @@ export function ChatInvites({ chatId }) {
     try {
       const invite = await createInvite(app, chatId, fields);
       setMade(invite);
-      event.currentTarget?.reset?.();
+      element.reset();
       load();
     } catch (e) {
       setError(describe(e));
@@ -97,8 +98,7 @@ export function ChatInvites({ chatId }) {
     <form class="invite-form" onSubmit=${create}>
       <div class="field">
         <label for="inv-name">Link name</label>
-        <input id="inv-name" name="name" maxlength="64" autocomplete="off" aria-describedby="inv-name-note" />
-        <p id="inv-name-note" class="field-hint">Optional, for admins: who the link was for</p>
+        <input id="inv-name" name="name" maxlength="64" autocomplete="off" placeholder="Optional: who it is for" />
       </div>
       <div class="field">
         <label for="inv-expires">Expires after</label>

@@ -31,7 +31,7 @@ export function SearchScreen() {
     const found = await searchEverywhere(app, indexFor(app), text);
     if (ticket !== asked.current) return; // a newer query was typed meanwhile
     setBusy(false);
-    setResults(found);
+    setResults({ ...found, text });
     history.replaceState(null, "", `/search?q=${encodeURIComponent(text)}`);
   };
   useEffect(() => {
@@ -79,7 +79,7 @@ export function SearchScreen() {
       <p class="field-hint">Encrypted chats are searched on this device only, in the messages it has.</p>
     </form>
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
-    <div aria-live="polite" aria-busy=${busy ? "true" : "false"}>
+    <div class="results" aria-live="polite" aria-busy=${busy ? "true" : "false"} data-query=${results?.text ?? ""}>
       ${
         results === null
           ? null
