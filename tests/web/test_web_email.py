@@ -111,6 +111,7 @@ async def test_verify_an_address_by_code_and_by_link_then_reset_the_password(
             await page.get_by_label("Username or email").fill(alice.username)
             await page.get_by_role("button", name="Send reset code").click()
             await page.get_by_text("a mail is on its way").wait_for()
+            assert await page.get_by_label("New password", exact=True).input_value() == ""  # nothing carried over
             await page.screenshot(path=str(screenshot_dir / "desktop-light-reset-password.png"))
             link = link_in(await mailbox.next_to(second, seen), "/reset-password", mail_server)
             await page.goto(link)

@@ -76,7 +76,7 @@ function Users() {
         ? html`<p>Loading…</p>`
         : page.items.length === 0
           ? html`<p class="muted">No user matches.</p>`
-          : html`<ul class="device-list admin-users" aria-label="Users">
+          : html`<ul class="result-list admin-users" aria-label="Users">
             ${page.items.map(
               (u) => html`<li key=${u.id}>
                 <${Avatar} id=${u.id} name=${u.display_name || u.username} />
@@ -121,9 +121,16 @@ function UserDetail({ id, onChange }) {
   const self = u.id === s.me?.id;
   const gone = u.status === "deleted";
   return html`<div class="admin-detail" role="group" aria-label=${`Account ${u.username}`}>
-    <p class="muted">Joined ${formatTime(u.created_at)} · ${detail.chats} chats · ${detail.storage.files} files,
-      ${formatBytes(detail.storage.bytes)}${detail.storage.quota_bytes ? ` of ${formatBytes(detail.storage.quota_bytes)}` : ""}
-      ${u.last_seen_at ? ` · last seen ${formatTime(u.last_seen_at)}` : ""}</p>
+    <p class="muted">${[
+      `Joined ${formatTime(u.created_at)}`,
+      `${detail.chats} chats`,
+      `${detail.storage.files} files, ${formatBytes(detail.storage.bytes)}${
+        detail.storage.quota_bytes ? ` of ${formatBytes(detail.storage.quota_bytes)}` : ""
+      }`,
+      u.last_seen_at ? `last seen ${formatTime(u.last_seen_at)}` : "",
+    ]
+      .filter(Boolean)
+      .join(" · ")}</p>
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
     ${note ? html`<p class="form-status" role="status">${note}</p>` : null}
     ${
@@ -278,7 +285,7 @@ function Audit() {
                 <td>${e.actor_username ?? (e.actor_id ? e.actor_id.slice(0, 8) : "sup admin")}</td>
                 <td><code>${e.action}</code></td>
                 <td class="audit-details">${Object.entries(e.details ?? {})
-                  .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.length : v}`)
+                  .map(([k, v]) => `${k}: ${detailValue(k, v)}`)
                   .join(", ")}</td>
               </tr>`,
             )}</tbody>
@@ -286,6 +293,13 @@ function Audit() {
           ${page.next_cursor ? html`<button type="button" onClick=${() => load(page.next_cursor)}>Older entries</button>` : null}`
     }
   </div>`;
+}
+
+/** A value of an audit entry's details: times as dates, lists by their length. */
+function detailValue(key, value) {
+  if (Array.isArray(value)) return value.length;
+  if (key.endsWith("_at") && typeof value === "number") return new Date(value).toLocaleString();
+  return value;
 }
 
 function formatBytes(n) {

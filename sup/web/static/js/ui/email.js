@@ -188,7 +188,8 @@ export function PasswordReset() {
     </div>`;
   }
   if (!token && !asked) {
-    return html`<form onSubmit=${ask} aria-labelledby="reset-title">
+    // keys: each form its own inputs, so the username typed here never stays in a password field there
+    return html`<form key="ask" onSubmit=${ask} aria-labelledby="reset-title">
       <h2 id="reset-title">Forgot your password?</h2>
       <p>Type your username or your verified email address. If the account has a verified address, a code to reset the
         password is mailed to it.</p>
@@ -198,7 +199,7 @@ export function PasswordReset() {
       <p class="auth-switch"><a href="/login" onClick=${onLink}>Back to log in</a></p>
     </form>`;
   }
-  return html`<form onSubmit=${confirm} aria-labelledby="reset-title">
+  return html`<form key="confirm" onSubmit=${confirm} aria-labelledby="reset-title">
     <h2 id="reset-title">Set a new password</h2>
     ${
       token
