@@ -51,10 +51,13 @@ async def test_search_people_chats_and_messages_local_and_server(
 
         # a public channel of bob's, with a post the server indexes
         await bob.create_group("Zebra news", [], kind="Channel")
-        await bob.page.evaluate(
-            "async () => { const c = window.supApp.get().chats.find(c => c.title === 'Zebra news');"
-            " await window.supApp.api.patch('/chats/' + c.id, {visibility: 'public'}); }"
+        await bob.page.get_by_role("link", name="About Zebra news").click()
+        public = bob.page.get_by_label("Public: anyone on this server can find it in search and join")
+        await public.check()
+        await bob.page.wait_for_function(
+            "() => window.supApp.get().chats.find(c => c.title === 'Zebra news')?.visibility === 'public'"
         )
+        await bob.open_chat("Zebra news")
         await bob.send("zebras migrate in spring")
 
         # bob: his encrypted message (from his own index) and the channel post (from the server), merged

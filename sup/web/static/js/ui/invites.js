@@ -24,7 +24,8 @@ const LIFETIMES = [
 
 export function ChatInvites({ chatId }) {
   // someone joined (through a link, whose use count grew): read the links again
-  const members = useApp().chats.find((c) => c.id === chatId)?.member_ids?.length ?? 0;
+  const chat = useApp().chats.find((c) => c.id === chatId);
+  const members = chat?.member_ids?.length ?? 0;
   const [links, setLinks] = useState(null);
   const [requests, setRequests] = useState(null);
   const [made, setMade] = useState(null);
@@ -86,6 +87,7 @@ export function ChatInvites({ chatId }) {
   return html`<section class="card" aria-labelledby="invites-title">
     <h2 id="invites-title">Invite links</h2>
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
+    <${Visibility} chat=${chat} onError=${setError} />
     ${
       made
         ? html`<div class="share-link" role="status">
@@ -158,4 +160,28 @@ export function ChatInvites({ chatId }) {
           </ul>`
     }
   </section>`;
+}
+
+/**
+ * Public or private, for a chat the server can read (an end-to-end encrypted group cannot be public: anyone
+ * could join and read along). A public chat is found by search and joined without a link.
+ */
+function Visibility({ chat, onError }) {
+  if (!chat || chat.encrypted || chat.type === "direct") return null;
+  const perms = chat.my_role?.permissions ?? [];
+  if (chat.my_role?.kind !== "owner" && !perms.includes("edit_info")) return null;
+  const change = async (event) => {
+    const visibility = event.currentTarget.checked ? "public" : "private";
+    onError("");
+    try {
+      await app.api.patch(`/chats/${encodeURIComponent(chat.id)}`, { visibility });
+      await app.act("syncChats");
+    } catch (e) {
+      onError(describe(e));
+    }
+  };
+  return html`<label class="check visibility">
+    <input type="checkbox" checked=${chat.visibility === "public"} onChange=${change} />
+    Public: anyone on this server can find it in search and join
+  </label>`;
 }
