@@ -149,15 +149,19 @@ export class LocalIndex {
       if (!ids.size) return [];
     }
     const member = new Set(this.app.get().chats.map((c) => c.id));
-    const docs = (await store.docs([...ids])).filter(
-      (d) => d && member.has(d.chat_id) && (!chatId || d.chat_id === chatId),
-    );
-    docs.sort((a, b) => b.created_at - a.created_at);
+    // Message ids are UUIDv7, time-ordered: the newest first without reading every match (a common word
+    // is in thousands), a page of records at a time until `limit` are found.
+    const ordered = [...ids].sort().reverse();
     const results = [];
-    for (const doc of docs.slice(0, limit)) {
-      const message = await this.app.local.message(doc.id);
-      if (!message || !eligible(message)) continue;
-      results.push({ message, snippet: snippet(message.text, query), where: "device" });
+    for (let at = 0; at < ordered.length && results.length < limit; at += limit) {
+      const docs = await store.docs(ordered.slice(at, at + limit));
+      for (const doc of docs) {
+        if (!doc || !member.has(doc.chat_id) || (chatId && doc.chat_id !== chatId)) continue;
+        const message = await this.app.local.message(doc.id);
+        if (!message || !eligible(message)) continue;
+        results.push({ message, snippet: snippet(message.text, query), where: "device" });
+        if (results.length >= limit) break;
+      }
     }
     return results;
   }
