@@ -6,6 +6,7 @@ index follows edits and deletes, survives a reload, and is deleted on logout."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,13 @@ async def test_search_people_chats_and_messages_local_and_server(
         await alice.ready()
         await search(alice, "giraffe")
         assert len([t for t in await found_texts(alice) if "giraffe" in t]) == 1
+        # deleted for everyone: no longer found
+        await alice.open_chat(bob.username)
+        alice.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await alice.message_action("the giraffe crossing is on Oak street", "Delete for everyone")
+        await alice.messages.get_by_text("This message was deleted.").first.wait_for(timeout=20_000)
+        await search(alice, "giraffe")
+        assert not any("giraffe" in t for t in await found_texts(alice))
 
         # phone width, dark
         await alice.page.set_viewport_size({"width": 390, "height": 844})

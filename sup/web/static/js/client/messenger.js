@@ -150,7 +150,9 @@ export class Messenger {
 
   emit(work) {
     if (work.chatsChanged) this.notify({ what: "chats" });
-    for (const chatId of work.touched) this.notify({ what: "messages", chatId });
+    // which messages changed (any chat's): the search index looks at just those again (client/search.js)
+    const ids = [...work.batch.messages.keys()].filter((id) => !id.startsWith("local:"));
+    for (const chatId of work.touched) this.notify({ what: "messages", chatId, ids });
     if (work.noticesChanged || work.batch.notices.length) this.notify({ what: "notices" });
     for (const message of work.incoming) this.notify({ what: "incoming", message });
     for (const frame of work.ephemeral) this.notify({ what: "frame", frame });

@@ -74,9 +74,10 @@ function signature(m) {
 }
 
 /**
- * This device's index of its encrypted chats. Kept current lazily: a chat whose messages changed (the state
- * says which, `changedChats`) or whose message count differs from the one indexed (another tab, a reload) is
- * indexed again before a search, and only its changed messages are rewritten.
+ * This device's index of its encrypted chats. Kept current lazily, before a search: the messages the state
+ * says were stored or removed since (`changedMessages`) are looked at again one by one; a chat whose message
+ * count differs from the one its last whole reading found (another tab, a reload), or that changed in a way
+ * not said message by message (`changedChats`), is read again whole, and only its changed records rewritten.
  */
 export class LocalIndex {
   /** @param {import("../state/state.js").AppState} app */
@@ -105,7 +106,16 @@ export class LocalIndex {
     const appDb = this.app.local.db;
     const changed = this.app.changedChats;
     let indexed = 0;
-    for (const chat of this.app.get().chats) {
+    const ids = [...this.app.changedMessages];
+    this.app.changedMessages.clear();
+    if (ids.length) indexed += await this.indexMessages(ids);
+    const chats = this.app.get().chats;
+    if (chats.length) {
+      // chats I left or that were deleted: their words go
+      const current = new Set(chats.map((c) => c.id));
+      for (const chatId of await store.indexedChats()) if (!current.has(chatId)) await store.dropChat(chatId);
+    }
+    for (const chat of chats) {
       if (!isEncrypted(chat)) continue;
       let stale = changed.has(chat.id) || !this.checked.has(chat.id);
       if (stale && !changed.has(chat.id)) {
@@ -117,6 +127,33 @@ export class LocalIndex {
       if (stale) indexed += await this.indexChat(chat.id);
     }
     return indexed;
+  }
+
+  /** Look at some messages again (stored, edited, deleted), whatever their chats. */
+  async indexMessages(ids) {
+    const store = await this.open();
+    const put = [];
+    const remove = [];
+    const [messages, docs] = await Promise.all([
+      Promise.all(ids.map((id) => this.app.local.message(id))),
+      store.docs(ids),
+    ]);
+    for (let i = 0; i < ids.length; i++) {
+      const m = messages[i];
+      const chat = m ? this.app.chat(m.chat_id) : null;
+      if (!m || !chat || !isEncrypted(chat) || !eligible(m)) {
+        if (docs[i]) remove.push(ids[i]);
+        continue;
+      }
+      const sig = signature(m);
+      if (docs[i]?.sig === sig) continue;
+      const tokens = [...new Set(words(m.text))];
+      put.push({ id: m.id, chat_id: m.chat_id, seq: m.seq, created_at: m.created_at, sig, tokens });
+    }
+    // The chats' counts stay as their last whole reading left them: a tab that opens later compares them with
+    // the store and reads again whole a chat that changed meanwhile, whatever this tab indexed or missed.
+    await store.updateDocs(put, remove);
+    return put.length;
   }
 
   async indexChat(chatId) {

@@ -100,7 +100,9 @@ export class AppState {
     this.media = null;
     this.window = WINDOW;
     this.typingTimers = new Map();
-    /** chats whose stored messages changed: the device's search index reads them again (client/search.js) */
+    /** messages stored or removed since the device's search index last looked (client/search.js) */
+    this.changedMessages = new Set();
+    /** chats whose stored messages changed in a way not said message by message: read again whole */
     this.changedChats = new Set();
     addEventListener("online", () => this.set({ browserOnline: true }));
     addEventListener("offline", () => this.set({ browserOnline: false }));
@@ -308,7 +310,9 @@ export class AppState {
       case "chats":
         return this.refreshChats();
       case "messages":
-        this.changedChats.add(change.chatId);
+        if (change.ids && !change.ids.length) this.changedChats.add(change.chatId); // a chat's messages dropped
+        else if (change.ids) for (const id of change.ids) this.changedMessages.add(id);
+        else this.changedChats.add(change.chatId);
         if (change.chatId === this.snapshot.activeChatId) return this.refreshMessages();
         return;
       case "notices":

@@ -78,6 +78,20 @@ export class SearchStore {
     await done(tx);
   }
 
+  /** Put and delete records of any chats. */
+  async updateDocs(put, remove) {
+    const tx = this.db.transaction("docs", "readwrite");
+    const docs = tx.objectStore("docs");
+    for (const doc of put) docs.put(doc);
+    for (const id of remove) docs.delete(id);
+    await done(tx);
+  }
+
+  /** The chats the index has records of. */
+  indexedChats() {
+    return request(this.db.transaction("chats").objectStore("chats").getAllKeys());
+  }
+
   /** Forget a chat I am no longer in. */
   async dropChat(chatId) {
     const old = await this.docsOf(chatId);
