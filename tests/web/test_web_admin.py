@@ -75,6 +75,13 @@ async def test_admin_users_invites_audit_and_stats(
         assert code.startswith("supi_")
         invites = boss.page.get_by_role("list", name="Invites")
         await invites.get_by_text("0 of 2 used").wait_for()
+        # its sign-up link fills the sign-up form's invite field
+        stranger = await WebUser.open(browser, sup_server, problems, viewport=(390, 844))
+        try:
+            await stranger.page.goto(f"{sup_server.url}/register#invite={code}")
+            assert await stranger.page.get_by_label("Invite code").input_value() == code
+        finally:
+            await stranger.close()
         boss.page.once("dialog", lambda d: d.accept())
         await invites.get_by_role("button").first.click()
         await boss.page.get_by_text("No invites.").wait_for()
