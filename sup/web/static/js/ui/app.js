@@ -30,7 +30,8 @@ export function App() {
 
   useEffect(() => {
     if (s.phase === "auth" && !authPath && parts[0] !== "reset-password") {
-      rememberReturn(location.pathname + location.hash); // an invite or a verification link: back there after
+      // an invite link, a verification link, a search: back there after signing in
+      rememberReturn(location.pathname + location.search + location.hash);
       navigate("/login", { replace: true });
     }
     if (s.phase === "ready" && authPath) navigate(takeReturn() ?? "/", { replace: true });
