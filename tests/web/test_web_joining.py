@@ -100,3 +100,30 @@ async def test_invite_links_join_requests_and_revoking(
         await admin.close()
         await ben.close()
         await cleo.close()
+
+
+async def test_an_end_to_end_encrypted_group_joined_by_link(
+    browser: Any, sup_server: AppServer, problems: PageProblems
+):
+    """The members' browsers give their sender keys to the newcomer's device: both read each other after."""
+    owner = await (await WebUser.open(browser, sup_server, problems)).sign_up("Olga")
+    newcomer = await (await WebUser.open(browser, sup_server, problems)).sign_up("Nils")
+    try:
+        await owner.create_group("Secret club", [], kind="Group", encrypted=True)
+        await open_info(owner, "Secret club")
+        link = await make_link(owner, "for nils")
+        await newcomer.page.goto(link)
+        await newcomer.page.get_by_text("end-to-end encrypted").first.wait_for(timeout=20_000)
+        await newcomer.page.get_by_text("You will read what is sent after you join").wait_for()
+        await newcomer.page.get_by_role("button", name="Join", exact=True).click()
+        await newcomer.page.get_by_role("heading", name="Secret club").wait_for()
+        await newcomer.composer.wait_for()
+
+        await owner.open_chat("Secret club")
+        await owner.send("welcome, Nils")
+        await newcomer.sees("welcome, Nils")
+        await newcomer.send("thanks, Olga")
+        await owner.sees("thanks, Olga")
+    finally:
+        await owner.close()
+        await newcomer.close()
