@@ -39,6 +39,10 @@ async def test_export_my_data_then_delete_my_account(
         # one a day: asking again says so
         await data.get_by_role("button", name="Export my data").click()
         await data.get_by_role("alert").get_by_text("One export a day").wait_for()
+        await user.page.emulate_media(color_scheme="dark")
+        await data.scroll_into_view_if_needed()
+        await user.page.screenshot(path=str(screenshot_dir / "desktop-dark-settings-data.png"))
+        await user.page.emulate_media(color_scheme="light")
 
         # deleting: a warning first, the password checked, DELETE typed
         zone = user.page.locator("#settings-delete")

@@ -37,7 +37,7 @@ export function ExportData() {
       setNote("");
       setError(
         e.status === 429
-          ? `One export a day: you can ask again ${e.body?.retry_after ? "later" : "tomorrow"}. Download the last one below.`
+          ? "One export a day: you can ask for a new one tomorrow. Download the last one below."
           : describe(e),
       );
     } finally {
