@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from sup.config import Config, load_config
 from sup.db.database import Database
 from sup.http.runner import AppRunner
 from tests.keys import DeviceKeys
+from tests.redis_server import RedisServer
 from tests.s3server import MotoS3
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -78,6 +80,19 @@ async def require_redis() -> str:
     finally:
         await client.aclose()
     return REDIS_URL
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own (tests/redis_server.py), stopped at its end."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("CI=true requires redis-server for the multi-process tests")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 class FreshPostgres:
