@@ -28,16 +28,8 @@ from sup.client.client import (
 from sup.client.crypto import DeviceCrypto, NoSession, SignedPrekey
 from sup.client.http import SupHttp, b64e
 from sup.client.store import ClientStore, StoreInUse
-from tests.conftest import Server
-from tests.test_e2e_conversations import PASSWORD, People, assert_quiet, receive
+from tests.people import PASSWORD, People, assert_quiet, receive
 from tests.torsion import mixed_order_signer
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
 
 
 async def items_until(client: Client, wanted: type, within: float = 10) -> list[Any]:
