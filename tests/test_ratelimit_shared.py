@@ -87,6 +87,19 @@ async def test_concurrent_hits_from_several_processes_spend_one_budget(shared):
     assert sum(1 for w in waits if w == 0) == 10  # atomic: never an eleventh through a race
 
 
+async def test_a_burst_of_requests_at_once_still_counts_in_redis():
+    url = await require_redis()
+    limiter = RedisRateLimiter(url, f"sup-test-{uuid.uuid4().hex[:8]}:")
+    await limiter.start()
+    try:
+        # More at once than a process has Redis connections: they wait their turn, none is counted locally.
+        waits = await asyncio.gather(*[limiter.hit("k", 10, 60) for _ in range(150)])
+        assert limiter.shared
+        assert sum(1 for w in waits if w == 0) == 10
+    finally:
+        await limiter.close()
+
+
 async def test_redis_keys_are_namespaced_and_expire():
     url = await require_redis()
     import redis.asyncio as aioredis

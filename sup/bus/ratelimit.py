@@ -72,7 +72,8 @@ class MemoryRateLimiter:
 # time is one atomic step for every process. Time is Redis's own (TIME), so processes whose clocks
 # disagree still agree on the budget. Microseconds as integers: exact in a Lua double for
 # centuries, and formatted with %.0f so SET never stores an exponent. The key expires when it
-# would be back to a full burst, so Redis holds only keys that are being limited.
+# would be back to a full burst, so Redis holds only keys that are being limited. TIME in a script
+# that writes needs Redis 5 or later (scripts replicate their effects).
 # KEYS[1]: the key. ARGV: limit, period in microseconds, 1 to count (hit) or 0 not to (peek).
 # Returns the microseconds to wait, 0 when allowed.
 GCRA_SCRIPT = """
@@ -80,7 +81,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
-local interval = math.floor(period / limit)
+local interval = math.max(1, math.floor(period / limit))
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local allow_at = tat - period + interval
@@ -95,6 +96,10 @@ return 0
 # After Redis fails, how long this process counts by itself before it asks Redis again: one
 # failed connection attempt per this many seconds, not one per request.
 RETRY_SECONDS = 5.0
+# Redis connections of one process for rate limits; one script takes well under a millisecond.
+POOL_SIZE = 32
+# How long a request may queue for one of them before it counts locally: a burst, not an outage.
+POOL_WAIT_SECONDS = 5.0
 
 
 class RedisRateLimiter:
@@ -135,10 +140,16 @@ class RedisRateLimiter:
             import redis.asyncio as aioredis
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError("redis:// rate limits need the redis extra: pip install 'sup-messenger[redis]'") from exc
-        # No retries inside the client: a request waits at most one timeout, then counts locally.
-        self._redis = aioredis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout, retry_on_timeout=False
+        # A bounded pool that a burst of requests queues on: the default pool raises "Too many
+        # connections" past 100 at once, which would send a busy server to counting locally.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_SECONDS,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._script = self._redis.register_script(GCRA_SCRIPT)
 
     async def close(self) -> None:
