@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from sup.client.client import Client, NewDevice, ReceivedMessage, SafetyNumberChanged, Undecryptable
+from sup.client.crypto import DeviceCrypto
+from sup.client.store import ClientStore
 from tests.conftest import Server, new_username
 
 PASSWORD = "correct horse battery"
@@ -41,6 +43,19 @@ class People:
         self.clients.append(client)
         await client.start()
         return client
+
+    async def with_new_identity(self, client: Client) -> Client:
+        """`client`'s device back with its tokens but a new identity key, as after losing its keys."""
+        path = str(client.store.path)
+        self.clients.remove(client)
+        await client.close()
+        store = await ClientStore.open(path)
+        await store.set(crypto=DeviceCrypto.create().to_bytes(), keys_published=0)
+        await store.close()
+        reopened = await Client.open(path)
+        self.clients.append(reopened)
+        await reopened.start()
+        return reopened
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients))

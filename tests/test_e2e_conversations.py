@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from sup.client.client import Client, ReceivedMessage, SafetyNumberChanged, Undecryptable
-from sup.client.crypto import CryptoError, DeviceCrypto
+from sup.client.crypto import CryptoError
 from sup.client.socket import SupSocket
-from sup.client.store import ClientStore
 from tests.conftest import Server, new_username
 from tests.people import PASSWORD, People, assert_quiet, receive  # tests/web import them from here too
 
@@ -229,16 +228,7 @@ async def test_a_device_that_lost_its_keys_is_shown_as_a_safety_number_change(pe
     assert [m.text for m in await receive(bob, 1)] == ["before"]
     number_before = await alice.safety_number(bob.user_id)
 
-    # bob's device comes back with its tokens but a new identity (its keys were lost)
-    store_path = str(bob.store.path)
-    people.clients.remove(bob)
-    await bob.close()
-    store = await ClientStore.open(store_path)
-    await store.set(crypto=DeviceCrypto.create().to_bytes(), keys_published=0)
-    await store.close()
-    bob = await Client.open(store_path)
-    people.clients.append(bob)
-    await bob.start()
+    bob = await people.with_new_identity(bob)  # bob's device lost its keys
 
     await asyncio.sleep(0.3)  # alice's device hears keys.changed
     await alice.send_text(chat["id"], "after")
