@@ -161,10 +161,11 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         int,
         _doc(
             "Key and prekey bundle requests by one user per minute, of all other users together "
-            "(prekey_bundles_per_user limits those of each one).",
+            "(prekey_bundles_per_user limits those of each one); a first message to a group of 1,000 "
+            "fetches about 1,000.",
             ge=1,
         ),
-    ] = 600
+    ] = 2000
     upload_requests_per_user: Annotated[
         int,
         _doc(
