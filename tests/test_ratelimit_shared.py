@@ -159,6 +159,24 @@ async def test_with_redis_down_each_process_counts_by_itself_until_redis_is_back
         await limiter.close()
 
 
+async def test_a_redis_that_hangs_is_treated_as_down_not_waited_on():
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the commands, never answers
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{port}/0", "sup-test:", timeout=0.3)
+    await limiter.start()
+    try:
+        # Each request would otherwise wait for ever; the first waits one timeout, the rest count locally.
+        waits = await asyncio.wait_for(asyncio.gather(*[limiter.hit("k", 3, 60) for _ in range(4)]), 10)
+        assert sorted(waits)[:3] == [0, 0, 0] and sorted(waits)[3] > 0
+        assert not limiter.shared
+    finally:
+        await limiter.close()
+        silent.close()
+
+
 # -- the app: every route has a budget, and processes share them ----------------------------------
 
 
