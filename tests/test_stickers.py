@@ -15,7 +15,7 @@ from sup.db.database import open_database
 from sup.ids import uuid7
 from sup.media import MediaError
 from sup.media.images import process_image
-from tests.conftest import Account, Api, Server, Socket, plain_group, png_bytes
+from tests.conftest import Account, Api, Server, Socket, plain_group, png_bytes, send
 from tests.packs import new_pack, processed, sticker_image, webp_bytes
 
 PACKS = "/api/v1/stickers/packs"
@@ -23,11 +23,7 @@ INSTALLED = "/api/v1/stickers/installed"
 
 
 async def send_sticker(api: Api, who: Account, chat_id: str, sticker_id: str):
-    return await api.post(
-        "/api/v1/messages",
-        json={"chat_id": chat_id, "client_id": str(uuid.uuid4()), "kind": "sticker", "sticker_id": sticker_id},
-        token=who.access_token,
-    )
+    return await send(api, who, chat_id, kind="sticker", sticker_id=sticker_id)
 
 
 async def test_make_publish_share_install_and_send(server: Server):
