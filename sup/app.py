@@ -156,7 +156,7 @@ def build_accounts(
         stores.recovery_codes,
         stores.invites,
         hasher,
-        AccessTokens(keys.access_tokens),
+        AccessTokens(keys.access_tokens, keys.refresh_rotation),
         TotpBox(keys.totp_encryption, keys.recovery_codes),
         LoginThrottle(
             db,
