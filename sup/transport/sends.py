@@ -11,7 +11,10 @@ from typing import Annotated, Literal
 from msgspec import Meta
 
 from sup.domain.messages import BODY_MAX, CLIENT_ID_MAX, MAX_RECIPIENTS, Outgoing
-from sup.transport.inputs import Id, Input
+from sup.transport.inputs import Id, Input, whole
+
+# A socket frame's name for its answer: echoed back, so text like any other (no NUL).
+RequestId = Annotated[str, Meta(max_length=64, pattern=whole("[^\\x00]*"))]
 
 
 class Recipient(Input):
