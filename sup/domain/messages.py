@@ -470,7 +470,8 @@ class MessageService:
         emoji = check_reaction(emoji)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            _, row = await self._access_message(tx, user_id, message_id)
+            membership, row = await self._access_message(tx, user_id, message_id)
+            chat_type = membership.chat.type
             if row.deleted_at is not None:
                 raise DomainError(Code.CONFLICT, "This message was deleted.")
             changed = (
@@ -483,7 +484,7 @@ class MessageService:
             if changed:
                 counts = {x.emoji: x.count for x in reactions}
                 await self._reaction_updated(
-                    tx, row.chat_id, message_id, user_id, emoji, add, counts.get(emoji, 0), now
+                    tx, row.chat_id, message_id, user_id, emoji, add, counts.get(emoji, 0), now, chat_type=chat_type
                 )
         return reactions
 
@@ -515,6 +516,8 @@ class MessageService:
         count: int,
         now: int,
         devices: Sequence[str] | None = None,
+        *,
+        chat_type: str | None = None,
     ) -> None:
         event = {
             "chat_id": chat_id,
@@ -524,7 +527,15 @@ class MessageService:
             "added": added,
             "count": count,
         }
-        await self._timeline.to_chat(tx, chat_id, "reaction.updated", event, now, devices=devices)
+        if chat_type is None:
+            chat_type = (await self._chats.get(tx, chat_id)).type
+        per_device = None
+        if chat_type == "channel":  # subscribers do not see each other: who reacted is for the reactor alone
+            per_device = dict.fromkeys(await self._devices.active_ids_of(tx, [user_id]), encode(event))
+            event = {**event, "user_id": None}
+        await self._timeline.to_chat(
+            tx, chat_id, "reaction.updated", event, now, per_device=per_device, devices=devices
+        )
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
         _, row = await self._access_message(self._db, user_id, message_id)
