@@ -5,8 +5,12 @@ their members to each other."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import msgspec
+
+from sup.db import migrations
 from tests.conftest import Account, Api, Server, Socket, plain_group, say
 
 
@@ -157,3 +161,46 @@ async def test_presence_is_not_shared_through_a_channel(server: Server):
     assert status.body["online"] is True, status.body
     for sock in online:
         await sock.close()
+
+
+async def test_the_upgrade_takes_back_the_membership_notices_channels_had(server: Server):
+    """Channels used to post who joined and left; migration 0013 deletes those notices (their
+    actor with them) and leaves a group's, and the channel's other system messages, alone."""
+    api = server.api
+    chat, owner, one, two = await channel_with_subscribers(api)
+    group = await plain_group(api, owner, one)
+    notices = [
+        (chat, two.user_id, {"action": "member_joined", "user_id": two.user_id, "via": "public"}),
+        (chat, owner.user_id, {"action": "members_added", "user_ids": [one.user_id]}),
+        (chat, owner.user_id, {"action": "title_changed", "title": "News"}),
+        (group, owner.user_id, {"action": "members_added", "user_ids": [one.user_id]}),
+    ]
+    async with server.db.transaction() as tx:
+        for chat_id, actor, action in notices:  # as the code before this change wrote them
+            seq = await tx.fetchval(
+                "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq", chat_id
+            )
+            await tx.execute(
+                "INSERT INTO messages (id, chat_id, seq, sender_id, client_id, content_hash, kind, body, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'system', $7, $8)",
+                str(uuid.uuid4()),
+                chat_id,
+                seq,
+                actor,
+                f"system:{uuid.uuid4()}",
+                b"",
+                msgspec.json.encode(action).decode(),
+                server.clock.now_ms(),
+            )
+    assert [m.version for m in await migrations.migrate_down(server.db)] == [13]
+    assert [m.version for m in await migrations.migrate_up(server.db, server.clock.now_ms())] == [13]
+
+    history = (await api.get(f"/api/v1/messages/chat/{chat}", token=one.access_token)).body["items"]
+    assert [(m["deleted"], m["sender_id"], m["body"]) for m in history] == [
+        (True, None, None),
+        (True, None, None),
+        (False, owner.user_id, '{"action":"title_changed","title":"News"}'),
+    ]
+    assert not mentions(history, two.user_id)
+    kept = (await api.get(f"/api/v1/messages/chat/{group}", token=one.access_token)).body["items"]
+    assert [(m["deleted"], m["sender_id"]) for m in kept] == [(False, owner.user_id)]
