@@ -145,8 +145,8 @@ class WriteBatcher:
 
 
 async def _check_guards(tx: Transaction, batch: list[_Queued]) -> dict[Guard, set[str]]:
-    """Each guard's keys that hold, one statement per guard: before any operation runs, so that
-    (on Postgres) the batch holds no row lock yet while it reads."""
+    """Each guard's keys that hold, one statement per guard however many operations name it,
+    read before any operation runs (so a refused one costs no savepoint)."""
     keys: dict[Guard, set[str]] = {}
     for item in batch:
         if item.guard is not None:
