@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from sup.db.accounts import DeviceStore
+from sup.db.batching import Guard, WriteBatcher
 from sup.domain.messages import MAX_RECIPIENTS, Outgoing
 from sup.errors import Code, DomainError
 from sup.transport.services import SERVICES
@@ -152,3 +154,46 @@ async def test_a_device_revoked_after_authentication_stores_nothing_and_others_i
         "/api/v1/messages", json={"chat_id": chat, "client_id": "x", "body": "x"}, token=phone.access_token
     )
     assert reply.status == 401
+
+
+async def test_a_batch_checks_its_guard_once_for_all_its_operations(server: Server):
+    """However many sends a batch holds, the device check is one statement, read first in the
+    batch's transaction; the operations whose device is gone do not run at all."""
+    api = server.api
+    alice = await api.register()
+    phone = await api.new_device(alice)
+    await _revoke_quietly(server, phone.device_id)
+    devices = DeviceStore()
+    asked: list[list[str]] = []
+
+    async def holding(tx, keys: list[str]) -> set[str]:
+        asked.append(keys)
+        return await devices.active_among(tx, keys)
+
+    guard = Guard(holding=holding, refusal=lambda key: LookupError(key))
+    ran: list[str] = []
+
+    def operation(name: str):
+        async def run(tx) -> str:
+            ran.append(name)
+            return await tx.fetchval("SELECT $1", name)
+
+        return run
+
+    batcher = WriteBatcher(server.db)
+    futures = [
+        batcher.enqueue(operation(f"op{i}"), guard, phone.device_id if i % 3 == 0 else alice.device_id)
+        for i in range(12)
+    ]
+    futures.append(batcher.enqueue(operation("unguarded")))
+    await batcher.start()  # everything is queued already: one batch
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    await batcher.close()
+    assert asked == [sorted({alice.device_id, phone.device_id})]
+    assert ran == [f"op{i}" for i in range(12) if i % 3] + ["unguarded"]
+    for i, result in enumerate(results[:12]):
+        if i % 3 == 0:
+            assert isinstance(result, LookupError) and result.args == (phone.device_id,)
+        else:
+            assert result == f"op{i}"
+    assert results[12] == "unguarded"
