@@ -73,6 +73,7 @@ async def test_the_recipient_cap_holds_over_rest_and_websocket(server: Server):
     await sock.send({"type": "message.send", "request_id": "many", **send})
     error = await sock.until(lambda f: f["type"] in ("error", "message.sent"))
     assert error["type"] == "error" and error["status"] == 422 and error["code"] == "validation_failed", error
+    assert error["request_id"] == "many"  # the sender waits for an answer under its id
     await sock.close()
     assert await _history(api, alice.access_token, chat) == []
 

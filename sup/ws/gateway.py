@@ -21,7 +21,7 @@ from msgspec import Meta
 from sup.domain.messages import Sent
 from sup.errors import Code, DomainError
 from sup.transport.inputs import Id, Input
-from sup.transport.sends import MessageSendFields, RequestId
+from sup.transport.sends import MessageSendFields, RequestId, request_id_of
 from sup.transport.services import SERVICES, Services
 from sup.transport.statuses import STATUS, Close
 from sup.ws.connection import Codec, Connection
@@ -176,7 +176,8 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
             try:
                 frame = decode_frame(codec, message)
             except msgspec.DecodeError as exc:
-                connection.reply(error_frame(DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}")))
+                request_id = request_id_of(message.data, message.type == WSMsgType.BINARY and codec.msgpack)
+                connection.reply(error_frame(DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}"), request_id))
                 continue
             if isinstance(frame, Ack):
                 hub.acks.ack(connection.device_id, min(frame.cursor, connection.last_sent))
