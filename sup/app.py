@@ -28,6 +28,7 @@ from sup.config import Config
 from sup.db import migrations
 from sup.db.batching import WriteBatcher
 from sup.db.database import Database, open_database
+from sup.db.install import install_namespace
 from sup.db.jobs import DatabaseJobQueue
 from sup.db.stores import Stores
 from sup.delivery import Delivery
@@ -223,14 +224,15 @@ class Realtime:
     limiter: MemoryRateLimiter | RedisRateLimiter
 
     @classmethod
-    def build(cls, config: Config, db: Database, stores: Stores, clock: Clock) -> Realtime:
-        bus = open_bus(config.bus.url)
+    def build(cls, config: Config, db: Database, stores: Stores, clock: Clock, namespace: str = "") -> Realtime:
+        """`namespace`: what the install's Redis keys and channel carry (`bus.namespace` or the install id)."""
+        bus = open_bus(config.bus.url, namespace)
         stream = EventStream(db, stores.events, clock, retention_ms=config.websocket.event_retention_days * 86_400_000)
         hub = Hub(stream, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
         bus.subscribe(hub)
-        # Redis keys under "sup:", as the bus's channel; an install namespace (bus.namespace) replaces it.
-        limiter = open_rate_limiter(config.bus.url, prefix="sup:")
-        return cls(bus, open_presence(config.bus.url), WriteBatcher(db), stream, hub, limiter)
+        # The install's namespace keeps its budgets apart from another install's on a shared Redis.
+        limiter = open_rate_limiter(config.bus.url, prefix=f"sup:{namespace}:" if namespace else "sup:")
+        return cls(bus, open_presence(config.bus.url, namespace), WriteBatcher(db), stream, hub, limiter)
 
     async def start(self) -> None:
         await self.bus.start()
@@ -541,7 +543,10 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
-        realtime = Realtime.build(config, db, Stores.for_dialect(db.dialect), clock)
+        # Every process of one install gets the same namespace from its database; no other install does.
+        shared = not config.bus.url.startswith("memory://")
+        namespace = config.bus.namespace or (await install_namespace(db, clock.now_ms()) if shared else "")
+        realtime = Realtime.build(config, db, Stores.for_dialect(db.dialect), clock, namespace)
         await realtime.start()
         background = await Background.open(config, db, clock)
         app[SERVICES] = services = build_services(config, db, hasher, clock, realtime, background, hooks)

@@ -195,6 +195,16 @@ class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             "(needs the redis extra)."
         ),
     ] = "memory://"
+    namespace: Annotated[
+        str,
+        _doc(
+            "Part of every Redis key and pub/sub channel of this install (letters, digits, . _ -). Empty: made "
+            "from the install id kept in the database and the database's file or name, so installs sharing one "
+            "Redis stay apart by themselves. Set it for a copy of a database under the same name on another "
+            "Postgres server that shares the original's Redis.",
+            pattern="^[A-Za-z0-9._-]{0,64}$",
+        ),
+    ] = ""
 
 
 class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

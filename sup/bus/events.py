@@ -75,13 +75,16 @@ class _Wire(msgspec.Struct, array_like=True):
 
 
 class RedisBus(MemoryBus):
-    """Several processes: local listeners directly, the others through Redis pub/sub."""
+    """Several processes: local listeners directly, the others through Redis pub/sub.
 
-    CHANNEL = "sup:events"
+    The channel carries the install's namespace (`bus.namespace`, by default the database's
+    install id), so that installs sharing one Redis do not hear each other.
+    """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str) -> None:
         super().__init__()
         self._url = url
+        self.channel = redis_name(namespace, "events")
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis = None
         self._reader: asyncio.Task[None] | None = None
@@ -130,7 +133,7 @@ class RedisBus(MemoryBus):
         while True:
             data = await self._outbox.get()
             try:
-                await self._redis.publish(self.CHANNEL, data)
+                await self._redis.publish(self.channel, data)
                 if failing:
                     log.info("redis publish works again")
                 failing = False
@@ -145,8 +148,8 @@ class RedisBus(MemoryBus):
         while True:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self.CHANNEL)
-                log.info("subscribed to %s", self.CHANNEL)
+                await pubsub.subscribe(self.channel)
+                log.info("subscribed to %s", self.channel)
                 async for message in pubsub.listen():
                     self._dispatch(message["data"])
             except asyncio.CancelledError:
@@ -172,9 +175,16 @@ class RedisBus(MemoryBus):
                 listener.on_ephemeral(wire.user_ids, wire.payload)
 
 
-def open_bus(url: str) -> EventBus:
+def redis_name(namespace: str, *parts: str) -> str:
+    """A Redis key or channel of this install: every one SUP uses is made here."""
+    if not namespace:
+        raise ValueError("a Redis name needs the install's namespace")
+    return ":".join(("sup", namespace, *parts))
+
+
+def open_bus(url: str, namespace: str = "") -> EventBus:
     if url.startswith("memory://"):
         return MemoryBus()
     if url.startswith(("redis://", "rediss://")):
-        return RedisBus(url)
+        return RedisBus(url, namespace)
     raise ValueError(f"unsupported bus URL scheme: {url.split(':', 1)[0]!r}; use memory:// or redis://")

@@ -15,6 +15,8 @@ import uuid
 from collections import Counter
 from typing import Protocol
 
+from sup.bus.events import redis_name
+
 # A process refreshes its entries this often; an entry lives three times as long.
 REFRESH_SECONDS = 10
 TTL_SECONDS = 3 * REFRESH_SECONDS
@@ -60,9 +62,11 @@ class MemoryPresence:
 
 
 class RedisPresence(MemoryPresence):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str) -> None:
         super().__init__()
         self._url = url
+        self._namespace = namespace
+        redis_name(namespace, "presence")  # refuse an empty namespace now, not at the first connection
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis = None
         self._refresher: asyncio.Task[None] | None = None
@@ -84,9 +88,8 @@ class RedisPresence(MemoryPresence):
                     await self._redis.hdel(self._key(user_id), self._origin)
             await self._redis.aclose()
 
-    @staticmethod
-    def _key(user_id: str) -> str:
-        return f"sup:presence:{user_id}"
+    def _key(self, user_id: str) -> str:
+        return redis_name(self._namespace, "presence", user_id)
 
     async def _others_online(self, user_id: str) -> bool:
         entries = await self._redis.hgetall(self._key(user_id))
@@ -135,5 +138,5 @@ class RedisPresence(MemoryPresence):
                     await self._mark(user_id)
 
 
-def open_presence(url: str) -> PresenceTracker:
-    return RedisPresence(url) if url.startswith(("redis://", "rediss://")) else MemoryPresence()
+def open_presence(url: str, namespace: str = "") -> PresenceTracker:
+    return RedisPresence(url, namespace) if url.startswith(("redis://", "rediss://")) else MemoryPresence()

@@ -210,6 +210,16 @@ class DeviceStore:
         )
         return [r["id"] for r in rows]
 
+    async def active_among(self, db: Queryable, device_ids: Sequence[str]) -> set[str]:
+        """Which of these devices are still active (not revoked, not logged out)."""
+        if not device_ids:
+            return set()
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(device_ids)))
+        rows = await db.fetch(
+            f"SELECT id FROM user_devices WHERE id IN ({placeholders}) AND revoked_at IS NULL", *device_ids
+        )
+        return {r["id"] for r in rows}
+
     async def known_ids(self, db: Queryable, device_ids: Sequence[str]) -> list[str]:
         """Which of these ids are devices at all (active or revoked)."""
         if not device_ids:

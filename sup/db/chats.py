@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -14,6 +15,12 @@ _CHAT_COLUMNS = (
 )
 CHAT_COLUMNS = _CHAT_COLUMNS  # for other stores that read chats (search)
 _MEMBER_COLUMNS = "m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
+# A member as the member list shows them.
+_LISTED = (
+    "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.name AS role_name, r.permissions,"
+    " u.username, u.display_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+    " JOIN users u ON u.id = m.user_id WHERE m.chat_id = $1"
+)
 
 
 class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,16 +286,28 @@ class MemberStore:
         return None if row is None else member_row(row)
 
     async def list(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[Row]:
-        return await keyset_page(
-            db,
-            "SELECT m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.name AS role_name, r.permissions,"
-            " u.username, u.display_name FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
-            " JOIN users u ON u.id = m.user_id WHERE m.chat_id = $1",
-            "m.user_id",
+        return await keyset_page(db, _LISTED, "m.user_id", chat_id, after, limit)
+
+    async def listed(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
+        """One member as `list` shows them."""
+        return await db.fetchrow(f"{_LISTED} AND m.user_id = $2", chat_id, user_id)
+
+    async def count(self, db: Queryable, chat_id: str) -> int:
+        return await db.fetchval("SELECT COUNT(*) FROM chat_members WHERE chat_id = $1", chat_id)
+
+    async def manager_devices(self, db: Queryable, chat_id: str, flags: int, also: Sequence[str] = ()) -> list[str]:
+        """The active devices of the members whose role holds any of `flags` (the owner holds all),
+        and of the members `also` names."""
+        named = "".join(f", ${i + 3}" for i in range(len(also)))
+        rows = await db.fetch(
+            "SELECT d.id FROM chat_members m JOIN chat_roles r ON r.id = m.role_id"
+            " JOIN user_devices d ON d.user_id = m.user_id AND d.revoked_at IS NULL WHERE m.chat_id = $1"
+            f" AND (r.kind = 'owner' OR (r.permissions & $2) <> 0 OR m.user_id IN (NULL{named}))",
             chat_id,
-            after,
-            limit,
+            flags,
+            *also,
         )
+        return [r["id"] for r in rows]
 
     async def chat_ids_of(self, db: Queryable, user_id: str) -> list[str]:
         """Every chat the user is a member of."""
@@ -366,10 +385,13 @@ class MemberStore:
         )
 
     async def peers(self, db: Queryable, user_id: str) -> list[str]:
-        """Everyone who shares at least one chat with the user (for presence)."""
+        """Everyone who shares a direct chat or a group with the user (for presence and key changes).
+
+        Not a channel: its subscribers do not see each other, nor does its staff see them this way.
+        """
         rows = await db.fetch(
-            "SELECT DISTINCT o.user_id FROM chat_members m JOIN chat_members o ON o.chat_id = m.chat_id"
-            " WHERE m.user_id = $1 AND o.user_id <> $1",
+            "SELECT DISTINCT o.user_id FROM chat_members m JOIN chats c ON c.id = m.chat_id AND c.type <> 'channel'"
+            " JOIN chat_members o ON o.chat_id = m.chat_id WHERE m.user_id = $1 AND o.user_id <> $1",
             user_id,
         )
         return [r["user_id"] for r in rows]

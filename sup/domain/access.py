@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sup.db.accounts import BlockStore
 from sup.db.chats import ChatRow, MemberRow, MemberStore
 from sup.db.database import Queryable
-from sup.domain.permissions import ALL, RANK, Permission
+from sup.domain.permissions import ALL, MANAGE_MEMBERS, RANK, Permission
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
 
@@ -31,6 +31,11 @@ class Membership:
     @property
     def rank(self) -> int:
         return RANK[self.member.kind]
+
+    @property
+    def sees_members(self) -> bool:
+        """Whether I may see who else is here: in a channel only those who manage members do."""
+        return self.chat.type != "channel" or bool(self.permissions & MANAGE_MEMBERS)
 
     def require(self, permission: Permission, what: str) -> None:
         if not self.permissions & permission:

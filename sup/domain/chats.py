@@ -63,7 +63,22 @@ class Member(msgspec.Struct, frozen=True):
     display_name: str
     role: Role
     joined_at: int
-    last_read_seq: int
+    # How far they have read; in a channel, null but for yourself (read positions are one's own).
+    last_read_seq: int | None
+
+
+def _member(row: Row, who_id: str, reads: bool) -> Member:
+    """A member list's row; `reads`: whether others' read positions show."""
+    return Member(
+        user_id=row["user_id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        role=_role(
+            {"id": row["role_id"], "kind": row["kind"], "name": row["role_name"], "permissions": row["permissions"]}
+        ),
+        joined_at=row["joined_at"],
+        last_read_seq=row["last_read_seq"] if reads or row["user_id"] == who_id else None,
+    )
 
 
 def _role(row: Row) -> Role:
@@ -99,8 +114,11 @@ class ChatPage(msgspec.Struct, frozen=True):
 
 
 class MemberPage(msgspec.Struct, frozen=True):
+    """Members by user id. In a channel, whoever does not manage members sees only themselves."""
+
     items: list[Member]
     next_cursor: str | None
+    member_count: int = 0  # every member, listed or not
 
 
 class ChatService:
@@ -323,15 +341,18 @@ class ChatService:
                 return
             owner_role = await self._roles.by_kind(tx, chat_id, "owner")
             await self._members.set_role(tx, chat_id, successor["user_id"], owner_role["id"])
-        await self._timeline.system(
-            tx,
-            chat_id,
-            actor_id,
-            {"action": "member_removed" if actor_id != user_id else "member_left", "user_id": user_id},
-            now,
-        )
         # The leaving member's devices hear it too, then stop hearing anything.
-        await self._timeline.to_chat(tx, chat_id, "chat.member.removed", {"chat_id": chat_id, "user_id": user_id}, now)
+        await self._timeline.membership_changed(
+            tx,
+            membership.chat.type,
+            chat_id,
+            [user_id],
+            "chat.member.removed",
+            {"chat_id": chat_id, "user_id": user_id},
+            now,
+            notice={"action": "member_removed" if actor_id != user_id else "member_left", "user_id": user_id},
+            actor_id=actor_id,
+        )
         await self._members.remove(tx, chat_id, user_id)
         if membership.chat.encrypted:
             await self._keys.member_left(tx, chat_id)
@@ -350,22 +371,15 @@ class ChatService:
     # -- members -------------------------------------------------------------------------
 
     async def members(self, who_id: str, chat_id: str, after: str | None, limit: int) -> MemberPage:
-        await self._access.access_chat(self._db, who_id, chat_id)
+        membership = await self._access.access_chat(self._db, who_id, chat_id)
+        count = await self._members.count(self._db, chat_id)
+        if not membership.sees_members:  # a channel's subscriber: their own membership, and the count
+            mine = await self._members.listed(self._db, chat_id, who_id) if after is None or after < who_id else None
+            return MemberPage([_member(mine, who_id, True)] if mine else [], None, count)
         rows = await self._members.list(self._db, chat_id, after, limit + 1)
-        items = [
-            Member(
-                user_id=r["user_id"],
-                username=r["username"],
-                display_name=r["display_name"],
-                role=_role(
-                    {"id": r["role_id"], "kind": r["kind"], "name": r["role_name"], "permissions": r["permissions"]}
-                ),
-                joined_at=r["joined_at"],
-                last_read_seq=r["last_read_seq"],
-            )
-            for r in rows[:limit]
-        ]
-        return MemberPage(items, items[-1].user_id if len(rows) > limit else None)
+        reads = membership.chat.type != "channel"  # in a channel, only one's own read position
+        items = [_member(r, who_id, reads) for r in rows[:limit]]
+        return MemberPage(items, items[-1].user_id if len(rows) > limit else None, count)
 
     async def add_members(self, who_id: str, chat_id: str, user_ids: list[str]) -> list[str]:
         """Add users; return the ones that were not members yet."""
@@ -390,9 +404,14 @@ class ChatService:
                 if await self._members.add(tx, chat_id, t, member_role["id"], now, membership.chat.last_seq)
             ]
             if added:
-                await self._timeline.system(tx, chat_id, who_id, {"action": "members_added", "user_ids": added}, now)
+                notice = {"action": "members_added", "user_ids": added}
+                chat_type = membership.chat.type
+                if chat_type != "channel":  # the system message moves last_seq: the event's chat shows it
+                    await self._timeline.system(tx, chat_id, who_id, notice, now)
                 chat = chat_from_row(await self._chats.get(tx, chat_id))
-                await self._timeline.to_chat(tx, chat_id, "chat.member.added", {"chat": chat, "user_ids": added}, now)
+                await self._timeline.membership_changed(
+                    tx, chat_type, chat_id, added, "chat.member.added", {"chat": chat, "user_ids": added}, now
+                )
         return added
 
     async def remove_member(self, who_id: str, chat_id: str, user_id: str) -> None:
@@ -430,8 +449,14 @@ class ChatService:
             ):
                 raise DomainError(Code.FORBIDDEN, "You can only manage roles below your own.")
             await self._members.set_role(tx, chat_id, user_id, role_id)
-            await self._timeline.to_chat(
-                tx, chat_id, "chat.member.updated", {"chat_id": chat_id, "user_id": user_id, "role_id": role_id}, now
+            await self._timeline.membership_changed(
+                tx,
+                membership.chat.type,
+                chat_id,
+                [user_id],
+                "chat.member.updated",
+                {"chat_id": chat_id, "user_id": user_id, "role_id": role_id},
+                now,
             )
 
     # -- roles ---------------------------------------------------------------------------

@@ -340,9 +340,14 @@ class JoinService:
         if before_announcing is not None:
             await before_announcing()
         await self._requests.remove(tx, chat_id, user_id)  # a request still waiting is moot now
-        await self._timeline.system(tx, chat_id, user_id, {"action": "member_joined", "user_id": user_id, **how}, now)
+        if chat.type != "channel":  # a channel's subscribers do not see each other come and go
+            notice = {"action": "member_joined", "user_id": user_id, **how}
+            await self._timeline.system(tx, chat_id, user_id, notice, now)
         view = chat_from_row(await self._chats.get(tx, chat_id))
-        await self._timeline.to_chat(tx, chat_id, "chat.member.added", {"chat": view, "user_ids": [user_id]}, now)
+        # How they came (a public chat, which invite): in a channel, where no system message says
+        # it, this event is what tells the people who manage members.
+        event = {"chat": view, "user_ids": [user_id], **how}
+        await self._timeline.membership_changed(tx, chat.type, chat_id, [user_id], "chat.member.added", event, now)
         return True
 
     async def _as_member(

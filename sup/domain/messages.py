@@ -17,7 +17,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.accounts import DeviceStore
-from sup.db.batching import WriteBatcher
+from sup.db.batching import Guard, WriteBatcher
 from sup.db.chats import Audience, ChatStore, MemberStore
 from sup.db.database import Database, Queryable, Transaction
 from sup.db.messages import MessageRow, MessageStore, PinStore, ReactionStore, RecipientStore
@@ -93,6 +93,12 @@ def check_outgoing(out: Outgoing) -> None:
 
     if not is_uuid(out.chat_id):
         raise DomainError(Code.NOT_FOUND, "No such chat.")
+    # Over REST the body's JSON is checked for NUL as it arrives; a socket frame (msgpack carries
+    # NUL as it is) is not, and Postgres refuses NUL in text: every send is checked here.
+    for name in ("client_id", "kind", "body"):
+        value = getattr(out, name)
+        if isinstance(value, str) and "\x00" in value:
+            raise bad("Text must not contain NUL characters.", name)
     if not 1 <= len(out.client_id) <= CLIENT_ID_MAX:
         raise bad("client_id is 1 to 64 characters (a UUID is a good choice).", "client_id")
     if out.kind not in KINDS:
@@ -101,6 +107,8 @@ def check_outgoing(out: Outgoing) -> None:
         raise bad(f"body is at most {BODY_MAX} characters.", "body")
     if out.ciphertext is not None and not 0 < len(out.ciphertext) <= CIPHERTEXT_MAX:
         raise bad(f"ciphertext is 1 to {CIPHERTEXT_MAX} bytes.", "ciphertext")
+    if len(out.recipients) > MAX_RECIPIENTS:
+        raise bad(f"A message names at most {MAX_RECIPIENTS} recipient devices.", "recipients")
     seen = set()
     for device_id, ciphertext in out.recipients:
         if not is_uuid(device_id) or device_id in seen:
@@ -130,6 +138,11 @@ def _check_everyone_reached(sender_id: str, member_ids: Sequence[str], keyed: di
             "Some members have no device that can read encrypted messages yet; send when they have logged in.",
             user_ids=unreached,
         )
+
+
+def _device_gone(device_id: str) -> DomainError:
+    # What authentication answers for a revoked device: the client knows to log in again.
+    return DomainError(Code.INVALID_TOKEN, "This session has ended; log in again.")
 
 
 def check_reaction(emoji: str) -> str:
@@ -173,6 +186,12 @@ class MessageService:
         self._batcher = batcher
         self._keys = keys
         self._clock = clock
+        # Checked in each send's transaction, once per batch: a device revoked (or logged out) a
+        # moment ago, whose socket is still open or whose request was already authenticated,
+        # stores nothing more. A revocation that commits while the batch runs is concurrent with
+        # it; no lock is taken, since a lock taken before the batch's own (in device-id order,
+        # see sup/db/events.py) could deadlock two processes' batches.
+        self._active_device = Guard(holding=devices.active_among, refusal=_device_gone)
 
     # -- send ------------------------------------------------------------------------------
 
@@ -192,7 +211,7 @@ class MessageService:
         async def operation(tx: Transaction) -> Sent:
             return await self._do_send(tx, user_id, device_id, out, digest)
 
-        return self._batcher.enqueue(operation)
+        return self._batcher.enqueue(operation, self._active_device, device_id)
 
     def _retried(self, row: MessageRow, digest: bytes) -> Message:
         if row.content_hash != digest:
@@ -451,7 +470,8 @@ class MessageService:
         emoji = check_reaction(emoji)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            _, row = await self._access_message(tx, user_id, message_id)
+            membership, row = await self._access_message(tx, user_id, message_id)
+            chat_type = membership.chat.type
             if row.deleted_at is not None:
                 raise DomainError(Code.CONFLICT, "This message was deleted.")
             changed = (
@@ -464,7 +484,7 @@ class MessageService:
             if changed:
                 counts = {x.emoji: x.count for x in reactions}
                 await self._reaction_updated(
-                    tx, row.chat_id, message_id, user_id, emoji, add, counts.get(emoji, 0), now
+                    tx, row.chat_id, message_id, user_id, emoji, add, counts.get(emoji, 0), now, chat_type=chat_type
                 )
         return reactions
 
@@ -496,6 +516,8 @@ class MessageService:
         count: int,
         now: int,
         devices: Sequence[str] | None = None,
+        *,
+        chat_type: str | None = None,
     ) -> None:
         event = {
             "chat_id": chat_id,
@@ -505,7 +527,15 @@ class MessageService:
             "added": added,
             "count": count,
         }
-        await self._timeline.to_chat(tx, chat_id, "reaction.updated", event, now, devices=devices)
+        if chat_type is None:
+            chat_type = (await self._chats.get(tx, chat_id)).type
+        per_device = None
+        if chat_type == "channel":  # subscribers do not see each other: who reacted is for the reactor alone
+            per_device = dict.fromkeys(await self._devices.active_ids_of(tx, [user_id]), encode(event))
+            event = {**event, "user_id": None}
+        await self._timeline.to_chat(
+            tx, chat_id, "reaction.updated", event, now, per_device=per_device, devices=devices
+        )
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
         _, row = await self._access_message(self._db, user_id, message_id)
@@ -533,7 +563,7 @@ class MessageService:
             # The target's rules are a send's rules: membership, permissions, blocks, encryption.
             return await self._do_send(tx, user_id, device_id, out, digest, forwarded_from=origin)
 
-        return await self._batcher.submit(operation)
+        return await self._batcher.submit(operation, self._active_device, device_id)
 
     async def pin(self, user_id: str, message_id: str, *, pinned: bool) -> None:
         now = self._clock.now_ms()

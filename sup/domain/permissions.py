@@ -18,6 +18,8 @@ class Permission(IntFlag):
 
 
 ALL = Permission(sum(Permission))
+# Who may manage members may see them: in a channel no one else does (subscribers do not see each other).
+MANAGE_MEMBERS = Permission.ADD_MEMBERS | Permission.REMOVE_MEMBERS
 NAMES = {p.name.lower(): p for p in Permission}
 
 # Default permissions of the built-in roles, per chat type. The owner always holds all.

@@ -14,6 +14,7 @@ from sup.db.chats import ChatStore, MemberStore
 from sup.db.database import Transaction
 from sup.db.messages import MessageRow, MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
+from sup.domain.permissions import MANAGE_MEMBERS
 from sup.ids import uuid7
 
 
@@ -187,6 +188,29 @@ class Timeline:
             devices = [row["id"] for row in await self._members.devices(tx, chat_id)]
         encoded = body if isinstance(body, bytes) else encode(body)
         await self._events.append(tx, event_type, devices, encoded, now, per_device=per_device)
+
+    async def membership_changed(
+        self,
+        tx: Transaction,
+        chat_type: str,
+        chat_id: str,
+        affected: Sequence[str],
+        event_type: str,
+        body: Any,
+        now: int,
+        *,
+        notice: dict[str, Any] | None = None,
+        actor_id: str | None = None,
+    ) -> None:
+        """Tell a chat that members came, went or changed role, with a system message (`notice`) for
+        its timeline. In a channel subscribers do not see each other: only those who manage members
+        and the members affected hear it, and its timeline says nothing."""
+        devices = None
+        if chat_type == "channel":
+            devices = await self._members.manager_devices(tx, chat_id, int(MANAGE_MEMBERS), affected)
+        elif notice is not None:
+            await self.system(tx, chat_id, actor_id, notice, now)
+        await self.to_chat(tx, chat_id, event_type, body, now, devices=devices)
 
     async def to_user_devices(
         self, tx: Transaction, user_ids: Sequence[str], event_type: str, body: Any, now: int

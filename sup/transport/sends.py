@@ -6,12 +6,28 @@ recipients named once); every send, from either transport, passes both.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
 
 from sup.domain.messages import BODY_MAX, CLIENT_ID_MAX, MAX_RECIPIENTS, Outgoing
-from sup.transport.inputs import Id, Input
+from sup.transport.inputs import Id, Input, whole
+
+# A socket frame's name for its answer: echoed back, so text like any other (no NUL).
+RequestId = Annotated[str, Meta(max_length=64, pattern=whole("[^\\x00]*"))]
+_request_id = msgspec.json.Decoder(RequestId)
+
+
+def request_id_of(data: Any, msgpack: bool) -> str | None:
+    """The request id of a socket frame its schema refused (a send with 5,001 recipients), if it
+    names a valid one: its sender waits for an answer under that id. Only on that error path."""
+    try:
+        frame = msgspec.msgpack.decode(data) if msgpack else msgspec.json.decode(data)
+        value = frame.get("request_id") if isinstance(frame, dict) else None
+        return _request_id.decode(msgspec.json.encode(value)) if isinstance(value, str) else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
 
 
 class Recipient(Input):

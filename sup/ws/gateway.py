@@ -21,7 +21,7 @@ from msgspec import Meta
 from sup.domain.messages import Sent
 from sup.errors import Code, DomainError
 from sup.transport.inputs import Id, Input
-from sup.transport.sends import MessageSendFields
+from sup.transport.sends import MessageSendFields, RequestId, request_id_of
 from sup.transport.services import SERVICES, Services
 from sup.transport.statuses import STATUS, Close
 from sup.ws.connection import Codec, Connection
@@ -50,7 +50,7 @@ class Ack(_Frame, tag="ack", kw_only=True):
 class Send(MessageSendFields, tag_field="type", tag="message.send", kw_only=True):
     """The same fields and checks as POST /api/v1/messages, plus a request id for the answer."""
 
-    request_id: Annotated[str, Meta(max_length=64)] | None = None
+    request_id: RequestId | None = None
 
 
 class Typing(_Frame, tag="typing", kw_only=True):
@@ -59,7 +59,7 @@ class Typing(_Frame, tag="typing", kw_only=True):
 
 
 class Ping(_Frame, tag="ping", kw_only=True):
-    request_id: Annotated[str, Meta(max_length=64)] | None = None
+    request_id: RequestId | None = None
 
 
 ClientFrame = Authenticate | Ack | Send | Typing | Ping
@@ -176,7 +176,8 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
             try:
                 frame = decode_frame(codec, message)
             except msgspec.DecodeError as exc:
-                connection.reply(error_frame(DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}")))
+                request_id = request_id_of(message.data, message.type == WSMsgType.BINARY and codec.msgpack)
+                connection.reply(error_frame(DomainError(Code.VALIDATION_FAILED, f"bad frame: {exc}"), request_id))
                 continue
             if isinstance(frame, Ack):
                 hub.acks.ack(connection.device_id, min(frame.cursor, connection.last_sent))

@@ -58,7 +58,11 @@ async def leave_chat(call: Call) -> None:
 
 
 async def list_members(call: Call) -> MemberPage:
-    """GET /api/v1/chats/{chat_id}/members: members with their roles, cursor-paginated."""
+    """GET /api/v1/chats/{chat_id}/members: members with their roles, cursor-paginated.
+
+    In a channel only those who manage members see the list; a subscriber gets their own
+    membership and `member_count`.
+    """
     return await call.services.chats.members(
         call.who.user_id, call.param("chat_id"), call.query.after, call.query.limit
     )

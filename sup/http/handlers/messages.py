@@ -11,7 +11,12 @@ from sup.http.api import Call, json_response
 
 
 async def send_message(call: Call, body: s.MessageSend) -> web.Response:
-    """POST /api/v1/messages: send; 201 when stored, 200 with the original when client_id was seen already."""
+    """POST /api/v1/messages: send; 201 when stored, 200 with the original when client_id was seen already.
+
+    The same checks as a WebSocket `message.send`: no NUL in any text, at most 5,000 recipients.
+    The sending device must still be active when the message is stored: one revoked a moment
+    earlier (after this request was authenticated) gets 401 invalid_token, and nothing is stored.
+    """
     sent = await call.services.messages.send(call.who.user_id, call.who.device_id, body.to_outgoing())
     return json_response(sent.message, 201 if sent.created else 200)
 

@@ -1,0 +1,2 @@
+DROP TABLE install_identity;
+-- The membership notices of channels stay deleted: what they said is gone.
