@@ -189,6 +189,8 @@ async def test_a_group_of_three_and_a_channel(browser: Any, sup_server: AppServe
         await alice.send("The server moves on Sunday")
         await bob.open_chat("Announcements")
         await bob.sees("The server moves on Sunday")
+        # a subscriber is not shown the others, but is told how many there are
+        await bob.page.get_by_text("Channel · 3 members").wait_for()
     finally:
         for user in (alice, bob, carol):
             await user.close()

@@ -285,12 +285,16 @@ export class Api {
     return this.post(`/chats/${encodeURIComponent(chatId)}/leave`);
   }
   async members(chatId) {
-    const all = [];
+    return (await this.membersAndCount(chatId)).items;
+  }
+  /** The members I may see (in a channel, only myself unless I manage members) and how many there are. */
+  async membersAndCount(chatId) {
+    const items = [];
     let after;
     for (;;) {
       const page = await this.get(`/chats/${encodeURIComponent(chatId)}/members`, { query: { limit: 200, after } });
-      all.push(...page.items);
-      if (!page.next_cursor) return all;
+      items.push(...page.items);
+      if (!page.next_cursor) return { items, count: page.member_count ?? items.length };
       after = page.next_cursor;
     }
   }

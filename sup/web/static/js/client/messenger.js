@@ -217,12 +217,12 @@ export class Messenger {
 
   /** A chat's members (for a direct chat, who the other person is), kept on the chat for the screens. */
   async fetchMembers(chatId) {
-    const list = await this.api.members(chatId);
+    const { items: list, count } = await this.api.membersAndCount(chatId);
     const chat = this.chats.get(chatId);
     if (!chat) return;
     const other = list.find((m) => m.user_id !== this.userId) ?? list[0];
     const work = new Work();
-    const next = { ...chat, member_ids: list.map((m) => m.user_id) };
+    const next = { ...chat, member_ids: list.map((m) => m.user_id), member_count: count };
     if (chat.type === "direct" && other) {
       next.peer = { id: other.user_id, username: other.username, display_name: other.display_name };
     }

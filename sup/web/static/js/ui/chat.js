@@ -31,7 +31,7 @@ export function ChatScreen({ chatId }) {
     ? `${typing.join(", ")} ${typing.length > 1 ? "are" : "is"} typing…`
     : chat.type === "direct"
       ? [chat.peer ? `@${chat.peer.username}` : "", lastSeen(presence)].filter(Boolean).join(" · ")
-      : `${chat.type === "channel" ? "Channel" : chat.encrypted ? "Encrypted group" : "Group"}${chat.member_ids ? ` · ${chat.member_ids.length} members` : ""}`;
+      : `${chat.type === "channel" ? "Channel" : chat.encrypted ? "Encrypted group" : "Group"}${chat.member_ids ? ` · ${memberCount(chat)}` : ""}`;
   const readUpTo = Math.max(
     0,
     ...Object.entries(chat.read_by ?? {})
@@ -396,3 +396,9 @@ function Composer({ chat, reply, setReply, editing, setEditing, inputRef }) {
 }
 
 export { navigate };
+
+/** "12 members": every member, though a channel's subscriber is shown only themselves. */
+function memberCount(chat) {
+  const n = chat.member_count ?? chat.member_ids.length;
+  return `${n} ${n === 1 ? "member" : "members"}`;
+}

@@ -11,11 +11,14 @@ export function ChatInfo({ chatId }) {
   const s = useApp();
   const chat = s.chats.find((c) => c.id === chatId);
   const [members, setMembers] = useState(null);
+  const [count, setCount] = useState(0);
   const [roles, setRoles] = useState([]);
   const [error, setError] = useState("");
   const load = async () => {
     try {
-      setMembers(await app.api.members(chatId));
+      const { items, count } = await app.api.membersAndCount(chatId);
+      setMembers(items);
+      setCount(count);
       setRoles((await app.api.roles(chatId)).roles);
     } catch (err) {
       setError(describe(err));
@@ -87,7 +90,12 @@ export function ChatInfo({ chatId }) {
       ${chat.description ? html`<p>${chat.description}</p>` : null}
     </div>
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
-    <h2>Members${members ? ` (${members.length})` : ""}</h2>
+    <h2>Members${members ? ` (${count})` : ""}</h2>
+    ${
+      members && count > members.length
+        ? html`<p class="muted">In a channel, only those who manage members see who the others are.</p>`
+        : null
+    }
     ${
       members === null
         ? html`<p>Loading…</p>`

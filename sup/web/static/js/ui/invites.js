@@ -25,7 +25,7 @@ const LIFETIMES = [
 export function ChatInvites({ chatId }) {
   // someone joined (through a link, whose use count grew): read the links again
   const chat = useApp().chats.find((c) => c.id === chatId);
-  const members = chat?.member_ids?.length ?? 0;
+  const members = chat?.member_count ?? chat?.member_ids?.length ?? 0;
   const [links, setLinks] = useState(null);
   const [requests, setRequests] = useState(null);
   const [made, setMade] = useState(null);
