@@ -109,11 +109,13 @@ class Devices:
                 work.batch.record_device(user_id, device_id, key)
             work.items.extend(notices)
             return notices
+        # Shown before the store is awaited: a send running meanwhile finds the device known and encrypts
+        # to it, so the notice must already be out (shown twice after a crash beats shown after use).
+        for notice in notices:
+            self.state.inbox.put_nowait(notice)
         async with self.state.store.batch() as batch:
             for device_id, key in fresh.items():
                 batch.record_device(user_id, device_id, key)
-        for notice in notices:
-            self.state.inbox.put_nowait(notice)
         return notices
 
     async def meet_own(self, identity_key: bytes) -> None:
