@@ -399,6 +399,10 @@ class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             le=7 * 86400,
         ),
     ] = 86400
+    ring_timeout_seconds: Annotated[
+        float,
+        _doc("How long a 1:1 call rings before it ends as missed (call signalling over the WebSocket).", gt=0, le=600),
+    ] = 45.0
 
 
 class EmailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
