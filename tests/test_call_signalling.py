@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.conftest import Account, Api, Server, Socket, plain_group
+from tests.conftest import Account, Api, Server, Socket, plain_group, require_redis
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +295,42 @@ async def test_call_frames_over_msgpack_carry_raw_ciphertext(calls_server: Serve
     finally:
         await a.close()
         await b.close()
+
+
+async def test_calls_work_across_processes_on_redis(server_factory):
+    """Two processes on one database and Redis: the caller on one, the callee's devices on both. Both devices
+    accept at once: every process decides for the same one, and the loser is told it is not ringing."""
+    redis_url = await require_redis()
+    one = await server_factory(SUP_SECRET_KEY="k" * 40, SUP_BUS_URL=redis_url, SUP_CALLS_RING_TIMEOUT_SECONDS="1.5")
+    two = await server_factory(SUP_SECRET_KEY="k" * 40, SUP_BUS_URL=redis_url, SUP_CALLS_RING_TIMEOUT_SECONDS="1.5")
+    alice, bob = await one.api.register(), await one.api.register()
+    bob2 = await one.api.new_device(bob)
+    chat_id = await direct_chat(one.api, alice, bob)
+    a, b1, b2 = await Phone.open(one, alice), await Phone.open(two, bob), await Phone.open(one, bob2)
+    try:
+        for _ in range(3):
+            call = await place(a, chat_id)
+            await b1.expect("call.incoming")
+            await b2.expect("call.incoming")
+            await asyncio.gather(
+                b1.send("call.accept", call_id=call["id"], request_id="race"),
+                b2.send("call.accept", call_id=call["id"], request_id="race"),
+            )
+            winner = (await a.expect("call.accepted", call_id=call["id"]))["device_id"]
+            won, lost = (b1, b2) if winner == bob.device_id else (b2, b1)
+            assert (await won.expect("call.accepted", request_id="race"))["device_id"] == winner
+            assert (await lost.expect("call.ended", call_id=call["id"]))["reason"] == "answered_elsewhere"
+            assert (await lost.error("race"))["code"] == "not_ringing"
+            await won.send("call.signal", call_id=call["id"], kind="answer", ciphertext="AAEC")
+            assert (await a.expect("call.signal"))["ciphertext"] == "AAEC"
+            await won.send("call.hangup", call_id=call["id"])
+            await a.expect("call.ended", call_id=call["id"])
+        # The ring timer runs on the inviting process; the callee on the other process stops ringing too.
+        call = await place(b1, chat_id)
+        assert (await a.expect("call.ended", call_id=call["id"], timeout=10))["reason"] == "timeout"
+        lines = await history_calls(one.api, alice, chat_id, 4)
+        assert [line["outcome"] for line in lines] == ["ended", "ended", "ended", "missed"]
+        assert len({line["call_id"] for line in lines}) == 4  # each written once, by the inviting process
+    finally:
+        for phone in (a, b1, b2):
+            await phone.close()
