@@ -11,7 +11,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.conftest import Account, Api, Server, Socket, plain_group, require_redis
+from sup.client.client import Client, ClientError
+from sup.client.http import ApiError
+from tests.conftest import Account, Api, Server, Socket, new_username, plain_group, require_redis
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +336,77 @@ async def test_calls_work_across_processes_on_redis(server_factory):
     finally:
         for phone in (a, b1, b2):
             await phone.close()
+
+
+# -- the SDK ----------------------------------------------------------------------------------------
+
+
+async def sdk_pair(server: Server, tmp_path) -> tuple[Client, Client, str]:
+    """Two SDK clients (Alice, Bob) with a direct chat, their sockets started."""
+    alice = await Client.register(server.url, str(tmp_path / "alice.db"), new_username(), "correct horse battery")
+    bob = await Client.register(server.url, str(tmp_path / "bob.db"), new_username(), "correct horse battery")
+    chat = await alice.direct_chat(bob.user_id)
+    await alice.start()
+    await bob.start()
+    return alice, bob, chat["id"]
+
+
+async def test_the_sdk_calls_with_sdp_and_ice_encrypted_end_to_end(calls_server: Server, tmp_path):
+    alice, bob, chat_id = await sdk_pair(calls_server, tmp_path)
+    relayed: list[dict] = []
+    bob.on_event(lambda frame: relayed.append(frame) if frame.get("type") == "call.signal" else None)
+    try:
+        call = await alice.calls.place(chat_id, video=True)
+        incoming = await bob.calls.next_event(10, kind="incoming")
+        assert incoming.call["id"] == call["id"] and incoming.call["video"] is True
+        ringing = await alice.calls.next_event(10, kind="ringing")  # Bob's SDK said it rings, by itself
+        assert ringing.device_id == bob.device_id
+        await bob.calls.accept(call["id"])
+        assert (await alice.calls.next_event(10, kind="accepted")).device_id == bob.device_id
+
+        sdp = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        await alice.calls.send_signal(call["id"], "offer", {"type": "offer", "sdp": sdp})
+        offer = await bob.calls.next_event(10, kind="signal")
+        assert (offer.signal, offer.data) == ("offer", {"type": "offer", "sdp": sdp})
+        await bob.calls.send_signal(call["id"], "answer", {"type": "answer", "sdp": sdp.replace("4611", "1164")})
+        assert (await alice.calls.next_event(10, kind="signal")).data["sdp"].startswith("v=0")
+        candidate = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host", "sdpMid": "0"}
+        await alice.calls.send_signal(call["id"], "candidate", candidate)
+        assert (await bob.calls.next_event(10, kind="signal")).data == candidate
+
+        # What the server relayed was ciphertext: neither the SDP nor the address was in it.
+        for _ in range(100):  # listeners hear a frame once its batch is handled
+            if len(relayed) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert [f["kind"] for f in relayed] == ["offer", "candidate"]
+        for frame in relayed:
+            raw = base64.b64decode(frame["ciphertext"])
+            assert b"v=0" not in raw and b"127.0.0.1" not in raw and "payload" not in frame
+
+        await bob.calls.hang_up(call["id"])
+        ended = await alice.calls.next_event(10, kind="ended")
+        assert ended.reason == "hangup" and ended.duration_ms is not None
+        assert (await bob.calls.next_event(10, kind="ended")).reason == "hangup"
+        with pytest.raises(ClientError):  # the call is over: no device to encrypt to
+            await alice.calls.send_signal(call["id"], "offer", {"type": "offer", "sdp": sdp})
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_the_sdk_declines_and_sees_a_missed_call(calls_server: Server, tmp_path):
+    alice, bob, chat_id = await sdk_pair(calls_server, tmp_path)
+    try:
+        call = await alice.calls.place(chat_id)
+        await bob.calls.next_event(10, kind="incoming")
+        await bob.calls.reject(call["id"])
+        assert (await alice.calls.next_event(10, kind="ended")).reason == "declined"
+        call = await alice.calls.place(chat_id)
+        assert (await bob.calls.next_event(10, kind="ended", call_id=call["id"])).reason == "timeout"
+        with pytest.raises(ApiError) as refused:
+            await bob.calls.accept(call["id"])
+        assert refused.value.code == "call_ended"
+    finally:
+        await alice.close()
+        await bob.close()

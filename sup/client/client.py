@@ -56,6 +56,7 @@ from typing import Any
 
 import aiohttp
 
+from sup.client.calls import CallEvent, Calls
 from sup.client.chats import Chats, is_encrypted
 from sup.client.crypto import DeviceCrypto
 from sup.client.devices import Devices
@@ -91,6 +92,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "Attachment",
     "BadDeviceKeys",
+    "CallEvent",
     "Client",
     "ClientError",
     "FoundMessage",
@@ -137,6 +139,9 @@ class Client:
         self._sender = Sender(state, self._chats, self._devices)
         self._receiver = Receiver(state, self._chats, self._devices, self._prekeys)
         self._outbox = Outbox(state, self._sender)
+        self._calls = Calls(state, self._chats, self._devices, self._sender)
+        self._calls.receiver = self._receiver
+        self._receiver.calls = self._calls
         self._receiver.listeners.append(self._outbox.on_frame)  # a device came: what waited for it goes
         self._socket: SupSocket | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -283,6 +288,11 @@ class Client:
     def socket(self) -> SupSocket | None:
         return self._socket
 
+    @property
+    def calls(self) -> Calls:
+        """1:1 calls: place, accept, reject, hang up, SDP and ICE end-to-end encrypted (calls.py)."""
+        return self._calls
+
     async def start(self) -> None:
         """Connect the event stream and start handling events (messages() does this itself)."""
         if self._pump is not None or self._state.closed:
@@ -292,6 +302,7 @@ class Client:
         self._socket.on_ready.append(self._outbox.on_ready)  # a device may have come while it was away
         await self._socket.start()
         self._receiver.socket = self._socket
+        self._calls.socket = self._socket
         self._pump = asyncio.create_task(self._receiver.run(self._socket), name=f"sup-client-{self.device_id}")
         self._state.spawn(self._prekeys.rotate_signed_prekey_if_old())
 
