@@ -66,6 +66,7 @@ class CallResult:
     candidate_types: set[str] = field(default_factory=set)  # of every local candidate in both SDPs
     selected_local_types: list[str] = field(default_factory=list)  # of the ICE pairs in use
     ended: dict[str, Any] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)  # seconds after call.invite was sent
 
 
 def _peak(frame: AudioFrame) -> int:
@@ -143,8 +144,14 @@ async def call_through_sup(caller: Client, callee: Client, chat_id: str, *, with
                 echoed.set_result(message)
 
         started = time.perf_counter()
+        marks: dict[str, float] = {}
+
+        def mark(name: str) -> None:
+            marks[name] = time.perf_counter() - started
+
         call = await caller.calls.place(chat_id)
         call_id = call["id"]
+        mark("invited")
 
         async def answer() -> None:
             await callee.calls.next_event(within, kind="incoming", call_id=call_id)
@@ -158,14 +165,18 @@ async def call_through_sup(caller: Client, callee: Client, chat_id: str, *, with
 
         answering = asyncio.ensure_future(answer())
         await caller.calls.next_event(within, kind="accepted", call_id=call_id)
+        mark("accepted")
         await pc_a.setLocalDescription(await pc_a.createOffer())
+        mark("offer_gathered")
         offer = pc_a.localDescription
         await caller.calls.send_signal(call_id, "offer", {"type": offer.type, "sdp": offer.sdp})
         reply = await caller.calls.next_event(within, kind="signal", call_id=call_id)
+        mark("answer_received")
         await pc_a.setRemoteDescription(RTCSessionDescription(**reply.data))
         await answering
         await asyncio.gather(_connected(pc_a, within), _connected(pc_b, within))
         setup = time.perf_counter() - started
+        mark("connected")
 
         if channel.readyState != "open":
             opened = asyncio.get_running_loop().create_future()
@@ -189,6 +200,7 @@ async def call_through_sup(caller: Client, callee: Client, chat_id: str, *, with
             audio_peak=peak,
             candidate_types=_candidate_types(pc_a.localDescription.sdp) | _candidate_types(pc_b.localDescription.sdp),
             selected_local_types=_selected_local_types(pc_a) + _selected_local_types(pc_b),
+            marks=marks,
         )
         await caller.calls.hang_up(call_id)
         ended = await callee.calls.next_event(within, kind="ended", call_id=call_id)
