@@ -262,6 +262,10 @@ async def test_bad_call_frames_get_clear_errors(calls_server: Server, pair):
         error = await alice.error("huge")
         assert (error["status"], error["code"], error["limit"]) == (413, "body_too_large", 65536)
         assert "at most 65536 bytes" in error["detail"]
+        sdp = "v=0\r\na=" + "x" * (1_000_000 - 7)  # an SDP of 1 MB in plaintext (the frame is under 1 MiB)
+        assert len(sdp.encode()) == 1_000_000
+        await alice.send("call.signal", call_id=call["id"], kind="offer", payload=sdp, request_id="huge2")
+        assert (await alice.error("huge2"))["code"] == "body_too_large"
         await bob.nothing("call.signal")
         # Malformed frames: a validation error, not a closed socket.
         await alice.send("call.signal", call_id=call["id"], kind="video", ciphertext="AAAA")
@@ -410,3 +414,35 @@ async def test_the_sdk_declines_and_sees_a_missed_call(calls_server: Server, tmp
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_a_blocked_caller_cannot_ring_and_a_burst_of_candidates_is_all_relayed(calls_server: Server, pair):
+    chat_id, alice, bob, _ = pair
+    api = calls_server.api
+    reply = await api.post(
+        "/api/v1/users/me/block", json={"user_id": alice.account.user_id}, token=bob.account.access_token
+    )
+    assert reply.status == 201, reply.body
+    await alice.send("call.invite", chat_id=chat_id, request_id="blocked")
+    error = await alice.error("blocked")
+    assert (error["status"], error["code"]) == (403, "blocked")
+    await bob.nothing("call.incoming")
+    reply = await api.delete(f"/api/v1/users/me/block/{alice.account.user_id}", token=bob.account.access_token)
+    assert reply.status == 204, reply.body
+
+    call = await place(alice, chat_id)
+    await bob.send("call.accept", call_id=call["id"])
+    await alice.expect("call.accepted")
+    # 200 candidates at once: past 32 in flight the server stops reading the socket for a moment (backpressure),
+    # so every one reaches Bob, in order, and none is refused or lost.
+    for n in range(200):
+        data = base64.b64encode(n.to_bytes(2, "big")).decode()
+        await alice.send("call.signal", call_id=call["id"], kind="candidate", ciphertext=data, request_id=f"c{n}")
+    relayed = []
+    for _ in range(200):
+        frame = await bob.expect("call.signal", timeout=20)
+        relayed.append(int.from_bytes(base64.b64decode(frame["ciphertext"]), "big"))
+    assert relayed == list(range(200))
+    await alice.nothing("error", within=0.2)
+    await alice.send("call.hangup", call_id=call["id"])
+    await bob.expect("call.ended", call_id=call["id"])

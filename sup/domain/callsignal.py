@@ -310,6 +310,9 @@ class CallSignalling:
             self._apply(command, outcome)
         except DomainError as error:
             outcome.fail(command.reply, error)
+        except Exception:  # a bug here must not take the bus's reader down with it
+            log.exception("call command %s failed", command.op)
+            outcome.fail(command.reply, DomainError(Code.INTERNAL, "The call command failed."))
         for reply, payload in outcome.replies:  # the answer first: `call.invited` before a `call.ended` (busy)
             if reply.origin == self.origin:
                 self._to_connection(reply.connection, payload, reply.request_id)

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sup.ws")
 
 RequestId = Annotated[str, Meta(max_length=64)]
+# Call frames of one socket being checked and published at once; beyond this the socket is not read until
+# one is done (TCP backpressure, as for message.send), so a flood of ICE candidates holds no more memory.
+MAX_PENDING = 32
 
 
 class _CallFrame(Input, tag_field="type", kw_only=True):
@@ -86,14 +89,20 @@ class CallRelay:
         self._signalling = signalling
         self._connections: weakref.WeakValueDictionary[int, Connection] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, asyncio.Semaphore] = {}
         signalling.attach(self._to_devices, self._to_connection)
 
-    def handle(self, connection: Connection, frame: CallFrame) -> None:
-        """Start handling a call frame; answers and errors come back on this socket."""
-        self._connections[id(connection)] = connection
+    async def handle(self, connection: Connection, frame: CallFrame) -> None:
+        """Start handling a call frame (waiting while MAX_PENDING of this socket's are); answers and errors
+        come back on this socket, in the order they are decided."""
+        key = id(connection)
+        self._connections[key] = connection
+        pending = self._pending.setdefault(key, asyncio.Semaphore(MAX_PENDING))
+        await pending.acquire()
         task = asyncio.create_task(self._handle(connection, frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: pending.release())
 
     async def _handle(self, connection: Connection, frame: CallFrame) -> None:
         who, key, request_id = connection.principal, id(connection), frame.request_id
@@ -125,6 +134,7 @@ class CallRelay:
     async def closed(self, connection: Connection) -> None:
         """A socket closed: when it was its device's last one here, the device's calls end."""
         self._connections.pop(id(connection), None)
+        self._pending.pop(id(connection), None)
         if self._hub.connections_of(connection.device_id):
             return
         try:

@@ -201,7 +201,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
             elif isinstance(frame, Ping):
                 connection.reply({"type": "pong", "cursor": None, "request_id": frame.request_id})
             elif isinstance(frame, CALL_FRAMES):
-                calls.handle(connection, frame)
+                await calls.handle(connection, frame)
             else:
                 connection.reply(error_frame(DomainError(Code.INVALID_REQUEST, "Already authenticated.")))
             if pump.done():
