@@ -30,6 +30,8 @@ What it does for you:
   the event cursor are committed to the store together, and only then is the cursor acked,
   so a crash never loses a ratchet step nor acknowledges a message it did not keep. A group
   message whose sender key has not arrived waits (in the store) for its `sender_key` event.
+- Calls (`client.calls`, calls.py): 1:1 calls in a direct chat are placed, answered, declined and hung up
+  over the socket; the SDP and ICE of a call are pairwise-encrypted to the one device at the other end.
 - Search: the server searches only what it can read (`search_messages`, `search_users`, `search_chats`);
   `search` looks through the messages kept on this device, encrypted chats included (store.py keeps a
   full-text index of them). Joining: `join_chat` (a public chat), `join_by_invite` (a link), and for
