@@ -28,14 +28,20 @@ export function CallButton({ chat }) {
   const s = useApp();
   if (chat.type !== "direct" || !chat.peer || !s.leading) return null;
   const busy = s.call && s.call.status !== "ended";
+  // An icon, so the header keeps room for the name at phone width.
   return html`<button
     type="button"
-    class="button small"
+    class="icon-button small call-button"
     disabled=${busy || s.connection !== "online"}
     onClick=${() => app.calls.place(chat)}
     aria-label=${`Call ${app.chatTitle(chat)}`}
+    title="Call"
   >
-    Call
+    <svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true">
+      <path
+        d="M5 4h3l2 5-2.5 1.5a11 11 0 0 0 6 6L15 14l5 2v3a2 2 0 0 1-2 2A16 16 0 0 1 3 6a2 2 0 0 1 2-2z"
+      />
+    </svg>
   </button>`;
 }
 
