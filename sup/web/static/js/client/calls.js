@@ -286,6 +286,7 @@ export class CallController {
           await this.pc.setLocalDescription(await this.pc.createOffer());
           const offer = this.pc.localDescription;
           await this.state.act("call", "signal", call.id, "offer", { type: offer.type, sdp: offer.sdp });
+          this._sdpSent();
         }
         return;
       case "call.signal":
@@ -307,6 +308,7 @@ export class CallController {
       await pc.setLocalDescription(await pc.createAnswer());
       const answer = pc.localDescription;
       await this.state.act("call", "signal", id, "answer", { type: answer.type, sdp: answer.sdp });
+      this._sdpSent();
       await this._flushCandidates();
     } else if (frame.kind === "answer") {
       await pc.setRemoteDescription(frame.data);
@@ -315,6 +317,21 @@ export class CallController {
       if (pc.remoteDescription) await pc.addIceCandidate(frame.data);
       else this._candidates.push(frame.data);
     }
+  }
+
+  /** My SDP went: the candidates gathered meanwhile follow it (the other side gets the SDP first). */
+  _sdpSent() {
+    const held = this._held ?? [];
+    this._held = null;
+    for (const candidate of held) this._sendCandidate(candidate);
+  }
+
+  _sendCandidate(candidate) {
+    const call = this.call;
+    if (!call?.id) return;
+    this.state.act("call", "signal", call.id, "candidate", candidate).catch((error) => {
+      console.warn("could not send an ICE candidate", error);
+    });
   }
 
   async _flushCandidates() {
@@ -330,6 +347,7 @@ export class CallController {
       console.info("no TURN relay from this server; direct connections only", error?.code ?? error);
     }
     this._candidates = [];
+    this._held = []; // my candidates, until my offer or answer has gone
     this.remote = new MediaStream();
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
@@ -340,12 +358,9 @@ export class CallController {
       this.state.set({ call: { ...this.call } }); // the call screen attaches the stream
     };
     pc.onicecandidate = (event) => {
-      const call = this.call;
-      if (event.candidate && call?.id) {
-        this.state.act("call", "signal", call.id, "candidate", event.candidate.toJSON()).catch((error) => {
-          console.warn("could not send an ICE candidate", error);
-        });
-      }
+      if (this.pc !== pc || !event.candidate) return;
+      if (this._held) this._held.push(event.candidate.toJSON());
+      else this._sendCandidate(event.candidate.toJSON());
     };
     pc.onconnectionstatechange = () => {
       if (this.pc !== pc) return;
