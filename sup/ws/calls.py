@@ -8,6 +8,7 @@ holds for a device, or to the one socket that asked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import weakref
 from collections.abc import Callable
@@ -87,6 +88,9 @@ class CallRelay:
         self._hub = hub
         self._render_error = render_error  # the gateway's error frame
         self._signalling = signalling
+        # Each socket gets a number of its own (an id() could be reused by a later socket).
+        self._numbers = itertools.count(1)
+        self._keys: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
         self._connections: weakref.WeakValueDictionary[int, Connection] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, asyncio.Semaphore] = {}
@@ -95,8 +99,10 @@ class CallRelay:
     async def handle(self, connection: Connection, frame: CallFrame) -> None:
         """Start handling a call frame (waiting while MAX_PENDING of this socket's are); answers and errors
         come back on this socket, in the order they are decided."""
-        key = id(connection)
-        self._connections[key] = connection
+        key = self._keys.get(connection)
+        if key is None:
+            key = self._keys[connection] = next(self._numbers)
+            self._connections[key] = connection
         pending = self._pending.setdefault(key, asyncio.Semaphore(MAX_PENDING))
         await pending.acquire()
         task = asyncio.create_task(self._handle(connection, frame))
@@ -105,7 +111,7 @@ class CallRelay:
         task.add_done_callback(lambda _: pending.release())
 
     async def _handle(self, connection: Connection, frame: CallFrame) -> None:
-        who, key, request_id = connection.principal, id(connection), frame.request_id
+        who, key, request_id = connection.principal, self._keys[connection], frame.request_id
         signalling = self._signalling
         try:
             if isinstance(frame, CallInvite):
@@ -133,8 +139,10 @@ class CallRelay:
 
     async def closed(self, connection: Connection) -> None:
         """A socket closed: when it was its device's last one here, the device's calls end."""
-        self._connections.pop(id(connection), None)
-        self._pending.pop(id(connection), None)
+        key = self._keys.pop(connection, None)
+        if key is not None:
+            self._connections.pop(key, None)
+            self._pending.pop(key, None)
         if self._hub.connections_of(connection.device_id):
             return
         try:
