@@ -11,7 +11,11 @@ Each call then echoes a line over a data channel and plays a second of audio bef
 Set-up is measured from the moment `call.invite` is sent to both peer connections being "connected";
 the marks in between say where the time goes: the invite's answer, the callee's accept (its SDK
 answers as soon as `call.incoming` arrives, so there is no human in it), the offer's candidate
-gathering (a TURN allocation), the answer's arrival, and ICE and DTLS until connected.
+gathering (a TURN allocation), the answer's arrival, ICE completed (a pair through the relays works),
+and DTLS until connected. On loopback SUP's part (to the answer) is tens of milliseconds and ICE through
+coturn a few more; most of the rest is aiortc's DTLS handshake, which here loses its first flight (sent
+before the other side listens) and waits for its retransmission timer: a property of the peers, not of
+SUP or coturn.
 
 Usage (from the project root):
 
@@ -60,7 +64,7 @@ from tests.turn_client import Coturn
 from tests.webrtc_peer import CallResult, call_through_sup
 
 TOTAL_BUDGET_S = 300.0
-MARKS = ("invited", "accepted", "offer_gathered", "answer_received", "connected")
+MARKS = ("invited", "accepted", "offer_gathered", "answer_received", "ice_completed", "connected")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
