@@ -12,10 +12,12 @@ Set-up is measured from the moment `call.invite` is sent to both peer connection
 the marks in between say where the time goes: the invite's answer, the callee's accept (its SDK
 answers as soon as `call.incoming` arrives, so there is no human in it), the offer's candidate
 gathering (a TURN allocation), the answer's arrival, ICE completed (a pair through the relays works),
-and DTLS until connected. On loopback SUP's part (to the answer) is tens of milliseconds and ICE through
-coturn a few more; most of the rest is aiortc's DTLS handshake, which here loses its first flight (sent
-before the other side listens) and waits for its retransmission timer: a property of the peers, not of
-SUP or coturn.
+and DTLS until connected. On loopback SUP's part (to the answer) is tens of milliseconds, and the caller's
+ICE completes a few later. Most of the rest is one lost packet, seen in aioice's debug log: the callee's
+first connectivity check leaves as soon as it has the offer, before the caller (which gets the answer
+next) has installed the TURN permission for it, so coturn drops it, and aioice sends it again only after
+its 500 ms STUN retransmission timer (it sends no triggered check when the caller's check arrives); DTLS
+starts on the callee's side after that. A property of the peers with relay-only candidates, not of SUP.
 
 Usage (from the project root):
 
