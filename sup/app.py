@@ -469,6 +469,8 @@ def build_services(
             rt.bus,
             clock,
             ring_timeout_seconds=config.calls.ring_timeout_seconds,
+            limiter=limiter if limits.enabled else None,
+            invites_per_minute=limits.call_invites_per_user,
         ),
         emails=emails,
         search=SearchService(db, stores.search, stores.members, access),

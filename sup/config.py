@@ -135,6 +135,9 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     uploads_per_user: Annotated[int, _doc("File uploads (whole or resumable) one user may start per minute.", ge=1)] = (
         60
     )
+    call_invites_per_user: Annotated[
+        int, _doc("1:1 calls one user may place per minute (each rings every device of someone).", ge=1)
+    ] = 20
     email_per_address: Annotated[
         int,
         _doc(

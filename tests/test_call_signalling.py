@@ -446,3 +446,23 @@ async def test_a_blocked_caller_cannot_ring_and_a_burst_of_candidates_is_all_rel
     await alice.nothing("error", within=0.2)
     await alice.send("call.hangup", call_id=call["id"])
     await bob.expect("call.ended", call_id=call["id"])
+
+
+async def test_placing_calls_again_and_again_is_rate_limited(server_factory):
+    server = await server_factory(SUP_RATELIMIT_ENABLED="true", SUP_RATELIMIT_CALL_INVITES_PER_USER="2")
+    alice, bob = await server.api.register(), await server.api.register()
+    chat_id = await direct_chat(server.api, alice, bob)
+    a, b = await Phone.open(server, alice), await Phone.open(server, bob)
+    try:
+        for _ in range(2):
+            call = await place(a, chat_id)
+            await b.expect("call.incoming", timeout=5)
+            await a.send("call.cancel", call_id=call["id"])
+            await a.expect("call.ended", call_id=call["id"])
+        await a.send("call.invite", chat_id=chat_id, request_id="third")
+        error = await a.error("third")
+        assert (error["status"], error["code"]) == (429, "rate_limited") and 0 < error["retry_after"] <= 60
+        await b.nothing("call.incoming")
+    finally:
+        await a.close()
+        await b.close()

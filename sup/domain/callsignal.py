@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import msgspec
 
 from sup.bus.events import EventBus
+from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.db.chats import MemberStore
 from sup.db.database import Database
@@ -180,6 +182,8 @@ class CallSignalling:
         clock: Clock,
         *,
         ring_timeout_seconds: float,
+        limiter: RateLimiter | None = None,
+        invites_per_minute: int = 20,
     ) -> None:
         self._db = db
         self._access = access
@@ -188,6 +192,8 @@ class CallSignalling:
         self._bus = bus
         self._clock = clock
         self._ring_timeout_ms = int(ring_timeout_seconds * 1000)
+        self._limiter = limiter
+        self._invites_per_minute = invites_per_minute
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._calls: dict[str, _Call] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -220,6 +226,12 @@ class CallSignalling:
                 field="chat_id",
             )
         await self._access.check_direct_open(self._db, membership, who.user_id)
+        if self._limiter is not None:  # ringing someone's every device again and again is harassment
+            wait = await self._limiter.hit(f"call-invites:{who.user_id}", self._invites_per_minute)
+            if wait > 0:
+                raise DomainError(
+                    Code.RATE_LIMITED, "Too many calls placed; try again later.", retry_after=math.ceil(wait)
+                )
         devices = await self._members.devices(self._db, chat_id)
         callee_id = next((row["user_id"] for row in devices if row["user_id"] != who.user_id), None)
         if callee_id is None:
