@@ -105,13 +105,13 @@ class CallRelay:
             self._connections[key] = connection
         pending = self._pending.setdefault(key, asyncio.Semaphore(MAX_PENDING))
         await pending.acquire()
-        task = asyncio.create_task(self._handle(connection, frame))
+        task = asyncio.create_task(self._handle(connection, key, frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: pending.release())
 
-    async def _handle(self, connection: Connection, frame: CallFrame) -> None:
-        who, key, request_id = connection.principal, self._keys[connection], frame.request_id
+    async def _handle(self, connection: Connection, key: int, frame: CallFrame) -> None:
+        who, request_id = connection.principal, frame.request_id
         signalling = self._signalling
         try:
             if isinstance(frame, CallInvite):
