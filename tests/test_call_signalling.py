@@ -394,6 +394,9 @@ async def test_the_sdk_calls_with_sdp_and_ice_encrypted_end_to_end(calls_server:
         assert (await bob.calls.next_event(10, kind="ended")).reason == "hangup"
         with pytest.raises(ClientError):  # the call is over: no device to encrypt to
             await alice.calls.send_signal(call["id"], "offer", {"type": "offer", "sdp": sdp})
+        await bob.calls.hang_up(call["id"])  # again: the server says the call has ended
+        refused = await bob.calls.next_event(10, kind="error", call_id=call["id"])
+        assert (refused.reason, refused.call.get("id")) == ("call_ended", None) and "ended" in refused.data
     finally:
         await alice.close()
         await bob.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,8 @@ SIGNAL_KINDS = ("offer", "answer", "candidate")
 @dataclass(frozen=True)
 class CallEvent:
     """What happened to a call: `kind` is the server frame's type without `call.` ("incoming", "ringing",
-    "accepted", "ended", "signal"). `signal` and `data` are a decrypted signal's kind and content;
+    "accepted", "ended", "signal"), or "error" when the server refused a reject, hang-up or signal (`reason` is
+    the error's code, `data` its detail). `signal` and `data` are a decrypted signal's kind and content;
     `reason` and `duration_ms` say how a call ended."""
 
     kind: str
@@ -98,11 +100,15 @@ class Calls:
 
     async def reject(self, call_id: str) -> None:
         """Decline: every device of mine stops ringing, and the caller is told."""
-        await self._socket()._send({"type": "call.reject", "call_id": call_id})
+        await self._fire({"type": "call.reject", "call_id": call_id})
 
     async def hang_up(self, call_id: str) -> None:
         """End the call (before an answer: cancel it, or decline it on a ringing device)."""
-        await self._socket()._send({"type": "call.hangup", "call_id": call_id})
+        await self._fire({"type": "call.hangup", "call_id": call_id})
+
+    async def _fire(self, frame: dict[str, Any]) -> None:
+        """Send without waiting: a refusal comes back as an "error" CallEvent (its request id names the call)."""
+        await self._socket()._send({**frame, "request_id": f"call-{frame['call_id']}-{uuid.uuid4().hex[:8]}"})
 
     async def send_signal(self, call_id: str, kind: str, data: Any) -> None:
         """An SDP offer or answer (`{"type", "sdp"}`) or an ICE candidate, encrypted to the device at the other end."""
@@ -123,8 +129,7 @@ class Calls:
                 )
             finally:
                 await self.state.save_crypto()
-        frame = {"type": "call.signal", "call_id": call_id, "kind": kind, "ciphertext": b64e(ciphertext)}
-        await self._socket()._send(frame)
+        await self._fire({"type": "call.signal", "call_id": call_id, "kind": kind, "ciphertext": b64e(ciphertext)})
 
     async def events(self):
         """Call events as they come (one consumer)."""
@@ -160,6 +165,15 @@ class Calls:
     # -- frames from the server (in the receiver's batch, crypto lock held) ------------------------
 
     async def on_frame(self, frame: dict[str, Any], work: Work) -> None:
+        if frame["type"] == "error":  # the answer to a frame sent by _fire
+            call_id = str(frame.get("request_id") or "")[len("call-") : len("call-") + 36]
+            call = self._calls.get(call_id)
+            self._emit(
+                CallEvent(
+                    "error", call_id, call.info if call else {}, reason=frame.get("code"), data=frame.get("detail")
+                )
+            )
+            return
         kind = frame["type"].removeprefix("call.")
         if kind == "incoming":
             info = frame["call"]

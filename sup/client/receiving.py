@@ -107,7 +107,10 @@ class Receiver:
             await self.devices.on_keys_changed(frame, work)
         elif kind in ("chat.created", "chat.updated", "chat.member.added", "chat.member.removed", "chat.deleted"):
             await self.chats.on_event(frame, work)
-        elif isinstance(kind, str) and kind.startswith("call.") and self.calls is not None:
+        elif self.calls is not None and (
+            (isinstance(kind, str) and kind.startswith("call."))
+            or (kind == "error" and str(frame.get("request_id") or "").startswith("call-"))
+        ):
             await self.calls.on_frame(frame, work)
         elif kind == "prekeys.low":
             work.after_commit.append(self.prekeys.top_up)
