@@ -22,7 +22,7 @@ from sup import __version__
 from sup.blobs.store import BlobSettings, BlobStore, open_blob_store
 from sup.bus.events import EventBus, open_bus
 from sup.bus.presence import PresenceTracker, open_presence
-from sup.bus.ratelimit import MemoryRateLimiter
+from sup.bus.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, open_rate_limiter
 from sup.clock import Clock
 from sup.config import Config
 from sup.db import migrations
@@ -47,6 +47,7 @@ from sup.domain.health import Health
 from sup.domain.joining import JoinService
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
+from sup.domain.limits import RequestLimits
 from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
@@ -147,7 +148,7 @@ def build_accounts(
     clock: Clock,
     key_changes: KeyChanges,
     keys: ServerKeys,
-    limiter: MemoryRateLimiter,
+    limiter: RateLimiter,
     hooks: Hooks | None = None,
 ) -> AccountService:
     return AccountService(
@@ -158,7 +159,7 @@ def build_accounts(
         stores.recovery_codes,
         stores.invites,
         hasher,
-        AccessTokens(keys.access_tokens),
+        AccessTokens(keys.access_tokens, keys.refresh_rotation),
         TotpBox(keys.totp_encryption, keys.recovery_codes),
         LoginThrottle(
             db,
@@ -214,13 +215,15 @@ def build_admin_service(config: Config, db: Database, clock: Clock) -> AdminServ
 
 @dataclass
 class Realtime:
-    """The parts that move events: bus, presence, group commit, the event stream and the WebSocket hub."""
+    """The parts that move events: bus, presence, group commit, the event stream and the WebSocket hub;
+    and the rate limiter, which counts where the bus is (in Redis, every process spends one budget)."""
 
     bus: EventBus
     tracker: PresenceTracker
     batcher: WriteBatcher
     stream: EventStream
     hub: Hub
+    limiter: MemoryRateLimiter | RedisRateLimiter
 
     @classmethod
     def build(cls, config: Config, db: Database, stores: Stores, clock: Clock) -> Realtime:
@@ -228,17 +231,21 @@ class Realtime:
         stream = EventStream(db, stores.events, clock, retention_ms=config.websocket.event_retention_days * 86_400_000)
         hub = Hub(stream, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
         bus.subscribe(hub)
-        return cls(bus, open_presence(config.bus.url), WriteBatcher(db), stream, hub)
+        # Redis keys under "sup:", as the bus's channel; an install namespace (bus.namespace) replaces it.
+        limiter = open_rate_limiter(config.bus.url, prefix="sup:")
+        return cls(bus, open_presence(config.bus.url), WriteBatcher(db), stream, hub, limiter)
 
     async def start(self) -> None:
         await self.bus.start()
         await self.tracker.start()
+        await self.limiter.start()
         await self.batcher.start()
         await self.hub.start()
 
     async def close(self) -> None:
         await self.batcher.close()
         await self.tracker.close()
+        await self.limiter.close()
         await self.bus.close()
 
 
@@ -308,7 +315,7 @@ def build_services(
     """Every domain service, each given the stores and services it uses and nothing else."""
     stores = Stores.for_dialect(db.dialect)
     hooks = hooks or Hooks.none()
-    limiter = MemoryRateLimiter()  # one per process; keys are prefixed by what they count
+    limiter = rt.limiter  # keys are prefixed by what they count
     limits = config.ratelimit
     access = ChatAccess(stores.members, stores.blocks)
     writer = EventWriter(stores.events, rt.bus)
@@ -486,6 +493,7 @@ def build_services(
             chats,
             clock,
         ),
+        limits=RequestLimits(limiter, limits),
     )
 
 

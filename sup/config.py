@@ -96,7 +96,11 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    enabled: Annotated[bool, _doc("Limit authentication attempts, prekey bundle fetches and uploads.")] = True
+    """Rate limits; on a redis:// bus every process shares them ([operations.md](operations.md#rate-limits))."""
+
+    enabled: Annotated[
+        bool, _doc("Limit requests: every API route has a budget, and logins, uploads and emails their own too.")
+    ] = True
     auth_per_ip: Annotated[int, _doc("Authentication requests per minute from one IP address.", ge=1)] = 30
     auth_per_account: Annotated[
         int,
@@ -147,6 +151,43 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         ),
     ] = 5
     email_per_ip: Annotated[int, _doc("Requests per hour from one IP address that would send an email.", ge=1)] = 20
+    sends_per_user: Annotated[
+        int,
+        _doc("Messages (sends and forwards) one user may send per minute, from all devices together.", ge=1),
+    ] = 300
+    search_per_user: Annotated[int, _doc("Searches (users, chats, messages) one user may run per minute.", ge=1)] = 60
+    joins_per_user: Annotated[
+        int,
+        _doc("Invite link previews and joins by one user per minute (each preview tries an invite code).", ge=1),
+    ] = 20
+    prekey_fetches_per_user: Annotated[
+        int,
+        _doc(
+            "Key and prekey bundle requests by one user per minute, of all other users together "
+            "(prekey_bundles_per_user limits those of each one); a first message to a group of 1,000 "
+            "fetches about 1,000.",
+            ge=1,
+        ),
+    ] = 2000
+    upload_requests_per_user: Annotated[
+        int,
+        _doc(
+            "Upload requests (starts, chunks, status, completions) by one user per minute "
+            "(uploads_per_user limits how many start).",
+            ge=1,
+        ),
+    ] = 1200
+    requests_per_user: Annotated[
+        int, _doc("Every other API request by one logged-in user per minute, from all devices together.", ge=1)
+    ] = 1200
+    requests_per_ip: Annotated[
+        int,
+        _doc(
+            "API requests with no logged-in user from one IP address per minute: health checks, media by "
+            "signed URL, WebSocket upgrades, logins, registrations.",
+            ge=1,
+        ),
+    ] = 1200
 
 
 class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ SECRETS_FILE = "secrets.json"
 @dataclass(frozen=True)
 class ServerKeys:
     access_tokens: bytes
+    refresh_rotation: bytes
     totp_encryption: bytes
     recovery_codes: bytes
     media_urls: bytes
@@ -35,6 +36,7 @@ class ServerKeys:
 
         return cls(
             access_tokens=sub("sup access tokens v1"),
+            refresh_rotation=sub("sup refresh rotation v1"),
             totp_encryption=sub("sup totp secrets v1"),
             recovery_codes=sub("sup recovery codes v1"),
             media_urls=sub("sup media urls v1"),

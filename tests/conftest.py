@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from sup.config import Config, load_config
 from sup.db.database import Database
 from sup.http.runner import AppRunner
 from tests.keys import DeviceKeys
+from tests.redis_server import RedisServer
 from tests.s3server import MotoS3
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -78,6 +80,19 @@ async def require_redis() -> str:
     finally:
         await client.aclose()
     return REDIS_URL
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own (tests/redis_server.py), stopped at its end."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("CI=true requires redis-server for the multi-process tests")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 class FreshPostgres:
@@ -232,6 +247,16 @@ class Api:
             params=query,
         )
 
+    async def put_chunk(self, who: Account, upload_id: str, index: int | str, data: bytes) -> Reply:
+        """PUT one chunk of a resumable upload, as the raw body (`index` as it goes into the path)."""
+        return await self.request(
+            "PUT",
+            f"/api/v1/media/uploads/{upload_id}/chunks/{index}",
+            data=data,
+            token=who.access_token,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
     async def login(self, account: Account, **extra: Any) -> Reply:
         return await self.post(
             "/api/v1/auth/login", json={"username": account.username, "password": account.password, **extra}
@@ -335,6 +360,16 @@ async def server(server_factory: ServerFactory) -> Server:
 @pytest.fixture(scope="module")
 async def api(server: Server) -> Api:
     return server.api
+
+
+@pytest.fixture
+async def people(server: Server, tmp_path) -> AsyncIterator[Any]:
+    """SDK clients on this module's server (tests/people.py), closed at the end of the test."""
+    from tests.people import People  # it imports this module
+
+    group = People(server, tmp_path)
+    yield group
+    await group.close()
 
 
 class _SlowCallbacks(logging.Handler):
@@ -460,9 +495,14 @@ async def plain_group(api: Api, owner: Account, *members: Account, title: str = 
     return reply.body["id"]
 
 
-async def say(api: Api, who: Account, chat_id: str, body: str, client_id: str | None = None) -> Reply:
+async def send(api: Api, who: Account, chat_id: str, client_id: str | None = None, **fields: Any) -> Reply:
+    """POST /api/v1/messages with these fields (`kind`, `body`, `media_id`...); a fresh client_id unless given."""
     return await api.post(
         "/api/v1/messages",
-        json={"chat_id": chat_id, "client_id": client_id or str(uuid.uuid4()), "body": body},
+        json={"chat_id": chat_id, "client_id": client_id or str(uuid.uuid4()), **fields},
         token=who.access_token,
     )
+
+
+async def say(api: Api, who: Account, chat_id: str, body: str, client_id: str | None = None) -> Reply:
+    return await send(api, who, chat_id, client_id, body=body)

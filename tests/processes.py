@@ -7,7 +7,15 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from tests.conftest import Api
 
 LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 
@@ -89,3 +97,22 @@ class Running:
     async def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, nothing."""
         await self.stop(signal.SIGKILL)
+
+
+@asynccontextmanager
+async def two_processes(tmp_path: Path, database_url: str, **env: str) -> AsyncIterator[tuple[Api, Api]]:
+    """Two `sup run` processes on one database (data dirs a/ and b/), a client for each; stopped afterwards."""
+    from tests.conftest import Api  # it imports this module
+
+    first = await Running.start(sup_env(tmp_path / "a", database_url, **env))
+    try:
+        second = await Running.start(sup_env(tmp_path / "b", database_url, **env))
+    except BaseException:
+        await first.stop()
+        raise
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Api(first.url, session), Api(second.url, session)
+    finally:
+        await first.stop()
+        await second.stop()

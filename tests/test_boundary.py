@@ -117,12 +117,7 @@ async def test_a_chunk_index_is_ascii_digits(api: Api, index: str):
     alice = await api.register()
     started = await api.post("/api/v1/media/uploads", json={"size": 10}, token=alice.access_token)
     upload_id = started.body["upload_id"]
-    reply = await api.request(
-        "PUT",
-        f"/api/v1/media/uploads/{upload_id}/chunks/{index}",
-        data=b"0123456789",
-        token=alice.access_token,
-    )
+    reply = await api.put_chunk(alice, upload_id, index, b"0123456789")
     assert_problem(reply, 422, "validation_failed")
 
 

@@ -12,15 +12,7 @@ import pytest
 from sup.client.client import FoundMessage, ReceivedMessage, invite_code
 from sup.client.store import ClientStore
 from sup.searchtext import query_terms
-from tests.conftest import Server
-from tests.test_e2e_conversations import People, receive
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
+from tests.people import People, receive
 
 
 def texts(found: list[FoundMessage]) -> list[str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,68 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import IN_CI, Api, Server, Socket, plain_group, require_redis, say
+from tests.conftest import Api, Server, Socket, plain_group, require_redis, say
 from tests.processes import Running, sup_env
 
 SECRET = "delivery-tests-shared-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A throwaway redis-server on a loopback port, which tests may stop and start again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-@pytest.fixture
-async def redis_server():
-    if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("CI=true requires redis-server for the multi-process tests")
-        pytest.skip("redis-server is not installed")
-    server = RedisServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def collect(sock: Socket, want: set[str], into: list[dict[str, Any]], timeout: float) -> None:

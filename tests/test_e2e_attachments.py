@@ -21,16 +21,9 @@ from sup.client.crypto import DecryptError
 from sup.client.http import ApiError
 from tests import media_samples as samples
 from tests.conftest import Server
-from tests.test_e2e_conversations import People, receive
+from tests.people import People, receive
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
 
 
 async def attachment_of(device: Client, sent: dict[str, Any]) -> Attachment:

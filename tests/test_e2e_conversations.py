@@ -6,78 +6,15 @@ Every device decrypts every message meant for it; the server only ever relays ci
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 import pytest
 
-from sup.client.client import Client, NewDevice, ReceivedMessage, SafetyNumberChanged, Undecryptable
-from sup.client.crypto import CryptoError, DeviceCrypto
+from sup.client.client import Client, ReceivedMessage, SafetyNumberChanged, Undecryptable
+from sup.client.crypto import CryptoError
 from sup.client.socket import SupSocket
-from sup.client.store import ClientStore
 from tests.conftest import Server, new_username
-
-PASSWORD = "correct horse battery"
-
-_names = itertools.count()
-
-
-class People:
-    """Clients made for one test, closed at its end."""
-
-    def __init__(self, server: Server, tmp_path) -> None:
-        self.server = server
-        self.tmp_path = tmp_path
-        self.clients: list[Client] = []
-
-    def _path(self) -> str:
-        return str(self.tmp_path / f"device-{next(_names)}.db")
-
-    async def register(self) -> Client:
-        client = await Client.register(self.server.url, self._path(), new_username(), PASSWORD)
-        self.clients.append(client)
-        await client.start()
-        return client
-
-    async def another_device(self, of: Client, device_name: str = "") -> Client:
-        client = await Client.login(self.server.url, self._path(), of.username or "", PASSWORD, device_name=device_name)
-        self.clients.append(client)
-        await client.start()
-        return client
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.clients))
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
-
-
-async def receive(client: Client, count: int, within: float = 15) -> list[ReceivedMessage | Undecryptable]:
-    """The next `count` messages (decrypted or not) of one client; safety-number and new-device notices are skipped."""
-    found: list[Any] = []
-    while len(found) < count:
-        item = await client.next_message(within)
-        if not isinstance(item, SafetyNumberChanged | NewDevice):
-            found.append(item)
-    return found
-
-
-async def next_of(client: Client, *kinds: type, within: float = 10) -> Any:
-    """The next item of one of these kinds; the others before it are skipped."""
-    while True:
-        item = await client.next_message(within)
-        if isinstance(item, kinds):
-            return item
-
-
-async def assert_quiet(*clients: Client) -> None:
-    for client in clients:
-        with pytest.raises(TimeoutError):
-            await receive(client, 1, within=0.3)
+from tests.people import PASSWORD, People, assert_quiet, receive  # tests/web import them from here too
 
 
 async def test_two_users_with_two_devices_each_in_a_direct_chat(people: People):
@@ -291,16 +228,7 @@ async def test_a_device_that_lost_its_keys_is_shown_as_a_safety_number_change(pe
     assert [m.text for m in await receive(bob, 1)] == ["before"]
     number_before = await alice.safety_number(bob.user_id)
 
-    # bob's device comes back with its tokens but a new identity (its keys were lost)
-    store_path = str(bob.store.path)
-    people.clients.remove(bob)
-    await bob.close()
-    store = await ClientStore.open(store_path)
-    await store.set(crypto=DeviceCrypto.create().to_bytes(), keys_published=0)
-    await store.close()
-    bob = await Client.open(store_path)
-    people.clients.append(bob)
-    await bob.start()
+    bob = await people.with_new_identity(bob)  # bob's device lost its keys
 
     await asyncio.sleep(0.3)  # alice's device hears keys.changed
     await alice.send_text(chat["id"], "after")

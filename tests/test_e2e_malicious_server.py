@@ -28,16 +28,8 @@ from sup.client.client import (
 from sup.client.crypto import DeviceCrypto, NoSession, SignedPrekey
 from sup.client.http import SupHttp, b64e
 from sup.client.store import ClientStore, StoreInUse
-from tests.conftest import Server
-from tests.test_e2e_conversations import PASSWORD, People, assert_quiet, receive
+from tests.people import PASSWORD, People, assert_quiet, receive
 from tests.torsion import mixed_order_signer
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
 
 
 async def items_until(client: Client, wanted: type, within: float = 10) -> list[Any]:
@@ -282,16 +274,7 @@ async def test_messages_from_an_untrusted_identity_wait_for_trust(people: People
     await alice.send_text(chat["id"], "before")
     assert [m.text for m in await receive(bob, 1)] == ["before"]
 
-    # bob's device comes back with a new identity key (or the server swapped it)
-    path = str(bob.store.path)
-    people.clients.remove(bob)
-    await bob.close()
-    store = await ClientStore.open(path)
-    await store.set(crypto=DeviceCrypto.create().to_bytes(), keys_published=0)
-    await store.close()
-    bob = await Client.open(path)
-    people.clients.append(bob)
-    await bob.start()
+    bob = await people.with_new_identity(bob)  # or the server swapped his identity key
 
     held = [await bob.send_text(chat["id"], f"new key {n}") for n in range(2)]
     notice = (await items_until(alice, SafetyNumberChanged))[-1]

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from sup.client.client import Client, NewDevice
-from tests.conftest import Server
-from tests.test_e2e_conversations import People, next_of, receive
+from tests.people import People, next_of, receive
 
 
 def watch(client: Client) -> list[tuple[str, Any]]:
@@ -41,13 +38,6 @@ def announced_before_use(log: list[tuple[str, Any]], device_id: str) -> bool:
     ]
     used = [n for n, (what, item) in enumerate(log) if what == "encrypted to" and item == device_id]
     return bool(shown) and isinstance(log[shown[0]][1], NewDevice) and (not used or shown[0] < used[0])
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
 
 
 async def test_a_new_device_is_announced_by_name_while_nothing_is_sent(people: People):

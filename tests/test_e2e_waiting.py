@@ -20,14 +20,7 @@ from sup.client.client import (
 )
 from sup.transport.services import SERVICES
 from tests.conftest import Server, new_username
-from tests.test_e2e_conversations import PASSWORD, People, next_of, receive
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
+from tests.people import PASSWORD, People, next_of, receive
 
 
 async def created_by_an_admin(server: Server) -> tuple[str, str]:

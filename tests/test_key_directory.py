@@ -12,12 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.conftest import Account, Api, Server, ServerFactory, Socket, plain_group, require_postgres
 from tests.keys import DeviceKeys, b64, raw
-from tests.processes import Running, sup_env
+from tests.processes import two_processes
 
 
 async def publish(api: Api, who: Account, keys: DeviceKeys | None = None, one_time: int = 5) -> DeviceKeys:
@@ -363,19 +362,11 @@ async def test_concurrent_bundle_fetches_across_two_processes_never_share_a_prek
     """50 fetches, two processes, one Postgres: 50 distinct one-time prekeys or fewer, never one twice."""
     await require_postgres()
     database_url = await fresh_postgres.create()
-    env = {"SUP_SECRET_KEY": "k" * 40}
-    first = await Running.start(sup_env(tmp_path / "a", database_url, **env))
-    second = await Running.start(sup_env(tmp_path / "b", database_url, **env))
-    try:
-        async with aiohttp.ClientSession() as session:
-            api_a, api_b = Api(first.url, session), Api(second.url, session)
-            alice, bob = await api_a.register(), await api_b.register()
-            await publish(api_a, alice, one_time=40)
-            path = f"/api/v1/crypto/prekeys/{alice.user_id}/{alice.device_id}"
-            replies = await asyncio.gather(*(api.get(path, token=bob.access_token) for api in [api_a, api_b] * 25))
-            assert all(r.status == 200 for r in replies)
-            handed = [r.body["one_time_prekey"]["key_id"] for r in replies if r.body["one_time_prekey"]]
-            assert len(handed) == 40 and len(set(handed)) == 40
-    finally:
-        await first.stop()
-        await second.stop()
+    async with two_processes(tmp_path, database_url, SUP_SECRET_KEY="k" * 40) as (api_a, api_b):
+        alice, bob = await api_a.register(), await api_b.register()
+        await publish(api_a, alice, one_time=40)
+        path = f"/api/v1/crypto/prekeys/{alice.user_id}/{alice.device_id}"
+        replies = await asyncio.gather(*(api.get(path, token=bob.access_token) for api in [api_a, api_b] * 25))
+        assert all(r.status == 200 for r in replies)
+        handed = [r.body["one_time_prekey"]["key_id"] for r in replies if r.body["one_time_prekey"]]
+        assert len(handed) == 40 and len(set(handed)) == 40

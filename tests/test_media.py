@@ -23,9 +23,20 @@ from PIL import Image
 from sup.app import SCHEDULER
 from sup.transport.services import SERVICES
 from tests import media_samples as samples
-from tests.conftest import Account, Api, Reply, Server, ServerFactory, Socket, plain_group, png_bytes, require_postgres
+from tests.conftest import (
+    Account,
+    Api,
+    Reply,
+    Server,
+    ServerFactory,
+    Socket,
+    plain_group,
+    png_bytes,
+    require_postgres,
+    send,
+)
 from tests.packs import processed
-from tests.processes import Running, sup_env
+from tests.processes import two_processes
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 MEDIA = "/api/v1/media"
@@ -75,11 +86,7 @@ async def channel_with(api: Api, owner: Account, *members: Account) -> str:
 
 
 async def attach(api: Api, who: Account, chat_id: str, media_id: str) -> Reply:
-    return await api.post(
-        "/api/v1/messages",
-        json={"chat_id": chat_id, "client_id": str(uuid.uuid4()), "kind": "media", "media_id": media_id},
-        token=who.access_token,
-    )
+    return await send(api, who, chat_id, kind="media", media_id=media_id)
 
 
 # -- the main flows, on disk and on S3 ---------------------------------------------------------
@@ -188,13 +195,7 @@ async def test_resumable_upload_in_any_order_after_a_dropped_connection(media_se
     pieces = [data[i * chunk : (i + 1) * chunk] for i in range(3)]
 
     async def put(index: int, body: bytes) -> Reply:
-        return await api.request(
-            "PUT",
-            f"{MEDIA}/uploads/{upload}/chunks/{index}",
-            data=body,
-            token=alice.access_token,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        return await api.put_chunk(alice, upload, index, body)
 
     assert (await put(2, pieces[2])).body["received"] == [2]
     # chunk 0 dies halfway: the connection drops with half the declared bytes sent
@@ -416,18 +417,17 @@ async def test_encrypted_attachments_are_opaque_and_stay_in_encrypted_chats(api:
     )
     envelope = {"recipients": [{"device_id": bob.device_id, "ciphertext": base64.b64encode(b"sealed").decode()}]}
 
-    async def send(chat_id: str, media_id: str, **extra: Any) -> Reply:
-        body = {"chat_id": chat_id, "client_id": str(uuid.uuid4()), "kind": "media", "media_id": media_id, **extra}
-        return await api.post("/api/v1/messages", json=body, token=alice.access_token)
+    async def share(chat_id: str, media_id: str, **extra: Any) -> Reply:
+        return await send(api, alice, chat_id, kind="media", media_id=media_id, **extra)
 
-    assert (await send(direct.body["id"], plain["id"], **envelope)).status == 422
-    ok = await send(direct.body["id"], sealed["id"], **envelope)
+    assert (await share(direct.body["id"], plain["id"], **envelope)).status == 422
+    ok = await share(direct.body["id"], sealed["id"], **envelope)
     assert ok.status == 201
     status, body, headers = await download(api, bob, f"{MEDIA}/download/{sealed['id']}")
     assert status == 200 and body == photo and headers["Content-Type"] == "application/octet-stream"
     assert "attachment" in headers["Content-Disposition"]
     channel = await channel_with(api, alice, bob)
-    assert (await send(channel, sealed["id"], body="look")).status == 422
+    assert (await share(channel, sealed["id"], body="look")).status == 422
     assert (await api.get(f"{MEDIA}/thumbnail/{sealed['id']}", token=alice.access_token)).status == 404
 
 
@@ -574,13 +574,7 @@ async def test_chunks_out_of_range_or_of_the_wrong_size(server: Server):
     upload = (await api.post(f"{MEDIA}/uploads", json={"size": 10}, token=alice.access_token)).body["upload_id"]
 
     async def put(who: Account, index: str, body: bytes) -> Reply:
-        return await api.request(
-            "PUT",
-            f"{MEDIA}/uploads/{upload}/chunks/{index}",
-            data=body,
-            token=who.access_token,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        return await api.put_chunk(who, upload, index, body)
 
     assert (await put(alice, "1", b"0123456789")).status == 416
     assert (await put(alice, "-1", b"0123456789")).status == 422
@@ -632,13 +626,7 @@ async def test_malicious_headers_names_and_indexes_get_4xx_not_500(server: Serve
         assert (await download(api, alice, path, Range=header))[0] == 200, header[:20]
     upload = (await api.post(f"{MEDIA}/uploads", json={"size": 10}, token=alice.access_token)).body["upload_id"]
     for index in ("%C2%B2", "%E2%91%A0", "%D9%A0"):  # superscript two, circled one, Arabic-Indic zero
-        reply = await api.request(
-            "PUT",
-            f"{MEDIA}/uploads/{upload}/chunks/{index}",
-            data=b"0123456789",
-            token=alice.access_token,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        reply = await api.put_chunk(alice, upload, index, b"0123456789")
         assert reply.status == 422, index
     headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
     for part_headers in (
@@ -739,37 +727,23 @@ async def test_two_processes_share_files_on_postgres_and_s3(fresh_postgres, moto
         "SUP_BLOBS_S3_CREATE_BUCKET": "true",
         "SUP_JOBS_POLL_INTERVAL_SECONDS": "0.5",
     }
-    first = await Running.start(sup_env(tmp_path / "a", database_url, **shared))
-    second = await Running.start(sup_env(tmp_path / "b", database_url, **shared))
-    try:
-        async with aiohttp.ClientSession() as session:
-            api_a, api_b = Api(first.url, session), Api(second.url, session)
-            alice, bob = await api_a.register(), await api_b.register()
-            photo = samples.jpeg(640, 480, orientation=6) + os.urandom(8)
-            media = (await api_a.upload(alice, photo)).body
-            ready = await processed(api_b, alice, media["id"])  # processed by either, seen from both
-            assert ready["status"] == "ready" and (ready["width"], ready["height"]) == (480, 640)
-            chat = await channel_with(api_a, alice, bob)
-            assert (await attach(api_a, alice, chat, media["id"])).status == 201
-            status, served, _ = await download(api_b, bob, f"{MEDIA}/download/{media['id']}")
-            assert status == 200 and served[:2] == b"\xff\xd8"
-            assert (await download(api_a, bob, f"{MEDIA}/download/{media['id']}"))[1] == served
-            # A resumable upload started on one process and finished on the other.
-            started = await api_a.post(f"{MEDIA}/uploads", json={"size": 20}, token=alice.access_token)
-            upload = started.body["upload_id"]
-            put = await api_b.request(
-                "PUT",
-                f"{MEDIA}/uploads/{upload}/chunks/0",
-                data=b"0123456789abcdefghij",
-                token=alice.access_token,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            assert put.status == 200
-            done = await api_a.post(f"{MEDIA}/uploads/{upload}/complete", token=alice.access_token)
-            assert done.status == 201 and done.body["size"] == 20
-    finally:
-        await first.stop()
-        await second.stop()
+    async with two_processes(tmp_path, database_url, **shared) as (api_a, api_b):
+        alice, bob = await api_a.register(), await api_b.register()
+        photo = samples.jpeg(640, 480, orientation=6) + os.urandom(8)
+        media = (await api_a.upload(alice, photo)).body
+        ready = await processed(api_b, alice, media["id"])  # processed by either, seen from both
+        assert ready["status"] == "ready" and (ready["width"], ready["height"]) == (480, 640)
+        chat = await channel_with(api_a, alice, bob)
+        assert (await attach(api_a, alice, chat, media["id"])).status == 201
+        status, served, _ = await download(api_b, bob, f"{MEDIA}/download/{media['id']}")
+        assert status == 200 and served[:2] == b"\xff\xd8"
+        assert (await download(api_a, bob, f"{MEDIA}/download/{media['id']}"))[1] == served
+        # A resumable upload started on one process and finished on the other.
+        started = await api_a.post(f"{MEDIA}/uploads", json={"size": 20}, token=alice.access_token)
+        upload = started.body["upload_id"]
+        assert (await api_b.put_chunk(alice, upload, 0, b"0123456789abcdefghij")).status == 200
+        done = await api_a.post(f"{MEDIA}/uploads/{upload}/complete", token=alice.access_token)
+        assert done.status == 201 and done.body["size"] == 20
 
 
 async def test_a_file_is_declared_stuck_only_when_no_job_is_left_to_finish_it(server: Server):

@@ -18,22 +18,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from sup.client.client import Client, ReceivedMessage
 from sup.client.crypto import wire
 from tests import media_samples as samples
 from tests.conftest import Server
-from tests.test_e2e_conversations import PASSWORD, People, receive
+from tests.people import PASSWORD, People, receive
 
 Needles = dict[str, set[bytes]]  # what a secret is called -> the byte strings that would give it away
-
-
-@pytest.fixture
-async def people(server: Server, tmp_path):
-    group = People(server, tmp_path)
-    yield group
-    await group.close()
 
 
 def encodings(secret: bytes) -> set[bytes]:

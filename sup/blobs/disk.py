@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from sup.blobs.store import (
+    READ_CHUNK,
     BlobNotFound,
     BlobTooLarge,
     MiB,
@@ -33,11 +34,12 @@ from sup.blobs.store import (
     check_id,
     check_index,
     check_range,
+    one_chunk,
+    part_name,
 )
 
 T = TypeVar("T")
 
-READ_CHUNK = 256 * 1024
 # Small chunks from the network are gathered before a thread hop, so 40 MiB is ~40 hops, not ~2,500.
 WRITE_BATCH = 1 * MiB
 ABANDONED_TEMP_SECONDS = 3600
@@ -203,7 +205,7 @@ class DiskBlobStore:
         _fsync_dir(dest.parent)
 
     async def put_bytes(self, data: bytes) -> StoredBlob:
-        return await self.put_stream(_once(data))
+        return await self.put_stream(one_chunk(data))
 
     async def size(self, key: str) -> int:
         path = self._path(key)
@@ -258,7 +260,7 @@ class DiskBlobStore:
 
     def _install_part(self, temp: Path, part_dir: Path, index: int) -> None:
         _make_dirs(part_dir, self.root)
-        os.replace(temp, part_dir / _part_name(index))  # replaces an earlier copy of the part atomically
+        os.replace(temp, part_dir / part_name(index))  # replaces an earlier copy of the part atomically
         _fsync_dir(part_dir)
 
     async def list_parts(self, upload_id: str) -> dict[int, int]:
@@ -293,7 +295,7 @@ class DiskBlobStore:
     async def _read_parts(self, part_dir: Path, count: int) -> AsyncIterator[bytes]:
         for index in range(count):
             try:
-                file = await _in_thread(open, part_dir / _part_name(index), "rb")
+                file = await _in_thread(open, part_dir / part_name(index), "rb")
             except FileNotFoundError:
                 raise MissingParts(part_dir.name, [index]) from None  # aborted while assembling
             try:
@@ -326,11 +328,3 @@ class DiskBlobStore:
 
     async def close(self) -> None:
         return None
-
-
-def _part_name(index: int) -> str:
-    return f"{index:05d}"
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data

@@ -28,6 +28,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sup.blobs.store import (
+    READ_CHUNK,
     BlobError,
     BlobNotFound,
     BlobTooLarge,
@@ -39,11 +40,12 @@ from sup.blobs.store import (
     check_index,
     check_range,
     content_disposition,
+    one_chunk,
+    part_name,
 )
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 256 * 1024
 # Hashing runs at roughly 0.2-1 GB/s: network-sized chunks are hashed in place, a chunk this
 # big (put_bytes of an image, parts read back for assembly) would hold the event loop too long.
 OFF_LOOP_HASH = 1 * MiB
@@ -255,7 +257,7 @@ class S3BlobStore:
         return StoredBlob(key=sha256, size=size, sha256=sha256)
 
     async def put_bytes(self, data: bytes) -> StoredBlob:
-        return await self.put_stream(_once(data))
+        return await self.put_stream(one_chunk(data))
 
     # -- reading
 
@@ -306,7 +308,7 @@ class S3BlobStore:
     # -- resumable uploads
 
     async def put_part(self, upload_id: str, index: int, chunks: AsyncIterable[bytes], *, max_size: int) -> int:
-        dest = self._parts_prefix(upload_id) + _part_name(check_index(index))
+        dest = self._parts_prefix(upload_id) + part_name(check_index(index))
         # An object appears only when its PUT or multipart upload completes: a replaced part is never half new.
         _, size, _ = await self._upload(chunks, max_size, dest)
         return size
@@ -371,7 +373,7 @@ class S3BlobStore:
         joined = _Multipart(key, created["UploadId"])
         try:
             for index, etag in enumerate(etags):
-                source = {"Bucket": self.bucket, "Key": prefix + _part_name(index)}
+                source = {"Bucket": self.bucket, "Key": prefix + part_name(index)}
                 try:
                     reply = await self._client.upload_part_copy(
                         Bucket=self.bucket,
@@ -403,7 +405,7 @@ class S3BlobStore:
     ) -> AsyncIterator[bytes]:
         for index in range(count):
             try:
-                reply = await self._client.get_object(Bucket=self.bucket, Key=prefix + _part_name(index))
+                reply = await self._client.get_object(Bucket=self.bucket, Key=prefix + part_name(index))
             except ClientError as exc:
                 if _error_code(exc) in _NOT_FOUND:  # aborted while assembling
                     raise MissingParts(upload_id, [index]) from None
@@ -479,11 +481,3 @@ async def _create_bucket(client: Any, bucket: str, region: str) -> None:
     except ClientError as exc:
         if _error_code(exc) != "BucketAlreadyOwnedByYou":
             raise
-
-
-def _part_name(index: int) -> str:
-    return f"{index:05d}"
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data

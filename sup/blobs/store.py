@@ -32,6 +32,18 @@ MiB = 1024 * 1024
 _ID = re.compile(r"[0-9a-f-]{1,64}")
 # Parts are numbered densely from 0; the bound keeps part file names fixed-width.
 MAX_PARTS = 100_000
+# How much a reader gets at a time, from a file or an S3 response.
+READ_CHUNK = 256 * 1024
+
+
+def part_name(index: int) -> str:
+    """A part's file name or key suffix: fixed-width, so listing order is index order."""
+    return f"{index:05d}"
+
+
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """`data` as a stream of one chunk: `put_bytes` is `put_stream` of it."""
+    yield data
 
 
 class BlobError(Exception):

@@ -1,4 +1,4 @@
-"""The durable job queue: the `JobQueue` interface and its implementation in the database.
+"""The durable job queue, in the database.
 
 Delivery is at least once: a job is claimed under a lease, and a worker that dies (or
 hangs past its lease) leaves the job to be claimed again once the lease has expired.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, fields
+from typing import Literal
 
 from sup.clock import Clock
 from sup.db.database import Database, Queryable, Row
@@ -48,73 +48,8 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        return cls(
-            id=row["id"],
-            kind=row["kind"],
-            payload=bytes(row["payload"]),
-            state=row["state"],
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            run_at=row["run_at"],
-            locked_by=row["locked_by"],
-            locked_until=row["locked_until"],
-            last_error=row["last_error"],
-            dedupe_key=row["dedupe_key"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
-
-
-class JobQueue(Protocol):
-    """Where jobs wait, whoever stores them (the database today, perhaps Redis later).
-
-    Times are epoch milliseconds. Methods that take `worker_id` act only while that worker
-    holds the job (it claimed it and nobody has claimed it since); they return whether they did.
-    """
-
-    async def enqueue(
-        self,
-        kind: str,
-        payload: bytes,
-        *,
-        run_at: int | None = None,
-        max_attempts: int = 5,
-        dedupe_key: str | None = None,
-        tx: Queryable | None = None,
-    ) -> str:
-        """Add a job (in `tx`, if given, so it exists only if that commits); return its id.
-
-        With a `dedupe_key` already held by a queued or running job, nothing is added and
-        that job's id is returned.
-        """
-
-    async def claim(self, worker_id: str, kinds: Collection[str] | None, limit: int, lease_ms: int) -> list[Job]:
-        """Take up to `limit` due jobs (of these kinds; None = any) for `lease_ms`, oldest first."""
-
-    async def extend(self, job_id: str, worker_id: str, lease_ms: int) -> bool:
-        """Keep holding a job for `lease_ms` more from now."""
-
-    async def complete(self, job_id: str, *, worker_id: str | None = None) -> bool:
-        """The job succeeded."""
-
-    async def fail(self, job_id: str, error: str, retry_at: int | None, *, worker_id: str | None = None) -> bool:
-        """The run failed: queue it again at `retry_at`, or with None mark the job failed for good."""
-
-    async def reschedule(
-        self, job_id: str, run_at: int, *, worker_id: str | None = None, error: str | None = None
-    ) -> bool:
-        """Queue the job again at `run_at` as a fresh job (attempts back to 0): a periodic job's next run."""
-
-    async def release(self, job_id: str, *, worker_id: str) -> bool:
-        """Hand back a job whose run was interrupted (shutdown): due now, that attempt not counted."""
-
-    async def get(self, job_id: str) -> Job | None: ...
-
-    async def prune(self, older_than: int) -> int:
-        """Delete finished (done or failed) jobs last changed before `older_than`; return how many."""
-
-    async def count_active(self) -> dict[tuple[str, str], int]:
-        """(kind, state) -> how many jobs are queued or running, periodic ones left out (for metrics)."""
+        values = {field.name: row[field.name] for field in fields(cls)}
+        return cls(**{**values, "payload": bytes(row["payload"])})  # SQLite may hand back a memoryview
 
 
 def _owned(worker_id: str | None, first: int) -> tuple[str, list[object]]:
@@ -124,7 +59,13 @@ def _owned(worker_id: str | None, first: int) -> tuple[str, list[object]]:
 
 
 class DatabaseJobQueue:
-    """Jobs in the `jobs` table, safe for several processes on Postgres."""
+    """Jobs in the `jobs` table, safe for several processes on Postgres (SKIP LOCKED claims).
+
+    The one job queue, so no interface repeats its signatures; one is extracted when a second
+    store (Redis) comes. Times are epoch milliseconds. Methods that take `worker_id` act only
+    while that worker holds the job (it claimed it and nobody has claimed it since); they return
+    whether they did.
+    """
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
@@ -141,6 +82,11 @@ class DatabaseJobQueue:
         dedupe_key: str | None = None,
         tx: Queryable | None = None,
     ) -> str:
+        """Add a job (in `tx`, if given, so it exists only if that commits); return its id.
+
+        With a `dedupe_key` already held by a queued or running job, nothing is added and
+        that job's id is returned.
+        """
         now = self._clock.now_ms()
         args = (kind, payload, max_attempts, now if run_at is None else run_at, dedupe_key, now)
 
@@ -167,6 +113,7 @@ class DatabaseJobQueue:
         return await self._db.run_in_transaction(insert)
 
     async def claim(self, worker_id: str, kinds: Collection[str] | None, limit: int, lease_ms: int) -> list[Job]:
+        """Take up to `limit` due jobs (of these kinds; None = any) for `lease_ms`, oldest first."""
         if limit <= 0 or (kinds is not None and not kinds):
             return []
         now = self._clock.now_ms()
@@ -200,6 +147,7 @@ class DatabaseJobQueue:
         return sorted((Job.from_row(row) for row in rows), key=lambda job: (job.run_at, job.id))
 
     async def extend(self, job_id: str, worker_id: str, lease_ms: int) -> bool:
+        """Keep holding a job for `lease_ms` more from now."""
         now = self._clock.now_ms()
         changed = await self._db.execute(
             "UPDATE jobs SET locked_until = $3, updated_at = $4 WHERE id = $1 AND state = 'running' AND locked_by = $2",
@@ -211,6 +159,7 @@ class DatabaseJobQueue:
         return changed > 0
 
     async def complete(self, job_id: str, *, worker_id: str | None = None) -> bool:
+        """The job succeeded."""
         owned, extra = _owned(worker_id, 3)
         changed = await self._db.execute(
             "UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, updated_at = $2"
@@ -222,6 +171,7 @@ class DatabaseJobQueue:
         return changed > 0
 
     async def fail(self, job_id: str, error: str, retry_at: int | None, *, worker_id: str | None = None) -> bool:
+        """The run failed: queue it again at `retry_at`, or with None mark the job failed for good."""
         owned, extra = _owned(worker_id, 5)
         state = "failed" if retry_at is None else "queued"
         now = self._clock.now_ms()
@@ -239,6 +189,7 @@ class DatabaseJobQueue:
     async def reschedule(
         self, job_id: str, run_at: int, *, worker_id: str | None = None, error: str | None = None
     ) -> bool:
+        """Queue the job again at `run_at` as a fresh job (attempts back to 0): a periodic job's next run."""
         owned, extra = _owned(worker_id, 5)
         changed = await self._db.execute(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, last_error = $3, locked_by = NULL,"
@@ -252,6 +203,7 @@ class DatabaseJobQueue:
         return changed > 0
 
     async def release(self, job_id: str, *, worker_id: str) -> bool:
+        """Hand back a job whose run was interrupted (shutdown): due now, that attempt not counted."""
         now = self._clock.now_ms()
         changed = await self._db.execute(
             "UPDATE jobs SET state = 'queued', attempts = attempts - 1, run_at = $3, locked_by = NULL,"
@@ -267,11 +219,13 @@ class DatabaseJobQueue:
         return None if row is None else Job.from_row(row)
 
     async def prune(self, older_than: int) -> int:
+        """Delete finished (done or failed) jobs last changed before `older_than`; return how many."""
         return await self._db.execute(
             "DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1", older_than
         )
 
     async def count_active(self) -> dict[tuple[str, str], int]:
+        """(kind, state) -> how many jobs are queued or running, periodic ones left out (for metrics)."""
         # The claim index (state, run_at) serves this: finished jobs are never read.
         rows = await self._db.fetch(
             f"SELECT kind, state, COUNT(*) AS n FROM jobs WHERE {_ACTIVE} AND kind NOT LIKE 'periodic:%' "

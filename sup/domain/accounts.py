@@ -44,6 +44,8 @@ _USERNAME = re.compile(USERNAME_REGEX)
 USERNAME_MAX_INPUT = 64  # longer input names no one: refused before it is normalised
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 DEVICE_NAME_MAX = 64
+# How long after a rotation the old refresh token may ask again for the answer it lost.
+REFRESH_RETRY_MS = 10_000
 DISPLAY_NAME_MAX = 64
 BIO_MAX = 500
 
@@ -315,8 +317,8 @@ class AccountService:
         """Tell the plugins observing `hook` once `tx` has committed."""
         tx.after_commit(partial(self._hooks.notify, hook, event))
 
-    async def _new_refresh(self, tx, device_id: str, now: int) -> str:
-        token = new_refresh_token()
+    async def _new_refresh(self, tx, device_id: str, now: int, token: str | None = None) -> str:
+        token = token or new_refresh_token()
         await self._sessions.insert(
             tx,
             token_hash=hash_secret(token),
@@ -342,36 +344,51 @@ class AccountService:
     # -- tokens ------------------------------------------------------------------
 
     async def refresh(self, refresh_token: str) -> IssuedSession:
-        """Rotate a refresh token. A token presented twice revokes its device (RFC 9700)."""
+        """Rotate a refresh token. A token presented twice revokes its device (RFC 9700).
+
+        Except within REFRESH_RETRY_MS of its rotation while its successor is still unused:
+        that is a client that never received the answer (a page reloaded mid-refresh, a
+        dropped connection), and it gets the same successor again. Whoever else holds it
+        then shares one token with the rightful client, and the first of them to rotate it
+        makes the other's next refresh a reuse, so theft is still caught.
+        """
         token_hash = hash_secret(refresh_token)
+        successor = self._tokens.successor(refresh_token)
         now = self._clock.now_ms()
         outcome: Code | None = None
         async with self._db.transaction() as tx:
             consumed = await self._sessions.consume(tx, token_hash, now)
-            if consumed is None:
-                known = await self._sessions.get(tx, token_hash)
-                if known is not None and known["used_at"] is not None:
-                    # Two parties hold this token; we cannot tell which is the thief.
-                    device = await self._devices.get_active(tx, known["device_id"])
-                    if device is not None and await self._devices.revoke(tx, device["id"], now):
-                        await self._devices_changed(tx, device["user_id"], [device["id"]], "removed", now)
-                    outcome = Code.REFRESH_TOKEN_REUSED
-                else:
-                    outcome = Code.INVALID_REFRESH_TOKEN
-            else:
+            if consumed is not None:
                 device = await self._devices.get_active(tx, consumed["device_id"])
-                if device is None:
-                    outcome = Code.INVALID_REFRESH_TOKEN
-                else:
+                if device is not None:
                     await self._sessions.prune_expired(tx, device["id"], now)
-                    new_token = await self._new_refresh(tx, device["id"], now)
-                    await self._devices.touch(tx, device["id"], now)
-                    user = user_from_row(await self._users.get(tx, device["user_id"]))
+                    await self._new_refresh(tx, device["id"], now, successor)
+            else:
+                known = await self._sessions.get(tx, token_hash)
+                device = None
+                if known is not None and known["used_at"] is not None:
+                    device = await self._devices.get_active(tx, known["device_id"])
+                    if device is not None and not await self._answer_lost(tx, known, successor, now):
+                        # Two parties hold this token; we cannot tell which is the thief.
+                        if await self._devices.revoke(tx, device["id"], now):
+                            await self._devices_changed(tx, device["user_id"], [device["id"]], "removed", now)
+                        outcome = Code.REFRESH_TOKEN_REUSED
+            if device is None:
+                outcome = outcome or Code.INVALID_REFRESH_TOKEN
+            elif outcome is None:
+                await self._devices.touch(tx, device["id"], now)
+                user = user_from_row(await self._users.get(tx, device["user_id"]))
         if outcome is Code.REFRESH_TOKEN_REUSED:
             raise DomainError(outcome, "This refresh token was already used; the session has been ended.")
         if outcome is not None:
             raise DomainError(Code.INVALID_REFRESH_TOKEN, "The refresh token is not valid or has expired.")
-        return self._issued((user.id, device["id"], new_token), user)
+        return self._issued((user.id, device["id"], successor), user)
+
+    async def _answer_lost(self, tx: Transaction, known: Row, successor: str, now: int) -> bool:
+        if now - known["used_at"] > REFRESH_RETRY_MS:
+            return False
+        issued = await self._sessions.get(tx, hash_secret(successor))
+        return issued is not None and issued["used_at"] is None and issued["device_id"] == known["device_id"]
 
     async def authenticate(self, access_token: str) -> Principal:
         """The caller behind an access token; its device must still be active."""

@@ -4,7 +4,10 @@ Access token: `sup1.<payload>.<mac>`, HMAC-SHA256 over device id, user id and ex
 The MAC lets us refuse forged or expired tokens without touching the database; the
 device row is still checked on every request, so logout and revocation act at once.
 
-Refresh token: 32 random bytes, opaque; only its SHA-256 is stored.
+Refresh token: 32 random bytes, opaque; only its SHA-256 is stored. The token that
+replaces one at rotation is derived from it with a server key instead, so that a client
+whose answer was lost (a page reloaded mid-refresh) is given the same successor again
+rather than being taken for a thief (see AccountService.refresh).
 """
 
 from __future__ import annotations
@@ -39,8 +42,13 @@ class AccessClaims:
 
 
 class AccessTokens:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, rotation_key: bytes) -> None:
         self._key = key
+        self._rotation_key = rotation_key
+
+    def successor(self, refresh_token: str) -> str:
+        """The refresh token that replaces `refresh_token`: unguessable without the server key."""
+        return "supr_" + _b64(hmac.new(self._rotation_key, refresh_token.encode(), hashlib.sha256).digest())
 
     def issue(self, *, device_id: str, user_id: str, expires_at_ms: int) -> str:
         payload = _b64(_PAYLOAD.pack(uuid.UUID(device_id).bytes, uuid.UUID(user_id).bytes, expires_at_ms))

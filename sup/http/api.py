@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 
 from sup.domain.accounts import Principal
+from sup.domain.limits import Family
 from sup.errors import Code, DomainError
 from sup.http.problems import Problem
 from sup.ids import canonical_id
@@ -63,6 +64,15 @@ class Route:
     raw: bool = False
     # For server administrators only: to anyone else the path does not exist (404), whatever they send.
     admin: bool = False
+    # The rate-limit budget it spends (docs/operations.md#rate-limits); None: the general one, per
+    # user when the route needs one, else per client address.
+    limit: Family | None = None
+
+    @property
+    def family(self) -> Family:
+        if self.limit is not None:
+            return self.limit
+        return Family.REQUESTS if self.auth or self.admin else Family.ANONYMOUS
 
     @property
     def summary(self) -> str:
@@ -309,6 +319,8 @@ async def hide_admin_paths(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    family = route.family
+
     async def handle(request: web.Request) -> web.StreamResponse:
         services = request.app[SERVICES]
         call = Call(request, services)
@@ -316,6 +328,8 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
             call.principal = await admin_principal(request)
         elif route.auth:
             call.principal = await services.accounts.authenticate(bearer_token(request))
+        # Before the body is read: a refused request costs no parsing.
+        await services.limits.check(family, call.principal.user_id if call.principal else call.ip)
         if route.query is not None:
             call.query = read_query(request, route.query)
         if route.body is not None:
@@ -328,6 +342,20 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         if result is None:
             return web.Response(status=204)
         return json_response(result, route.status)
+
+    handle.__name__ = route.handler.__name__
+    handle.__doc__ = route.handler.__doc__
+    return handle
+
+
+def limited_raw(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A raw route (the WebSocket upgrade) counted per client address before its handler runs."""
+    family = route.family
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        await services.limits.check(family, client_ip(request, services.trusted_proxies))
+        return await route.handler(request)
 
     handle.__name__ = route.handler.__name__
     handle.__doc__ = route.handler.__doc__

@@ -21,6 +21,7 @@ from sup.domain.chats import Chat, ChatPage, MemberPage, Role
 from sup.domain.exports import AccountExport, AccountExports
 from sup.domain.joining import ChatInvite, InvitePage, InvitePreview, JoinRequestPage, JoinResult
 from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
+from sup.domain.limits import Family
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
@@ -30,7 +31,7 @@ from sup.domain.stories import AudienceListDetail, Story, StoryFeed, StoryViewPa
 from sup.domain.timeline import Message
 from sup.domain.users import BlockedUser, Contact
 from sup.http import schemas as s
-from sup.http.api import Call, Route, encode, endpoint, openapi, router_path
+from sup.http.api import Call, Route, encode, endpoint, limited_raw, openapi, router_path
 from sup.http.handlers import (
     account,
     admin,
@@ -275,7 +276,15 @@ ROUTES: list[Route] = [
     Route("GET", f"{API}/chats/{{chat_id}}/pins", chats.list_pins, response=s.PinList, tag="chats"),
     Route("POST", f"{API}/chats/{{chat_id}}/typing", chats.typing, body=s.TypingRequest, tag="chats"),
     # joining: public chats, invite links, join requests (codes travel in bodies, never in URLs)
-    Route("POST", f"{API}/chats/{{chat_id}}/join", joining.join_chat, response=JoinResult, status=201, tag="chats"),
+    Route(
+        "POST",
+        f"{API}/chats/{{chat_id}}/join",
+        joining.join_chat,
+        response=JoinResult,
+        status=201,
+        limit=Family.JOINS,
+        tag="chats",
+    ),
     Route(
         "POST",
         f"{API}/chats/{{chat_id}}/invites",
@@ -312,6 +321,7 @@ ROUTES: list[Route] = [
         joining.preview_invite,
         body=s.InviteCode,
         response=InvitePreview,
+        limit=Family.JOINS,
         tag="chats",
     ),
     Route(
@@ -321,6 +331,7 @@ ROUTES: list[Route] = [
         body=s.InviteCode,
         response=JoinResult,
         status=201,
+        limit=Family.JOINS,
         tag="chats",
     ),
     # messages
@@ -332,6 +343,7 @@ ROUTES: list[Route] = [
         response=Message,
         status=201,
         also=(200,),
+        limit=Family.SENDS,
         tag="messages",
     ),
     Route(
@@ -384,16 +396,29 @@ ROUTES: list[Route] = [
         response=Message,
         status=201,
         also=(200,),
+        limit=Family.SENDS,
         tag="messages",
     ),
     Route("POST", f"{API}/messages/{{message_id}}/pin", messages.pin_message, tag="messages"),
     Route("DELETE", f"{API}/messages/{{message_id}}/pin", messages.unpin_message, tag="messages"),
     # search
     Route(
-        "GET", f"{API}/search/users", search.search_users, query=s.NameSearchQuery, response=UserResults, tag="search"
+        "GET",
+        f"{API}/search/users",
+        search.search_users,
+        query=s.NameSearchQuery,
+        response=UserResults,
+        limit=Family.SEARCH,
+        tag="search",
     ),
     Route(
-        "GET", f"{API}/search/chats", search.search_chats, query=s.NameSearchQuery, response=ChatResults, tag="search"
+        "GET",
+        f"{API}/search/chats",
+        search.search_chats,
+        query=s.NameSearchQuery,
+        response=ChatResults,
+        limit=Family.SEARCH,
+        tag="search",
     ),
     Route(
         "GET",
@@ -401,12 +426,27 @@ ROUTES: list[Route] = [
         search.search_messages,
         query=s.MessageSearchQuery,
         response=MessageResults,
+        limit=Family.SEARCH,
         tag="search",
     ),
     # E2E key directory
     Route("POST", f"{API}/crypto/keys", crypto.publish_keys, body=s.KeysPublish, response=s.PrekeyCount, tag="crypto"),
-    Route("GET", f"{API}/crypto/keys/{{user_id}}/all", crypto.get_all_keys, response=s.DeviceKeysList, tag="crypto"),
-    Route("GET", f"{API}/crypto/keys/{{user_id}}/{{device_id}}", crypto.get_keys, response=DeviceKeys, tag="crypto"),
+    Route(
+        "GET",
+        f"{API}/crypto/keys/{{user_id}}/all",
+        crypto.get_all_keys,
+        response=s.DeviceKeysList,
+        limit=Family.PREKEY_FETCHES,
+        tag="crypto",
+    ),
+    Route(
+        "GET",
+        f"{API}/crypto/keys/{{user_id}}/{{device_id}}",
+        crypto.get_keys,
+        response=DeviceKeys,
+        limit=Family.PREKEY_FETCHES,
+        tag="crypto",
+    ),
     Route("GET", f"{API}/crypto/prekeys", crypto.prekey_status, response=PrekeyStatus, tag="crypto"),
     Route(
         "POST",
@@ -416,8 +456,22 @@ ROUTES: list[Route] = [
         response=s.PrekeyCount,
         tag="crypto",
     ),
-    Route("GET", f"{API}/crypto/prekeys/{{user_id}}/all", crypto.get_all_bundles, response=s.BundleList, tag="crypto"),
-    Route("GET", f"{API}/crypto/prekeys/{{user_id}}/{{device_id}}", crypto.get_bundle, response=Bundle, tag="crypto"),
+    Route(
+        "GET",
+        f"{API}/crypto/prekeys/{{user_id}}/all",
+        crypto.get_all_bundles,
+        response=s.BundleList,
+        limit=Family.PREKEY_FETCHES,
+        tag="crypto",
+    ),
+    Route(
+        "GET",
+        f"{API}/crypto/prekeys/{{user_id}}/{{device_id}}",
+        crypto.get_bundle,
+        response=Bundle,
+        limit=Family.PREKEY_FETCHES,
+        tag="crypto",
+    ),
     Route(
         "POST",
         f"{API}/crypto/sender-keys/{{chat_id}}",
@@ -437,6 +491,7 @@ ROUTES: list[Route] = [
         response=Media,
         status=201,
         raw_body=s.FILE_UPLOAD,
+        limit=Family.UPLOADS,
         tag="media",
     ),
     Route(
@@ -446,9 +501,17 @@ ROUTES: list[Route] = [
         body=s.UploadStart,
         response=UploadSession,
         status=201,
+        limit=Family.UPLOADS,
         tag="media",
     ),
-    Route("GET", f"{API}/media/uploads/{{upload_id}}", media.upload_status, response=UploadSession, tag="media"),
+    Route(
+        "GET",
+        f"{API}/media/uploads/{{upload_id}}",
+        media.upload_status,
+        response=UploadSession,
+        limit=Family.UPLOADS,
+        tag="media",
+    ),
     Route(
         "PUT",
         f"{API}/media/uploads/{{upload_id}}/chunks/{{index}}",
@@ -456,6 +519,7 @@ ROUTES: list[Route] = [
         response=UploadSession,
         params={"index": s.ChunkIndex},
         raw_body=s.CHUNK_UPLOAD,
+        limit=Family.UPLOADS,
         tag="media",
     ),
     Route(
@@ -464,9 +528,10 @@ ROUTES: list[Route] = [
         media.complete_upload,
         response=Media,
         status=201,
+        limit=Family.UPLOADS,
         tag="media",
     ),
-    Route("DELETE", f"{API}/media/uploads/{{upload_id}}", media.abort_upload, tag="media"),
+    Route("DELETE", f"{API}/media/uploads/{{upload_id}}", media.abort_upload, limit=Family.UPLOADS, tag="media"),
     # Downloads take a token or a signed URL, so they authenticate in the handler.
     Route(
         "GET",
@@ -713,7 +778,7 @@ def add_routes(app: web.Application) -> None:
     for route in all_routes:
         path = router_path(route.path)
         if route.raw:
-            app.router.add_route(route.method, path, route.handler)
+            app.router.add_route(route.method, path, limited_raw(route))
             continue
         handler = endpoint(route)
         app.router.add_route(route.method, path, handler)

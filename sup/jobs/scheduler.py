@@ -1,4 +1,4 @@
-"""The scheduler: runs queued jobs and periodic ones, in this process, from a `JobQueue`.
+"""The scheduler: runs queued jobs and periodic ones, in this process, from a `DatabaseJobQueue`.
 
 Jobs are named functions with stored arguments (`kind` and `payload`), so they resume
 after a restart. Delivery is at least once: handlers must be idempotent.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from sup.clock import Clock
 from sup.db.database import Queryable
-from sup.db.jobs import MAX_ERROR_CHARS, Job, JobQueue
+from sup.db.jobs import MAX_ERROR_CHARS, DatabaseJobQueue, Job
 from sup.observe.metrics import Metrics
 
 log = logging.getLogger("sup.jobs")
@@ -80,7 +80,12 @@ class Scheduler:
     """Claims due jobs and runs their handlers, at most `settings.workers` at once."""
 
     def __init__(
-        self, queue: JobQueue, clock: Clock, settings: JobSettings | None = None, *, worker_id: str | None = None
+        self,
+        queue: DatabaseJobQueue,
+        clock: Clock,
+        settings: JobSettings | None = None,
+        *,
+        worker_id: str | None = None,
     ) -> None:
         self._queue = queue
         self._clock = clock
@@ -151,7 +156,7 @@ class Scheduler:
         dedupe_key: str | None = None,
         tx: Queryable | None = None,
     ) -> str:
-        """Queue a job (see `JobQueue.enqueue`); max_attempts defaults to the kind's.
+        """Queue a job (see `DatabaseJobQueue.enqueue`); max_attempts defaults to the kind's.
 
         In a transaction (`tx`) the job is invisible until the commit: call `wake()` after
         it, or the job waits for the next poll.

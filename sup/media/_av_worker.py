@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from sup.media import MediaError
-from sup.media.sandbox import apply_limits, die_with_parent
+from sup.media.sandbox import enter_sandbox
 from sup.media.sniff import Sniffed, audio_only, id3_size, sniff
 
 # Sniffed type → the one demuxer allowed to read it.
@@ -544,14 +544,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    params = json.loads(argv[1])
-    apply_limits(
-        memory=params["memory_limit"],
-        cpu_seconds=params["cpu_seconds"],
-        max_files=params["max_files"],
-        max_write=params["max_write"],
-    )
-    die_with_parent(params["parent"])
+    params = enter_sandbox(argv)
     try:
         result = run(params)
     except MediaError as exc:

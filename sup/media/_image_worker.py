@@ -8,11 +8,10 @@ Resource limits are set first thing, before Pillow is imported.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
-from sup.media.sandbox import apply_limits, die_with_parent
+from sup.media.sandbox import enter_sandbox
 
 
 def run(params: dict[str, Any]) -> bytes:
@@ -44,14 +43,7 @@ def run(params: dict[str, Any]) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    params = json.loads(argv[1])
-    apply_limits(
-        memory=params["memory_limit"],
-        cpu_seconds=params["cpu_seconds"],
-        max_files=params["max_files"],
-        max_write=params["max_write"],
-    )
-    die_with_parent(params["parent"])
+    params = enter_sandbox(argv)
     answer = run(params)
     sys.stdout.buffer.write(answer)
     sys.stdout.buffer.flush()

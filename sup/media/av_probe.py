@@ -19,7 +19,6 @@ import binascii
 import contextlib
 import json
 import logging
-import math
 import os
 import stat
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from sup.media.limits import (
     REMUX_OUTPUT_MARGIN,
     WAVEFORM_POINTS,
 )
-from sup.media.sandbox import Outcome, failure_reason, ran_out_of_memory, run_worker, worker_argv
+from sup.media.sandbox import Outcome, child_limits, failure_reason, ran_out_of_memory, run_worker, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +129,13 @@ async def probe_media(
             out_fd = os.open(remux_to, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         params = {
             "kind": kind,
-            "memory_limit": memory_limit,
-            # A backstop for a child the parent can no longer kill; the wall clock normally wins.
-            "cpu_seconds": max(1, math.ceil(timeout)) + 1,
-            "max_files": PROBE_MAX_OPEN_FILES,
-            "max_write": (
-                PROBE_MAX_FILE_WRITE if out_fd is None else info.st_size * REMUX_MAX_GROWTH + REMUX_OUTPUT_MARGIN
+            **child_limits(
+                memory=memory_limit,
+                timeout=timeout,
+                max_files=PROBE_MAX_OPEN_FILES,
+                max_write=(
+                    PROBE_MAX_FILE_WRITE if out_fd is None else info.st_size * REMUX_MAX_GROWTH + REMUX_OUTPUT_MARGIN
+                ),
             ),
             "poster_max": poster_max,
             "poster_max_packets": POSTER_MAX_PACKETS,
@@ -144,7 +144,6 @@ async def probe_media(
             "max_dimension": max_dimension,
             # Half the time for decoding audio: a waveform from the first part beats a timeout.
             "decode_budget": timeout / 2,
-            "parent": os.getpid(),
             "output_fd": out_fd,
         }
         outcome = await run_worker(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import stat
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from sup.media.limits import (
     THUMBNAIL_SIZES,
     MiB,
 )
-from sup.media.sandbox import Outcome, failure_reason, ran_out_of_memory, run_worker, worker_argv
+from sup.media.sandbox import Outcome, child_limits, failure_reason, ran_out_of_memory, run_worker, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +93,9 @@ async def process_image_isolated(
         "max_frames": max_frames,
         "max_animation_pixels": max_animation_pixels,
         "sizes": list(sizes),
-        "memory_limit": memory_limit,
-        # A backstop for a child the parent can no longer kill; the wall clock normally wins.
-        "cpu_seconds": max(1, math.ceil(timeout)) + 1,
-        "max_files": IMAGE_MAX_OPEN_FILES,
-        "max_write": IMAGE_MAX_FILE_WRITE,
-        "parent": os.getpid(),
+        **child_limits(
+            memory=memory_limit, timeout=timeout, max_files=IMAGE_MAX_OPEN_FILES, max_write=IMAGE_MAX_FILE_WRITE
+        ),
     }
     argv = worker_argv(_WORKER_MODULE, json.dumps(params))
     if isinstance(source, bytes | bytearray | memoryview):

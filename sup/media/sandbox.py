@@ -15,13 +15,15 @@ parent side needs it.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import resource
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
@@ -45,6 +47,18 @@ class Outcome:
 
 class _TooMuchOutput(Exception):
     pass
+
+
+def child_limits(*, memory: int, timeout: float, max_files: int, max_write: int) -> dict[str, int]:
+    """The limits a worker applies to itself (`enter_sandbox`), as parameters of its command line."""
+    return {
+        "memory_limit": memory,
+        # A backstop for a child the parent can no longer kill; the wall clock normally wins.
+        "cpu_seconds": max(1, math.ceil(timeout)) + 1,
+        "max_files": max_files,
+        "max_write": max_write,
+        "parent": os.getpid(),
+    }
 
 
 def worker_argv(module: str, params: str) -> list[str]:
@@ -187,6 +201,19 @@ def apply_limits(*, memory: int, cpu_seconds: int, max_files: int, max_write: in
     # Python ignores SIGXFSZ, so an oversized write fails with EFBIG instead of killing us.
     resource.setrlimit(resource.RLIMIT_FSIZE, (max_write, max_write))
     resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
+
+def enter_sandbox(argv: list[str]) -> dict[str, Any]:
+    """A worker's first step: its parameters (argv[1], JSON), under the limits they name (`child_limits`)."""
+    params = json.loads(argv[1])
+    apply_limits(
+        memory=params["memory_limit"],
+        cpu_seconds=params["cpu_seconds"],
+        max_files=params["max_files"],
+        max_write=params["max_write"],
+    )
+    die_with_parent(params["parent"])
+    return params
 
 
 def die_with_parent(parent: int) -> None:

@@ -20,6 +20,7 @@ from sup.domain.exports import ExportService
 from sup.domain.health import Health
 from sup.domain.joining import JoinService
 from sup.domain.keydirectory import KeyDirectory
+from sup.domain.limits import RequestLimits
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
@@ -56,6 +57,7 @@ class Services:
     emails: EmailService
     search: SearchService
     joining: JoinService
+    limits: RequestLimits
 
 
 SERVICES = web.AppKey("services", Services)

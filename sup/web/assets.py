@@ -14,7 +14,9 @@ document that is revalidated (ETag, `no-cache`); it carries
   `import`, so the browser fetches them all at once instead of one level of imports at a time. A module
   only ever loaded with `import()` (a screen opened rarely, such as the story viewer) is in the import map
   but not preloaded: it costs nothing until it is used;
-- `<meta name="sup-registration">`: whether sign-up is open, by invite, or closed.
+- `<meta name="sup-registration">`: whether sign-up is open, by invite, or closed;
+- `<meta name="sup-email">`: `on` when the server sends email (SMTP set up), so that the log-in screen
+  offers "Forgot password?" only where it can work, `off` otherwise.
 
 An inline import map is a script element for the Content-Security-Policy: it is allowed by its
 SHA-256 (`script_hashes`), so no other inline script can run.
@@ -157,7 +159,7 @@ def _statically_imported(entries: list[str], assets: dict[str, Asset]) -> set[st
     return found
 
 
-def build(static: Path = STATIC, *, registration: str = "open") -> WebClient:
+def build(static: Path = STATIC, *, registration: str = "open", email: bool = False) -> WebClient:
     """Read, hash and compress the static files and make the index page (blocking: run it in a thread)."""
     if registration not in REGISTRATION_MODES:
         raise ValueError(f"registration must be one of {REGISTRATION_MODES}, not {registration!r}")
@@ -180,6 +182,7 @@ def build(static: Path = STATIC, *, registration: str = "open") -> WebClient:
     head = "\n".join(
         [
             f'<meta name="sup-registration" content="{html.escape(registration)}">',
+            f'<meta name="sup-email" content="{"on" if email else "off"}">',
             f'<script type="importmap">{import_map}</script>',
             *(f'<link rel="modulepreload" href="{a.url}">' for a in modules if a.path in preloaded),
         ]

@@ -34,7 +34,8 @@ def import_map(page: str) -> str:
 
 async def test_the_page_is_served_at_every_screen_with_the_strict_policy(sup_server: AppServer):
     screens = ("/", "/login", "/signup", "/chats/01a2", "/settings/devices", "/new/group", "/safety/x")
-    for path in (*screens, "/stories/new", "/stories/01a2/01a3", "/stickers/AbCd-_12"):
+    later = ("/search", "/join/AbCd-_12", "/admin/audit", "/verify-email", "/reset-password", "/register")
+    for path in (*screens, "/stories/new", "/stories/01a2/01a3", "/stickers/AbCd-_12", *later):
         status, headers, body = await get(sup_server, path)
         assert status == 200, path
         assert headers["Content-Type"].startswith("text/html")
@@ -53,6 +54,7 @@ async def test_the_page_is_served_at_every_screen_with_the_strict_policy(sup_ser
         assert policy["form-action"] == "'self'"
         assert "unsafe" not in headers["Content-Security-Policy"]
         assert '<meta name="sup-registration" content="open">' in page
+        assert '<meta name="sup-email" content="off">' in page  # no SMTP here: no "Forgot password?"
 
 
 async def test_the_api_keeps_its_own_policy_and_problem_json_404s(sup_server: AppServer):
@@ -145,3 +147,14 @@ async def test_an_invite_only_server_says_so_to_the_sign_up_screen(tmp_path: Pat
     async with running_server(tmp_path, SUP_AUTH_REGISTRATION="invite") as server:
         _, _, body = await get(server, "/signup")
     assert b'<meta name="sup-registration" content="invite">' in body
+
+
+async def test_a_server_that_sends_email_says_so_to_the_log_in_screen(tmp_path: Path):
+    env = {
+        "SUP_EMAIL_SMTP_HOST": "127.0.0.1",
+        "SUP_EMAIL_SMTP_SECURITY": "none",
+        "SUP_EMAIL_FROM_ADDRESS": "SUP <sup@example.test>",
+    }
+    async with running_server(tmp_path, **env) as server:
+        _, _, body = await get(server, "/login")
+    assert b'<meta name="sup-email" content="on">' in body

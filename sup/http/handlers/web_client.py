@@ -24,15 +24,23 @@ MEDIA_ORIGIN = web.AppKey("media_origin", str)
 
 # First path segments the client routes itself (sup/web/static/js/ui/router.js): a reload there
 # gets the page. Anything else outside /api/ is a 404, as before.
-SCREENS = frozenset({"", "login", "signup", "chats", "new", "settings", "safety", "stickers", "stories"})
+SCREENS = frozenset(
+    {
+        *("", "login", "signup", "chats", "new", "settings", "safety", "stickers", "stories"),
+        # search, invite links, administration, and the links SUP's mail holds (docs/api.md "Email")
+        *("search", "join", "admin", "verify-email", "reset-password", "register"),
+    }
+)
 YEAR = 365 * 86400
 
 
 async def load_web_client(app: web.Application) -> None:
     """Build the web client's files once, in a thread (reading and compressing them blocks); learn where
     signed URLs of files point (after the backends started: on_startup runs cleanup_ctx first)."""
-    app[WEB_CLIENT] = await asyncio.to_thread(assets.build, registration=app.get(REGISTRATION, "open"))
     services = app.get(SERVICES)
+    # Whether this server sends email: the log-in screen offers "Forgot password?" only then.
+    email = services is not None and services.emails.available
+    app[WEB_CLIENT] = await asyncio.to_thread(assets.build, registration=app.get(REGISTRATION, "open"), email=email)
     app[MEDIA_ORIGIN] = (await services.media.direct_origin() or "") if services is not None else ""
 
 

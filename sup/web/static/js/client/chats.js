@@ -44,6 +44,10 @@ export function systemText(action, name) {
       return `${name(action.user_id)} was removed`;
     case "member_left":
       return `${name(action.user_id)} left`;
+    case "member_joined":
+      return `${name(action.user_id)} joined${action.via === "invite" ? " with an invite link" : ""}`;
+    case "visibility_changed":
+      return action.visibility === "public" ? "The chat is public now" : "The chat is private now";
     case "title_changed":
       return `The title is now “${action.title}”`;
     case "call":

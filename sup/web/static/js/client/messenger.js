@@ -157,7 +157,9 @@ export class Messenger {
 
   emit(work) {
     if (work.chatsChanged) this.notify({ what: "chats" });
-    for (const chatId of work.touched) this.notify({ what: "messages", chatId });
+    // which messages changed (any chat's): the search index looks at just those again (client/search.js)
+    const ids = [...work.batch.messages.keys()].filter((id) => !id.startsWith("local:"));
+    for (const chatId of work.touched) this.notify({ what: "messages", chatId, ids });
     if (work.noticesChanged || work.batch.notices.length) this.notify({ what: "notices" });
     for (const message of work.incoming) this.notify({ what: "incoming", message });
     for (const frame of work.ephemeral) this.notify({ what: "frame", frame });
@@ -199,6 +201,8 @@ export class Messenger {
   async pin(chat) {
     const known = this.chats.get(chat.id) ?? (await this.local.chat(chat.id));
     const merged = { ...(known ?? {}), ...chat };
+    // An event's chat (chat.member.added) is the same for every member, without anyone's role: keep mine.
+    if (!chat.my_role && known?.my_role) merged.my_role = known.my_role;
     if (isEncrypted(chat) || (known && isEncrypted(known))) {
       if (!chat.encrypted) console.warn(`the server says chat ${chat.id} is not end-to-end encrypted: ignored`);
       merged.encrypted = true;
@@ -263,10 +267,14 @@ export class Messenger {
       pinned.left = false;
       pinned.activity = Math.max(pinned.activity ?? 0, chat.last_message?.created_at ?? chat.updated_at ?? 0);
       if (!isEncrypted(pinned) && chat.last_message) {
+        const last = chat.last_message;
+        const system = last.kind === "system" ? this.inbox.systemRecord(last) : null;
         pinned.preview = {
-          text: previewText({ text: chat.last_message.body, status: "ok" }),
+          // a system message's body is its action as JSON (a join, a new title): the list says it in words
+          text: previewText(system ?? { text: last.body, status: "ok" }),
+          action: system?.action,
           seq: chat.last_message.seq,
-          sender_id: chat.last_message.sender_id,
+          sender_id: system ? null : chat.last_message.sender_id,
         };
       }
       this.putChat(pinned, work);
@@ -315,7 +323,13 @@ export class Messenger {
     if (!chat || record.seq >= LOCAL_SEQ) return;
     const next = { ...chat };
     if (record.seq >= (chat.preview?.seq ?? 0)) {
-      next.preview = { text: previewText(record), seq: record.seq, sender_id: record.sender_id };
+      const system = record.status === "system";
+      next.preview = {
+        text: previewText(record),
+        action: system ? record.action : undefined, // said with people's names by the list (state.previewOf)
+        seq: record.seq,
+        sender_id: system ? null : record.sender_id,
+      };
       next.activity = Math.max(chat.activity ?? 0, record.created_at ?? 0);
     }
     next.last_seq = Math.max(chat.last_seq ?? 0, record.seq);

@@ -133,6 +133,8 @@ export class Inbox {
       case "stickers.installed":
       case "story.new":
       case "story.deleted":
+      case "chat.join_request.new":
+      case "chat.join_request.resolved":
         work.ephemeral.push(frame); // the state reads stickers and stories from the server again
         return;
       default:

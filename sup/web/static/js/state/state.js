@@ -105,6 +105,10 @@ export class AppState {
     this.media = null;
     this.window = WINDOW;
     this.typingTimers = new Map();
+    /** messages stored or removed since the device's search index last looked (client/search.js) */
+    this.changedMessages = new Set();
+    /** chats whose stored messages changed in a way not said message by message: read again whole */
+    this.changedChats = new Set();
     addEventListener("online", () => this.set({ browserOnline: true }));
     addEventListener("offline", () => this.set({ browserOnline: false }));
   }
@@ -311,6 +315,9 @@ export class AppState {
       case "chats":
         return this.refreshChats();
       case "messages":
+        if (change.ids && !change.ids.length) this.changedChats.add(change.chatId); // a chat's messages dropped
+        else if (change.ids) for (const id of change.ids) this.changedMessages.add(id);
+        else this.changedChats.add(change.chatId);
         if (change.chatId === this.snapshot.activeChatId) return this.refreshMessages();
         return;
       case "notices":
@@ -339,6 +346,16 @@ export class AppState {
       if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
     } else if (frame.type === "story.new" || frame.type === "story.deleted") {
       this._storyEvent(frame);
+    } else if (frame.type === "chat.join_request.new" || frame.type === "chat.join_request.resolved") {
+      // chat info's list of requests (ui/invites.js) reads itself again; a new one is also said
+      if (frame.type === "chat.join_request.new" && frame.request) {
+        this.toast(`${frame.request.display_name || frame.request.username} asks to join ${this.chatTitle(this.chat(frame.chat_id)) || "a chat"}`);
+      }
+      const me = this.snapshot.me?.id;
+      if (frame.type === "chat.join_request.resolved" && frame.user_id === me && frame.by !== me) {
+        this.toast(frame.approved ? "Your request to join was approved." : "Your request to join was declined.");
+      }
+      dispatchEvent(new CustomEvent("sup:join-request", { detail: frame }));
     } else if (frame.type === "stickers.installed") {
       if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
     } else if (frame.type === "typing") {
@@ -476,7 +493,7 @@ export class AppState {
   previewOf(chat) {
     const p = chat.preview;
     if (!p) return "";
-    return p.text;
+    return p.action ? this.systemText(p.action) : p.text;
   }
 
   systemText(action) {

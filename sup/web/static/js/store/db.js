@@ -6,6 +6,8 @@
 // Writes of one batch of events go through `apply(batch)` in one transaction, so a batch is stored whole
 // or not at all. Only the tab that leads (state/tabs.js) writes; the others read and are told what changed.
 
+import { SEARCH_DB } from "./search.js";
+
 const DB_NAME = "sup-app";
 const DB_VERSION = 1;
 const STORES = ["kv", "chats", "messages", "devices", "notices", "pending"];
@@ -199,12 +201,14 @@ export class LocalStore {
     await done(tx);
   }
 
-  /** Forget everything (logging out): the database is deleted. */
+  /** Forget everything (logging out): the database is deleted, and the search index of its messages. */
   async destroy() {
     this.db.close();
-    await new Promise((resolve) => {
-      const req = indexedDB.deleteDatabase(DB_NAME);
-      req.onsuccess = req.onerror = req.onblocked = () => resolve();
-    });
+    for (const name of [DB_NAME, SEARCH_DB]) {
+      await new Promise((resolve) => {
+        const req = indexedDB.deleteDatabase(name);
+        req.onsuccess = req.onerror = req.onblocked = () => resolve();
+      });
+    }
   }
 }

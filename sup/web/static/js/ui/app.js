@@ -9,23 +9,33 @@ import { ChatInfo } from "./chatinfo.js";
 import { ChatList } from "./chatlist.js";
 import { app, deviceLabel, lazy, StatusBar, useApp } from "./common.js";
 import { NewChat } from "./newchat.js";
-import { navigate, onLink, usePath } from "./router.js";
+import { navigate, onLink, rememberReturn, takeReturn, usePath } from "./router.js";
 import { SafetyScreen } from "./safety.js";
 import { Settings } from "./settings.js";
 
 const StickerPackScreen = lazy(() => import("./stickers.js"), "StickerPackScreen");
 const StoryViewer = lazy(() => import("./stories.js"), "StoryViewer");
 const NewStory = lazy(() => import("./stories.js"), "NewStory");
+const SearchScreen = lazy(() => import("./search.js"), "SearchScreen");
+const JoinScreen = lazy(() => import("./join.js"), "JoinScreen");
+const AdminScreen = lazy(() => import("./admin.js"), "AdminScreen");
+const VerifyEmailScreen = lazy(() => import("./email.js"), "VerifyEmailScreen");
+// Screens for signed-out visitors; "register" is the sign-up link an invite mail holds (#invite=<code>).
+const AUTH_MODES = { login: "login", signup: "signup", register: "signup", "reset-password": "reset" };
 
 export function App() {
   const s = useApp();
   const path = usePath();
   const parts = path.split("/").filter(Boolean);
-  const authPath = parts[0] === "login" || parts[0] === "signup";
+  const authPath = Object.hasOwn(AUTH_MODES, parts[0] ?? "") && parts[0] !== "reset-password"; // a reset works signed in too
 
   useEffect(() => {
-    if (s.phase === "auth" && !authPath) navigate("/login", { replace: true });
-    if (s.phase === "ready" && authPath) navigate("/", { replace: true });
+    if (s.phase === "auth" && !authPath && parts[0] !== "reset-password") {
+      // an invite link, a verification link, a search: back there after signing in
+      rememberReturn(location.pathname + location.search + location.hash);
+      navigate("/login", { replace: true });
+    }
+    if (s.phase === "ready" && authPath) navigate(takeReturn() ?? "/", { replace: true });
   }, [s.phase, authPath]);
 
   useEffect(() => {
@@ -50,8 +60,8 @@ export function App() {
   }, [path, s.phase]);
 
   if (s.phase === "boot") return html`<main class="boot" aria-busy="true"><p>Loading…</p></main>`;
-  if (s.phase === "auth" || authPath) {
-    return html`<${StatusBar} /><${AuthScreen} mode=${parts[0] === "signup" ? "signup" : "login"} />`;
+  if (s.phase === "auth" || authPath || parts[0] === "reset-password") {
+    return html`<${StatusBar} /><${AuthScreen} mode=${Object.hasOwn(AUTH_MODES, parts[0] ?? "") ? AUTH_MODES[parts[0]] : "login"} />`;
   }
 
   let screen = null;
@@ -62,6 +72,10 @@ export function App() {
   else if (parts[0] === "safety" && parts[1]) screen = html`<${SafetyScreen} userId=${parts[1]} />`;
   else if (parts[0] === "stickers" && parts[1]) screen = html`<${StickerPackScreen} slug=${parts[1]} />`;
   else if (parts[0] === "stories" && parts[1] === "new") screen = html`<${NewStory} />`;
+  else if (parts[0] === "search") screen = html`<${SearchScreen} />`;
+  else if (parts[0] === "join") screen = html`<${JoinScreen} key=${parts[1]} code=${parts[1] ?? ""} />`;
+  else if (parts[0] === "admin") screen = html`<${AdminScreen} part=${parts[1] ?? ""} />`;
+  else if (parts[0] === "verify-email") screen = html`<${VerifyEmailScreen} />`;
   // The story viewer covers everything, over the chat list (its path, so Back closes it on a phone).
   const viewer =
     parts[0] === "stories" && parts[1] && parts[1] !== "new"

@@ -1,8 +1,13 @@
 // Sign up and log in. Every login is a new device: its keys are made in this browser and published.
 
+// Once signed in, app.js goes on to the screen asked for before (an invite link) or the chat list.
+
 import { html, useEffect, useRef, useState } from "./html.js";
-import { app, describe, Field, useApp } from "./common.js";
-import { navigate, onLink } from "./router.js";
+import { app, describe, Field, lazy, useApp } from "./common.js";
+import { emailAvailable } from "../client/account.js";
+import { onLink } from "./router.js";
+
+const PasswordReset = lazy(() => import("./email.js"), "PasswordReset");
 
 export function AuthScreen({ mode }) {
   const s = useApp();
@@ -10,7 +15,13 @@ export function AuthScreen({ mode }) {
     <div class="auth-card">
       <h1 class="brand"><span class="brand-mark" aria-hidden="true">S</span> SUP</h1>
       <p class="auth-lede">Private messages for your family or team, on your own server.</p>
-      ${mode === "signup" ? html`<${SignUp} registration=${s.registration} />` : html`<${LogIn} />`}
+      ${
+        mode === "signup"
+          ? html`<${SignUp} registration=${s.registration} />`
+          : mode === "reset"
+            ? html`<${PasswordReset} />`
+            : html`<${LogIn} />`
+      }
     </div>
   </main>`;
 }
@@ -18,7 +29,8 @@ export function AuthScreen({ mode }) {
 function SignUp({ registration }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
-  const [needInvite, setNeedInvite] = useState(registration === "invite");
+  const mailedInvite = new URLSearchParams(location.hash.replace(/^#/, "")).get("invite") ?? "";
+  const [needInvite, setNeedInvite] = useState(registration === "invite" || Boolean(mailedInvite));
   const inviteRef = useRef(null);
   const first = useRef(null);
   useEffect(() => first.current?.focus(), []);
@@ -41,7 +53,6 @@ function SignUp({ registration }) {
         displayName: String(form.get("display_name") ?? "").trim(),
         inviteCode: String(form.get("invite_code") ?? "").trim(),
       });
-      navigate("/", { replace: true });
     } catch (err) {
       setBusy(false);
       setError(describe(err));
@@ -61,7 +72,7 @@ function SignUp({ registration }) {
       needInvite
         ? html`<div class="field">
           <label for="su-invite">Invite code</label>
-          <input id="su-invite" name="invite_code" required autocomplete="off" ref=${inviteRef} aria-describedby="su-invite-note" />
+          <input id="su-invite" name="invite_code" required autocomplete="off" ref=${inviteRef} defaultValue=${mailedInvite} aria-describedby="su-invite-note" />
           <p id="su-invite-note" class="field-hint">This server is invite-only: ask a member for a code.</p>
         </div>`
         : null
@@ -93,7 +104,6 @@ function LogIn() {
     setError("");
     try {
       await app.logIn(fields);
-      navigate("/", { replace: true });
     } catch (err) {
       setBusy(false);
       if (err.code === "totp_required") {
@@ -129,6 +139,7 @@ function LogIn() {
     <${Field} label="Password" id="li-password" name="password" type="password" autocomplete="current-password" required />
     ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
     <button class="primary wide" type="submit" disabled=${busy}>${busy ? "Logging in…" : "Log in"}</button>
+    ${emailAvailable() ? html`<p class="auth-switch"><a href="/reset-password" onClick=${onLink}>Forgot password?</a></p>` : null}
     <p class="auth-switch">New here? <a href="/signup" onClick=${onLink}>Create an account</a></p>
   </form>`;
 }

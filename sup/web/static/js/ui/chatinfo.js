@@ -1,9 +1,11 @@
 // About a chat: its members and their roles (add, remove, change roles when allowed), pinned messages,
-// leaving or deleting it.
+// invite links and join requests (invites.js, for those who may invite), leaving or deleting it.
 
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, Field, useApp } from "./common.js";
+import { app, Avatar, describe, Field, lazy, useApp } from "./common.js";
 import { navigate, onLink } from "./router.js";
+
+const ChatInvites = lazy(() => import("./invites.js"), "ChatInvites");
 
 export function ChatInfo({ chatId }) {
   const s = useApp();
@@ -21,7 +23,7 @@ export function ChatInfo({ chatId }) {
   };
   useEffect(() => {
     load();
-  }, [chatId]);
+  }, [chatId, chat?.member_ids?.length]); // someone joined or left meanwhile
   if (!chat) return html`<section class="page"><p>This chat is not here.</p></section>`;
   const title = app.chatTitle(chat);
   const perms = chat.my_role?.permissions ?? [];
@@ -124,6 +126,7 @@ export function ChatInfo({ chatId }) {
         </form>`
         : null
     }
+    ${can("invite_users") && chat.type !== "direct" ? html`<${ChatInvites} chatId=${chatId} />` : null}
     <p><button type="button" class="danger" onClick=${leave}>${chat.type === "direct" ? "Delete chat" : "Leave"}</button></p>
   </section>`;
 }

@@ -19,6 +19,9 @@ export function ChatList({ activeId }) {
         <${Avatar} id=${s.me?.id ?? ""} name=${s.me?.display_name || s.me?.username || ""} />
         <span class="me-name">${s.me?.display_name || s.me?.username}</span>
       </a>
+      <a class="button icon-button" href="/search" onClick=${onLink} aria-label="Search" title="Search">
+        <svg viewBox="0 0 24 24" aria-hidden="true" width="22" height="22"><circle cx="10.5" cy="10.5" r="6" /><path d="M15 15l5 5" /></svg>
+      </a>
       <a class="button icon-button" href="/new" onClick=${onLink} aria-label="New chat" title="New chat">
         <svg viewBox="0 0 24 24" aria-hidden="true" width="22" height="22"><path d="M12 5v14M5 12h14" /></svg>
       </a>

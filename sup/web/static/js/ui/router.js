@@ -1,6 +1,8 @@
 // Paths of the app (the server serves the page at each of them: sup/http/handlers/web_client.py SCREENS).
 //   /login  /signup  /  /chats/<id>  /chats/<id>/info  /new  /new/group  /new/channel  /settings[/<part>]
 //   /safety/<user id>  /stickers/<slug> (a shared sticker pack)  /stories/new  /stories/<author id>[/<story id>]
+//   /search?q=  /join/<invite code>  /admin[/invites|/audit|/stats]  /verify-email#token=  /reset-password[#token=]
+//   /register[#invite=]
 
 import { useEffect, useState } from "./html.js";
 
@@ -19,6 +21,20 @@ function fromHash() {
 }
 addEventListener("hashchange", fromHash);
 fromHash();
+
+// Where a signed-out visitor was going (an invite link, an email verification link): kept in memory only
+// (a code in it is a secret) and taken once, when they have signed in.
+let returnTo = null;
+
+export function rememberReturn(path) {
+  if (path && path !== "/" && !path.startsWith("/login") && !path.startsWith("/signup")) returnTo = path;
+}
+
+export function takeReturn() {
+  const path = returnTo;
+  returnTo = null;
+  return path;
+}
 
 /** The current path, re-rendering on navigation. */
 export function usePath() {

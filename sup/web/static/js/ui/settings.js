@@ -1,6 +1,7 @@
 // Settings: profile and avatar, notifications, devices (rename, sign out), two-factor authentication with a
 // QR code, contacts and blocked people, who sees when you are online, close friends for stories (stories.js)
-// and sticker packs (stickers.js), both loaded when shown, and signing out.
+// and sticker packs (stickers.js), email (email.js), exporting my data and deleting the account (account.js)
+// and, for administrators, the way to Administration (admin.js): those loaded when shown; and signing out.
 
 import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
@@ -9,6 +10,10 @@ import { onLink } from "./router.js";
 
 const StickerSettings = lazy(() => import("./stickers.js"), "StickerSettings");
 const StorySettings = lazy(() => import("./stories.js"), "StorySettings");
+const EmailSettings = lazy(() => import("./email.js"), "EmailSettings");
+const ExportData = lazy(() => import("./account.js"), "ExportData");
+const DeleteAccount = lazy(() => import("./account.js"), "DeleteAccount");
+const AdminEntry = lazy(() => import("./admin.js"), "AdminEntry");
 
 export function Settings({ part }) {
   const s = useApp();
@@ -24,6 +29,10 @@ export function Settings({ part }) {
     <${Notifications} />
     <${Devices} />
     <${TwoFactor} />
+    <section class="card" id="settings-email" aria-labelledby="email-title">
+      <h2 id="email-title">Email</h2>
+      <${EmailSettings} />
+    </section>
     <${People} />
     <${Presence} />
     <section class="card" id="settings-stories" aria-labelledby="stories-title">
@@ -34,10 +43,19 @@ export function Settings({ part }) {
       <h2 id="stickers-title">Sticker packs</h2>
       <${StickerSettings} />
     </section>
+    <section class="card" id="settings-data" aria-labelledby="data-title">
+      <h2 id="data-title">Your data</h2>
+      <${ExportData} />
+    </section>
+    <${AdminEntry} />
     <section class="card" aria-labelledby="settings-out">
       <h2 id="settings-out">Sign out</h2>
       <p>Signing out deletes this device’s keys and messages from this browser.</p>
       <button type="button" class="danger" onClick=${() => confirm("Sign out of this browser?") && app.logOut()}>Log out</button>
+    </section>
+    <section class="card" id="settings-delete" aria-labelledby="delete-title">
+      <h2 id="delete-title">Delete account</h2>
+      <${DeleteAccount} />
     </section>
   </section>`;
 }

@@ -1,0 +1,151 @@
+"""What rate limits cost a request: a cheap authenticated route with the limits off, counted in the
+process (memory:// bus) and counted in Redis (redis:// bus, one Lua script per request).
+
+Each setting gets its own `sup run` (SQLite, fresh data dir) on a free loopback port; `--clients`
+users each repeat `GET /api/v1/users/me` on their own connection for `--seconds` after a warm-up.
+The limits are set far above the load, so every request is counted and none refused.
+
+    .venv/bin/python bench/ratelimit.py [--redis-url redis://127.0.0.1:6379/0] [--seconds 8] [--clients 16]
+
+Prints requests/s and latency per setting, writes bench/reports/ratelimit.json. Exit status: 0 when
+every request answered 200, 1 otherwise, 2 when the benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from foundation import (
+    BENCH_DIR,
+    BenchError,
+    client_session,
+    report_head,
+    report_tail,
+    software_info,
+    spawn_server,
+    stop_server,
+    summarize_ms,
+    usernames,
+    wait_healthy,
+)
+
+HIGH = "100000000"  # a budget no run reaches: every request counted, none refused
+WARM_UP_S = 1.0
+
+
+def settings(redis_url: str) -> dict[str, dict[str, str]]:
+    limits = {"SUP_RATELIMIT_ENABLED": "true", "SUP_RATELIMIT_REQUESTS_PER_USER": HIGH}
+    return {
+        "off": {"SUP_RATELIMIT_ENABLED": "false"},
+        "memory": {**limits, "SUP_BUS_URL": "memory://"},
+        "redis": {**limits, "SUP_BUS_URL": redis_url},
+    }
+
+
+async def _client(
+    session: aiohttp.ClientSession, url: str, token: str, until: float, start: float
+) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    headers = {"Authorization": f"Bearer {token}"}
+    while (now := time.perf_counter()) < until:
+        async with session.get(url, headers=headers) as response:
+            await response.read()
+            ok = response.status == 200
+        if now >= start:  # the warm-up is not measured
+            latencies.append(time.perf_counter() - now)
+            failures += not ok
+    return latencies, failures
+
+
+async def measure(name: str, env: dict[str, str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    data_dir = workdir / name
+    data_dir.mkdir()
+    server = spawn_server(sys.executable, data_dir, None, env.items())
+    try:
+        async with client_session(args.clients) as session:
+            await wait_healthy(server, session)
+            tokens = []
+            for username in usernames(args.clients):
+                body = {"username": username, "password": "correct horse battery"}
+                async with session.post(f"{server.base_url}/api/v1/auth/register", json=body) as response:
+                    if response.status != 201:
+                        raise BenchError(f"{name}: register answered {response.status}")
+                    tokens.append((await response.json())["access_token"])
+            start = time.perf_counter() + WARM_UP_S
+            until = start + args.seconds
+            url = f"{server.base_url}/api/v1/users/me"
+            results = await asyncio.gather(*(_client(session, url, t, until, start) for t in tokens))
+    finally:
+        stopped = await stop_server(server)
+    latencies = [s for lat, _ in results for s in lat]
+    return {
+        "env": env,
+        "requests": len(latencies),
+        "failures": sum(f for _, f in results),
+        "requests_per_s": round(len(latencies) / args.seconds, 1),
+        "latency": summarize_ms(latencies),
+        "stopped_cleanly": stopped["ok"],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    config = {
+        "seconds": args.seconds,
+        "clients": args.clients,
+        "redis_url": args.redis_url,
+        "route": "GET /api/v1/users/me",
+    }
+    report = report_head("ratelimit", "sqlite", software_info(sys.executable), config)
+    with tempfile.TemporaryDirectory(prefix="sup-bench-ratelimit-") as tmp:
+        report["settings"] = {
+            name: await measure(name, env, args, Path(tmp)) for name, env in settings(args.redis_url).items()
+        }
+    problems = [f"{name}: {r['failures']} requests failed" for name, r in report["settings"].items() if r["failures"]]
+    return report_tail(report, problems, [], started)
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = [f"rate limits, {report['config']['clients']} clients, {report['config']['route']}:"]
+    base = report["settings"]["off"]["requests_per_s"] or 1
+    for name, r in report["settings"].items():
+        lat = r["latency"]
+        lines.append(
+            f"  {name:<7} {r['requests_per_s']:>8.1f} req/s ({r['requests_per_s'] / base:>5.0%} of off)"
+            f"  p50 {lat.get('p50_ms')} ms  p99 {lat.get('p99_ms')} ms  failures {r['failures']}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--json-out", type=Path, default=BENCH_DIR / "reports" / "ratelimit.json")
+    args = p.parse_args(argv)
+    try:
+        report = asyncio.run(run(args))
+    except BenchError as exc:
+        print(f"ratelimit benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    print(summary(report))
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"JSON report: {args.json_out}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
