@@ -38,6 +38,7 @@ from sup.domain.admin import AdminService
 from sup.domain.attachments import MediaAttachments
 from sup.domain.audit import AuditLog
 from sup.domain.calls import CallService
+from sup.domain.callsignal import CallSignalling
 from sup.domain.chats import ChatService
 from sup.domain.emails import EmailService
 from sup.domain.erasure import AccountErasure
@@ -75,6 +76,8 @@ from sup.plugins.host import Hooks, load_plugins
 from sup.plugins.smtp import SmtpMailer
 from sup.plugins.turn import CoturnSecret
 from sup.transport.services import SERVICES, Services
+from sup.ws.calls import CALLS, CallRelay
+from sup.ws.gateway import error_frame
 from sup.ws.hub import HUB, Hub
 
 log = logging.getLogger("sup")
@@ -467,6 +470,17 @@ def build_services(
         erasure=erasure,
         exports=exports,
         calls=CallService(db, access, stores.users, hooks, secrets.call_rooms),
+        signalling=CallSignalling(
+            db,
+            access,
+            stores.members,
+            timeline,
+            rt.bus,
+            clock,
+            ring_timeout_seconds=config.calls.ring_timeout_seconds,
+            limiter=limiter if limits.enabled else None,
+            invites_per_minute=limits.call_invites_per_user,
+        ),
         emails=emails,
         search=SearchService(db, stores.search, stores.members, access),
         joining=JoinService(
@@ -539,7 +553,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         await hooks.close()  # what the plugins that did start opened is closed again
         raise
     app[HOOKS] = hooks
-    hasher = realtime = background = services = None
+    hasher = realtime = background = services = calls = None
     try:
         await prepare_schema(config, db, clock)
         hasher = build_hasher(config)
@@ -553,6 +567,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         app[DATABASE] = db
         app[SCHEDULER] = background.scheduler
         app[HUB] = realtime.hub
+        app[CALLS] = calls = CallRelay(realtime.hub, services.signalling, error_frame)
         if METRICS in app:
             instrument(app[METRICS], db, realtime, background)
         await background.scheduler.start()
@@ -560,6 +575,10 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     finally:
         if background is not None:
             await background.close()
+        if calls is not None:
+            await calls.close()
+        if services is not None:
+            await services.signalling.close()  # its last history lines are written before the database closes
         if realtime is not None:
             await realtime.hub.close()  # normally done already, at on_shutdown
             await realtime.close()

@@ -139,6 +139,9 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     uploads_per_user: Annotated[int, _doc("File uploads (whole or resumable) one user may start per minute.", ge=1)] = (
         60
     )
+    call_invites_per_user: Annotated[
+        int, _doc("1:1 calls one user may place per minute (each rings every device of someone).", ge=1)
+    ] = 20
     email_per_address: Annotated[
         int,
         _doc(
@@ -450,6 +453,10 @@ class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             le=7 * 86400,
         ),
     ] = 86400
+    ring_timeout_seconds: Annotated[
+        float,
+        _doc("How long a 1:1 call rings before it ends as missed (call signalling over the WebSocket).", gt=0, le=600),
+    ] = 45.0
 
 
 class EmailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

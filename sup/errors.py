@@ -58,6 +58,8 @@ class Code(StrEnum):
     NOT_CONFIGURED = "not_configured"
     INVALID_EMAIL_TOKEN = "invalid_email_token"
     EMAIL_TAKEN = "email_taken"
+    CALL_ENDED = "call_ended"
+    NOT_RINGING = "not_ringing"
     INTERNAL = "internal_error"
 
 

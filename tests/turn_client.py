@@ -118,7 +118,8 @@ def free_udp_port() -> int:
 class Coturn:
     """Debian's coturn on 127.0.0.1, with the TURN REST API's shared secret."""
 
-    def __init__(self, secret: str, workdir: Path) -> None:
+    def __init__(self, secret: str, workdir: Path, extra: tuple[str, ...] = ()) -> None:
+        self.extra = extra  # e.g. --allow-loopback-peers, for two peers that both relay on 127.0.0.1
         self.port = free_udp_port()
         self.secret = secret
         self.log = workdir / "turnserver.log"
@@ -147,6 +148,7 @@ class Coturn:
             f"--log-file={self.log}",
             f"--userdb={self.userdb}",  # not the system's /var/lib/turn/turndb
             "--simple-log",
+            *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         for _ in range(100):  # ready once it answers a Binding request

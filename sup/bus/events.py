@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -41,18 +41,24 @@ class EventBus(Protocol):
 
     async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None: ...
 
+    def subscribe_calls(self, handler: Callable[[bytes], None]) -> None: ...
+
+    async def announce_calls(self, payload: bytes) -> None: ...
+
 
 class MemoryBus:
     """One process: listeners are called directly."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._call_handlers: list[Callable[[bytes], None]] = []
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         self._listeners.clear()
+        self._call_handlers.clear()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -66,12 +72,21 @@ class MemoryBus:
         for listener in self._listeners:
             listener.on_ephemeral(users, payload)
 
+    def subscribe_calls(self, handler: Callable[[bytes], None]) -> None:
+        """Call signalling commands (sup/domain/callsignal.py): every process sees all, in one order."""
+        self._call_handlers.append(handler)
+
+    async def announce_calls(self, payload: bytes) -> None:
+        for handler in self._call_handlers:
+            handler(payload)
+
 
 class _Wire(msgspec.Struct, array_like=True):
     origin: str
     deliveries: list[tuple[str, int, bytes]] = []
     user_ids: list[str] = []
     payload: bytes = b""
+    calls: bytes = b""
 
 
 class RedisBus(MemoryBus):
@@ -122,6 +137,11 @@ class RedisBus(MemoryBus):
         await super().announce_ephemeral(users, payload)
         await self._publish(_Wire(self._origin, user_ids=users, payload=payload))
 
+    async def announce_calls(self, payload: bytes) -> None:
+        # Not handled here first: every process, this one too, applies call commands in the order
+        # Redis delivers them, which is the same order for every subscriber.
+        await self._publish(_Wire(self._origin, calls=payload))
+
     async def _publish(self, wire: _Wire) -> None:
         try:
             self._outbox.put_nowait(self._encoder.encode(wire))
@@ -164,6 +184,9 @@ class RedisBus(MemoryBus):
         except msgspec.DecodeError:
             log.warning("ignoring a malformed bus message")
             return
+        if wire.calls:
+            for handler in self._call_handlers:
+                handler(wire.calls)
         if wire.origin == self._origin:
             return
         if wire.deliveries:

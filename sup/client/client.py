@@ -30,6 +30,8 @@ What it does for you:
   the event cursor are committed to the store together, and only then is the cursor acked,
   so a crash never loses a ratchet step nor acknowledges a message it did not keep. A group
   message whose sender key has not arrived waits (in the store) for its `sender_key` event.
+- Calls (`client.calls`, calls.py): 1:1 calls in a direct chat are placed, answered, declined and hung up
+  over the socket; the SDP and ICE of a call are pairwise-encrypted to the one device at the other end.
 - Search: the server searches only what it can read (`search_messages`, `search_users`, `search_chats`);
   `search` looks through the messages kept on this device, encrypted chats included (store.py keeps a
   full-text index of them). Joining: `join_chat` (a public chat), `join_by_invite` (a link), and for
@@ -56,6 +58,7 @@ from typing import Any
 
 import aiohttp
 
+from sup.client.calls import CallEvent, Calls
 from sup.client.chats import Chats, is_encrypted
 from sup.client.crypto import DeviceCrypto
 from sup.client.devices import Devices
@@ -91,6 +94,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "Attachment",
     "BadDeviceKeys",
+    "CallEvent",
     "Client",
     "ClientError",
     "FoundMessage",
@@ -137,6 +141,9 @@ class Client:
         self._sender = Sender(state, self._chats, self._devices)
         self._receiver = Receiver(state, self._chats, self._devices, self._prekeys)
         self._outbox = Outbox(state, self._sender)
+        self._calls = Calls(state, self._chats, self._devices, self._sender)
+        self._calls.receiver = self._receiver
+        self._receiver.calls = self._calls
         self._receiver.listeners.append(self._outbox.on_frame)  # a device came: what waited for it goes
         self._socket: SupSocket | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -283,6 +290,11 @@ class Client:
     def socket(self) -> SupSocket | None:
         return self._socket
 
+    @property
+    def calls(self) -> Calls:
+        """1:1 calls: place, accept, reject, hang up, SDP and ICE end-to-end encrypted (calls.py)."""
+        return self._calls
+
     async def start(self) -> None:
         """Connect the event stream and start handling events (messages() does this itself)."""
         if self._pump is not None or self._state.closed:
@@ -292,6 +304,7 @@ class Client:
         self._socket.on_ready.append(self._outbox.on_ready)  # a device may have come while it was away
         await self._socket.start()
         self._receiver.socket = self._socket
+        self._calls.socket = self._socket
         self._pump = asyncio.create_task(self._receiver.run(self._socket), name=f"sup-client-{self.device_id}")
         self._state.spawn(self._prekeys.rotate_signed_prekey_if_old())
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sup.client.chats import Chats, is_encrypted
 from sup.client.crypto import CryptoError, DecryptError, DuplicateMessage, NoSession, UntrustedIdentity
@@ -25,6 +25,9 @@ from sup.client.prekeys import Prekeys
 from sup.client.socket import SupSocket
 from sup.client.state import DeviceState, Stop, Work
 from sup.client.values import Attachment, MessageDeleted, ReceivedMessage, SafetyNumberChanged, Undecryptable
+
+if TYPE_CHECKING:
+    from sup.client.calls import Calls
 
 log = logging.getLogger("sup.client")
 
@@ -42,6 +45,7 @@ class Receiver:
         self.cursor = state.store.cursor
         self.socket: SupSocket | None = None
         self.listeners: list[Callable[[dict[str, Any]], Any]] = []
+        self.calls: Calls | None = None  # set by Client: call frames go there
         self._untrusted_shown: set[tuple[str, str, bytes]] = set()
 
     async def run(self, socket: SupSocket) -> None:
@@ -103,6 +107,11 @@ class Receiver:
             await self.devices.on_keys_changed(frame, work)
         elif kind in ("chat.created", "chat.updated", "chat.member.added", "chat.member.removed", "chat.deleted"):
             await self.chats.on_event(frame, work)
+        elif self.calls is not None and (
+            (isinstance(kind, str) and kind.startswith("call."))
+            or (kind == "error" and str(frame.get("request_id") or "").startswith("call-"))
+        ):
+            await self.calls.on_frame(frame, work)
         elif kind == "prekeys.low":
             work.after_commit.append(self.prekeys.top_up)
         elif kind == "resync":

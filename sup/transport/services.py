@@ -12,6 +12,7 @@ from sup.domain.accounts import AccountService
 from sup.domain.admin import AdminService
 from sup.domain.audit import AuditLog
 from sup.domain.calls import CallService
+from sup.domain.callsignal import CallSignalling
 from sup.domain.chats import ChatService
 from sup.domain.emails import EmailService
 from sup.domain.erasure import AccountErasure
@@ -52,6 +53,7 @@ class Services:
     erasure: AccountErasure
     exports: ExportService
     calls: CallService
+    signalling: CallSignalling
     emails: EmailService
     search: SearchService
     joining: JoinService

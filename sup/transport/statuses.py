@@ -58,6 +58,8 @@ STATUS: dict[Code, int] = {
     Code.NOT_CONFIGURED: 404,
     Code.INVALID_EMAIL_TOKEN: 400,
     Code.EMAIL_TAKEN: 409,
+    Code.CALL_ENDED: 409,
+    Code.NOT_RINGING: 409,
     Code.INTERNAL: 500,
 }
 if set(STATUS) != set(Code):  # a new code without a status would be a 500 at the worst moment

@@ -24,6 +24,7 @@ from sup.transport.inputs import Id, Input
 from sup.transport.sends import MessageSendFields, RequestId, request_id_of
 from sup.transport.services import SERVICES, Services
 from sup.transport.statuses import STATUS, Close
+from sup.ws.calls import CALL_FRAMES, CALLS, CallFrame, CallRelay
 from sup.ws.connection import Codec, Connection
 from sup.ws.hub import HUB, Hub
 
@@ -62,7 +63,7 @@ class Ping(_Frame, tag="ping", kw_only=True):
     request_id: RequestId | None = None
 
 
-ClientFrame = Authenticate | Ack | Send | Typing | Ping
+ClientFrame = Authenticate | Ack | Send | Typing | Ping | CallFrame
 
 _json_frames = msgspec.json.Decoder(ClientFrame)
 _msgpack_frames = msgspec.msgpack.Decoder(ClientFrame)
@@ -98,7 +99,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     hub.sockets.add(ws)
     try:
-        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub)
+        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub, request.app[CALLS])
     finally:
         hub.sockets.discard(ws)
         if not ws.closed:
@@ -156,7 +157,7 @@ async def _refuse(ws: web.WebSocketResponse, codec: Codec, error: DomainError, c
     await ws.close(code=code, message=error.code.value.encode())
 
 
-async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, hub: Hub) -> None:
+async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, hub: Hub, calls: CallRelay) -> None:
     connection = await _authenticate(ws, codec, services)
     if connection is None:
         return
@@ -200,6 +201,8 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
                 task.add_done_callback(requests.discard)
             elif isinstance(frame, Ping):
                 connection.reply({"type": "pong", "cursor": None, "request_id": frame.request_id})
+            elif isinstance(frame, CALL_FRAMES):
+                await calls.handle(connection, frame)
             else:
                 connection.reply(error_frame(DomainError(Code.INVALID_REQUEST, "Already authenticated.")))
             if pump.done():
@@ -213,6 +216,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
         with contextlib.suppress(asyncio.CancelledError):
             await pump
         await hub.acks.flush_device(connection.device_id)
+        await calls.closed(connection)
         await services.presence.disconnected(connection.user_id)
 
 

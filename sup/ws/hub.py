@@ -67,6 +67,10 @@ class Hub:
                 if not group:
                     del index[key]
 
+    def connections_of(self, device_id: str) -> tuple[Connection, ...]:
+        """This process's sockets of one device (call signalling sends to one device only)."""
+        return tuple(self._by_device.get(device_id, ()))
+
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self.tasks.add(task)

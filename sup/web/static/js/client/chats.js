@@ -50,9 +50,20 @@ export function systemText(action, name) {
       return action.visibility === "public" ? "The chat is public now" : "The chat is private now";
     case "title_changed":
       return `The title is now “${action.title}”`;
+    case "call":
+      return callText(action, name);
     default:
       return "The chat changed";
   }
+}
+
+/** A call's line in the history: missed, declined, or how long it lasted. */
+function callText(action, name) {
+  const what = action.video ? "Video call" : "Call";
+  if (action.outcome === "missed") return `Missed ${what.toLowerCase()} from ${name(action.caller_id)}`;
+  if (action.outcome === "declined") return `${what} declined`;
+  const seconds = Math.round((action.duration_ms ?? 0) / 1000);
+  return `${what}, ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
 }
 
 /** A UUID v4 (client ids). */

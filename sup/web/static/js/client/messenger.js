@@ -15,6 +15,7 @@ import * as envelopes from "../crypto/envelope.js";
 import { ApiError } from "../api/http.js";
 import { EventSocket } from "../api/socket.js";
 import { Batch } from "../store/db.js";
+import { CallSignals } from "./calls.js";
 import { isEncrypted, newClientId, previewText } from "./chats.js";
 import { DeviceGone, Keys, MemberWithoutDevice } from "./keys.js";
 import { Outbox } from "./outbox.js";
@@ -56,6 +57,7 @@ export class Messenger {
     });
     this.inbox = new Inbox(this);
     this.outbox = new Outbox(this);
+    this.calls = new CallSignals(this);
     /** @type {Map<string, object>} */ this.chats = new Map();
     /** @type {Map<string, string[]>} chat id -> member user ids (a cache) */ this.members = new Map();
     /** @type {Map<string, Set<string>>} chat id -> users seen leaving, not added back since */ this.removed =
@@ -112,6 +114,11 @@ export class Messenger {
     const run = this._tail.then(fn);
     this._tail = run.catch(() => {});
     return run;
+  }
+
+  /** A call action (client/calls.js): "invite", "accept", "reject", "hangup" or "signal". */
+  call(op, ...args) {
+    return this.calls.act(op, ...args);
   }
 
   // ---- events ----------------------------------------------------------------------------------------

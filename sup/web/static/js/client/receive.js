@@ -12,6 +12,7 @@ import { CryptoError, DecryptError, DuplicateMessage, NoSession, UntrustedIdenti
 import * as envelopes from "../crypto/envelope.js";
 import { Batch } from "../store/db.js";
 import { isEncrypted } from "./chats.js";
+import { isCallFrame } from "./calls.js";
 
 const GROUP_MESSAGE = 4; // second byte of a sender-key ciphertext (docs/e2e.md "Wire format")
 const NOT_A_MEMBER = "the sender is not a member of this chat (removed; not added again since)";
@@ -137,6 +138,7 @@ export class Inbox {
         work.ephemeral.push(frame); // the state reads stickers and stories from the server again
         return;
       default:
+        if (isCallFrame(frame)) return m.calls.onFrame(frame, work); // client/calls.js
         return;
     }
   }

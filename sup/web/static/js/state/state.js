@@ -5,6 +5,7 @@
 
 import { Api, ApiError, SessionEnded } from "../api/http.js";
 import { DeviceStore } from "../crypto/store.js";
+import { CallController, isCallFrame } from "../client/calls.js";
 import { isEncrypted, previewText, systemText } from "../client/chats.js";
 import { MediaCache } from "../client/media.js";
 import { Messenger } from "../client/messenger.js";
@@ -36,6 +37,7 @@ const ACTIONS = new Set([
   "safetyNumber",
   "typing",
   "syncChats",
+  "call",
 ]);
 
 function deviceName() {
@@ -87,7 +89,10 @@ export class AppState {
       stickerPacks: null,
       /** the stories I may see, by author ({author, stories: newest first, all_seen}), none expired; null: loading */
       stories: null,
+      /** this tab's call (client/calls.js), or null */
+      call: null,
     };
+    this.calls = new CallController(this);
     this.storyTimer = null;
     /** where closing the story viewer goes back to (the screen it was opened from) */
     this.storyReturn = "/";
@@ -331,6 +336,10 @@ export class AppState {
   }
 
   _frame(frame) {
+    if (isCallFrame(frame)) {
+      if (this.messenger !== null) this.calls.onFrame(frame); // a call rings in the tab that is connected
+      return;
+    }
     if (frame.type === "resync") {
       // Events were missed: what they would have said about stories and sticker packs is read again.
       this.loadStories().catch(() => {});

@@ -3,6 +3,7 @@
 
 import { html, useEffect } from "./html.js";
 import { AuthScreen } from "./auth.js";
+import { CallOverlay } from "./call.js";
 import { ChatScreen } from "./chat.js";
 import { ChatInfo } from "./chatinfo.js";
 import { ChatList } from "./chatlist.js";
@@ -95,7 +96,8 @@ export function App() {
         }
       </main>
     </div>
-    ${viewer}`;
+    ${viewer}
+    <${CallOverlay} />`;
 }
 
 /**

@@ -4,6 +4,7 @@
 
 import { html, useEffect, useLayoutEffect, useRef, useState } from "./html.js";
 import { app, Avatar, describe, deviceLabel, formatDay, keyDigits, lastSeen, lazy, shortId, useApp } from "./common.js";
+import { CallButton } from "./call.js";
 import { Message } from "./message.js";
 import { navigate, onLink } from "./router.js";
 
@@ -71,6 +72,7 @@ export function ChatScreen({ chatId }) {
         <h1 id="chat-title">${title}</h1>
         <p class=${`subtitle${typing.length ? " typing" : ""}`} aria-live="polite">${subtitle}</p>
       </div>
+      <${CallButton} chat=${chat} />
       ${
         chat.type === "direct" && chat.peer
           ? html`<a class="button small" href=${`/safety/${chat.peer.id}`} onClick=${onLink}>Safety number</a>`
