@@ -51,6 +51,7 @@ from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
 from sup.domain.search import SearchService
+from sup.domain.sendrate import SendRate
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -65,6 +66,7 @@ from sup.http.middleware import add_security_headers, cors_middleware
 from sup.http.observe import METRICS, METRICS_ACCESS, MetricsAccess, add_request_id, observe_middleware
 from sup.http.problems import problems_middleware
 from sup.http.routes import ROUTES, add_routes
+from sup.http.runner import LISTENER
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
 from sup.observe.metrics import Metrics, replace_gauge
@@ -133,6 +135,9 @@ class _Silent:
         return None
 
     async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        return None
+
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
         return None
 
 
@@ -223,7 +228,8 @@ class Realtime:
     def build(cls, config: Config, db: Database, stores: Stores, clock: Clock) -> Realtime:
         bus = open_bus(config.bus.url)
         stream = EventStream(db, stores.events, clock, retention_ms=config.websocket.event_retention_days * 86_400_000)
-        hub = Hub(stream, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
+        ws = config.websocket
+        hub = Hub(stream, ws.catch_up_seconds, ws.send_timeout_seconds, ws.stall_min_bytes)
         bus.subscribe(hub)
         return cls(bus, open_presence(config.bus.url), WriteBatcher(db), stream, hub)
 
@@ -472,6 +478,7 @@ def build_services(
             chats,
             clock,
         ),
+        send_rate=SendRate(limiter if limits.enabled else None, limits.sends_per_device),
     )
 
 
@@ -582,6 +589,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     allow = tuple(ipaddress.ip_network(a, strict=False) for a in config.metrics.allow)
     app[METRICS_ACCESS] = MetricsAccess(config.metrics.enabled, allow, config.metrics.token, trusted)
     app[CONFIG] = config
+    app[LISTENER] = config.server  # the runner's timeouts
     app[CLOCK] = clock or Clock()
     app[REGISTRATION] = config.auth.registration  # the web client's sign-up screen shows it
     app.cleanup_ctx.append(_backends)

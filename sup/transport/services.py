@@ -23,6 +23,7 @@ from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
 from sup.domain.search import SearchService
+from sup.domain.sendrate import SendRate
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -54,6 +55,7 @@ class Services:
     emails: EmailService
     search: SearchService
     joining: JoinService
+    send_rate: SendRate  # one budget per device for REST and WebSocket sends
 
 
 SERVICES = web.AppKey("services", Services)

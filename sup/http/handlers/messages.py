@@ -12,6 +12,7 @@ from sup.http.api import Call, json_response
 
 async def send_message(call: Call, body: s.MessageSend) -> web.Response:
     """POST /api/v1/messages: send; 201 when stored, 200 with the original when client_id was seen already."""
+    await call.services.send_rate.check(call.who.device_id)  # shared with WebSocket sends
     sent = await call.services.messages.send(call.who.user_id, call.who.device_id, body.to_outgoing())
     return json_response(sent.message, 201 if sent.created else 200)
 
