@@ -84,7 +84,8 @@ async def run(connections: int, server_src: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="sup-bench-deflate-") as data_dir:
         proc, url = await start_server(data_dir, server_src)
         try:
-            async with aiohttp.ClientSession() as session:
+            # No connector limit: aiohttp allows 100 connections per session, and each socket holds one.
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
                 users = [await register(session, url) for _ in range(10)]
                 owner = users[0]
                 headers = {"Authorization": f"Bearer {owner['access_token']}"}
