@@ -104,7 +104,11 @@ class Hub:
         if self.sockets:  # at once, each bounded: a client that reads nothing must not hold the shutdown
             await asyncio.gather(*(_going_away(ws) for ws in list(self.sockets)))
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=5)
+            _, late = await asyncio.wait(self.tasks, timeout=5)
+            for task in late:  # e.g. a dropped socket still flushing its close frame: abort it now
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
         await self.acks.close()
 
     async def _check_forever(self) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
 from sup.domain.presence import TYPING_SECONDS, PresenceService
 from sup.errors import DomainError
+
+log = logging.getLogger("sup.ws")
 
 RENEW_SECONDS = TYPING_SECONDS / 2  # a notice lasts TYPING_SECONDS: renewing at half of it keeps it shown
 ROUND_SECONDS = 0.5
@@ -59,6 +62,8 @@ class TypingRelay:
                         await self._presence.typing(self._user_id, chat_id, active)
                     except DomainError as error:
                         self._on_error(error)
+                    except Exception:  # a database hiccup loses a typing notice, nothing more
+                        log.warning("typing notice not relayed", exc_info=True)
                 await asyncio.sleep(ROUND_SECONDS)
         finally:
             self._task = None
