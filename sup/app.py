@@ -54,6 +54,7 @@ from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
 from sup.domain.search import SearchService
+from sup.domain.sendrate import SendRate
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -68,6 +69,7 @@ from sup.http.middleware import add_security_headers, cors_middleware
 from sup.http.observe import METRICS, METRICS_ACCESS, MetricsAccess, add_request_id, observe_middleware
 from sup.http.problems import problems_middleware
 from sup.http.routes import ROUTES, add_routes
+from sup.http.runner import LISTENER
 from sup.jobs.scheduler import JobSettings, Scheduler
 from sup.keys import ServerKeys, load_or_create_master
 from sup.observe.metrics import Metrics, replace_gauge
@@ -138,6 +140,9 @@ class _Silent:
         return None
 
     async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        return None
+
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
         return None
 
 
@@ -231,7 +236,8 @@ class Realtime:
         """`namespace`: what the install's Redis keys and channel carry (`bus.namespace` or the install id)."""
         bus = open_bus(config.bus.url, namespace)
         stream = EventStream(db, stores.events, clock, retention_ms=config.websocket.event_retention_days * 86_400_000)
-        hub = Hub(stream, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
+        ws = config.websocket
+        hub = Hub(stream, ws.catch_up_seconds, ws.send_timeout_seconds, ws.stall_min_bytes)
         bus.subscribe(hub)
         # The install's namespace keeps its budgets apart from another install's on a shared Redis.
         limiter = open_rate_limiter(config.bus.url, prefix=f"sup:{namespace}:" if namespace else "sup:")
@@ -496,6 +502,7 @@ def build_services(
             clock,
         ),
         limits=RequestLimits(limiter, limits),
+        send_rate=SendRate(limiter if limits.enabled else None, limits.sends_per_device),
     )
 
 
@@ -614,6 +621,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     allow = tuple(ipaddress.ip_network(a, strict=False) for a in config.metrics.allow)
     app[METRICS_ACCESS] = MetricsAccess(config.metrics.enabled, allow, config.metrics.token, trusted)
     app[CONFIG] = config
+    app[LISTENER] = config.server  # the runner's timeouts
     app[CLOCK] = clock or Clock()
     app[REGISTRATION] = config.auth.registration  # the web client's sign-up screen shows it
     app.cleanup_ctx.append(_backends)

@@ -51,6 +51,26 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout: Annotated[
         float, _doc("Seconds open requests get to finish on SIGTERM before they are cut.", ge=0)
     ] = 10.0
+    header_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "A connection must send a request's complete headers within this many seconds of connecting (or of "
+            "starting the request); else it is closed, so that trickled headers cannot hold connections open.",
+            gt=0,
+        ),
+    ] = 10.0
+    keepalive_timeout_seconds: Annotated[
+        float, _doc("An idle keep-alive connection (no request under way) is closed after this many seconds.", gt=0)
+    ] = 30.0
+    listen_backlog: Annotated[
+        int,
+        _doc(
+            "Connections the kernel queues before `sup run` accepts them (capped by net.core.somaxconn), so that "
+            "bursts of connects do not wait for SYN retries.",
+            ge=1,
+            le=65535,
+        ),
+    ] = 1024
     trusted_proxies: Annotated[
         list[str],
         _doc("Reverse proxies (IPs or CIDRs) whose X-Forwarded-For and X-Forwarded-Proto are believed."),
@@ -153,7 +173,11 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     email_per_ip: Annotated[int, _doc("Requests per hour from one IP address that would send an email.", ge=1)] = 20
     sends_per_user: Annotated[
         int,
-        _doc("Messages (sends and forwards) one user may send per minute, from all devices together.", ge=1),
+        _doc(
+            "Messages (sends and forwards) one user may send per minute, from all devices together, over "
+            "REST and the WebSocket (sends_per_device limits each device).",
+            ge=1,
+        ),
     ] = 300
     search_per_user: Annotated[int, _doc("Searches (users, chats, messages) one user may run per minute.", ge=1)] = 60
     joins_per_user: Annotated[
@@ -188,6 +212,14 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ge=1,
         ),
     ] = 1200
+    sends_per_device: Annotated[
+        int,
+        _doc(
+            "Messages one device may send per minute, over REST and the WebSocket together (one budget); "
+            "beyond that, 429 (REST) or an `error` frame with code rate_limited (WebSocket).",
+            ge=1,
+        ),
+    ] = 600
 
 
 class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -220,8 +252,37 @@ class WebSocketConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = 2000
     send_timeout_seconds: Annotated[
         float,
-        _doc("A client that accepts nothing for this long is closed with code 4008 and resumes from its cursor.", gt=0),
+        _doc(
+            "The window over which a connection's progress is measured: while frames wait for it, a client whose "
+            "socket takes in fewer than stall_min_bytes in this many seconds is closed with code 4008 and resumes "
+            "from its cursor (a slow but steady reader is never cut).",
+            gt=0,
+        ),
     ] = 20.0
+    stall_min_bytes: Annotated[
+        int,
+        _doc("The fewest bytes a client with frames waiting must take in per send_timeout_seconds window.", ge=1),
+    ] = 16384
+    reply_queue_limit: Annotated[
+        int,
+        _doc(
+            "Replies (pong, message.sent, error) waiting for one connection; a client that makes more without "
+            "reading them is closed with code 4008 as a slow consumer.",
+            ge=16,
+        ),
+    ] = 256
+    frames_per_second: Annotated[
+        float,
+        _doc("Frames a connection may send per second, on average (after authenticating).", gt=0),
+    ] = 100.0
+    frame_burst: Annotated[
+        int,
+        _doc(
+            "Frames a connection may send at once above frames_per_second. Past it a frame is refused with an "
+            "`error` frame (code rate_limited); a client that sends as many again regardless is closed with 4029.",
+            ge=1,
+        ),
+    ] = 1000
     catch_up_seconds: Annotated[
         float, _doc("How often connections are checked against the database for missed events.", gt=0)
     ] = 2.0

@@ -36,7 +36,9 @@ async def serve(config: Config) -> None:
     )
     await runner.setup()  # opens the database, migrates
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        # A deeper accept queue than aiohttp's 128: during a burst of connects (clients reconnecting
+        # after a restart) the kernel would drop SYNs, and each drop costs its client a 1 s retry.
+        site = web.TCPSite(runner, config.server.host, config.server.port, backlog=config.server.listen_backlog)
         await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

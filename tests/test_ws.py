@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import uuid
 
 import aiohttp
@@ -25,6 +26,7 @@ async def rt(request, server_factory) -> Server:
         SUP_WEBSOCKET_CATCH_UP_SECONDS="0.2",
         SUP_WEBSOCKET_QUEUE_LIMIT="16",
         SUP_WEBSOCKET_SEND_TIMEOUT_SECONDS="1",
+        SUP_WEBSOCKET_FRAME_BURST="100000",  # the slow-consumer test pipelines 1,500 sends
     )
 
 
@@ -227,6 +229,8 @@ async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server)
     alice, bob = await api.register(), await api.register()
     chat = await plain_group(api, alice, bob)
     slow = await connect(rt, bob)  # reads nothing for now
+    small_receive_buffer(slow)
+    (connection,) = rt.app[HUB].connections_of(bob.device_id)
     big = "x" * 16_000
     total = 1500  # ~24 MB: more than loopback socket buffers can absorb, so the server must stall
     sender = await connect(rt, alice)
@@ -237,11 +241,21 @@ async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server)
             if (await sender.recv(timeout=30))["type"] == "message.sent":
                 acked += 1
 
+    async def flood() -> None:
+        for i in range(total):
+            await sender.send({"type": "message.send", "chat_id": chat, "client_id": f"s{i}", "body": f"{i} {big}"})
+        await reading
+
     reading = asyncio.create_task(read_acks())
-    for i in range(total):
-        await sender.send({"type": "message.send", "chat_id": chat, "client_id": f"s{i}", "body": f"{i} {big}"})
-    await reading
-    await asyncio.sleep(2.5)  # still not reading: longer than the 1 s send timeout (checked every 0.2 s)
+    flooding = asyncio.create_task(flood())
+    # Not reading: once the socket takes in nothing for the 1 s window (checked every 0.2 s), the server
+    # drops it; the close frame waits behind what is buffered, and a client that reads again soon gets it.
+    for _ in range(600):
+        if connection.closing:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the stalled socket was never dropped")
     seen = []
     try:
         while True:
@@ -250,6 +264,7 @@ async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server)
                 seen.append(frame)
     except ConnectionError:
         pass
+    await flooding
     assert slow.ws.close_code == 4008
     resumed = await connect(rt, bob, cursor=seen[-1]["cursor"])
     rest = await resumed.events(total - len(seen), "message.new", timeout=30)
@@ -257,6 +272,12 @@ async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server)
     assert bodies == list(range(total))
     await resumed.close()
     await sender.close()
+
+
+def small_receive_buffer(sock: Socket, size: int = 512 * 1024) -> None:
+    """A client socket that holds little: loopback's receive buffers grow to tens of megabytes (tcp_rmem),
+    which would take in everything a test sends without the server ever waiting for the client."""
+    sock.ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 async def test_revoked_device_socket_is_closed(rt: Server):

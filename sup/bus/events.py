@@ -29,6 +29,9 @@ class Listener(Protocol):
     def on_ephemeral(self, user_ids: Sequence[str], payload: bytes) -> None:
         """A frame for every connection of these users, not stored (typing, presence)."""
 
+    def on_revoked(self, device_ids: Sequence[str]) -> None:
+        """These devices were logged out (committed): close their connections now."""
+
 
 class EventBus(Protocol):
     async def start(self) -> None: ...
@@ -44,6 +47,7 @@ class EventBus(Protocol):
     def subscribe_calls(self, handler: Callable[[bytes], None]) -> None: ...
 
     async def announce_calls(self, payload: bytes) -> None: ...
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None: ...
 
 
 class MemoryBus:
@@ -79,6 +83,10 @@ class MemoryBus:
     async def announce_calls(self, payload: bytes) -> None:
         for handler in self._call_handlers:
             handler(payload)
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
+        revoked = list(device_ids)
+        for listener in self._listeners:
+            listener.on_revoked(revoked)
 
 
 class _Wire(msgspec.Struct, array_like=True):
@@ -87,6 +95,7 @@ class _Wire(msgspec.Struct, array_like=True):
     user_ids: list[str] = []
     payload: bytes = b""
     calls: bytes = b""
+    revoked: list[str] = []  # last: a process of the previous version decodes the rest as before
 
 
 class RedisBus(MemoryBus):
@@ -141,6 +150,12 @@ class RedisBus(MemoryBus):
         # Not handled here first: every process, this one too, applies call commands in the order
         # Redis delivers them, which is the same order for every subscriber.
         await self._publish(_Wire(self._origin, calls=payload))
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
+        revoked = list(device_ids)
+        await super().announce_revoked(revoked)
+        # Unlike a delivery hint, a lost notice is not covered at once: the hub's periodic check
+        # closes such a socket within websocket.catch_up_seconds, and a send checks its device.
+        await self._publish(_Wire(self._origin, revoked=revoked))
 
     async def _publish(self, wire: _Wire) -> None:
         try:
@@ -196,6 +211,9 @@ class RedisBus(MemoryBus):
         if wire.user_ids:
             for listener in self._listeners:
                 listener.on_ephemeral(wire.user_ids, wire.payload)
+        if wire.revoked:
+            for listener in self._listeners:
+                listener.on_revoked(wire.revoked)
 
 
 def redis_name(namespace: str, *parts: str) -> str:

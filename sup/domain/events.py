@@ -35,6 +35,9 @@ class Announcer(Protocol):
 
     async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None: ...
 
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
+        """These devices were logged out: every process closes their open connections."""
+
 
 class EventWriter:
     """The one way events enter device streams: stored in the caller's transaction, and
@@ -64,3 +67,8 @@ class EventWriter:
             deliveries.append(Delivery(device_id, seq, frame(event_type, seq, own)))
         await self._store.insert(tx, deliveries, now)
         tx.after_commit(partial(self._announcer.announce, deliveries))
+
+    def revoked(self, tx: Transaction, device_ids: Sequence[str]) -> None:
+        """Once `tx` commits, every process closes these (logged-out) devices' open connections."""
+        if device_ids:
+            tx.after_commit(partial(self._announcer.announce_revoked, list(device_ids)))

@@ -32,3 +32,5 @@ class KeyChanges:
         targets = [d for d in await self._devices.active_ids_of(tx, audience) if d not in set(device_ids)]
         body = encode({"user_id": user_id, "device_ids": list(device_ids), "change": change})
         await self._events.append(tx, "keys.changed", targets, body, now)
+        if change == "removed":  # every way a device is logged out comes through here
+            self._events.revoked(tx, device_ids)

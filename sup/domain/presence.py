@@ -6,6 +6,9 @@ contacts, or nobody.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -21,6 +24,10 @@ from sup.errors import Code, DomainError
 
 Visibility = Literal["everyone", "contacts", "nobody"]
 TYPING_SECONDS = 6  # a typing notice lapses by itself unless renewed
+# Typing is answered from memory: who is in a chat is read once per chat and kept this long, for at most
+# this many chats. A member added or removed meanwhile is seen late (by seconds): typing is only a hint.
+TYPING_AUDIENCE_SECONDS = 10.0
+TYPING_AUDIENCE_CHATS = 10_000
 
 
 class PresenceStatus(msgspec.Struct, frozen=True):
@@ -49,6 +56,7 @@ class PresenceService:
         self._tracker = tracker
         self._announcer = announcer
         self._clock = clock
+        self._typing_audiences = TypingAudiences(TYPING_AUDIENCE_CHATS, TYPING_AUDIENCE_SECONDS)
 
     async def _audience(self, user_id: str) -> list[str]:
         row = await self._users.presence(self._db, user_id)
@@ -89,9 +97,41 @@ class PresenceService:
         await self._users.set_presence_visibility(self._db, user_id, visibility)
 
     async def typing(self, user_id: str, chat_id: str, active: bool = True) -> None:
-        membership = await self._access.access_chat(self._db, user_id, chat_id)
-        if membership.chat.type == "channel":
+        """Tell the other members; no database work while the chat's members are remembered."""
+        audience = self._typing_audiences.get(chat_id)
+        if audience is None or user_id not in audience[1]:
+            membership = await self._access.access_chat(self._db, user_id, chat_id)  # 404 if not a member
+            members = frozenset(await self._members.user_ids(self._db, chat_id))
+            audience = (membership.chat.type == "channel", members)
+            self._typing_audiences.put(chat_id, audience)
+        channel, members = audience
+        if channel:
             return  # subscribers do not see each other
-        others = [u for u in await self._members.user_ids(self._db, chat_id) if u != user_id]
+        others = [u for u in members if u != user_id]
         body = {"chat_id": chat_id, "user_id": user_id, "active": active, "expires_in": TYPING_SECONDS}
         await self._announcer.announce_ephemeral(others, frame("typing", None, encode(body)))
+
+
+class TypingAudiences:
+    """Chat id -> (is a channel, member ids), each for `seconds`, the `size` most recent chats."""
+
+    def __init__(self, size: int, seconds: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._size = size
+        self._seconds = seconds
+        self._now = monotonic
+        self._entries: OrderedDict[str, tuple[float, tuple[bool, frozenset[str]]]] = OrderedDict()
+
+    def get(self, chat_id: str) -> tuple[bool, frozenset[str]] | None:
+        entry = self._entries.get(chat_id)
+        if entry is None:
+            return None
+        if entry[0] < self._now():
+            del self._entries[chat_id]
+            return None
+        return entry[1]
+
+    def put(self, chat_id: str, audience: tuple[bool, frozenset[str]]) -> None:
+        self._entries[chat_id] = (self._now() + self._seconds, audience)
+        self._entries.move_to_end(chat_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)

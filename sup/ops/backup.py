@@ -32,7 +32,7 @@ import sqlite3
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -833,6 +833,9 @@ class _Silent:
         return None
 
     async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        return None
+
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
         return None
 
 

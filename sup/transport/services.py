@@ -25,6 +25,7 @@ from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
 from sup.domain.search import SearchService
+from sup.domain.sendrate import SendRate
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
 from sup.domain.stream import EventStream
@@ -58,6 +59,7 @@ class Services:
     search: SearchService
     joining: JoinService
     limits: RequestLimits
+    send_rate: SendRate  # one budget per device for REST and WebSocket sends
 
 
 SERVICES = web.AppKey("services", Services)

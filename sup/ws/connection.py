@@ -3,9 +3,15 @@
 Live events arrive as hints (`push`); the pump sends them if they continue the stream
 exactly, and otherwise reads what is missing from the database. While it catches up, or
 when more than `queue_limit` live events wait, it keeps no copies (it reads them from the
-database instead), so memory stays flat under any burst. A client that stops reading
-blocks the pump on the socket; when one send has waited `send_timeout` seconds the
-connection is closed with Close.RESUME and the client resumes from its cursor.
+database instead), so memory stays flat under any burst. Replies (pong, message.sent,
+error) are bounded too: a client that draws more of them than `reply_limit` without reading
+is closed like a slow consumer.
+
+Liveness is measured by progress, not by one send: while frames wait for the client, the
+bytes its socket took in (written, minus what is still buffered in the process) must grow
+by `stall_min_bytes` per window, so a slow but steady reader is never cut. A connection
+that is dropped gets its close frame written behind what is buffered, and the transport
+is given a bounded time to flush it before it is aborted.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -25,11 +32,23 @@ from sup.delivery import Delivery
 from sup.domain.accounts import Principal
 from sup.domain.stream import EventStream
 from sup.observe.metrics import Metrics
+from sup.transport.statuses import Close
+
+try:
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ  # the same request as SIOCOUTQ on Linux
+except (ImportError, AttributeError):  # pragma: no cover - not Linux
+    _SIOCOUTQ = None
 
 log = logging.getLogger("sup.ws")
 
 _READ_PAGE = 500
 _EPHEMERAL_LIMIT = 256
+# How long a dropped connection's transport may take to flush its close frame (behind what was
+# buffered) before it is aborted: long enough for a slow reader, short enough to free the memory.
+CLOSE_FLUSH_SECONDS = 10.0
 
 
 class Codec:
@@ -42,11 +61,14 @@ class Codec:
         self._mp_decode = msgspec.msgpack.Decoder().decode
         self._json_encode = msgspec.json.Encoder().encode
 
-    async def send_json_bytes(self, ws: web.WebSocketResponse, payload: bytes) -> None:
+    def wire(self, payload: bytes) -> tuple[bytes, WSMsgType]:
+        """A JSON event as this connection's frame: its data and opcode."""
         if self.msgpack:
-            await ws.send_bytes(self._mp_encode(self._json_decode(payload)))
-        else:
-            await ws.send_frame(payload, WSMsgType.TEXT)
+            return self._mp_encode(self._json_decode(payload)), WSMsgType.BINARY
+        return payload, WSMsgType.TEXT
+
+    async def send_json_bytes(self, ws: web.WebSocketResponse, payload: bytes) -> None:
+        await ws.send_frame(*self.wire(payload))
 
     def encode(self, value: Any) -> bytes:
         return self._json_encode(value)
@@ -69,6 +91,8 @@ class Connection:
         cursor: int,
         stream: EventStream,
         queue_limit: int,
+        reply_limit: int = 256,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
         self.principal = principal
@@ -77,17 +101,24 @@ class Connection:
         self.acked = cursor
         self._stream = stream
         self._queue_limit = queue_limit
+        self._reply_limit = reply_limit
+        self._transport = transport
+        self._written = 0  # bytes handed to the transport
+        self._progress_mark = (time.monotonic(), 0)  # (when, bytes accepted then): the window's start
         self._pending: deque[Delivery] = deque()
         self._control: deque[bytes] = deque()
         self._ephemeral: deque[bytes] = deque(maxlen=_EPHEMERAL_LIMIT)
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set when the reply queue is below half its limit again
         self._catching_up = True
         self._need_catch_up = True
-        self._close_code: int | None = None
-        self._sending_since: float | None = None
+        self._sending = False
         self._aborting = False
+        self.closing = False  # set when the connection is being closed: its frames are no longer handled
         self.pump_task: asyncio.Task[None] | None = None
         self.metrics: Metrics | None = None
+        # Set by the hub: runs a coroutine as a task it owns (and awaits at shutdown).
+        self.spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None
 
     @property
     def device_id(self) -> str:
@@ -122,45 +153,113 @@ class Connection:
         self._wake.set()
 
     def reply(self, value: Any) -> None:
+        if self.closing:
+            return
+        if len(self._control) >= self._reply_limit:  # the client draws replies and does not read them
+            self._control.clear()
+            self.close_soon(Close.RESUME, b"too many unread replies: read what you are sent")
+            return
         self._control.append(self.codec.encode(value))
         self._wake.set()
 
-    def close_soon(self, code: int) -> None:
-        if self._close_code is None:
-            self._close_code = code
-        self._wake.set()
+    @property
+    def replies_waiting(self) -> int:
+        return len(self._control)
 
-    def stalled(self, send_timeout: float) -> bool:
-        """True when one send has waited on the socket longer than send_timeout."""
-        return self._sending_since is not None and time.monotonic() - self._sending_since > send_timeout
+    async def room_for_replies(self) -> None:
+        """Wait while the reply queue is over half full: the gateway reads no more frames meanwhile, so
+        a client that asks faster than it reads is held back by TCP, and only one that never reads is closed."""
+        while len(self._control) >= self._reply_limit // 2 and not self.closing:
+            self._room.clear()
+            await self._room.wait()
 
-    async def abort(self, code: int) -> None:
-        """Close now, even with the pump stuck on a socket that accepts nothing."""
+    def close_soon(self, code: int, message: bytes = b"resume from your cursor") -> None:
+        """Close this connection from synchronous code (a callback, the hub's bus listener)."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.spawn is not None:
+            self.spawn(self.abort(code, message))
+
+    def _buffered(self) -> int:
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
+
+    def _unacknowledged(self) -> int:
+        """Bytes in the kernel's send queue, not yet acknowledged by the client (Linux; else 0).
+
+        They count as waiting, not as progress: the kernel says "writable" only once a third of its
+        (megabytes large) buffer is free, so the process's own buffer moves in jumps seconds apart
+        even for a client that reads steadily; what the client acknowledges moves as it reads.
+        """
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None and not transport.is_closing() else None
+        if sock is None or _SIOCOUTQ is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return 0
+
+    def stalled(self, now: float, window: float, min_bytes: int) -> bool:
+        """True when frames wait for the client and its socket took in under min_bytes over the last window."""
+        buffered, unacked = self._buffered(), self._unacknowledged()
+        accepted = self._written - buffered - unacked  # what the client's TCP has acknowledged
+        since, base = self._progress_mark
+        if not (self._sending or buffered or unacked) or accepted - base >= min_bytes:
+            self._progress_mark = (now, accepted)  # idle, or progressing: a new window starts
+            return False
+        return now - since >= window
+
+    async def abort(self, code: int, message: bytes = b"resume from your cursor") -> None:
+        """Close now, even with the pump stuck on a socket that accepts nothing.
+
+        The close frame goes behind what is buffered (a TCP stream cannot reorder), without
+        waiting for the client to read it all first; the transport then gets CLOSE_FLUSH_SECONDS
+        to hand it over, and is aborted after that, so a client that reads nothing costs nothing.
+        """
         if self._aborting:
             return
         self._aborting = True
+        self.closing = True
+        self._room.set()
         if self.pump_task is not None:
             self.pump_task.cancel()
-        # The close frame goes behind what is buffered, without waiting for the client to read
-        # it all; if the client does not answer in time, the transport is closed regardless.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=code, message=b"resume from your cursor", drain=False), 10)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.pump_task
+        transport = self._transport
+        try:
+            async with asyncio.timeout(CLOSE_FLUSH_SECONDS):
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=code, message=message, drain=False)
+                # A transport signals only "below the low-water mark", not "empty": poll for the last bytes.
+                while transport is not None and transport.get_write_buffer_size() > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pass
+        finally:
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                transport.abort()  # what is still buffered would never be read
 
     async def _send(self, payload: bytes) -> None:
-        self._sending_since = time.monotonic()
-        await self.codec.send_json_bytes(self.ws, payload)
-        self._sending_since = None
+        data, opcode = self.codec.wire(payload)
+        # Counted before the write: the frame is in the transport's buffer while the send waits.
+        self._written += len(data) + (2 if len(data) < 126 else 4 if len(data) < 65536 else 10)
+        self._sending = True
+        try:
+            await self.ws.send_frame(data, opcode)
+        finally:
+            self._sending = False
 
     # -- the single writer ------------------------------------------------------------------
 
     async def pump(self) -> None:
         try:
             while True:
-                if self._close_code is not None:
-                    await self.ws.close(code=self._close_code, message=b"resume from your cursor")
-                    return
                 while self._control:
                     await self._send(self._control.popleft())
+                    if len(self._control) < self._reply_limit // 2:
+                        self._room.set()
                 while self._ephemeral:
                     await self._send(self._ephemeral.popleft())
                 if self._need_catch_up:

@@ -4,6 +4,10 @@ The first frame authenticates and names the cursor to resume from; the server an
 `ready`, replays what was missed, then streams live events. The client acknowledges
 with `ack`, sends with `message.send` (answered by `message.sent` after the commit),
 and may send `typing` and `ping`.
+
+One client must not hurt the others: every frame is counted against the connection's
+frame budget, sends against the device's send rate (shared with REST), typing is coalesced
+and answered from memory, and every reply waits in a bounded queue.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from aiohttp import WSMsgType, web
 from msgspec import Meta
 
 from sup.domain.messages import Sent
-from sup.errors import Code, DomainError
+from sup.errors import Code, DomainError, RateLimited
 from sup.transport.inputs import Id, Input
 from sup.transport.sends import MessageSendFields, RequestId, request_id_of
 from sup.transport.services import SERVICES, Services
 from sup.transport.statuses import STATUS, Close
+from sup.ws.budget import FrameBudget, Verdict
 from sup.ws.calls import CALL_FRAMES, CALLS, CallFrame, CallRelay
 from sup.ws.connection import Codec, Connection
 from sup.ws.hub import HUB, Hub
+from sup.ws.masking import MaskCheckingResponse
+from sup.ws.typing import TypingRelay
 
 log = logging.getLogger("sup.ws")
 
@@ -76,7 +83,7 @@ def decode_frame(codec: Codec, message: Any) -> ClientFrame:
 
 
 def error_frame(error: DomainError, request_id: str | None = None) -> dict[str, Any]:
-    return {
+    frame = {
         "type": "error",
         "cursor": None,
         "request_id": request_id,
@@ -85,21 +92,27 @@ def error_frame(error: DomainError, request_id: str | None = None) -> dict[str, 
         "detail": error.detail,
         **error.extra,
     }
+    if isinstance(error, RateLimited):  # as REST's Retry-After: seconds until a retry may pass
+        frame["retry_after"] = round(error.retry_after, 3)
+    return frame
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /api/v1/ws: the real-time gateway."""
     services = request.app[SERVICES]
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(
+    ws = MaskCheckingResponse(
         protocols=(SUBPROTOCOL,),
         heartbeat=services.ws.heartbeat_seconds,
         max_msg_size=services.max_body_bytes,
+        # No permessage-deflate: a browser always offers it, and each compressing connection keeps
+        # zlib state (~131 KiB measured); events are small and TLS or the LAN carries them fine.
+        compress=False,
     )
     await ws.prepare(request)
     hub.sockets.add(ws)
     try:
-        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub, request.app[CALLS])
+        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub, request.app[CALLS], request.transport)
     finally:
         hub.sockets.discard(ws)
         if not ws.closed:
@@ -107,7 +120,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _authenticate(ws: web.WebSocketResponse, codec: Codec, services: Services) -> Connection | None:
+async def _authenticate(
+    ws: web.WebSocketResponse, codec: Codec, services: Services, transport: Any
+) -> Connection | None:
     try:
         first = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
     except TimeoutError:
@@ -134,7 +149,14 @@ async def _authenticate(ws: web.WebSocketResponse, codec: Codec, services: Servi
         await _refuse(ws, codec, error, Close.BAD_REQUEST)
         return None
     connection = Connection(
-        ws, principal, codec, cursor=resume.cursor, stream=services.stream, queue_limit=services.ws.queue_limit
+        ws,
+        principal,
+        codec,
+        cursor=resume.cursor,
+        stream=services.stream,
+        queue_limit=services.ws.queue_limit,
+        reply_limit=services.ws.reply_queue_limit,
+        transport=transport,
     )
     connection.reply(
         {
@@ -157,8 +179,10 @@ async def _refuse(ws: web.WebSocketResponse, codec: Codec, error: DomainError, c
     await ws.close(code=code, message=error.code.value.encode())
 
 
-async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, hub: Hub, calls: CallRelay) -> None:
-    connection = await _authenticate(ws, codec, services)
+async def _session(
+    ws: web.WebSocketResponse, codec: Codec, services: Services, hub: Hub, calls: CallRelay, transport: Any = None
+) -> None:
+    connection = await _authenticate(ws, codec, services, transport)
     if connection is None:
         return
     hub.add(connection)
@@ -167,12 +191,22 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
     hub.tasks.add(pump)
     pump.add_done_callback(hub.tasks.discard)
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-    requests: set[asyncio.Task[None]] = set()
     sends: set[asyncio.Future[Sent]] = set()
+    budget = FrameBudget(services.ws.frames_per_second, services.ws.frame_burst)
+    typing = TypingRelay(connection.user_id, services.presence, lambda error: connection.reply(error_frame(error)))
     await services.presence.connected(connection.user_id)
     try:
         async for message in ws:
+            if connection.closing or pump.done():
+                break
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            verdict = budget.take()
+            if verdict is not Verdict.TAKE:
+                if verdict is Verdict.WARN:
+                    connection.reply(_over_budget(budget.retry_after()))
+                elif verdict is Verdict.CLOSE:
+                    connection.close_soon(Close.RATE_LIMITED, b"too many frames: reconnect later and send less")
                 continue
             try:
                 frame = decode_frame(codec, message)
@@ -185,6 +219,8 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
             elif isinstance(frame, Send):
                 await in_flight.acquire()
                 try:
+                    await services.send_rate.check(connection.device_id)  # the same budgets as REST's sends
+                    await services.limits.check_send(connection.user_id)
                     sending = services.messages.queue_send(
                         connection.user_id, connection.device_id, frame.to_outgoing()
                     )
@@ -196,28 +232,35 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
                 sends.add(sending)
                 sending.add_done_callback(partial(_answer_send, connection, frame.request_id, in_flight, sends))
             elif isinstance(frame, Typing):
-                task = asyncio.create_task(_typing(connection, services, frame))
-                requests.add(task)
-                task.add_done_callback(requests.discard)
+                typing.offer(frame.chat_id, frame.active)  # no I/O here: coalesced, relayed by one owned task
             elif isinstance(frame, Ping):
                 connection.reply({"type": "pong", "cursor": None, "request_id": frame.request_id})
             elif isinstance(frame, CALL_FRAMES):
                 await calls.handle(connection, frame)
             else:
                 connection.reply(error_frame(DomainError(Code.INVALID_REQUEST, "Already authenticated.")))
-            if pump.done():
-                break
+            if connection.replies_waiting:
+                await connection.room_for_replies()
     finally:
         hub.remove(connection)
-        pending = requests | sends
-        if pending:  # sends already queued still commit; their answers have nowhere to go
-            await asyncio.wait(pending, timeout=10)
+        await typing.close()
+        if sends:  # sends already queued still commit; their answers have nowhere to go
+            await asyncio.wait(sends, timeout=10)
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
         await hub.acks.flush_device(connection.device_id)
         await calls.closed(connection)
         await services.presence.disconnected(connection.user_id)
+
+
+def _over_budget(retry_after: float) -> dict[str, Any]:
+    error = RateLimited(
+        retry_after,
+        "Too many frames on this connection; frames are dropped until you slow down, and the connection "
+        "is closed (4029) if you do not.",
+    )
+    return error_frame(error)
 
 
 def _answer_send(
@@ -249,10 +292,3 @@ def _answer_send(
                 "message": sent.message,
             }
         )
-
-
-async def _typing(connection: Connection, services: Services, frame: Typing) -> None:
-    try:
-        await services.presence.typing(connection.user_id, frame.chat_id, frame.active)
-    except DomainError as error:
-        connection.reply(error_frame(error))

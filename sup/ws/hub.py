@@ -1,8 +1,10 @@
 """The WebSocket hub: which connections this process holds, and what reaches them.
 
-It listens to the event bus and routes each delivery to the connections of its device.
+It listens to the event bus and routes each delivery to the connections of its device,
+and closes the connections of a device the moment any process announces it logged out.
 A periodic check against the database (one query for all connected devices) catches up
-connections whose hint was lost and closes those whose device was revoked.
+connections whose hint was lost, closes those whose device was revoked (should that notice
+be lost too), and closes those that stopped taking in what they are sent.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -28,10 +32,13 @@ _CHECK_CHUNK = 500
 class Hub:
     """Owned by the App; reached by the gateway through HUB."""
 
-    def __init__(self, stream: EventStream, catch_up_seconds: float, send_timeout: float) -> None:
+    def __init__(
+        self, stream: EventStream, catch_up_seconds: float, send_timeout: float, stall_min_bytes: int = 16384
+    ) -> None:
         self._stream = stream
         self._interval = catch_up_seconds
-        self._send_timeout = send_timeout
+        self._send_timeout = send_timeout  # the window over which progress is measured
+        self._stall_min_bytes = stall_min_bytes
         self._by_device: dict[str, set[Connection]] = {}
         self._by_user: dict[str, set[Connection]] = {}
         self.sockets: set[web.WebSocketResponse] = set()
@@ -52,12 +59,22 @@ class Hub:
             for connection in self._by_user.get(user_id, ()):
                 connection.push_ephemeral(payload)
 
+    def on_revoked(self, device_ids: Sequence[str]) -> None:
+        for device_id in device_ids:
+            for connection in list(self._by_device.get(device_id, ())):
+                connection.close_soon(Close.REVOKED, b"this device was logged out")
+
     # -- connections -------------------------------------------------------------------------
 
     def add(self, connection: Connection) -> None:
         connection.metrics = self.metrics
+        connection.spawn = self.spawn
         self._by_device.setdefault(connection.device_id, set()).add(connection)
         self._by_user.setdefault(connection.user_id, set()).add(connection)
+
+    def connections_of(self, device_id: str) -> list[Connection]:
+        """This device's connections on this process."""
+        return list(self._by_device.get(device_id, ()))
 
     def remove(self, connection: Connection) -> None:
         for index, key in ((self._by_device, connection.device_id), (self._by_user, connection.user_id)):
@@ -67,11 +84,8 @@ class Hub:
                 if not group:
                     del index[key]
 
-    def connections_of(self, device_id: str) -> tuple[Connection, ...]:
-        """This process's sockets of one device (call signalling sends to one device only)."""
-        return tuple(self._by_device.get(device_id, ()))
-
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as a task the hub owns: awaited (with a timeout) when the hub closes."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -87,11 +101,14 @@ class Hub:
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
-        for ws in list(self.sockets):
-            with contextlib.suppress(Exception):
-                await ws.close(code=Close.GOING_AWAY, message=b"server shutting down")
+        if self.sockets:  # at once, each bounded: a client that reads nothing must not hold the shutdown
+            await asyncio.gather(*(_going_away(ws) for ws in list(self.sockets)))
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=5)
+            _, late = await asyncio.wait(self.tasks, timeout=5)
+            for task in late:  # e.g. a dropped socket still flushing its close frame: abort it now
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
         await self.acks.close()
 
     async def _check_forever(self) -> None:
@@ -103,10 +120,11 @@ class Hub:
                 log.warning("catch-up check failed", exc_info=True)
 
     async def check(self) -> None:
+        now = time.monotonic()
         for connections in list(self._by_device.values()):
             for connection in list(connections):
-                if connection.stalled(self._send_timeout):  # the client stopped reading
-                    self._spawn(connection.abort(Close.RESUME))
+                if connection.stalled(now, self._send_timeout, self._stall_min_bytes):  # it stopped reading
+                    connection.close_soon(Close.RESUME, b"you stopped reading: resume from your cursor")
         devices = list(self._by_device)
         for start in range(0, len(devices), _CHECK_CHUNK):
             chunk = devices[start : start + _CHECK_CHUNK]
@@ -114,11 +132,17 @@ class Hub:
             for device_id in chunk:
                 connections = self._by_device.get(device_id, ())
                 if device_id not in active:
-                    for connection in connections:
-                        connection.close_soon(Close.REVOKED)
+                    for connection in list(connections):
+                        connection.close_soon(Close.REVOKED, b"this device was logged out")
                     continue
                 for connection in connections:
                     connection.behind(active[device_id])
+
+
+async def _going_away(ws: web.WebSocketResponse) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await ws.close(code=Close.GOING_AWAY, message=b"server shutting down")
 
 
 HUB = web.AppKey("hub", Hub)

@@ -17,6 +17,7 @@ async def send_message(call: Call, body: s.MessageSend) -> web.Response:
     The sending device must still be active when the message is stored: one revoked a moment
     earlier (after this request was authenticated) gets 401 invalid_token, and nothing is stored.
     """
+    await call.services.send_rate.check(call.who.device_id)  # shared with WebSocket sends
     sent = await call.services.messages.send(call.who.user_id, call.who.device_id, body.to_outgoing())
     return json_response(sent.message, 201 if sent.created else 200)
 

@@ -1,0 +1,81 @@
+"""RFC 6455 section 5.1: every frame a client sends is masked, and a server that receives an
+unmasked one closes the connection (1002). aiohttp's parser accepts them, so the gateway's
+response puts this check in front of it.
+
+The check only reads frame headers (2 to 14 bytes each) and skips payloads without copying,
+so it costs next to nothing; the real parser still does all the parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+from aiohttp.http_websocket import WebSocketError
+
+
+class MaskedFramesOnly:
+    """Stands in for aiohttp's WebSocket parser on the connection; passes data on until an unmasked frame."""
+
+    def __init__(self, parser: Any, queue: Any) -> None:
+        self._parser = parser
+        self._queue = queue
+        self._header = bytearray()  # the current frame's header, as far as it has arrived
+        self._skip = 0  # payload bytes of the current frame still to come
+        self._refused = False
+
+    def feed_eof(self) -> None:
+        self._parser.feed_eof()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self._refused:
+            return True, b""
+        data = bytes(data)
+        pos, end = 0, len(data)
+        start = 0  # where the frame being read began in `data` (0: in an earlier chunk)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            if not self._header:
+                start = pos
+            self._header.append(data[pos])
+            pos += 1
+            header = self._header
+            if len(header) < 2:
+                continue
+            if not header[1] & 0x80:
+                return self._refuse(data[:start])
+            short = header[1] & 0x7F
+            extended = 2 if short == 126 else 8 if short == 127 else 0
+            if len(header) < 2 + extended + 4:
+                continue
+            self._skip = int.from_bytes(header[2 : 2 + extended], "big") if extended else short
+            header.clear()
+        return self._parser.feed_data(data)
+
+    def _refuse(self, before: bytes) -> tuple[bool, bytes]:
+        self._refused = True
+        if before:  # the frames before it were fine: they are handled first
+            self._parser.feed_data(before)
+        self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, "client frames must be masked"))
+        return True, b""
+
+
+class MaskCheckingResponse(web.WebSocketResponse):
+    """A WebSocketResponse whose connection refuses unmasked client frames with 1002."""
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        handler: Any = request.protocol
+        # Bytes that came with the upgrade request are fed to the parser as it is set: hold them back
+        # and pass them through the check instead.
+        tail, handler._message_tail = handler._message_tail, b""
+        super()._post_start(request, protocol, writer)
+        guard = MaskedFramesOnly(handler._payload_parser, self._reader)
+        handler._payload_parser = guard
+        if tail:
+            eof, _ = guard.feed_data(tail)
+            if eof:
+                handler.close()
