@@ -50,6 +50,8 @@ from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.push import PushService, PushSettings
+from sup.domain.pushtargets import EndpointPolicy
 from sup.domain.search import SearchService
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
@@ -66,13 +68,14 @@ from sup.http.observe import METRICS, METRICS_ACCESS, MetricsAccess, add_request
 from sup.http.problems import problems_middleware
 from sup.http.routes import ROUTES, add_routes
 from sup.jobs.scheduler import JobSettings, Scheduler
-from sup.keys import ServerKeys, load_or_create_master
+from sup.keys import ServerKeys, load_or_create_master, vapid_public_key
 from sup.observe.metrics import Metrics, replace_gauge
 from sup.ops.schedule import BackupSchedule
 from sup.plugins.host import Hooks, load_plugins
 from sup.plugins.smtp import SmtpMailer
 from sup.plugins.turn import CoturnSecret
 from sup.transport.services import SERVICES, Services
+from sup.transport.webpush import WebPushSender
 from sup.ws.hub import HUB, Hub
 
 log = logging.getLogger("sup")
@@ -114,6 +117,18 @@ def turn_secret(config: Config) -> str:
     return config.calls.turn_secret or server_keys(config).turn.hex()
 
 
+def push_policy(config: Config) -> EndpointPolicy:
+    return EndpointPolicy(allow_http=config.push.allow_http, allow_hosts=config.push.allow_hosts)
+
+
+def push_contact(config: Config) -> str:
+    """The VAPID `sub`: whom a push service may write to about this server (RFC 8292 section 2.1)."""
+    if config.push.contact:
+        return config.push.contact
+    public = config.server.public_url.rstrip("/")
+    return public if public.startswith("https://") else "mailto:postmaster@localhost"
+
+
 def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
     """The enabled plugins, after the built-in ones their settings turn on (docs/plugins.md)."""
     builtins: list[tuple[str, object]] = []
@@ -122,6 +137,11 @@ def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
     if config.calls.turn_uris:
         calls = config.calls
         builtins.append(("turn", CoturnSecret(turn_secret(config), calls.turn_uris, calls.turn_ttl_seconds, clock)))
+    if config.push.enabled:
+        sender = WebPushSender(
+            server_keys(config).vapid_key(), push_contact(config), push_policy(config), config.push.timeout_seconds
+        )
+        builtins.append(("webpush", sender))
     return load_plugins(config.plugins.enabled, config.plugins.settings, builtins)
 
 
@@ -308,7 +328,27 @@ def build_services(
     limiter = MemoryRateLimiter()  # one per process; keys are prefixed by what they count
     limits = config.ratelimit
     access = ChatAccess(stores.members, stores.blocks)
-    writer = EventWriter(stores.events, rt.bus)
+    secrets = server_keys(config)
+    push = PushService(
+        db,
+        stores.push,
+        push_policy(config),
+        rt.tracker,
+        bg.scheduler,
+        hooks,
+        clock,
+        PushSettings(
+            enabled=config.push.enabled,
+            coalesce_seconds=config.push.coalesce_seconds,
+            max_attempts=config.push.max_attempts,
+            retry_base_seconds=config.push.retry_base_seconds,
+            ttl_seconds=config.push.ttl_seconds,
+            concurrency=config.push.concurrency,
+        ),
+        vapid_public_key(secrets.vapid_key()),
+    )
+    # New messages reach push after the bus: a device with no socket anywhere is woken that way.
+    writer = EventWriter(stores.events, push.announcer(rt.bus))
     timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)
     attachments = MediaAttachments(stores.media, stores.stickers, config.media)
     key_changes = KeyChanges(writer, stores.members, stores.devices)
@@ -326,7 +366,6 @@ def build_services(
         limiter=limiter if limits.enabled else None,
         bundles_per_minute=limits.prekey_bundles_per_user,
     )
-    secrets = server_keys(config)
     media = MediaService(
         db,
         stores.media,
@@ -472,6 +511,7 @@ def build_services(
             chats,
             clock,
         ),
+        push=push,
     )
 
 
@@ -542,6 +582,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         app[HUB] = realtime.hub
         if METRICS in app:
             instrument(app[METRICS], db, realtime, background)
+        await services.push.start()
         await background.scheduler.start()
         yield
     finally:
@@ -552,6 +593,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
             await realtime.close()
         if services is not None:
             await services.emails.close()
+            await services.push.close()
         await hooks.close()  # after the realtime parts: no more events to observe
         if hasher is not None:
             hasher.close()

@@ -24,6 +24,7 @@ from sup.domain.keydirectory import Bundle, DeviceKeys, PrekeyStatus
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
+from sup.domain.push import Subscription
 from sup.domain.search import ChatResults, MessageResults, UserResults
 from sup.domain.stickers import Sticker, StickerPack, StickerPacks
 from sup.domain.stories import AudienceListDetail, Story, StoryFeed, StoryViewPage
@@ -44,6 +45,7 @@ from sup.http.handlers import (
     joining,
     media,
     messages,
+    push,
     search,
     stickers,
     stories,
@@ -686,6 +688,19 @@ ROUTES: list[Route] = [
     # calls (docs/api.md#calls)
     Route("GET", f"{API}/calls/turn", calls.turn_credentials, response=s.TurnCredentialsResponse, tag="calls"),
     Route("POST", f"{API}/calls/{{chat_id}}/token", calls.call_token, response=s.CallTokenResponse, tag="calls"),
+    # push notifications (docs/api.md#push-notifications)
+    Route(
+        "POST",
+        f"{API}/push/subscriptions",
+        push.subscribe,
+        body=s.PushSubscriptionRequest,
+        response=Subscription,
+        status=201,
+        tag="push",
+    ),
+    Route("GET", f"{API}/push/subscriptions", push.get_subscription, response=Subscription, tag="push"),
+    Route("DELETE", f"{API}/push/subscriptions", push.unsubscribe, tag="push"),
+    Route("GET", f"{API}/push/vapid", push.vapid_key, response=s.VapidKeyResponse, auth=False, tag="push"),
 ]
 
 

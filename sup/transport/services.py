@@ -22,6 +22,7 @@ from sup.domain.keydirectory import KeyDirectory
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.push import PushService
 from sup.domain.search import SearchService
 from sup.domain.stickers import StickerService
 from sup.domain.stories import StoryService
@@ -54,6 +55,7 @@ class Services:
     emails: EmailService
     search: SearchService
     joining: JoinService
+    push: PushService
 
 
 SERVICES = web.AppKey("services", Services)

@@ -169,6 +169,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
     requests: set[asyncio.Task[None]] = set()
     sends: set[asyncio.Future[Sent]] = set()
     await services.presence.connected(connection.user_id)
+    await services.push.socket_opened(connection.device_id)  # no push while this socket brings events
     try:
         async for message in ws:
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -213,6 +214,7 @@ async def _session(ws: web.WebSocketResponse, codec: Codec, services: Services, 
             await pump
         await hub.acks.flush_device(connection.device_id)
         await services.presence.disconnected(connection.user_id)
+        await services.push.socket_closed(connection.device_id)
 
 
 def _answer_send(
