@@ -18,7 +18,7 @@ from sup.domain.pushtargets import EndpointPolicy
 from sup.keys import ServerKeys
 from sup.plugins.hookspecs import PushDevice, PushPayload
 from sup.transport.webpush import WebPushSender
-from tests.conftest import Account, Api, Server, ServerFactory, Socket, plain_group, say
+from tests.conftest import Account, Api, Server, ServerFactory, Socket, plain_group, require_redis, say
 from tests.pushendpoint import PushEndpoint
 
 SECRET = "p" * 40
@@ -135,6 +135,40 @@ async def test_a_device_with_an_open_socket_gets_no_push(push_server: Server, en
         await socket.close()
     assert online.requests == 0  # its socket brought the message
     assert own.requests == 0  # the sender's own device is not told of its own message
+    assert len(offline.received) == 1
+
+
+async def test_a_socket_on_another_process_counts(
+    server_factory: ServerFactory, database_url: str, endpoint: PushEndpoint
+) -> None:
+    """Two processes on one database and one Redis: a device connected to one gets no push for a message
+    sent through the other (its socket is known across processes, per device)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("several processes share a database on Postgres")
+    settings = {
+        "SUP_SECRET_KEY": SECRET,
+        "SUP_BUS_URL": await require_redis(),
+        "SUP_PUSH_ALLOW_HTTP": "true",
+        "SUP_PUSH_ALLOW_HOSTS": "127.0.0.1",
+    }
+    first, second = await server_factory(**settings), await server_factory(**settings)
+    alice = await first.api.register()
+    carol = await first.api.register()
+    dave = await first.api.register()
+    online, offline = endpoint.device(), endpoint.device()
+    assert (await subscribe(first.api, carol, online.subscription())).status == 201
+    assert (await subscribe(first.api, dave, offline.subscription())).status == 201
+    chat_id = await plain_group(first.api, alice, carol, dave)
+    socket = await Socket.connect(first.url, first.api.session, carol.access_token)
+    try:
+        assert (await say(second.api, alice, chat_id, "through the other process")).status == 201
+        await socket.events(1, "message.new")
+        await asyncio.wait_for(offline.arrived.wait(), 30)
+        await settled(first)
+        await settled(second)
+    finally:
+        await socket.close()
+    assert online.requests == 0
     assert len(offline.received) == 1
 
 
