@@ -47,6 +47,7 @@ from sup.http.handlers import (
     messages,
     push,
     search,
+    service_worker,
     stickers,
     stories,
     users,
@@ -713,6 +714,7 @@ OPS_ROUTES: list[tuple[str, str, Any]] = [
 # every other path, so it comes last; it answers 404 (problem+json) for what is not a screen.
 WEB_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/assets/{path:.+}", web_client.asset),
+    ("GET", "/sw.js", service_worker.service_worker),  # Web Push's service worker: its scope is "/"
     ("GET", "/{path:(?!api/).*}", web_client.page),
 ]
 
