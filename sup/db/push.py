@@ -8,6 +8,9 @@ from sup.db.database import Queryable, Row
 
 # Several processes claim at once on Postgres: each takes other rows instead of waiting on the same.
 _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
+# A device id in a VALUES list: Postgres compares it with a UUID column only as a UUID. (SQLite must not
+# cast: CAST(... AS UUID) there means NUMERIC, which would turn "123e4567-..." into a number.)
+_ID = {"postgres": "CAST(${} AS UUID)", "sqlite": "${}"}
 
 _CHUNK = 500  # ids per IN list, far below SQLite's parameter limit
 
@@ -19,6 +22,17 @@ def _in_list(count: int, first: int = 1) -> str:
 class PushStore:
     def __init__(self, dialect: str = "sqlite") -> None:
         self._skip_locked = _SKIP_LOCKED[dialect]
+        self._id = _ID[dialect]
+
+    def _values(self, rows: int, first: int, types: tuple[str, ...]) -> str:
+        """`(VALUES (id, x, y), ...)` with typed placeholders from `$first`: one statement for many devices."""
+        width = 1 + len(types)
+        tuples = []
+        for r in range(rows):
+            n = first + r * width
+            cells = [self._id.format(n)] + [f"CAST(${n + 1 + i} AS {t})" for i, t in enumerate(types)]
+            tuples.append("(" + ", ".join(cells) + ")")
+        return "(VALUES " + ", ".join(tuples) + ")"
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -74,20 +88,42 @@ class PushStore:
             found.update({row["device_id"]: row["user_id"] for row in rows})
         return found
 
-    async def mark(self, tx: Queryable, device_id: str, seq: int, chat_id: str, due_at: int) -> int | None:
-        """Something new for the device: keep the newest seq, start the wait if none runs; the due time."""
-        return await tx.fetchval(
-            "UPDATE push_subscriptions SET"
-            " pending_seq = CASE WHEN pending_seq IS NULL OR pending_seq < $2 THEN CAST($2 AS BIGINT)"
-            " ELSE pending_seq END,"
-            " pending_chat = CASE WHEN due_at IS NULL OR pending_chat = $3 THEN $3 ELSE '' END,"
-            " due_at = COALESCE(due_at, $4)"
-            " WHERE device_id = $1 RETURNING due_at",
-            device_id,
-            seq,
-            chat_id,
-            due_at,
-        )
+    async def mark_many(self, tx: Queryable, marks: Sequence[tuple[str, int, str]], due_at: int) -> list[int]:
+        """`mark` for many (device id, seq, chat id) at once, in statements of up to _CHUNK devices."""
+        dues: list[int] = []
+        for start in range(0, len(marks), _CHUNK):
+            chunk = marks[start : start + _CHUNK]
+            values = self._values(len(chunk), 2, ("BIGINT", "TEXT"))
+            rows = await tx.fetch(
+                "UPDATE push_subscriptions SET"
+                " pending_seq = CASE WHEN pending_seq IS NULL OR pending_seq < v.column2 THEN v.column2"
+                " ELSE pending_seq END,"
+                " pending_chat = CASE WHEN due_at IS NULL OR pending_chat = v.column3 THEN v.column3 ELSE '' END,"
+                " due_at = COALESCE(due_at, CAST($1 AS BIGINT))"
+                f" FROM {values} AS v WHERE push_subscriptions.device_id = v.column1"
+                " RETURNING push_subscriptions.due_at",
+                due_at,
+                *[value for mark in chunk for value in mark],
+            )
+            dues += [row["due_at"] for row in rows if row["due_at"] is not None]
+        return dues
+
+    async def settle_many(self, tx: Queryable, done: Sequence[tuple[str, int, int]], now: int, rearm_at: int) -> None:
+        """`settle` for many (device id, seq, 1 if pushed else 0) at once."""
+        for start in range(0, len(done), _CHUNK):
+            chunk = done[start : start + _CHUNK]
+            values = self._values(len(chunk), 3, ("BIGINT", "INTEGER"))
+            await tx.execute(
+                "UPDATE push_subscriptions SET lease_until = NULL, attempts = 0,"
+                " last_pushed_at = CASE WHEN v.column3 = 1 THEN CAST($1 AS BIGINT) ELSE last_pushed_at END,"
+                " due_at = CASE WHEN pending_seq > v.column2 THEN CAST($2 AS BIGINT) ELSE NULL END,"
+                " pending_chat = CASE WHEN pending_seq > v.column2 THEN pending_chat ELSE NULL END,"
+                " pending_seq = CASE WHEN pending_seq > v.column2 THEN pending_seq ELSE NULL END"
+                f" FROM {values} AS v WHERE push_subscriptions.device_id = v.column1",
+                now,
+                rearm_at,
+                *[value for row in chunk for value in row],
+            )
 
     async def claim(self, tx: Queryable, now: int, lease_until: int, limit: int) -> list[Row]:
         """Take up to `limit` due pushes for this sender until `lease_until`, with each device's stream position."""
@@ -120,25 +156,6 @@ class PushStore:
                 }
             )
         return claimed
-
-    async def settle(
-        self, tx: Queryable, device_id: str, seq: int, now: int, pushed: bool, rearm_at: int
-    ) -> int | None:
-        """The push for events up to `seq` is done (sent or not needed). Newer events that came meanwhile wait
-        again until `rearm_at`; returns when the row is due next (None: nothing waits)."""
-        return await tx.fetchval(
-            "UPDATE push_subscriptions SET lease_until = NULL, attempts = 0,"
-            " last_pushed_at = CASE WHEN $4 = 1 THEN CAST($3 AS BIGINT) ELSE last_pushed_at END,"
-            " due_at = CASE WHEN pending_seq > $2 THEN CAST($5 AS BIGINT) ELSE NULL END,"
-            " pending_chat = CASE WHEN pending_seq > $2 THEN pending_chat ELSE NULL END,"
-            " pending_seq = CASE WHEN pending_seq > $2 THEN pending_seq ELSE NULL END"
-            " WHERE device_id = $1 RETURNING due_at",
-            device_id,
-            seq,
-            now,
-            1 if pushed else 0,
-            rearm_at,
-        )
 
     async def retry_at(self, tx: Queryable, device_id: str, due_at: int, attempts: int) -> None:
         await tx.execute(

@@ -296,10 +296,10 @@ class PushService:
             return
         due_at = self._clock.now_ms() + int(self._settings.coalesce_seconds * 1000)
 
-        async def work(tx: Queryable) -> list[int | None]:
-            return [await self._store.mark(tx, device_id, seq, chat_id, due_at) for device_id, seq, chat_id in due]
+        async def work(tx: Queryable) -> list[int]:
+            return await self._store.mark_many(tx, due, due_at)
 
-        dues = [d for d in await self._db.run_in_transaction(work) if d is not None]
+        dues = await self._db.run_in_transaction(work)
         if dues:
             await self._schedule(min(dues))
 
@@ -375,15 +375,20 @@ class PushService:
             elif result.outcome == "rejected":
                 log.warning("push to device %s refused: %s %s", row["device_id"], result.status, result.detail)
 
+        retrying = {device_id for device_id, _, _ in retries}
+        gone: list[tuple[str, str]] = []
+        done: list[tuple[str, int, int]] = []
+        for row, result in zip(rows, outcomes, strict=True):
+            device_id = str(row["device_id"])
+            if result.outcome == "gone":
+                gone.append((device_id, row["endpoint"]))
+            elif device_id not in retrying:
+                done.append((device_id, row["pending_seq"], 1 if result.outcome == "delivered" else 0))
+
         async def work(tx: Queryable) -> None:
-            retrying = {device_id for device_id, _, _ in retries}
-            for row, result in zip(rows, outcomes, strict=True):
-                device_id = str(row["device_id"])
-                if result.outcome == "gone":
-                    await self._store.forget_gone(tx, device_id, row["endpoint"])
-                elif device_id not in retrying:
-                    pushed = result.outcome == "delivered"
-                    await self._store.settle(tx, device_id, row["pending_seq"], now, pushed, rearm_at)
+            await self._store.settle_many(tx, done, now, rearm_at)
+            for device_id, endpoint in gone:
+                await self._store.forget_gone(tx, device_id, endpoint)
             for device_id, due_at, attempts in retries:
                 await self._store.retry_at(tx, device_id, due_at, attempts)
 
