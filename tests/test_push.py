@@ -282,6 +282,18 @@ async def test_register_again_replaces_and_delete_stops_pushes(push_server: Serv
     assert len(new.received) == 1
 
 
+async def test_a_device_signed_out_loses_its_subscription(push_server: Server, endpoint: PushEndpoint) -> None:
+    api = push_server.api
+    bob = await api.register()
+    phone = await api.new_device(bob)
+    for device in (bob, phone):
+        assert (await subscribe(api, device, endpoint.device().subscription())).status == 201
+    assert (await api.post("/api/v1/auth/logout", token=phone.access_token)).status == 204
+    count = "SELECT COUNT(*) FROM push_subscriptions WHERE user_id = $1"
+    assert await push_server.db.fetchval(count, bob.user_id) == 1
+    assert (await api.get("/api/v1/push/subscriptions", token=bob.access_token)).status == 200
+
+
 # -- bad input: SUP must not be made to send requests into its own network ---------------------
 
 
