@@ -39,6 +39,7 @@ from foundation import (
     PROJECT_DIR,
     BenchError,
     PostgresDatabases,
+    cpu_seconds,
     kill_server,
     log_problems,
     report_head,
@@ -157,6 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             setup_s = time.perf_counter() - setup_started
             print(f"setup: {args.devices} offline devices subscribed in {setup_s:.1f} s", flush=True)
+            cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
             for n in range(args.messages):
                 service.arrivals.clear()
                 service.expected = args.devices
@@ -190,6 +192,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
                 last_bodies = {name: arrivals[-1][1] for name, arrivals in service.arrivals.items()}
+            # What the server spent (user + system CPU), whatever else the machine was doing: per push.
+            server_cpu = cpu_seconds(server.pid) - cpu_before
+            wall = time.perf_counter() - wall_before
             checked = 0
             for name, body in list(last_bodies.items())[:50]:
                 browser = browsers[name]
@@ -221,6 +226,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["commit_to_push_received"] = summarize_ms(latencies)
     report["per_message"] = per_message
     report["decrypted_and_checked"] = checked
+    pushes = len(latencies)
+    report["server_cpu"] = {
+        "seconds": round(server_cpu, 2),
+        "wall_seconds": round(wall, 2),
+        "ms_per_push": round(server_cpu * 1000 / pushes, 3) if pushes else None,
+        "note": "the server process's CPU during the messages (sends, marking, encryption, HTTP), from /proc",
+    }
     report["shutdown"] = stopped
     return report_tail(report, problems, warnings, started)
 
@@ -247,7 +259,8 @@ def main() -> None:
     print(
         f"push latency, commit -> push service ({report['database']}, {args.devices} offline devices, "
         f"{args.messages} messages): p50 {figures.get('p50_ms')} ms, p99 {figures.get('p99_ms')} ms, "
-        f"max {figures.get('max_ms')} ms; ok={report['ok']} problems={report['problems']}"
+        f"max {figures.get('max_ms')} ms; server CPU {report['server_cpu']['ms_per_push']} ms per push; "
+        f"ok={report['ok']} problems={report['problems']}"
     )
     print(f"report: {out}")
 

@@ -48,7 +48,9 @@ export async function pushStatus(api) {
     await subscription.unsubscribe().catch(() => {});
     return "off";
   }
-  return "on";
+  // This browser has a subscription, but it may be an earlier device's (signed out since): is it this one's?
+  const known = await api.request("GET", "/push/subscriptions").catch(() => null);
+  return known?.endpoint === subscription.endpoint ? "on" : "off";
 }
 
 /** Ask for permission, subscribe with the server's key, and register the subscription for this device. */
