@@ -65,7 +65,12 @@ export async function enablePush(api) {
     await subscription.unsubscribe().catch(() => {});
     subscription = null;
   }
-  subscription ??= await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  try {
+    subscription ??= await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  } catch (error) {
+    // e.g. a browser build without a push service (Chromium without Google's keys, some privacy settings)
+    throw new Error(`This browser’s push service did not take the subscription (${error.message || error}).`);
+  }
   const { endpoint, keys } = subscription.toJSON();
   await api.request("POST", "/push/subscriptions", { json: { endpoint, p256dh: keys.p256dh, auth: keys.auth } });
   localStorage.setItem(KEY_SEEN, key);
