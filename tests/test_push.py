@@ -403,3 +403,20 @@ async def test_push_off_says_so(server_factory: ServerFactory, endpoint: PushEnd
     reply = await subscribe(server.api, bob, endpoint.device().subscription())
     assert reply.status == 404 and reply.code == "not_configured", reply.body
     assert (await server.api.get("/api/v1/push/vapid")).code == "not_configured"
+
+
+def test_the_policy_admits_public_addresses_only_unless_listed() -> None:
+    """No request is made here: the address rule alone (what the resolver applies to each answer)."""
+    import ipaddress
+
+    policy = EndpointPolicy(allow_hosts=["ntfy.lan", "10.9.0.0/16"])
+    public = ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
+    inward = ["127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "fe80::1"]
+    inward += ["fc00::1", "100.64.0.1", "224.0.0.1", "ff02::1", "0.0.0.0", "192.0.2.1"]  # last: documentation
+    for text in public:
+        assert policy.address_allowed("push.example.org", ipaddress.ip_address(text)), text
+    for text in inward:
+        assert not policy.address_allowed("push.example.org", ipaddress.ip_address(text)), text
+    assert policy.address_allowed("ntfy.lan", ipaddress.ip_address("192.168.1.20"))  # listed by name
+    assert policy.address_allowed("push.example.org", ipaddress.ip_address("10.9.3.4"))  # listed network
+    assert not policy.address_allowed("push.example.org", ipaddress.ip_address("10.8.3.4"))
