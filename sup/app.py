@@ -74,6 +74,7 @@ from sup.ops.schedule import BackupSchedule
 from sup.plugins.host import Hooks, load_plugins
 from sup.plugins.smtp import SmtpMailer
 from sup.plugins.turn import CoturnSecret
+from sup.transport import webpush
 from sup.transport.services import SERVICES, Services
 from sup.transport.webpush import WebPushSender
 from sup.ws.hub import HUB, Hub
@@ -117,18 +118,6 @@ def turn_secret(config: Config) -> str:
     return config.calls.turn_secret or server_keys(config).turn.hex()
 
 
-def push_policy(config: Config) -> EndpointPolicy:
-    return EndpointPolicy(allow_http=config.push.allow_http, allow_hosts=config.push.allow_hosts)
-
-
-def push_contact(config: Config) -> str:
-    """The VAPID `sub`: whom a push service may write to about this server (RFC 8292 section 2.1)."""
-    if config.push.contact:
-        return config.push.contact
-    public = config.server.public_url.rstrip("/")
-    return public if public.startswith("https://") else "mailto:postmaster@localhost"
-
-
 def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
     """The enabled plugins, after the built-in ones their settings turn on (docs/plugins.md)."""
     builtins: list[tuple[str, object]] = []
@@ -138,10 +127,9 @@ def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
         calls = config.calls
         builtins.append(("turn", CoturnSecret(turn_secret(config), calls.turn_uris, calls.turn_ttl_seconds, clock)))
     if config.push.enabled:
-        sender = WebPushSender(
-            server_keys(config).vapid_key(), push_contact(config), push_policy(config), config.push.timeout_seconds
-        )
-        builtins.append(("webpush", sender))
+        policy = EndpointPolicy.from_config(config.push)
+        key = server_keys(config).vapid_key()
+        builtins.append(("webpush", WebPushSender(key, webpush.contact(config), policy, config.push.timeout_seconds)))
     return load_plugins(config.plugins.enabled, config.plugins.settings, builtins)
 
 
@@ -329,24 +317,9 @@ def build_services(
     limits = config.ratelimit
     access = ChatAccess(stores.members, stores.blocks)
     secrets = server_keys(config)
-    push = PushService(
-        db,
-        stores.push,
-        push_policy(config),
-        rt.tracker,
-        bg.scheduler,
-        hooks,
-        clock,
-        PushSettings(
-            enabled=config.push.enabled,
-            coalesce_seconds=config.push.coalesce_seconds,
-            max_attempts=config.push.max_attempts,
-            retry_base_seconds=config.push.retry_base_seconds,
-            ttl_seconds=config.push.ttl_seconds,
-            concurrency=config.push.concurrency,
-        ),
-        vapid_public_key(secrets.vapid_key()),
-    )
+    policy, settings = EndpointPolicy.from_config(config.push), PushSettings.from_config(config.push)
+    vapid = vapid_public_key(secrets.vapid_key())
+    push = PushService(db, stores.push, policy, rt.tracker, bg.scheduler, hooks, clock, settings, vapid)
     # New messages reach push after the bus: a device with no socket anywhere is woken that way.
     writer = EventWriter(stores.events, push.announcer(rt.bus))
     timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)

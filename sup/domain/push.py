@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sup.bus.presence import PresenceTracker
 from sup.clock import Clock
+from sup.config import PushConfig
 from sup.db.database import Database, Queryable, Row
 from sup.db.push import PushStore
 from sup.delivery import Delivery
@@ -67,6 +68,17 @@ class PushSettings:
     retry_base_seconds: float = 5.0
     ttl_seconds: int = 86400
     concurrency: int = 64
+
+    @classmethod
+    def from_config(cls, push: PushConfig) -> PushSettings:
+        return cls(
+            enabled=push.enabled,
+            coalesce_seconds=push.coalesce_seconds,
+            max_attempts=push.max_attempts,
+            retry_base_seconds=push.retry_base_seconds,
+            ttl_seconds=push.ttl_seconds,
+            concurrency=push.concurrency,
+        )
 
 
 class Subscription(msgspec.Struct, kw_only=True):

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sup.config import PushConfig
 from sup.errors import Code, DomainError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -72,6 +73,10 @@ class EndpointPolicy:
                 hosts.add(entry.rstrip("."))
         self._hosts = frozenset(hosts)
         self._networks = tuple(networks)
+
+    @classmethod
+    def from_config(cls, push: PushConfig) -> EndpointPolicy:
+        return cls(allow_http=push.allow_http, allow_hosts=push.allow_hosts)
 
     def parse(self, endpoint: str) -> Target:
         """The endpoint's scheme, host and port, or a DomainError (422) saying what is wrong with it."""

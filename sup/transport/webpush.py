@@ -27,6 +27,7 @@ from aiohttp.resolver import DefaultResolver
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
+from sup.config import Config
 from sup.domain.pushtargets import EndpointPolicy, EndpointRefused
 from sup.plugins.hookspecs import PushDevice, PushPayload, PushResult, hookimpl
 
@@ -106,6 +107,14 @@ def result_of(status: int, retry_after: str | None = None, detail: str = "") -> 
     if status == 429 or status >= 500:
         return PushResult("retry", status, _retry_after(retry_after), detail)
     return PushResult("rejected", status, detail=detail)
+
+
+def contact(config: Config) -> str:
+    """The VAPID `sub`: whom a push service may write to about this server (RFC 8292 section 2.1)."""
+    if config.push.contact:
+        return config.push.contact
+    public = config.server.public_url.rstrip("/")
+    return public if public.startswith("https://") else "mailto:postmaster@localhost"
 
 
 class WebPushSender:
