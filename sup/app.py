@@ -53,6 +53,8 @@ from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
+from sup.domain.push import PushService, PushSettings
+from sup.domain.pushtargets import EndpointPolicy
 from sup.domain.search import SearchService
 from sup.domain.sendrate import SendRate
 from sup.domain.stickers import StickerService
@@ -71,13 +73,15 @@ from sup.http.problems import problems_middleware
 from sup.http.routes import ROUTES, add_routes
 from sup.http.runner import LISTENER
 from sup.jobs.scheduler import JobSettings, Scheduler
-from sup.keys import ServerKeys, load_or_create_master
+from sup.keys import ServerKeys, load_or_create_master, vapid_public_key
 from sup.observe.metrics import Metrics, replace_gauge
 from sup.ops.schedule import BackupSchedule
 from sup.plugins.host import Hooks, load_plugins
 from sup.plugins.smtp import SmtpMailer
 from sup.plugins.turn import CoturnSecret
+from sup.transport import webpush
 from sup.transport.services import SERVICES, Services
+from sup.transport.webpush import WebPushSender
 from sup.ws.calls import CALLS, CallRelay
 from sup.ws.gateway import error_frame
 from sup.ws.hub import HUB, Hub
@@ -129,6 +133,10 @@ def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
     if config.calls.turn_uris:
         calls = config.calls
         builtins.append(("turn", CoturnSecret(turn_secret(config), calls.turn_uris, calls.turn_ttl_seconds, clock)))
+    if config.push.enabled:
+        policy = EndpointPolicy.from_config(config.push)
+        key = server_keys(config).vapid_key()
+        builtins.append(("webpush", WebPushSender(key, webpush.contact(config), policy, config.push.timeout_seconds)))
     return load_plugins(config.plugins.enabled, config.plugins.settings, builtins)
 
 
@@ -326,7 +334,12 @@ def build_services(
     limiter = rt.limiter  # keys are prefixed by what they count
     limits = config.ratelimit
     access = ChatAccess(stores.members, stores.blocks)
-    writer = EventWriter(stores.events, rt.bus)
+    secrets = server_keys(config)
+    policy, settings = EndpointPolicy.from_config(config.push), PushSettings.from_config(config.push)
+    vapid = vapid_public_key(secrets.vapid_key())
+    push = PushService(db, stores.push, policy, rt.tracker, bg.scheduler, hooks, clock, settings, vapid)
+    # New messages reach push after the bus: a device with no socket anywhere is woken that way.
+    writer = EventWriter(stores.events, push.announcer(rt.bus))
     timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)
     attachments = MediaAttachments(stores.media, stores.stickers, config.media)
     key_changes = KeyChanges(writer, stores.members, stores.devices)
@@ -344,7 +357,6 @@ def build_services(
         limiter=limiter if limits.enabled else None,
         bundles_per_minute=limits.prekey_bundles_per_user,
     )
-    secrets = server_keys(config)
     media = MediaService(
         db,
         stores.media,
@@ -503,6 +515,7 @@ def build_services(
         ),
         limits=RequestLimits(limiter, limits),
         send_rate=SendRate(limiter if limits.enabled else None, limits.sends_per_device),
+        push=push,
     )
 
 
@@ -577,6 +590,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         app[CALLS] = calls = CallRelay(realtime.hub, services.signalling, error_frame)
         if METRICS in app:
             instrument(app[METRICS], db, realtime, background)
+        await services.push.start()
         await background.scheduler.start()
         yield
     finally:
@@ -591,6 +605,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
             await realtime.close()
         if services is not None:
             await services.emails.close()
+            await services.push.close()
         await hooks.close()  # after the realtime parts: no more events to observe
         if hasher is not None:
             hasher.close()

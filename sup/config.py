@@ -541,6 +541,45 @@ class EmailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = 60.0
 
 
+class PushConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Push to closed apps and tabs: Web Push and UnifiedPush ([operations.md](operations.md#push-notifications))."""
+
+    enabled: Annotated[
+        bool, _doc("Let devices register push subscriptions, and push to those without an open socket.")
+    ] = True
+    contact: Annotated[
+        str,
+        _doc(
+            "Who push services may contact about this server (the VAPID `sub`): mailto:you@example.org or an "
+            "https:// URL. Empty: server.public_url when it is https://, else mailto:postmaster@localhost."
+        ),
+    ] = ""
+    allow_http: Annotated[
+        bool, _doc("Accept push endpoints over plain http:// (a push service on your own network). Off: https only.")
+    ] = False
+    allow_hosts: Annotated[
+        list[str],
+        _doc(
+            "Push endpoints that may be on loopback, private or link-local addresses: host names, IP addresses "
+            'or networks, e.g. ["ntfy.lan", "10.0.0.0/8"]. Any other endpoint must resolve to public addresses '
+            "only, so that SUP cannot be made to send requests into its own network."
+        ),
+    ] = []
+    coalesce_seconds: Annotated[
+        float,
+        _doc("A burst of events for one device within this long is one push (the first event starts the wait).", ge=0),
+    ] = 0.5
+    max_attempts: Annotated[int, _doc("Tries of one push while its push service answers 429 or 5xx.", ge=1)] = 5
+    retry_base_seconds: Annotated[
+        float, _doc("The first retry waits about this long, doubling with each further one (up to 10 minutes).", gt=0)
+    ] = 5.0
+    timeout_seconds: Annotated[float, _doc("How long one request to a push service may take.", gt=0, le=120)] = 10.0
+    concurrency: Annotated[int, _doc("Requests to push services in flight at once, per process.", ge=1)] = 64
+    ttl_seconds: Annotated[
+        int, _doc("How long a push service keeps a push for a device that is offline (RFC 8030 TTL).", ge=0)
+    ] = 86400
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -561,6 +600,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     plugins: PluginsConfig = PluginsConfig()
     calls: CallsConfig = CallsConfig()
     email: EmailConfig = EmailConfig()
+    push: PushConfig = PushConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -740,8 +780,21 @@ def _check_consistency(config: Config) -> None:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             raise ConfigError(f"metrics.allow: {network!r} is not an IP address or network") from None
+    for entry in config.push.allow_hosts:
+        if not entry.strip() or ("/" in entry and not _is_network(entry)):
+            raise ConfigError(f"push.allow_hosts: {entry!r} is neither a host name nor an IP address or network")
+    if config.push.contact and not config.push.contact.startswith(("mailto:", "https://")):
+        raise ConfigError("push.contact: use mailto:you@example.org or an https:// URL (RFC 8292)")
     if config.metrics.token and len(config.metrics.token) < 16:
         raise ConfigError("metrics.token: must be at least 16 characters")
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _toml_value(value: Any) -> str:

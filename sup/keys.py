@@ -12,7 +12,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SECRETS_FILE = "secrets.json"
@@ -28,6 +29,7 @@ class ServerKeys:
     login_addresses: bytes
     call_rooms: bytes
     turn: bytes
+    vapid: bytes  # the seed of the VAPID key pair (RFC 8292) that signs Web Push requests
 
     @classmethod
     def derive(cls, master: bytes) -> ServerKeys:
@@ -43,7 +45,19 @@ class ServerKeys:
             login_addresses=sub("sup login addresses v1"),
             call_rooms=sub("sup call rooms v1"),
             turn=sub("sup turn secret v1"),
+            vapid=sub("sup vapid key v1"),
         )
+
+    def vapid_key(self) -> ec.EllipticCurvePrivateKey:
+        """The server's VAPID key pair (P-256), derived like every other secret: every process that
+        shares the master secret signs with the same key, and push services keep accepting it."""
+        order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # of P-256's group
+        return ec.derive_private_key(int.from_bytes(self.vapid, "big") % (order - 1) + 1, ec.SECP256R1())
+
+
+def vapid_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The uncompressed point (65 bytes): what browsers take as PushManager's applicationServerKey."""
+    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 
 def load_or_create_master(data_dir: Path, configured: str = "") -> bytes:

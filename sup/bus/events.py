@@ -83,6 +83,7 @@ class MemoryBus:
     async def announce_calls(self, payload: bytes) -> None:
         for handler in self._call_handlers:
             handler(payload)
+
     async def announce_revoked(self, device_ids: Sequence[str]) -> None:
         revoked = list(device_ids)
         for listener in self._listeners:
@@ -150,6 +151,7 @@ class RedisBus(MemoryBus):
         # Not handled here first: every process, this one too, applies call commands in the order
         # Redis delivers them, which is the same order for every subscriber.
         await self._publish(_Wire(self._origin, calls=payload))
+
     async def announce_revoked(self, device_ids: Sequence[str]) -> None:
         revoked = list(device_ids)
         await super().announce_revoked(revoked)

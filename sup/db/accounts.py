@@ -243,8 +243,9 @@ class DeviceStore:
         await tx.execute("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1", device_id, now)
 
     async def revoke(self, tx: Queryable, device_id: str, now: int) -> bool:
-        """Revoke one device and drop its refresh tokens; False if it was not active."""
+        """Revoke one device and drop its refresh tokens and push subscription; False if it was not active."""
         await tx.execute("DELETE FROM sessions WHERE device_id = $1", device_id)
+        await tx.execute("DELETE FROM push_subscriptions WHERE device_id = $1", device_id)
         return (
             await tx.execute(
                 "UPDATE user_devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", device_id, now
@@ -254,12 +255,13 @@ class DeviceStore:
 
     async def revoke_all_except(self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int) -> list[str]:
         """Revoke every active device of the user but one; return the ones revoked."""
-        await tx.execute(
-            "DELETE FROM sessions WHERE device_id IN (SELECT id FROM user_devices"
-            " WHERE user_id = $1 AND id IS DISTINCT FROM $2)",
-            user_id,
-            keep_device_id,
-        )
+        for table in ("sessions", "push_subscriptions"):
+            await tx.execute(
+                f"DELETE FROM {table} WHERE device_id IN (SELECT id FROM user_devices"
+                " WHERE user_id = $1 AND id IS DISTINCT FROM $2)",
+                user_id,
+                keep_device_id,
+            )
         rows = await tx.fetch(
             "UPDATE user_devices SET revoked_at = $3 WHERE user_id = $1 AND revoked_at IS NULL"
             " AND id IS DISTINCT FROM $2 RETURNING id",

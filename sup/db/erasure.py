@@ -19,6 +19,7 @@ _PERSONAL = (
     "DELETE FROM login_addresses WHERE user_id = $1",
     "DELETE FROM email_tokens WHERE user_id = $1",
     "DELETE FROM user_emails WHERE user_id = $1",
+    "DELETE FROM push_subscriptions WHERE user_id = $1",
     "DELETE FROM chat_join_requests WHERE user_id = $1",
     "DELETE FROM recovery_codes WHERE user_id = $1",
     "DELETE FROM stories WHERE author_id = $1",

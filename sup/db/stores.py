@@ -28,6 +28,7 @@ from sup.db.joining import ChatInviteStore, JoinRequestStore
 from sup.db.keydirectory import KeyDirectoryStore
 from sup.db.media import MediaStore
 from sup.db.messages import MessageStore, PinStore, ReactionStore, RecipientStore
+from sup.db.push import PushStore
 from sup.db.search import SearchStore
 from sup.db.stats import StatsStore
 from sup.db.stickers import StickerStore
@@ -64,6 +65,7 @@ class Stores:
     chat_invites: ChatInviteStore
     join_requests: JoinRequestStore
     search: SearchStore
+    push: PushStore
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Stores:
@@ -97,4 +99,5 @@ class Stores:
             chat_invites=ChatInviteStore(),
             join_requests=JoinRequestStore(),
             search=SearchStore.for_dialect(dialect),
+            push=PushStore(dialect),
         )

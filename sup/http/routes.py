@@ -25,6 +25,7 @@ from sup.domain.limits import Family
 from sup.domain.media import Media, MediaPage, UploadSession
 from sup.domain.messages import MessagePage
 from sup.domain.presence import PresenceStatus
+from sup.domain.push import Subscription
 from sup.domain.search import ChatResults, MessageResults, UserResults
 from sup.domain.stickers import Sticker, StickerPack, StickerPacks
 from sup.domain.stories import AudienceListDetail, Story, StoryFeed, StoryViewPage
@@ -45,7 +46,9 @@ from sup.http.handlers import (
     joining,
     media,
     messages,
+    push,
     search,
+    service_worker,
     stickers,
     stories,
     users,
@@ -751,6 +754,19 @@ ROUTES: list[Route] = [
     # calls (docs/api.md#calls)
     Route("GET", f"{API}/calls/turn", calls.turn_credentials, response=s.TurnCredentialsResponse, tag="calls"),
     Route("POST", f"{API}/calls/{{chat_id}}/token", calls.call_token, response=s.CallTokenResponse, tag="calls"),
+    # push notifications (docs/api.md#push-notifications)
+    Route(
+        "POST",
+        f"{API}/push/subscriptions",
+        push.subscribe,
+        body=s.PushSubscriptionRequest,
+        response=Subscription,
+        status=201,
+        tag="push",
+    ),
+    Route("GET", f"{API}/push/subscriptions", push.get_subscription, response=Subscription, tag="push"),
+    Route("DELETE", f"{API}/push/subscriptions", push.unsubscribe, tag="push"),
+    Route("GET", f"{API}/push/vapid", push.vapid_key, response=s.VapidKeyResponse, auth=False, tag="push"),
 ]
 
 
@@ -763,6 +779,7 @@ OPS_ROUTES: list[tuple[str, str, Any]] = [
 # every other path, so it comes last; it answers 404 (problem+json) for what is not a screen.
 WEB_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/assets/{path:.+}", web_client.asset),
+    ("GET", "/sw.js", service_worker.service_worker),  # Web Push's service worker: its scope is "/"
     ("GET", "/{path:(?!api/).*}", web_client.page),
 ]
 

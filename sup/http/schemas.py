@@ -642,3 +642,25 @@ class InviteCode(Body):
 class JoinRequestQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=200)] = 50
     after: Annotated[str, Meta(max_length=80)] | None = None
+
+
+class PushSubscriptionRequest(Body):
+    endpoint: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=2048,
+            description="The push service's URL for this device (PushSubscription.endpoint, or UnifiedPush's).",
+        ),
+    ]
+    p256dh: Annotated[
+        str, Meta(min_length=1, max_length=128, description="The device's P-256 public key, base64url (RFC 8291).")
+    ]
+    auth: Annotated[str, Meta(min_length=1, max_length=64, description="The device's 16-byte auth secret, base64url.")]
+
+
+class VapidKeyResponse(msgspec.Struct, kw_only=True):
+    public_key: Annotated[
+        str,
+        Meta(description="The server's VAPID public key (RFC 8292): PushManager.subscribe's applicationServerKey."),
+    ]

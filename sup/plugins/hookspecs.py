@@ -62,6 +62,16 @@ class PushPayload:
 
 
 @dataclass(frozen=True, slots=True)
+class PushResult:
+    """What a push service answered. A provider may answer True instead of PushResult("delivered")."""
+
+    outcome: str  # "delivered"; "retry" (429, 5xx, unreachable); "gone" (404, 410: forget it); "rejected"
+    status: int = 0  # the push service's HTTP status, 0 when none came back
+    retry_after: float | None = None  # seconds, from its Retry-After
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnCredentials:
     """Time-limited credentials for TURN relays (WebRTC's RTCIceServer: urls, username, credential)."""
 
@@ -153,7 +163,7 @@ def send_email(message: OutgoingEmail) -> Maybe:
 
 @hookspec
 def send_push(device: PushDevice, payload: PushPayload) -> Maybe:
-    """Upcoming (Web Push): wake one device through its push service; answer True once delivered."""
+    """Wake one device through its push service; answer a PushResult, or True once delivered (built in: Web Push)."""
 
 
 @hookspec

@@ -24,6 +24,7 @@ from sup.domain.limits import RequestLimits
 from sup.domain.media import MediaService
 from sup.domain.messages import MessageService
 from sup.domain.presence import PresenceService
+from sup.domain.push import PushService
 from sup.domain.search import SearchService
 from sup.domain.sendrate import SendRate
 from sup.domain.stickers import StickerService
@@ -60,6 +61,7 @@ class Services:
     joining: JoinService
     limits: RequestLimits
     send_rate: SendRate  # one budget per device for REST and WebSocket sends
+    push: PushService
 
 
 SERVICES = web.AppKey("services", Services)

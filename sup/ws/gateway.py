@@ -195,6 +195,7 @@ async def _session(
     budget = FrameBudget(services.ws.frames_per_second, services.ws.frame_burst)
     typing = TypingRelay(connection.user_id, services.presence, lambda error: connection.reply(error_frame(error)))
     await services.presence.connected(connection.user_id)
+    await services.push.socket_opened(connection.device_id)  # no push while this socket brings events
     try:
         async for message in ws:
             if connection.closing or pump.done():
@@ -252,6 +253,7 @@ async def _session(
         await hub.acks.flush_device(connection.device_id)
         await calls.closed(connection)
         await services.presence.disconnected(connection.user_id)
+        await services.push.socket_closed(connection.device_id)
 
 
 def _over_budget(retry_after: float) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
 import { app, Avatar, describe, deviceLabel, Field, formatTime, lazy, shortId, useApp } from "./common.js";
 import { onLink } from "./router.js";
+import { PushToggle } from "./pushtoggle.js";
 
 const StickerSettings = lazy(() => import("./stickers.js"), "StickerSettings");
 const StorySettings = lazy(() => import("./stories.js"), "StorySettings");
@@ -135,6 +136,7 @@ function Notifications() {
             : html`<p>Get a notification for new messages while SUP is open in a tab.</p>
               <button type="button" onClick=${async () => setPermission(await app.enableNotifications())}>Enable notifications</button>`
     }
+    <${PushToggle} />
   </section>`;
 }
 
