@@ -225,7 +225,8 @@ class Realtime:
         stream = EventStream(db, stores.events, clock, retention_ms=config.websocket.event_retention_days * 86_400_000)
         hub = Hub(stream, config.websocket.catch_up_seconds, config.websocket.send_timeout_seconds)
         bus.subscribe(hub)
-        return cls(bus, open_presence(config.bus.url), WriteBatcher(db), stream, hub)
+        workers = config.database.batch_workers or (4 if db.dialect == "postgres" else 1)
+        return cls(bus, open_presence(config.bus.url), WriteBatcher(db, workers=workers), stream, hub)
 
     async def start(self) -> None:
         await self.bus.start()

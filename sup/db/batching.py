@@ -1,12 +1,25 @@
 """Group commit: many concurrent writes in one transaction, one fsync.
 
 Callers submit an operation (a `TransactionWork`: it awaits only the transaction, since
-on SQLite the whole batch runs in the database's thread). A single worker takes
-everything queued, runs each operation inside its own SAVEPOINT (so one refused
-operation does not undo the others, nor what it queued with `tx.after_commit`), commits
-once, runs the after-commit work of the operations that stood, then answers every
-caller. Nobody is answered before the commit, so an answer means durable; and an idle
-server commits a lone write at once, adding no delay.
+on SQLite the whole batch runs in the database's thread). A worker takes everything
+queued, runs each operation so that one refused operation does not undo the others (nor
+what it queued with `tx.after_commit`), commits once, runs the after-commit work of the
+operations that stood, then answers every caller. Nobody is answered before the commit,
+so an answer means durable; and an idle server commits a lone write at once, adding no
+delay.
+
+Round trips are what a batch costs on Postgres, so:
+
+- An operation runs without a SAVEPOINT of its own. One that is refused before it wrote
+  anything (the usual refusal: a permission, a device list) leaves nothing to undo. Only
+  when one fails after a write, or a statement itself failed (which aborts a Postgres
+  transaction), is the batch rolled back and run again, each operation inside its own
+  SAVEPOINT as before. Operations are transaction work: running one again is safe.
+- Operations queued with a `chat_id` are sharded by it over `workers` batch workers (each
+  chat always on the same one, so a chat's sends keep their order and their seqs), whose
+  transactions overlap their round trips. On Postgres a batch first locks its chats' rows
+  in id order, and device rows are locked in id order at its end (see `EventWriter`): two
+  batches, of this process or another, never wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -15,73 +28,183 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sup.db.database import Database, Transaction, TransactionWork
+from sup.db.database import AfterCommit, Database, Flush, Mark, Row, Transaction, TransactionWork
+from sup.ids import is_uuid
 from sup.observe.metrics import Metrics
 
 log = logging.getLogger("sup.batch")
 
 T = TypeVar("T")
 Operation = TransactionWork[T]
+_Queued = tuple[Operation[Any], "asyncio.Future[Any]", str | None]
+
+# FOR NO KEY UPDATE is the lock the seq bump's UPDATE takes anyway: it does not block rows of
+# other tables that merely reference a chat (members joining, reactions).
+_LOCK_CHATS = "SELECT id FROM chats WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE"
+
+
+class _RunAgainSafely(Exception):
+    """An operation failed after writing (or a statement failed): roll back, run with savepoints."""
+
+
+class _Watched:
+    """The batch's transaction as one operation sees it: notes whether it wrote, or a statement failed."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self.wrote = False
+        self.failed = False
+
+    def _note(self, sql: str) -> None:
+        if not self.wrote and sql.lstrip()[:6].upper() != "SELECT":
+            self.wrote = True
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        self._note(sql)
+        try:
+            return await self._tx.execute(sql, *args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        self._note(sql)
+        try:
+            return await self._tx.fetch(sql, *args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        self._note(sql)
+        try:
+            return await self._tx.fetchrow(sql, *args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        self._note(sql)
+        try:
+            return await self._tx.fetchval(sql, *args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    async def execute_script(self, script: str) -> None:
+        self.wrote = True
+        try:
+            await self._tx.execute_script(script)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def after_commit(self, work: AfterCommit) -> None:
+        self._tx.after_commit(work)
+
+    def defer(self, flush: Flush, item: Any) -> None:
+        self._tx.defer(flush, item)
+
+    def after_commit_mark(self) -> Mark:
+        return self._tx.after_commit_mark()
+
+    def drop_after_commit(self, mark: Mark) -> None:
+        self._tx.drop_after_commit(mark)
+
+
+class _Lane:
+    """One batch worker: its queue, and the task that commits what is queued."""
+
+    def __init__(self, batcher: WriteBatcher, index: int) -> None:
+        self.batcher = batcher
+        self.queue: deque[_Queued] = deque()
+        self.wakeup = asyncio.Event()
+        self.task = asyncio.create_task(self.run(), name=f"write-batcher-{index}")
+
+    async def run(self) -> None:
+        batcher = self.batcher
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.queue:
+                batch = [self.queue.popleft() for _ in range(min(len(self.queue), batcher.max_batch))]
+                try:
+                    await batcher.commit(batch)
+                except Exception:  # the worker must outlive any one batch
+                    log.exception("write batch failed")
+            if batcher.closing and not self.queue:
+                return
 
 
 class WriteBatcher:
-    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256, workers: int = 1) -> None:
         self._db = db
-        self._max_batch = max_batch
-        self._queue: deque[tuple[Operation[Any], asyncio.Future[Any]]] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self.max_batch = max_batch
+        self._workers = max(1, workers)
+        self._lanes: list[_Lane] = []
+        self._lock_chats = db.dialect == "postgres"
+        self.closing = False
         self.metrics: Metrics | None = None  # set by the App
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="write-batcher")
+        self._lanes = [_Lane(self, i) for i in range(self._workers)]
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        self.closing = True
+        for lane in self._lanes:
+            lane.wakeup.set()
+        await asyncio.gather(*(lane.task for lane in self._lanes))
 
-    def enqueue(self, operation: Operation[T]) -> asyncio.Future[T]:
+    def enqueue(self, operation: Operation[T], *, chat_id: str | None = None) -> asyncio.Future[T]:
         """Queue an operation; the future resolves (or fails) after its batch's commit.
 
-        Synchronous, so a caller that queues several operations fixes their order.
+        Synchronous, so a caller that queues several operations fixes their order (those of one
+        chat, or without a chat, always share a worker).
         """
-        if self._closing:
-            raise RuntimeError("the server is shutting down")
+        if self.closing or not self._lanes:
+            raise RuntimeError("the server is shutting down" if self.closing else "the write batcher is not started")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((operation, future))
-        self._wakeup.set()
+        lane = self._lanes[hash(chat_id) % len(self._lanes) if chat_id is not None else 0]
+        lane.queue.append((operation, future, chat_id))
+        lane.wakeup.set()
         return future
 
-    async def submit(self, operation: Operation[T]) -> T:
+    async def submit(self, operation: Operation[T], *, chat_id: str | None = None) -> T:
         # Shielded: a caller that gives up does not stop the write; a retry finds it.
-        return await asyncio.shield(self.enqueue(operation))
+        return await asyncio.shield(self.enqueue(operation, chat_id=chat_id))
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-                try:
-                    await self._commit(batch)
-                except Exception:  # the worker must outlive any one batch
-                    log.exception("write batch failed")
-            if self._closing and not self._queue:
-                return
-
-    async def _commit(self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]) -> None:
+    async def commit(self, batch: list[_Queued]) -> None:
+        # Only ids that can be a chat's: one bad id would fail the lock, and with it the whole batch.
+        chats = sorted({c for _, _, c in batch if c is not None and is_uuid(c)}) if self._lock_chats else []
         outcomes: list[tuple[bool, Any]] = []
 
-        async def run_all(tx: Transaction) -> None:
-            for index, (operation, _) in enumerate(batch):
-                # One statement group per operation: on Postgres every round trip counts. The
-                # commit releases the last savepoint.
+        async def lock(tx: Transaction) -> None:
+            if chats:
+                await tx.fetch(_LOCK_CHATS, chats)
+
+        async def run_fast(tx: Transaction) -> None:
+            await lock(tx)
+            for operation, _, _ in batch:
+                watched = _Watched(tx)
+                mark = tx.after_commit_mark()
+                try:
+                    value = await operation(watched)  # type: ignore[arg-type]
+                except Exception as exc:
+                    if watched.wrote or watched.failed:
+                        raise _RunAgainSafely from exc
+                    tx.drop_after_commit(mark)  # refused before writing anything: nothing to undo
+                    outcomes.append((False, exc))
+                    continue
+                outcomes.append((True, value))
+
+        async def run_safely(tx: Transaction) -> None:
+            await lock(tx)
+            for index, (operation, _, _) in enumerate(batch):
+                # One statement group per operation: the commit releases the last savepoint.
                 await tx.execute_script("SAVEPOINT op" if index == 0 else "RELEASE SAVEPOINT op; SAVEPOINT op")
                 mark = tx.after_commit_mark()
                 try:
@@ -95,15 +218,19 @@ class WriteBatcher:
 
         started = time.perf_counter()
         try:
-            await self._db.run_in_transaction(run_all)
+            try:
+                await self._db.run_in_transaction(run_fast)
+            except _RunAgainSafely:
+                outcomes.clear()
+                await self._db.run_in_transaction(run_safely)
         except Exception as exc:  # the commit itself failed: nobody's write is durable
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         if self.metrics is not None:
             self.metrics.batch_committed(len(batch), time.perf_counter() - started)
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if ok:
