@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
+import signal
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ from messaging import register
 from phases import Run, measure_idle
 
 TOTAL_BUDGET_S = 1200.0
+MEMTRACE_DIR = Path(__file__).resolve().parent / "memtrace"
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -59,6 +63,73 @@ def raise_fd_limit() -> tuple[int, int]:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+async def _snapshot(pid: int, path: Path) -> tracemalloc.Snapshot:
+    """Ask the server (started with bench/memtrace on its path) for a tracemalloc snapshot; wait for the file."""
+    os.kill(pid, signal.SIGUSR1)
+    size = -1
+    for _ in range(600):
+        await asyncio.sleep(0.5)
+        now = _size(path)  # the file is complete once it stops growing
+        if now >= 0 and now == size:
+            return tracemalloc.Snapshot.load(str(path))
+        size = now
+    raise RuntimeError(f"the server wrote no snapshot to {path}")
+
+
+async def traced_step(run: Run, accounts: Sequence[dict[str, str]], prefix: Path, top: int = 25) -> dict[str, Any]:
+    """Where the Python memory of N idle connections goes: tracemalloc before and with them, by source line."""
+    n = len(accounts)
+    workers = len(run.workers)
+    commands = {
+        i: {"op": "idle", "accounts": list(accounts[i::workers]), "opts": run.opts}
+        for i in range(workers)
+        if accounts[i::workers]
+    }
+    before = await _snapshot(run.server.pid, Path(f"{prefix}.1"))
+    rss_before = memory_mib(run.server.pid)["rss_mib"]
+    held: dict[str, Any] = {}
+
+    async def hold() -> dict[str, Any]:
+        await asyncio.sleep(run.args.idle_seconds)
+        held["rss"] = memory_mib(run.server.pid)["rss_mib"]
+        held["snapshot"] = await _snapshot(run.server.pid, Path(f"{prefix}.2"))
+        return {}
+
+    await run.phase(f"{n} idle connections, traced", commands, 10, after_result=hold)
+    after: tracemalloc.Snapshot = held["snapshot"]
+    by_line = after.compare_to(before, "lineno")
+    by_file = after.compare_to(before, "filename")
+    traced = sum(d.size_diff for d in by_file)
+    rss_kib = (held["rss"] - rss_before) * 1024 / n
+    return {
+        "connections": n,
+        "rss_per_connection_kib": round(rss_kib, 1),
+        "python_traced_per_connection_kib": round(traced / 1024 / n, 1),
+        "untraced_per_connection_kib": round(rss_kib - traced / 1024 / n, 1),
+        "by_file": [
+            {"file": str(d.traceback[0].filename), "bytes_per_connection": round(d.size_diff / n)}
+            for d in by_file[:top]
+            if d.size_diff > 0
+        ],
+        "by_line": [
+            {
+                "where": f"{d.traceback[0].filename}:{d.traceback[0].lineno}",
+                "bytes_per_connection": round(d.size_diff / n),
+                "blocks_per_connection": round(d.count_diff / n, 2),
+            }
+            for d in by_line[:top]
+            if d.size_diff > 0
+        ],
+    }
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,7 +150,11 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     server = None
     workers: list[LoadGen] = []
     env = [("SUP_WEBSOCKET_HEARTBEAT_SECONDS", str(args.heartbeat))]
+    if args.tracemalloc:
+        path = os.pathsep.join(p for p in (str(MEMTRACE_DIR), os.environ.get("PYTHONPATH", "")) if p)
+        env += [("PYTHONPATH", path), ("BENCH_TRACEMALLOC", str(Path(tmp_root()) / "snapshot"))]
     with tempfile.TemporaryDirectory(prefix="sup-bench-idle-") as tmp:
+        _TMP[0] = tmp
         try:
             async with asyncio.timeout(TOTAL_BUDGET_S):
                 database_url = await pg.create() if pg else None
@@ -91,6 +166,11 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.gather(*(w.start() for w in workers))
                     run = Run(args, server, workers)
                     report["memory_after_setup"] = memory_mib(server.pid)
+                    if args.tracemalloc:
+                        conns = [accounts[i % len(accounts)] for i in range(args.tracemalloc)]
+                        await asyncio.sleep(1.5)
+                        report["traced"] = traced = await traced_step(run, conns, Path(tmp_root()) / "snapshot")
+                        print(f"  traced, {args.tracemalloc} connections: {traced}", flush=True)
                     for n in args.steps:
                         conns = [accounts[i % len(accounts)] for i in range(n)]
                         await asyncio.sleep(1.5)
@@ -120,6 +200,14 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report_tail(report, problems, warnings, started)
 
 
+def tmp_root() -> str:
+    """Where the traced server's snapshots go (removed with the run's temporary directory)."""
+    return _TMP[0]
+
+
+_TMP = [""]
+
+
 def format_summary(report: dict[str, Any]) -> str:
     lines = [f"SUP idle WebSocket connections - database: {report.get('database')}, fd limit {report.get('fd_limit')}"]
     for s in report.get("steps", []):
@@ -145,6 +233,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4, help="load-generator processes (default 4)")
     p.add_argument("--idle-seconds", type=float, default=20.0, help="idle time before RSS is read (20)")
     p.add_argument("--heartbeat", type=float, default=10.0, help="the server's ping interval, seconds (10)")
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first, N connections on a server that traces its Python allocations (slower): where each one's"
+        " memory goes, by source line (default 0: off; then the RSS steps are of a traced server too)",
+    )
     p.add_argument("--ack-every", type=int, default=16)
     p.add_argument("--compress", action="store_true")
     p.add_argument("--json-out", type=Path)
