@@ -12,7 +12,7 @@ _prefix = os.environ.get("BENCH_TRACEMALLOC")
 if _prefix:
     _dumps = [0]
 
-    def _dump(signum, frame):  # noqa: ARG001 - a signal handler's signature
+    def _dump(signum, frame):
         if not tracemalloc.is_tracing():
             tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "1")))
         _dumps[0] += 1

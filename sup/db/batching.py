@@ -17,9 +17,10 @@ Round trips are what a batch costs on Postgres, so:
   SAVEPOINT as before. Operations are transaction work: running one again is safe.
 - Operations queued with a `chat_id` are sharded by it over `workers` batch workers (each
   chat always on the same one, so a chat's sends keep their order and their seqs), whose
-  transactions overlap their round trips. On Postgres a batch first locks its chats' rows
-  in id order, and device rows are locked in id order at its end (see `EventWriter`): two
-  batches, of this process or another, never wait on each other in a cycle.
+  transactions overlap their round trips. On Postgres a batch of several chats first takes
+  an advisory lock per chat, in order, and device rows are locked in id order at its end
+  (see `EventWriter`): two batches, of this process or another, never wait on each other in
+  a cycle.
 """
 
 from __future__ import annotations
@@ -41,9 +42,18 @@ T = TypeVar("T")
 Operation = TransactionWork[T]
 _Queued = tuple[Operation[Any], "asyncio.Future[Any]", str | None]
 
-# FOR NO KEY UPDATE is the lock the seq bump's UPDATE takes anyway: it does not block rows of
-# other tables that merely reference a chat (members joining, reactions).
-_LOCK_CHATS = "SELECT id FROM chats WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE"
+# Transaction-scoped advisory locks, one per chat, taken in key order (unnest keeps the array's
+# order): batches queue behind each other per chat before touching any row. Not row locks: those
+# are written into the tuples (WAL, a dirtied page), which cost Postgres more than the send itself.
+# A transaction outside the batcher that appends to a chat holds that one chat's row and no other,
+# so it cannot close a cycle with a batch.
+_LOCK_CHATS = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
+
+
+def _lock_key(chat_id: str) -> int:
+    """A chat's advisory lock key: the last 64 bits of its id (random in a UUIDv7), as a signed bigint."""
+    key = int(chat_id.replace("-", "")[16:], 16)
+    return key - (1 << 64) if key >= 1 << 63 else key
 
 
 class _RunAgainSafely(Exception):
@@ -179,7 +189,10 @@ class WriteBatcher:
 
     async def commit(self, batch: list[_Queued]) -> None:
         # Only ids that can be a chat's: one bad id would fail the lock, and with it the whole batch.
-        chats = sorted({c for _, _, c in batch if c is not None and is_uuid(c)}) if self._lock_chats else []
+        keys = sorted({_lock_key(c) for _, _, c in batch if c is not None and is_uuid(c)}) if self._lock_chats else []
+        # A batch of one chat holds one chat lock at most while it waits (for device rows, at its end,
+        # which nobody holds while waiting for a chat): no cycle, no need to lock first.
+        chats = keys if len(keys) > 1 else []
         outcomes: list[tuple[bool, Any]] = []
 
         async def lock(tx: Transaction) -> None:
