@@ -620,6 +620,15 @@ class PostgresDatabases:
         finally:
             await conn.close()
 
+    async def commits(self, url: str) -> int:
+        """Transactions committed in the database so far (pg_stat_database; its counters lag by up to ~1 s)."""
+        conn = await self._connect()
+        try:
+            name = urlsplit(url).path.lstrip("/")
+            return int(await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name) or 0)
+        finally:
+            await conn.close()
+
     async def create(self) -> str:
         """CREATE DATABASE sup_bench_<random>; returns its URL."""
         name = f"sup_bench_{secrets.token_hex(6)}"
