@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -53,6 +54,7 @@ from foundation import (
 from loadgen import LoadGen
 from messaging import create_chat, register
 from phases import Run, measure_paced
+from watch import Profiler, summarize_profile
 
 TOTAL_BUDGET_S = 900.0
 
@@ -131,6 +133,21 @@ async def channel_costs(args: argparse.Namespace, server: Any, session: aiohttp.
         channels[label] = answer["id"]
     times: dict[str, list[float]] = {label: [] for label in channels}
     cpu: dict[str, float] = dict.fromkeys(channels, 0.0)
+    for i in range(2):  # warm up (statement caches, plans), unmeasured
+        for label, chat_id in channels.items():
+            body = {"chat_id": chat_id, "client_id": f"{label}-warm-{i}", "body": "warming up"}
+            await post(session, f"{base}/api/v1/messages", body, owner["token"])
+    profiled = None
+    if args.profile:  # py-spy on the server while only the big channel is sent to
+        profiler = Profiler(args.py_spy, server.pid, args.profile, 100, [])
+        await profiler.start()
+        try:
+            for i in range(args.channel_messages):
+                body = {"chat_id": channels["big"], "client_id": f"prof-{i}", "body": f"profiled {i}"}
+                await post(session, f"{base}/api/v1/messages", body, owner["token"])
+        finally:
+            await profiler.stop()
+        profiled = summarize_profile(args.profile) if args.profile.exists() else {"error": profiler.log.decode()[-500:]}
     for i in range(args.channel_messages + 2):
         for label, chat_id in channels.items():
             body = {"chat_id": chat_id, "client_id": f"{label}-{i}", "body": f"announcement {i} " + "x" * 64}
@@ -147,6 +164,8 @@ async def channel_costs(args: argparse.Namespace, server: Any, session: aiohttp.
             "send_to_201": summarize_ms(times[label]),
             "server_cpu_ms_per_send": round(cpu[label] * 1000 / len(times[label]), 2),
         }
+    if profiled is not None:
+        out["big_channel_profile"] = profiled
     small, big = out["small"]["send_to_201"]["p50_ms"], out["big"]["send_to_201"]["p50_ms"]
     out["big_vs_small_p50"] = round(big / small, 1) if small else None
     return out
@@ -260,6 +279,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ack-every", type=int, default=16)
     p.add_argument("--body-bytes", type=int, default=64)
     p.add_argument("--compress", action="store_true")
+    p.add_argument("--profile", type=Path, help="py-spy the server while sending to the big channel; raw stacks here")
+    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")))
     p.add_argument("--json-out", type=Path)
     p.add_argument("--python", default=sys.executable)
     args = p.parse_args(argv)
