@@ -620,6 +620,15 @@ class PostgresDatabases:
         finally:
             await conn.close()
 
+    async def commits(self, url: str) -> int:
+        """Transactions committed in the database so far (pg_stat_database; its counters lag by up to ~1 s)."""
+        conn = await self._connect()
+        try:
+            name = urlsplit(url).path.lstrip("/")
+            return int(await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name) or 0)
+        finally:
+            await conn.close()
+
     async def create(self) -> str:
         """CREATE DATABASE sup_bench_<random>; returns its URL."""
         name = f"sup_bench_{secrets.token_hex(6)}"
@@ -798,7 +807,7 @@ class Run:
         self.counter += 1
         data_dir = self.tmp / f"data-{self.counter}"  # not created: the server creates it
         database_url = await self.pg.create() if self.pg else None
-        server = spawn_server(self.args.python, data_dir, database_url)
+        server = spawn_server(self.args.python, data_dir, database_url, self.args.server_env)
         self.running.append(server)
         await wait_healthy(server, session)
         return server
@@ -841,7 +850,7 @@ async def measure_starts(run: Run, session: aiohttp.ClientSession) -> dict[str, 
     warm_logged: list[float] = []
     if last is not None:
         for i in range(run.args.warm_starts):
-            server = spawn_server(run.args.python, last.data_dir, last.database_url)
+            server = spawn_server(run.args.python, last.data_dir, last.database_url, run.args.server_env)
             run.running.append(server)
             await wait_healthy(server, session)
             warm_ms.append(_healthy_ms(server))
@@ -1121,6 +1130,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="logins in flight while /health is sampled (default 50)",
     )
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m sup run` (default: this)")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        type=lambda text: tuple(text.split("=", 1)),
+        metavar="SUP_NAME=VALUE",
+        help="a server setting for experiments, repeatable (e.g. SUP_AUTH_HASH_WORKERS=1); the figures are then"
+        " not those of the defaults",
+    )
     args = p.parse_args(argv)
     check_database_url(p, args)
     for name in ("logins", "concurrency", "users", "starts", "probe_logins", "probe_concurrency"):

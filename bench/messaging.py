@@ -164,7 +164,14 @@ async def measure(run: Run, session: aiohttp.ClientSession, pg: PostgresDatabase
     # 1. throughput
     if "throughput" in phases:
         await asyncio.sleep(ACK_SETTLE_S)
-        report["throughput"] = await measure_throughput(run, tp_pairs, args.messages, "tp")
+        commits = await pg.commits(server.database_url) if pg and server.database_url else None
+        report["throughput"] = tp = await measure_throughput(run, tp_pairs, args.messages, "tp")
+        if commits is not None and tp["complete"]:
+            await asyncio.sleep(ACK_SETTLE_S)  # Postgres publishes its counters with a delay
+            # Group commit's batch size, seen from Postgres: transactions per message (acks included).
+            committed = await pg.commits(server.database_url) - commits
+            tp["postgres_commits"] = committed
+            tp["postgres_commits_per_msg"] = round(committed / tp["complete"], 3)
     if dp_pairs:
         await asyncio.sleep(ACK_SETTLE_S)
         report["throughput_direct"] = await measure_throughput(run, dp_pairs, args.direct_messages, "dp")

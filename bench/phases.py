@@ -115,6 +115,9 @@ class Run:
                 self.problems.append(
                     f"{name}: event streams had {stats['gaps']} missing and {stats['duplicates']} duplicate cursors"
                 )
+            if stats.get("chat_seq_disorder"):
+                disorder = stats["chat_seq_disorder"]
+                self.problems.append(f"{name}: {disorder} messages arrived out of their chat's seq order")
             if stats["unexpected_closes"]:
                 self.problems.append(f"{name}: server closed connections: {stats['unexpected_closes']} (close code: n)")
             bad_errors = {k: v for k, v in stats["error_frames"].items()}
@@ -126,7 +129,16 @@ class Run:
 
 
 def merge_stats(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"connections": 0, "events": 0, "gaps": 0, "duplicates": 0, "acks_sent": 0, "compressed": 0}
+    out: dict[str, Any] = {
+        "connections": 0,
+        "events": 0,
+        "gaps": 0,
+        "duplicates": 0,
+        "chat_seq_disorder": 0,
+        "chat_seq_gaps": 0,
+        "acks_sent": 0,
+        "compressed": 0,
+    }
     errors: Counter[str] = Counter()
     closes: Counter[str] = Counter()
     for r in results:

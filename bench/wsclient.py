@@ -73,6 +73,10 @@ class Conn:
         self.events = 0
         self.gaps = 0
         self.duplicates = 0
+        # Per chat, the last message seq seen: a chat's messages arrive in seq order, one by one.
+        self.chat_seqs: dict[str, int] = {}
+        self.seq_disorder = 0  # a message.new whose seq is not above the chat's last one
+        self.seq_gaps = 0  # seqs skipped between two messages of a chat (0 while every message reaches everyone)
         self.acks_sent = 0
         self.errors: Counter[str] = Counter()
         self.closed = asyncio.Event()
@@ -129,6 +133,8 @@ class Conn:
                             await self.ack()
                     if frame.type == "error":
                         self.errors[frame.code or "?"] += 1
+                    elif frame.type == "message.new" and frame.message is not None:
+                        self._check_seq(frame.message)
                     handler = self.handler
                     if handler is not None:
                         handler(frame, now)
@@ -142,6 +148,15 @@ class Conn:
         finally:
             self.close_code = ws.close_code
             self.closed.set()
+
+    def _check_seq(self, message: WireMessage) -> None:
+        last = self.chat_seqs.get(message.chat_id)
+        if last is not None:
+            if message.seq <= last:
+                self.seq_disorder += 1
+                return
+            self.seq_gaps += message.seq - last - 1
+        self.chat_seqs[message.chat_id] = message.seq
 
     async def ack(self) -> None:
         ws = self.ws
@@ -194,6 +209,8 @@ def merge_conn_stats(conns: Sequence[Conn]) -> dict[str, Any]:
         "events": sum(c.events for c in conns),
         "gaps": sum(c.gaps for c in conns),
         "duplicates": sum(c.duplicates for c in conns),
+        "chat_seq_disorder": sum(c.seq_disorder for c in conns),
+        "chat_seq_gaps": sum(c.seq_gaps for c in conns),
         "acks_sent": sum(c.acks_sent for c in conns),
         "error_frames": dict(errors),
         "unexpected_closes": dict(closes),
@@ -203,7 +220,8 @@ def merge_conn_stats(conns: Sequence[Conn]) -> dict[str, Any]:
 
 async def open_all(session: aiohttp.ClientSession, url: str, accounts: Sequence[dict[str, str]], opts: dict[str, Any]):
     """Connect and authenticate every account; (connections, connect times, failures)."""
-    conns = [Conn(session, url, a, opts) for a in accounts]
+    # An account may name its own server (several processes behind one load generator: bench/processes.py).
+    conns = [Conn(session, a.get("url", url), a, opts) for a in accounts]
     limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
     failures: Counter[str] = Counter()
 

@@ -249,7 +249,9 @@ class Realtime:
         bus.subscribe(hub)
         # The install's namespace keeps its budgets apart from another install's on a shared Redis.
         limiter = open_rate_limiter(config.bus.url, prefix=f"sup:{namespace}:" if namespace else "sup:")
-        return cls(bus, open_presence(config.bus.url, namespace), WriteBatcher(db), stream, hub, limiter)
+        workers = config.database.batch_workers or (4 if db.dialect == "postgres" else 1)
+        presence = open_presence(config.bus.url, namespace)
+        return cls(bus, presence, WriteBatcher(db, workers=workers), stream, hub, limiter)
 
     async def start(self) -> None:
         await self.bus.start()

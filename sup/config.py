@@ -94,6 +94,15 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = 2
     pool_min: Annotated[int, _doc("Postgres: connections kept open.", ge=1)] = 2
     pool_max: Annotated[int, _doc("Postgres: most connections opened.", ge=1)] = 10
+    batch_workers: Annotated[
+        int,
+        _doc(
+            "Group-commit workers, sends sharded over them by chat (each overlaps the others' round trips)."
+            " 0: one on SQLite (it has one writer), 4 on Postgres.",
+            ge=0,
+            le=32,
+        ),
+    ] = 0
     auto_migrate: Annotated[bool, _doc("Apply pending migrations when `sup run` starts.")] = True
 
 

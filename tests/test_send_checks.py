@@ -182,12 +182,12 @@ async def test_a_batch_checks_its_guard_once_for_all_its_operations(server: Serv
         return run
 
     batcher = WriteBatcher(server.db)
+    await batcher.start()  # its worker runs only once this test awaits: what is queued until then is one batch
     futures = [
-        batcher.enqueue(operation(f"op{i}"), guard, phone.device_id if i % 3 == 0 else alice.device_id)
+        batcher.enqueue(operation(f"op{i}"), guard=guard, key=phone.device_id if i % 3 == 0 else alice.device_id)
         for i in range(12)
     ]
     futures.append(batcher.enqueue(operation("unguarded")))
-    await batcher.start()  # everything is queued already: one batch
     results = await asyncio.gather(*futures, return_exceptions=True)
     await batcher.close()
     assert asked == [sorted({alice.device_id, phone.device_id})]

@@ -153,14 +153,6 @@ class ChatStore:
     async def delete(self, tx: Queryable, chat_id: str) -> None:
         await tx.execute("DELETE FROM chats WHERE id = $1", chat_id)
 
-    async def next_seq(self, tx: Queryable, chat_id: str, now: int) -> int:
-        """The chat's next message seq; the row lock makes it gap-free under concurrent senders."""
-        return await tx.fetchval(
-            "UPDATE chats SET last_seq = last_seq + 1, last_message_at = $2 WHERE id = $1 RETURNING last_seq",
-            chat_id,
-            now,
-        )
-
     async def page_for_user(
         self, db: Queryable, user_id: str, before: tuple[int, str] | None, limit: int
     ) -> list[tuple[ChatRow, MemberRow, int]]:

@@ -17,6 +17,10 @@ T_co = TypeVar("T_co", covariant=True)
 
 Row = Mapping[str, Any]
 AfterCommit = Callable[[], Awaitable[None]]
+# Where a transaction's queues stand: (after-commit work, deferred items).
+Mark = tuple[int, int]
+# Runs a transaction's deferred items of one kind, in the transaction, just before its commit.
+Flush = Callable[["Transaction", list[Any]], Awaitable[None]]
 
 log = logging.getLogger("sup.db")
 
@@ -52,31 +56,51 @@ class Transaction(Queryable, Protocol):
     def after_commit(self, work: AfterCommit) -> None:
         """Run `work` once this transaction has committed, in the order queued; never if it rolls back."""
 
-    def after_commit_mark(self) -> int:
-        """Where the queue of after-commit work stands (for `drop_after_commit`)."""
+    def defer(self, flush: Flush, item: Any) -> None:
+        """Hand `item` to `flush` just before this transaction commits, with every other item for the same
+        `flush` (in the order deferred): one statement for a whole batch instead of one per operation."""
 
-    def drop_after_commit(self, mark: int) -> None:
-        """Forget work queued since `mark`: what it announces was rolled back to a savepoint."""
+    def after_commit_mark(self) -> Mark:
+        """Where the queues of deferred and after-commit work stand (for `drop_after_commit`)."""
+
+    def drop_after_commit(self, mark: Mark) -> None:
+        """Forget work deferred or queued since `mark`: what it writes or announces was rolled back to a savepoint."""
 
 
 class AfterCommitQueue:
-    """The after-commit half of a Transaction, shared by both backends.
+    """The deferred and after-commit halves of a Transaction, shared by both backends.
 
     Events are published only after the commit that makes them true (a client never hears
-    of something a rollback undid), and outside the database's locks.
+    of something a rollback undid), and outside the database's locks. Deferred writes (a
+    batch's device events) run just before the commit, all of one kind in one call.
     """
 
     def __init__(self) -> None:
         self._after: list[AfterCommit] = []
+        self._deferred: list[tuple[Flush, Any]] = []
 
     def after_commit(self, work: AfterCommit) -> None:
         self._after.append(work)
 
-    def after_commit_mark(self) -> int:
-        return len(self._after)
+    def defer(self, flush: Flush, item: Any) -> None:
+        self._deferred.append((flush, item))
 
-    def drop_after_commit(self, mark: int) -> None:
-        del self._after[mark:]
+    def after_commit_mark(self) -> Mark:
+        return (len(self._after), len(self._deferred))
+
+    def drop_after_commit(self, mark: Mark) -> None:
+        del self._after[mark[0] :]
+        del self._deferred[mark[1] :]
+
+    async def run_deferred(self, tx: Transaction) -> None:
+        """Flush what was deferred (the backend calls this inside the transaction, before COMMIT)."""
+        while self._deferred:  # a flush may defer more (rare): run until nothing is left
+            deferred, self._deferred = self._deferred, []
+            grouped: dict[Flush, list[Any]] = {}
+            for flush, item in deferred:
+                grouped.setdefault(flush, []).append(item)
+            for flush, items in grouped.items():
+                await flush(tx, items)
 
     async def run_after_commit(self) -> None:
         work, self._after = self._after, []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
 from sup.db.database import Queryable
 from sup.delivery import Delivery
@@ -16,39 +16,75 @@ _ROWS_PER_INSERT = 500
 # row resumes at a moved tuple). Two appends to overlapping sets of devices (two logins of one
 # user, a login and a message batch) then deadlock. Locking in id order first makes the order
 # one for everyone. SQLite has a single writer and no row locks.
-_BUMP_SEQS = {
-    "postgres": (
-        "UPDATE user_devices d SET last_event_seq = d.last_event_seq + 1"
-        " FROM (SELECT id FROM user_devices WHERE id IN ({ids}) ORDER BY id FOR UPDATE) locked"
-        " WHERE d.id = locked.id RETURNING d.id, d.last_event_seq"
-    ),
-    "sqlite": (
-        "UPDATE user_devices SET last_event_seq = last_event_seq + 1 WHERE id IN ({ids}) RETURNING id, last_event_seq"
-    ),
-}
+#
+# On Postgres a whole batch's bumps are one statement (arrays, so one prepared statement
+# whatever the batch's size): the ids, and how many events each device gets.
+_BUMP_PG = (
+    "UPDATE user_devices d SET last_event_seq = d.last_event_seq + c.n"
+    " FROM (SELECT id FROM user_devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) locked,"
+    " unnest($1::uuid[], $2::bigint[]) AS c(id, n)"
+    " WHERE d.id = locked.id AND c.id = d.id RETURNING d.id, d.last_event_seq"
+)
+_BUMP_SQLITE = (
+    "UPDATE user_devices SET last_event_seq = last_event_seq + {n} WHERE id IN ({ids}) RETURNING id, last_event_seq"
+)
+_INSERT_PG = (
+    "INSERT INTO device_events (device_id, seq, payload, created_at)"
+    " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[])"
+)
 
 
 class EventStore:
     def __init__(self, dialect: str = "sqlite") -> None:
-        self._bump = _BUMP_SEQS[dialect]
+        self._postgres = dialect == "postgres"
 
     async def next_seqs(self, tx: Queryable, device_ids: Sequence[str]) -> dict[str, int]:
         """Reserve the next seq of each device (one each), under the device rows' locks, taken in id order."""
-        if not device_ids:
-            return {}
-        ordered = sorted(set(device_ids))
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(ordered)))
-        rows = await tx.fetch(self._bump.format(ids=placeholders), *ordered)
-        return {row["id"]: row["last_event_seq"] for row in rows}
+        return await self.bump_seqs(tx, dict.fromkeys(device_ids, 1))
 
-    async def insert(self, tx: Queryable, deliveries: Iterable[Delivery], now: int) -> None:
-        batch = list(deliveries)
-        for start in range(0, len(batch), _ROWS_PER_INSERT):
-            chunk = batch[start : start + _ROWS_PER_INSERT]
+    async def bump_seqs(self, tx: Queryable, counts: Mapping[str, int]) -> dict[str, int]:
+        """Reserve `counts[d]` seqs of each device d; return each existing device's new last seq.
+
+        The reserved seqs of d are `last - counts[d] + 1 .. last`. A device that no longer exists is absent.
+        """
+        if not counts:
+            return {}
+        ordered = sorted(counts)
+        if self._postgres:
+            rows = await tx.fetch(_BUMP_PG, ordered, [counts[d] for d in ordered])
+            return {row["id"]: row["last_event_seq"] for row in rows}
+        by_count: dict[int, list[str]] = {}
+        for d in ordered:
+            by_count.setdefault(counts[d], []).append(d)
+        last: dict[str, int] = {}
+        for n, ids in by_count.items():
+            for start in range(0, len(ids), _ROWS_PER_INSERT):
+                chunk = ids[start : start + _ROWS_PER_INSERT]
+                placeholders = ", ".join(f"${i + 1}" for i in range(len(chunk)))
+                rows = await tx.fetch(_BUMP_SQLITE.format(n=int(n), ids=placeholders), *chunk)
+                last.update((row["id"], row["last_event_seq"]) for row in rows)
+        return last
+
+    async def insert(self, tx: Queryable, deliveries: Sequence[Delivery], now: int | Sequence[int]) -> None:
+        """Store events; `now` is one time for all, or one per delivery."""
+        if not deliveries:
+            return
+        times = [now] * len(deliveries) if isinstance(now, int) else list(now)
+        if self._postgres:
+            await tx.execute(
+                _INSERT_PG,
+                [d.device_id for d in deliveries],
+                [d.seq for d in deliveries],
+                [d.payload for d in deliveries],
+                times,
+            )
+            return
+        for start in range(0, len(deliveries), _ROWS_PER_INSERT):
+            chunk = deliveries[start : start + _ROWS_PER_INSERT]
             values = ", ".join(f"(${i * 4 + 1}, ${i * 4 + 2}, ${i * 4 + 3}, ${i * 4 + 4})" for i in range(len(chunk)))
             args: list[object] = []
-            for d in chunk:
-                args += [d.device_id, d.seq, d.payload, now]
+            for d, at in zip(chunk, times[start : start + _ROWS_PER_INSERT], strict=True):
+                args += [d.device_id, d.seq, d.payload, at]
             await tx.execute(f"INSERT INTO device_events (device_id, seq, payload, created_at) VALUES {values}", *args)
 
     async def read(self, db: Queryable, device_id: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]:

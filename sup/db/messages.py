@@ -59,14 +59,31 @@ def message_row(row: Row) -> MessageRow:
     )
 
 
+# The chat's seq bump and the message's insert: on Postgres one statement (one round trip per send
+# fewer); the UPDATE still takes the chat row's lock, which keeps seqs gap-free under concurrent
+# senders. SQLite has no UPDATE in a WITH clause, and no round trips to save.
+_BUMP_CHAT = "UPDATE chats SET last_seq = last_seq + 1, last_message_at = $14 WHERE id = $2 RETURNING last_seq"
+_INSERT_VALUES = (
+    " VALUES ($1, $2, {seq}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, $14) RETURNING seq"
+)
+
+
 class MessageStore:
-    async def insert(
+    def __init__(self, dialect: str = "sqlite") -> None:
+        insert = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
+        if dialect == "postgres":
+            self._bump = None
+            self._insert = f"WITH s AS ({_BUMP_CHAT}) {insert}" + _INSERT_VALUES.format(seq="(SELECT last_seq FROM s)")
+        else:
+            self._bump = _BUMP_CHAT
+            self._insert = insert + _INSERT_VALUES.format(seq="$15")
+
+    async def insert_next(
         self,
         tx: Queryable,
         *,
         id: str,
         chat_id: str,
-        seq: int,
         sender_id: str | None,
         sender_device_id: str | None,
         client_id: str,
@@ -79,13 +96,11 @@ class MessageStore:
         reply_to: str | None,
         forwarded_from: str | None,
         now: int,
-    ) -> None:
-        await tx.execute(
-            f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES"
-            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, NULL, $15)",
+    ) -> int:
+        """Insert a message as the chat's next one; return its seq (the chat row stays locked until the commit)."""
+        args: list[object] = [
             id,
             chat_id,
-            seq,
             sender_id,
             sender_device_id,
             client_id,
@@ -98,7 +113,10 @@ class MessageStore:
             reply_to,
             forwarded_from,
             now,
-        )
+        ]
+        if self._bump is not None:
+            args.append(await tx.fetchval(self._bump, *args))
+        return await tx.fetchval(self._insert, *args)
 
     async def get(self, db: Queryable, message_id: str) -> MessageRow | None:
         row = await db.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)

@@ -87,6 +87,7 @@ class PostgresDatabase(_Conn):
             tx = _Tx(conn)
             async with conn.transaction():
                 yield tx
+                await tx.run_deferred(tx)  # the batch's deferred writes (device events), just before COMMIT
         await tx.run_after_commit()  # the connection is back in the pool: announcing holds none
 
     async def run_in_transaction(self, work: TransactionWork[T]) -> T:

@@ -173,6 +173,7 @@ def _transact_in_thread(conn: sqlite3.Connection, work: TransactionWork[T]) -> t
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = _run_to_completion(work(tx))  # type: ignore[arg-type]
+        _run_to_completion(tx.run_deferred(tx))  # type: ignore[arg-type]
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -224,6 +225,7 @@ class SQLiteDatabase:
                 raise
             try:
                 yield tx
+                await tx.run_deferred(tx)
             except BaseException:
                 await _to_completion(self._writer.execute("ROLLBACK"))
                 raise

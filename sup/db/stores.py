@@ -82,7 +82,7 @@ class Stores:
             chats=ChatStore(),
             roles=RoleStore(),
             members=MemberStore(),
-            messages=MessageStore(),
+            messages=MessageStore(dialect),
             recipients=RecipientStore(),
             reactions=ReactionStore(),
             pins=PinStore(),

@@ -7,6 +7,7 @@ so delivering it, live or on replay, is a copy of bytes, not a re-encoding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -39,9 +40,27 @@ class Announcer(Protocol):
         """These devices were logged out: every process closes their open connections."""
 
 
+@dataclass(slots=True)
+class _Append:
+    """One `EventWriter.append`, waiting for its transaction's flush to number it."""
+
+    event_type: str
+    device_ids: Sequence[str]
+    body: bytes
+    per_device: dict[str, bytes] | None
+    now: int
+    deliveries: list[Delivery] = field(default_factory=list)  # filled by the flush, announced after the commit
+
+
 class EventWriter:
     """The one way events enter device streams: stored in the caller's transaction, and
-    announced to connected clients by that transaction once it has committed."""
+    announced to connected clients by that transaction once it has committed.
+
+    Appends are numbered and stored just before the commit, every append of the transaction at
+    once (a group-committed batch of sends: two statements, not two per send). Holding the device
+    rows' locks only from then to the commit also keeps them short, and takes them in one
+    statement in id order, whatever the operations' order: no lock-order deadlock between batches.
+    """
 
     def __init__(self, store: EventStore, announcer: Announcer) -> None:
         self._store = store
@@ -60,13 +79,32 @@ class EventWriter:
         """Append one event to each device's stream; `per_device` replaces the body for some devices."""
         if not device_ids:
             return
-        seqs = await self._store.next_seqs(tx, device_ids)
-        deliveries = []
-        for device_id, seq in seqs.items():
-            own = per_device.get(device_id, body) if per_device else body
-            deliveries.append(Delivery(device_id, seq, frame(event_type, seq, own)))
-        await self._store.insert(tx, deliveries, now)
-        tx.after_commit(partial(self._announcer.announce, deliveries))
+        pending = _Append(event_type, device_ids, body, per_device, now)
+        tx.defer(self._flush, pending)
+        tx.after_commit(partial(self._announcer.announce, pending.deliveries))
+
+    async def _flush(self, tx: Transaction, appends: list[_Append]) -> None:
+        """Number and store a transaction's appends, in the order they were made."""
+        unique = [sorted(set(a.device_ids)) for a in appends]
+        counts: dict[str, int] = {}
+        for devices in unique:
+            for d in devices:
+                counts[d] = counts.get(d, 0) + 1
+        last = await self._store.bump_seqs(tx, counts)
+        next_seq = {d: last[d] - counts[d] + 1 for d in last}  # absent: a device that no longer exists
+        rows: list[Delivery] = []
+        times: list[int] = []
+        for a, devices in zip(appends, unique, strict=True):
+            for d in devices:
+                seq = next_seq.get(d)
+                if seq is None:
+                    continue
+                next_seq[d] = seq + 1
+                own = a.per_device.get(d, a.body) if a.per_device else a.body
+                a.deliveries.append(Delivery(d, seq, frame(a.event_type, seq, own)))
+            rows += a.deliveries
+            times += [a.now] * len(a.deliveries)
+        await self._store.insert(tx, rows, times)
 
     def revoked(self, tx: Transaction, device_ids: Sequence[str]) -> None:
         """Once `tx` commits, every process closes these (logged-out) devices' open connections."""

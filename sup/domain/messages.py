@@ -211,7 +211,7 @@ class MessageService:
         async def operation(tx: Transaction) -> Sent:
             return await self._do_send(tx, user_id, device_id, out, digest)
 
-        return self._batcher.enqueue(operation, self._active_device, device_id)
+        return self._batcher.enqueue(operation, chat_id=out.chat_id, guard=self._active_device, key=device_id)
 
     def _retried(self, row: MessageRow, digest: bytes) -> Message:
         if row.content_hash != digest:
@@ -563,7 +563,7 @@ class MessageService:
             # The target's rules are a send's rules: membership, permissions, blocks, encryption.
             return await self._do_send(tx, user_id, device_id, out, digest, forwarded_from=origin)
 
-        return await self._batcher.submit(operation, self._active_device, device_id)
+        return await self._batcher.submit(operation, chat_id=chat_id, guard=self._active_device, key=device_id)
 
     async def pin(self, user_id: str, message_id: str, *, pinned: bool) -> None:
         now = self._clock.now_ms()

@@ -109,9 +109,26 @@ class Timeline:
         devices: Sequence[str] | None = None,
     ) -> Message:
         """Append a message; `devices` (the chat's member devices) saves a query if the caller has them."""
-        seq = await self._chats.next_seq(tx, chat_id, now)
+        message_id = uuid7(now)
+        seq = await self._messages.insert_next(
+            tx,
+            id=message_id,
+            chat_id=chat_id,
+            sender_id=sender_id,
+            sender_device_id=sender_device_id,
+            client_id=client_id,
+            content_hash=content_hash,
+            kind=kind,
+            body=body,
+            ciphertext=ciphertext,
+            media_id=media_id,
+            sticker_id=sticker_id,
+            reply_to=reply_to,
+            forwarded_from=encode(forwarded_from).decode() if forwarded_from else None,
+            now=now,
+        )
         message = Message(
-            id=uuid7(now),
+            id=message_id,
             chat_id=chat_id,
             seq=seq,
             sender_id=sender_id,
@@ -125,24 +142,6 @@ class Timeline:
             reply_to=reply_to,
             forwarded_from=forwarded_from,
             created_at=now,
-        )
-        await self._messages.insert(
-            tx,
-            id=message.id,
-            chat_id=chat_id,
-            seq=seq,
-            sender_id=sender_id,
-            sender_device_id=sender_device_id,
-            client_id=client_id,
-            content_hash=content_hash,
-            kind=kind,
-            body=body,
-            ciphertext=ciphertext,
-            media_id=media_id,
-            sticker_id=sticker_id,
-            reply_to=reply_to,
-            forwarded_from=encode(forwarded_from).decode() if forwarded_from else None,
-            now=now,
         )
         per_device = None
         if recipients:

@@ -1,0 +1,240 @@
+"""N `sup` processes on one Postgres + Redis, behind one load generator: throughput and CPU per message.
+
+For each count in --counts (default 1, 2, 4) the benchmark creates a fresh Postgres database, starts
+that many `python -m sup run` processes on it (one data directory, so one secret key; the bus on
+Redis so that a message sent on one process reaches a receiver connected to another), registers
+users and runs the messaging benchmark's throughput phase with the clients spread over the processes:
+
+- pairs share --chats group chats (pair j writes into chat j % chats), and a chat's senders sit on
+  different processes: several processes append to the same chats at once (seq bumps on the same
+  chat rows, device-row locks on the same members): a lock-order deadlock would fail a whole batch
+  and show as refused or lost messages;
+- a pair's receiver is on the next process: with N > 1 every message crosses processes (Redis hint,
+  then the receiving process reads the event from the database);
+- every client checks its device stream (cursors gap-free, no duplicates) and each chat's messages
+  arriving in seq order; the phase's checks turn any miss into a problem (exit status 1).
+
+Figures per count: messages/s sent and delivered, and the CPU of all `sup` processes (and of
+Postgres) per message; the figure that must hold on more processes is the server CPU per message,
+within 20 % of one process's. On 2 cores the total cannot grow with N.
+
+Usage (from the project root):
+
+    .venv/bin/python bench/processes.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \\
+        [--redis-url redis://127.0.0.1:6379/0] [--counts 1,2,4] [--json-out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from foundation import (
+    BENCH_DIR,
+    PostgresDatabases,
+    ServerProcess,
+    add_database_url,
+    kill_server,
+    log_problems,
+    report_head,
+    report_tail,
+    run_and_report,
+    software_info,
+    spawn_server,
+    stop_server,
+    wait_healthy,
+)
+from loadgen import LoadGen
+from messaging import bounded_gather, create_chat, register
+from phases import WS_PATH, Run, measure_throughput
+
+TOTAL_BUDGET_S = 900.0
+HTTP_CONCURRENCY = 8
+
+
+async def one_count(args: argparse.Namespace, pg: PostgresDatabases, n: int, tmp: Path) -> dict[str, Any]:
+    """Start n servers on a fresh database, run the throughput phase across them, stop them."""
+    database_url = await pg.create()
+    data_dir = tmp / f"data-{n}"
+    env = [("SUP_BUS_URL", args.redis_url), *args.server_env]
+    servers: list[ServerProcess] = []
+    workers: list[LoadGen] = []
+    report: dict[str, Any] = {"processes": n}
+    problems: list[str] = []
+    warnings: list[str] = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            # The first one alone: it migrates the database and writes the data dir's secrets.
+            servers.append(spawn_server(args.python, data_dir, database_url, env, log_per_port=True))
+            await wait_healthy(servers[0], session)
+            for _ in range(n - 1):
+                servers.append(spawn_server(args.python, data_dir, database_url, env, log_per_port=True))
+            await asyncio.gather(*(wait_healthy(s, session) for s in servers[1:]))
+            base = servers[0].base_url
+            accounts = await register(session, base, 2 * args.pairs)
+            senders, receivers = accounts[0::2], accounts[1::2]
+            urls = [f"ws://127.0.0.1:{s.port}{WS_PATH}" for s in servers]
+            for j in range(args.pairs):
+                senders[j]["url"] = urls[j % n]
+                receivers[j]["url"] = urls[(j + 1) % n]
+            chats = []
+            for g in range(args.chats):
+                members = [a for j in range(g, args.pairs, args.chats) for a in (senders[j], receivers[j])]
+                chats.append((members[0], members[1:]))
+            chat_ids = await bounded_gather(
+                HTTP_CONCURRENCY, [create_chat(session, base, owner, rest, False) for owner, rest in chats]
+            )
+            pairs = [
+                {
+                    "index": j,
+                    "sender": senders[j],
+                    "receiver": receivers[j],
+                    "chat_id": chat_ids[j % args.chats],
+                    "direct": False,
+                }
+                for j in range(args.pairs)
+            ]
+            workers = [LoadGen(i) for i in range(args.workers)]
+            await asyncio.gather(*(w.start() for w in workers))
+            run = Run(args, servers[0], workers)
+            await asyncio.sleep(1.5)  # let the setup's writes and acks settle
+            # Every server counts as "sup server" in the CPU figures (the phase's CpuWatch sums by label).
+            run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
+            original_phase = run.phase
+
+            async def phase_with_all_servers(*a: Any, **kw: Any) -> Any:
+                run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
+                return await original_phase(*a, **kw)
+
+            run.phase = phase_with_all_servers  # type: ignore[method-assign]
+            tp = await measure_throughput(run, pairs, args.messages, f"n{n}")
+            problems += run.problems
+            warnings += run.warnings
+            cpu = tp["cpu"]
+            servers_cpu = cpu["cpu_s_by_process"].get("sup server", cpu["server_cpu_s"])
+            postgres_cpu = cpu["postgres_pct_of_one_cpu"] * cpu["elapsed_s"] / 100
+            complete = tp["complete"]
+            report.update(
+                {
+                    "msgs_per_s": tp["msgs_per_s"],
+                    "steady_msgs_per_s": tp["steady_msgs_per_s"],
+                    "complete": complete,
+                    "lost": tp["lost"],
+                    "refused": tp["refused"],
+                    "send_to_receive_ms": tp["send_to_receive"],
+                    "servers_cpu_s": servers_cpu,
+                    "servers_cpu_ms_per_msg": round(servers_cpu * 1000 / complete, 3) if complete else None,
+                    "postgres_cpu_ms_per_msg": round(postgres_cpu * 1000 / complete, 3) if complete else None,
+                    "other_cpu_pct_of_host": cpu["other_cpu_pct_of_host"],
+                    "streams": tp["streams"],
+                    "throughput": tp,
+                }
+            )
+            for s in servers:
+                stop = await stop_server(s)
+                if not stop["ok"]:
+                    problems.append(f"{n} processes: server {s.port} did not exit 0 within 10 s of SIGTERM: {stop}")
+    finally:
+        for w in workers:
+            await asyncio.to_thread(w.stop)
+        bad: list[str] = []
+        for s in servers:
+            kill_server(s)
+            bad += log_problems(s)
+        report["server_log_problems"] = bad[:40]
+        if bad:
+            problems.append(f"{n} processes: the servers logged {len(bad)} ERROR/WARNING/Traceback lines")
+        await pg.drop(database_url)
+    report["problems"] = problems
+    report["warnings"] = warnings
+    return report
+
+
+async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    pg = PostgresDatabases(args.database_url)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "server_env"}
+    report = report_head("processes", "postgres", software_info(args.python), config)
+    report["software"]["postgres"] = await pg.server_version()
+    started = time.perf_counter()
+    problems: list[str] = []
+    warnings: list[str] = []
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sup-bench-proc-") as tmp:
+        try:
+            async with asyncio.timeout(TOTAL_BUDGET_S):
+                for n in args.counts:
+                    result = await one_count(args, pg, n, Path(tmp))
+                    problems += result.pop("problems")
+                    warnings += result.pop("warnings")
+                    results.append(result)
+        finally:
+            await pg.drop_all()
+    report["runs"] = results
+    one = next((r for r in results if r["processes"] == 1), None)
+    if one and one.get("servers_cpu_ms_per_msg"):
+        for r in results:
+            if r.get("servers_cpu_ms_per_msg"):
+                r["cpu_per_msg_vs_one_process"] = round(r["servers_cpu_ms_per_msg"] / one["servers_cpu_ms_per_msg"], 2)
+    return report_tail(report, problems, warnings, started)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [f"SUP on N processes (Postgres + Redis) - {report.get('machine', {}).get('cpu_count')} CPUs"]
+    for r in report.get("runs", []):
+        s = r.get("streams", {})
+        latency = r.get("send_to_receive_ms", {})
+        lines.append(
+            f"  {r['processes']} process(es): {r.get('msgs_per_s')} msgs/s (steady {r.get('steady_msgs_per_s')}),"
+            f" sup CPU {r.get('servers_cpu_ms_per_msg')} ms/msg (x{r.get('cpu_per_msg_vs_one_process')} of one"
+            f" process), postgres {r.get('postgres_cpu_ms_per_msg')} ms/msg;"
+            f" send->receive p50 {latency.get('p50_ms')} / p99 {latency.get('p99_ms')} ms;"
+            f" lost {r.get('lost')}, refused {r.get('refused')}; streams: gaps {s.get('gaps')}, duplicates"
+            f" {s.get('duplicates')}, chat seq out of order {s.get('chat_seq_disorder')};"
+            f" other load {r.get('other_cpu_pct_of_host')}% of the host"
+        )
+    for p in report.get("problems", []):
+        lines.append(f"PROBLEM: {p}")
+    for w in report.get("warnings", []):
+        lines.append(f"WARNING: {w}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    add_database_url(p)
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the bus (default redis://127.0.0.1:6379/0)")
+    p.add_argument("--counts", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4])
+    p.add_argument("--pairs", type=int, default=40, help="sender/receiver pairs (default 40)")
+    p.add_argument("--chats", type=int, default=10, help="group chats the pairs share (default 10)")
+    p.add_argument("--messages", type=int, default=8000, help="messages per count (default 8000)")
+    p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
+    p.add_argument("--window", type=int, default=8, help="sends awaiting message.sent per sender (default 8)")
+    p.add_argument("--max-seconds", type=float, default=40.0, help="sending stops after this, per count (40)")
+    p.add_argument("--ack-every", type=int, default=16)
+    p.add_argument("--body-bytes", type=int, default=64)
+    p.add_argument("--compress", action="store_true")
+    p.add_argument("--server-env", action="append", default=[], type=lambda t: tuple(t.split("=", 1)))
+    p.add_argument("--json-out", type=Path, default=BENCH_DIR / "reports" / "processes.json")
+    p.add_argument("--python", default=sys.executable)
+    args = p.parse_args(argv)
+    if not args.database_url:
+        p.error("--database-url postgresql://... is required: several processes share one Postgres")
+    if args.pairs < args.chats or args.chats < 1:
+        p.error("--pairs must be at least --chats, and --chats at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_and_report("processes", run_benchmark(args), format_summary, args.json_out, TOTAL_BUDGET_S)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
