@@ -191,6 +191,30 @@ async def test_a_typing_flood_costs_no_database_work_and_is_coalesced(quiet: Ser
     await bob_sock.close()
 
 
+async def test_a_typing_notice_still_waiting_when_its_message_is_sent_is_dropped(quiet: Server):
+    """Coalescing holds a notice back up to half a second; it must not arrive after the message it announced."""
+    api = quiet.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    bob_sock = await connect(quiet, bob)
+    alice_sock = await connect(quiet, alice)
+    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    await alice_sock.send({"type": "typing", "chat_id": chat, "active": False})  # relayed at once
+    await bob_sock.until(lambda f: f["type"] == "typing")
+    await alice_sock.send({"type": "typing", "chat_id": chat, "active": True})  # waits for the next round
+    await alice_sock.send({"type": "message.send", "chat_id": chat, "client_id": "typed", "body": "typed it"})
+    await bob_sock.until(lambda f: f["type"] == "message.new")
+    late = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            frame = await bob_sock.recv(timeout=1.5)
+            if frame["type"] == "typing" and frame["active"]:
+                late.append(frame)
+    assert late == []
+    await alice_sock.close()
+    await bob_sock.close()
+
+
 async def test_typing_in_a_chat_one_is_not_in_is_refused_without_a_flood_of_errors(quiet: Server):
     api = quiet.api
     alice, bob, eve = await api.register(), await api.register(), await api.register()

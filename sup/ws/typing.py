@@ -52,6 +52,11 @@ class TypingRelay:
         if self._task is None:
             self._task = asyncio.create_task(self._relay(), name="typing-relay")
 
+    def sent(self, chat_id: str) -> None:
+        """A message went to this chat: a "typing" still waiting would only arrive after it, stale."""
+        if self._waiting.get(chat_id):
+            del self._waiting[chat_id]
+
     async def _relay(self) -> None:
         try:
             while self._waiting:

@@ -105,6 +105,8 @@ export class AppState {
     this.media = null;
     this.window = WINDOW;
     this.typingTimers = new Map();
+    /** `${chat}:${user}` -> when their last message arrived (performance.now()) */
+    this.lastMessageFrom = new Map();
     /** messages stored or removed since the device's search index last looked (client/search.js) */
     this.changedMessages = new Set();
     /** chats whose stored messages changed in a way not said message by message: read again whole */
@@ -325,6 +327,7 @@ export class AppState {
       case "status":
         return this.set({ connection: change.status.state });
       case "incoming":
+        this._stoppedTyping(change.message);
         return this._notifyIncoming(change.message);
       case "frame":
         return this._frame(change.frame);
@@ -360,6 +363,8 @@ export class AppState {
       if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
     } else if (frame.type === "typing") {
       const key = `${frame.chat_id}:${frame.user_id}`;
+      // A notice relayed behind the message it announced (the server coalesces typing) is old news.
+      if (frame.active && performance.now() - (this.lastMessageFrom.get(key) ?? -Infinity) < 2000) return;
       clearTimeout(this.typingTimers.get(key));
       const typing = { ...this.snapshot.typing };
       const inChat = { ...(typing[frame.chat_id] ?? {}) };
@@ -509,6 +514,16 @@ export class AppState {
    * encrypted message says "New message": a notification leaves the page for the system's notification centre
    * and lock screen, which this page's encryption does not cover.
    */
+  /** A message from someone ends their typing in that chat: it is what they were typing. */
+  _stoppedTyping(record) {
+    const key = `${record.chat_id}:${record.sender_id}`;
+    this.lastMessageFrom.set(key, performance.now());
+    if (this.lastMessageFrom.size > 1000) this.lastMessageFrom.delete(this.lastMessageFrom.keys().next().value);
+    if (this.snapshot.typing[record.chat_id]?.[record.sender_id]) {
+      this._frame({ type: "typing", chat_id: record.chat_id, user_id: record.sender_id, active: false });
+    }
+  }
+
   async _notifyIncoming(record) {
     const chatId = record.chat_id;
     const visible = document.visibilityState === "visible" && chatId === this.snapshot.activeChatId;
