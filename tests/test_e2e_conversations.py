@@ -148,6 +148,18 @@ async def test_a_five_member_group(people: People):
     await assert_quiet(removed)
 
 
+async def test_a_group_of_one_can_be_written_to_and_grows(people: People):
+    """Nobody else to hold a sender key is no reason to refuse a message (it once was: 409 sender_key_required)."""
+    alice, bob = await people.register(), await people.register()
+    group = await alice.create_group("notes", [])
+    await alice.send_text(group["id"], "before bob")
+    await alice.add_members(group["id"], [bob.user_id])
+    await asyncio.sleep(0.3)  # the membership event reaches alice's device
+    await alice.send_text(group["id"], "after bob joined")
+    got = await receive(bob, 1)
+    assert [g.text for g in got if isinstance(g, ReceivedMessage)] == ["after bob joined"]
+
+
 async def test_a_tampered_group_message_is_shown_and_the_group_continues(people: People):
     alice, bob, carol = [await people.register() for _ in range(3)]
     group = await alice.create_group("trio", [bob.user_id, carol.user_id])

@@ -316,13 +316,15 @@ class KeyDirectory:
 
     async def check_group_send(self, tx: Queryable, chat_id: str, device_id: str, devices: Sequence[str]) -> None:
         """A group ciphertext is refused until every member device (with keys) holds the sender's current key."""
+        others = [d for d in devices if d != device_id]
+        if not others:
+            return  # nobody else to hold it (a group of one, for now): a key sent to no one is no key at all
         if await self._store.sender_key(tx, chat_id, device_id) is None:
             raise DomainError(
                 Code.SENDER_KEY_REQUIRED,
                 "Choose a sender key and distribute it to the chat's devices first"
                 " (POST /api/v1/crypto/sender-keys/{chat_id}); membership changed or none was sent.",
             )
-        others = [d for d in devices if d != device_id]
         if missing := await self._store.undistributed(tx, chat_id, device_id, others):
             raise DomainError(
                 Code.SENDER_KEY_MISSING,
