@@ -41,18 +41,8 @@ CODE_BYTES = 12  # 96 random bits, 16 URL-safe characters
 CODE_MAX = 64
 
 
-class ChatInvite(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    chat_id: str
-    code: str
-    name: str
-    created_by: str | None
-    requires_approval: bool
-    expires_at: int | None
-    max_uses: int | None
-    uses: int
-    revoked_at: int | None
-    created_at: int
+# An invite link as its chat's admins see it: the stored row, and whether it still lets anyone in.
+class ChatInvite(InviteRow, frozen=True, kw_only=True):
     usable: bool  # not revoked, not expired, not used up
 
 
