@@ -26,7 +26,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.chats import ChatRow, ChatStore, MemberStore, RoleStore
-from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction, from_row
 from sup.db.joining import ChatInviteStore, InviteRow, JoinRequestStore
 from sup.domain.access import ChatAccess, no_chat
 from sup.domain.accounts import check_text
@@ -128,14 +128,7 @@ def _refusal(row: InviteRow, now: int) -> tuple[str, str] | None:
 
 
 def _request(row: Row) -> JoinRequest:
-    return JoinRequest(
-        chat_id=row["chat_id"],
-        user_id=row["user_id"],
-        username=row["username"],
-        display_name=row["display_name"],
-        invite_id=row["invite_id"],
-        created_at=row["created_at"],
-    )
+    return from_row(JoinRequest, row)
 
 
 def _bad_invite(reason: str, detail: str) -> DomainError:
