@@ -30,7 +30,8 @@ from PIL import Image
 from sup.app import DATABASE, build_app
 from sup.clock import Clock
 from sup.config import Config, load_config
-from sup.db.database import Database
+from sup.db import migrations
+from sup.db.database import Database, open_database
 from sup.http.runner import AppRunner
 from tests.keys import DeviceKeys
 from tests.redis_server import RedisServer
@@ -138,6 +139,23 @@ async def database_url(request, tmp_path_factory, fresh_postgres: FreshPostgres)
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('db') / 'sup.db'}"
     return await fresh_postgres.create()
+
+
+@pytest.fixture(scope="module")
+async def _kv_database(database_url: str) -> AsyncIterator[Database]:
+    database = await open_database(database_url)
+    await migrations.migrate_up(database, 0)
+    await database.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def kv_db(_kv_database: Database) -> Database:
+    """This module's database, migrated, with a scratch table `kv (k, v)` (for tests of transactions
+    themselves), empty when the test starts."""
+    await _kv_database.execute("DELETE FROM kv")
+    return _kv_database
 
 
 class MovableClock(Clock):
@@ -329,27 +347,38 @@ class SupTestServer(TestServer):
         return AppRunner(self.app, **kwargs)
 
 
-@pytest.fixture(scope="module")
-async def server_factory(database_url: str, tmp_path_factory) -> AsyncIterator[ServerFactory]:
-    """Start servers (on this module's database) with extra SUP_* settings."""
-    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+class RunningServers:
+    """Servers started from configs, each on a loopback port with its own clock and client session."""
 
-    async def start(**env: str) -> Server:
-        data_dir = str(tmp_path_factory.mktemp("data"))
-        config = make_config(data_dir, database_url, **env)
+    def __init__(self) -> None:
+        self._started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(self, config: Config) -> Server:
         clock = MovableClock()
         app = build_app(config, clock=clock)
         test_server = SupTestServer(app, host="127.0.0.1")
         await test_server.start_server()
         session = aiohttp.ClientSession()
-        started.append((test_server, session))
+        self._started.append((test_server, session))
         url = str(test_server.make_url("")).rstrip("/")
         return Server(Api(url, session), clock, config, url, app)
 
+    async def stop_all(self) -> None:
+        for test_server, session in reversed(self._started):
+            await session.close()
+            await test_server.close()
+
+
+@pytest.fixture(scope="module")
+async def server_factory(database_url: str, tmp_path_factory) -> AsyncIterator[ServerFactory]:
+    """Start servers (on this module's database) with extra SUP_* settings."""
+    servers = RunningServers()
+
+    async def start(**env: str) -> Server:
+        return await servers.start(make_config(str(tmp_path_factory.mktemp("data")), database_url, **env))
+
     yield start
-    for test_server, session in reversed(started):
-        await session.close()
-        await test_server.close()
+    await servers.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -26,3 +26,15 @@ class MotoS3:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def env(self, blobs_url: str) -> dict[str, str]:
+        """The SUP_* settings of a server that keeps its files here, at `blobs_url` (s3://bucket/prefix)."""
+        return {
+            "SUP_BLOBS_URL": blobs_url,
+            "SUP_BLOBS_S3_ENDPOINT_URL": self.endpoint_url,
+            "SUP_BLOBS_S3_REGION": REGION,
+            "SUP_BLOBS_S3_ACCESS_KEY_ID": ACCESS_KEY,
+            "SUP_BLOBS_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+            "SUP_BLOBS_S3_ADDRESSING_STYLE": "path",
+            "SUP_BLOBS_S3_CREATE_BUCKET": "true",
+        }

@@ -249,16 +249,10 @@ async def test_with_s3_blobs_a_backup_lists_the_objects_or_copies_them(tmp_path:
     import aiohttp
 
     from tests.conftest import Api
-    from tests.s3server import ACCESS_KEY, SECRET_KEY
 
     env = sup_env(
         tmp_path / "data",
-        SUP_BLOBS_URL=f"s3://sup-backup-{uuid.uuid4().hex[:8]}/prefix",
-        SUP_BLOBS_S3_ENDPOINT_URL=moto_s3.endpoint_url,
-        SUP_BLOBS_S3_ACCESS_KEY_ID=ACCESS_KEY,
-        SUP_BLOBS_S3_SECRET_ACCESS_KEY=SECRET_KEY,
-        SUP_BLOBS_S3_ADDRESSING_STYLE="path",
-        SUP_BLOBS_S3_CREATE_BUCKET="true",
+        **moto_s3.env(f"s3://sup-backup-{uuid.uuid4().hex[:8]}/prefix"),
     )
     running = await Running.start(env)
     try:

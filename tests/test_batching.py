@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from sup.db import migrations
 from sup.db.batching import WriteBatcher
 from sup.db.database import Database, IntegrityError, Transaction, open_database
 from sup.db.events import EventStore
@@ -16,18 +15,9 @@ from sup.delivery import Delivery
 from sup.domain.events import EventWriter
 
 
-@pytest.fixture(scope="module")
-async def db(database_url: str):
-    database = await open_database(database_url)
-    await migrations.migrate_up(database, 0)
-    await database.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
-    yield database
-    await database.close()
-
-
-@pytest.fixture(autouse=True)
-async def _empty_kv(db: Database):
-    await db.execute("DELETE FROM kv")
+@pytest.fixture
+def db(kv_db: Database) -> Database:
+    return kv_db
 
 
 class _Heard:

@@ -9,20 +9,16 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from sup.app import build_app
 from sup.config import load_config
 from sup.db.install import install_namespace
 from tests.conftest import (
-    Api,
     FreshPostgres,
-    MovableClock,
+    RunningServers,
     Server,
     Socket,
-    SupTestServer,
     make_config,
     plain_group,
     require_redis,
@@ -35,7 +31,7 @@ SECRET = "n" * 40
 @pytest.fixture
 async def start(tmp_path_factory) -> AsyncIterator:
     """Start a server on a given database with the Redis bus; all are stopped afterwards."""
-    started: list[tuple[SupTestServer, aiohttp.ClientSession]] = []
+    servers = RunningServers()
     redis_url = await require_redis()
 
     async def start_on(database_url: str, **env: str) -> Server:
@@ -47,19 +43,10 @@ async def start(tmp_path_factory) -> AsyncIterator:
             SUP_WEBSOCKET_CATCH_UP_SECONDS="30",  # deliveries here come over Redis, not from catch-up
             **env,
         )
-        clock = MovableClock()
-        app = build_app(config, clock=clock)
-        test_server = SupTestServer(app, host="127.0.0.1")
-        await test_server.start_server()
-        session = aiohttp.ClientSession()
-        started.append((test_server, session))
-        url = str(test_server.make_url("")).rstrip("/")
-        return Server(Api(url, session), clock, config, url, app)
+        return await servers.start(config)
 
     yield start_on
-    for test_server, session in reversed(started):
-        await session.close()
-        await test_server.close()
+    await servers.stop_all()
 
 
 async def another_database(database_url: str, tmp_path: Path, fresh_postgres: FreshPostgres) -> str:

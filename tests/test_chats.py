@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
+from sup.http.schemas import PermissionName
 from tests.conftest import Account, Api, Reply, Server, png_bytes
 
 CHATS = "/api/v1/chats"
 MESSAGES = "/api/v1/messages"
-ALL_PERMISSIONS = {
-    "send_messages",
-    "send_media",
-    "add_members",
-    "remove_members",
-    "pin",
-    "delete_others",
-    "edit_info",
-    "manage_roles",
-    "invite_users",
-}
+ALL_PERMISSIONS = set(get_args(PermissionName))  # every name the API takes and gives
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from tests.conftest import (
 )
 from tests.packs import processed
 from tests.processes import two_processes
-from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from tests.s3server import MotoS3
 
 MEDIA = "/api/v1/media"
 
@@ -47,15 +47,7 @@ async def media_server(request, server_factory: ServerFactory) -> Server:
     if request.param == "disk":
         return await server_factory()
     moto: MotoS3 = request.getfixturevalue("moto_s3")
-    return await server_factory(
-        SUP_BLOBS_URL=f"s3://sup-{uuid.uuid4().hex[:12]}/media",
-        SUP_BLOBS_S3_ENDPOINT_URL=moto.endpoint_url,
-        SUP_BLOBS_S3_REGION=REGION,
-        SUP_BLOBS_S3_ACCESS_KEY_ID=ACCESS_KEY,
-        SUP_BLOBS_S3_SECRET_ACCESS_KEY=SECRET_KEY,
-        SUP_BLOBS_S3_ADDRESSING_STYLE="path",
-        SUP_BLOBS_S3_CREATE_BUCKET="true",
-    )
+    return await server_factory(**moto.env(f"s3://sup-{uuid.uuid4().hex[:12]}/media"))
 
 
 async def multipart_upload(api: Api, who: Account, data: bytes, filename: str, **params: str) -> Reply:
@@ -718,13 +710,7 @@ async def test_two_processes_share_files_on_postgres_and_s3(fresh_postgres, moto
     database_url = await fresh_postgres.create()
     shared = {
         "SUP_SECRET_KEY": "media-tests-shared-secret-0123456789abcdef",
-        "SUP_BLOBS_URL": f"s3://sup-{uuid.uuid4().hex[:12]}/media",
-        "SUP_BLOBS_S3_ENDPOINT_URL": moto_s3.endpoint_url,
-        "SUP_BLOBS_S3_REGION": REGION,
-        "SUP_BLOBS_S3_ACCESS_KEY_ID": ACCESS_KEY,
-        "SUP_BLOBS_S3_SECRET_ACCESS_KEY": SECRET_KEY,
-        "SUP_BLOBS_S3_ADDRESSING_STYLE": "path",
-        "SUP_BLOBS_S3_CREATE_BUCKET": "true",
+        **moto_s3.env(f"s3://sup-{uuid.uuid4().hex[:12]}/media"),
         "SUP_JOBS_POLL_INTERVAL_SECONDS": "0.5",
     }
     async with two_processes(tmp_path, database_url, **shared) as (api_a, api_b):

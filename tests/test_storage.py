@@ -15,20 +15,9 @@ from sup.db.database import Database, IntegrityError, open_database
 from sup.db.events import EventStore
 
 
-@pytest.fixture(scope="module")
-async def db(database_url: str):
-    database = await open_database(database_url)
-    await migrations.migrate_up(database, 0)
-    await database.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
-    yield database
-    await database.close()
-
-
-@pytest.fixture(autouse=True)
-async def _empty_kv(request):
-    if "db" in request.fixturenames:
-        database = request.getfixturevalue("db")
-        await database.execute("DELETE FROM kv")
+@pytest.fixture
+def db(kv_db: Database) -> Database:
+    return kv_db
 
 
 async def test_commit_and_rollback(db: Database):

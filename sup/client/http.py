@@ -27,6 +27,7 @@ from sup.client.transport import (
     b64d,
     b64e,
     decode_message,
+    message_content,
 )
 from sup.client.transport import segment as _p
 from sup.client.uploads import RESUMABLE_ABOVE, MediaSource
@@ -378,16 +379,15 @@ class SupHttp(Transport):
     ) -> dict[str, Any]:
         """POST /messages. The same `client_id` (and content) again returns the original message,
         so a send whose answer was lost is retried safely. `recipients` maps device id to ciphertext."""
-        payload: dict[str, Any] = {"chat_id": chat_id, "client_id": client_id, "kind": kind}
-        if body is not None:
-            payload["body"] = body
-        if ciphertext is not None:
-            payload["ciphertext"] = b64e(ciphertext)
-        if recipients:
-            payload["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
-        for name, value in (("media_id", media_id), ("sticker_id", sticker_id), ("reply_to", reply_to)):
-            if value is not None:
-                payload[name] = value
+        content = message_content(
+            body=body,
+            ciphertext=ciphertext,
+            recipients=recipients,
+            media_id=media_id,
+            sticker_id=sticker_id,
+            reply_to=reply_to,
+        )
+        payload = {"chat_id": chat_id, "client_id": client_id, "kind": kind, **content}
         return decode_message(await self.request("POST", "/messages", json=payload, idempotent=True))
 
     async def history(
@@ -412,13 +412,7 @@ class SupHttp(Transport):
         ciphertext: bytes | None = None,
         recipients: Mapping[str, bytes] | None = None,
     ) -> dict[str, Any]:
-        payload: dict[str, Any] = {}
-        if body is not None:
-            payload["body"] = body
-        if ciphertext is not None:
-            payload["ciphertext"] = b64e(ciphertext)
-        if recipients:
-            payload["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
+        payload = message_content(body=body, ciphertext=ciphertext, recipients=recipients)
         return decode_message(await self.request("PATCH", f"/messages/{_p(message_id)}", json=payload))
 
     async def delete_message(self, message_id: str, *, for_everyone: bool = True) -> None:

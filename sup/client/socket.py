@@ -34,7 +34,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from sup.client.http import ApiError, SessionEnded, SupHttp, b64e, decode_message
+from sup.client.http import ApiError, SessionEnded, SupHttp, decode_message
+from sup.client.transport import message_content
 
 log = logging.getLogger("sup.client.socket")
 
@@ -200,17 +201,10 @@ class SupSocket:
         Raises ApiError when refused and ConnectionError when the connection dropped first:
         then retry with the same client_id (over the socket or REST) to learn the outcome.
         """
-        frame: dict[str, Any] = {"type": "message.send", "chat_id": chat_id, "client_id": client_id, "kind": kind}
-        if body is not None:
-            frame["body"] = body
-        if ciphertext is not None:
-            frame["ciphertext"] = b64e(ciphertext)
-        if recipients:
-            frame["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
-        if reply_to is not None:
-            frame["reply_to"] = reply_to
-        if media_id is not None:
-            frame["media_id"] = media_id
+        content = message_content(
+            body=body, ciphertext=ciphertext, recipients=recipients, media_id=media_id, reply_to=reply_to
+        )
+        frame = {"type": "message.send", "chat_id": chat_id, "client_id": client_id, "kind": kind, **content}
         answer = await self._request(frame, within)
         return decode_message(answer["message"])
 

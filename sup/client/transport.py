@@ -77,6 +77,30 @@ def decode_message(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+def message_content(
+    *,
+    body: str | None = None,
+    ciphertext: bytes | None = None,
+    recipients: Mapping[str, bytes] | None = None,
+    media_id: str | None = None,
+    sticker_id: str | None = None,
+    reply_to: str | None = None,
+) -> dict[str, Any]:
+    """A new message's content as JSON, the same for `POST /messages` and the `message.send` frame:
+    only the fields given, bytes in base64, `recipients` (device id to ciphertext) as a list."""
+    content: dict[str, Any] = {}
+    if body is not None:
+        content["body"] = body
+    if ciphertext is not None:
+        content["ciphertext"] = b64e(ciphertext)
+    if recipients:
+        content["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
+    for name, value in (("media_id", media_id), ("sticker_id", sticker_id), ("reply_to", reply_to)):
+        if value is not None:
+            content[name] = value
+    return content
+
+
 @dataclass(frozen=True)
 class Tokens:
     access_token: str

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, keyset_page
+from sup.db.database import Queryable, Row, in_list, keyset_page
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
     "totp_secret, totp_enabled_at, totp_last_step, created_at, updated_at, last_seen_at, deactivated_at, deleted_at"
 )
 # What LIKE would read as a wildcard in a search term, escaped with a backslash.
+_DEVICES = "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
 _LIKE_SPECIAL = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 _STATUS_WHERE = {
     "active": "deactivated_at IS NULL AND deleted_at IS NULL",
@@ -57,7 +58,7 @@ class UserStore:
     async def get_many(self, db: Queryable, user_ids: list[str]) -> list[Row]:
         if not user_ids:
             return []
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
+        placeholders = in_list(len(user_ids))
         return list(await db.fetch(f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({placeholders})", *user_ids))
 
     async def existing(self, db: Queryable, user_ids: list[str]) -> set[str]:
@@ -188,15 +189,14 @@ class DeviceStore:
 
     async def get_active(self, db: Queryable, device_id: str) -> Row | None:
         return await db.fetchrow(
-            "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices WHERE id = $1 AND revoked_at IS NULL",
+            f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL",
             device_id,
         )
 
     async def list_active(self, db: Queryable, user_id: str) -> list[Row]:
         return list(
             await db.fetch(
-                "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
-                " WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+                f"{_DEVICES} WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
                 user_id,
             )
         )
@@ -204,7 +204,7 @@ class DeviceStore:
     async def active_ids_of(self, db: Queryable, user_ids: Sequence[str]) -> list[str]:
         if not user_ids:
             return []
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(user_ids)))
+        placeholders = in_list(len(user_ids))
         rows = await db.fetch(
             f"SELECT id FROM user_devices WHERE user_id IN ({placeholders}) AND revoked_at IS NULL", *user_ids
         )
@@ -214,7 +214,7 @@ class DeviceStore:
         """Which of these devices are still active (not revoked, not logged out)."""
         if not device_ids:
             return set()
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(device_ids)))
+        placeholders = in_list(len(device_ids))
         rows = await db.fetch(
             f"SELECT id FROM user_devices WHERE id IN ({placeholders}) AND revoked_at IS NULL", *device_ids
         )
@@ -224,7 +224,7 @@ class DeviceStore:
         """Which of these ids are devices at all (active or revoked)."""
         if not device_ids:
             return []
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(device_ids)))
+        placeholders = in_list(len(device_ids))
         rows = await db.fetch(f"SELECT id FROM user_devices WHERE id IN ({placeholders})", *device_ids)
         return [r["id"] for r in rows]
 

@@ -7,13 +7,14 @@ from typing import Any
 
 import msgspec
 
-from sup.db.database import Queryable, Row, keyset_page
+from sup.db.database import Queryable, Row, from_row, in_list, keyset_page
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
     " c.last_message_at, c.created_at, c.updated_at, c.visibility"
 )
 CHAT_COLUMNS = _CHAT_COLUMNS  # for other stores that read chats (search)
+_ROLES = "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles"
 _MEMBER_COLUMNS = "m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
 # A member as the member list shows them.
 _LISTED = (
@@ -66,32 +67,11 @@ class Audience(msgspec.Struct, frozen=True):
 
 
 def chat_row(row: Row) -> ChatRow:
-    return ChatRow(
-        id=row["id"],
-        type=row["type"],
-        title=row["title"],
-        description=row["description"],
-        avatar_media_id=row["avatar_media_id"],
-        encrypted=bool(row["encrypted"]),
-        created_by=row["created_by"],
-        last_seq=row["last_seq"],
-        last_message_at=row["last_message_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        visibility=row["visibility"],
-    )
+    return from_row(ChatRow, row, encrypted=bool(row["encrypted"]))
 
 
 def member_row(row: Row) -> MemberRow:
-    return MemberRow(
-        user_id=row["user_id"],
-        role_id=row["role_id"],
-        joined_at=row["joined_at"],
-        last_read_seq=row["last_read_seq"],
-        kind=row["kind"],
-        permissions=row["permissions"],
-        role_name=row["role_name"],
-    )
+    return from_row(MemberRow, row)
 
 
 def _chat_or_none(row: Row | None) -> ChatRow | None:
@@ -197,23 +177,21 @@ class RoleStore:
     async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:
         return list(
             await db.fetch(
-                "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles WHERE chat_id = $1"
-                " ORDER BY created_at, id",
+                f"{_ROLES} WHERE chat_id = $1 ORDER BY created_at, id",
                 chat_id,
             )
         )
 
     async def get(self, db: Queryable, chat_id: str, role_id: str) -> Row | None:
         return await db.fetchrow(
-            "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles WHERE chat_id = $1 AND id = $2",
+            f"{_ROLES} WHERE chat_id = $1 AND id = $2",
             chat_id,
             role_id,
         )
 
     async def by_kind(self, db: Queryable, chat_id: str, kind: str) -> Row:
         return await db.fetchrow(
-            "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles"
-            " WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1",
+            f"{_ROLES} WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1",
             chat_id,
             kind,
         )
@@ -310,7 +288,7 @@ class MemberStore:
         """How many members each of these chats has (absent: none, or no such chat)."""
         if not chat_ids:
             return {}
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(chat_ids)))
+        placeholders = in_list(len(chat_ids))
         rows = await db.fetch(
             f"SELECT chat_id, COUNT(*) AS n FROM chat_members WHERE chat_id IN ({placeholders}) GROUP BY chat_id",
             *chat_ids,

@@ -7,6 +7,8 @@ the `Dialect` of each backend, not in `if postgres:` branches.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -23,6 +25,23 @@ Mark = tuple[int, int]
 Flush = Callable[["Transaction", list[Any]], Awaitable[None]]
 
 log = logging.getLogger("sup.db")
+
+
+def from_row(cls: type[T], row: Row, **converted: Any) -> T:
+    """A msgspec Struct or dataclass from the row's columns of the same names as its fields; `converted`
+    gives the fields whose value is not the column as stored (SQLite's 0/1 booleans, JSON, memoryview)."""
+    return cls(**{name: row[name] for name in _field_names(cls) if name not in converted}, **converted)
+
+
+def in_list(count: int, first: int = 1) -> str:
+    """`$first, $first+1, ...`: the placeholders of `count` values, for an `IN (...)` list or a `VALUES` row."""
+    return ", ".join(f"${first + i}" for i in range(count))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    struct_fields: tuple[str, ...] | None = getattr(cls, "__struct_fields__", None)
+    return struct_fields if struct_fields is not None else tuple(f.name for f in dataclasses.fields(cls))
 
 
 class DatabaseError(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sup.db.database import Queryable
+from sup.db.database import Queryable, in_list
 from sup.delivery import Delivery
 
 # SQLite allows 32766 parameters per statement; 4 per row keeps far below.
@@ -60,7 +60,7 @@ class EventStore:
         for n, ids in by_count.items():
             for start in range(0, len(ids), _ROWS_PER_INSERT):
                 chunk = ids[start : start + _ROWS_PER_INSERT]
-                placeholders = ", ".join(f"${i + 1}" for i in range(len(chunk)))
+                placeholders = in_list(len(chunk))
                 rows = await tx.fetch(_BUMP_SQLITE.format(n=int(n), ids=placeholders), *chunk)
                 last.update((row["id"], row["last_event_seq"]) for row in rows)
         return last
@@ -105,7 +105,7 @@ class EventStore:
         """The stream end of each device that is still active (revoked ones are absent)."""
         if not device_ids:
             return {}
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(device_ids)))
+        placeholders = in_list(len(device_ids))
         rows = await db.fetch(
             f"SELECT id, last_event_seq FROM user_devices WHERE id IN ({placeholders}) AND revoked_at IS NULL",
             *device_ids,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from sup.clock import Clock
-from sup.db.database import Database, Queryable, Row
+from sup.db.database import Database, Queryable, Row, in_list
 from sup.ids import uuid7
 
 log = logging.getLogger("sup.jobs")
@@ -120,7 +120,7 @@ class DatabaseJobQueue:
         kind_list = sorted(kinds) if kinds is not None else []
         kind_filter = ""
         if kind_list:
-            kind_filter = " AND kind IN (" + ", ".join(f"${i + 5}" for i in range(len(kind_list))) + ")"
+            kind_filter = " AND kind IN (" + in_list(len(kind_list), 5) + ")"
         # A job whose lease expired on its last allowed attempt is not run again: its worker
         # died or hung on it every time, and a job that crashes its process must not do so forever.
         reap_sql = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, in_list
 
 # Handing out a one-time prekey deletes it in the same statement. On Postgres, SKIP LOCKED
 # lets concurrent fetches (from any process) each take a different key instead of queueing
@@ -163,7 +163,7 @@ class KeyDirectoryStore:
         """Which of these devices lack the sender's current key."""
         if not device_ids:
             return []
-        placeholders = ", ".join(f"${i + 3}" for i in range(len(device_ids)))
+        placeholders = in_list(len(device_ids), 3)
         rows = await db.fetch(
             "SELECT recipient_device_id FROM sender_key_distributions"
             f" WHERE chat_id = $1 AND sender_device_id = $2 AND recipient_device_id IN ({placeholders})",

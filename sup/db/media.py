@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, keyset_page
+from sup.db.database import Queryable, Row, in_list, keyset_page
 from sup.db.stories import visible_to
 
 _COLUMNS = (
@@ -38,7 +38,7 @@ _PROCESSED = set(PROCESSED_COLUMNS)
 class MediaStore:
     async def insert(self, tx: Queryable, media: dict[str, Any]) -> None:
         columns = ", ".join(media)
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(media)))
+        placeholders = in_list(len(media))
         await tx.execute(f"INSERT INTO media ({columns}) VALUES ({placeholders})", *media.values())
 
     async def get(self, db: Queryable, media_id: str) -> Row | None:
@@ -204,7 +204,7 @@ class MediaStore:
 
     async def insert_upload(self, tx: Queryable, upload: dict[str, Any]) -> None:
         columns = ", ".join(upload)
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(upload)))
+        placeholders = in_list(len(upload))
         await tx.execute(f"INSERT INTO media_uploads ({columns}) VALUES ({placeholders})", *upload.values())
 
     async def get_upload(self, db: Queryable, upload_id: str) -> Row | None:

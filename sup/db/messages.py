@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, from_row, in_list
 
 MESSAGE_COLUMNS = (
     "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
@@ -38,24 +38,11 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
 
 def message_row(row: Row) -> MessageRow:
     ciphertext = row["ciphertext"]
-    return MessageRow(
-        id=row["id"],
-        chat_id=row["chat_id"],
-        seq=row["seq"],
-        sender_id=row["sender_id"],
-        sender_device_id=row["sender_device_id"],
-        client_id=row["client_id"],
+    return from_row(
+        MessageRow,
+        row,
         content_hash=bytes(row["content_hash"]),
-        kind=row["kind"],
-        body=row["body"],
         ciphertext=bytes(ciphertext) if ciphertext else None,
-        media_id=row["media_id"],
-        sticker_id=row["sticker_id"],
-        reply_to=row["reply_to"],
-        forwarded_from=row["forwarded_from"],
-        edited_at=row["edited_at"],
-        deleted_at=row["deleted_at"],
-        created_at=row["created_at"],
     )
 
 
@@ -224,7 +211,7 @@ class RecipientStore:
     async def for_device(self, db: Queryable, message_ids: Sequence[str], device_id: str) -> dict[str, bytes]:
         if not message_ids:
             return {}
-        placeholders = ", ".join(f"${i + 2}" for i in range(len(message_ids)))
+        placeholders = in_list(len(message_ids), 2)
         rows = await db.fetch(
             f"SELECT message_id, ciphertext FROM message_recipients WHERE device_id = $1"
             f" AND message_id IN ({placeholders})",
@@ -265,7 +252,7 @@ class ReactionStore:
         """Per message: each emoji with its count and whether the viewer used it."""
         if not message_ids:
             return {}
-        placeholders = ", ".join(f"${i + 2}" for i in range(len(message_ids)))
+        placeholders = in_list(len(message_ids), 2)
         rows = await db.fetch(
             "SELECT message_id, emoji, COUNT(*) AS count,"
             " SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS mine FROM message_reactions"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, in_list
 
 # Several processes claim at once on Postgres: each takes other rows instead of waiting on the same.
 _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
@@ -13,10 +13,6 @@ _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
 _ID = {"postgres": "CAST(${} AS UUID)", "sqlite": "${}"}
 
 _CHUNK = 500  # ids per IN list, far below SQLite's parameter limit
-
-
-def _in_list(count: int, first: int = 1) -> str:
-    return ", ".join(f"${first + i}" for i in range(count))
 
 
 class PushStore:
@@ -82,7 +78,7 @@ class PushStore:
         for start in range(0, len(device_ids), _CHUNK):
             chunk = device_ids[start : start + _CHUNK]
             rows = await db.fetch(
-                f"SELECT device_id, user_id FROM push_subscriptions WHERE device_id IN ({_in_list(len(chunk))})",
+                f"SELECT device_id, user_id FROM push_subscriptions WHERE device_id IN ({in_list(len(chunk))})",
                 *chunk,
             )
             found.update({row["device_id"]: row["user_id"] for row in rows})
@@ -142,7 +138,7 @@ class PushStore:
         devices = {
             row["id"]: row
             for row in await tx.fetch(
-                f"SELECT id, acked_event_seq, revoked_at FROM user_devices WHERE id IN ({_in_list(len(ids))})", *ids
+                f"SELECT id, acked_event_seq, revoked_at FROM user_devices WHERE id IN ({in_list(len(ids))})", *ids
             )
         }
         claimed = []

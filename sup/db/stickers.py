@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, in_list
 
 _PACK_COLUMNS = "p.id, p.owner_id, p.title, p.slug, p.cover_media_id, p.published_at, p.created_at, p.updated_at"
 _STICKER_COLUMNS = (
@@ -83,7 +83,7 @@ class StickerStore:
         """The stickers in these packs (not those taken out), in their order."""
         if not pack_ids:
             return []
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(pack_ids)))
+        placeholders = in_list(len(pack_ids))
         return list(
             await db.fetch(
                 f"SELECT {_STICKER_COLUMNS} FROM stickers k JOIN media m ON m.id = k.media_id"

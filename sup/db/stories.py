@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, from_row, in_list
 
 _STORY_COLUMNS = "s.id, s.author_id, s.media_id, s.caption, s.audience, s.list_id, s.created_at, s.expires_at"
+_LISTS = "SELECT id, owner_id, kind, name, created_at, updated_at FROM story_lists"
 _STORY_MEDIA = "m.kind, m.mime, m.status, m.width, m.height, m.duration_ms, m.info"
 
 
@@ -70,24 +71,7 @@ class StoryRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def story_row(row: Row) -> StoryRow:
-    return StoryRow(
-        id=row["id"],
-        author_id=row["author_id"],
-        media_id=row["media_id"],
-        caption=row["caption"],
-        audience=row["audience"],
-        list_id=row["list_id"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        kind=row["kind"],
-        mime=row["mime"],
-        status=row["status"],
-        width=row["width"],
-        height=row["height"],
-        duration_ms=row["duration_ms"],
-        info=row["info"],
-        seen=bool(row["seen"]),
-    )
+    return from_row(StoryRow, row, seen=bool(row["seen"]))
 
 
 class StoryStore:
@@ -176,7 +160,7 @@ class StoryStore:
         """The stories of these authors the viewer may see, newest first."""
         if not author_ids:
             return []
-        placeholders = ", ".join(f"${i + 3}" for i in range(len(author_ids)))
+        placeholders = in_list(len(author_ids), 3)
         rows = await db.fetch(
             f"SELECT {_STORY_COLUMNS}, {_STORY_MEDIA}, EXISTS (SELECT 1 FROM story_views w"
             " WHERE w.story_id = s.id AND w.viewer_id = $1) AS seen"
@@ -237,7 +221,7 @@ class StoryStore:
     async def view_count(self, db: Queryable, story_ids: Sequence[str]) -> dict[str, int]:
         if not story_ids:
             return {}
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(story_ids)))
+        placeholders = in_list(len(story_ids))
         rows = await db.fetch(
             f"SELECT story_id, COUNT(*) AS n FROM story_views WHERE story_id IN ({placeholders}) GROUP BY story_id",
             *story_ids,
@@ -277,14 +261,11 @@ class StoryStore:
         )
 
     async def get_list(self, db: Queryable, list_id: str) -> Row | None:
-        return await db.fetchrow(
-            "SELECT id, owner_id, kind, name, created_at, updated_at FROM story_lists WHERE id = $1", list_id
-        )
+        return await db.fetchrow(f"{_LISTS} WHERE id = $1", list_id)
 
     async def close_friends(self, db: Queryable, owner_id: str) -> Row | None:
         return await db.fetchrow(
-            "SELECT id, owner_id, kind, name, created_at, updated_at FROM story_lists"
-            " WHERE owner_id = $1 AND kind = 'close_friends'",
+            f"{_LISTS} WHERE owner_id = $1 AND kind = 'close_friends'",
             owner_id,
         )
 
@@ -360,7 +341,7 @@ class StoryStore:
         """Which of these users the owner knows: a contact, or someone sharing a direct chat or group."""
         if not user_ids:
             return set()
-        placeholders = ", ".join(f"${i + 2}" for i in range(len(user_ids)))
+        placeholders = in_list(len(user_ids), 2)
         rows = await db.fetch(
             f"SELECT u.id FROM users u WHERE u.id IN ({placeholders}) AND u.id <> $1 AND ("
             " EXISTS (SELECT 1 FROM contacts c WHERE c.user_id = $1 AND c.contact_id = u.id)"

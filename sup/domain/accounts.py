@@ -23,7 +23,7 @@ from sup.db.accounts import (
     SessionStore,
     UserStore,
 )
-from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction, from_row
 from sup.domain import totp
 from sup.domain.passwords import PasswordHasher
 from sup.domain.throttle import LoginThrottle
@@ -93,14 +93,7 @@ class TotpSetup:
 
 
 def user_from_row(row: Row) -> User:
-    return User(
-        id=row["id"],
-        username=row["username"],
-        display_name=row["display_name"],
-        bio=row["bio"],
-        avatar_media_id=row["avatar_media_id"],
-        created_at=row["created_at"],
-    )
+    return from_row(User, row)
 
 
 def username_key(username: str) -> str:
@@ -523,13 +516,7 @@ class AccountService:
 
     async def list_devices(self, who: Principal) -> list[Device]:
         return [
-            Device(
-                id=row["id"],
-                name=row["name"],
-                created_at=row["created_at"],
-                last_seen_at=row["last_seen_at"],
-                current=row["id"] == who.device_id,
-            )
+            from_row(Device, row, current=row["id"] == who.device_id)
             for row in await self._devices.list_active(self._db, who.user_id)
         ]
 

@@ -13,7 +13,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.accounts import DeviceStore, InviteStore, RecoveryCodeStore, UserStore
-from sup.db.database import Database, Row, Transaction
+from sup.db.database import Database, Row, Transaction, from_row
 from sup.db.stats import StatsStore
 from sup.domain.accounts import Principal, find_by_username, new_invite_code
 from sup.domain.audit import AuditLog
@@ -125,17 +125,12 @@ def status_of(row: Row) -> UserStatus:
 
 
 def admin_user(row: Row) -> AdminUser:
-    return AdminUser(
-        id=row["id"],
-        username=row["username"],
-        display_name=row["display_name"],
+    return from_row(
+        AdminUser,
+        row,
         is_admin=bool(row["is_admin"]),
         status=status_of(row),
         two_factor=row["totp_enabled_at"] is not None,
-        created_at=row["created_at"],
-        last_seen_at=row["last_seen_at"],
-        deactivated_at=row["deactivated_at"],
-        deleted_at=row["deleted_at"],
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from sup.db.audit import AuditStore
-from sup.db.database import Database, Queryable, Row
+from sup.db.database import Database, Queryable, Row, from_row
 from sup.ids import uuid7
 
 
@@ -31,15 +31,7 @@ class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _entry(row: Row) -> AuditEntry:
-    return AuditEntry(
-        id=row["id"],
-        actor_id=row["actor_id"],
-        actor_username=row["actor_username"],
-        action=row["action"],
-        target_id=row["target_id"],
-        details=msgspec.json.decode(row["details"]),
-        created_at=row["created_at"],
-    )
+    return from_row(AuditEntry, row, details=msgspec.json.decode(row["details"]))
 
 
 class AuditLog:

@@ -30,7 +30,7 @@ from sup.blobs.store import BlobStore, StoredBlob
 from sup.clock import Clock
 from sup.db.accounts import BlockStore, ContactStore, DeviceStore, UserStore
 from sup.db.chats import ChatStore, MemberStore
-from sup.db.database import Database, Row
+from sup.db.database import Database, Row, from_row
 from sup.db.emails import EmailStore
 from sup.db.exports import ExportStore
 from sup.db.media import MediaStore
@@ -113,15 +113,7 @@ class AccountExports(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _export(row: Row) -> AccountExport:
-    return AccountExport(
-        id=row["id"],
-        state=row["state"],
-        size=row["size"],
-        failure=row["failure"],
-        created_at=row["created_at"],
-        ready_at=row["ready_at"],
-        expires_at=row["expires_at"],
-    )
+    return from_row(AccountExport, row)
 
 
 def _no_export() -> DomainError:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from sup.blobs.store import BlobStore, content_disposition
 from sup.clock import Clock
 from sup.config import MediaConfig
-from sup.db.database import Database, Row
+from sup.db.database import Database, Row, from_row
 from sup.db.media import BLOB_COLUMNS, MediaStore
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
@@ -65,27 +65,15 @@ class Media:
 
 def media_from_row(row: Row) -> Media:
     info = json.loads(row["info"]) if row["info"] else {}
-    return Media(
-        id=row["id"],
-        owner_id=row["owner_id"],
-        purpose=row["purpose"],
+    return from_row(
+        Media,
+        row,
         encrypted=bool(row["encrypted"]),
-        kind=row["kind"],
-        mime=row["mime"],
-        filename=row["filename"],
-        size=row["size"],
-        sha256=row["sha256"],
-        status=row["status"],
-        failure=row["failure"],
-        width=row["width"],
-        height=row["height"],
-        duration_ms=row["duration_ms"],
         placeholder=info.get("placeholder"),
         waveform=info.get("waveform"),
         video_codec=info.get("video_codec"),
         audio_codec=info.get("audio_codec"),
         thumbnail=row["thumb_small_key"] is not None,
-        created_at=row["created_at"],
     )
 
 
@@ -147,10 +135,6 @@ class UrlSigner:
     def valid(self, media_id: str, variant: str, expires: int, signature: str, now_s: float) -> bool:
         expected = self.signature(media_id, variant, expires).encode()
         return expires >= now_s and hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
-
-
-def _not_found() -> DomainError:
-    return DomainError(Code.NOT_FOUND, "No such file.")
 
 
 def not_found() -> DomainError:

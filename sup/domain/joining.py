@@ -26,7 +26,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.chats import ChatRow, ChatStore, MemberStore, RoleStore
-from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction, from_row
 from sup.db.joining import ChatInviteStore, InviteRow, JoinRequestStore
 from sup.domain.access import ChatAccess, no_chat
 from sup.domain.accounts import check_text
@@ -41,18 +41,8 @@ CODE_BYTES = 12  # 96 random bits, 16 URL-safe characters
 CODE_MAX = 64
 
 
-class ChatInvite(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    chat_id: str
-    code: str
-    name: str
-    created_by: str | None
-    requires_approval: bool
-    expires_at: int | None
-    max_uses: int | None
-    uses: int
-    revoked_at: int | None
-    created_at: int
+# An invite link as its chat's admins see it: the stored row, and whether it still lets anyone in.
+class ChatInvite(InviteRow, frozen=True, kw_only=True):
     usable: bool  # not revoked, not expired, not used up
 
 
@@ -138,14 +128,7 @@ def _refusal(row: InviteRow, now: int) -> tuple[str, str] | None:
 
 
 def _request(row: Row) -> JoinRequest:
-    return JoinRequest(
-        chat_id=row["chat_id"],
-        user_id=row["user_id"],
-        username=row["username"],
-        display_name=row["display_name"],
-        invite_id=row["invite_id"],
-        created_at=row["created_at"],
-    )
+    return from_row(JoinRequest, row)
 
 
 def _bad_invite(reason: str, detail: str) -> DomainError:

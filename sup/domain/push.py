@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sup.bus.presence import PresenceTracker
 from sup.clock import Clock
 from sup.config import PushConfig
-from sup.db.database import Database, Queryable, Row
+from sup.db.database import Database, Queryable, Row, from_row
 from sup.db.push import PushStore
 from sup.delivery import Delivery
 from sup.domain.events import Announcer
@@ -90,13 +90,7 @@ class Subscription(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_row(cls, row: Row) -> Subscription:
-        return cls(
-            device_id=str(row["device_id"]),
-            endpoint=row["endpoint"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            last_pushed_at=row["last_pushed_at"],
-        )
+        return from_row(cls, row, device_id=str(row["device_id"]))
 
 
 class _Sent(msgspec.Struct):

@@ -17,7 +17,7 @@ import msgspec
 from sup.clock import Clock
 from sup.config import StickersConfig
 from sup.db.accounts import DeviceStore
-from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction, from_row
 from sup.db.stickers import StickerStore
 from sup.domain.accounts import check_text
 from sup.domain.attachments import MediaAttachments
@@ -66,16 +66,7 @@ def _no_pack() -> DomainError:
 
 def sticker_from_row(row: Row) -> Sticker:
     info = json.loads(row["info"]) if row["info"] else {}
-    return Sticker(
-        id=row["id"],
-        pack_id=row["pack_id"],
-        media_id=row["media_id"],
-        emoji=row["emoji"],
-        mime=row["mime"],
-        animated=bool(info.get("animated")),
-        width=row["width"],
-        height=row["height"],
-    )
+    return from_row(Sticker, row, animated=bool(info.get("animated")))
 
 
 class StickerService:
@@ -284,16 +275,10 @@ class StickerService:
             by_pack.setdefault(row["pack_id"], []).append(sticker_from_row(row))
         installed = set(await self._stickers.installed_ids(db, viewer_id))
         return [
-            StickerPack(
-                id=p["id"],
-                owner_id=p["owner_id"],
-                title=p["title"],
-                slug=p["slug"],
-                cover_media_id=p["cover_media_id"],
+            from_row(
+                StickerPack,
+                p,
                 published=p["published_at"] is not None,
-                published_at=p["published_at"],
-                created_at=p["created_at"],
-                updated_at=p["updated_at"],
                 installed=p["id"] in installed,
                 stickers=by_pack.get(p["id"], []),
             )

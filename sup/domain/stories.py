@@ -17,7 +17,7 @@ import msgspec
 from sup.clock import Clock
 from sup.config import StoriesConfig
 from sup.db.accounts import DeviceStore, UserStore
-from sup.db.database import Database, Queryable, Row, Transaction
+from sup.db.database import Database, Queryable, Row, Transaction, from_row
 from sup.db.media import BLOB_COLUMNS, MediaStore
 from sup.db.stories import StoryRow, StoryStore
 from sup.domain.accounts import User, check_text, user_from_row
@@ -353,17 +353,7 @@ class StoryService:
         async with self._db.transaction() as tx:
             await self._close_friends_id(tx, owner_id, self._clock.now_ms())
             rows = await self._stories.lists(tx, owner_id)
-        return [
-            AudienceList(
-                id=r["id"],
-                kind=r["kind"],
-                name=r["name"],
-                size=r["size"],
-                created_at=r["created_at"],
-                updated_at=r["updated_at"],
-            )
-            for r in rows
-        ]
+        return [from_row(AudienceList, r) for r in rows]
 
     async def get_list(self, owner_id: str, list_id: str) -> AudienceListDetail:
         async with self._db.transaction() as tx:

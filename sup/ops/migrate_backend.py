@@ -35,7 +35,7 @@ from sup.blobs.disk import DiskBlobStore
 from sup.blobs.store import BlobSettings, open_blob_store
 from sup.config import Config
 from sup.db import migrations
-from sup.db.database import open_database
+from sup.db.database import in_list, open_database
 from sup.db.sqlite import path_from_url
 from sup.ops.progress import Progress
 from sup.ops.tables import (
@@ -271,7 +271,7 @@ async def _copy_batch(conn: Any, plan: _Plan, rows: list[tuple[Any, ...]], high:
         except asyncpg.UniqueViolationError:
             # A key deleted and inserted again since an earlier batch: keep what is there; the final pass compares.
             columns = ", ".join(quoted(c) for c in plan.table.columns)
-            marks = ", ".join(f"${i + 1}" for i in range(len(plan.table.columns)))
+            marks = in_list(len(plan.table.columns))
             await conn.executemany(
                 f"INSERT INTO {quoted(name)} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING", records
             )
@@ -377,7 +377,7 @@ async def _put_right(conn: Any, plan: _Plan, wrong: list[tuple], missing: list[t
     key_at = [table.columns.index(c) for c in table.key]
     match = " AND ".join(f"{quoted(c)} = ${i + 1}" for i, c in enumerate(table.key))
     columns = ", ".join(quoted(c) for c in table.columns)
-    marks = ", ".join(f"${i + 1}" for i in range(len(table.columns)))
+    marks = in_list(len(table.columns))
     async with conn.transaction():
         if wrong:
             await conn.executemany(

@@ -13,20 +13,13 @@ import aiohttp
 import pytest
 
 from tests.conftest import png_bytes
-from tests.s3server import ACCESS_KEY, SECRET_KEY, MotoS3
+from tests.s3server import MotoS3
 from tests.web.conftest import AppServer, PageProblems, WebUser, image_shown, running_server
 
 
 @pytest.fixture(scope="module")
 async def s3_server(tmp_path_factory, moto_s3: MotoS3) -> AsyncIterator[AppServer]:
-    env = {
-        "SUP_BLOBS_URL": f"s3://web-{uuid.uuid4().hex[:8]}/sup",
-        "SUP_BLOBS_S3_ENDPOINT_URL": moto_s3.endpoint_url,
-        "SUP_BLOBS_S3_ACCESS_KEY_ID": ACCESS_KEY,
-        "SUP_BLOBS_S3_SECRET_ACCESS_KEY": SECRET_KEY,
-        "SUP_BLOBS_S3_ADDRESSING_STYLE": "path",
-        "SUP_BLOBS_S3_CREATE_BUCKET": "true",
-    }
+    env = moto_s3.env(f"s3://web-{uuid.uuid4().hex[:8]}/sup")
     async with running_server(tmp_path_factory.mktemp("sup-web-s3"), **env) as server:
         yield server
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from sup.client.crypto.errors import (
     UntrustedIdentity,
 )
 from sup.client.crypto.senderkeys import OwnSenderKey, PeerSenderKey
+from sup.client.crypto.stored import b64, unb64
 from sup.e2ekeys import KEY_BYTES, MAX_KEY_ID, SIGNATURE_BYTES, is_weak_public_key, signed_prekey_message
 
 # 2: the device's own address is stored, sessions authenticate both addresses. A version 1 state loads
@@ -40,17 +40,6 @@ _MAX_SEEN_BASE_KEYS = 2000
 _MAX_SENDER_KEY_STATES = 5
 
 Address = tuple[str, str]
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _unb64(s: str, size: int | None = None) -> bytes:
-    raw = base64.b64decode(s, validate=True)
-    if size is not None and len(raw) != size:
-        raise ValueError(f"expected {size} bytes, got {len(raw)}")
-    return raw
 
 
 @dataclass
@@ -353,16 +342,16 @@ class DeviceCrypto:
         state = {
             "version": STATE_VERSION,
             "address": None if self._address is None else list(self._address),
-            "identity_seed": _b64(self._identity_seed),
+            "identity_seed": b64(self._identity_seed),
             "signed_prekeys": [
-                [k.key_id, _b64(k.private), _b64(k.signature), k.replaced_at] for k in self._signed_prekeys
+                [k.key_id, b64(k.private), b64(k.signature), k.replaced_at] for k in self._signed_prekeys
             ],
-            "one_time_prekeys": [[i, _b64(p)] for i, p in self._one_time_prekeys.items()],
+            "one_time_prekeys": [[i, b64(p)] for i, p in self._one_time_prekeys.items()],
             "next_one_time_id": self._next_one_time_id,
             "next_signed_id": self._next_signed_id,
             "sessions": [[u, d, [s.to_json() for s in ss]] for (u, d), ss in self._sessions.items()],
-            "identities": [[u, d, _b64(k)] for (u, d), k in self._identities.items()],
-            "seen_base_keys": [_b64(k) for k in self._seen_base_keys],
+            "identities": [[u, d, b64(k)] for (u, d), k in self._identities.items()],
+            "seen_base_keys": [b64(k) for k in self._seen_base_keys],
             "own_sender_keys": {chat: k.to_json() for chat, k in self._own_sender_keys.items()},
             "peer_sender_keys": [
                 [c, u, d, [s.to_json() for s in ss]] for (c, u, d), ss in self._peer_sender_keys.items()
@@ -395,22 +384,22 @@ class DeviceCrypto:
             if not isinstance(user_id, str) or not isinstance(device_id, str):
                 raise ValueError("bad address")
             address = (user_id, device_id)
-        device = cls(_unb64(state["identity_seed"], 32), address)
+        device = cls(unb64(state["identity_seed"], 32), address)
         device._signed_prekeys = [
-            _OwnSignedPrekey(_int(i), _unb64(p, 32), _unb64(s, 64), None if r is None else float(r))
+            _OwnSignedPrekey(_int(i), unb64(p, 32), unb64(s, 64), None if r is None else float(r))
             for i, p, s, r in state["signed_prekeys"]
         ]
         if not device._signed_prekeys:
             raise ValueError("no signed prekey")
-        device._one_time_prekeys = {_int(i): _unb64(p, 32) for i, p in state["one_time_prekeys"]}
+        device._one_time_prekeys = {_int(i): unb64(p, 32) for i, p in state["one_time_prekeys"]}
         device._next_one_time_id = _int(state["next_one_time_id"])
         device._next_signed_id = _int(state["next_signed_id"])
         if version >= 2:
             device._sessions = {
                 (_str(u), _str(d)): [sessions.Session.from_json(s) for s in ss] for u, d, ss in state["sessions"]
             }
-        device._identities = {(_str(u), _str(d)): _unb64(k, 32) for u, d, k in state["identities"]}
-        device._seen_base_keys = [_unb64(k, 32) for k in state["seen_base_keys"]]
+        device._identities = {(_str(u), _str(d)): unb64(k, 32) for u, d, k in state["identities"]}
+        device._seen_base_keys = [unb64(k, 32) for k in state["seen_base_keys"]]
         device._own_sender_keys = {_str(c): OwnSenderKey.from_json(k) for c, k in state["own_sender_keys"].items()}
         device._peer_sender_keys = {
             (_str(c), _str(u), _str(d)): [PeerSenderKey.from_json(s) for s in ss]

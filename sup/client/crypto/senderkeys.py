@@ -9,7 +9,6 @@ server cannot attribute a message to another device or chat.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from sup.client.crypto import primitives, wire
 from sup.client.crypto.errors import DecryptError, DuplicateMessage
 from sup.client.crypto.sessions import MAX_SKIP, MAX_SKIPPED_KEYS
+from sup.client.crypto.stored import b64, unb64
 
 GROUP_MESSAGE_KEY_INFO = b"SUP v1 group message key"
 _SEED_INPUT = b"\x01"
@@ -33,14 +33,6 @@ def group_key_material(seed: bytes) -> tuple[bytes, bytes]:
     """Expand a message key seed into an AES-256 key and a 12-byte GCM nonce."""
     okm = primitives.hkdf_sha256(seed, GROUP_MESSAGE_KEY_INFO, 32 + primitives.GCM_NONCE_SIZE)
     return okm[:32], okm[32:]
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s)
 
 
 @dataclass
@@ -80,14 +72,14 @@ class OwnSenderKey:
         return {
             "distribution_id": self.distribution_id,
             "iteration": self.iteration,
-            "chain_key": _b64(self.chain_key),
-            "signing_seed": _b64(self.signing_seed),
+            "chain_key": b64(self.chain_key),
+            "signing_seed": b64(self.signing_seed),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> OwnSenderKey:
         """Inverse of `to_json`."""
-        return cls(d["distribution_id"], d["iteration"], _unb64(d["chain_key"]), _unb64(d["signing_seed"]))
+        return cls(d["distribution_id"], d["iteration"], unb64(d["chain_key"]), unb64(d["signing_seed"]))
 
 
 @dataclass
@@ -140,9 +132,9 @@ class PeerSenderKey:
         return {
             "distribution_id": self.distribution_id,
             "iteration": self.iteration,
-            "chain_key": _b64(self.chain_key),
-            "signing_key": _b64(self.signing_key),
-            "skipped": [[i, _b64(s)] for i, s in self.skipped.items()],
+            "chain_key": b64(self.chain_key),
+            "signing_key": b64(self.signing_key),
+            "skipped": [[i, b64(s)] for i, s in self.skipped.items()],
         }
 
     @classmethod
@@ -151,7 +143,7 @@ class PeerSenderKey:
         return cls(
             d["distribution_id"],
             d["iteration"],
-            _unb64(d["chain_key"]),
-            _unb64(d["signing_key"]),
-            OrderedDict((i, _unb64(s)) for i, s in d["skipped"]),
+            unb64(d["chain_key"]),
+            unb64(d["signing_key"]),
+            OrderedDict((i, unb64(s)) for i, s in d["skipped"]),
         )

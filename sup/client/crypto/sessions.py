@@ -6,7 +6,6 @@ chain on HKDF-SHA256, message chains on HMAC-SHA256, and AES-256-GCM as the AEAD
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from x3dh.types import SecretType
 
 from sup.client.crypto import primitives, wire
 from sup.client.crypto.errors import DecryptError, DuplicateMessage
+from sup.client.crypto.stored import b64, unb64
 
 X3DH_INFO = b"SUP v1 X3DH"
 ROOT_CHAIN_INFO = b"SUP v1 root chain"
@@ -116,14 +116,6 @@ class _Ratchet(doubleratchet.DoubleRatchet):
 _RATCHET_CONFIG = (_DHRatchet, _RootKDF, _ChainKDF, MESSAGE_CHAIN_CONSTANT, MAX_SKIP, MAX_SKIPPED_KEYS, _AEAD)
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s)
-
-
 @dataclass
 class Session:
     """One pairwise Double Ratchet session with one peer device."""
@@ -197,13 +189,13 @@ class Session:
         p = self.pending_prekey
         return {
             "ratchet": self.ratchet.json,
-            "ad": _b64(self.associated_data),
-            "peer_identity": _b64(self.peer_identity),
-            "base_key": _b64(self.base_key),
+            "ad": b64(self.associated_data),
+            "peer_identity": b64(self.peer_identity),
+            "base_key": b64(self.base_key),
             "pending_prekey": None
             if p is None
-            else [_b64(p.identity_key), _b64(p.base_key), p.signed_prekey_id, p.one_time_prekey_id],
-            "seen_ratchet_keys": [_b64(k) for k in self.seen_ratchet_keys],
+            else [b64(p.identity_key), b64(p.base_key), p.signed_prekey_id, p.one_time_prekey_id],
+            "seen_ratchet_keys": [b64(k) for k in self.seen_ratchet_keys],
         }
 
     @classmethod
@@ -212,11 +204,11 @@ class Session:
         p = data["pending_prekey"]
         return cls(
             ratchet=_Ratchet.from_json(data["ratchet"], *_RATCHET_CONFIG),
-            associated_data=_unb64(data["ad"]),
-            peer_identity=_unb64(data["peer_identity"]),
-            base_key=_unb64(data["base_key"]),
-            pending_prekey=None if p is None else wire.PrekeyHeader(_unb64(p[0]), _unb64(p[1]), p[2], p[3]),
-            seen_ratchet_keys=[_unb64(k) for k in data["seen_ratchet_keys"]],
+            associated_data=unb64(data["ad"]),
+            peer_identity=unb64(data["peer_identity"]),
+            base_key=unb64(data["base_key"]),
+            pending_prekey=None if p is None else wire.PrekeyHeader(unb64(p[0]), unb64(p[1]), p[2], p[3]),
+            seen_ratchet_keys=[unb64(k) for k in data["seen_ratchet_keys"]],
         )
 
 

@@ -6,26 +6,12 @@
 // Writes of one batch of events go through `apply(batch)` in one transaction, so a batch is stored whole
 // or not at all. Only the tab that leads (state/tabs.js) writes; the others read and are told what changed.
 
+import { done, request } from "./idb.js";
 import { SEARCH_DB } from "./search.js";
 
 const DB_NAME = "sup-app";
 const DB_VERSION = 1;
 const STORES = ["kv", "chats", "messages", "devices", "notices", "pending"];
-
-function request(req) {
-  return new Promise((resolve, reject) => {
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-function done(tx) {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-    tx.onabort = () => reject(tx.error ?? new Error("transaction aborted"));
-  });
-}
 
 /** What one batch changes; applied in one transaction. */
 export class Batch {

@@ -4,23 +4,10 @@
 // without reading any message, and a prefix ("hel") is a key range. The text itself is not copied here (the
 // messages are in `sup-app`), and logging out deletes this database with the other ones (store/db.js).
 
+import { done, request } from "./idb.js";
+
 export const SEARCH_DB = "sup-search";
 const VERSION = 1;
-
-function request(req) {
-  return new Promise((resolve, reject) => {
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-function done(tx) {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-    tx.onabort = () => reject(tx.error ?? new Error("transaction aborted"));
-  });
-}
 
 export class SearchStore {
   /** @param {IDBDatabase} db */
