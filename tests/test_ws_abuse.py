@@ -262,8 +262,8 @@ async def test_a_client_that_draws_replies_and_never_reads_is_bounded_then_close
         ping = '{"type":"ping","request_id":"%s"}' % ("x" * 32)
         for i in range(200_000):
             await sock.ws.send_str(ping)
-            if i % 100 == 0:
-                await asyncio.sleep(0)  # the client's sends rarely wait: let the server run
+            if i % 20 == 0:
+                await asyncio.sleep(0)  # the client's sends rarely wait: let the server (same loop) run
 
     flooding = asyncio.create_task(flood())
     for _ in range(400):
@@ -272,8 +272,9 @@ async def test_a_client_that_draws_replies_and_never_reads_is_bounded_then_close
             break
         await asyncio.sleep(0.025)
     assert most <= 32  # never more replies held than the limit
-    assert await closed_with(sock, timeout=30) == 4008  # a slow consumer: resume later
+    # Stop flooding once dropped: this loop is also the client that must now read its way to the close.
     flooding.cancel()
+    assert await closed_with(sock, timeout=30) == 4008  # a slow consumer: resume later
     with pytest.raises((asyncio.CancelledError, ConnectionError, aiohttp.ClientError)):
         await flooding
 
