@@ -103,16 +103,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB]
     ws = MaskCheckingResponse(
         protocols=(SUBPROTOCOL,),
-        heartbeat=services.ws.heartbeat_seconds,
+        heartbeat=None,  # the hub's one heartbeat loop pings every socket (see MaskCheckingResponse.beat)
         max_msg_size=services.max_body_bytes,
         # No permessage-deflate: a browser always offers it, and each compressing connection keeps
         # zlib state (~131 KiB measured); events are small and TLS or the LAN carries them fine.
         compress=False,
     )
     await ws.prepare(request)
-    hub.sockets.add(ws)
+    hub.watch(ws, services.ws.heartbeat_seconds)
     try:
-        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub, request.app[CALLS], request.transport)
+        codec = Codec.of(ws.ws_protocol == SUBPROTOCOL)
+        await _session(ws, codec, services, hub, request.app[CALLS], request.transport)
     finally:
         hub.sockets.discard(ws)
         if not ws.closed:
