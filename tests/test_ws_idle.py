@@ -1,5 +1,5 @@
-"""Idle sockets are cheap (issue 15): one heartbeat loop for all of them, no queue or timer per idle
-connection, and still every dead peer is found and every live one kept."""
+"""Idle sockets are cheap (issue 15): one heartbeat loop for all of them, no queue, task or timer per
+idle connection, and still every dead peer is found and every live one kept."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ async def test_an_idle_connection_holds_no_queue_and_no_timer_of_its_own(beating
     await asyncio.sleep(0.1)  # the pump has written everything and waits
     (connection,) = beating.app[HUB].connections_of(bob.device_id)
     assert (connection._pending, connection._control, connection._ephemeral) == (None, None, None)
+    assert connection.pump_task is None  # no task either: the writer runs only while there is something to write
     assert not hasattr(connection, "__dict__")
     assert connection.ws._heartbeat_cb is None  # aiohttp's per-socket heartbeat timer is not used
     await say(beating.api, alice, chat, "again")  # and the queues come back when needed

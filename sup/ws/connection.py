@@ -7,6 +7,10 @@ database instead), so memory stays flat under any burst. Replies (pong, message.
 error) are bounded too: a client that draws more of them than `reply_limit` without reading
 is closed like a slow consumer.
 
+The writer (the pump) is a task only while there is something to write, and the queues exist only
+while they hold something: an idle connection costs its attributes, not a task, a waiter and three
+deques (~3.5 KiB of the 16 KiB an idle socket may cost, issue 15).
+
 Liveness is measured by progress, not by one send: while frames wait for the client, the
 bytes its socket took in (written, minus what is still buffered in the process) must grow
 by `stall_min_bytes` per window, so a slow but steady reader is never cut. A connection
@@ -110,12 +114,13 @@ class Connection:
         "_reply_limit",
         "_room",
         "_sending",
+        "_stopped",
         "_stream",
         "_transport",
-        "_waiter",
         "_woken",
         "_written",
         "acked",
+        "broken",
         "closing",
         "codec",
         "last_sent",
@@ -153,17 +158,19 @@ class Connection:
         self._control: deque[bytes] | None = None  # replies
         self._ephemeral: deque[bytes] | None = None  # typing notices (lossy)
         self._woken = False  # something was queued since the pump last looked
-        self._waiter: asyncio.Future[None] | None = None  # the idle pump waits on it
+        self._stopped = False  # the session ended: no pump is started any more
+        self.broken = False  # the pump stopped on an error (a broken socket): the session ends it
         self._room: asyncio.Future[None] | None = None  # resolved when the reply queue is below half again
         self._catching_up = True
         self._need_catch_up = True
         self._sending = False
         self._aborting = False
         self.closing = False  # set when the connection is being closed: its frames are no longer handled
+        # The single writer, while there is something to write: an idle connection has no task.
         self.pump_task: asyncio.Task[None] | None = None
         self.metrics: Metrics | None = None
         # Set by the hub: runs a coroutine as a task it owns (and awaits at shutdown).
-        self.spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None
+        self.spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
 
     @property
     def device_id(self) -> str:
@@ -231,9 +238,21 @@ class Connection:
 
     def _wake(self) -> None:
         self._woken = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.pump_task is None and not self._stopped and self.spawn is not None:
+            self.pump_task = self.spawn(self._pump())
+
+    def start(self) -> None:
+        """Added to the hub: catch up, and write what was queued before (the `ready` reply)."""
+        self._wake()
+
+    async def stop(self) -> None:
+        """The session ends: the pump is stopped for good (a reply that comes later goes nowhere)."""
+        self._stopped = True
+        pump = self.pump_task
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
 
     def _make_room(self) -> None:
         room = self._room
@@ -290,10 +309,8 @@ class Connection:
         self._aborting = True
         self.closing = True
         self._make_room()
-        if self.pump_task is not None:
-            self.pump_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.pump_task
+        with contextlib.suppress(Exception):
+            await self.stop()
         transport = self._transport
         try:
             async with asyncio.timeout(CLOSE_FLUSH_SECONDS):
@@ -320,7 +337,8 @@ class Connection:
 
     # -- the single writer ------------------------------------------------------------------
 
-    async def pump(self) -> None:
+    async def _pump(self) -> None:
+        """Write until nothing is left, then end (the next `_wake` starts another): one at a time."""
         try:
             while True:
                 self._woken = False
@@ -357,15 +375,12 @@ class Connection:
                     continue
                 if self._woken:  # queued while the last frame was written: look again
                     continue
-                self._waiter = waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+                self.pump_task = None  # in the same step as the checks above: nothing is missed
+                return
         except Exception:  # a broken socket ends this connection, not the server
             log.debug("pump for device %s stopped", self.device_id, exc_info=True)
+            self.broken = True  # pump_task stays set: no other pump starts
+            self._make_room()
 
     async def _catch_up(self) -> None:
         self._catching_up = True

@@ -92,11 +92,12 @@ class Hub:
                 if not group:
                     del index[key]
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` as a task the hub owns: awaited (with a timeout) when the hub closes."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     # -- lifecycle ---------------------------------------------------------------------------
 
