@@ -5,7 +5,9 @@ registered over HTTP; then --connections WebSocket connections, spread over the 
 hold several connections: each is authenticated and resumes its stream like any other) and over
 --workers load-generator processes, all kept open and idle for --idle-seconds (heartbeats run: the
 server pings every `websocket.heartbeat_seconds`, set to --heartbeat here so that they do during the
-measurement). Figures: RSS before and with the connections, per connection (KiB), connect times.
+measurement). Figures: RSS before and with the connections, per connection (KiB), connect times, and,
+while they are all still open, --deliveries messages sent one at a time (POST /api/v1/messages) to one
+more idle socket, of this process: send -> received p50/p99, with those connections held.
 
 The open-files limit of this process is raised to its hard limit first; the server and the load
 generators inherit it. A server needs one descriptor per connection plus ~50: with a hard limit of
@@ -29,25 +31,30 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import phases
 from foundation import (
     BENCH_DIR,
+    PASSWORD,
     PostgresDatabases,
     add_database_url,
     check_database_url,
     kill_server,
     log_problems,
     memory_mib,
+    post,
     report_head,
     report_tail,
     run_and_report,
     software_info,
     spawn_server,
     stop_server,
+    summarize_ms,
     wait_healthy,
 )
 from loadgen import LoadGen
@@ -56,6 +63,53 @@ from phases import Run, measure_idle
 
 TOTAL_BUDGET_S = 1200.0
 MEMTRACE_DIR = Path(__file__).resolve().parent / "memtrace"
+
+
+async def delivery_pair(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """A sender and a receiver (not among the idle accounts) in a group of two."""
+    a, b = [
+        await post(session, f"{base}/api/v1/auth/register", {"username": name, "password": PASSWORD})
+        for name in ("idle_probe_sender", "idle_probe_receiver")
+    ]
+    chat = await post(
+        session,
+        f"{base}/api/v1/chats",
+        {"type": "group", "member_ids": [b["user"]["id"]], "title": "probe", "encrypted": False},
+        a["access_token"],
+    )
+    return {"sender": a["access_token"], "receiver": b["access_token"], "chat_id": chat["id"]}
+
+
+async def deliveries(session: aiohttp.ClientSession, base: str, pair: dict[str, Any], count: int) -> dict[str, Any]:
+    """`count` messages, one at a time, to one more authenticated socket: send -> received, in ms."""
+    latencies: list[float] = []
+    lost = 0
+    async with session.ws_connect(f"{base}/api/v1/ws") as ws:
+        await ws.send_str(msgspec.json.encode({"type": "authenticate", "token": pair["receiver"]}).decode())
+        while msgspec.json.decode((await ws.receive(timeout=30)).data)["type"] != "ready":
+            pass
+        await asyncio.sleep(1.0)  # it is idle among the others before the first message
+        headers = {"Authorization": f"Bearer {pair['sender']}"}
+        for i in range(count):
+            body = f"probe {i} {time.time_ns()}"
+            started = time.perf_counter()
+            async with session.post(
+                f"{base}/api/v1/messages",
+                json={"chat_id": pair["chat_id"], "client_id": f"c{i}-{body[-8:]}", "body": body},
+                headers=headers,
+            ) as resp:
+                await resp.read()
+            try:
+                async with asyncio.timeout(10):
+                    while True:
+                        frame = msgspec.json.decode((await ws.receive()).data)
+                        if frame.get("type") == "message.new" and frame["message"].get("body") == body:
+                            latencies.append(time.perf_counter() - started)
+                            break
+            except TimeoutError:
+                lost += 1
+            await asyncio.sleep(0.02)
+    return {"messages": count, "lost": lost, "send_to_received": summarize_ms(latencies)}
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -162,6 +216,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
                     await wait_healthy(server, session)
                     accounts = await register(session, server.base_url, args.accounts)
+                    pair = await delivery_pair(session, server.base_url)
                     workers = [LoadGen(i) for i in range(args.workers)]
                     await asyncio.gather(*(w.start() for w in workers))
                     run = Run(args, server, workers)
@@ -174,13 +229,19 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     for n in args.steps:
                         conns = [accounts[i % len(accounts)] for i in range(n)]
                         await asyncio.sleep(1.5)
-                        result = await measure_idle(run, conns, f"{n} idle connections")
+                        probe = partial(deliveries, session, server.base_url, pair, args.deliveries)
+                        result = await measure_idle(run, conns, f"{n} idle connections", probe)
                         report.setdefault("steps", []).append(result)
+                        delivered = result["while_idle"]
                         print(
                             f"  {n} idle connections: RSS {result['rss_before_mib']} -> {result['rss_idle_mib']} MiB,"
-                            f" {result['per_client_kib']} KiB each",
+                            f" {result['per_client_kib']} KiB each; a message to one more idle socket, send ->"
+                            f" received p50 {delivered['send_to_received'].get('p50_ms')} / p99"
+                            f" {delivered['send_to_received'].get('p99_ms')} ms, {delivered['lost']} lost",
                             flush=True,
                         )
+                        if delivered["lost"]:
+                            problems.append(f"{n} idle connections: {delivered['lost']} probe messages not received")
                     problems += run.problems
                     warnings += run.warnings
                     stop = await stop_server(server)
@@ -216,7 +277,9 @@ def format_summary(report: dict[str, Any]) -> str:
             f" ({s['per_client_kib']} KiB per connection), peak {s['peak_rss_mib']} MiB, connect p50"
             f" {s['connect_ms'].get('p50_ms')} / p99 {s['connect_ms'].get('p99_ms')} ms,"
             f" RSS after they closed {s['rss_after_disconnect_mib']} MiB,"
-            f" server CPU while idle {s['cpu_while_idle']['server_pct_of_one_cpu']}% of a core"
+            f" server CPU while idle {s['cpu_while_idle']['server_pct_of_one_cpu']}% of a core;"
+            f" send -> received on one more idle socket p50 {s['while_idle']['send_to_received'].get('p50_ms')} /"
+            f" p99 {s['while_idle']['send_to_received'].get('p99_ms')} ms"
         )
     for p in report.get("problems", []):
         lines.append(f"PROBLEM: {p}")
@@ -241,6 +304,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="first, N connections on a server that traces its Python allocations (slower): where each one's"
         " memory goes, by source line (default 0: off; then the RSS steps are of a traced server too)",
     )
+    p.add_argument("--deliveries", type=int, default=200, help="messages sent to one more idle socket (200)")
     p.add_argument("--ack-every", type=int, default=16)
     p.add_argument("--compress", action="store_true")
     p.add_argument("--json-out", type=Path)

@@ -160,8 +160,13 @@ def connect_summary(connected: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # -- the phases -------------------------------------------------------------------------------
 
 
-async def measure_idle(run: Run, accounts: Sequence[dict[str, str]], label: str) -> dict[str, Any]:
-    """N idle authenticated clients; RSS after idle_seconds."""
+async def measure_idle(
+    run: Run,
+    accounts: Sequence[dict[str, str]],
+    label: str,
+    while_idle: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """N idle authenticated clients; RSS after idle_seconds (then `while_idle`, if given, still among them)."""
     n = len(accounts)
     workers = len(run.workers)
     commands = {
@@ -174,7 +179,10 @@ async def measure_idle(run: Run, accounts: Sequence[dict[str, str]], label: str)
     async def hold() -> dict[str, Any]:
         at_connect = memory_mib(run.server.pid)
         await asyncio.sleep(run.args.idle_seconds)
-        return {"at_connect": at_connect, "after_idle": memory_mib(run.server.pid), "status": rss_kib(run.server.pid)}
+        held = {"at_connect": at_connect, "after_idle": memory_mib(run.server.pid), "status": rss_kib(run.server.pid)}
+        if while_idle is not None:
+            held["while_idle"] = await while_idle()
+        return held
 
     connected, results, cpu, held = await run.phase(label, commands, 10, after_result=hold)
     held["status"]["rss_mb"] = mb(held["status"]["VmRSS"])
@@ -194,6 +202,7 @@ async def measure_idle(run: Run, accounts: Sequence[dict[str, str]], label: str)
         "idle_seconds": run.args.idle_seconds,
         "streams": merge_stats(results),
         "cpu_while_idle": cpu,
+        **({"while_idle": held["while_idle"]} if "while_idle" in held else {}),
     }
 
 

@@ -20,6 +20,8 @@ class Verdict(Enum):
 
 
 class FrameBudget:
+    __slots__ = ("_at", "_burst", "_now", "_rate", "_refused", "_tokens")  # one per connection: no dict
+
     def __init__(self, rate: float, burst: int, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate
         self._burst = float(burst)

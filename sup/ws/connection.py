@@ -7,6 +7,10 @@ database instead), so memory stays flat under any burst. Replies (pong, message.
 error) are bounded too: a client that draws more of them than `reply_limit` without reading
 is closed like a slow consumer.
 
+The writer (the pump) is a task only while there is something to write, and the queues exist only
+while they hold something: an idle connection costs its attributes, not a task, a waiter and three
+deques (~3.5 KiB of the 16 KiB an idle socket may cost, issue 15).
+
 Liveness is measured by progress, not by one send: while frames wait for the client, the
 bytes its socket took in (written, minus what is still buffered in the process) must grow
 by `stall_min_bytes` per window, so a slow but steady reader is never cut. A connection
@@ -52,7 +56,14 @@ CLOSE_FLUSH_SECONDS = 10.0
 
 
 class Codec:
-    """JSON text frames, or msgpack binary frames under the `sup.msgpack` subprotocol."""
+    """JSON text frames, or msgpack binary frames under the `sup.msgpack` subprotocol.
+
+    It holds no state of a connection: connections share one of each (`Codec.of`), not one apiece.
+    """
+
+    @staticmethod
+    def of(msgpack: bool) -> Codec:
+        return _MSGPACK if msgpack else _JSON
 
     def __init__(self, msgpack: bool) -> None:
         self.msgpack = msgpack
@@ -81,7 +92,45 @@ class Codec:
         raise ValueError(f"unexpected frame {message.type}")
 
 
+_JSON, _MSGPACK = Codec(msgpack=False), Codec(msgpack=True)
+
+
+_NO_ITEMS: tuple[Any, ...] = ()  # what an idle connection's queues are until first used
+
+
 class Connection:
+    # No per-instance dict, and the queues and waiters are made on first use: an idle socket keeps
+    # none of them (an empty deque is 0.76 KiB, an asyncio.Event holds one more).
+    __slots__ = (
+        "__weakref__",  # the call relay keys its state by connection, weakly
+        "_aborting",
+        "_catching_up",
+        "_control",
+        "_ephemeral",
+        "_need_catch_up",
+        "_pending",
+        "_progress_mark",
+        "_queue_limit",
+        "_reply_limit",
+        "_room",
+        "_sending",
+        "_stopped",
+        "_stream",
+        "_transport",
+        "_woken",
+        "_written",
+        "acked",
+        "broken",
+        "closing",
+        "codec",
+        "last_sent",
+        "metrics",
+        "principal",
+        "pump_task",
+        "spawn",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -105,20 +154,23 @@ class Connection:
         self._transport = transport
         self._written = 0  # bytes handed to the transport
         self._progress_mark = (time.monotonic(), 0)  # (when, bytes accepted then): the window's start
-        self._pending: deque[Delivery] = deque()
-        self._control: deque[bytes] = deque()
-        self._ephemeral: deque[bytes] = deque(maxlen=_EPHEMERAL_LIMIT)
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()  # set when the reply queue is below half its limit again
+        self._pending: deque[Delivery] | None = None  # live events, continuing the stream
+        self._control: deque[bytes] | None = None  # replies
+        self._ephemeral: deque[bytes] | None = None  # typing notices (lossy)
+        self._woken = False  # something was queued since the pump last looked
+        self._stopped = False  # the session ended: no pump is started any more
+        self.broken = False  # the pump stopped on an error (a broken socket): the session ends it
+        self._room: asyncio.Future[None] | None = None  # resolved when the reply queue is below half again
         self._catching_up = True
         self._need_catch_up = True
         self._sending = False
         self._aborting = False
         self.closing = False  # set when the connection is being closed: its frames are no longer handled
+        # The single writer, while there is something to write: an idle connection has no task.
         self.pump_task: asyncio.Task[None] | None = None
         self.metrics: Metrics | None = None
         # Set by the hub: runs a coroutine as a task it owns (and awaits at shutdown).
-        self.spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None
+        self.spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
 
     @property
     def device_id(self) -> str:
@@ -133,45 +185,79 @@ class Connection:
     def push(self, delivery: Delivery) -> None:
         if delivery.seq <= self.last_sent:
             return
+        pending = self._pending
         if self._catching_up:
             self._need_catch_up = True
-        elif len(self._pending) >= self._queue_limit:  # too much to hold: read it from the database
-            self._pending.clear()
+        elif pending is None:
+            self._pending = deque((delivery,))
+        elif len(pending) >= self._queue_limit:  # too much to hold: read it from the database
+            pending.clear()
             self._need_catch_up = True
         else:
-            self._pending.append(delivery)
-        self._wake.set()
+            pending.append(delivery)
+        self._wake()
 
     def behind(self, last_seq: int) -> None:
         """The database says the stream goes further than what was sent: catch up."""
         if last_seq > self.last_sent:
             self._need_catch_up = True
-            self._wake.set()
+            self._wake()
 
     def push_ephemeral(self, payload: bytes) -> None:
+        if self._ephemeral is None:
+            self._ephemeral = deque(maxlen=_EPHEMERAL_LIMIT)
         self._ephemeral.append(payload)  # lossy by design: an old typing notice is worthless
-        self._wake.set()
+        self._wake()
 
     def reply(self, value: Any) -> None:
         if self.closing:
             return
-        if len(self._control) >= self._reply_limit:  # the client draws replies and does not read them
-            self._control.clear()
+        control = self._control
+        if control is None:
+            control = self._control = deque()
+        elif len(control) >= self._reply_limit:  # the client draws replies and does not read them
+            control.clear()
             self.close_soon(Close.RESUME, b"too many unread replies: read what you are sent")
             return
-        self._control.append(self.codec.encode(value))
-        self._wake.set()
+        control.append(self.codec.encode(value))
+        self._wake()
 
     @property
     def replies_waiting(self) -> int:
-        return len(self._control)
+        return len(self._control or _NO_ITEMS)
 
     async def room_for_replies(self) -> None:
         """Wait while the reply queue is over half full: the gateway reads no more frames meanwhile, so
         a client that asks faster than it reads is held back by TCP, and only one that never reads is closed."""
-        while len(self._control) >= self._reply_limit // 2 and not self.closing:
-            self._room.clear()
-            await self._room.wait()
+        while self.replies_waiting >= self._reply_limit // 2 and not self.closing:
+            self._room = room = asyncio.get_running_loop().create_future()
+            try:
+                await room
+            finally:
+                self._room = None
+
+    def _wake(self) -> None:
+        self._woken = True
+        if self.pump_task is None and not self._stopped and self.spawn is not None:
+            self.pump_task = self.spawn(self._pump())
+
+    def start(self) -> None:
+        """Added to the hub: catch up, and write what was queued before (the `ready` reply)."""
+        self._wake()
+
+    async def stop(self) -> None:
+        """The session ends: the pump is stopped for good (a reply that comes later goes nowhere)."""
+        self._stopped = True
+        pump = self.pump_task
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    def _make_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def close_soon(self, code: int, message: bytes = b"resume from your cursor") -> None:
         """Close this connection from synchronous code (a callback, the hub's bus listener)."""
@@ -222,11 +308,9 @@ class Connection:
             return
         self._aborting = True
         self.closing = True
-        self._room.set()
-        if self.pump_task is not None:
-            self.pump_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.pump_task
+        self._make_room()
+        with contextlib.suppress(Exception):
+            await self.stop()
         transport = self._transport
         try:
             async with asyncio.timeout(CLOSE_FLUSH_SECONDS):
@@ -253,24 +337,35 @@ class Connection:
 
     # -- the single writer ------------------------------------------------------------------
 
-    async def pump(self) -> None:
+    async def _pump(self) -> None:
+        """Write until nothing is left, then end (the next `_wake` starts another): one at a time."""
         try:
             while True:
-                while self._control:
-                    await self._send(self._control.popleft())
-                    if len(self._control) < self._reply_limit // 2:
-                        self._room.set()
-                while self._ephemeral:
-                    await self._send(self._ephemeral.popleft())
+                self._woken = False
+                control = self._control
+                if control:
+                    while control:
+                        await self._send(control.popleft())
+                        if len(control) < self._reply_limit // 2:
+                            self._make_room()
+                    self._control = None  # an idle connection keeps no empty queue
+                ephemeral = self._ephemeral
+                if ephemeral:
+                    while ephemeral:
+                        await self._send(ephemeral.popleft())
+                    self._ephemeral = None
                 if self._need_catch_up:
                     await self._catch_up()
                     continue
-                if self._pending:
-                    delivery = self._pending.popleft()
+                pending = self._pending
+                if pending:
+                    delivery = pending.popleft()
+                    if not pending:
+                        self._pending = None
                     if delivery.seq <= self.last_sent:
                         continue
                     if delivery.seq != self.last_sent + 1:  # a hint went missing: the database has it
-                        self._pending.clear()
+                        self._pending = None
                         self._need_catch_up = True
                         continue
                     await self._send(delivery.payload)
@@ -278,16 +373,18 @@ class Connection:
                     if self.metrics is not None:
                         self.metrics.event_sent(delivery.at)
                     continue
-                self._wake.clear()
-                await self._wake.wait()
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+                if self._woken:  # queued while the last frame was written: look again
+                    continue
+                self.pump_task = None  # in the same step as the checks above: nothing is missed
+                return
         except Exception:  # a broken socket ends this connection, not the server
             log.debug("pump for device %s stopped", self.device_id, exc_info=True)
+            self.broken = True  # pump_task stays set: no other pump starts
+            self._make_room()
 
     async def _catch_up(self) -> None:
         self._catching_up = True
-        self._pending.clear()
+        self._pending = None
         while self._need_catch_up:
             self._need_catch_up = False
             while True:

@@ -103,16 +103,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB]
     ws = MaskCheckingResponse(
         protocols=(SUBPROTOCOL,),
-        heartbeat=services.ws.heartbeat_seconds,
+        heartbeat=None,  # the hub's one heartbeat loop pings every socket (see MaskCheckingResponse.beat)
         max_msg_size=services.max_body_bytes,
         # No permessage-deflate: a browser always offers it, and each compressing connection keeps
         # zlib state (~131 KiB measured); events are small and TLS or the LAN carries them fine.
         compress=False,
     )
     await ws.prepare(request)
-    hub.sockets.add(ws)
+    hub.watch(ws, services.ws.heartbeat_seconds)
     try:
-        await _session(ws, Codec(ws.ws_protocol == SUBPROTOCOL), services, hub, request.app[CALLS], request.transport)
+        codec = Codec.of(ws.ws_protocol == SUBPROTOCOL)
+        await _session(ws, codec, services, hub, request.app[CALLS], request.transport)
     finally:
         hub.sockets.discard(ws)
         if not ws.closed:
@@ -186,19 +187,16 @@ async def _session(
     if connection is None:
         return
     hub.add(connection)
-    pump = asyncio.create_task(connection.pump(), name=f"pump-{connection.device_id}")
-    connection.pump_task = pump
-    hub.tasks.add(pump)
-    pump.add_done_callback(hub.tasks.discard)
+    connection.start()
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
     sends: set[asyncio.Future[Sent]] = set()
     budget = FrameBudget(services.ws.frames_per_second, services.ws.frame_burst)
-    typing = TypingRelay(connection.user_id, services.presence, lambda error: connection.reply(error_frame(error)))
+    typing: TypingRelay | None = None  # made at the first typing frame: most sockets never send one
     await services.presence.connected(connection.user_id)
     await services.push.socket_opened(connection.device_id)  # no push while this socket brings events
     try:
         async for message in ws:
-            if connection.closing or pump.done():
+            if connection.closing or connection.broken:
                 break
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
@@ -234,6 +232,10 @@ async def _session(
                 sends.add(sending)
                 sending.add_done_callback(partial(_answer_send, connection, frame.request_id, in_flight, sends))
             elif isinstance(frame, Typing):
+                if typing is None:
+                    typing = TypingRelay(
+                        connection.user_id, services.presence, lambda error: connection.reply(error_frame(error))
+                    )
                 typing.offer(frame.chat_id, frame.active)  # no I/O here: coalesced, relayed by one owned task
             elif isinstance(frame, Ping):
                 connection.reply({"type": "pong", "cursor": None, "request_id": frame.request_id})
@@ -245,16 +247,28 @@ async def _session(
                 await connection.room_for_replies()
     finally:
         hub.remove(connection)
+        # Shielded, as a task the hub owns: a server that cancels a handler when its client leaves (aiohttp's
+        # handler_cancellation) must not skip storing the last ack, or the presence and push bookkeeping.
+        await asyncio.shield(hub.spawn(_closed(connection, typing, sends, services, hub, calls)))
+
+
+async def _closed(
+    connection: Connection,
+    typing: TypingRelay | None,
+    sends: set[asyncio.Future[Sent]],
+    services: Services,
+    hub: Hub,
+    calls: CallRelay,
+) -> None:
+    if typing is not None:
         await typing.close()
-        if sends:  # sends already queued still commit; their answers have nowhere to go
-            await asyncio.wait(sends, timeout=10)
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-        await hub.acks.flush_device(connection.device_id)
-        await calls.closed(connection)
-        await services.presence.disconnected(connection.user_id)
-        await services.push.socket_closed(connection.device_id)
+    if sends:  # sends already queued still commit; their answers have nowhere to go
+        await asyncio.wait(sends, timeout=10)
+    await connection.stop()
+    await hub.acks.flush_device(connection.device_id)
+    await calls.closed(connection)
+    await services.presence.disconnected(connection.user_id)
+    await services.push.socket_closed(connection.device_id)
 
 
 def _over_budget(retry_after: float) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from sup.domain.stream import EventStream
 from sup.observe.metrics import Metrics
 from sup.transport.statuses import Close
 from sup.ws.connection import AckWriter, Connection
+from sup.ws.masking import MaskCheckingResponse
 
 log = logging.getLogger("sup.ws")
 
 _CHECK_CHUNK = 500
+_BEAT_CHUNK = 200  # sockets pinged between two yields to the event loop (a ping is ~10 µs of Python)
 
 
 class Hub:
@@ -41,8 +43,9 @@ class Hub:
         self._stall_min_bytes = stall_min_bytes
         self._by_device: dict[str, set[Connection]] = {}
         self._by_user: dict[str, set[Connection]] = {}
-        self.sockets: set[web.WebSocketResponse] = set()
+        self.sockets: set[MaskCheckingResponse] = set()
         self._checker: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.acks = AckWriter(stream.ack)
         self.metrics: Metrics | None = None  # set by the App; handed to each connection
@@ -66,6 +69,12 @@ class Hub:
 
     # -- connections -------------------------------------------------------------------------
 
+    def watch(self, ws: MaskCheckingResponse, heartbeat_seconds: float) -> None:
+        """Hold this socket until it closes; one heartbeat loop pings all of them (not a timer per socket)."""
+        self.sockets.add(ws)
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._beat_forever(heartbeat_seconds / 2), name="ws-heartbeat")
+
     def add(self, connection: Connection) -> None:
         connection.metrics = self.metrics
         connection.spawn = self.spawn
@@ -84,11 +93,12 @@ class Hub:
                 if not group:
                     del index[key]
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` as a task the hub owns: awaited (with a timeout) when the hub closes."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -97,10 +107,11 @@ class Hub:
 
     async def close(self) -> None:
         """Going away: every socket is told so (1001) and closed; clients resume elsewhere."""
-        if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+        for task in (self._checker, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.sockets:  # at once, each bounded: a client that reads nothing must not hold the shutdown
             await asyncio.gather(*(_going_away(ws) for ws in list(self.sockets)))
         if self.tasks:
@@ -110,6 +121,17 @@ class Hub:
             if late:
                 await asyncio.wait(late, timeout=1)
         await self.acks.close()
+
+    async def _beat_forever(self, tick: float) -> None:
+        while True:
+            await asyncio.sleep(tick)
+            for i, ws in enumerate(list(self.sockets)):
+                if i % _BEAT_CHUNK == _BEAT_CHUNK - 1:  # idle sockets are pinged in the same tick: let others run
+                    await asyncio.sleep(0)
+                try:
+                    await ws.beat()
+                except Exception:  # a socket that broke meanwhile: its session ends it
+                    log.debug("heartbeat failed", exc_info=True)
 
     async def _check_forever(self) -> None:
         while True:

@@ -26,6 +26,8 @@ MAX_REMEMBERED = 256  # chats whose last relayed state is remembered, to drop re
 
 
 class TypingRelay:
+    __slots__ = ("_now", "_on_error", "_presence", "_relayed", "_task", "_user_id", "_waiting")  # one per connection
+
     def __init__(
         self,
         user_id: str,
