@@ -216,7 +216,8 @@ async def _session(
             if isinstance(frame, Ack):
                 hub.acks.ack(connection.device_id, min(frame.cursor, connection.last_sent))
             elif isinstance(frame, Send):
-                typing.sent(frame.chat_id)
+                if typing is not None:
+                    typing.sent(frame.chat_id)
                 await in_flight.acquire()
                 try:
                     await services.send_rate.check(connection.device_id)  # the same budgets as REST's sends
