@@ -344,6 +344,9 @@ class SupTestServer(TestServer):
     """aiohttp's test server, on the runner `sup run` uses (problem+json for what the HTTP parser refuses)."""
 
     async def _make_runner(self, **kwargs: Any) -> AppRunner:
+        # aiohttp's test server cancels a handler whose client went away; `sup run` lets it finish (a
+        # WebSocket session ends with its cleanup and is counted as 101, not as a cancelled 499).
+        kwargs["handler_cancellation"] = False
         return AppRunner(self.app, **kwargs)
 
 

@@ -87,9 +87,10 @@ async def test_metrics_count_what_the_server_does(observed: Server):
     assert value(found, "sup_db_connections_max") >= 2
     assert value(found, "process_resident_memory_bytes") > 0
     await sock.close()
-    for _ in range(100):  # the server sees the close a moment later
+    ended = {"method": "GET", "route": "/api/v1/ws", "status": "101"}
+    for _ in range(100):  # the server sees the close a moment later, and ends the session after its cleanup
         found = samples((await scrape(observed))[1])
-        if value(found, "sup_websocket_connections") == 0:
+        if value(found, "sup_websocket_connections") == 0 and value(found, "sup_http_requests_total", **ended):
             break
         await asyncio.sleep(0.02)
     assert value(found, "sup_websocket_connections") == 0
