@@ -352,6 +352,12 @@ async def sdk_pair(server: Server, tmp_path) -> tuple[Client, Client, str]:
     chat = await alice.direct_chat(bob.user_id)
     await alice.start()
     await bob.start()
+    # A call rings the sockets that are connected when it is placed: wait until both are.
+    for client in (alice, bob):
+        for _ in range(1000):
+            if client._socket.connections:
+                break
+            await asyncio.sleep(0.01)
     return alice, bob, chat["id"]
 
 
