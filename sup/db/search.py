@@ -13,6 +13,7 @@ way on both, so these queries only have to find every row that could qualify.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from sup.db.chats import CHAT_COLUMNS, ChatRow, chat_row
@@ -61,7 +62,7 @@ class ChatHit:
         self.joined = joined
 
 
-class SearchStore:
+class SearchStore(ABC):
     """What both dialects share; `for_dialect` picks the one to use."""
 
     @staticmethod
@@ -106,22 +107,22 @@ class SearchStore:
     # {position} where a row stands, newest first: the cursor's key), and the query language.
     _MESSAGES: str
 
-    def _match(self, terms: Terms) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def _match(self, terms: Terms) -> str: ...
 
-    def _position(self, in_chat: bool) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def _position(self, in_chat: bool) -> str: ...
 
     # -- names -------------------------------------------------------------------------------
 
+    @abstractmethod
     async def users(self, db: Queryable, user_id: str, query: str) -> list[Row]:
         """Users whose username or display name may match `query` (lower case), but not the
         searching user nor anyone who blocks them."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def chats(self, db: Queryable, user_id: str, query: str) -> list[ChatHit]:
         """Chats whose title may match `query` (lower case): the user's, and public ones."""
-        raise NotImplementedError
 
     @staticmethod
     def _chat_hits(rows: Any) -> list[ChatHit]:
