@@ -105,6 +105,7 @@ class Connection:
         "__weakref__",  # the call relay keys its state by connection, weakly
         "_aborting",
         "_catching_up",
+        "_closing_task",
         "_control",
         "_ephemeral",
         "_need_catch_up",
@@ -165,6 +166,7 @@ class Connection:
         self._need_catch_up = True
         self._sending = False
         self._aborting = False
+        self._closing_task: asyncio.Task[None] | None = None  # the close this side began (close_soon)
         self.closing = False  # set when the connection is being closed: its frames are no longer handled
         # The single writer, while there is something to write: an idle connection has no task.
         self.pump_task: asyncio.Task[None] | None = None
@@ -265,7 +267,19 @@ class Connection:
             return
         self.closing = True
         if self.spawn is not None:
-            self.spawn(self.abort(code, message))
+            self._closing_task = self.spawn(self.abort(code, message))
+
+    async def closed_by_us(self) -> None:
+        """Wait for the close this side began, bounded by CLOSE_FLUSH_SECONDS.
+
+        A session that ended before it would drop the TCP connection while the client's close reply,
+        behind its unread frames, is still arriving: the kernel answers those with a reset, and a
+        client that had not yet read the close frame loses it and sees 1006 instead of the code.
+        """
+        task = self._closing_task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     def _buffered(self) -> int:
         transport = self._transport

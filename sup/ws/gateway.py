@@ -251,6 +251,7 @@ async def _session(
         # Shielded, as a task the hub owns: a server that cancels a handler when its client leaves (aiohttp's
         # handler_cancellation) must not skip storing the last ack, or the presence and push bookkeeping.
         await asyncio.shield(hub.spawn(_closed(connection, typing, sends, services, hub, calls)))
+        await connection.closed_by_us()
 
 
 async def _closed(
