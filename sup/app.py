@@ -11,7 +11,7 @@ import contextlib
 import ipaddress
 import logging
 import shutil
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,6 @@ from sup.db.database import Database, open_database
 from sup.db.install import install_namespace
 from sup.db.jobs import DatabaseJobQueue
 from sup.db.stores import Stores
-from sup.delivery import Delivery
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import AccountService
 from sup.domain.admin import AdminService
@@ -42,7 +41,7 @@ from sup.domain.callsignal import CallSignalling
 from sup.domain.chats import ChatService
 from sup.domain.emails import EmailService
 from sup.domain.erasure import AccountErasure
-from sup.domain.events import EventWriter
+from sup.domain.events import EventWriter, SilentAnnouncer
 from sup.domain.exports import ExportService, ExportSources
 from sup.domain.health import Health
 from sup.domain.joining import JoinService
@@ -140,20 +139,6 @@ def load_configured_plugins(config: Config, clock: Clock) -> Hooks:
     return load_plugins(config.plugins.enabled, config.plugins.settings, builtins)
 
 
-class _Silent:
-    """An announcer for commands that run no event delivery (`sup admin`): events are still stored,
-    and a running server's catch-up delivers them."""
-
-    async def announce(self, deliveries: Sequence[Delivery]) -> None:
-        return None
-
-    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
-        return None
-
-    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
-        return None
-
-
 def build_accounts(
     config: Config,
     db: Database,
@@ -198,7 +183,7 @@ def build_admin_accounts(
 ) -> AccountService:
     """Accounts for `sup admin`, with no server running in this process."""
     stores = Stores.for_dialect(db.dialect)
-    writer = EventWriter(stores.events, _Silent())
+    writer = EventWriter(stores.events, SilentAnnouncer())
     key_changes = KeyChanges(writer, stores.members, stores.devices)
     keys = server_keys(config)
     return build_accounts(config, db, stores, hasher, clock, key_changes, keys, MemoryRateLimiter(), hooks)
@@ -223,7 +208,7 @@ def build_admin(config: Config, db: Database, stores: Stores, key_changes: KeyCh
 def build_admin_service(config: Config, db: Database, clock: Clock) -> AdminService:
     """Administration for `sup admin`, with no server running in this process (changes are audited all the same)."""
     stores = Stores.for_dialect(db.dialect)
-    key_changes = KeyChanges(EventWriter(stores.events, _Silent()), stores.members, stores.devices)
+    key_changes = KeyChanges(EventWriter(stores.events, SilentAnnouncer()), stores.members, stores.devices)
     return build_admin(config, db, stores, key_changes, clock)
 
 
