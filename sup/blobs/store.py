@@ -206,6 +206,16 @@ def check_count(count: int) -> int:
     return count
 
 
+async def part_sizes(store: BlobStore, upload_id: str, count: int) -> list[int]:
+    """The sizes of parts 0 to count - 1 of an upload, for completing it; MissingParts names any not there."""
+    check_count(count)
+    stored = await store.list_parts(upload_id)
+    missing = [i for i in range(count) if i not in stored]
+    if missing:
+        raise MissingParts(upload_id, missing)
+    return [stored[i] for i in range(count)]
+
+
 def check_range(start: int, end: int | None) -> None:
     if start < 0 or (end is not None and end < start):
         raise ValueError(f"invalid byte range [{start}, {end})")
