@@ -11,7 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,15 +113,6 @@ async def each(items: Iterable[Any], work: Callable[[Any], Awaitable[None]], wor
             await work(item)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
-
-
-async def file_chunks(path: Path) -> AsyncIterator[bytes]:
-    reader = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := await asyncio.to_thread(reader.read, CHUNK):
-            yield chunk
-    finally:
-        await asyncio.to_thread(reader.close)
 
 
 def target_free(target: Path) -> None:

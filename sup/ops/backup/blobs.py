@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from sup.blobs.disk import DiskBlobStore
-from sup.blobs.store import BlobNotFound, BlobSettings, BlobStore, default_url, open_blob_store
+from sup.blobs.store import BlobNotFound, BlobSettings, BlobStore, default_url, file_chunks, open_blob_store
 from sup.config import Config
 from sup.ops.backup.archive import (
     BLOB_LIST,
@@ -19,7 +19,6 @@ from sup.ops.backup.archive import (
     blob_path,
     copy_hashing,
     each,
-    file_chunks,
     private_file,
     shown_url,
     write_json,
