@@ -259,7 +259,7 @@ def build_services(
         stores.devices,
         stores.emails,
         hasher,
-        accounts.throttle,
+        accounts,
         key_changes,
         hooks,
         limiter,
