@@ -12,7 +12,6 @@ from typing import Any
 
 from sup import __version__
 from sup.config import Config
-from sup.db import migrations
 from sup.db.database import open_database
 from sup.db.sqlite import path_from_url
 from sup.keys import SECRETS_FILE
@@ -42,6 +41,7 @@ from sup.ops.backup.database import (
     restore_postgres,
     restore_sqlite_file,
     sqlite_snapshot,
+    unknown_migrations,
     verify_postgres,
     verify_sqlite,
 )
@@ -155,7 +155,7 @@ async def verify_backup(
                     raise OpsError("a Postgres backup: name a server to restore it into with --scratch-database-url")
                 await verify_postgres(file, server, manifest, problems)
             task.advance()
-        unknown = sorted(set(database["schema_versions"]) - {m.version for m in migrations.discover()})
+        unknown = unknown_migrations(database)
         if unknown:
             outcome.warnings.append(
                 f"the backup has migrations this SUP does not know ({unknown}): restore it with that SUP"
@@ -192,7 +192,7 @@ async def restore_backup(
         if damaged:
             raise OpsError("the backup is damaged, nothing was restored: " + "; ".join(damaged[:5]))
         database = manifest["database"]
-        unknown = sorted(set(database["schema_versions"]) - {m.version for m in migrations.discover()})
+        unknown = unknown_migrations(database)
         if unknown:
             raise OpsError(f"the backup has migrations this SUP does not know ({unknown}): restore it with a newer SUP")
         configured = "sqlite" if config.database_url.startswith("sqlite:") else "postgres"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sup.db import migrations
 from sup.db.database import Database
 from sup.db.media import BLOB_COLUMNS
 from sup.db.stores import Stores
@@ -301,6 +302,11 @@ async def restore_postgres(dump: Path, url: str, force: bool) -> None:
     finally:
         await conn.close()
     await _pg_restore(dump, url)
+
+
+def unknown_migrations(database: dict[str, Any]) -> list[int]:
+    """The migrations the backup's database has and this SUP does not know (a backup of a newer SUP)."""
+    return sorted(set(database["schema_versions"]) - {m.version for m in migrations.discover()})
 
 
 async def after_restore(db: Database, gap: int, now_ms: int) -> int:
