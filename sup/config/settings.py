@@ -7,53 +7,30 @@ from typing import Any, get_type_hints
 
 import msgspec
 
-from sup.config.features import (
-    BackupConfig,
-    BlobsConfig,
-    CallsConfig,
-    EmailConfig,
-    JobsConfig,
-    MediaConfig,
-    PluginsConfig,
-    PushConfig,
-    StickersConfig,
-    StoriesConfig,
-)
-from sup.config.service import (
-    AuthConfig,
-    BusConfig,
-    CryptoConfig,
-    DatabaseConfig,
-    LoggingConfig,
-    MetricsConfig,
-    RateLimitConfig,
-    SecurityConfig,
-    ServerConfig,
-    WebSocketConfig,
-)
+from sup.config import features, service
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    server: ServerConfig = ServerConfig()
-    database: DatabaseConfig = DatabaseConfig()
-    auth: AuthConfig = AuthConfig()
-    ratelimit: RateLimitConfig = RateLimitConfig()
-    bus: BusConfig = BusConfig()
-    websocket: WebSocketConfig = WebSocketConfig()
-    logging: LoggingConfig = LoggingConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    security: SecurityConfig = SecurityConfig()
-    crypto: CryptoConfig = CryptoConfig()
-    jobs: JobsConfig = JobsConfig()
-    blobs: BlobsConfig = BlobsConfig()
-    media: MediaConfig = MediaConfig()
-    stories: StoriesConfig = StoriesConfig()
-    stickers: StickersConfig = StickersConfig()
-    backup: BackupConfig = BackupConfig()
-    plugins: PluginsConfig = PluginsConfig()
-    calls: CallsConfig = CallsConfig()
-    email: EmailConfig = EmailConfig()
-    push: PushConfig = PushConfig()
+    server: service.ServerConfig = service.ServerConfig()
+    database: service.DatabaseConfig = service.DatabaseConfig()
+    auth: service.AuthConfig = service.AuthConfig()
+    ratelimit: service.RateLimitConfig = service.RateLimitConfig()
+    bus: service.BusConfig = service.BusConfig()
+    websocket: service.WebSocketConfig = service.WebSocketConfig()
+    logging: service.LoggingConfig = service.LoggingConfig()
+    metrics: service.MetricsConfig = service.MetricsConfig()
+    security: service.SecurityConfig = service.SecurityConfig()
+    crypto: service.CryptoConfig = service.CryptoConfig()
+    jobs: features.JobsConfig = features.JobsConfig()
+    blobs: features.BlobsConfig = features.BlobsConfig()
+    media: features.MediaConfig = features.MediaConfig()
+    stories: features.StoriesConfig = features.StoriesConfig()
+    stickers: features.StickersConfig = features.StickersConfig()
+    backup: features.BackupConfig = features.BackupConfig()
+    plugins: features.PluginsConfig = features.PluginsConfig()
+    calls: features.CallsConfig = features.CallsConfig()
+    email: features.EmailConfig = features.EmailConfig()
+    push: features.PushConfig = features.PushConfig()
 
     @property
     def data_dir(self) -> Path:
