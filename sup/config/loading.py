@@ -11,8 +11,8 @@ from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 
-from sup.config.features import PluginsConfig
 from sup.config.settings import ENV_ALIASES, ENV_NOT_SETTINGS, Config, env_name, field_types, sections
+from sup.config.tables import PluginsConfig
 
 
 class ConfigError(Exception):

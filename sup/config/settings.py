@@ -7,30 +7,30 @@ from typing import Any, get_type_hints
 
 import msgspec
 
-from sup.config import features, service
+from sup.config import tables
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    server: service.ServerConfig = service.ServerConfig()
-    database: service.DatabaseConfig = service.DatabaseConfig()
-    auth: service.AuthConfig = service.AuthConfig()
-    ratelimit: service.RateLimitConfig = service.RateLimitConfig()
-    bus: service.BusConfig = service.BusConfig()
-    websocket: service.WebSocketConfig = service.WebSocketConfig()
-    logging: service.LoggingConfig = service.LoggingConfig()
-    metrics: service.MetricsConfig = service.MetricsConfig()
-    security: service.SecurityConfig = service.SecurityConfig()
-    crypto: service.CryptoConfig = service.CryptoConfig()
-    jobs: features.JobsConfig = features.JobsConfig()
-    blobs: features.BlobsConfig = features.BlobsConfig()
-    media: features.MediaConfig = features.MediaConfig()
-    stories: features.StoriesConfig = features.StoriesConfig()
-    stickers: features.StickersConfig = features.StickersConfig()
-    backup: features.BackupConfig = features.BackupConfig()
-    plugins: features.PluginsConfig = features.PluginsConfig()
-    calls: features.CallsConfig = features.CallsConfig()
-    email: features.EmailConfig = features.EmailConfig()
-    push: features.PushConfig = features.PushConfig()
+    server: tables.ServerConfig = tables.ServerConfig()
+    database: tables.DatabaseConfig = tables.DatabaseConfig()
+    auth: tables.AuthConfig = tables.AuthConfig()
+    ratelimit: tables.RateLimitConfig = tables.RateLimitConfig()
+    bus: tables.BusConfig = tables.BusConfig()
+    websocket: tables.WebSocketConfig = tables.WebSocketConfig()
+    logging: tables.LoggingConfig = tables.LoggingConfig()
+    metrics: tables.MetricsConfig = tables.MetricsConfig()
+    security: tables.SecurityConfig = tables.SecurityConfig()
+    crypto: tables.CryptoConfig = tables.CryptoConfig()
+    jobs: tables.JobsConfig = tables.JobsConfig()
+    blobs: tables.BlobsConfig = tables.BlobsConfig()
+    media: tables.MediaConfig = tables.MediaConfig()
+    stories: tables.StoriesConfig = tables.StoriesConfig()
+    stickers: tables.StickersConfig = tables.StickersConfig()
+    backup: tables.BackupConfig = tables.BackupConfig()
+    plugins: tables.PluginsConfig = tables.PluginsConfig()
+    calls: tables.CallsConfig = tables.CallsConfig()
+    email: tables.EmailConfig = tables.EmailConfig()
+    push: tables.PushConfig = tables.PushConfig()
 
     @property
     def data_dir(self) -> Path:
