@@ -30,12 +30,12 @@ from sup.blobs.store import (
     MiB,
     MissingParts,
     StoredBlob,
-    check_count,
     check_id,
     check_index,
     check_range,
     one_chunk,
     part_name,
+    part_sizes,
 )
 
 T = TypeVar("T")
@@ -283,11 +283,7 @@ class DiskBlobStore:
 
     async def complete_parts(self, upload_id: str, count: int, *, max_size: int | None = None) -> StoredBlob:
         part_dir = self._part_dir(upload_id)
-        check_count(count)
-        stored = await self.list_parts(upload_id)
-        missing = [i for i in range(count) if i not in stored]
-        if missing:
-            raise MissingParts(upload_id, missing)
+        await part_sizes(self, upload_id, count)
         blob = await self.put_stream(self._read_parts(part_dir, count), max_size=max_size)
         await self.abort_parts(upload_id)
         return blob

@@ -35,13 +35,13 @@ from sup.blobs.store import (
     MiB,
     MissingParts,
     StoredBlob,
-    check_count,
     check_id,
     check_index,
     check_range,
     content_disposition,
     one_chunk,
     part_name,
+    part_sizes,
 )
 
 log = logging.getLogger(__name__)
@@ -330,12 +330,7 @@ class S3BlobStore:
 
     async def complete_parts(self, upload_id: str, count: int, *, max_size: int | None = None) -> StoredBlob:
         prefix = self._parts_prefix(upload_id)
-        check_count(count)
-        stored = await self.list_parts(upload_id)
-        missing = [i for i in range(count) if i not in stored]
-        if missing:
-            raise MissingParts(upload_id, missing)
-        sizes = [stored[i] for i in range(count)]
+        sizes = await part_sizes(self, upload_id, count)
         if max_size is not None and sum(sizes) > max_size:
             raise BlobTooLarge(max_size)
         blob = None

@@ -15,6 +15,7 @@ is the database's business; this layer only stores bytes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator
@@ -44,6 +45,16 @@ def part_name(index: int) -> str:
 async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
     """`data` as a stream of one chunk: `put_bytes` is `put_stream` of it."""
     yield data
+
+
+async def file_chunks(path: str | os.PathLike[str], size: int = MiB) -> AsyncIterator[bytes]:
+    """A local file as a stream for `put_stream`: opened, read `size` bytes at a time and closed off the event loop."""
+    reader = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(reader.read, size):
+            yield chunk
+    finally:
+        await asyncio.to_thread(reader.close)
 
 
 class BlobError(Exception):
@@ -204,6 +215,16 @@ def check_count(count: int) -> int:
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PARTS:
         raise InvalidBlobId(f"invalid part count: {count!r} (1 to {MAX_PARTS})")
     return count
+
+
+async def part_sizes(store: BlobStore, upload_id: str, count: int) -> list[int]:
+    """The sizes of parts 0 to count - 1 of an upload, for completing it; MissingParts names any not there."""
+    check_count(count)
+    stored = await store.list_parts(upload_id)
+    missing = [i for i in range(count) if i not in stored]
+    if missing:
+        raise MissingParts(upload_id, missing)
+    return [stored[i] for i in range(count)]
 
 
 def check_range(start: int, end: int | None) -> None:

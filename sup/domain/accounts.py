@@ -190,11 +190,6 @@ class AccountService:
 
     # -- rate limits -------------------------------------------------------------
 
-    @property
-    def throttle(self) -> LoginThrottle:
-        """The password-guessing limits, for other services that check a password (email)."""
-        return self._throttle
-
     async def check_ip_rate(self, ip: str) -> None:
         await self._throttle.check_ip(ip)
 
@@ -422,7 +417,7 @@ class AccountService:
 
         For what cannot be undone (deleting the account): a stolen access token alone is not enough.
         """
-        row = await self._user_with_password(who, password)
+        row = await self.verify_password(who, password)
         if row["totp_enabled_at"] is not None:
             async with self._throttle.check(who.user_id), self._db.transaction() as tx:
                 await self._check_second_factor(tx, row, totp_code, recovery_code, self._clock.now_ms())
@@ -450,7 +445,7 @@ class AccountService:
     # -- two-factor authentication -------------------------------------------------
 
     async def begin_totp(self, who: Principal, password: str) -> TotpSetup:
-        row = await self._user_with_password(who, password)
+        row = await self.verify_password(who, password)
         if row["totp_enabled_at"] is not None:
             raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
         secret = totp.new_secret()
@@ -482,7 +477,7 @@ class AccountService:
     async def disable_totp(
         self, who: Principal, password: str, totp_code: str | None, recovery_code: str | None
     ) -> None:
-        row = await self._user_with_password(who, password)
+        row = await self.verify_password(who, password)
         if row["totp_enabled_at"] is None:
             raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
         now = self._clock.now_ms()
@@ -505,7 +500,11 @@ class AccountService:
         row = await self._users.get(self._db, who.user_id)
         return row["totp_enabled_at"] is not None, await self._recovery.remaining(self._db, who.user_id)
 
-    async def _user_with_password(self, who: Principal, password: str) -> Row:
+    async def verify_password(self, who: Principal, password: str) -> Row:
+        """The user's row if `password` is theirs, else INVALID_CREDENTIALS; tries count like logins.
+
+        Also for other services' changes that need more than an access token (email), so that a
+        stolen token alone cannot, say, redirect password resets to its thief."""
         async with self._throttle.check(who.user_id):
             row = await self._users.get(self._db, who.user_id)
             if row is None or not await self._hasher.verify(row["password_hash"], password):

@@ -421,9 +421,7 @@ class ChatService:
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
-            target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
-            if target is None:
-                raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
+            target = await self._find_member(tx, chat_id, user_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
             membership.require(Permission.REMOVE_MEMBERS, "remove members")
@@ -436,12 +434,8 @@ class ChatService:
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.MANAGE_ROLES, "manage roles")
-            target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
-            if target is None:
-                raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
-            role = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
-            if role is None:
-                raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
+            target = await self._find_member(tx, chat_id, user_id)
+            role = await self._find_role(tx, chat_id, role_id)
             if role["kind"] == "owner" or target.kind == "owner":
                 raise DomainError(Code.FORBIDDEN, "Ownership is not handed out by changing roles.")
             if membership.member.kind != "owner" and (
@@ -458,6 +452,20 @@ class ChatService:
                 {"chat_id": chat_id, "user_id": user_id, "role_id": role_id},
                 now,
             )
+
+    async def _find_member(self, tx: Transaction, chat_id: str, user_id: str) -> MemberRow:
+        """A member of the chat, to act on; NOT_FOUND if the user is not one."""
+        target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+        if target is None:
+            raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
+        return target
+
+    async def _find_role(self, tx: Transaction, chat_id: str, role_id: str) -> Row:
+        """A role of the chat, to act on; NOT_FOUND if it has none of that id."""
+        role = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
+        if role is None:
+            raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
+        return role
 
     # -- roles ---------------------------------------------------------------------------
 
@@ -494,9 +502,7 @@ class ChatService:
         async with self._db.transaction() as tx:
             membership = await self._access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.MANAGE_ROLES, "manage roles")
-            row = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
-            if row is None:
-                raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
+            row = await self._find_role(tx, chat_id, role_id)
             if row["kind"] == "owner":
                 raise DomainError(Code.FORBIDDEN, "The owner role always holds every permission.")
             if row["kind"] == "admin" and membership.member.kind != "owner":

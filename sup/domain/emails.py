@@ -21,12 +21,11 @@ from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import EmailConfig, RateLimitConfig
 from sup.db.accounts import DeviceStore, UserStore
-from sup.db.database import Database, Row
+from sup.db.database import Database
 from sup.db.emails import EmailStore
-from sup.domain.accounts import Principal, check_password, find_by_username, username_key
+from sup.domain.accounts import AccountService, Principal, check_password, find_by_username, username_key
 from sup.domain.keychanges import KeyChanges
 from sup.domain.passwords import PasswordHasher
-from sup.domain.throttle import LoginThrottle
 from sup.domain.tokens import hash_secret
 from sup.errors import Code, DomainError, RateLimited
 from sup.plugins.hookspecs import OutgoingEmail
@@ -81,7 +80,7 @@ class EmailService:
         devices: DeviceStore,
         emails: EmailStore,
         hasher: PasswordHasher,
-        throttle: LoginThrottle,
+        accounts: AccountService,
         key_changes: KeyChanges,
         hooks: Hooks,
         limiter: RateLimiter,
@@ -95,7 +94,7 @@ class EmailService:
         self._devices = devices
         self._emails = emails
         self._hasher = hasher
-        self._throttle = throttle
+        self._accounts = accounts
         self._key_changes = key_changes
         self._hooks = hooks
         self._limiter = limiter
@@ -133,7 +132,7 @@ class EmailService:
         await self._limit(f"email:to:{key}", self._limits.email_per_address)
         await self._limit(f"email:user:{who.user_id}", self._limits.email_per_address)
         await self._limit(f"email:ip:{ip}", self._limits.email_per_ip)
-        row = await self._check_password(who, password)
+        row = await self._accounts.verify_password(who, password)
         token = new_email_token()
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
@@ -153,7 +152,7 @@ class EmailService:
 
     async def verify(self, who: Principal, token: str, ip: str) -> EmailStatus:
         """Confirm the address a code was mailed to: it becomes the account's verified address."""
-        await self._throttle.check_ip(ip)
+        await self._accounts.check_ip_rate(ip)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             # Another user's code is refused like an unknown one, and stays unused.
@@ -171,19 +170,11 @@ class EmailService:
 
     async def remove_address(self, who: Principal, password: str) -> None:
         """Take the verified address off the account (no password reset by email then)."""
-        await self._check_password(who, password)
+        await self._accounts.verify_password(who, password)
         async with self._db.transaction() as tx:
             await self._emails.remove(tx, who.user_id)
             await self._emails.drop_unused(tx, who.user_id, "reset")
             await self._emails.drop_unused(tx, who.user_id, "verify")
-
-    async def _check_password(self, who: Principal, password: str) -> Row:
-        # A stolen access token alone must not be able to redirect password resets to its thief.
-        async with self._throttle.check(who.user_id):
-            row = await self._users.get(self._db, who.user_id)
-            if row is None or not await self._hasher.verify(row["password_hash"], password):
-                raise DomainError(Code.INVALID_CREDENTIALS, "The password is wrong.")
-        return row
 
     # -- password reset ----------------------------------------------------------------------
 
@@ -233,7 +224,7 @@ class EmailService:
 
     async def confirm_reset(self, token: str, new_password: str, ip: str) -> None:
         """Set a new password with a mailed reset code (once); every device of the account is logged out."""
-        await self._throttle.check_ip(ip)
+        await self._accounts.check_ip_rate(ip)
         check_password(new_password)  # before the code is used up: a too-short password does not cost it
         password_hash = await self._hasher.hash(new_password)
         now = self._clock.now_ms()

@@ -40,6 +40,20 @@ class Announcer(Protocol):
         """These devices were logged out: every process closes their open connections."""
 
 
+class SilentAnnouncer:
+    """For commands that run no event delivery (`sup admin`, `sup backup restore`): events are still
+    stored, and a running server's catch-up delivers them when clients come."""
+
+    async def announce(self, deliveries: Sequence[Delivery]) -> None:
+        return None
+
+    async def announce_ephemeral(self, user_ids: Iterable[str], payload: bytes) -> None:
+        return None
+
+    async def announce_revoked(self, device_ids: Sequence[str]) -> None:
+        return None
+
+
 @dataclass(slots=True)
 class _Append:
     """One `EventWriter.append`, waiting for its transaction's flush to number it."""

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import msgspec
 
-from sup.blobs.store import BlobStore, StoredBlob
+from sup.blobs.store import BlobStore, StoredBlob, file_chunks
 from sup.clock import Clock
 from sup.db.accounts import BlockStore, ContactStore, DeviceStore, UserStore
 from sup.db.chats import ChatStore, MemberStore
@@ -49,7 +49,6 @@ EXPORT_TIMEOUT_SECONDS = 600.0  # a zip of the largest quota (10 GiB) from a slo
 EXPORT_EVERY_HOURS = 24
 EXPORT_KEEP_HOURS = 72
 _PAGE = 500
-_CHUNK = 1024 * 1024
 _HOUR_MS = 3_600_000
 
 README = """\
@@ -231,19 +230,10 @@ class ExportService:
                 await _Writer(archive, self._db, self._sources, user_id).write_all(self._clock.now_ms())
             finally:
                 await asyncio.to_thread(archive.close)
-            return await self._blobs.put_stream(_file_chunks(path))
+            return await self._blobs.put_stream(file_chunks(path))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(path.unlink)
-
-
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
-            yield chunk
-    finally:
-        await asyncio.to_thread(handle.close)
 
 
 def _json(value: Any) -> bytes:

@@ -375,16 +375,7 @@ class JoinService:
                     await self._requests.remove(tx, chat_id, user_id)  # a member already, by another way
             else:
                 await self._requests.remove(tx, chat_id, user_id)
-            # The requester learns the answer (approved, they also hear chat.member.added); so do the
-            # other admins, whose lists of requests shrink.
-            managers = await self._requests.managers(tx, chat_id)
-            await self._timeline.to_user_devices(
-                tx,
-                sorted({*managers, user_id}),
-                "chat.join_request.resolved",
-                {"chat_id": chat_id, "user_id": user_id, "approved": approve, "by": who_id},
-                now,
-            )
+            await self._tell_resolved(tx, chat_id, user_id, approved=approve, by=who_id, now=now)
 
     async def cancel_request(self, who_id: str, chat_id: str) -> None:
         """Withdraw my own join request."""
@@ -392,14 +383,21 @@ class JoinService:
         async with self._db.transaction() as tx:
             if not is_uuid(chat_id) or not await self._requests.remove(tx, chat_id, who_id):
                 raise DomainError(Code.NOT_FOUND, "No such join request.")
-            managers = await self._requests.managers(tx, chat_id)
-            await self._timeline.to_user_devices(
-                tx,
-                sorted({*managers, who_id}),
-                "chat.join_request.resolved",
-                {"chat_id": chat_id, "user_id": who_id, "approved": False, "by": who_id},
-                now,
-            )
+            await self._tell_resolved(tx, chat_id, who_id, approved=False, by=who_id, now=now)
+
+    async def _tell_resolved(
+        self, tx: Transaction, chat_id: str, user_id: str, *, approved: bool, by: str, now: int
+    ) -> None:
+        """The requester learns the answer (approved, they also hear chat.member.added); so do the
+        chat's admins, whose lists of requests shrink."""
+        managers = await self._requests.managers(tx, chat_id)
+        await self._timeline.to_user_devices(
+            tx,
+            sorted({*managers, user_id}),
+            "chat.join_request.resolved",
+            {"chat_id": chat_id, "user_id": user_id, "approved": approved, "by": by},
+            now,
+        )
 
 
 def _request_cursor(cursor: str) -> bool:

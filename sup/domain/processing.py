@@ -11,11 +11,10 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sup.blobs.store import BlobNotFound, BlobStore
+from sup.blobs.store import BlobNotFound, BlobStore, file_chunks
 from sup.clock import Clock
 from sup.config import MediaConfig
 from sup.db.accounts import DeviceStore
@@ -117,7 +116,7 @@ class MediaProcessing:
             )
             if not probe.ok:
                 raise MediaError(probe.reason or "the media could not be read")
-            served = await self._blobs.put_stream(_file_chunks(clean))
+            served = await self._blobs.put_stream(file_chunks(clean))
         info: dict[str, Any] = {"container": probe.container, "audio_codec": probe.audio_codec}
         changes: dict[str, Any] = {
             "status": "ready",
@@ -185,10 +184,3 @@ class MediaProcessing:
         stuck_before = self._clock.now_ms() - 6 * 3_600_000
         for row in await self._media.stuck(self._db, stuck_before, 1000, PROCESS_KEY_PREFIX):
             await self._finish(row, {"status": "failed", "failure": "Processing did not finish."})
-
-
-async def _file_chunks(path: str, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-    """A local file in bounded chunks, read off the event loop."""
-    with open(path, "rb") as file:  # noqa: ASYNC230 (opening is instant; the reads go to a thread)
-        while chunk := await asyncio.to_thread(file.read, size):
-            yield chunk

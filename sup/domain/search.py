@@ -15,14 +15,14 @@ snippets are computed here, in the same way on SQLite and Postgres (sup/searchte
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from sup.db.chats import MemberStore
-from sup.db.database import Database
-from sup.db.search import MessageHit, SearchStore
+from sup.db.database import Database, Row
+from sup.db.search import ChatHit, MessageHit, SearchStore
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import User, user_from_row
 from sup.domain.joining import ChatCard, card
@@ -35,6 +35,8 @@ NAME_QUERY_MAX = 64
 # Relevance ranks this many of the newest matches: a bounded amount of work per page, whatever
 # the query. Newest first pages through every match.
 RELEVANCE_CANDIDATES = 500
+
+T = TypeVar("T")
 
 
 class UserResults(msgspec.Struct, frozen=True):
@@ -65,6 +67,13 @@ def _bad_cursor() -> DomainError:
     return DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
 
 
+def _best(items: Iterable[T], order: Callable[[T], tuple[Any, ...] | None], limit: int) -> list[T]:
+    """The first `limit` items by `order`, leaving out those it gives None (the name does not match)."""
+    ranked = [(key, item) for item in items if (key := order(item)) is not None]
+    ranked.sort(key=lambda pair: pair[0])
+    return [item for _, item in ranked[:limit]]
+
+
 class SearchService:
     def __init__(self, db: Database, store: SearchStore, members: MemberStore, access: ChatAccess) -> None:
         self._db = db
@@ -78,13 +87,12 @@ class SearchService:
         if not q:
             return UserResults([])
         rows = await self._store.users(self._db, who_id, q)
-        ranked = []
-        for row in rows:
+
+        def order(row: Row) -> tuple[Any, ...] | None:
             rank = name_rank(q, row["username"], row["display_name"])
-            if rank is not None:
-                ranked.append((rank, row["username"].lower(), row))
-        ranked.sort(key=lambda item: item[:2])
-        return UserResults([user_from_row(row) for _, _, row in ranked[:limit]])
+            return None if rank is None else (rank, row["username"].lower())
+
+        return UserResults([user_from_row(row) for row in _best(rows, order, limit)])
 
     async def chats(self, who_id: str, query: str, limit: int) -> ChatResults:
         """My groups and channels, and public ones, by title; mine first among equals."""
@@ -92,13 +100,12 @@ class SearchService:
         if not q:
             return ChatResults([])
         hits = await self._store.chats(self._db, who_id, q)
-        ranked = []
-        for hit in hits:
+
+        def order(hit: ChatHit) -> tuple[Any, ...] | None:
             rank = name_rank(q, hit.chat.title)
-            if rank is not None:
-                ranked.append(((rank, not hit.joined, hit.chat.title.lower(), hit.chat.id), hit))
-        ranked.sort(key=lambda item: item[0])
-        best = [hit for _, hit in ranked[:limit]]
+            return None if rank is None else (rank, not hit.joined, hit.chat.title.lower(), hit.chat.id)
+
+        best = _best(hits, order, limit)
         counts = await self._members.counts(self._db, [hit.chat.id for hit in best])
         return ChatResults([card(hit.chat, counts.get(hit.chat.id, 0), hit.joined) for hit in best])
 

@@ -24,7 +24,7 @@ import operator
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from sup.blobs.disk import DiskBlobStore
-from sup.blobs.store import BlobSettings, open_blob_store
+from sup.blobs.store import BlobSettings, file_chunks, open_blob_store
 from sup.config import Config
 from sup.db import migrations
 from sup.db.database import in_list, open_database
@@ -462,15 +462,6 @@ async def _reset_sequences(conn: Any) -> None:
 # -- blobs ------------------------------------------------------------------------------------
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    reader = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := await asyncio.to_thread(reader.read, 1024 * 1024):
-            yield chunk
-    finally:
-        await asyncio.to_thread(reader.close)
-
-
 async def _copy_blobs(config: Config, url: str, *, final: bool, progress: Progress, report: MoveReport) -> None:
     if config.blobs.url.startswith("s3:"):
         raise OpsError("the configured blob store is S3 already: there is nothing to move")
@@ -492,7 +483,7 @@ async def _copy_blobs(config: Config, url: str, *, final: bool, progress: Progre
 
             async def worker() -> None:
                 for key in queue:
-                    stored = await target.put_stream(_file_chunks(source.path_of(key)))
+                    stored = await target.put_stream(file_chunks(source.path_of(key)))
                     if stored.key != key:  # the file is not the blob its name says: never under that name in S3
                         await target.delete(stored.key)
                         report.problems.append(f"blob {key}: the file's content does not hash to its name")
