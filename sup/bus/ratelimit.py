@@ -121,7 +121,7 @@ class RedisRateLimiter:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
-        # Each install's keys apart from another's on a shared Redis (the bus namespace, from sup/app/backends.py).
+        # Each install's keys apart from another's on a shared Redis (the bus namespace, chosen in sup/app).
         self._prefix = f"{prefix}ratelimit:"
         self._timeout = timeout
         self._now = monotonic
