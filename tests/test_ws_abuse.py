@@ -17,14 +17,9 @@ import aiohttp
 import pytest
 
 from sup.ws.hub import HUB
-from tests.conftest import Account, Api, Server, Socket, plain_group, require_redis, say
+from tests.conftest import Account, Api, Server, Socket, connect, plain_group, require_redis, say, two_in_a_group
 from tests.processes import Running, sup_env
 from tests.test_ws import small_receive_buffer
-
-
-async def connect(server: Server, account: Account | dict, **kw: Any) -> Socket:
-    token = account.access_token if isinstance(account, Account) else account["access_token"]
-    return await Socket.connect(server.url, server.api.session, token, **kw)
 
 
 async def closed_with(sock: Socket, timeout: float = 5) -> int | None:
@@ -159,8 +154,7 @@ class QueryCounter:
 
 async def test_a_typing_flood_costs_no_database_work_and_is_coalesced(quiet: Server):
     api = quiet.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     bob_sock = await connect(quiet, bob)
     alice_sock = await connect(quiet, alice)
     await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
@@ -200,8 +194,7 @@ async def test_a_typing_flood_costs_no_database_work_and_is_coalesced(quiet: Ser
 async def test_a_typing_notice_still_waiting_when_its_message_is_sent_is_dropped(quiet: Server):
     """Coalescing holds a notice back up to half a second; it must not arrive after the message it announced."""
     api = quiet.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     bob_sock = await connect(quiet, bob)
     alice_sock = await connect(quiet, alice)
     await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
@@ -307,8 +300,7 @@ async def test_a_connection_over_its_frame_budget_is_told_then_closed(server_fac
 async def test_sends_share_one_rate_limit_with_rest(server_factory):
     server = await server_factory(SUP_RATELIMIT_ENABLED="true", SUP_RATELIMIT_SENDS_PER_DEVICE="5")
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     for i in range(3):
         assert (await say(api, alice, chat, f"rest {i}")).status == 201
     sock = await connect(server, alice)
@@ -343,8 +335,7 @@ async def test_a_slow_but_steady_reader_is_not_dropped(server_factory):
         SUP_WEBSOCKET_FRAME_BURST="100000",
     )
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     slow = await connect(server, bob)
     small_receive_buffer(slow)
     (connection,) = server.app[HUB].connections_of(bob.device_id)
