@@ -402,11 +402,24 @@ def describe_process(pid: int) -> dict[str, Any]:
 # -- /health sampler (a separate process, so the client never competes with the load's loop) ---
 
 
-def health_probe_process(port: int, max_seconds: float, max_samples: int, conn: Connection) -> None:
-    """Child process: GET /health on one keep-alive connection, one at a time, until told to stop."""
+def get_health(client: http.client.HTTPConnection) -> bool:
+    """GET /health; whether it answered 200."""
+    client.request("GET", "/health")
+    response = client.getresponse()
+    response.read()
+    return response.status == 200
+
+
+def sampling_process(
+    port: int,
+    request: Callable[[http.client.HTTPConnection], bool],
+    max_seconds: float,
+    max_samples: int,
+    conn: Connection,
+) -> None:
+    """Child process: request(client) on one keep-alive connection, one at a time, until told to stop."""
     client = http.client.HTTPConnection(HOST, port, timeout=30)
-    client.request("GET", "/health")  # connect and warm up before the clock starts
-    client.getresponse().read()
+    request(client)  # connect and warm up before the clock starts
     conn.send("ready")
     if conn.recv() != "go":
         return
@@ -423,10 +436,7 @@ def health_probe_process(port: int, max_seconds: float, max_samples: int, conn: 
             break
         t0 = time.perf_counter()
         try:
-            client.request("GET", "/health")
-            response = client.getresponse()
-            response.read()
-            ok = response.status == 200
+            ok = request(client)
         except (OSError, http.client.HTTPException):
             ok = False
             client.close()
@@ -467,10 +477,10 @@ class SamplerProcess:
 
 
 class HealthProbe(SamplerProcess):
-    """Parent side of health_probe_process."""
+    """GET /health, sampled from a process of its own."""
 
     def __init__(self, port: int) -> None:
-        super().__init__("health probe", health_probe_process, port, PROBE_MAX_S, PROBE_MAX_SAMPLES)
+        super().__init__("health probe", sampling_process, port, get_health, PROBE_MAX_S, PROBE_MAX_SAMPLES)
 
     def go(self) -> None:
         self._conn.send("go")

@@ -19,19 +19,21 @@ import asyncio
 import http.client
 import json
 import sys
-import time
 import uuid
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
+from functools import partial
 from typing import Any
 
 from foundation import (
-    HOST,
+    PROBE_MAX_S,
+    PROBE_MAX_SAMPLES,
     CpuWatch,
     SamplerProcess,
     client_session,
+    get_health,
     login_bodies,
     post_json_load,
+    sampling_process,
     summarize_ms,
 )
 from harness import (
@@ -47,50 +49,24 @@ from harness import (
 )
 
 TOTAL_BUDGET_S = 600.0
-PROBE_MAX_S = 60.0
 
 
-def probe_process(port: int, kind: str, token: str, chat_id: str, conn: Connection) -> None:
-    """Child process: one request at a time (GET /health, or a message send) until told to stop."""
-    client = http.client.HTTPConnection(HOST, port, timeout=30)
+def send_probe(token: str, chat_id: str, client: http.client.HTTPConnection) -> bool:
+    """POST one message into the probe's chat; whether it was stored."""
+    body = json.dumps({"chat_id": chat_id, "client_id": str(uuid.uuid4()), "body": "probe"})
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def one() -> bool:
-        if kind == "health":
-            client.request("GET", "/health")
-        else:
-            body = json.dumps({"chat_id": chat_id, "client_id": str(uuid.uuid4()), "body": "probe"})
-            client.request("POST", "/api/v1/messages", body=body, headers=headers)
-        response = client.getresponse()
-        response.read()
-        return response.status in (200, 201)
-
-    one()  # connect and warm up before the clock starts
-    conn.send("ready")
-    if conn.recv() != "go":
-        return
-    samples: list[float] = []
-    errors = 0
-    started = time.monotonic()
-    while not conn.poll() and time.monotonic() - started < PROBE_MAX_S:
-        t0 = time.perf_counter()
-        try:
-            ok = one()
-        except (OSError, http.client.HTTPException):
-            ok = False
-            client.close()
-            client = http.client.HTTPConnection(HOST, port, timeout=30)
-        if ok:
-            samples.append(time.perf_counter() - t0)
-        else:
-            errors += 1
-    client.close()
-    conn.send({"samples": samples, "errors": errors, "duration_s": time.monotonic() - started})
+    client.request("POST", "/api/v1/messages", body=body, headers=headers)
+    response = client.getresponse()
+    response.read()
+    return response.status in (200, 201)
 
 
 class Probe(SamplerProcess):
+    """One request at a time (GET /health, or a message send) from a process of its own."""
+
     def __init__(self, port: int, kind: str, token: str, chat_id: str) -> None:
-        super().__init__("probe", probe_process, port, kind, token, chat_id)
+        request = get_health if kind == "health" else partial(send_probe, token, chat_id)
+        super().__init__("probe", sampling_process, port, request, PROBE_MAX_S, PROBE_MAX_SAMPLES)
 
     async def run(self, during: Any) -> dict[str, Any]:
         """Sample while `during` (a coroutine) runs; its result is returned under "load"."""
