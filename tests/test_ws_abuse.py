@@ -37,6 +37,14 @@ async def closed_with(sock: Socket, timeout: float = 5) -> int | None:
     raise AssertionError("unreachable")
 
 
+async def both_online(server: Server, alice: Account, bob: Account) -> tuple[Socket, Socket]:
+    """Bob connects, then Alice: their sockets, once Bob has seen Alice come online."""
+    bob_sock = await connect(server, bob)
+    alice_sock = await connect(server, alice)
+    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    return alice_sock, bob_sock
+
+
 @pytest.fixture(scope="module")
 async def quiet(server_factory) -> Server:
     """A server whose periodic database check is too rare to matter (60 s): only the bus can close a
@@ -155,9 +163,7 @@ class QueryCounter:
 async def test_a_typing_flood_costs_no_database_work_and_is_coalesced(quiet: Server):
     api = quiet.api
     alice, bob, chat = await two_in_a_group(api)
-    bob_sock = await connect(quiet, bob)
-    alice_sock = await connect(quiet, alice)
-    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    alice_sock, bob_sock = await both_online(quiet, alice, bob)
     await alice_sock.send({"type": "ping", "request_id": "before"})
     await alice_sock.until(lambda f: f.get("request_id") == "before")
     tasks_before = len(asyncio.all_tasks())
@@ -195,9 +201,7 @@ async def test_a_typing_notice_still_waiting_when_its_message_is_sent_is_dropped
     """Coalescing holds a notice back up to half a second; it must not arrive after the message it announced."""
     api = quiet.api
     alice, bob, chat = await two_in_a_group(api)
-    bob_sock = await connect(quiet, bob)
-    alice_sock = await connect(quiet, alice)
-    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    alice_sock, bob_sock = await both_online(quiet, alice, bob)
     await alice_sock.send({"type": "typing", "chat_id": chat, "active": False})  # relayed at once
     await bob_sock.until(lambda f: f["type"] == "typing")
     await alice_sock.send({"type": "typing", "chat_id": chat, "active": True})  # waits for the next round
