@@ -31,33 +31,14 @@ benchmark could not run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from foundation import (
-    BENCH_DIR,
-    PROJECT_DIR,
-    BenchError,
-    PostgresDatabases,
-    add_database_url,
-    check_database_url,
-    log_problems,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    summarize_ms,
-    wait_healthy,
-)
+from foundation import PROJECT_DIR, BenchError, summarize_ms
+from harness import bench_parser, bench_run, parse_checked, run_main
 
 sys.path.insert(0, str(PROJECT_DIR))  # the peers and the coturn runner are the tests' own
 
@@ -70,61 +51,34 @@ MARKS = ("invited", "accepted", "offer_gathered", "answer_received", "ice_comple
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--calls", type=int, default=10, help="calls to set up, one after another")
-    parser.add_argument("--json-out", type=Path, default=None)
-    parser.add_argument("--python", default=sys.executable, help="the Python that runs `sup run`")
-    add_database_url(parser)
-    args = parser.parse_args(argv)
-    check_database_url(parser, args)
-    return args
+    return parse_checked(parser, argv)
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
     if Coturn.binary() is None:
         raise BenchError("no turnserver: apt-get install coturn")
-    database_url = args.database_url
-    problems: list[str] = []
-    warnings: list[str] = []
     secret = secrets.token_hex(32)
-    with tempfile.TemporaryDirectory(prefix="sup-bench-calls-") as tmp:
-        root = Path(tmp)
-        coturn = await Coturn(secret, root, ("--allow-loopback-peers",)).start()
-        databases = PostgresDatabases(database_url) if database_url else None
+    config = {"calls": args.calls, "turn": "coturn on 127.0.0.1 (udp), relay candidates only", "ring_timeout": "45 s"}
+    async with bench_run("calls", args, config, TOTAL_BUDGET_S) as bench:
+        coturn = await Coturn(secret, bench.tmp, ("--allow-loopback-peers",)).start()
         try:
-            url = await databases.create() if databases else None
             turn_uri = f"turn:127.0.0.1:{coturn.port}?transport=udp"
-            server = spawn_server(
-                args.python,
-                root / "data",
-                url,
-                [("SUP_CALLS_TURN_URIS", turn_uri), ("SUP_CALLS_TURN_SECRET", secret)],
-            )
+            env = [("SUP_CALLS_TURN_URIS", turn_uri), ("SUP_CALLS_TURN_SECRET", secret)]
+            server = await bench.server(env, log_per_port=False)
             try:
-                async with aiohttp.ClientSession() as session:
-                    await wait_healthy(server, session)
-                results = await _calls(server.base_url, root, args.calls)
+                results = await _calls(server.base_url, bench.tmp, args.calls)
             finally:
-                stopped = await stop_server(server)
-                problems += [f"server log: {line}" for line in log_problems(server)]
-                if not stopped["ok"]:
-                    problems.append(f"the server did not stop cleanly: {stopped}")
+                await bench.stop(server)
         finally:
             coturn.stop()
-            if databases:
-                await databases.drop_all()
     for result in results:
         if result.candidate_types != {"relay"} or set(result.selected_local_types) != {"relay"}:
-            problems.append(f"call {result.call_id} did not go through the relay: {result.selected_local_types}")
+            bench.problems.append(f"call {result.call_id} did not go through the relay: {result.selected_local_types}")
         if result.echoed != "echo: hello through the relay" or result.audio_peak < 1000:
-            problems.append(f"call {result.call_id} lost data or audio")
-    report = report_head(
-        "calls",
-        "postgres" if database_url else "sqlite",
-        software_info(args.python),
-        {"calls": args.calls, "turn": "coturn on 127.0.0.1 (udp), relay candidates only", "ring_timeout": "45 s"},
-    )
+            bench.problems.append(f"call {result.call_id} lost data or audio")
+    report = bench.report
     report["setup"] = summarize_ms([r.setup_seconds for r in results])
     report["marks"] = {name: summarize_ms([r.marks[name] for r in results]) for name in MARKS}
     report["calls"] = [
@@ -137,7 +91,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         }
         for r in results
     ]
-    return report_tail(report, problems, warnings, started)
+    return bench.finish()
 
 
 async def _calls(base_url: str, root: Path, count: int) -> list[CallResult]:
@@ -176,12 +130,7 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out: Path = args.json_out or BENCH_DIR / "reports" / f"calls-{database}.json"
-    return run_and_report(
-        "calls", asyncio.wait_for(run_benchmark(args), TOTAL_BUDGET_S), format_summary, json_out, TOTAL_BUDGET_S
-    )
+    return run_main("calls", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -402,11 +402,24 @@ def describe_process(pid: int) -> dict[str, Any]:
 # -- /health sampler (a separate process, so the client never competes with the load's loop) ---
 
 
-def health_probe_process(port: int, conn: Connection, max_seconds: float, max_samples: int) -> None:
-    """Child process: GET /health on one keep-alive connection, one at a time, until told to stop."""
+def get_health(client: http.client.HTTPConnection) -> bool:
+    """GET /health; whether it answered 200."""
+    client.request("GET", "/health")
+    response = client.getresponse()
+    response.read()
+    return response.status == 200
+
+
+def sampling_process(
+    port: int,
+    request: Callable[[http.client.HTTPConnection], bool],
+    max_seconds: float,
+    max_samples: int,
+    conn: Connection,
+) -> None:
+    """Child process: request(client) on one keep-alive connection, one at a time, until told to stop."""
     client = http.client.HTTPConnection(HOST, port, timeout=30)
-    client.request("GET", "/health")  # connect and warm up before the clock starts
-    client.getresponse().read()
+    request(client)  # connect and warm up before the clock starts
     conn.send("ready")
     if conn.recv() != "go":
         return
@@ -423,10 +436,7 @@ def health_probe_process(port: int, conn: Connection, max_seconds: float, max_sa
             break
         t0 = time.perf_counter()
         try:
-            client.request("GET", "/health")
-            response = client.getresponse()
-            response.read()
-            ok = response.status == 200
+            ok = request(client)
         except (OSError, http.client.HTTPException):
             ok = False
             client.close()
@@ -441,30 +451,36 @@ def health_probe_process(port: int, conn: Connection, max_seconds: float, max_sa
     conn.send({"samples": samples, "errors": errors, "duration_s": duration, "stopped_by": stopped_by})
 
 
-class HealthProbe:
-    """Parent side of health_probe_process."""
+class SamplerProcess:
+    """Parent side of a sampling child process: target(*args, conn) says "ready", samples after "go" until "stop"."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, what: str, target: Callable[..., None], *args: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
+        self._what = what
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=health_probe_process, args=(port, child, PROBE_MAX_S, PROBE_MAX_SAMPLES), daemon=True
-        )
+        self._proc = ctx.Process(target=target, args=(*args, child), daemon=True)
 
     def _recv(self, timeout: float) -> Any:
         if not self._conn.poll(timeout):
-            raise BenchError("the health probe process did not answer")
+            raise BenchError(f"the {self._what} process did not answer")
         return self._conn.recv()
 
     async def start(self) -> None:
         """Start the process; returns once it is connected and waiting for go()."""
         self._proc.start()
         if await asyncio.to_thread(self._recv, 30) != "ready":
-            raise BenchError("the health probe process did not start")
+            raise BenchError(f"the {self._what} process did not start")
 
     @property
     def pid(self) -> int:
         return self._proc.pid or 0
+
+
+class HealthProbe(SamplerProcess):
+    """GET /health, sampled from a process of its own."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__("health probe", sampling_process, port, get_health, PROBE_MAX_S, PROBE_MAX_SAMPLES)
 
     def go(self) -> None:
         self._conn.send("go")

@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import signal
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -38,28 +36,19 @@ from typing import Any
 import aiohttp
 import msgspec
 import phases
-from foundation import (
-    BENCH_DIR,
-    PASSWORD,
-    PostgresDatabases,
-    add_database_url,
-    check_database_url,
-    kill_server,
-    log_problems,
-    memory_mib,
-    post,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    summarize_ms,
-    wait_healthy,
+from foundation import memory_mib, summarize_ms
+from harness import (
+    bench_parser,
+    bench_run,
+    config_of,
+    create_chat,
+    parse_checked,
+    problem_lines,
+    raise_fd_limit,
+    register,
+    run_main,
 )
-from loadgen import LoadGen
-from messaging import register
-from phases import Run, measure_idle
+from phases import Run, add_client_options, idle_commands, measure_idle
 
 TOTAL_BUDGET_S = 1200.0
 MEMTRACE_DIR = Path(__file__).resolve().parent / "memtrace"
@@ -67,17 +56,9 @@ MEMTRACE_DIR = Path(__file__).resolve().parent / "memtrace"
 
 async def delivery_pair(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     """A sender and a receiver (not among the idle accounts) in a group of two."""
-    a, b = [
-        await post(session, f"{base}/api/v1/auth/register", {"username": name, "password": PASSWORD})
-        for name in ("idle_probe_sender", "idle_probe_receiver")
-    ]
-    chat = await post(
-        session,
-        f"{base}/api/v1/chats",
-        {"type": "group", "member_ids": [b["user"]["id"]], "title": "probe", "encrypted": False},
-        a["access_token"],
-    )
-    return {"sender": a["access_token"], "receiver": b["access_token"], "chat_id": chat["id"]}
+    a, b = await register(session, base, 2, prefix="idle_probe")
+    chat_id = await create_chat(session, base, a, [b], direct=False)
+    return {"sender": a["token"], "receiver": b["token"], "chat_id": chat_id}
 
 
 async def deliveries(session: aiohttp.ClientSession, base: str, pair: dict[str, Any], count: int) -> dict[str, Any]:
@@ -112,13 +93,6 @@ async def deliveries(session: aiohttp.ClientSession, base: str, pair: dict[str, 
     return {"messages": count, "lost": lost, "send_to_received": summarize_ms(latencies)}
 
 
-def raise_fd_limit() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -142,12 +116,7 @@ async def _snapshot(pid: int, path: Path) -> tracemalloc.Snapshot:
 async def traced_step(run: Run, accounts: Sequence[dict[str, str]], prefix: Path, top: int = 25) -> dict[str, Any]:
     """Where the Python memory of N idle connections goes: tracemalloc before and with them, by source line."""
     n = len(accounts)
-    workers = len(run.workers)
-    commands = {
-        i: {"op": "idle", "accounts": list(accounts[i::workers]), "opts": run.opts}
-        for i in range(workers)
-        if accounts[i::workers]
-    }
+    commands = idle_commands(run, accounts)
     before = await _snapshot(run.server.pid, Path(f"{prefix}.1"))
     rss_before = memory_mib(run.server.pid)["rss_mib"]
     held: dict[str, Any] = {}
@@ -187,86 +156,49 @@ async def traced_step(run: Run, accounts: Sequence[dict[str, str]], prefix: Path
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    database = "postgres" if args.database_url else "sqlite"
-    pg = PostgresDatabases(args.database_url) if args.database_url else None
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    report = report_head("idle", database, software_info(args.python), config)
     soft, hard = raise_fd_limit()
-    report["fd_limit"] = {"soft": soft, "hard": hard}
     if args.connections + 100 > soft:
         raise SystemExit(
             f"--connections {args.connections} needs about {args.connections + 100} open files; limit {soft}"
         )
     phases.STAGE_TIMEOUT_S = max(phases.STAGE_TIMEOUT_S, args.connections / 50)  # connecting them all takes a while
-    started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
-    server = None
-    workers: list[LoadGen] = []
-    env = [("SUP_WEBSOCKET_HEARTBEAT_SECONDS", str(args.heartbeat))]
-    if args.tracemalloc:
-        path = os.pathsep.join(p for p in (str(MEMTRACE_DIR), os.environ.get("PYTHONPATH", "")) if p)
-        env += [("PYTHONPATH", path), ("BENCH_TRACEMALLOC", str(Path(tmp_root()) / "snapshot"))]
-    with tempfile.TemporaryDirectory(prefix="sup-bench-idle-") as tmp:
-        _TMP[0] = tmp
-        try:
-            async with asyncio.timeout(TOTAL_BUDGET_S):
-                database_url = await pg.create() if pg else None
-                server = spawn_server(args.python, Path(tmp) / "data", database_url, env, log_per_port=True)
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-                    await wait_healthy(server, session)
-                    accounts = await register(session, server.base_url, args.accounts)
-                    pair = await delivery_pair(session, server.base_url)
-                    workers = [LoadGen(i) for i in range(args.workers)]
-                    await asyncio.gather(*(w.start() for w in workers))
-                    run = Run(args, server, workers)
-                    report["memory_after_setup"] = memory_mib(server.pid)
-                    if args.tracemalloc:
-                        conns = [accounts[i % len(accounts)] for i in range(args.tracemalloc)]
-                        await asyncio.sleep(1.5)
-                        report["traced"] = traced = await traced_step(run, conns, Path(tmp_root()) / "snapshot")
-                        print(f"  traced, {args.tracemalloc} connections: {traced}", flush=True)
-                    for n in args.steps:
-                        conns = [accounts[i % len(accounts)] for i in range(n)]
-                        await asyncio.sleep(1.5)
-                        probe = partial(deliveries, session, server.base_url, pair, args.deliveries)
-                        result = await measure_idle(run, conns, f"{n} idle connections", probe)
-                        report.setdefault("steps", []).append(result)
-                        delivered = result["while_idle"]
-                        print(
-                            f"  {n} idle connections: RSS {result['rss_before_mib']} -> {result['rss_idle_mib']} MiB,"
-                            f" {result['per_client_kib']} KiB each; a message to one more idle socket, send ->"
-                            f" received p50 {delivered['send_to_received'].get('p50_ms')} / p99"
-                            f" {delivered['send_to_received'].get('p99_ms')} ms, {delivered['lost']} lost",
-                            flush=True,
-                        )
-                        if delivered["lost"]:
-                            problems.append(f"{n} idle connections: {delivered['lost']} probe messages not received")
-                    problems += run.problems
-                    warnings += run.warnings
-                    stop = await stop_server(server)
-                    if not stop["ok"]:
-                        problems.append(f"server did not exit 0 within 10 s of SIGTERM: {stop}")
-        finally:
-            for w in workers:
-                await asyncio.to_thread(w.stop)
-            if server is not None:
-                kill_server(server)
-                bad = log_problems(server)
-                report["server_log_problems"] = bad[:40]
-                if bad:
-                    problems.append(f"the server logged {len(bad)} ERROR/WARNING/Traceback lines")
-            if pg:
-                await pg.drop_all()
-    return report_tail(report, problems, warnings, started)
-
-
-def tmp_root() -> str:
-    """Where the traced server's snapshots go (removed with the run's temporary directory)."""
-    return _TMP[0]
-
-
-_TMP = [""]
+    async with bench_run("idle", args, config_of(args), TOTAL_BUDGET_S, session_timeout_s=120) as bench:
+        report = bench.report
+        report["fd_limit"] = {"soft": soft, "hard": hard}
+        snapshots = bench.tmp / "snapshot"  # the traced server's, removed with the run's temporary directory
+        env = [("SUP_WEBSOCKET_HEARTBEAT_SECONDS", str(args.heartbeat))]
+        if args.tracemalloc:
+            path = os.pathsep.join(p for p in (str(MEMTRACE_DIR), os.environ.get("PYTHONPATH", "")) if p)
+            env += [("PYTHONPATH", path), ("BENCH_TRACEMALLOC", str(snapshots))]
+        server = await bench.server(env)
+        accounts = await register(bench.session, server.base_url, args.accounts)
+        pair = await delivery_pair(bench.session, server.base_url)
+        run = Run(args, server, await bench.load_generators(args.workers))
+        report["memory_after_setup"] = memory_mib(server.pid)
+        if args.tracemalloc:
+            conns = [accounts[i % len(accounts)] for i in range(args.tracemalloc)]
+            await asyncio.sleep(1.5)
+            report["traced"] = traced = await traced_step(run, conns, snapshots)
+            print(f"  traced, {args.tracemalloc} connections: {traced}", flush=True)
+        for n in args.steps:
+            conns = [accounts[i % len(accounts)] for i in range(n)]
+            await asyncio.sleep(1.5)
+            probe = partial(deliveries, bench.session, server.base_url, pair, args.deliveries)
+            result = await measure_idle(run, conns, f"{n} idle connections", probe)
+            report.setdefault("steps", []).append(result)
+            delivered = result["while_idle"]
+            print(
+                f"  {n} idle connections: RSS {result['rss_before_mib']} -> {result['rss_idle_mib']} MiB,"
+                f" {result['per_client_kib']} KiB each; a message to one more idle socket, send ->"
+                f" received p50 {delivered['send_to_received'].get('p50_ms')} / p99"
+                f" {delivered['send_to_received'].get('p99_ms')} ms, {delivered['lost']} lost",
+                flush=True,
+            )
+            if delivered["lost"]:
+                bench.problems.append(f"{n} idle connections: {delivered['lost']} probe messages not received")
+        bench.take(run)
+        await bench.stop(server)
+    return bench.finish()
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -281,16 +213,11 @@ def format_summary(report: dict[str, Any]) -> str:
             f" send -> received on one more idle socket p50 {s['while_idle']['send_to_received'].get('p50_ms')} /"
             f" p99 {s['while_idle']['send_to_received'].get('p99_ms')} ms"
         )
-    for p in report.get("problems", []):
-        lines.append(f"PROBLEM: {p}")
-    for w in report.get("warnings", []):
-        lines.append(f"WARNING: {w}")
-    return "\n".join(lines)
+    return "\n".join(lines + problem_lines(report))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    add_database_url(p)
+    p = bench_parser(__doc__)
     p.add_argument("--connections", type=int, default=19000, help="the most connections (default 19000)")
     p.add_argument("--accounts", type=int, default=100, help="users the connections are spread over (100)")
     p.add_argument("--workers", type=int, default=4, help="load-generator processes (default 4)")
@@ -305,21 +232,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " memory goes, by source line (default 0: off; then the RSS steps are of a traced server too)",
     )
     p.add_argument("--deliveries", type=int, default=200, help="messages sent to one more idle socket (200)")
-    p.add_argument("--ack-every", type=int, default=16)
-    p.add_argument("--compress", action="store_true")
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--python", default=sys.executable)
-    args = p.parse_args(argv)
-    check_database_url(p, args)
+    add_client_options(p)
+    args = parse_checked(p, argv)
     args.steps = sorted({min(1000, args.connections), args.connections})
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out = args.json_out or BENCH_DIR / "reports" / f"idle-{database}.json"
-    return run_and_report("idle", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
+    return run_main("idle", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

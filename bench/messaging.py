@@ -34,77 +34,40 @@ import argparse
 import asyncio
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 from foundation import (
-    BENCH_DIR,
-    PASSWORD,
     PostgresDatabases,
-    ServerProcess,
-    add_database_url,
-    check_database_url,
     describe_process,
-    kill_server,
-    log_problems,
     memory_mib,
-    post,
-    report_head,
-    report_tail,
-    run_and_report,
     software_info,
-    spawn_server,
-    stop_server,
-    wait_healthy,
     working_tree,
 )
-from loadgen import LoadGen
+from harness import (
+    add_server_env,
+    bench_parser,
+    bench_run,
+    create_chat,
+    database_of,
+    pair_chats,
+    parse_checked,
+    register,
+    run_main,
+)
 from messaging_report import config_info, format_summary, server_package, targets_report
-from phases import Run, measure_idle, measure_paced, measure_throughput
+from phases import Run, add_client_options, measure_idle, measure_paced, measure_throughput
 from watch import Profiler, summarize_profile
 
 TOTAL_BUDGET_S = 180.0  # the whole benchmark is cut off after this
-HTTP_CONCURRENCY = 8  # registrations / chat creations in flight (argon2 is CPU-bound anyway)
 
 # Between phases: the server stores acks at most once a second and records last-seen times of the clients
 # that left; let that finish so that it does not fall into the next phase's measurements.
 ACK_SETTLE_S = 1.5
-
-
-# -- setup over HTTP ------------------------------------------------------------------------------
-
-
-async def bounded_gather(concurrency: int, coros: Sequence[Awaitable[Any]]) -> list[Any]:
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(coro: Awaitable[Any]) -> Any:
-        async with limit:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
-
-
-async def register(session: aiohttp.ClientSession, base: str, count: int) -> list[dict[str, str]]:
-    async def one(i: int) -> dict[str, str]:
-        data = await post(session, f"{base}/api/v1/auth/register", {"username": f"mb_{i:05d}", "password": PASSWORD})
-        return {"user_id": data["user"]["id"], "device_id": data["device_id"], "token": data["access_token"]}
-
-    return await bounded_gather(HTTP_CONCURRENCY, [one(i) for i in range(count)])
-
-
-async def create_chat(
-    session: aiohttp.ClientSession, base: str, owner: dict[str, str], members: Sequence[dict[str, str]], direct: bool
-) -> str:
-    body: dict[str, Any] = {"type": "direct", "member_ids": [m["user_id"] for m in members]}
-    if not direct:
-        body.update({"type": "group", "title": "bench", "encrypted": False})
-    data = await post(session, f"{base}/api/v1/chats", body, owner["token"])
-    return data["id"]
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -136,19 +99,9 @@ async def measure(run: Run, session: aiohttp.ClientSession, pg: PostgresDatabase
     started = time.perf_counter()
     tp_accounts, dp_accounts, lat_accounts, fan_accounts = take(2 * P), take(2 * direct_pairs), take(2 * L), take(M + 1)
 
-    async def pair_chats(accs: list[dict[str, str]], direct: bool) -> list[dict[str, Any]]:
-        owners, others = accs[0::2], accs[1::2]
-        chat_ids = await bounded_gather(
-            HTTP_CONCURRENCY, [create_chat(session, base, s, [r], direct) for s, r in zip(owners, others, strict=True)]
-        )
-        return [
-            {"index": i, "sender": s, "receiver": r, "chat_id": c, "direct": direct}
-            for i, (s, r, c) in enumerate(zip(owners, others, chat_ids, strict=True))
-        ]
-
-    tp_pairs = await pair_chats(tp_accounts, False)
-    dp_pairs = await pair_chats(dp_accounts, True) if direct_pairs else []
-    lat_pairs = await pair_chats(lat_accounts, False)
+    tp_pairs = await pair_chats(session, base, tp_accounts, False)
+    dp_pairs = await pair_chats(session, base, dp_accounts, True) if direct_pairs else []
+    lat_pairs = await pair_chats(session, base, lat_accounts, False)
     fan_chat = await create_chat(session, base, fan_accounts[0], fan_accounts[1:], False)
     report["setup"]["chats"] = len(tp_pairs) + len(dp_pairs) + len(lat_pairs) + 1
     report["setup"]["chats_s"] = round(time.perf_counter() - started, 2)
@@ -213,72 +166,32 @@ async def measure(run: Run, session: aiohttp.ClientSession, pg: PostgresDatabase
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    database = "postgres" if args.database_url else "sqlite"
-    pg = PostgresDatabases(args.database_url) if args.database_url else None
-    report = report_head("messaging", database, software_info(args.python), config_info(args, database))
-    report["software"]["msgspec"] = msgspec.__version__
-    report["software"]["working_tree"] = working_tree()
-    report["software"]["server_sup_package"] = server_package(args)
-    if pg:
-        report["software"]["postgres"] = await pg.server_version()
-    bench_started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
-    servers: list[ServerProcess] = []
-    workers: list[LoadGen] = []
-    with tempfile.TemporaryDirectory(prefix="sup-bench-msg-") as tmp:
-        try:
-            async with asyncio.timeout(TOTAL_BUDGET_S):
-                database_url = await pg.create() if pg else None
-                data_dir = Path(tmp) / "data"
-                server = spawn_server(args.python, data_dir, database_url, args.server_env, log_per_port=True)
-                servers.append(server)
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-                    await wait_healthy(server, session)
-                    report["start_to_healthy_ms"] = round(server.healthy_ms or 0, 1)
-                    workers = [LoadGen(i) for i in range(args.workers)]
-                    await asyncio.gather(*(w.start() for w in workers))
-                    run = Run(args, server, workers)
-                    try:
-                        report.update(await measure(run, session, pg))
-                    finally:
-                        problems += run.problems
-                        warnings += run.warnings
-                    report["shutdown"] = await stop_server(server)
-                    if not report["shutdown"]["ok"]:
-                        problems.append(f"server did not exit 0 within 10 s of SIGTERM: {report['shutdown']}")
+    database = database_of(args)
+    software = software_info(args.python)
+    software["msgspec"] = msgspec.__version__
+    software["working_tree"] = working_tree()
+    software["server_sup_package"] = server_package(args)
+    if args.database_url:
+        software["postgres"] = await PostgresDatabases(args.database_url).server_version()
+    async with bench_run("messaging", args, config_info(args, database), TOTAL_BUDGET_S, software=software) as bench:
+        report = bench.report
+        server = await bench.server(args.server_env)
+        report["start_to_healthy_ms"] = round(server.healthy_ms or 0, 1)
+        run = Run(args, server, await bench.load_generators(args.workers))
+        report.update(await measure(run, bench.session, bench.pg))
+        bench.take(run)
+        report["shutdown"] = await bench.stop(server)
 
-                    # 4c. idle clients on a restarted server (same data): no password was hashed in this process
-                    if "idle" in args.phases and args.idle_restarted:
-                        server = spawn_server(args.python, data_dir, database_url, args.server_env, log_per_port=True)
-                        servers.append(server)
-                        await wait_healthy(server, session)
-                        again = Run(args, server, workers)
-                        try:
-                            restarted = await measure_idle(
-                                again, run.accounts[: args.idle_clients], "idle clients, restarted server"
-                            )
-                        finally:
-                            problems += again.problems
-                            warnings += again.warnings
-                        report["idle_restarted"] = restarted
-                        stop = await stop_server(server)
-                        if not stop["ok"]:
-                            problems.append(f"restarted server did not exit 0 within 10 s of SIGTERM: {stop}")
-        finally:
-            for w in workers:
-                await asyncio.to_thread(w.stop)
-            bad: list[str] = []
-            for server in servers:
-                kill_server(server)
-                bad += log_problems(server)
-            report["server_log_problems"] = bad[:40]
-            if bad:
-                problems.append(f"the server logged {len(bad)} ERROR/WARNING/Traceback lines (see server_log_problems)")
-            if pg:
-                await pg.drop_all()
+        # 4c. idle clients on a restarted server (same data): no password was hashed in this process
+        if "idle" in args.phases and args.idle_restarted:
+            server = await bench.server(args.server_env, data_dir=server.data_dir)
+            again = Run(args, server, bench.workers)
+            label = "idle clients, restarted server"
+            report["idle_restarted"] = await measure_idle(again, run.accounts[: args.idle_clients], label)
+            bench.take(again)
+            await bench.stop(server, "restarted server")
     report["targets"] = targets_report(report)
-    return report_tail(report, problems, warnings, bench_started)
+    return bench.finish()
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -292,9 +205,7 @@ def env_setting(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--json-out", type=Path, help="JSON report (default bench/reports/messaging-<database>.json)")
-    add_database_url(p)
+    p = bench_parser(__doc__, "JSON report (default bench/reports/messaging-<database>.json)")
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
     p.add_argument("--pairs", type=int, default=50, help="throughput: sender/receiver pairs (default 50)")
     p.add_argument("--messages", type=int, default=20000, help="throughput: messages in all (default 20000)")
@@ -306,8 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also run the throughput phase on direct (encrypted) chats with this many messages (default 0: off)",
     )
     p.add_argument("--max-seconds", type=float, default=45.0, help="throughput: sending stops after this (45)")
-    p.add_argument("--ack-every", type=int, default=16, help="clients acknowledge every N events (default 16)")
-    p.add_argument("--body-bytes", type=int, default=64, help="padding in each message body (default 64)")
+    add_client_options(p)
     p.add_argument("--latency-rate", type=float, default=500.0, help="latency: messages/s, paced (default 500)")
     p.add_argument("--latency-seconds", type=float, default=10.0, help="latency: duration (default 10)")
     p.add_argument("--latency-pairs", type=int, default=10, help="latency: pairs sharing the rate (default 10)")
@@ -331,7 +241,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default={"idle", "throughput", "latency", "fanout"},
         help="comma-separated subset of idle,throughput,latency,fanout (default: all)",
     )
-    p.add_argument("--compress", action="store_true", help="offer permessage-deflate, as browsers do (default off)")
     p.add_argument(
         "--profile",
         type=Path,
@@ -351,18 +260,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
         help="py-spy executable for --profile (default: on PATH, else next to this interpreter)",
     )
-    p.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        type=env_setting,
-        metavar="SUP_NAME=VALUE",
-        help="a server setting for experiments, repeatable (e.g. SUP_DATABASE_SQLITE_SYNCHRONOUS=normal); "
+    add_server_env(
+        p,
+        "a server setting for experiments, repeatable (e.g. SUP_DATABASE_SQLITE_SYNCHRONOUS=normal); "
         "the figures are then not those of the defaults",
+        env_setting,
     )
-    p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m sup run` (default: this)")
-    args = p.parse_args(argv)
-    check_database_url(p, args)
+    args = parse_checked(p, argv)
     for name in ("workers", "pairs", "messages", "window", "ack_every", "latency_pairs", "fanout_members"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -381,10 +285,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out: Path = args.json_out or BENCH_DIR / "reports" / f"messaging-{database}.json"
-    return run_and_report("messaging", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
+    return run_main("messaging", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

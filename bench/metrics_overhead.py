@@ -26,31 +26,15 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from foundation import (
-    BENCH_DIR,
-    PostgresDatabases,
-    ServerProcess,
-    cpu_seconds,
-    kill_server,
-    log_problems,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    summary_end,
-    wait_healthy,
-)
-from loadgen import LoadGen
-from messaging import ACK_SETTLE_S, HTTP_CONCURRENCY, bounded_gather, create_chat, register
+from foundation import ServerProcess, cpu_seconds, stop_server, summary_end
+from harness import bench_run, pair_chats, register, run_main
+from messaging import ACK_SETTLE_S
 from messaging import parse_args as messaging_args
 from phases import Run, measure_throughput
 
@@ -128,8 +112,6 @@ async def one_round(run: Run, pairs: list[dict[str, Any]], args: argparse.Namesp
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    database = "postgres" if args.database_url else "sqlite"
-    pg = PostgresDatabases(args.database_url) if args.database_url else None
     config = {
         "rounds": args.rounds,
         "messages_per_round": args.messages,
@@ -139,59 +121,22 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "server_env": dict(args.server_env),
     }
-    report = report_head("metrics-overhead", database, software_info(args.python), config)
-    started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
-    server: ServerProcess | None = None
-    workers: list[LoadGen] = []
-    with tempfile.TemporaryDirectory(prefix="sup-bench-metrics-") as tmp:
-        try:
-            async with asyncio.timeout(TOTAL_BUDGET_S):
-                database_url = await pg.create() if pg else None
-                server = spawn_server(args.python, Path(tmp) / "data", database_url, args.server_env)
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-                    await wait_healthy(server, session)
-                    accounts = await register(session, server.base_url, 2 * args.pairs)
-                    owners, others = accounts[0::2], accounts[1::2]
-                    chats = await bounded_gather(
-                        HTTP_CONCURRENCY,
-                        [
-                            create_chat(session, server.base_url, s, [r], False)
-                            for s, r in zip(owners, others, strict=True)
-                        ],
-                    )
-                    pairs = [
-                        {"index": i, "sender": s, "receiver": r, "chat_id": c, "direct": False}
-                        for i, (s, r, c) in enumerate(zip(owners, others, chats, strict=True))
-                    ]
-                    report["idle_scrape"] = await scrape_cost(session, server, SCRAPE_COST_COUNT)
-                    workers = [LoadGen(i) for i in range(args.workers)]
-                    await asyncio.gather(*(w.start() for w in workers))
-                    run = Run(args, server, workers)
-                    rounds = []
-                    try:
-                        for i in range(args.rounds):
-                            for scrape in (False, True):
-                                await asyncio.sleep(ACK_SETTLE_S)
-                                tag = f"r{i + 1}-{'on' if scrape else 'off'}"
-                                rounds.append({"round": i + 1, **await one_round(run, pairs, args, tag, scrape)})
-                    finally:
-                        problems += run.problems
-                        warnings += run.warnings
-                    report["rounds"] = rounds
-                    report["shutdown"] = await stop_server(server)
-        finally:
-            for w in workers:
-                await asyncio.to_thread(w.stop)
-            if server is not None:
-                kill_server(server)
-                bad = log_problems(server)
-                report["server_log_problems"] = bad[:40]
-                if bad:
-                    problems.append(f"the server logged {len(bad)} ERROR/WARNING/Traceback lines")
-            if pg:
-                await pg.drop_all()
+    async with bench_run("metrics-overhead", args, config, TOTAL_BUDGET_S) as bench:
+        report = bench.report
+        server = await bench.server(args.server_env, log_per_port=False)
+        accounts = await register(bench.session, server.base_url, 2 * args.pairs)
+        pairs = await pair_chats(bench.session, server.base_url, accounts, direct=False)
+        report["idle_scrape"] = await scrape_cost(bench.session, server, SCRAPE_COST_COUNT)
+        run = Run(args, server, await bench.load_generators(args.workers))
+        rounds = []
+        for i in range(args.rounds):
+            for scrape in (False, True):
+                await asyncio.sleep(ACK_SETTLE_S)
+                tag = f"r{i + 1}-{'on' if scrape else 'off'}"
+                rounds.append({"round": i + 1, **await one_round(run, pairs, args, tag, scrape)})
+        bench.take(run)
+        report["rounds"] = rounds
+        report["shutdown"] = await stop_server(server)
     rounds = report.get("rounds", [])
     for key in ("msgs_per_s", "server_cpu_ms_per_msg"):
         for scraping, name in ((False, "off"), (True, "on")):
@@ -202,7 +147,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     on = [r["msgs_per_s"] for r in rounds if r["scraping"] and r["msgs_per_s"]]
     if off and on:
         report["overhead_pct"] = round((1 - statistics.median(on) / statistics.median(off)) * 100, 1)
-    return report_tail(report, problems, warnings, started)
+    return bench.finish()
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -251,10 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out: Path = args.json_out or BENCH_DIR / "reports" / f"metrics-overhead-{database}.json"
-    return run_and_report("metrics-overhead", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
+    return run_main("metrics-overhead", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

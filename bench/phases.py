@@ -40,6 +40,23 @@ def mb(kib: float) -> float:
     return round(kib * 1024 / 1e6, 1)
 
 
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    """The load generators' client options, which Run.opts and the phases read."""
+    p.add_argument("--ack-every", type=int, default=16, help="clients acknowledge every N events (default 16)")
+    p.add_argument("--body-bytes", type=int, default=64, help="padding in each message body (default 64)")
+    p.add_argument("--compress", action="store_true", help="offer permessage-deflate, as browsers do (default off)")
+
+
+def idle_commands(run: Run, accounts: Sequence[dict[str, str]]) -> dict[int, dict[str, Any]]:
+    """Each load generator's share of the accounts, to hold open and idle."""
+    workers = len(run.workers)
+    return {
+        i: {"op": "idle", "accounts": list(accounts[i::workers]), "opts": run.opts}
+        for i in range(workers)
+        if accounts[i::workers]
+    }
+
+
 # -- one phase on the load generators -----------------------------------------------------------
 
 
@@ -168,12 +185,7 @@ async def measure_idle(
 ) -> dict[str, Any]:
     """N idle authenticated clients; RSS after idle_seconds (then `while_idle`, if given, still among them)."""
     n = len(accounts)
-    workers = len(run.workers)
-    commands = {
-        i: {"op": "idle", "accounts": list(accounts[i::workers]), "opts": run.opts}
-        for i in range(workers)
-        if accounts[i::workers]
-    }
+    commands = idle_commands(run, accounts)
     before = memory_mib(run.server.pid)
 
     async def hold() -> dict[str, Any]:

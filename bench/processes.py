@@ -29,160 +29,119 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-from foundation import (
-    BENCH_DIR,
-    PostgresDatabases,
-    ServerProcess,
-    add_database_url,
-    kill_server,
-    log_problems,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    wait_healthy,
+from foundation import BENCH_DIR, PostgresDatabases, software_info
+from harness import (
+    HTTP_CONCURRENCY,
+    Bench,
+    add_server_env,
+    bench_parser,
+    bench_run,
+    bounded_gather,
+    config_of,
+    create_chat,
+    parse_checked,
+    problem_lines,
+    register,
+    run_main,
 )
-from loadgen import LoadGen
-from messaging import bounded_gather, create_chat, register
-from phases import WS_PATH, Run, measure_throughput
+from phases import WS_PATH, Run, add_client_options, measure_throughput
 
 TOTAL_BUDGET_S = 900.0
-HTTP_CONCURRENCY = 8
 
 
-async def one_count(args: argparse.Namespace, pg: PostgresDatabases, n: int, tmp: Path) -> dict[str, Any]:
+async def one_count(bench: Bench, n: int) -> dict[str, Any]:
     """Start n servers on a fresh database, run the throughput phase across them, stop them."""
-    database_url = await pg.create()
-    data_dir = tmp / f"data-{n}"
+    args = bench.args
+    database_url = await bench.pg.create()
+    data_dir = bench.tmp / f"data-{n}"
     env = [("SUP_BUS_URL", args.redis_url), *args.server_env]
-    servers: list[ServerProcess] = []
-    workers: list[LoadGen] = []
     report: dict[str, Any] = {"processes": n}
-    problems: list[str] = []
-    warnings: list[str] = []
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            # The first one alone: it migrates the database and writes the data dir's secrets.
-            servers.append(spawn_server(args.python, data_dir, database_url, env, log_per_port=True))
-            await wait_healthy(servers[0], session)
-            for _ in range(n - 1):
-                servers.append(spawn_server(args.python, data_dir, database_url, env, log_per_port=True))
-            await asyncio.gather(*(wait_healthy(s, session) for s in servers[1:]))
-            base = servers[0].base_url
-            accounts = await register(session, base, 2 * args.pairs)
-            senders, receivers = accounts[0::2], accounts[1::2]
-            urls = [f"ws://127.0.0.1:{s.port}{WS_PATH}" for s in servers]
-            for j in range(args.pairs):
-                senders[j]["url"] = urls[j % n]
-                receivers[j]["url"] = urls[(j + 1) % n]
-            chats = []
-            for g in range(args.chats):
-                members = [a for j in range(g, args.pairs, args.chats) for a in (senders[j], receivers[j])]
-                chats.append((members[0], members[1:]))
-            chat_ids = await bounded_gather(
-                HTTP_CONCURRENCY, [create_chat(session, base, owner, rest, False) for owner, rest in chats]
-            )
-            pairs = [
-                {
-                    "index": j,
-                    "sender": senders[j],
-                    "receiver": receivers[j],
-                    "chat_id": chat_ids[j % args.chats],
-                    "direct": False,
-                }
-                for j in range(args.pairs)
-            ]
-            workers = [LoadGen(i) for i in range(args.workers)]
-            await asyncio.gather(*(w.start() for w in workers))
-            run = Run(args, servers[0], workers)
-            await asyncio.sleep(1.5)  # let the setup's writes and acks settle
-            # Every server counts as "sup server" in the CPU figures (the phase's CpuWatch sums by label).
+        # The first one alone: it migrates the database and writes the data dir's secrets.
+        servers = [await bench.server(env, data_dir, database_url=database_url)]
+        servers += await asyncio.gather(*(bench.server(env, data_dir, database_url=database_url) for _ in range(n - 1)))
+        base = servers[0].base_url
+        accounts = await register(bench.session, base, 2 * args.pairs)
+        senders, receivers = accounts[0::2], accounts[1::2]
+        urls = [f"ws://127.0.0.1:{s.port}{WS_PATH}" for s in servers]
+        for j in range(args.pairs):
+            senders[j]["url"] = urls[j % n]
+            receivers[j]["url"] = urls[(j + 1) % n]
+        chats = []
+        for g in range(args.chats):
+            members = [a for j in range(g, args.pairs, args.chats) for a in (senders[j], receivers[j])]
+            chats.append((members[0], members[1:]))
+        chat_ids = await bounded_gather(
+            HTTP_CONCURRENCY, [create_chat(bench.session, base, owner, rest, False) for owner, rest in chats]
+        )
+        pairs = [
+            {
+                "index": j,
+                "sender": senders[j],
+                "receiver": receivers[j],
+                "chat_id": chat_ids[j % args.chats],
+                "direct": False,
+            }
+            for j in range(args.pairs)
+        ]
+        run = Run(args, servers[0], await bench.load_generators(args.workers))
+        await asyncio.sleep(1.5)  # let the setup's writes and acks settle
+        # Every server counts as "sup server" in the CPU figures (the phase's CpuWatch sums by label).
+        run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
+        original_phase = run.phase
+
+        async def phase_with_all_servers(*a: Any, **kw: Any) -> Any:
             run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
-            original_phase = run.phase
+            return await original_phase(*a, **kw)
 
-            async def phase_with_all_servers(*a: Any, **kw: Any) -> Any:
-                run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
-                return await original_phase(*a, **kw)
-
-            run.phase = phase_with_all_servers  # type: ignore[method-assign]
-            tp = await measure_throughput(run, pairs, args.messages, f"n{n}")
-            problems += run.problems
-            warnings += run.warnings
-            cpu = tp["cpu"]
-            servers_cpu = cpu["cpu_s_by_process"].get("sup server", cpu["server_cpu_s"])
-            postgres_cpu = cpu["postgres_pct_of_one_cpu"] * cpu["elapsed_s"] / 100
-            complete = tp["complete"]
-            report.update(
-                {
-                    "msgs_per_s": tp["msgs_per_s"],
-                    "steady_msgs_per_s": tp["steady_msgs_per_s"],
-                    "complete": complete,
-                    "lost": tp["lost"],
-                    "refused": tp["refused"],
-                    "send_to_receive_ms": tp["send_to_receive"],
-                    "servers_cpu_s": servers_cpu,
-                    "servers_cpu_ms_per_msg": round(servers_cpu * 1000 / complete, 3) if complete else None,
-                    "postgres_cpu_ms_per_msg": round(postgres_cpu * 1000 / complete, 3) if complete else None,
-                    "other_cpu_pct_of_host": cpu["other_cpu_pct_of_host"],
-                    "streams": tp["streams"],
-                    "throughput": tp,
-                }
-            )
-            for s in servers:
-                stop = await stop_server(s)
-                if not stop["ok"]:
-                    problems.append(f"{n} processes: server {s.port} did not exit 0 within 10 s of SIGTERM: {stop}")
-    finally:
-        for w in workers:
-            await asyncio.to_thread(w.stop)
-        bad: list[str] = []
+        run.phase = phase_with_all_servers  # type: ignore[method-assign]
+        tp = await measure_throughput(run, pairs, args.messages, f"n{n}")
+        bench.take(run)
+        cpu = tp["cpu"]
+        servers_cpu = cpu["cpu_s_by_process"].get("sup server", cpu["server_cpu_s"])
+        postgres_cpu = cpu["postgres_pct_of_one_cpu"] * cpu["elapsed_s"] / 100
+        complete = tp["complete"]
+        report.update(
+            {
+                "msgs_per_s": tp["msgs_per_s"],
+                "steady_msgs_per_s": tp["steady_msgs_per_s"],
+                "complete": complete,
+                "lost": tp["lost"],
+                "refused": tp["refused"],
+                "send_to_receive_ms": tp["send_to_receive"],
+                "servers_cpu_s": servers_cpu,
+                "servers_cpu_ms_per_msg": round(servers_cpu * 1000 / complete, 3) if complete else None,
+                "postgres_cpu_ms_per_msg": round(postgres_cpu * 1000 / complete, 3) if complete else None,
+                "other_cpu_pct_of_host": cpu["other_cpu_pct_of_host"],
+                "streams": tp["streams"],
+                "throughput": tp,
+            }
+        )
         for s in servers:
-            kill_server(s)
-            bad += log_problems(s)
-        report["server_log_problems"] = bad[:40]
-        if bad:
-            problems.append(f"{n} processes: the servers logged {len(bad)} ERROR/WARNING/Traceback lines")
-        await pg.drop(database_url)
-    report["problems"] = problems
-    report["warnings"] = warnings
+            await bench.stop(s, f"{n} processes: server {s.port}")
+    finally:
+        report["server_log_problems"] = await bench.close(f"{n} processes: the servers")
+        await bench.pg.drop(database_url)
     return report
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    pg = PostgresDatabases(args.database_url)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "server_env"}
-    report = report_head("processes", "postgres", software_info(args.python), config)
-    report["software"]["postgres"] = await pg.server_version()
-    started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
-    results = []
-    with tempfile.TemporaryDirectory(prefix="sup-bench-proc-") as tmp:
-        try:
-            async with asyncio.timeout(TOTAL_BUDGET_S):
-                for n in args.counts:
-                    result = await one_count(args, pg, n, Path(tmp))
-                    problems += result.pop("problems")
-                    warnings += result.pop("warnings")
-                    results.append(result)
-        finally:
-            await pg.drop_all()
-    report["runs"] = results
+    software = software_info(args.python)
+    software["postgres"] = await PostgresDatabases(args.database_url).server_version()
+    config = config_of(args, leave_out=("server_env",))
+    async with bench_run("processes", args, config, TOTAL_BUDGET_S, software=software) as bench:
+        results = bench.report["runs"] = []
+        for n in args.counts:
+            results.append(await one_count(bench, n))
     one = next((r for r in results if r["processes"] == 1), None)
     if one and one.get("servers_cpu_ms_per_msg"):
         for r in results:
             if r.get("servers_cpu_ms_per_msg"):
                 r["cpu_per_msg_vs_one_process"] = round(r["servers_cpu_ms_per_msg"] / one["servers_cpu_ms_per_msg"], 2)
-    return report_tail(report, problems, warnings, started)
+    return bench.finish()
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -199,16 +158,11 @@ def format_summary(report: dict[str, Any]) -> str:
             f" {s.get('duplicates')}, chat seq out of order {s.get('chat_seq_disorder')};"
             f" other load {r.get('other_cpu_pct_of_host')}% of the host"
         )
-    for p in report.get("problems", []):
-        lines.append(f"PROBLEM: {p}")
-    for w in report.get("warnings", []):
-        lines.append(f"WARNING: {w}")
-    return "\n".join(lines)
+    return "\n".join(lines + problem_lines(report))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    add_database_url(p)
+    p = bench_parser(__doc__)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the bus (default redis://127.0.0.1:6379/0)")
     p.add_argument("--counts", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4])
     p.add_argument("--pairs", type=int, default=40, help="sender/receiver pairs (default 40)")
@@ -217,13 +171,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
     p.add_argument("--window", type=int, default=8, help="sends awaiting message.sent per sender (default 8)")
     p.add_argument("--max-seconds", type=float, default=40.0, help="sending stops after this, per count (40)")
-    p.add_argument("--ack-every", type=int, default=16)
-    p.add_argument("--body-bytes", type=int, default=64)
-    p.add_argument("--compress", action="store_true")
-    p.add_argument("--server-env", action="append", default=[], type=lambda t: tuple(t.split("=", 1)))
-    p.add_argument("--json-out", type=Path, default=BENCH_DIR / "reports" / "processes.json")
-    p.add_argument("--python", default=sys.executable)
-    args = p.parse_args(argv)
+    add_client_options(p)
+    add_server_env(p, "a server setting, repeatable")
+    args = parse_checked(p, argv)
+    args.json_out = args.json_out or BENCH_DIR / "reports" / "processes.json"
     if not args.database_url:
         p.error("--database-url postgresql://... is required: several processes share one Postgres")
     if args.pairs < args.chats or args.chats < 1:
@@ -232,8 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_and_report("processes", run_benchmark(args), format_summary, args.json_out, TOTAL_BUDGET_S)
+    return run_main("processes", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

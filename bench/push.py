@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,27 +34,16 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from foundation import (
-    PROJECT_DIR,
-    BenchError,
-    PostgresDatabases,
-    cpu_seconds,
-    kill_server,
-    log_problems,
-    report_head,
-    report_tail,
-    software_info,
-    spawn_server,
-    stop_server,
-    summarize_ms,
-    wait_healthy,
-)
+from foundation import BENCH_DIR, PROJECT_DIR, cpu_seconds, post, summarize_ms
+from harness import bench_run
 
 sys.path.insert(0, str(PROJECT_DIR))
 
 import http_ece
 
 from tests.pushendpoint import Device as Browser  # the project's root is on the path now
+
+BUDGET_S = 900.0
 
 
 class PushService:
@@ -87,32 +75,12 @@ class PushService:
         return web.Response(status=201)
 
 
-async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any = None, token: str = "") -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with session.request(method, url, json=body, headers=headers) as resp:
-        data = await resp.json(content_type=None)
-        if resp.status >= 300:
-            raise BenchError(f"{method} {url}: {resp.status} {data}")
-        return data
-
-
 async def register(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     name = f"p_{secrets.token_hex(6)}"
-    return await call(
-        session, "POST", f"{base}/api/v1/auth/register", {"username": name, "password": "push bench pw 1"}
-    )
+    return await post(session, f"{base}/api/v1/auth/register", {"username": name, "password": "push bench pw 1"})
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
-    postgres = PostgresDatabases(args.database_url) if args.database_url else None
-    database_url = await postgres.create() if postgres else None
-    database = "postgres" if postgres else "sqlite"
-    service = PushService()
-    await service.start()
-    tmp = Path(tempfile.mkdtemp(prefix="sup-bench-push-"))
     env = [
         ("SUP_PUSH_ALLOW_HTTP", "true"),
         ("SUP_PUSH_ALLOW_HOSTS", "127.0.0.1"),
@@ -121,14 +89,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if args.coalesce_seconds is not None:
         env.append(("SUP_PUSH_COALESCE_SECONDS", str(args.coalesce_seconds)))
-    server = spawn_server(args.python, tmp / "data", database_url, env)
+    config = {
+        "devices": args.devices,
+        "messages": args.messages,
+        "coalesce_seconds": args.coalesce_seconds if args.coalesce_seconds is not None else "default (0.5)",
+        "server_env": dict(env),
+    }
     latencies: list[float] = []
     per_message: list[dict[str, Any]] = []
     browsers: dict[str, Browser] = {}
+    service = PushService()
+    await service.start()
     try:
-        connector = aiohttp.TCPConnector(limit=64)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            await wait_healthy(server, session)
+        async with bench_run("push", args, config, BUDGET_S, session_timeout_s=300) as bench:
+            problems, warnings, session = bench.problems, bench.warnings, bench.session
+            server = await bench.server(env, log_per_port=False)
             base = server.base_url
             setup_started = time.perf_counter()
             sender = await register(session, base)
@@ -139,19 +114,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     account = await register(session, base)
                     browser = Browser(f"d{i}", f"{service.origin}/push/d{i}")
                     browsers[browser.name] = browser
-                    await call(
-                        session,
-                        "POST",
-                        f"{base}/api/v1/push/subscriptions",
-                        browser.subscription(),
-                        account["access_token"],
+                    await post(
+                        session, f"{base}/api/v1/push/subscriptions", browser.subscription(), account["access_token"]
                     )
                     return account["user"]["id"]
 
             member_ids = await asyncio.gather(*(device(i) for i in range(args.devices)))
-            chat = await call(
+            chat = await post(
                 session,
-                "POST",
                 f"{base}/api/v1/chats",
                 {"type": "group", "member_ids": member_ids, "title": "push bench", "encrypted": False},
                 sender["access_token"],
@@ -163,9 +133,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 service.arrivals.clear()
                 service.expected = args.devices
                 service.done.clear()
-                sent = await call(
+                sent = await post(
                     session,
-                    "POST",
                     f"{base}/api/v1/messages",
                     {"chat_id": chat["id"], "client_id": str(uuid.uuid4()), "body": f"bench message {n}"},
                     sender["access_token"],
@@ -203,24 +172,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if message != {"type": "new", "kind": "message", "chat_id": chat["id"]} or b"bench" in plain:
                     problems.append(f"push to {name} holds {plain!r}")
                 checked += 1
-        stopped = await stop_server(server)
-        problems += log_problems(server)
+            stopped = await bench.stop(server)
     finally:
-        kill_server(server)
         await service.close()
-        if postgres:
-            await postgres.drop_all()
-    report = report_head(
-        "push",
-        database,
-        software_info(args.python),
-        {
-            "devices": args.devices,
-            "messages": args.messages,
-            "coalesce_seconds": args.coalesce_seconds if args.coalesce_seconds is not None else "default (0.5)",
-            "server_env": dict(env),
-        },
-    )
+    report = bench.report
     report["setup_s"] = round(setup_s, 1)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]  # other work on the machine
     report["commit_to_push_received"] = summarize_ms(latencies)
@@ -234,7 +189,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "note": "the server process's CPU during the messages (sends, marking, encryption, HTTP), from /proc",
     }
     report["shutdown"] = stopped
-    return report_tail(report, problems, warnings, started)
+    return bench.finish()
 
 
 def main() -> None:
@@ -251,7 +206,7 @@ def main() -> None:
     out = (
         Path(args.json_out)
         if args.json_out
-        else (PROJECT_DIR / "bench" / "reports" / f"push-{report['database']}-{time.strftime('%Y%m%dT%H%M%S')}.json")
+        else (BENCH_DIR / "reports" / f"push-{report['database']}-{time.strftime('%Y%m%dT%H%M%S')}.json")
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

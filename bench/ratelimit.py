@@ -25,20 +25,21 @@ from typing import Any
 import aiohttp
 from foundation import (
     BENCH_DIR,
-    BenchError,
     client_session,
     report_head,
     report_tail,
+    run_and_report,
     software_info,
     spawn_server,
     stop_server,
     summarize_ms,
-    usernames,
     wait_healthy,
 )
+from harness import register
 
 HIGH = "100000000"  # a budget no run reaches: every request counted, none refused
 WARM_UP_S = 1.0
+BUDGET_S = 300.0
 
 
 def settings(redis_url: str) -> dict[str, dict[str, str]]:
@@ -73,13 +74,7 @@ async def measure(name: str, env: dict[str, str], args: argparse.Namespace, work
     try:
         async with client_session(args.clients) as session:
             await wait_healthy(server, session)
-            tokens = []
-            for username in usernames(args.clients):
-                body = {"username": username, "password": "correct horse battery"}
-                async with session.post(f"{server.base_url}/api/v1/auth/register", json=body) as response:
-                    if response.status != 201:
-                        raise BenchError(f"{name}: register answered {response.status}")
-                    tokens.append((await response.json())["access_token"])
+            tokens = [a["token"] for a in await register(session, server.base_url, args.clients, prefix="bench_user")]
             start = time.perf_counter() + WARM_UP_S
             until = start + args.seconds
             url = f"{server.base_url}/api/v1/users/me"
@@ -133,18 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--json-out", type=Path, default=BENCH_DIR / "reports" / "ratelimit.json")
     args = p.parse_args(argv)
-    try:
-        report = asyncio.run(run(args))
-    except BenchError as exc:
-        print(f"ratelimit benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    print(summary(report))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    import json
-
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON report: {args.json_out}")
-    return 0 if report["ok"] else 1
+    return run_and_report("ratelimit", asyncio.wait_for(run(args), BUDGET_S), summary, args.json_out, BUDGET_S)
 
 
 if __name__ == "__main__":

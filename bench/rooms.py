@@ -20,12 +20,9 @@ Usage (from the project root):
 from __future__ import annotations
 
 import argparse
-import asyncio
-import resource
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,38 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from foundation import (
-    BENCH_DIR,
-    PostgresDatabases,
-    add_database_url,
-    check_database_url,
-    cpu_seconds,
-    kill_server,
-    log_problems,
-    post,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    summarize_ms,
-    wait_healthy,
+from foundation import cpu_seconds, post, summarize_ms
+from harness import (
+    bench_parser,
+    bench_run,
+    config_of,
+    create_chat,
+    parse_checked,
+    problem_lines,
+    raise_fd_limit,
+    register,
+    run_main,
 )
-from loadgen import LoadGen
-from messaging import create_chat, register
-from phases import Run, measure_paced
+from phases import Run, add_client_options, measure_paced
 from watch import Profiler, summarize_profile
 
 TOTAL_BUDGET_S = 900.0
-
-
-def raise_fd_limit() -> int:
-    """As many open files as allowed (inherited by the server and load generators): 1,000 sockets each."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def add_offline_members(database_url: str | None, data_dir: Path, chat_id: str, count: int) -> None:
@@ -172,72 +153,44 @@ async def channel_costs(args: argparse.Namespace, server: Any, session: aiohttp.
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    database = "postgres" if args.database_url else "sqlite"
-    pg = PostgresDatabases(args.database_url) if args.database_url else None
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    report = report_head("rooms", database, software_info(args.python), config)
-    report["fd_limit"] = raise_fd_limit()
-    started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
-    server = None
-    workers: list[LoadGen] = []
-    with tempfile.TemporaryDirectory(prefix="sup-bench-rooms-") as tmp:
-        try:
-            async with asyncio.timeout(TOTAL_BUDGET_S):
-                database_url = await pg.create() if pg else None
-                server = spawn_server(args.python, Path(tmp) / "data", database_url, log_per_port=True)
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-                    await wait_healthy(server, session)
-                    t = time.perf_counter()
-                    accounts = await register(session, server.base_url, args.group_members + 1)
-                    report["register_s"] = round(time.perf_counter() - t, 1)
-                    owner, members = accounts[0], accounts[1:]
-                    group = await create_chat(session, server.base_url, owner, members, False)
-                    workers = [LoadGen(0)]
-                    await workers[0].start()
-                    run = Run(args, server, workers)
-                    fan = await measure_paced(
-                        run,
-                        "group fan-out",
-                        [{"sender": owner, "chat_id": group, "receivers": members}],
-                        args.group_rate,
-                        args.group_messages / args.group_rate,
-                        "room",
-                    )
-                    problems += run.problems
-                    warnings += run.warnings
-                    last = fan["send_to_last_receiver"]
-                    span_s = args.group_messages / args.group_rate + last.get("mean_ms", 0) / 1000
-                    report["group"] = {
-                        "members_online": len(members),
-                        "messages": args.group_messages,
-                        "rate_per_s": args.group_rate,
-                        "deliveries": fan["received"],
-                        "deliveries_per_s_offered_window": round(fan["received"] / span_s, 1) if span_s else None,
-                        "send_to_each_member": fan["send_to_receive"],
-                        "send_to_last_member": last,
-                        "server_cpu_ms_per_delivery": round(fan["cpu"]["server_cpu_s"] * 1000 / fan["received"], 3)
-                        if fan["received"]
-                        else None,
-                        "cpu": fan["cpu"],
-                    }
-                    report["channels"] = await channel_costs(args, server, session, owner)
-                    stop = await stop_server(server)
-                    if not stop["ok"]:
-                        problems.append(f"server did not exit 0 within 10 s of SIGTERM: {stop}")
-        finally:
-            for w in workers:
-                await asyncio.to_thread(w.stop)
-            if server is not None:
-                kill_server(server)
-                bad = log_problems(server)
-                report["server_log_problems"] = bad[:40]
-                if bad:
-                    problems.append(f"the server logged {len(bad)} ERROR/WARNING/Traceback lines")
-            if pg:
-                await pg.drop_all()
-    return report_tail(report, problems, warnings, started)
+    fd_limit = raise_fd_limit()[0]  # 1,000 sockets in the load generator and in the server
+    async with bench_run("rooms", args, config_of(args), TOTAL_BUDGET_S, session_timeout_s=120) as bench:
+        report = bench.report
+        report["fd_limit"] = fd_limit
+        server = await bench.server()
+        t = time.perf_counter()
+        accounts = await register(bench.session, server.base_url, args.group_members + 1)
+        report["register_s"] = round(time.perf_counter() - t, 1)
+        owner, members = accounts[0], accounts[1:]
+        group = await create_chat(bench.session, server.base_url, owner, members, False)
+        run = Run(args, server, await bench.load_generators(1))
+        fan = await measure_paced(
+            run,
+            "group fan-out",
+            [{"sender": owner, "chat_id": group, "receivers": members}],
+            args.group_rate,
+            args.group_messages / args.group_rate,
+            "room",
+        )
+        bench.take(run)
+        last = fan["send_to_last_receiver"]
+        span_s = args.group_messages / args.group_rate + last.get("mean_ms", 0) / 1000
+        report["group"] = {
+            "members_online": len(members),
+            "messages": args.group_messages,
+            "rate_per_s": args.group_rate,
+            "deliveries": fan["received"],
+            "deliveries_per_s_offered_window": round(fan["received"] / span_s, 1) if span_s else None,
+            "send_to_each_member": fan["send_to_receive"],
+            "send_to_last_member": last,
+            "server_cpu_ms_per_delivery": round(fan["cpu"]["server_cpu_s"] * 1000 / fan["received"], 3)
+            if fan["received"]
+            else None,
+            "cpu": fan["cpu"],
+        }
+        report["channels"] = await channel_costs(args, server, bench.session, owner)
+        await bench.stop(server)
+    return bench.finish()
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -260,41 +213,28 @@ def format_summary(report: dict[str, Any]) -> str:
                 f" / p99 {x['send_to_201']['p99_ms']} ms, server CPU {x['server_cpu_ms_per_send']} ms per send"
             )
         lines.append(f"  big channel / small channel, sender's p50: x{c['big_vs_small_p50']}")
-    for p in report.get("problems", []):
-        lines.append(f"PROBLEM: {p}")
-    for w in report.get("warnings", []):
-        lines.append(f"WARNING: {w}")
-    return "\n".join(lines)
+    return "\n".join(lines + problem_lines(report))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    add_database_url(p)
+    p = bench_parser(__doc__)
     p.add_argument("--group-members", type=int, default=1000, help="online members besides the sender (1000)")
     p.add_argument("--group-messages", type=int, default=20, help="messages sent into the group (20)")
     p.add_argument("--group-rate", type=float, default=2.0, help="group messages per second (2)")
     p.add_argument("--small-channel", type=int, default=100, help="members of the small channel (100)")
     p.add_argument("--big-channel", type=int, default=10000, help="members of the big channel (10000)")
     p.add_argument("--channel-messages", type=int, default=30, help="measured sends into each channel (30)")
-    p.add_argument("--ack-every", type=int, default=16)
-    p.add_argument("--body-bytes", type=int, default=64)
-    p.add_argument("--compress", action="store_true")
+    add_client_options(p)
     p.add_argument("--profile", type=Path, help="py-spy the server while sending to the big channel; raw stacks here")
     p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")))
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--python", default=sys.executable)
-    args = p.parse_args(argv)
-    check_database_url(p, args)
+    args = parse_checked(p, argv)
     if not 1 <= args.group_members <= 1000:
         p.error("--group-members is 1 to 1000 (the most a group takes at its creation)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out = args.json_out or BENCH_DIR / "reports" / f"rooms-{database}.json"
-    return run_and_report("rooms", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
+    return run_main("rooms", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

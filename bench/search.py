@@ -39,7 +39,6 @@ import hashlib
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -49,7 +48,6 @@ from typing import Any
 
 import aiohttp
 from foundation import (
-    BENCH_DIR,
     OTHER_LOAD_WARN_PCT,
     PASSWORD,
     PROJECT_DIR,
@@ -57,22 +55,15 @@ from foundation import (
     CpuWatch,
     PostgresDatabases,
     ServerProcess,
-    add_database_url,
-    check_database_url,
     format_latency,
-    kill_server,
     log_problems,
     post,
-    report_head,
-    report_tail,
-    run_and_report,
     software_info,
-    spawn_server,
     stop_server,
     summarize_ms,
     summary_end,
-    wait_healthy,
 )
+from harness import bench_parser, bench_run, config_of, database_of, parse_checked, run_main
 
 sys.path.insert(0, str(PROJECT_DIR))  # the project's own modules, as the server runs them
 from sup.db import migrations
@@ -430,102 +421,89 @@ async def rebuild(url: str) -> dict[str, Any]:
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    database = "postgres" if args.database_url else "sqlite"
-    pg = PostgresDatabases(args.database_url) if args.database_url else None
-    config = {k: v for k, v in vars(args).items() if k not in ("json_out", "database_url")}
+    database = database_of(args)
+    config = config_of(args, leave_out=("json_out", "database_url"))
     config["kinds"] = KINDS
-    report = report_head("search", database, software_info(args.python), config)
-    if pg:
-        report["software"]["postgres"] = await pg.server_version()
-    report["software"]["sqlite"] = sqlite3.sqlite_version
-    started = time.perf_counter()
-    problems: list[str] = []
-    warnings: list[str] = []
+    software = software_info(args.python)
+    if args.database_url:
+        software["postgres"] = await PostgresDatabases(args.database_url).server_version()
+    software["sqlite"] = sqlite3.sqlite_version
     rng = random.Random(args.seed)
-    running: list[ServerProcess] = []
-    with tempfile.TemporaryDirectory(prefix="sup-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        url = await pg.create() if pg else f"sqlite:///{data_dir / 'sup.db'}"
+    async with bench_run("search", args, config, TOTAL_BUDGET_S, session_timeout_s=300, software=software) as bench:
+        report, problems, warnings, session, pg = bench.report, bench.problems, bench.warnings, bench.session, bench.pg
+        data_dir = bench.tmp / "data"
+        if pg:
+            bench.database_url = await pg.create()
+        url = bench.database_url or f"sqlite:///{data_dir / 'sup.db'}"
         try:
-            async with asyncio.timeout(TOTAL_BUDGET_S), aiohttp.ClientSession() as session:
 
-                async def start() -> ServerProcess:
-                    server = spawn_server(args.python, data_dir, url if pg else None, log_per_port=True)
-                    running.append(server)
-                    await wait_healthy(server, session)
-                    return server
+            async def stop(server: ServerProcess, what: str) -> None:
+                result = await stop_server(server)
+                bench.servers.remove(server)  # its log is read here, per phase
+                if not result["ok"]:
+                    problems.append(f"{what}: the server did not stop cleanly: {result}")
+                problems.extend(f"{what}: server log: {line}" for line in log_problems(server))
 
-                async def stop(server: ServerProcess, what: str) -> None:
-                    result = await stop_server(server)
-                    running.remove(server)
-                    if not result["ok"]:
-                        problems.append(f"{what}: the server did not stop cleanly: {result}")
-                    problems.extend(f"{what}: server log: {line}" for line in log_problems(server))
+            print("setup over HTTP", flush=True)
+            server = await bench.server()
+            scene = await setup(session, server.base_url, args, rng)
+            for channel_id in scene["channels"]:  # one real message each, sent as clients do
+                await post(
+                    session,
+                    f"{server.base_url}/api/v1/messages",
+                    {"chat_id": channel_id, "client_id": str(uuid.uuid4()), "body": "welcome"},
+                    scene["owner"]["token"],
+                )
+            await stop(server, "setup")
 
-                print("setup over HTTP", flush=True)
-                server = await start()
-                scene = await setup(session, server.base_url, args, rng)
-                for channel_id in scene["channels"]:  # one real message each, sent as clients do
-                    await post(
-                        session,
-                        f"{server.base_url}/api/v1/messages",
-                        {"chat_id": channel_id, "client_id": str(uuid.uuid4()), "body": "welcome"},
-                        scene["owner"]["token"],
-                    )
-                await stop(server, "setup")
+            print(f"loading {args.messages:,} messages straight into {database}", flush=True)
+            words = vocabulary(args.vocabulary, rng)
+            batches = message_rows(scene, args, words, rng)
+            load_started = time.perf_counter()
+            if pg:
+                loaded = await load_postgres(url, batches, scene)
+            else:
+                loaded = await asyncio.to_thread(load_sqlite, data_dir / "sup.db", batches, scene)
+            load_s = time.perf_counter() - load_started
+            report["load"] = {
+                "messages": loaded,
+                "seconds": round(load_s, 1),
+                "messages_per_s": round(loaded / load_s),
+                "channels": len(scene["channels"]),
+                "searcher_in_channels": len(scene["mine"]),
+                "vocabulary": len(words),
+            }
+            sizes = await postgres_sizes(url) if pg else await asyncio.to_thread(sqlite_sizes, data_dir / "sup.db")
+            report["index_size"] = {
+                **sizes,
+                "index_mib": round(sizes["index_bytes"] / 2**20, 1),
+                "index_bytes_per_message": round(sizes["index_bytes"] / loaded, 1),
+            }
 
-                print(f"loading {args.messages:,} messages straight into {database}", flush=True)
-                words = vocabulary(args.vocabulary, rng)
-                batches = message_rows(scene, args, words, rng)
-                load_started = time.perf_counter()
-                if pg:
-                    loaded = await load_postgres(url, batches, scene)
-                else:
-                    loaded = await asyncio.to_thread(load_sqlite, data_dir / "sup.db", batches, scene)
-                load_s = time.perf_counter() - load_started
-                report["load"] = {
-                    "messages": loaded,
-                    "seconds": round(load_s, 1),
-                    "messages_per_s": round(loaded / load_s),
-                    "channels": len(scene["channels"]),
-                    "searcher_in_channels": len(scene["mine"]),
-                    "vocabulary": len(words),
-                }
-                sizes = await postgres_sizes(url) if pg else await asyncio.to_thread(sqlite_sizes, data_dir / "sup.db")
-                report["index_size"] = {
-                    **sizes,
-                    "index_mib": round(sizes["index_bytes"] / 2**20, 1),
-                    "index_bytes_per_message": round(sizes["index_bytes"] / loaded, 1),
-                }
+            print(f"searching: {args.queries} queries after {args.warmup} to warm up", flush=True)
+            server = await bench.server()
+            queries = query_mix(args.warmup + args.queries, words, scene["samples"], rng)
+            searcher = Searcher(session, server.base_url, scene["searcher"])
+            watch = CpuWatch(server.pid, {})
+            report["search_messages"] = await run_queries(searcher, queries, args.warmup)
+            cpu = report["search_messages"]["cpu"] = watch.result()
+            if cpu["other_cpu_pct_of_host"] > OTHER_LOAD_WARN_PCT:
+                warnings.append(
+                    f"searching: {cpu['other_cpu_pct_of_host']}% of the host's CPU went to processes that are "
+                    "not this benchmark; its latencies are higher than on a quiet host"
+                )
+            if set(report["search_messages"]["statuses"]) != {200}:
+                problems.append(f"searches that did not answer 200: {report['search_messages']['statuses']}")
+            await stop(server, "search")
 
-                print(f"searching: {args.queries} queries after {args.warmup} to warm up", flush=True)
-                server = await start()
-                queries = query_mix(args.warmup + args.queries, words, scene["samples"], rng)
-                searcher = Searcher(session, server.base_url, scene["searcher"])
-                watch = CpuWatch(server.pid, {})
-                report["search_messages"] = await run_queries(searcher, queries, args.warmup)
-                cpu = report["search_messages"]["cpu"] = watch.result()
-                if cpu["other_cpu_pct_of_host"] > OTHER_LOAD_WARN_PCT:
-                    warnings.append(
-                        f"searching: {cpu['other_cpu_pct_of_host']}% of the host's CPU went to processes that are "
-                        "not this benchmark; its latencies are higher than on a quiet host"
-                    )
-                if set(report["search_messages"]["statuses"]) != {200}:
-                    problems.append(f"searches that did not answer 200: {report['search_messages']['statuses']}")
-                await stop(server, "search")
-
-                if not args.no_rebuild:
-                    print("rebuilding the search index as an upgrade would", flush=True)
-                    report["rebuild"] = await rebuild(url)
+            if not args.no_rebuild:
+                print("rebuilding the search index as an upgrade would", flush=True)
+                report["rebuild"] = await rebuild(url)
         finally:
-            for server in running:
-                kill_server(server)
             if pg and args.keep_database:
                 print(f"kept the database: {url}")
                 pg.created.clear()
-            if pg:
-                await pg.drop_all()
-    return report_tail(report, problems, warnings, started)
+    return bench.finish()
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -562,9 +540,7 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--json-out", type=Path, help="JSON report (default bench/reports/search-<database>.json)")
-    add_database_url(p)
+    p = bench_parser(__doc__, "JSON report (default bench/reports/search-<database>.json)")
     p.add_argument("--messages", type=int, default=1_000_000, help="channel messages loaded (default 1,000,000)")
     p.add_argument("--channels", type=int, default=200, help="public channels (default 200)")
     p.add_argument("--users", type=int, default=20, help="users, each in some channels (default 20)")
@@ -575,19 +551,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="random seed: the same seed loads the same text")
     p.add_argument("--no-rebuild", action="store_true", help="skip timing the migration on the loaded database")
     p.add_argument("--keep-database", action="store_true", help="Postgres: keep the loaded database (to study it)")
-    p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m sup run` (default: this)")
-    args = p.parse_args(argv)
-    check_database_url(p, args)
+    args = parse_checked(p, argv)
     if min(args.messages, args.channels, args.queries) < 1 or args.users < 2:
         p.error("--messages, --channels and --queries must be positive, --users at least 2")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    database = "postgres" if args.database_url else "sqlite"
-    json_out: Path = args.json_out or BENCH_DIR / "reports" / f"search-{database}.json"
-    return run_and_report("search", run_benchmark(args), format_summary, json_out, TOTAL_BUDGET_S)
+    return run_main("search", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -28,27 +28,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from foundation import (
-    BENCH_DIR,
-    PASSWORD,
-    BenchError,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    summarize_ms,
-    wait_healthy,
-)
+from foundation import BENCH_DIR, PASSWORD, BenchError, post, summarize_ms
+from harness import bench_run, run_main
 
 CHROMIUM = "/usr/bin/chromium"
 BUDGET_S = 900.0
@@ -124,72 +111,60 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=10_000, help="messages in the device's store (default 10000)")
     p.add_argument("--vocabulary", type=int, default=5_000, help="distinct words (default 5000)")
     p.add_argument("--queries", type=int, default=40, help="searches of each kind (default 40)")
-    p.add_argument("--json-out", type=Path, help="JSON report (default bench/reports/web-search.json)")
+    p.add_argument("--json-out", type=Path, default=BENCH_DIR / "reports" / "web-search.json", help="JSON report")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m sup run` (default: this)")
     return p.parse_args(argv)
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
     config = {"messages": args.messages, "vocabulary": args.vocabulary, "queries_per_kind": args.queries}
-    report = report_head("web-search", "sqlite", software_info(args.python), config)
-    problems: list[str] = []
     if not await asyncio.to_thread(Path(CHROMIUM).exists):
         raise BenchError(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.async_api import async_playwright
 
-    with tempfile.TemporaryDirectory(prefix="sup-bench-web-search-") as tmp:
-        server = spawn_server(args.python, Path(tmp) / "data", None)
-        try:
-            async with aiohttp.ClientSession() as session:
-                await wait_healthy(server, session)
-                base = f"http://127.0.0.1:{server.port}"
-                friend = f"b{uuid.uuid4().hex[:10]}"
-                async with session.post(
-                    f"{base}/api/v1/auth/register", json={"username": friend, "password": PASSWORD}
-                ) as r:
-                    if r.status != 201:
-                        raise BenchError(f"could not register: {r.status} {await r.text()}")
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
-                page = await (await browser.new_context()).new_page()
-                await page.goto(f"{base}/signup")
-                await page.get_by_label("Username").fill(f"a{uuid.uuid4().hex[:10]}")
-                await page.get_by_label("Password").fill(PASSWORD)
-                await page.get_by_role("button", name="Sign up").click()
-                await page.wait_for_function("() => window.supApp?.get().connection === 'online'", timeout=60_000)
-                chat_id = await page.evaluate("async (u) => (await window.supApp.act('createDirect', u)).id", friend)
-                t0 = time.perf_counter()
-                await page.evaluate(FILL, [chat_id, args.messages, args.vocabulary, 42])
-                report["fill_s"] = round(time.perf_counter() - t0, 2)
-                report["index_all"] = await page.evaluate(INDEX_ALL, [chat_id])
-                if report["index_all"]["indexed"] != args.messages:
-                    problems.append(f"indexed {report['index_all']['indexed']} of {args.messages} messages")
-                kinds = {
-                    "rare word": [f"w{args.vocabulary - 1 - i}" for i in range(args.queries)],
-                    "common word": [f"w{i % 5}" for i in range(args.queries)],
-                    "two words": [f"w{i % 7} w{20 + i}" for i in range(args.queries)],
-                    "prefix": [f"w{10 + i % 90}" for i in range(args.queries)],  # w1x.. also finds w10x, ...
-                }
-                report["queries"] = {}
-                for kind, queries in kinds.items():
-                    times, found = [], []
-                    for q in queries:
-                        answer = await page.evaluate(SEARCH, [q])
-                        times.append(answer["ms"] / 1000)
-                        found.append(answer["found"])
-                    report["queries"][kind] = {**summarize_ms(times), "found_mean": round(sum(found) / len(found), 1)}
-                    if kind == "common word" and not all(found):
-                        problems.append("a common word found nothing")
-                one_more = FILL.replace('"bench-" + String(i)', '"bench-new-" + String(i)')
-                await page.evaluate(one_more, [chat_id, 1, args.vocabulary, 7])
-                report["one_new_message"] = await page.evaluate(ONE_CHAT, [chat_id])
-                await browser.close()
-        finally:
-            result = await stop_server(server)
-            if not result["ok"]:
-                problems.append(f"the server did not stop cleanly: {result}")
-    return report_tail(report, problems, [], started)
+    async with bench_run("web-search", args, config, BUDGET_S) as bench:
+        report, problems = bench.report, bench.problems
+        server = await bench.server(log_per_port=False)
+        base = server.base_url
+        friend = f"b{uuid.uuid4().hex[:10]}"
+        await post(bench.session, f"{base}/api/v1/auth/register", {"username": friend, "password": PASSWORD})
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
+            page = await (await browser.new_context()).new_page()
+            await page.goto(f"{base}/signup")
+            await page.get_by_label("Username").fill(f"a{uuid.uuid4().hex[:10]}")
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign up").click()
+            await page.wait_for_function("() => window.supApp?.get().connection === 'online'", timeout=60_000)
+            chat_id = await page.evaluate("async (u) => (await window.supApp.act('createDirect', u)).id", friend)
+            t0 = time.perf_counter()
+            await page.evaluate(FILL, [chat_id, args.messages, args.vocabulary, 42])
+            report["fill_s"] = round(time.perf_counter() - t0, 2)
+            report["index_all"] = await page.evaluate(INDEX_ALL, [chat_id])
+            if report["index_all"]["indexed"] != args.messages:
+                problems.append(f"indexed {report['index_all']['indexed']} of {args.messages} messages")
+            kinds = {
+                "rare word": [f"w{args.vocabulary - 1 - i}" for i in range(args.queries)],
+                "common word": [f"w{i % 5}" for i in range(args.queries)],
+                "two words": [f"w{i % 7} w{20 + i}" for i in range(args.queries)],
+                "prefix": [f"w{10 + i % 90}" for i in range(args.queries)],  # w1x.. also finds w10x, ...
+            }
+            report["queries"] = {}
+            for kind, queries in kinds.items():
+                times, found = [], []
+                for q in queries:
+                    answer = await page.evaluate(SEARCH, [q])
+                    times.append(answer["ms"] / 1000)
+                    found.append(answer["found"])
+                report["queries"][kind] = {**summarize_ms(times), "found_mean": round(sum(found) / len(found), 1)}
+                if kind == "common word" and not all(found):
+                    problems.append("a common word found nothing")
+            one_more = FILL.replace('"bench-" + String(i)', '"bench-new-" + String(i)')
+            await page.evaluate(one_more, [chat_id, 1, args.vocabulary, 7])
+            report["one_new_message"] = await page.evaluate(ONE_CHAT, [chat_id])
+            await browser.close()
+        await bench.stop(server)
+    return bench.finish()
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -213,10 +188,7 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    json_out: Path = args.json_out or BENCH_DIR / "reports" / "web-search.json"
-    benchmark = asyncio.wait_for(run_benchmark(args), BUDGET_S)
-    return run_and_report("web-search", benchmark, format_summary, json_out, BUDGET_S)
+    return run_main("web-search", parse_args(argv), run_benchmark, format_summary, BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import sys
 import tempfile
 import time
@@ -26,11 +24,11 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+from foundation import spawn_server, stop_server, wait_healthy
+from harness import create_chat, register
 
-LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
-_DRAINS: set[asyncio.Task[None]] = set()
 
 
 def rss_kib(pid: int) -> int:
@@ -40,72 +38,27 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def start_server(data_dir: str, server_src: str | None) -> tuple[asyncio.subprocess.Process, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUP_")}
-    env.update({"SUP_DATA_DIR": data_dir, "SUP_RATELIMIT_ENABLED": "false", "SUP_LOGGING_ACCESS_LOG": "false"})
-    if server_src:
-        env["PYTHONPATH"] = server_src
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sup",
-        "run",
-        "--port",
-        "0",
-        env=env,
-        cwd=data_dir,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-        if not line:
-            raise RuntimeError("sup run exited early")
-        if match := LISTENING.search(line):
-            task = asyncio.create_task(_drain(proc))  # a full pipe would block the server
-            _DRAINS.add(task)
-            task.add_done_callback(_DRAINS.discard)
-            return proc, match.group(1)
-
-
-async def _drain(proc: asyncio.subprocess.Process) -> None:
-    while await proc.stderr.readline():
-        pass
-
-
-async def register(session: aiohttp.ClientSession, url: str) -> dict:
-    body = {"username": f"b_{uuid.uuid4().hex[:12]}", "password": "correct horse battery"}
-    async with session.post(url + "/api/v1/auth/register", json=body) as reply:
-        assert reply.status == 201, await reply.text()
-        return await reply.json()
-
-
 async def run(connections: int, server_src: str | None) -> dict:
-    with tempfile.TemporaryDirectory(prefix="sup-bench-deflate-") as data_dir:
-        proc, url = await start_server(data_dir, server_src)
+    env = [("SUP_LOGGING_ACCESS_LOG", "false"), *([("PYTHONPATH", server_src)] if server_src else [])]
+    with tempfile.TemporaryDirectory(prefix="sup-bench-deflate-") as tmp:
+        server = spawn_server(sys.executable, Path(tmp) / "data", None, env)
+        url = server.base_url
         try:
             # No connector limit: aiohttp allows 100 connections per session, and each socket holds one.
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-                users = [await register(session, url) for _ in range(10)]
-                owner = users[0]
-                headers = {"Authorization": f"Bearer {owner['access_token']}"}
-                body = {
-                    "type": "group",
-                    "title": "bench",
-                    "encrypted": False,
-                    "member_ids": [u["user"]["id"] for u in users[1:]],
-                }
-                async with session.post(url + "/api/v1/chats", json=body, headers=headers) as reply:
-                    chat = (await reply.json())["id"]
+                await wait_healthy(server, session)
+                users = await register(session, url, 10, prefix="deflate")
+                chat = await create_chat(session, url, users[0], users[1:], direct=False)
+                headers = {"Authorization": f"Bearer {users[0]['token']}"}
                 await asyncio.sleep(2)
-                before = rss_kib(proc.pid)
+                before = rss_kib(server.pid)
                 sockets = []
                 negotiated = 0
                 for i in range(connections):
                     user = users[i % len(users)]
                     ws = await session.ws_connect(url + "/api/v1/ws", compress=15, heartbeat=None)  # as a browser
                     negotiated += bool(ws.compress)
-                    await ws.send_json({"type": "authenticate", "token": user["access_token"]})
+                    await ws.send_json({"type": "authenticate", "token": user["token"]})
                     ready = await ws.receive_json(timeout=10)
                     assert ready["type"] == "ready", ready
                     sockets.append(ws)
@@ -126,12 +79,11 @@ async def run(connections: int, server_src: str | None) -> dict:
                         frame = await ws.receive_json(timeout=30)
                         seen += frame["type"] in ("pong", "message.new")
                 await asyncio.sleep(2)
-                after = rss_kib(proc.pid)
+                after = rss_kib(server.pid)
                 for ws in sockets:
                     await ws.close()
         finally:
-            proc.terminate()
-            await proc.wait()
+            await stop_server(server)
     return {
         "benchmark": "ws_deflate",
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -521,6 +521,12 @@ class Socket:
         await self.ws.close()
 
 
+async def connect(server: Server, account: Account | dict, **kw: Any) -> Socket:
+    """A socket of an account (or of a login's answer) on this server, authenticated and ready."""
+    token = account.access_token if isinstance(account, Account) else account["access_token"]
+    return await Socket.connect(server.url, server.api.session, token, **kw)
+
+
 async def plain_group(api: Api, owner: Account, *members: Account, title: str = "group") -> str:
     """An unencrypted group (messages carry plaintext bodies): the chat id."""
     reply = await api.post(
@@ -530,6 +536,12 @@ async def plain_group(api: Api, owner: Account, *members: Account, title: str = 
     )
     assert reply.status == 201, reply.body
     return reply.body["id"]
+
+
+async def two_in_a_group(api: Api) -> tuple[Account, Account, str]:
+    """Two new accounts in an unencrypted group the first one made: (alice, bob, the chat id)."""
+    alice, bob = await api.register(), await api.register()
+    return alice, bob, await plain_group(api, alice, bob)
 
 
 async def send(api: Api, who: Account, chat_id: str, client_id: str | None = None, **fields: Any) -> Reply:

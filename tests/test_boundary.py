@@ -14,7 +14,7 @@ import pytest
 from sup.http.api import ADMIN_PATHS
 from sup.http.routes import API, ROUTES
 from sup.ids import uuid7
-from tests.conftest import Api, Server, plain_group, say
+from tests.conftest import Api, Server, plain_group, say, two_in_a_group
 from tests.test_admin import make_admin
 from tests.test_bad_input import assert_problem
 
@@ -82,16 +82,14 @@ async def test_a_chat_cursor_with_a_strange_number_is_422(api: Api, activity: st
 @pytest.mark.parametrize("name", ["before", "after", "limit"])
 @pytest.mark.parametrize("value", [*TOO_BIG, *NOT_ASCII_DIGITS])
 async def test_history_bounds_that_the_database_cannot_hold_are_422(api: Api, name: str, value: str):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     reply = await api.get(f"/api/v1/messages/chat/{chat}", params={name: value}, token=alice.access_token)
     assert_problem(reply, 422, "validation_failed")
     assert reply.body["field"] == name
 
 
 async def test_the_largest_cursor_the_database_holds_is_fine(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     await say(api, alice, chat, "one")
     largest = str(2**63 - 1)
     before = await api.get(f"/api/v1/messages/chat/{chat}", params={"before": largest}, token=alice.access_token)
@@ -104,8 +102,7 @@ async def test_the_largest_cursor_the_database_holds_is_fine(api: Api):
 
 @pytest.mark.parametrize("value", [2**63, 2**64, 10**30])
 async def test_body_integers_past_what_the_database_holds_are_422(api: Api, value: int):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     read = await api.post(f"/api/v1/messages/chat/{chat}/read", json={"seq": value}, token=alice.access_token)
     assert_problem(read, 422, "validation_failed")
     upload = await api.post("/api/v1/media/uploads", json={"size": value}, token=alice.access_token)

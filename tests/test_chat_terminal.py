@@ -80,6 +80,14 @@ async def register_in_terminal(server_url: str, tmp_path: Path, peer: str, *extr
     return session, name
 
 
+async def bob_and_a_terminal(server_url: str, tmp_path: Path) -> tuple[Client, str, Session, str]:
+    """Bob on the SDK, and a new user in the terminal in a direct chat with him: (bob, his name, session, its name)."""
+    bob_name = new_username()
+    bob = await Client.register(server_url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
+    session, name = await register_in_terminal(server_url, tmp_path, bob_name)
+    return bob, bob_name, session, name
+
+
 async def next_text(client: Client, within: float = 10.0) -> ReceivedMessage:
     """The next ReceivedMessage, skipping notices."""
     while True:
@@ -92,9 +100,7 @@ async def next_text(client: Client, within: float = 10.0) -> ReceivedMessage:
 
 
 async def test_direct_chats_groups_replies_edits_deletions_and_files(server: Server, tmp_path: Path):
-    bob_name = new_username()
-    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
-    session, alice_name = await register_in_terminal(server.url, tmp_path, bob_name)
+    bob, bob_name, session, alice_name = await bob_and_a_terminal(server.url, tmp_path)
     try:
         session.type("hello bob")
         first = await next_text(bob)
@@ -165,9 +171,7 @@ async def test_direct_chats_groups_replies_edits_deletions_and_files(server: Ser
 
 
 async def test_control_characters_from_others_are_not_printed(server: Server, tmp_path: Path):
-    bob_name = new_username()
-    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
-    session, _ = await register_in_terminal(server.url, tmp_path, bob_name)
+    bob, _, session, _ = await bob_and_a_terminal(server.url, tmp_path)
     try:
         session.type("hi")
         chat_id = (await next_text(bob)).chat_id
@@ -183,9 +187,7 @@ async def test_control_characters_from_others_are_not_printed(server: Server, tm
 
 
 async def test_a_new_device_is_shown_with_its_name_and_my_own_is_not_a_safety_number(server: Server, tmp_path: Path):
-    bob_name = new_username()
-    bob = await Client.register(server.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
-    session, alice_name = await register_in_terminal(server.url, tmp_path, bob_name)
+    bob, bob_name, session, alice_name = await bob_and_a_terminal(server.url, tmp_path)
     tablet = laptop = None
     try:
         session.type("hi")
@@ -348,9 +350,7 @@ async def restartable(database_url: str, tmp_path: Path) -> AsyncIterator[Restar
 async def test_lines_typed_while_the_server_is_down_are_sent_in_order_when_it_is_back(
     restartable: Restartable, tmp_path: Path
 ):
-    bob_name = new_username()
-    bob = await Client.register(restartable.url, str(tmp_path / "bob.db"), bob_name, PASSWORD)
-    session, alice_name = await register_in_terminal(restartable.url, tmp_path, bob_name)
+    bob, bob_name, session, alice_name = await bob_and_a_terminal(restartable.url, tmp_path)
     store = str(tmp_path / f"{alice_name}.db")
     try:
         session.type("one")

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Api, Server, Socket, plain_group, require_redis, say
+from tests.conftest import Api, Server, Socket, plain_group, require_redis, say, two_in_a_group
 from tests.processes import Running, sup_env
 
 SECRET = "delivery-tests-shared-secret-0123456789"
@@ -56,8 +56,7 @@ async def test_kill_9_mid_stream_loses_nothing_acknowledged(database_url: str, t
     server = await Running.start(env)
     async with aiohttp.ClientSession() as session:
         api = Api(server.url, session)
-        alice, bob = await api.register(), await api.register()
-        chat = await plain_group(api, alice, bob)
+        alice, bob, chat = await two_in_a_group(api)
         receiver = await Socket.connect(server.url, session, bob.access_token)
         await receiver.events(1, "chat.created")
         sender = await Socket.connect(server.url, session, alice.access_token)
@@ -241,8 +240,7 @@ class DropResponses:
 
 async def test_a_lost_response_and_a_retry_make_one_message(server: Server):
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     proxy = DropResponses(int(server.url.rsplit(":", 1)[1]))
     port = await proxy.start()
     client_id = str(uuid.uuid4())

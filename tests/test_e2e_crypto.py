@@ -69,6 +69,12 @@ class Peer:
         return await self.device.decrypt(*sender.address, envelope)
 
 
+def assert_nothing_kept(alice: Peer, bob: Peer) -> None:
+    """What a refused bundle of bob's must leave on alice's device: no session with him, no identity of his."""
+    assert not alice.device.has_session(*bob.address)
+    assert alice.device.peer_identity(*bob.address) is None
+
+
 # ---- identity and prekeys ------------------------------------------------------------------------------
 
 
@@ -168,8 +174,7 @@ async def test_forged_signed_prekey_is_a_bad_bundle() -> None:
     ):
         with pytest.raises(BadBundle):
             await alice.device.encrypt(*bob.address, b"x", bad)
-    assert not alice.device.has_session(*bob.address)
-    assert alice.device.peer_identity(*bob.address) is None
+    assert_nothing_kept(alice, bob)
 
 
 async def test_one_time_prekey_is_used_once() -> None:
@@ -729,8 +734,7 @@ async def test_small_order_keys_in_a_bundle_are_refused() -> None:
     for bundle in bad:
         with pytest.raises(BadBundle):
             await alice.device.encrypt(*bob.address, b"x", bundle)
-    assert not alice.device.has_session(*bob.address)
-    assert alice.device.peer_identity(*bob.address) is None
+    assert_nothing_kept(alice, bob)
     assert await bob.receive(alice, await alice.device.encrypt(*bob.address, b"ok", good)) == b"ok"
 
 
@@ -747,8 +751,7 @@ async def test_an_identity_key_with_a_small_order_component_is_a_bad_bundle() ->
     )
     with pytest.raises(BadBundle, match="small-order component"):
         await alice.device.encrypt(*bob.address, b"x", forged)
-    assert not alice.device.has_session(*bob.address)
-    assert alice.device.peer_identity(*bob.address) is None
+    assert_nothing_kept(alice, bob)
     assert await bob.receive(alice, await alice.device.encrypt(*bob.address, b"ok", good)) == b"ok"
 
 

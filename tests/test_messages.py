@@ -8,13 +8,12 @@ import base64
 import os
 import uuid
 
-from tests.conftest import Api, Server, plain_group, png_bytes, say
+from tests.conftest import Api, Server, plain_group, png_bytes, say, two_in_a_group
 from tests.packs import new_pack
 
 
 async def test_send_returns_id_seq_and_client_id(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     first = await say(api, alice, chat, "hello", client_id="c-1")
     assert first.status == 201
     assert {"id", "chat_id", "client_id", "seq"} <= set(first.body)
@@ -25,8 +24,7 @@ async def test_send_returns_id_seq_and_client_id(api: Api):
 
 async def test_same_client_id_is_the_same_message(server: Server):
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     first = await say(api, alice, chat, "once", client_id="dup")
     again = await say(api, alice, chat, "once", client_id="dup")
     assert again.status == 200 and again.body["id"] == first.body["id"] and again.body["seq"] == first.body["seq"]
@@ -51,8 +49,7 @@ async def test_100_concurrent_senders_get_seqs_1_to_n(server: Server):
 
 async def test_retry_storm_stores_one_message(server: Server):
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     replies = await asyncio.gather(*[say(api, alice, chat, "storm", client_id="storm-1") for _ in range(20)])
     assert {r.body["id"] for r in replies} == {replies[0].body["id"]}
     assert sorted(r.status for r in replies) == [200] * 19 + [201]
@@ -60,8 +57,7 @@ async def test_retry_storm_stores_one_message(server: Server):
 
 
 async def test_history_pages_both_ways(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     for i in range(7):
         await say(api, alice, chat, f"m{i}")
     path = f"/api/v1/messages/chat/{chat}"
@@ -80,8 +76,7 @@ async def test_history_pages_both_ways(api: Api):
 
 
 async def test_reply_forward_edit(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     other = await plain_group(api, bob, alice, title="other")
     original = (await say(api, alice, chat, "original")).body
     reply = await api.post(
@@ -119,8 +114,7 @@ async def test_reply_forward_edit(api: Api):
 
 
 async def test_delete_for_me_and_for_everyone(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     a = (await say(api, alice, chat, "secret")).body
     b = (await say(api, alice, chat, "keep")).body
     assert (
@@ -159,8 +153,7 @@ async def test_reactions_count_and_mine(api: Api):
 
 
 async def test_pins(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     msg = (await say(api, alice, chat, "pin me")).body
     assert (await api.post(f"/api/v1/messages/{msg['id']}/pin", token=bob.access_token)).status == 403
     assert (await api.post(f"/api/v1/messages/{msg['id']}/pin", token=alice.access_token)).status == 204
@@ -171,8 +164,7 @@ async def test_pins(api: Api):
 
 
 async def test_read_receipts_and_unread_counts(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     for i in range(4):
         await say(api, alice, chat, f"m{i}")
     await say(api, bob, chat, "my own does not count")
@@ -204,8 +196,7 @@ async def test_channels_broadcast_plaintext_and_only_posters_post(api: Api):
 
 
 async def test_message_kinds(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     media = (await api.upload(alice, png_bytes(), filename="cat.png")).body["id"]
     sticker_id = (await new_pack(api, bob, "👍"))["stickers"][0]["id"]  # anyone's published pack
     draft_sticker = (await new_pack(api, alice, "👎", publish=False))["stickers"][0]["id"]
@@ -336,8 +327,7 @@ async def test_encrypted_group_takes_one_sender_key_ciphertext(api: Api):
 
 
 async def test_plaintext_chats_refuse_ciphertext(api: Api):
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     reply = await api.post(
         "/api/v1/messages",
         json={"chat_id": chat, "client_id": "x", "ciphertext": b64(b"abc")},

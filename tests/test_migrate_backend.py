@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from sup.db import migrations
-from tests.conftest import Api, plain_group, say
+from tests.conftest import Api, say, two_in_a_group
 from tests.processes import Running, sup, sup_env
 from tests.s3server import ACCESS_KEY, SECRET_KEY
 
@@ -59,8 +59,7 @@ async def test_a_live_install_moves_to_postgres_and_s3_without_losing_anything(t
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as session:
         api = Api(running.url, session)
-        alice, bob = await api.register(), await api.register()
-        chat = await plain_group(api, alice, bob)
+        alice, bob, chat = await two_in_a_group(api)
 
         async def upload() -> None:
             data = os.urandom(30_000)

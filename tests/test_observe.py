@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sup.observe.logs import REQUEST_ID, JsonFormatter, RequestIdFilter
-from tests.conftest import IN_CI, Server, Socket, plain_group, say
+from tests.conftest import IN_CI, Server, Socket, say, two_in_a_group
 from tests.processes import Running, sup_env
 
 TOKEN = "metrics-token-0123456789"
@@ -52,8 +52,7 @@ def value(found, name: str, **labels: str) -> float:
 
 async def test_metrics_count_what_the_server_does(observed: Server):
     api = observed.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await Socket.connect(observed.url, api.session, bob.access_token)
     await sock.events(1, "chat.created")
     for i in range(3):

@@ -23,6 +23,8 @@ from tests.conftest import Account, Api, Server, ServerFactory, Socket, plain_gr
 from tests.pushendpoint import PushEndpoint
 
 SECRET = "p" * 40
+# What an operator sets to let the server push to this machine's test endpoint, over plain http.
+LOOPBACK_PUSH = {"SUP_SECRET_KEY": SECRET, "SUP_PUSH_ALLOW_HTTP": "true", "SUP_PUSH_ALLOW_HOSTS": "127.0.0.1"}
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,7 @@ async def endpoint() -> AsyncIterator[PushEndpoint]:
 async def push_server(server_factory: ServerFactory) -> Server:
     """A server whose operator allows the loopback push endpoint (and plain http) for these tests."""
     return await server_factory(
-        SUP_SECRET_KEY=SECRET,
-        SUP_PUSH_ALLOW_HTTP="true",
-        SUP_PUSH_ALLOW_HOSTS="127.0.0.1",
+        **LOOPBACK_PUSH,
         SUP_PUSH_COALESCE_SECONDS="1.0",
         SUP_PUSH_RETRY_BASE_SECONDS="0.05",
         SUP_PUSH_CONTACT="mailto:ops@example.org",
@@ -146,12 +146,7 @@ async def test_a_socket_on_another_process_counts(
     sent through the other (its socket is known across processes, per device)."""
     if database_url.startswith("sqlite"):
         pytest.skip("several processes share a database on Postgres")
-    settings = {
-        "SUP_SECRET_KEY": SECRET,
-        "SUP_BUS_URL": await require_redis(),
-        "SUP_PUSH_ALLOW_HTTP": "true",
-        "SUP_PUSH_ALLOW_HOSTS": "127.0.0.1",
-    }
+    settings = {**LOOPBACK_PUSH, "SUP_BUS_URL": await require_redis()}
     first, second = await server_factory(**settings), await server_factory(**settings)
     alice = await first.api.register()
     carol = await first.api.register()
@@ -175,12 +170,7 @@ async def test_a_socket_on_another_process_counts(
 
 async def test_a_burst_is_one_push(server_factory: ServerFactory, endpoint: PushEndpoint) -> None:
     # A wide window, so that however slow the machine the five sends fall in it; then the clock jumps past it.
-    server = await server_factory(
-        SUP_SECRET_KEY=SECRET,
-        SUP_PUSH_ALLOW_HTTP="true",
-        SUP_PUSH_ALLOW_HOSTS="127.0.0.1",
-        SUP_PUSH_COALESCE_SECONDS="60",
-    )
+    server = await server_factory(**LOOPBACK_PUSH, SUP_PUSH_COALESCE_SECONDS="60")
     api = server.api
     alice, bob = await api.register(), await api.register()
     browser = endpoint.device()
@@ -227,9 +217,7 @@ async def test_a_push_service_that_keeps_failing_is_given_up(
     server_factory: ServerFactory, endpoint: PushEndpoint
 ) -> None:
     server = await server_factory(
-        SUP_SECRET_KEY=SECRET,
-        SUP_PUSH_ALLOW_HTTP="true",
-        SUP_PUSH_ALLOW_HOSTS="127.0.0.0/8",
+        **(LOOPBACK_PUSH | {"SUP_PUSH_ALLOW_HOSTS": "127.0.0.0/8"}),
         SUP_PUSH_COALESCE_SECONDS="0",
         SUP_PUSH_RETRY_BASE_SECONDS="0.05",
         SUP_PUSH_MAX_ATTEMPTS="3",

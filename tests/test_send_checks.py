@@ -15,7 +15,7 @@ from sup.db.batching import Guard, WriteBatcher
 from sup.domain.messages import MAX_RECIPIENTS, Outgoing
 from sup.errors import Code, DomainError
 from sup.transport.services import SERVICES
-from tests.conftest import Api, Server, Socket, plain_group
+from tests.conftest import Api, Server, Socket, two_in_a_group
 
 
 async def _history(api: Api, token: str, chat_id: str) -> list[dict]:
@@ -27,8 +27,7 @@ async def _history(api: Api, token: str, chat_id: str) -> list[dict]:
 @pytest.mark.parametrize("use_msgpack", [False, True], ids=["json", "msgpack"])
 async def test_nul_in_a_send_is_refused_over_rest_and_websocket(server: Server, use_msgpack: bool):
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     bad_sends = [
         {"chat_id": chat, "client_id": str(uuid.uuid4()), "body": "before\x00after"},
         {"chat_id": chat, "client_id": "c\x00" + uuid.uuid4().hex[:8], "body": "hello"},
@@ -100,8 +99,7 @@ async def _revoke_quietly(server: Server, device_id: str) -> None:
 
 async def test_a_device_revoked_a_moment_ago_stores_nothing_over_the_socket(server: Server):
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     phone = await api.new_device(alice)
     sock = await Socket.connect(server.url, api.session, phone.access_token)
     await sock.send({"type": "message.send", "request_id": "before", "chat_id": chat, "client_id": "b", "body": "1"})
@@ -123,8 +121,7 @@ async def test_a_device_revoked_after_authentication_stores_nothing_and_others_i
     """The REST path authenticates, then sends: a revocation in between is caught in the send's
     transaction. Sends queued together share one batch; only the revoked device's are refused."""
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     phone = await api.new_device(alice)
     messages = server.app[SERVICES].messages
     await _revoke_quietly(server, phone.device_id)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sup.ws.hub import HUB
-from tests.conftest import Account, Api, Server, Socket, plain_group, require_redis, say
+from tests.conftest import Api, Server, Socket, connect, plain_group, require_redis, say, two_in_a_group
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -28,11 +28,6 @@ async def rt(request, server_factory) -> Server:
         SUP_WEBSOCKET_SEND_TIMEOUT_SECONDS="1",
         SUP_WEBSOCKET_FRAME_BURST="100000",  # the slow-consumer test pipelines 1,500 sends
     )
-
-
-async def connect(server: Server, account: Account | dict, **kw) -> Socket:
-    token = account.access_token if isinstance(account, Account) else account["access_token"]
-    return await Socket.connect(server.url, server.api.session, token, **kw)
 
 
 async def test_authenticate_first(rt: Server):
@@ -59,8 +54,7 @@ async def test_authenticate_first(rt: Server):
 
 async def test_live_events_in_seq_order(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await connect(rt, bob)
     created = await sock.events(1, "chat.created")
     assert created[0]["chat"]["id"] == chat
@@ -74,8 +68,7 @@ async def test_live_events_in_seq_order(rt: Server):
 
 async def test_resume_from_cursor_gets_everything_missed_in_order(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await connect(rt, bob)
     first = (await sock.events(1, "chat.created"))[0]
     await sock.close()
@@ -93,8 +86,7 @@ async def test_resume_from_cursor_gets_everything_missed_in_order(rt: Server):
 
 async def test_without_a_cursor_the_stream_starts_after_the_last_ack(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await connect(rt, bob)
     await say(api, alice, chat, "one")
     events = await sock.events(2)
@@ -117,8 +109,7 @@ async def test_without_a_cursor_the_stream_starts_after_the_last_ack(rt: Server)
 
 async def test_a_new_device_starts_at_its_creation(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     await say(api, alice, chat, "before the phone")
     phone = (await api.login(bob, device_name="phone")).body
     await say(api, alice, chat, "after the phone")
@@ -131,8 +122,7 @@ async def test_a_new_device_starts_at_its_creation(rt: Server):
 
 async def test_every_connection_of_a_device_gets_every_event(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     tabs = [await connect(rt, bob) for _ in range(3)]
     await say(api, alice, chat, "to all tabs")
     for tab in tabs:
@@ -143,8 +133,7 @@ async def test_every_connection_of_a_device_gets_every_event(rt: Server):
 
 async def test_send_over_websocket_is_acknowledged_with_id_and_seq(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sender, receiver = await connect(rt, alice), await connect(rt, bob)
     for i in range(10):
         await sender.send(
@@ -177,8 +166,7 @@ async def test_send_over_websocket_is_acknowledged_with_id_and_seq(rt: Server):
 
 async def test_msgpack_subprotocol_carries_the_same_events(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await connect(rt, bob, use_msgpack=True)
     assert sock.ws.protocol == "sup.msgpack"
     await say(api, alice, chat, "packed")
@@ -192,8 +180,7 @@ async def test_msgpack_subprotocol_carries_the_same_events(rt: Server):
 
 async def test_typing_and_presence_are_ephemeral(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     bob_sock = await connect(rt, bob)
     alice_sock = await connect(rt, alice)
     online = await bob_sock.until(lambda f: f["type"] == "presence")
@@ -226,8 +213,7 @@ async def test_typing_and_presence_are_ephemeral(rt: Server):
 
 async def test_a_slow_consumer_is_closed_to_resume_and_loses_nothing(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     slow = await connect(rt, bob)  # reads nothing for now
     small_receive_buffer(slow)
     (connection,) = rt.app[HUB].connections_of(bob.device_id)
@@ -293,8 +279,7 @@ async def test_revoked_device_socket_is_closed(rt: Server):
 
 async def test_a_lost_hint_is_covered_by_the_database_catch_up(rt: Server):
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await connect(rt, bob)
     await sock.events(1)
     hub = rt.app[HUB]
@@ -320,8 +305,7 @@ async def test_cursor_beyond_the_stream_is_refused(rt: Server):
 
 async def test_removed_member_hears_the_removal_then_nothing(rt: Server):
     api: Api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     sock = await connect(rt, bob)
     await sock.events(1, "chat.created")
     assert (await api.delete(f"/api/v1/chats/{chat}/members/{bob.user_id}", token=alice.access_token)).status == 204
@@ -421,8 +405,7 @@ async def test_pruned_events_make_an_old_cursor_resync(rt: Server):
     from sup.db.events import EventStore
 
     api = rt.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     for i in range(3):
         await say(api, alice, chat, f"m{i}")
     store = EventStore()

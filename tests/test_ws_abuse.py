@@ -17,14 +17,20 @@ import aiohttp
 import pytest
 
 from sup.ws.hub import HUB
-from tests.conftest import Account, Api, Server, Socket, overload, plain_group, require_redis, say
+from tests.conftest import (
+    Account,
+    Api,
+    Server,
+    Socket,
+    connect,
+    overload,
+    plain_group,
+    require_redis,
+    say,
+    two_in_a_group,
+)
 from tests.processes import Running, sup_env
 from tests.test_ws import small_receive_buffer
-
-
-async def connect(server: Server, account: Account | dict, **kw: Any) -> Socket:
-    token = account.access_token if isinstance(account, Account) else account["access_token"]
-    return await Socket.connect(server.url, server.api.session, token, **kw)
 
 
 async def closed_with(sock: Socket, timeout: float = 5) -> int | None:
@@ -40,6 +46,14 @@ async def closed_with(sock: Socket, timeout: float = 5) -> int | None:
                 # event loop, which this client shares with the server, for most of a second.
                 await asyncio.sleep(0)
     raise AssertionError("unreachable")
+
+
+async def both_online(server: Server, alice: Account, bob: Account) -> tuple[Socket, Socket]:
+    """Bob connects, then Alice: their sockets, once Bob has seen Alice come online."""
+    bob_sock = await connect(server, bob)
+    alice_sock = await connect(server, alice)
+    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    return alice_sock, bob_sock
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +173,8 @@ class QueryCounter:
 
 async def test_a_typing_flood_costs_no_database_work_and_is_coalesced(quiet: Server):
     api = quiet.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
-    bob_sock = await connect(quiet, bob)
-    alice_sock = await connect(quiet, alice)
-    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    alice, bob, chat = await two_in_a_group(api)
+    alice_sock, bob_sock = await both_online(quiet, alice, bob)
     await alice_sock.send({"type": "ping", "request_id": "before"})
     await alice_sock.until(lambda f: f.get("request_id") == "before")
     tasks_before = len(asyncio.all_tasks())
@@ -200,11 +211,8 @@ async def test_a_typing_flood_costs_no_database_work_and_is_coalesced(quiet: Ser
 async def test_a_typing_notice_still_waiting_when_its_message_is_sent_is_dropped(quiet: Server):
     """Coalescing holds a notice back up to half a second; it must not arrive after the message it announced."""
     api = quiet.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
-    bob_sock = await connect(quiet, bob)
-    alice_sock = await connect(quiet, alice)
-    await bob_sock.until(lambda f: f["type"] == "presence" and f["user_id"] == alice.user_id)
+    alice, bob, chat = await two_in_a_group(api)
+    alice_sock, bob_sock = await both_online(quiet, alice, bob)
     await alice_sock.send({"type": "typing", "chat_id": chat, "active": False})  # relayed at once
     await bob_sock.until(lambda f: f["type"] == "typing")
     await alice_sock.send({"type": "typing", "chat_id": chat, "active": True})  # waits for the next round
@@ -307,8 +315,7 @@ async def test_a_connection_over_its_frame_budget_is_told_then_closed(server_fac
 async def test_sends_share_one_rate_limit_with_rest(server_factory):
     server = await server_factory(SUP_RATELIMIT_ENABLED="true", SUP_RATELIMIT_SENDS_PER_DEVICE="5")
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, _, chat = await two_in_a_group(api)
     for i in range(3):
         assert (await say(api, alice, chat, f"rest {i}")).status == 201
     sock = await connect(server, alice)
@@ -344,8 +351,7 @@ async def test_a_slow_but_steady_reader_is_not_dropped(server_factory):
         SUP_WEBSOCKET_FRAME_BURST="100000",
     )
     api = server.api
-    alice, bob = await api.register(), await api.register()
-    chat = await plain_group(api, alice, bob)
+    alice, bob, chat = await two_in_a_group(api)
     slow = await connect(server, bob)
     small_receive_buffer(slow)
     (connection,) = server.app[HUB].connections_of(bob.device_id)

@@ -422,6 +422,36 @@ class WebUser:
         await self.page.context.close()
 
 
+class Browsers:
+    """The browser contexts (devices) a test opens on `sup_server`: each watched for page problems, all closed
+    after the test, whatever it did."""
+
+    def __init__(self, browser: Any, server: AppServer, problems: PageProblems) -> None:
+        self.browser, self.server, self.problems = browser, server, problems
+        self.opened: list[WebUser] = []
+
+    async def open(self, username: str | None = None, **options: Any) -> WebUser:
+        """A fresh browser context for `username` (a new name unless given), not signed in."""
+        user = await WebUser.open(self.browser, self.server, self.problems, username, **options)
+        self.opened.append(user)
+        return user
+
+    async def sign_up(self, display_name: str = "", **options: Any) -> WebUser:
+        """A new person, signed up in a browser context of their own."""
+        return await (await self.open(**options)).sign_up(display_name)
+
+    async def close(self) -> None:
+        for user in self.opened:
+            await user.close()
+
+
+@pytest.fixture
+async def browsers(browser: Any, sup_server: AppServer, problems: PageProblems) -> AsyncIterator[Browsers]:
+    opened = Browsers(browser, sup_server, problems)
+    yield opened
+    await opened.close()
+
+
 async def sdk_user(server: AppServer, store: Path, *, start: bool = True) -> Any:
     """A Python SDK user (its first device), registered on the server with its store at `store`."""
     from sup.client import Client  # the client extra; imported here so the crypto tests do not need it

@@ -7,44 +7,38 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import AppServer, Browsers, sdk_user
 
 FIRST_LOAD_BUDGET = 250_000  # bytes on the wire, compressed
 INTERACTIVE_BUDGET = 5.0  # seconds, loaded 2-core machine included
 HEAP_BUDGET = 40_000_000  # bytes of JS heap with 1,000 messages in a chat
 
 
-async def test_first_load_and_time_to_chat_list(browser: Any, sup_server: AppServer, problems: PageProblems):
-    user = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    try:
-        # a fresh context: nothing cached (the signed-up one is only to have an account)
-        fresh = await WebUser.open(browser, sup_server, problems, user.username)
-        await fresh.page.goto(f"{sup_server.url}/login")
-        await fresh.page.get_by_role("button", name="Log in").wait_for()
-        entries = json.loads(
-            await fresh.page.evaluate(
-                "() => JSON.stringify([...performance.getEntriesByType('navigation'),"
-                " ...performance.getEntriesByType('resource')].map(e => [e.name, e.transferSize, e.encodedBodySize]))"
-            )
+async def test_first_load_and_time_to_chat_list(browsers: Browsers, sup_server: AppServer):
+    user = await browsers.sign_up()
+    # a fresh context: nothing cached (the signed-up one is only to have an account)
+    fresh = await browsers.open(user.username)
+    await fresh.page.goto(f"{sup_server.url}/login")
+    await fresh.page.get_by_role("button", name="Log in").wait_for()
+    entries = json.loads(
+        await fresh.page.evaluate(
+            "() => JSON.stringify([...performance.getEntriesByType('navigation'),"
+            " ...performance.getEntriesByType('resource')].map(e => [e.name, e.transferSize, e.encodedBodySize]))"
         )
-        first_load = sum(size for _, size, _ in entries)
-        files = len(entries)
-        await fresh.log_in()
-        await fresh.close()
+    )
+    first_load = sum(size for _, size, _ in entries)
+    files = len(entries)
+    await fresh.log_in()
+    await fresh.close()
 
-        # a returning user: navigation to a chat list they can use (assets cached, session in IndexedDB)
-        started = time.monotonic()
-        await user.page.goto(f"{sup_server.url}/")
-        await user.page.get_by_role("link", name="New chat").wait_for()
-        await user.page.wait_for_function("() => window.supApp.get().connection === 'online'")
-        interactive = time.monotonic() - started
-        timing = json.loads(
-            await user.page.evaluate("() => JSON.stringify(performance.getEntriesByType('navigation')[0])")
-        )
-    finally:
-        await user.close()
+    # a returning user: navigation to a chat list they can use (assets cached, session in IndexedDB)
+    started = time.monotonic()
+    await user.page.goto(f"{sup_server.url}/")
+    await user.page.get_by_role("link", name="New chat").wait_for()
+    await user.page.wait_for_function("() => window.supApp.get().connection === 'online'")
+    interactive = time.monotonic() - started
+    timing = json.loads(await user.page.evaluate("() => JSON.stringify(performance.getEntriesByType('navigation')[0])"))
     print(f"\nfirst load: {first_load} bytes on the wire in {files} responses")
     print(f"chat list usable and online after {interactive:.2f} s")
     print(f"navigation: DOMContentLoaded at {timing['domContentLoadedEventEnd']:.0f} ms")
@@ -52,10 +46,8 @@ async def test_first_load_and_time_to_chat_list(browser: Any, sup_server: AppSer
     assert interactive < INTERACTIVE_BUDGET
 
 
-async def test_heap_with_a_thousand_messages(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
-):
-    reader = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+async def test_heap_with_a_thousand_messages(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
+    reader = await browsers.sign_up()
     writer = await sdk_user(sup_server, tmp_path / "w.db", start=False)
     try:
         chat = await writer.direct_chat_with(reader.username)
@@ -73,7 +65,6 @@ async def test_heap_with_a_thousand_messages(
         shown = await reader.messages.locator("li.message").count()
     finally:
         await writer.close()
-        await reader.close()
     print(f"\n1,000 messages: sent in {sent:.1f} s, all shown after {decrypted:.1f} s")
     print(f"{shown} messages in the DOM; JS heap {heap} bytes after a garbage collection")
     assert shown <= 200  # the list is windowed

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import AppServer, Browsers, WebUser, sdk_user
 
 
 async def in_call(user: WebUser, status: str, timeout: float = 30_000) -> None:
@@ -21,53 +20,47 @@ async def in_call(user: WebUser, status: str, timeout: float = 30_000) -> None:
         raise AssertionError(await user.explain(f"is not {status}")) from error
 
 
-async def test_two_people_call_each_other_in_the_browser(
-    browser: Any, sup_server: AppServer, problems: PageProblems, screenshot_dir: Path
-):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up("Alice Liddell")
-    bob = await (await WebUser.open(browser, sup_server, problems)).sign_up("Bob Builder")
-    try:
-        await alice.start_direct(bob.username)
-        await alice.send("Can I call you?")
-        await bob.open_chat("Alice Liddell")
-        await bob.sees("Can I call you?")
+async def test_two_people_call_each_other_in_the_browser(browsers: Browsers, screenshot_dir: Path):
+    alice = await browsers.sign_up("Alice Liddell")
+    bob = await browsers.sign_up("Bob Builder")
+    await alice.start_direct(bob.username)
+    await alice.send("Can I call you?")
+    await bob.open_chat("Alice Liddell")
+    await bob.sees("Can I call you?")
 
-        # Alice calls: Bob's browser rings, with Accept and Decline.
-        await alice.page.get_by_role("button", name="Call Bob Builder").click()
-        incoming = bob.page.get_by_role("alertdialog", name="Alice Liddell")
-        await incoming.wait_for(timeout=20_000)
-        await alice.page.get_by_role("dialog").get_by_text("Ringing…").wait_for(timeout=20_000)
-        await bob.screenshot(screenshot_dir, "desktop-light-incoming-call")
-        await incoming.get_by_role("button", name="Accept").click()
+    # Alice calls: Bob's browser rings, with Accept and Decline.
+    await alice.page.get_by_role("button", name="Call Bob Builder").click()
+    incoming = bob.page.get_by_role("alertdialog", name="Alice Liddell")
+    await incoming.wait_for(timeout=20_000)
+    await alice.page.get_by_role("dialog").get_by_text("Ringing…").wait_for(timeout=20_000)
+    await bob.screenshot(screenshot_dir, "desktop-light-incoming-call")
+    await incoming.get_by_role("button", name="Accept").click()
 
-        # Offer, answer and candidates go through SUP, encrypted; both peer connections connect.
-        await in_call(alice, "connected")
-        await in_call(bob, "connected")
-        await alice.screenshot(screenshot_dir, "desktop-light-call")
-        mute = alice.page.get_by_role("button", name="Mute")
-        await mute.click()
-        await alice.page.get_by_role("button", name="Unmute").wait_for()
-        assert await alice.page.get_by_role("button", name="Unmute").get_attribute("aria-pressed") == "true"
+    # Offer, answer and candidates go through SUP, encrypted; both peer connections connect.
+    await in_call(alice, "connected")
+    await in_call(bob, "connected")
+    await alice.screenshot(screenshot_dir, "desktop-light-call")
+    mute = alice.page.get_by_role("button", name="Mute")
+    await mute.click()
+    await alice.page.get_by_role("button", name="Unmute").wait_for()
+    assert await alice.page.get_by_role("button", name="Unmute").get_attribute("aria-pressed") == "true"
 
-        # Bob hangs up: both screens say so, and the chat keeps a line with the call's length.
-        await bob.page.get_by_role("dialog").get_by_role("button", name="Hang up").click()
-        await alice.page.get_by_role("dialog").get_by_text("Call ended").wait_for(timeout=20_000)
-        await alice.messages.get_by_text("Call, 0:").wait_for(timeout=20_000)
-        await bob.messages.get_by_text("Call, 0:").wait_for(timeout=20_000)
+    # Bob hangs up: both screens say so, and the chat keeps a line with the call's length.
+    await bob.page.get_by_role("dialog").get_by_role("button", name="Hang up").click()
+    await alice.page.get_by_role("dialog").get_by_text("Call ended").wait_for(timeout=20_000)
+    await alice.messages.get_by_text("Call, 0:").wait_for(timeout=20_000)
+    await bob.messages.get_by_text("Call, 0:").wait_for(timeout=20_000)
 
-        # A call Bob declines is a declined call for both.
-        await alice.page.get_by_role("dialog").wait_for(state="detached", timeout=10_000)
-        await alice.page.get_by_role("button", name="Call Bob Builder").click()
-        incoming = bob.page.get_by_role("alertdialog", name="Alice Liddell")
-        await incoming.get_by_role("button", name="Decline").click()
-        await alice.page.get_by_role("dialog").get_by_text("Declined").wait_for(timeout=20_000)
-        await alice.messages.get_by_text("Call declined").wait_for(timeout=20_000)
-    finally:
-        await alice.close()
-        await bob.close()
+    # A call Bob declines is a declined call for both.
+    await alice.page.get_by_role("dialog").wait_for(state="detached", timeout=10_000)
+    await alice.page.get_by_role("button", name="Call Bob Builder").click()
+    incoming = bob.page.get_by_role("alertdialog", name="Alice Liddell")
+    await incoming.get_by_role("button", name="Decline").click()
+    await alice.page.get_by_role("dialog").get_by_text("Declined").wait_for(timeout=20_000)
+    await alice.messages.get_by_text("Call declined").wait_for(timeout=20_000)
 
 
-async def test_the_sdk_calls_the_browser(browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path):
+async def test_the_sdk_calls_the_browser(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
     """The Python SDK with an aiortc peer calls a person in Chromium: the call signals the two implementations
     encrypt (client/calls.py, js/client/calls.js) are the same envelope, and the two WebRTC stacks connect."""
     aiortc = pytest.importorskip("aiortc")
@@ -75,7 +68,7 @@ async def test_the_sdk_calls_the_browser(browser: Any, sup_server: AppServer, pr
 
     from tests.webrtc_peer import ToneTrack
 
-    web = await (await WebUser.open(browser, sup_server, problems)).sign_up("Wendy Web")
+    web = await browsers.sign_up("Wendy Web")
     sdk = await sdk_user(sup_server, tmp_path / "sdk.db")
     pc = aiortc.RTCPeerConnection()
     try:
@@ -122,4 +115,3 @@ async def test_the_sdk_calls_the_browser(browser: Any, sup_server: AppServer, pr
     finally:
         await pc.close()
         await sdk.close()
-        await web.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.mailbox import Mailbox, token_in
-from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser, running_server
+from tests.web.conftest import PASSWORD, AppServer, Browsers, PageProblems, WebUser, running_server
 
 PUBLIC_URL = "https://chat.example.test"  # what the mail's links name; the test opens them on the real server
 
@@ -42,22 +42,19 @@ def link_in(mail: Any, path: str, server: AppServer) -> str:
     return found.group(0).replace(PUBLIC_URL, server.url)
 
 
-async def test_without_smtp_email_is_off(browser: Any, sup_server: AppServer, problems: PageProblems):
-    user = await WebUser.open(browser, sup_server, problems)
-    try:
-        await user.page.goto(f"{sup_server.url}/login")
-        await user.page.get_by_role("button", name="Log in").wait_for()
-        assert await user.page.get_by_role("link", name="Forgot password?").count() == 0
-        await user.page.goto(f"{sup_server.url}/reset-password")
-        await user.page.get_by_text("This server does not send email").wait_for()
-        assert await user.page.get_by_role("button", name="Send reset code").count() == 0
-        await user.sign_up()
-        await user.page.goto(f"{sup_server.url}/settings")
-        email = user.page.locator("#settings-email")
-        await email.get_by_text("This server does not send email").wait_for()
-        assert await email.get_by_role("button").count() == 0
-    finally:
-        await user.close()
+async def test_without_smtp_email_is_off(browsers: Browsers, sup_server: AppServer):
+    user = await browsers.open()
+    await user.page.goto(f"{sup_server.url}/login")
+    await user.page.get_by_role("button", name="Log in").wait_for()
+    assert await user.page.get_by_role("link", name="Forgot password?").count() == 0
+    await user.page.goto(f"{sup_server.url}/reset-password")
+    await user.page.get_by_text("This server does not send email").wait_for()
+    assert await user.page.get_by_role("button", name="Send reset code").count() == 0
+    await user.sign_up()
+    await user.page.goto(f"{sup_server.url}/settings")
+    email = user.page.locator("#settings-email")
+    await email.get_by_text("This server does not send email").wait_for()
+    assert await email.get_by_role("button").count() == 0
 
 
 async def test_verify_an_address_by_code_and_by_link_then_reset_the_password(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from sup.app import DATABASE
 from sup.client import ReceivedMessage
@@ -16,14 +15,14 @@ from tests import media_samples as samples
 from tests.conftest import png_bytes
 from tests.test_e2e_conversations import receive
 from tests.test_no_plaintext_at_rest import Markers, database_cells, files_under, search, sqlite_files
-from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import AppServer, Browsers, sdk_user
 
 
 async def test_browser_and_python_sdk_chat_and_nothing_is_stored_in_clear(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
+    browsers: Browsers, sup_server: AppServer, tmp_path: Path
 ):
     marks = Markers()
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    alice = await browsers.sign_up()
     bob = await sdk_user(sup_server, tmp_path / "bob.db")
     carol = await sdk_user(sup_server, tmp_path / "carol.db")
     try:
@@ -86,7 +85,6 @@ async def test_browser_and_python_sdk_chat_and_nothing_is_stored_in_clear(
         await alice.create_group("Public", [bob.username or ""], kind="Channel")
         await alice.send(f"news {control.new('channel message')}")
     finally:
-        await alice.close()
         await asyncio.gather(bob.close(), carol.close())
 
     server = SimpleNamespace(db=sup_server.app[DATABASE], config=sup_server.config)

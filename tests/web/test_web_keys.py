@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any
 
 from sup.client import ReceivedMessage
 from sup.client.crypto import DeviceCrypto
 from tests.test_e2e_conversations import receive
-from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import AppServer, Browsers, sdk_user
 
 
-async def test_identity_change_prekey_top_up_and_forgeries(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
-):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+async def test_identity_change_prekey_top_up_and_forgeries(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
+    alice = await browsers.sign_up()
     bob = await sdk_user(sup_server, tmp_path / "bob.db")
     try:
         await alice.start_direct(bob.username or "")
@@ -61,17 +58,15 @@ async def test_identity_change_prekey_top_up_and_forgeries(
         await alice.messages.get_by_text("This message could not be decrypted on this device.").wait_for()
         assert await alice.messages.get_by_text("a plaintext body the server wrote").count() == 0
     finally:
-        await alice.close()
         await bob.close()
 
 
 async def test_the_sdk_reads_the_browser_after_its_identity_changed(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
+    browsers: Browsers, sup_server: AppServer, tmp_path: Path
 ):
     """The browser signs out and a new browser logs in: the SDK meets a new device, and reads it."""
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    alice = await browsers.sign_up()
     bob = await sdk_user(sup_server, tmp_path / "bob.db")
-    again = None
     try:
         chat = await bob.direct_chat_with(alice.username)
         await bob.send_text(chat["id"], "hi browser")
@@ -82,7 +77,7 @@ async def test_the_sdk_reads_the_browser_after_its_identity_changed(
         await alice.page.get_by_role("button", name="Log out").click()
         await alice.page.get_by_role("button", name="Log in").wait_for()
 
-        again = await WebUser.open(browser, sup_server, problems, alice.username)
+        again = await browsers.open(alice.username)
         await again.log_in()
         await bob.send_text(chat["id"], "to your new device")
         await again.open_chat(bob.username or "")
@@ -91,7 +86,4 @@ async def test_the_sdk_reads_the_browser_after_its_identity_changed(
         found = [m for m in await receive(bob, 1) if isinstance(m, ReceivedMessage)]
         assert found and found[0].text == "answer from the new device"
     finally:
-        await alice.close()
-        if again is not None:
-            await again.close()
         await bob.close()

@@ -5,9 +5,8 @@ notification leaves the page for the system's notification centre). See docs/web
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import AppServer, Browsers, WebUser, sdk_user
 
 # Records every notification the page makes (the real one is made too: the permission is granted).
 RECORD = """
@@ -44,10 +43,8 @@ async def until_notified(user: WebUser, count: int) -> list[dict[str, str]]:
     return await notifications(user)
 
 
-async def test_notifications_for_chats_not_on_screen(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
-):
-    alice = await WebUser.open(browser, sup_server, problems)
+async def test_notifications_for_chats_not_on_screen(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
+    alice = await browsers.open()
     await alice.page.context.grant_permissions(["notifications"], origin=sup_server.url)
     await alice.page.context.add_init_script(RECORD)
     await alice.sign_up("Alice")
@@ -88,6 +85,5 @@ async def test_notifications_for_chats_not_on_screen(
         assert shown[3] == {"title": bob.username, "body": "New message", "tag": with_bob["id"]}
         assert len(await notifications(alice)) == 4
     finally:
-        await alice.close()
         await bob.close()
         await carol.close()

@@ -11,7 +11,7 @@ from typing import Any
 from sup.client import Client, ReceivedMessage
 from sup.transport.services import SERVICES
 from tests.test_e2e_conversations import receive
-from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import PASSWORD, AppServer, Browsers, WebUser, sdk_user
 
 
 async def created_by_an_admin(server: AppServer) -> str:
@@ -28,9 +28,9 @@ async def write(user: WebUser, text: str) -> Any:
 
 
 async def test_messages_wait_for_a_first_device_and_for_the_connection(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
+    browsers: Browsers, sup_server: AppServer, tmp_path: Path
 ):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+    alice = await browsers.sign_up()
     grandpa_name = await created_by_an_admin(sup_server)
     grandpa = None
     try:
@@ -72,15 +72,12 @@ async def test_messages_wait_for_a_first_device_and_for_the_connection(
         texts = await alice.messages.locator("li.message .text").all_inner_texts()
         assert texts == ["hello grandpa", "are you there?", "typed offline 1", "typed offline 2"]
     finally:
-        await alice.close()
         if grandpa is not None:
             await grandpa.close()
 
 
-async def test_a_busy_server_is_tried_again_later(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
-):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
+async def test_a_busy_server_is_tried_again_later(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
+    alice = await browsers.sign_up()
     bob = await sdk_user(sup_server, tmp_path / "bob.db")
     refused = 0
 
@@ -102,5 +99,4 @@ async def test_a_busy_server_is_tried_again_later(
         got = [m for m in await receive(bob, 1) if isinstance(m, ReceivedMessage)]
         assert [m.text for m in got] == ["while the server is busy"] and refused >= 1
     finally:
-        await alice.close()
         await bob.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.web.conftest import AppServer, PageProblems, WebUser
+from tests.web.conftest import AppServer, Browsers
 
 CHAT_ID = "01a24758-a5c0-7a0f-8243-6999934d1efe"
 
@@ -33,10 +33,8 @@ async def test_the_service_worker_is_served_from_the_root_with_its_own_policy(su
         assert 'addEventListener("push"' in body and "showNotification" in body
 
 
-async def test_the_toggle_registers_the_worker_and_subscribes_or_says_why(
-    browser: Any, sup_server: AppServer, problems: PageProblems
-):
-    alice = await WebUser.open(browser, sup_server, problems)
+async def test_the_toggle_registers_the_worker_and_subscribes_or_says_why(browsers: Browsers, sup_server: AppServer):
+    alice = await browsers.open()
     context = alice.page.context
     await context.grant_permissions(["notifications"], origin=sup_server.url)
     await alice.sign_up("Alice")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.conftest import png_bytes
-from tests.web.conftest import PASSWORD, AppServer, PageProblems, WebUser
+from tests.web.conftest import PASSWORD, AppServer, Browsers, PageProblems, WebUser
 
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
 STICKERS = (("😀", (250, 200, 60)), ("😎", (90, 170, 240)), ("🥳", (240, 120, 170)), ("😴", (150, 120, 220)))
@@ -109,6 +109,7 @@ async def conversation(browser: Any, server: AppServer, problems: PageProblems, 
 @pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
 @pytest.mark.parametrize("size", ["phone", "desktop"])
 async def test_screens(
+    browsers: Browsers,
     browser: Any,
     sup_server: AppServer,
     problems: PageProblems,
@@ -119,7 +120,7 @@ async def test_screens(
 ):
     view = {"viewport": SIZES[size], "dark": dark}
     name = f"{size}-{'dark' if dark else 'light'}"
-    first = await WebUser.open(browser, sup_server, problems, **view)
+    first = await browsers.open(**view)
     await first.page.goto(f"{sup_server.url}/signup")
     await first.page.get_by_role("button", name="Sign up").wait_for()
     await first.screenshot(screenshot_dir, f"{name}-sign-up")
@@ -167,46 +168,39 @@ async def test_screens(
         await ben.close()
 
 
-async def test_two_factor_setup_and_login(
-    browser: Any, sup_server: AppServer, problems: PageProblems, screenshot_dir: Path
-):
-    user = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    try:
-        await user.page.get_by_role("link", name="Settings and profile").click()
-        section = user.page.get_by_role("region", name="Two-factor authentication")
-        await section.get_by_label("Password").fill(PASSWORD)
-        await section.get_by_role("button", name="Set up").click()
-        qr = section.get_by_role("img", name="QR code for your authenticator app")
-        await qr.wait_for()
-        secret = (await section.locator(".secret").inner_text()).replace(" ", "")
-        await section.scroll_into_view_if_needed()
-        await user.screenshot(screenshot_dir, "desktop-light-2fa-setup")
-        await section.get_by_label("Authentication code").fill(pyotp.TOTP(secret).now())
-        await section.get_by_role("button", name="Turn on").click()
-        await section.get_by_text("Save these recovery codes").wait_for()
-        codes = await section.locator(".codes li").all_inner_texts()
-        assert len(codes) == 10
-        await user.page.get_by_role("region", name="Devices").get_by_text("this device").wait_for()
-        await user.screenshot(screenshot_dir, "desktop-light-settings")
+async def test_two_factor_setup_and_login(browsers: Browsers, sup_server: AppServer, screenshot_dir: Path):
+    user = await browsers.sign_up()
+    await user.page.get_by_role("link", name="Settings and profile").click()
+    section = user.page.get_by_role("region", name="Two-factor authentication")
+    await section.get_by_label("Password").fill(PASSWORD)
+    await section.get_by_role("button", name="Set up").click()
+    qr = section.get_by_role("img", name="QR code for your authenticator app")
+    await qr.wait_for()
+    secret = (await section.locator(".secret").inner_text()).replace(" ", "")
+    await section.scroll_into_view_if_needed()
+    await user.screenshot(screenshot_dir, "desktop-light-2fa-setup")
+    await section.get_by_label("Authentication code").fill(pyotp.TOTP(secret).now())
+    await section.get_by_role("button", name="Turn on").click()
+    await section.get_by_text("Save these recovery codes").wait_for()
+    codes = await section.locator(".codes li").all_inner_texts()
+    assert len(codes) == 10
+    await user.page.get_by_role("region", name="Devices").get_by_text("this device").wait_for()
+    await user.screenshot(screenshot_dir, "desktop-light-settings")
 
-        # a new browser: the password, then a recovery code (the TOTP code above was used once already)
-        other = await WebUser.open(browser, sup_server, problems, user.username)
-        try:
-            await other.page.goto(f"{sup_server.url}/login")
-            await other.page.get_by_label("Username").fill(user.username)
-            await other.page.get_by_label("Password").fill(PASSWORD)
-            await other.page.get_by_role("button", name="Log in").click()
-            await other.page.get_by_label("Authentication code").wait_for()
-            await other.page.get_by_role("button", name="Use a recovery code instead").click()
-            await other.page.get_by_label("Recovery code").fill(codes[0])
-            await other.page.get_by_role("button", name="Log in").click()
-            await other.page.get_by_role("navigation", name="Chats").wait_for(timeout=20_000)
-            # its keys are published (it is listed to others) once it is connected
-            await other.page.wait_for_function("() => window.supApp.get().connection === 'online'", timeout=20_000)
-        finally:
-            await other.close()
-        # the first browser hears of the new device of its own account (never a safety number with itself)
-        banner = user.page.get_by_role("region", name="Devices").get_by_text("A new device signed in")
-        await banner.wait_for(timeout=20_000)
-    finally:
-        await user.close()
+    # a new browser: the password, then a recovery code (the TOTP code above was used once already)
+    other = await browsers.open(user.username)
+    await other.page.goto(f"{sup_server.url}/login")
+    await other.page.get_by_label("Username").fill(user.username)
+    await other.page.get_by_label("Password").fill(PASSWORD)
+    await other.page.get_by_role("button", name="Log in").click()
+    await other.page.get_by_label("Authentication code").wait_for()
+    await other.page.get_by_role("button", name="Use a recovery code instead").click()
+    await other.page.get_by_label("Recovery code").fill(codes[0])
+    await other.page.get_by_role("button", name="Log in").click()
+    await other.page.get_by_role("navigation", name="Chats").wait_for(timeout=20_000)
+    # its keys are published (it is listed to others) once it is connected
+    await other.page.wait_for_function("() => window.supApp.get().connection === 'online'", timeout=20_000)
+    await other.close()
+    # the first browser hears of the new device of its own account (never a safety number with itself)
+    banner = user.page.get_by_role("region", name="Devices").get_by_text("A new device signed in")
+    await banner.wait_for(timeout=20_000)

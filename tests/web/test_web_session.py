@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from tests.conftest import MovableClock
-from tests.web.conftest import AppServer, PageProblems, WebUser, running_server
+from tests.web.conftest import AppServer, Browsers, PageProblems, running_server
 
 
 @pytest.fixture(scope="module")
@@ -25,31 +24,27 @@ async def sup_server(tmp_path_factory, clock: MovableClock) -> AsyncIterator[App
 
 
 async def test_expired_tokens_are_refreshed_by_two_tabs_at_once(
-    browser: Any, sup_server: AppServer, problems: PageProblems, clock: MovableClock
+    browsers: Browsers, sup_server: AppServer, problems: PageProblems, clock: MovableClock
 ):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    bob = await (await WebUser.open(browser, sup_server, problems)).sign_up()
-    try:
-        await alice.start_direct(bob.username)
-        await alice.send("before the tokens expire")
-        second = await alice.page.context.new_page()
-        problems.watch(second, "alice tab 2")
-        await second.goto(f"{sup_server.url}/")
-        await second.get_by_role("navigation", name="Chats").wait_for()
+    alice = await browsers.sign_up()
+    bob = await browsers.sign_up()
+    await alice.start_direct(bob.username)
+    await alice.send("before the tokens expire")
+    second = await alice.page.context.new_page()
+    problems.watch(second, "alice tab 2")
+    await second.goto(f"{sup_server.url}/")
+    await second.get_by_role("navigation", name="Chats").wait_for()
 
-        clock.advance(3600)  # every access token is an hour past its 15 minutes
-        # both tabs call the API at the same moment: each gets token_expired, and they refresh one at a time
-        answers = await asyncio.gather(
-            *(page.evaluate("async () => (await window.supApp.api.me()).username") for page in (alice.page, second))
-        )
-        assert answers == [alice.username, alice.username]
-        await alice.send("after the tokens expired")
-        await bob.open_chat(alice.username)
-        await bob.sees("after the tokens expired")
-        # the session is alive in both tabs (a reused refresh token would have ended it)
-        for page in (alice.page, second):
-            assert await page.evaluate("() => window.supApp.get().phase") == "ready"
-        assert await second.evaluate("async () => (await window.supApp.api.me()).username") == alice.username
-    finally:
-        await alice.close()
-        await bob.close()
+    clock.advance(3600)  # every access token is an hour past its 15 minutes
+    # both tabs call the API at the same moment: each gets token_expired, and they refresh one at a time
+    answers = await asyncio.gather(
+        *(page.evaluate("async () => (await window.supApp.api.me()).username") for page in (alice.page, second))
+    )
+    assert answers == [alice.username, alice.username]
+    await alice.send("after the tokens expired")
+    await bob.open_chat(alice.username)
+    await bob.sees("after the tokens expired")
+    # the session is alive in both tabs (a reused refresh token would have ended it)
+    for page in (alice.page, second):
+        assert await page.evaluate("() => window.supApp.get().phase") == "ready"
+    assert await second.evaluate("async () => (await window.supApp.api.me()).username") == alice.username

@@ -15,7 +15,7 @@ from PIL import Image
 from sup.client import ReceivedMessage
 from tests.conftest import png_bytes
 from tests.test_e2e_conversations import receive
-from tests.web.conftest import AppServer, PageProblems, WebUser, image_shown, sdk_user
+from tests.web.conftest import AppServer, Browsers, WebUser, image_shown, sdk_user
 
 
 async def frames_seen(image: Any, within: float = 1.2) -> int:
@@ -57,10 +57,10 @@ async def make_pack(user: WebUser, title: str, stickers: list[tuple[Path, str]])
 
 
 async def test_a_pack_made_shared_installed_and_sent(
-    browser: Any, sup_server: AppServer, problems: PageProblems, screenshot_dir: Path, tmp_path: Path
+    browsers: Browsers, sup_server: AppServer, screenshot_dir: Path, tmp_path: Path
 ):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up("Alice")
-    bob = await (await WebUser.open(browser, sup_server, problems)).sign_up("Bob")
+    alice = await browsers.sign_up("Alice")
+    bob = await browsers.sign_up("Bob")
     carol = await sdk_user(sup_server, tmp_path / "carol.db")
     try:
         sprout, sunflower = tmp_path / "sprout.png", tmp_path / "sunflower.webp"
@@ -133,6 +133,4 @@ async def test_a_pack_made_shared_installed_and_sent(
         await tabs.first.wait_for()
         assert await tabs.all_inner_texts() == ["Cats"]
     finally:
-        await alice.close()
-        await bob.close()
         await carol.close()

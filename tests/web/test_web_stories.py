@@ -12,7 +12,7 @@ from typing import Any
 from sup.client import Client, ReceivedMessage
 from tests.conftest import png_bytes
 from tests.test_e2e_conversations import receive
-from tests.web.conftest import AppServer, PageProblems, WebUser, sdk_user
+from tests.web.conftest import AppServer, Browsers, WebUser, sdk_user
 
 
 def rings(user: WebUser) -> Any:
@@ -44,10 +44,10 @@ async def fill_width(user: WebUser) -> float:
 
 
 async def test_stories_posted_watched_answered_deleted_and_expired(
-    browser: Any, sup_server: AppServer, problems: PageProblems, screenshot_dir: Path, tmp_path: Path
+    browsers: Browsers, sup_server: AppServer, screenshot_dir: Path, tmp_path: Path
 ):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up("Alice")
-    bob = await (await WebUser.open(browser, sup_server, problems)).sign_up("Bob")
+    alice = await browsers.sign_up("Alice")
+    bob = await browsers.sign_up("Bob")
     carol = await sdk_user(sup_server, tmp_path / "carol.db")
     try:
         await alice.start_direct(bob.username)
@@ -143,15 +143,11 @@ async def test_stories_posted_watched_answered_deleted_and_expired(
             .wait_for(state="detached", timeout=5000)
         )
     finally:
-        await alice.close()
-        await bob.close()
         await carol.close()
 
 
-async def test_close_friends_and_contacts_except(
-    browser: Any, sup_server: AppServer, problems: PageProblems, tmp_path: Path
-):
-    alice = await (await WebUser.open(browser, sup_server, problems)).sign_up("Alice")
+async def test_close_friends_and_contacts_except(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
+    alice = await browsers.sign_up("Alice")
     bob = await sdk_user(sup_server, tmp_path / "bob.db")
     carol = await sdk_user(sup_server, tmp_path / "carol.db")
     try:
@@ -181,6 +177,5 @@ async def test_close_friends_and_contacts_except(
         assert await captions(bob) == {"for close friends", "not for carol"}
         assert await captions(carol) == set()
     finally:
-        await alice.close()
         await bob.close()
         await carol.close()
