@@ -95,10 +95,12 @@ def message_content(
         content["ciphertext"] = b64e(ciphertext)
     if recipients:
         content["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
-    for name, value in (("media_id", media_id), ("sticker_id", sticker_id), ("reply_to", reply_to)):
-        if value is not None:
-            content[name] = value
-    return content
+    return {**content, **given(media_id=media_id, sticker_id=sticker_id, reply_to=reply_to)}
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None: the optional parts of a request body, sent only when given."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sup.client.transport import Session, Transport
+from sup.client.transport import Session, Transport, given
 from sup.client.transport import segment as _p
 
 
@@ -24,12 +24,8 @@ class AccountsApi(Transport):
         invite_code: str | None = None,
     ) -> Session:
         """POST /auth/register: a new account and its first device, logged in."""
-        body: dict[str, Any] = {"username": username, "password": password, "device_name": device_name}
-        if display_name:
-            body["display_name"] = display_name
-        if invite_code is not None:
-            body["invite_code"] = invite_code
-        return await self._take_session(await self.request("POST", "/auth/register", json=body, auth=False))
+        optional = given(display_name=display_name or None, invite_code=invite_code)
+        return await self._sign_in("/auth/register", username, password, device_name, optional)
 
     async def login(
         self,
@@ -41,12 +37,15 @@ class AccountsApi(Transport):
         device_name: str = "",
     ) -> Session:
         """POST /auth/login: a new device. Raises ApiError `totp_required` when a second factor is needed."""
-        body: dict[str, Any] = {"username": username, "password": password, "device_name": device_name}
-        if totp_code is not None:
-            body["totp_code"] = totp_code
-        if recovery_code is not None:
-            body["recovery_code"] = recovery_code
-        return await self._take_session(await self.request("POST", "/auth/login", json=body, auth=False))
+        optional = given(totp_code=totp_code, recovery_code=recovery_code)
+        return await self._sign_in("/auth/login", username, password, device_name, optional)
+
+    async def _sign_in(
+        self, path: str, username: str, password: str, device_name: str, optional: dict[str, Any]
+    ) -> Session:
+        """Register or log in (`path`): a session for a new device, its tokens kept."""
+        body = {"username": username, "password": password, "device_name": device_name, **optional}
+        return await self._take_session(await self.request("POST", path, json=body, auth=False))
 
     async def logout(self) -> None:
         """POST /auth/logout: end this device's session."""
@@ -74,11 +73,7 @@ class AccountsApi(Transport):
     async def disable_two_factor(
         self, password: str, *, totp_code: str | None = None, recovery_code: str | None = None
     ) -> None:
-        body: dict[str, Any] = {"password": password}
-        if totp_code is not None:
-            body["totp_code"] = totp_code
-        if recovery_code is not None:
-            body["recovery_code"] = recovery_code
+        body = {"password": password, **given(totp_code=totp_code, recovery_code=recovery_code)}
         await self.request("POST", "/auth/2fa/disable", json=body)
 
     # -- devices -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sup.client.transport import Transport, decode_message
+from sup.client.transport import Transport, decode_message, given
 from sup.client.transport import segment as _p
 
 
@@ -26,13 +26,12 @@ class ChatsApi(Transport):
     ) -> dict[str, Any]:
         """POST /chats. Direct chats and groups are encrypted unless `encrypted=False`; channels never.
         `visibility="public"` (channels and unencrypted groups) lets anyone find and join it."""
-        body: dict[str, Any] = {"type": type, "member_ids": list(member_ids), "title": title}
-        if description:
-            body["description"] = description
-        if encrypted is not None:
-            body["encrypted"] = encrypted
-        if visibility is not None:
-            body["visibility"] = visibility
+        body = {
+            "type": type,
+            "member_ids": list(member_ids),
+            "title": title,
+            **given(description=description or None, encrypted=encrypted, visibility=visibility),
+        }
         return await self.request("POST", "/chats", json=body)
 
     async def create_direct(self, user_id: str, *, encrypted: bool | None = None) -> dict[str, Any]:
@@ -103,11 +102,7 @@ class ChatsApi(Transport):
         max_uses: int | None = None,
     ) -> dict[str, Any]:
         """POST /chats/{id}/invites: a new invite link (`code` is its secret part); `expires_in` in seconds."""
-        body: dict[str, Any] = {"name": name, "requires_approval": requires_approval}
-        if expires_in is not None:
-            body["expires_in"] = expires_in
-        if max_uses is not None:
-            body["max_uses"] = max_uses
+        body = {"name": name, "requires_approval": requires_approval, **given(expires_in=expires_in, max_uses=max_uses)}
         return await self.request("POST", f"/chats/{_p(chat_id)}/invites", json=body)
 
     async def invites(self, chat_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sup.client import uploads
-from sup.client.transport import Transport
+from sup.client.transport import Transport, given
 from sup.client.transport import segment as _p
 from sup.client.uploads import RESUMABLE_ABOVE, MediaSource
 
@@ -121,9 +121,7 @@ class MediaApi(Transport):
 
     async def create_sticker_pack(self, title: str, *, cover_media_id: str | None = None) -> dict[str, Any]:
         """POST /stickers/packs: a draft pack; add stickers, then `publish_sticker_pack`."""
-        body: dict[str, Any] = {"title": title}
-        if cover_media_id is not None:
-            body["cover_media_id"] = cover_media_id
+        body = {"title": title, **given(cover_media_id=cover_media_id)}
         return await self.request("POST", "/stickers/packs", json=body)
 
     async def update_sticker_pack(self, pack_id: str, **fields: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sup.client.transport import Transport
+from sup.client.transport import Transport, given
 from sup.client.transport import segment as _p
 
 
@@ -19,9 +19,7 @@ class StoriesApi(Transport):
     ) -> dict[str, Any]:
         """POST /stories: my unencrypted upload (image or video) as a story for `audience`: "chats",
         "contacts", "close_friends" or "contacts_except" (with `list_id`, the list left out)."""
-        body: dict[str, Any] = {"media_id": media_id, "audience": audience, "caption": caption}
-        if list_id is not None:
-            body["list_id"] = list_id
+        body = {"media_id": media_id, "audience": audience, "caption": caption, **given(list_id=list_id)}
         return await self.request("POST", "/stories", json=body)
 
     async def stories_page(self, *, limit: int = 50, before: str | None = None) -> dict[str, Any]:
