@@ -86,6 +86,11 @@ class Batch(MessageWrites, KeyWrites):
             )
 
 
+def _state_text(key: str) -> property:
+    """A text value of the state table, read from memory (None until it is set)."""
+    return property(lambda store: store._state.get(key))
+
+
 class ClientStore(MessageReads, SearchReads, KeyReads):
     """The local state of one device. Open with `await ClientStore.open(path)`."""
 
@@ -225,21 +230,10 @@ class ClientStore(MessageReads, SearchReads, KeyReads):
     def get(self, key: str, default: Any = None) -> Any:
         return self._state.get(key, default)
 
-    @property
-    def server_url(self) -> str | None:
-        return self._state.get("server_url")
-
-    @property
-    def user_id(self) -> str | None:
-        return self._state.get("user_id")
-
-    @property
-    def username(self) -> str | None:
-        return self._state.get("username")
-
-    @property
-    def device_id(self) -> str | None:
-        return self._state.get("device_id")
+    server_url = _state_text("server_url")
+    user_id = _state_text("user_id")
+    username = _state_text("username")
+    device_id = _state_text("device_id")
 
     @property
     def tokens(self) -> Tokens | None:
