@@ -3,7 +3,7 @@
 `Transport` holds the tokens. It refreshes the access token itself when the server says `token_expired`
 (once per request, one refresh at a time, the new refresh token handed to `on_tokens` before it is ever
 used), retries idempotent requests after network errors, and turns every problem+json answer into an
-`ApiError`. `SupHttp` (http.py) puts the API's endpoints on it.
+`ApiError`. `SupHttp` (http.py) puts the API's endpoints (api/) on it.
 
 Bytes travel as standard base64 in JSON (`b64e`, `b64d`); a message's `ciphertext` is decoded to bytes
 by `decode_message`.
