@@ -44,14 +44,14 @@ What it does for you:
 The work is done by parts that share one `DeviceState` (state.py): `Chats` (chats.py: chat info,
 encryption pinned on, who left), `Devices` (devices.py: devices met, identity changes, safety numbers),
 `Sender` (sending.py), `Receiver` (receiving.py), `Prekeys` (prekeys.py). The plaintext inside every
-ciphertext is the envelope (envelope.py); what `messages()` yields is in values.py.
+ciphertext is the envelope (envelope.py); what `messages()` yields is in values.py. The Client's methods
+for chats, joining and search are in client_chats.py, for stories and stickers in client_media.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -60,10 +60,12 @@ import aiohttp
 
 from sup.client.calls import CallEvent, Calls
 from sup.client.chats import Chats, is_encrypted
+from sup.client.client_chats import ChatMethods, invite_code
+from sup.client.client_media import MediaMethods
 from sup.client.crypto import DeviceCrypto
 from sup.client.devices import Devices
 from sup.client.envelope import ENVELOPE_VERSION, decode_envelope, encode_envelope
-from sup.client.http import MediaSource, Session, SupHttp
+from sup.client.http import Session, SupHttp
 from sup.client.outbox import Flushed, Outbox
 from sup.client.prekeys import ONE_TIME_PREKEYS, Prekeys
 from sup.client.receiving import Receiver
@@ -88,7 +90,6 @@ from sup.client.values import (
     Undecryptable,
     WaitingForDevice,
 )
-from sup.searchtext import query_terms
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -116,12 +117,7 @@ __all__ = [
 ]
 
 
-def invite_code(link: str) -> str:
-    """The code of an invite link (what follows its last `/`, `#` or `=`), or the code itself."""
-    return re.split(r"[/#=]", link.strip())[-1]
-
-
-class Client:
+class Client(ChatMethods, MediaMethods):
     """One logged-in device. Create with `register`, `login` or `open`; `close` when done."""
 
     def __init__(
@@ -361,129 +357,6 @@ class Client:
             raise item.error or SocketClosed("the client is closed")
         return item
 
-    # -- chats -------------------------------------------------------------------------------
-
-    async def user_by_username(self, username: str) -> dict[str, Any]:
-        return await self.http.user_by_username(username)
-
-    async def direct_chat(self, user_id: str) -> dict[str, Any]:
-        """The (end-to-end encrypted) direct chat with a user, created if needed."""
-        return await self._chats.direct_chat(user_id)
-
-    async def direct_chat_with(self, username: str) -> dict[str, Any]:
-        return await self.direct_chat((await self.http.user_by_username(username))["id"])
-
-    async def create_group(self, title: str, member_ids: Iterable[str] = (), *, encrypted: bool = True) -> dict:
-        return await self._chats.create_group(title, member_ids, encrypted=encrypted)
-
-    async def add_members(self, chat_id: str, user_ids: Iterable[str]) -> list[str]:
-        return await self._chats.add_members(chat_id, user_ids)
-
-    async def remove_member(self, chat_id: str, user_id: str) -> None:
-        """Remove a member; in an encrypted group my sender key is replaced before my next message."""
-        await self._chats.remove_member(chat_id, user_id)
-
-    async def chats(self) -> list[dict[str, Any]]:
-        """My chats, from the server (and remembered locally)."""
-        return await self._chats.chats()
-
-    async def chat(self, chat_id: str) -> dict[str, Any]:
-        """A chat's info: memory, then the store, then the server."""
-        return await self._chats.chat(chat_id)
-
-    async def local_history(self, chat_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        """Messages this device sent or decrypted in a chat, oldest first (the server cannot decrypt them)."""
-        return await self.store.messages(chat_id, limit=limit)
-
-    # -- joining -----------------------------------------------------------------------------
-
-    async def join_chat(self, chat_id: str) -> dict[str, Any]:
-        """Join a public chat (one `search_chats` found); the chat, as a member sees it."""
-        return await self._joined(await self.http.join_chat(chat_id))
-
-    async def preview_invite(self, link: str) -> dict[str, Any]:
-        """What an invite link (or its code) leads to: `{"chat": {title, member_count, ...}, "requires_approval"}`."""
-        return await self.http.preview_invite(invite_code(link))
-
-    async def join_by_invite(self, link: str) -> dict[str, Any]:
-        """Join through an invite link (or its code). `{"status": "joined" | "member" | "requested", ...}`:
-        when the link asks for approval, the chat comes later, with `chat.member.added`.
-
-        In an encrypted group nothing sent before the join can be read here (that is what sender keys
-        are for); the members' clients give their keys to this device before their next messages."""
-        return await self._joined(await self.http.join_by_invite(invite_code(link)))
-
-    async def _joined(self, answer: dict[str, Any]) -> dict[str, Any]:
-        if answer.get("chat"):
-            answer = {**answer, "chat": await self._chats.remember(answer["chat"])}
-            self._chats.members.pop(answer["chat"]["id"], None)
-        return answer
-
-    async def create_invite(self, chat_id: str, **settings: Any) -> dict[str, Any]:
-        """A new invite link for a chat I may invite to (settings: `name`, `requires_approval`,
-        `expires_in` seconds, `max_uses`); share its `code`, in a link of the web client."""
-        return await self.http.create_invite(chat_id, **settings)
-
-    async def invites(self, chat_id: str) -> list[dict[str, Any]]:
-        return await self.http.invites(chat_id)
-
-    async def revoke_invite(self, chat_id: str, invite_id: str) -> None:
-        await self.http.revoke_invite(chat_id, invite_id)
-
-    async def join_requests(self, chat_id: str) -> list[dict[str, Any]]:
-        """Who waits to be let into a chat through a link that asks for approval."""
-        return await self.http.join_requests(chat_id)
-
-    async def approve_join_request(self, chat_id: str, user_id: str) -> None:
-        await self.http.approve_join_request(chat_id, user_id)
-
-    async def decline_join_request(self, chat_id: str, user_id: str = "me") -> None:
-        """Decline someone's request to join, or (the default) withdraw mine."""
-        await self.http.decline_join_request(chat_id, user_id)
-
-    # -- search ------------------------------------------------------------------------------
-
-    async def search(self, query: str, chat_id: str | None = None, *, limit: int = 50) -> list[FoundMessage]:
-        """Messages kept on this device (received and decrypted, or sent from it) with every word of
-        `query`, newest first; in one chat, or in all. This is how end-to-end encrypted chats are
-        searched: the server cannot read them. Plaintext chats (channels) are searched here too, as
-        far as this device has their messages; `search_messages` asks the server for all of them.
-
-        Words are matched as the server does (case and diacritics aside; the last word also as the
-        start of a longer one while it is being typed). ValueError for more than 16 words."""
-        terms = query_terms(query)
-        if terms is None:
-            return []
-        found = []
-        for row in await self.store.search(terms, chat_id=chat_id, limit=limit):
-            found.append(
-                FoundMessage(
-                    chat_id=row["chat_id"],
-                    message_id=row["message_id"],
-                    seq=row["seq"],
-                    sender_user_id=row["sender_user_id"],
-                    sender_device_id=row["sender_device_id"],
-                    text=row["content"]["text"],
-                    created_at=row["created_at"] or 0,
-                    snippet=tuple(row["snippet"]),
-                )
-            )
-        return found
-
-    async def search_messages(
-        self, query: str, *, chat_id: str | None = None, order: str = "newest", before: str | None = None
-    ) -> dict[str, Any]:
-        """The server's search of the chats it can read (channels, unencrypted groups): one page."""
-        return await self.http.search_messages(query, chat_id=chat_id, order=order, before=before)
-
-    async def search_users(self, query: str) -> list[dict[str, Any]]:
-        """Users by username or display name (start, part, or similar spelling), best first."""
-        return await self.http.search_users(query)
-
-    async def search_chats(self, query: str) -> list[dict[str, Any]]:
-        """My groups and channels, and public ones I may join (`joined: false`), by title."""
-        return await self.http.search_chats(query)
-
     # -- sending -----------------------------------------------------------------------------
 
     async def send_text(
@@ -584,94 +457,6 @@ class Client:
     async def mark_read(self, chat_id: str, seq: int) -> int:
         """Move my read marker in a chat up to `seq` (never back); where it stands now."""
         return (await self.http.mark_read(chat_id, seq))["last_read_seq"]
-
-    # -- stories -----------------------------------------------------------------------------
-
-    async def post_story(
-        self,
-        source: MediaSource,
-        *,
-        audience: str = "contacts",
-        caption: str = "",
-        list_id: str | None = None,
-        filename: str = "",
-    ) -> dict[str, Any]:
-        """Upload a photo or video and put it up as a story, for `audience` ("chats", "contacts",
-        "close_friends", or "contacts_except" with the `list_id` of the people to leave out).
-
-        Stories are not end-to-end encrypted: the file is uploaded as it is, processed and shown by the
-        server to the audience, like a channel's (docs/e2e.md, "What the server sees").
-        """
-        media = await self.http.upload_media(source, filename=filename)
-        return await self.http.post_story(media["id"], audience=audience, caption=caption, list_id=list_id)
-
-    async def stories(self) -> list[dict[str, Any]]:
-        """The stories I may see, by author (latest poster first): `{"author", "stories", "all_seen"}`."""
-        return [group async for group in self.http.stories()]
-
-    async def view_story(self, story_id: str) -> None:
-        """Mark a story seen; its author sees who viewed it."""
-        await self.http.view_story(story_id)
-
-    async def story_views(self, story_id: str) -> list[dict[str, Any]]:
-        """Who viewed my story, latest first: `{"user", "viewed_at"}`."""
-        return [view async for view in self.http.story_views(story_id)]
-
-    async def reply_to_story(self, story: dict[str, Any], text: str, *, client_id: str | None = None) -> dict:
-        """Answer a story in the direct chat with its author (an encrypted message).
-
-        Which story it answers travels inside the envelope (`"story": {"id", "author_id"}`): the server
-        relays an ordinary message and does not learn that it is a reply to a story, nor to which.
-        The author's SDK yields it as a ReceivedMessage whose `story` names the story.
-        """
-        chat = await self.direct_chat(story["author_id"])
-        reference = {"id": story["id"], "author_id": story["author_id"]}
-        return await self._sender.send(
-            chat["id"], text=text, data=None, attachments=(), reply_to=None, client_id=client_id, story=reference
-        )
-
-    # -- stickers ----------------------------------------------------------------------------
-
-    async def send_sticker(self, chat_id: str, sticker_id: str, *, client_id: str | None = None) -> dict[str, Any]:
-        """Send a sticker of a published pack. The server checks the sticker (so it sees which one is sent);
-        in an encrypted chat receivers take the sticker from the envelope, not from the server."""
-        return await self._sender.send(
-            chat_id, text=None, data=None, attachments=(), reply_to=None, client_id=client_id, sticker_id=sticker_id
-        )
-
-    async def make_sticker_pack(
-        self, title: str, stickers: Iterable[tuple[MediaSource, str]], *, publish: bool = True, within: float = 60
-    ) -> dict[str, Any]:
-        """Upload images (PNG or WebP, each with the emoji it stands for), wait until the server has
-        checked them, and make a pack of them, published unless `publish=False`."""
-        pack = await self.http.create_sticker_pack(title)
-        for source, emoji in stickers:
-            media = await self.http.upload_media(source, purpose="sticker")
-            media = await self.processed(media["id"], within=within)
-            if media["status"] != "ready":
-                raise ClientError(f"the server refused a sticker image: {media.get('failure')}")
-            await self.http.add_sticker(pack["id"], media["id"], emoji)
-        if publish:
-            return await self.http.publish_sticker_pack(pack["id"])
-        return await self.http.sticker_pack(pack["id"])
-
-    async def processed(self, media_id: str, *, within: float = 60) -> dict[str, Any]:
-        """An upload once the server has processed it (`status` "ready" or "failed"); TimeoutError after `within`."""
-        loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + within, 0.05
-        while (media := await self.http.media(media_id))["status"] == "pending":
-            if loop.time() > deadline:
-                raise TimeoutError(f"media {media_id} is still being processed")
-            await asyncio.sleep(pause)
-            pause = min(1.0, pause * 2)
-        return media
-
-    async def install_sticker_pack(self, pack_id: str) -> list[dict[str, Any]]:
-        """Install a published pack (ApiError `conflict` if it is installed already); my packs, in order."""
-        return await self.http.install_sticker_pack(pack_id)
-
-    async def installed_sticker_packs(self) -> list[dict[str, Any]]:
-        return await self.http.installed_sticker_packs()
 
     # -- keys --------------------------------------------------------------------------------
 

@@ -378,16 +378,11 @@ class Receiver:
         story = {"id": story["id"], "author_id": story["author_id"]} if story is not None else None
         text = envelope.get("text")
         item = ReceivedMessage(
-            chat_id=message["chat_id"],
-            message_id=message["id"],
-            seq=message["seq"],
-            sender_user_id=message.get("sender_id"),
-            sender_device_id=message.get("sender_device_id"),
+            **_origin(message),
             text=text if isinstance(text, str) else None,
             data=data,
             attachments=attachments,
             reply_to=reply_to,
-            created_at=message.get("created_at") or 0,
             encrypted=encrypted,
             edited=edited,
             from_me=message.get("sender_id") == self.state.user_id,
@@ -410,21 +405,24 @@ class Receiver:
         _keep(work, item, "ok", content)
 
     def _undecryptable(self, work: Work, message: dict[str, Any], reason: str, *, edited: bool = False) -> None:
-        item = Undecryptable(
-            chat_id=message["chat_id"],
-            message_id=message["id"],
-            seq=message["seq"],
-            sender_user_id=message.get("sender_id"),
-            sender_device_id=message.get("sender_device_id"),
-            reason=reason,
-            created_at=message.get("created_at") or 0,
-            edited=edited,
-        )
+        item = Undecryptable(**_origin(message), reason=reason, edited=edited)
         work.items.append(item)
         work.shown.add(item.message_id)
         if edited:
             return  # a refused edit is reported; the message stays as this device had it
         _keep(work, item, "undecryptable", None, reason)
+
+
+def _origin(message: dict[str, Any]) -> dict[str, Any]:
+    """What every item about a server message names: where it is, who sent it and when."""
+    return {
+        "chat_id": message["chat_id"],
+        "message_id": message["id"],
+        "seq": message["seq"],
+        "sender_user_id": message.get("sender_id"),
+        "sender_device_id": message.get("sender_device_id"),
+        "created_at": message.get("created_at") or 0,
+    }
 
 
 def _keep(

@@ -74,22 +74,20 @@ class Sender:
             raise ClientError("a message carries at most one attachment")
         media_id = attachments[0].media_id if attachments else None
         kind = "sticker" if sticker_id is not None else "media" if attachments else "text"
-        http = self.state.http
         chat = await self.chats.chat(chat_id)
+
+        async def post(**content: Any) -> dict[str, Any]:
+            """POST /messages with this message's client_id and references, and `content` (body or ciphertexts)."""
+            return await self.state.http.send_message(
+                chat_id, client_id, kind=kind, media_id=media_id, sticker_id=sticker_id, reply_to=reply_to, **content
+            )
+
         if not is_encrypted(chat):
             if data is not None or any(a.encrypted for a in attachments):
                 raise ClientError("plaintext chats take text and plaintext files only")
             if story is not None:
                 raise ClientError("a reply to a story goes to the author's (encrypted) direct chat")
-            sent = await http.send_message(
-                chat_id,
-                client_id,
-                body=text or "",
-                kind=kind,
-                media_id=media_id,
-                sticker_id=sticker_id,
-                reply_to=reply_to,
-            )
+            sent = await post(body=text or "")
         else:
             if any(not a.encrypted for a in attachments):
                 raise ClientError("an end-to-end encrypted chat takes encrypted attachments only (send_file)")
@@ -105,16 +103,7 @@ class Sender:
             )
 
             async def deliver(ciphertext: bytes | None, recipients: dict[str, bytes] | None) -> dict[str, Any]:
-                return await http.send_message(
-                    chat_id,
-                    client_id,
-                    ciphertext=ciphertext,
-                    recipients=recipients,
-                    kind=kind,
-                    media_id=media_id,
-                    sticker_id=sticker_id,
-                    reply_to=reply_to,
-                )
+                return await post(ciphertext=ciphertext, recipients=recipients)
 
             try:
                 sent = await self.encrypted(chat, plaintext, deliver)

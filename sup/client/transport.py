@@ -3,7 +3,7 @@
 `Transport` holds the tokens. It refreshes the access token itself when the server says `token_expired`
 (once per request, one refresh at a time, the new refresh token handed to `on_tokens` before it is ever
 used), retries idempotent requests after network errors, and turns every problem+json answer into an
-`ApiError`. `SupHttp` (http.py) puts the API's endpoints on it.
+`ApiError`. `SupHttp` (http.py) puts the API's endpoints (api/) on it.
 
 Bytes travel as standard base64 in JSON (`b64e`, `b64d`); a message's `ciphertext` is decoded to bytes
 by `decode_message`.
@@ -95,10 +95,12 @@ def message_content(
         content["ciphertext"] = b64e(ciphertext)
     if recipients:
         content["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
-    for name, value in (("media_id", media_id), ("sticker_id", sticker_id), ("reply_to", reply_to)):
-        if value is not None:
-            content[name] = value
-    return content
+    return {**content, **given(media_id=media_id, sticker_id=sticker_id, reply_to=reply_to)}
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None: the optional parts of a request body, sent only when given."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True)
