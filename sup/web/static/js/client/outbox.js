@@ -114,13 +114,13 @@ export class Outbox {
         continue;
       }
       try {
-        const sent = await this.m.deliverQueued(record);
+        const sent = await this.m.sender.deliverQueued(record);
         this.waits.delete(record.client_id);
         this._settle(record.client_id, { sent });
       } catch (error) {
         if (error instanceof SessionEnded) throw error;
         if (error.code === "member_without_device") {
-          // the server's 409, or the directory's word when no device at all could be named (messenger.js)
+          // the server's 409, or the directory's word when no device at all could be named (send.js)
           const users = (error.userIds ?? error.body?.user_ids ?? []).map(String).sort();
           this.m.keys.forgetListed(users); // no retry helps until they have a device: keys.changed says when
           blocked.set(chat, users);

@@ -85,11 +85,11 @@ export class Inbox {
       case "chat.member.added": {
         const chat = await m.rememberChat(frame.chat, work);
         m.members.delete(chat.id);
-        work.after.push(() => m.fetchMembers(chat.id));
+        work.after.push(() => m.membership.fetchMembers(chat.id));
         const added = frame.user_ids ?? [];
         this.membersBack(work, chat.id, added);
         if (added.includes(m.userId) && m.removed.has(chat.id)) {
-          work.after.push(() => m.recheckRemoved([chat.id]));
+          work.after.push(() => m.membership.recheckRemoved([chat.id]));
         }
         return;
       }
@@ -109,7 +109,7 @@ export class Inbox {
       case "chat.member.updated":
       case "chat.role.updated":
         m.members.delete(frame.chat_id);
-        work.after.push(() => m.refreshChat(frame.chat_id));
+        work.after.push(() => m.membership.refreshChat(frame.chat_id));
         return;
       case "chat.deleted":
         m.forgetChat(frame.chat_id, work);
@@ -124,8 +124,8 @@ export class Inbox {
         // Events were pruned before we read them: caches may be stale, and what was missed is gone.
         m.members.clear();
         this.keys.forgetListed();
-        work.after.push(() => m.syncChats());
-        if (m.removed.size) work.after.push(() => m.recheckRemoved([...m.removed.keys()]));
+        work.after.push(() => m.membership.syncChats());
+        if (m.removed.size) work.after.push(() => m.membership.recheckRemoved([...m.removed.keys()]));
         work.ephemeral.push(frame); // the state reads stories and sticker packs again
         return;
       case "typing":
