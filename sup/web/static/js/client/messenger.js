@@ -19,6 +19,31 @@ import { Outbox } from "./outbox.js";
 import { Inbox, Work } from "./receive.js";
 import { LOCAL_SEQ, Sender } from "./send.js";
 
+/** The messenger's methods a following tab may ask the leading one to run (state.js). */
+export const ACTIONS = new Set([
+  "send",
+  "retry",
+  "discard",
+  "edit",
+  "remove",
+  "react",
+  "setPinned",
+  "markRead",
+  "forward",
+  "createDirect",
+  "createGroup",
+  "addMembers",
+  "removeMember",
+  "leave",
+  "deleteChat",
+  "loadHistory",
+  "dismissNotice",
+  "safetyNumber",
+  "typing",
+  "syncChats",
+  "call",
+]);
+
 /**
  * @typedef {object} Change what the messenger tells the state after storing something
  * @property {"chats" | "messages" | "notices" | "status" | "incoming" | "frame" | "ended"} what
@@ -275,8 +300,8 @@ export class Messenger {
   }
 
   // ---- actions ---------------------------------------------------------------------------------------
-  // What state.js runs by name (its ACTIONS), in this tab or for a following one; each is written where
-  // it belongs: sending in send.js, messages in actions.js, chats and members in membership.js.
+  // What state.js runs by name (ACTIONS), in this tab or for a following one; each is written where it
+  // belongs: sending in send.js, messages in actions.js, chats and members in membership.js.
 
   send(chatId, fields) {
     return this.sender.send(chatId, fields);

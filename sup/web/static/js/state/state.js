@@ -3,67 +3,18 @@
 // log in, a reload), takes part in the tabs' election (tabs.js), and runs the messenger when this tab leads;
 // when it follows, the same actions go to the leading tab. Screens never see keys or the crypto modules.
 
-import { Api, ApiError, SessionEnded } from "../api/http.js";
+import { ApiError, SessionEnded } from "../api/http.js";
 import { DeviceStore } from "../crypto/store.js";
-import { CallController, isCallFrame } from "../client/calls.js";
-import { isEncrypted, previewText, systemText } from "../client/chats.js";
+import { CallController } from "../client/calls.js";
+import { isEncrypted, systemText } from "../client/chats.js";
 import { MediaCache } from "../client/media.js";
-import { Messenger } from "../client/messenger.js";
+import { ACTIONS, Messenger } from "../client/messenger.js";
 import { LocalStore } from "../store/db.js";
+import { LiveEvents } from "./events.js";
+import * as sessions from "./session.js";
+import { Stories } from "./stories.js";
 import { Tabs } from "./tabs.js";
-
-const WINDOW = 60; // messages shown at first; scrolling back adds pages of this size
-const MAX_WINDOW = 600; // beyond this the oldest shown are dropped as new ones come (memory stays flat)
-
-/** The messenger's methods a following tab may ask the leading one to run. */
-const ACTIONS = new Set([
-  "send",
-  "retry",
-  "discard",
-  "edit",
-  "remove",
-  "react",
-  "setPinned",
-  "markRead",
-  "forward",
-  "createDirect",
-  "createGroup",
-  "addMembers",
-  "removeMember",
-  "leave",
-  "deleteChat",
-  "loadHistory",
-  "dismissNotice",
-  "safetyNumber",
-  "typing",
-  "syncChats",
-  "call",
-]);
-
-function deviceName() {
-  const ua = navigator.userAgent;
-  const browser = /Firefox\//.test(ua)
-    ? "Firefox"
-    : /Edg\//.test(ua)
-      ? "Edge"
-      : /Chrome\//.test(ua)
-        ? "Chrome"
-        : /Safari\//.test(ua)
-          ? "Safari"
-          : "Browser";
-  const system = /Android/.test(ua)
-    ? "Android"
-    : /iPhone|iPad/.test(ua)
-      ? "iOS"
-      : /Mac OS X/.test(ua)
-        ? "macOS"
-        : /Windows/.test(ua)
-          ? "Windows"
-          : /Linux/.test(ua)
-            ? "Linux"
-            : "";
-  return `${browser}${system ? " on " + system : ""} (web)`;
-}
+import { MessageWindow } from "./window.js";
 
 export class AppState {
   constructor() {
@@ -93,7 +44,8 @@ export class AppState {
       call: null,
     };
     this.calls = new CallController(this);
-    this.storyTimer = null;
+    this.stories = new Stories(this);
+    this.events = new LiveEvents(this);
     /** where closing the story viewer goes back to (the screen it was opened from) */
     this.storyReturn = "/";
     /** @type {Map<string, Promise<object>>} sticker id -> the sticker (public, never changes) */
@@ -103,10 +55,7 @@ export class AppState {
     this.tabs = null;
     this.messenger = null;
     this.media = null;
-    this.window = WINDOW;
-    this.typingTimers = new Map();
-    /** `${chat}:${user}` -> when their last message arrived (performance.now()) */
-    this.lastMessageFrom = new Map();
+    this.messageWindow = new MessageWindow(this);
     /** messages stored or removed since the device's search index last looked (client/search.js) */
     this.changedMessages = new Set();
     /** chats whose stored messages changed in a way not said message by message: read again whole */
@@ -145,53 +94,23 @@ export class AppState {
   }
 
   _api() {
-    return new Api({
-      tokens: {
-        loadRefresh: async () => (await this.local.get("session"))?.refreshToken ?? null,
-        saveSession: async (answer) => {
-          const session = await this.local.get("session");
-          await this.local.set("session", { ...session, refreshToken: answer.refresh_token });
-        },
-        shareAccess: (access) => this.tabs?.post({ kind: "access", access }),
-      },
-      onSessionEnded: () => this._ended(),
+    return sessions.sessionApi({
+      local: () => this.local,
+      shareAccess: (access) => this.tabs?.post({ kind: "access", access }),
+      onEnded: () => this._ended(),
     });
   }
 
   /** Sign up; on success this device is signed in and its keys are made and published. */
-  async signUp({ username, password, displayName = "", inviteCode = "" }) {
-    const api = new Api();
-    const body = { username, password, display_name: displayName, device_name: deviceName() };
-    if (inviteCode) body.invite_code = inviteCode;
-    await this._signedIn(await api.register(body));
+  async signUp(fields) {
+    const { session, access } = await sessions.signUp(this.local, fields);
+    await this._start(session, access);
   }
 
   /** Log in (a new device); `totp` or `recovery` when the server answered totp_required. */
-  async logIn({ username, password, totp = "", recovery = "" }) {
-    const api = new Api();
-    const body = { username, password, device_name: deviceName() };
-    if (recovery) body.recovery_code = recovery;
-    else if (totp) body.totp_code = totp;
-    await this._signedIn(await api.login(body));
-  }
-
-  async _signedIn(answer) {
-    const session = {
-      userId: answer.user.id,
-      deviceId: answer.device_id,
-      username: answer.user.username,
-      refreshToken: answer.refresh_token,
-      user: answer.user,
-    };
-    // Keys first: a device is useful only once its crypto state exists (the messenger publishes it).
-    const keystore = await DeviceStore.open(session.deviceId);
-    try {
-      await keystore.create(session.userId, session.deviceId);
-    } finally {
-      keystore.close();
-    }
-    await this.local.set("session", session);
-    await this._start(session, answer.access_token);
+  async logIn(fields) {
+    const { session, access } = await sessions.logIn(this.local, fields);
+    await this._start(session, access);
   }
 
   async _start(session, access = null) {
@@ -217,7 +136,7 @@ export class AppState {
         keystore,
         session,
         notify: (change) => {
-          this._changed(change);
+          this.events.changed(change);
           this.tabs?.post({ kind: "change", change });
         },
       });
@@ -267,18 +186,10 @@ export class AppState {
     this.media?.clear();
     this.tabs?.close();
     this.tabs = null;
-    if (deviceId) {
-      const keystore = await DeviceStore.open(deviceId);
-      await keystore.destroy().catch(() => {});
-      keystore.close();
-      await new Promise((resolve) => {
-        const req = indexedDB.deleteDatabase(`sup-crypto-${deviceId}`);
-        req.onsuccess = req.onerror = req.onblocked = () => resolve();
-      });
-    }
+    if (deviceId) await sessions.destroyKeys(deviceId);
     await this.local.destroy();
     this.local = await LocalStore.open();
-    clearTimeout(this.storyTimer);
+    this.stories.stop();
     this.set({
       me: null,
       deviceId: null,
@@ -306,85 +217,9 @@ export class AppState {
   }
 
   _fromTab(message) {
-    if (message.kind === "change") this._changed(message.change);
+    if (message.kind === "change") this.events.changed(message.change);
     else if (message.kind === "access") this.api?.setAccess(message.access);
     else if (message.kind === "logout") this._ended();
-  }
-
-  /** The messenger stored something: read it again. */
-  _changed(change) {
-    switch (change.what) {
-      case "chats":
-        return this.refreshChats();
-      case "messages":
-        if (change.ids && !change.ids.length) this.changedChats.add(change.chatId); // a chat's messages dropped
-        else if (change.ids) for (const id of change.ids) this.changedMessages.add(id);
-        else this.changedChats.add(change.chatId);
-        if (change.chatId === this.snapshot.activeChatId) return this.refreshMessages();
-        return;
-      case "notices":
-        return this.refreshNotices();
-      case "status":
-        return this.set({ connection: change.status.state });
-      case "incoming":
-        this._stoppedTyping(change.message);
-        return this._notifyIncoming(change.message);
-      case "frame":
-        return this._frame(change.frame);
-      case "ended":
-        return this._ended();
-      default:
-        return;
-    }
-  }
-
-  _frame(frame) {
-    if (isCallFrame(frame)) {
-      if (this.messenger !== null) this.calls.onFrame(frame); // a call rings in the tab that is connected
-      return;
-    }
-    if (frame.type === "resync") {
-      // Events were missed: what they would have said about stories and sticker packs is read again.
-      this.loadStories().catch(() => {});
-      if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
-    } else if (frame.type === "story.new" || frame.type === "story.deleted") {
-      this._storyEvent(frame);
-    } else if (frame.type === "chat.join_request.new" || frame.type === "chat.join_request.resolved") {
-      // chat info's list of requests (ui/invites.js) reads itself again; a new one is also said
-      if (frame.type === "chat.join_request.new" && frame.request) {
-        this.toast(`${frame.request.display_name || frame.request.username} asks to join ${this.chatTitle(this.chat(frame.chat_id)) || "a chat"}`);
-      }
-      const me = this.snapshot.me?.id;
-      if (frame.type === "chat.join_request.resolved" && frame.user_id === me && frame.by !== me) {
-        this.toast(frame.approved ? "Your request to join was approved." : "Your request to join was declined.");
-      }
-      dispatchEvent(new CustomEvent("sup:join-request", { detail: frame }));
-    } else if (frame.type === "stickers.installed") {
-      if (this.snapshot.stickerPacks !== null) this.loadStickerPacks().catch(() => {});
-    } else if (frame.type === "typing") {
-      const key = `${frame.chat_id}:${frame.user_id}`;
-      // A notice relayed behind the message it announced (the server coalesces typing) is old news.
-      if (frame.active && performance.now() - (this.lastMessageFrom.get(key) ?? -Infinity) < 2000) return;
-      clearTimeout(this.typingTimers.get(key));
-      const typing = { ...this.snapshot.typing };
-      const inChat = { ...(typing[frame.chat_id] ?? {}) };
-      if (frame.active && frame.user_id !== this.snapshot.me?.id) {
-        inChat[frame.user_id] = true;
-        this.typingTimers.set(
-          key,
-          setTimeout(() => this._frame({ ...frame, active: false }), (frame.expires_in ?? 6) * 1000),
-        );
-      } else delete inChat[frame.user_id];
-      typing[frame.chat_id] = inChat;
-      this.set({ typing });
-    } else if (frame.type === "presence") {
-      this.set({
-        presence: {
-          ...this.snapshot.presence,
-          [frame.user_id]: { online: frame.online, last_seen_at: frame.last_seen_at },
-        },
-      });
-    }
   }
 
   // ---- reading ---------------------------------------------------------------------------------------
@@ -404,66 +239,30 @@ export class AppState {
     this.set({ notices });
   }
 
-  async refreshMessages() {
-    const chatId = this.snapshot.activeChatId;
-    if (!chatId || !this.local) return;
-    const messages = await this.local.messages(chatId, { limit: this.window });
-    if (chatId !== this.snapshot.activeChatId) return;
-    const chat = this.chat(chatId);
-    const oldest = messages[0]?.seq ?? Infinity;
-    this.set({ messages, hasOlder: messages.length >= this.window || (chat && !isEncrypted(chat) && oldest > 1) });
-  }
-
   chat(chatId) {
     return this.snapshot.chats.find((c) => c.id === chatId) ?? null;
   }
 
-  /** Open a chat: its newest messages, its plaintext history from the server, its members' presence. */
-  async openChat(chatId) {
-    if (this.snapshot.activeChatId !== chatId) {
-      this.window = WINDOW;
-      this.set({ activeChatId: chatId, messages: [], hasOlder: false });
-    }
-    await this.refreshMessages();
-    const chat = this.chat(chatId);
-    if (chat && !isEncrypted(chat) && !this.snapshot.messages.some((m) => m.seq < 1e15)) {
-      await this.act("loadHistory", chatId, null).catch((error) => console.warn("history", error));
-      await this.refreshMessages();
-    }
-    if (chat?.peer?.id && !(chat.peer.id in this.snapshot.presence)) {
-      this.api
-        .presence(chat.peer.id)
-        .then((p) => this.set({ presence: { ...this.snapshot.presence, [p.user_id]: p } }))
-        .catch(() => {});
-    }
+  // the open chat's messages are kept by window.js
+
+  refreshMessages() {
+    return this.messageWindow.refresh();
+  }
+
+  openChat(chatId) {
+    return this.messageWindow.open(chatId);
   }
 
   closeChat() {
     this.set({ activeChatId: null, messages: [] });
   }
 
-  /** Scroll back: a page more from the local store, and from the server for a plaintext chat. */
-  async loadOlder() {
-    const chatId = this.snapshot.activeChatId;
-    if (!chatId) return;
-    const before = this.snapshot.messages.length;
-    this.window = Math.min(this.window + WINDOW, 100_000);
-    await this.refreshMessages();
-    const chat = this.chat(chatId);
-    if (this.snapshot.messages.length === before && chat && !isEncrypted(chat)) {
-      const oldest = this.snapshot.messages.find((m) => m.seq < 1e15)?.seq ?? null;
-      const { more } = await this.act("loadHistory", chatId, oldest);
-      await this.refreshMessages();
-      if (!more) this.set({ hasOlder: false });
-    } else if (this.snapshot.messages.length === before) this.set({ hasOlder: false });
+  loadOlder() {
+    return this.messageWindow.older();
   }
 
-  /** Back at the bottom: show the newest page only again, so a long chat does not fill memory. */
   trimWindow() {
-    if (this.window > MAX_WINDOW || this.window > WINDOW * 2) {
-      this.window = WINDOW;
-      this.refreshMessages();
-    }
+    this.messageWindow.trim();
   }
 
   // ---- people ----------------------------------------------------------------------------------------
@@ -507,136 +306,36 @@ export class AppState {
 
   // ---- notifications ---------------------------------------------------------------------------------
 
-  /**
-   * A desktop notification for a message from someone else, from the leading tab only (once per device), unless
-   * its chat is open in a visible tab. What it may show (docs/web.md "Notifications"): who wrote, and where;
-   * the text only for a chat the server can read anyway (a channel, an unencrypted group). An end-to-end
-   * encrypted message says "New message": a notification leaves the page for the system's notification centre
-   * and lock screen, which this page's encryption does not cover.
-   */
-  /** A message from someone ends their typing in that chat: it is what they were typing. */
-  _stoppedTyping(record) {
-    const key = `${record.chat_id}:${record.sender_id}`;
-    this.lastMessageFrom.set(key, performance.now());
-    if (this.lastMessageFrom.size > 1000) this.lastMessageFrom.delete(this.lastMessageFrom.keys().next().value);
-    if (this.snapshot.typing[record.chat_id]?.[record.sender_id]) {
-      this._frame({ type: "typing", chat_id: record.chat_id, user_id: record.sender_id, active: false });
-    }
-  }
-
-  async _notifyIncoming(record) {
-    const chatId = record.chat_id;
-    const visible = document.visibilityState === "visible" && chatId === this.snapshot.activeChatId;
-    if (visible || !this.messenger) return; // the leading tab notifies, once
-    if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
-    const chat = this.chat(chatId);
-    if (chat?.muted) return; // no mutes yet; a muted chat will notify nothing at all
-    const profile = this.snapshot.users[record.sender_id] ?? (await this.api.user(record.sender_id).catch(() => null));
-    const sender = profile ? profile.display_name || profile.username : "Someone";
-    const title = chat?.type === "direct" || !chat ? sender : `${sender} in ${this.chatTitle(chat)}`;
-    const body = !chat || isEncrypted(chat) ? "New message" : previewText(record) || "New message";
-    try {
-      const n = new Notification(title, { body, tag: chatId });
-      n.onclick = () => {
-        focus();
-        dispatchEvent(new CustomEvent("sup:navigate", { detail: `/chats/${chatId}` }));
-      };
-    } catch (error) {
-      console.warn("notification", error);
-    }
-  }
-
   /** Ask for permission to show notifications (call from a click). */
   async enableNotifications() {
     if (typeof Notification === "undefined") return "unsupported";
     return Notification.requestPermission();
   }
 
-  // ---- stories (docs/api.md "Stories": not end-to-end encrypted) -----------------------------------------
+  // ---- stories (kept by stories.js; docs/api.md "Stories": not end-to-end encrypted) ------------------
 
-  /** Every author with stories I may see, page by page. */
-  async loadStories() {
-    const authors = [];
-    let before;
-    do {
-      const page = await this.api.stories(before);
-      authors.push(...page.authors);
-      before = page.next_cursor;
-    } while (before);
-    this._setStories(authors);
+  loadStories() {
+    return this.stories.load();
   }
 
-  /** Keep what has not expired (a story is gone at `expires_at`, and no event says so), and look again then. */
   _setStories(groups) {
-    const now = Date.now();
-    const live = [];
-    for (const group of groups) {
-      const stories = group.stories.filter((st) => st.expires_at > now);
-      if (stories.length) live.push({ ...group, stories, all_seen: stories.every((st) => st.seen) });
-    }
-    this.set({ stories: live });
-    clearTimeout(this.storyTimer);
-    const next = Math.min(...live.flatMap((g) => g.stories.map((st) => st.expires_at)));
-    if (Number.isFinite(next)) {
-      // setTimeout takes at most 2^31-1 ms; a story lives a day or so
-      this.storyTimer = setTimeout(() => this._setStories(this.snapshot.stories ?? []), Math.min(next - now + 50, 2 ** 31 - 1));
-    }
+    this.stories.show(groups);
   }
 
-  /** story.new (the author first: whoever posted last comes first) and story.deleted. */
-  _storyEvent(frame) {
-    const groups = this.snapshot.stories;
-    if (groups === null) return;
-    if (frame.type === "story.deleted") {
-      this._setStories(groups.map((g) => ({ ...g, stories: g.stories.filter((st) => st.id !== frame.story_id) })));
-      return;
-    }
-    const { story, author } = frame;
-    const found = groups.find((g) => g.author.id === author.id);
-    const stories = [story, ...(found?.stories ?? []).filter((st) => st.id !== story.id)];
-    this._setStories([{ author, stories, all_seen: false }, ...groups.filter((g) => g !== found)]);
+  viewStory(story) {
+    return this.stories.view(story);
   }
 
-  /** Mark a story of someone else viewed (its author sees who viewed it); once. */
-  async viewStory(story) {
-    if (story.seen || story.author_id === this.snapshot.me?.id) return;
-    this._patchStory(story.id, { seen: true });
-    await this.api.viewStory(story.id).catch((error) => console.warn("could not mark a story viewed", error));
+  postStory(fields) {
+    return this.stories.post(fields);
   }
 
-  _patchStory(storyId, fields) {
-    const groups = this.snapshot.stories ?? [];
-    this._setStories(
-      groups.map((g) => ({ ...g, stories: g.stories.map((st) => (st.id === storyId ? { ...st, ...fields } : st)) })),
-    );
+  deleteStory(storyId) {
+    return this.stories.remove(storyId);
   }
 
-  /**
-   * Put up a photo or video (uploaded as it is: stories are not end-to-end encrypted) for an audience:
-   * "chats", "contacts", "close_friends", or "contacts_except" with the list of people left out.
-   */
-  async postStory({ file, audience, caption = "", listId = null }) {
-    const media = await this.api.upload(file, { filename: file.name || "story" });
-    const body = { media_id: media.id, audience, caption };
-    if (listId) body.list_id = listId;
-    const story = await this.api.postStory(body);
-    this._storyEvent({ type: "story.new", story, author: this.snapshot.me });
-    return story;
-  }
-
-  async deleteStory(storyId) {
-    await this.api.deleteStory(storyId);
-    this._storyEvent({ type: "story.deleted", story_id: storyId });
-  }
-
-  /**
-   * Answer a story in the direct chat with its author: an encrypted message whose envelope names the story
-   * (`story: {id, author_id}`), so the server learns neither that it answers a story nor which.
-   */
-  async replyToStory(story, author, text) {
-    let chat = this.snapshot.chats.find((c) => c.type === "direct" && c.peer?.id === story.author_id);
-    if (!chat) chat = await this.act("createDirect", author.username);
-    return this.act("send", chat.id, { text, story: { id: story.id, author_id: story.author_id } });
+  replyToStory(story, author, text) {
+    return this.stories.reply(story, author, text);
   }
 
   // ---- stickers --------------------------------------------------------------------------------------
