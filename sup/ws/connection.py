@@ -506,9 +506,10 @@ class Connection:
 
 
 class AckWriter:
-    """Stores acknowledgements, at most one write per interval per device."""
+    """Stores acknowledgements, at most one write per interval per device, and every device's in
+    the same write: one transaction (one commit, one fsync on SQLite) per interval, not one per device."""
 
-    def __init__(self, write: Callable[[str, int], Awaitable[None]], interval: float = 1.0) -> None:
+    def __init__(self, write: Callable[[dict[str, int]], Awaitable[None]], interval: float = 1.0) -> None:
         self._write = write
         self._interval = interval
         self._due: dict[str, int] = {}
@@ -528,18 +529,18 @@ class AckWriter:
         """Store this device's last ack now (its socket closed: the next one resumes from it)."""
         seq = self._due.pop(device_id, None)
         if seq is not None:
-            await self._store(device_id, seq)
+            await self._store({device_id: seq})
 
     async def flush(self) -> None:
         due, self._due = self._due, {}
-        for device_id, seq in due.items():
-            await self._store(device_id, seq)
+        if due:
+            await self._store(due)
 
-    async def _store(self, device_id: str, seq: int) -> None:
+    async def _store(self, due: dict[str, int]) -> None:
         try:
-            await self._write(device_id, seq)
+            await self._write(due)
         except Exception:  # an unsaved ack only means some events are sent again
-            log.warning("could not store ack for device %s", device_id, exc_info=True)
+            log.warning("could not store the acks of %d device(s)", len(due), exc_info=True)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
