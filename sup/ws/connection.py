@@ -267,10 +267,13 @@ class Connection:
     def _wake(self) -> None:
         self._woken = True
         if self.pump_task is None and not self._flush_due and not self._stopped and self.spawn is not None:
-            # Not written at once: what else this turn of the loop queues (a batch's replies and events)
-            # goes out in the same write, one system call instead of one per frame.
+            # Not written at once: what else is queued meanwhile goes out in the same write, one system
+            # call instead of one per frame. Two turns of the loop later, not one: a batch's commit pushes
+            # its events first, and the callbacks that answer its sends run in the next turn; this way a
+            # sender's events and its `message.sent` replies share one write.
             self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._flush)
 
     def _flush(self) -> None:
         """Write everything queued as one transport write, without a task.
