@@ -418,6 +418,8 @@ class Connection:
         self._aborting = True
         self.closing = True
         self._make_room()
+        if self._flush_due:  # what was queued before the close goes out ahead of it, as a running pump wrote it
+            self._flush()
         with contextlib.suppress(Exception):
             await self.stop()
         transport = self._transport
