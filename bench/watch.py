@@ -190,6 +190,9 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
     self_samples: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
+    # The same per thread: the event loop and SQLite's writer thread share the GIL but not their work.
+    thread_self: dict[str, Counter[str]] = {}
+    thread_inclusive: dict[str, Counter[str]] = {}
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -204,15 +207,28 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
         total += count
         by_thread[thread] += count
         self_samples[frames[-1]] += count
+        thread_self.setdefault(thread, Counter())[frames[-1]] += count
         for name in set(frames):
             inclusive[name] += count
+            thread_inclusive.setdefault(thread, Counter())[name] += count
 
-    def share(counter: Counter[str]) -> list[dict[str, Any]]:
-        return [{"function": f, "samples": n, "pct": round(100 * n / total, 1)} for f, n in counter.most_common(top)]
+    def share(counter: Counter[str], of: int | None = None) -> list[dict[str, Any]]:
+        whole = of or total
+        return [{"function": f, "samples": n, "pct": round(100 * n / whole, 1)} for f, n in counter.most_common(top)]
 
     return {
         "samples": total,
         "by_thread": share(by_thread),
         "self": share(self_samples),
         "inclusive": share(inclusive),
+        # threads with at least a tenth of the samples; shares are of that thread's samples
+        "threads": {
+            thread: {
+                "samples": n,
+                "self": share(thread_self[thread], n),
+                "inclusive": share(thread_inclusive[thread], n),
+            }
+            for thread, n in by_thread.most_common()
+            if n >= total / 10
+        },
     }

@@ -400,6 +400,30 @@ async def test_key_change_events_reach_everyone_who_shares_a_chat(rt: Server):
         await sock.close()
 
 
+async def test_the_acks_of_several_devices_are_stored_in_one_write(rt: Server):
+    """The ack writer stores every device's last ack together, never backwards nor beyond a stream's end."""
+    from sup.db.events import EventStore
+
+    api = rt.api
+    alice, bob = await api.register(), await api.register()
+    chat = await plain_group(api, alice, bob)
+    await say(api, alice, chat, "one")
+    ends = {}
+    for account in (alice, bob):
+        sock = await connect(rt, account)
+        end = ends[account.device_id] = sock.ready["stream_end"]
+        await sock.until(lambda f, end=end: f.get("cursor") == end)
+        await sock.ack(end)
+        await sock.send({"type": "ping", "request_id": "p"})
+        await sock.until(lambda f: f["type"] == "pong")
+    await rt.app[HUB].acks.flush()
+    store = EventStore(rt.db.dialect)
+    assert {d: (await store.positions(rt.db, d))[1] for d in ends} == ends
+    async with rt.db.transaction() as tx:
+        await store.ack_many(tx, {alice.device_id: 1, bob.device_id: ends[bob.device_id] + 5})
+    assert {d: (await store.positions(rt.db, d))[1] for d in ends} == ends
+
+
 async def test_pruned_events_make_an_old_cursor_resync(rt: Server):
     """Acknowledged events are pruned after the retention period; unacknowledged ones stay."""
     from sup.db.events import EventStore

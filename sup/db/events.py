@@ -28,6 +28,14 @@ _BUMP_PG = (
 _BUMP_SQLITE = (
     "UPDATE user_devices SET last_event_seq = last_event_seq + {n} WHERE id IN ({ids}) RETURNING id, last_event_seq"
 )
+# Several devices' acknowledgements in one statement; the rows are locked in id order first, as
+# _BUMP_PG locks them, so an ack and a batch never wait on each other in a cycle.
+_ACK_PG = (
+    "UPDATE user_devices d SET acked_event_seq = c.seq"
+    " FROM (SELECT id FROM user_devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) locked,"
+    " unnest($1::uuid[], $2::bigint[]) AS c(id, seq)"
+    " WHERE d.id = locked.id AND c.id = d.id AND d.acked_event_seq < c.seq AND d.last_event_seq >= c.seq"
+)
 _INSERT_PG = (
     "INSERT INTO device_events (device_id, seq, payload, created_at)"
     " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[])"
@@ -119,6 +127,15 @@ class EventStore:
             device_id,
             seq,
         )
+
+    async def ack_many(self, tx: Queryable, acks: Mapping[str, int]) -> None:
+        """`ack` for several devices, their rows locked in id order (as a batch's bump locks them)."""
+        ordered = sorted(acks)
+        if self._postgres:
+            await tx.execute(_ACK_PG, ordered, [acks[d] for d in ordered])
+            return
+        for device_id in ordered:
+            await self.ack(tx, device_id, acks[device_id])
 
     async def prune(self, tx: Queryable, older_than: int) -> int:
         """Drop acknowledged events older than a point in time; unacknowledged ones stay."""

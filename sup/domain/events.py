@@ -63,7 +63,7 @@ class _Append:
     body: bytes
     per_device: dict[str, bytes] | None
     now: int
-    deliveries: list[Delivery] = field(default_factory=list)  # filled by the flush, announced after the commit
+    deliveries: list[Delivery] = field(default_factory=list)  # filled by the flush
 
 
 class EventWriter:
@@ -93,9 +93,7 @@ class EventWriter:
         """Append one event to each device's stream; `per_device` replaces the body for some devices."""
         if not device_ids:
             return
-        pending = _Append(event_type, device_ids, body, per_device, now)
-        tx.defer(self._flush, pending)
-        tx.after_commit(partial(self._announcer.announce, pending.deliveries))
+        tx.defer(self._flush, _Append(event_type, device_ids, body, per_device, now))
 
     async def _flush(self, tx: Transaction, appends: list[_Append]) -> None:
         """Number and store a transaction's appends, in the order they were made."""
@@ -119,6 +117,8 @@ class EventWriter:
             rows += a.deliveries
             times += [a.now] * len(a.deliveries)
         await self._store.insert(tx, rows, times)
+        if rows:  # one announcement for the transaction (a batch of sends), not one per append
+            tx.after_commit(partial(self._announcer.announce, rows))
 
     def revoked(self, tx: Transaction, device_ids: Sequence[str]) -> None:
         """Once `tx` commits, every process closes these (logged-out) devices' open connections."""

@@ -172,6 +172,9 @@ class MessageService:
         hooks: Hooks | None = None,
     ) -> None:
         self._hooks = hooks or Hooks.none()
+        # The plugins are all loaded before the services are built: whether any observes sends is known
+        # now, and a send that nobody observes builds no event for them (two lookups fewer per send).
+        self._sends_observed = self._hooks.implements("message_sent")
         self._db = db
         self._chats = chats
         self._members = members
@@ -271,19 +274,20 @@ class MessageService:
             now=now,
             devices=audience.device_ids,
         )
-        sent = MessageSent(
-            message_id=message.id,
-            chat_id=message.chat_id,
-            chat_type=membership.chat.type,
-            seq=message.seq,
-            kind=message.kind,
-            encrypted=bool(membership.chat.encrypted),
-            sender_id=user_id,
-            sender_device_id=device_id,
-            recipient_ids=tuple(m for m in audience.member_ids if m != user_id),
-            at=now,
-        )
-        tx.after_commit(partial(self._hooks.notify, "message_sent", sent))
+        if self._sends_observed:
+            sent = MessageSent(
+                message_id=message.id,
+                chat_id=message.chat_id,
+                chat_type=membership.chat.type,
+                seq=message.seq,
+                kind=message.kind,
+                encrypted=bool(membership.chat.encrypted),
+                sender_id=user_id,
+                sender_device_id=device_id,
+                recipient_ids=tuple(m for m in audience.member_ids if m != user_id),
+                at=now,
+            )
+            tx.after_commit(partial(self._hooks.notify, "message_sent", sent))
         return Sent(message, True)
 
     async def _check_content(

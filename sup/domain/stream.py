@@ -7,11 +7,11 @@ when a client must resync are decided here, next to the events themselves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sup.clock import Clock
-from sup.db.database import Database
+from sup.db.database import Database, Transaction
 from sup.db.events import EventStore
 from sup.errors import Code, DomainError
 
@@ -53,10 +53,19 @@ class EventStream:
         """Up to `limit` stored events after `after_seq`, in order, as the frames clients get."""
         return await self._events.read(self._db, device_id, after_seq, limit)
 
-    async def ack(self, device_id: str, seq: int) -> None:
-        """The device has everything up to `seq`: it resumes after it, and what is older may be pruned."""
-        async with self._db.transaction() as tx:
-            await self._events.ack(tx, device_id, seq)
+    async def ack_many(self, acks: Mapping[str, int]) -> None:
+        """Each device has everything up to its seq: it resumes after it, and what is older may be pruned.
+
+        One transaction for all of them: acknowledgements come in from every socket, and a commit each
+        cost SQLite an fsync each, in the writer that also commits the sends.
+        """
+        if not acks:
+            return
+
+        async def work(tx: Transaction) -> None:
+            await self._events.ack_many(tx, acks)
+
+        await self._db.run_in_transaction(work)
 
     async def stream_ends(self, device_ids: Sequence[str]) -> dict[str, int]:
         """The last seq of each device that is still active; revoked devices are left out."""

@@ -7,9 +7,11 @@ database instead), so memory stays flat under any burst. Replies (pong, message.
 error) are bounded too: a client that draws more of them than `reply_limit` without reading
 is closed like a slow consumer.
 
-The writer (the pump) is a task only while there is something to write, and the queues exist only
-while they hold something: an idle connection costs its attributes, not a task, a waiter and three
-deques (~3.5 KiB of the 16 KiB an idle socket may cost, issue 15).
+What is queued in one turn of the event loop is written by one callback as one transport write
+(a batch's replies and events: one system call, not one per frame). The writer (the pump) is a task
+only while it must wait: reading from the database, or for a client that is not taking in what it is
+sent. The queues exist only while they hold something: an idle connection costs its attributes, not
+a task, a waiter and three deques (~3.5 KiB of the 16 KiB an idle socket may cost, issue 15).
 
 Liveness is measured by progress, not by one send: while frames wait for the client, the
 bytes its socket took in (written, minus what is still buffered in the process) must grow
@@ -95,6 +97,24 @@ class Codec:
 _JSON, _MSGPACK = Codec(msgpack=False), Codec(msgpack=True)
 
 
+_FIN = 0x80
+_HEAD_SHORT = struct.Struct("!BB").pack
+_HEAD_MEDIUM = struct.Struct("!BBH").pack
+_HEAD_LONG = struct.Struct("!BBQ").pack
+
+
+def _frame_into(chunks: list[bytes], data: bytes, opcode: int) -> None:
+    """Append one whole, unmasked, uncompressed server frame (RFC 6455 section 5.2) to `chunks`."""
+    length = len(data)
+    if length < 126:
+        chunks.append(_HEAD_SHORT(_FIN | opcode, length))
+    elif length < 65536:
+        chunks.append(_HEAD_MEDIUM(_FIN | opcode, 126, length))
+    else:
+        chunks.append(_HEAD_LONG(_FIN | opcode, 127, length))
+    chunks.append(data)
+
+
 _NO_ITEMS: tuple[Any, ...] = ()  # what an idle connection's queues are until first used
 
 
@@ -108,10 +128,12 @@ class Connection:
         "_closing_task",
         "_control",
         "_ephemeral",
+        "_flush_due",
         "_need_catch_up",
         "_pending",
         "_progress_mark",
         "_queue_limit",
+        "_raw",
         "_reply_limit",
         "_room",
         "_sending",
@@ -159,6 +181,10 @@ class Connection:
         self._control: deque[bytes] | None = None  # replies
         self._ephemeral: deque[bytes] | None = None  # typing notices (lossy)
         self._woken = False  # something was queued since the pump last looked
+        self._flush_due = False  # a flush is scheduled for this turn of the event loop
+        # Frames go straight to the transport unless they are compressed (the gateway never compresses)
+        # or there is no transport to check for backpressure (then every write goes through aiohttp).
+        self._raw = transport is not None and not ws.compress
         self._stopped = False  # the session ended: no pump is started any more
         self.broken = False  # the pump stopped on an error (a broken socket): the session ends it
         self._room: asyncio.Future[None] | None = None  # resolved when the reply queue is below half again
@@ -240,7 +266,76 @@ class Connection:
 
     def _wake(self) -> None:
         self._woken = True
-        if self.pump_task is None and not self._stopped and self.spawn is not None:
+        if self.pump_task is None and not self._flush_due and not self._stopped and self.spawn is not None:
+            # Not written at once: what else is queued meanwhile goes out in the same write, one system
+            # call instead of one per frame. Two turns of the loop later, not one: a batch's commit pushes
+            # its events first, and the callbacks that answer its sends run in the next turn; this way a
+            # sender's events and its `message.sent` replies share one write.
+            self._flush_due = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._flush)
+
+    def _flush(self) -> None:
+        """Write everything queued as one transport write, without a task.
+
+        Only what has to wait starts the pump (a task): a read from the database, a client whose socket
+        is not taking in what it is sent (bytes still buffered), a socket that is closing. Otherwise the
+        frames are written in the pump's order, which the pump's checks keep: control, ephemeral, then
+        live events that continue the stream exactly.
+        """
+        self._flush_due = False
+        if self.pump_task is not None or self._stopped or self.broken or self.spawn is None:
+            return
+        transport = self._transport
+        if (
+            self._need_catch_up
+            or not self._raw
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+            or self.ws.closed
+        ):
+            self.pump_task = self.spawn(self._pump())
+            return
+        self._woken = False
+        chunks: list[bytes] = []
+        wire = self.codec.wire
+        control = self._control
+        if control:
+            for payload in control:
+                _frame_into(chunks, *wire(payload))
+            self._control = None
+        ephemeral = self._ephemeral
+        if ephemeral:
+            for payload in ephemeral:
+                _frame_into(chunks, *wire(payload))
+            self._ephemeral = None
+        pending = self._pending
+        if pending:
+            self._pending = None
+            last, metrics = self.last_sent, self.metrics
+            for delivery in pending:
+                if delivery.seq <= last:
+                    continue
+                if delivery.seq != last + 1:  # a hint went missing: the database has it
+                    self._need_catch_up = True
+                    break
+                _frame_into(chunks, *wire(delivery.payload))
+                last = delivery.seq
+                if metrics is not None:
+                    metrics.event_sent(delivery.at)
+            self.last_sent = last
+        if chunks:
+            data = b"".join(chunks)
+            self._written += len(data)
+            try:
+                transport.write(data)
+            except Exception:  # a broken socket ends this connection, not the server
+                log.debug("write to device %s failed", self.device_id, exc_info=True)
+                self.broken = True
+        if control or self.broken:
+            self._make_room()
+        if self._need_catch_up and not self.broken:
             self.pump_task = self.spawn(self._pump())
 
     def start(self) -> None:
@@ -323,6 +418,8 @@ class Connection:
         self._aborting = True
         self.closing = True
         self._make_room()
+        if self._flush_due:  # what was queued before the close goes out ahead of it, as a running pump wrote it
+            self._flush()
         with contextlib.suppress(Exception):
             await self.stop()
         transport = self._transport
@@ -414,9 +511,10 @@ class Connection:
 
 
 class AckWriter:
-    """Stores acknowledgements, at most one write per interval per device."""
+    """Stores acknowledgements, at most one write per interval per device, and every device's in
+    the same write: one transaction (one commit, one fsync on SQLite) per interval, not one per device."""
 
-    def __init__(self, write: Callable[[str, int], Awaitable[None]], interval: float = 1.0) -> None:
+    def __init__(self, write: Callable[[dict[str, int]], Awaitable[None]], interval: float = 1.0) -> None:
         self._write = write
         self._interval = interval
         self._due: dict[str, int] = {}
@@ -436,18 +534,18 @@ class AckWriter:
         """Store this device's last ack now (its socket closed: the next one resumes from it)."""
         seq = self._due.pop(device_id, None)
         if seq is not None:
-            await self._store(device_id, seq)
+            await self._store({device_id: seq})
 
     async def flush(self) -> None:
         due, self._due = self._due, {}
-        for device_id, seq in due.items():
-            await self._store(device_id, seq)
+        if due:
+            await self._store(due)
 
-    async def _store(self, device_id: str, seq: int) -> None:
+    async def _store(self, due: dict[str, int]) -> None:
         try:
-            await self._write(device_id, seq)
+            await self._write(due)
         except Exception:  # an unsaved ack only means some events are sent again
-            log.warning("could not store ack for device %s", device_id, exc_info=True)
+            log.warning("could not store the acks of %d device(s)", len(due), exc_info=True)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

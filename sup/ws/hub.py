@@ -47,7 +47,7 @@ class Hub:
         self._checker: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        self.acks = AckWriter(stream.ack)
+        self.acks = AckWriter(stream.ack_many)
         self.metrics: Metrics | None = None  # set by the App; handed to each connection
 
     # -- bus listener ----------------------------------------------------------------------

@@ -52,6 +52,16 @@ class MaskedFramesOnly:
                 continue
             if not self._header:
                 start = pos
+                if end - pos >= 2:  # the usual case, a header within this chunk: read it in place
+                    second = data[pos + 1]
+                    if not second & 0x80:
+                        return self._refuse(data[:start])
+                    short = second & 0x7F
+                    extended = 2 if short == 126 else 8 if short == 127 else 0
+                    if end - pos >= 6 + extended:
+                        self._skip = int.from_bytes(data[pos + 2 : pos + 2 + extended], "big") if extended else short
+                        pos += 6 + extended  # the header and its 4-byte mask
+                        continue
             self._header.append(data[pos])
             pos += 1
             header = self._header
