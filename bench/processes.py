@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from foundation import BENCH_DIR, PostgresDatabases, software_info
@@ -48,6 +50,7 @@ from harness import (
     run_main,
 )
 from phases import WS_PATH, Run, add_client_options, measure_throughput
+from watch import Profiler, summarize_profile
 
 TOTAL_BUDGET_S = 900.0
 
@@ -92,13 +95,26 @@ async def one_count(bench: Bench, n: int) -> dict[str, Any]:
         # Every server counts as "sup server" in the CPU figures (the phase's CpuWatch sums by label).
         run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
         original_phase = run.phase
+        labels = {s.pid: "sup server" for s in servers[1:]}
 
-        async def phase_with_all_servers(*a: Any, **kw: Any) -> Any:
-            run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
-            return await original_phase(*a, **kw)
+        async def phase_with_all_servers(*a: Any, before_go: Any = None, **kw: Any) -> Any:
+            async def go() -> None:  # the profiler's start sets its own label: keep the servers'
+                if before_go is not None:
+                    await before_go()
+                run.extra_labels = {**run.extra_labels, **labels}
+
+            run.extra_labels = dict(labels)
+            return await original_phase(*a, before_go=go, **kw)
 
         run.phase = phase_with_all_servers  # type: ignore[method-assign]
-        tp = await measure_throughput(run, pairs, args.messages, f"n{n}")
+        profiler = None
+        if args.profile:  # the first process only: it holds 1/n of the senders and receivers like the others
+            raw = args.profile.with_name(f"{args.profile.name}-n{n}.raw")
+            profiler = Profiler(args.py_spy, servers[0].pid, raw, 100, args.profile_option)
+        tp = await measure_throughput(run, pairs, args.messages, f"n{n}", profiler)
+        if profiler is not None and profiler.out.exists():
+            report["profile_raw"] = str(profiler.out)
+            report["profile"] = summarize_profile(profiler.out)
         bench.take(run)
         cpu = tp["cpu"]
         servers_cpu = cpu["cpu_s_by_process"].get("sup server", cpu["server_cpu_s"])
@@ -171,6 +187,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
     p.add_argument("--window", type=int, default=8, help="sends awaiting message.sent per sender (default 8)")
     p.add_argument("--max-seconds", type=float, default=40.0, help="sending stops after this, per count (40)")
+    p.add_argument("--profile", type=Path, help="py-spy record the first process during each count: PATH-n<N>.raw")
+    p.add_argument("--profile-option", action="append", default=[], help="extra py-spy record option, e.g. --gil")
+    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")))
     add_client_options(p)
     add_server_env(p, "a server setting, repeatable")
     args = parse_checked(p, argv)
