@@ -21,6 +21,7 @@ is given a bounded time to flush it before it is aborted.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import struct
@@ -50,6 +51,9 @@ log = logging.getLogger("sup.ws")
 
 _READ_PAGE = 500
 _EPHEMERAL_LIMIT = 256
+# A hint that skips a seq waits this long for the missing one before the stream is read from the database:
+# with several processes, another process's hint (through Redis) often arrives after this one's own.
+_LATE_HINT_SECONDS = 0.05
 # How long a dropped connection's transport may take to flush its close frame (behind what was
 # buffered) before it is aborted: long enough for a slow reader, short enough to free the memory.
 CLOSE_FLUSH_SECONDS = 10.0
@@ -108,6 +112,7 @@ class Connection:
         "_closing_task",
         "_control",
         "_ephemeral",
+        "_gap_timer",
         "_need_catch_up",
         "_pending",
         "_progress_mark",
@@ -155,7 +160,8 @@ class Connection:
         self._transport = transport
         self._written = 0  # bytes handed to the transport
         self._progress_mark = (time.monotonic(), 0)  # (when, bytes accepted then): the window's start
-        self._pending: deque[Delivery] | None = None  # live events, continuing the stream
+        self._pending: deque[Delivery] | None = None  # live events, continuing the stream, by seq
+        self._gap_timer: asyncio.TimerHandle | None = None  # waiting for a late hint (see _LATE_HINT_SECONDS)
         self._control: deque[bytes] | None = None  # replies
         self._ephemeral: deque[bytes] | None = None  # typing notices (lossy)
         self._woken = False  # something was queued since the pump last looked
@@ -195,6 +201,8 @@ class Connection:
         elif len(pending) >= self._queue_limit:  # too much to hold: read it from the database
             pending.clear()
             self._need_catch_up = True
+        elif pending and delivery.seq < pending[-1].seq:  # hints from two processes crossed
+            bisect.insort(pending, delivery, key=_seq)
         else:
             pending.append(delivery)
         self._wake()
@@ -250,6 +258,9 @@ class Connection:
     async def stop(self) -> None:
         """The session ends: the pump is stopped for good (a reply that comes later goes nowhere)."""
         self._stopped = True
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
         pump = self.pump_task
         if pump is not None:
             pump.cancel()
@@ -372,16 +383,20 @@ class Connection:
                     await self._catch_up()
                     continue
                 pending = self._pending
-                if pending:
+                if pending and (self._gap_timer is None or pending[0].seq <= self.last_sent + 1):
                     delivery = pending.popleft()
                     if not pending:
                         self._pending = None
                     if delivery.seq <= self.last_sent:
                         continue
-                    if delivery.seq != self.last_sent + 1:  # a hint went missing: the database has it
-                        self._pending = None
-                        self._need_catch_up = True
+                    if delivery.seq != self.last_sent + 1:  # a hint is late (another process's) or lost
+                        self._pending = deque((delivery, *(pending or ())))
+                        loop = asyncio.get_running_loop()
+                        self._gap_timer = loop.call_later(_LATE_HINT_SECONDS, self._hint_lost)
                         continue
+                    if self._gap_timer is not None:
+                        self._gap_timer.cancel()
+                        self._gap_timer = None
                     await self._send(delivery.payload)
                     self.last_sent = delivery.seq
                     if self.metrics is not None:
@@ -396,9 +411,17 @@ class Connection:
             self.broken = True  # pump_task stays set: no other pump starts
             self._make_room()
 
+    def _hint_lost(self) -> None:
+        self._gap_timer = None
+        self._need_catch_up = True
+        self._wake()
+
     async def _catch_up(self) -> None:
         self._catching_up = True
         self._pending = None
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
         while self._need_catch_up:
             self._need_catch_up = False
             while True:
@@ -455,3 +478,7 @@ class AckWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+def _seq(delivery: Delivery) -> int:
+    return delivery.seq
