@@ -111,7 +111,11 @@ async def one_count(bench: Bench, n: int) -> dict[str, Any]:
         if args.profile:  # the first process only: it holds 1/n of the senders and receivers like the others
             raw = args.profile.with_name(f"{args.profile.name}-n{n}.raw")
             profiler = Profiler(args.py_spy, servers[0].pid, raw, 100, args.profile_option)
+        commits = await bench.pg.commits(database_url)
         tp = await measure_throughput(run, pairs, args.messages, f"n{n}", profiler)
+        await asyncio.sleep(1.5)  # Postgres publishes its counters with a delay
+        # Transactions per message, all processes (group commits, acks, reads outside a transaction).
+        committed = await bench.pg.commits(database_url) - commits
         if profiler is not None and profiler.out.exists():
             report["profile_raw"] = str(profiler.out)
             report["profile"] = summarize_profile(profiler.out)
@@ -131,6 +135,7 @@ async def one_count(bench: Bench, n: int) -> dict[str, Any]:
                 "servers_cpu_s": servers_cpu,
                 "servers_cpu_ms_per_msg": round(servers_cpu * 1000 / complete, 3) if complete else None,
                 "postgres_cpu_ms_per_msg": round(postgres_cpu * 1000 / complete, 3) if complete else None,
+                "postgres_commits_per_msg": round(committed / complete, 3) if complete else None,
                 "other_cpu_pct_of_host": cpu["other_cpu_pct_of_host"],
                 "streams": tp["streams"],
                 "throughput": tp,
@@ -168,7 +173,8 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(
             f"  {r['processes']} process(es): {r.get('msgs_per_s')} msgs/s (steady {r.get('steady_msgs_per_s')}),"
             f" sup CPU {r.get('servers_cpu_ms_per_msg')} ms/msg (x{r.get('cpu_per_msg_vs_one_process')} of one"
-            f" process), postgres {r.get('postgres_cpu_ms_per_msg')} ms/msg;"
+            f" process), postgres {r.get('postgres_cpu_ms_per_msg')} ms/msg,"
+            f" {r.get('postgres_commits_per_msg')} transactions/msg;"
             f" send->receive p50 {latency.get('p50_ms')} / p99 {latency.get('p99_ms')} ms;"
             f" lost {r.get('lost')}, refused {r.get('refused')}; streams: gaps {s.get('gaps')}, duplicates"
             f" {s.get('duplicates')}, chat seq out of order {s.get('chat_seq_disorder')};"
