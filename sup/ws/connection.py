@@ -1,9 +1,9 @@
 """One WebSocket connection of one device: a single writer that keeps the stream in order.
 
 Live events arrive as hints (`push`); the pump sends them if they continue the stream
-exactly, and otherwise reads what is missing from the database. While it catches up, or
-when more than `queue_limit` live events wait, it keeps no copies (it reads them from the
-database instead), so memory stays flat under any burst. Replies (pong, message.sent,
+exactly, and otherwise (after a short wait for a late hint) reads what is missing from the
+database. While it catches up, or when more than `queue_limit` live events wait, it keeps no
+copies (it reads them from the database instead), so memory stays flat under any burst. Replies (pong, message.sent,
 error) are bounded too: a client that draws more of them than `reply_limit` without reading
 is closed like a slow consumer.
 
