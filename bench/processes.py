@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from foundation import BENCH_DIR, PostgresDatabases, software_info
@@ -48,6 +50,7 @@ from harness import (
     run_main,
 )
 from phases import WS_PATH, Run, add_client_options, measure_throughput
+from watch import Profiler, summarize_profile
 
 TOTAL_BUDGET_S = 900.0
 
@@ -92,13 +95,30 @@ async def one_count(bench: Bench, n: int) -> dict[str, Any]:
         # Every server counts as "sup server" in the CPU figures (the phase's CpuWatch sums by label).
         run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
         original_phase = run.phase
+        labels = {s.pid: "sup server" for s in servers[1:]}
 
-        async def phase_with_all_servers(*a: Any, **kw: Any) -> Any:
-            run.extra_labels = {s.pid: "sup server" for s in servers[1:]}
-            return await original_phase(*a, **kw)
+        async def phase_with_all_servers(*a: Any, before_go: Any = None, **kw: Any) -> Any:
+            async def go() -> None:  # the profiler's start sets its own label: keep the servers'
+                if before_go is not None:
+                    await before_go()
+                run.extra_labels = {**run.extra_labels, **labels}
+
+            run.extra_labels = dict(labels)
+            return await original_phase(*a, before_go=go, **kw)
 
         run.phase = phase_with_all_servers  # type: ignore[method-assign]
-        tp = await measure_throughput(run, pairs, args.messages, f"n{n}")
+        profiler = None
+        if args.profile:  # the first process only: it holds 1/n of the senders and receivers like the others
+            raw = args.profile.with_name(f"{args.profile.name}-n{n}.raw")
+            profiler = Profiler(args.py_spy, servers[0].pid, raw, 100, args.profile_option)
+        commits = await bench.pg.commits(database_url)
+        tp = await measure_throughput(run, pairs, args.messages, f"n{n}", profiler)
+        await asyncio.sleep(1.5)  # Postgres publishes its counters with a delay
+        # Transactions per message, all processes (group commits, acks, reads outside a transaction).
+        committed = await bench.pg.commits(database_url) - commits
+        if profiler is not None and profiler.out.exists():
+            report["profile_raw"] = str(profiler.out)
+            report["profile"] = summarize_profile(profiler.out)
         bench.take(run)
         cpu = tp["cpu"]
         servers_cpu = cpu["cpu_s_by_process"].get("sup server", cpu["server_cpu_s"])
@@ -115,6 +135,7 @@ async def one_count(bench: Bench, n: int) -> dict[str, Any]:
                 "servers_cpu_s": servers_cpu,
                 "servers_cpu_ms_per_msg": round(servers_cpu * 1000 / complete, 3) if complete else None,
                 "postgres_cpu_ms_per_msg": round(postgres_cpu * 1000 / complete, 3) if complete else None,
+                "postgres_commits_per_msg": round(committed / complete, 3) if complete else None,
                 "other_cpu_pct_of_host": cpu["other_cpu_pct_of_host"],
                 "streams": tp["streams"],
                 "throughput": tp,
@@ -152,7 +173,8 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(
             f"  {r['processes']} process(es): {r.get('msgs_per_s')} msgs/s (steady {r.get('steady_msgs_per_s')}),"
             f" sup CPU {r.get('servers_cpu_ms_per_msg')} ms/msg (x{r.get('cpu_per_msg_vs_one_process')} of one"
-            f" process), postgres {r.get('postgres_cpu_ms_per_msg')} ms/msg;"
+            f" process), postgres {r.get('postgres_cpu_ms_per_msg')} ms/msg,"
+            f" {r.get('postgres_commits_per_msg')} transactions/msg;"
             f" send->receive p50 {latency.get('p50_ms')} / p99 {latency.get('p99_ms')} ms;"
             f" lost {r.get('lost')}, refused {r.get('refused')}; streams: gaps {s.get('gaps')}, duplicates"
             f" {s.get('duplicates')}, chat seq out of order {s.get('chat_seq_disorder')};"
@@ -171,6 +193,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
     p.add_argument("--window", type=int, default=8, help="sends awaiting message.sent per sender (default 8)")
     p.add_argument("--max-seconds", type=float, default=40.0, help="sending stops after this, per count (40)")
+    p.add_argument("--profile", type=Path, help="py-spy record the first process during each count: PATH-n<N>.raw")
+    p.add_argument("--profile-option", action="append", default=[], help="extra py-spy record option, e.g. --gil")
+    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")))
     add_client_options(p)
     add_server_env(p, "a server setting, repeatable")
     args = parse_checked(p, argv)

@@ -294,6 +294,40 @@ async def test_a_lost_hint_is_covered_by_the_database_catch_up(rt: Server):
     await sock.close()
 
 
+async def test_hints_that_cross_are_sent_in_order_and_a_missing_one_is_read_after_a_wait(rt: Server):
+    """With several processes another process's hint often lands after this one's own (issue 15): a
+    hint that skips a seq waits briefly for the missing one instead of reading the stream at once."""
+    api = rt.api
+    alice, bob, chat = await two_in_a_group(api)
+    sock = await connect(rt, bob)
+    await sock.events(1)
+    hub = rt.app[HUB]
+    hub._checker.cancel()  # no periodic catch-up meanwhile: only the hints (and the wait) move the stream
+    original, stream = hub.on_deliveries, hub._stream
+    held, reads, read = [], [], stream.read
+
+    async def counted_read(*args):
+        reads.append(args)
+        return await read(*args)
+
+    hub.on_deliveries, stream.read = held.extend, counted_read
+    try:
+        for body in ("one", "two", "three", "four"):
+            await say(api, alice, chat, body)
+        one, two, _lost, four = [d for d in held if d.device_id == bob.device_id]
+        original([two])
+        original([one])
+        assert [e["message"]["body"] for e in await sock.events(2, "message.new", timeout=5)] == ["one", "two"]
+        assert reads == []
+        original([four])  # three never comes: read from the database after the wait
+        assert [e["message"]["body"] for e in await sock.events(2, "message.new", timeout=5)] == ["three", "four"]
+        assert len(reads) == 1
+    finally:
+        hub.on_deliveries, stream.read = original, read
+        await hub.start()
+    await sock.close()
+
+
 async def test_cursor_beyond_the_stream_is_refused(rt: Server):
     bob = await rt.api.register()
     ws = await rt.api.session.ws_connect(rt.url + "/api/v1/ws")

@@ -1,9 +1,9 @@
 """One WebSocket connection of one device: a single writer that keeps the stream in order.
 
 Live events arrive as hints (`push`); the pump sends them if they continue the stream
-exactly, and otherwise reads what is missing from the database. While it catches up, or
-when more than `queue_limit` live events wait, it keeps no copies (it reads them from the
-database instead), so memory stays flat under any burst. Replies (pong, message.sent,
+exactly, and otherwise (after a short wait for a late hint) reads what is missing from the
+database. While it catches up, or when more than `queue_limit` live events wait, it keeps no
+copies (it reads them from the database instead), so memory stays flat under any burst. Replies (pong, message.sent,
 error) are bounded too: a client that draws more of them than `reply_limit` without reading
 is closed like a slow consumer.
 
@@ -23,7 +23,9 @@ is given a bounded time to flush it before it is aborted.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 import struct
 import time
@@ -52,6 +54,9 @@ log = logging.getLogger("sup.ws")
 
 _READ_PAGE = 500
 _EPHEMERAL_LIMIT = 256
+# A hint that skips a seq waits this long for the missing one before the stream is read from the database:
+# with several processes, another process's hint (through Redis) often arrives after this one's own.
+_LATE_HINT_SECONDS = 0.05
 # How long a dropped connection's transport may take to flush its close frame (behind what was
 # buffered) before it is aborted: long enough for a slow reader, short enough to free the memory.
 CLOSE_FLUSH_SECONDS = 10.0
@@ -129,6 +134,7 @@ class Connection:
         "_control",
         "_ephemeral",
         "_flush_due",
+        "_gap_timer",
         "_need_catch_up",
         "_pending",
         "_progress_mark",
@@ -177,7 +183,8 @@ class Connection:
         self._transport = transport
         self._written = 0  # bytes handed to the transport
         self._progress_mark = (time.monotonic(), 0)  # (when, bytes accepted then): the window's start
-        self._pending: deque[Delivery] | None = None  # live events, continuing the stream
+        self._pending: deque[Delivery] | None = None  # live events, continuing the stream, by seq
+        self._gap_timer: asyncio.TimerHandle | None = None  # waiting for a late hint (see _LATE_HINT_SECONDS)
         self._control: deque[bytes] | None = None  # replies
         self._ephemeral: deque[bytes] | None = None  # typing notices (lossy)
         self._woken = False  # something was queued since the pump last looked
@@ -221,6 +228,8 @@ class Connection:
         elif len(pending) >= self._queue_limit:  # too much to hold: read it from the database
             pending.clear()
             self._need_catch_up = True
+        elif pending and delivery.seq < pending[-1].seq:  # hints from two processes crossed
+            bisect.insort(pending, delivery, key=_seq)
         else:
             pending.append(delivery)
         self._wake()
@@ -311,19 +320,24 @@ class Connection:
                 _frame_into(chunks, *wire(payload))
             self._ephemeral = None
         pending = self._pending
-        if pending:
+        if pending and (self._gap_timer is None or pending[0].seq <= self.last_sent + 1):
             self._pending = None
             last, metrics = self.last_sent, self.metrics
-            for delivery in pending:
+            for i, delivery in enumerate(pending):
                 if delivery.seq <= last:
                     continue
-                if delivery.seq != last + 1:  # a hint went missing: the database has it
-                    self._need_catch_up = True
+                if delivery.seq != last + 1:  # a hint is late (another process's) or lost
+                    if last != self.last_sent:
+                        self._stop_waiting_for_hint()  # the stream moved on: this gap gets its own wait
+                    self._pending = deque(itertools.islice(pending, i, None))
+                    self._wait_for_late_hint()
                     break
                 _frame_into(chunks, *wire(delivery.payload))
                 last = delivery.seq
                 if metrics is not None:
                     metrics.event_sent(delivery.at)
+            else:
+                self._stop_waiting_for_hint()
             self.last_sent = last
         if chunks:
             data = b"".join(chunks)
@@ -345,6 +359,7 @@ class Connection:
     async def stop(self) -> None:
         """The session ends: the pump is stopped for good (a reply that comes later goes nowhere)."""
         self._stopped = True
+        self._stop_waiting_for_hint()
         pump = self.pump_task
         if pump is not None:
             pump.cancel()
@@ -469,16 +484,17 @@ class Connection:
                     await self._catch_up()
                     continue
                 pending = self._pending
-                if pending:
+                if pending and (self._gap_timer is None or pending[0].seq <= self.last_sent + 1):
                     delivery = pending.popleft()
                     if not pending:
                         self._pending = None
                     if delivery.seq <= self.last_sent:
                         continue
-                    if delivery.seq != self.last_sent + 1:  # a hint went missing: the database has it
-                        self._pending = None
-                        self._need_catch_up = True
+                    if delivery.seq != self.last_sent + 1:  # a hint is late (another process's) or lost
+                        self._pending = deque((delivery, *(pending or ())))
+                        self._wait_for_late_hint()
                         continue
+                    self._stop_waiting_for_hint()
                     await self._send(delivery.payload)
                     self.last_sent = delivery.seq
                     if self.metrics is not None:
@@ -493,9 +509,25 @@ class Connection:
             self.broken = True  # pump_task stays set: no other pump starts
             self._make_room()
 
+    def _wait_for_late_hint(self) -> None:
+        """Give a missing seq _LATE_HINT_SECONDS to arrive as a hint before reading the stream (once per gap)."""
+        if self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(_LATE_HINT_SECONDS, self._hint_lost)
+
+    def _stop_waiting_for_hint(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _hint_lost(self) -> None:
+        self._gap_timer = None
+        self._need_catch_up = True
+        self._wake()
+
     async def _catch_up(self) -> None:
         self._catching_up = True
         self._pending = None
+        self._stop_waiting_for_hint()
         while self._need_catch_up:
             self._need_catch_up = False
             while True:
@@ -553,3 +585,7 @@ class AckWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+def _seq(delivery: Delivery) -> int:
+    return delivery.seq

@@ -52,6 +52,9 @@ class Hub:
 
     # -- bus listener ----------------------------------------------------------------------
 
+    def holds(self, device_id: str) -> bool:
+        return device_id in self._by_device
+
     def on_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
             for connection in self._by_device.get(delivery.device_id, ()):
