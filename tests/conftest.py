@@ -8,9 +8,11 @@ With CI=true a missing Postgres fails the run instead of skipping.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -404,15 +406,47 @@ async def people(server: Server, tmp_path) -> AsyncIterator[Any]:
     await group.close()
 
 
-class _SlowCallbacks(logging.Handler):
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is alive once every module is imported lives for the whole run: kept out of the garbage
+    collector's full passes, which otherwise walk it again and again as the run's heap grows."""
+    gc.collect()
+    gc.freeze()
+
+
+class _CollectorPauses:
+    """When the garbage collector ran (end, seconds): a long test session's heap makes a full
+    collection take seconds on a loaded machine, in whichever callback happens to allocate then."""
+
     def __init__(self) -> None:
+        self.pauses: list[tuple[float, float]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+        else:
+            self.pauses.append((now, now - self._started))
+
+    def within(self, start: float, end: float) -> float:
+        return sum(seconds for ended, seconds in self.pauses if start <= ended <= end)
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self, threshold: float, collector: _CollectorPauses) -> None:
         super().__init__(logging.WARNING)
         self.seen: list[str] = []
+        self._threshold = threshold
+        self._collector = collector
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith("Executing") and " took " in message:
-            self.seen.append(message)
+        took = re.search(r" took (\d+(?:\.\d+)?) seconds$", message)
+        if message.startswith("Executing") and took:
+            end = time.perf_counter()  # emitted right after the callback returned
+            collecting = self._collector.within(end - float(took[1]), end)
+            if float(took[1]) - collecting >= self._threshold:
+                self.seen.append(f"{message} ({collecting:.3f} s of it collecting garbage)")
 
 
 @pytest.fixture(autouse=True)
@@ -423,18 +457,22 @@ async def no_blocking_the_event_loop():
     hashing, SQLite and file work must run elsewhere (threads, executors).
     """
     loop = asyncio.get_running_loop()
-    handler = _SlowCallbacks()
+    # Wall-clock time: on a machine loaded beyond its cores a callback is descheduled mid-run.
+    threshold = BLOCKING_THRESHOLD * overload()
+    collector = _CollectorPauses()
+    handler = _SlowCallbacks(threshold, collector)
     logger = logging.getLogger("asyncio")
     logger.addHandler(handler)
+    gc.callbacks.append(collector)
     was_debug = loop.get_debug()
     loop.set_debug(True)
-    # Wall-clock time: on a machine loaded beyond its cores a callback is descheduled mid-run.
-    loop.slow_callback_duration = BLOCKING_THRESHOLD * overload()
+    loop.slow_callback_duration = threshold
     try:
         yield
     finally:
         loop.set_debug(was_debug)
         logger.removeHandler(handler)
+        gc.callbacks.remove(collector)
     assert not handler.seen, f"the event loop was blocked: {handler.seen}"
 
 
