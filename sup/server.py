@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -40,6 +41,7 @@ async def serve(config: Config) -> None:
         # after a restart) the kernel would drop SYNs, and each drop costs its client a 1 s retry.
         site = web.TCPSite(runner, config.server.host, config.server.port, backlog=config.server.listen_backlog)
         await site.start()
+        _settle_garbage_collector()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -60,6 +62,24 @@ async def serve(config: Config) -> None:
         # Stops accepting, lets open requests finish (shutdown_timeout), then closes backends.
         await runner.cleanup()
     log.info("stopped")
+
+
+# Collections of the youngest generation every this many allocations (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _settle_garbage_collector() -> None:
+    """Keep the collector off what start-up built, and let it run less often.
+
+    The modules, the app and its services live as long as the process: frozen, the collector's older
+    passes stop walking them. The send path allocates many short-lived objects freed by their reference
+    counts, not by the collector: at CPython's default threshold it ran every few sends, 5.6 % of both
+    the event loop's and the SQLite writer's samples (py-spy, issue 15); cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def run(config: Config) -> None:
