@@ -107,7 +107,12 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     argon2_time_cost: Annotated[int, doc("argon2id iterations (OWASP minimum at 19 MiB: 2).", ge=2)] = 2
     argon2_parallelism: Annotated[int, doc("argon2id lanes.", ge=1, le=16)] = 1
     hash_workers: Annotated[
-        int, doc("Password hashes computed at once, off the event loop (0: one per CPU core).", ge=0)
+        int,
+        doc(
+            "Password hashes computed at once, off the event loop (0: one per CPU core but one, at least "
+            "one: a burst of logins leaves a core to everything else).",
+            ge=0,
+        ),
     ] = 0
     totp_issuer: Annotated[str, doc("Issuer name shown in authenticator apps.")] = "SUP"
 
