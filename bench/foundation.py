@@ -636,6 +636,17 @@ class PostgresDatabases:
         finally:
             await conn.close()
 
+    async def analyze(self, url: str) -> None:
+        """ANALYZE the run's database, as autovacuum does on a server that has run a while: the new
+        statistics also invalidate the plans Postgres cached while the tables were empty."""
+        import asyncpg
+
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
+
     async def commits(self, url: str) -> int:
         """Transactions committed in the database so far (pg_stat_database; its counters lag by up to ~1 s)."""
         conn = await self._connect()

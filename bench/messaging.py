@@ -114,6 +114,15 @@ async def measure(run: Run, session: aiohttp.ClientSession, pg: PostgresDatabase
     if "idle" in phases:
         report["idle"] = await measure_idle(run, accounts[: args.idle_clients], "idle clients")
 
+    # A warm-up, then the statistics a running server's autovacuum would have gathered by now: on a fresh
+    # database Postgres keeps plans made on empty tables (a sequential scan of messages per send).
+    if args.warmup and "throughput" in phases:
+        await asyncio.sleep(ACK_SETTLE_S)
+        report["warmup"] = {"messages": (await measure_throughput(run, tp_pairs, args.warmup, "warm"))["complete"]}
+        if pg and server.database_url:
+            await pg.analyze(server.database_url)
+            report["warmup"]["analyzed"] = True
+
     # 1. throughput
     if "throughput" in phases:
         await asyncio.sleep(ACK_SETTLE_S)
@@ -217,6 +226,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also run the throughput phase on direct (encrypted) chats with this many messages (default 0: off)",
     )
     p.add_argument("--max-seconds", type=float, default=45.0, help="throughput: sending stops after this (45)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="first send this many messages, then ANALYZE on Postgres as autovacuum would on a running server "
+        "(default 0: measure a fresh database, as before)",
+    )
     add_client_options(p)
     p.add_argument("--latency-rate", type=float, default=500.0, help="latency: messages/s, paced (default 500)")
     p.add_argument("--latency-seconds", type=float, default=10.0, help="latency: duration (default 10)")
