@@ -75,7 +75,9 @@ export function ChatScreen({ chatId }) {
       <${CallButton} chat=${chat} />
       ${
         chat.type === "direct" && chat.peer
-          ? html`<a class="button small" href=${`/safety/${chat.peer.id}`} onClick=${onLink}>Safety number</a>`
+          ? html`<a class="button small" href=${`/safety/${chat.peer.id}`} onClick=${onLink} aria-label="Safety number"
+              >Safety<span class="wide-only"> number</span></a
+            >`
           : null
       }
       <a class="button small" href=${`/chats/${chat.id}/info`} onClick=${onLink} aria-label=${`About ${title}`}>Info</a>
