@@ -40,7 +40,6 @@ class WireFrame(msgspec.Struct):
     request_id: str | None = None
     message: WireMessage | None = None
     code: str | None = None
-    detail: str | None = None
     resume_from: int | None = None
 
 
