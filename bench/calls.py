@@ -50,7 +50,7 @@ TOTAL_BUDGET_S = 300.0
 MARKS = ("invited", "accepted", "offer_gathered", "answer_received", "ice_completed", "connected")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(__doc__)
     parser.add_argument("--calls", type=int, default=10, help="calls to set up, one after another")
     return parse_checked(parser, argv)
@@ -129,9 +129,5 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("calls", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("calls", parse_args(), run_benchmark, format_summary, TOTAL_BUDGET_S))

@@ -1055,7 +1055,8 @@ def summary_end(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _cpu(figures: dict[str, Any], cpus: int) -> str:
+def format_cpu(figures: dict[str, Any], cpus: int) -> str:
+    """Where a CpuWatch saw the host's CPU go, for the summaries."""
     return (
         f"CPU: server {figures['server_cpu_pct_of_one_cpu']}% of one CPU; "
         f"host {figures['host_cpu_busy_pct']}% of {cpus} CPUs busy, "
@@ -1105,7 +1106,7 @@ def format_summary(report: dict[str, Any]) -> str:
             f"   failed {log_c['failed']} (statuses {log_c['statuses']}, "
             f"client errors {log_c['client_errors']}); "
             f"server CPU {log_c['server_cpu_ms_per_login']} ms/login",
-            f"   {_cpu(log_c['cpu'], m['cpu_count'])}",
+            f"   {format_cpu(log_c['cpu'], m['cpu_count'])}",
             "",
             f"d. GET /health, sequential, idle: {format_latency(hi)}",
             f"   while {loaded['concurrency']} logins run in parallel: {format_latency(hl)}",
@@ -1113,7 +1114,7 @@ def format_summary(report: dict[str, Any]) -> str:
             f"errors {hl['errors']}; {hl['samples_per_s']} samples/s over {hl['duration_s']} s",
             f"   those logins: {loaded['requests_per_s']} req/s, latency {format_latency(loaded['latency'])}, "
             f"failed {loaded['failed']}",
-            f"   {_cpu(hl['cpu'], m['cpu_count'])}",
+            f"   {format_cpu(hl['cpu'], m['cpu_count'])}",
             "",
             f"e. SIGTERM -> exit {stop['exit_code']} in {stop['shutdown_ms']} ms "
             f"(other starts: {_mmm(starts['shutdown_ms'])})",

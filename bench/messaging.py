@@ -300,9 +300,5 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("messaging", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("messaging", parse_args(), run_benchmark, format_summary, TOTAL_BUDGET_S))

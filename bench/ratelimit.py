@@ -8,7 +8,8 @@ The limits are set far above the load, so every request is counted and none refu
     .venv/bin/python bench/ratelimit.py [--redis-url redis://127.0.0.1:6379/0] [--seconds 8] [--clients 16]
 
 Prints requests/s and latency per setting, writes bench/reports/ratelimit.json. Exit status: 0 when
-every request answered 200, 1 otherwise, 2 when the benchmark could not run.
+every request answered 200 and every server stopped cleanly with a clean log, 1 otherwise, 2 when the
+benchmark could not run.
 """
 
 from __future__ import annotations
@@ -16,26 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from foundation import (
-    BENCH_DIR,
-    client_session,
-    report_head,
-    report_tail,
-    run_and_report,
-    software_info,
-    spawn_server,
-    stop_server,
-    summarize_ms,
-    wait_healthy,
-)
-from harness import register
+from foundation import BENCH_DIR, client_session, summarize_ms
+from harness import Bench, bench_run, register, run_main
 
 HIGH = "100000000"  # a budget no run reaches: every request counted, none refused
 WARM_UP_S = 1.0
@@ -67,20 +56,16 @@ async def _client(
     return latencies, failures
 
 
-async def measure(name: str, env: dict[str, str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    data_dir = workdir / name
-    data_dir.mkdir()
-    server = spawn_server(sys.executable, data_dir, None, env.items())
-    try:
-        async with client_session(args.clients) as session:
-            await wait_healthy(server, session)
-            tokens = [a["token"] for a in await register(session, server.base_url, args.clients, prefix="bench_user")]
-            start = time.perf_counter() + WARM_UP_S
-            until = start + args.seconds
-            url = f"{server.base_url}/api/v1/users/me"
-            results = await asyncio.gather(*(_client(session, url, t, until, start) for t in tokens))
-    finally:
-        stopped = await stop_server(server)
+async def measure(bench: Bench, name: str, env: dict[str, str]) -> dict[str, Any]:
+    args = bench.args
+    server = await bench.server(env.items(), data_dir=bench.tmp / name)
+    async with client_session(args.clients) as session:
+        tokens = [a["token"] for a in await register(session, server.base_url, args.clients, prefix="bench_user")]
+        start = time.perf_counter() + WARM_UP_S
+        until = start + args.seconds
+        url = f"{server.base_url}/api/v1/users/me"
+        results = await asyncio.gather(*(_client(session, url, t, until, start) for t in tokens))
+    stopped = await bench.stop(server, f"the {name} server")
     latencies = [s for lat, _ in results for s in lat]
     return {
         "env": env,
@@ -93,20 +78,17 @@ async def measure(name: str, env: dict[str, str], args: argparse.Namespace, work
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
     config = {
         "seconds": args.seconds,
         "clients": args.clients,
         "redis_url": args.redis_url,
         "route": "GET /api/v1/users/me",
     }
-    report = report_head("ratelimit", "sqlite", software_info(sys.executable), config)
-    with tempfile.TemporaryDirectory(prefix="sup-bench-ratelimit-") as tmp:
-        report["settings"] = {
-            name: await measure(name, env, args, Path(tmp)) for name, env in settings(args.redis_url).items()
-        }
-    problems = [f"{name}: {r['failures']} requests failed" for name, r in report["settings"].items() if r["failures"]]
-    return report_tail(report, problems, [], started)
+    async with bench_run("ratelimit", args, config, BUDGET_S) as bench:
+        results = {name: await measure(bench, name, env) for name, env in settings(args.redis_url).items()}
+        bench.report["settings"] = results
+        bench.problems += [f"{name}: {r['failures']} requests failed" for name, r in results.items() if r["failures"]]
+    return bench.finish()
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -121,15 +103,15 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--json-out", type=Path, default=BENCH_DIR / "reports" / "ratelimit.json")
-    args = p.parse_args(argv)
-    return run_and_report("ratelimit", asyncio.wait_for(run(args), BUDGET_S), summary, args.json_out, BUDGET_S)
+    p.set_defaults(python=sys.executable)  # the servers run on this interpreter
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("ratelimit", parse_args(), run, summary, BUDGET_S))

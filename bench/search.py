@@ -55,6 +55,7 @@ from foundation import (
     CpuWatch,
     PostgresDatabases,
     ServerProcess,
+    format_cpu,
     format_latency,
     log_problems,
     post,
@@ -523,11 +524,7 @@ def format_summary(report: dict[str, Any]) -> str:
     ]
     for kind, figures in found["by_kind"].items():
         lines.append(f"  {kind:12} {format_latency(figures)}, {found['results_per_page_mean'][kind]} results/page")
-    cpu = found["cpu"]
-    lines.append(
-        f"  CPU meanwhile: server {cpu['server_cpu_pct_of_one_cpu']}% of one CPU; host {cpu['host_cpu_busy_pct']}% "
-        f"busy, {cpu['other_cpu_pct_of_host']}% of it by other load; by process: {cpu['cpu_s_by_process']}"
-    )
+    lines.append(f"  {format_cpu(found['cpu'], m['cpu_count'])}")
     if "rebuild" in report:
         rebuilt = report["rebuild"]
         lines += [
@@ -557,9 +554,5 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("search", parse_args(argv), run_benchmark, format_summary, TOTAL_BUDGET_S)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("search", parse_args(), run_benchmark, format_summary, TOTAL_BUDGET_S))

@@ -106,7 +106,7 @@ async ([chatId]) => {
 """
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=10_000, help="messages in the device's store (default 10000)")
     p.add_argument("--vocabulary", type=int, default=5_000, help="distinct words (default 5000)")
@@ -187,9 +187,5 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("web-search", parse_args(argv), run_benchmark, format_summary, BUDGET_S)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("web-search", parse_args(), run_benchmark, format_summary, BUDGET_S))

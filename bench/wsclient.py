@@ -40,7 +40,6 @@ class WireFrame(msgspec.Struct):
     request_id: str | None = None
     message: WireMessage | None = None
     code: str | None = None
-    detail: str | None = None
     resume_from: int | None = None
 
 
@@ -185,16 +184,6 @@ class Conn:
     @property
     def unexpected_close(self) -> bool:
         return self.closed.is_set() and not self.closing
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "events": self.events,
-            "gaps": self.gaps,
-            "duplicates": self.duplicates,
-            "acks_sent": self.acks_sent,
-            "errors": dict(self.errors),
-            "unexpected_close": [self.close_code] if self.unexpected_close else [],
-        }
 
 
 def merge_conn_stats(conns: Sequence[Conn]) -> dict[str, Any]:
