@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, changed_one
 
 _COLUMNS = "id, user_id, state, blob_key, size, failure, created_at, ready_at, expires_at"
 
@@ -40,7 +40,8 @@ class ExportStore:
         self, tx: Queryable, export_id: str, blob_key: str, size: int, now: int, expires_at: int
     ) -> bool:
         """False if the export is gone meanwhile (its user was deleted)."""
-        changed = await tx.execute(
+        return await changed_one(
+            tx,
             "UPDATE account_exports SET state = 'ready', blob_key = $2, size = $3, ready_at = $4, expires_at = $5"
             " WHERE id = $1 AND state = 'pending'",
             export_id,
@@ -49,7 +50,6 @@ class ExportStore:
             now,
             expires_at,
         )
-        return changed == 1
 
     async def set_failed(self, tx: Queryable, export_id: str, failure: str) -> None:
         await tx.execute(

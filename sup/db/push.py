@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row, in_list
+from sup.db.database import Queryable, Row, changed_one, fetch_in
 
 # Several processes claim at once on Postgres: each takes other rows instead of waiting on the same.
 _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
@@ -59,15 +59,12 @@ class PushStore:
         )
 
     async def unsubscribe(self, tx: Queryable, device_id: str) -> bool:
-        return await tx.execute("DELETE FROM push_subscriptions WHERE device_id = $1", device_id) == 1
+        return await changed_one(tx, "DELETE FROM push_subscriptions WHERE device_id = $1", device_id)
 
     async def forget_gone(self, tx: Queryable, device_id: str, endpoint: str) -> bool:
         """The push service says the subscription is gone: remove it, unless the device registered anew."""
-        return (
-            await tx.execute(
-                "DELETE FROM push_subscriptions WHERE device_id = $1 AND endpoint = $2", device_id, endpoint
-            )
-            == 1
+        return await changed_one(
+            tx, "DELETE FROM push_subscriptions WHERE device_id = $1 AND endpoint = $2", device_id, endpoint
         )
 
     # -- what waits ------------------------------------------------------------------------
@@ -77,9 +74,8 @@ class PushStore:
         found: dict[str, str] = {}
         for start in range(0, len(device_ids), _CHUNK):
             chunk = device_ids[start : start + _CHUNK]
-            rows = await db.fetch(
-                f"SELECT device_id, user_id FROM push_subscriptions WHERE device_id IN ({in_list(len(chunk))})",
-                *chunk,
+            rows = await fetch_in(
+                db, "SELECT device_id, user_id FROM push_subscriptions WHERE device_id IN ($ids)", chunk
             )
             found.update({row["device_id"]: row["user_id"] for row in rows})
         return found
@@ -135,12 +131,8 @@ class PushStore:
         if not rows:
             return []
         ids = [row["device_id"] for row in rows]
-        devices = {
-            row["id"]: row
-            for row in await tx.fetch(
-                f"SELECT id, acked_event_seq, revoked_at FROM user_devices WHERE id IN ({in_list(len(ids))})", *ids
-            )
-        }
+        found = await fetch_in(tx, "SELECT id, acked_event_seq, revoked_at FROM user_devices WHERE id IN ($ids)", ids)
+        devices = {row["id"]: row for row in found}
         claimed = []
         for row in rows:
             device = devices.get(row["device_id"])
