@@ -13,12 +13,22 @@ _USER_COLUMNS = (
 )
 # What LIKE would read as a wildcard in a search term, escaped with a backslash.
 _DEVICES = "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
+_INVITES = (
+    "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
+    " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
+)
 _LIKE_SPECIAL = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 _STATUS_WHERE = {
     "active": "deactivated_at IS NULL AND deleted_at IS NULL",
     "deactivated": "deactivated_at IS NOT NULL AND deleted_at IS NULL",
     "deleted": "deleted_at IS NOT NULL",
 }
+
+
+async def hold_user_row(tx: Queryable, user_id: str) -> None:
+    """Hold the user's row until commit (a write that changes nothing but takes the row's lock):
+    what must happen one at a time per user waits here for the transaction before it."""
+    await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
 
 
 class UserStore:
@@ -110,7 +120,7 @@ class UserStore:
 
     async def lock(self, tx: Queryable, user_id: str) -> Row | None:
         """The user's row, held until commit (one administrative change at a time per user)."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
+        await hold_user_row(tx, user_id)
         return await self.get(tx, user_id)
 
     async def set_deactivated(self, tx: Queryable, user_id: str, deactivated_at: int | None, now: int) -> None:
@@ -340,27 +350,19 @@ class InviteStore:
 
     async def page(self, db: Queryable, before: tuple[int, bytes] | None, limit: int) -> list[Row]:
         """Invites, newest first; the cursor is (created_at, code_hash) of the last one seen."""
-        select = (
-            "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
-            " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
-        )
         order = " ORDER BY i.created_at DESC, i.code_hash DESC LIMIT $1"
         if before is None:
-            return list(await db.fetch(select + order, limit))
+            return list(await db.fetch(_INVITES + order, limit))
         return list(
             await db.fetch(
-                select + " WHERE i.created_at < $2 OR (i.created_at = $2 AND i.code_hash < $3)" + order,
+                _INVITES + " WHERE i.created_at < $2 OR (i.created_at = $2 AND i.code_hash < $3)" + order,
                 limit,
                 *before,
             )
         )
 
     async def get(self, db: Queryable, code_hash: bytes) -> Row | None:
-        return await db.fetchrow(
-            "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
-            " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by WHERE i.code_hash = $1",
-            code_hash,
-        )
+        return await db.fetchrow(f"{_INVITES} WHERE i.code_hash = $1", code_hash)
 
     async def delete(self, tx: Queryable, code_hash: bytes) -> bool:
         return await changed_one(tx, "DELETE FROM invites WHERE code_hash = $1", code_hash)

@@ -195,7 +195,7 @@ async def changed_one(db: Queryable, sql: str, *args: Any) -> bool:
 async def update_row(db: Queryable, table: str, row_id: str, changes: Mapping[str, Any], now: int) -> bool:
     """Set these columns of the row with this id, and its `updated_at`; False if there is no such row.
 
-    The column names become SQL: each caller allows only its own, never names a client sent.
+    The column names go into the SQL as they are: callers pass only names they allow, never a client's.
     """
     sets = "".join(f"{column} = ${i + 2}, " for i, column in enumerate(changes))
     sql = f"UPDATE {table} SET {sets}updated_at = ${len(changes) + 2} WHERE id = $1"
@@ -227,7 +227,7 @@ async def keyset_page(
 
     Keyset, not OFFSET: stable while rows come and go, and it walks an index. A key of several
     columns (a time, then an id that breaks its ties) takes a cursor of as many values.
-    `descending` walks the key downwards: newest first, the cursor's rows are the older ones.
+    `descending` walks the key downwards (newest first): the next page is what lies below the cursor.
     """
     columns = (key,) if isinstance(key, str) else key
     direction = " DESC" if descending else ""
@@ -240,7 +240,7 @@ async def keyset_page(
 
 
 def _past(columns: Sequence[str], beyond: str, first: int) -> str:
-    """`a > $3 OR (a = $3 AND b > $4)` (in brackets): past a cursor whose values are `$first`, ... in key order."""
+    """`(a > $3 OR (a = $3 AND b > $4))`: the rows past the cursor `$first`, `$first + 1`, ... in key order."""
     column, *rest = columns
     if not rest:
         return f"{column} {beyond} ${first}"

@@ -9,6 +9,11 @@ from sup.db.database import Queryable, Row, changed_one, keyset_page
 _INVITE_COLUMNS = (
     "id, chat_id, code, name, created_by, requires_approval, expires_at, max_uses, uses, revoked_at, created_at"
 )
+# A join request as the list of waiting ones shows it.
+_REQUESTS = (
+    "SELECT r.chat_id, r.user_id, r.invite_id, r.created_at, u.username, u.display_name"
+    " FROM chat_join_requests r JOIN users u ON u.id = r.user_id WHERE r.chat_id = $1"
+)
 INVITE_USERS = 256  # sup.domain.permissions.Permission.INVITE_USERS (this layer does not import the domain)
 
 
@@ -115,12 +120,7 @@ class JoinRequestStore:
         )
 
     async def get(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
-        return await db.fetchrow(
-            "SELECT r.chat_id, r.user_id, r.invite_id, r.created_at, u.username, u.display_name"
-            " FROM chat_join_requests r JOIN users u ON u.id = r.user_id WHERE r.chat_id = $1 AND r.user_id = $2",
-            chat_id,
-            user_id,
-        )
+        return await db.fetchrow(f"{_REQUESTS} AND r.user_id = $2", chat_id, user_id)
 
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
         return await changed_one(
@@ -133,15 +133,7 @@ class JoinRequestStore:
         if after is not None:
             created_at, _, user_id = after.partition("_")
             cursor = (int(created_at), user_id)
-        return await keyset_page(
-            db,
-            "SELECT r.chat_id, r.user_id, r.invite_id, r.created_at, u.username, u.display_name"
-            " FROM chat_join_requests r JOIN users u ON u.id = r.user_id WHERE r.chat_id = $1",
-            ("r.created_at", "r.user_id"),
-            chat_id,
-            cursor,
-            limit,
-        )
+        return await keyset_page(db, _REQUESTS, ("r.created_at", "r.user_id"), chat_id, cursor, limit)
 
     async def managers(self, db: Queryable, chat_id: str) -> list[str]:
         """Members who may invite and approve: the owner, and roles with invite_users."""

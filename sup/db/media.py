@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sup.db.accounts import hold_user_row
 from sup.db.database import Queryable, Row, changed_one, in_list, keyset_page, update_row
 from sup.db.stories import visible_to
 
@@ -51,7 +52,7 @@ class MediaStore:
 
     async def lock_owner(self, tx: Queryable, owner_id: str) -> None:
         """Hold the user's row until commit: one quota check and insert at a time per user."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", owner_id)
+        await hold_user_row(tx, owner_id)
 
     async def processed_twin(self, db: Queryable, blob_key: str, *, sticker: bool = False) -> Row | None:
         """Another unencrypted file of the same bytes whose processing is over, under the same limits

@@ -12,6 +12,8 @@ _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
 # cast: CAST(... AS UUID) there means NUMERIC, which would turn "123e4567-..." into a number.)
 _ID = {"postgres": "CAST(${} AS UUID)", "sqlite": "${}"}
 
+# A subscription as the API shows it.
+_SUBSCRIPTION = "device_id, endpoint, created_at, updated_at, last_pushed_at"
 _CHUNK = 500  # ids per IN list, far below SQLite's parameter limit
 
 
@@ -41,8 +43,7 @@ class PushStore:
             " VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (device_id) DO UPDATE SET"
             " endpoint = excluded.endpoint, p256dh = excluded.p256dh, auth = excluded.auth,"
             " updated_at = excluded.updated_at, pending_seq = NULL, pending_chat = NULL, due_at = NULL,"
-            " lease_until = NULL, attempts = 0"
-            " RETURNING device_id, endpoint, created_at, updated_at, last_pushed_at",
+            f" lease_until = NULL, attempts = 0 RETURNING {_SUBSCRIPTION}",
             device_id,
             user_id,
             endpoint,
@@ -52,11 +53,7 @@ class PushStore:
         )
 
     async def get(self, db: Queryable, device_id: str) -> Row | None:
-        return await db.fetchrow(
-            "SELECT device_id, endpoint, created_at, updated_at, last_pushed_at FROM push_subscriptions"
-            " WHERE device_id = $1",
-            device_id,
-        )
+        return await db.fetchrow(f"SELECT {_SUBSCRIPTION} FROM push_subscriptions WHERE device_id = $1", device_id)
 
     async def unsubscribe(self, tx: Queryable, device_id: str) -> bool:
         return await changed_one(tx, "DELETE FROM push_subscriptions WHERE device_id = $1", device_id)

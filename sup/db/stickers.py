@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sup.db.accounts import hold_user_row
 from sup.db.database import Queryable, Row, changed_one, fetch_in, update_row
 
 _PACK_COLUMNS = "p.id, p.owner_id, p.title, p.slug, p.cover_media_id, p.published_at, p.created_at, p.updated_at"
+_PACKS = f"SELECT {_PACK_COLUMNS} FROM sticker_packs p"
 _STICKER_COLUMNS = (
     "k.id, k.pack_id, k.media_id, k.emoji, k.position, k.removed_at, k.created_at, m.mime, m.width, m.height, m.info"
 )
@@ -33,25 +35,20 @@ class StickerStore:
         )
 
     async def get_pack(self, db: Queryable, pack_id: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_PACK_COLUMNS} FROM sticker_packs p WHERE p.id = $1", pack_id)
+        return await db.fetchrow(f"{_PACKS} WHERE p.id = $1", pack_id)
 
     async def pack_by_slug(self, db: Queryable, slug: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_PACK_COLUMNS} FROM sticker_packs p WHERE p.slug = $1", slug)
+        return await db.fetchrow(f"{_PACKS} WHERE p.slug = $1", slug)
 
     async def packs_of(self, db: Queryable, owner_id: str) -> list[Row]:
-        return list(
-            await db.fetch(
-                f"SELECT {_PACK_COLUMNS} FROM sticker_packs p WHERE p.owner_id = $1 ORDER BY p.created_at, p.id",
-                owner_id,
-            )
-        )
+        return list(await db.fetch(f"{_PACKS} WHERE p.owner_id = $1 ORDER BY p.created_at, p.id", owner_id))
 
     async def count_packs(self, db: Queryable, owner_id: str) -> int:
         return await db.fetchval("SELECT COUNT(*) FROM sticker_packs WHERE owner_id = $1", owner_id)
 
     async def lock_user(self, tx: Queryable, user_id: str) -> None:
         """Hold the user's row until commit: one count-then-insert at a time per user."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
+        await hold_user_row(tx, user_id)
 
     async def lock_pack(self, tx: Queryable, pack_id: str) -> Row | None:
         """The pack, its row held until commit (stickers are counted and placed one at a time)."""

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from sup.db.accounts import hold_user_row
 from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, keyset_page
 
 _STORY_COLUMNS = "s.id, s.author_id, s.media_id, s.caption, s.audience, s.list_id, s.created_at, s.expires_at"
@@ -103,7 +104,7 @@ class StoryStore:
 
     async def lock_author(self, tx: Queryable, author_id: str) -> None:
         """Hold the author's row until commit: one count of live stories and insert at a time."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", author_id)
+        await hold_user_row(tx, author_id)
 
     async def live_count(self, db: Queryable, author_id: str, now: int) -> int:
         return await db.fetchval(
