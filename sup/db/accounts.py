@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, in_list, keyset_page
+from sup.db.database import Queryable, Row, changed_one, fetch_in, keyset_page, update_row
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
@@ -13,12 +13,22 @@ _USER_COLUMNS = (
 )
 # What LIKE would read as a wildcard in a search term, escaped with a backslash.
 _DEVICES = "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices"
+_INVITES = (
+    "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
+    " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
+)
 _LIKE_SPECIAL = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 _STATUS_WHERE = {
     "active": "deactivated_at IS NULL AND deleted_at IS NULL",
     "deactivated": "deactivated_at IS NOT NULL AND deleted_at IS NULL",
     "deleted": "deleted_at IS NOT NULL",
 }
+
+
+async def hold_user_row(tx: Queryable, user_id: str) -> None:
+    """Hold the user's row until commit (a write that changes nothing but takes the row's lock):
+    what must happen one at a time per user waits here for the transaction before it."""
+    await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
 
 
 class UserStore:
@@ -34,10 +44,11 @@ class UserStore:
         now: int,
     ) -> bool:
         """Insert a user; False when the username is taken. `username` is already in its key form."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO users (id, username, username_key, display_name, password_hash, is_admin,"
             " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
-            " ON CONFLICT (username_key) DO NOTHING RETURNING id",
+            " ON CONFLICT (username_key) DO NOTHING",
             id,
             username,
             username,
@@ -46,7 +57,6 @@ class UserStore:
             is_admin,
             now,
         )
-        return row is not None
 
     async def get(self, db: Queryable, user_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
@@ -56,10 +66,7 @@ class UserStore:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE username_key = $1", key)
 
     async def get_many(self, db: Queryable, user_ids: list[str]) -> list[Row]:
-        if not user_ids:
-            return []
-        placeholders = in_list(len(user_ids))
-        return list(await db.fetch(f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({placeholders})", *user_ids))
+        return await fetch_in(db, f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ($ids)", user_ids)
 
     async def existing(self, db: Queryable, user_ids: list[str]) -> set[str]:
         """Which of these ids are accounts that were not deleted."""
@@ -70,13 +77,7 @@ class UserStore:
         assert set(changes) <= allowed, changes
         if not changes:
             return
-        sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
-        await tx.execute(
-            f"UPDATE users SET {sets}, updated_at = ${len(changes) + 2} WHERE id = $1",
-            user_id,
-            *changes.values(),
-            now,
-        )
+        await update_row(tx, "users", user_id, changes, now)
 
     async def set_password_hash(self, tx: Queryable, user_id: str, password_hash: str, now: int) -> None:
         await tx.execute(
@@ -113,16 +114,13 @@ class UserStore:
         A login that checked the password while an admin deactivated the account waits here
         for that transaction, then sees the account deactivated and opens no device.
         """
-        return (
-            await tx.execute(
-                "UPDATE users SET updated_at = updated_at WHERE id = $1 AND deactivated_at IS NULL", user_id
-            )
-            == 1
+        return await changed_one(
+            tx, "UPDATE users SET updated_at = updated_at WHERE id = $1 AND deactivated_at IS NULL", user_id
         )
 
     async def lock(self, tx: Queryable, user_id: str) -> Row | None:
         """The user's row, held until commit (one administrative change at a time per user)."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
+        await hold_user_row(tx, user_id)
         return await self.get(tx, user_id)
 
     async def set_deactivated(self, tx: Queryable, user_id: str, deactivated_at: int | None, now: int) -> None:
@@ -169,11 +167,8 @@ class UserStore:
 
     async def claim_totp_step(self, tx: Queryable, user_id: str, step: int) -> bool:
         """Record a TOTP time step as used; False if it (or a later one) was used already."""
-        return (
-            await tx.execute(
-                "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND totp_last_step < $2", user_id, step
-            )
-            == 1
+        return await changed_one(
+            tx, "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND totp_last_step < $2", user_id, step
         )
 
 
@@ -202,41 +197,27 @@ class DeviceStore:
         )
 
     async def active_ids_of(self, db: Queryable, user_ids: Sequence[str]) -> list[str]:
-        if not user_ids:
-            return []
-        placeholders = in_list(len(user_ids))
-        rows = await db.fetch(
-            f"SELECT id FROM user_devices WHERE user_id IN ({placeholders}) AND revoked_at IS NULL", *user_ids
+        rows = await fetch_in(
+            db, "SELECT id FROM user_devices WHERE user_id IN ($ids) AND revoked_at IS NULL", user_ids
         )
         return [r["id"] for r in rows]
 
     async def active_among(self, db: Queryable, device_ids: Sequence[str]) -> set[str]:
         """Which of these devices are still active (not revoked, not logged out)."""
-        if not device_ids:
-            return set()
-        placeholders = in_list(len(device_ids))
-        rows = await db.fetch(
-            f"SELECT id FROM user_devices WHERE id IN ({placeholders}) AND revoked_at IS NULL", *device_ids
-        )
+        rows = await fetch_in(db, "SELECT id FROM user_devices WHERE id IN ($ids) AND revoked_at IS NULL", device_ids)
         return {r["id"] for r in rows}
 
     async def known_ids(self, db: Queryable, device_ids: Sequence[str]) -> list[str]:
         """Which of these ids are devices at all (active or revoked)."""
-        if not device_ids:
-            return []
-        placeholders = in_list(len(device_ids))
-        rows = await db.fetch(f"SELECT id FROM user_devices WHERE id IN ({placeholders})", *device_ids)
-        return [r["id"] for r in rows]
+        return [r["id"] for r in await fetch_in(db, "SELECT id FROM user_devices WHERE id IN ($ids)", device_ids)]
 
     async def rename(self, tx: Queryable, user_id: str, device_id: str, name: str) -> bool:
-        return (
-            await tx.execute(
-                "UPDATE user_devices SET name = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL",
-                user_id,
-                device_id,
-                name,
-            )
-            == 1
+        return await changed_one(
+            tx,
+            "UPDATE user_devices SET name = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL",
+            user_id,
+            device_id,
+            name,
         )
 
     async def touch(self, tx: Queryable, device_id: str, now: int) -> None:
@@ -246,11 +227,8 @@ class DeviceStore:
         """Revoke one device and drop its refresh tokens and push subscription; False if it was not active."""
         await tx.execute("DELETE FROM sessions WHERE device_id = $1", device_id)
         await tx.execute("DELETE FROM push_subscriptions WHERE device_id = $1", device_id)
-        return (
-            await tx.execute(
-                "UPDATE user_devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", device_id, now
-            )
-            == 1
+        return await changed_one(
+            tx, "UPDATE user_devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", device_id, now
         )
 
     async def revoke_all_except(self, tx: Queryable, user_id: str, keep_device_id: str | None, now: int) -> list[str]:
@@ -338,14 +316,12 @@ class RecoveryCodeStore:
             await tx.execute("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)", user_id, code_hash)
 
     async def consume(self, tx: Queryable, user_id: str, code_hash: bytes, now: int) -> bool:
-        return (
-            await tx.execute(
-                "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
-                user_id,
-                code_hash,
-                now,
-            )
-            == 1
+        return await changed_one(
+            tx,
+            "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+            user_id,
+            code_hash,
+            now,
         )
 
     async def remaining(self, db: Queryable, user_id: str) -> int:
@@ -374,41 +350,31 @@ class InviteStore:
 
     async def page(self, db: Queryable, before: tuple[int, bytes] | None, limit: int) -> list[Row]:
         """Invites, newest first; the cursor is (created_at, code_hash) of the last one seen."""
-        select = (
-            "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
-            " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
-        )
         order = " ORDER BY i.created_at DESC, i.code_hash DESC LIMIT $1"
         if before is None:
-            return list(await db.fetch(select + order, limit))
+            return list(await db.fetch(_INVITES + order, limit))
         return list(
             await db.fetch(
-                select + " WHERE i.created_at < $2 OR (i.created_at = $2 AND i.code_hash < $3)" + order,
+                _INVITES + " WHERE i.created_at < $2 OR (i.created_at = $2 AND i.code_hash < $3)" + order,
                 limit,
                 *before,
             )
         )
 
     async def get(self, db: Queryable, code_hash: bytes) -> Row | None:
-        return await db.fetchrow(
-            "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
-            " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by WHERE i.code_hash = $1",
-            code_hash,
-        )
+        return await db.fetchrow(f"{_INVITES} WHERE i.code_hash = $1", code_hash)
 
     async def delete(self, tx: Queryable, code_hash: bytes) -> bool:
-        return await tx.execute("DELETE FROM invites WHERE code_hash = $1", code_hash) == 1
+        return await changed_one(tx, "DELETE FROM invites WHERE code_hash = $1", code_hash)
 
     async def claim(self, tx: Queryable, code_hash: bytes, now: int) -> bool:
         """Use one of the invite's uses; False if unknown, expired or used up."""
-        return (
-            await tx.execute(
-                "UPDATE invites SET uses = uses + 1 WHERE code_hash = $1 AND uses < max_uses"
-                " AND (expires_at IS NULL OR expires_at > $2)",
-                code_hash,
-                now,
-            )
-            == 1
+        return await changed_one(
+            tx,
+            "UPDATE invites SET uses = uses + 1 WHERE code_hash = $1 AND uses < max_uses"
+            " AND (expires_at IS NULL OR expires_at > $2)",
+            code_hash,
+            now,
         )
 
 
@@ -430,7 +396,7 @@ class ContactStore:
         return {r["contact_id"] for r in await db.fetch("SELECT contact_id FROM contacts WHERE user_id = $1", user_id)}
 
     async def remove(self, tx: Queryable, user_id: str, contact_id: str) -> bool:
-        return await tx.execute("DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id) == 1
+        return await changed_one(tx, "DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id)
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
         return await keyset_page(
@@ -456,9 +422,8 @@ class BlockStore:
         )
 
     async def remove(self, tx: Queryable, user_id: str, blocked_id: str) -> bool:
-        return (
-            await tx.execute("DELETE FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", user_id, blocked_id)
-            == 1
+        return await changed_one(
+            tx, "DELETE FROM blocked_users WHERE user_id = $1 AND blocked_id = $2", user_id, blocked_id
         )
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:

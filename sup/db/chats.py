@@ -7,13 +7,15 @@ from typing import Any
 
 import msgspec
 
-from sup.db.database import Queryable, Row, from_row, in_list, keyset_page
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, keyset_page, update_row
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
     " c.last_message_at, c.created_at, c.updated_at, c.visibility"
 )
 CHAT_COLUMNS = _CHAT_COLUMNS  # for other stores that read chats (search)
+# When a chat was last active: its last message, or its creation.
+_ACTIVITY = "COALESCE(c.last_message_at, c.created_at)"
 _ROLES = "SELECT id, chat_id, kind, name, permissions, created_at FROM chat_roles"
 _MEMBER_COLUMNS = "m.user_id, m.role_id, m.joined_at, m.last_read_seq, r.kind, r.permissions, r.name AS role_name"
 # A member as the member list shows them.
@@ -94,10 +96,11 @@ class ChatStore:
         visibility: str = "private",
     ) -> bool:
         """Insert a chat; False when a direct chat for this pair already exists."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO chats (id, type, title, description, encrypted, direct_key, created_by, created_at,"
             " updated_at, visibility) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)"
-            " ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+            " ON CONFLICT (direct_key) DO NOTHING",
             id,
             type,
             title,
@@ -108,7 +111,6 @@ class ChatStore:
             now,
             visibility,
         )
-        return row is not None
 
     async def get(self, db: Queryable, chat_id: str) -> ChatRow | None:
         return _chat_or_none(await db.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", chat_id))
@@ -122,13 +124,7 @@ class ChatStore:
         assert set(changes) <= {"title", "description", "avatar_media_id", "visibility"}, changes
         if not changes:
             return
-        sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
-        await tx.execute(
-            f"UPDATE chats SET {sets}, updated_at = ${len(changes) + 2} WHERE id = $1",
-            chat_id,
-            *changes.values(),
-            now,
-        )
+        await update_row(tx, "chats", chat_id, changes, now)
 
     async def delete(self, tx: Queryable, chat_id: str) -> None:
         await tx.execute("DELETE FROM chats WHERE id = $1", chat_id)
@@ -140,23 +136,17 @@ class ChatStore:
 
         The cursor is (activity time, chat id).
         """
-        select = (
-            f"SELECT {_CHAT_COLUMNS}, {_MEMBER_COLUMNS}, COALESCE(c.last_message_at, c.created_at) AS activity"
+        rows = await keyset_page(
+            db,
+            f"SELECT {_CHAT_COLUMNS}, {_MEMBER_COLUMNS}, {_ACTIVITY} AS activity"
             " FROM chat_members m JOIN chats c ON c.id = m.chat_id JOIN chat_roles r ON r.id = m.role_id"
-            " WHERE m.user_id = $1"
+            " WHERE m.user_id = $1",
+            (_ACTIVITY, "c.id"),
+            user_id,
+            before,
+            limit,
+            descending=True,
         )
-        order = " ORDER BY activity DESC, c.id DESC LIMIT $2"
-        if before is None:
-            rows = await db.fetch(select + order, user_id, limit)
-        else:
-            rows = await db.fetch(
-                select + " AND (COALESCE(c.last_message_at, c.created_at) < $3"
-                " OR (COALESCE(c.last_message_at, c.created_at) = $3 AND c.id < $4))" + order,
-                user_id,
-                limit,
-                before[0],
-                before[1],
-            )
         return [(chat_row(row), member_row(row), row["activity"]) for row in rows]
 
 
@@ -202,19 +192,19 @@ class RoleStore:
 
 class MemberStore:
     async def add(self, tx: Queryable, chat_id: str, user_id: str, role_id: str, now: int, read_seq: int = 0) -> bool:
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO chat_members (chat_id, user_id, role_id, joined_at, last_read_seq) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id",
+            " ON CONFLICT (chat_id, user_id) DO NOTHING",
             chat_id,
             user_id,
             role_id,
             now,
             read_seq,
         )
-        return row is not None
 
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
-        return await tx.execute("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id) == 1
+        return await changed_one(tx, "DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id)
 
     async def with_chat(
         self, db: Queryable, chat_id: str, user_id: str, client_id: str | None = None
@@ -286,12 +276,8 @@ class MemberStore:
 
     async def counts(self, db: Queryable, chat_ids: list[str]) -> dict[str, int]:
         """How many members each of these chats has (absent: none, or no such chat)."""
-        if not chat_ids:
-            return {}
-        placeholders = in_list(len(chat_ids))
-        rows = await db.fetch(
-            f"SELECT chat_id, COUNT(*) AS n FROM chat_members WHERE chat_id IN ({placeholders}) GROUP BY chat_id",
-            *chat_ids,
+        rows = await fetch_in(
+            db, "SELECT chat_id, COUNT(*) AS n FROM chat_members WHERE chat_id IN ($ids) GROUP BY chat_id", chat_ids
         )
         return {row["chat_id"]: row["n"] for row in rows}
 
@@ -334,14 +320,12 @@ class MemberStore:
         )
 
     async def mark_read(self, tx: Queryable, chat_id: str, user_id: str, seq: int) -> bool:
-        return (
-            await tx.execute(
-                "UPDATE chat_members SET last_read_seq = $3 WHERE chat_id = $1 AND user_id = $2 AND last_read_seq < $3",
-                chat_id,
-                user_id,
-                seq,
-            )
-            == 1
+        return await changed_one(
+            tx,
+            "UPDATE chat_members SET last_read_seq = $3 WHERE chat_id = $1 AND user_id = $2 AND last_read_seq < $3",
+            chat_id,
+            user_id,
+            seq,
         )
 
     async def successor(self, db: Queryable, chat_id: str, leaving_user: str) -> Row | None:

@@ -183,11 +183,65 @@ async def open_database(url: str, **options: Any) -> Database:
     raise DatabaseError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
 
 
-async def keyset_page(db: Queryable, select: str, key: str, owner: str, after: str | None, limit: int) -> list[Row]:
+async def changed_one(db: Queryable, sql: str, *args: Any) -> bool:
+    """Run a write aimed at one row; whether it changed that row.
+
+    False is a write refused by its own SQL: an UPDATE whose condition no longer held, a DELETE
+    of a row already gone, an INSERT ... ON CONFLICT DO NOTHING that met the row it would add.
+    """
+    return await db.execute(sql, *args) == 1
+
+
+async def update_row(db: Queryable, table: str, row_id: str, changes: Mapping[str, Any], now: int) -> bool:
+    """Set these columns of the row with this id, and its `updated_at`; False if there is no such row.
+
+    The column names go into the SQL as they are: callers pass only names they allow, never a client's.
+    """
+    sets = "".join(f"{column} = ${i + 2}, " for i, column in enumerate(changes))
+    sql = f"UPDATE {table} SET {sets}updated_at = ${len(changes) + 2} WHERE id = $1"
+    return await changed_one(db, sql, row_id, *changes.values(), now)
+
+
+async def fetch_in(db: Queryable, sql: str, ids: Sequence[Any], *first: Any) -> list[Row]:
+    """Rows of `sql`, whose `($ids)` becomes the placeholders of `ids`, numbered after the `first` arguments.
+
+    No ids: no rows, and no query (`IN ()` is not SQL).
+    """
+    if not ids:
+        return []
+    placeholders = in_list(len(ids), len(first) + 1)
+    return list(await db.fetch(sql.replace("($ids)", f"({placeholders})"), *first, *ids))
+
+
+async def keyset_page(
+    db: Queryable,
+    select: str,
+    key: str | tuple[str, ...],
+    owner: Any,
+    after: Any,
+    limit: int,
+    *,
+    descending: bool = False,
+) -> list[Row]:
     """Rows of `select` (filtered by `$1` = owner) ordered by `key`, after an optional cursor.
 
-    Keyset, not OFFSET: stable while rows come and go, and it walks an index.
+    Keyset, not OFFSET: stable while rows come and go, and it walks an index. A key of several
+    columns (a time, then an id that breaks its ties) takes a cursor of as many values.
+    `descending` walks the key downwards (newest first): the next page is what lies below the cursor.
     """
+    columns = (key,) if isinstance(key, str) else key
+    direction = " DESC" if descending else ""
+    order = " ORDER BY " + ", ".join(column + direction for column in columns) + " LIMIT $2"
     if after is None:
-        return list(await db.fetch(f"{select} ORDER BY {key} LIMIT $2", owner, limit))
-    return list(await db.fetch(f"{select} AND {key} > $3 ORDER BY {key} LIMIT $2", owner, limit, after))
+        return list(await db.fetch(select + order, owner, limit))
+    cursor = (after,) if isinstance(key, str) else tuple(after)
+    past = _past(columns, "<" if descending else ">", 3)
+    return list(await db.fetch(f"{select} AND {past}{order}", owner, limit, *cursor))
+
+
+def _past(columns: Sequence[str], beyond: str, first: int) -> str:
+    """`(a > $3 OR (a = $3 AND b > $4))`: the rows past the cursor `$first`, `$first + 1`, ... in key order."""
+    column, *rest = columns
+    if not rest:
+        return f"{column} {beyond} ${first}"
+    return f"({column} {beyond} ${first} OR ({column} = ${first} AND {_past(rest, beyond, first + 1)}))"

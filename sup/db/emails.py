@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, changed_one
 
 
 class EmailStore:
@@ -27,7 +27,7 @@ class EmailStore:
         )
 
     async def remove(self, tx: Queryable, user_id: str) -> bool:
-        return await tx.execute("DELETE FROM user_emails WHERE user_id = $1", user_id) == 1
+        return await changed_one(tx, "DELETE FROM user_emails WHERE user_id = $1", user_id)
 
     async def insert_token(
         self, tx: Queryable, *, token_hash: bytes, user_id: str, purpose: str, address: str, now: int, expires_at: int

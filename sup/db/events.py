@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sup.db.database import Queryable, in_list
+from sup.db.database import Queryable, fetch_in, in_list
 from sup.delivery import Delivery
 
 # SQLite allows 32766 parameters per statement; 4 per row keeps far below.
@@ -111,12 +111,8 @@ class EventStore:
 
     async def last_seqs_active(self, db: Queryable, device_ids: Sequence[str]) -> dict[str, int]:
         """The stream end of each device that is still active (revoked ones are absent)."""
-        if not device_ids:
-            return {}
-        placeholders = in_list(len(device_ids))
-        rows = await db.fetch(
-            f"SELECT id, last_event_seq FROM user_devices WHERE id IN ({placeholders}) AND revoked_at IS NULL",
-            *device_ids,
+        rows = await fetch_in(
+            db, "SELECT id, last_event_seq FROM user_devices WHERE id IN ($ids) AND revoked_at IS NULL", device_ids
         )
         return {row["id"]: row["last_event_seq"] for row in rows}
 

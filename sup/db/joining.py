@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import msgspec
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, changed_one, keyset_page
 
 _INVITE_COLUMNS = (
     "id, chat_id, code, name, created_by, requires_approval, expires_at, max_uses, uses, revoked_at, created_at"
+)
+# A join request as the list of waiting ones shows it.
+_REQUESTS = (
+    "SELECT r.chat_id, r.user_id, r.invite_id, r.created_at, u.username, u.display_name"
+    " FROM chat_join_requests r JOIN users u ON u.id = r.user_id WHERE r.chat_id = $1"
 )
 INVITE_USERS = 256  # sup.domain.permissions.Permission.INVITE_USERS (this layer does not import the domain)
 
@@ -72,19 +77,15 @@ class ChatInviteStore:
 
     async def page(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[InviteRow]:
         """A chat's links, newest first; `after` is the id of the last one of the previous page."""
-        if after is None:
-            rows = await db.fetch(
-                f"SELECT {_INVITE_COLUMNS} FROM chat_invites WHERE chat_id = $1 ORDER BY id DESC LIMIT $2",
-                chat_id,
-                limit,
-            )
-        else:
-            rows = await db.fetch(
-                f"SELECT {_INVITE_COLUMNS} FROM chat_invites WHERE chat_id = $1 AND id < $3 ORDER BY id DESC LIMIT $2",
-                chat_id,
-                limit,
-                after,
-            )
+        rows = await keyset_page(
+            db,
+            f"SELECT {_INVITE_COLUMNS} FROM chat_invites WHERE chat_id = $1",
+            "id",
+            chat_id,
+            after,
+            limit,
+            descending=True,
+        )
         return [invite for invite in map(_invite, rows) if invite is not None]
 
     async def revoke(self, tx: Queryable, invite_id: str, now: int) -> None:
@@ -93,13 +94,13 @@ class ChatInviteStore:
     async def use(self, tx: Queryable, invite_id: str, now: int) -> bool:
         """Count one join through a link, if it still takes one (one statement: concurrent joins
         cannot go past its use limit)."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "UPDATE chat_invites SET uses = uses + 1 WHERE id = $1 AND revoked_at IS NULL"
-            " AND (expires_at IS NULL OR expires_at > $2) AND (max_uses IS NULL OR uses < max_uses) RETURNING id",
+            " AND (expires_at IS NULL OR expires_at > $2) AND (max_uses IS NULL OR uses < max_uses)",
             invite_id,
             now,
         )
-        return row is not None
 
     async def count_approved(self, tx: Queryable, invite_id: str) -> None:
         """A request made through a link was approved: one more join through it, whatever its state now."""
@@ -108,49 +109,31 @@ class ChatInviteStore:
 
 class JoinRequestStore:
     async def add(self, tx: Queryable, chat_id: str, user_id: str, invite_id: str | None, now: int) -> bool:
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO chat_join_requests (chat_id, user_id, invite_id, created_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id",
+            " ON CONFLICT (chat_id, user_id) DO NOTHING",
             chat_id,
             user_id,
             invite_id,
             now,
         )
-        return row is not None
 
     async def get(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
-        return await db.fetchrow(
-            "SELECT r.chat_id, r.user_id, r.invite_id, r.created_at, u.username, u.display_name"
-            " FROM chat_join_requests r JOIN users u ON u.id = r.user_id WHERE r.chat_id = $1 AND r.user_id = $2",
-            chat_id,
-            user_id,
-        )
+        return await db.fetchrow(f"{_REQUESTS} AND r.user_id = $2", chat_id, user_id)
 
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
-        return (
-            await tx.execute("DELETE FROM chat_join_requests WHERE chat_id = $1 AND user_id = $2", chat_id, user_id)
-            == 1
+        return await changed_one(
+            tx, "DELETE FROM chat_join_requests WHERE chat_id = $1 AND user_id = $2", chat_id, user_id
         )
 
     async def page(self, db: Queryable, chat_id: str, after: str | None, limit: int) -> list[Row]:
         """Waiting requests, oldest first (by user id within the same millisecond)."""
-        select = (
-            "SELECT r.chat_id, r.user_id, r.invite_id, r.created_at, u.username, u.display_name"
-            " FROM chat_join_requests r JOIN users u ON u.id = r.user_id WHERE r.chat_id = $1"
-        )
-        if after is None:
-            return list(await db.fetch(f"{select} ORDER BY r.created_at, r.user_id LIMIT $2", chat_id, limit))
-        created_at, _, user_id = after.partition("_")
-        return list(
-            await db.fetch(
-                f"{select} AND (r.created_at > $3 OR (r.created_at = $3 AND r.user_id > $4))"
-                " ORDER BY r.created_at, r.user_id LIMIT $2",
-                chat_id,
-                limit,
-                int(created_at),
-                user_id,
-            )
-        )
+        cursor = None
+        if after is not None:
+            created_at, _, user_id = after.partition("_")
+            cursor = (int(created_at), user_id)
+        return await keyset_page(db, _REQUESTS, ("r.created_at", "r.user_id"), chat_id, cursor, limit)
 
     async def managers(self, db: Queryable, chat_id: str) -> list[str]:
         """Members who may invite and approve: the owner, and roles with invite_users."""

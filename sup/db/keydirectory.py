@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row, in_list
+from sup.db.database import Queryable, Row, fetch_in
 
 # Handing out a one-time prekey deletes it in the same statement. On Postgres, SKIP LOCKED
 # lets concurrent fetches (from any process) each take a different key instead of queueing
@@ -161,15 +161,13 @@ class KeyDirectoryStore:
         self, db: Queryable, chat_id: str, sender_device_id: str, device_ids: Sequence[str]
     ) -> list[str]:
         """Which of these devices lack the sender's current key."""
-        if not device_ids:
-            return []
-        placeholders = in_list(len(device_ids), 3)
-        rows = await db.fetch(
+        rows = await fetch_in(
+            db,
             "SELECT recipient_device_id FROM sender_key_distributions"
-            f" WHERE chat_id = $1 AND sender_device_id = $2 AND recipient_device_id IN ({placeholders})",
+            " WHERE chat_id = $1 AND sender_device_id = $2 AND recipient_device_id IN ($ids)",
+            device_ids,
             chat_id,
             sender_device_id,
-            *device_ids,
         )
         have = {row["recipient_device_id"] for row in rows}
         return sorted(set(device_ids) - have)

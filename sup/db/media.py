@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, in_list, keyset_page
+from sup.db.accounts import hold_user_row
+from sup.db.database import Queryable, Row, changed_one, in_list, keyset_page, update_row
 from sup.db.stories import visible_to
 
 _COLUMNS = (
@@ -47,18 +48,11 @@ class MediaStore:
     async def set_processed(self, tx: Queryable, media_id: str, changes: dict[str, Any], now: int) -> bool:
         """Record processing results; False if the media was deleted meanwhile."""
         assert set(changes) <= _PROCESSED, changes
-        sets = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(changes))
-        changed = await tx.execute(
-            f"UPDATE media SET {sets}, updated_at = ${len(changes) + 2} WHERE id = $1",
-            media_id,
-            *changes.values(),
-            now,
-        )
-        return changed == 1
+        return await update_row(tx, "media", media_id, changes, now)
 
     async def lock_owner(self, tx: Queryable, owner_id: str) -> None:
         """Hold the user's row until commit: one quota check and insert at a time per user."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", owner_id)
+        await hold_user_row(tx, owner_id)
 
     async def processed_twin(self, db: Queryable, blob_key: str, *, sticker: bool = False) -> Row | None:
         """Another unencrypted file of the same bytes whose processing is over, under the same limits
@@ -215,7 +209,7 @@ class MediaStore:
         )
 
     async def delete_upload(self, tx: Queryable, upload_id: str) -> bool:
-        return await tx.execute("DELETE FROM media_uploads WHERE id = $1", upload_id) == 1
+        return await changed_one(tx, "DELETE FROM media_uploads WHERE id = $1", upload_id)
 
     async def expired_uploads(self, db: Queryable, now: int, limit: int) -> list[str]:
         rows = await db.fetch("SELECT id FROM media_uploads WHERE expires_at < $1 LIMIT $2", now, limit)

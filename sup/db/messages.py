@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row, from_row, in_list
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row
 
 MESSAGE_COLUMNS = (
     "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
@@ -209,14 +209,11 @@ class RecipientStore:
         await self.insert(tx, message_id, ciphertexts)
 
     async def for_device(self, db: Queryable, message_ids: Sequence[str], device_id: str) -> dict[str, bytes]:
-        if not message_ids:
-            return {}
-        placeholders = in_list(len(message_ids), 2)
-        rows = await db.fetch(
-            f"SELECT message_id, ciphertext FROM message_recipients WHERE device_id = $1"
-            f" AND message_id IN ({placeholders})",
+        rows = await fetch_in(
+            db,
+            "SELECT message_id, ciphertext FROM message_recipients WHERE device_id = $1 AND message_id IN ($ids)",
+            message_ids,
             device_id,
-            *message_ids,
         )
         return {r["message_id"]: bytes(r["ciphertext"]) for r in rows}
 
@@ -227,38 +224,34 @@ class RecipientStore:
 
 class ReactionStore:
     async def add(self, tx: Queryable, message_id: str, user_id: str, emoji: str, now: int) -> bool:
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO message_reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (message_id, user_id, emoji) DO NOTHING RETURNING emoji",
+            " ON CONFLICT (message_id, user_id, emoji) DO NOTHING",
             message_id,
             user_id,
             emoji,
             now,
         )
-        return row is not None
 
     async def remove(self, tx: Queryable, message_id: str, user_id: str, emoji: str) -> bool:
-        return (
-            await tx.execute(
-                "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
-                message_id,
-                user_id,
-                emoji,
-            )
-            == 1
+        return await changed_one(
+            tx,
+            "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+            message_id,
+            user_id,
+            emoji,
         )
 
     async def summary(self, db: Queryable, message_ids: Sequence[str], viewer_id: str) -> dict[str, list[Row]]:
         """Per message: each emoji with its count and whether the viewer used it."""
-        if not message_ids:
-            return {}
-        placeholders = in_list(len(message_ids), 2)
-        rows = await db.fetch(
+        rows = await fetch_in(
+            db,
             "SELECT message_id, emoji, COUNT(*) AS count,"
             " SUM(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS mine FROM message_reactions"
-            f" WHERE message_id IN ({placeholders}) GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at)",
+            " WHERE message_id IN ($ids) GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at)",
+            message_ids,
             viewer_id,
-            *message_ids,
         )
         result: dict[str, list[Row]] = {}
         for row in rows:
@@ -268,19 +261,19 @@ class ReactionStore:
 
 class PinStore:
     async def pin(self, tx: Queryable, chat_id: str, message_id: str, user_id: str, now: int) -> bool:
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO chat_pins (chat_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (chat_id, message_id) DO NOTHING RETURNING message_id",
+            " ON CONFLICT (chat_id, message_id) DO NOTHING",
             chat_id,
             message_id,
             user_id,
             now,
         )
-        return row is not None
 
     async def unpin(self, tx: Queryable, chat_id: str, message_id: str) -> bool:
-        return (
-            await tx.execute("DELETE FROM chat_pins WHERE chat_id = $1 AND message_id = $2", chat_id, message_id) == 1
+        return await changed_one(
+            tx, "DELETE FROM chat_pins WHERE chat_id = $1 AND message_id = $2", chat_id, message_id
         )
 
     async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row, in_list
+from sup.db.database import Queryable, Row, changed_one, fetch_in
 
 # Several processes claim at once on Postgres: each takes other rows instead of waiting on the same.
 _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
@@ -12,6 +12,8 @@ _SKIP_LOCKED = {"postgres": " FOR UPDATE SKIP LOCKED", "sqlite": ""}
 # cast: CAST(... AS UUID) there means NUMERIC, which would turn "123e4567-..." into a number.)
 _ID = {"postgres": "CAST(${} AS UUID)", "sqlite": "${}"}
 
+# A subscription as the API shows it.
+_SUBSCRIPTION = "device_id, endpoint, created_at, updated_at, last_pushed_at"
 _CHUNK = 500  # ids per IN list, far below SQLite's parameter limit
 
 
@@ -41,8 +43,7 @@ class PushStore:
             " VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (device_id) DO UPDATE SET"
             " endpoint = excluded.endpoint, p256dh = excluded.p256dh, auth = excluded.auth,"
             " updated_at = excluded.updated_at, pending_seq = NULL, pending_chat = NULL, due_at = NULL,"
-            " lease_until = NULL, attempts = 0"
-            " RETURNING device_id, endpoint, created_at, updated_at, last_pushed_at",
+            f" lease_until = NULL, attempts = 0 RETURNING {_SUBSCRIPTION}",
             device_id,
             user_id,
             endpoint,
@@ -52,22 +53,15 @@ class PushStore:
         )
 
     async def get(self, db: Queryable, device_id: str) -> Row | None:
-        return await db.fetchrow(
-            "SELECT device_id, endpoint, created_at, updated_at, last_pushed_at FROM push_subscriptions"
-            " WHERE device_id = $1",
-            device_id,
-        )
+        return await db.fetchrow(f"SELECT {_SUBSCRIPTION} FROM push_subscriptions WHERE device_id = $1", device_id)
 
     async def unsubscribe(self, tx: Queryable, device_id: str) -> bool:
-        return await tx.execute("DELETE FROM push_subscriptions WHERE device_id = $1", device_id) == 1
+        return await changed_one(tx, "DELETE FROM push_subscriptions WHERE device_id = $1", device_id)
 
     async def forget_gone(self, tx: Queryable, device_id: str, endpoint: str) -> bool:
         """The push service says the subscription is gone: remove it, unless the device registered anew."""
-        return (
-            await tx.execute(
-                "DELETE FROM push_subscriptions WHERE device_id = $1 AND endpoint = $2", device_id, endpoint
-            )
-            == 1
+        return await changed_one(
+            tx, "DELETE FROM push_subscriptions WHERE device_id = $1 AND endpoint = $2", device_id, endpoint
         )
 
     # -- what waits ------------------------------------------------------------------------
@@ -77,9 +71,8 @@ class PushStore:
         found: dict[str, str] = {}
         for start in range(0, len(device_ids), _CHUNK):
             chunk = device_ids[start : start + _CHUNK]
-            rows = await db.fetch(
-                f"SELECT device_id, user_id FROM push_subscriptions WHERE device_id IN ({in_list(len(chunk))})",
-                *chunk,
+            rows = await fetch_in(
+                db, "SELECT device_id, user_id FROM push_subscriptions WHERE device_id IN ($ids)", chunk
             )
             found.update({row["device_id"]: row["user_id"] for row in rows})
         return found
@@ -135,12 +128,8 @@ class PushStore:
         if not rows:
             return []
         ids = [row["device_id"] for row in rows]
-        devices = {
-            row["id"]: row
-            for row in await tx.fetch(
-                f"SELECT id, acked_event_seq, revoked_at FROM user_devices WHERE id IN ({in_list(len(ids))})", *ids
-            )
-        }
+        found = await fetch_in(tx, "SELECT id, acked_event_seq, revoked_at FROM user_devices WHERE id IN ($ids)", ids)
+        devices = {row["id"]: row for row in found}
         claimed = []
         for row in rows:
             device = devices.get(row["device_id"])

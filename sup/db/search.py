@@ -44,6 +44,19 @@ _VISIBLE_CHAT = (
 )
 
 
+def _messages_query(source: str, match: str) -> str:
+    """A dialect's message search: `source` holds `messages m`, `match` tests it against $2.
+
+    $1 is the user, $3 the limit; {where} takes the rest of the conditions and {position}
+    where a row stands, newest first (the cursor's key).
+    """
+    return (
+        f"SELECT {{position}} AS search_key, {_M} FROM {source}"
+        " JOIN chat_members me ON me.chat_id = m.chat_id AND me.user_id = $1"
+        f" WHERE {match}{{where}} ORDER BY {{position}} DESC LIMIT $3"
+    )
+
+
 class MessageHit:
     """A message found, and where it stands in newest-first order (`key`, the cursor)."""
 
@@ -103,8 +116,7 @@ class SearchStore(ABC):
             return is_uuid(key)
         return key.isdigit() and len(key) <= 18
 
-    # The dialect's part: a query ($1 the user, $2 what _match gives, $3 the limit, {where} the rest,
-    # {position} where a row stands, newest first: the cursor's key), and the query language.
+    # The dialect's part: its query (from _messages_query, $2 what _match gives), and the query language.
     _MESSAGES: str
 
     @abstractmethod
@@ -135,11 +147,7 @@ class SQLiteSearch(SearchStore):
 
     # FTS5 walks its matches in rowid order (the order messages were stored), newest first, and
     # stops at the limit: no sort, however many messages match.
-    _MESSAGES = (
-        f"SELECT {{position}} AS search_key, {_M} FROM message_search s JOIN messages m ON m.rowid = s.rowid"
-        " JOIN chat_members me ON me.chat_id = m.chat_id AND me.user_id = $1"
-        " WHERE message_search MATCH $2{where} ORDER BY {position} DESC LIMIT $3"
-    )
+    _MESSAGES = _messages_query("message_search s JOIN messages m ON m.rowid = s.rowid", "message_search MATCH $2")
 
     def _match(self, terms: Terms) -> str:
         return terms.fts5()
@@ -223,11 +231,7 @@ class PostgresSearch(SearchStore):
     # planner walks that index backwards, testing each row's stored document, and stops at the
     # limit; for a rarer word it takes the matches from the GIN index and sorts them. (System
     # messages have no document.)
-    _MESSAGES = (
-        f"SELECT {{position}} AS search_key, {_M} FROM messages m"
-        " JOIN chat_members me ON me.chat_id = m.chat_id AND me.user_id = $1"
-        " WHERE m.search_document @@ to_tsquery('sup_search', $2){where} ORDER BY {position} DESC LIMIT $3"
-    )
+    _MESSAGES = _messages_query("messages m", "m.search_document @@ to_tsquery('sup_search', $2)")
 
     def _match(self, terms: Terms) -> str:
         return terms.tsquery()

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, in_list
+from sup.db.accounts import hold_user_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, update_row
 
 _PACK_COLUMNS = "p.id, p.owner_id, p.title, p.slug, p.cover_media_id, p.published_at, p.created_at, p.updated_at"
+_PACKS = f"SELECT {_PACK_COLUMNS} FROM sticker_packs p"
 _STICKER_COLUMNS = (
     "k.id, k.pack_id, k.media_id, k.emoji, k.position, k.removed_at, k.created_at, m.mime, m.width, m.height, m.info"
 )
@@ -20,9 +22,10 @@ class StickerStore:
         self, tx: Queryable, *, id: str, owner_id: str, title: str, slug: str, cover_media_id: str | None, now: int
     ) -> bool:
         """False if the slug is taken (draw another)."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO sticker_packs (id, owner_id, title, slug, cover_media_id, published_at, created_at,"
-            " updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, $6) ON CONFLICT (slug) DO NOTHING RETURNING id",
+            " updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, $6) ON CONFLICT (slug) DO NOTHING",
             id,
             owner_id,
             title,
@@ -30,28 +33,22 @@ class StickerStore:
             cover_media_id,
             now,
         )
-        return row is not None
 
     async def get_pack(self, db: Queryable, pack_id: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_PACK_COLUMNS} FROM sticker_packs p WHERE p.id = $1", pack_id)
+        return await db.fetchrow(f"{_PACKS} WHERE p.id = $1", pack_id)
 
     async def pack_by_slug(self, db: Queryable, slug: str) -> Row | None:
-        return await db.fetchrow(f"SELECT {_PACK_COLUMNS} FROM sticker_packs p WHERE p.slug = $1", slug)
+        return await db.fetchrow(f"{_PACKS} WHERE p.slug = $1", slug)
 
     async def packs_of(self, db: Queryable, owner_id: str) -> list[Row]:
-        return list(
-            await db.fetch(
-                f"SELECT {_PACK_COLUMNS} FROM sticker_packs p WHERE p.owner_id = $1 ORDER BY p.created_at, p.id",
-                owner_id,
-            )
-        )
+        return list(await db.fetch(f"{_PACKS} WHERE p.owner_id = $1 ORDER BY p.created_at, p.id", owner_id))
 
     async def count_packs(self, db: Queryable, owner_id: str) -> int:
         return await db.fetchval("SELECT COUNT(*) FROM sticker_packs WHERE owner_id = $1", owner_id)
 
     async def lock_user(self, tx: Queryable, user_id: str) -> None:
         """Hold the user's row until commit: one count-then-insert at a time per user."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", user_id)
+        await hold_user_row(tx, user_id)
 
     async def lock_pack(self, tx: Queryable, pack_id: str) -> Row | None:
         """The pack, its row held until commit (stickers are counted and placed one at a time)."""
@@ -60,36 +57,26 @@ class StickerStore:
 
     async def update_pack(self, tx: Queryable, pack_id: str, changes: dict[str, Any], now: int) -> None:
         assert set(changes) <= {"title", "cover_media_id"}, changes
-        sets = "".join(f"{column} = ${i + 2}, " for i, column in enumerate(changes))
-        await tx.execute(
-            f"UPDATE sticker_packs SET {sets}updated_at = ${len(changes) + 2} WHERE id = $1",
-            pack_id,
-            *changes.values(),
-            now,
-        )
+        await update_row(tx, "sticker_packs", pack_id, changes, now)
 
     async def publish(self, tx: Queryable, pack_id: str, now: int) -> bool:
         """False if it was published already."""
-        changed = await tx.execute(
+        return await changed_one(
+            tx,
             "UPDATE sticker_packs SET published_at = $2, updated_at = $2 WHERE id = $1 AND published_at IS NULL",
             pack_id,
             now,
         )
-        return changed == 1
 
     # -- stickers ----------------------------------------------------------------------------
 
     async def stickers_of(self, db: Queryable, pack_ids: Sequence[str]) -> list[Row]:
         """The stickers in these packs (not those taken out), in their order."""
-        if not pack_ids:
-            return []
-        placeholders = in_list(len(pack_ids))
-        return list(
-            await db.fetch(
-                f"SELECT {_STICKER_COLUMNS} FROM stickers k JOIN media m ON m.id = k.media_id"
-                f" WHERE k.pack_id IN ({placeholders}) AND k.removed_at IS NULL ORDER BY k.pack_id, k.position",
-                *pack_ids,
-            )
+        return await fetch_in(
+            db,
+            f"SELECT {_STICKER_COLUMNS} FROM stickers k JOIN media m ON m.id = k.media_id"
+            " WHERE k.pack_id IN ($ids) AND k.removed_at IS NULL ORDER BY k.pack_id, k.position",
+            pack_ids,
         )
 
     async def count_stickers(self, db: Queryable, pack_id: str) -> int:
@@ -128,15 +115,14 @@ class StickerStore:
     async def take_out(self, tx: Queryable, pack_id: str, sticker_id: str, now: int, *, keep: bool) -> bool:
         """Take a sticker out of its pack: kept as removed (`keep`, messages may name it) or deleted."""
         if keep:
-            changed = await tx.execute(
+            return await changed_one(
+                tx,
                 "UPDATE stickers SET removed_at = $3 WHERE id = $1 AND pack_id = $2 AND removed_at IS NULL",
                 sticker_id,
                 pack_id,
                 now,
             )
-        else:
-            changed = await tx.execute("DELETE FROM stickers WHERE id = $1 AND pack_id = $2", sticker_id, pack_id)
-        return changed == 1
+        return await changed_one(tx, "DELETE FROM stickers WHERE id = $1 AND pack_id = $2", sticker_id, pack_id)
 
     # -- installed packs ---------------------------------------------------------------------
 
@@ -158,20 +144,19 @@ class StickerStore:
 
     async def install(self, tx: Queryable, user_id: str, pack_id: str, now: int) -> bool:
         """Add the pack after the others; False if it was installed already."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO user_sticker_packs (user_id, pack_id, position, installed_at) VALUES ($1, $2,"
             " (SELECT COALESCE(MAX(position), 0) + 1 FROM user_sticker_packs WHERE user_id = $1), $3)"
-            " ON CONFLICT (user_id, pack_id) DO NOTHING RETURNING pack_id",
+            " ON CONFLICT (user_id, pack_id) DO NOTHING",
             user_id,
             pack_id,
             now,
         )
-        return row is not None
 
     async def uninstall(self, tx: Queryable, user_id: str, pack_id: str) -> bool:
-        return (
-            await tx.execute("DELETE FROM user_sticker_packs WHERE user_id = $1 AND pack_id = $2", user_id, pack_id)
-            == 1
+        return await changed_one(
+            tx, "DELETE FROM user_sticker_packs WHERE user_id = $1 AND pack_id = $2", user_id, pack_id
         )
 
     async def set_order(self, tx: Queryable, user_id: str, pack_ids: Sequence[str]) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row, from_row, in_list
+from sup.db.accounts import hold_user_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, keyset_page
 
 _STORY_COLUMNS = "s.id, s.author_id, s.media_id, s.caption, s.audience, s.list_id, s.created_at, s.expires_at"
 _LISTS = "SELECT id, owner_id, kind, name, created_at, updated_at FROM story_lists"
@@ -103,7 +104,7 @@ class StoryStore:
 
     async def lock_author(self, tx: Queryable, author_id: str) -> None:
         """Hold the author's row until commit: one count of live stories and insert at a time."""
-        await tx.execute("UPDATE users SET updated_at = updated_at WHERE id = $1", author_id)
+        await hold_user_row(tx, author_id)
 
     async def live_count(self, db: Queryable, author_id: str, now: int) -> int:
         return await db.fetchval(
@@ -158,17 +159,15 @@ class StoryStore:
 
     async def feed_stories(self, db: Queryable, viewer_id: str, now: int, author_ids: Sequence[str]) -> list[StoryRow]:
         """The stories of these authors the viewer may see, newest first."""
-        if not author_ids:
-            return []
-        placeholders = in_list(len(author_ids), 3)
-        rows = await db.fetch(
+        rows = await fetch_in(
+            db,
             f"SELECT {_STORY_COLUMNS}, {_STORY_MEDIA}, EXISTS (SELECT 1 FROM story_views w"
             " WHERE w.story_id = s.id AND w.viewer_id = $1) AS seen"
-            f" FROM stories s JOIN media m ON m.id = s.media_id WHERE s.author_id IN ({placeholders})"
+            " FROM stories s JOIN media m ON m.id = s.media_id WHERE s.author_id IN ($ids)"
             f" AND {visible_to('s', '$1', '$2')} ORDER BY s.created_at DESC, s.id DESC",
+            author_ids,
             viewer_id,
             now,
-            *author_ids,
         )
         return [story_row(r) for r in rows]
 
@@ -209,42 +208,32 @@ class StoryStore:
 
     async def add_view(self, tx: Queryable, story_id: str, viewer_id: str, now: int) -> bool:
         """Record a view; False if this viewer had seen it already (the first time stands)."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO story_views (story_id, viewer_id, viewed_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (story_id, viewer_id) DO NOTHING RETURNING viewed_at",
+            " ON CONFLICT (story_id, viewer_id) DO NOTHING",
             story_id,
             viewer_id,
             now,
         )
-        return row is not None
 
     async def view_count(self, db: Queryable, story_ids: Sequence[str]) -> dict[str, int]:
-        if not story_ids:
-            return {}
-        placeholders = in_list(len(story_ids))
-        rows = await db.fetch(
-            f"SELECT story_id, COUNT(*) AS n FROM story_views WHERE story_id IN ({placeholders}) GROUP BY story_id",
-            *story_ids,
+        rows = await fetch_in(
+            db, "SELECT story_id, COUNT(*) AS n FROM story_views WHERE story_id IN ($ids) GROUP BY story_id", story_ids
         )
         return {r["story_id"]: r["n"] for r in rows}
 
     async def views(self, db: Queryable, story_id: str, before: tuple[int, str] | None, limit: int) -> list[Row]:
         """Who viewed the story, the latest first, with their profiles."""
-        select = (
+        return await keyset_page(
+            db,
             "SELECT v.viewer_id, v.viewed_at, u.id, u.username, u.display_name, u.bio, u.avatar_media_id, u.created_at"
-            " FROM story_views v JOIN users u ON u.id = v.viewer_id WHERE v.story_id = $1"
-        )
-        if before is None:
-            order = " ORDER BY v.viewed_at DESC, v.viewer_id DESC LIMIT $2"
-            return list(await db.fetch(select + order, story_id, limit))
-        return list(
-            await db.fetch(
-                f"{select} AND (v.viewed_at < $3 OR (v.viewed_at = $3 AND v.viewer_id < $4))"
-                " ORDER BY v.viewed_at DESC, v.viewer_id DESC LIMIT $2",
-                story_id,
-                limit,
-                *before,
-            )
+            " FROM story_views v JOIN users u ON u.id = v.viewer_id WHERE v.story_id = $1",
+            ("v.viewed_at", "v.viewer_id"),
+            story_id,
+            before,
+            limit,
+            descending=True,
         )
 
     # -- audience lists ------------------------------------------------------------------------
@@ -271,16 +260,16 @@ class StoryStore:
 
     async def insert_list(self, tx: Queryable, *, id: str, owner_id: str, kind: str, name: str, now: int) -> bool:
         """False if the owner has a close-friends list already (there is one per user)."""
-        row = await tx.fetchrow(
+        return await changed_one(
+            tx,
             "INSERT INTO story_lists (id, owner_id, kind, name, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING RETURNING id",
+            " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
             id,
             owner_id,
             kind,
             name,
             now,
         )
-        return row is not None
 
     async def count_lists(self, db: Queryable, owner_id: str, kind: str) -> int:
         return await db.fetchval("SELECT COUNT(*) FROM story_lists WHERE owner_id = $1 AND kind = $2", owner_id, kind)
@@ -339,16 +328,14 @@ class StoryStore:
 
     async def known_to(self, db: Queryable, owner_id: str, user_ids: Sequence[str]) -> set[str]:
         """Which of these users the owner knows: a contact, or someone sharing a direct chat or group."""
-        if not user_ids:
-            return set()
-        placeholders = in_list(len(user_ids), 2)
-        rows = await db.fetch(
-            f"SELECT u.id FROM users u WHERE u.id IN ({placeholders}) AND u.id <> $1 AND ("
+        rows = await fetch_in(
+            db,
+            "SELECT u.id FROM users u WHERE u.id IN ($ids) AND u.id <> $1 AND ("
             " EXISTS (SELECT 1 FROM contacts c WHERE c.user_id = $1 AND c.contact_id = u.id)"
             " OR EXISTS (SELECT 1 FROM chat_members ma JOIN chat_members mb ON mb.chat_id = ma.chat_id"
             " JOIN chats ch ON ch.id = ma.chat_id WHERE ma.user_id = $1 AND mb.user_id = u.id"
             " AND ch.type <> 'channel'))",
+            user_ids,
             owner_id,
-            *user_ids,
         )
         return {r["id"] for r in rows}
