@@ -20,7 +20,7 @@ from sup.app import SCHEDULER
 from sup.db.emails import EmailStore
 from sup.domain.exports import EXPORT_EVERY_HOURS, EXPORT_KEEP_HOURS
 from sup.transport.services import SERVICES
-from tests.conftest import Account, Api, Server, Socket, plain_group, say
+from tests.conftest import Account, Api, Server, Socket, plain_group, say, send
 from tests.test_2fa import enable_2fa
 from tests.test_admin import make_admin
 
@@ -406,8 +406,12 @@ async def test_exports_are_mine_alone_and_one_a_day(server: Server):
 
 async def test_an_export_expires_and_its_zip_goes(server: Server):
     api = server.api
-    alice = await api.register()
+    alice, bob = await api.register(), await api.register()
     upload = (await api.upload(alice, os.urandom(3333))).body
+    # Sent, so it is a file in use: the clock moves days on, and the hourly media clean-up that may run
+    # meanwhile takes uploads never attached (media.orphan_hours), which is not what this test is about.
+    group = await plain_group(api, alice, bob)
+    assert (await send(api, alice, group, kind="media", media_id=upload["id"])).status == 201
     export = await ready_export(server, alice)
     link = f"{EXPORTS}/{export['id']}/download"
     archive = blob_path(server, hashlib.sha256((await api.get(link, token=alice.access_token)).body).hexdigest())
