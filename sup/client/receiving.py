@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sup.client.chats import Chats, is_encrypted
 from sup.client.crypto import CryptoError, DecryptError, DuplicateMessage, NoSession, UntrustedIdentity
-from sup.client.devices import Devices
+from sup.client.devices import DevicePart, Devices
 from sup.client.envelope import decode_envelope
 from sup.client.http import b64d, decode_message
 from sup.client.prekeys import Prekeys
@@ -36,11 +36,9 @@ _GROUP_MESSAGE = 4  # second byte of a sender-key ciphertext (sup.client.crypto.
 _NOT_A_MEMBER = "the sender is not a member of this chat (removed; not added again since)"
 
 
-class Receiver:
+class Receiver(DevicePart):
     def __init__(self, state: DeviceState, chats: Chats, devices: Devices, prekeys: Prekeys) -> None:
-        self.state = state
-        self.chats = chats
-        self.devices = devices
+        super().__init__(state, chats, devices)
         self.prekeys = prekeys
         self.cursor = state.store.cursor
         self.socket: SupSocket | None = None
