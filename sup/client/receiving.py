@@ -423,21 +423,16 @@ def _origin(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The fields `_origin` gives every item; the stored copy of its message keeps them under the same names.
+_KEPT_AS_SHOWN = ("message_id", "chat_id", "seq", "sender_user_id", "sender_device_id", "created_at")
+
+
 def _keep(
     work: Work, item: ReceivedMessage | Undecryptable, status: str, content: dict[str, Any] | None, reason: str = ""
 ) -> None:
     """This device's copy of a message it shows, stored with the batch (it cannot be decrypted twice)."""
-    work.batch.put_message(
-        message_id=item.message_id,
-        chat_id=item.chat_id,
-        seq=item.seq,
-        sender_user_id=item.sender_user_id,
-        sender_device_id=item.sender_device_id,
-        status=status,
-        content=content,
-        reason=reason or None,
-        created_at=item.created_at,
-    )
+    origin = {name: getattr(item, name) for name in _KEPT_AS_SHOWN}
+    work.batch.put_message(**origin, status=status, content=content, reason=reason or None)
 
 
 def _is_story_ref(value: object) -> bool:
