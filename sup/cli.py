@@ -18,6 +18,11 @@ EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
 
+def _fail(message: str, status: int = EXIT_FAILURE) -> int:
+    print(message, file=sys.stderr)
+    return status
+
+
 def _config_path(args: argparse.Namespace) -> str | None:
     path = getattr(args, "config", None) or os.environ.get("SUP_CONFIG")
     if path:
@@ -57,8 +62,7 @@ CONFIG_FILE_MODE = 0o640
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
-        print(f"{path} exists; use --force to overwrite it", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"{path} exists; use --force to overwrite it")
     # Created with the mode (never world-readable, whatever the umask); an existing file keeps its
     # owner and group, and loses any permission beyond 0640.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CONFIG_FILE_MODE)
@@ -271,8 +275,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         outcome = asyncio.run(backup.restore_backup(Path(args.path), config, force=args.force, progress=progress))
         return _report(outcome, f"backup {outcome.path} restored; start SUP")
     except OpsError as exc:
-        print(f"sup backup {args.action}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"sup backup {args.action}: {exc}")
 
 
 def cmd_migrate_backend(args: argparse.Namespace) -> int:
@@ -286,8 +289,7 @@ def cmd_migrate_backend(args: argparse.Namespace) -> int:
             migrate_backend(config, args.to, final=args.final, batch=args.batch_rows, progress=Progress.for_cli())
         )
     except OpsError as exc:
-        print(f"sup migrate-backend: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"sup migrate-backend: {exc}")
     for line in report.problems:
         print(f"sup: problem: {line}", file=sys.stderr)
     print(f"{'final pass' if args.final else 'copy'} done in {report.seconds:.1f} s")
@@ -528,19 +530,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"sup: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(f"sup: configuration error: {exc}", EXIT_CONFIG)
     except DatabaseError as exc:
-        print(f"sup: database error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"sup: database error: {exc}")
     except BlobError as exc:
-        print(f"sup: blob storage error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"sup: blob storage error: {exc}")
     except DomainError as exc:
-        print(f"sup: {exc.detail}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"sup: {exc.detail}")
     except OSError as exc:
-        print(f"sup: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(f"sup: {exc}")
     except KeyboardInterrupt:
         return 130

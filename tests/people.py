@@ -38,6 +38,15 @@ class People:
         await client.start()
         return client
 
+    async def in_contact(self, first: str = "first contact") -> tuple[Client, Client, dict[str, Any]]:
+        """Alice and Bob and their direct chat, once Alice's `first` message has reached Bob: each
+        device has met the other's, as every test of what changes after first contact needs."""
+        alice, bob = await self.register(), await self.register()
+        chat = await alice.direct_chat(bob.user_id)
+        await alice.send_text(chat["id"], first)
+        assert [m.text for m in await receive(bob, 1)] == [first]
+        return alice, bob, chat
+
     async def another_device(self, of: Client, device_name: str = "") -> Client:
         client = await Client.login(self.server.url, self._path(), of.username or "", PASSWORD, device_name=device_name)
         self.clients.append(client)

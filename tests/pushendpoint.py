@@ -126,6 +126,12 @@ class PushEndpoint:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def __aenter__(self) -> PushEndpoint:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     def device(self, name: str | None = None) -> Device:
         name = name or secrets.token_hex(8)
         device = Device(name, f"{self.origin}/push/{name}")

@@ -8,7 +8,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -97,6 +97,13 @@ async def read(store: BlobStore, key: str, start: int = 0, end: int | None = Non
     return b"".join([chunk async for chunk in store.read_range(key, start, end)])
 
 
+async def each_raises(error: type[Exception], *attempts: Callable[[], Awaitable[object]]) -> None:
+    """Every attempt on its own: one that raises must not hide another that does not."""
+    for attempt in attempts:
+        with pytest.raises(error):
+            await attempt()
+
+
 # -- storing and reading
 
 
@@ -128,14 +135,13 @@ async def test_put_bytes_and_empty_blob(store: BlobStore) -> None:
 async def test_missing_blob(store: BlobStore) -> None:
     key = sha(b"never stored")
     assert not await store.exists(key)
-    with pytest.raises(BlobNotFound):
-        await store.size(key)
-    with pytest.raises(BlobNotFound):
-        await store.read_all(key)
-    with pytest.raises(BlobNotFound):
-        await read(store, key)
-    with pytest.raises(BlobNotFound):
-        await read(store, key, 5, 5)
+    await each_raises(
+        BlobNotFound,
+        lambda: store.size(key),
+        lambda: store.read_all(key),
+        lambda: read(store, key),
+        lambda: read(store, key, 5, 5),
+    )
     await store.delete(key)
 
 
@@ -471,26 +477,19 @@ BAD_IDS = ["../x", "", "a" * 65, "..", "ab/cd", "ABCDEF", "abc\x00", "abc\n", " 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 async def test_invalid_keys_and_upload_ids(store: BlobStore, bad: str) -> None:
-    with pytest.raises(InvalidBlobId):
-        await store.size(bad)
-    with pytest.raises(InvalidBlobId):
-        await store.exists(bad)
-    with pytest.raises(InvalidBlobId):
-        await store.read_all(bad)
-    with pytest.raises(InvalidBlobId):
-        await read(store, bad)
-    with pytest.raises(InvalidBlobId):
-        await store.delete(bad)
-    with pytest.raises(InvalidBlobId):
-        await store.signed_url(bad, expires_in=60, filename="x", content_type="text/plain")
-    with pytest.raises(InvalidBlobId):
-        await store.put_part(bad, 0, stream(b"x"), max_size=10)
-    with pytest.raises(InvalidBlobId):
-        await store.list_parts(bad)
-    with pytest.raises(InvalidBlobId):
-        await store.complete_parts(bad, 1)
-    with pytest.raises(InvalidBlobId):
-        await store.abort_parts(bad)
+    await each_raises(
+        InvalidBlobId,
+        lambda: store.size(bad),
+        lambda: store.exists(bad),
+        lambda: store.read_all(bad),
+        lambda: read(store, bad),
+        lambda: store.delete(bad),
+        lambda: store.signed_url(bad, expires_in=60, filename="x", content_type="text/plain"),
+        lambda: store.put_part(bad, 0, stream(b"x"), max_size=10),
+        lambda: store.list_parts(bad),
+        lambda: store.complete_parts(bad, 1),
+        lambda: store.abort_parts(bad),
+    )
     assert await leftovers(store) == []
 
 

@@ -234,10 +234,7 @@ async def test_a_group_message_waits_for_its_sender_key(people: People, tmp_path
 
 
 async def test_a_device_that_lost_its_keys_is_shown_as_a_safety_number_change(people: People):
-    alice, bob = await people.register(), await people.register()
-    chat = await alice.direct_chat(bob.user_id)
-    await alice.send_text(chat["id"], "before")
-    assert [m.text for m in await receive(bob, 1)] == ["before"]
+    alice, bob, chat = await people.in_contact("before")
     number_before = await alice.safety_number(bob.user_id)
 
     bob = await people.with_new_identity(bob)  # bob's device lost its keys

@@ -31,13 +31,12 @@ from sup.client.crypto import (
     safety_number,
     wire,
 )
+from sup.client.crypto.device import Address
 from sup.client.crypto.sessions import X3DHState
 from sup.client.crypto.wire import GroupMessage
 from sup.e2ekeys import ED25519_SMALL_ORDER_ENCODINGS, is_weak_public_key
 from tests import torsion
 from tests.torsion import mixed_order_signer
-
-Address = tuple[str, str]
 
 
 def new_address(user_id: str | None = None) -> Address:

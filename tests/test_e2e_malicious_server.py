@@ -84,10 +84,7 @@ async def test_a_chat_cannot_be_switched_to_plaintext_by_the_server(people: Peop
 
 
 async def test_plaintext_in_an_encrypted_chat_is_refused(people: People):
-    alice, bob = await people.register(), await people.register()
-    chat = await alice.direct_chat(bob.user_id)
-    await alice.send_text(chat["id"], "hello")
-    assert [m.text for m in await receive(bob, 1)] == ["hello"]
+    alice, bob, chat = await people.in_contact("hello")
 
     forged = fake_message(chat["id"], alice, body="send the money to account 1234")
     with_file = fake_message(chat["id"], alice, kind="media", body="", media_id=str(uuid.uuid4()))
@@ -115,10 +112,7 @@ async def test_plaintext_in_an_encrypted_chat_is_refused(people: People):
 
 
 async def test_a_device_added_to_a_known_user_is_shown_before_use(people: People):
-    alice, bob = await people.register(), await people.register()
-    chat = await alice.direct_chat(bob.user_id)
-    await alice.send_text(chat["id"], "first contact")
-    assert [m.text for m in await receive(bob, 1)] == ["first contact"]
+    alice, bob, chat = await people.in_contact()
     number_before = await alice.safety_number(bob.user_id)
 
     ghost = await people.another_device(bob, "phone")  # as if the server had logged in a device of its own
@@ -148,10 +142,7 @@ async def test_a_device_added_to_a_known_user_is_shown_before_use(people: People
 
 
 async def test_a_message_from_an_unlisted_device_is_announced_first(people: People):
-    alice, bob = await people.register(), await people.register()
-    chat = await alice.direct_chat(bob.user_id)
-    await alice.send_text(chat["id"], "first contact")
-    await receive(bob, 1)
+    alice, bob, chat = await people.in_contact()
 
     alice._devices.check_new = _nothing  # type: ignore[method-assign]  # the server suppresses keys.changed
     ghost = await people.another_device(bob)

@@ -41,10 +41,7 @@ def announced_before_use(log: list[tuple[str, Any]], device_id: str) -> bool:
 
 
 async def test_a_new_device_is_announced_by_name_while_nothing_is_sent(people: People):
-    alice, bob = await people.register(), await people.register()
-    chat = await alice.direct_chat(bob.user_id)
-    await alice.send_text(chat["id"], "first contact")
-    await receive(bob, 1)
+    alice, bob, _ = await people.in_contact()
 
     tablet = await people.another_device(bob, device_name="bob's tablet")
     notice = await next_of(alice, NewDevice)  # alice sends nothing: keys.changed alone shows it
@@ -57,10 +54,7 @@ async def test_a_new_device_is_announced_by_name_while_nothing_is_sent(people: P
 
 
 async def test_a_new_device_is_announced_before_the_next_send_encrypts_to_it(people: People):
-    alice, bob = await people.register(), await people.register()
-    chat = await alice.direct_chat(bob.user_id)
-    await alice.send_text(chat["id"], "first contact")
-    await receive(bob, 1)
+    alice, bob, chat = await people.in_contact()
     log = watch(alice)
 
     # alice sends at once, before her event stream has brought keys.changed (her device list is cached)

@@ -234,14 +234,14 @@ def b64(data: bytes) -> str:
 async def test_encrypted_direct_chat_relays_ciphertext_per_device(server: Server):
     api = server.api
     alice, bob = await api.register(), await api.register()
-    bob_phone = (await api.login(bob, device_name="phone")).body
-    alice_tablet = (await api.login(alice, device_name="tablet")).body
-    await api.publish_keys(bob, bob_phone["access_token"], alice_tablet["access_token"])
+    bob_phone = await api.new_device(bob, device_name="phone")
+    alice_tablet = await api.new_device(alice, device_name="tablet")
+    await api.publish_keys(bob, bob_phone, alice_tablet)
     chat = (
         await api.post("/api/v1/chats", json={"type": "direct", "member_ids": [bob.user_id]}, token=alice.access_token)
     ).body
     assert chat["encrypted"] is True
-    blobs = {d: os.urandom(40) for d in [bob.device_id, bob_phone["device_id"], alice_tablet["device_id"]]}
+    blobs = {d: os.urandom(40) for d in [bob.device_id, bob_phone.device_id, alice_tablet.device_id]}
     recipients = [{"device_id": d, "ciphertext": b64(c)} for d, c in blobs.items()]
 
     plaintext = await api.post(
@@ -255,7 +255,7 @@ async def test_encrypted_direct_chat_relays_ciphertext_per_device(server: Server
         token=alice.access_token,
     )
     assert missing.status == 409 and missing.code == "device_mismatch"
-    assert missing.body["missing_devices"] == [alice_tablet["device_id"]]
+    assert missing.body["missing_devices"] == [alice_tablet.device_id]
     listed = {d for entry in missing.body["devices"] for d in entry["device_ids"]}
     assert listed == set(blobs)
 
@@ -275,20 +275,20 @@ async def test_encrypted_direct_chat_relays_ciphertext_per_device(server: Server
     assert sent.status == 201 and sent.body["seq"] == 1
 
     # each device reads its own ciphertext, byte for byte
-    for device, token in [(bob.device_id, bob.access_token), (bob_phone["device_id"], bob_phone["access_token"])]:
-        got = await api.get(f"/api/v1/messages/{sent.body['id']}", token=token)
-        assert base64.b64decode(got.body["ciphertext"]) == blobs[device]
+    for device in (bob, bob_phone):
+        got = await api.get(f"/api/v1/messages/{sent.body['id']}", token=device.access_token)
+        assert base64.b64decode(got.body["ciphertext"]) == blobs[device.device_id]
         assert got.body["body"] is None
 
     # a device revoked since: naming it is stale (410), and nothing is stored
-    await api.delete(f"/api/v1/devices/{bob_phone['device_id']}", token=bob.access_token)
+    await api.delete(f"/api/v1/devices/{bob_phone.device_id}", token=bob.access_token)
     stale = await api.post(
         "/api/v1/messages",
         json={"chat_id": chat["id"], "client_id": "e3", "recipients": recipients},
         token=alice.access_token,
     )
     assert stale.status == 410 and stale.code == "stale_devices"
-    assert stale.body["stale_devices"] == [bob_phone["device_id"]]
+    assert stale.body["stale_devices"] == [bob_phone.device_id]
     assert await server.db.fetchval("SELECT COUNT(*) FROM messages WHERE chat_id = $1", chat["id"]) == 1
 
 

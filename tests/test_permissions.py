@@ -206,6 +206,35 @@ async def snapshot(api: Api, owner: Account, chat_id: str, message_ids: list[str
     }
 
 
+async def make_scene(
+    api: Api,
+    owner: Account,
+    actor: Account,
+    others: tuple[Account, Account],
+    chat_id: str,
+    message_ids: tuple[str, str],
+) -> dict[str, str]:
+    """The ids CASES fill in: the owner's chat and a message in it, the actor's own message in
+    it, and a chat of the actor's own (which the requests must leave alone)."""
+    member, newcomer = others
+    message_id, own_message_id = message_ids
+    my_chat_id = await new_chat(api, actor, "group", [], "mine")
+    my_message = await say(api, actor, my_chat_id, "my own words")
+    invite = await ok(await api.post(f"{CHATS}/{chat_id}/invites", json={}, token=owner.access_token), 201)
+    return {
+        "chat_id": chat_id,
+        "message_id": message_id,
+        "own_message_id": own_message_id,
+        "user_id": member.user_id,
+        "actor_id": actor.user_id,
+        "role_id": (await roles_by_kind(api, owner, chat_id))["member"],
+        "new_user_id": newcomer.user_id,
+        "my_chat_id": my_chat_id,
+        "my_message_id": my_message["id"],
+        "invite_id": invite["id"],
+    }
+
+
 # -- outsiders: never were, removed, left ----------------------------------------------------
 
 
@@ -221,27 +250,12 @@ async def test_outsiders_get_404_and_never_data(api: Api, how: str):
     own = await say(api, actor if how != "stranger" else owner, chat_id, bodies[2])
     await ok(await api.post(f"{MESSAGES}/{message['id']}/pin", token=owner.access_token), 204)
     await ok(await api.post(f"{MESSAGES}/{message['id']}/reactions", json={"emoji": "🎉"}, token=member.access_token))
-    my_chat_id = await new_chat(api, actor, "group", [], "mine")
-    my_message = await say(api, actor, my_chat_id, "my own words")
     if how == "removed":
         await ok(await api.delete(f"{CHATS}/{chat_id}/members/{actor.user_id}", token=owner.access_token), 204)
     elif how == "left":
         await ok(await api.post(f"{CHATS}/{chat_id}/leave", token=actor.access_token), 204)
 
-    scene = {
-        "chat_id": chat_id,
-        "message_id": message["id"],
-        "own_message_id": own["id"],
-        "user_id": member.user_id,
-        "actor_id": actor.user_id,
-        "role_id": (await roles_by_kind(api, owner, chat_id))["member"],
-        "new_user_id": newcomer.user_id,
-        "my_chat_id": my_chat_id,
-        "my_message_id": my_message["id"],
-        "invite_id": (await ok(await api.post(f"{CHATS}/{chat_id}/invites", json={}, token=owner.access_token), 201))[
-            "id"
-        ],
-    }
+    scene = await make_scene(api, owner, actor, (member, newcomer), chat_id, (message["id"], own["id"]))
     # the same requests with ids that exist nowhere: a chat I am not in must look just like them
     nowhere = {**scene, "chat_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4())}
     nowhere |= {"own_message_id": str(uuid.uuid4()), "role_id": str(uuid.uuid4()), "invite_id": str(uuid.uuid4())}
@@ -261,7 +275,7 @@ async def test_outsiders_get_404_and_never_data(api: Api, how: str):
     assert not failures, "\n".join(failures)
 
     listed = await ok(await api.get(CHATS, params={"limit": "200"}, token=actor.access_token))
-    assert [c["id"] for c in listed["items"]] == [my_chat_id]
+    assert [c["id"] for c in listed["items"]] == [scene["my_chat_id"]]
     assert not [s for s in secrets if s in msgspec.json.encode(listed).decode()]
     assert await snapshot(api, owner, chat_id, [message["id"], own["id"]]) == before
 
@@ -304,22 +318,7 @@ async def test_members_lacking_a_permission_get_403(api: Api, chat_type: str):
     my_role = (await ok(await api.get(f"{CHATS}/{chat_id}", token=actor.access_token)))["my_role"]
     assert my_role["permissions"] == [], my_role
 
-    my_chat_id = await new_chat(api, actor, "group", [], "mine")
-    my_message = await say(api, actor, my_chat_id, "my own words")
-    scene = {
-        "chat_id": chat_id,
-        "message_id": message["id"],
-        "own_message_id": own["id"],
-        "user_id": member.user_id,
-        "actor_id": actor.user_id,
-        "role_id": roles["member"],
-        "new_user_id": newcomer.user_id,
-        "my_chat_id": my_chat_id,
-        "my_message_id": my_message["id"],
-        "invite_id": (await ok(await api.post(f"{CHATS}/{chat_id}/invites", json={}, token=owner.access_token), 201))[
-            "id"
-        ],
-    }
+    scene = await make_scene(api, owner, actor, (member, newcomer), chat_id, (message["id"], own["id"]))
     before = await snapshot(api, owner, chat_id, [message["id"], own["id"]])
 
     failures = []

@@ -29,9 +29,8 @@ LOOPBACK_PUSH = {"SUP_SECRET_KEY": SECRET, "SUP_PUSH_ALLOW_HTTP": "true", "SUP_P
 
 @pytest.fixture(scope="module")
 async def endpoint() -> AsyncIterator[PushEndpoint]:
-    service = await PushEndpoint().start()
-    yield service
-    await service.close()
+    async with PushEndpoint() as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from sup.client.crypto import CryptoError, DuplicateMessage
+from sup.client.devices import DevicePart
 from sup.client.envelope import ENVELOPE_VERSION
 from sup.client.http import b64d, b64e
 from sup.client.values import ClientError
@@ -69,11 +70,9 @@ class _Call:
     peer_device_id: str | None = None
 
 
-class Calls:
+class Calls(DevicePart):
     def __init__(self, state: DeviceState, chats: Chats, devices: Devices, sender: Sender) -> None:
-        self.state = state
-        self.chats = chats
-        self.devices = devices
+        super().__init__(state, chats, devices)
         self.sender = sender
         self.receiver: Receiver | None = None
         self.socket: SupSocket | None = None

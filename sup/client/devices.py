@@ -199,3 +199,13 @@ class Devices:
             recorded = self.state.crypto.peer_identity(user_id, device_id)
             keys.append(recorded if recorded is not None else key)
         return keys
+
+
+class DevicePart:
+    """The ground the parts of a Client that send, receive and call stand on: this device's state, and the
+    chats and other devices it knows (one of each per Client, shared by all parts)."""
+
+    def __init__(self, state: DeviceState, chats: Chats, devices: Devices) -> None:
+        self.state = state
+        self.chats = chats
+        self.devices = devices

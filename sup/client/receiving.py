@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sup.client.chats import Chats, is_encrypted
 from sup.client.crypto import CryptoError, DecryptError, DuplicateMessage, NoSession, UntrustedIdentity
-from sup.client.devices import Devices
+from sup.client.devices import DevicePart, Devices
 from sup.client.envelope import decode_envelope
 from sup.client.http import b64d, decode_message
 from sup.client.prekeys import Prekeys
@@ -36,11 +36,9 @@ _GROUP_MESSAGE = 4  # second byte of a sender-key ciphertext (sup.client.crypto.
 _NOT_A_MEMBER = "the sender is not a member of this chat (removed; not added again since)"
 
 
-class Receiver:
+class Receiver(DevicePart):
     def __init__(self, state: DeviceState, chats: Chats, devices: Devices, prekeys: Prekeys) -> None:
-        self.state = state
-        self.chats = chats
-        self.devices = devices
+        super().__init__(state, chats, devices)
         self.prekeys = prekeys
         self.cursor = state.store.cursor
         self.socket: SupSocket | None = None
@@ -425,21 +423,16 @@ def _origin(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The fields `_origin` gives every item; the stored copy of its message keeps them under the same names.
+_KEPT_AS_SHOWN = ("message_id", "chat_id", "seq", "sender_user_id", "sender_device_id", "created_at")
+
+
 def _keep(
     work: Work, item: ReceivedMessage | Undecryptable, status: str, content: dict[str, Any] | None, reason: str = ""
 ) -> None:
     """This device's copy of a message it shows, stored with the batch (it cannot be decrypted twice)."""
-    work.batch.put_message(
-        message_id=item.message_id,
-        chat_id=item.chat_id,
-        seq=item.seq,
-        sender_user_id=item.sender_user_id,
-        sender_device_id=item.sender_device_id,
-        status=status,
-        content=content,
-        reason=reason or None,
-        created_at=item.created_at,
-    )
+    origin = {name: getattr(item, name) for name in _KEPT_AS_SHOWN}
+    work.batch.put_message(**origin, status=status, content=content, reason=reason or None)
 
 
 def _is_story_ref(value: object) -> bool:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sup.client.chats import Chats, is_encrypted
+from sup.client.chats import is_encrypted
 from sup.client.crypto import (
     AttachmentKey,
     BadBundle,
@@ -31,10 +31,9 @@ from sup.client.crypto import (
     decrypt_attachment,
     encrypt_attachment,
 )
-from sup.client.devices import Devices
+from sup.client.devices import DevicePart
 from sup.client.envelope import encode_envelope, encode_sender_key
 from sup.client.http import ApiError, b64e
-from sup.client.state import DeviceState
 from sup.client.values import Attachment, BadDeviceKeys, ClientError, MemberWithoutDevice
 
 log = logging.getLogger("sup.client")
@@ -50,12 +49,7 @@ class _DeviceGone(Exception):
     """A listed device has no keys any more: refetch the device lists and try again."""
 
 
-class Sender:
-    def __init__(self, state: DeviceState, chats: Chats, devices: Devices) -> None:
-        self.state = state
-        self.chats = chats
-        self.devices = devices
-
+class Sender(DevicePart):
     async def send(
         self,
         chat_id: str,

@@ -28,14 +28,14 @@ import logging
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack
 
 import aiohttp
 import msgspec
 
 from sup.client.http import ApiError, SessionEnded, SupHttp, decode_message
-from sup.client.transport import message_content
+from sup.client.transport import NewContent, message_content
 
 log = logging.getLogger("sup.client.socket")
 
@@ -184,27 +184,15 @@ class SupSocket:
             self._ack_due.set()
 
     async def send_message(
-        self,
-        chat_id: str,
-        client_id: str,
-        *,
-        body: str | None = None,
-        ciphertext: bytes | None = None,
-        recipients: Mapping[str, bytes] | None = None,
-        kind: str = "text",
-        reply_to: str | None = None,
-        media_id: str | None = None,
-        within: float = 30.0,
+        self, chat_id: str, client_id: str, *, kind: str = "text", within: float = 30.0, **content: Unpack[NewContent]
     ) -> dict[str, Any]:
         """`message.send` over the socket: the stored message, after the server's commit.
 
         Raises ApiError when refused and ConnectionError when the connection dropped first:
         then retry with the same client_id (over the socket or REST) to learn the outcome.
         """
-        content = message_content(
-            body=body, ciphertext=ciphertext, recipients=recipients, media_id=media_id, reply_to=reply_to
-        )
-        frame = {"type": "message.send", "chat_id": chat_id, "client_id": client_id, "kind": kind, **content}
+        frame = {"type": "message.send", "chat_id": chat_id, "client_id": client_id, "kind": kind}
+        frame |= message_content(**content)
         answer = await self._request(frame, within)
         return decode_message(answer["message"])
 

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 import aiohttp
@@ -77,25 +77,30 @@ def decode_message(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def message_content(
-    *,
-    body: str | None = None,
-    ciphertext: bytes | None = None,
-    recipients: Mapping[str, bytes] | None = None,
-    media_id: str | None = None,
-    sticker_id: str | None = None,
-    reply_to: str | None = None,
-) -> dict[str, Any]:
-    """A new message's content as JSON, the same for `POST /messages` and the `message.send` frame:
-    only the fields given, bytes in base64, `recipients` (device id to ciphertext) as a list."""
+class NewContent(TypedDict, total=False):
+    """What a new message carries, as `POST /messages` and the `message.send` frame both take it
+    (declared once for the REST and the socket `send_message`); None is the same as leaving it out.
+    `recipients` maps device id to that device's ciphertext."""
+
+    body: str | None
+    ciphertext: bytes | None
+    recipients: Mapping[str, bytes] | None
+    media_id: str | None
+    sticker_id: str | None
+    reply_to: str | None
+
+
+def message_content(**fields: Unpack[NewContent]) -> dict[str, Any]:
+    """A new message's content as JSON: only the fields given, bytes in base64, `recipients` as a list."""
     content: dict[str, Any] = {}
-    if body is not None:
+    if (body := fields.get("body")) is not None:
         content["body"] = body
-    if ciphertext is not None:
+    if (ciphertext := fields.get("ciphertext")) is not None:
         content["ciphertext"] = b64e(ciphertext)
-    if recipients:
+    if recipients := fields.get("recipients"):
         content["recipients"] = [{"device_id": d, "ciphertext": b64e(c)} for d, c in recipients.items()]
-    return {**content, **given(media_id=media_id, sticker_id=sticker_id, reply_to=reply_to)}
+    references = {name: fields.get(name) for name in ("media_id", "sticker_id", "reply_to")}
+    return {**content, **given(**references)}
 
 
 def given(**fields: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Declared endpoints: one `Route` per endpoint, with the types of its body, query and answer.
+"""Declared endpoints: one `Route` per endpoint, with the types of its body, query and answer
+(the body's and the answer's are its handler's annotations, unless the route names them).
 
 The same declarations validate requests (msgspec, strict: unknown fields and wrong types
 are refused) and generate the OpenAPI document, so the two cannot drift apart.
@@ -7,8 +8,11 @@ are refused) and generate the OpenAPI document, so the two cannot drift apart.
 from __future__ import annotations
 
 import functools
+import inspect
 import ipaddress
 import re
+import types
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +49,9 @@ class Route:
     method: str
     path: str
     handler: Callable[..., Awaitable[Any]]
-    body: type | None = None
+    body: type | None = None  # None: the handler's annotation (see __post_init__)
     query: type | None = None
-    response: type | None = None
+    response: type | None = None  # None: likewise
     status: int = 200
     auth: bool = True
     tag: str = "misc"
@@ -68,6 +72,17 @@ class Route:
     # user when the route needs one, else per client address.
     limit: Family | None = None
 
+    def __post_init__(self) -> None:
+        # The body and the answer are the handler's own annotations unless the row says otherwise, so a
+        # type is written once; a handler that answers with an aiohttp response declares its `response`.
+        if self.raw:
+            return
+        body, response = _annotated(self.handler)
+        if self.body is None:
+            object.__setattr__(self, "body", body)
+        if self.response is None:
+            object.__setattr__(self, "response", response)
+
     @property
     def family(self) -> Family:
         if self.limit is not None:
@@ -84,6 +99,19 @@ class Route:
         """The handler's docstring after its first line: the rules a client should know."""
         lines = (self.handler.__doc__ or "").strip().splitlines()[1:]
         return " ".join(line.strip() for line in lines).strip()
+
+
+def _annotated(handler: Callable[..., Awaitable[Any]]) -> tuple[type | None, type | None]:
+    """The type of a handler's body (its parameter after `call`) and of its JSON answer: None where it
+    takes no body, and where it answers nothing (204) or an aiohttp response (a file, a chosen status)."""
+    hints = typing.get_type_hints(handler)
+    parameters = list(inspect.signature(handler).parameters)
+    body = hints[parameters[1]] if len(parameters) > 1 else None
+    answer = hints.get("return", types.NoneType)
+    kinds = typing.get_args(answer) if isinstance(answer, types.UnionType) else (answer,)
+    if answer is types.NoneType or any(isinstance(k, type) and issubclass(k, web.StreamResponse) for k in kinds):
+        return body, None
+    return body, answer
 
 
 @dataclass

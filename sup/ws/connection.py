@@ -41,6 +41,7 @@ from sup.domain.accounts import Principal
 from sup.domain.stream import EventStream
 from sup.observe.metrics import Metrics
 from sup.transport.statuses import Close
+from sup.ws.stopping import cancel_and_wait
 
 try:
     import fcntl
@@ -360,11 +361,7 @@ class Connection:
         """The session ends: the pump is stopped for good (a reply that comes later goes nowhere)."""
         self._stopped = True
         self._stop_waiting_for_hint()
-        pump = self.pump_task
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+        await cancel_and_wait(self.pump_task)
 
     def _make_room(self) -> None:
         room = self._room

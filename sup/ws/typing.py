@@ -9,13 +9,13 @@ update each, and the relaying (answered from memory by the presence service) sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from sup.domain.presence import TYPING_SECONDS, PresenceService
 from sup.errors import DomainError
+from sup.ws.stopping import cancel_and_wait
 
 log = logging.getLogger("sup.ws")
 
@@ -85,8 +85,4 @@ class TypingRelay:
                 del self._relayed[next(iter(self._relayed))]
 
     async def close(self) -> None:
-        task = self._task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task)

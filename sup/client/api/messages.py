@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
-from sup.client.transport import Transport, decode_message, message_content
+from sup.client.transport import NewContent, Transport, decode_message, message_content
 from sup.client.transport import segment as _p
 
 
@@ -15,29 +15,11 @@ class MessagesApi(Transport):
     # -- messages ----------------------------------------------------------------------------
 
     async def send_message(
-        self,
-        chat_id: str,
-        client_id: str,
-        *,
-        body: str | None = None,
-        ciphertext: bytes | None = None,
-        recipients: Mapping[str, bytes] | None = None,
-        kind: str = "text",
-        media_id: str | None = None,
-        sticker_id: str | None = None,
-        reply_to: str | None = None,
+        self, chat_id: str, client_id: str, *, kind: str = "text", **content: Unpack[NewContent]
     ) -> dict[str, Any]:
         """POST /messages. The same `client_id` (and content) again returns the original message,
-        so a send whose answer was lost is retried safely. `recipients` maps device id to ciphertext."""
-        content = message_content(
-            body=body,
-            ciphertext=ciphertext,
-            recipients=recipients,
-            media_id=media_id,
-            sticker_id=sticker_id,
-            reply_to=reply_to,
-        )
-        payload = {"chat_id": chat_id, "client_id": client_id, "kind": kind, **content}
+        so a send whose answer was lost is retried safely."""
+        payload = {"chat_id": chat_id, "client_id": client_id, "kind": kind, **message_content(**content)}
         return decode_message(await self.request("POST", "/messages", json=payload, idempotent=True))
 
     async def history(

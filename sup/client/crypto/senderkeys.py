@@ -36,12 +36,21 @@ def group_key_material(seed: bytes) -> tuple[bytes, bytes]:
 
 
 @dataclass
-class OwnSenderKey:
-    """The sending side of our sender key in one chat."""
+class _SenderChain:
+    """What both sides of a sender key hold: which distribution it is, and where its chain stands."""
 
     distribution_id: str
     iteration: int
     chain_key: bytes
+
+    def _chain_json(self) -> dict[str, Any]:
+        return {"distribution_id": self.distribution_id, "iteration": self.iteration, "chain_key": b64(self.chain_key)}
+
+
+@dataclass
+class OwnSenderKey(_SenderChain):
+    """The sending side of our sender key in one chat."""
+
     signing_seed: bytes
 
     @classmethod
@@ -69,12 +78,7 @@ class OwnSenderKey:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable snapshot."""
-        return {
-            "distribution_id": self.distribution_id,
-            "iteration": self.iteration,
-            "chain_key": b64(self.chain_key),
-            "signing_seed": b64(self.signing_seed),
-        }
+        return {**self._chain_json(), "signing_seed": b64(self.signing_seed)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> OwnSenderKey:
@@ -83,12 +87,9 @@ class OwnSenderKey:
 
 
 @dataclass
-class PeerSenderKey:
+class PeerSenderKey(_SenderChain):
     """The receiving side of one peer device's sender key (one distribution)."""
 
-    distribution_id: str
-    iteration: int
-    chain_key: bytes
     signing_key: bytes
     # iteration -> message key seed, for messages that have not arrived yet; oldest first
     skipped: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
@@ -130,9 +131,7 @@ class PeerSenderKey:
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable snapshot."""
         return {
-            "distribution_id": self.distribution_id,
-            "iteration": self.iteration,
-            "chain_key": b64(self.chain_key),
+            **self._chain_json(),
             "signing_key": b64(self.signing_key),
             "skipped": [[i, b64(s)] for i, s in self.skipped.items()],
         }
