@@ -83,6 +83,21 @@ export function useFocus(deps = []) {
   return ref;
 }
 
+/**
+ * What a screen shows, fetched when it opens (and again when `deps` change): gives the value (null until it
+ * arrives), the fetch, to run again after the screen changed what it shows, and the value's setter. A failure
+ * goes to `fail`.
+ * @param {() => Promise<any>} fetch @param {(error: Error) => void} fail
+ */
+export function useLoaded(fetch, fail, deps = []) {
+  const [value, setValue] = useState(null);
+  const load = () => fetch().then(setValue, fail);
+  useEffect(() => {
+    load();
+  }, deps);
+  return [value, load, setValue];
+}
+
 /** The banner when the connection is down, and the toast line. */
 export function StatusBar() {
   const s = useApp();

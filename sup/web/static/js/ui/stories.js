@@ -8,7 +8,7 @@
 // length.
 
 import { html, useEffect, useRef, useState } from "./html.js";
-import { app, Avatar, describe, Field, formatTime, useApp } from "./common.js";
+import { app, Avatar, describe, Field, formatTime, useApp, useLoaded } from "./common.js";
 import { storyOrder } from "./chatlist.js";
 import { navigate, onLink } from "./router.js";
 
@@ -446,16 +446,11 @@ function LeaveOut({ lists }) {
 
 /** My close-friends list: who is on it, add by username, take off. */
 export function StorySettings() {
-  const [members, setMembers] = useState(null);
   const [error, setError] = useState("");
-  const load = () =>
-    app.api.storyList("close-friends").then(
-      (list) => setMembers(list.members),
-      (e) => setError(describe(e)),
-    );
-  useEffect(() => {
-    load();
-  }, []);
+  const [members, load] = useLoaded(
+    () => app.api.storyList("close-friends").then((list) => list.members),
+    (e) => setError(describe(e)),
+  );
   const add = async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
