@@ -36,6 +36,9 @@ export function SearchScreen() {
   };
   useEffect(() => {
     input.current?.focus();
+    // A search still running when the screen closes (a result was opened) is dropped: its replaceState
+    // would put /search back in the address bar over the chat now shown.
+    return () => asked.current++;
   }, []);
   useEffect(() => {
     const t = setTimeout(() => run(q), 300);
