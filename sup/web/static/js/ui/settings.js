@@ -5,7 +5,19 @@
 
 import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, deviceLabel, Field, formatTime, lazy, shortId, useApp, useLoaded } from "./common.js";
+import {
+  actOnUsername,
+  app,
+  Avatar,
+  describe,
+  deviceLabel,
+  Field,
+  formatTime,
+  lazy,
+  shortId,
+  useApp,
+  useLoaded,
+} from "./common.js";
 import { onLink } from "./router.js";
 import { PushToggle } from "./pushtoggle.js";
 
@@ -300,17 +312,10 @@ function People() {
   }, []);
   const byName = async (event, action) => {
     event.preventDefault();
-    const form = event.currentTarget;
-    const name = String(new FormData(form).get("username")).trim().replace(/^@/, "");
     setError("");
-    try {
-      const user = await app.api.userByUsername(name);
-      await action(user.id);
-      form.reset();
-      load();
-    } catch (e) {
-      setError(e.code === "not_found" ? `There is no user “${name}”.` : describe(e));
-    }
+    const failed = await actOnUsername(event.currentTarget, action);
+    if (failed) setError(failed);
+    else load();
   };
   const list = (items, label, undo) =>
     items === null
