@@ -292,6 +292,7 @@ class WebUser:
         self.page = page
         self.base_url = base_url
         self.username = username
+        self.name = username  # what others' chat lists call this person: the display name, once given
 
     @classmethod
     async def open(
@@ -317,6 +318,7 @@ class WebUser:
         await self.page.get_by_label("Username").fill(self.username)
         if display_name:
             await self.page.get_by_label("Display name").fill(display_name)
+            self.name = display_name
         await self.page.get_by_label("Password").fill(PASSWORD)
         await self.page.get_by_role("button", name="Sign up").click()
         await self.ready()
@@ -345,6 +347,13 @@ class WebUser:
         await self.page.get_by_role("button", name="Start chat").click()
         await self.composer.wait_for()
 
+    async def write_to(self, other: WebUser, text: str) -> None:
+        """Start a direct chat with `other` and send `text`; `other` opens the chat and sees it."""
+        await self.start_direct(other.username)
+        await self.send(text)
+        await other.open_chat(self.name)
+        await other.sees(text)
+
     async def create_group(self, title: str, members: list[str], kind: str = "Group", encrypted: bool = True) -> None:
         await self.page.get_by_role("link", name="New chat").click()
         await self.page.get_by_role("link", name=kind, exact=True).click()
@@ -370,10 +379,13 @@ class WebUser:
     def message(self, text: str) -> Any:
         return self.messages.locator("li.message", has_text=text)
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str, *, seen_by: WebUser | None = None) -> None:
+        """Send `text` in the open chat; with `seen_by`, also wait until that reader (who has it open) sees it."""
         await self.composer.fill(text)
         await self.composer.press("Enter")
         await self.message(text).locator(".state-sent, .state-read").first.wait_for(timeout=20_000)
+        if seen_by is not None:
+            await seen_by.sees(text)
 
     async def sees(self, text: str, timeout: float = 30_000) -> Any:
         found = self.message(text)
@@ -440,6 +452,15 @@ class Browsers:
         """A new person, signed up in a browser context of their own."""
         return await (await self.open(**options)).sign_up(display_name)
 
+    async def another_tab(self, user: WebUser) -> WebUser:
+        """The same device in a second tab (same browser context), opened on the chat list."""
+        page = await user.page.context.new_page()
+        self.problems.watch(page, f"{user.username} tab 2")
+        tab = WebUser(page, user.base_url, user.username)
+        await page.goto(f"{user.base_url}/")
+        await page.get_by_role("navigation", name="Chats").wait_for()
+        return tab
+
     async def close(self) -> None:
         for user in self.opened:
             await user.close()
@@ -450,6 +471,32 @@ async def browsers(browser: Any, sup_server: AppServer, problems: PageProblems) 
     opened = Browsers(browser, sup_server, problems)
     yield opened
     await opened.close()
+
+
+class SdkUsers:
+    """The Python SDK users a test registers on `sup_server`, each with its store in the test's directory: all
+    closed after the test, whatever it did."""
+
+    def __init__(self, server: AppServer, directory: Path) -> None:
+        self.server, self.directory = server, directory
+        self.opened: list[Any] = []
+
+    async def register(self, name: str) -> Any:
+        """A new SDK user; `name` names its store."""
+        client = await sdk_user(self.server, self.directory / f"{name}.db")
+        self.opened.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.opened:
+            await client.close()
+
+
+@pytest.fixture
+async def sdk_users(sup_server: AppServer, tmp_path: Path) -> AsyncIterator[SdkUsers]:
+    registered = SdkUsers(sup_server, tmp_path)
+    yield registered
+    await registered.close()
 
 
 async def sdk_user(server: AppServer, store: Path, *, start: bool = True) -> Any:

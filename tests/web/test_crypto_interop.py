@@ -471,7 +471,8 @@ async def test_replay_is_a_duplicate(harness: Harness) -> None:
     assert await bob.state() == before
 
 
-async def test_skipped_keys_are_bounded(harness: Harness) -> None:
+async def answered_session(harness: Harness) -> tuple[PyPeer, JsPeer]:
+    """Alice (Python) and Bob (JavaScript) in a session each has sent in once: both have a receiving chain."""
     alice, bob = PyPeer(), await JsPeer.create(harness, "bob")
     await bob.call(
         "decrypt",
@@ -479,6 +480,11 @@ async def test_skipped_keys_are_bounded(harness: Harness) -> None:
         await alice.device.encrypt(*bob.address, b"start", bundle_from_json(await bob.bundle())),
     )
     await alice.device.decrypt(*bob.address, await bob.call("encrypt", *alice.address, b"answer"))
+    return alice, bob
+
+
+async def test_skipped_keys_are_bounded(harness: Harness) -> None:
+    alice, bob = await answered_session(harness)
     sent = []
     for i in range(MAX_SKIP + 2):
         sent.append(await alice.device.encrypt(*bob.address, b"m%d" % i))
@@ -493,13 +499,7 @@ async def test_skipped_keys_are_bounded(harness: Harness) -> None:
 
 
 async def test_both_chains_together_are_bounded_by_max_skip(harness: Harness) -> None:
-    alice, bob = PyPeer(), await JsPeer.create(harness, "bob")
-    await bob.call(
-        "decrypt",
-        *alice.address,
-        await alice.device.encrypt(*bob.address, b"start", bundle_from_json(await bob.bundle())),
-    )
-    await alice.device.decrypt(*bob.address, await bob.call("encrypt", *alice.address, b"answer"))
+    alice, bob = await answered_session(harness)
     old_chain = []
     for i in range(MAX_SKIP // 2 + 1):
         old_chain.append(await alice.device.encrypt(*bob.address, b"old %d" % i))
@@ -894,18 +894,24 @@ async def test_state_in_indexeddb_survives_a_reload(harness: Harness) -> None:
     assert caught.value.name == "CryptoError"
 
 
-async def test_two_tabs_never_advance_one_ratchet(context: Any, web_server: str) -> None:
+async def two_tabs_of_bob(context: Any, web_server: str) -> tuple[Harness, Harness, PyPeer, Address]:
+    """Two tabs sharing Bob's stored device, which has accepted a session begun by Alice (a Python peer)."""
     first, second = await Harness.open(context, web_server), await Harness.open(context, web_server)
     alice, bob_address = PyPeer(), new_address()
     await first.helper("storeCreate", "bob", *bob_address)
-    bundle = await first.helper("stored", "bob", "publishKeysBody", [[]])
-    handed_out = {**bundle, "user_id": bob_address[0], "device_id": bob_address[1], "one_time_prekey": None}
+    body = await first.helper("stored", "bob", "publishKeysBody", [[]])
+    handed_out = {**body, "user_id": bob_address[0], "device_id": bob_address[1], "one_time_prekey": None}
     await first.helper(
         "stored",
         "bob",
         "decrypt",
         [*alice.address, await alice.device.encrypt(*bob_address, b"hi", bundle_from_json(handed_out))],
     )
+    return first, second, alice, bob_address
+
+
+async def test_two_tabs_never_advance_one_ratchet(context: Any, web_server: str) -> None:
+    first, second, alice, bob_address = await two_tabs_of_bob(context, web_server)
 
     # Tab one encrypts and keeps the lock; tab two's encryption must wait for it, then start from its state.
     held = asyncio.ensure_future(first.helper("storedHeld", "bob", "encrypt", [*alice.address, b"tab one"], "g"))
@@ -941,17 +947,7 @@ async def test_two_tabs_never_advance_one_ratchet(context: Any, web_server: str)
 
 async def test_without_the_lock_two_tabs_reuse_a_message_key(context: Any, web_server: str) -> None:
     """The control experiment: what the lock prevents does happen without it."""
-    first, second = await Harness.open(context, web_server), await Harness.open(context, web_server)
-    alice, bob_address = PyPeer(), new_address()
-    await first.helper("storeCreate", "bob", *bob_address)
-    body = await first.helper("stored", "bob", "publishKeysBody", [[]])
-    handed_out = {**body, "user_id": bob_address[0], "device_id": bob_address[1], "one_time_prekey": None}
-    await first.helper(
-        "stored",
-        "bob",
-        "decrypt",
-        [*alice.address, await alice.device.encrypt(*bob_address, b"hi", bundle_from_json(handed_out))],
-    )
+    first, second, alice, bob_address = await two_tabs_of_bob(context, web_server)
     races = [
         asyncio.ensure_future(tab.helper("unlockedRace", "bob", "encrypt", [*alice.address, b"tab %d" % n], "g"))
         for n, tab in enumerate((first, second))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sup.client import Client
 from tests.conftest import png_bytes
-from tests.web.conftest import PASSWORD, AppServer, Browsers, PageProblems, WebUser, short_id
+from tests.web.conftest import PASSWORD, AppServer, Browsers, short_id
 
 
 async def test_two_people_chat_end_to_end(browsers: Browsers, screenshot_dir: Path, tmp_path: Path):
@@ -53,8 +53,7 @@ async def test_two_people_chat_end_to_end(browsers: Browsers, screenshot_dir: Pa
     await edited.locator(".edited").wait_for()
 
     # delete for everyone, and for me
-    await alice.send("A message to take back")
-    await bob.sees("A message to take back")
+    await alice.send("A message to take back", seen_by=bob)
     alice.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await alice.message_action("A message to take back", "Delete for everyone")
     await bob.messages.get_by_text("This message was deleted.").wait_for(timeout=20_000)
@@ -76,10 +75,8 @@ async def test_two_people_chat_end_to_end(browsers: Browsers, screenshot_dir: Pa
     # a reload keeps the keys and the history: nothing is lost, and the ratchets go on
     await bob.page.reload()
     await bob.sees("Hello Bob (edited), still encrypted")
-    await bob.send("Still here after a reload")
-    await alice.sees("Still here after a reload")
-    await alice.send("And I can still write to you")
-    await bob.sees("And I can still write to you")
+    await bob.send("Still here after a reload", seen_by=alice)
+    await alice.send("And I can still write to you", seen_by=bob)
 
     # safety numbers: the same 60 digits on both sides
     await alice.page.get_by_role("link", name="Safety number").click()
@@ -95,10 +92,7 @@ async def test_a_new_device_of_a_contact_shows_a_banner(browsers: Browsers, sup_
     bob = await browsers.sign_up()
     tablet = None
     try:
-        await alice.start_direct(bob.username)
-        await alice.send("before bob's new device")
-        await bob.open_chat(alice.username)
-        await bob.sees("before bob's new device")
+        await alice.write_to(bob, "before bob's new device")
 
         # bob logs in on another browser: a new device, with a new identity key, named by its owner
         bob_laptop = await browsers.open(bob.username)
@@ -111,8 +105,7 @@ async def test_a_new_device_of_a_contact_shows_a_banner(browsers: Browsers, sup_
         await banner.get_by_role("link", name="Compare safety numbers").wait_for()
 
         # what alice sends now reaches both of bob's devices
-        await alice.send("after bob's new device")
-        await bob.sees("after bob's new device")
+        await alice.send("after bob's new device", seen_by=bob)
         await bob_laptop.open_chat(alice.username)
         await bob_laptop.sees("after bob's new device")
         await banner.get_by_role("button", name="Dismiss").click()
@@ -174,51 +167,42 @@ async def test_a_group_of_three_and_a_channel(browsers: Browsers):
     await bob.page.get_by_text("Channel · 3 members").wait_for()
 
 
-async def test_two_tabs_of_one_device(browsers: Browsers, sup_server: AppServer, problems: PageProblems):
+async def test_two_tabs_of_one_device(browsers: Browsers):
     alice = await browsers.sign_up()
     bob = await browsers.sign_up()
     await alice.start_direct(bob.username)
     await alice.send("from the first tab")
 
-    second_page = await alice.page.context.new_page()
-    problems.watch(second_page, "alice tab 2")
-    second = WebUser(second_page, sup_server.url, alice.username)
-    await second_page.goto(f"{sup_server.url}/")
+    second = await browsers.another_tab(alice)
     await second.open_chat(bob.username)
     await second.sees("from the first tab")
 
     # one tab leads: it alone holds the device's lock (so the ratchets never move in two places)
-    state = await second_page.evaluate(
+    state = await second.page.evaluate(
         "async () => ({first: 0, locks: (await navigator.locks.query()).held.map(l => l.name)})"
     )
     assert sum(name.startswith("sup-crypto-") for name in state["locks"]) == 1
-    leading = [await p.evaluate("() => window.supApp.get().leading") for p in (alice.page, second_page)]
+    leading = [await p.evaluate("() => window.supApp.get().leading") for p in (alice.page, second.page)]
     assert leading == [True, False]
 
     # the second tab sends through the first, and sees what arrives
     await second.send("from the second tab")
     await bob.open_chat(alice.username)
     await bob.sees("from the second tab")
-    await bob.send("to both tabs")
-    await second.sees("to both tabs")
+    await bob.send("to both tabs", seen_by=second)
     await alice.sees("to both tabs")
 
     # when the leading tab closes, the other takes over
     await alice.page.close()
-    await second_page.wait_for_function("() => window.supApp.get().leading", timeout=20_000)
-    await bob.send("after the first tab closed")
-    await second.sees("after the first tab closed")
-    await second.send("and the second tab answers")
-    await bob.sees("and the second tab answers")
+    await second.page.wait_for_function("() => window.supApp.get().leading", timeout=20_000)
+    await bob.send("after the first tab closed", seen_by=second)
+    await second.send("and the second tab answers", seen_by=bob)
 
 
 async def test_offline_resume_and_revocation(browsers: Browsers):
     alice = await browsers.sign_up()
     bob = await browsers.sign_up()
-    await alice.start_direct(bob.username)
-    await alice.send("first")
-    await bob.open_chat(alice.username)
-    await bob.sees("first")
+    await alice.write_to(bob, "first")
 
     # offline: the banner says so; what was sent meanwhile arrives, in order, when the socket comes back
     await alice.page.context.set_offline(True)

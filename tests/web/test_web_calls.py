@@ -23,10 +23,7 @@ async def in_call(user: WebUser, status: str, timeout: float = 30_000) -> None:
 async def test_two_people_call_each_other_in_the_browser(browsers: Browsers, screenshot_dir: Path):
     alice = await browsers.sign_up("Alice Liddell")
     bob = await browsers.sign_up("Bob Builder")
-    await alice.start_direct(bob.username)
-    await alice.send("Can I call you?")
-    await bob.open_chat("Alice Liddell")
-    await bob.sees("Can I call you?")
+    await alice.write_to(bob, "Can I call you?")
 
     # Alice calls: Bob's browser rings, with Accept and Decline.
     await alice.page.get_by_role("button", name="Call Bob Builder").click()

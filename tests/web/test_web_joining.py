@@ -106,7 +106,5 @@ async def test_an_end_to_end_encrypted_group_joined_by_link(browsers: Browsers):
     await newcomer.composer.wait_for()
 
     await owner.open_chat("Secret club")
-    await owner.send("welcome, Nils")
-    await newcomer.sees("welcome, Nils")
-    await newcomer.send("thanks, Olga")
-    await owner.sees("thanks, Olga")
+    await owner.send("welcome, Nils", seen_by=newcomer)
+    await newcomer.send("thanks, Olga", seen_by=owner)

@@ -11,7 +11,7 @@ from typing import Any
 from sup.client import Client, ReceivedMessage
 from sup.transport.services import SERVICES
 from tests.test_e2e_conversations import receive
-from tests.web.conftest import PASSWORD, AppServer, Browsers, WebUser, sdk_user
+from tests.web.conftest import PASSWORD, AppServer, Browsers, SdkUsers, WebUser
 
 
 async def created_by_an_admin(server: AppServer) -> str:
@@ -76,9 +76,9 @@ async def test_messages_wait_for_a_first_device_and_for_the_connection(
             await grandpa.close()
 
 
-async def test_a_busy_server_is_tried_again_later(browsers: Browsers, sup_server: AppServer, tmp_path: Path):
+async def test_a_busy_server_is_tried_again_later(browsers: Browsers, sdk_users: SdkUsers):
     alice = await browsers.sign_up()
-    bob = await sdk_user(sup_server, tmp_path / "bob.db")
+    bob = await sdk_users.register("bob")
     refused = 0
 
     async def busy(route: Any) -> None:
@@ -89,14 +89,11 @@ async def test_a_busy_server_is_tried_again_later(browsers: Browsers, sup_server
         refused += 1
         await route.fulfill(status=503, content_type="application/problem+json", body='{"code": "unavailable"}')
 
-    try:
-        await alice.start_direct(bob.username or "")
-        await alice.page.route("**/api/v1/messages", busy)
-        await (await write(alice, "while the server is busy")).locator(".state-queued").wait_for(timeout=20_000)
-        await alice.page.unroute("**/api/v1/messages", busy)
-        # nothing else happens (the socket stays up, the browser online): the outbox tries again by itself
-        await alice.message("while the server is busy").locator(".state-sent, .state-read").wait_for(timeout=20_000)
-        got = [m for m in await receive(bob, 1) if isinstance(m, ReceivedMessage)]
-        assert [m.text for m in got] == ["while the server is busy"] and refused >= 1
-    finally:
-        await bob.close()
+    await alice.start_direct(bob.username or "")
+    await alice.page.route("**/api/v1/messages", busy)
+    await (await write(alice, "while the server is busy")).locator(".state-queued").wait_for(timeout=20_000)
+    await alice.page.unroute("**/api/v1/messages", busy)
+    # nothing else happens (the socket stays up, the browser online): the outbox tries again by itself
+    await alice.message("while the server is busy").locator(".state-sent, .state-read").wait_for(timeout=20_000)
+    got = [m for m in await receive(bob, 1) if isinstance(m, ReceivedMessage)]
+    assert [m.text for m in got] == ["while the server is busy"] and refused >= 1

@@ -75,10 +75,7 @@ async def conversation(browser: Any, server: AppServer, problems: PageProblems, 
     """Two people with a few messages, a reply, a reaction and a photo; returns them."""
     ana = await (await WebUser.open(browser, server, problems, **view)).sign_up("Ana Beatriz Fernandes de Oliveira")
     ben = await (await WebUser.open(browser, server, problems)).sign_up("Ben")
-    await ben.start_direct(ana.username)
-    await ben.send("Are we still on for Saturday?")
-    await ana.open_chat("Ben")
-    await ana.sees("Are we still on for Saturday?")
+    await ben.write_to(ana, "Are we still on for Saturday?")
     await ana.send("Yes! I'll bring the map. It is a long walk, so wear good shoes 🥾")
     await ben.sees("wear good shoes")
     await ben.message_action("wear good shoes", "Reply")

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import MovableClock
-from tests.web.conftest import AppServer, Browsers, PageProblems, running_server
+from tests.web.conftest import AppServer, Browsers, running_server
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +23,12 @@ async def sup_server(tmp_path_factory, clock: MovableClock) -> AsyncIterator[App
         yield server
 
 
-async def test_expired_tokens_are_refreshed_by_two_tabs_at_once(
-    browsers: Browsers, sup_server: AppServer, problems: PageProblems, clock: MovableClock
-):
+async def test_expired_tokens_are_refreshed_by_two_tabs_at_once(browsers: Browsers, clock: MovableClock):
     alice = await browsers.sign_up()
     bob = await browsers.sign_up()
     await alice.start_direct(bob.username)
     await alice.send("before the tokens expire")
-    second = await alice.page.context.new_page()
-    problems.watch(second, "alice tab 2")
-    await second.goto(f"{sup_server.url}/")
-    await second.get_by_role("navigation", name="Chats").wait_for()
+    second = (await browsers.another_tab(alice)).page
 
     clock.advance(3600)  # every access token is an hour past its 15 minutes
     # both tabs call the API at the same moment: each gets token_expired, and they refresh one at a time

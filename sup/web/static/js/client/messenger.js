@@ -19,30 +19,34 @@ import { Outbox } from "./outbox.js";
 import { Inbox, Work } from "./receive.js";
 import { LOCAL_SEQ, Sender } from "./send.js";
 
-/** The messenger's methods a following tab may ask the leading one to run (state.js). */
-export const ACTIONS = new Set([
-  "send",
-  "retry",
-  "discard",
-  "edit",
-  "remove",
-  "react",
-  "setPinned",
-  "markRead",
-  "forward",
-  "createDirect",
-  "createGroup",
-  "addMembers",
-  "removeMember",
-  "leave",
-  "deleteChat",
-  "loadHistory",
-  "dismissNotice",
-  "safetyNumber",
-  "typing",
-  "syncChats",
-  "call",
-]);
+/**
+ * The messenger's actions a following tab may ask the leading one to run (state.js), by name, each with the
+ * part of the messenger that does it, where it is written: sending in send.js, messages in actions.js, chats
+ * and members in membership.js; "messenger" for the few it does itself.
+ */
+const ACTIONS = {
+  send: "sender",
+  retry: "sender",
+  discard: "sender",
+  edit: "actions",
+  remove: "actions",
+  react: "actions",
+  setPinned: "actions",
+  markRead: "actions",
+  forward: "actions",
+  loadHistory: "actions",
+  dismissNotice: "actions",
+  syncChats: "membership",
+  createDirect: "membership",
+  createGroup: "membership",
+  addMembers: "membership",
+  removeMember: "membership",
+  leave: "membership",
+  deleteChat: "membership",
+  safetyNumber: "messenger",
+  typing: "messenger",
+  call: "messenger",
+};
 
 /**
  * @typedef {object} Change what the messenger tells the state after storing something
@@ -300,79 +304,12 @@ export class Messenger {
   }
 
   // ---- actions ---------------------------------------------------------------------------------------
-  // What state.js runs by name (ACTIONS), in this tab or for a following one; each is written where it
-  // belongs: sending in send.js, messages in actions.js, chats and members in membership.js.
 
-  send(chatId, fields) {
-    return this.sender.send(chatId, fields);
-  }
-
-  retry(localId) {
-    return this.sender.retry(localId);
-  }
-
-  discard(localId) {
-    return this.sender.discard(localId);
-  }
-
-  edit(messageId, text) {
-    return this.actions.edit(messageId, text);
-  }
-
-  remove(messageId, scope) {
-    return this.actions.remove(messageId, scope);
-  }
-
-  react(messageId, emoji, add) {
-    return this.actions.react(messageId, emoji, add);
-  }
-
-  setPinned(messageId, pinned) {
-    return this.actions.setPinned(messageId, pinned);
-  }
-
-  markRead(chatId, seq) {
-    return this.actions.markRead(chatId, seq);
-  }
-
-  forward(messageId, chatId) {
-    return this.actions.forward(messageId, chatId);
-  }
-
-  loadHistory(chatId, beforeSeq) {
-    return this.actions.loadHistory(chatId, beforeSeq);
-  }
-
-  dismissNotice(id) {
-    return this.actions.dismissNotice(id);
-  }
-
-  syncChats() {
-    return this.membership.syncChats();
-  }
-
-  createDirect(username) {
-    return this.membership.createDirect(username);
-  }
-
-  createGroup(options) {
-    return this.membership.createGroup(options);
-  }
-
-  addMembers(chatId, usernames) {
-    return this.membership.addMembers(chatId, usernames);
-  }
-
-  removeMember(chatId, userId) {
-    return this.membership.removeMember(chatId, userId);
-  }
-
-  leave(chatId) {
-    return this.membership.leave(chatId);
-  }
-
-  deleteChat(chatId) {
-    return this.membership.deleteChat(chatId);
+  /** Run an action (ACTIONS) by name, for state.js: asked in this tab or by a following one. */
+  run(method, args) {
+    if (!Object.hasOwn(ACTIONS, method)) throw new Error(`cannot run ${method} here`);
+    const part = ACTIONS[method] === "messenger" ? this : this[ACTIONS[method]];
+    return part[method](...args);
   }
 
   typing(chatId, active) {

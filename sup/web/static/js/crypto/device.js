@@ -6,8 +6,9 @@
 // on copies and commits only on success. Persist `toJSON()` after each change (store.js does, under a Web
 // Lock, so two tabs never both advance one ratchet). The state contains private keys.
 
-import { equal, fromBase64, toBase64 } from "./bytes.js";
+import { equal, toBase64 } from "./bytes.js";
 import { bundleFromJson, publishKeysBody, signedPrekeyMessage, uploadPrekeysBody, verifyBundle } from "./bundle.js";
+import { keyOf, readState, STATE_FORMAT, STATE_VERSION } from "./devicestate.js";
 import { BadBundle, CryptoError, DecryptError, DuplicateMessage, NoSession, UntrustedIdentity } from "./errors.js";
 import { ed25519Public, ed25519Sign, randomBytes, x25519Public } from "./primitives.js";
 import { Session } from "./ratchet.js";
@@ -17,10 +18,8 @@ import { x3dhInitiate, x3dhRespond } from "./x3dh.js";
 import { decodeDistribution, decodeEnvelope, decodeGroupMessage, groupContext, sessionAdAppendix } from "./wire.js";
 
 export { BadBundle, CryptoError, DecryptError, DuplicateMessage, NoSession, UntrustedIdentity };
+export { STATE_FORMAT, STATE_VERSION };
 
-// The browser's own state format (not the Python SDK's: sessions are laid out differently).
-export const STATE_FORMAT = "sup-browser-device";
-export const STATE_VERSION = 1;
 // A replaced signed prekey keeps decrypting initial messages sent to it this long, at most this many.
 export const SIGNED_PREKEY_GRACE_SECONDS = 30 * 24 * 3600;
 export const MAX_OLD_SIGNED_PREKEYS = 4;
@@ -35,9 +34,6 @@ const UINT32_MAX = 0xffffffff;
 /** @typedef {[string, string]} Address (user_id, device_id) */
 /** @typedef {(n: number) => Uint8Array} RandomSource */
 /** @typedef {{random?: RandomSource, now?: () => number}} DeviceOptions `now` in seconds since the epoch */
-
-// Map keys for tuples of ids: JSON of the array cannot be confused across boundaries.
-const keyOf = (...ids) => JSON.stringify(ids);
 
 /**
  * @typedef {object} OwnSignedPrekey
@@ -136,6 +132,11 @@ export class DeviceCrypto {
   /** The 32-byte Ed25519 identity public key, as published. */
   get identityKey() {
     return this._identityKey;
+  }
+
+  /** Our identity key pair, as X3DH takes it on either side. */
+  _ownIdentity() {
+    return { identitySeed: this._identitySeed, identityKey: this._identityKey };
   }
 
   /** The current signed prekey (public part). @returns {import("./bundle.js").SignedPrekey} */
@@ -262,8 +263,7 @@ export class DeviceCrypto {
       let envelope;
       try {
         const agreed = await x3dhInitiate({
-          identitySeed: this._identitySeed,
-          identityKey: this._identityKey,
+          ...this._ownIdentity(),
           peerIdentityKey: peer.identityKey,
           signedPrekey: peer.signedPrekey.publicKey,
           oneTimePrekey: peer.oneTimePrekey?.publicKey ?? null,
@@ -357,8 +357,7 @@ export class DeviceCrypto {
     let accepted;
     try {
       const agreed = await x3dhRespond({
-        identitySeed: this._identitySeed,
-        identityKey: this._identityKey,
+        ...this._ownIdentity(),
         peerIdentityKey: prekey.identityKey,
         baseKey: prekey.baseKey,
         signedPrekeyPrivate: spk.private,
@@ -510,96 +509,17 @@ export class DeviceCrypto {
    * @param {any} state @param {DeviceOptions} [options]
    */
   static async fromJSON(state, options = {}) {
-    if (state === null || typeof state !== "object" || state.format !== STATE_FORMAT) {
-      throw new CryptoError("not a browser DeviceCrypto state");
-    }
-    if (state.version !== STATE_VERSION)
-      throw new CryptoError(`unsupported DeviceCrypto state version ${state.version}`);
-    try {
-      return await DeviceCrypto._fromState(state, options);
-    } catch (error) {
-      if (error instanceof CryptoError) throw error;
-      throw new CryptoError(`malformed DeviceCrypto state: ${error.name}: ${error.message}`);
-    }
-  }
-
-  static async _fromState(s, options) {
-    const list = (v) => {
-      if (!Array.isArray(v)) throw new CryptoError("malformed DeviceCrypto state: expected a list");
-      return v;
-    };
-    const tuple = (v, n) => {
-      if (!Array.isArray(v) || v.length !== n)
-        throw new CryptoError(`malformed DeviceCrypto state: expected ${n} items`);
-      return v;
-    };
-    const str = (v) => {
-      if (typeof v !== "string") throw new CryptoError("malformed DeviceCrypto state: expected a string");
-      return v;
-    };
-    const id = (v) => {
-      if (!Number.isInteger(v) || v < 0 || v > UINT32_MAX)
-        throw new CryptoError("malformed DeviceCrypto state: bad key id");
-      return v;
-    };
-    let address = null;
-    if (s.address !== null && s.address !== undefined) {
-      const [u, d] = tuple(s.address, 2);
-      if (!str(u) || !str(d)) throw new CryptoError("malformed DeviceCrypto state: empty address");
-      address = [u, d];
-    }
-    const seed = fromBase64(s.identity_seed, 32);
-    const device = new DeviceCrypto(seed, await ed25519Public(seed), address, options);
-    for (const entry of list(s.signed_prekeys)) {
-      const [keyId, priv, signature, replacedAt] = tuple(entry, 4);
-      if (replacedAt !== null && typeof replacedAt !== "number")
-        throw new CryptoError("malformed DeviceCrypto state: bad time");
-      const p = fromBase64(priv, 32);
-      device._signedPrekeys.push({
-        keyId: id(keyId),
-        private: p,
-        publicKey: await x25519Public(p),
-        signature: fromBase64(signature, 64),
-        replacedAt,
-      });
-    }
-    if (!device._signedPrekeys.length) throw new CryptoError("malformed DeviceCrypto state: no signed prekey");
-    for (const entry of list(s.one_time_prekeys)) {
-      const [keyId, priv] = tuple(entry, 2);
-      const p = fromBase64(priv, 32);
-      device._oneTimePrekeys.set(id(keyId), { private: p, publicKey: await x25519Public(p) });
-    }
-    device._nextOneTimeId = id(s.next_one_time_id);
-    device._nextSignedId = id(s.next_signed_id);
-    for (const entry of list(s.sessions)) {
-      const [u, d, sessions] = tuple(entry, 3);
-      const loaded = [];
-      for (const one of list(sessions)) {
-        if (one === null || typeof one !== "object") throw new CryptoError("malformed DeviceCrypto state: bad session");
-        loaded.push(await Session.fromJSON(one));
-      }
-      device._sessions.set(keyOf(str(u), str(d)), { address: [u, d], sessions: loaded });
-    }
-    for (const entry of list(s.identities)) {
-      const [u, d, key] = tuple(entry, 3);
-      device._identities.set(keyOf(str(u), str(d)), { address: [u, d], key: fromBase64(key, 32) });
-    }
-    device._seenBaseKeys = list(s.seen_base_keys).map((k) => fromBase64(k, 32));
-    for (const entry of list(s.own_sender_keys)) {
-      const [chat, key] = tuple(entry, 2);
-      if (key === null || typeof key !== "object")
-        throw new CryptoError("malformed DeviceCrypto state: bad sender key");
-      device._ownSenderKeys.set(str(chat), await OwnSenderKey.fromJSON(key));
-    }
-    for (const entry of list(s.peer_sender_keys)) {
-      const [c, u, d, states] = tuple(entry, 4);
-      const loaded = list(states).map((one) => {
-        if (one === null || typeof one !== "object")
-          throw new CryptoError("malformed DeviceCrypto state: bad sender key");
-        return PeerSenderKey.fromJSON(one);
-      });
-      device._peerSenderKeys.set(keyOf(str(c), str(u), str(d)), { ids: [c, u, d], states: loaded });
-    }
+    const s = await readState(state);
+    const device = new DeviceCrypto(s.identitySeed, s.identityKey, s.address, options);
+    device._signedPrekeys = s.signedPrekeys;
+    device._oneTimePrekeys = s.oneTimePrekeys;
+    device._nextOneTimeId = s.nextOneTimeId;
+    device._nextSignedId = s.nextSignedId;
+    device._sessions = s.sessions;
+    device._identities = s.identities;
+    device._seenBaseKeys = s.seenBaseKeys;
+    device._ownSenderKeys = s.ownSenderKeys;
+    device._peerSenderKeys = s.peerSenderKeys;
     return device;
   }
 }

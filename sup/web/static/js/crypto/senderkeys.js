@@ -51,18 +51,26 @@ function counter(v) {
   return v;
 }
 
-/** The sending side of our own sender key in one chat. */
-export class OwnSenderKey {
+/** What both sides of one distribution of a sender key hold: where its chain stands, and who signs. */
+class SenderChain {
   /**
-   * @param {string} distributionId @param {number} iteration @param {Uint8Array} chainKey
-   * @param {Uint8Array} signingSeed @param {Uint8Array} signingKey its Ed25519 public key
+   * @param {string} distributionId @param {number} iteration of the next message
+   * @param {Uint8Array} chainKey @param {Uint8Array} signingKey the sender's Ed25519 public key
    */
-  constructor(distributionId, iteration, chainKey, signingSeed, signingKey) {
+  constructor(distributionId, iteration, chainKey, signingKey) {
     this.distributionId = distributionId;
     this.iteration = iteration;
     this.chainKey = chainKey;
-    this.signingSeed = signingSeed;
     this.signingKey = signingKey;
+  }
+}
+
+/** The sending side of our own sender key in one chat. */
+export class OwnSenderKey extends SenderChain {
+  /** As SenderChain, with `signingSeed`, the private half of `signingKey`. */
+  constructor(distributionId, iteration, chainKey, signingSeed, signingKey) {
+    super(distributionId, iteration, chainKey, signingKey);
+    this.signingSeed = signingSeed;
   }
 
   /** A fresh sender key: new distribution id, chain key and signing key (drawn in that order). */
@@ -129,16 +137,14 @@ export class OwnSenderKey {
 }
 
 /** The receiving side of one peer device's sender key (one distribution). */
-export class PeerSenderKey {
+export class PeerSenderKey extends SenderChain {
   /**
-   * @param {string} distributionId @param {number} iteration @param {Uint8Array} chainKey
-   * @param {Uint8Array} signingKey @param {Map<number, Uint8Array>} [skipped] iteration -> seed, oldest first
+   * As SenderChain, with the keys of messages skipped so far.
+   * @param {string} distributionId @param {number} iteration @param {Uint8Array} chainKey @param {Uint8Array} signingKey
+   * @param {Map<number, Uint8Array>} [skipped] iteration -> seed, oldest first
    */
   constructor(distributionId, iteration, chainKey, signingKey, skipped) {
-    this.distributionId = distributionId;
-    this.iteration = iteration;
-    this.chainKey = chainKey;
-    this.signingKey = signingKey;
+    super(distributionId, iteration, chainKey, signingKey);
     this.skipped = skipped ?? new Map();
   }
 

@@ -8,7 +8,7 @@ import { DeviceStore } from "../crypto/store.js";
 import { CallController } from "../client/calls.js";
 import { isEncrypted, systemText } from "../client/chats.js";
 import { MediaCache } from "../client/media.js";
-import { ACTIONS, Messenger } from "../client/messenger.js";
+import { Messenger } from "../client/messenger.js";
 import { LocalStore } from "../store/db.js";
 import { LiveEvents } from "./events.js";
 import * as sessions from "./session.js";
@@ -206,8 +206,8 @@ export class AppState {
   // ---- between tabs ----------------------------------------------------------------------------------
 
   _run(method, args) {
-    if (!ACTIONS.has(method) || this.messenger === null) throw new Error(`cannot run ${method} here`);
-    return this.messenger[method](...args);
+    if (this.messenger === null) throw new Error(`cannot run ${method} here`);
+    return this.messenger.run(method, args);
   }
 
   /** An action of the messenger: here if this tab leads, else in the leading tab. */

@@ -6,7 +6,7 @@
 // Writes of one batch of events go through `apply(batch)` in one transaction, so a batch is stored whole
 // or not at all. Only the tab that leads (state/tabs.js) writes; the others read and are told what changed.
 
-import { done, request } from "./idb.js";
+import { done, openDatabase, request } from "./idb.js";
 import { SEARCH_DB } from "./search.js";
 
 const DB_NAME = "sup-app";
@@ -47,9 +47,7 @@ export class LocalStore {
   }
 
   static async open(name = DB_NAME) {
-    const req = indexedDB.open(name, DB_VERSION);
-    req.onupgradeneeded = () => {
-      const db = req.result;
+    const db = await openDatabase(name, DB_VERSION, (db) => {
       db.createObjectStore("kv");
       db.createObjectStore("chats", { keyPath: "id" });
       const messages = db.createObjectStore("messages", { keyPath: "id" });
@@ -59,9 +57,7 @@ export class LocalStore {
       db.createObjectStore("notices", { keyPath: "id", autoIncrement: true });
       const pending = db.createObjectStore("pending", { keyPath: "message_id" });
       pending.createIndex("sender", ["chat_id", "sender", "device"]);
-    };
-    const db = await request(req);
-    db.onversionchange = () => db.close();
+    });
     return new LocalStore(db);
   }
 

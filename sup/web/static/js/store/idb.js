@@ -17,3 +17,15 @@ export function done(tx) {
     tx.onabort = () => reject(tx.error ?? new Error("transaction aborted"));
   });
 }
+
+/**
+ * Open a database, made or brought to `version` by `upgrade(db)`. It closes itself when another tab asks
+ * for a newer version or deletes it (logging out), so that tab is not blocked by this one.
+ */
+export async function openDatabase(name, version, upgrade) {
+  const req = indexedDB.open(name, version);
+  req.onupgradeneeded = () => upgrade(req.result);
+  const db = await request(req);
+  db.onversionchange = () => db.close();
+  return db;
+}

@@ -4,7 +4,7 @@
 // without reading any message, and a prefix ("hel") is a key range. The text itself is not copied here (the
 // messages are in `sup-app`), and logging out deletes this database with the other ones (store/db.js).
 
-import { done, request } from "./idb.js";
+import { done, openDatabase, request } from "./idb.js";
 
 export const SEARCH_DB = "sup-search";
 const VERSION = 1;
@@ -16,16 +16,12 @@ export class SearchStore {
   }
 
   static async open() {
-    const req = indexedDB.open(SEARCH_DB, VERSION);
-    req.onupgradeneeded = () => {
-      const db = req.result;
+    const db = await openDatabase(SEARCH_DB, VERSION, (db) => {
       const docs = db.createObjectStore("docs", { keyPath: "id" });
       docs.createIndex("tokens", "tokens", { multiEntry: true });
       docs.createIndex("chat", "chat_id");
       db.createObjectStore("chats", { keyPath: "chat_id" }); // {chat_id, count}: what was indexed last
-    };
-    const db = await request(req);
-    db.onversionchange = () => db.close();
+    });
     return new SearchStore(db);
   }
 

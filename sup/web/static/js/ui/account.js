@@ -2,8 +2,8 @@
 // downloaded), and deleting the account for good, behind a clear warning and the password (and a 2FA code
 // when 2FA is on).
 
-import { html, useEffect, useState } from "./html.js";
-import { app, describe, Field, formatTime } from "./common.js";
+import { html, useState } from "./html.js";
+import { app, describe, Field, formatTime, useLoaded } from "./common.js";
 import { deleteAccount, download, exports, startExport, whenBuilt } from "../client/account.js";
 
 const CODES = {
@@ -13,14 +13,10 @@ const CODES = {
 };
 
 export function ExportData() {
-  const [items, setItems] = useState(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
   const [note, setNote] = useState("");
-  const load = () => exports(app).then(setItems, (e) => setError(describe(e)));
-  useEffect(() => {
-    load();
-  }, []);
+  const [items, load] = useLoaded(() => exports(app), (e) => setError(describe(e)));
   const start = async () => {
     setBusy(true);
     setError("");

@@ -4,7 +4,7 @@
 // nothing here, as the server tells them (its admin paths are 404 to them).
 
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, Field, formatTime, useApp } from "./common.js";
+import { app, Avatar, describe, Field, formatTime, useApp, useLoaded } from "./common.js";
 import * as admin from "../client/admin.js";
 import { onLink } from "./router.js";
 
@@ -43,17 +43,12 @@ export function AdminScreen({ part = "" }) {
 function Users() {
   const [q, setQ] = useState("");
   const [status, setStatus] = useState("");
-  const [page, setPage] = useState(null);
   const [open, setOpen] = useState(null);
   const [error, setError] = useState("");
-  const load = async (after) => {
-    try {
-      const found = await admin.users(app, { q: q.trim() || undefined, status: status || undefined, after });
-      setPage((old) => (after && old ? { items: [...old.items, ...found.items], next_cursor: found.next_cursor } : found));
-    } catch (e) {
-      setError(describe(e));
-    }
-  };
+  const [page, load, setPage] = usePages(
+    (after) => admin.users(app, { q: q.trim() || undefined, status: status || undefined, after }),
+    setError,
+  );
   useEffect(() => {
     const t = setTimeout(() => load(), 250);
     return () => clearTimeout(t);
@@ -70,40 +65,29 @@ function Users() {
         </select>
       </div>
     </div>
-    ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
-    ${
-      page === null
-        ? html`<p>Loading…</p>`
-        : page.items.length === 0
-          ? html`<p class="muted">No user matches.</p>`
-          : html`<ul class="result-list admin-users" aria-label="Users">
-            ${page.items.map(
-              (u) => html`<li key=${u.id}>
-                <${Avatar} id=${u.id} name=${u.display_name || u.username} />
-                <span class="member-name"><strong>${u.display_name || u.username}</strong> <span class="muted">@${u.username}</span>
-                  ${u.is_admin ? html` <span class="tag">admin</span>` : null}
-                  ${u.status !== "active" ? html` <span class="tag tag-warn">${u.status}</span>` : null}
-                  ${u.two_factor ? html` <span class="tag">2FA</span>` : null}</span>
-                <button type="button" class="small" aria-expanded=${open === u.id ? "true" : "false"}
-                  onClick=${() => setOpen(open === u.id ? null : u.id)} aria-label=${`Manage ${u.username}`}>Manage</button>
-                ${open === u.id ? html`<${UserDetail} id=${u.id} onChange=${changed} />` : null}
-              </li>`,
-            )}
-          </ul>
-          ${page.next_cursor ? html`<button type="button" onClick=${() => load(page.next_cursor)}>More users</button>` : null}`
-    }
+    <${Paged} page=${page} error=${error} empty="No user matches." more=${load} moreLabel="More users"
+      list=${(items) => html`<ul class="result-list admin-users" aria-label="Users">
+        ${items.map(
+          (u) => html`<li key=${u.id}>
+            <${Avatar} id=${u.id} name=${u.display_name || u.username} />
+            <span class="member-name"><strong>${u.display_name || u.username}</strong> <span class="muted">@${u.username}</span>
+              ${u.is_admin ? html` <span class="tag">admin</span>` : null}
+              ${u.status !== "active" ? html` <span class="tag tag-warn">${u.status}</span>` : null}
+              ${u.two_factor ? html` <span class="tag">2FA</span>` : null}</span>
+            <button type="button" class="small" aria-expanded=${open === u.id ? "true" : "false"}
+              onClick=${() => setOpen(open === u.id ? null : u.id)} aria-label=${`Manage ${u.username}`}>Manage</button>
+            ${open === u.id ? html`<${UserDetail} id=${u.id} onChange=${changed} />` : null}
+          </li>`,
+        )}
+      </ul>`} />
   </div>`;
 }
 
 function UserDetail({ id, onChange }) {
   const s = useApp();
-  const [detail, setDetail] = useState(null);
   const [error, setError] = useState("");
   const [note, setNote] = useState("");
-  const load = () => admin.user(app, id).then(setDetail, (e) => setError(describe(e)));
-  useEffect(() => {
-    load();
-  }, [id]);
+  const [detail, load] = useLoaded(() => admin.user(app, id), (e) => setError(describe(e)), [id]);
   if (!detail) return html`<div class="admin-detail">${error ? html`<p class="form-error" role="alert">${error}</p>` : html`<p>Loading…</p>`}</div>`;
   const u = detail.user;
   const act = async (run, done) => {
@@ -163,13 +147,9 @@ function UserDetail({ id, onChange }) {
 }
 
 function Invites() {
-  const [items, setItems] = useState(null);
   const [made, setMade] = useState(null);
   const [error, setError] = useState("");
-  const load = () => admin.invites(app).then((p) => setItems(p.items), (e) => setError(describe(e)));
-  useEffect(() => {
-    load();
-  }, []);
+  const [items, load] = useLoaded(() => admin.invites(app).then((p) => p.items), (e) => setError(describe(e)));
   const create = async (event) => {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
@@ -236,17 +216,9 @@ function Invites() {
 }
 
 function Audit() {
-  const [page, setPage] = useState(null);
   const [action, setAction] = useState("");
   const [error, setError] = useState("");
-  const load = async (before) => {
-    try {
-      const found = await admin.audit(app, { before, action: action || undefined });
-      setPage((old) => (before && old ? { items: [...old.items, ...found.items], next_cursor: found.next_cursor } : found));
-    } catch (e) {
-      setError(describe(e));
-    }
-  };
+  const [page, load] = usePages((before) => admin.audit(app, { before, action: action || undefined }), setError);
   useEffect(() => {
     load();
   }, [action]);
@@ -270,29 +242,52 @@ function Audit() {
         ].map((a) => html`<option value=${a}>${a}</option>`)}
       </select>
     </div>
-    ${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
+    <${Paged} page=${page} error=${error} empty="Nothing yet." more=${load} moreLabel="Older entries"
+      list=${(items) => html`<table class="audit">
+        <caption class="visually-hidden">Audit log, newest first</caption>
+        <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">Details</th></tr></thead>
+        <tbody>${items.map(
+          (e) => html`<tr key=${e.id}>
+            <td>${new Date(e.created_at).toLocaleString()}</td>
+            <td>${e.actor_username ?? (e.actor_id ? e.actor_id.slice(0, 8) : "sup admin")}</td>
+            <td><code>${e.action}</code></td>
+            <td class="audit-details">${Object.entries(e.details ?? {})
+              .map(([k, v]) => `${k}: ${detailValue(k, v)}`)
+              .join(", ")}</td>
+          </tr>`,
+        )}</tbody>
+      </table>`} />
+  </div>`;
+}
+
+/**
+ * A list the server gives a page at a time (`fetch(cursor)`): gives the pages so far, `more(cursor)` to add
+ * the next one (`more()` starts over), and the setter, to change an item in place. A failure goes to `fail`.
+ */
+function usePages(fetch, fail) {
+  const [page, setPage] = useState(null);
+  const more = async (cursor) => {
+    try {
+      const found = await fetch(cursor);
+      setPage((old) => (cursor && old ? { items: [...old.items, ...found.items], next_cursor: found.next_cursor } : found));
+    } catch (e) {
+      fail(describe(e));
+    }
+  };
+  return [page, more, setPage];
+}
+
+/** The pages so far as `list` draws them, then a button for the next page; or "Loading…", or `empty`. */
+function Paged({ page, error, empty, list, more, moreLabel }) {
+  return html`${error ? html`<p class="form-error" role="alert">${error}</p>` : null}
     ${
       page === null
         ? html`<p>Loading…</p>`
         : page.items.length === 0
-          ? html`<p class="muted">Nothing yet.</p>`
-          : html`<table class="audit">
-            <caption class="visually-hidden">Audit log, newest first</caption>
-            <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">Details</th></tr></thead>
-            <tbody>${page.items.map(
-              (e) => html`<tr key=${e.id}>
-                <td>${new Date(e.created_at).toLocaleString()}</td>
-                <td>${e.actor_username ?? (e.actor_id ? e.actor_id.slice(0, 8) : "sup admin")}</td>
-                <td><code>${e.action}</code></td>
-                <td class="audit-details">${Object.entries(e.details ?? {})
-                  .map(([k, v]) => `${k}: ${detailValue(k, v)}`)
-                  .join(", ")}</td>
-              </tr>`,
-            )}</tbody>
-          </table>
-          ${page.next_cursor ? html`<button type="button" onClick=${() => load(page.next_cursor)}>Older entries</button>` : null}`
-    }
-  </div>`;
+          ? html`<p class="muted">${empty}</p>`
+          : html`${list(page.items)}
+          ${page.next_cursor ? html`<button type="button" onClick=${() => more(page.next_cursor)}>${moreLabel}</button>` : null}`
+    }`;
 }
 
 /** A value of an audit entry's details: times as dates, lists by their length. */

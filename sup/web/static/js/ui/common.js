@@ -83,6 +83,38 @@ export function useFocus(deps = []) {
   return ref;
 }
 
+/**
+ * What a screen shows, fetched when it opens (and again when `deps` change): gives the value (null until it
+ * arrives), the fetch, to run again after the screen changed what it shows, and the value's setter. A failure
+ * goes to `fail` (left out where `fetch` has its own fallback).
+ * @param {() => Promise<any>} fetch @param {(error: Error) => void} [fail]
+ */
+export function useLoaded(fetch, fail, deps = []) {
+  const [value, setValue] = useState(null);
+  const load = () => fetch().then(setValue, fail);
+  useEffect(() => {
+    load();
+  }, deps);
+  return [value, load, setValue];
+}
+
+/**
+ * Run `action(userId)` for the user a form names in its `username` field (a leading "@" allowed), then clear
+ * the form. Gives "" when done, else what to tell the user: that there is no such user, or `say(error)`.
+ * @param {HTMLFormElement} form @param {(userId: string) => Promise<any>} action
+ */
+export async function actOnUsername(form, action, say = describe) {
+  const name = String(new FormData(form).get("username")).trim().replace(/^@/, "");
+  try {
+    const user = await app.api.userByUsername(name);
+    await action(user.id);
+    form.reset();
+    return "";
+  } catch (e) {
+    return e.code === "not_found" ? `There is no user “${name}”.` : say(e);
+  }
+}
+
 /** The banner when the connection is down, and the toast line. */
 export function StatusBar() {
   const s = useApp();

@@ -4,7 +4,7 @@
 // password?". Without SMTP on the server these say so, and offer no buttons that could not work.
 
 import { html, useEffect, useRef, useState } from "./html.js";
-import { app, describe, Field, formatTime, useApp } from "./common.js";
+import { app, describe, Field, formatTime, useApp, useLoaded } from "./common.js";
 import {
   confirmReset,
   emailAvailable,
@@ -27,13 +27,9 @@ const say = (e) => CODES[e?.code] ?? describe(e);
 
 /** Settings › Email. */
 export function EmailSettings() {
-  const [status, setStatus] = useState(null);
   const [error, setError] = useState("");
   const [note, setNote] = useState("");
-  const load = () => emailStatus(app).then(setStatus, (e) => setError(say(e)));
-  useEffect(() => {
-    load();
-  }, []);
+  const [status, load, setStatus] = useLoaded(() => emailStatus(app), (e) => setError(say(e)));
   if (error && !status) return html`<p class="form-error" role="alert">${error}</p>`;
   if (!status) return html`<p>Loading…</p>`;
   if (!status.available) {

@@ -1,7 +1,7 @@
 // Start a chat: a direct chat by username, or a group (encrypted by default) or a channel with members.
 
-import { html, useRef, useState, useEffect } from "./html.js";
-import { app, describe, Field } from "./common.js";
+import { html, useState } from "./html.js";
+import { app, describe, Field, useFocus } from "./common.js";
 import { navigate, onLink } from "./router.js";
 
 export function NewChat({ kind }) {
@@ -22,24 +22,36 @@ export function NewChat({ kind }) {
   </section>`;
 }
 
-function NewDirect() {
+/**
+ * What both forms share: focus on the first field, one submission at a time, and on success the new chat
+ * opened. `create(start, notFound)` runs `start` (which gives the chat); `notFound` is what to say when the
+ * server knows no user by a name given.
+ */
+function useNewChat() {
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
-  const first = useRef(null);
-  useEffect(() => first.current?.focus(), []);
-  const submit = async (event) => {
-    event.preventDefault();
-    const username = String(new FormData(event.currentTarget).get("username")).trim();
+  const first = useFocus();
+  const create = async (start, notFound) => {
     setBusy(true);
     setError("");
     try {
-      const chat = await app.act("createDirect", username);
+      const chat = await start();
       await app.refreshChats();
       navigate(`/chats/${chat.id}`);
     } catch (err) {
       setBusy(false);
-      setError(err.code === "not_found" ? `There is no user “${username}” on this server.` : describe(err));
+      setError(err.code === "not_found" ? notFound : describe(err));
     }
+  };
+  return { error, busy, first, create };
+}
+
+function NewDirect() {
+  const { error, busy, first, create } = useNewChat();
+  const submit = (event) => {
+    event.preventDefault();
+    const username = String(new FormData(event.currentTarget).get("username")).trim();
+    create(() => app.act("createDirect", username), `There is no user “${username}” on this server.`);
   };
   return html`<form class="card" onSubmit=${submit}>
     <p>A direct chat is end-to-end encrypted: the server relays it without being able to read it.</p>
@@ -50,32 +62,21 @@ function NewDirect() {
 }
 
 function NewGroup({ type }) {
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
-  const first = useRef(null);
-  useEffect(() => first.current?.focus(), []);
-  const submit = async (event) => {
+  const { error, busy, first, create } = useNewChat();
+  const submit = (event) => {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
     const usernames = String(form.get("members") ?? "")
       .split(/[\s,]+/)
       .map((u) => u.trim())
       .filter(Boolean);
-    setBusy(true);
-    setError("");
-    try {
-      const chat = await app.act("createGroup", {
-        type,
-        title: String(form.get("title")).trim(),
-        usernames,
-        encrypted: type === "group" ? form.get("encrypted") === "on" : false,
-      });
-      await app.refreshChats();
-      navigate(`/chats/${chat.id}`);
-    } catch (err) {
-      setBusy(false);
-      setError(err.code === "not_found" ? "One of those usernames does not exist here." : describe(err));
-    }
+    const options = {
+      type,
+      title: String(form.get("title")).trim(),
+      usernames,
+      encrypted: type === "group" ? form.get("encrypted") === "on" : false,
+    };
+    create(() => app.act("createGroup", options), "One of those usernames does not exist here.");
   };
   return html`<form class="card" onSubmit=${submit}>
     <${Field} label=${type === "channel" ? "Channel name" : "Group name"} id="ng-title" name="title" required maxlength="128" inputRef=${first} />

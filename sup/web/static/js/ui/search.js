@@ -36,6 +36,9 @@ export function SearchScreen() {
   };
   useEffect(() => {
     input.current?.focus();
+    // A search still running when the screen closes (a result was opened) is dropped: its replaceState
+    // would put /search back in the address bar over the chat now shown.
+    return () => asked.current++;
   }, []);
   useEffect(() => {
     const t = setTimeout(() => run(q), 300);
@@ -99,67 +102,68 @@ export function SearchScreen() {
   </section>`;
 }
 
-function People({ users, onMessage }) {
-  return html`<section class="card" aria-labelledby="found-people">
-    <h2 id="found-people">People</h2>
+/** One kind of result: a card with its heading over the list of what was found. */
+function Found({ id, title, children }) {
+  return html`<section class="card" aria-labelledby=${id}>
+    <h2 id=${id}>${title}</h2>
     <ul class="result-list">
-      ${users.map(
-        (u) => html`<li key=${u.id}>
-          <${Avatar} id=${u.id} name=${u.display_name || u.username} />
-          <span class="result-main"><strong>${u.display_name || u.username}</strong> <span class="muted">@${u.username}</span></span>
-          <button type="button" class="small" onClick=${() => onMessage(u)} aria-label=${`Message ${u.username}`}>Message</button>
-        </li>`,
-      )}
+      ${children}
     </ul>
   </section>`;
+}
+
+function People({ users, onMessage }) {
+  return html`<${Found} id="found-people" title="People">
+    ${users.map(
+      (u) => html`<li key=${u.id}>
+        <${Avatar} id=${u.id} name=${u.display_name || u.username} />
+        <span class="result-main"><strong>${u.display_name || u.username}</strong> <span class="muted">@${u.username}</span></span>
+        <button type="button" class="small" onClick=${() => onMessage(u)} aria-label=${`Message ${u.username}`}>Message</button>
+      </li>`,
+    )}
+  <//>`;
 }
 
 function Chats({ chats, onJoin }) {
-  return html`<section class="card" aria-labelledby="found-chats">
-    <h2 id="found-chats">Chats</h2>
-    <ul class="result-list">
-      ${chats.map(
-        (c) => html`<li key=${c.id}>
-          <${Avatar} id=${c.id} name=${c.title} />
-          <span class="result-main">
-            <strong>${c.title}</strong>
-            <span class="muted"> · ${c.type}${c.visibility === "public" ? ", public" : ""} · ${c.member_count} ${c.member_count === 1 ? "member" : "members"}</span>
-            ${c.description ? html`<span class="result-desc">${c.description}</span>` : null}
-          </span>
-          ${
-            c.joined
-              ? html`<a class="button small" href=${`/chats/${c.id}`} onClick=${onLink} aria-label=${`Open ${c.title}`}>Open</a>`
-              : html`<button type="button" class="small primary" onClick=${() => onJoin(c)} aria-label=${`Join ${c.title}`}>Join</button>`
-          }
-        </li>`,
-      )}
-    </ul>
-  </section>`;
+  return html`<${Found} id="found-chats" title="Chats">
+    ${chats.map(
+      (c) => html`<li key=${c.id}>
+        <${Avatar} id=${c.id} name=${c.title} />
+        <span class="result-main">
+          <strong>${c.title}</strong>
+          <span class="muted"> · ${c.type}${c.visibility === "public" ? ", public" : ""} · ${c.member_count} ${c.member_count === 1 ? "member" : "members"}</span>
+          ${c.description ? html`<span class="result-desc">${c.description}</span>` : null}
+        </span>
+        ${
+          c.joined
+            ? html`<a class="button small" href=${`/chats/${c.id}`} onClick=${onLink} aria-label=${`Open ${c.title}`}>Open</a>`
+            : html`<button type="button" class="small primary" onClick=${() => onJoin(c)} aria-label=${`Join ${c.title}`}>Join</button>`
+        }
+      </li>`,
+    )}
+  <//>`;
 }
 
 function Messages({ items, chatOf, onOpen }) {
-  return html`<section class="card" aria-labelledby="found-messages">
-    <h2 id="found-messages">Messages</h2>
-    <ul class="result-list">
-      ${items.map((item) => {
-        const m = item.message;
-        const chat = chatOf(m.chat_id);
-        const where = chat ? app.chatTitle(chat) : "a chat";
-        const text = item.snippet.map((seg) => seg.text).join("");
-        return html`<li key=${m.id}>
-          <button type="button" class="result-message" onClick=${() => onOpen(item)}
-            aria-label=${`${app.nameOf(m.sender_id)} in ${where}: ${text}`}>
-            <span class="result-top">
-              <strong>${where}</strong>
-              <span class="muted">${formatTime(m.created_at)}</span>
-            </span>
-            <span class="result-snippet"><span class="muted">${app.nameOf(m.sender_id)}: </span>${item.snippet.map(
-              (seg) => (seg.match ? html`<mark>${seg.text}</mark>` : seg.text),
-            )}</span>
-            ${item.where === "device" ? html`<span class="tag">on this device</span>` : null}
-          </button>
-        </li>`;
-      })}
-    </ul>
-  </section>`;
+  return html`<${Found} id="found-messages" title="Messages">
+    ${items.map((item) => {
+      const m = item.message;
+      const chat = chatOf(m.chat_id);
+      const where = chat ? app.chatTitle(chat) : "a chat";
+      const text = item.snippet.map((seg) => seg.text).join("");
+      return html`<li key=${m.id}>
+        <button type="button" class="result-message" onClick=${() => onOpen(item)}
+          aria-label=${`${app.nameOf(m.sender_id)} in ${where}: ${text}`}>
+          <span class="result-top">
+            <strong>${where}</strong>
+            <span class="muted">${formatTime(m.created_at)}</span>
+          </span>
+          <span class="result-snippet"><span class="muted">${app.nameOf(m.sender_id)}: </span>${item.snippet.map(
+            (seg) => (seg.match ? html`<mark>${seg.text}</mark>` : seg.text),
+          )}</span>
+          ${item.where === "device" ? html`<span class="tag">on this device</span>` : null}
+        </button>
+      </li>`;
+    })}
+  <//>`;
 }

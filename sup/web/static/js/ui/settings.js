@@ -5,7 +5,19 @@
 
 import { encode } from "uqr";
 import { html, useEffect, useState } from "./html.js";
-import { app, Avatar, describe, deviceLabel, Field, formatTime, lazy, shortId, useApp } from "./common.js";
+import {
+  actOnUsername,
+  app,
+  Avatar,
+  describe,
+  deviceLabel,
+  Field,
+  formatTime,
+  lazy,
+  shortId,
+  useApp,
+  useLoaded,
+} from "./common.js";
 import { onLink } from "./router.js";
 import { PushToggle } from "./pushtoggle.js";
 
@@ -142,16 +154,8 @@ function Notifications() {
 
 function Devices() {
   const s = useApp();
-  const [devices, setDevices] = useState(null);
   const [error, setError] = useState("");
-  const load = () =>
-    app.api.devices().then(
-      (d) => setDevices(d.devices),
-      (e) => setError(describe(e)),
-    );
-  useEffect(() => {
-    load();
-  }, []);
+  const [devices, load] = useLoaded(() => app.api.devices().then((d) => d.devices), (e) => setError(describe(e)));
   const rename = async (d) => {
     const name = prompt("Name this device", d.name);
     if (!name) return;
@@ -212,14 +216,10 @@ function QrCode({ text, label }) {
 }
 
 function TwoFactor() {
-  const [state, setState] = useState(null);
   const [setup, setSetup] = useState(null);
   const [codes, setCodes] = useState(null);
   const [error, setError] = useState("");
-  const load = () => app.api.twoFactor().then(setState, (e) => setError(describe(e)));
-  useEffect(() => {
-    load();
-  }, []);
+  const [state, load] = useLoaded(() => app.api.twoFactor(), (e) => setError(describe(e)));
   const start = async (event) => {
     event.preventDefault();
     setError("");
@@ -312,17 +312,10 @@ function People() {
   }, []);
   const byName = async (event, action) => {
     event.preventDefault();
-    const form = event.currentTarget;
-    const name = String(new FormData(form).get("username")).trim().replace(/^@/, "");
     setError("");
-    try {
-      const user = await app.api.userByUsername(name);
-      await action(user.id);
-      form.reset();
-      load();
-    } catch (e) {
-      setError(e.code === "not_found" ? `There is no user “${name}”.` : describe(e));
-    }
+    const failed = await actOnUsername(event.currentTarget, action);
+    if (failed) setError(failed);
+    else load();
   };
   const list = (items, label, undo) =>
     items === null

@@ -7,7 +7,7 @@
 // the envelope too (receivers take it from there).
 
 import { html, useEffect, useRef, useState } from "./html.js";
-import { app, describe, Field, useApp } from "./common.js";
+import { app, describe, Field, useApp, useLoaded } from "./common.js";
 import { onLink } from "./router.js";
 
 /** An image of a sticker (or a pack's cover), through a signed URL; an animated WebP plays by itself. */
@@ -246,13 +246,9 @@ function AddByLink() {
 }
 
 function MyPacks() {
-  const [packs, setPacks] = useState(null);
   const [editing, setEditing] = useState(null);
   const [error, setError] = useState("");
-  const load = () => app.api.myStickerPacks().then(setPacks, (e) => setError(describe(e)));
-  useEffect(() => {
-    load();
-  }, []);
+  const [packs, load] = useLoaded(() => app.api.myStickerPacks(), (e) => setError(describe(e)));
   const create = async (event) => {
     event.preventDefault();
     const form = event.currentTarget;

@@ -8,7 +8,7 @@
 // length.
 
 import { html, useEffect, useRef, useState } from "./html.js";
-import { app, Avatar, describe, Field, formatTime, useApp } from "./common.js";
+import { actOnUsername, app, Avatar, describe, Field, formatTime, useApp, useLoaded } from "./common.js";
 import { storyOrder } from "./chatlist.js";
 import { navigate, onLink } from "./router.js";
 
@@ -400,10 +400,8 @@ export function NewStory() {
 /** Who "my contacts, except…" leaves out: one of my lists, or a new one picked from my contacts. */
 function LeaveOut({ lists }) {
   const [choice, setChoice] = useState("new");
-  const [contacts, setContacts] = useState(null);
-  useEffect(() => {
-    app.api.contacts().then((page) => setContacts(page.items), () => setContacts([]));
-  }, []);
+  // Contacts that cannot be fetched show as none to pick: an optional part of the form, not worth an error.
+  const [contacts] = useLoaded(() => app.api.contacts().then((page) => page.items, () => []));
   useEffect(() => {
     if (lists?.length) setChoice(lists[0].id);
   }, [lists?.length]);
@@ -446,35 +444,24 @@ function LeaveOut({ lists }) {
 
 /** My close-friends list: who is on it, add by username, take off. */
 export function StorySettings() {
-  const [members, setMembers] = useState(null);
   const [error, setError] = useState("");
-  const load = () =>
-    app.api.storyList("close-friends").then(
-      (list) => setMembers(list.members),
-      (e) => setError(describe(e)),
-    );
-  useEffect(() => {
-    load();
-  }, []);
+  const [members, load] = useLoaded(
+    () => app.api.storyList("close-friends").then((list) => list.members),
+    (e) => setError(describe(e)),
+  );
   const add = async (event) => {
     event.preventDefault();
-    const form = event.currentTarget;
-    const name = String(new FormData(form).get("username")).trim().replace(/^@/, "");
     setError("");
-    try {
-      const user = await app.api.userByUsername(name);
-      await app.api.post("/stories/lists/close-friends/members", { user_ids: [user.id] });
-      form.reset();
-      load();
-    } catch (e) {
-      setError(
-        e.code === "not_found"
-          ? `There is no user “${name}”.`
-          : e.status === 422
-            ? `You can only add people you know: your contacts and people you share a chat with.`
-            : describe(e),
-      );
-    }
+    const failed = await actOnUsername(
+      event.currentTarget,
+      (id) => app.api.post("/stories/lists/close-friends/members", { user_ids: [id] }),
+      (e) =>
+        e.status === 422
+          ? "You can only add people you know: your contacts and people you share a chat with."
+          : describe(e),
+    );
+    if (failed) setError(failed);
+    else load();
   };
   const remove = async (userId) => {
     await app.api.del(`/stories/lists/close-friends/members/${encodeURIComponent(userId)}`).catch((e) => setError(describe(e)));
