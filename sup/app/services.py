@@ -82,7 +82,7 @@ def build_accounts(
         clock,
         config.auth,
         key_changes,
-        hooks,
+        hooks or Hooks.none(),
     )
 
 

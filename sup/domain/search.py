@@ -16,6 +16,7 @@ snippets are computed here, in the same way on SQLite and Postgres (sup/searchte
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -74,19 +75,19 @@ def _best(items: Iterable[T], order: Callable[[T], tuple[Any, ...] | None], limi
     return [item for _, item in ranked[:limit]]
 
 
+@dataclass(slots=True, eq=False)
 class SearchService:
-    def __init__(self, db: Database, store: SearchStore, members: MemberStore, access: ChatAccess) -> None:
-        self._db = db
-        self._store = store
-        self._members = members
-        self._access = access
+    db: Database
+    store: SearchStore
+    members: MemberStore
+    access: ChatAccess
 
     async def users(self, who_id: str, query: str, limit: int) -> UserResults:
         """Users by username or display name: exact, then starting with, containing, similar."""
         q = _name_query(query)
         if not q:
             return UserResults([])
-        rows = await self._store.users(self._db, who_id, q)
+        rows = await self.store.users(self.db, who_id, q)
 
         def order(row: Row) -> tuple[Any, ...] | None:
             rank = name_rank(q, row["username"], row["display_name"])
@@ -99,14 +100,14 @@ class SearchService:
         q = _name_query(query)
         if not q:
             return ChatResults([])
-        hits = await self._store.chats(self._db, who_id, q)
+        hits = await self.store.chats(self.db, who_id, q)
 
         def order(hit: ChatHit) -> tuple[Any, ...] | None:
             rank = name_rank(q, hit.chat.title)
             return None if rank is None else (rank, not hit.joined, hit.chat.title.lower(), hit.chat.id)
 
         best = _best(hits, order, limit)
-        counts = await self._members.counts(self._db, [hit.chat.id for hit in best])
+        counts = await self.members.counts(self.db, [hit.chat.id for hit in best])
         return ChatResults([card(hit.chat, counts.get(hit.chat.id, 0), hit.joined) for hit in best])
 
     async def messages(
@@ -125,10 +126,10 @@ class SearchService:
         except TooManyTerms as exc:
             raise DomainError(Code.VALIDATION_FAILED, str(exc), field="q") from None
         if chat_id is not None:
-            await self._access.access_chat(self._db, who_id, chat_id)
+            await self.access.access_chat(self.db, who_id, chat_id)
         if terms is None:
             if before is not None:
-                _parse_cursor(before, order, self._store.valid_key, chat_id is not None)
+                _parse_cursor(before, order, self.store.valid_key, chat_id is not None)
             return MessageResults([], None)
         if order == "newest":
             return await self._newest(who_id, terms, chat_id, before, limit)
@@ -137,8 +138,8 @@ class SearchService:
     async def _newest(
         self, who_id: str, terms: Terms, chat_id: str | None, before: str | None, limit: int
     ) -> MessageResults:
-        below = _parse_cursor(before, "newest", self._store.valid_key, chat_id is not None)[0] if before else None
-        hits = await self._store.messages(self._db, who_id, terms, chat_id=chat_id, below=below, limit=limit + 1)
+        below = _parse_cursor(before, "newest", self.store.valid_key, chat_id is not None)[0] if before else None
+        hits = await self.store.messages(self.db, who_id, terms, chat_id=chat_id, below=below, limit=limit + 1)
         items = [_result(hit, terms) for hit in hits[:limit]]
         return MessageResults(items, f"n:{hits[limit - 1].key}" if len(hits) > limit else None)
 
@@ -150,9 +151,9 @@ class SearchService:
         hidden since), so new messages do not shift them."""
         snapshot, after = (None, None)
         if before:
-            snapshot, after = _parse_cursor(before, "relevance", self._store.valid_key, chat_id is not None)
-        hits = await self._store.messages(
-            self._db, who_id, terms, chat_id=chat_id, below=snapshot, inclusive=True, limit=RELEVANCE_CANDIDATES
+            snapshot, after = _parse_cursor(before, "relevance", self.store.valid_key, chat_id is not None)
+        hits = await self.store.messages(
+            self.db, who_id, terms, chat_id=chat_id, below=snapshot, inclusive=True, limit=RELEVANCE_CANDIDATES
         )
         if not hits:
             return MessageResults([], None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -71,22 +72,14 @@ def message_from_row(
     )
 
 
+@dataclass(slots=True, eq=False)
 class Timeline:
-    def __init__(
-        self,
-        events: EventWriter,
-        chats: ChatStore,
-        members: MemberStore,
-        messages: MessageStore,
-        recipients: RecipientStore,
-        devices: DeviceStore,
-    ) -> None:
-        self._events = events
-        self._chats = chats
-        self._members = members
-        self._messages = messages
-        self._recipients = recipients
-        self._devices = devices
+    events: EventWriter
+    chats: ChatStore
+    members: MemberStore
+    messages: MessageStore
+    recipients: RecipientStore
+    devices: DeviceStore
 
     async def append(
         self,
@@ -110,7 +103,7 @@ class Timeline:
     ) -> Message:
         """Append a message; `devices` (the chat's member devices) saves a query if the caller has them."""
         message_id = uuid7(now)
-        seq = await self._messages.insert_next(
+        seq = await self.messages.insert_next(
             tx,
             id=message_id,
             chat_id=chat_id,
@@ -145,7 +138,7 @@ class Timeline:
         )
         per_device = None
         if recipients:
-            await self._recipients.insert(tx, message.id, recipients)
+            await self.recipients.insert(tx, message.id, recipients)
             per_device = {
                 device_id: encode({"message": msgspec.structs.replace(message, ciphertext=ct)})
                 for device_id, ct in recipients
@@ -184,9 +177,9 @@ class Timeline:
     ) -> None:
         """Append an event for every active device of every member."""
         if devices is None:
-            devices = [row["id"] for row in await self._members.devices(tx, chat_id)]
+            devices = [row["id"] for row in await self.members.devices(tx, chat_id)]
         encoded = body if isinstance(body, bytes) else encode(body)
-        await self._events.append(tx, event_type, devices, encoded, now, per_device=per_device)
+        await self.events.append(tx, event_type, devices, encoded, now, per_device=per_device)
 
     async def membership_changed(
         self,
@@ -206,7 +199,7 @@ class Timeline:
         and the members affected hear it, and its timeline says nothing."""
         devices = None
         if chat_type == "channel":
-            devices = await self._members.manager_devices(tx, chat_id, int(MANAGE_MEMBERS), affected)
+            devices = await self.members.manager_devices(tx, chat_id, int(MANAGE_MEMBERS), affected)
         elif notice is not None:
             await self.system(tx, chat_id, actor_id, notice, now)
         await self.to_chat(tx, chat_id, event_type, body, now, devices=devices)
@@ -215,6 +208,6 @@ class Timeline:
         self, tx: Transaction, user_ids: Sequence[str], event_type: str, body: Any, now: int
     ) -> None:
         """Append an event for every active device of some users (e.g. read receipts to myself)."""
-        devices = await self._devices.active_ids_of(tx, user_ids)
+        devices = await self.devices.active_ids_of(tx, user_ids)
         encoded = body if isinstance(body, bytes) else encode(body)
-        await self._events.append(tx, event_type, devices, encoded, now)
+        await self.events.append(tx, event_type, devices, encoded, now)
