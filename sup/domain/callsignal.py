@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
@@ -31,13 +29,14 @@ from typing import Any, Literal
 import msgspec
 
 from sup.bus.events import EventBus
-from sup.bus.ratelimit import RateLimiter
+from sup.bus.process import new_origin
 from sup.clock import Clock
 from sup.db.chats import MemberStore
 from sup.db.database import Database
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import Principal
 from sup.domain.events import encode, frame
+from sup.domain.limits import Budget
 from sup.domain.timeline import Timeline
 from sup.errors import Code, DomainError
 from sup.ids import uuid7
@@ -181,9 +180,8 @@ class CallSignalling:
     clock: Clock
     _: KW_ONLY
     ring_timeout_seconds: float
-    limiter: RateLimiter | None = None
-    invites_per_minute: int = 20
-    origin: str = field(init=False, default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    invite_budget: Budget  # per caller
+    origin: str = field(init=False, default_factory=new_origin)
     _calls: dict[str, _Call] = field(init=False, default_factory=dict)
     _timers: dict[str, asyncio.TimerHandle] = field(init=False, default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
@@ -219,12 +217,9 @@ class CallSignalling:
                 field="chat_id",
             )
         await self.access.check_direct_open(self.db, membership, who.user_id)
-        if self.limiter is not None:  # ringing someone's every device again and again is harassment
-            wait = await self.limiter.hit(f"call-invites:{who.user_id}", self.invites_per_minute)
-            if wait > 0:
-                raise DomainError(
-                    Code.RATE_LIMITED, "Too many calls placed; try again later.", retry_after=math.ceil(wait)
-                )
+        # Ringing someone's every device again and again is harassment.
+        if wait := await self.invite_budget.spend(f"call-invites:{who.user_id}"):
+            raise DomainError(Code.RATE_LIMITED, "Too many calls placed; try again later.", retry_after=math.ceil(wait))
         devices = await self.members.devices(self.db, chat_id)
         callee_id = next((row["user_id"] for row in devices if row["user_id"] != who.user_id), None)
         if callee_id is None:

@@ -16,7 +16,6 @@ from dataclasses import KW_ONLY, dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.db.chats import MemberStore
 from sup.db.database import Database, Queryable, Row, Transaction
@@ -24,6 +23,7 @@ from sup.db.keydirectory import KeyDirectoryStore
 from sup.domain.access import ChatAccess
 from sup.domain.events import EventWriter, encode
 from sup.domain.keychanges import KeyChanges
+from sup.domain.limits import Budget
 from sup.e2ekeys import (
     KEY_BYTES,
     SIGNATURE_BYTES,
@@ -115,8 +115,7 @@ class KeyDirectory:
     low_threshold: int
     max_one_time: int
     signed_prekey_grace_ms: int
-    limiter: RateLimiter | None = None
-    bundles_per_minute: int = 60
+    bundle_budget: Budget  # per requester and target user
 
     # -- my device's keys ------------------------------------------------------------------
 
@@ -211,10 +210,8 @@ class KeyDirectory:
         Limited per requester and target user: anyone may fetch bundles, so without a limit
         anyone could drain a user's one-time prekeys and weaken their new sessions.
         """
-        if self.limiter is not None:
-            wait = await self.limiter.hit(f"prekeys:{requester_id}:{user_id}", self.bundles_per_minute)
-            if wait > 0:
-                raise RateLimited(wait, "Too many prekey bundles fetched for this user; try again later.")
+        if wait := await self.bundle_budget.spend(f"prekeys:{requester_id}:{user_id}"):
+            raise RateLimited(wait, "Too many prekey bundles fetched for this user; try again later.")
         now = self.clock.now_ms()
         bundles: list[Bundle] = []
         async with self.db.transaction() as tx:

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sup.bus.ratelimit import RateLimiter
+from sup.domain.limits import Budget
 from sup.errors import RateLimited
 
 
 @dataclass(slots=True, eq=False)
 class SendRate:
-    limiter: RateLimiter | None
-    per_minute: int
+    budget: Budget
 
     async def check(self, device_id: str) -> None:
         """Count one send of this device; RateLimited (429) when it is over its budget."""
-        if self.limiter is None:
-            return
-        wait = await self.limiter.hit(f"device-sends:{device_id}", self.per_minute)
-        if wait:
+        if wait := await self.budget.spend(f"device-sends:{device_id}"):
             raise RateLimited(wait, "This device sends too many messages; wait before sending more.")

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from sup.blobs.store import MAX_PARTS, BlobStore, BlobTooLarge, MissingParts, StoredBlob
-from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import MediaConfig
 from sup.db.database import Database, Queryable, Row
 from sup.db.media import PROCESSED_COLUMNS, MediaStore
 from sup.domain.files import Media, MediaFiles, Purpose, clean_filename, media_from_row
+from sup.domain.limits import Budget
 from sup.domain.processing import PROCESS_JOB, PROCESS_KEY_PREFIX
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid, uuid7
@@ -49,8 +49,7 @@ class Uploads:
     files: MediaFiles
     clock: Clock
     config: MediaConfig
-    limiter: RateLimiter | None = None
-    uploads_per_minute: int = 60
+    upload_budget: Budget  # per owner
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -78,10 +77,8 @@ class Uploads:
             raise DomainError(Code.QUOTA_EXCEEDED, "That would go over your storage quota; delete something first.")
 
     async def _limit(self, owner_id: str) -> None:
-        if self.limiter is not None:
-            wait = await self.limiter.hit(f"uploads:{owner_id}", self.uploads_per_minute)
-            if wait > 0:
-                raise RateLimited(wait, "Too many uploads; try again later.")
+        if wait := await self.upload_budget.spend(f"uploads:{owner_id}"):
+            raise RateLimited(wait, "Too many uploads; try again later.")
 
     async def check_declared_size(self, owner_id: str, size: int | None) -> None:
         """Refuse before reading a byte when the declared size cannot fit."""
