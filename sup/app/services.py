@@ -31,7 +31,7 @@ from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
-from sup.domain.push import PushService, PushSettings
+from sup.domain.push import PushService
 from sup.domain.pushtargets import EndpointPolicy
 from sup.domain.search import SearchService
 from sup.domain.sendrate import SendRate
@@ -140,9 +140,9 @@ def build_services(
 
     access = ChatAccess(stores.members, stores.blocks)
     secrets = server_keys(config)
-    policy, settings = EndpointPolicy.from_config(config.push), PushSettings.from_config(config.push)
+    policy = EndpointPolicy.from_config(config.push)
     vapid = vapid_public_key(secrets.vapid_key())
-    push = PushService(db, stores.push, policy, rt.tracker, bg.scheduler, hooks, clock, settings, vapid)
+    push = PushService(db, stores.push, policy, rt.tracker, bg.scheduler, hooks, clock, config.push, vapid)
     # New messages reach push after the bus: a device with no socket anywhere is woken that way.
     writer = EventWriter(stores.events, push.announcer(rt.bus))
     timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)
