@@ -18,11 +18,11 @@ from sup.db.database import Database, Row, Transaction, from_row
 from sup.db.stats import StatsStore
 from sup.domain.accounts import Principal, find_by_username, new_invite_code
 from sup.domain.audit import AuditLog
+from sup.domain.cursors import parse_cursor
 from sup.domain.keychanges import KeyChanges
 from sup.domain.tokens import hash_secret
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
-from sup.integers import parse_int
 
 UserStatus = Literal["active", "deactivated", "deleted"]
 INVITE_MAX_USES = 10_000
@@ -332,7 +332,7 @@ class AdminService:
 
     async def list_invites(self, *, before: str | None, limit: int) -> RegistrationInvitePage:
         """Every invite, newest first, with how far it was used."""
-        rows = await self.invites.page(self.db, _invite_cursor(before) if before else None, limit + 1)
+        rows = await self.invites.page(self.db, parse_cursor(before, ".", _invite_hash) if before else None, limit + 1)
         now = self.clock.now_ms()
         items = [_invite(r, now) for r in rows[:limit]]
         next_cursor = None
@@ -380,11 +380,3 @@ def _invite_hash(invite_id: str) -> bytes | None:
     if len(invite_id) != 64 or any(c not in "0123456789abcdef" for c in invite_id):
         return None
     return bytes.fromhex(invite_id)
-
-
-def _invite_cursor(cursor: str) -> tuple[int, bytes]:
-    created_at, _, invite_id = cursor.partition(".")
-    code_hash = _invite_hash(invite_id)
-    if code_hash is None:
-        raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
-    return parse_int(created_at, "before"), code_hash

@@ -19,12 +19,12 @@ from sup.db.messages import MessageStore
 from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.attachments import MediaAttachments
+from sup.domain.cursors import parse_cursor
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
 from sup.domain.timeline import Message, Timeline, message_from_row
 from sup.errors import Code, DomainError
 from sup.ids import canonical_id, is_uuid, uuid7
-from sup.integers import parse_int
 
 TITLE_MAX = 128
 VISIBILITIES = ("private", "public")
@@ -247,7 +247,7 @@ class ChatService:
         return msgspec.structs.replace(view, unread_count=unread, last_message=message_from_row(last) if last else None)
 
     async def list_mine(self, who_id: str, before: str | None, limit: int, *, device_id: str | None = None) -> ChatPage:
-        cursor = _parse_chat_cursor(before) if before else None
+        cursor = parse_cursor(before, "_", canonical_id) if before else None
         rows = await self.chats.page_for_user(self.db, who_id, cursor, limit + 1)
         items = [await self._decorate(chat, member, who_id, device_id) for chat, member, _ in rows[:limit]]
         next_cursor = None
@@ -516,11 +516,3 @@ def check_visibility(chat_type: str, encrypted: bool, visibility: str) -> None:
             " group and read it. Share an invite link instead.",
             field="visibility",
         )
-
-
-def _parse_chat_cursor(cursor: str) -> tuple[int, str]:
-    activity, _, chat_id = cursor.partition("_")
-    canonical = canonical_id(chat_id)
-    if canonical is None:
-        raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
-    return parse_int(activity, "before"), canonical

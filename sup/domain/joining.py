@@ -32,6 +32,7 @@ from sup.db.joining import ChatInviteStore, InviteRow, JoinRequestStore
 from sup.domain.access import ChatAccess, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.chats import Chat, ChatService, chat_from_row
+from sup.domain.cursors import bad_cursor
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Timeline
 from sup.errors import Code, DomainError
@@ -336,7 +337,7 @@ class JoinService:
         membership = await self.access.access_chat(self.db, who_id, chat_id)
         membership.require(Permission.INVITE_USERS, "see join requests")
         if after is not None and not _request_cursor(after):
-            raise DomainError(Code.VALIDATION_FAILED, "after: not a cursor this server gave out.", field="after")
+            raise bad_cursor("after")
         rows = await self.request_store.page(self.db, chat_id, after, limit + 1)
         items = [_request(row) for row in rows[:limit]]
         last = items[-1] if len(rows) > limit else None

@@ -26,6 +26,7 @@ from sup.db.database import Database, Row
 from sup.db.search import ChatHit, MessageHit, SearchStore
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import User, user_from_row
+from sup.domain.cursors import bad_cursor
 from sup.domain.joining import ChatCard, card
 from sup.domain.timeline import Message, message_from_row
 from sup.errors import Code, DomainError
@@ -62,10 +63,6 @@ class MessageResult(msgspec.Struct, frozen=True, kw_only=True):
 class MessageResults(msgspec.Struct, frozen=True):
     items: list[MessageResult]
     next_cursor: str | None
-
-
-def _bad_cursor() -> DomainError:
-    return DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
 
 
 def _best(items: Iterable[T], order: Callable[[T], tuple[Any, ...] | None], limit: int) -> list[T]:
@@ -195,15 +192,15 @@ def _parse_cursor(
     kind, _, rest = cursor.partition(":")
     if order == "newest":
         if kind != "n" or not valid_key(rest, in_chat):
-            raise _bad_cursor()
+            raise bad_cursor()
         return rest, None
     parts = rest.rsplit(":", 2)
     if kind != "r" or len(parts) != 3 or not valid_key(parts[0], in_chat) or not is_uuid(parts[2]):
-        raise _bad_cursor()
+        raise bad_cursor()
     try:
         score = float(parts[1])
     except ValueError:
-        raise _bad_cursor() from None
+        raise bad_cursor() from None
     if score != score or abs(score) > 1e6:  # NaN or absurd
-        raise _bad_cursor()
+        raise bad_cursor()
     return parts[0], (score, parts[2])
