@@ -22,7 +22,7 @@ KINDS = ("text", "media", "sticker")
 
 @dataclass(frozen=True)
 class Outgoing:
-    """What a client asks to send."""
+    """What a client asks to send (check_outgoing passes it first), or a system message the server writes."""
 
     chat_id: str
     client_id: str

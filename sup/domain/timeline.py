@@ -15,6 +15,7 @@ from sup.db.chats import ChatStore, MemberStore
 from sup.db.database import Transaction
 from sup.db.messages import MessageRow, MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
+from sup.domain.outgoing import Outgoing
 from sup.domain.permissions import MANAGE_MEMBERS
 from sup.ids import uuid7
 
@@ -84,20 +85,12 @@ class Timeline:
     async def append(
         self,
         tx: Transaction,
-        chat_id: str,
+        out: Outgoing,
         *,
         sender_id: str | None,
         sender_device_id: str | None,
-        client_id: str,
         content_hash: bytes,
-        kind: str,
         now: int,
-        body: str | None = None,
-        ciphertext: bytes | None = None,
-        recipients: Sequence[tuple[str, bytes]] = (),
-        media_id: str | None = None,
-        sticker_id: str | None = None,
-        reply_to: str | None = None,
         forwarded_from: dict[str, Any] | None = None,
         devices: Sequence[str] | None = None,
     ) -> Message:
@@ -106,45 +99,45 @@ class Timeline:
         seq = await self.messages.insert_next(
             tx,
             id=message_id,
-            chat_id=chat_id,
+            chat_id=out.chat_id,
             sender_id=sender_id,
             sender_device_id=sender_device_id,
-            client_id=client_id,
+            client_id=out.client_id,
             content_hash=content_hash,
-            kind=kind,
-            body=body,
-            ciphertext=ciphertext,
-            media_id=media_id,
-            sticker_id=sticker_id,
-            reply_to=reply_to,
+            kind=out.kind,
+            body=out.body,
+            ciphertext=out.ciphertext,
+            media_id=out.media_id,
+            sticker_id=out.sticker_id,
+            reply_to=out.reply_to,
             forwarded_from=encode(forwarded_from).decode() if forwarded_from else None,
             now=now,
         )
         message = Message(
             id=message_id,
-            chat_id=chat_id,
+            chat_id=out.chat_id,
             seq=seq,
             sender_id=sender_id,
             sender_device_id=sender_device_id,
-            client_id=client_id,
-            kind=kind,
-            body=body,
-            ciphertext=ciphertext,
-            media_id=media_id,
-            sticker_id=sticker_id,
-            reply_to=reply_to,
+            client_id=out.client_id,
+            kind=out.kind,
+            body=out.body,
+            ciphertext=out.ciphertext,
+            media_id=out.media_id,
+            sticker_id=out.sticker_id,
+            reply_to=out.reply_to,
             forwarded_from=forwarded_from,
             created_at=now,
         )
         per_device = None
-        if recipients:
-            await self.recipients.insert(tx, message.id, recipients)
+        if out.recipients:
+            await self.recipients.insert(tx, message.id, out.recipients)
             per_device = {
                 device_id: encode({"message": msgspec.structs.replace(message, ciphertext=ct)})
-                for device_id, ct in recipients
+                for device_id, ct in out.recipients
             }
         await self.to_chat(
-            tx, chat_id, "message.new", {"message": message}, now, per_device=per_device, devices=devices
+            tx, out.chat_id, "message.new", {"message": message}, now, per_device=per_device, devices=devices
         )
         return message
 
@@ -152,17 +145,8 @@ class Timeline:
         self, tx: Transaction, chat_id: str, actor_id: str | None, action: dict[str, Any], now: int
     ) -> Message:
         """A system message (member joined, title changed...): plaintext metadata, sent by the server."""
-        return await self.append(
-            tx,
-            chat_id,
-            sender_id=actor_id,
-            sender_device_id=None,
-            client_id=f"system:{uuid.uuid4()}",
-            content_hash=b"",
-            kind="system",
-            body=encode(action).decode(),
-            now=now,
-        )
+        out = Outgoing(chat_id, f"system:{uuid.uuid4()}", kind="system", body=encode(action).decode())
+        return await self.append(tx, out, sender_id=actor_id, sender_device_id=None, content_hash=b"", now=now)
 
     async def to_chat(
         self,
