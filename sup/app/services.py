@@ -26,12 +26,12 @@ from sup.domain.health import Health
 from sup.domain.joining import JoinService
 from sup.domain.keychanges import KeyChanges
 from sup.domain.keydirectory import KeyDirectory
-from sup.domain.limits import RequestLimits
+from sup.domain.limits import Budget, RequestLimits
 from sup.domain.media import MediaService, UrlSigner
 from sup.domain.messages import MessageService
 from sup.domain.passwords import PasswordHasher
 from sup.domain.presence import PresenceService
-from sup.domain.push import PushService, PushSettings
+from sup.domain.push import PushService
 from sup.domain.pushtargets import EndpointPolicy
 from sup.domain.search import SearchService
 from sup.domain.sendrate import SendRate
@@ -82,7 +82,7 @@ def build_accounts(
         clock,
         config.auth,
         key_changes,
-        hooks,
+        hooks or Hooks.none(),
     )
 
 
@@ -134,11 +134,15 @@ def build_services(
     hooks = hooks or Hooks.none()
     limiter = rt.limiter  # keys are prefixed by what they count
     limits = config.ratelimit
+
+    def budget(per_minute: int) -> Budget:
+        return Budget(limiter if limits.enabled else None, per_minute)
+
     access = ChatAccess(stores.members, stores.blocks)
     secrets = server_keys(config)
-    policy, settings = EndpointPolicy.from_config(config.push), PushSettings.from_config(config.push)
+    policy = EndpointPolicy.from_config(config.push)
     vapid = vapid_public_key(secrets.vapid_key())
-    push = PushService(db, stores.push, policy, rt.tracker, bg.scheduler, hooks, clock, settings, vapid)
+    push = PushService(db, stores.push, policy, rt.tracker, bg.scheduler, hooks, clock, config.push, vapid)
     # New messages reach push after the bus: a device with no socket anywhere is woken that way.
     writer = EventWriter(stores.events, push.announcer(rt.bus))
     timeline = Timeline(writer, stores.chats, stores.members, stores.messages, stores.recipients, stores.devices)
@@ -155,8 +159,7 @@ def build_services(
         low_threshold=config.crypto.prekey_low_threshold,
         max_one_time=config.crypto.max_one_time_prekeys,
         signed_prekey_grace_ms=config.crypto.signed_prekey_grace_days * 86_400_000,
-        limiter=limiter if limits.enabled else None,
-        bundles_per_minute=limits.prekey_bundles_per_user,
+        bundle_budget=budget(limits.prekey_bundles_per_user),
     )
     media = MediaService(
         db,
@@ -169,8 +172,7 @@ def build_services(
         config.media,
         UrlSigner(secrets.media_urls),
         config.data_dir / "tmp",
-        limiter=limiter if limits.enabled else None,
-        uploads_per_minute=limits.uploads_per_user,
+        budget(limits.uploads_per_user),
     )
     chats = ChatService(
         db,
@@ -297,8 +299,7 @@ def build_services(
             rt.bus,
             clock,
             ring_timeout_seconds=config.calls.ring_timeout_seconds,
-            limiter=limiter if limits.enabled else None,
-            invites_per_minute=limits.call_invites_per_user,
+            invite_budget=budget(limits.call_invites_per_user),
         ),
         emails=emails,
         search=SearchService(db, stores.search, stores.members, access),
@@ -315,6 +316,6 @@ def build_services(
             clock,
         ),
         limits=RequestLimits(limiter, limits),
-        send_rate=SendRate(limiter if limits.enabled else None, limits.sends_per_device),
+        send_rate=SendRate(budget(limits.sends_per_device)),
         push=push,
     )

@@ -8,16 +8,14 @@ a dropped subscription) finds the event in the database on its periodic catch-up
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import msgspec
 
+from sup.bus.process import new_origin, stop
 from sup.delivery import Delivery
 
 log = logging.getLogger("sup.bus")
@@ -118,7 +116,7 @@ class RedisBus(MemoryBus):
         super().__init__()
         self._url = url
         self.channel = redis_name(namespace, "events")
-        self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._origin = new_origin()
         self._redis = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -137,11 +135,8 @@ class RedisBus(MemoryBus):
         self._writer = asyncio.create_task(self._write(), name="redis-bus-writer")
 
     async def close(self) -> None:
-        for task in (self._reader, self._writer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop(self._reader)
+        await stop(self._writer)
         if self._redis is not None:
             await self._redis.aclose()
         await super().close()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-import uuid
 from collections import Counter
 from typing import Protocol
 
 from sup.bus.events import redis_name
+from sup.bus.process import new_origin, stop
 
 # A process refreshes its entries this often; an entry lives three times as long.
 REFRESH_SECONDS = 10
@@ -67,7 +66,7 @@ class RedisPresence(MemoryPresence):
         self._url = url
         self._namespace = namespace
         redis_name(namespace, "presence")  # refuse an empty namespace now, not at the first connection
-        self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._origin = new_origin()
         self._redis = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -78,10 +77,7 @@ class RedisPresence(MemoryPresence):
         self._refresher = asyncio.create_task(self._refresh(), name="presence-refresh")
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await stop(self._refresher)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 for user_id in list(self._local):

@@ -46,10 +46,10 @@ def no_chat() -> DomainError:
     return DomainError(Code.NOT_FOUND, "No such chat.")
 
 
+@dataclass(slots=True, eq=False)
 class ChatAccess:
-    def __init__(self, members: MemberStore, blocks: BlockStore) -> None:
-        self._members = members
-        self._blocks = blocks
+    members: MemberStore
+    blocks: BlockStore
 
     async def access_chat(
         self, db: Queryable, user_id: str, chat_id: str, *, client_id: str | None = None
@@ -60,19 +60,19 @@ class ChatAccess:
         """
         if not is_uuid(chat_id):
             raise no_chat()
-        found = await self._members.with_chat(db, chat_id, user_id, client_id)
+        found = await self.members.with_chat(db, chat_id, user_id, client_id)
         if found is None:
             raise no_chat()
         return Membership(*found)
 
     async def check_not_blocked(self, db: Queryable, actor_id: str, target_id: str) -> None:
         """Refuse when the target blocks the actor (the actor may not reach them)."""
-        if await self._blocks.is_blocked(db, target_id, actor_id):
+        if await self.blocks.is_blocked(db, target_id, actor_id):
             raise DomainError(Code.BLOCKED, "This user does not accept that from you.")
 
     async def check_direct_open(self, db: Queryable, membership: Membership, user_id: str) -> None:
         """In a direct chat, a block either way stops new messages."""
         if membership.chat.type != "direct":
             return
-        if await self._members.blocked_between(db, membership.chat.id, user_id):
+        if await self.members.blocked_between(db, membership.chat.id, user_id):
             raise DomainError(Code.BLOCKED, "Messages between you and this user are blocked.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -155,43 +155,27 @@ def check_device_name(name: str) -> str:
 _BAD_CREDENTIALS = "Wrong username or password."
 
 
+@dataclass(slots=True, eq=False)
 class AccountService:
-    def __init__(
-        self,
-        db: Database,
-        users: UserStore,
-        devices: DeviceStore,
-        sessions: SessionStore,
-        recovery_codes: RecoveryCodeStore,
-        invites: InviteStore,
-        hasher: PasswordHasher,
-        tokens: AccessTokens,
-        totp_box: totp.TotpBox,
-        throttle: LoginThrottle,
-        clock: Clock,
-        auth: AuthConfig,
-        key_changes: KeyChanges,
-        hooks: Hooks | None = None,
-    ) -> None:
-        self._key_changes = key_changes
-        self._hooks = hooks or Hooks.none()
-        self._db = db
-        self._hasher = hasher
-        self._tokens = tokens
-        self._totp_box = totp_box
-        self._throttle = throttle
-        self._clock = clock
-        self._auth = auth
-        self._users = users
-        self._devices = devices
-        self._sessions = sessions
-        self._recovery = recovery_codes
-        self._invites = invites
+    db: Database
+    users: UserStore
+    devices: DeviceStore
+    sessions: SessionStore
+    recovery_codes: RecoveryCodeStore
+    invites: InviteStore
+    hasher: PasswordHasher
+    tokens: AccessTokens
+    totp_box: totp.TotpBox
+    throttle: LoginThrottle
+    clock: Clock
+    auth: AuthConfig
+    key_changes: KeyChanges
+    hooks: Hooks = field(default_factory=Hooks.none)
 
     # -- rate limits -------------------------------------------------------------
 
     async def check_ip_rate(self, ip: str) -> None:
-        await self._throttle.check_ip(ip)
+        await self.throttle.check_ip(ip)
 
     # -- registration and login --------------------------------------------------
 
@@ -206,22 +190,22 @@ class AccountService:
         ip: str,
     ) -> IssuedSession:
         await self.check_ip_rate(ip)
-        if self._auth.registration == "closed":
+        if self.auth.registration == "closed":
             raise DomainError(Code.REGISTRATION_CLOSED, "Registration is closed on this server.")
-        if self._auth.registration == "invite" and not invite_code:
+        if self.auth.registration == "invite" and not invite_code:
             raise DomainError(Code.INVALID_INVITE, "An invite code is required to register here.")
         username = check_username(username)
         check_password(password)
         display_name = check_text(display_name, "display_name", DISPLAY_NAME_MAX)
-        password_hash = await self._hasher.hash(password)
-        now = self._clock.now_ms()
+        password_hash = await self.hasher.hash(password)
+        now = self.clock.now_ms()
         user_id = uuid7(now)
-        async with self._db.transaction() as tx:
-            if self._auth.registration == "invite" and not await self._invites.claim(
+        async with self.db.transaction() as tx:
+            if self.auth.registration == "invite" and not await self.invites.claim(
                 tx, hash_secret(invite_code or ""), now
             ):
                 raise DomainError(Code.INVALID_INVITE, "The invite code is unknown, expired or used up.")
-            if not await self._users.insert(
+            if not await self.users.insert(
                 tx,
                 id=user_id,
                 username=username,
@@ -232,7 +216,7 @@ class AccountService:
             ):
                 raise DomainError(Code.USERNAME_TAKEN, "That username is taken.", field="username")
             session = await self._open_device(tx, user_id, device_name, now)
-            user = user_from_row(await self._users.get(tx, user_id))
+            user = user_from_row(await self.users.get(tx, user_id))
             await self._devices_changed(tx, user_id, [session[1]], "added", now)
             self._tell(tx, "user_registered", UserRegistered(user_id, username, now))
         return self._issued(session, user)
@@ -249,36 +233,38 @@ class AccountService:
         ip: str,
     ) -> IssuedSession:
         """Log in; `refresh_token`, one this client held before, lets it through limits set off by others."""
-        await self._throttle.check_ip(ip)
-        row = await find_by_username(self._users, self._db, username)
+        await self.throttle.check_ip(ip)
+        row = await find_by_username(self.users, self.db, username)
         user_id = row["id"] if row else None
-        recognised = await self._throttle.recognised(user_id, ip, refresh_token)
+        recognised = await self.throttle.recognised(user_id, ip, refresh_token)
         account = user_id or "name:" + username_key(username[:USERNAME_MAX_INPUT])
-        async with self._throttle.login(account, ip, recognised):
+        async with self.throttle.login(account, ip, recognised):
             # Unknown user and wrong password take the same path, time and answer.
-            ok = await self._hasher.verify(row["password_hash"] if row else None, password)
+            ok = await self.hasher.verify(row["password_hash"] if row else None, password)
             if row is None or not ok:
                 raise DomainError(Code.INVALID_CREDENTIALS, _BAD_CREDENTIALS)
-            now = self._clock.now_ms()
-            rehash = self._hasher.needs_rehash(row["password_hash"])
-            new_hash = await self._hasher.hash(password) if rehash else None
-            async with self._db.transaction() as tx:
+            now = self.clock.now_ms()
+            rehash = self.hasher.needs_rehash(row["password_hash"])
+            new_hash = await self.hasher.hash(password) if rehash else None
+            async with self.db.transaction() as tx:
                 if row["totp_enabled_at"] is not None:
                     await self._check_second_factor(tx, row, totp_code, recovery_code, now)
-                if not await self._users.lock_active(tx, row["id"]):  # said only to who knows the password
+                if not await self.users.lock_active(tx, row["id"]):  # said only to who knows the password
                     raise DomainError(Code.ACCOUNT_DEACTIVATED, "An administrator has deactivated this account.")
                 if new_hash:
-                    await self._users.set_password_hash(tx, row["id"], new_hash, now)
+                    await self.users.set_password_hash(tx, row["id"], new_hash, now)
                 session = await self._open_device(tx, row["id"], device_name, now)
                 await self._devices_changed(tx, row["id"], [session[1]], "added", now)
-                await self._throttle.logged_in(tx, row["id"], account, ip, now)
+                await self.throttle.logged_in(tx, row["id"], account, ip, now)
         return self._issued(session, user_from_row(row))
 
     async def _check_second_factor(
         self, tx, row: Row, totp_code: str | None, recovery_code: str | None, now: int
     ) -> None:
         if recovery_code:
-            if not await self._recovery.consume(tx, row["id"], self._totp_box.hash_recovery_code(recovery_code), now):
+            if not await self.recovery_codes.consume(
+                tx, row["id"], self.totp_box.hash_recovery_code(recovery_code), now
+            ):
                 raise DomainError(Code.INVALID_TOTP, "That recovery code is not valid or was used already.")
             return
         if not totp_code:
@@ -286,48 +272,46 @@ class AccountService:
         await self._claim_totp_code(tx, row, totp_code)
 
     async def _claim_totp_code(self, tx, row: Row, code: str) -> None:
-        secret = self._totp_box.open(row["id"], row["totp_secret"]) if row["totp_secret"] else None
-        step = totp.matching_step(secret, code, self._clock.now()) if secret else None
+        secret = self.totp_box.open(row["id"], row["totp_secret"]) if row["totp_secret"] else None
+        step = totp.matching_step(secret, code, self.clock.now()) if secret else None
         if step is None:
             raise DomainError(Code.INVALID_TOTP, "The two-factor code is wrong.")
-        if not await self._users.claim_totp_step(tx, row["id"], step):
+        if not await self.users.claim_totp_step(tx, row["id"], step):
             raise DomainError(Code.INVALID_TOTP, "That two-factor code was used already; wait for the next one.")
 
     async def _open_device(self, tx, user_id: str, device_name: str, now: int) -> tuple[str, str, str]:
         device_id = uuid7(now)
         name = check_device_name(device_name) if device_name.strip() else "Unnamed device"
-        await self._devices.insert(tx, id=device_id, user_id=user_id, name=name, now=now)
+        await self.devices.insert(tx, id=device_id, user_id=user_id, name=name, now=now)
         refresh = await self._new_refresh(tx, device_id, now)
         self._tell(tx, "device_added", DeviceAdded(user_id, device_id, now))
         return user_id, device_id, refresh
 
     def _tell(self, tx: Transaction, hook: str, event: object) -> None:
         """Tell the plugins observing `hook` once `tx` has committed."""
-        tx.after_commit(partial(self._hooks.notify, hook, event))
+        tx.after_commit(partial(self.hooks.notify, hook, event))
 
     async def _new_refresh(self, tx, device_id: str, now: int, token: str | None = None) -> str:
         token = token or new_refresh_token()
-        await self._sessions.insert(
+        await self.sessions.insert(
             tx,
             token_hash=hash_secret(token),
             device_id=device_id,
             now=now,
-            expires_at=now + self._auth.refresh_token_ttl * 1000,
+            expires_at=now + self.auth.refresh_token_ttl * 1000,
         )
         return token
 
     def _issued(self, session: tuple[str, str, str], user: User) -> IssuedSession:
         user_id, device_id, refresh = session
-        ttl = self._auth.access_token_ttl
-        access = self._tokens.issue(
-            device_id=device_id, user_id=user_id, expires_at_ms=self._clock.now_ms() + ttl * 1000
-        )
+        ttl = self.auth.access_token_ttl
+        access = self.tokens.issue(device_id=device_id, user_id=user_id, expires_at_ms=self.clock.now_ms() + ttl * 1000)
         return IssuedSession(access, refresh, ttl, device_id, user)
 
     async def _devices_changed(
         self, tx: Transaction, user_id: str, device_ids: list[str], change: Change, now: int
     ) -> None:
-        await self._key_changes.record(tx, user_id, device_ids, change, now)
+        await self.key_changes.record(tx, user_id, device_ids, change, now)
 
     # -- tokens ------------------------------------------------------------------
 
@@ -341,31 +325,31 @@ class AccountService:
         makes the other's next refresh a reuse, so theft is still caught.
         """
         token_hash = hash_secret(refresh_token)
-        successor = self._tokens.successor(refresh_token)
-        now = self._clock.now_ms()
+        successor = self.tokens.successor(refresh_token)
+        now = self.clock.now_ms()
         outcome: Code | None = None
-        async with self._db.transaction() as tx:
-            consumed = await self._sessions.consume(tx, token_hash, now)
+        async with self.db.transaction() as tx:
+            consumed = await self.sessions.consume(tx, token_hash, now)
             if consumed is not None:
-                device = await self._devices.get_active(tx, consumed["device_id"])
+                device = await self.devices.get_active(tx, consumed["device_id"])
                 if device is not None:
-                    await self._sessions.prune_expired(tx, device["id"], now)
+                    await self.sessions.prune_expired(tx, device["id"], now)
                     await self._new_refresh(tx, device["id"], now, successor)
             else:
-                known = await self._sessions.get(tx, token_hash)
+                known = await self.sessions.get(tx, token_hash)
                 device = None
                 if known is not None and known["used_at"] is not None:
-                    device = await self._devices.get_active(tx, known["device_id"])
+                    device = await self.devices.get_active(tx, known["device_id"])
                     if device is not None and not await self._answer_lost(tx, known, successor, now):
                         # Two parties hold this token; we cannot tell which is the thief.
-                        if await self._devices.revoke(tx, device["id"], now):
+                        if await self.devices.revoke(tx, device["id"], now):
                             await self._devices_changed(tx, device["user_id"], [device["id"]], "removed", now)
                         outcome = Code.REFRESH_TOKEN_REUSED
             if device is None:
                 outcome = outcome or Code.INVALID_REFRESH_TOKEN
             elif outcome is None:
-                await self._devices.touch(tx, device["id"], now)
-                user = user_from_row(await self._users.get(tx, device["user_id"]))
+                await self.devices.touch(tx, device["id"], now)
+                user = user_from_row(await self.users.get(tx, device["user_id"]))
         if outcome is Code.REFRESH_TOKEN_REUSED:
             raise DomainError(outcome, "This refresh token was already used; the session has been ended.")
         if outcome is not None:
@@ -375,13 +359,13 @@ class AccountService:
     async def _answer_lost(self, tx: Transaction, known: Row, successor: str, now: int) -> bool:
         if now - known["used_at"] > REFRESH_RETRY_MS:
             return False
-        issued = await self._sessions.get(tx, hash_secret(successor))
+        issued = await self.sessions.get(tx, hash_secret(successor))
         return issued is not None and issued["used_at"] is None and issued["device_id"] == known["device_id"]
 
     async def authenticate(self, access_token: str) -> Principal:
         """The caller behind an access token; its device must still be active."""
-        claims = self._tokens.verify(access_token, self._clock.now_ms())
-        device = await self._devices.get_active(self._db, claims.device_id)
+        claims = self.tokens.verify(access_token, self.clock.now_ms())
+        device = await self.devices.get_active(self.db, claims.device_id)
         if device is None or device["user_id"] != claims.user_id:
             raise DomainError(Code.INVALID_TOKEN, "This session has ended; log in again.")
         return Principal(claims.user_id, claims.device_id)
@@ -391,14 +375,14 @@ class AccountService:
 
         Only an administrator's own expired token answers `token_expired`, so that their client refreshes it.
         """
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         try:
             if access_token is None:
                 raise _nothing_here()
             who = await self.authenticate(access_token)
         except DomainError as error:
             if error.code is Code.TOKEN_EXPIRED and access_token is not None:
-                claims = self._tokens.verify(access_token, now, expired_too=True)
+                claims = self.tokens.verify(access_token, now, expired_too=True)
                 if await self._is_admin(claims.user_id):
                     raise
             raise _nothing_here() from None
@@ -407,7 +391,7 @@ class AccountService:
         return who
 
     async def _is_admin(self, user_id: str) -> bool:
-        row = await self._users.get(self._db, user_id)
+        row = await self.users.get(self.db, user_id)
         return row is not None and bool(row["is_admin"]) and row["deactivated_at"] is None
 
     async def reauthenticate(
@@ -419,27 +403,27 @@ class AccountService:
         """
         row = await self.verify_password(who, password)
         if row["totp_enabled_at"] is not None:
-            async with self._throttle.check(who.user_id), self._db.transaction() as tx:
-                await self._check_second_factor(tx, row, totp_code, recovery_code, self._clock.now_ms())
+            async with self.throttle.check(who.user_id), self.db.transaction() as tx:
+                await self._check_second_factor(tx, row, totp_code, recovery_code, self.clock.now_ms())
 
     async def logout(self, who: Principal) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._devices.revoke(tx, who.device_id, now)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.devices.revoke(tx, who.device_id, now)
             await self._devices_changed(tx, who.user_id, [who.device_id], "removed", now)
 
     async def change_password(self, who: Principal, current: str, new: str) -> None:
         """Change the password; every other device is logged out at once."""
-        async with self._throttle.check(who.user_id):
-            row = await self._users.get(self._db, who.user_id)
-            if row is None or not await self._hasher.verify(row["password_hash"], current):
+        async with self.throttle.check(who.user_id):
+            row = await self.users.get(self.db, who.user_id)
+            if row is None or not await self.hasher.verify(row["password_hash"], current):
                 raise DomainError(Code.INVALID_CREDENTIALS, "The current password is wrong.")
         check_password(new)
-        new_hash = await self._hasher.hash(new)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._users.set_password_hash(tx, who.user_id, new_hash, now)
-            revoked = await self._devices.revoke_all_except(tx, who.user_id, who.device_id, now)
+        new_hash = await self.hasher.hash(new)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.users.set_password_hash(tx, who.user_id, new_hash, now)
+            revoked = await self.devices.revoke_all_except(tx, who.user_id, who.device_id, now)
             await self._devices_changed(tx, who.user_id, revoked, "removed", now)
 
     # -- two-factor authentication -------------------------------------------------
@@ -449,29 +433,29 @@ class AccountService:
         if row["totp_enabled_at"] is not None:
             raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
         secret = totp.new_secret()
-        async with self._db.transaction() as tx:
-            await self._users.set_totp(
+        async with self.db.transaction() as tx:
+            await self.users.set_totp(
                 tx,
                 who.user_id,
-                secret=self._totp_box.seal(who.user_id, secret),
+                secret=self.totp_box.seal(who.user_id, secret),
                 enabled_at=None,
-                now=self._clock.now_ms(),
+                now=self.clock.now_ms(),
             )
-        return TotpSetup(secret, totp.provisioning_uri(secret, row["username"], self._auth.totp_issuer))
+        return TotpSetup(secret, totp.provisioning_uri(secret, row["username"], self.auth.totp_issuer))
 
     async def confirm_totp(self, who: Principal, code: str) -> list[str]:
         """Turn 2FA on with a first valid code; return the one-time recovery codes."""
-        row = await self._users.get(self._db, who.user_id)
+        row = await self.users.get(self.db, who.user_id)
         if row["totp_enabled_at"] is not None:
             raise DomainError(Code.TOTP_ALREADY_ENABLED, "Two-factor authentication is already on.")
         if row["totp_secret"] is None:
             raise DomainError(Code.TOTP_NOT_PENDING, "Start with POST /api/v1/auth/2fa/enable.")
         codes = totp.new_recovery_codes()
-        now = self._clock.now_ms()
-        async with self._throttle.check(who.user_id), self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.throttle.check(who.user_id), self.db.transaction() as tx:
             await self._claim_totp_code(tx, row, code)
-            await self._users.enable_totp(tx, who.user_id, now)
-            await self._recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
+            await self.users.enable_totp(tx, who.user_id, now)
+            await self.recovery_codes.replace(tx, who.user_id, [self.totp_box.hash_recovery_code(c) for c in codes])
         return codes
 
     async def disable_totp(
@@ -480,34 +464,34 @@ class AccountService:
         row = await self.verify_password(who, password)
         if row["totp_enabled_at"] is None:
             raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
-        now = self._clock.now_ms()
-        async with self._throttle.check(who.user_id), self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.throttle.check(who.user_id), self.db.transaction() as tx:
             await self._check_second_factor(tx, row, totp_code, recovery_code, now)
-            await self._users.set_totp(tx, who.user_id, secret=None, enabled_at=None, now=now)
-            await self._recovery.replace(tx, who.user_id, [])
+            await self.users.set_totp(tx, who.user_id, secret=None, enabled_at=None, now=now)
+            await self.recovery_codes.replace(tx, who.user_id, [])
 
     async def regenerate_recovery_codes(self, who: Principal, totp_code: str) -> list[str]:
-        row = await self._users.get(self._db, who.user_id)
+        row = await self.users.get(self.db, who.user_id)
         if row["totp_enabled_at"] is None:
             raise DomainError(Code.TOTP_NOT_ENABLED, "Two-factor authentication is not on.")
         codes = totp.new_recovery_codes()
-        async with self._throttle.check(who.user_id), self._db.transaction() as tx:
+        async with self.throttle.check(who.user_id), self.db.transaction() as tx:
             await self._claim_totp_code(tx, row, totp_code)
-            await self._recovery.replace(tx, who.user_id, [self._totp_box.hash_recovery_code(c) for c in codes])
+            await self.recovery_codes.replace(tx, who.user_id, [self.totp_box.hash_recovery_code(c) for c in codes])
         return codes
 
     async def two_factor_status(self, who: Principal) -> tuple[bool, int]:
-        row = await self._users.get(self._db, who.user_id)
-        return row["totp_enabled_at"] is not None, await self._recovery.remaining(self._db, who.user_id)
+        row = await self.users.get(self.db, who.user_id)
+        return row["totp_enabled_at"] is not None, await self.recovery_codes.remaining(self.db, who.user_id)
 
     async def verify_password(self, who: Principal, password: str) -> Row:
         """The user's row if `password` is theirs, else INVALID_CREDENTIALS; tries count like logins.
 
         Also for other services' changes that need more than an access token (email), so that a
         stolen token alone cannot, say, redirect password resets to its thief."""
-        async with self._throttle.check(who.user_id):
-            row = await self._users.get(self._db, who.user_id)
-            if row is None or not await self._hasher.verify(row["password_hash"], password):
+        async with self.throttle.check(who.user_id):
+            row = await self.users.get(self.db, who.user_id)
+            if row is None or not await self.hasher.verify(row["password_hash"], password):
                 raise DomainError(Code.INVALID_CREDENTIALS, "The password is wrong.")
         return row
 
@@ -516,30 +500,30 @@ class AccountService:
     async def list_devices(self, who: Principal) -> list[Device]:
         return [
             from_row(Device, row, current=row["id"] == who.device_id)
-            for row in await self._devices.list_active(self._db, who.user_id)
+            for row in await self.devices.list_active(self.db, who.user_id)
         ]
 
     async def rename_device(self, who: Principal, device_id: str, name: str) -> Device:
         name = check_device_name(name)
         if not is_uuid(device_id):
             raise _no_device()
-        async with self._db.transaction() as tx:
-            if not await self._devices.rename(tx, who.user_id, device_id, name):
+        async with self.db.transaction() as tx:
+            if not await self.devices.rename(tx, who.user_id, device_id, name):
                 raise _no_device()
-            row = await self._devices.get_active(tx, device_id)
+            row = await self.devices.get_active(tx, device_id)
         return Device(row["id"], row["name"], row["created_at"], row["last_seen_at"], row["id"] == who.device_id)
 
     async def revoke_device(self, who: Principal, device_id: str) -> None:
         """Log one of my devices out; its tokens stop working at once."""
         if not is_uuid(device_id):
             raise _no_device()
-        async with self._db.transaction() as tx:
-            device = await self._devices.get_active(tx, device_id)
+        async with self.db.transaction() as tx:
+            device = await self.devices.get_active(tx, device_id)
             # Another user's device looks exactly like one that does not exist.
             if device is None or device["user_id"] != who.user_id:
                 raise _no_device()
-            now = self._clock.now_ms()
-            await self._devices.revoke(tx, device_id, now)
+            now = self.clock.now_ms()
+            await self.devices.revoke(tx, device_id, now)
             await self._devices_changed(tx, who.user_id, [device_id], "removed", now)
 
     # -- administration (sup admin ...) ------------------------------------------------
@@ -547,11 +531,11 @@ class AccountService:
     async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> User:
         username = check_username(username)
         check_password(password)
-        password_hash = await self._hasher.hash(password)
-        now = self._clock.now_ms()
+        password_hash = await self.hasher.hash(password)
+        now = self.clock.now_ms()
         user_id = uuid7(now)
-        async with self._db.transaction() as tx:
-            if not await self._users.insert(
+        async with self.db.transaction() as tx:
+            if not await self.users.insert(
                 tx,
                 id=user_id,
                 username=username,
@@ -562,19 +546,19 @@ class AccountService:
             ):
                 raise DomainError(Code.USERNAME_TAKEN, f"The username {username!r} is taken.")
             self._tell(tx, "user_registered", UserRegistered(user_id, username, now))
-            return user_from_row(await self._users.get(tx, user_id))
+            return user_from_row(await self.users.get(tx, user_id))
 
     async def reset_password(self, username: str, password: str) -> None:
         """Set a new password and log out every device of the user."""
         check_password(password)
-        row = await find_by_username(self._users, self._db, username)
+        row = await find_by_username(self.users, self.db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, f"No user named {username!r}.")
-        password_hash = await self._hasher.hash(password)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._users.set_password_hash(tx, row["id"], password_hash, now)
-            revoked = await self._devices.revoke_all_except(tx, row["id"], None, now)
+        password_hash = await self.hasher.hash(password)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.users.set_password_hash(tx, row["id"], password_hash, now)
+            revoked = await self.devices.revoke_all_except(tx, row["id"], None, now)
             await self._devices_changed(tx, row["id"], revoked, "removed", now)
 
     async def create_invite(
@@ -584,9 +568,9 @@ class AccountService:
         if max_uses < 1 or (ttl_seconds is not None and ttl_seconds <= 0):
             raise ValueError(f"an invite needs max_uses >= 1 and ttl_seconds > 0 (got {max_uses}, {ttl_seconds})")
         code = new_invite_code()
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._invites.insert(
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.invites.insert(
                 tx,
                 code_hash=hash_secret(code),
                 created_by=created_by,

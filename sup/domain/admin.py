@@ -7,6 +7,7 @@ Who is an administrator is checked before any of this is reached (AccountService
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
 import msgspec
@@ -17,11 +18,11 @@ from sup.db.database import Database, Row, Transaction, from_row
 from sup.db.stats import StatsStore
 from sup.domain.accounts import Principal, find_by_username, new_invite_code
 from sup.domain.audit import AuditLog
+from sup.domain.cursors import parse_cursor
 from sup.domain.keychanges import KeyChanges
 from sup.domain.tokens import hash_secret
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid
-from sup.integers import parse_int
 
 UserStatus = Literal["active", "deactivated", "deleted"]
 INVITE_MAX_USES = 10_000
@@ -161,31 +162,19 @@ def not_yourself(what: str) -> DomainError:
     return DomainError(Code.CONFLICT, f"Administrators cannot {what} their own account here.")
 
 
+@dataclass(slots=True, eq=False)
 class AdminService:
-    def __init__(
-        self,
-        db: Database,
-        users: UserStore,
-        devices: DeviceStore,
-        recovery_codes: RecoveryCodeStore,
-        invites: InviteStore,
-        stats: StatsStore,
-        audit: AuditLog,
-        key_changes: KeyChanges,
-        clock: Clock,
-        *,
-        quota_bytes: int,
-    ) -> None:
-        self._db = db
-        self._users = users
-        self._devices = devices
-        self._recovery = recovery_codes
-        self._invites = invites
-        self._stats = stats
-        self._audit = audit
-        self._key_changes = key_changes
-        self._clock = clock
-        self._quota = quota_bytes
+    db: Database
+    users: UserStore
+    devices: DeviceStore
+    recovery_codes: RecoveryCodeStore
+    invites: InviteStore
+    stats_store: StatsStore
+    audit: AuditLog
+    key_changes: KeyChanges
+    clock: Clock
+    _: KW_ONLY
+    quota_bytes: int
 
     # -- users -------------------------------------------------------------------------------
 
@@ -193,36 +182,36 @@ class AdminService:
         self, *, search: str | None, status: UserStatus | None, after: str | None, limit: int
     ) -> AdminUserPage:
         """Accounts in the order they were made; `search` finds a part of a username or display name."""
-        rows = await self._users.admin_page(self._db, search=search, status=status, after=after, limit=limit + 1)
+        rows = await self.users.admin_page(self.db, search=search, status=status, after=after, limit=limit + 1)
         items = [admin_user(r) for r in rows[:limit]]
         return AdminUserPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
     async def get_user(self, user_id: str) -> AdminUserDetail:
-        row = await self._users.get(self._db, user_id) if is_uuid(user_id) else None
+        row = await self.users.get(self.db, user_id) if is_uuid(user_id) else None
         if row is None:
             raise no_user()
-        devices = await self._devices.list_active(self._db, user_id)
-        storage = await self._stats.user_storage(self._db, user_id)
+        devices = await self.devices.list_active(self.db, user_id)
+        storage = await self.stats_store.user_storage(self.db, user_id)
         return AdminUserDetail(
             user=admin_user(row),
             devices=[
                 AdminDevice(id=d["id"], name=d["name"], created_at=d["created_at"], last_seen_at=d["last_seen_at"])
                 for d in devices
             ],
-            storage=Storage(files=storage["files"], bytes=int(storage["bytes"]), quota_bytes=self._quota),
-            chats=await self._stats.user_chats(self._db, user_id),
+            storage=Storage(files=storage["files"], bytes=int(storage["bytes"]), quota_bytes=self.quota_bytes),
+            chats=await self.stats_store.user_chats(self.db, user_id),
         )
 
     async def find_user_id(self, username: str) -> str:
         """The id of the user a typed username names (for `sup admin`)."""
-        row = await find_by_username(self._users, self._db, username)
+        row = await find_by_username(self.users, self.db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, f"No user named {username!r}.")
         return row["id"]
 
     async def _target(self, tx: Transaction, user_id: str) -> Row:
         """The account an action is for, held until commit; 404 if none, 409 if it was deleted."""
-        row = await self._users.lock(tx, user_id) if is_uuid(user_id) else None
+        row = await self.users.lock(tx, user_id) if is_uuid(user_id) else None
         if row is None:
             raise no_user()
         if row["deleted_at"] is not None:
@@ -233,11 +222,11 @@ class AdminService:
         """No login any more, every device logged out (their sockets close), until reactivated."""
         if actor is not None and actor.user_id == user_id:
             raise not_yourself("deactivate")
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._target(tx, user_id)
             if row["deactivated_at"] is None:
-                await self._users.set_deactivated(tx, user_id, now, now)
+                await self.users.set_deactivated(tx, user_id, now, now)
             revoked = await self._revoke_all(tx, user_id, now)
             await self._record(
                 tx,
@@ -249,68 +238,68 @@ class AdminService:
                 devices_revoked=len(revoked),
                 already=bool(row["deactivated_at"]),
             )
-            return admin_user(await self._users.get(tx, user_id))
+            return admin_user(await self.users.get(tx, user_id))
 
     async def reactivate(self, actor: Principal | None, user_id: str) -> AdminUser:
         """The account may log in again (its old devices stay logged out)."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._target(tx, user_id)
-            await self._users.set_deactivated(tx, user_id, None, now)
+            await self.users.set_deactivated(tx, user_id, None, now)
             await self._record(tx, actor, "user.reactivated", user_id, row, now, already=row["deactivated_at"] is None)
-            return admin_user(await self._users.get(tx, user_id))
+            return admin_user(await self.users.get(tx, user_id))
 
     async def reset_two_factor(self, actor: Principal | None, user_id: str) -> None:
         """2FA off and the recovery codes gone: the lost-phone case. The password still guards the account."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._target(tx, user_id)
             if row["totp_secret"] is None:
                 raise DomainError(Code.TOTP_NOT_ENABLED, "This account does not use two-factor authentication.")
-            await self._users.set_totp(tx, user_id, secret=None, enabled_at=None, now=now)
-            await self._recovery.replace(tx, user_id, [])
+            await self.users.set_totp(tx, user_id, secret=None, enabled_at=None, now=now)
+            await self.recovery_codes.replace(tx, user_id, [])
             await self._record(tx, actor, "user.2fa_reset", user_id, row, now)
 
     async def revoke_devices(self, actor: Principal | None, user_id: str) -> list[str]:
         """Log every device of the account out at once; the ids of those that were logged in."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._target(tx, user_id)
             revoked = await self._revoke_all(tx, user_id, now)
             await self._record(tx, actor, "user.devices_revoked", user_id, row, now, device_ids=revoked)
         return revoked
 
     async def revoke_device(self, actor: Principal | None, user_id: str, device_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._target(tx, user_id)
-            device = await self._devices.get_active(tx, device_id) if is_uuid(device_id) else None
+            device = await self.devices.get_active(tx, device_id) if is_uuid(device_id) else None
             if device is None or device["user_id"] != user_id:
                 raise DomainError(Code.NOT_FOUND, "This user has no such logged-in device.")
-            await self._devices.revoke(tx, device_id, now)
-            await self._key_changes.record(tx, user_id, [device_id], "removed", now)
+            await self.devices.revoke(tx, device_id, now)
+            await self.key_changes.record(tx, user_id, [device_id], "removed", now)
             await self._record(tx, actor, "user.device_revoked", user_id, row, now, device_id=device_id)
 
     async def set_admin(self, actor: Principal | None, user_id: str, is_admin: bool) -> AdminUser:
         if actor is not None and actor.user_id == user_id:
             raise not_yourself("change the administrator role of")
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._target(tx, user_id)
-            await self._users.set_admin(tx, user_id, is_admin, now)
+            await self.users.set_admin(tx, user_id, is_admin, now)
             action = "user.admin_granted" if is_admin else "user.admin_revoked"
             await self._record(tx, actor, action, user_id, row, now, already=bool(row["is_admin"]) == is_admin)
-            return admin_user(await self._users.get(tx, user_id))
+            return admin_user(await self.users.get(tx, user_id))
 
     async def _revoke_all(self, tx: Transaction, user_id: str, now: int) -> list[str]:
-        revoked = await self._devices.revoke_all_except(tx, user_id, None, now)
-        await self._key_changes.record(tx, user_id, revoked, "removed", now)
+        revoked = await self.devices.revoke_all_except(tx, user_id, None, now)
+        await self.key_changes.record(tx, user_id, revoked, "removed", now)
         return revoked
 
     async def _record(
         self, tx: Transaction, actor: Principal | None, action: str, user_id: str, row: Row, now: int, **details: object
     ) -> None:
-        await self._audit.record(
+        await self.audit.record(
             tx, actor.user_id if actor else None, action, user_id, {"username": row["username"], **details}, now
         )
 
@@ -330,21 +319,21 @@ class AdminService:
             )
         code = new_invite_code()
         code_hash = hash_secret(code)
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         expires_at = None if expires_in_seconds is None else now + expires_in_seconds * 1000
-        async with self._db.transaction() as tx:
-            await self._invites.insert(
+        async with self.db.transaction() as tx:
+            await self.invites.insert(
                 tx, code_hash=code_hash, created_by=actor.user_id, now=now, expires_at=expires_at, max_uses=max_uses
             )
-            invite = _invite(await self._invites.get(tx, code_hash), now)
+            invite = _invite(await self.invites.get(tx, code_hash), now)
             details = {"max_uses": max_uses, "expires_at": expires_at}
-            await self._audit.record(tx, actor.user_id, "invite.created", invite.id, details, now)
+            await self.audit.record(tx, actor.user_id, "invite.created", invite.id, details, now)
         return NewRegistrationInvite(code=code, invite=invite)
 
     async def list_invites(self, *, before: str | None, limit: int) -> RegistrationInvitePage:
         """Every invite, newest first, with how far it was used."""
-        rows = await self._invites.page(self._db, _invite_cursor(before) if before else None, limit + 1)
-        now = self._clock.now_ms()
+        rows = await self.invites.page(self.db, parse_cursor(before, ".", _invite_hash) if before else None, limit + 1)
+        now = self.clock.now_ms()
         items = [_invite(r, now) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -354,20 +343,20 @@ class AdminService:
     async def revoke_invite(self, actor: Principal, invite_id: str) -> None:
         """Delete an invite: its code no longer registers anyone."""
         code_hash = _invite_hash(invite_id)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            row = await self._invites.get(tx, code_hash) if code_hash else None
-            if row is None or not await self._invites.delete(tx, code_hash):
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            row = await self.invites.get(tx, code_hash) if code_hash else None
+            if row is None or not await self.invites.delete(tx, code_hash):
                 raise DomainError(Code.NOT_FOUND, "No such invite.")
             details = {"uses": row["uses"], "max_uses": row["max_uses"]}
-            await self._audit.record(tx, actor.user_id, "invite.revoked", invite_id, details, now)
+            await self.audit.record(tx, actor.user_id, "invite.revoked", invite_id, details, now)
 
     # -- the server ----------------------------------------------------------------------------
 
     async def stats(self) -> ServerStats:
-        users = await self._stats.users(self._db)
-        messages = await self._stats.messages(self._db)
-        storage = await self._stats.storage(self._db)
+        users = await self.stats_store.users(self.db)
+        messages = await self.stats_store.messages(self.db)
+        storage = await self.stats_store.storage(self.db)
         return ServerStats(
             users=UserCounts(
                 total=users["total"],
@@ -376,14 +365,14 @@ class AdminService:
                 deleted=users["deleted"] or 0,
                 admins=users["admins"] or 0,
             ),
-            devices=await self._stats.active_devices(self._db),
-            chats={kind: 0 for kind in ("direct", "group", "channel")} | await self._stats.chats_by_type(self._db),
+            devices=await self.stats_store.active_devices(self.db),
+            chats={kind: 0 for kind in ("direct", "group", "channel")} | await self.stats_store.chats_by_type(self.db),
             messages=MessageCounts(total=messages["total"], deleted=messages["deleted"] or 0),
             storage=StorageCounts(
                 files=storage["files"], bytes=int(storage["bytes"]), stored_bytes=int(storage["stored_bytes"])
             ),
             jobs={state: 0 for state in ("queued", "running", "done", "failed")}
-            | await self._stats.jobs_by_state(self._db),
+            | await self.stats_store.jobs_by_state(self.db),
         )
 
 
@@ -391,11 +380,3 @@ def _invite_hash(invite_id: str) -> bytes | None:
     if len(invite_id) != 64 or any(c not in "0123456789abcdef" for c in invite_id):
         return None
     return bytes.fromhex(invite_id)
-
-
-def _invite_cursor(cursor: str) -> tuple[int, bytes]:
-    created_at, _, invite_id = cursor.partition(".")
-    code_hash = _invite_hash(invite_id)
-    if code_hash is None:
-        raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
-    return parse_int(created_at, "before"), code_hash

@@ -9,6 +9,7 @@ orphan that cleanup would remove.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from sup.config import MediaConfig
 from sup.db.database import Queryable, Row
@@ -24,11 +25,11 @@ def _unusable(field: str, detail: str) -> DomainError:
     return DomainError(Code.VALIDATION_FAILED, detail, field=field)
 
 
+@dataclass(slots=True, eq=False)
 class MediaAttachments:
-    def __init__(self, media: MediaStore, stickers: StickerStore, config: MediaConfig) -> None:
-        self._media = media
-        self._stickers = stickers
-        self._config = config
+    media: MediaStore
+    stickers: StickerStore
+    config: MediaConfig
 
     async def _find(self, tx: Queryable, user_id: str, media_id: str, field: str, *, others_visible: bool) -> Row:
         """The file, if this user may use it; someone else's file they cannot see does not exist for them.
@@ -36,7 +37,7 @@ class MediaAttachments:
         Only the owner learns why a file failed: to anyone else a failure would tell that the id
         exists, and what it held.
         """
-        row = await self._media.get(tx, media_id) if is_uuid(media_id) else None
+        row = await self.media.get(tx, media_id) if is_uuid(media_id) else None
         if row is not None and row["owner_id"] != user_id and not others_visible:
             row = None
         if row is None:
@@ -49,23 +50,23 @@ class MediaAttachments:
 
     async def for_message(self, tx: Queryable, user_id: str, media_id: str, *, encrypted_chat: bool, now: int) -> None:
         """My own upload, or one I can see in a message (forwarding); opaque only in encrypted chats."""
-        visible = is_uuid(media_id) and await self._media.visible_through_message(tx, media_id, user_id)
+        visible = is_uuid(media_id) and await self.media.visible_through_message(tx, media_id, user_id)
         row = await self._find(tx, user_id, media_id, "media_id", others_visible=visible)
         if bool(row["encrypted"]) != encrypted_chat:
             raise _unusable(
                 "media_id",
                 "End-to-end encrypted chats take client-encrypted uploads (encrypted=true), other chats plain ones.",
             )
-        await self._media.mark_attached(tx, media_id, now)
+        await self.media.mark_attached(tx, media_id, now)
 
     async def as_sticker(self, tx: Queryable, user_id: str, sticker_id: str, now: int) -> None:
         """A message names a sticker (not a file): one still in a published pack, whoever made it."""
-        row = await self._stickers.sendable(tx, sticker_id) if is_uuid(sticker_id) else None
+        row = await self.stickers.sendable(tx, sticker_id) if is_uuid(sticker_id) else None
         if row is None:
             raise _unusable(
                 "sticker_id", "sticker_id names no sticker of a published pack (a draft pack's cannot be sent)."
             )
-        await self._media.mark_attached(tx, row["media_id"], now)
+        await self.media.mark_attached(tx, row["media_id"], now)
 
     async def as_sticker_image(self, tx: Queryable, user_id: str, media_id: str, field: str, now: int) -> Row:
         """My upload as a sticker's image (or a pack's cover): a small PNG or WebP, animated only as WebP.
@@ -74,7 +75,7 @@ class MediaAttachments:
         before they were set.
         """
         row = await self._find(tx, user_id, media_id, field, others_visible=False)
-        c = self._config
+        c = self.config
         if row["purpose"] != "sticker" or row["kind"] != "image" or row["encrypted"]:
             raise _unusable(field, f"{field} names an image uploaded with purpose=sticker.")
         if row["status"] == "pending":
@@ -91,7 +92,7 @@ class MediaAttachments:
             raise _unusable(field, f"A sticker image has at most {c.max_sticker_pixels} pixels.")
         if frames > c.max_sticker_frames:
             raise _unusable(field, f"An animated sticker has at most {c.max_sticker_frames} frames.")
-        await self._media.mark_attached(tx, media_id, now)
+        await self.media.mark_attached(tx, media_id, now)
         return row
 
     async def for_story(self, tx: Queryable, user_id: str, media_id: str, now: int) -> Row:
@@ -101,19 +102,19 @@ class MediaAttachments:
             raise _unusable(
                 "media_id", "A story is a photo or video uploaded without end-to-end encryption (purpose=attachment)."
             )
-        await self._media.mark_attached(tx, media_id, now)
+        await self.media.mark_attached(tx, media_id, now)
         return row
 
     async def message_going(self, tx: Queryable, message_id: str) -> None:
         """A message is deleted for everyone: its file goes too, unless something else uses it."""
-        await self._media.release_message_media(tx, message_id)
+        await self.media.release_message_media(tx, message_id)
 
     async def chat_going(self, tx: Queryable, chat_id: str) -> None:
         """A chat is deleted: the files of its messages and its avatar go, unless used elsewhere."""
-        await self._media.release_chat_media(tx, chat_id)
+        await self.media.release_chat_media(tx, chat_id)
 
     async def as_avatar(self, tx: Queryable, user_id: str, media_id: str, now: int) -> None:
         row = await self._find(tx, user_id, media_id, "avatar_media_id", others_visible=False)
         if row["kind"] != "image" or row["encrypted"]:
             raise _unusable("avatar_media_id", "An avatar is an image uploaded without end-to-end encryption.")
-        await self._media.mark_attached(tx, media_id, now)
+        await self.media.mark_attached(tx, media_id, now)

@@ -6,6 +6,7 @@ figures) is not logged; the access log has those requests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -34,10 +35,10 @@ def _entry(row: Row) -> AuditEntry:
     return from_row(AuditEntry, row, details=msgspec.json.decode(row["details"]))
 
 
+@dataclass(slots=True, eq=False)
 class AuditLog:
-    def __init__(self, db: Database, store: AuditStore) -> None:
-        self._db = db
-        self._store = store
+    db: Database
+    store: AuditStore
 
     async def record(
         self,
@@ -48,7 +49,7 @@ class AuditLog:
         details: dict[str, Any],
         now: int,
     ) -> None:
-        await self._store.insert(
+        await self.store.insert(
             tx,
             id=uuid7(now),
             actor_id=actor_id,
@@ -68,8 +69,8 @@ class AuditLog:
         actor_id: str | None = None,
     ) -> AuditPage:
         """Newest first; pass `next_cursor` as `before` for the next page."""
-        rows = await self._store.page(
-            self._db, before=before, limit=limit + 1, action=action, target_id=target_id, actor_id=actor_id
+        rows = await self.store.page(
+            self.db, before=before, limit=limit + 1, action=action, target_id=target_id, actor_id=actor_id
         )
         items = [_entry(r) for r in rows[:limit]]
         return AuditPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from sup.db.accounts import UserStore
 from sup.db.database import Database
@@ -26,31 +27,31 @@ def room_name(key: bytes, chat_id: str) -> str:
     return "sup-" + base64.b32encode(digest).decode().lower()
 
 
+@dataclass(slots=True, eq=False)
 class CallService:
-    def __init__(self, db: Database, access: ChatAccess, users: UserStore, hooks: Hooks, room_key: bytes) -> None:
-        self._db = db
-        self._access = access
-        self._users = users
-        self._hooks = hooks
-        self._room_key = room_key
+    db: Database
+    access: ChatAccess
+    users: UserStore
+    hooks: Hooks
+    room_key: bytes
 
     async def turn_credentials(self, who: Principal) -> TurnCredentials:
-        credentials = await self._hooks.first("turn_credentials", user_id=who.user_id, device_id=who.device_id)
+        credentials = await self.hooks.first("turn_credentials", user_id=who.user_id, device_id=who.device_id)
         if credentials is None:
             raise DomainError(Code.NOT_CONFIGURED, "This server hands out no TURN credentials ([calls] turn_uris).")
         return credentials
 
     async def call_token(self, who: Principal, chat_id: str) -> CallToken:
         """A token to join the group call of one of my chats; 404 for a chat I am not in."""
-        if not self._hooks.implements("call_token"):
+        if not self.hooks.implements("call_token"):
             raise DomainError(Code.NOT_CONFIGURED, "This server has no group calls (enable a plugin such as livekit).")
-        membership = await self._access.access_chat(self._db, who.user_id, chat_id)
-        user = await self._users.get(self._db, who.user_id)
+        membership = await self.access.access_chat(self.db, who.user_id, chat_id)
+        user = await self.users.get(self.db, who.user_id)
         chat = membership.chat
-        token = await self._hooks.first(
+        token = await self.hooks.first(
             "call_token",
             caller=CallCaller(who.user_id, who.device_id, user["display_name"] if user else ""),
-            room=CallRoom(chat.id, chat.type, room_name(self._room_key, chat.id)),
+            room=CallRoom(chat.id, chat.type, room_name(self.room_key, chat.id)),
         )
         if token is None:
             raise DomainError(Code.NOT_CONFIGURED, "No plugin issues tokens for this chat's calls.")

@@ -22,22 +22,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 import msgspec
 
 from sup.bus.events import EventBus
-from sup.bus.ratelimit import RateLimiter
+from sup.bus.process import new_origin
 from sup.clock import Clock
 from sup.db.chats import MemberStore
 from sup.db.database import Database
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import Principal
 from sup.domain.events import encode, frame
+from sup.domain.limits import Budget
 from sup.domain.timeline import Timeline
 from sup.errors import Code, DomainError
 from sup.ids import uuid7
@@ -169,38 +168,30 @@ DeviceSink = Callable[[list[str], bytes], None]
 ReplySink = Callable[[int, bytes | DomainError, str | None], None]
 
 
+@dataclass(slots=True, eq=False)
 class CallSignalling:
     """One per process; the WebSocket layer attaches where frames go (`attach`)."""
 
-    def __init__(
-        self,
-        db: Database,
-        access: ChatAccess,
-        members: MemberStore,
-        timeline: Timeline,
-        bus: EventBus,
-        clock: Clock,
-        *,
-        ring_timeout_seconds: float,
-        limiter: RateLimiter | None = None,
-        invites_per_minute: int = 20,
-    ) -> None:
-        self._db = db
-        self._access = access
-        self._members = members
-        self._timeline = timeline
-        self._bus = bus
-        self._clock = clock
-        self._ring_timeout_ms = int(ring_timeout_seconds * 1000)
-        self._limiter = limiter
-        self._invites_per_minute = invites_per_minute
-        self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._calls: dict[str, _Call] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._to_devices: DeviceSink = lambda device_ids, payload: None
-        self._to_connection: ReplySink = lambda connection, payload, request_id: None
-        bus.subscribe_calls(self._on_bus)
+    db: Database
+    access: ChatAccess
+    members: MemberStore
+    timeline: Timeline
+    bus: EventBus
+    clock: Clock
+    _: KW_ONLY
+    ring_timeout_seconds: float
+    invite_budget: Budget  # per caller
+    origin: str = field(init=False, default_factory=new_origin)
+    _calls: dict[str, _Call] = field(init=False, default_factory=dict)
+    _timers: dict[str, asyncio.TimerHandle] = field(init=False, default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _to_devices: DeviceSink = field(init=False)
+    _to_connection: ReplySink = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._to_devices = lambda device_ids, payload: None
+        self._to_connection = lambda connection, payload, request_id: None
+        self.bus.subscribe_calls(self._on_bus)
 
     def attach(self, to_devices: DeviceSink, to_connection: ReplySink) -> None:
         self._to_devices = to_devices
@@ -217,7 +208,7 @@ class CallSignalling:
 
     async def invite(self, who: Principal, chat_id: str, *, video: bool, connection: int, request_id: str | None):
         """Ring every device of the other member of a direct chat I am in."""
-        membership = await self._access.access_chat(self._db, who.user_id, chat_id)
+        membership = await self.access.access_chat(self.db, who.user_id, chat_id)
         chat = membership.chat
         if chat.type != "direct":
             raise DomainError(
@@ -225,20 +216,17 @@ class CallSignalling:
                 "1:1 calls are for direct chats; a group's call is joined with POST /api/v1/calls/{chat_id}/token.",
                 field="chat_id",
             )
-        await self._access.check_direct_open(self._db, membership, who.user_id)
-        if self._limiter is not None:  # ringing someone's every device again and again is harassment
-            wait = await self._limiter.hit(f"call-invites:{who.user_id}", self._invites_per_minute)
-            if wait > 0:
-                raise DomainError(
-                    Code.RATE_LIMITED, "Too many calls placed; try again later.", retry_after=math.ceil(wait)
-                )
-        devices = await self._members.devices(self._db, chat_id)
+        await self.access.check_direct_open(self.db, membership, who.user_id)
+        # Ringing someone's every device again and again is harassment.
+        if wait := await self.invite_budget.spend(f"call-invites:{who.user_id}"):
+            raise DomainError(Code.RATE_LIMITED, "Too many calls placed; try again later.", retry_after=math.ceil(wait))
+        devices = await self.members.devices(self.db, chat_id)
         callee_id = next((row["user_id"] for row in devices if row["user_id"] != who.user_id), None)
         if callee_id is None:
-            callee_id = next((u for u in await self._members.user_ids(self._db, chat_id) if u != who.user_id), None)
+            callee_id = next((u for u in await self.members.user_ids(self.db, chat_id) if u != who.user_id), None)
         if callee_id is None:
             raise DomainError(Code.CONFLICT, "Nobody else is in this chat to call.")
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         info = CallInfo(
             id=str(uuid7(now)),
             chat_id=chat_id,
@@ -249,7 +237,7 @@ class CallSignalling:
             callee_device_ids=sorted(row["id"] for row in devices if row["user_id"] == callee_id),
             video=video,
             created_at=now,
-            expires_at=now + self._ring_timeout_ms,
+            expires_at=now + int(self.ring_timeout_seconds * 1000),
         )
         await self._publish("invite", who, info.id, connection, request_id, call=info)
 
@@ -299,7 +287,7 @@ class CallSignalling:
         reply = ReplyTo(self.origin, connection, request_id) if connection else None
         command = Command(
             op=op,
-            at=self._clock.now_ms(),
+            at=self.clock.now_ms(),
             origin=self.origin,
             call_id=call_id,
             user_id=who.user_id,
@@ -307,7 +295,7 @@ class CallSignalling:
             reply=reply,
             **fields,
         )
-        await self._bus.announce_calls(msgspec.msgpack.encode(command))
+        await self.bus.announce_calls(msgspec.msgpack.encode(command))
 
     # -- applying commands (every process, in the bus's order) -------------------------------------
 
@@ -402,7 +390,7 @@ class CallSignalling:
             return
         out.to(info.callee_device_ids, "call.incoming", {"call": info.public()})
         if c.origin == self.origin:
-            delay = max(0.0, (info.expires_at - self._clock.now_ms()) / 1000)
+            delay = max(0.0, (info.expires_at - self.clock.now_ms()) / 1000)
             loop = asyncio.get_running_loop()
             self._timers[info.id] = loop.call_later(delay, self._time_out, info.id)
 
@@ -477,8 +465,8 @@ class CallSignalling:
 
     def _time_out(self, call_id: str) -> None:
         self._timers.pop(call_id, None)
-        command = Command(op="timeout", at=self._clock.now_ms(), origin=self.origin, call_id=call_id)
-        self._spawn(self._bus.announce_calls(msgspec.msgpack.encode(command)))
+        command = Command(op="timeout", at=self.clock.now_ms(), origin=self.origin, call_id=call_id)
+        self._spawn(self.bus.announce_calls(msgspec.msgpack.encode(command)))
 
     async def _record(self, call: _Call) -> None:
         """The call's line in the chat's history, seen by every member."""
@@ -495,8 +483,8 @@ class CallSignalling:
         if call.accepted_at is not None and call.ended_at is not None:
             action["duration_ms"] = call.ended_at - call.accepted_at
         try:
-            async with self._db.transaction() as tx:
-                await self._timeline.system(tx, info.chat_id, info.caller_id, action, self._clock.now_ms())
+            async with self.db.transaction() as tx:
+                await self.timeline.system(tx, info.chat_id, info.caller_id, action, self.clock.now_ms())
         except Exception:  # the call is over either way; only its line in the history is missing
             log.warning("could not record call %s in chat %s", info.id, info.chat_id, exc_info=True)
 

@@ -6,6 +6,7 @@ expect one, a system message); the transaction announces them once it has commit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,12 +19,12 @@ from sup.db.messages import MessageStore
 from sup.domain.access import ChatAccess, Membership, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.attachments import MediaAttachments
+from sup.domain.cursors import parse_cursor
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
 from sup.domain.timeline import Message, Timeline, message_from_row
 from sup.errors import Code, DomainError
 from sup.ids import canonical_id, is_uuid, uuid7
-from sup.integers import parse_int
 
 TITLE_MAX = 128
 VISIBILITIES = ("private", "public")
@@ -121,32 +122,19 @@ class MemberPage(msgspec.Struct, frozen=True):
     member_count: int = 0  # every member, listed or not
 
 
+@dataclass(slots=True, eq=False)
 class ChatService:
-    def __init__(
-        self,
-        db: Database,
-        chats: ChatStore,
-        members: MemberStore,
-        roles: RoleStore,
-        users: UserStore,
-        messages: MessageStore,
-        access: ChatAccess,
-        timeline: Timeline,
-        attachments: MediaAttachments,
-        keys: KeyDirectory,
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._chats = chats
-        self._members = members
-        self._roles = roles
-        self._users = users
-        self._messages = messages
-        self._access = access
-        self._timeline = timeline
-        self._attachments = attachments
-        self._keys = keys
-        self._clock = clock
+    db: Database
+    chats: ChatStore
+    member_store: MemberStore
+    role_store: RoleStore
+    users: UserStore
+    messages: MessageStore
+    access: ChatAccess
+    timeline: Timeline
+    attachments: MediaAttachments
+    keys: KeyDirectory
+    clock: Clock
 
     # -- create, read ------------------------------------------------------------------
 
@@ -186,23 +174,23 @@ class ChatService:
         check_visibility(type, encrypted, visibility)
         if len(others) > MAX_MEMBERS_AT_CREATION:
             raise DomainError(Code.VALIDATION_FAILED, f"At most {MAX_MEMBERS_AT_CREATION} members at creation.")
-        found = await self._users.existing(self._db, others)  # a deleted account is no one to chat with
+        found = await self.users.existing(self.db, others)  # a deleted account is no one to chat with
         if missing := [m for m in others if m not in found]:
             raise DomainError(Code.NOT_FOUND, "Some members do not exist.", missing_user_ids=missing)
         for other in others:
-            await self._access.check_not_blocked(self._db, who_id, other)
+            await self.access.check_not_blocked(self.db, who_id, other)
             if type == "direct":
-                await self._access.check_not_blocked(self._db, other, who_id)
+                await self.access.check_not_blocked(self.db, other, who_id)
 
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         direct_key = ":".join(sorted([who_id, others[0]])) if type == "direct" else None
         if direct_key:
-            existing = await self._chats.get_direct(self._db, direct_key)
+            existing = await self.chats.get_direct(self.db, direct_key)
             if existing is not None:
                 return await self._view(existing.id, who_id), False
         chat_id = uuid7(now)
-        async with self._db.transaction() as tx:
-            if not await self._chats.insert(
+        async with self.db.transaction() as tx:
+            if not await self.chats.insert(
                 tx,
                 id=chat_id,
                 type=type,
@@ -214,7 +202,7 @@ class ChatService:
                 now=now,
                 visibility=visibility,
             ):  # another request created this direct chat a moment ago
-                existing = await self._chats.get_direct(tx, direct_key)
+                existing = await self.chats.get_direct(tx, direct_key)
                 created = False
                 chat_id = existing.id
             else:
@@ -222,7 +210,7 @@ class ChatService:
                 roles = {}
                 for kind, flags in DEFAULTS[type].items():
                     roles[kind] = uuid7(now)
-                    await self._roles.insert(
+                    await self.role_store.insert(
                         tx,
                         id=roles[kind],
                         chat_id=chat_id,
@@ -232,20 +220,20 @@ class ChatService:
                         now=now,
                     )
                 creator_role = roles["member"] if type == "direct" else roles["owner"]
-                await self._members.add(tx, chat_id, who_id, creator_role, now)
+                await self.member_store.add(tx, chat_id, who_id, creator_role, now)
                 for other in others:
-                    await self._members.add(tx, chat_id, other, roles["member"], now)
-                chat = chat_from_row(await self._chats.get(tx, chat_id))
-                await self._timeline.to_chat(tx, chat_id, "chat.created", {"chat": chat}, now)
+                    await self.member_store.add(tx, chat_id, other, roles["member"], now)
+                chat = chat_from_row(await self.chats.get(tx, chat_id))
+                await self.timeline.to_chat(tx, chat_id, "chat.created", {"chat": chat}, now)
         return await self._view(chat_id, who_id), created
 
     async def get(self, who_id: str, chat_id: str, *, device_id: str | None = None) -> Chat:
-        await self._access.access_chat(self._db, who_id, chat_id)
+        await self.access.access_chat(self.db, who_id, chat_id)
         return await self._view(chat_id, who_id, device_id)
 
     async def _view(self, chat_id: str, who_id: str, device_id: str | None = None) -> Chat:
-        chat = await self._chats.get(self._db, chat_id)
-        member = await self._members.get(self._db, chat_id, who_id)
+        chat = await self.chats.get(self.db, chat_id)
+        member = await self.member_store.get(self.db, chat_id, who_id)
         if chat is None or member is None:
             raise no_chat()
         return await self._decorate(chat, member, who_id, device_id)
@@ -253,14 +241,14 @@ class ChatService:
     async def _decorate(self, chat: ChatRow, member: MemberRow, who_id: str, device_id: str | None) -> Chat:
         """The chat as I see it: my role, my unread count (as my device can read them), the last message."""
         view = chat_from_row(chat, member)
-        last = await self._messages.last_visible(self._db, chat.id, who_id)
+        last = await self.messages.last_visible(self.db, chat.id, who_id)
         readable_by = device_id if chat.encrypted else None
-        unread = await self._messages.unread(self._db, chat.id, who_id, member.last_read_seq, readable_by=readable_by)
+        unread = await self.messages.unread(self.db, chat.id, who_id, member.last_read_seq, readable_by=readable_by)
         return msgspec.structs.replace(view, unread_count=unread, last_message=message_from_row(last) if last else None)
 
     async def list_mine(self, who_id: str, before: str | None, limit: int, *, device_id: str | None = None) -> ChatPage:
-        cursor = _parse_chat_cursor(before) if before else None
-        rows = await self._chats.page_for_user(self._db, who_id, cursor, limit + 1)
+        cursor = parse_cursor(before, "_", canonical_id) if before else None
+        rows = await self.chats.page_for_user(self.db, who_id, cursor, limit + 1)
         items = [await self._decorate(chat, member, who_id, device_id) for chat, member, _ in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -271,7 +259,7 @@ class ChatService:
     # -- change --------------------------------------------------------------------------
 
     async def update(self, who_id: str, chat_id: str, changes: dict[str, Any]) -> Chat:
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         clean: dict[str, Any] = {}
         if "title" in changes:
             clean["title"] = check_text(changes["title"], "title", TITLE_MAX)
@@ -284,45 +272,45 @@ class ChatService:
             clean["avatar_media_id"] = media
         if "visibility" in changes:
             clean["visibility"] = changes["visibility"]
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has no title or description to edit.")
             membership.require(Permission.EDIT_INFO, "edit the chat's info")
             if "visibility" in clean:
                 check_visibility(membership.chat.type, membership.chat.encrypted, clean["visibility"])
             if clean.get("avatar_media_id") is not None:
-                await self._attachments.as_avatar(tx, who_id, clean["avatar_media_id"], now)
+                await self.attachments.as_avatar(tx, who_id, clean["avatar_media_id"], now)
             if "title" in clean and not clean["title"]:
                 raise DomainError(Code.VALIDATION_FAILED, "A group or channel needs a title.", field="title")
-            await self._chats.update(tx, chat_id, clean, now)
-            chat = chat_from_row(await self._chats.get(tx, chat_id))
-            await self._timeline.to_chat(tx, chat_id, "chat.updated", {"chat": chat}, now)
+            await self.chats.update(tx, chat_id, clean, now)
+            chat = chat_from_row(await self.chats.get(tx, chat_id))
+            await self.timeline.to_chat(tx, chat_id, "chat.updated", {"chat": chat}, now)
             if "title" in clean and clean["title"] != membership.chat.title:
-                await self._timeline.system(
+                await self.timeline.system(
                     tx, chat_id, who_id, {"action": "title_changed", "title": clean["title"]}, now
                 )
             if clean.get("visibility", membership.chat.visibility) != membership.chat.visibility:
                 # Members should know when anyone at all may join and read along, or no longer.
                 action = {"action": "visibility_changed", "visibility": clean["visibility"]}
-                await self._timeline.system(tx, chat_id, who_id, action, now)
+                await self.timeline.system(tx, chat_id, who_id, action, now)
         return await self._view(chat_id, who_id)
 
     async def delete(self, who_id: str, chat_id: str) -> None:
         """Delete a chat for everyone: the owner of a group or channel, either member of a direct chat."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             if membership.chat.type != "direct" and membership.member.kind != "owner":
                 raise DomainError(Code.FORBIDDEN, "Only the owner can delete this chat.")
-            await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
-            await self._attachments.chat_going(tx, chat_id)
-            await self._chats.delete(tx, chat_id)
+            await self.timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+            await self.attachments.chat_going(tx, chat_id)
+            await self.chats.delete(tx, chat_id)
 
     async def leave(self, who_id: str, chat_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.CONFLICT, "You cannot leave a direct chat; delete it instead.")
             await self._remove_member(tx, membership, who_id, who_id, now)
@@ -331,18 +319,18 @@ class ChatService:
         self, tx: Transaction, membership: Membership, actor_id: str, user_id: str, now: int
     ) -> None:
         chat_id = membership.chat.id
-        leaving = await self._members.get(tx, chat_id, user_id)
+        leaving = await self.member_store.get(tx, chat_id, user_id)
         if leaving.kind == "owner":
-            successor = await self._members.successor(tx, chat_id, user_id)
+            successor = await self.member_store.successor(tx, chat_id, user_id)
             if successor is None:  # the last one out: nothing is left to keep
-                await self._timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
-                await self._attachments.chat_going(tx, chat_id)
-                await self._chats.delete(tx, chat_id)
+                await self.timeline.to_chat(tx, chat_id, "chat.deleted", {"chat_id": chat_id}, now)
+                await self.attachments.chat_going(tx, chat_id)
+                await self.chats.delete(tx, chat_id)
                 return
-            owner_role = await self._roles.by_kind(tx, chat_id, "owner")
-            await self._members.set_role(tx, chat_id, successor["user_id"], owner_role["id"])
+            owner_role = await self.role_store.by_kind(tx, chat_id, "owner")
+            await self.member_store.set_role(tx, chat_id, successor["user_id"], owner_role["id"])
         # The leaving member's devices hear it too, then stop hearing anything.
-        await self._timeline.membership_changed(
+        await self.timeline.membership_changed(
             tx,
             membership.chat.type,
             chat_id,
@@ -353,9 +341,9 @@ class ChatService:
             notice={"action": "member_removed" if actor_id != user_id else "member_left", "user_id": user_id},
             actor_id=actor_id,
         )
-        await self._members.remove(tx, chat_id, user_id)
+        await self.member_store.remove(tx, chat_id, user_id)
         if membership.chat.encrypted:
-            await self._keys.member_left(tx, chat_id)
+            await self.keys.member_left(tx, chat_id)
         return
 
     async def remove_everywhere(self, tx: Transaction, user_id: str, now: int) -> None:
@@ -364,19 +352,19 @@ class ChatService:
         Ownership passes on, a chat they were the last member of is deleted, and the others get the
         usual system message and `chat.member.removed` event.
         """
-        for chat_id in await self._members.chat_ids_of(tx, user_id):
-            membership = await self._access.access_chat(tx, user_id, chat_id)
+        for chat_id in await self.member_store.chat_ids_of(tx, user_id):
+            membership = await self.access.access_chat(tx, user_id, chat_id)
             await self._remove_member(tx, membership, user_id, user_id, now)
 
     # -- members -------------------------------------------------------------------------
 
     async def members(self, who_id: str, chat_id: str, after: str | None, limit: int) -> MemberPage:
-        membership = await self._access.access_chat(self._db, who_id, chat_id)
-        count = await self._members.count(self._db, chat_id)
+        membership = await self.access.access_chat(self.db, who_id, chat_id)
+        count = await self.member_store.count(self.db, chat_id)
         if not membership.sees_members:  # a channel's subscriber: their own membership, and the count
-            mine = await self._members.listed(self._db, chat_id, who_id) if after is None or after < who_id else None
+            mine = await self.member_store.listed(self.db, chat_id, who_id) if after is None or after < who_id else None
             return MemberPage([_member(mine, who_id, True)] if mine else [], None, count)
-        rows = await self._members.list(self._db, chat_id, after, limit + 1)
+        rows = await self.member_store.list(self.db, chat_id, after, limit + 1)
         reads = membership.chat.type != "channel"  # in a channel, only one's own read position
         items = [_member(r, who_id, reads) for r in rows[:limit]]
         return MemberPage(items, items[-1].user_id if len(rows) > limit else None, count)
@@ -386,30 +374,30 @@ class ChatService:
         targets = sorted(set(user_ids))
         if not targets or any(not is_uuid(u) for u in targets):
             raise DomainError(Code.VALIDATION_FAILED, "user_ids are user ids.", field="user_ids")
-        found = await self._users.existing(self._db, targets)
+        found = await self.users.existing(self.db, targets)
         if missing := [u for u in targets if u not in found]:
             raise DomainError(Code.NOT_FOUND, "Some users do not exist.", missing_user_ids=missing)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
             membership.require(Permission.ADD_MEMBERS, "add members")
             for target in targets:
-                await self._access.check_not_blocked(tx, who_id, target)
-            member_role = await self._roles.by_kind(tx, chat_id, "member")
+                await self.access.check_not_blocked(tx, who_id, target)
+            member_role = await self.role_store.by_kind(tx, chat_id, "member")
             added = [
                 t
                 for t in targets
-                if await self._members.add(tx, chat_id, t, member_role["id"], now, membership.chat.last_seq)
+                if await self.member_store.add(tx, chat_id, t, member_role["id"], now, membership.chat.last_seq)
             ]
             if added:
                 notice = {"action": "members_added", "user_ids": added}
                 chat_type = membership.chat.type
                 if chat_type != "channel":  # the system message moves last_seq: the event's chat shows it
-                    await self._timeline.system(tx, chat_id, who_id, notice, now)
-                chat = chat_from_row(await self._chats.get(tx, chat_id))
-                await self._timeline.membership_changed(
+                    await self.timeline.system(tx, chat_id, who_id, notice, now)
+                chat = chat_from_row(await self.chats.get(tx, chat_id))
+                await self.timeline.membership_changed(
                     tx, chat_type, chat_id, added, "chat.member.added", {"chat": chat, "user_ids": added}, now
                 )
         return added
@@ -418,9 +406,9 @@ class ChatService:
         if user_id == who_id:
             await self.leave(who_id, chat_id)
             return
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             target = await self._find_member(tx, chat_id, user_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members.")
@@ -430,9 +418,9 @@ class ChatService:
             await self._remove_member(tx, membership, who_id, user_id, now)
 
     async def set_member_role(self, who_id: str, chat_id: str, user_id: str, role_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.MANAGE_ROLES, "manage roles")
             target = await self._find_member(tx, chat_id, user_id)
             role = await self._find_role(tx, chat_id, role_id)
@@ -442,8 +430,8 @@ class ChatService:
                 RANK[role["kind"]] >= membership.rank or RANK[target.kind] >= membership.rank
             ):
                 raise DomainError(Code.FORBIDDEN, "You can only manage roles below your own.")
-            await self._members.set_role(tx, chat_id, user_id, role_id)
-            await self._timeline.membership_changed(
+            await self.member_store.set_role(tx, chat_id, user_id, role_id)
+            await self.timeline.membership_changed(
                 tx,
                 membership.chat.type,
                 chat_id,
@@ -455,14 +443,14 @@ class ChatService:
 
     async def _find_member(self, tx: Transaction, chat_id: str, user_id: str) -> MemberRow:
         """A member of the chat, to act on; NOT_FOUND if the user is not one."""
-        target = await self._members.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+        target = await self.member_store.get(tx, chat_id, user_id) if is_uuid(user_id) else None
         if target is None:
             raise DomainError(Code.NOT_FOUND, "That user is not a member of this chat.")
         return target
 
     async def _find_role(self, tx: Transaction, chat_id: str, role_id: str) -> Row:
         """A role of the chat, to act on; NOT_FOUND if it has none of that id."""
-        role = await self._roles.get(tx, chat_id, role_id) if is_uuid(role_id) else None
+        role = await self.role_store.get(tx, chat_id, role_id) if is_uuid(role_id) else None
         if role is None:
             raise DomainError(Code.NOT_FOUND, "No such role in this chat.")
         return role
@@ -470,19 +458,19 @@ class ChatService:
     # -- roles ---------------------------------------------------------------------------
 
     async def roles(self, who_id: str, chat_id: str) -> list[Role]:
-        await self._access.access_chat(self._db, who_id, chat_id)
-        return [_role(r) for r in await self._roles.for_chat(self._db, chat_id)]
+        await self.access.access_chat(self.db, who_id, chat_id)
+        return [_role(r) for r in await self.role_store.for_chat(self.db, chat_id)]
 
     async def create_role(self, who_id: str, chat_id: str, name: str, permissions: list[str]) -> Role:
         name = check_text(name, "name", ROLE_NAME_MAX)
         if not name:
             raise DomainError(Code.VALIDATION_FAILED, "A role needs a name.", field="name")
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.MANAGE_ROLES, "manage roles")
             role_id = uuid7(now)
-            await self._roles.insert(
+            await self.role_store.insert(
                 tx,
                 id=role_id,
                 chat_id=chat_id,
@@ -491,16 +479,16 @@ class ChatService:
                 permissions=int(from_names(permissions)),
                 now=now,
             )
-            role = _role(await self._roles.get(tx, chat_id, role_id))
-            await self._timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
+            role = _role(await self.role_store.get(tx, chat_id, role_id))
+            await self.timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
         return role
 
     async def update_role(
         self, who_id: str, chat_id: str, role_id: str, name: str | None, permissions: list[str] | None
     ) -> Role:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.MANAGE_ROLES, "manage roles")
             row = await self._find_role(tx, chat_id, role_id)
             if row["kind"] == "owner":
@@ -511,9 +499,9 @@ class ChatService:
             if not new_name:
                 raise DomainError(Code.VALIDATION_FAILED, "A role needs a name.", field="name")
             flags = int(from_names(permissions)) if permissions is not None else row["permissions"]
-            await self._roles.update(tx, role_id, new_name, flags)
-            role = _role(await self._roles.get(tx, chat_id, role_id))
-            await self._timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
+            await self.role_store.update(tx, role_id, new_name, flags)
+            role = _role(await self.role_store.get(tx, chat_id, role_id))
+            await self.timeline.to_chat(tx, chat_id, "chat.role.updated", {"chat_id": chat_id, "role": role}, now)
         return role
 
 
@@ -528,11 +516,3 @@ def check_visibility(chat_type: str, encrypted: bool, visibility: str) -> None:
             " group and read it. Share an invite link instead.",
             field="visibility",
         )
-
-
-def _parse_chat_cursor(cursor: str) -> tuple[int, str]:
-    activity, _, chat_id = cursor.partition("_")
-    canonical = canonical_id(chat_id)
-    if canonical is None:
-        raise DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
-    return parse_int(activity, "before"), canonical

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
@@ -72,41 +72,29 @@ class EmailStatus:
     available: bool  # whether this server sends email at all
 
 
+@dataclass(slots=True, eq=False)
 class EmailService:
-    def __init__(
-        self,
-        db: Database,
-        users: UserStore,
-        devices: DeviceStore,
-        emails: EmailStore,
-        hasher: PasswordHasher,
-        accounts: AccountService,
-        key_changes: KeyChanges,
-        hooks: Hooks,
-        limiter: RateLimiter,
-        limits: RateLimitConfig,
-        config: EmailConfig,
-        public_url: str,
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._users = users
-        self._devices = devices
-        self._emails = emails
-        self._hasher = hasher
-        self._accounts = accounts
-        self._key_changes = key_changes
-        self._hooks = hooks
-        self._limiter = limiter
-        self._limits = limits
-        self._config = config
-        self._public_url = public_url.rstrip("/")
-        self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+    db: Database
+    users: UserStore
+    devices: DeviceStore
+    emails: EmailStore
+    hasher: PasswordHasher
+    accounts: AccountService
+    key_changes: KeyChanges
+    hooks: Hooks
+    limiter: RateLimiter
+    limits: RateLimitConfig
+    config: EmailConfig
+    public_url: str
+    clock: Clock
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.public_url = self.public_url.rstrip("/")
 
     @property
     def available(self) -> bool:
-        return self._hooks.implements("send_email")
+        return self.hooks.implements("send_email")
 
     def _require(self) -> None:
         if not self.available:
@@ -115,8 +103,8 @@ class EmailService:
     # -- the account's address -----------------------------------------------------------------
 
     async def status(self, who: Principal) -> EmailStatus:
-        row = await self._emails.address_of(self._db, who.user_id)
-        pending = await self._emails.pending(self._db, who.user_id, self._clock.now_ms())
+        row = await self.emails.address_of(self.db, who.user_id)
+        pending = await self.emails.pending(self.db, who.user_id, self.clock.now_ms())
         return EmailStatus(
             address=row["address"] if row else None,
             verified_at=row["verified_at"] if row else None,
@@ -129,52 +117,52 @@ class EmailService:
         self._require()
         address, key = check_email(address)
         # The narrowest limit first: asking again for one address does not use up the client's allowance.
-        await self._limit(f"email:to:{key}", self._limits.email_per_address)
-        await self._limit(f"email:user:{who.user_id}", self._limits.email_per_address)
-        await self._limit(f"email:ip:{ip}", self._limits.email_per_ip)
-        row = await self._accounts.verify_password(who, password)
+        await self._limit(f"email:to:{key}", self.limits.email_per_address)
+        await self._limit(f"email:user:{who.user_id}", self.limits.email_per_address)
+        await self._limit(f"email:ip:{ip}", self.limits.email_per_ip)
+        row = await self.accounts.verify_password(who, password)
         token = new_email_token()
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._emails.prune(tx, who.user_id, now)
-            await self._emails.drop_unused(tx, who.user_id, "verify")
-            await self._emails.insert_token(
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.emails.prune(tx, who.user_id, now)
+            await self.emails.drop_unused(tx, who.user_id, "verify")
+            await self.emails.insert_token(
                 tx,
                 token_hash=hash_secret(token),
                 user_id=who.user_id,
                 purpose="verify",
                 address=address,
                 now=now,
-                expires_at=now + round(self._config.verify_token_hours * 3_600_000),
+                expires_at=now + round(self.config.verify_token_hours * 3_600_000),
             )
         self._queue(self._verification_mail(row["username"], address, token))
         return await self.status(who)
 
     async def verify(self, who: Principal, token: str, ip: str) -> EmailStatus:
         """Confirm the address a code was mailed to: it becomes the account's verified address."""
-        await self._accounts.check_ip_rate(ip)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        await self.accounts.check_ip_rate(ip)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             # Another user's code is refused like an unknown one, and stays unused.
-            used = await self._emails.consume(tx, hash_secret(token), "verify", now, who.user_id)
+            used = await self.emails.consume(tx, hash_secret(token), "verify", now, who.user_id)
             if used is None:
                 raise _bad_token()
             address, key = check_email(used["address"])
-            owner = await self._emails.owner_of(tx, key)
+            owner = await self.emails.owner_of(tx, key)
             if owner is not None and owner != who.user_id:
                 raise DomainError(Code.EMAIL_TAKEN, "This address is already the verified address of another account.")
-            await self._emails.set_verified(tx, who.user_id, address, key, now)
+            await self.emails.set_verified(tx, who.user_id, address, key, now)
             # Reset links mailed to the address before are for an address the account no longer has.
-            await self._emails.drop_unused(tx, who.user_id, "reset")
+            await self.emails.drop_unused(tx, who.user_id, "reset")
         return await self.status(who)
 
     async def remove_address(self, who: Principal, password: str) -> None:
         """Take the verified address off the account (no password reset by email then)."""
-        await self._accounts.verify_password(who, password)
-        async with self._db.transaction() as tx:
-            await self._emails.remove(tx, who.user_id)
-            await self._emails.drop_unused(tx, who.user_id, "reset")
-            await self._emails.drop_unused(tx, who.user_id, "verify")
+        await self.accounts.verify_password(who, password)
+        async with self.db.transaction() as tx:
+            await self.emails.remove(tx, who.user_id)
+            await self.emails.drop_unused(tx, who.user_id, "reset")
+            await self.emails.drop_unused(tx, who.user_id, "verify")
 
     # -- password reset ----------------------------------------------------------------------
 
@@ -185,70 +173,70 @@ class EmailService:
         """
         self._require()
         key = login.strip().lower() if "@" in login else username_key(login[:LOGIN_MAX])
-        await self._limit(f"email:to:{key}", self._limits.email_per_address)
-        await self._limit(f"email:ip:{ip}", self._limits.email_per_ip)
+        await self._limit(f"email:to:{key}", self.limits.email_per_address)
+        await self._limit(f"email:ip:{ip}", self.limits.email_per_ip)
         self._spawn(self._send_reset(login.strip()))
 
     async def _send_reset(self, login: str) -> None:
         user_id = address = None
         if "@" in login:
-            user_id = await self._emails.owner_of(self._db, login.lower())
+            user_id = await self.emails.owner_of(self.db, login.lower())
         else:
-            user = await find_by_username(self._users, self._db, login)
+            user = await find_by_username(self.users, self.db, login)
             user_id = user["id"] if user else None
-        row = await self._emails.address_of(self._db, user_id) if user_id else None
+        row = await self.emails.address_of(self.db, user_id) if user_id else None
         if user_id is None or row is None:
             return  # nobody to tell; the asker learns nothing either way
         address = row["address"]
-        if self._limits.enabled and await self._limiter.hit(
-            f"email:to:{row['address_key']}", self._limits.email_per_address, HOUR
+        if self.limits.enabled and await self.limiter.hit(
+            f"email:to:{row['address_key']}", self.limits.email_per_address, HOUR
         ):
             log.info("password reset for a user not mailed: too many mails to the address this hour")
             return
-        user = await self._users.get(self._db, user_id)
+        user = await self.users.get(self.db, user_id)
         token = new_email_token()
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._emails.prune(tx, user_id, now)
-            await self._emails.drop_unused(tx, user_id, "reset")
-            await self._emails.insert_token(
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.emails.prune(tx, user_id, now)
+            await self.emails.drop_unused(tx, user_id, "reset")
+            await self.emails.insert_token(
                 tx,
                 token_hash=hash_secret(token),
                 user_id=user_id,
                 purpose="reset",
                 address=address,
                 now=now,
-                expires_at=now + round(self._config.reset_token_minutes * 60_000),
+                expires_at=now + round(self.config.reset_token_minutes * 60_000),
             )
         await self._deliver(self._reset_mail(user["username"], address, token))
 
     async def confirm_reset(self, token: str, new_password: str, ip: str) -> None:
         """Set a new password with a mailed reset code (once); every device of the account is logged out."""
-        await self._accounts.check_ip_rate(ip)
+        await self.accounts.check_ip_rate(ip)
         check_password(new_password)  # before the code is used up: a too-short password does not cost it
-        password_hash = await self._hasher.hash(new_password)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            used = await self._emails.consume(tx, hash_secret(token), "reset", now, None)
+        password_hash = await self.hasher.hash(new_password)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            used = await self.emails.consume(tx, hash_secret(token), "reset", now, None)
             if used is None:
                 raise _bad_token()
             user_id = used["user_id"]
-            await self._emails.drop_unused(tx, user_id, "reset")
-            await self._users.set_password_hash(tx, user_id, password_hash, now)
-            revoked = await self._devices.revoke_all_except(tx, user_id, None, now)
-            await self._key_changes.record(tx, user_id, revoked, "removed", now)
+            await self.emails.drop_unused(tx, user_id, "reset")
+            await self.users.set_password_hash(tx, user_id, password_hash, now)
+            revoked = await self.devices.revoke_all_except(tx, user_id, None, now)
+            await self.key_changes.record(tx, user_id, revoked, "removed", now)
 
     # -- invites -----------------------------------------------------------------------------
 
     async def send_invite(self, address: str, code: str, expires_at_ms: int | None) -> None:
         """Mail an invite code now; raise if it cannot be handed over."""
         self._require()
-        await deliver(self._hooks, invite_mail(address, code, expires_at_ms, self._public_url))
+        await deliver(self.hooks, invite_mail(address, code, expires_at_ms, self.public_url))
 
     # -- sending -----------------------------------------------------------------------------
 
     async def _deliver(self, message: OutgoingEmail) -> None:
-        await deliver(self._hooks, message)
+        await deliver(self.hooks, message)
 
     def _queue(self, message: OutgoingEmail) -> None:
         self._spawn(self._deliver(message))
@@ -273,8 +261,8 @@ class EmailService:
             await asyncio.gather(*late, return_exceptions=True)
 
     async def _limit(self, key: str, limit: int) -> None:
-        if self._limits.enabled:
-            wait = await self._limiter.hit(key, limit, HOUR)
+        if self.limits.enabled:
+            wait = await self.limiter.hit(key, limit, HOUR)
             if wait:
                 raise RateLimited(wait, "Too many emails asked for; try again later.")
 
@@ -283,10 +271,10 @@ class EmailService:
     def _link(self, screen: str, token: str) -> str:
         # Only server.public_url: a link built from the request's Host header could point a reset
         # code at whoever sent that header. The token is in the fragment, which no server logs.
-        return f"\n\n    {self._public_url}/{screen}#token={token}\n\nor" if self._public_url else ""
+        return f"\n\n    {self.public_url}/{screen}#token={token}\n\nor" if self.public_url else ""
 
     def _verification_mail(self, username: str, address: str, token: str) -> OutgoingEmail:
-        hours = f"{self._config.verify_token_hours:g}"
+        hours = f"{self.config.verify_token_hours:g}"
         text = (
             f"Someone, hopefully you, asked to use this address for the SUP account {username!r}.\n\n"
             f"To confirm it, open{self._link('verify-email', token)} enter this code in the app:\n\n    {token}\n\n"
@@ -295,7 +283,7 @@ class EmailService:
         return OutgoingEmail(to=address, subject="Confirm your email address for SUP", text=text)
 
     def _reset_mail(self, username: str, address: str, token: str) -> OutgoingEmail:
-        minutes = f"{self._config.reset_token_minutes:g}"
+        minutes = f"{self.config.reset_token_minutes:g}"
         text = (
             f"Someone, hopefully you, asked to reset the password of the SUP account {username!r}.\n\n"
             f"To choose a new password, open{self._link('reset-password', token)} enter this code in the app:"

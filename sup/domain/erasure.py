@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -50,44 +51,28 @@ def deleted_username(user_id: str) -> str:
     return f"deleted-{user_id}"
 
 
+@dataclass(slots=True, eq=False)
 class AccountErasure:
-    def __init__(
-        self,
-        db: Database,
-        users: UserStore,
-        devices: DeviceStore,
-        members: MemberStore,
-        erasure: ErasureStore,
-        exports: ExportStore,
-        media: MediaStore,
-        accounts: AccountService,
-        chats: ChatService,
-        messages: MessageService,
-        files: MediaFiles,
-        blobs: BlobStore,
-        key_changes: KeyChanges,
-        audit: AuditLog,
-        scheduler: Scheduler,
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._users = users
-        self._devices = devices
-        self._members = members
-        self._erasure = erasure
-        self._exports = exports
-        self._media = media
-        self._accounts = accounts
-        self._chats = chats
-        self._messages = messages
-        self._files = files
-        self._blobs = blobs
-        self._key_changes = key_changes
-        self._audit = audit
-        self._scheduler = scheduler
-        self._clock = clock
-        scheduler.register(ERASE_JOB, self._erase_job)
-        scheduler.every("accounts.erase-sweep", 3600, self._sweep)
+    db: Database
+    users: UserStore
+    devices: DeviceStore
+    members: MemberStore
+    erasure: ErasureStore
+    exports: ExportStore
+    media: MediaStore
+    accounts: AccountService
+    chats: ChatService
+    messages: MessageService
+    files: MediaFiles
+    blobs: BlobStore
+    key_changes: KeyChanges
+    audit: AuditLog
+    scheduler: Scheduler
+    clock: Clock
+
+    def __post_init__(self) -> None:
+        self.scheduler.register(ERASE_JOB, self._erase_job)
+        self.scheduler.every("accounts.erase-sweep", 3600, self._sweep)
 
     async def delete_by_admin(self, actor: Principal | None, user_id: str) -> None:
         """An administrator deletes an account (None: `sup admin`)."""
@@ -99,30 +84,30 @@ class AccountErasure:
         self, who: Principal, *, password: str, totp_code: str | None, recovery_code: str | None
     ) -> None:
         """A user deletes their own account: the password again, and a 2FA code if 2FA is on."""
-        await self._accounts.reauthenticate(who, password, totp_code, recovery_code)
+        await self.accounts.reauthenticate(who, password, totp_code, recovery_code)
         await self._close(who.user_id, who.user_id, "self")
 
     async def _close(self, actor_id: str | None, user_id: str, by: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            row = await self._users.lock(tx, user_id) if is_uuid(user_id) else None
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            row = await self.users.lock(tx, user_id) if is_uuid(user_id) else None
             if row is None:
                 raise no_user()
             if row["deleted_at"] is not None:
                 raise DomainError(Code.CONFLICT, "This account was deleted already.")
             # Before leaving the chats: the peers who must hear of the devices are found through them.
-            revoked = await self._devices.revoke_all_except(tx, user_id, None, now)
-            await self._key_changes.record(tx, user_id, revoked, "removed", now)
-            await self._chats.remove_everywhere(tx, user_id, now)
-            await self._erasure.forget_personal(tx, user_id)
-            await self._users.erase(tx, user_id, deleted_username(user_id), DELETED_NAME, now)
+            revoked = await self.devices.revoke_all_except(tx, user_id, None, now)
+            await self.key_changes.record(tx, user_id, revoked, "removed", now)
+            await self.chats.remove_everywhere(tx, user_id, now)
+            await self.erasure.forget_personal(tx, user_id)
+            await self.users.erase(tx, user_id, deleted_username(user_id), DELETED_NAME, now)
             details = {"username": row["username"], "by": by, "devices_revoked": len(revoked)}
-            await self._audit.record(tx, actor_id, "user.deleted", user_id, details, now)
-            await self._scheduler.enqueue(ERASE_JOB, user_id.encode(), dedupe_key=_dedupe(user_id), tx=tx)
+            await self.audit.record(tx, actor_id, "user.deleted", user_id, details, now)
+            await self.scheduler.enqueue(ERASE_JOB, user_id.encode(), dedupe_key=_dedupe(user_id), tx=tx)
             tx.after_commit(self._wake)
 
     async def _wake(self) -> None:
-        self._scheduler.wake()
+        self.scheduler.wake()
 
     # -- the erasure job ---------------------------------------------------------------------
 
@@ -133,9 +118,9 @@ class AccountErasure:
         """
         user_id = payload.decode()
         steps: list[tuple[Callable[[], Awaitable[list[Any]]], Callable[[list[Any]], Awaitable[None]]]] = [
-            (lambda: self._erasure.messages_left(self._db, user_id, BATCH), self._tombstone),
-            (lambda: self._erasure.reactions_left(self._db, user_id, BATCH), partial(self._withdraw, user_id)),
-            (lambda: self._erasure.media_left(self._db, user_id, BATCH), self._delete_files),
+            (lambda: self.erasure.messages_left(self.db, user_id, BATCH), self._tombstone),
+            (lambda: self.erasure.reactions_left(self.db, user_id, BATCH), partial(self._withdraw, user_id)),
+            (lambda: self.erasure.media_left(self.db, user_id, BATCH), self._delete_files),
         ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + JOB_BUDGET_SECONDS
@@ -143,46 +128,46 @@ class AccountErasure:
             while batch := await left():
                 await erase(batch)
                 if loop.time() > deadline:
-                    await self._scheduler.enqueue(ERASE_JOB, payload)  # the rest in a job of its own
+                    await self.scheduler.enqueue(ERASE_JOB, payload)  # the rest in a job of its own
                     return
-        async with self._db.transaction() as tx:
-            uploads = await self._erasure.drop_uploads(tx, user_id)
-            export_keys = await self._exports.delete_of_user(tx, user_id)
+        async with self.db.transaction() as tx:
+            uploads = await self.erasure.drop_uploads(tx, user_id)
+            export_keys = await self.exports.delete_of_user(tx, user_id)
         for upload_id in uploads:
-            await self._blobs.abort_parts(upload_id)
-        await self._files.release(export_keys)
+            await self.blobs.abort_parts(upload_id)
+        await self.files.release(export_keys)
 
     async def _tombstone(self, rows: list[Row]) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            devices = _ChatDevices(self._members, tx)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            devices = _ChatDevices(self.members, tx)
             for row in rows:
                 chat_id = row["chat_id"]
-                await self._messages.tombstone(tx, chat_id, row["id"], row["seq"], now, devices=await devices(chat_id))
+                await self.messages.tombstone(tx, chat_id, row["id"], row["seq"], now, devices=await devices(chat_id))
 
     async def _withdraw(self, user_id: str, reactions: list[Row]) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            devices = _ChatDevices(self._members, tx)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            devices = _ChatDevices(self.members, tx)
             for row in reactions:
                 chat_id = row["chat_id"]
-                await self._messages.withdraw_reaction(
+                await self.messages.withdraw_reaction(
                     tx, chat_id, row["message_id"], user_id, row["emoji"], now, devices=await devices(chat_id)
                 )
 
     async def _delete_files(self, media_ids: list[str]) -> None:
         keys: list[str] = []
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             for media_id in media_ids:
-                gone = await self._media.delete(tx, media_id)
+                gone = await self.media.delete(tx, media_id)
                 if gone is not None:
                     keys += [gone[c] for c in BLOB_COLUMNS if gone[c] is not None]
-        await self._files.release(keys)
+        await self.files.release(keys)
 
     async def _sweep(self) -> None:
         """Hourly: queue the erasure again for deleted accounts with something left (a job that failed for good)."""
-        for user_id in await self._erasure.unfinished(self._db, 100):
-            await self._scheduler.enqueue(ERASE_JOB, user_id.encode(), dedupe_key=_dedupe(user_id))
+        for user_id in await self.erasure.unfinished(self.db, 100):
+            await self.scheduler.enqueue(ERASE_JOB, user_id.encode(), dedupe_key=_dedupe(user_id))
 
 
 def _dedupe(user_id: str) -> str:

@@ -66,6 +66,7 @@ class _Append:
     deliveries: list[Delivery] = field(default_factory=list)  # filled by the flush
 
 
+@dataclass(slots=True, eq=False)
 class EventWriter:
     """The one way events enter device streams: stored in the caller's transaction, and
     announced to connected clients by that transaction once it has committed.
@@ -76,9 +77,8 @@ class EventWriter:
     statement in id order, whatever the operations' order: no lock-order deadlock between batches.
     """
 
-    def __init__(self, store: EventStore, announcer: Announcer) -> None:
-        self._store = store
-        self._announcer = announcer
+    store: EventStore
+    announcer: Announcer
 
     async def append(
         self,
@@ -102,7 +102,7 @@ class EventWriter:
         for devices in unique:
             for d in devices:
                 counts[d] = counts.get(d, 0) + 1
-        last = await self._store.bump_seqs(tx, counts)
+        last = await self.store.bump_seqs(tx, counts)
         next_seq = {d: last[d] - counts[d] + 1 for d in last}  # absent: a device that no longer exists
         rows: list[Delivery] = []
         times: list[int] = []
@@ -116,11 +116,11 @@ class EventWriter:
                 a.deliveries.append(Delivery(d, seq, frame(a.event_type, seq, own)))
             rows += a.deliveries
             times += [a.now] * len(a.deliveries)
-        await self._store.insert(tx, rows, times)
+        await self.store.insert(tx, rows, times)
         if rows:  # one announcement for the transaction (a batch of sends), not one per append
-            tx.after_commit(partial(self._announcer.announce, rows))
+            tx.after_commit(partial(self.announcer.announce, rows))
 
     def revoked(self, tx: Transaction, device_ids: Sequence[str]) -> None:
         """Once `tx` commits, every process closes these (logged-out) devices' open connections."""
         if device_ids:
-            tx.after_commit(partial(self._announcer.announce_revoked, list(device_ids)))
+            tx.after_commit(partial(self.announcer.announce_revoked, list(device_ids)))

@@ -119,60 +119,51 @@ def _no_export() -> DomainError:
     return DomainError(Code.NOT_FOUND, "No such export.")
 
 
+@dataclass(slots=True, eq=False)
 class ExportService:
-    def __init__(
-        self,
-        db: Database,
-        exports: ExportStore,
-        sources: ExportSources,
-        files: MediaFiles,
-        scheduler: Scheduler,
-        clock: Clock,
-        scratch_dir: Path,
-    ) -> None:
-        self._db = db
-        self._exports = exports
-        self._sources = sources
-        self._users = sources.users
-        self._blobs = sources.blobs
-        self._files = files
-        self._scheduler = scheduler
-        self._clock = clock
-        self._scratch = scratch_dir
-        scheduler.register(EXPORT_JOB, self._build_job, timeout=EXPORT_TIMEOUT_SECONDS, max_attempts=2)
-        scheduler.every("accounts.exports-expire", 3600, self.expire)
+    db: Database
+    exports: ExportStore
+    sources: ExportSources
+    files: MediaFiles
+    scheduler: Scheduler
+    clock: Clock
+    scratch_dir: Path
+
+    def __post_init__(self) -> None:
+        self.scheduler.register(EXPORT_JOB, self._build_job, timeout=EXPORT_TIMEOUT_SECONDS, max_attempts=2)
+        self.scheduler.every("accounts.exports-expire", 3600, self.expire)
 
     # -- asking, looking, downloading -----------------------------------------------------------
 
     async def request(self, user_id: str) -> AccountExport:
         """Start building an export; 429 within `EXPORT_EVERY_HOURS` of the last one (a failed one aside)."""
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         export_id = uuid7(now)
-        async with self._db.transaction() as tx:
-            await self._users.lock(tx, user_id)  # one request at a time per user
-            last = await self._exports.last_counted(tx, user_id)
+        async with self.db.transaction() as tx:
+            await self.sources.users.lock(tx, user_id)  # one request at a time per user
+            last = await self.exports.last_counted(tx, user_id)
             if last is not None:
                 if last["state"] == "pending" and now - last["created_at"] < 2 * _HOUR_MS:
                     raise DomainError(Code.CONFLICT, "Your export is being built; wait for it.", export_id=last["id"])
                 wait_ms = last["created_at"] + EXPORT_EVERY_HOURS * _HOUR_MS - now
                 if wait_ms > 0:
                     raise RateLimited(wait_ms / 1000, f"One export per {EXPORT_EVERY_HOURS} hours; try again later.")
-            await self._exports.insert(tx, id=export_id, user_id=user_id, now=now)
-            await self._scheduler.enqueue(EXPORT_JOB, export_id.encode(), tx=tx)
+            await self.exports.insert(tx, id=export_id, user_id=user_id, now=now)
+            await self.scheduler.enqueue(EXPORT_JOB, export_id.encode(), tx=tx)
             tx.after_commit(self._wake)
-            return _export(await self._exports.get(tx, export_id))
+            return _export(await self.exports.get(tx, export_id))
 
     async def _wake(self) -> None:
-        self._scheduler.wake()
+        self.scheduler.wake()
 
     async def list_mine(self, user_id: str) -> AccountExports:
-        return AccountExports(items=[_export(r) for r in await self._exports.of_user(self._db, user_id)])
+        return AccountExports(items=[_export(r) for r in await self.exports.of_user(self.db, user_id)])
 
     async def get(self, user_id: str, export_id: str) -> AccountExport:
         return _export(await self._mine(user_id, export_id))
 
     async def _mine(self, user_id: str, export_id: str) -> Row:
-        row = await self._exports.get(self._db, export_id) if is_uuid(export_id) else None
+        row = await self.exports.get(self.db, export_id) if is_uuid(export_id) else None
         # Another user's export looks exactly like one that does not exist.
         if row is None or row["user_id"] != user_id:
             raise _no_export()
@@ -182,27 +173,27 @@ class ExportService:
         row = await self._mine(user_id, export_id)
         if row["state"] == "pending":
             raise DomainError(Code.CONFLICT, "The export is still being built; try again shortly.")
-        if row["state"] == "failed" or row["expires_at"] <= self._clock.now_ms():
+        if row["state"] == "failed" or row["expires_at"] <= self.clock.now_ms():
             raise DomainError(Code.NOT_FOUND, "This export is not available; ask for a new one.")
         day = datetime.fromtimestamp(row["created_at"] / 1000, UTC).strftime("%Y-%m-%d")
         name = clean_filename(f"sup-export-{day}-{export_id[:8]}.zip", "sup-export.zip")
         key = row["blob_key"]
-        return Download(key, "application/zip", name, row["size"], key, False, self._blobs)
+        return Download(key, "application/zip", name, row["size"], key, False, self.sources.blobs)
 
     async def expire(self) -> None:
         """Hourly: exports past their time go, and their zips with them."""
-        now = self._clock.now_ms()
-        for row in await self._exports.expired(self._db, now, 1000):
-            async with self._db.transaction() as tx:
-                gone = await self._exports.delete(tx, row["id"])
+        now = self.clock.now_ms()
+        for row in await self.exports.expired(self.db, now, 1000):
+            async with self.db.transaction() as tx:
+                gone = await self.exports.delete(tx, row["id"])
             if gone is not None and gone["blob_key"] is not None:
-                await self._files.release([gone["blob_key"]])
+                await self.files.release([gone["blob_key"]])
 
     # -- the job -------------------------------------------------------------------------------
 
     async def _build_job(self, payload: bytes) -> None:
         export_id = payload.decode()
-        row = await self._exports.get(self._db, export_id)
+        row = await self.exports.get(self.db, export_id)
         if row is None or row["state"] != "pending":
             return  # done already, or its user was deleted
         try:
@@ -211,26 +202,26 @@ class ExportService:
             raise  # cut short (shutdown, timeout): the job runs again
         except Exception as exc:
             log.exception("export %s could not be built", export_id)
-            async with self._db.transaction() as tx:
-                await self._exports.set_failed(tx, export_id, "The archive could not be built; ask for a new one.")
+            async with self.db.transaction() as tx:
+                await self.exports.set_failed(tx, export_id, "The archive could not be built; ask for a new one.")
             raise PermanentJobError(f"export {export_id}: {exc}") from exc
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            done = await self._exports.set_ready(
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            done = await self.exports.set_ready(
                 tx, export_id, stored.key, stored.size, now, now + EXPORT_KEEP_HOURS * _HOUR_MS
             )
         if not done:
-            await self._files.release([stored.key])
+            await self.files.release([stored.key])
 
     async def _build(self, user_id: str, export_id: str) -> StoredBlob:
-        path = self._scratch / f"export-{export_id}.zip"
+        path = self.scratch_dir / f"export-{export_id}.zip"
         try:
             archive = await asyncio.to_thread(zipfile.ZipFile, path, "w", zipfile.ZIP_DEFLATED, True)
             try:
-                await _Writer(archive, self._db, self._sources, user_id).write_all(self._clock.now_ms())
+                await _Writer(archive, self.db, self.sources, user_id).write_all(self.clock.now_ms())
             finally:
                 await asyncio.to_thread(archive.close)
-            return await self._blobs.put_stream(file_chunks(path))
+            return await self.sources.blobs.put_stream(file_chunks(path))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(path.unlink)

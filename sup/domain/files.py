@@ -141,67 +141,60 @@ def not_found() -> DomainError:
     return DomainError(Code.NOT_FOUND, "No such file.")
 
 
+@dataclass(slots=True, eq=False)
 class MediaFiles:
-    def __init__(
-        self,
-        db: Database,
-        media: MediaStore,
-        blobs: BlobStore,
-        scheduler: Scheduler,
-        clock: Clock,
-        config: MediaConfig,
-        signer: UrlSigner,
-    ) -> None:
-        self._db = db
-        self._media = media
-        self._blobs = blobs
-        self._scheduler = scheduler
-        self._clock = clock
-        self._config = config
-        self._signer = signer
-        scheduler.register(RELEASE_JOB, self._release_job)
+    db: Database
+    media: MediaStore
+    blobs: BlobStore
+    scheduler: Scheduler
+    clock: Clock
+    config: MediaConfig
+    signer: UrlSigner
+
+    def __post_init__(self) -> None:
+        self.scheduler.register(RELEASE_JOB, self._release_job)
 
     # -- reading -----------------------------------------------------------------------------
 
     async def _visible(self, user_id: str, media_id: str) -> Row:
         """The file, if this user may see it; otherwise 404, as if it did not exist."""
-        row = await self._media.get(self._db, media_id) if is_uuid(media_id) else None
+        row = await self.media.get(self.db, media_id) if is_uuid(media_id) else None
         if row is None:
             raise not_found()
         if row["owner_id"] == user_id or row["purpose"] == "sticker":
             return row
-        if await self._media.visible_through_message(self._db, media_id, user_id):
+        if await self.media.visible_through_message(self.db, media_id, user_id):
             return row
-        if await self._media.visible_as_avatar(self._db, media_id, user_id):
+        if await self.media.visible_as_avatar(self.db, media_id, user_id):
             return row
-        if await self._media.visible_through_story(self._db, media_id, user_id, self._clock.now_ms()) is not None:
+        if await self.media.visible_through_story(self.db, media_id, user_id, self.clock.now_ms()) is not None:
             return row  # only while the story lives, and only to its audience
         raise not_found()
 
     async def _link_seconds(self, row: Row, user_id: str) -> int:
         """How long a signed URL may work: a file seen only through a story, no longer than the story."""
-        ttl = self._config.signed_url_seconds
+        ttl = self.config.signed_url_seconds
         media_id = row["id"]
         if (
             row["owner_id"] == user_id
             or row["purpose"] == "sticker"
-            or await self._media.visible_through_message(self._db, media_id, user_id)
-            or await self._media.visible_as_avatar(self._db, media_id, user_id)
+            or await self.media.visible_through_message(self.db, media_id, user_id)
+            or await self.media.visible_as_avatar(self.db, media_id, user_id)
         ):
             return ttl
-        now = self._clock.now_ms()
-        until = await self._media.visible_through_story(self._db, media_id, user_id, now)
+        now = self.clock.now_ms()
+        until = await self.media.visible_through_story(self.db, media_id, user_id, now)
         return ttl if until is None else max(1, min(ttl, (until - now) // 1000))
 
     async def list_mine(self, owner_id: str, after: str | None, limit: int) -> MediaPage:
         """My files, oldest first, and how much of my quota they use."""
-        rows = await self._media.page(self._db, owner_id, after, limit + 1)
+        rows = await self.media.page(self.db, owner_id, after, limit + 1)
         items = [media_from_row(r) for r in rows[:limit]]
         return MediaPage(
             items=items,
             next_cursor=items[-1].id if len(rows) > limit else None,
-            used_bytes=await self._media.used_bytes(self._db, owner_id),
-            quota_bytes=self._config.quota_bytes,
+            used_bytes=await self.media.used_bytes(self.db, owner_id),
+            quota_bytes=self.config.quota_bytes,
         )
 
     async def get(self, user_id: str, media_id: str) -> Media:
@@ -210,14 +203,14 @@ class MediaFiles:
     async def download(self, user_id: str | None, media_id: str, variant: Variant) -> Download:
         """user_id None: the caller presented a valid signed URL instead of a token."""
         if user_id is None:
-            row = await self._media.get(self._db, media_id) if is_uuid(media_id) else None
+            row = await self.media.get(self.db, media_id) if is_uuid(media_id) else None
             if row is None:
                 raise not_found()
         else:
             row = await self._visible(user_id, media_id)
         served = self._served(row, variant, user_id)
         if served.size < 0:  # a derived file: its size is the blob's
-            served = dataclasses.replace(served, size=await self._blobs.size(served.key))
+            served = dataclasses.replace(served, size=await self.blobs.size(served.key))
         return served
 
     def _served(self, row: Row, variant: Variant, user_id: str | None) -> Download:
@@ -228,7 +221,7 @@ class MediaFiles:
                     raise DomainError(Code.MEDIA_NOT_READY, "The thumbnail is still being made; try again shortly.")
                 raise DomainError(Code.NOT_FOUND, "This file has no thumbnail.")
             name = Path(row["filename"]).stem + "." + row["thumb_mime"].split("/")[-1]
-            return Download(key, row["thumb_mime"], name, -1, key, True, self._blobs)
+            return Download(key, row["thumb_mime"], name, -1, key, True, self.blobs)
         if row["encrypted"]:
             return Download(
                 row["blob_key"],
@@ -237,7 +230,7 @@ class MediaFiles:
                 row["size"],
                 row["blob_key"],
                 False,
-                self._blobs,
+                self.blobs,
             )
         processed_kind = row["kind"] in ("image", "video", "audio")
         if processed_kind and row["served_key"] is None and user_id != row["owner_id"]:
@@ -249,38 +242,36 @@ class MediaFiles:
             if row["kind"] == "image":  # formats without a re-encoded copy (GIF, animated AVIF): the largest thumbnail
                 name = Path(row["filename"]).stem + "." + row["thumb_mime"].split("/")[-1]
                 key = row["thumb_large_key"]
-                return Download(key, row["thumb_mime"], name, -1, key, True, self._blobs)
+                return Download(key, row["thumb_mime"], name, -1, key, True, self.blobs)
         if row["served_key"] is not None:
             return Download(
-                row["served_key"], row["served_mime"], row["filename"], -1, row["served_key"], True, self._blobs
+                row["served_key"], row["served_mime"], row["filename"], -1, row["served_key"], True, self.blobs
             )
         inline = row["kind"] in ("image", "video", "audio") and not is_active_content(row["mime"])
-        return Download(
-            row["blob_key"], row["mime"], row["filename"], row["size"], row["blob_key"], inline, self._blobs
-        )
+        return Download(row["blob_key"], row["mime"], row["filename"], row["size"], row["blob_key"], inline, self.blobs)
 
     async def signed_url(self, user_id: str, media_id: str, variant: Variant, base_url: str) -> tuple[str, int]:
         """A URL that works without a token until it expires (for <img> and <video> tags)."""
         row = await self._visible(user_id, media_id)
         served = self._served(row, variant, user_id)
         ttl = await self._link_seconds(row, user_id)
-        expires = int(self._clock.now()) + ttl
-        presigned = await self._blobs.signed_url(
+        expires = int(self.clock.now()) + ttl
+        presigned = await self.blobs.signed_url(
             served.key, expires_in=ttl, filename=served.filename, content_type=served.mime
         )
         if presigned is not None:
             return presigned, expires
-        signature = self._signer.signature(media_id, variant, expires)
+        signature = self.signer.signature(media_id, variant, expires)
         query = f"variant={variant}&expires={expires}&signature={signature}"
         return f"{base_url}/api/v1/media/download/{media_id}?{query}", expires
 
     def signature_valid(self, media_id: str, variant: str, expires: int, signature: str) -> bool:
-        return self._signer.valid(media_id, variant, expires, signature, self._clock.now())
+        return self.signer.valid(media_id, variant, expires, signature, self.clock.now())
 
     async def direct_origin(self) -> str | None:
         """The origin (`scheme://host[:port]`) signed URLs point at when the blob store serves files itself
         (S3's presigned URLs), or None when SUP serves them: a web page must allow it for images and video."""
-        url = await self._blobs.signed_url("0" * 32, expires_in=60, filename="origin", content_type="image/png")
+        url = await self.blobs.signed_url("0" * 32, expires_in=60, filename="origin", content_type="image/png")
         if url is None:
             return None
         parts = urlsplit(url)
@@ -289,31 +280,31 @@ class MediaFiles:
     # -- deleting ----------------------------------------------------------------------------
 
     async def delete(self, user_id: str, media_id: str) -> None:
-        row = await self._media.get(self._db, media_id) if is_uuid(media_id) else None
+        row = await self.media.get(self.db, media_id) if is_uuid(media_id) else None
         if row is None or row["owner_id"] != user_id:
             raise not_found()
-        async with self._db.transaction() as tx:
-            gone = await self._media.delete(tx, media_id)
+        async with self.db.transaction() as tx:
+            gone = await self.media.delete(tx, media_id)
         if gone is not None:
             await self.release([gone[c] for c in BLOB_COLUMNS if gone[c] is not None])
 
     async def release(self, keys: Sequence[str]) -> None:
         """Delete these blobs a little later, each only if no file names it by then."""
         if keys:
-            await self._scheduler.enqueue(
-                RELEASE_JOB, json.dumps(sorted(set(keys))).encode(), run_at=self._clock.now_ms() + RELEASE_DELAY_MS
+            await self.scheduler.enqueue(
+                RELEASE_JOB, json.dumps(sorted(set(keys))).encode(), run_at=self.clock.now_ms() + RELEASE_DELAY_MS
             )
 
     async def _release_job(self, payload: bytes) -> None:
         for key in json.loads(payload):
-            if not await self._media.blob_in_use(self._db, key):
-                await self._blobs.delete(key)
+            if not await self.media.blob_in_use(self.db, key):
+                await self.blobs.delete(key)
 
     async def remove_orphans(self) -> None:
         """Uploads that no message, avatar or sticker took within `media.orphan_hours`."""
-        older_than = self._clock.now_ms() - self._config.orphan_hours * 3_600_000
-        for row in await self._media.orphans(self._db, older_than, 1000):
-            async with self._db.transaction() as tx:
-                gone = await self._media.delete(tx, row["id"])
+        older_than = self.clock.now_ms() - self.config.orphan_hours * 3_600_000
+        for row in await self.media.orphans(self.db, older_than, 1000):
+            async with self.db.transaction() as tx:
+                gone = await self.media.delete(tx, row["id"])
             if gone is not None:
                 await self.release([gone[c] for c in BLOB_COLUMNS if gone[c] is not None])

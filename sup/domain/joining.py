@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
@@ -31,6 +32,7 @@ from sup.db.joining import ChatInviteStore, InviteRow, JoinRequestStore
 from sup.domain.access import ChatAccess, no_chat
 from sup.domain.accounts import check_text
 from sup.domain.chats import Chat, ChatService, chat_from_row
+from sup.domain.cursors import bad_cursor
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Timeline
 from sup.errors import Code, DomainError
@@ -135,30 +137,18 @@ def _bad_invite(reason: str, detail: str) -> DomainError:
     return DomainError(Code.INVALID_INVITE, detail, reason=reason)
 
 
+@dataclass(slots=True, eq=False)
 class JoinService:
-    def __init__(
-        self,
-        db: Database,
-        chats: ChatStore,
-        members: MemberStore,
-        roles: RoleStore,
-        invites: ChatInviteStore,
-        requests: JoinRequestStore,
-        access: ChatAccess,
-        timeline: Timeline,
-        chat_service: ChatService,
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._chats = chats
-        self._members = members
-        self._roles = roles
-        self._invites = invites
-        self._requests = requests
-        self._access = access
-        self._timeline = timeline
-        self._chat_service = chat_service
-        self._clock = clock
+    db: Database
+    chats: ChatStore
+    members: MemberStore
+    roles: RoleStore
+    invite_store: ChatInviteStore
+    request_store: JoinRequestStore
+    access: ChatAccess
+    timeline: Timeline
+    chat_service: ChatService
+    clock: Clock
 
     # -- links ---------------------------------------------------------------------------
 
@@ -178,15 +168,15 @@ class JoinService:
             raise DomainError(Code.VALIDATION_FAILED, "expires_in is a number of seconds.", field="expires_in")
         if max_uses is not None and max_uses <= 0:
             raise DomainError(Code.VALIDATION_FAILED, "max_uses is at least 1.", field="max_uses")
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         expires_at = now + expires_in * 1000 if expires_in is not None else None
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             if membership.chat.type == "direct":
                 raise DomainError(Code.FORBIDDEN, "A direct chat has exactly two members: it has no invite links.")
             membership.require(Permission.INVITE_USERS, "invite people with a link")
             invite_id = uuid7(now)
-            await self._invites.insert(
+            await self.invite_store.insert(
                 tx,
                 id=invite_id,
                 chat_id=chat_id,
@@ -198,44 +188,44 @@ class JoinService:
                 max_uses=max_uses,
                 now=now,
             )
-            return _invite(await self._invites.get(tx, chat_id, invite_id), now)
+            return _invite(await self.invite_store.get(tx, chat_id, invite_id), now)
 
     async def invites(self, who_id: str, chat_id: str, after: str | None, limit: int) -> InvitePage:
         """The chat's links, newest first, revoked and spent ones too (they say so)."""
-        membership = await self._access.access_chat(self._db, who_id, chat_id)
+        membership = await self.access.access_chat(self.db, who_id, chat_id)
         membership.require(Permission.INVITE_USERS, "see the invite links")
-        rows = await self._invites.page(self._db, chat_id, after, limit + 1)
-        now = self._clock.now_ms()
+        rows = await self.invite_store.page(self.db, chat_id, after, limit + 1)
+        now = self.clock.now_ms()
         items = [_invite(row, now) for row in rows[:limit]]
         return InvitePage(items, items[-1].id if len(rows) > limit else None)
 
     async def revoke_invite(self, who_id: str, chat_id: str, invite_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.INVITE_USERS, "revoke invite links")
-            if not is_uuid(invite_id) or await self._invites.get(tx, chat_id, invite_id) is None:
+            if not is_uuid(invite_id) or await self.invite_store.get(tx, chat_id, invite_id) is None:
                 raise DomainError(Code.NOT_FOUND, "No such invite link in this chat.")
-            await self._invites.revoke(tx, invite_id, now)
+            await self.invite_store.revoke(tx, invite_id, now)
 
     async def _usable(self, code: str) -> InviteRow:
-        row = await self._invites.by_code(self._db, code) if 0 < len(code) <= CODE_MAX else None
+        row = await self.invite_store.by_code(self.db, code) if 0 < len(code) <= CODE_MAX else None
         if row is None:
             raise _bad_invite("unknown", "This invite link is not valid.")
-        if refusal := _refusal(row, self._clock.now_ms()):
+        if refusal := _refusal(row, self.clock.now_ms()):
             raise _bad_invite(*refusal)
         return row
 
     async def preview(self, who_id: str, code: str) -> InvitePreview:
         """What a link leads to, for the user to decide."""
         invite = await self._usable(code)
-        chat = await self._chats.get(self._db, invite.chat_id)
+        chat = await self.chats.get(self.db, invite.chat_id)
         if chat is None:
             raise _bad_invite("unknown", "This invite link is not valid.")
-        await self._check_not_kept_out(self._db, invite.chat_id, who_id, invite.created_by)
-        member = await self._members.get(self._db, chat.id, who_id)
-        count = (await self._members.counts(self._db, [chat.id])).get(chat.id, 0)
-        requested = await self._requests.get(self._db, chat.id, who_id) is not None
+        await self._check_not_kept_out(self.db, invite.chat_id, who_id, invite.created_by)
+        member = await self.members.get(self.db, chat.id, who_id)
+        count = (await self.members.counts(self.db, [chat.id])).get(chat.id, 0)
+        requested = await self.request_store.get(self.db, chat.id, who_id) is not None
         return InvitePreview(
             chat=card(chat, count, member is not None),
             requires_approval=invite.requires_approval and chat.visibility != "public",
@@ -247,15 +237,15 @@ class JoinService:
 
     async def join_public(self, who_id: str, chat_id: str, *, device_id: str | None = None) -> JoinResult:
         """Join a public chat. A private one does not exist for someone outside it (404)."""
-        chat = await self._chats.get(self._db, chat_id) if is_uuid(chat_id) else None
+        chat = await self.chats.get(self.db, chat_id) if is_uuid(chat_id) else None
         if chat is None:
             raise no_chat()
-        if await self._members.get(self._db, chat_id, who_id) is not None:
+        if await self.members.get(self.db, chat_id, who_id) is not None:
             return await self._as_member(who_id, chat_id, "member", device_id)
         if chat.visibility != "public":
             raise no_chat()
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             await self._check_not_kept_out(tx, chat_id, who_id, None)
             joined = await self._add(tx, chat_id, who_id, {"via": "public"}, now)
         return await self._as_member(who_id, chat_id, "joined" if joined else "member", device_id)
@@ -264,29 +254,31 @@ class JoinService:
         """Join through a link: a member at once, or a join request when the link asks for approval."""
         invite = await self._usable(code)
         chat_id = invite.chat_id
-        if await self._members.get(self._db, chat_id, who_id) is not None:
+        if await self.members.get(self.db, chat_id, who_id) is not None:
             return await self._as_member(who_id, chat_id, "member", device_id)  # the link is not used up for nothing
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            chat = await self._chats.get(tx, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            chat = await self.chats.get(tx, chat_id)
             if chat is None:
                 raise _bad_invite("unknown", "This invite link is not valid.")
             await self._check_not_kept_out(tx, chat_id, who_id, invite.created_by)
             if invite.requires_approval and chat.visibility != "public":
-                if await self._requests.add(tx, chat_id, who_id, invite.id, now):
-                    request = _request(await self._requests.get(tx, chat_id, who_id))
-                    managers = await self._requests.managers(tx, chat_id)
-                    await self._timeline.to_user_devices(
+                if await self.request_store.add(tx, chat_id, who_id, invite.id, now):
+                    request = _request(await self.request_store.get(tx, chat_id, who_id))
+                    managers = await self.request_store.managers(tx, chat_id)
+                    await self.timeline.to_user_devices(
                         tx, managers, "chat.join_request.new", {"chat_id": chat_id, "request": request}, now
                     )
                 return JoinResult(
-                    status="requested", chat_id=chat_id, request=_request(await self._requests.get(tx, chat_id, who_id))
+                    status="requested",
+                    chat_id=chat_id,
+                    request=_request(await self.request_store.get(tx, chat_id, who_id)),
                 )
 
             async def spend() -> None:
                 # Only once the membership is new: a twin request that joined a moment ago spends nothing.
-                if not await self._invites.use(tx, invite.id, now):  # spent by others meanwhile
-                    refusal = _refusal(await self._invites.get(tx, chat_id, invite.id), now)
+                if not await self.invite_store.use(tx, invite.id, now):  # spent by others meanwhile
+                    refusal = _refusal(await self.invite_store.get(tx, chat_id, invite.id), now)
                     raise _bad_invite(*(refusal or ("used_up", "This invite link has been used up.")))
 
             how = {"via": "invite", "invite_id": invite.id}
@@ -301,7 +293,7 @@ class JoinService:
         link_creator: str | None,
         detail: str = "The people who run this chat do not accept you in it.",
     ) -> None:
-        if await self._requests.blocked_by_managers(db, chat_id, who_id, link_creator):
+        if await self.request_store.blocked_by_managers(db, chat_id, who_id, link_creator):
             raise DomainError(Code.BLOCKED, detail)
 
     async def _add(
@@ -316,52 +308,54 @@ class JoinService:
     ) -> bool:
         """Make the user a member with the member role; False if they were one already (then
         `before_announcing` is not called; if it raises, the transaction undoes the membership)."""
-        chat = await self._chats.get(tx, chat_id)
-        member_role = await self._roles.by_kind(tx, chat_id, "member")
-        if not await self._members.add(tx, chat_id, user_id, member_role["id"], now, chat.last_seq):
+        chat = await self.chats.get(tx, chat_id)
+        member_role = await self.roles.by_kind(tx, chat_id, "member")
+        if not await self.members.add(tx, chat_id, user_id, member_role["id"], now, chat.last_seq):
             return False
         if before_announcing is not None:
             await before_announcing()
-        await self._requests.remove(tx, chat_id, user_id)  # a request still waiting is moot now
+        await self.request_store.remove(tx, chat_id, user_id)  # a request still waiting is moot now
         if chat.type != "channel":  # a channel's subscribers do not see each other come and go
             notice = {"action": "member_joined", "user_id": user_id, **how}
-            await self._timeline.system(tx, chat_id, user_id, notice, now)
-        view = chat_from_row(await self._chats.get(tx, chat_id))
+            await self.timeline.system(tx, chat_id, user_id, notice, now)
+        view = chat_from_row(await self.chats.get(tx, chat_id))
         # How they came (a public chat, which invite): in a channel, where no system message says
         # it, this event is what tells the people who manage members.
         event = {"chat": view, "user_ids": [user_id], **how}
-        await self._timeline.membership_changed(tx, chat.type, chat_id, [user_id], "chat.member.added", event, now)
+        await self.timeline.membership_changed(tx, chat.type, chat_id, [user_id], "chat.member.added", event, now)
         return True
 
     async def _as_member(
         self, who_id: str, chat_id: str, status: Literal["joined", "member"], device_id: str | None
     ) -> JoinResult:
-        chat = await self._chat_service.get(who_id, chat_id, device_id=device_id)
+        chat = await self.chat_service.get(who_id, chat_id, device_id=device_id)
         return JoinResult(status=status, chat_id=chat_id, chat=chat)
 
     # -- requests ------------------------------------------------------------------------
 
     async def requests(self, who_id: str, chat_id: str, after: str | None, limit: int) -> JoinRequestPage:
-        membership = await self._access.access_chat(self._db, who_id, chat_id)
+        membership = await self.access.access_chat(self.db, who_id, chat_id)
         membership.require(Permission.INVITE_USERS, "see join requests")
         if after is not None and not _request_cursor(after):
-            raise DomainError(Code.VALIDATION_FAILED, "after: not a cursor this server gave out.", field="after")
-        rows = await self._requests.page(self._db, chat_id, after, limit + 1)
+            raise bad_cursor("after")
+        rows = await self.request_store.page(self.db, chat_id, after, limit + 1)
         items = [_request(row) for row in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return JoinRequestPage(items, f"{last.created_at}_{last.user_id}" if last else None)
 
     async def decide(self, who_id: str, chat_id: str, user_id: str, *, approve: bool) -> None:
         """Approve (the user becomes a member) or decline a join request."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, who_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, who_id, chat_id)
             membership.require(Permission.INVITE_USERS, "answer join requests")
-            request = await self._requests.get(tx, chat_id, user_id) if is_uuid(user_id) else None
+            request = await self.request_store.get(tx, chat_id, user_id) if is_uuid(user_id) else None
             if request is None:
                 raise DomainError(Code.NOT_FOUND, "No such join request.")
             if approve:
-                invite = await self._invites.get(tx, chat_id, request["invite_id"]) if request["invite_id"] else None
+                invite = (
+                    await self.invite_store.get(tx, chat_id, request["invite_id"]) if request["invite_id"] else None
+                )
                 await self._check_not_kept_out(
                     tx,
                     chat_id,
@@ -370,18 +364,18 @@ class JoinService:
                     "The owner, an admin or the link's maker blocks this user: they cannot join.",
                 )
                 if invite is not None:
-                    await self._invites.count_approved(tx, invite.id)
+                    await self.invite_store.count_approved(tx, invite.id)
                 if not await self._add(tx, chat_id, user_id, {"via": "request", "approved_by": who_id}, now):
-                    await self._requests.remove(tx, chat_id, user_id)  # a member already, by another way
+                    await self.request_store.remove(tx, chat_id, user_id)  # a member already, by another way
             else:
-                await self._requests.remove(tx, chat_id, user_id)
+                await self.request_store.remove(tx, chat_id, user_id)
             await self._tell_resolved(tx, chat_id, user_id, approved=approve, by=who_id, now=now)
 
     async def cancel_request(self, who_id: str, chat_id: str) -> None:
         """Withdraw my own join request."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            if not is_uuid(chat_id) or not await self._requests.remove(tx, chat_id, who_id):
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            if not is_uuid(chat_id) or not await self.request_store.remove(tx, chat_id, who_id):
                 raise DomainError(Code.NOT_FOUND, "No such join request.")
             await self._tell_resolved(tx, chat_id, who_id, approved=False, by=who_id, now=now)
 
@@ -390,8 +384,8 @@ class JoinService:
     ) -> None:
         """The requester learns the answer (approved, they also hear chat.member.added); so do the
         chat's admins, whose lists of requests shrink."""
-        managers = await self._requests.managers(tx, chat_id)
-        await self._timeline.to_user_devices(
+        managers = await self.request_store.managers(tx, chat_id)
+        await self.timeline.to_user_devices(
             tx,
             sorted({*managers, user_id}),
             "chat.join_request.resolved",

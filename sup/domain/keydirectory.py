@@ -11,12 +11,11 @@ no one can go on sending to a group under a key the departed member holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.db.chats import MemberStore
 from sup.db.database import Database, Queryable, Row, Transaction
@@ -24,6 +23,7 @@ from sup.db.keydirectory import KeyDirectoryStore
 from sup.domain.access import ChatAccess
 from sup.domain.events import EventWriter, encode
 from sup.domain.keychanges import KeyChanges
+from sup.domain.limits import Budget
 from sup.e2ekeys import (
     KEY_BYTES,
     SIGNATURE_BYTES,
@@ -102,35 +102,20 @@ def _signed(row: Row) -> SignedPrekey:
     return SignedPrekey(row["key_id"], bytes(row["public_key"]), bytes(row["signature"]))
 
 
+@dataclass(slots=True, eq=False)
 class KeyDirectory:
-    def __init__(
-        self,
-        db: Database,
-        store: KeyDirectoryStore,
-        members: MemberStore,
-        access: ChatAccess,
-        events: EventWriter,
-        key_changes: KeyChanges,
-        clock: Clock,
-        *,
-        low_threshold: int,
-        max_one_time: int,
-        signed_prekey_grace_ms: int,
-        limiter: RateLimiter | None = None,
-        bundles_per_minute: int = 60,
-    ) -> None:
-        self._db = db
-        self._store = store
-        self._members = members
-        self._access = access
-        self._events = events
-        self._key_changes = key_changes
-        self._clock = clock
-        self._low_threshold = low_threshold
-        self._max_one_time = max_one_time
-        self._grace_ms = signed_prekey_grace_ms
-        self._limiter = limiter
-        self._bundles_per_minute = bundles_per_minute
+    db: Database
+    store: KeyDirectoryStore
+    members: MemberStore
+    access: ChatAccess
+    events: EventWriter
+    key_changes: KeyChanges
+    clock: Clock
+    _: KW_ONLY
+    low_threshold: int
+    max_one_time: int
+    signed_prekey_grace_ms: int
+    bundle_budget: Budget  # per requester and target user
 
     # -- my device's keys ------------------------------------------------------------------
 
@@ -150,14 +135,14 @@ class KeyDirectory:
         """
         verify_signed_prekey(identity_key, signed_prekey)
         _check_one_time(one_time)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            current = await self._store.identity_key(tx, device_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            current = await self.store.identity_key(tx, device_id)
             if current != identity_key:
-                await self._store.set_identity(tx, user_id, device_id, identity_key, now)
-                await self._store.forget_device_sender_keys(tx, device_id)
+                await self.store.set_identity(tx, user_id, device_id, identity_key, now)
+                await self.store.forget_device_sender_keys(tx, device_id)
                 change = "added" if current is None else "identity"
-                await self._key_changes.record(tx, user_id, [device_id], change, now)
+                await self.key_changes.record(tx, user_id, [device_id], change, now)
             return await self._add_prekeys(tx, device_id, signed_prekey, one_time, now)
 
     async def upload_prekeys(
@@ -165,9 +150,9 @@ class KeyDirectory:
     ) -> int:
         """Top up one-time prekeys and/or rotate the signed prekey of my device."""
         _check_one_time(one_time)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            identity_key = await self._store.identity_key(tx, device_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            identity_key = await self.store.identity_key(tx, device_id)
             if identity_key is None:
                 raise DomainError(Code.KEYS_MISSING, "Publish this device's keys first (POST /api/v1/crypto/keys).")
             if signed_prekey is not None:
@@ -183,28 +168,28 @@ class KeyDirectory:
         now: int,
     ) -> int:
         if signed_prekey is not None:
-            current = await self._store.current_signed_prekey(tx, device_id)
+            current = await self.store.current_signed_prekey(tx, device_id)
             if current is None or current["key_id"] != signed_prekey.key_id:
-                if signed_prekey.key_id in await self._store.signed_prekey_ids(tx, device_id):
+                if signed_prekey.key_id in await self.store.signed_prekey_ids(tx, device_id):
                     raise DomainError(Code.CONFLICT, "That signed prekey id was used before; choose a new one.")
-                await self._store.add_signed_prekey(
+                await self.store.add_signed_prekey(
                     tx, device_id, signed_prekey.key_id, signed_prekey.public_key, signed_prekey.signature, now
                 )
-                await self._store.prune_superseded(tx, device_id, now - self._grace_ms)
-        count = await self._store.count_one_time(tx, device_id)
-        if count + len(one_time) > self._max_one_time:
+                await self.store.prune_superseded(tx, device_id, now - self.signed_prekey_grace_ms)
+        count = await self.store.count_one_time(tx, device_id)
+        if count + len(one_time) > self.max_one_time:
             raise DomainError(
                 Code.CONFLICT,
-                f"A device keeps at most {self._max_one_time} one-time prekeys; {count} are stored.",
+                f"A device keeps at most {self.max_one_time} one-time prekeys; {count} are stored.",
                 stored=count,
             )
-        await self._store.add_one_time(tx, device_id, [(k.key_id, k.public_key) for k in one_time])
-        return await self._store.count_one_time(tx, device_id)
+        await self.store.add_one_time(tx, device_id, [(k.key_id, k.public_key) for k in one_time])
+        return await self.store.count_one_time(tx, device_id)
 
     async def status(self, device_id: str) -> PrekeyStatus:
-        signed = await self._store.current_signed_prekey(self._db, device_id)
+        signed = await self.store.current_signed_prekey(self.db, device_id)
         return PrekeyStatus(
-            one_time_prekeys=await self._store.count_one_time(self._db, device_id),
+            one_time_prekeys=await self.store.count_one_time(self.db, device_id),
             signed_prekey_id=signed["key_id"] if signed else None,
             signed_prekey_created_at=signed["created_at"] if signed else None,
         )
@@ -213,7 +198,7 @@ class KeyDirectory:
 
     async def device_keys(self, user_id: str, device_id: str | None) -> list[DeviceKeys]:
         """Public keys only: nothing is consumed. device_id None: every active device of the user."""
-        rows = await self._find(self._db, user_id, device_id)
+        rows = await self._find(self.db, user_id, device_id)
         return [
             DeviceKeys(r["user_id"], r["device_id"], bytes(r["identity_key"]), _signed(r), r["device_name"])
             for r in rows
@@ -225,15 +210,13 @@ class KeyDirectory:
         Limited per requester and target user: anyone may fetch bundles, so without a limit
         anyone could drain a user's one-time prekeys and weaken their new sessions.
         """
-        if self._limiter is not None:
-            wait = await self._limiter.hit(f"prekeys:{requester_id}:{user_id}", self._bundles_per_minute)
-            if wait > 0:
-                raise RateLimited(wait, "Too many prekey bundles fetched for this user; try again later.")
-        now = self._clock.now_ms()
+        if wait := await self.bundle_budget.spend(f"prekeys:{requester_id}:{user_id}"):
+            raise RateLimited(wait, "Too many prekey bundles fetched for this user; try again later.")
+        now = self.clock.now_ms()
         bundles: list[Bundle] = []
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             for row in await self._find(tx, user_id, device_id):
-                taken = await self._store.take_one_time(tx, row["device_id"])
+                taken = await self.store.take_one_time(tx, row["device_id"])
                 one_time = OneTimePrekey(taken["key_id"], bytes(taken["public_key"])) if taken else None
                 bundles.append(
                     Bundle(row["user_id"], row["device_id"], bytes(row["identity_key"]), _signed(row), one_time)
@@ -245,17 +228,17 @@ class KeyDirectory:
     async def _find(self, db: Queryable, user_id: str, device_id: str | None) -> Sequence[Row]:
         if not is_uuid(user_id) or (device_id is not None and not is_uuid(device_id)):
             raise DomainError(Code.NOT_FOUND, "No keys for that device.")
-        rows = await self._store.device_keys(db, user_id, device_id)
+        rows = await self.store.device_keys(db, user_id, device_id)
         if device_id is not None and not rows:
             raise DomainError(Code.NOT_FOUND, "No keys for that device.")
         return rows
 
     async def _warn_if_low(self, tx: Transaction, device_id: str, now: int) -> None:
         """Tell the device as its stock crosses the threshold, and again when it runs out."""
-        left = await self._store.count_one_time(tx, device_id)
-        if left not in (self._low_threshold - 1, 0):
+        left = await self.store.count_one_time(tx, device_id)
+        if left not in (self.low_threshold - 1, 0):
             return
-        await self._events.append(tx, "prekeys.low", [device_id], encode({"count": left}), now)
+        await self.events.append(tx, "prekeys.low", [device_id], encode({"count": left}), now)
 
     # -- group sender keys -----------------------------------------------------------------
 
@@ -270,12 +253,12 @@ class KeyDirectory:
         """Relay my sender key (pairwise-encrypted per device) to member devices of an encrypted group."""
         if len({d for d, _ in recipients}) != len(recipients):
             raise invalid("recipients name each device once.", "recipients")
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, user_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, user_id, chat_id)
             if not (membership.chat.encrypted and membership.chat.type == "group"):
                 raise DomainError(Code.NOT_ENCRYPTED, "Sender keys are for end-to-end encrypted groups.")
-            members = {row["id"]: row["user_id"] for row in await self._members.devices(tx, chat_id)}
+            members = {row["id"]: row["user_id"] for row in await self.members.devices(tx, chat_id)}
             members.pop(device_id, None)
             if extra := sorted(d for d, _ in recipients if d not in members):
                 raise DomainError(
@@ -284,9 +267,9 @@ class KeyDirectory:
                     extra_devices=extra,
                     missing_devices=[],
                 )
-            if await self._store.sender_key(tx, chat_id, device_id) != distribution_id:
-                await self._store.set_sender_key(tx, chat_id, device_id, distribution_id, now)
-            await self._store.add_distributions(tx, chat_id, device_id, distribution_id, recipients, now)
+            if await self.store.sender_key(tx, chat_id, device_id) != distribution_id:
+                await self.store.set_sender_key(tx, chat_id, device_id, distribution_id, now)
+            await self.store.add_distributions(tx, chat_id, device_id, distribution_id, recipients, now)
             head = {
                 "chat_id": chat_id,
                 "sender_user_id": user_id,
@@ -294,14 +277,14 @@ class KeyDirectory:
                 "distribution_id": distribution_id,
             }
             per_device = {d: encode({**head, "ciphertext": c}) for d, c in recipients}
-            await self._events.append(
+            await self.events.append(
                 tx, "sender_key", [d for d, _ in recipients], encode(head), now, per_device=per_device
             )
 
     async def my_distributions(self, user_id: str, device_id: str, chat_id: str) -> list[SenderKeyDistribution]:
         """The current sender keys other members sent to my device for this chat."""
-        await self._access.access_chat(self._db, user_id, chat_id)
-        rows = await self._store.distributions_for(self._db, chat_id, device_id)
+        await self.access.access_chat(self.db, user_id, chat_id)
+        rows = await self.store.distributions_for(self.db, chat_id, device_id)
         return [
             SenderKeyDistribution(
                 r["chat_id"],
@@ -319,13 +302,13 @@ class KeyDirectory:
         others = [d for d in devices if d != device_id]
         if not others:
             return  # nobody else to hold it (a group of one, for now): a key sent to no one is no key at all
-        if await self._store.sender_key(tx, chat_id, device_id) is None:
+        if await self.store.sender_key(tx, chat_id, device_id) is None:
             raise DomainError(
                 Code.SENDER_KEY_REQUIRED,
                 "Choose a sender key and distribute it to the chat's devices first"
                 " (POST /api/v1/crypto/sender-keys/{chat_id}); membership changed or none was sent.",
             )
-        if missing := await self._store.undistributed(tx, chat_id, device_id, others):
+        if missing := await self.store.undistributed(tx, chat_id, device_id, others):
             raise DomainError(
                 Code.SENDER_KEY_MISSING,
                 "Some member devices do not have your sender key yet; distribute it to them.",
@@ -334,4 +317,4 @@ class KeyDirectory:
 
     async def member_left(self, tx: Queryable, chat_id: str) -> None:
         """The departed member knows every current sender key: all senders must re-key."""
-        await self._store.forget_sender_keys(tx, chat_id)
+        await self.store.forget_sender_keys(tx, chat_id)

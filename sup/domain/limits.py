@@ -10,6 +10,7 @@ their hourly budgets, prekey bundles the limit per pair of users.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sup.bus.ratelimit import RateLimiter
@@ -27,6 +28,20 @@ class Family(StrEnum):
     UPLOADS = "upload-requests"
     REQUESTS = "requests"  # every other route of a logged-in user
     ANONYMOUS = "anonymous"  # every route before a user is known, per client address
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """So many a minute for each key, counted by the shared limiter; no limiter (rate limits off): no limit."""
+
+    limiter: RateLimiter | None
+    per_minute: int
+
+    async def spend(self, key: str) -> float:
+        """Count one for `key`: 0 while it is within the budget, else the seconds to wait."""
+        if self.limiter is None:
+            return 0.0
+        return await self.limiter.hit(key, self.per_minute)
 
 
 class RequestLimits:

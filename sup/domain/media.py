@@ -9,7 +9,6 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 
 from sup.blobs.store import BlobStore
-from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import MediaConfig
 from sup.db.accounts import DeviceStore
@@ -17,6 +16,7 @@ from sup.db.database import Database
 from sup.db.media import MediaStore
 from sup.domain.events import EventWriter
 from sup.domain.files import Download, Media, MediaFiles, MediaPage, Purpose, UrlSigner, Variant
+from sup.domain.limits import Budget
 from sup.domain.processing import MediaProcessing
 from sup.domain.uploads import Uploads, UploadSession
 from sup.jobs.scheduler import Scheduler
@@ -37,13 +37,10 @@ class MediaService:
         config: MediaConfig,
         signer: UrlSigner,
         scratch_dir: Path,
-        limiter: RateLimiter | None = None,
-        uploads_per_minute: int = 60,
+        upload_budget: Budget,
     ) -> None:
         self.files = MediaFiles(db, media, blobs, scheduler, clock, config, signer)
-        self.uploads = Uploads(
-            db, media, blobs, scheduler, self.files, clock, config, limiter, uploads_per_minute=uploads_per_minute
-        )
+        self.uploads = Uploads(db, media, blobs, scheduler, self.files, clock, config, upload_budget)
         self.processing = MediaProcessing(
             db, media, devices, blobs, scheduler, self.files, events, clock, config, scratch_dir
         )

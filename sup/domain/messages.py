@@ -25,6 +25,8 @@ from sup.domain.access import ChatAccess, Membership
 from sup.domain.attachments import MediaAttachments
 from sup.domain.events import encode
 from sup.domain.keydirectory import KeyDirectory
+from sup.domain.outgoing import BODY_MAX, Outgoing, check_outgoing
+from sup.domain.outgoing import MAX_RECIPIENTS as MAX_RECIPIENTS  # importable from here, as before outgoing.py
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
 from sup.errors import Code, DomainError
@@ -32,42 +34,7 @@ from sup.ids import is_uuid
 from sup.plugins.hookspecs import MessageSent
 from sup.plugins.host import Hooks
 
-BODY_MAX = 16_384
-CLIENT_ID_MAX = 64
-MAX_RECIPIENTS = 5_000  # devices one pairwise-encrypted message may name
-CIPHERTEXT_MAX = 65_536
 EMOJI_MAX = 32
-KINDS = ("text", "media", "sticker")
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """What a client asks to send."""
-
-    chat_id: str
-    client_id: str
-    kind: str = "text"
-    body: str | None = None
-    ciphertext: bytes | None = None
-    recipients: list[tuple[str, bytes]] = field(default_factory=list)
-    media_id: str | None = None
-    sticker_id: str | None = None
-    reply_to: str | None = None
-
-    def content_hash(self) -> bytes:
-        canonical = encode(
-            [
-                self.chat_id,
-                self.kind,
-                self.body,
-                self.ciphertext,
-                sorted(self.recipients),
-                self.media_id,
-                self.sticker_id,
-                self.reply_to,
-            ]
-        )
-        return hashlib.sha256(canonical).digest()
 
 
 class Sent(msgspec.Struct, frozen=True):
@@ -85,47 +52,6 @@ class Pin(msgspec.Struct, frozen=True):
     message_id: str
     pinned_by: str | None
     pinned_at: int
-
-
-def check_outgoing(out: Outgoing) -> None:
-    def bad(detail: str, field_name: str | None = None) -> DomainError:
-        return DomainError(Code.VALIDATION_FAILED, detail, **({"field": field_name} if field_name else {}))
-
-    if not is_uuid(out.chat_id):
-        raise DomainError(Code.NOT_FOUND, "No such chat.")
-    # Over REST the body's JSON is checked for NUL as it arrives; a socket frame (msgpack carries
-    # NUL as it is) is not, and Postgres refuses NUL in text: every send is checked here.
-    for name in ("client_id", "kind", "body"):
-        value = getattr(out, name)
-        if isinstance(value, str) and "\x00" in value:
-            raise bad("Text must not contain NUL characters.", name)
-    if not 1 <= len(out.client_id) <= CLIENT_ID_MAX:
-        raise bad("client_id is 1 to 64 characters (a UUID is a good choice).", "client_id")
-    if out.kind not in KINDS:
-        raise bad(f"kind is one of {', '.join(KINDS)}.", "kind")
-    if out.body is not None and len(out.body) > BODY_MAX:
-        raise bad(f"body is at most {BODY_MAX} characters.", "body")
-    if out.ciphertext is not None and not 0 < len(out.ciphertext) <= CIPHERTEXT_MAX:
-        raise bad(f"ciphertext is 1 to {CIPHERTEXT_MAX} bytes.", "ciphertext")
-    if len(out.recipients) > MAX_RECIPIENTS:
-        raise bad(f"A message names at most {MAX_RECIPIENTS} recipient devices.", "recipients")
-    seen = set()
-    for device_id, ciphertext in out.recipients:
-        if not is_uuid(device_id) or device_id in seen:
-            raise bad("recipients name each device once, by id.", "recipients")
-        if not 0 < len(ciphertext) <= CIPHERTEXT_MAX:
-            raise bad(f"each recipient ciphertext is 1 to {CIPHERTEXT_MAX} bytes.", "recipients")
-        seen.add(device_id)
-    if out.ciphertext is not None and out.recipients:
-        raise bad("Send either one group ciphertext or per-device recipients, not both.")
-    for name in ("media_id", "sticker_id", "reply_to"):
-        value = getattr(out, name)
-        if value is not None and not is_uuid(value):
-            raise bad(f"{name} is an id.", name)
-    if out.kind == "media" and out.media_id is None:
-        raise bad("A media message names its media_id.", "media_id")
-    if out.kind == "sticker" and out.sticker_id is None:
-        raise bad("A sticker message names its sticker_id.", "sticker_id")
 
 
 def _check_everyone_reached(sender_id: str, member_ids: Sequence[str], keyed: dict[str, str]) -> None:
@@ -152,49 +78,36 @@ def check_reaction(emoji: str) -> str:
     return emoji
 
 
+@dataclass(slots=True, eq=False)
 class MessageService:
-    def __init__(
-        self,
-        db: Database,
-        chats: ChatStore,
-        members: MemberStore,
-        devices: DeviceStore,
-        messages: MessageStore,
-        recipients: RecipientStore,
-        reactions: ReactionStore,
-        pins: PinStore,
-        access: ChatAccess,
-        timeline: Timeline,
-        attachments: MediaAttachments,
-        batcher: WriteBatcher,
-        keys: KeyDirectory,
-        clock: Clock,
-        hooks: Hooks | None = None,
-    ) -> None:
-        self._hooks = hooks or Hooks.none()
+    db: Database
+    chats: ChatStore
+    members: MemberStore
+    devices: DeviceStore
+    messages: MessageStore
+    recipients: RecipientStore
+    reactions: ReactionStore
+    pin_store: PinStore
+    access: ChatAccess
+    timeline: Timeline
+    attachments: MediaAttachments
+    batcher: WriteBatcher
+    keys: KeyDirectory
+    clock: Clock
+    hooks: Hooks = field(default_factory=Hooks.none)
+    _sends_observed: bool = field(init=False)
+    _active_device: Guard = field(init=False)
+
+    def __post_init__(self) -> None:
         # The plugins are all loaded before the services are built: whether any observes sends is known
         # now, and a send that nobody observes builds no event for them (two lookups fewer per send).
-        self._sends_observed = self._hooks.implements("message_sent")
-        self._db = db
-        self._chats = chats
-        self._members = members
-        self._devices = devices
-        self._messages = messages
-        self._recipients = recipients
-        self._reactions = reactions
-        self._pins = pins
-        self._access = access
-        self._timeline = timeline
-        self._attachments = attachments
-        self._batcher = batcher
-        self._keys = keys
-        self._clock = clock
+        self._sends_observed = self.hooks.implements("message_sent")
         # Checked in each send's transaction, once per batch: a device revoked (or logged out) a
         # moment ago, whose socket is still open or whose request was already authenticated,
         # stores nothing more. A revocation that commits while the batch runs is concurrent with
         # it; no lock is taken, since a lock taken before the batch's own (in device-id order,
         # see sup/db/events.py) could deadlock two processes' batches.
-        self._active_device = Guard(holding=devices.active_among, refusal=_device_gone)
+        self._active_device = Guard(holding=self.devices.active_among, refusal=_device_gone)
 
     # -- send ------------------------------------------------------------------------------
 
@@ -214,7 +127,7 @@ class MessageService:
         async def operation(tx: Transaction) -> Sent:
             return await self._do_send(tx, user_id, device_id, out, digest)
 
-        return self._batcher.enqueue(operation, chat_id=out.chat_id, guard=self._active_device, key=device_id)
+        return self.batcher.enqueue(operation, chat_id=out.chat_id, guard=self._active_device, key=device_id)
 
     def _retried(self, row: MessageRow, digest: bytes) -> Message:
         if row.content_hash != digest:
@@ -233,43 +146,35 @@ class MessageService:
         *,
         forwarded_from: dict[str, Any] | None = None,
     ) -> Sent:
-        membership = await self._access.access_chat(tx, user_id, out.chat_id, client_id=out.client_id)
+        membership = await self.access.access_chat(tx, user_id, out.chat_id, client_id=out.client_id)
         if membership.retry_of is not None:  # a retry, even in the same batch or from another process
-            existing = await self._messages.get(tx, membership.retry_of)
+            existing = await self.messages.get(tx, membership.retry_of)
             return Sent(self._retried(existing, digest), False)
         membership.require(Permission.SEND_MESSAGES, "send messages here")
         if out.kind in ("media", "sticker"):
             membership.require(Permission.SEND_MEDIA, "send media here")
-        await self._access.check_direct_open(tx, membership, user_id)
-        audience = await self._members.audience(tx, out.chat_id)
+        await self.access.check_direct_open(tx, membership, user_id)
+        audience = await self.members.audience(tx, out.chat_id)
         await self._check_content(
             tx, membership, user_id, device_id, out.body, out.ciphertext, out.recipients, audience
         )
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         if out.media_id is not None:
-            await self._attachments.for_message(
+            await self.attachments.for_message(
                 tx, user_id, out.media_id, encrypted_chat=bool(membership.chat.encrypted), now=now
             )
         if out.sticker_id is not None:
-            await self._attachments.as_sticker(tx, user_id, out.sticker_id, now)
+            await self.attachments.as_sticker(tx, user_id, out.sticker_id, now)
         if out.reply_to is not None:
-            target = await self._messages.get(tx, out.reply_to)
+            target = await self.messages.get(tx, out.reply_to)
             if target is None or target.chat_id != out.chat_id:
                 raise DomainError(Code.VALIDATION_FAILED, "reply_to is a message of this chat.", field="reply_to")
-        message = await self._timeline.append(
+        message = await self.timeline.append(
             tx,
-            out.chat_id,
+            out,
             sender_id=user_id,
             sender_device_id=device_id,
-            client_id=out.client_id,
             content_hash=digest,
-            kind=out.kind,
-            body=out.body,
-            ciphertext=out.ciphertext,
-            recipients=out.recipients,
-            media_id=out.media_id,
-            sticker_id=out.sticker_id,
-            reply_to=out.reply_to,
             forwarded_from=forwarded_from,
             now=now,
             devices=audience.device_ids,
@@ -287,7 +192,7 @@ class MessageService:
                 recipient_ids=tuple(m for m in audience.member_ids if m != user_id),
                 at=now,
             )
-            tx.after_commit(partial(self._hooks.notify, "message_sent", sent))
+            tx.after_commit(partial(self.hooks.notify, "message_sent", sent))
         return Sent(message, True)
 
     async def _check_content(
@@ -311,7 +216,7 @@ class MessageService:
                 Code.ENCRYPTION_REQUIRED, "This chat is end-to-end encrypted: send ciphertext, never a plaintext body."
             )
         if audience is None:
-            audience = await self._members.audience(tx, chat.id)
+            audience = await self.members.audience(tx, chat.id)
         keyed = audience.keyed()
         # Before the empty-recipients check: with no other device to encrypt to, this is what to say.
         _check_everyone_reached(user_id, audience.member_ids, keyed)
@@ -320,7 +225,7 @@ class MessageService:
         if ciphertext is not None:
             if chat.type != "group":
                 raise DomainError(Code.ENCRYPTION_REQUIRED, "A direct chat takes per-device ciphertexts (recipients).")
-            await self._keys.check_group_send(tx, chat.id, device_id, list(keyed))
+            await self.keys.check_group_send(tx, chat.id, device_id, list(keyed))
             return
         await self._check_devices(tx, device_id, [d for d, _ in recipients], keyed)
 
@@ -342,7 +247,7 @@ class MessageService:
             devices.setdefault(owner, []).append(d)
         listing = [{"user_id": owner, "device_ids": ids} for owner, ids in sorted(devices.items())]
         # Devices that exist (revoked, or of a former member) are stale; others are simply wrong.
-        stale = sorted(await self._devices.known_ids(tx, unknown))
+        stale = sorted(await self.devices.known_ids(tx, unknown))
         if stale and not missing and len(stale) == len(unknown):
             raise DomainError(
                 Code.STALE_DEVICES,
@@ -363,8 +268,8 @@ class MessageService:
     async def history(
         self, user_id: str, device_id: str, chat_id: str, *, before: int | None, after: int | None, limit: int
     ) -> MessagePage:
-        await self._access.access_chat(self._db, user_id, chat_id)
-        rows = await self._messages.page(self._db, chat_id, user_id, before=before, after=after, limit=limit + 1)
+        await self.access.access_chat(self.db, user_id, chat_id)
+        rows = await self.messages.page(self.db, chat_id, user_id, before=before, after=after, limit=limit + 1)
         more = len(rows) > limit
         if more:  # drop the extra row, at the end away from the cursor
             rows = rows[:limit] if after is not None else rows[-limit:]
@@ -375,8 +280,8 @@ class MessageService:
 
     async def _present(self, rows: list[MessageRow], user_id: str, device_id: str) -> list[Message]:
         ids = [r.id for r in rows]
-        mine = await self._recipients.for_device(self._db, ids, device_id)
-        reactions = await self._reactions.summary(self._db, ids, user_id)
+        mine = await self.recipients.for_device(self.db, ids, device_id)
+        reactions = await self.reactions.summary(self.db, ids, user_id)
         return [
             message_from_row(
                 r,
@@ -387,15 +292,15 @@ class MessageService:
         ]
 
     async def get(self, user_id: str, device_id: str, message_id: str) -> Message:
-        _, row = await self._access_message(self._db, user_id, message_id)
+        _, row = await self._access_message(self.db, user_id, message_id)
         return (await self._present([row], user_id, device_id))[0]
 
     async def _access_message(self, db: Queryable, user_id: str, message_id: str) -> tuple[Membership, MessageRow]:
-        row = await self._messages.get(db, message_id) if is_uuid(message_id) else None
+        row = await self.messages.get(db, message_id) if is_uuid(message_id) else None
         if row is None:
             raise DomainError(Code.NOT_FOUND, "No such message.")
         try:
-            membership = await self._access.access_chat(db, user_id, row.chat_id)
+            membership = await self.access.access_chat(db, user_id, row.chat_id)
         except DomainError:
             raise DomainError(Code.NOT_FOUND, "No such message.") from None
         return membership, row
@@ -414,8 +319,8 @@ class MessageService:
     ) -> Message:
         if body is not None and len(body) > BODY_MAX:
             raise DomainError(Code.VALIDATION_FAILED, f"body is at most {BODY_MAX} characters.", field="body")
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             membership, row = await self._access_message(tx, user_id, message_id)
             if row.sender_id != user_id:
                 raise DomainError(Code.FORBIDDEN, "Only the sender can edit a message.")
@@ -425,26 +330,26 @@ class MessageService:
             await self._check_content(tx, membership, user_id, device_id, body, ciphertext, recipients)
             if not membership.chat.encrypted and body is None:
                 raise DomainError(Code.VALIDATION_FAILED, "An edit carries the new body.", field="body")
-            await self._messages.edit(tx, message_id, body, ciphertext, now)
+            await self.messages.edit(tx, message_id, body, ciphertext, now)
             if recipients:
-                await self._recipients.replace(tx, message_id, recipients)
-            message = message_from_row(await self._messages.get(tx, message_id))
+                await self.recipients.replace(tx, message_id, recipients)
+            message = message_from_row(await self.messages.get(tx, message_id))
             per_device = {
                 d: encode({"message": msgspec.structs.replace(message, ciphertext=ct)}) for d, ct in recipients
             } or None
-            await self._timeline.to_chat(
+            await self.timeline.to_chat(
                 tx, message.chat_id, "message.edited", {"message": message}, now, per_device=per_device
             )
         return message
 
     async def delete(self, user_id: str, message_id: str, *, for_everyone: bool) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             membership, row = await self._access_message(tx, user_id, message_id)
             event = {"chat_id": row.chat_id, "message_id": message_id, "seq": row.seq}
             if not for_everyone:
-                await self._messages.hide(tx, user_id, message_id)
-                await self._timeline.to_user_devices(
+                await self.messages.hide(tx, user_id, message_id)
+                await self.timeline.to_user_devices(
                     tx, [user_id], "message.deleted", {**event, "for_everyone": False}, now
                 )
             else:
@@ -465,25 +370,25 @@ class MessageService:
         devices: Sequence[str] | None = None,
     ) -> None:
         """Delete a message for everyone, its checks done: its file goes, a tombstone stays, the members hear it."""
-        await self._attachments.message_going(tx, message_id)
-        if await self._messages.tombstone(tx, message_id, now):
+        await self.attachments.message_going(tx, message_id)
+        if await self.messages.tombstone(tx, message_id, now):
             event = {"chat_id": chat_id, "message_id": message_id, "seq": seq, "for_everyone": True}
-            await self._timeline.to_chat(tx, chat_id, "message.deleted", event, now, devices=devices)
+            await self.timeline.to_chat(tx, chat_id, "message.deleted", event, now, devices=devices)
 
     async def react(self, user_id: str, message_id: str, emoji: str, *, add: bool) -> list[Reaction]:
         emoji = check_reaction(emoji)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             membership, row = await self._access_message(tx, user_id, message_id)
             chat_type = membership.chat.type
             if row.deleted_at is not None:
                 raise DomainError(Code.CONFLICT, "This message was deleted.")
             changed = (
-                await self._reactions.add(tx, message_id, user_id, emoji, now)
+                await self.reactions.add(tx, message_id, user_id, emoji, now)
                 if add
-                else await self._reactions.remove(tx, message_id, user_id, emoji)
+                else await self.reactions.remove(tx, message_id, user_id, emoji)
             )
-            summary = (await self._reactions.summary(tx, [message_id], user_id)).get(message_id, [])
+            summary = (await self.reactions.summary(tx, [message_id], user_id)).get(message_id, [])
             reactions = [Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in summary]
             if changed:
                 counts = {x.emoji: x.count for x in reactions}
@@ -504,8 +409,8 @@ class MessageService:
         devices: Sequence[str] | None = None,
     ) -> None:
         """Take a user's reaction off a message, its checks done; the members hear the new count."""
-        if await self._reactions.remove(tx, message_id, user_id, emoji):
-            summary = (await self._reactions.summary(tx, [message_id], user_id)).get(message_id, [])
+        if await self.reactions.remove(tx, message_id, user_id, emoji):
+            summary = (await self.reactions.summary(tx, [message_id], user_id)).get(message_id, [])
             count = next((x["count"] for x in summary if x["emoji"] == emoji), 0)
             await self._reaction_updated(tx, chat_id, message_id, user_id, emoji, False, count, now, devices)
 
@@ -532,20 +437,18 @@ class MessageService:
             "count": count,
         }
         if chat_type is None:
-            chat_type = (await self._chats.get(tx, chat_id)).type
+            chat_type = (await self.chats.get(tx, chat_id)).type
         per_device = None
         if chat_type == "channel":  # subscribers do not see each other: who reacted is for the reactor alone
-            per_device = dict.fromkeys(await self._devices.active_ids_of(tx, [user_id]), encode(event))
+            per_device = dict.fromkeys(await self.devices.active_ids_of(tx, [user_id]), encode(event))
             event = {**event, "user_id": None}
-        await self._timeline.to_chat(
-            tx, chat_id, "reaction.updated", event, now, per_device=per_device, devices=devices
-        )
+        await self.timeline.to_chat(tx, chat_id, "reaction.updated", event, now, per_device=per_device, devices=devices)
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
-        _, row = await self._access_message(self._db, user_id, message_id)
+        _, row = await self._access_message(self.db, user_id, message_id)
         if row.deleted_at is not None or row.kind == "system":
             raise DomainError(Code.CONFLICT, "This message cannot be forwarded.")
-        source_chat = await self._chats.get(self._db, row.chat_id)
+        source_chat = await self.chats.get(self.db, row.chat_id)
         if source_chat.encrypted:
             raise DomainError(
                 Code.ENCRYPTION_REQUIRED,
@@ -567,20 +470,20 @@ class MessageService:
             # The target's rules are a send's rules: membership, permissions, blocks, encryption.
             return await self._do_send(tx, user_id, device_id, out, digest, forwarded_from=origin)
 
-        return await self._batcher.submit(operation, chat_id=chat_id, guard=self._active_device, key=device_id)
+        return await self.batcher.submit(operation, chat_id=chat_id, guard=self._active_device, key=device_id)
 
     async def pin(self, user_id: str, message_id: str, *, pinned: bool) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             membership, row = await self._access_message(tx, user_id, message_id)
             membership.require(Permission.PIN, "pin messages")
             changed = (
-                await self._pins.pin(tx, row.chat_id, message_id, user_id, now)
+                await self.pin_store.pin(tx, row.chat_id, message_id, user_id, now)
                 if pinned
-                else await self._pins.unpin(tx, row.chat_id, message_id)
+                else await self.pin_store.unpin(tx, row.chat_id, message_id)
             )
             if changed:
-                await self._timeline.to_chat(
+                await self.timeline.to_chat(
                     tx,
                     row.chat_id,
                     "message.pinned" if pinned else "message.unpinned",
@@ -589,23 +492,24 @@ class MessageService:
                 )
 
     async def pins(self, user_id: str, chat_id: str) -> list[Pin]:
-        await self._access.access_chat(self._db, user_id, chat_id)
+        await self.access.access_chat(self.db, user_id, chat_id)
         return [
-            Pin(r["message_id"], r["pinned_by"], r["pinned_at"]) for r in await self._pins.for_chat(self._db, chat_id)
+            Pin(r["message_id"], r["pinned_by"], r["pinned_at"])
+            for r in await self.pin_store.for_chat(self.db, chat_id)
         ]
 
     async def mark_read(self, user_id: str, chat_id: str, seq: int) -> int:
         """Move my read marker forward (never back); return where it stands."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            membership = await self._access.access_chat(tx, user_id, chat_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            membership = await self.access.access_chat(tx, user_id, chat_id)
             seq = min(seq, membership.chat.last_seq)
-            if await self._members.mark_read(tx, chat_id, user_id, seq):
+            if await self.members.mark_read(tx, chat_id, user_id, seq):
                 event: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "seq": seq}
                 if membership.chat.type == "channel":  # subscribers do not see each other
-                    await self._timeline.to_user_devices(tx, [user_id], "receipt.read", event, now)
+                    await self.timeline.to_user_devices(tx, [user_id], "receipt.read", event, now)
                 else:
-                    await self._timeline.to_chat(tx, chat_id, "receipt.read", event, now)
+                    await self.timeline.to_chat(tx, chat_id, "receipt.read", event, now)
             else:
                 seq = membership.member.last_read_seq
         return seq

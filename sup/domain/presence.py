@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
@@ -36,72 +37,64 @@ class PresenceStatus(msgspec.Struct, frozen=True):
     last_seen_at: int | None
 
 
+@dataclass(slots=True, eq=False)
 class PresenceService:
-    def __init__(
-        self,
-        db: Database,
-        users: UserStore,
-        contacts: ContactStore,
-        members: MemberStore,
-        access: ChatAccess,
-        tracker: PresenceTracker,
-        announcer: Announcer,
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._users = users
-        self._contacts = contacts
-        self._members = members
-        self._access = access
-        self._tracker = tracker
-        self._announcer = announcer
-        self._clock = clock
-        self._typing_audiences = TypingAudiences(TYPING_AUDIENCE_CHATS, TYPING_AUDIENCE_SECONDS)
+    db: Database
+    users: UserStore
+    contacts: ContactStore
+    members: MemberStore
+    access: ChatAccess
+    tracker: PresenceTracker
+    announcer: Announcer
+    clock: Clock
+    _typing_audiences: TypingAudiences = field(
+        init=False, default_factory=lambda: TypingAudiences(TYPING_AUDIENCE_CHATS, TYPING_AUDIENCE_SECONDS)
+    )
 
     async def _audience(self, user_id: str) -> list[str]:
-        row = await self._users.presence(self._db, user_id)
+        row = await self.users.presence(self.db, user_id)
         visibility = row["presence_visibility"] if row else "nobody"
         if visibility == "nobody":
             return []
-        peers = await self._members.peers(self._db, user_id)
+        peers = await self.members.peers(self.db, user_id)
         if visibility == "contacts":
-            contacts = await self._contacts.ids(self._db, user_id)
+            contacts = await self.contacts.ids(self.db, user_id)
             peers = [p for p in peers if p in contacts]
         return peers
 
     async def connected(self, user_id: str) -> None:
-        if await self._tracker.connected(user_id):
+        if await self.tracker.connected(user_id):
             await self._tell(user_id, True, None)
 
     async def disconnected(self, user_id: str) -> None:
-        if await self._tracker.disconnected(user_id):
-            now = self._clock.now_ms()
-            await self._users.set_last_seen(self._db, user_id, now)
+        if await self.tracker.disconnected(user_id):
+            now = self.clock.now_ms()
+            await self.users.set_last_seen(self.db, user_id, now)
             await self._tell(user_id, False, now)
 
     async def _tell(self, user_id: str, online: bool, last_seen_at: int | None) -> None:
         audience = await self._audience(user_id)
         if audience:
             payload = frame("presence", None, encode(PresenceStatus(user_id, online, last_seen_at)))
-            await self._announcer.announce_ephemeral(audience, payload)
+            await self.announcer.announce_ephemeral(audience, payload)
 
     async def status(self, viewer_id: str, user_id: str) -> PresenceStatus:
         if viewer_id != user_id and viewer_id not in await self._audience(user_id):
             return PresenceStatus(user_id, False, None)  # hidden looks like "unknown", not like a refusal
-        row = await self._users.presence(self._db, user_id)
+        row = await self.users.presence(self.db, user_id)
         if row is None:
             raise DomainError(Code.NOT_FOUND, "No such user.")
-        return PresenceStatus(user_id, await self._tracker.is_online(user_id), row["last_seen_at"])
+        return PresenceStatus(user_id, await self.tracker.is_online(user_id), row["last_seen_at"])
 
     async def set_visibility(self, user_id: str, visibility: Visibility) -> None:
-        await self._users.set_presence_visibility(self._db, user_id, visibility)
+        await self.users.set_presence_visibility(self.db, user_id, visibility)
 
     async def typing(self, user_id: str, chat_id: str, active: bool = True) -> None:
         """Tell the other members; no database work while the chat's members are remembered."""
         audience = self._typing_audiences.get(chat_id)
         if audience is None or user_id not in audience[1]:
-            membership = await self._access.access_chat(self._db, user_id, chat_id)  # 404 if not a member
-            members = frozenset(await self._members.user_ids(self._db, chat_id))
+            membership = await self.access.access_chat(self.db, user_id, chat_id)  # 404 if not a member
+            members = frozenset(await self.members.user_ids(self.db, chat_id))
             audience = (membership.chat.type == "channel", members)
             self._typing_audiences.put(chat_id, audience)
         channel, members = audience
@@ -109,7 +102,7 @@ class PresenceService:
             return  # subscribers do not see each other
         others = [u for u in members if u != user_id]
         body = {"chat_id": chat_id, "user_id": user_id, "active": active, "expires_in": TYPING_SECONDS}
-        await self._announcer.announce_ephemeral(others, frame("typing", None, encode(body)))
+        await self.announcer.announce_ephemeral(others, frame("typing", None, encode(body)))
 
 
 class TypingAudiences:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,36 +34,27 @@ PROCESS_JOB = "media.process"
 PROCESS_KEY_PREFIX = "media:"  # + media id: a file is queued for processing once
 
 
+@dataclass(slots=True, eq=False)
 class MediaProcessing:
-    def __init__(
-        self,
-        db: Database,
-        media: MediaStore,
-        devices: DeviceStore,
-        blobs: BlobStore,
-        scheduler: Scheduler,
-        files: MediaFiles,
-        events: EventWriter,
-        clock: Clock,
-        config: MediaConfig,
-        scratch_dir: Path,
-    ) -> None:
-        self._db = db
-        self._media = media
-        self._devices = devices
-        self._blobs = blobs
-        self._files = files
-        self._events = events
-        self._clock = clock
-        self._config = config
-        self._scratch = scratch_dir
-        scheduler.register(PROCESS_JOB, self._process_job, timeout=config.probe_timeout_seconds + 120)
+    db: Database
+    media: MediaStore
+    devices: DeviceStore
+    blobs: BlobStore
+    scheduler: Scheduler
+    files: MediaFiles
+    events: EventWriter
+    clock: Clock
+    config: MediaConfig
+    scratch_dir: Path
+
+    def __post_init__(self) -> None:
+        self.scheduler.register(PROCESS_JOB, self._process_job, timeout=self.config.probe_timeout_seconds + 120)
 
     # -- processing --------------------------------------------------------------------------
 
     async def _process_job(self, payload: bytes) -> None:
         media_id = payload.decode()
-        row = await self._media.get(self._db, media_id)
+        row = await self.media.get(self.db, media_id)
         if row is None or row["status"] != "pending":
             return  # deleted meanwhile, or already done (jobs may run twice)
         try:
@@ -77,12 +69,12 @@ class MediaProcessing:
 
     async def _process(self, row: Row) -> dict[str, Any]:
         if row["kind"] == "image":
-            c = self._config
+            c = self.config
             # Stickers are small by nature: anything bigger is refused before a pixel is decoded.
             sticker = row["purpose"] == "sticker"
             if sticker and row["size"] > c.max_sticker_bytes:
                 raise MediaError(f"a sticker is at most {c.max_sticker_bytes} bytes; this one is {row['size']}")
-            data = await self._blobs.read_all(row["blob_key"])
+            data = await self.blobs.read_all(row["blob_key"])
             # Decoded in a limited child process: a tiny file can need gigabytes and seconds of CPU.
             result = await process_image_isolated(
                 data,
@@ -100,7 +92,7 @@ class MediaProcessing:
                 "height": result.height,
                 "info": json.dumps(info),
             }
-        with tempfile.TemporaryDirectory(dir=self._scratch) as scratch:
+        with tempfile.TemporaryDirectory(dir=self.scratch_dir) as scratch:
             path = os.path.join(scratch, "media")
             await self._copy_to(row["blob_key"], path)
             # The same child also remuxes the file without its tags (location, dates, device):
@@ -109,14 +101,14 @@ class MediaProcessing:
             probe = await probe_media(
                 path,
                 kind=row["kind"],
-                timeout=self._config.probe_timeout_seconds,
-                memory_limit=self._config.probe_memory_bytes,
-                max_duration=self._config.max_duration_seconds,
+                timeout=self.config.probe_timeout_seconds,
+                memory_limit=self.config.probe_memory_bytes,
+                max_duration=self.config.max_duration_seconds,
                 remux_to=clean,
             )
             if not probe.ok:
                 raise MediaError(probe.reason or "the media could not be read")
-            served = await self._blobs.put_stream(file_chunks(clean))
+            served = await self.blobs.put_stream(file_chunks(clean))
         info: dict[str, Any] = {"container": probe.container, "audio_codec": probe.audio_codec}
         changes: dict[str, Any] = {
             "status": "ready",
@@ -133,10 +125,10 @@ class MediaProcessing:
             if probe.poster:
                 try:
                     poster = await process_image_isolated(
-                        probe.poster, max_pixels=self._config.max_image_pixels, sizes=(320, 1280)
+                        probe.poster, max_pixels=self.config.max_image_pixels, sizes=(320, 1280)
                     )
                 except MediaError:
-                    await self._files.release([served.key])  # the file fails: its clean copy has no owner
+                    await self.files.release([served.key])  # the file fails: its clean copy has no owner
                     raise
                 changes.update(await self._store_image(poster, keep_sanitized=False))
                 info["placeholder"] = poster.placeholder
@@ -149,12 +141,12 @@ class MediaProcessing:
         stored: dict[str, Any] = {}
         thumbs = sorted(result.thumbnails, key=lambda t: max(t.width, t.height))
         if thumbs:
-            small = await self._blobs.put_bytes(thumbs[0].data)
-            large = await self._blobs.put_bytes(thumbs[-1].data) if len(thumbs) > 1 else small
+            small = await self.blobs.put_bytes(thumbs[0].data)
+            large = await self.blobs.put_bytes(thumbs[-1].data) if len(thumbs) > 1 else small
             stored.update(thumb_small_key=small.key, thumb_large_key=large.key, thumb_mime=thumbs[0].mime)
         if keep_sanitized and result.sanitized is not None:
             stored.update(
-                served_key=(await self._blobs.put_bytes(result.sanitized)).key, served_mime=result.sanitized_mime
+                served_key=(await self.blobs.put_bytes(result.sanitized)).key, served_mime=result.sanitized_mime
             )
         return stored
 
@@ -162,25 +154,25 @@ class MediaProcessing:
         """FFmpeg reads a local file: copy the blob out, in bounded chunks, off the event loop."""
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            async for chunk in self._blobs.read_range(key, 0, None):
+            async for chunk in self.blobs.read_range(key, 0, None):
                 await asyncio.to_thread(os.write, fd, chunk)
         finally:
             os.close(fd)
 
     async def _finish(self, row: Row, changes: dict[str, Any]) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            updated = await self._media.set_processed(tx, row["id"], changes, now)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            updated = await self.media.set_processed(tx, row["id"], changes, now)
             if updated:
-                media = media_from_row(await self._media.get(tx, row["id"]))
-                devices = await self._devices.active_ids_of(tx, [row["owner_id"]])
-                await self._events.append(tx, "media.processed", devices, encode({"media": media}), now)
+                media = media_from_row(await self.media.get(tx, row["id"]))
+                devices = await self.devices.active_ids_of(tx, [row["owner_id"]])
+                await self.events.append(tx, "media.processed", devices, encode({"media": media}), now)
         if not updated:  # deleted while it was processed: what processing stored has no owner
-            await self._files.release([changes[c] for c in BLOB_COLUMNS if changes.get(c)])
+            await self.files.release([changes[c] for c in BLOB_COLUMNS if changes.get(c)])
 
     async def fail_stuck(self) -> None:
         """A processing job that failed for good (not a MediaError: a crash or a timeout) leaves its
         file pending; after a generous wait, say so rather than leave it spinning."""
-        stuck_before = self._clock.now_ms() - 6 * 3_600_000
-        for row in await self._media.stuck(self._db, stuck_before, 1000, PROCESS_KEY_PREFIX):
+        stuck_before = self.clock.now_ms() - 6 * 3_600_000
+        for row in await self.media.stuck(self.db, stuck_before, 1000, PROCESS_KEY_PREFIX):
             await self._finish(row, {"status": "failed", "failure": "Processing did not finish."})

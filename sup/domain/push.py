@@ -23,19 +23,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import math
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sup.bus.presence import PresenceTracker
+from sup.bus.process import stop
 from sup.clock import Clock
 from sup.config import PushConfig
 from sup.db.database import Database, Queryable, Row, from_row
@@ -58,27 +57,6 @@ LEASE_SECONDS = 120.0  # longer than a drain plus a push service's timeout
 MAX_OBSERVED = 100_000  # events waiting to be marked; past that they are dropped (pushes are hints)
 RETRY_CAP_SECONDS = 600.0
 _NEW_MESSAGE = b'{"type":"message.new",'
-
-
-@dataclass(frozen=True)
-class PushSettings:
-    enabled: bool = True
-    coalesce_seconds: float = 0.5
-    max_attempts: int = 5
-    retry_base_seconds: float = 5.0
-    ttl_seconds: int = 86400
-    concurrency: int = 64
-
-    @classmethod
-    def from_config(cls, push: PushConfig) -> PushSettings:
-        return cls(
-            enabled=push.enabled,
-            coalesce_seconds=push.coalesce_seconds,
-            max_attempts=push.max_attempts,
-            retry_base_seconds=push.retry_base_seconds,
-            ttl_seconds=push.ttl_seconds,
-            concurrency=push.concurrency,
-        )
 
 
 class Subscription(msgspec.Struct, kw_only=True):
@@ -160,7 +138,7 @@ class PushService:
         scheduler: Scheduler,
         hooks: Hooks,
         clock: Clock,
-        settings: PushSettings,
+        config: PushConfig,
         vapid_public_key: bytes,
     ) -> None:
         self._db = db
@@ -170,15 +148,15 @@ class PushService:
         self._scheduler = scheduler
         self._hooks = hooks
         self._clock = clock
-        self._settings = settings
+        self._config = config
         self.vapid_public_key = base64.urlsafe_b64encode(vapid_public_key).rstrip(b"=").decode()
         self._observed: list[Delivery] = []
         self._wake = asyncio.Event()
         self._marker: asyncio.Task[None] | None = None
         self._marking = False
         self._dropped = 0
-        self._sending = asyncio.Semaphore(settings.concurrency)
-        if settings.enabled:
+        self._sending = asyncio.Semaphore(config.concurrency)
+        if config.enabled:
             scheduler.register(JOB, self._run_job, timeout=DRAIN_SECONDS + 30)
             # A job lost to a crash (between a mark and its enqueue) or to clock skew between processes:
             # what is overdue goes out within a minute anyway.
@@ -187,7 +165,7 @@ class PushService:
     # -- subscriptions (the API) --------------------------------------------------------------
 
     def _require_enabled(self) -> None:
-        if not self._settings.enabled:
+        if not self._config.enabled:
             raise DomainError(Code.NOT_CONFIGURED, "Push notifications are off on this server (push.enabled).")
 
     async def subscribe(self, user_id: str, device_id: str, endpoint: str, p256dh: str, auth: str) -> Subscription:
@@ -236,7 +214,7 @@ class PushService:
     # -- after a commit: marking what waits --------------------------------------------------
 
     def announcer(self, inner: Announcer) -> Announcer:
-        return PushingAnnouncer(inner, self) if self._settings.enabled else inner
+        return PushingAnnouncer(inner, self) if self._config.enabled else inner
 
     def observe(self, deliveries: Sequence[Delivery]) -> None:
         """Committed events (on the event loop, no I/O): new messages wait for the marker task."""
@@ -252,15 +230,12 @@ class PushService:
         self._wake.set()
 
     async def start(self) -> None:
-        if self._settings.enabled and self._marker is None:
+        if self._config.enabled and self._marker is None:
             self._marker = asyncio.create_task(self._mark_forever(), name="push-marker")
 
     async def close(self) -> None:
-        if self._marker is not None:
-            self._marker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._marker
-            self._marker = None
+        await stop(self._marker)
+        self._marker = None
 
     async def _mark_forever(self) -> None:
         while True:
@@ -303,7 +278,7 @@ class PushService:
             due.append((device_id, seq, "" if device_id in several else sent.chat_id))
         if not due:
             return
-        due_at = self._clock.now_ms() + int(self._settings.coalesce_seconds * 1000)
+        due_at = self._clock.now_ms() + int(self._config.coalesce_seconds * 1000)
 
         async def work(tx: Queryable) -> list[int]:
             return await self._store.mark_many(tx, due, due_at)
@@ -357,7 +332,7 @@ class PushService:
             keys={"p256dh": row["p256dh"], "auth": row["auth"]},
         )
         chat_id = row["pending_chat"] or None  # '' when the burst spanned several chats
-        payload = PushPayload(kind="message", chat_id=chat_id, ttl_seconds=self._settings.ttl_seconds)
+        payload = PushPayload(kind="message", chat_id=chat_id, ttl_seconds=self._config.ttl_seconds)
         async with self._sending:
             try:
                 answer = await self._hooks.first("send_push", device=device, payload=payload)
@@ -372,12 +347,12 @@ class PushService:
 
     async def _settle(self, rows: Sequence[dict[str, Any]], outcomes: Sequence[PushResult]) -> None:
         now = self._clock.now_ms()
-        rearm_at = now + int(self._settings.coalesce_seconds * 1000)
+        rearm_at = now + int(self._config.coalesce_seconds * 1000)
         retries: list[tuple[str, int, int]] = []
         for row, result in zip(rows, outcomes, strict=True):
             if result.outcome == "retry":
                 attempts = row["attempts"] + 1
-                if attempts < self._settings.max_attempts:
+                if attempts < self._config.max_attempts:
                     retries.append((str(row["device_id"]), now + self._backoff_ms(attempts, result), attempts))
                     continue
                 log.warning("push to device %s given up after %d attempts: %s", row["device_id"], attempts, result)
@@ -406,7 +381,7 @@ class PushService:
     def _backoff_ms(self, attempts: int, result: PushResult) -> int:
         # Exponential with jitter, so that devices of one push service that failed together do not
         # all come back in the same instant; a Retry-After asks for at least that long.
-        ceiling = min(RETRY_CAP_SECONDS, self._settings.retry_base_seconds * 2 ** (attempts - 1))
+        ceiling = min(RETRY_CAP_SECONDS, self._config.retry_base_seconds * 2 ** (attempts - 1))
         delay = ceiling * random.uniform(0.5, 1.0)
         if result.retry_after is not None:
             delay = max(delay, min(result.retry_after, RETRY_CAP_SECONDS))

@@ -16,6 +16,7 @@ snippets are computed here, in the same way on SQLite and Postgres (sup/searchte
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -25,6 +26,7 @@ from sup.db.database import Database, Row
 from sup.db.search import ChatHit, MessageHit, SearchStore
 from sup.domain.access import ChatAccess
 from sup.domain.accounts import User, user_from_row
+from sup.domain.cursors import bad_cursor
 from sup.domain.joining import ChatCard, card
 from sup.domain.timeline import Message, message_from_row
 from sup.errors import Code, DomainError
@@ -63,10 +65,6 @@ class MessageResults(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
-def _bad_cursor() -> DomainError:
-    return DomainError(Code.VALIDATION_FAILED, "before: not a cursor this server gave out.", field="before")
-
-
 def _best(items: Iterable[T], order: Callable[[T], tuple[Any, ...] | None], limit: int) -> list[T]:
     """The first `limit` items by `order`, leaving out those it gives None (the name does not match)."""
     ranked = [(key, item) for item in items if (key := order(item)) is not None]
@@ -74,19 +72,19 @@ def _best(items: Iterable[T], order: Callable[[T], tuple[Any, ...] | None], limi
     return [item for _, item in ranked[:limit]]
 
 
+@dataclass(slots=True, eq=False)
 class SearchService:
-    def __init__(self, db: Database, store: SearchStore, members: MemberStore, access: ChatAccess) -> None:
-        self._db = db
-        self._store = store
-        self._members = members
-        self._access = access
+    db: Database
+    store: SearchStore
+    members: MemberStore
+    access: ChatAccess
 
     async def users(self, who_id: str, query: str, limit: int) -> UserResults:
         """Users by username or display name: exact, then starting with, containing, similar."""
         q = _name_query(query)
         if not q:
             return UserResults([])
-        rows = await self._store.users(self._db, who_id, q)
+        rows = await self.store.users(self.db, who_id, q)
 
         def order(row: Row) -> tuple[Any, ...] | None:
             rank = name_rank(q, row["username"], row["display_name"])
@@ -99,14 +97,14 @@ class SearchService:
         q = _name_query(query)
         if not q:
             return ChatResults([])
-        hits = await self._store.chats(self._db, who_id, q)
+        hits = await self.store.chats(self.db, who_id, q)
 
         def order(hit: ChatHit) -> tuple[Any, ...] | None:
             rank = name_rank(q, hit.chat.title)
             return None if rank is None else (rank, not hit.joined, hit.chat.title.lower(), hit.chat.id)
 
         best = _best(hits, order, limit)
-        counts = await self._members.counts(self._db, [hit.chat.id for hit in best])
+        counts = await self.members.counts(self.db, [hit.chat.id for hit in best])
         return ChatResults([card(hit.chat, counts.get(hit.chat.id, 0), hit.joined) for hit in best])
 
     async def messages(
@@ -125,10 +123,10 @@ class SearchService:
         except TooManyTerms as exc:
             raise DomainError(Code.VALIDATION_FAILED, str(exc), field="q") from None
         if chat_id is not None:
-            await self._access.access_chat(self._db, who_id, chat_id)
+            await self.access.access_chat(self.db, who_id, chat_id)
         if terms is None:
             if before is not None:
-                _parse_cursor(before, order, self._store.valid_key, chat_id is not None)
+                _parse_cursor(before, order, self.store.valid_key, chat_id is not None)
             return MessageResults([], None)
         if order == "newest":
             return await self._newest(who_id, terms, chat_id, before, limit)
@@ -137,8 +135,8 @@ class SearchService:
     async def _newest(
         self, who_id: str, terms: Terms, chat_id: str | None, before: str | None, limit: int
     ) -> MessageResults:
-        below = _parse_cursor(before, "newest", self._store.valid_key, chat_id is not None)[0] if before else None
-        hits = await self._store.messages(self._db, who_id, terms, chat_id=chat_id, below=below, limit=limit + 1)
+        below = _parse_cursor(before, "newest", self.store.valid_key, chat_id is not None)[0] if before else None
+        hits = await self.store.messages(self.db, who_id, terms, chat_id=chat_id, below=below, limit=limit + 1)
         items = [_result(hit, terms) for hit in hits[:limit]]
         return MessageResults(items, f"n:{hits[limit - 1].key}" if len(hits) > limit else None)
 
@@ -150,9 +148,9 @@ class SearchService:
         hidden since), so new messages do not shift them."""
         snapshot, after = (None, None)
         if before:
-            snapshot, after = _parse_cursor(before, "relevance", self._store.valid_key, chat_id is not None)
-        hits = await self._store.messages(
-            self._db, who_id, terms, chat_id=chat_id, below=snapshot, inclusive=True, limit=RELEVANCE_CANDIDATES
+            snapshot, after = _parse_cursor(before, "relevance", self.store.valid_key, chat_id is not None)
+        hits = await self.store.messages(
+            self.db, who_id, terms, chat_id=chat_id, below=snapshot, inclusive=True, limit=RELEVANCE_CANDIDATES
         )
         if not hits:
             return MessageResults([], None)
@@ -194,15 +192,15 @@ def _parse_cursor(
     kind, _, rest = cursor.partition(":")
     if order == "newest":
         if kind != "n" or not valid_key(rest, in_chat):
-            raise _bad_cursor()
+            raise bad_cursor()
         return rest, None
     parts = rest.rsplit(":", 2)
     if kind != "r" or len(parts) != 3 or not valid_key(parts[0], in_chat) or not is_uuid(parts[2]):
-        raise _bad_cursor()
+        raise bad_cursor()
     try:
         score = float(parts[1])
     except ValueError:
-        raise _bad_cursor() from None
+        raise bad_cursor() from None
     if score != score or abs(score) > 1e6:  # NaN or absurd
-        raise _bad_cursor()
+        raise bad_cursor()
     return parts[0], (score, parts[2])

@@ -6,19 +6,17 @@ sending over both, and a flood over the socket is refused exactly as it would be
 
 from __future__ import annotations
 
-from sup.bus.ratelimit import RateLimiter
+from dataclasses import dataclass
+
+from sup.domain.limits import Budget
 from sup.errors import RateLimited
 
 
+@dataclass(slots=True, eq=False)
 class SendRate:
-    def __init__(self, limiter: RateLimiter | None, per_minute: int) -> None:
-        self._limiter = limiter  # None: rate limits are off (ratelimit.enabled = false)
-        self._per_minute = per_minute
+    budget: Budget
 
     async def check(self, device_id: str) -> None:
         """Count one send of this device; RateLimited (429) when it is over its budget."""
-        if self._limiter is None:
-            return
-        wait = await self._limiter.hit(f"device-sends:{device_id}", self._per_minute)
-        if wait:
+        if wait := await self.budget.spend(f"device-sends:{device_id}"):
             raise RateLimited(wait, "This device sends too many messages; wait before sending more.")

@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 
@@ -69,39 +70,30 @@ def sticker_from_row(row: Row) -> Sticker:
     return from_row(Sticker, row, animated=bool(info.get("animated")))
 
 
+@dataclass(slots=True, eq=False)
 class StickerService:
-    def __init__(
-        self,
-        db: Database,
-        stickers: StickerStore,
-        devices: DeviceStore,
-        attachments: MediaAttachments,
-        events: EventWriter,
-        clock: Clock,
-        config: StickersConfig,
-    ) -> None:
-        self._db = db
-        self._stickers = stickers
-        self._devices = devices
-        self._attachments = attachments
-        self._events = events
-        self._clock = clock
-        self._config = config
+    db: Database
+    stickers: StickerStore
+    devices: DeviceStore
+    attachments: MediaAttachments
+    events: EventWriter
+    clock: Clock
+    config: StickersConfig
 
     # -- making a pack -----------------------------------------------------------------------
 
     async def create_pack(self, owner_id: str, *, title: str, cover_media_id: str | None) -> StickerPack:
         """A draft pack: only I see it until I publish it."""
         title = _check_title(title)
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         pack_id = uuid7(now)
-        async with self._db.transaction() as tx:
-            await self._stickers.lock_user(tx, owner_id)
-            if await self._stickers.count_packs(tx, owner_id) >= self._config.max_packs:
-                raise DomainError(Code.CONFLICT, f"You have made {self._config.max_packs} packs already.")
+        async with self.db.transaction() as tx:
+            await self.stickers.lock_user(tx, owner_id)
+            if await self.stickers.count_packs(tx, owner_id) >= self.config.max_packs:
+                raise DomainError(Code.CONFLICT, f"You have made {self.config.max_packs} packs already.")
             if cover_media_id is not None:
-                await self._attachments.as_sticker_image(tx, owner_id, cover_media_id, "cover_media_id", now)
-            while not await self._stickers.insert_pack(
+                await self.attachments.as_sticker_image(tx, owner_id, cover_media_id, "cover_media_id", now)
+            while not await self.stickers.insert_pack(
                 tx,
                 id=pack_id,
                 owner_id=owner_id,
@@ -111,7 +103,7 @@ class StickerService:
                 now=now,
             ):
                 pass  # the slug was taken: draw another
-            return await self._present(tx, owner_id, await self._stickers.get_pack(tx, pack_id))
+            return await self._present(tx, owner_id, await self.stickers.get_pack(tx, pack_id))
 
     async def update_pack(
         self,
@@ -121,77 +113,77 @@ class StickerService:
         title: str | msgspec.UnsetType = UNSET,
         cover_media_id: str | msgspec.UnsetType | None = UNSET,
     ) -> StickerPack:
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         changes: dict[str, object] = {}
         if title is not UNSET:
             changes["title"] = _check_title(title)
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             pack = await self._own_pack(tx, owner_id, pack_id)
             if cover_media_id is not UNSET:
                 if cover_media_id is not None:
-                    await self._attachments.as_sticker_image(tx, owner_id, cover_media_id, "cover_media_id", now)
+                    await self.attachments.as_sticker_image(tx, owner_id, cover_media_id, "cover_media_id", now)
                 changes["cover_media_id"] = cover_media_id
-            await self._stickers.update_pack(tx, pack["id"], changes, now)
-            return await self._present(tx, owner_id, await self._stickers.get_pack(tx, pack["id"]))
+            await self.stickers.update_pack(tx, pack["id"], changes, now)
+            return await self._present(tx, owner_id, await self.stickers.get_pack(tx, pack["id"]))
 
     async def add_sticker(self, owner_id: str, pack_id: str, *, media_id: str, emoji: str) -> Sticker:
         """Add my uploaded image (purpose=sticker, processed) to my pack, standing for an emoji."""
         emoji = check_reaction(emoji)
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         sticker_id = uuid7(now)
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             pack = await self._own_pack(tx, owner_id, pack_id, lock=True)
-            if await self._stickers.count_stickers(tx, pack["id"]) >= self._config.max_pack_stickers:
-                raise DomainError(Code.CONFLICT, f"A pack holds at most {self._config.max_pack_stickers} stickers.")
-            await self._attachments.as_sticker_image(tx, owner_id, media_id, "media_id", now)
-            await self._stickers.insert_sticker(
+            if await self.stickers.count_stickers(tx, pack["id"]) >= self.config.max_pack_stickers:
+                raise DomainError(Code.CONFLICT, f"A pack holds at most {self.config.max_pack_stickers} stickers.")
+            await self.attachments.as_sticker_image(tx, owner_id, media_id, "media_id", now)
+            await self.stickers.insert_sticker(
                 tx, id=sticker_id, pack_id=pack["id"], media_id=media_id, emoji=emoji, now=now
             )
-            await self._stickers.update_pack(tx, pack["id"], {}, now)
-            return sticker_from_row(await self._stickers.get_sticker(tx, sticker_id))
+            await self.stickers.update_pack(tx, pack["id"], {}, now)
+            return sticker_from_row(await self.stickers.get_sticker(tx, sticker_id))
 
     async def remove_sticker(self, owner_id: str, pack_id: str, sticker_id: str) -> None:
         """Take a sticker out of my pack. From a published pack it is kept aside, so messages that
         sent it still show it; it can no longer be sent."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             pack = await self._own_pack(tx, owner_id, pack_id, lock=True)
             keep = pack["published_at"] is not None
-            if not is_uuid(sticker_id) or not await self._stickers.take_out(tx, pack["id"], sticker_id, now, keep=keep):
+            if not is_uuid(sticker_id) or not await self.stickers.take_out(tx, pack["id"], sticker_id, now, keep=keep):
                 raise DomainError(Code.NOT_FOUND, "No such sticker in this pack.")
-            await self._stickers.update_pack(tx, pack["id"], {}, now)
+            await self.stickers.update_pack(tx, pack["id"], {}, now)
 
     async def publish(self, owner_id: str, pack_id: str) -> StickerPack:
         """Make my pack visible to everyone (for good): its stickers may then be sent."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             pack = await self._own_pack(tx, owner_id, pack_id, lock=True)
             if pack["published_at"] is not None:
                 raise DomainError(Code.CONFLICT, "This pack is published already.")
-            if not await self._stickers.count_stickers(tx, pack["id"]):
+            if not await self.stickers.count_stickers(tx, pack["id"]):
                 raise DomainError(Code.CONFLICT, "Add a sticker before publishing the pack.")
-            await self._stickers.publish(tx, pack["id"], now)
-            return await self._present(tx, owner_id, await self._stickers.get_pack(tx, pack["id"]))
+            await self.stickers.publish(tx, pack["id"], now)
+            return await self._present(tx, owner_id, await self.stickers.get_pack(tx, pack["id"]))
 
     # -- reading -----------------------------------------------------------------------------
 
     async def get_pack(self, viewer_id: str, pack_id: str) -> StickerPack:
-        pack = await self._stickers.get_pack(self._db, pack_id) if is_uuid(pack_id) else None
-        return await self._present(self._db, viewer_id, self._visible(viewer_id, pack))
+        pack = await self.stickers.get_pack(self.db, pack_id) if is_uuid(pack_id) else None
+        return await self._present(self.db, viewer_id, self._visible(viewer_id, pack))
 
     async def pack_by_slug(self, viewer_id: str, slug: str) -> StickerPack:
         """A pack by its share link."""
-        pack = await self._stickers.pack_by_slug(self._db, slug) if _SLUG.match(slug) else None
-        return await self._present(self._db, viewer_id, self._visible(viewer_id, pack))
+        pack = await self.stickers.pack_by_slug(self.db, slug) if _SLUG.match(slug) else None
+        return await self._present(self.db, viewer_id, self._visible(viewer_id, pack))
 
     async def my_packs(self, owner_id: str) -> StickerPacks:
         """The packs I made, drafts included, oldest first."""
-        rows = await self._stickers.packs_of(self._db, owner_id)
-        return StickerPacks(packs=await self._present_many(self._db, owner_id, rows))
+        rows = await self.stickers.packs_of(self.db, owner_id)
+        return StickerPacks(packs=await self._present_many(self.db, owner_id, rows))
 
     async def get_sticker(self, viewer_id: str, sticker_id: str) -> Sticker:
         """One sticker (to show a sticker message): of a published pack, or of my own; also one taken out."""
-        row = await self._stickers.get_sticker(self._db, sticker_id) if is_uuid(sticker_id) else None
+        row = await self.stickers.get_sticker(self.db, sticker_id) if is_uuid(sticker_id) else None
         if row is None or (row["published_at"] is None and row["owner_id"] != viewer_id):
             raise DomainError(Code.NOT_FOUND, "No such sticker.")
         return sticker_from_row(row)
@@ -200,51 +192,51 @@ class StickerService:
 
     async def installed(self, user_id: str) -> StickerPacks:
         """The packs I installed, in my order."""
-        rows = await self._stickers.installed(self._db, user_id)
-        return StickerPacks(packs=await self._present_many(self._db, user_id, rows))
+        rows = await self.stickers.installed(self.db, user_id)
+        return StickerPacks(packs=await self._present_many(self.db, user_id, rows))
 
     async def install(self, user_id: str, pack_id: str) -> StickerPacks:
         """Install a published pack, after the others; installing it again is a 409."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            pack = await self._stickers.get_pack(tx, pack_id) if is_uuid(pack_id) else None
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            pack = await self.stickers.get_pack(tx, pack_id) if is_uuid(pack_id) else None
             pack = self._visible(user_id, pack)
             if pack["published_at"] is None:
                 raise DomainError(Code.CONFLICT, "Publish the pack before installing it.")
-            await self._stickers.lock_user(tx, user_id)
-            installed = await self._stickers.installed_ids(tx, user_id)
+            await self.stickers.lock_user(tx, user_id)
+            installed = await self.stickers.installed_ids(tx, user_id)
             if pack["id"] in installed:
                 raise DomainError(Code.CONFLICT, "This pack is installed already.")
-            if len(installed) >= self._config.max_installed:
-                raise DomainError(Code.CONFLICT, f"At most {self._config.max_installed} packs can be installed.")
-            await self._stickers.install(tx, user_id, pack["id"], now)
+            if len(installed) >= self.config.max_installed:
+                raise DomainError(Code.CONFLICT, f"At most {self.config.max_installed} packs can be installed.")
+            await self.stickers.install(tx, user_id, pack["id"], now)
             return await self._installed_changed(tx, user_id, now)
 
     async def uninstall(self, user_id: str, pack_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            if not is_uuid(pack_id) or not await self._stickers.uninstall(tx, user_id, pack_id):
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            if not is_uuid(pack_id) or not await self.stickers.uninstall(tx, user_id, pack_id):
                 raise DomainError(Code.NOT_FOUND, "That pack is not installed.")
             await self._installed_changed(tx, user_id, now)
 
     async def reorder(self, user_id: str, pack_ids: Sequence[str]) -> StickerPacks:
         """Put my installed packs in this order; it must name each of them once."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._stickers.lock_user(tx, user_id)
-            installed = await self._stickers.installed_ids(tx, user_id)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.stickers.lock_user(tx, user_id)
+            installed = await self.stickers.installed_ids(tx, user_id)
             if len(pack_ids) != len(installed) or set(pack_ids) != set(installed):
                 detail = "pack_ids lists every installed pack once, in the new order."
                 raise DomainError(Code.VALIDATION_FAILED, detail, field="pack_ids")
-            await self._stickers.set_order(tx, user_id, pack_ids)
+            await self.stickers.set_order(tx, user_id, pack_ids)
             return await self._installed_changed(tx, user_id, now)
 
     async def _installed_changed(self, tx: Transaction, user_id: str, now: int) -> StickerPacks:
         """My other devices learn the new list (`stickers.installed`); the list as it is now."""
-        rows = await self._stickers.installed(tx, user_id)
-        devices = await self._devices.active_ids_of(tx, [user_id])
+        rows = await self.stickers.installed(tx, user_id)
+        devices = await self.devices.active_ids_of(tx, [user_id])
         body = encode({"pack_ids": [r["id"] for r in rows]})
-        await self._events.append(tx, "stickers.installed", devices, body, now)
+        await self.events.append(tx, "stickers.installed", devices, body, now)
         return StickerPacks(packs=await self._present_many(tx, user_id, rows))
 
     # -- helpers -----------------------------------------------------------------------------
@@ -259,7 +251,7 @@ class StickerService:
     async def _own_pack(self, tx: Queryable, owner_id: str, pack_id: str, *, lock: bool = False) -> Row:
         if not is_uuid(pack_id):
             raise _no_pack()
-        pack = await (self._stickers.lock_pack(tx, pack_id) if lock else self._stickers.get_pack(tx, pack_id))
+        pack = await (self.stickers.lock_pack(tx, pack_id) if lock else self.stickers.get_pack(tx, pack_id))
         pack = self._visible(owner_id, pack)
         if pack["owner_id"] != owner_id:
             raise DomainError(Code.FORBIDDEN, "Only the pack's maker can change it.")
@@ -271,9 +263,9 @@ class StickerService:
     async def _present_many(self, db: Queryable, viewer_id: str, packs: Sequence[Row]) -> list[StickerPack]:
         ids = [p["id"] for p in packs]
         by_pack: dict[str, list[Sticker]] = {}
-        for row in await self._stickers.stickers_of(db, ids):
+        for row in await self.stickers.stickers_of(db, ids):
             by_pack.setdefault(row["pack_id"], []).append(sticker_from_row(row))
-        installed = set(await self._stickers.installed_ids(db, viewer_id))
+        installed = set(await self.stickers.installed_ids(db, viewer_id))
         return [
             from_row(
                 StickerPack,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 
@@ -158,32 +159,22 @@ def _cursor(value: str | None) -> tuple[int, str] | None:
     return int(at), key
 
 
+@dataclass(slots=True, eq=False)
 class StoryService:
-    def __init__(
-        self,
-        db: Database,
-        stories: StoryStore,
-        users: UserStore,
-        devices: DeviceStore,
-        media: MediaStore,
-        attachments: MediaAttachments,
-        files: MediaFiles,
-        events: EventWriter,
-        scheduler: Scheduler,
-        clock: Clock,
-        config: StoriesConfig,
-    ) -> None:
-        self._db = db
-        self._stories = stories
-        self._users = users
-        self._devices = devices
-        self._media = media
-        self._attachments = attachments
-        self._files = files
-        self._events = events
-        self._clock = clock
-        self._config = config
-        scheduler.every(EXPIRE_JOB, config.expire_interval_seconds, self.expire, timeout=600)
+    db: Database
+    stories: StoryStore
+    users: UserStore
+    devices: DeviceStore
+    media: MediaStore
+    attachments: MediaAttachments
+    files: MediaFiles
+    events: EventWriter
+    scheduler: Scheduler
+    clock: Clock
+    config: StoriesConfig
+
+    def __post_init__(self) -> None:
+        self.scheduler.every(EXPIRE_JOB, self.config.expire_interval_seconds, self.expire, timeout=600)
 
     # -- posting and deleting ----------------------------------------------------------------
 
@@ -194,23 +185,23 @@ class StoryService:
             raise _bad(f"audience is one of {', '.join(AUDIENCES)}.", "audience")
         if (audience == "contacts_except") != (list_id is not None):
             raise _bad("list_id names the list to leave out, for audience contacts_except only.", "list_id")
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         story_id = uuid7(now)
-        expires_at = now + round(self._config.lifetime_hours * 3_600_000)
-        async with self._db.transaction() as tx:
-            await self._stories.lock_author(tx, author_id)
-            if await self._stories.live_count(tx, author_id, now) >= self._config.max_live:
+        expires_at = now + round(self.config.lifetime_hours * 3_600_000)
+        async with self.db.transaction() as tx:
+            await self.stories.lock_author(tx, author_id)
+            if await self.stories.live_count(tx, author_id, now) >= self.config.max_live:
                 raise DomainError(
-                    Code.CONFLICT, f"You have {self._config.max_live} stories up already; delete one first."
+                    Code.CONFLICT, f"You have {self.config.max_live} stories up already; delete one first."
                 )
             if audience == "close_friends":
                 list_id = await self._close_friends_id(tx, author_id, now)
             elif audience == "contacts_except":
-                found = await self._stories.get_list(tx, list_id) if is_uuid(list_id) else None
+                found = await self.stories.get_list(tx, list_id) if is_uuid(list_id) else None
                 if found is None or found["owner_id"] != author_id or found["kind"] != "exclude":
                     raise _bad("list_id names none of your lists of people to leave out.", "list_id")
-            await self._attachments.for_story(tx, author_id, media_id, now)
-            await self._stories.insert(
+            await self.attachments.for_story(tx, author_id, media_id, now)
+            await self.stories.insert(
                 tx,
                 id=story_id,
                 author_id=author_id,
@@ -221,48 +212,46 @@ class StoryService:
                 now=now,
                 expires_at=expires_at,
             )
-            row = await self._stories.visible(tx, story_id, author_id, now)
+            row = await self.stories.visible(tx, story_id, author_id, now)
             assert row is not None
-            audience_ids = await self._stories.audience(tx, story_id, author_id, now)
-            author = user_from_row(await self._users.get(tx, author_id))
-            own = await self._devices.active_ids_of(tx, [author_id])
-            others = await self._devices.active_ids_of(tx, audience_ids)
+            audience_ids = await self.stories.audience(tx, story_id, author_id, now)
+            author = user_from_row(await self.users.get(tx, author_id))
+            own = await self.devices.active_ids_of(tx, [author_id])
+            others = await self.devices.active_ids_of(tx, audience_ids)
             mine = encode({"story": story_from_row(row, for_author=True), "author": author})
             theirs = encode({"story": story_from_row(row, for_author=False), "author": author})
-            await self._events.append(
-                tx, "story.new", [*own, *others], theirs, now, per_device=dict.fromkeys(own, mine)
-            )
+            await self.events.append(tx, "story.new", [*own, *others], theirs, now, per_device=dict.fromkeys(own, mine))
         return story_from_row(row, for_author=True)
 
     async def delete(self, author_id: str, story_id: str) -> None:
         """Take my story down before it expires; whoever could see it gets `story.deleted`."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            row = await self._stories.get(tx, story_id) if is_uuid(story_id) else None
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            row = await self.stories.get(tx, story_id) if is_uuid(story_id) else None
             if row is None or row["author_id"] != author_id:
                 raise _no_story()
-            audience_ids = await self._stories.audience(tx, story_id, author_id, now)
-            devices = await self._devices.active_ids_of(tx, [author_id, *audience_ids])
+            audience_ids = await self.stories.audience(tx, story_id, author_id, now)
+            devices = await self.devices.active_ids_of(tx, [author_id, *audience_ids])
             released = await self._remove(tx, row)
             body = encode({"story_id": story_id, "author_id": author_id})
-            await self._events.append(tx, "story.deleted", devices, body, now)
-        await self._files.release(released)
+            await self.events.append(tx, "story.deleted", devices, body, now)
+        await self.files.release(released)
 
     async def _remove(self, tx: Transaction, row: Row) -> list[str]:
         """Delete a story (its views go with it) and its file if nothing else uses it; the blobs to release."""
-        await self._stories.delete(tx, row["id"])
-        gone = await self._media.delete_if_unused(tx, row["media_id"])
+        await self.stories.delete(tx, row["id"])
+        gone = await self.media.delete_if_unused(tx, row["media_id"])
         return [gone[c] for c in BLOB_COLUMNS if gone is not None and gone[c] is not None]
 
     async def expire(self) -> None:
         """Periodic: expired stories go, with their views and (when nothing else uses them) their files."""
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         while True:
-            rows = await self._stories.expired(self._db, now, _EXPIRE_BATCH)
+            rows = await self.stories.expired(self.db, now, _EXPIRE_BATCH)
             for row in rows:
-                async with self._db.transaction() as tx:
+                async with self.db.transaction() as tx:
                     released = await self._remove(tx, row)
-                await self._files.release(released)
+                await self.files.release(released)
             if len(rows) < _EXPIRE_BATCH:
                 return
 
@@ -270,13 +259,13 @@ class StoryService:
 
     async def feed(self, viewer_id: str, *, before: str | None, limit: int) -> StoryFeed:
         """The stories I may see, by author (whoever posted last first), each author's newest first."""
-        now = self._clock.now_ms()
-        authors = await self._stories.feed_authors(self._db, viewer_id, now, _cursor(before), limit + 1)
+        now = self.clock.now_ms()
+        authors = await self.stories.feed_authors(self.db, viewer_id, now, _cursor(before), limit + 1)
         page = authors[:limit]
         author_ids = [r["author_id"] for r in page]
-        rows = await self._stories.feed_stories(self._db, viewer_id, now, author_ids)
-        profiles = {r["id"]: user_from_row(r) for r in await self._users.get_many(self._db, author_ids)}
-        counts = await self._stories.view_count(self._db, [r.id for r in rows if r.author_id == viewer_id])
+        rows = await self.stories.feed_stories(self.db, viewer_id, now, author_ids)
+        profiles = {r["id"]: user_from_row(r) for r in await self.users.get_many(self.db, author_ids)}
+        counts = await self.stories.view_count(self.db, [r.id for r in rows if r.author_id == viewer_id])
         by_author: dict[str, list[Story]] = {}
         for row in rows:
             mine = row.author_id == viewer_id
@@ -292,13 +281,13 @@ class StoryService:
         return StoryFeed(authors=groups, next_cursor=next_cursor)
 
     async def get(self, viewer_id: str, story_id: str) -> Story:
-        row = await self._visible(self._db, viewer_id, story_id, self._clock.now_ms())
+        row = await self._visible(self.db, viewer_id, story_id, self.clock.now_ms())
         mine = row.author_id == viewer_id
-        counts = await self._stories.view_count(self._db, [row.id]) if mine else {}
+        counts = await self.stories.view_count(self.db, [row.id]) if mine else {}
         return story_from_row(row, for_author=mine, view_count=counts.get(row.id, 0))
 
     async def _visible(self, db: Queryable, viewer_id: str, story_id: str, now: int) -> StoryRow:
-        row = await self._stories.visible(db, story_id, viewer_id, now) if is_uuid(story_id) else None
+        row = await self.stories.visible(db, story_id, viewer_id, now) if is_uuid(story_id) else None
         if row is None:
             raise _no_story()
         return row
@@ -307,25 +296,25 @@ class StoryService:
 
     async def view(self, viewer_id: str, story_id: str) -> None:
         """Mark a story I may see as viewed; the first time stands. The author's own views are not counted."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             row = await self._visible(tx, viewer_id, story_id, now)
             if row.author_id != viewer_id:
-                await self._stories.add_view(tx, story_id, viewer_id, now)
+                await self.stories.add_view(tx, story_id, viewer_id, now)
 
     async def views(self, author_id: str, story_id: str, *, before: str | None, limit: int) -> StoryViewPage:
         """Who viewed my story and when, latest first: for the author only."""
-        now = self._clock.now_ms()
-        row = await self._stories.get(self._db, story_id) if is_uuid(story_id) else None
+        now = self.clock.now_ms()
+        row = await self.stories.get(self.db, story_id) if is_uuid(story_id) else None
         if row is None or row["expires_at"] <= now:
             raise _no_story()
         if row["author_id"] != author_id:
-            await self._visible(self._db, author_id, story_id, now)  # 404 unless I may see the story at all
+            await self._visible(self.db, author_id, story_id, now)  # 404 unless I may see the story at all
             raise DomainError(Code.FORBIDDEN, "Only a story's author sees who viewed it.")
-        rows = await self._stories.views(self._db, story_id, _cursor(before), limit + 1)
+        rows = await self.stories.views(self.db, story_id, _cursor(before), limit + 1)
         items = [StoryView(user=user_from_row(r), viewed_at=r["viewed_at"]) for r in rows[:limit]]
         last = rows[limit - 1] if len(rows) > limit else None
-        count = (await self._stories.view_count(self._db, [story_id])).get(story_id, 0)
+        count = (await self.stories.view_count(self.db, [story_id])).get(story_id, 0)
         next_cursor = f"{last['viewed_at']}_{last['viewer_id']}" if last is not None else None
         return StoryViewPage(items=items, count=count, next_cursor=next_cursor)
 
@@ -333,93 +322,93 @@ class StoryService:
 
     async def _close_friends_id(self, tx: Queryable, owner_id: str, now: int) -> str:
         """My close-friends list, made (empty) the first time it is needed: there is one per user."""
-        await self._stories.insert_list(
+        await self.stories.insert_list(
             tx, id=uuid7(now), owner_id=owner_id, kind="close_friends", name=CLOSE_FRIENDS_NAME, now=now
         )
-        found = await self._stories.close_friends(tx, owner_id)
+        found = await self.stories.close_friends(tx, owner_id)
         assert found is not None
         return found["id"]
 
     async def _my_list(self, tx: Queryable, owner_id: str, list_id: str, now: int) -> Row:
         if list_id == CLOSE_FRIENDS:
             list_id = await self._close_friends_id(tx, owner_id, now)
-        found = await self._stories.get_list(tx, list_id) if is_uuid(list_id) else None
+        found = await self.stories.get_list(tx, list_id) if is_uuid(list_id) else None
         if found is None or found["owner_id"] != owner_id:
             raise _no_list()
         return found
 
     async def lists(self, owner_id: str) -> list[AudienceList]:
         """My close-friends list first, then my lists of people to leave out."""
-        async with self._db.transaction() as tx:
-            await self._close_friends_id(tx, owner_id, self._clock.now_ms())
-            rows = await self._stories.lists(tx, owner_id)
+        async with self.db.transaction() as tx:
+            await self._close_friends_id(tx, owner_id, self.clock.now_ms())
+            rows = await self.stories.lists(tx, owner_id)
         return [from_row(AudienceList, r) for r in rows]
 
     async def get_list(self, owner_id: str, list_id: str) -> AudienceListDetail:
-        async with self._db.transaction() as tx:
-            found = await self._my_list(tx, owner_id, list_id, self._clock.now_ms())
+        async with self.db.transaction() as tx:
+            found = await self._my_list(tx, owner_id, list_id, self.clock.now_ms())
             return await self._detail(tx, found)
 
     async def create_list(self, owner_id: str, *, name: str, user_ids: Sequence[str]) -> AudienceListDetail:
         """A new list of people to leave out of a story (audience contacts_except)."""
         name = self._check_name(name)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._stories.lock_author(tx, owner_id)
-            if await self._stories.count_lists(tx, owner_id, "exclude") >= self._config.max_lists:
-                raise DomainError(Code.CONFLICT, f"You have {self._config.max_lists} lists already; delete one first.")
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.stories.lock_author(tx, owner_id)
+            if await self.stories.count_lists(tx, owner_id, "exclude") >= self.config.max_lists:
+                raise DomainError(Code.CONFLICT, f"You have {self.config.max_lists} lists already; delete one first.")
             members = await self._check_members(tx, owner_id, user_ids)
             list_id = uuid7(now)
-            await self._stories.insert_list(tx, id=list_id, owner_id=owner_id, kind="exclude", name=name, now=now)
-            await self._stories.add_members(tx, list_id, members, now)
-            return await self._detail(tx, await self._stories.get_list(tx, list_id))
+            await self.stories.insert_list(tx, id=list_id, owner_id=owner_id, kind="exclude", name=name, now=now)
+            await self.stories.add_members(tx, list_id, members, now)
+            return await self._detail(tx, await self.stories.get_list(tx, list_id))
 
     async def update_list(
         self, owner_id: str, list_id: str, *, name: str | None, user_ids: Sequence[str] | None
     ) -> AudienceListDetail:
         """Rename a list, or replace who is on it (None: leave as it is)."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             found = await self._my_list(tx, owner_id, list_id, now)
             if name is not None:
                 if found["kind"] == "close_friends":
                     raise _bad("The close-friends list keeps its name.", "name")
-                await self._stories.rename_list(tx, found["id"], self._check_name(name), now)
+                await self.stories.rename_list(tx, found["id"], self._check_name(name), now)
             if user_ids is not None:
                 members = await self._check_members(tx, owner_id, user_ids)
-                await self._stories.clear_members(tx, found["id"])
-                await self._stories.add_members(tx, found["id"], members, now)
-            await self._stories.touch_list(tx, found["id"], now)
-            return await self._detail(tx, await self._stories.get_list(tx, found["id"]))
+                await self.stories.clear_members(tx, found["id"])
+                await self.stories.add_members(tx, found["id"], members, now)
+            await self.stories.touch_list(tx, found["id"], now)
+            return await self._detail(tx, await self.stories.get_list(tx, found["id"]))
 
     async def add_to_list(self, owner_id: str, list_id: str, user_ids: Sequence[str]) -> AudienceListDetail:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             found = await self._my_list(tx, owner_id, list_id, now)
             members = await self._check_members(tx, owner_id, user_ids, already=found["id"])
-            await self._stories.add_members(tx, found["id"], members, now)
-            await self._stories.touch_list(tx, found["id"], now)
-            return await self._detail(tx, await self._stories.get_list(tx, found["id"]))
+            await self.stories.add_members(tx, found["id"], members, now)
+            await self.stories.touch_list(tx, found["id"], now)
+            return await self._detail(tx, await self.stories.get_list(tx, found["id"]))
 
     async def remove_from_list(self, owner_id: str, list_id: str, user_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             found = await self._my_list(tx, owner_id, list_id, now)
-            if not is_uuid(user_id) or not await self._stories.remove_members(tx, found["id"], [user_id]):
+            if not is_uuid(user_id) or not await self.stories.remove_members(tx, found["id"], [user_id]):
                 raise DomainError(Code.NOT_FOUND, "That user is not on this list.")
-            await self._stories.touch_list(tx, found["id"], now)
+            await self.stories.touch_list(tx, found["id"], now)
 
     async def delete_list(self, owner_id: str, list_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             found = await self._my_list(tx, owner_id, list_id, now)
             if found["kind"] == "close_friends":
                 raise DomainError(Code.CONFLICT, "The close-friends list cannot be deleted; empty it instead.")
-            if await self._stories.list_in_use(tx, found["id"], now):
+            if await self.stories.list_in_use(tx, found["id"], now):
                 raise DomainError(
                     Code.CONFLICT, "A story that is up leaves this list out; delete the story or wait until it expires."
                 )
-            await self._stories.delete_list(tx, found["id"])
+            await self.stories.delete_list(tx, found["id"])
 
     def _check_name(self, name: str) -> str:
         name = check_text(name, "name", LIST_NAME_MAX)
@@ -434,20 +423,20 @@ class StoryService:
         wanted = list(dict.fromkeys(user_ids))
         if any(not is_uuid(u) for u in wanted):
             raise _bad("user_ids are user ids.", "user_ids")
-        known = await self._stories.known_to(tx, owner_id, wanted)
+        known = await self.stories.known_to(tx, owner_id, wanted)
         if strangers := [u for u in wanted if u not in known]:
             raise _bad(
                 "Audience lists hold people you know: your contacts and people you share a chat with.",
                 "user_ids",
                 user_ids=strangers,
             )
-        size = len(wanted) + (await self._stories.member_count(tx, already) if already else 0)
-        if size > self._config.max_list_members:
-            raise _bad(f"A list holds at most {self._config.max_list_members} people.", "user_ids")
+        size = len(wanted) + (await self.stories.member_count(tx, already) if already else 0)
+        if size > self.config.max_list_members:
+            raise _bad(f"A list holds at most {self.config.max_list_members} people.", "user_ids")
         return wanted
 
     async def _detail(self, db: Queryable, found: Row) -> AudienceListDetail:
-        rows = await self._stories.members(db, found["id"])
+        rows = await self.stories.members(db, found["id"])
         return AudienceListDetail(
             id=found["id"],
             kind=found["kind"],

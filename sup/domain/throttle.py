@@ -26,6 +26,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
@@ -40,56 +41,45 @@ FAILURES = frozenset({Code.INVALID_CREDENTIALS, Code.INVALID_TOTP})
 _NOBODY = "00000000-0000-0000-0000-000000000000"
 
 
+@dataclass(slots=True, eq=False)
 class LoginThrottle:
-    def __init__(
-        self,
-        db: Database,
-        limiter: RateLimiter,
-        limits: RateLimitConfig,
-        addresses: LoginAddressStore,
-        sessions: SessionStore,
-        devices: DeviceStore,
-        address_key: bytes,
-        clock: Clock,
-        remember_seconds: int,
-    ) -> None:
-        self._db = db
-        self._limiter = limiter
-        self._limits = limits
-        self._addresses = addresses
-        self._sessions = sessions
-        self._devices = devices
-        self._address_key = address_key
-        self._clock = clock
-        self._remember_ms = remember_seconds * 1000
+    db: Database
+    limiter: RateLimiter
+    limits: RateLimitConfig
+    addresses: LoginAddressStore
+    sessions: SessionStore
+    devices: DeviceStore
+    address_key: bytes
+    clock: Clock
+    remember_seconds: int
 
     async def check_ip(self, ip: str) -> None:
         """Every authentication request from an address, successful or not (it guards the hasher)."""
-        if self._limits.enabled:
-            wait = await self._limiter.hit(f"auth:ip:{ip}", self._limits.auth_per_ip)
+        if self.limits.enabled:
+            wait = await self.limiter.hit(f"auth:ip:{ip}", self.limits.auth_per_ip)
             if wait:
                 raise RateLimited(wait)
 
     async def recognised(self, user_id: str | None, ip: str, refresh_token: str | None) -> bool:
         """Whether this client has shown before that it is the account's: by its address or a refresh token."""
-        since = self._clock.now_ms() - self._remember_ms
+        since = self.clock.now_ms() - self.remember_seconds * 1000
         # An unknown user costs the same query, so timing does not tell which usernames exist.
-        known = await self._addresses.known(self._db, user_id or _NOBODY, self._address_hash(user_id, ip), since)
+        known = await self.addresses.known(self.db, user_id or _NOBODY, self._address_hash(user_id, ip), since)
         if known or user_id is None or not refresh_token:
             return known
-        session = await self._sessions.get(self._db, hash_secret(refresh_token))
-        device = await self._devices.get_active(self._db, session["device_id"]) if session else None
+        session = await self.sessions.get(self.db, hash_secret(refresh_token))
+        device = await self.devices.get_active(self.db, session["device_id"]) if session else None
         return device is not None and device["user_id"] == user_id
 
     @asynccontextmanager
     async def login(self, account: str, ip: str, recognised: bool) -> AsyncIterator[None]:
         """Around one password check for `account` (a user id, or the name tried if there is none)."""
         pair, address, whole = self._login_limits(account, ip)
-        if self._limits.enabled and not recognised:
+        if self.limits.enabled and not recognised:
             await self._refuse_over(pair, address)
-            wait = await self._limiter.peek(*whole)
+            wait = await self.limiter.peek(*whole)
             if wait:  # the account is being guessed at: slow down, never refuse
-                await asyncio.sleep(min(wait, self._limits.auth_max_delay))
+                await asyncio.sleep(min(wait, self.limits.auth_max_delay))
         try:
             yield
         except DomainError as error:
@@ -99,16 +89,16 @@ class LoginThrottle:
 
     async def logged_in(self, tx: Transaction, user_id: str, account: str, ip: str, now: int) -> None:
         """Remember the address (in the login's transaction); its failed guesses are forgiven."""
-        await self._addresses.remember(
-            tx, user_id, self._address_hash(user_id, ip), now, forget_before=now - self._remember_ms
+        await self.addresses.remember(
+            tx, user_id, self._address_hash(user_id, ip), now, forget_before=now - self.remember_seconds * 1000
         )
-        await self._limiter.reset(self._login_limits(account, ip)[0][0])
+        await self.limiter.reset(self._login_limits(account, ip)[0][0])
 
     @asynccontextmanager
     async def check(self, user_id: str) -> AsyncIterator[None]:
         """Around a password or 2FA check by a logged-in user: failures beyond the limit get 429."""
-        limit = (f"auth:user:{user_id}", self._limits.auth_per_account)
-        if self._limits.enabled:
+        limit = (f"auth:user:{user_id}", self.limits.auth_per_account)
+        if self.limits.enabled:
             await self._refuse_over(limit)
         try:
             yield
@@ -118,7 +108,7 @@ class LoginThrottle:
             raise
 
     def _login_limits(self, account: str, ip: str) -> tuple[tuple[str, int], tuple[str, int], tuple[str, int]]:
-        limits = self._limits
+        limits = self.limits
         return (
             (f"auth:fail:{account}:{ip}", limits.auth_failures_per_account_ip),
             (f"auth:fail:ip:{ip}", limits.auth_failures_per_ip),
@@ -127,15 +117,15 @@ class LoginThrottle:
 
     async def _refuse_over(self, *limits: tuple[str, int]) -> None:
         for key, limit in limits:
-            wait = await self._limiter.peek(key, limit)
+            wait = await self.limiter.peek(key, limit)
             if wait:
                 raise RateLimited(wait)
 
     async def _count(self, *limits: tuple[str, int]) -> None:
-        if self._limits.enabled:
+        if self.limits.enabled:
             for key, limit in limits:
-                await self._limiter.hit(key, limit)
+                await self.limiter.hit(key, limit)
 
     def _address_hash(self, user_id: str | None, ip: str) -> bytes:
         message = f"{user_id or _NOBODY}\n{ip}".encode()
-        return hmac.new(self._address_key, message, hashlib.sha256).digest()[:16]
+        return hmac.new(self.address_key, message, hashlib.sha256).digest()[:16]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ from sup.db.chats import ChatStore, MemberStore
 from sup.db.database import Transaction
 from sup.db.messages import MessageRow, MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
+from sup.domain.outgoing import Outgoing
 from sup.domain.permissions import MANAGE_MEMBERS
 from sup.ids import uuid7
 
@@ -71,87 +73,71 @@ def message_from_row(
     )
 
 
+@dataclass(slots=True, eq=False)
 class Timeline:
-    def __init__(
-        self,
-        events: EventWriter,
-        chats: ChatStore,
-        members: MemberStore,
-        messages: MessageStore,
-        recipients: RecipientStore,
-        devices: DeviceStore,
-    ) -> None:
-        self._events = events
-        self._chats = chats
-        self._members = members
-        self._messages = messages
-        self._recipients = recipients
-        self._devices = devices
+    events: EventWriter
+    chats: ChatStore
+    members: MemberStore
+    messages: MessageStore
+    recipients: RecipientStore
+    devices: DeviceStore
 
     async def append(
         self,
         tx: Transaction,
-        chat_id: str,
+        out: Outgoing,
         *,
         sender_id: str | None,
         sender_device_id: str | None,
-        client_id: str,
         content_hash: bytes,
-        kind: str,
         now: int,
-        body: str | None = None,
-        ciphertext: bytes | None = None,
-        recipients: Sequence[tuple[str, bytes]] = (),
-        media_id: str | None = None,
-        sticker_id: str | None = None,
-        reply_to: str | None = None,
         forwarded_from: dict[str, Any] | None = None,
         devices: Sequence[str] | None = None,
     ) -> Message:
         """Append a message; `devices` (the chat's member devices) saves a query if the caller has them."""
         message_id = uuid7(now)
-        seq = await self._messages.insert_next(
+        seq = await self.messages.insert_next(
             tx,
             id=message_id,
-            chat_id=chat_id,
+            chat_id=out.chat_id,
             sender_id=sender_id,
             sender_device_id=sender_device_id,
-            client_id=client_id,
+            client_id=out.client_id,
             content_hash=content_hash,
-            kind=kind,
-            body=body,
-            ciphertext=ciphertext,
-            media_id=media_id,
-            sticker_id=sticker_id,
-            reply_to=reply_to,
+            kind=out.kind,
+            body=out.body,
+            ciphertext=out.ciphertext,
+            media_id=out.media_id,
+            sticker_id=out.sticker_id,
+            reply_to=out.reply_to,
             forwarded_from=encode(forwarded_from).decode() if forwarded_from else None,
             now=now,
         )
         message = Message(
             id=message_id,
-            chat_id=chat_id,
+            chat_id=out.chat_id,
             seq=seq,
             sender_id=sender_id,
             sender_device_id=sender_device_id,
-            client_id=client_id,
-            kind=kind,
-            body=body,
-            ciphertext=ciphertext,
-            media_id=media_id,
-            sticker_id=sticker_id,
-            reply_to=reply_to,
+            client_id=out.client_id,
+            kind=out.kind,
+            body=out.body,
+            ciphertext=out.ciphertext,
+            media_id=out.media_id,
+            sticker_id=out.sticker_id,
+            reply_to=out.reply_to,
             forwarded_from=forwarded_from,
             created_at=now,
         )
         per_device = None
-        if recipients:
-            await self._recipients.insert(tx, message.id, recipients)
+        if out.recipients:
+            await self.recipients.insert(tx, message.id, out.recipients)
             per_device = {
                 device_id: encode({"message": msgspec.structs.replace(message, ciphertext=ct)})
-                for device_id, ct in recipients
+                for device_id, ct in out.recipients
             }
         await self.to_chat(
-            tx, chat_id, "message.new", {"message": message}, now, per_device=per_device, devices=devices
+            tx, out.chat_id, "message.new", {"message": message}, now, per_device=per_device, devices=devices
         )
         return message
 
@@ -159,17 +145,8 @@ class Timeline:
         self, tx: Transaction, chat_id: str, actor_id: str | None, action: dict[str, Any], now: int
     ) -> Message:
         """A system message (member joined, title changed...): plaintext metadata, sent by the server."""
-        return await self.append(
-            tx,
-            chat_id,
-            sender_id=actor_id,
-            sender_device_id=None,
-            client_id=f"system:{uuid.uuid4()}",
-            content_hash=b"",
-            kind="system",
-            body=encode(action).decode(),
-            now=now,
-        )
+        out = Outgoing(chat_id, f"system:{uuid.uuid4()}", kind="system", body=encode(action).decode())
+        return await self.append(tx, out, sender_id=actor_id, sender_device_id=None, content_hash=b"", now=now)
 
     async def to_chat(
         self,
@@ -184,9 +161,9 @@ class Timeline:
     ) -> None:
         """Append an event for every active device of every member."""
         if devices is None:
-            devices = [row["id"] for row in await self._members.devices(tx, chat_id)]
+            devices = [row["id"] for row in await self.members.devices(tx, chat_id)]
         encoded = body if isinstance(body, bytes) else encode(body)
-        await self._events.append(tx, event_type, devices, encoded, now, per_device=per_device)
+        await self.events.append(tx, event_type, devices, encoded, now, per_device=per_device)
 
     async def membership_changed(
         self,
@@ -206,7 +183,7 @@ class Timeline:
         and the members affected hear it, and its timeline says nothing."""
         devices = None
         if chat_type == "channel":
-            devices = await self._members.manager_devices(tx, chat_id, int(MANAGE_MEMBERS), affected)
+            devices = await self.members.manager_devices(tx, chat_id, int(MANAGE_MEMBERS), affected)
         elif notice is not None:
             await self.system(tx, chat_id, actor_id, notice, now)
         await self.to_chat(tx, chat_id, event_type, body, now, devices=devices)
@@ -215,6 +192,6 @@ class Timeline:
         self, tx: Transaction, user_ids: Sequence[str], event_type: str, body: Any, now: int
     ) -> None:
         """Append an event for every active device of some users (e.g. read receipts to myself)."""
-        devices = await self._devices.active_ids_of(tx, user_ids)
+        devices = await self.devices.active_ids_of(tx, user_ids)
         encoded = body if isinstance(body, bytes) else encode(body)
-        await self._events.append(tx, event_type, devices, encoded, now)
+        await self.events.append(tx, event_type, devices, encoded, now)

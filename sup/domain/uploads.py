@@ -14,12 +14,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from sup.blobs.store import MAX_PARTS, BlobStore, BlobTooLarge, MissingParts, StoredBlob
-from sup.bus.ratelimit import RateLimiter
 from sup.clock import Clock
 from sup.config import MediaConfig
 from sup.db.database import Database, Queryable, Row
 from sup.db.media import PROCESSED_COLUMNS, MediaStore
 from sup.domain.files import Media, MediaFiles, Purpose, clean_filename, media_from_row
+from sup.domain.limits import Budget
 from sup.domain.processing import PROCESS_JOB, PROCESS_KEY_PREFIX
 from sup.errors import Code, DomainError, RateLimited
 from sup.ids import is_uuid, uuid7
@@ -40,59 +40,45 @@ class UploadSession:
     expires_at: int
 
 
+@dataclass(slots=True, eq=False)
 class Uploads:
-    def __init__(
-        self,
-        db: Database,
-        media: MediaStore,
-        blobs: BlobStore,
-        scheduler: Scheduler,
-        files: MediaFiles,
-        clock: Clock,
-        config: MediaConfig,
-        limiter: RateLimiter | None = None,
-        uploads_per_minute: int = 60,
-    ) -> None:
-        self._db = db
-        self._media = media
-        self._blobs = blobs
-        self._scheduler = scheduler
-        self._files = files
-        self._clock = clock
-        self._config = config
-        self._limiter = limiter
-        self._uploads_per_minute = uploads_per_minute
+    db: Database
+    media: MediaStore
+    blobs: BlobStore
+    scheduler: Scheduler
+    files: MediaFiles
+    clock: Clock
+    config: MediaConfig
+    upload_budget: Budget  # per owner
 
     # -- limits ------------------------------------------------------------------------------
 
     def limit_for(self, kind: str, encrypted: bool) -> int:
         if encrypted:
-            return self._config.max_file_bytes
+            return self.config.max_file_bytes
         return {
-            "image": self._config.max_image_bytes,
-            "video": self._config.max_video_bytes,
-            "audio": self._config.max_audio_bytes,
-        }.get(kind, self._config.max_file_bytes)
+            "image": self.config.max_image_bytes,
+            "video": self.config.max_video_bytes,
+            "audio": self.config.max_audio_bytes,
+        }.get(kind, self.config.max_file_bytes)
 
     @property
     def largest_upload(self) -> int:
-        c = self._config
+        c = self.config
         return max(c.max_image_bytes, c.max_video_bytes, c.max_audio_bytes, c.max_file_bytes)
 
     async def _quota_left(self, owner_id: str) -> int:
-        if not self._config.quota_bytes:
+        if not self.config.quota_bytes:
             return self.largest_upload
-        return max(0, self._config.quota_bytes - await self._media.used_bytes(self._db, owner_id))
+        return max(0, self.config.quota_bytes - await self.media.used_bytes(self.db, owner_id))
 
     async def _check_quota(self, tx: Queryable, owner_id: str, size: int) -> None:
-        if self._config.quota_bytes and await self._media.used_bytes(tx, owner_id) + size > self._config.quota_bytes:
+        if self.config.quota_bytes and await self.media.used_bytes(tx, owner_id) + size > self.config.quota_bytes:
             raise DomainError(Code.QUOTA_EXCEEDED, "That would go over your storage quota; delete something first.")
 
     async def _limit(self, owner_id: str) -> None:
-        if self._limiter is not None:
-            wait = await self._limiter.hit(f"uploads:{owner_id}", self._uploads_per_minute)
-            if wait > 0:
-                raise RateLimited(wait, "Too many uploads; try again later.")
+        if wait := await self.upload_budget.spend(f"uploads:{owner_id}"):
+            raise RateLimited(wait, "Too many uploads; try again later.")
 
     async def check_declared_size(self, owner_id: str, size: int | None) -> None:
         """Refuse before reading a byte when the declared size cannot fit."""
@@ -118,7 +104,7 @@ class Uploads:
         quota = await self._quota_left(owner_id)
         intake = _Intake(chunks, self, encrypted, quota)
         try:
-            stored = await self._blobs.put_stream(intake.stream(), max_size=self.largest_upload)
+            stored = await self.blobs.put_stream(intake.stream(), max_size=self.largest_upload)
         except BlobTooLarge:
             raise intake.too_large() from None
         return await self._create(owner_id, stored, intake.sniffed, filename, purpose, encrypted)
@@ -138,14 +124,14 @@ class Uploads:
             media = await self._record(owner_id, stored, sniffed, filename, purpose, encrypted, upload_id)
         except BaseException:
             try:
-                await asyncio.shield(self._files.release([stored.key]))
+                await asyncio.shield(self.files.release([stored.key]))
             except Exception:  # the database is what failed: the orphan sweep of blobs is an operator's job
                 log.warning("could not release blob %s after a failed upload", stored.key, exc_info=True)
             raise
-        if not await self._blobs.exists(stored.key):
+        if not await self.blobs.exists(stored.key):
             # Deduplicated onto a blob that a release job deleted in the same instant: say so.
-            async with self._db.transaction() as tx:
-                await self._media.delete(tx, media.id)
+            async with self.db.transaction() as tx:
+                await self.media.delete(tx, media.id)
             raise DomainError(Code.UNAVAILABLE, "The upload met a cleanup of the same content; send it again.")
         return media
 
@@ -166,7 +152,7 @@ class Uploads:
                 Code.VALIDATION_FAILED, f"A {purpose} is an image uploaded without end-to-end encryption.", field="file"
             )
         processable = not encrypted and sniffed.kind in ("image", "video", "audio")
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         media_id = uuid7()
         row = {
             "id": media_id,
@@ -183,23 +169,23 @@ class Uploads:
             "created_at": now,
             "updated_at": now,
         }
-        async with self._db.transaction() as tx:
-            await self._media.lock_owner(tx, owner_id)  # concurrent uploads of one user: one quota check at a time
+        async with self.db.transaction() as tx:
+            await self.media.lock_owner(tx, owner_id)  # concurrent uploads of one user: one quota check at a time
             if upload_id is not None:
-                await self._media.delete_upload(tx, upload_id)  # its reservation becomes the file's size
+                await self.media.delete_upload(tx, upload_id)  # its reservation becomes the file's size
             await self._check_quota(tx, owner_id, stored.size)
             sticker = purpose == "sticker"
-            twin = await self._media.processed_twin(tx, stored.key, sticker=sticker) if processable else None
+            twin = await self.media.processed_twin(tx, stored.key, sticker=sticker) if processable else None
             if twin is not None:  # the same bytes were processed before: the same results, no new job
                 row.update({column: twin[column] for column in PROCESSED_COLUMNS})
                 processable = False
-            await self._media.insert(tx, row)
+            await self.media.insert(tx, row)
             if processable:
                 dedupe_key = PROCESS_KEY_PREFIX + media_id
-                await self._scheduler.enqueue(PROCESS_JOB, media_id.encode(), dedupe_key=dedupe_key, tx=tx)
+                await self.scheduler.enqueue(PROCESS_JOB, media_id.encode(), dedupe_key=dedupe_key, tx=tx)
         if processable:
-            self._scheduler.wake()
-        return media_from_row(await self._media.get(self._db, media_id))
+            self.scheduler.wake()
+        return media_from_row(await self.media.get(self.db, media_id))
 
     # -- resumable upload --------------------------------------------------------------------
 
@@ -210,11 +196,11 @@ class Uploads:
             raise DomainError(Code.VALIDATION_FAILED, "size is at least 1 byte.", field="size")
         await self._limit(owner_id)
         await self.check_declared_size(owner_id, size)
-        chunk = self._config.chunk_bytes
+        chunk = self.config.chunk_bytes
         count = math.ceil(size / chunk)
         if count > MAX_PARTS:
             raise DomainError(Code.FILE_TOO_LARGE, f"A resumable upload has at most {MAX_PARTS} chunks.")
-        now = self._clock.now_ms()
+        now = self.clock.now_ms()
         upload = {
             "id": uuid7(),
             "owner_id": owner_id,
@@ -225,17 +211,17 @@ class Uploads:
             "chunk_size": chunk,
             "chunk_count": count,
             "created_at": now,
-            "expires_at": now + self._config.upload_expiry_hours * 3_600_000,
+            "expires_at": now + self.config.upload_expiry_hours * 3_600_000,
         }
-        async with self._db.transaction() as tx:
-            await self._media.lock_owner(tx, owner_id)
+        async with self.db.transaction() as tx:
+            await self.media.lock_owner(tx, owner_id)
             await self._check_quota(tx, owner_id, size)
-            await self._media.insert_upload(tx, upload)
+            await self.media.insert_upload(tx, upload)
         return UploadSession(upload["id"], size, chunk, count, [], upload["expires_at"])
 
     async def _my_upload(self, owner_id: str, upload_id: str) -> Row:
-        row = await self._media.get_upload(self._db, upload_id) if is_uuid(upload_id) else None
-        if row is None or row["owner_id"] != owner_id or row["expires_at"] < self._clock.now_ms():
+        row = await self.media.get_upload(self.db, upload_id) if is_uuid(upload_id) else None
+        if row is None or row["owner_id"] != owner_id or row["expires_at"] < self.clock.now_ms():
             raise DomainError(Code.NOT_FOUND, "No such upload (it may have expired).")
         return row
 
@@ -260,7 +246,7 @@ class Uploads:
         if length != expected:
             raise DomainError(Code.VALIDATION_FAILED, f"Chunk {index} is {expected} bytes, not {length}.")
         try:
-            got = await self._blobs.put_part(upload_id, index, chunks, max_size=expected)
+            got = await self.blobs.put_part(upload_id, index, chunks, max_size=expected)
         except BlobTooLarge:
             raise DomainError(Code.FILE_TOO_LARGE, f"Chunk {index} is {expected} bytes; more came.") from None
         if got != expected:  # a short part is stored but never counted as received
@@ -268,7 +254,7 @@ class Uploads:
         return await self._session(upload)
 
     async def _session(self, upload: Row) -> UploadSession:
-        parts = await self._blobs.list_parts(upload["id"])
+        parts = await self.blobs.list_parts(upload["id"])
         received = sorted(i for i, size in parts.items() if size == self.chunk_length(upload, i))
         return UploadSession(
             upload["id"], upload["size"], upload["chunk_size"], upload["chunk_count"], received, upload["expires_at"]
@@ -285,15 +271,15 @@ class Uploads:
                 Code.UPLOAD_INCOMPLETE, f"{len(missing)} chunk(s) are missing.", missing_chunks=missing[:1000]
             )
         try:
-            stored = await self._blobs.complete_parts(upload_id, upload["chunk_count"], max_size=upload["size"])
+            stored = await self.blobs.complete_parts(upload_id, upload["chunk_count"], max_size=upload["size"])
         except (MissingParts, BlobTooLarge):
             raise DomainError(Code.UPLOAD_INCOMPLETE, "The chunks changed while completing; check and retry.") from None
-        head = b"".join([part async for part in self._blobs.read_range(stored.key, 0, SNIFF_BYTES)])
+        head = b"".join([part async for part in self.blobs.read_range(stored.key, 0, SNIFF_BYTES)])
         sniffed = OCTET_STREAM if upload["encrypted"] else sniff(head)
         if stored.size > self.limit_for(sniffed.kind, bool(upload["encrypted"])):
-            await self._files.release([stored.key])
-            async with self._db.transaction() as tx:
-                await self._media.delete_upload(tx, upload_id)
+            await self.files.release([stored.key])
+            async with self.db.transaction() as tx:
+                await self.media.delete_upload(tx, upload_id)
             raise DomainError(
                 Code.FILE_TOO_LARGE, f"A {sniffed.kind} is at most {self.limit_for(sniffed.kind, False)} bytes."
             )
@@ -303,21 +289,21 @@ class Uploads:
 
     async def abort_upload(self, owner_id: str, upload_id: str) -> None:
         await self._my_upload(owner_id, upload_id)
-        await self._blobs.abort_parts(upload_id)
-        async with self._db.transaction() as tx:
-            await self._media.delete_upload(tx, upload_id)
+        await self.blobs.abort_parts(upload_id)
+        async with self.db.transaction() as tx:
+            await self.media.delete_upload(tx, upload_id)
 
     async def expire_abandoned(self) -> None:
         """Expired resumable uploads, and stored parts no upload owns any more."""
-        now = self._clock.now_ms()
-        for upload_id in await self._media.expired_uploads(self._db, now, 1000):
-            await self._blobs.abort_parts(upload_id)
-            async with self._db.transaction() as tx:
-                await self._media.delete_upload(tx, upload_id)
-        stale_before = now / 1000 - self._config.upload_expiry_hours * 3600
-        for upload_id in await self._blobs.stale_parts(stale_before):
-            if is_uuid(upload_id) and await self._media.get_upload(self._db, upload_id) is None:
-                await self._blobs.abort_parts(upload_id)
+        now = self.clock.now_ms()
+        for upload_id in await self.media.expired_uploads(self.db, now, 1000):
+            await self.blobs.abort_parts(upload_id)
+            async with self.db.transaction() as tx:
+                await self.media.delete_upload(tx, upload_id)
+        stale_before = now / 1000 - self.config.upload_expiry_hours * 3600
+        for upload_id in await self.blobs.stale_parts(stale_before):
+            if is_uuid(upload_id) and await self.media.get_upload(self.db, upload_id) is None:
+                await self.blobs.abort_parts(upload_id)
 
 
 class _Intake:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgspec
 
 from sup.clock import Clock
@@ -45,38 +47,30 @@ def _same_user(who: Principal, user_id: str) -> None:
         raise DomainError(Code.FORBIDDEN, "You can only do this for your own account.")
 
 
+@dataclass(slots=True, eq=False)
 class UserService:
-    def __init__(
-        self,
-        db: Database,
-        users: UserStore,
-        contacts: ContactStore,
-        blocks: BlockStore,
-        attachments: MediaAttachments,
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._users = users
-        self._contacts = contacts
-        self._blocks = blocks
-        self._attachments = attachments
-        self._clock = clock
+    db: Database
+    users: UserStore
+    contacts: ContactStore
+    blocks: BlockStore
+    attachments: MediaAttachments
+    clock: Clock
 
     async def get_user(self, user_id: str) -> User:
-        row = await self._users.get(self._db, user_id) if is_uuid(user_id) else None
+        row = await self.users.get(self.db, user_id) if is_uuid(user_id) else None
         if row is None:
             raise DomainError(Code.NOT_FOUND, "No such user.")
         return user_from_row(row)
 
     async def _live_user(self, user_id: str) -> User:
         """A user one may add or block: a deleted account still shows its (empty) profile, but is no one."""
-        row = await self._users.get(self._db, user_id) if is_uuid(user_id) else None
+        row = await self.users.get(self.db, user_id) if is_uuid(user_id) else None
         if row is None or row["deleted_at"] is not None:
             raise DomainError(Code.NOT_FOUND, "No such user.")
         return user_from_row(row)
 
     async def get_by_username(self, username: str) -> User:
-        row = await find_by_username(self._users, self._db, username)
+        row = await find_by_username(self.users, self.db, username)
         if row is None:
             raise DomainError(Code.NOT_FOUND, "No such user.")
         return user_from_row(row)
@@ -100,18 +94,18 @@ class UserService:
             if avatar_media_id is not None and not is_uuid(avatar_media_id):
                 raise DomainError(Code.VALIDATION_FAILED, "avatar_media_id is a media id.", field="avatar_media_id")
             changes["avatar_media_id"] = avatar_media_id
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
             if changes.get("avatar_media_id") is not None:
-                await self._attachments.as_avatar(tx, user_id, changes["avatar_media_id"], now)
-            await self._users.update_profile(tx, user_id, changes, now)
-            return user_from_row(await self._users.get(tx, user_id))
+                await self.attachments.as_avatar(tx, user_id, changes["avatar_media_id"], now)
+            await self.users.update_profile(tx, user_id, changes, now)
+            return user_from_row(await self.users.get(tx, user_id))
 
     # -- contacts -----------------------------------------------------------------
 
     async def list_contacts(self, who: Principal, user_id: str, after: str | None, limit: int) -> Page:
         _same_user(who, user_id)
-        rows = await self._contacts.page(self._db, user_id, after, limit + 1)
+        rows = await self.contacts.page(self.db, user_id, after, limit + 1)
         items = [
             Contact(
                 user=User(
@@ -133,21 +127,21 @@ class UserService:
         if contact_id == user_id:
             raise DomainError(Code.VALIDATION_FAILED, "You cannot add yourself as a contact.", field="user_id")
         contact = await self._live_user(contact_id)
-        async with self._db.transaction() as tx:
-            added_at = await self._contacts.add(tx, user_id, contact_id, self._clock.now_ms())
+        async with self.db.transaction() as tx:
+            added_at = await self.contacts.add(tx, user_id, contact_id, self.clock.now_ms())
         return Contact(user=contact, added_at=added_at)
 
     async def remove_contact(self, who: Principal, user_id: str, contact_id: str) -> None:
         _same_user(who, user_id)
-        async with self._db.transaction() as tx:
-            if not is_uuid(contact_id) or not await self._contacts.remove(tx, user_id, contact_id):
+        async with self.db.transaction() as tx:
+            if not is_uuid(contact_id) or not await self.contacts.remove(tx, user_id, contact_id):
                 raise DomainError(Code.NOT_FOUND, "That user is not in your contacts.")
 
     # -- blocks -------------------------------------------------------------------
 
     async def list_blocked(self, who: Principal, user_id: str, after: str | None, limit: int) -> Page:
         _same_user(who, user_id)
-        rows = await self._blocks.page(self._db, user_id, after, limit + 1)
+        rows = await self.blocks.page(self.db, user_id, after, limit + 1)
         items = [BlockedUser(r["blocked_id"], r["username"], r["created_at"]) for r in rows[:limit]]
         return Page(items, items[-1].user_id if len(rows) > limit else None)
 
@@ -156,13 +150,13 @@ class UserService:
         if blocked_id == user_id:
             raise DomainError(Code.VALIDATION_FAILED, "You cannot block yourself.", field="user_id")
         target = await self._live_user(blocked_id)
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            await self._blocks.add(tx, user_id, blocked_id, now)
+        now = self.clock.now_ms()
+        async with self.db.transaction() as tx:
+            await self.blocks.add(tx, user_id, blocked_id, now)
         return BlockedUser(target.id, target.username, now)
 
     async def unblock(self, who: Principal, user_id: str, blocked_id: str) -> None:
         _same_user(who, user_id)
-        async with self._db.transaction() as tx:
-            if not is_uuid(blocked_id) or not await self._blocks.remove(tx, user_id, blocked_id):
+        async with self.db.transaction() as tx:
+            if not is_uuid(blocked_id) or not await self.blocks.remove(tx, user_id, blocked_id):
                 raise DomainError(Code.NOT_FOUND, "That user is not blocked.")

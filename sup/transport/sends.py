@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from sup.domain.messages import BODY_MAX, CLIENT_ID_MAX, MAX_RECIPIENTS, Outgoing
+from sup.domain.outgoing import BODY_MAX, CLIENT_ID_MAX, MAX_RECIPIENTS, Outgoing
 from sup.transport.inputs import Id, Input, whole
 
 # A socket frame's name for its answer: echoed back, so text like any other (no NUL).
