@@ -15,7 +15,7 @@ from typing import Protocol
 
 import msgspec
 
-from sup.bus.process import new_origin, stop
+from sup.bus.process import new_origin, stop_task
 from sup.delivery import Delivery
 
 log = logging.getLogger("sup.bus")
@@ -135,8 +135,8 @@ class RedisBus(MemoryBus):
         self._writer = asyncio.create_task(self._write(), name="redis-bus-writer")
 
     async def close(self) -> None:
-        await stop(self._reader)
-        await stop(self._writer)
+        await stop_task(self._reader)
+        await stop_task(self._writer)
         if self._redis is not None:
             await self._redis.aclose()
         await super().close()

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Protocol
 
 from sup.bus.events import redis_name
-from sup.bus.process import new_origin, stop
+from sup.bus.process import new_origin, stop_task
 
 # A process refreshes its entries this often; an entry lives three times as long.
 REFRESH_SECONDS = 10
@@ -77,7 +77,7 @@ class RedisPresence(MemoryPresence):
         self._refresher = asyncio.create_task(self._refresh(), name="presence-refresh")
 
     async def close(self) -> None:
-        await stop(self._refresher)
+        await stop_task(self._refresher)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 for user_id in list(self._local):

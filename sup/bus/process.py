@@ -15,7 +15,7 @@ def new_origin() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-async def stop(task: asyncio.Task[Any] | None) -> None:
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
     """Cancel a background task and wait until it has stopped; None: there is none to stop."""
     if task is not None:
         task.cancel()

@@ -34,7 +34,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sup.bus.presence import PresenceTracker
-from sup.bus.process import stop
+from sup.bus.process import stop_task
 from sup.clock import Clock
 from sup.config import PushConfig
 from sup.db.database import Database, Queryable, Row, from_row
@@ -234,7 +234,7 @@ class PushService:
             self._marker = asyncio.create_task(self._mark_forever(), name="push-marker")
 
     async def close(self) -> None:
-        await stop(self._marker)
+        await stop_task(self._marker)
         self._marker = None
 
     async def _mark_forever(self) -> None:

@@ -36,12 +36,12 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from sup.bus.process import stop_task
 from sup.delivery import Delivery
 from sup.domain.accounts import Principal
 from sup.domain.stream import EventStream
 from sup.observe.metrics import Metrics
 from sup.transport.statuses import Close
-from sup.ws.stopping import cancel_and_wait
 
 try:
     import fcntl
@@ -361,7 +361,7 @@ class Connection:
         """The session ends: the pump is stopped for good (a reply that comes later goes nowhere)."""
         self._stopped = True
         self._stop_waiting_for_hint()
-        await cancel_and_wait(self.pump_task)
+        await stop_task(self.pump_task)
 
     def _make_room(self) -> None:
         room = self._room

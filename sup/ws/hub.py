@@ -18,13 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
+from sup.bus.process import stop_task
 from sup.delivery import Delivery
 from sup.domain.stream import EventStream
 from sup.observe.metrics import Metrics
 from sup.transport.statuses import Close
 from sup.ws.connection import AckWriter, Connection
 from sup.ws.masking import MaskCheckingResponse
-from sup.ws.stopping import cancel_and_wait
 
 log = logging.getLogger("sup.ws")
 
@@ -112,7 +112,7 @@ class Hub:
     async def close(self) -> None:
         """Going away: every socket is told so (1001) and closed; clients resume elsewhere."""
         for task in (self._checker, self._heartbeat):
-            await cancel_and_wait(task)
+            await stop_task(task)
         if self.sockets:  # at once, each bounded: a client that reads nothing must not hold the shutdown
             await asyncio.gather(*(_going_away(ws) for ws in list(self.sockets)))
         if self.tasks:

@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from sup.bus.process import stop_task
 from sup.domain.presence import TYPING_SECONDS, PresenceService
 from sup.errors import DomainError
-from sup.ws.stopping import cancel_and_wait
 
 log = logging.getLogger("sup.ws")
 
@@ -85,4 +85,4 @@ class TypingRelay:
                 del self._relayed[next(iter(self._relayed))]
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
+        await stop_task(self._task)
