@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -78,6 +79,16 @@ def add_server_env(
 ) -> None:
     """--server-env SUP_NAME=VALUE, repeatable (text: its help)."""
     p.add_argument("--server-env", action="append", default=[], type=setting, metavar="SUP_NAME=VALUE", help=text)
+
+
+def add_profiling(p: argparse.ArgumentParser, profile_help: str) -> None:
+    """--profile PATH (profile_help: what py-spy records there) and --py-spy, the executable it runs."""
+    p.add_argument("--profile", type=Path, help=profile_help)
+    p.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+        help="py-spy executable for --profile (default: on PATH, else next to this interpreter)",
+    )
 
 
 def config_of(args: argparse.Namespace, leave_out: Iterable[str] = ()) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from foundation import (
     working_tree,
 )
 from harness import (
+    add_profiling,
     add_server_env,
     bench_parser,
     bench_run,
@@ -257,10 +257,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default={"idle", "throughput", "latency", "fanout"},
         help="comma-separated subset of idle,throughput,latency,fanout (default: all)",
     )
-    p.add_argument(
-        "--profile",
-        type=Path,
-        help="also run the throughput phase once more under `py-spy record` and write its raw (collapsed) "
+    add_profiling(
+        p,
+        "also run the throughput phase once more under `py-spy record` and write its raw (collapsed) "
         "stacks here; the summary lists the top functions",
     )
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
@@ -270,11 +269,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="extra py-spy record option, repeatable: e.g. --profile-option=--gil (only samples holding the GIL: "
         "where the Python CPU goes), --profile-option=--native (C frames too)",
-    )
-    p.add_argument(
-        "--py-spy",
-        default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
-        help="py-spy executable for --profile (default: on PATH, else next to this interpreter)",
     )
     add_server_env(
         p,

@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from foundation import BENCH_DIR, PostgresDatabases, software_info
 from harness import (
     HTTP_CONCURRENCY,
     Bench,
+    add_profiling,
     add_server_env,
     bench_parser,
     bench_run,
@@ -193,9 +192,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
     p.add_argument("--window", type=int, default=8, help="sends awaiting message.sent per sender (default 8)")
     p.add_argument("--max-seconds", type=float, default=40.0, help="sending stops after this, per count (40)")
-    p.add_argument("--profile", type=Path, help="py-spy record the first process during each count: PATH-n<N>.raw")
+    add_profiling(p, "py-spy record the first process during each count: PATH-n<N>.raw")
     p.add_argument("--profile-option", action="append", default=[], help="extra py-spy record option, e.g. --gil")
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")))
     add_client_options(p)
     add_server_env(p, "a server setting, repeatable")
     args = parse_checked(p, argv)

@@ -20,7 +20,6 @@ Usage (from the project root):
 from __future__ import annotations
 
 import argparse
-import shutil
 import sqlite3
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import aiohttp
 from foundation import cpu_seconds, post, summarize_ms
 from harness import (
+    add_profiling,
     bench_parser,
     bench_run,
     config_of,
@@ -225,8 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--big-channel", type=int, default=10000, help="members of the big channel (10000)")
     p.add_argument("--channel-messages", type=int, default=30, help="measured sends into each channel (30)")
     add_client_options(p)
-    p.add_argument("--profile", type=Path, help="py-spy the server while sending to the big channel; raw stacks here")
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")))
+    add_profiling(p, "py-spy the server while sending to the big channel; raw stacks here")
     args = parse_checked(p, argv)
     if not 1 <= args.group_members <= 1000:
         p.error("--group-members is 1 to 1000 (the most a group takes at its creation)")
