@@ -142,16 +142,7 @@ def _invite(row: Row, now: int) -> RegistrationInvite:
         state = "expired"
     else:
         state = "active"
-    return RegistrationInvite(
-        id=bytes(row["code_hash"]).hex(),
-        created_by=row["created_by"],
-        created_by_username=row["created_by_username"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        max_uses=row["max_uses"],
-        uses=row["uses"],
-        state=state,
-    )
+    return from_row(RegistrationInvite, row, id=bytes(row["code_hash"]).hex(), state=state)
 
 
 def no_user() -> DomainError:

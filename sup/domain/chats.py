@@ -23,6 +23,7 @@ from sup.domain.cursors import parse_cursor
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.permissions import DEFAULTS, RANK, Permission, from_names, to_names
 from sup.domain.timeline import Message, Timeline, message_from_row
+from sup.domain.views import view_of
 from sup.errors import Code, DomainError
 from sup.ids import canonical_id, is_uuid, uuid7
 
@@ -92,21 +93,7 @@ def chat_from_row(chat: ChatRow, member: MemberRow | None = None) -> Chat:
     if member is not None:
         flags = sum(Permission) if member.kind == "owner" else member.permissions
         my_role = Role(member.role_id, member.kind, member.role_name, to_names(flags))
-    return Chat(
-        id=chat.id,
-        type=chat.type,
-        title=chat.title,
-        description=chat.description,
-        avatar_media_id=chat.avatar_media_id,
-        encrypted=chat.encrypted,
-        created_by=chat.created_by,
-        created_at=chat.created_at,
-        updated_at=chat.updated_at,
-        last_seq=chat.last_seq,
-        visibility=chat.visibility,
-        my_role=my_role,
-        last_read_seq=member.last_read_seq if member else 0,
-    )
+    return view_of(Chat, chat, my_role=my_role, last_read_seq=member.last_read_seq if member else 0)
 
 
 class ChatPage(msgspec.Struct, frozen=True):

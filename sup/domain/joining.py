@@ -35,6 +35,7 @@ from sup.domain.chats import Chat, ChatService, chat_from_row
 from sup.domain.cursors import bad_cursor
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Timeline
+from sup.domain.views import view_of
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid, uuid7
 
@@ -98,17 +99,7 @@ class JoinResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def card(chat: ChatRow, member_count: int, joined: bool) -> ChatCard:
-    return ChatCard(
-        id=chat.id,
-        type=chat.type,
-        title=chat.title,
-        description=chat.description,
-        avatar_media_id=chat.avatar_media_id,
-        visibility=chat.visibility,
-        encrypted=chat.encrypted,
-        member_count=member_count,
-        joined=joined,
-    )
+    return view_of(ChatCard, chat, member_count=member_count, joined=joined)
 
 
 def _invite(row: InviteRow, now: int) -> ChatInvite:

@@ -48,6 +48,17 @@ class MessagePage(msgspec.Struct, frozen=True):
     next_after: int | None
 
 
+class ReactionUpdated(msgspec.Struct, frozen=True):
+    """The `reaction.updated` event: `count` is the emoji's count after the change."""
+
+    chat_id: str
+    message_id: str
+    user_id: str | None  # None in what a channel's other subscribers hear
+    emoji: str
+    added: bool
+    count: int
+
+
 class Pin(msgspec.Struct, frozen=True):
     message_id: str
     pinned_by: str | None
@@ -391,10 +402,9 @@ class MessageService:
             summary = (await self.reactions.summary(tx, [message_id], user_id)).get(message_id, [])
             reactions = [Reaction(x["emoji"], x["count"], bool(x["mine"])) for x in summary]
             if changed:
-                counts = {x.emoji: x.count for x in reactions}
-                await self._reaction_updated(
-                    tx, row.chat_id, message_id, user_id, emoji, add, counts.get(emoji, 0), now, chat_type=chat_type
-                )
+                count = next((x.count for x in reactions if x.emoji == emoji), 0)
+                update = ReactionUpdated(row.chat_id, message_id, user_id, emoji, add, count)
+                await self._reaction_updated(tx, update, now, chat_type=chat_type)
         return reactions
 
     async def withdraw_reaction(
@@ -412,37 +422,27 @@ class MessageService:
         if await self.reactions.remove(tx, message_id, user_id, emoji):
             summary = (await self.reactions.summary(tx, [message_id], user_id)).get(message_id, [])
             count = next((x["count"] for x in summary if x["emoji"] == emoji), 0)
-            await self._reaction_updated(tx, chat_id, message_id, user_id, emoji, False, count, now, devices)
+            update = ReactionUpdated(chat_id, message_id, user_id, emoji, False, count)
+            await self._reaction_updated(tx, update, now, devices)
 
     async def _reaction_updated(
         self,
         tx: Transaction,
-        chat_id: str,
-        message_id: str,
-        user_id: str,
-        emoji: str,
-        added: bool,
-        count: int,
+        event: ReactionUpdated,
         now: int,
         devices: Sequence[str] | None = None,
         *,
         chat_type: str | None = None,
     ) -> None:
-        event = {
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "user_id": user_id,
-            "emoji": emoji,
-            "added": added,
-            "count": count,
-        }
         if chat_type is None:
-            chat_type = (await self.chats.get(tx, chat_id)).type
+            chat_type = (await self.chats.get(tx, event.chat_id)).type
         per_device = None
         if chat_type == "channel":  # subscribers do not see each other: who reacted is for the reactor alone
-            per_device = dict.fromkeys(await self.devices.active_ids_of(tx, [user_id]), encode(event))
-            event = {**event, "user_id": None}
-        await self.timeline.to_chat(tx, chat_id, "reaction.updated", event, now, per_device=per_device, devices=devices)
+            per_device = dict.fromkeys(await self.devices.active_ids_of(tx, [event.user_id]), encode(event))
+            event = msgspec.structs.replace(event, user_id=None)
+        await self.timeline.to_chat(
+            tx, event.chat_id, "reaction.updated", event, now, per_device=per_device, devices=devices
+        )
 
     async def forward(self, user_id: str, device_id: str, message_id: str, chat_id: str, client_id: str) -> Sent:
         _, row = await self._access_message(self.db, user_id, message_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from sup.domain.events import encode
 from sup.errors import Code, DomainError
@@ -18,6 +19,8 @@ CLIENT_ID_MAX = 64
 MAX_RECIPIENTS = 5_000  # devices one pairwise-encrypted message may name
 CIPHERTEXT_MAX = 65_536
 KINDS = ("text", "media", "sticker")
+# All of Outgoing but `recipients` (the per-device ciphertexts are stored and sent apart).
+_MESSAGE_FIELDS = ("chat_id", "client_id", "kind", "body", "ciphertext", "media_id", "sticker_id", "reply_to")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class Outgoing:
     media_id: str | None = None
     sticker_id: str | None = None
     reply_to: str | None = None
+
+    def message_fields(self) -> dict[str, Any]:
+        """The fields a stored message and its `message.new` event take from the send as it is."""
+        return {name: getattr(self, name) for name in _MESSAGE_FIELDS}
 
     def content_hash(self) -> bytes:
         canonical = encode(

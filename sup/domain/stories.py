@@ -25,6 +25,7 @@ from sup.domain.accounts import User, check_text, user_from_row
 from sup.domain.attachments import MediaAttachments
 from sup.domain.events import EventWriter, encode
 from sup.domain.files import MediaFiles
+from sup.domain.views import view_of
 from sup.errors import Code, DomainError
 from sup.ids import is_uuid, uuid7
 from sup.jobs.scheduler import Scheduler
@@ -125,28 +126,11 @@ def _bad(detail: str, field: str, **extra: object) -> DomainError:
 
 def story_from_row(row: StoryRow, *, for_author: bool, view_count: int = 0) -> Story:
     info = json.loads(row.info) if row.info else {}
-    media = StoryMedia(
-        kind=row.kind,
-        mime=row.mime,
-        status=row.status,
-        width=row.width,
-        height=row.height,
-        duration_ms=row.duration_ms,
-        placeholder=info.get("placeholder"),
-    )
-    story = Story(
-        id=row.id,
-        author_id=row.author_id,
-        media_id=row.media_id,
-        media=media,
-        caption=row.caption,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        seen=row.seen or for_author,
-    )
+    media = view_of(StoryMedia, row, placeholder=info.get("placeholder"))
     if for_author:
-        story = msgspec.structs.replace(story, audience=row.audience, list_id=row.list_id, view_count=view_count)
-    return story
+        return view_of(Story, row, media=media, seen=True, view_count=view_count)
+    # Who may see a story, and how many did, are for its author alone.
+    return view_of(Story, row, media=media, seen=row.seen, audience=None, list_id=None)
 
 
 def _cursor(value: str | None) -> tuple[int, str] | None:

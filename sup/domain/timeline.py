@@ -17,6 +17,7 @@ from sup.db.messages import MessageRow, MessageStore, RecipientStore
 from sup.domain.events import EventWriter, encode
 from sup.domain.outgoing import Outgoing
 from sup.domain.permissions import MANAGE_MEMBERS
+from sup.domain.views import view_of
 from sup.ids import uuid7
 
 
@@ -52,23 +53,12 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
 def message_from_row(
     row: MessageRow, *, ciphertext: bytes | None = None, reactions: list[Reaction] | None = None
 ) -> Message:
-    return Message(
-        id=row.id,
-        chat_id=row.chat_id,
-        seq=row.seq,
-        sender_id=row.sender_id,
-        sender_device_id=row.sender_device_id,
-        client_id=row.client_id,
-        kind=row.kind,
-        body=row.body,
+    return view_of(
+        Message,
+        row,
         ciphertext=ciphertext if ciphertext is not None else row.ciphertext,
-        media_id=row.media_id,
-        sticker_id=row.sticker_id,
-        reply_to=row.reply_to,
         forwarded_from=msgspec.json.decode(row.forwarded_from) if row.forwarded_from else None,
-        edited_at=row.edited_at,
         deleted=row.deleted_at is not None,
-        created_at=row.created_at,
         reactions=reactions or [],
     )
 
@@ -96,39 +86,17 @@ class Timeline:
     ) -> Message:
         """Append a message; `devices` (the chat's member devices) saves a query if the caller has them."""
         message_id = uuid7(now)
+        # What the stored row and the `message.new` event both carry as they are.
+        fields = {**out.message_fields(), "sender_id": sender_id, "sender_device_id": sender_device_id}
         seq = await self.messages.insert_next(
             tx,
             id=message_id,
-            chat_id=out.chat_id,
-            sender_id=sender_id,
-            sender_device_id=sender_device_id,
-            client_id=out.client_id,
             content_hash=content_hash,
-            kind=out.kind,
-            body=out.body,
-            ciphertext=out.ciphertext,
-            media_id=out.media_id,
-            sticker_id=out.sticker_id,
-            reply_to=out.reply_to,
             forwarded_from=encode(forwarded_from).decode() if forwarded_from else None,
             now=now,
+            **fields,
         )
-        message = Message(
-            id=message_id,
-            chat_id=out.chat_id,
-            seq=seq,
-            sender_id=sender_id,
-            sender_device_id=sender_device_id,
-            client_id=out.client_id,
-            kind=out.kind,
-            body=out.body,
-            ciphertext=out.ciphertext,
-            media_id=out.media_id,
-            sticker_id=out.sticker_id,
-            reply_to=out.reply_to,
-            forwarded_from=forwarded_from,
-            created_at=now,
-        )
+        message = Message(id=message_id, seq=seq, forwarded_from=forwarded_from, created_at=now, **fields)
         per_device = None
         if out.recipients:
             await self.recipients.insert(tx, message.id, out.recipients)

@@ -40,6 +40,19 @@ class UploadSession:
     expires_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Arrived:
+    """Stored bytes and what their uploader said of them: what becomes a media row."""
+
+    owner_id: str
+    stored: StoredBlob
+    sniffed: Sniffed
+    filename: str | None
+    purpose: Purpose
+    encrypted: bool
+    upload_id: str | None = None  # a resumable upload's: its size reservation becomes the file's
+
+
 @dataclass(slots=True, eq=False)
 class Uploads:
     db: Database
@@ -107,75 +120,59 @@ class Uploads:
             stored = await self.blobs.put_stream(intake.stream(), max_size=self.largest_upload)
         except BlobTooLarge:
             raise intake.too_large() from None
-        return await self._create(owner_id, stored, intake.sniffed, filename, purpose, encrypted)
+        return await self._create(_Arrived(owner_id, stored, intake.sniffed, filename, purpose, encrypted))
 
-    async def _create(
-        self,
-        owner_id: str,
-        stored: StoredBlob,
-        sniffed: Sniffed,
-        filename: str | None,
-        purpose: Purpose,
-        encrypted: bool,
-        upload_id: str | None = None,
-    ) -> Media:
+    async def _create(self, new: _Arrived) -> Media:
         """The row for stored bytes; if it cannot be written, the bytes are released (never left unnamed)."""
         try:
-            media = await self._record(owner_id, stored, sniffed, filename, purpose, encrypted, upload_id)
+            media = await self._record(new)
         except BaseException:
             try:
-                await asyncio.shield(self.files.release([stored.key]))
+                await asyncio.shield(self.files.release([new.stored.key]))
             except Exception:  # the database is what failed: the orphan sweep of blobs is an operator's job
-                log.warning("could not release blob %s after a failed upload", stored.key, exc_info=True)
+                log.warning("could not release blob %s after a failed upload", new.stored.key, exc_info=True)
             raise
-        if not await self.blobs.exists(stored.key):
+        if not await self.blobs.exists(new.stored.key):
             # Deduplicated onto a blob that a release job deleted in the same instant: say so.
             async with self.db.transaction() as tx:
                 await self.media.delete(tx, media.id)
             raise DomainError(Code.UNAVAILABLE, "The upload met a cleanup of the same content; send it again.")
         return media
 
-    async def _record(
-        self,
-        owner_id: str,
-        stored: StoredBlob,
-        sniffed: Sniffed,
-        filename: str | None,
-        purpose: Purpose,
-        encrypted: bool,
-        upload_id: str | None,
-    ) -> Media:
-        if stored.size == 0:
+    async def _record(self, new: _Arrived) -> Media:
+        if new.stored.size == 0:
             raise DomainError(Code.VALIDATION_FAILED, "The file is empty.", field="file")
-        if purpose != "attachment" and (encrypted or sniffed.kind != "image"):
+        if new.purpose != "attachment" and (new.encrypted or new.sniffed.kind != "image"):
             raise DomainError(
-                Code.VALIDATION_FAILED, f"A {purpose} is an image uploaded without end-to-end encryption.", field="file"
+                Code.VALIDATION_FAILED,
+                f"A {new.purpose} is an image uploaded without end-to-end encryption.",
+                field="file",
             )
-        processable = not encrypted and sniffed.kind in ("image", "video", "audio")
+        processable = not new.encrypted and new.sniffed.kind in ("image", "video", "audio")
         now = self.clock.now_ms()
         media_id = uuid7()
         row = {
             "id": media_id,
-            "owner_id": owner_id,
-            "purpose": purpose,
-            "encrypted": encrypted,
-            "kind": sniffed.kind,
-            "mime": sniffed.mime,
-            "filename": clean_filename(filename, f"{sniffed.kind}.{sniffed.extension}"),
-            "size": stored.size,
-            "sha256": stored.sha256,
-            "blob_key": stored.key,
+            "owner_id": new.owner_id,
+            "purpose": new.purpose,
+            "encrypted": new.encrypted,
+            "kind": new.sniffed.kind,
+            "mime": new.sniffed.mime,
+            "filename": clean_filename(new.filename, f"{new.sniffed.kind}.{new.sniffed.extension}"),
+            "size": new.stored.size,
+            "sha256": new.stored.sha256,
+            "blob_key": new.stored.key,
             "status": "pending" if processable else "ready",
             "created_at": now,
             "updated_at": now,
         }
         async with self.db.transaction() as tx:
-            await self.media.lock_owner(tx, owner_id)  # concurrent uploads of one user: one quota check at a time
-            if upload_id is not None:
-                await self.media.delete_upload(tx, upload_id)  # its reservation becomes the file's size
-            await self._check_quota(tx, owner_id, stored.size)
-            sticker = purpose == "sticker"
-            twin = await self.media.processed_twin(tx, stored.key, sticker=sticker) if processable else None
+            await self.media.lock_owner(tx, new.owner_id)  # concurrent uploads of one user: one quota check at a time
+            if new.upload_id is not None:
+                await self.media.delete_upload(tx, new.upload_id)  # its reservation becomes the file's size
+            await self._check_quota(tx, new.owner_id, new.stored.size)
+            sticker = new.purpose == "sticker"
+            twin = await self.media.processed_twin(tx, new.stored.key, sticker=sticker) if processable else None
             if twin is not None:  # the same bytes were processed before: the same results, no new job
                 row.update({column: twin[column] for column in PROCESSED_COLUMNS})
                 processable = False
@@ -284,7 +281,9 @@ class Uploads:
                 Code.FILE_TOO_LARGE, f"A {sniffed.kind} is at most {self.limit_for(sniffed.kind, False)} bytes."
             )
         return await self._create(
-            owner_id, stored, sniffed, upload["filename"], upload["purpose"], bool(upload["encrypted"]), upload_id
+            _Arrived(
+                owner_id, stored, sniffed, upload["filename"], upload["purpose"], bool(upload["encrypted"]), upload_id
+            )
         )
 
     async def abort_upload(self, owner_id: str, upload_id: str) -> None:

@@ -8,7 +8,7 @@ import msgspec
 
 from sup.clock import Clock
 from sup.db.accounts import BlockStore, ContactStore, UserStore
-from sup.db.database import Database
+from sup.db.database import Database, from_row
 from sup.domain.accounts import (
     BIO_MAX,
     DISPLAY_NAME_MAX,
@@ -108,14 +108,8 @@ class UserService:
         rows = await self.contacts.page(self.db, user_id, after, limit + 1)
         items = [
             Contact(
-                user=User(
-                    id=r["contact_id"],
-                    username=r["username"],
-                    display_name=r["display_name"],
-                    bio=r["bio"],
-                    avatar_media_id=r["avatar_media_id"],
-                    created_at=r["user_created_at"],
-                ),
+                # The row's id and created_at are the contact entry's; the user's are renamed.
+                user=from_row(User, r, id=r["contact_id"], created_at=r["user_created_at"]),
                 added_at=r["created_at"],
             )
             for r in rows[:limit]
