@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, keyset_page, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, insert, keyset_page, update_row
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
@@ -44,19 +44,17 @@ class UserStore:
         now: int,
     ) -> bool:
         """Insert a user; False when the username is taken. `username` is already in its key form."""
-        return await changed_one(
-            tx,
-            "INSERT INTO users (id, username, username_key, display_name, password_hash, is_admin,"
-            " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
-            " ON CONFLICT (username_key) DO NOTHING",
-            id,
-            username,
-            username,
-            display_name,
-            password_hash,
-            is_admin,
-            now,
-        )
+        user = {
+            "id": id,
+            "username": username,
+            "username_key": username,
+            "display_name": display_name,
+            "password_hash": password_hash,
+            "is_admin": is_admin,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return await insert(tx, "users", user, "ON CONFLICT (username_key) DO NOTHING")
 
     async def get(self, db: Queryable, user_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
@@ -183,17 +181,11 @@ class DeviceStore:
         )
 
     async def get_active(self, db: Queryable, device_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL",
-            device_id,
-        )
+        return await db.fetchrow(f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL", device_id)
 
     async def list_active(self, db: Queryable, user_id: str) -> list[Row]:
         return list(
-            await db.fetch(
-                f"{_DEVICES} WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
-                user_id,
-            )
+            await db.fetch(f"{_DEVICES} WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id", user_id)
         )
 
     async def active_ids_of(self, db: Queryable, user_ids: Sequence[str]) -> list[str]:
@@ -339,14 +331,14 @@ class InviteStore:
         expires_at: int | None,
         max_uses: int,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO invites (code_hash, created_by, created_at, expires_at, max_uses) VALUES ($1, $2, $3, $4, $5)",
-            code_hash,
-            created_by,
-            now,
-            expires_at,
-            max_uses,
-        )
+        invite = {
+            "code_hash": code_hash,
+            "created_by": created_by,
+            "created_at": now,
+            "expires_at": expires_at,
+            "max_uses": max_uses,
+        }
+        await insert(tx, "invites", invite)
 
     async def page(self, db: Queryable, before: tuple[int, bytes] | None, limit: int) -> list[Row]:
         """Invites, newest first; the cursor is (created_at, code_hash) of the last one seen."""
@@ -381,13 +373,8 @@ class InviteStore:
 class ContactStore:
     async def add(self, tx: Queryable, user_id: str, contact_id: str, now: int) -> int:
         """Add a contact (again is harmless); return when it was first added."""
-        await tx.execute(
-            "INSERT INTO contacts (user_id, contact_id, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (user_id, contact_id) DO NOTHING",
-            user_id,
-            contact_id,
-            now,
-        )
+        contact = {"user_id": user_id, "contact_id": contact_id, "created_at": now}
+        await insert(tx, "contacts", contact, "ON CONFLICT (user_id, contact_id) DO NOTHING")
         return await tx.fetchval(
             "SELECT created_at FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
         )
@@ -413,13 +400,8 @@ class ContactStore:
 
 class BlockStore:
     async def add(self, tx: Queryable, user_id: str, blocked_id: str, now: int) -> None:
-        await tx.execute(
-            "INSERT INTO blocked_users (user_id, blocked_id, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (user_id, blocked_id) DO NOTHING",
-            user_id,
-            blocked_id,
-            now,
-        )
+        block = {"user_id": user_id, "blocked_id": blocked_id, "created_at": now}
+        await insert(tx, "blocked_users", block, "ON CONFLICT (user_id, blocked_id) DO NOTHING")
 
     async def remove(self, tx: Queryable, user_id: str, blocked_id: str) -> bool:
         return await changed_one(

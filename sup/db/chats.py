@@ -165,25 +165,14 @@ class RoleStore:
         )
 
     async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:
-        return list(
-            await db.fetch(
-                f"{_ROLES} WHERE chat_id = $1 ORDER BY created_at, id",
-                chat_id,
-            )
-        )
+        return list(await db.fetch(f"{_ROLES} WHERE chat_id = $1 ORDER BY created_at, id", chat_id))
 
     async def get(self, db: Queryable, chat_id: str, role_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"{_ROLES} WHERE chat_id = $1 AND id = $2",
-            chat_id,
-            role_id,
-        )
+        return await db.fetchrow(f"{_ROLES} WHERE chat_id = $1 AND id = $2", chat_id, role_id)
 
     async def by_kind(self, db: Queryable, chat_id: str, kind: str) -> Row:
         return await db.fetchrow(
-            f"{_ROLES} WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1",
-            chat_id,
-            kind,
+            f"{_ROLES} WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1", chat_id, kind
         )
 
     async def update(self, tx: Queryable, role_id: str, name: str, permissions: int) -> None:
@@ -313,10 +302,7 @@ class MemberStore:
 
     async def set_role(self, tx: Queryable, chat_id: str, user_id: str, role_id: str) -> None:
         await tx.execute(
-            "UPDATE chat_members SET role_id = $3 WHERE chat_id = $1 AND user_id = $2",
-            chat_id,
-            user_id,
-            role_id,
+            "UPDATE chat_members SET role_id = $3 WHERE chat_id = $1 AND user_id = $2", chat_id, user_id, role_id
         )
 
     async def mark_read(self, tx: Queryable, chat_id: str, user_id: str, seq: int) -> bool:

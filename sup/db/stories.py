@@ -253,10 +253,7 @@ class StoryStore:
         return await db.fetchrow(f"{_LISTS} WHERE id = $1", list_id)
 
     async def close_friends(self, db: Queryable, owner_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"{_LISTS} WHERE owner_id = $1 AND kind = 'close_friends'",
-            owner_id,
-        )
+        return await db.fetchrow(f"{_LISTS} WHERE owner_id = $1 AND kind = 'close_friends'", owner_id)
 
     async def insert_list(self, tx: Queryable, *, id: str, owner_id: str, kind: str, name: str, now: int) -> bool:
         """False if the owner has a close-friends list already (there is one per user)."""
