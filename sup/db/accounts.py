@@ -17,6 +17,16 @@ _INVITES = (
     "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
     " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
 )
+# A user's contacts and blocks, each with the listed user's profile, paged by the listed user's id.
+_CONTACTS = (
+    "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
+    " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
+    " WHERE c.user_id = $1"
+)
+_BLOCKS = (
+    "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
+    " JOIN users u ON u.id = b.blocked_id WHERE b.user_id = $1"
+)
 _LIKE_SPECIAL = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 _STATUS_WHERE = {
     "active": "deactivated_at IS NULL AND deleted_at IS NULL",
@@ -172,13 +182,8 @@ class UserStore:
 
 class DeviceStore:
     async def insert(self, tx: Queryable, *, id: str, user_id: str, name: str, now: int) -> None:
-        await tx.execute(
-            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
-            id,
-            user_id,
-            name,
-            now,
-        )
+        device = {"id": id, "user_id": user_id, "name": name, "created_at": now, "last_seen_at": now}
+        await insert(tx, "user_devices", device)
 
     async def get_active(self, db: Queryable, device_id: str) -> Row | None:
         return await db.fetchrow(f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL", device_id)
@@ -386,16 +391,7 @@ class ContactStore:
         return await changed_one(tx, "DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id)
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return await keyset_page(
-            db,
-            "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
-            " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
-            " WHERE c.user_id = $1",
-            "c.contact_id",
-            user_id,
-            after,
-            limit,
-        )
+        return await keyset_page(db, _CONTACTS, "c.contact_id", user_id, after, limit)
 
 
 class BlockStore:
@@ -409,15 +405,7 @@ class BlockStore:
         )
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return await keyset_page(
-            db,
-            "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
-            " JOIN users u ON u.id = b.blocked_id WHERE b.user_id = $1",
-            "b.blocked_id",
-            user_id,
-            after,
-            limit,
-        )
+        return await keyset_page(db, _BLOCKS, "b.blocked_id", user_id, after, limit)
 
     async def is_blocked(self, db: Queryable, blocker_id: str, blocked_id: str) -> bool:
         return bool(
