@@ -276,13 +276,8 @@ class SessionStore:
     """Refresh tokens, stored as SHA-256 hashes; one chain of rotations per device."""
 
     async def insert(self, tx: Queryable, *, token_hash: bytes, device_id: str, now: int, expires_at: int) -> None:
-        await tx.execute(
-            "INSERT INTO sessions (token_hash, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            token_hash,
-            device_id,
-            now,
-            expires_at,
-        )
+        session = {"token_hash": token_hash, "device_id": device_id, "created_at": now, "expires_at": expires_at}
+        await insert(tx, "sessions", session)
 
     async def consume(self, tx: Queryable, token_hash: bytes, now: int) -> Row | None:
         """Mark an unused, unexpired token used and return its device; None otherwise.

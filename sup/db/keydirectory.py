@@ -118,13 +118,8 @@ class KeyDirectoryStore:
     async def set_sender_key(self, tx: Queryable, chat_id: str, device_id: str, distribution_id: str, now: int) -> None:
         """A new sender key: its distributions replace (cascade) those of the old one."""
         await tx.execute("DELETE FROM sender_keys WHERE chat_id = $1 AND device_id = $2", chat_id, device_id)
-        await tx.execute(
-            "INSERT INTO sender_keys (chat_id, device_id, distribution_id, created_at) VALUES ($1, $2, $3, $4)",
-            chat_id,
-            device_id,
-            distribution_id,
-            now,
-        )
+        key = {"chat_id": chat_id, "device_id": device_id, "distribution_id": distribution_id, "created_at": now}
+        await insert(tx, "sender_keys", key)
 
     async def add_distributions(
         self,
