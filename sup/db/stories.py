@@ -89,18 +89,17 @@ class StoryStore:
         now: int,
         expires_at: int,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO stories (id, author_id, media_id, caption, audience, list_id, created_at, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            id,
-            author_id,
-            media_id,
-            caption,
-            audience,
-            list_id,
-            now,
-            expires_at,
-        )
+        story = {
+            "id": id,
+            "author_id": author_id,
+            "media_id": media_id,
+            "caption": caption,
+            "audience": audience,
+            "list_id": list_id,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        await insert(tx, "stories", story)
 
     async def lock_author(self, tx: Queryable, author_id: str) -> None:
         """Hold the author's row until commit: one count of live stories and insert at a time."""
