@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, insert, keyset_page, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, insert_row, keyset_page, update_row
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
@@ -64,7 +64,7 @@ class UserStore:
             "created_at": now,
             "updated_at": now,
         }
-        return await insert(tx, "users", user, "ON CONFLICT (username_key) DO NOTHING")
+        return await insert_row(tx, "users", user, "ON CONFLICT (username_key) DO NOTHING")
 
     async def get(self, db: Queryable, user_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
@@ -183,7 +183,7 @@ class UserStore:
 class DeviceStore:
     async def insert(self, tx: Queryable, *, id: str, user_id: str, name: str, now: int) -> None:
         device = {"id": id, "user_id": user_id, "name": name, "created_at": now, "last_seen_at": now}
-        await insert(tx, "user_devices", device)
+        await insert_row(tx, "user_devices", device)
 
     async def get_active(self, db: Queryable, device_id: str) -> Row | None:
         return await db.fetchrow(f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL", device_id)
@@ -277,7 +277,7 @@ class SessionStore:
 
     async def insert(self, tx: Queryable, *, token_hash: bytes, device_id: str, now: int, expires_at: int) -> None:
         session = {"token_hash": token_hash, "device_id": device_id, "created_at": now, "expires_at": expires_at}
-        await insert(tx, "sessions", session)
+        await insert_row(tx, "sessions", session)
 
     async def consume(self, tx: Queryable, token_hash: bytes, now: int) -> Row | None:
         """Mark an unused, unexpired token used and return its device; None otherwise.
@@ -338,7 +338,7 @@ class InviteStore:
             "expires_at": expires_at,
             "max_uses": max_uses,
         }
-        await insert(tx, "invites", invite)
+        await insert_row(tx, "invites", invite)
 
     async def page(self, db: Queryable, before: tuple[int, bytes] | None, limit: int) -> list[Row]:
         """Invites, newest first; the cursor is (created_at, code_hash) of the last one seen."""
@@ -374,7 +374,7 @@ class ContactStore:
     async def add(self, tx: Queryable, user_id: str, contact_id: str, now: int) -> int:
         """Add a contact (again is harmless); return when it was first added."""
         contact = {"user_id": user_id, "contact_id": contact_id, "created_at": now}
-        await insert(tx, "contacts", contact, "ON CONFLICT (user_id, contact_id) DO NOTHING")
+        await insert_row(tx, "contacts", contact, "ON CONFLICT (user_id, contact_id) DO NOTHING")
         return await tx.fetchval(
             "SELECT created_at FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
         )
@@ -392,7 +392,7 @@ class ContactStore:
 class BlockStore:
     async def add(self, tx: Queryable, user_id: str, blocked_id: str, now: int) -> None:
         block = {"user_id": user_id, "blocked_id": blocked_id, "created_at": now}
-        await insert(tx, "blocked_users", block, "ON CONFLICT (user_id, blocked_id) DO NOTHING")
+        await insert_row(tx, "blocked_users", block, "ON CONFLICT (user_id, blocked_id) DO NOTHING")
 
     async def remove(self, tx: Queryable, user_id: str, blocked_id: str) -> bool:
         return await changed_one(

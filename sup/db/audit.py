@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row, insert
+from sup.db.database import Queryable, Row, insert_row
 
 _COLUMNS = (
     "a.id, a.actor_id, u.username AS actor_username, a.action, a.target_id, a.details, a.created_at"
@@ -30,7 +30,7 @@ class AuditStore:
             "details": details,
             "created_at": now,
         }
-        await insert(tx, "audit_log", entry)
+        await insert_row(tx, "audit_log", entry)
 
     async def page(
         self,

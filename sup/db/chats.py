@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert, keyset_page, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert_row, keyset_page, update_row
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
@@ -155,7 +155,7 @@ class RoleStore:
         self, tx: Queryable, *, id: str, chat_id: str, kind: str, name: str, permissions: int, now: int
     ) -> None:
         role = {"id": id, "chat_id": chat_id, "kind": kind, "name": name, "permissions": permissions, "created_at": now}
-        await insert(tx, "chat_roles", role)
+        await insert_row(tx, "chat_roles", role)
 
     async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:
         return list(await db.fetch(f"{_ROLES} WHERE chat_id = $1 ORDER BY created_at, id", chat_id))
@@ -181,7 +181,7 @@ class MemberStore:
             "joined_at": now,
             "last_read_seq": read_seq,
         }
-        return await insert(tx, "chat_members", member, "ON CONFLICT (chat_id, user_id) DO NOTHING")
+        return await insert_row(tx, "chat_members", member, "ON CONFLICT (chat_id, user_id) DO NOTHING")
 
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
         return await changed_one(tx, "DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row, changed_one, insert
+from sup.db.database import Queryable, Row, changed_one, insert_row
 
 
 class EmailStore:
@@ -40,7 +40,7 @@ class EmailStore:
             "created_at": now,
             "expires_at": expires_at,
         }
-        await insert(tx, "email_tokens", token)
+        await insert_row(tx, "email_tokens", token)
 
     async def drop_unused(self, tx: Queryable, user_id: str, purpose: str) -> None:
         """Forget the user's tokens of this purpose not used yet: only the newest one works."""

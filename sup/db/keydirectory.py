@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row, fetch_in, insert
+from sup.db.database import Queryable, Row, fetch_in, insert_row
 
 # Handing out a one-time prekey deletes it in the same statement. On Postgres, SKIP LOCKED
 # lets concurrent fetches (from any process) each take a different key instead of queueing
@@ -73,7 +73,7 @@ class KeyDirectoryStore:
             "signature": signature,
             "created_at": now,
         }
-        await insert(tx, "signed_prekeys", prekey)
+        await insert_row(tx, "signed_prekeys", prekey)
 
     async def prune_superseded(self, tx: Queryable, device_id: str, before: int) -> None:
         await tx.execute(
@@ -100,7 +100,7 @@ class KeyDirectoryStore:
         """Add prekeys; one already known by id is left as it is (an upload retried is harmless)."""
         for key_id, public_key in keys:
             key = {"device_id": device_id, "key_id": key_id, "public_key": public_key}
-            await insert(tx, "one_time_prekeys", key, "ON CONFLICT (device_id, key_id) DO NOTHING")
+            await insert_row(tx, "one_time_prekeys", key, "ON CONFLICT (device_id, key_id) DO NOTHING")
 
     async def count_one_time(self, db: Queryable, device_id: str) -> int:
         return await db.fetchval("SELECT count(*) FROM one_time_prekeys WHERE device_id = $1", device_id)
@@ -119,7 +119,7 @@ class KeyDirectoryStore:
         """A new sender key: its distributions replace (cascade) those of the old one."""
         await tx.execute("DELETE FROM sender_keys WHERE chat_id = $1 AND device_id = $2", chat_id, device_id)
         key = {"chat_id": chat_id, "device_id": device_id, "distribution_id": distribution_id, "created_at": now}
-        await insert(tx, "sender_keys", key)
+        await insert_row(tx, "sender_keys", key)
 
     async def add_distributions(
         self,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert_row
 
 MESSAGE_COLUMNS = (
     "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
@@ -185,7 +185,7 @@ class MessageStore:
 
     async def hide(self, tx: Queryable, user_id: str, message_id: str) -> None:
         row = {"user_id": user_id, "message_id": message_id}
-        await insert(tx, "message_hidden", row, "ON CONFLICT (user_id, message_id) DO NOTHING")
+        await insert_row(tx, "message_hidden", row, "ON CONFLICT (user_id, message_id) DO NOTHING")
 
 
 class RecipientStore:
@@ -221,7 +221,9 @@ class RecipientStore:
 class ReactionStore:
     async def add(self, tx: Queryable, message_id: str, user_id: str, emoji: str, now: int) -> bool:
         reaction = {"message_id": message_id, "user_id": user_id, "emoji": emoji, "created_at": now}
-        return await insert(tx, "message_reactions", reaction, "ON CONFLICT (message_id, user_id, emoji) DO NOTHING")
+        return await insert_row(
+            tx, "message_reactions", reaction, "ON CONFLICT (message_id, user_id, emoji) DO NOTHING"
+        )
 
     async def remove(self, tx: Queryable, message_id: str, user_id: str, emoji: str) -> bool:
         return await changed_one(
@@ -251,7 +253,7 @@ class ReactionStore:
 class PinStore:
     async def pin(self, tx: Queryable, chat_id: str, message_id: str, user_id: str, now: int) -> bool:
         pin = {"chat_id": chat_id, "message_id": message_id, "pinned_by": user_id, "pinned_at": now}
-        return await insert(tx, "chat_pins", pin, "ON CONFLICT (chat_id, message_id) DO NOTHING")
+        return await insert_row(tx, "chat_pins", pin, "ON CONFLICT (chat_id, message_id) DO NOTHING")
 
     async def unpin(self, tx: Queryable, chat_id: str, message_id: str) -> bool:
         return await changed_one(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sup.db.accounts import hold_user_row
-from sup.db.database import Queryable, Row, changed_one, fetch_in, insert, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, insert_row, update_row
 
 _PACK_COLUMNS = "p.id, p.owner_id, p.title, p.slug, p.cover_media_id, p.published_at, p.created_at, p.updated_at"
 _PACKS = f"SELECT {_PACK_COLUMNS} FROM sticker_packs p"
@@ -32,7 +32,7 @@ class StickerStore:
             "created_at": now,
             "updated_at": now,
         }
-        return await insert(tx, "sticker_packs", pack, "ON CONFLICT (slug) DO NOTHING")
+        return await insert_row(tx, "sticker_packs", pack, "ON CONFLICT (slug) DO NOTHING")
 
     async def get_pack(self, db: Queryable, pack_id: str) -> Row | None:
         return await db.fetchrow(f"{_PACKS} WHERE p.id = $1", pack_id)
