@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, keyset_page, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, insert_row, keyset_page, update_row
 
 _USER_COLUMNS = (
     "id, username, display_name, bio, avatar_media_id, password_hash, is_admin, "
@@ -16,6 +16,16 @@ _DEVICES = "SELECT id, user_id, name, created_at, last_seen_at FROM user_devices
 _INVITES = (
     "SELECT i.code_hash, i.created_by, u.username AS created_by_username, i.created_at, i.expires_at,"
     " i.max_uses, i.uses FROM invites i LEFT JOIN users u ON u.id = i.created_by"
+)
+# A user's contacts and blocks, each with the listed user's profile, paged by the listed user's id.
+_CONTACTS = (
+    "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
+    " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
+    " WHERE c.user_id = $1"
+)
+_BLOCKS = (
+    "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
+    " JOIN users u ON u.id = b.blocked_id WHERE b.user_id = $1"
 )
 _LIKE_SPECIAL = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 _STATUS_WHERE = {
@@ -44,19 +54,17 @@ class UserStore:
         now: int,
     ) -> bool:
         """Insert a user; False when the username is taken. `username` is already in its key form."""
-        return await changed_one(
-            tx,
-            "INSERT INTO users (id, username, username_key, display_name, password_hash, is_admin,"
-            " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
-            " ON CONFLICT (username_key) DO NOTHING",
-            id,
-            username,
-            username,
-            display_name,
-            password_hash,
-            is_admin,
-            now,
-        )
+        user = {
+            "id": id,
+            "username": username,
+            "username_key": username,
+            "display_name": display_name,
+            "password_hash": password_hash,
+            "is_admin": is_admin,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return await insert_row(tx, "users", user, "ON CONFLICT (username_key) DO NOTHING")
 
     async def get(self, db: Queryable, user_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
@@ -174,26 +182,15 @@ class UserStore:
 
 class DeviceStore:
     async def insert(self, tx: Queryable, *, id: str, user_id: str, name: str, now: int) -> None:
-        await tx.execute(
-            "INSERT INTO user_devices (id, user_id, name, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
-            id,
-            user_id,
-            name,
-            now,
-        )
+        device = {"id": id, "user_id": user_id, "name": name, "created_at": now, "last_seen_at": now}
+        await insert_row(tx, "user_devices", device)
 
     async def get_active(self, db: Queryable, device_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL",
-            device_id,
-        )
+        return await db.fetchrow(f"{_DEVICES} WHERE id = $1 AND revoked_at IS NULL", device_id)
 
     async def list_active(self, db: Queryable, user_id: str) -> list[Row]:
         return list(
-            await db.fetch(
-                f"{_DEVICES} WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
-                user_id,
-            )
+            await db.fetch(f"{_DEVICES} WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id", user_id)
         )
 
     async def active_ids_of(self, db: Queryable, user_ids: Sequence[str]) -> list[str]:
@@ -279,13 +276,8 @@ class SessionStore:
     """Refresh tokens, stored as SHA-256 hashes; one chain of rotations per device."""
 
     async def insert(self, tx: Queryable, *, token_hash: bytes, device_id: str, now: int, expires_at: int) -> None:
-        await tx.execute(
-            "INSERT INTO sessions (token_hash, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            token_hash,
-            device_id,
-            now,
-            expires_at,
-        )
+        session = {"token_hash": token_hash, "device_id": device_id, "created_at": now, "expires_at": expires_at}
+        await insert_row(tx, "sessions", session)
 
     async def consume(self, tx: Queryable, token_hash: bytes, now: int) -> Row | None:
         """Mark an unused, unexpired token used and return its device; None otherwise.
@@ -339,14 +331,14 @@ class InviteStore:
         expires_at: int | None,
         max_uses: int,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO invites (code_hash, created_by, created_at, expires_at, max_uses) VALUES ($1, $2, $3, $4, $5)",
-            code_hash,
-            created_by,
-            now,
-            expires_at,
-            max_uses,
-        )
+        invite = {
+            "code_hash": code_hash,
+            "created_by": created_by,
+            "created_at": now,
+            "expires_at": expires_at,
+            "max_uses": max_uses,
+        }
+        await insert_row(tx, "invites", invite)
 
     async def page(self, db: Queryable, before: tuple[int, bytes] | None, limit: int) -> list[Row]:
         """Invites, newest first; the cursor is (created_at, code_hash) of the last one seen."""
@@ -381,13 +373,8 @@ class InviteStore:
 class ContactStore:
     async def add(self, tx: Queryable, user_id: str, contact_id: str, now: int) -> int:
         """Add a contact (again is harmless); return when it was first added."""
-        await tx.execute(
-            "INSERT INTO contacts (user_id, contact_id, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (user_id, contact_id) DO NOTHING",
-            user_id,
-            contact_id,
-            now,
-        )
+        contact = {"user_id": user_id, "contact_id": contact_id, "created_at": now}
+        await insert_row(tx, "contacts", contact, "ON CONFLICT (user_id, contact_id) DO NOTHING")
         return await tx.fetchval(
             "SELECT created_at FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id
         )
@@ -399,27 +386,13 @@ class ContactStore:
         return await changed_one(tx, "DELETE FROM contacts WHERE user_id = $1 AND contact_id = $2", user_id, contact_id)
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return await keyset_page(
-            db,
-            "SELECT c.contact_id, c.created_at, u.username, u.display_name, u.bio, u.avatar_media_id,"
-            " u.created_at AS user_created_at FROM contacts c JOIN users u ON u.id = c.contact_id"
-            " WHERE c.user_id = $1",
-            "c.contact_id",
-            user_id,
-            after,
-            limit,
-        )
+        return await keyset_page(db, _CONTACTS, "c.contact_id", user_id, after, limit)
 
 
 class BlockStore:
     async def add(self, tx: Queryable, user_id: str, blocked_id: str, now: int) -> None:
-        await tx.execute(
-            "INSERT INTO blocked_users (user_id, blocked_id, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (user_id, blocked_id) DO NOTHING",
-            user_id,
-            blocked_id,
-            now,
-        )
+        block = {"user_id": user_id, "blocked_id": blocked_id, "created_at": now}
+        await insert_row(tx, "blocked_users", block, "ON CONFLICT (user_id, blocked_id) DO NOTHING")
 
     async def remove(self, tx: Queryable, user_id: str, blocked_id: str) -> bool:
         return await changed_one(
@@ -427,15 +400,7 @@ class BlockStore:
         )
 
     async def page(self, db: Queryable, user_id: str, after: str | None, limit: int) -> list[Row]:
-        return await keyset_page(
-            db,
-            "SELECT b.blocked_id, b.created_at, u.username FROM blocked_users b"
-            " JOIN users u ON u.id = b.blocked_id WHERE b.user_id = $1",
-            "b.blocked_id",
-            user_id,
-            after,
-            limit,
-        )
+        return await keyset_page(db, _BLOCKS, "b.blocked_id", user_id, after, limit)
 
     async def is_blocked(self, db: Queryable, blocker_id: str, blocked_id: str) -> bool:
         return bool(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row
+from sup.db.database import Queryable, Row, insert_row
 
 _COLUMNS = (
     "a.id, a.actor_id, u.username AS actor_username, a.action, a.target_id, a.details, a.created_at"
@@ -22,16 +22,15 @@ class AuditStore:
         details: str,
         now: int,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO audit_log (id, actor_id, action, target_id, details, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            id,
-            actor_id,
-            action,
-            target_id,
-            details,
-            now,
-        )
+        entry = {
+            "id": id,
+            "actor_id": actor_id,
+            "action": action,
+            "target_id": target_id,
+            "details": details,
+            "created_at": now,
+        }
+        await insert_row(tx, "audit_log", entry)
 
     async def page(
         self,

@@ -77,45 +77,29 @@ class _Watched:
         if not self.wrote and sql.lstrip()[:6].upper() != "SELECT":
             self.wrote = True
 
-    async def execute(self, sql: str, *args: Any) -> int:
+    async def _run(self, call: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
         self._note(sql)
         try:
-            return await self._tx.execute(sql, *args)
+            return await call(sql, *args)
         except BaseException:
             self.failed = True
             raise
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._run(self._tx.execute, sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        self._note(sql)
-        try:
-            return await self._tx.fetch(sql, *args)
-        except BaseException:
-            self.failed = True
-            raise
+        return await self._run(self._tx.fetch, sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        self._note(sql)
-        try:
-            return await self._tx.fetchrow(sql, *args)
-        except BaseException:
-            self.failed = True
-            raise
+        return await self._run(self._tx.fetchrow, sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        self._note(sql)
-        try:
-            return await self._tx.fetchval(sql, *args)
-        except BaseException:
-            self.failed = True
-            raise
+        return await self._run(self._tx.fetchval, sql, *args)
 
     async def execute_script(self, script: str) -> None:
-        self.wrote = True
-        try:
-            await self._tx.execute_script(script)
-        except BaseException:
-            self.failed = True
-            raise
+        self.wrote = True  # a script (a savepoint, a migration) writes, whatever its first word
+        await self._run(self._tx.execute_script, script)
 
     def after_commit(self, work: AfterCommit) -> None:
         self._tx.after_commit(work)

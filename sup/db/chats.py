@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, keyset_page, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert_row, keyset_page, update_row
 
 _CHAT_COLUMNS = (
     "c.id, c.type, c.title, c.description, c.avatar_media_id, c.encrypted, c.created_by, c.last_seq,"
@@ -154,36 +154,18 @@ class RoleStore:
     async def insert(
         self, tx: Queryable, *, id: str, chat_id: str, kind: str, name: str, permissions: int, now: int
     ) -> None:
-        await tx.execute(
-            "INSERT INTO chat_roles (id, chat_id, kind, name, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            id,
-            chat_id,
-            kind,
-            name,
-            permissions,
-            now,
-        )
+        role = {"id": id, "chat_id": chat_id, "kind": kind, "name": name, "permissions": permissions, "created_at": now}
+        await insert_row(tx, "chat_roles", role)
 
     async def for_chat(self, db: Queryable, chat_id: str) -> list[Row]:
-        return list(
-            await db.fetch(
-                f"{_ROLES} WHERE chat_id = $1 ORDER BY created_at, id",
-                chat_id,
-            )
-        )
+        return list(await db.fetch(f"{_ROLES} WHERE chat_id = $1 ORDER BY created_at, id", chat_id))
 
     async def get(self, db: Queryable, chat_id: str, role_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"{_ROLES} WHERE chat_id = $1 AND id = $2",
-            chat_id,
-            role_id,
-        )
+        return await db.fetchrow(f"{_ROLES} WHERE chat_id = $1 AND id = $2", chat_id, role_id)
 
     async def by_kind(self, db: Queryable, chat_id: str, kind: str) -> Row:
         return await db.fetchrow(
-            f"{_ROLES} WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1",
-            chat_id,
-            kind,
+            f"{_ROLES} WHERE chat_id = $1 AND kind = $2 ORDER BY created_at LIMIT 1", chat_id, kind
         )
 
     async def update(self, tx: Queryable, role_id: str, name: str, permissions: int) -> None:
@@ -192,16 +174,14 @@ class RoleStore:
 
 class MemberStore:
     async def add(self, tx: Queryable, chat_id: str, user_id: str, role_id: str, now: int, read_seq: int = 0) -> bool:
-        return await changed_one(
-            tx,
-            "INSERT INTO chat_members (chat_id, user_id, role_id, joined_at, last_read_seq) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (chat_id, user_id) DO NOTHING",
-            chat_id,
-            user_id,
-            role_id,
-            now,
-            read_seq,
-        )
+        member = {
+            "chat_id": chat_id,
+            "user_id": user_id,
+            "role_id": role_id,
+            "joined_at": now,
+            "last_read_seq": read_seq,
+        }
+        return await insert_row(tx, "chat_members", member, "ON CONFLICT (chat_id, user_id) DO NOTHING")
 
     async def remove(self, tx: Queryable, chat_id: str, user_id: str) -> bool:
         return await changed_one(tx, "DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id)
@@ -313,10 +293,7 @@ class MemberStore:
 
     async def set_role(self, tx: Queryable, chat_id: str, user_id: str, role_id: str) -> None:
         await tx.execute(
-            "UPDATE chat_members SET role_id = $3 WHERE chat_id = $1 AND user_id = $2",
-            chat_id,
-            user_id,
-            role_id,
+            "UPDATE chat_members SET role_id = $3 WHERE chat_id = $1 AND user_id = $2", chat_id, user_id, role_id
         )
 
     async def mark_read(self, tx: Queryable, chat_id: str, user_id: str, seq: int) -> bool:

@@ -192,6 +192,16 @@ async def changed_one(db: Queryable, sql: str, *args: Any) -> bool:
     return await db.execute(sql, *args) == 1
 
 
+async def insert_row(db: Queryable, table: str, row: Mapping[str, Any], then: str = "") -> bool:
+    """Add `row` (column -> value) to `table`; `then` follows the VALUES (an ON CONFLICT clause, say).
+
+    False is a row not added: an ON CONFLICT DO NOTHING that met it. The column names go into the SQL
+    as they are: callers pass only names they allow, never a client's.
+    """
+    sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({in_list(len(row))})"
+    return await changed_one(db, f"{sql} {then}" if then else sql, *row.values())
+
+
 async def update_row(db: Queryable, table: str, row_id: str, changes: Mapping[str, Any], now: int) -> bool:
     """Set these columns of the row with this id, and its `updated_at`; False if there is no such row.
 

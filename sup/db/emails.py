@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row, changed_one
+from sup.db.database import Queryable, Row, changed_one, insert_row
 
 
 class EmailStore:
@@ -32,16 +32,15 @@ class EmailStore:
     async def insert_token(
         self, tx: Queryable, *, token_hash: bytes, user_id: str, purpose: str, address: str, now: int, expires_at: int
     ) -> None:
-        await tx.execute(
-            "INSERT INTO email_tokens (token_hash, user_id, purpose, address, created_at, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            token_hash,
-            user_id,
-            purpose,
-            address,
-            now,
-            expires_at,
-        )
+        token = {
+            "token_hash": token_hash,
+            "user_id": user_id,
+            "purpose": purpose,
+            "address": address,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        await insert_row(tx, "email_tokens", token)
 
     async def drop_unused(self, tx: Queryable, user_id: str, purpose: str) -> None:
         """Forget the user's tokens of this purpose not used yet: only the newest one works."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sup.db.database import Queryable, Row, changed_one
+from sup.db.database import Queryable, Row, changed_one, insert_row
 
 _COLUMNS = "id, user_id, state, blob_key, size, failure, created_at, ready_at, expires_at"
 _EXPORTS = f"SELECT {_COLUMNS} FROM account_exports"
@@ -10,12 +10,8 @@ _EXPORTS = f"SELECT {_COLUMNS} FROM account_exports"
 
 class ExportStore:
     async def insert(self, tx: Queryable, *, id: str, user_id: str, now: int) -> None:
-        await tx.execute(
-            "INSERT INTO account_exports (id, user_id, state, created_at) VALUES ($1, $2, 'pending', $3)",
-            id,
-            user_id,
-            now,
-        )
+        export = {"id": id, "user_id": user_id, "state": "pending", "created_at": now}
+        await insert_row(tx, "account_exports", export)
 
     async def get(self, db: Queryable, export_id: str) -> Row | None:
         return await db.fetchrow(f"{_EXPORTS} WHERE id = $1", export_id)

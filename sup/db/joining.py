@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from sup.db.database import Queryable, Row, changed_one, keyset_page
+from sup.db.database import Queryable, Row, changed_one, insert_row, keyset_page
 
 _INVITE_COLUMNS = (
     "id, chat_id, code, name, created_by, requires_approval, expires_at, max_uses, uses, revoked_at, created_at"
@@ -109,15 +109,8 @@ class ChatInviteStore:
 
 class JoinRequestStore:
     async def add(self, tx: Queryable, chat_id: str, user_id: str, invite_id: str | None, now: int) -> bool:
-        return await changed_one(
-            tx,
-            "INSERT INTO chat_join_requests (chat_id, user_id, invite_id, created_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (chat_id, user_id) DO NOTHING",
-            chat_id,
-            user_id,
-            invite_id,
-            now,
-        )
+        request = {"chat_id": chat_id, "user_id": user_id, "invite_id": invite_id, "created_at": now}
+        return await insert_row(tx, "chat_join_requests", request, "ON CONFLICT (chat_id, user_id) DO NOTHING")
 
     async def get(self, db: Queryable, chat_id: str, user_id: str) -> Row | None:
         return await db.fetchrow(f"{_REQUESTS} AND r.user_id = $2", chat_id, user_id)

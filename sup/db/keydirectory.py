@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sup.db.database import Queryable, Row, fetch_in
+from sup.db.database import Queryable, Row, fetch_in, insert_row
 
 # Handing out a one-time prekey deletes it in the same statement. On Postgres, SKIP LOCKED
 # lets concurrent fetches (from any process) each take a different key instead of queueing
@@ -66,15 +66,14 @@ class KeyDirectoryStore:
             device_id,
             now,
         )
-        await tx.execute(
-            "INSERT INTO signed_prekeys (device_id, key_id, public_key, signature, created_at)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            device_id,
-            key_id,
-            public_key,
-            signature,
-            now,
-        )
+        prekey = {
+            "device_id": device_id,
+            "key_id": key_id,
+            "public_key": public_key,
+            "signature": signature,
+            "created_at": now,
+        }
+        await insert_row(tx, "signed_prekeys", prekey)
 
     async def prune_superseded(self, tx: Queryable, device_id: str, before: int) -> None:
         await tx.execute(
@@ -100,13 +99,8 @@ class KeyDirectoryStore:
     async def add_one_time(self, tx: Queryable, device_id: str, keys: Sequence[tuple[int, bytes]]) -> None:
         """Add prekeys; one already known by id is left as it is (an upload retried is harmless)."""
         for key_id, public_key in keys:
-            await tx.execute(
-                "INSERT INTO one_time_prekeys (device_id, key_id, public_key) VALUES ($1, $2, $3)"
-                " ON CONFLICT (device_id, key_id) DO NOTHING",
-                device_id,
-                key_id,
-                public_key,
-            )
+            key = {"device_id": device_id, "key_id": key_id, "public_key": public_key}
+            await insert_row(tx, "one_time_prekeys", key, "ON CONFLICT (device_id, key_id) DO NOTHING")
 
     async def count_one_time(self, db: Queryable, device_id: str) -> int:
         return await db.fetchval("SELECT count(*) FROM one_time_prekeys WHERE device_id = $1", device_id)
@@ -124,13 +118,8 @@ class KeyDirectoryStore:
     async def set_sender_key(self, tx: Queryable, chat_id: str, device_id: str, distribution_id: str, now: int) -> None:
         """A new sender key: its distributions replace (cascade) those of the old one."""
         await tx.execute("DELETE FROM sender_keys WHERE chat_id = $1 AND device_id = $2", chat_id, device_id)
-        await tx.execute(
-            "INSERT INTO sender_keys (chat_id, device_id, distribution_id, created_at) VALUES ($1, $2, $3, $4)",
-            chat_id,
-            device_id,
-            distribution_id,
-            now,
-        )
+        key = {"chat_id": chat_id, "device_id": device_id, "distribution_id": distribution_id, "created_at": now}
+        await insert_row(tx, "sender_keys", key)
 
     async def add_distributions(
         self,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sup.db.accounts import hold_user_row
-from sup.db.database import Queryable, Row, changed_one, in_list, keyset_page, update_row
+from sup.db.database import Queryable, Row, changed_one, insert_row, keyset_page, update_row
 from sup.db.stories import visible_to
 
 _COLUMNS = (
@@ -38,9 +38,7 @@ _PROCESSED = set(PROCESSED_COLUMNS)
 
 class MediaStore:
     async def insert(self, tx: Queryable, media: dict[str, Any]) -> None:
-        columns = ", ".join(media)
-        placeholders = in_list(len(media))
-        await tx.execute(f"INSERT INTO media ({columns}) VALUES ({placeholders})", *media.values())
+        await insert_row(tx, "media", media)
 
     async def get(self, db: Queryable, media_id: str) -> Row | None:
         return await db.fetchrow(f"SELECT {_COLUMNS} FROM media WHERE id = $1", media_id)
@@ -197,9 +195,7 @@ class MediaStore:
     # -- resumable uploads -------------------------------------------------------------------
 
     async def insert_upload(self, tx: Queryable, upload: dict[str, Any]) -> None:
-        columns = ", ".join(upload)
-        placeholders = in_list(len(upload))
-        await tx.execute(f"INSERT INTO media_uploads ({columns}) VALUES ({placeholders})", *upload.values())
+        await insert_row(tx, "media_uploads", upload)
 
     async def get_upload(self, db: Queryable, upload_id: str) -> Row | None:
         return await db.fetchrow(

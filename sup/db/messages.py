@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert_row
 
 MESSAGE_COLUMNS = (
     "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
@@ -184,12 +184,8 @@ class MessageStore:
         return changed == 1
 
     async def hide(self, tx: Queryable, user_id: str, message_id: str) -> None:
-        await tx.execute(
-            "INSERT INTO message_hidden (user_id, message_id) VALUES ($1, $2) ON CONFLICT (user_id, message_id)"
-            " DO NOTHING",
-            user_id,
-            message_id,
-        )
+        row = {"user_id": user_id, "message_id": message_id}
+        await insert_row(tx, "message_hidden", row, "ON CONFLICT (user_id, message_id) DO NOTHING")
 
 
 class RecipientStore:
@@ -224,14 +220,9 @@ class RecipientStore:
 
 class ReactionStore:
     async def add(self, tx: Queryable, message_id: str, user_id: str, emoji: str, now: int) -> bool:
-        return await changed_one(
-            tx,
-            "INSERT INTO message_reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (message_id, user_id, emoji) DO NOTHING",
-            message_id,
-            user_id,
-            emoji,
-            now,
+        reaction = {"message_id": message_id, "user_id": user_id, "emoji": emoji, "created_at": now}
+        return await insert_row(
+            tx, "message_reactions", reaction, "ON CONFLICT (message_id, user_id, emoji) DO NOTHING"
         )
 
     async def remove(self, tx: Queryable, message_id: str, user_id: str, emoji: str) -> bool:
@@ -261,15 +252,8 @@ class ReactionStore:
 
 class PinStore:
     async def pin(self, tx: Queryable, chat_id: str, message_id: str, user_id: str, now: int) -> bool:
-        return await changed_one(
-            tx,
-            "INSERT INTO chat_pins (chat_id, message_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (chat_id, message_id) DO NOTHING",
-            chat_id,
-            message_id,
-            user_id,
-            now,
-        )
+        pin = {"chat_id": chat_id, "message_id": message_id, "pinned_by": user_id, "pinned_at": now}
+        return await insert_row(tx, "chat_pins", pin, "ON CONFLICT (chat_id, message_id) DO NOTHING")
 
     async def unpin(self, tx: Queryable, chat_id: str, message_id: str) -> bool:
         return await changed_one(

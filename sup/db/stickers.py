@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sup.db.accounts import hold_user_row
-from sup.db.database import Queryable, Row, changed_one, fetch_in, update_row
+from sup.db.database import Queryable, Row, changed_one, fetch_in, insert_row, update_row
 
 _PACK_COLUMNS = "p.id, p.owner_id, p.title, p.slug, p.cover_media_id, p.published_at, p.created_at, p.updated_at"
 _PACKS = f"SELECT {_PACK_COLUMNS} FROM sticker_packs p"
@@ -22,17 +22,17 @@ class StickerStore:
         self, tx: Queryable, *, id: str, owner_id: str, title: str, slug: str, cover_media_id: str | None, now: int
     ) -> bool:
         """False if the slug is taken (draw another)."""
-        return await changed_one(
-            tx,
-            "INSERT INTO sticker_packs (id, owner_id, title, slug, cover_media_id, published_at, created_at,"
-            " updated_at) VALUES ($1, $2, $3, $4, $5, NULL, $6, $6) ON CONFLICT (slug) DO NOTHING",
-            id,
-            owner_id,
-            title,
-            slug,
-            cover_media_id,
-            now,
-        )
+        pack = {
+            "id": id,
+            "owner_id": owner_id,
+            "title": title,
+            "slug": slug,
+            "cover_media_id": cover_media_id,
+            "published_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return await insert_row(tx, "sticker_packs", pack, "ON CONFLICT (slug) DO NOTHING")
 
     async def get_pack(self, db: Queryable, pack_id: str) -> Row | None:
         return await db.fetchrow(f"{_PACKS} WHERE p.id = $1", pack_id)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import msgspec
 
 from sup.db.accounts import hold_user_row
-from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, keyset_page
+from sup.db.database import Queryable, Row, fetch_in, from_row, insert_row, keyset_page
 
 _STORY_COLUMNS = "s.id, s.author_id, s.media_id, s.caption, s.audience, s.list_id, s.created_at, s.expires_at"
 _LISTS = "SELECT id, owner_id, kind, name, created_at, updated_at FROM story_lists"
@@ -89,18 +89,17 @@ class StoryStore:
         now: int,
         expires_at: int,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO stories (id, author_id, media_id, caption, audience, list_id, created_at, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            id,
-            author_id,
-            media_id,
-            caption,
-            audience,
-            list_id,
-            now,
-            expires_at,
-        )
+        story = {
+            "id": id,
+            "author_id": author_id,
+            "media_id": media_id,
+            "caption": caption,
+            "audience": audience,
+            "list_id": list_id,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        await insert_row(tx, "stories", story)
 
     async def lock_author(self, tx: Queryable, author_id: str) -> None:
         """Hold the author's row until commit: one count of live stories and insert at a time."""
@@ -208,14 +207,8 @@ class StoryStore:
 
     async def add_view(self, tx: Queryable, story_id: str, viewer_id: str, now: int) -> bool:
         """Record a view; False if this viewer had seen it already (the first time stands)."""
-        return await changed_one(
-            tx,
-            "INSERT INTO story_views (story_id, viewer_id, viewed_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (story_id, viewer_id) DO NOTHING",
-            story_id,
-            viewer_id,
-            now,
-        )
+        view = {"story_id": story_id, "viewer_id": viewer_id, "viewed_at": now}
+        return await insert_row(tx, "story_views", view, "ON CONFLICT (story_id, viewer_id) DO NOTHING")
 
     async def view_count(self, db: Queryable, story_ids: Sequence[str]) -> dict[str, int]:
         rows = await fetch_in(
@@ -253,23 +246,12 @@ class StoryStore:
         return await db.fetchrow(f"{_LISTS} WHERE id = $1", list_id)
 
     async def close_friends(self, db: Queryable, owner_id: str) -> Row | None:
-        return await db.fetchrow(
-            f"{_LISTS} WHERE owner_id = $1 AND kind = 'close_friends'",
-            owner_id,
-        )
+        return await db.fetchrow(f"{_LISTS} WHERE owner_id = $1 AND kind = 'close_friends'", owner_id)
 
     async def insert_list(self, tx: Queryable, *, id: str, owner_id: str, kind: str, name: str, now: int) -> bool:
         """False if the owner has a close-friends list already (there is one per user)."""
-        return await changed_one(
-            tx,
-            "INSERT INTO story_lists (id, owner_id, kind, name, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
-            id,
-            owner_id,
-            kind,
-            name,
-            now,
-        )
+        story_list = {"id": id, "owner_id": owner_id, "kind": kind, "name": name, "created_at": now, "updated_at": now}
+        return await insert_row(tx, "story_lists", story_list, "ON CONFLICT DO NOTHING")
 
     async def count_lists(self, db: Queryable, owner_id: str, kind: str) -> int:
         return await db.fetchval("SELECT COUNT(*) FROM story_lists WHERE owner_id = $1 AND kind = $2", owner_id, kind)
@@ -307,13 +289,8 @@ class StoryStore:
 
     async def add_members(self, tx: Queryable, list_id: str, user_ids: Sequence[str], now: int) -> None:
         for user_id in user_ids:
-            await tx.execute(
-                "INSERT INTO story_list_members (list_id, user_id, added_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (list_id, user_id) DO NOTHING",
-                list_id,
-                user_id,
-                now,
-            )
+            member = {"list_id": list_id, "user_id": user_id, "added_at": now}
+            await insert_row(tx, "story_list_members", member, "ON CONFLICT (list_id, user_id) DO NOTHING")
 
     async def remove_members(self, tx: Queryable, list_id: str, user_ids: Sequence[str]) -> int:
         removed = 0
