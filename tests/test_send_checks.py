@@ -12,7 +12,7 @@ import pytest
 
 from sup.db.accounts import DeviceStore
 from sup.db.batching import Guard, WriteBatcher
-from sup.domain.messages import MAX_RECIPIENTS, Outgoing
+from sup.domain.outgoing import MAX_RECIPIENTS, Outgoing
 from sup.errors import Code, DomainError
 from sup.transport.services import SERVICES
 from tests.conftest import Api, Server, Socket, two_in_a_group

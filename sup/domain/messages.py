@@ -26,7 +26,6 @@ from sup.domain.attachments import MediaAttachments
 from sup.domain.events import encode
 from sup.domain.keydirectory import KeyDirectory
 from sup.domain.outgoing import BODY_MAX, Outgoing, check_outgoing
-from sup.domain.outgoing import MAX_RECIPIENTS as MAX_RECIPIENTS  # importable from here, as before outgoing.py
 from sup.domain.permissions import Permission
 from sup.domain.timeline import Message, Reaction, Timeline, message_from_row
 from sup.errors import Code, DomainError
