@@ -15,6 +15,7 @@ import msgspec
 from sup.blobs.store import BlobSettings, BlobStore, open_blob_store
 from sup.bus.events import EventBus, open_bus
 from sup.bus.presence import PresenceTracker, open_presence
+from sup.bus.process import stop_task
 from sup.bus.ratelimit import MemoryRateLimiter, RedisRateLimiter, open_rate_limiter
 from sup.clock import Clock
 from sup.config import Config
@@ -22,6 +23,7 @@ from sup.db import migrations
 from sup.db.batching import WriteBatcher
 from sup.db.database import Database, open_database
 from sup.db.jobs import DatabaseJobQueue
+from sup.db.statistics import watch_first_statistics
 from sup.db.stores import Stores
 from sup.domain.passwords import PasswordHasher
 from sup.domain.pushtargets import EndpointPolicy
@@ -136,11 +138,12 @@ def _sweep_scratch(scratch: Path, older_than: float) -> None:
 
 @dataclass
 class Background:
-    """Files and jobs: the blob store and the durable job scheduler."""
+    """Files and jobs: the blob store, the durable job scheduler, and (on Postgres) the first statistics."""
 
     blobs: BlobStore
     scheduler: Scheduler
     backups: BackupSchedule | None = None
+    statistics: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, config: Config, db: Database, clock: Clock) -> Background:
@@ -168,9 +171,13 @@ class Background:
         backups = BackupSchedule.from_config(config)
         if backups is not None:
             backups.register(scheduler)
-        return cls(blobs, scheduler, backups)
+        statistics = None
+        if db.dialect == "postgres":
+            statistics = asyncio.create_task(watch_first_statistics(db), name="first-statistics")
+        return cls(blobs, scheduler, backups, statistics)
 
     async def close(self) -> None:
+        await stop_task(self.statistics)
         await self.scheduler.stop()  # running jobs still use the blob store and database
         if self.backups is not None:
             await self.backups.close()
