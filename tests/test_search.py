@@ -3,6 +3,7 @@ title, messages by their words; what it must never return; and input that must n
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -236,6 +237,24 @@ async def test_edits_and_deletes_follow_at_once(api: Api):
     assert reply.status == 204, reply.body
     assert await bodies(api, reader, q=word) == []
     assert await bodies(api, me, q=word) == [f"{word} hidden by the reader"]  # hidden for the reader only
+
+
+async def test_messages_committed_together_are_all_found_and_a_retry_once(api: Api):
+    # Sends at the same moment share a transaction; SQLite's index learns them all at its commit.
+    word = token()
+    me, reader = await api.register(), await api.register()
+    news = await channel(api, me, "together", reader)
+    replies = await asyncio.gather(*(say(api, me, news, f"{word} number {n}") for n in range(40)))
+    assert [reply.status for reply in replies] == [201] * 40
+    retried = await say(api, me, news, f"{word} number 0", client_id=replies[0].body["client_id"])
+    assert retried.status in (200, 201) and retried.body["id"] == replies[0].body["id"], retried.body
+    found = await bodies(api, reader, q=word, limit=50)
+    assert sorted(found) == sorted(f"{word} number {n}" for n in range(40))
+
+    edited = replies[1].body["id"]
+    reply = await api.patch(f"/api/v1/messages/{edited}", json={"body": "changed"}, token=me.access_token)
+    assert reply.status == 200, reply.body
+    assert len(await bodies(api, reader, q=word, limit=50)) == 39
 
 
 async def test_system_messages_and_encrypted_chats_are_not_searched(api: Api):

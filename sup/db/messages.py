@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sup.db.database import Queryable, Row, changed_one, fetch_in, from_row, insert_row
+from sup.db.database import Queryable, Row, Transaction, changed_one, fetch_in, from_row, insert_row
 
 MESSAGE_COLUMNS = (
     "id, chat_id, seq, sender_id, sender_device_id, client_id, content_hash, kind, body, ciphertext, media_id,"
@@ -54,6 +54,24 @@ _INSERT_VALUES = (
     " VALUES ($1, $2, {seq}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, $14) RETURNING seq"
 )
 
+# SQLite's search index learns a transaction's new messages in one statement just before its commit
+# (a trigger did it per insert, and FTS5 writes its pending terms out at the end of every statement
+# that touches it: a tenth of a send's cost). Edits and deletes keep their triggers; a message is
+# never edited in the transaction that sent it. The test is the one those triggers use
+# (migrations/0007_search.up.sqlite.sql).
+_INDEX_NEW = (
+    "INSERT INTO message_search (rowid, body) SELECT rowid, body FROM messages"
+    " WHERE id IN (SELECT value FROM json_each($1)) AND body IS NOT NULL AND kind <> 'system'"
+)
+
+
+def _searchable(kind: str, body: str | None) -> bool:
+    return body is not None and kind != "system"
+
+
+async def _index_new(tx: Transaction, message_ids: list[str]) -> None:
+    await tx.execute(_INDEX_NEW, msgspec.json.encode(message_ids).decode())
+
 
 class MessageStore:
     def __init__(self, dialect: str = "sqlite") -> None:
@@ -64,10 +82,12 @@ class MessageStore:
         else:
             self._bump = _BUMP_CHAT
             self._insert = insert + _INSERT_VALUES.format(seq="$15")
+        # Postgres computes its search column in the row itself.
+        self._index_later = dialect == "sqlite"
 
     async def insert_next(
         self,
-        tx: Queryable,
+        tx: Transaction,
         *,
         id: str,
         chat_id: str,
@@ -103,7 +123,10 @@ class MessageStore:
         ]
         if self._bump is not None:
             args.append(await tx.fetchval(self._bump, *args))
-        return await tx.fetchval(self._insert, *args)
+        seq = await tx.fetchval(self._insert, *args)
+        if self._index_later and _searchable(kind, body):
+            tx.defer(_index_new, id)
+        return seq
 
     async def get(self, db: Queryable, message_id: str) -> MessageRow | None:
         row = await db.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)

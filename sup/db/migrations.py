@@ -3,7 +3,8 @@
 Files in `migrations/`: `NNNN_name.up.sql` and `NNNN_name.down.sql`, shared by both
 dialects; `NNNN_name.up.postgres.sql` (or `.sqlite.sql`) holds what only that dialect
 runs, where the two really differ (full-text search): going up it runs after the shared
-file, and its `.down.<dialect>.sql` runs before the shared one going down. Each migration
+file, and its `.down.<dialect>.sql` runs before the shared one going down; a migration of one
+dialect only (how SQLite fills its search index) has no shared files. Each migration
 runs in its own transaction and is recorded in `schema_migrations`; a database that has
 migrations this binary does not know is refused (an older binary must not write a newer
 schema). A migration that runs long (building an index over every message) says so every
@@ -83,9 +84,13 @@ class Migration:
     down: dict[str, str] = field(default_factory=dict)
 
     def sql(self, direction: str, dialect: str) -> str:
-        """The shared script and the dialect's own, in the order they run (the dialect's last going up)."""
+        """The shared script and the dialect's own, in the order they run (the dialect's last going up).
+
+        A migration with only another dialect's scripts is nothing to run on this one ("")."""
         scripts = self.up if direction == "up" else self.down
         parts = [scripts[key] for key in ("", dialect) if key in scripts]
+        if not parts and scripts:
+            return ""
         if not parts:
             raise DatabaseError(f"migration {self.version:04d}_{self.name} has no {direction} script for {dialect}")
         if direction == "down":
@@ -193,7 +198,8 @@ async def migrate_up(
             # Checked again under the lock: another process may have just applied it.
             if await tx.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", migration.version):
                 continue
-            await _reporting(db, migration, tx.execute_script(migration.sql("up", db.dialect)), progress or log.info)
+            if script := migration.sql("up", db.dialect):
+                await _reporting(db, migration, tx.execute_script(script), progress or log.info)
             await tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                 migration.version,
@@ -259,7 +265,8 @@ async def migrate_down(db: Database, steps: int = 1, known: list[Migration] | No
             await db.lock_for_migrations(tx)
             if not await tx.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", version):
                 continue
-            await tx.execute_script(migration.sql("down", db.dialect))
+            if script := migration.sql("down", db.dialect):
+                await tx.execute_script(script)
             await tx.execute("DELETE FROM schema_migrations WHERE version = $1", version)
         reverted.append(migration)
     return reverted
