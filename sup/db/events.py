@@ -19,11 +19,17 @@ _ROWS_PER_INSERT = 500
 #
 # On Postgres a whole batch's bumps are one statement (arrays, so one prepared statement
 # whatever the batch's size): the ids, and how many events each device gets.
+#
+# The arrays' rows meet the table only through its primary key. A prepared statement's generic
+# plan guesses 10 rows for an array of any length; an earlier form joined the array to the
+# locked rows by a filter, which that guess made a nested loop over both: 100 million
+# comparisons, 10 s, for one post to a channel of 10,000 (docs/performance.md, "Big rooms").
+# Looking each id up in the index costs the same whatever the plan guessed.
 _BUMP_PG = (
-    "UPDATE user_devices d SET last_event_seq = d.last_event_seq + c.n"
-    " FROM (SELECT id FROM user_devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) locked,"
-    " unnest($1::uuid[], $2::bigint[]) AS c(id, n)"
-    " WHERE d.id = locked.id AND c.id = d.id RETURNING d.id, d.last_event_seq"
+    "UPDATE user_devices d SET last_event_seq = d.last_event_seq + l.n"
+    " FROM (SELECT u.id, c.n FROM unnest($1::uuid[], $2::bigint[]) AS c(id, n)"
+    " JOIN user_devices u ON u.id = c.id ORDER BY u.id FOR UPDATE OF u) l"
+    " WHERE d.id = l.id RETURNING d.id, d.last_event_seq"
 )
 _BUMP_SQLITE = (
     "UPDATE user_devices SET last_event_seq = last_event_seq + {n} WHERE id IN ({ids}) RETURNING id, last_event_seq"
@@ -31,10 +37,10 @@ _BUMP_SQLITE = (
 # Several devices' acknowledgements in one statement; the rows are locked in id order first, as
 # _BUMP_PG locks them, so an ack and a batch never wait on each other in a cycle.
 _ACK_PG = (
-    "UPDATE user_devices d SET acked_event_seq = c.seq"
-    " FROM (SELECT id FROM user_devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) locked,"
-    " unnest($1::uuid[], $2::bigint[]) AS c(id, seq)"
-    " WHERE d.id = locked.id AND c.id = d.id AND d.acked_event_seq < c.seq AND d.last_event_seq >= c.seq"
+    "UPDATE user_devices d SET acked_event_seq = l.seq"
+    " FROM (SELECT u.id, c.seq FROM unnest($1::uuid[], $2::bigint[]) AS c(id, seq)"
+    " JOIN user_devices u ON u.id = c.id ORDER BY u.id FOR UPDATE OF u) l"
+    " WHERE d.id = l.id AND d.acked_event_seq < l.seq AND d.last_event_seq >= l.seq"
 )
 _INSERT_PG = (
     "INSERT INTO device_events (device_id, seq, payload, created_at)"
