@@ -38,6 +38,33 @@ async def test_an_idle_connection_holds_no_queue_and_no_timer_of_its_own(beating
     assert (await sock.until(lambda f: f["type"] == "message.new"))["message"]["chat_id"] == chat
 
 
+async def test_the_stall_check_asks_the_kernel_nothing_about_an_idle_socket(beating: Server, monkeypatch):
+    # The hub checks every socket each round; among thousands, a system call each held deliveries.
+    alice, bob = await beating.api.register(), await beating.api.register()
+    chat = await plain_group(beating.api, alice, bob)
+    sock = await connect(beating, bob)
+    await say(beating.api, alice, chat, "hello")
+    assert (await sock.until(lambda f: f["type"] == "message.new"))["type"] == "message.new"
+    await asyncio.sleep(0.2)  # written and acknowledged
+    (connection,) = beating.app[HUB].connections_of(bob.device_id)
+    asked: list[object] = []
+    real = type(connection)._unacknowledged
+    monkeypatch.setattr(type(connection), "_unacknowledged", lambda self: asked.append(self) or real(self))
+    now = asyncio.get_running_loop().time()
+    assert not connection.stalled(now, 0.0, 1)  # finds all acknowledged (asking, unless the hub's round just did)
+    first = len(asked)
+    assert first <= 1
+    assert not connection.stalled(now + 1, 0.0, 1)  # nothing new was written since: no question asked
+    assert not connection.stalled(now + 2, 0.0, 1)
+    assert len(asked) == first
+    await say(beating.api, alice, chat, "again")  # something written since: asked again
+    assert (await sock.until(lambda f: f["type"] == "message.new"))["message"]["body"] == "again"
+    await asyncio.sleep(0.2)
+    assert not connection.stalled(now + 3, 0.0, 1)
+    assert len(asked) >= first + 1  # (the hub's own round may have asked too)
+    await sock.close()
+
+
 async def test_a_client_that_answers_pings_stays_connected_while_idle(beating: Server):
     account = await beating.api.register()
     sock = await connect(beating, account)

@@ -410,9 +410,14 @@ class Connection:
 
     def stalled(self, now: float, window: float, min_bytes: int) -> bool:
         """True when frames wait for the client and its socket took in under min_bytes over the last window."""
+        since, base = self._progress_mark
+        if self._written == base and not self._sending:
+            # All it was sent had been acknowledged at the mark, and nothing was sent since: idle, and
+            # known without asking the kernel (the hub asks this of every socket, thousands at a time).
+            self._progress_mark = (now, base)
+            return False
         buffered, unacked = self._buffered(), self._unacknowledged()
         accepted = self._written - buffered - unacked  # what the client's TCP has acknowledged
-        since, base = self._progress_mark
         if not (self._sending or buffered or unacked) or accepted - base >= min_bytes:
             self._progress_mark = (now, accepted)  # idle, or progressing: a new window starts
             return False

@@ -144,10 +144,11 @@ class Hub:
 
     async def check(self) -> None:
         now = time.monotonic()
-        for connections in list(self._by_device.values()):
-            for connection in list(connections):
-                if connection.stalled(now, self._send_timeout, self._stall_min_bytes):  # it stopped reading
-                    connection.close_soon(Close.RESUME, b"you stopped reading: resume from your cursor")
+        for i, connection in enumerate([c for connections in self._by_device.values() for c in connections]):
+            if i % _CHECK_CHUNK == _CHECK_CHUNK - 1:  # thousands of sockets: let deliveries run between chunks
+                await asyncio.sleep(0)
+            if connection.stalled(now, self._send_timeout, self._stall_min_bytes):  # it stopped reading
+                connection.close_soon(Close.RESUME, b"you stopped reading: resume from your cursor")
         devices = list(self._by_device)
         for start in range(0, len(devices), _CHECK_CHUNK):
             chunk = devices[start : start + _CHECK_CHUNK]
