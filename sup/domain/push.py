@@ -253,29 +253,33 @@ class PushService:
 
     async def mark(self, deliveries: Sequence[Delivery]) -> None:
         """Set pushes due for the offline, subscribed recipients of these new messages."""
-        newest: dict[str, tuple[int, _Sent]] = {}
-        several: set[str] = set()  # devices whose new messages in this batch are in more than one chat
+        by_device: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            try:
-                sent = _decode_new(delivery.payload).message
-            except msgspec.DecodeError:
-                continue
-            known = newest.get(delivery.device_id)
-            if known is not None and known[1].chat_id != sent.chat_id:
-                several.add(delivery.device_id)
-            if known is None or delivery.seq > known[0]:
-                newest[delivery.device_id] = (delivery.seq, sent)
-        if not newest:
-            return
-        owners = await self._store.subscribed(self._db, list(newest))
+            by_device.setdefault(delivery.device_id, []).append(delivery)
+        # Only the frames of subscribed devices are read: a channel post reaches thousands of devices,
+        # most of them with no push subscription.
+        owners = await self._store.subscribed(self._db, list(by_device))
         due: list[tuple[str, int, str]] = []
         for device_id, user_id in owners.items():
-            seq, sent = newest[device_id]
+            newest: tuple[int, _Sent] | None = None
+            several = False  # its new messages in this batch are in more than one chat
+            for delivery in by_device[device_id]:
+                try:
+                    sent = _decode_new(delivery.payload).message
+                except msgspec.DecodeError:
+                    continue
+                if newest is not None and newest[1].chat_id != sent.chat_id:
+                    several = True
+                if newest is None or delivery.seq > newest[0]:
+                    newest = (delivery.seq, sent)
+            if newest is None:
+                continue
+            seq, sent = newest
             if sent.sender_id is not None and str(sent.sender_id) == str(user_id):
                 continue  # my own message, from another of my devices
             if await self._online(device_id):
                 continue  # its socket brings the event
-            due.append((device_id, seq, "" if device_id in several else sent.chat_id))
+            due.append((device_id, seq, "" if several else sent.chat_id))
         if not due:
             return
         due_at = self._clock.now_ms() + int(self._config.coalesce_seconds * 1000)
