@@ -192,8 +192,8 @@ async def test_the_upgrade_takes_back_the_membership_notices_channels_had(server
                 msgspec.json.encode(action).decode(),
                 server.clock.now_ms(),
             )
-    assert [m.version for m in await migrations.migrate_down(server.db)] == [13]
-    assert [m.version for m in await migrations.migrate_up(server.db, server.clock.now_ms())] == [13]
+    assert [m.version for m in await migrations.migrate_down(server.db, steps=2)] == [14, 13]
+    assert [m.version for m in await migrations.migrate_up(server.db, server.clock.now_ms())] == [13, 14]
 
     history = (await api.get(f"/api/v1/messages/chat/{chat}", token=one.access_token)).body["items"]
     assert [(m["deleted"], m["sender_id"], m["body"]) for m in history] == [
