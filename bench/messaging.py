@@ -8,7 +8,9 @@ processes (--workers) that speak the WebSocket protocol the way a client does (J
 
 1. throughput: P sender/receiver pairs, each in its own chat, pipelined sends (W awaiting their
    durable `message.sent` per connection); a message counts when the sender got `message.sent` AND
-   the receiver got `message.new`; a fixed number of messages, reported as messages/s;
+   the receiver got `message.new`; a fixed number of messages, reported as messages/s; then the same
+   against bench/echo_server.py, a bare aiohttp + uvloop server answering from memory (the ceiling
+   on this machine in this run; --no-baseline skips it);
 2. latency: send -> receive at a steady, paced rate (open loop), the send time embedded in the body;
 3. group fan-out: one sender, M receiving members connected, send -> each receipt, paced;
 4. memory: RSS of the server with N idle authenticated WebSocket clients: on the server that registered
@@ -40,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from baseline import measure_echo_baseline
 from foundation import (
     PostgresDatabases,
     describe_process,
@@ -134,6 +137,11 @@ async def measure(run: Run, session: aiohttp.ClientSession, pg: PostgresDatabase
             committed = await pg.commits(server.database_url) - commits
             tp["postgres_commits"] = committed
             tp["postgres_commits_per_msg"] = round(committed / tp["complete"], 3)
+    # 1b. the same against a bare aiohttp + uvloop server answering from memory: the ceiling, this run
+    if "throughput" in phases and args.baseline:
+        report["baseline_echo"] = echo = await measure_echo_baseline(run, session, tp_pairs, args.messages)
+        if echo["msgs_per_s"] and report["throughput"]["msgs_per_s"]:
+            report["throughput"]["of_baseline"] = round(report["throughput"]["msgs_per_s"] / echo["msgs_per_s"], 3)
     if dp_pairs:
         await asyncio.sleep(ACK_SETTLE_S)
         report["throughput_direct"] = await measure_throughput(run, dp_pairs, args.direct_messages, "dp")
@@ -226,6 +234,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also run the throughput phase on direct (encrypted) chats with this many messages (default 0: off)",
     )
     p.add_argument("--max-seconds", type=float, default=45.0, help="throughput: sending stops after this (45)")
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the throughput phase against bench/echo_server.py (a bare aiohttp + uvloop server answering "
+        "from memory), which otherwise follows SUP's in the same run",
+    )
     p.add_argument(
         "--warmup",
         type=int,
