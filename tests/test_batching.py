@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from sup.app.backends import default_batch_workers
 from sup.db.batching import WriteBatcher
 from sup.db.database import Database, IntegrityError, Transaction, open_database
 from sup.db.events import EventStore
@@ -185,3 +186,11 @@ async def test_batches_of_two_processes_into_the_same_chats_never_deadlock(datab
         await other.close()
     seqs = await db.fetch("SELECT last_seq FROM chats WHERE id IN ($1, $2, $3, $4)", *chats)
     assert [r["last_seq"] for r in seqs] == [10] * 4
+
+
+def test_group_commit_lanes_by_default():
+    # One writer on SQLite; on Postgres the lanes of all processes add up, so one each when several share a bus.
+    assert default_batch_workers("sqlite", "memory://") == 1
+    assert default_batch_workers("sqlite", "redis://127.0.0.1:6379/0") == 1
+    assert default_batch_workers("postgres", "memory://") == 4
+    assert default_batch_workers("postgres", "redis://127.0.0.1:6379/0") == 1

@@ -107,7 +107,7 @@ class Realtime:
         bus.subscribe(hub)
         # The install's namespace keeps its budgets apart from another install's on a shared Redis.
         limiter = open_rate_limiter(config.bus.url, prefix=f"sup:{namespace}:" if namespace else "sup:")
-        workers = config.database.batch_workers or (4 if db.dialect == "postgres" else 1)
+        workers = config.database.batch_workers or default_batch_workers(db.dialect, config.bus.url)
         presence = open_presence(config.bus.url, namespace)
         return cls(bus, presence, WriteBatcher(db, workers=workers), stream, hub, limiter)
 
@@ -134,6 +134,19 @@ def _sweep_scratch(scratch: Path, older_than: float) -> None:
         with contextlib.suppress(OSError):
             if entry.lstat().st_mtime < older_than:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def default_batch_workers(dialect: str, bus_url: str) -> int:
+    """Group-commit workers when `database.batch_workers` is 0.
+
+    SQLite has one writer: one. Postgres, one process (the in-process bus): four, whose transactions
+    overlap their round trips. Postgres with a shared bus (several processes): one each, since
+    the lanes of all processes add up; at four processes, four lanes each made transactions half the
+    size, and cost a third more CPU per message, than one lane each (docs/performance.md).
+    """
+    if dialect != "postgres":
+        return 1
+    return 4 if bus_url.startswith("memory://") else 1
 
 
 @dataclass

@@ -86,7 +86,8 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         int,
         doc(
             "Group-commit workers, sends sharded over them by chat (each overlaps the others' round trips)."
-            " 0: one on SQLite (it has one writer), 4 on Postgres.",
+            " 0: one on SQLite (it has one writer); on Postgres 4 for one process, one per process when"
+            " several share a bus (the lanes of all processes add up).",
             ge=0,
             le=32,
         ),
