@@ -30,7 +30,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -542,51 +542,6 @@ class Connection:
                 if len(rows) < _READ_PAGE:
                     break
         self._catching_up = False
-
-
-class AckWriter:
-    """Stores acknowledgements, at most one write per interval per device, and every device's in
-    the same write: one transaction (one commit, one fsync on SQLite) per interval, not one per device."""
-
-    def __init__(self, write: Callable[[dict[str, int]], Awaitable[None]], interval: float = 1.0) -> None:
-        self._write = write
-        self._interval = interval
-        self._due: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def ack(self, device_id: str, seq: int) -> None:
-        if seq > self._due.get(device_id, -1):
-            self._due[device_id] = seq
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._later(), name="ack-writer")
-
-    async def _later(self) -> None:
-        await asyncio.sleep(self._interval)
-        await self.flush()
-
-    async def flush_device(self, device_id: str) -> None:
-        """Store this device's last ack now (its socket closed: the next one resumes from it)."""
-        seq = self._due.pop(device_id, None)
-        if seq is not None:
-            await self._store({device_id: seq})
-
-    async def flush(self) -> None:
-        due, self._due = self._due, {}
-        if due:
-            await self._store(due)
-
-    async def _store(self, due: dict[str, int]) -> None:
-        try:
-            await self._write(due)
-        except Exception:  # an unsaved ack only means some events are sent again
-            log.warning("could not store the acks of %d device(s)", len(due), exc_info=True)
-
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
 
 
 def _seq(delivery: Delivery) -> int:

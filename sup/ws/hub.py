@@ -23,7 +23,8 @@ from sup.delivery import Delivery
 from sup.domain.stream import EventStream
 from sup.observe.metrics import Metrics
 from sup.transport.statuses import Close
-from sup.ws.connection import AckWriter, Connection
+from sup.ws.acks import AckWriter
+from sup.ws.connection import Connection
 from sup.ws.masking import MaskCheckingResponse
 
 log = logging.getLogger("sup.ws")
