@@ -7,7 +7,6 @@ shared machines move 2-3x from day to day.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from foundation import ServerProcess, free_port, wait_healthy
+from foundation import ServerProcess, free_port, stop_server, wait_healthy
 from phases import Run, measure_throughput
 
 ECHO_SERVER = Path(__file__).with_name("echo_server.py")
@@ -45,14 +44,6 @@ def _spawn_echo(python: str, scratch: Path, pairs: Sequence[dict[str, Any]]) -> 
     return ServerProcess(proc, port, scratch, log_path, spawned_at, None)
 
 
-def _stop(echo: ServerProcess) -> None:
-    echo.proc.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        echo.proc.wait(5)
-    if echo.proc.poll() is None:
-        echo.proc.kill()
-
-
 async def measure_echo_baseline(
     run: Run, session: aiohttp.ClientSession, pairs: Sequence[dict[str, Any]], total: int
 ) -> dict[str, Any]:
@@ -65,4 +56,4 @@ async def measure_echo_baseline(
         return await measure_throughput(run, pairs, total, "echo")
     finally:
         run.server = sup
-        _stop(echo)
+        await stop_server(echo)
